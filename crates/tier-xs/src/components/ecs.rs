@@ -1,0 +1,927 @@
+//! ECS on Fargate: the cluster (FARGATE and FARGATE_SPOT capacity providers), task
+//! definitions and services. The dashboard service of every tier is built from these.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField, ClusterSetting,
+    ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck, KeyValuePair,
+    LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping, ServiceField, Tag,
+    TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
+};
+use serde_json::{Value, json};
+
+use crate::aws::AwsClients;
+use crate::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
+    require_output, tags_value, wait_until,
+};
+use crate::workspace::Tier;
+
+use super::tag_changes;
+
+/// Valid Fargate task sizes: CPU units and the memory (MiB) each allows.
+pub fn validate_fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
+    let ok = match cpu {
+        256 => [512, 1024, 2048].contains(&memory),
+        512 => (1024..=4096).contains(&memory) && memory % 1024 == 0,
+        1024 => (2048..=8192).contains(&memory) && memory % 1024 == 0,
+        2048 => (4096..=16384).contains(&memory) && memory % 1024 == 0,
+        4096 => (8192..=30720).contains(&memory) && memory % 1024 == 0,
+        8192 => (16384..=61440).contains(&memory) && memory % 4096 == 0,
+        16384 => (32768..=122880).contains(&memory) && memory % 8192 == 0,
+        _ => {
+            return Err(format!(
+                "{cpu} CPU units is not a Fargate size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"
+            ));
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Fargate does not offer {cpu} CPU units with {memory} MiB; see the Fargate task size table"
+        ))
+    }
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
+
+async fn ecs_tags(
+    aws: &AwsClients,
+    arn: &str,
+    name: &str,
+    current: Option<&Value>,
+    want: Option<&Value>,
+) -> Result<(), EngineError> {
+    let (set, remove) = tag_changes(current, want);
+    if !remove.is_empty() {
+        aws.ecs
+            .untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(remove))
+            .send()
+            .await
+            .map_err(|e| EngineError::aws(name, "UntagResource", e))?;
+    }
+    if !set.is_empty() {
+        let mut req = aws.ecs.tag_resource().resource_arn(arn);
+        for (k, v) in set {
+            req = req.tags(tag(&k, &v));
+        }
+        req.send()
+            .await
+            .map_err(|e| EngineError::aws(name, "TagResource", e))?;
+    }
+    Ok(())
+}
+
+fn observed_tags(tags: &[Tag]) -> Value {
+    own_tags(tags.iter().map(|t| {
+        (
+            t.key.clone().unwrap_or_default(),
+            t.value.clone().unwrap_or_default(),
+        )
+    }))
+}
+
+/// One capacity provider in a strategy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub provider: &'static str,
+    pub weight: i32,
+    pub base: i32,
+}
+
+fn strategy_value(s: &[Capacity]) -> Value {
+    let mut v: Vec<Value> = s
+        .iter()
+        .map(|c| json!({"provider": c.provider, "weight": c.weight, "base": c.base}))
+        .collect();
+    v.sort_by_key(|x| x.to_string());
+    Value::Array(v)
+}
+
+fn strategy_observed(items: &[CapacityProviderStrategyItem]) -> Value {
+    let mut v: Vec<Value> = items
+        .iter()
+        .map(|c| json!({"provider": c.capacity_provider, "weight": c.weight, "base": c.base}))
+        .collect();
+    v.sort_by_key(|x| x.to_string());
+    Value::Array(v)
+}
+
+fn strategy_items(s: &[Capacity]) -> Result<Vec<CapacityProviderStrategyItem>, EngineError> {
+    s.iter()
+        .map(|c| {
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider(c.provider)
+                .weight(c.weight)
+                .base(c.base)
+                .build()
+                .map_err(|e| EngineError::Invalid(e.to_string()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Cluster {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub default_strategy: Vec<Capacity>,
+    pub container_insights: bool,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Cluster {
+    fn insights(&self) -> &'static str {
+        if self.container_insights { "enabled" } else { "disabled" }
+    }
+}
+
+#[async_trait]
+impl Resource for Cluster {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "ecs cluster"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn desired(&self, _outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set("capacity_providers", json!(["FARGATE", "FARGATE_SPOT"]))
+            .set("default_strategy", strategy_value(&self.default_strategy))
+            .set("container_insights", self.insights())
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = aws
+            .ecs
+            .describe_clusters()
+            .clusters(&self.name)
+            .include(ClusterField::Tags)
+            .include(ClusterField::Settings)
+            .send()
+            .await
+            .map_err(|e| EngineError::aws(&self.name, "DescribeClusters", e))?;
+        let Some(c) = out
+            .clusters()
+            .iter()
+            .find(|c| c.status.as_deref() == Some("ACTIVE"))
+        else {
+            return Ok(None);
+        };
+        let mut providers = c.capacity_providers().to_vec();
+        providers.sort();
+        let insights = c
+            .settings()
+            .iter()
+            .find(|s| s.name == Some(ClusterSettingName::ContainerInsights))
+            .and_then(|s| s.value.clone())
+            .unwrap_or_else(|| "disabled".into());
+        Ok(Some(
+            Observed::default()
+                .field("capacity_providers", json!(providers))
+                .field(
+                    "default_strategy",
+                    strategy_observed(c.default_capacity_provider_strategy()),
+                )
+                .field("container_insights", insights)
+                .field("tags", observed_tags(c.tags()))
+                .output("arn", c.cluster_arn.clone().unwrap_or_default())
+                .output("name", self.name.clone()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+        let mut req = aws
+            .ecs
+            .create_cluster()
+            .cluster_name(&self.name)
+            .capacity_providers("FARGATE")
+            .capacity_providers("FARGATE_SPOT")
+            .set_default_capacity_provider_strategy(Some(strategy_items(&self.default_strategy)?))
+            .settings(
+                ClusterSetting::builder()
+                    .name(ClusterSettingName::ContainerInsights)
+                    .value(self.insights())
+                    .build(),
+            );
+        for (k, v) in &self.tags {
+            req = req.tags(tag(k, v));
+        }
+        req.send()
+            .await
+            .map_err(|e| EngineError::aws(&self.name, "CreateCluster", e))?;
+        let obs = self
+            .observe(aws)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))?;
+        // Converge what the create call did not take (some endpoints ignore the strategy).
+        let missing: Vec<String> = crate::engine::plan::diff(&self.desired(&Outputs::new()), &obs)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        if missing.is_empty() {
+            Ok(obs)
+        } else {
+            self.update(aws, &Outputs::new(), &obs, &missing).await
+        }
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        if changed
+            .iter()
+            .any(|c| c == "capacity_providers" || c == "default_strategy")
+        {
+            aws.ecs
+                .put_cluster_capacity_providers()
+                .cluster(&self.name)
+                .capacity_providers("FARGATE")
+                .capacity_providers("FARGATE_SPOT")
+                .set_default_capacity_provider_strategy(Some(strategy_items(
+                    &self.default_strategy,
+                )?))
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&self.name, "PutClusterCapacityProviders", e))?;
+        }
+        if changed.iter().any(|c| c == "container_insights") {
+            aws.ecs
+                .update_cluster_settings()
+                .cluster(&self.name)
+                .settings(
+                    ClusterSetting::builder()
+                        .name(ClusterSettingName::ContainerInsights)
+                        .value(self.insights())
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&self.name, "UpdateClusterSettings", e))?;
+        }
+        if changed.iter().any(|c| c == "tags") {
+            ecs_tags(aws, &arn, &self.name, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+        }
+        self.observe(aws)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
+    }
+    async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        match aws.ecs.delete_cluster().cluster(&self.name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ClusterNotFoundException") => Ok(()),
+            Err(e) => Err(EngineError::aws(&self.name, "DeleteCluster", e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The one container of a task.
+#[derive(Clone, Debug)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub port: Option<u16>,
+    pub env: Vec<(String, String)>,
+    /// Health check command (exec form, without the leading "CMD").
+    pub health_command: Option<Vec<String>>,
+    pub log_group: String,
+    pub region: String,
+    /// Seconds ECS waits after SIGTERM before SIGKILL.
+    pub stop_timeout: i32,
+}
+
+pub struct TaskDefinition {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub family: String,
+    pub cpu: u32,
+    pub memory: u32,
+    pub container: ContainerSpec,
+    pub execution_role_id: &'static str,
+    pub task_role_id: &'static str,
+    pub log_group_id: &'static str,
+    pub tags: Vec<(String, String)>,
+}
+
+const HEALTH_INTERVAL: i32 = 30;
+const HEALTH_TIMEOUT: i32 = 5;
+const HEALTH_RETRIES: i32 = 3;
+const HEALTH_START: i32 = 15;
+
+impl TaskDefinition {
+    fn container_value(&self) -> Value {
+        let c = &self.container;
+        let mut env: Vec<(String, String)> = c.env.clone();
+        env.sort();
+        json!({
+            "name": c.name,
+            "image": c.image,
+            "essential": true,
+            "port": c.port,
+            "environment": env.into_iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "health_check": c.health_command.as_ref().map(|cmd| json!({
+                "command": std::iter::once("CMD".to_string()).chain(cmd.iter().cloned()).collect::<Vec<_>>(),
+                "interval": HEALTH_INTERVAL, "timeout": HEALTH_TIMEOUT,
+                "retries": HEALTH_RETRIES, "start_period": HEALTH_START,
+            })),
+            "logs": {"driver": "awslogs", "group": c.log_group, "region": c.region, "prefix": "ecs"},
+            "memory": self.memory,
+            "stop_timeout": c.stop_timeout,
+            "read_only_root": true,
+        })
+    }
+
+    fn container_from(cd: &ContainerDefinition) -> Value {
+        let mut env: Vec<(String, String)> = cd
+            .environment()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.name.clone().unwrap_or_default(),
+                    kv.value.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        env.sort();
+        let logs = cd.log_configuration.as_ref().map(|l| {
+            let o = l.options.clone().unwrap_or_default();
+            json!({
+                "driver": l.log_driver.as_str(),
+                "group": o.get("awslogs-group"),
+                "region": o.get("awslogs-region"),
+                "prefix": o.get("awslogs-stream-prefix"),
+            })
+        });
+        json!({
+            "name": cd.name,
+            "image": cd.image,
+            "essential": cd.essential,
+            "port": cd.port_mappings().first().and_then(|p| p.container_port),
+            "environment": env.into_iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+            "health_check": cd.health_check.as_ref().map(|h| json!({
+                "command": h.command(),
+                "interval": h.interval, "timeout": h.timeout,
+                "retries": h.retries, "start_period": h.start_period,
+            })),
+            "logs": logs,
+            "memory": cd.memory,
+            "stop_timeout": cd.stop_timeout,
+            "read_only_root": cd.readonly_root_filesystem,
+        })
+    }
+
+    fn container_definition(&self) -> Result<ContainerDefinition, EngineError> {
+        let c = &self.container;
+        let mut b = ContainerDefinition::builder()
+            .name(&c.name)
+            .image(&c.image)
+            .essential(true)
+            // Hard memory limit equal to the task's. (Also required by some emulators for
+            // RunTask/CreateService to succeed.)
+            .memory(self.memory as i32)
+            .stop_timeout(c.stop_timeout)
+            .readonly_root_filesystem(true)
+            .log_configuration(
+                LogConfiguration::builder()
+                    .log_driver(LogDriver::Awslogs)
+                    .options("awslogs-group", &c.log_group)
+                    .options("awslogs-region", &c.region)
+                    .options("awslogs-stream-prefix", "ecs")
+                    .build()
+                    .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.family)))?,
+            );
+        if let Some(p) = c.port {
+            b = b.port_mappings(
+                PortMapping::builder()
+                    .container_port(i32::from(p))
+                    .protocol(TransportProtocol::Tcp)
+                    .build(),
+            );
+        }
+        let mut env = c.env.clone();
+        env.sort();
+        for (k, v) in env {
+            b = b.environment(KeyValuePair::builder().name(k).value(v).build());
+        }
+        if let Some(cmd) = &c.health_command {
+            let mut full = vec!["CMD".to_string()];
+            full.extend(cmd.iter().cloned());
+            if let Ok(h) = HealthCheck::builder()
+                .set_command(Some(full))
+                .interval(HEALTH_INTERVAL)
+                .timeout(HEALTH_TIMEOUT)
+                .retries(HEALTH_RETRIES)
+                .start_period(HEALTH_START)
+                .build()
+            {
+                b = b.health_check(h);
+            }
+        }
+        Ok(b.build())
+    }
+
+    async fn register(&self, aws: &AwsClients, outputs: &Outputs) -> Result<String, EngineError> {
+        validate_fargate_size(self.cpu, self.memory).map_err(EngineError::Invalid)?;
+        let exec = require_output(outputs, &self.family, self.execution_role_id, "arn")?;
+        let task = require_output(outputs, &self.family, self.task_role_id, "arn")?;
+        let mut req = aws
+            .ecs
+            .register_task_definition()
+            .family(&self.family)
+            .cpu(self.cpu.to_string())
+            .memory(self.memory.to_string())
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .execution_role_arn(exec)
+            .task_role_arn(task)
+            .container_definitions(self.container_definition()?);
+        for (k, v) in &self.tags {
+            req = req.tags(tag(k, v));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| EngineError::aws(&self.family, "RegisterTaskDefinition", e))?;
+        out.task_definition
+            .and_then(|t| t.task_definition_arn)
+            .ok_or_else(|| EngineError::Invalid(format!("{}: registered without an ARN", self.family)))
+    }
+
+    async fn active_revisions(&self, aws: &AwsClients) -> Result<Vec<String>, EngineError> {
+        let mut arns = Vec::new();
+        let mut token = None;
+        loop {
+            let out = aws
+                .ecs
+                .list_task_definitions()
+                .family_prefix(&self.family)
+                .status(TaskDefinitionStatus::Active)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&self.family, "ListTaskDefinitions", e))?;
+            // family_prefix matches prefixes: keep exactly this family.
+            arns.extend(
+                out.task_definition_arns()
+                    .iter()
+                    .filter(|a| a.rsplit_once(':').map(|(f, _)| f.ends_with(&format!("/{}", self.family))).unwrap_or(false))
+                    .cloned(),
+            );
+            token = out.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(arns)
+    }
+}
+
+#[async_trait]
+impl Resource for TaskDefinition {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "ecs task definition"
+    }
+    fn name(&self) -> String {
+        self.family.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        vec![self.execution_role_id, self.task_role_id, self.log_group_id]
+    }
+    fn outputs_stable_on_update(&self) -> bool {
+        false
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set("cpu", self.cpu.to_string())
+            .set("memory", self.memory.to_string())
+            .set("network_mode", "awsvpc")
+            .set("compatibilities", json!(["FARGATE"]))
+            .set("execution_role", output_or_unknown(outputs, self.execution_role_id, "arn"))
+            .set("task_role", output_or_unknown(outputs, self.task_role_id, "arn"))
+            .set("container", self.container_value())
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = match aws
+            .ecs
+            .describe_task_definition()
+            .task_definition(&self.family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if matches!(error_code(&e), Some("ClientException") | Some("ResourceNotFoundException")) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(EngineError::aws(&self.family, "DescribeTaskDefinition", e)),
+        };
+        let Some(td) = out.task_definition.as_ref() else { return Ok(None) };
+        if td.status != Some(TaskDefinitionStatus::Active) {
+            return Ok(None);
+        }
+        let container = td
+            .container_definitions()
+            .first()
+            .map(Self::container_from)
+            .unwrap_or(Value::Null);
+        let compat: Vec<String> = td
+            .requires_compatibilities()
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect();
+        Ok(Some(
+            Observed::default()
+                .field("cpu", td.cpu.clone().unwrap_or_default())
+                .field("memory", td.memory.clone().unwrap_or_default())
+                .field(
+                    "network_mode",
+                    td.network_mode.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default(),
+                )
+                .field("compatibilities", json!(compat))
+                .field("execution_role", td.execution_role_arn.clone().unwrap_or_default())
+                .field("task_role", td.task_role_arn.clone().unwrap_or_default())
+                .field("container", container)
+                .field("tags", observed_tags(out.tags()))
+                .output("arn", td.task_definition_arn.clone().unwrap_or_default())
+                .output("family", self.family.clone()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        let arn = self.register(aws, outputs).await?;
+        Ok(Observed::default()
+            .output("arn", arn)
+            .output("family", self.family.clone()))
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let old = current.outputs.get("arn").cloned().unwrap_or_default();
+        if changed.iter().all(|c| c == "tags") {
+            ecs_tags(aws, &old, &self.family, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+            return Ok(current.clone());
+        }
+        // A task definition is immutable: register a new revision, retire the old ones.
+        let arn = self.register(aws, outputs).await?;
+        for a in self.active_revisions(aws).await? {
+            if a != arn {
+                aws.ecs
+                    .deregister_task_definition()
+                    .task_definition(&a)
+                    .send()
+                    .await
+                    .map_err(|e| EngineError::aws(&self.family, "DeregisterTaskDefinition", e))?;
+            }
+        }
+        Ok(Observed::default()
+            .output("arn", arn)
+            .output("family", self.family.clone()))
+    }
+    async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        for a in self.active_revisions(aws).await? {
+            aws.ecs
+                .deregister_task_definition()
+                .task_definition(&a)
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&self.family, "DeregisterTaskDefinition", e))?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+pub struct Service {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub cluster_id: &'static str,
+    pub cluster_name: String,
+    pub task_definition_id: &'static str,
+    pub security_group_id: &'static str,
+    pub subnets: Vec<String>,
+    pub public_ip: bool,
+    pub desired_count: i32,
+    pub strategy: Vec<Capacity>,
+    /// How long to wait for the service to reach a steady state.
+    pub wait: Duration,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Service {
+    fn network_value(&self, outputs: &Outputs) -> Value {
+        let mut subnets = self.subnets.clone();
+        subnets.sort();
+        json!({
+            "subnets": subnets,
+            "security_groups": [output_or_unknown(outputs, self.security_group_id, "id")],
+            "public_ip": self.public_ip,
+        })
+    }
+
+    fn network_config(&self, outputs: &Outputs) -> Result<NetworkConfiguration, EngineError> {
+        let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(self.subnets.clone()))
+            .security_groups(sg)
+            .assign_public_ip(if self.public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+    }
+
+    async fn wait_steady(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        let name = self.name.clone();
+        let cluster = self.cluster_name.clone();
+        wait_until(&name, self.wait, Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)), || {
+            let ecs = aws.ecs.clone();
+            let (name, cluster) = (name.clone(), cluster.clone());
+            async move {
+                let out = ecs
+                    .describe_services()
+                    .cluster(&cluster)
+                    .services(&name)
+                    .send()
+                    .await
+                    .map_err(|e| EngineError::aws(&name, "DescribeServices", e))?;
+                let Some(s) = out.services().first() else {
+                    return Ok(Err("service not found yet".to_string()));
+                };
+                if let Some(d) = s.deployments().iter().find(|d| {
+                    d.rollout_state.as_ref().map(|r| r.as_str()) == Some("FAILED")
+                }) {
+                    return Err(EngineError::Invalid(format!(
+                        "{name}: deployment failed: {}",
+                        d.rollout_state_reason.clone().unwrap_or_default()
+                    )));
+                }
+                let steady = s.deployments().len() == 1 && s.running_count >= s.desired_count;
+                Ok(if steady {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} of {} tasks running, {} deployments",
+                        s.running_count,
+                        s.desired_count,
+                        s.deployments().len()
+                    ))
+                })
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Resource for Service {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "ecs service"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        vec![self.cluster_id, self.task_definition_id, self.security_group_id]
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set_replace("cluster", self.cluster_name.clone())
+            .set("task_definition", output_or_unknown(outputs, self.task_definition_id, "arn"))
+            .set("desired_count", self.desired_count)
+            .set("capacity_strategy", strategy_value(&self.strategy))
+            .set("network", self.network_value(outputs))
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = match aws
+            .ecs
+            .describe_services()
+            .cluster(&self.cluster_name)
+            .services(&self.name)
+            .include(ServiceField::Tags)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if error_code(&e) == Some("ClusterNotFoundException") => return Ok(None),
+            Err(e) => return Err(EngineError::aws(&self.name, "DescribeServices", e)),
+        };
+        let Some(s) = out
+            .services()
+            .iter()
+            .find(|s| s.status.as_deref() == Some("ACTIVE"))
+        else {
+            return Ok(None);
+        };
+        let net = s
+            .network_configuration
+            .as_ref()
+            .and_then(|n| n.awsvpc_configuration.as_ref());
+        let mut subnets = net.map(|n| n.subnets().to_vec()).unwrap_or_default();
+        subnets.sort();
+        let mut sgs = net.map(|n| n.security_groups().to_vec()).unwrap_or_default();
+        sgs.sort();
+        let public = net
+            .and_then(|n| n.assign_public_ip.as_ref())
+            .map(|p| *p == AssignPublicIp::Enabled)
+            .unwrap_or(false);
+        let cluster_name = s
+            .cluster_arn
+            .as_deref()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or(&self.cluster_name)
+            .to_string();
+        Ok(Some(
+            Observed::default()
+                .field("cluster", cluster_name)
+                .field("task_definition", s.task_definition.clone().unwrap_or_default())
+                .field("desired_count", s.desired_count)
+                .field(
+                    "capacity_strategy",
+                    strategy_observed(s.capacity_provider_strategy()),
+                )
+                .field(
+                    "network",
+                    json!({"subnets": subnets, "security_groups": sgs, "public_ip": public}),
+                )
+                .field("tags", observed_tags(s.tags()))
+                .output("arn", s.service_arn.clone().unwrap_or_default())
+                .output("name", self.name.clone()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
+        let mut req = aws
+            .ecs
+            .create_service()
+            .cluster(&self.cluster_name)
+            .service_name(&self.name)
+            .task_definition(td)
+            .desired_count(self.desired_count)
+            .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
+            .network_configuration(self.network_config(outputs)?);
+        for (k, v) in &self.tags {
+            req = req.tags(tag(k, v));
+        }
+        match req.send().await {
+            Ok(_) => {}
+            // Left by an interrupted apply: converge on it below.
+            Err(e) if error_code(&e) == Some("InvalidParameterException")
+                && crate::engine::error_text(&e).contains("idempotent") => {}
+            Err(e) => return Err(EngineError::aws(&self.name, "CreateService", e)),
+        }
+        let obs = self
+            .observe(aws)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))?;
+        // Verify what the create call took and converge the rest (some endpoints drop the
+        // capacity-provider strategy on CreateService; UpdateService sets it).
+        let missing: Vec<String> = crate::engine::plan::diff(&self.desired(outputs), &obs)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        let obs = if missing.is_empty() {
+            obs
+        } else {
+            self.update(aws, outputs, &obs, &missing).await?
+        };
+        self.wait_steady(aws).await?;
+        Ok(obs)
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let service_fields = ["task_definition", "desired_count", "capacity_strategy", "network"];
+        if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
+            let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
+            let strategy_changed = changed.iter().any(|c| c == "capacity_strategy");
+            aws.ecs
+                .update_service()
+                .cluster(&self.cluster_name)
+                .service(&self.name)
+                .task_definition(td)
+                .desired_count(self.desired_count)
+                .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
+                .network_configuration(self.network_config(outputs)?)
+                // Moving between capacity providers needs a new deployment.
+                .force_new_deployment(strategy_changed)
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&self.name, "UpdateService", e))?;
+        }
+        if changed.iter().any(|c| c == "tags") {
+            ecs_tags(aws, &arn, &self.name, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+        }
+        self.wait_steady(aws).await?;
+        self.observe(aws)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
+    }
+    async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        let _ = aws
+            .ecs
+            .update_service()
+            .cluster(&self.cluster_name)
+            .service(&self.name)
+            .desired_count(0)
+            .send()
+            .await;
+        match aws
+            .ecs
+            .delete_service()
+            .cluster(&self.cluster_name)
+            .service(&self.name)
+            .force(true)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if matches!(error_code(&e), Some("ServiceNotFoundException") | Some("ClusterNotFoundException")) => {
+                return Ok(());
+            }
+            Err(e) => return Err(EngineError::aws(&self.name, "DeleteService", e)),
+        }
+        let (name, cluster) = (self.name.clone(), self.cluster_name.clone());
+        wait_until(&name, self.wait, Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)), || {
+            let ecs = aws.ecs.clone();
+            let (name, cluster) = (name.clone(), cluster.clone());
+            async move {
+                let out = match ecs.describe_services().cluster(&cluster).services(&name).send().await {
+                    Ok(o) => o,
+                    Err(e) if error_code(&e) == Some("ClusterNotFoundException") => return Ok(Ok(())),
+                    Err(e) => return Err(EngineError::aws(&name, "DescribeServices", e)),
+                };
+                let gone = out
+                    .services()
+                    .iter()
+                    .all(|s| s.status.as_deref() == Some("INACTIVE"));
+                Ok(if gone { Ok(()) } else { Err("service still draining".to_string()) })
+            }
+        })
+        .await
+    }
+    fn notes(&self) -> Vec<String> {
+        vec![format!("waits up to {}s for a steady state", self.wait.as_secs())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fargate_sizes() {
+        assert!(validate_fargate_size(256, 512).is_ok());
+        assert!(validate_fargate_size(512, 1024).is_ok());
+        assert!(validate_fargate_size(256, 4096).is_err());
+        assert!(validate_fargate_size(768, 2048).is_err());
+        assert!(validate_fargate_size(1024, 2500).is_err());
+        assert!(validate_fargate_size(8192, 20480).is_ok());
+        assert!(validate_fargate_size(8192, 17408).is_err());
+    }
+}

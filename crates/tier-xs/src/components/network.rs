@@ -1,0 +1,432 @@
+//! Where the dashboard task runs: the default VPC and its subnets, unless the user names them.
+
+use serde::Serialize;
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::aws::AwsClients;
+use crate::engine::EngineError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+}
+
+/// Resolves the network: the given VPC (or the default one) and the given subnets (or the
+/// VPC's default-for-AZ subnets, else all its subnets).
+pub async fn resolve(
+    aws: &AwsClients,
+    vpc: Option<&str>,
+    subnets: &[String],
+) -> Result<Network, EngineError> {
+    let vpc_id = match vpc {
+        Some(v) => v.to_string(),
+        None => {
+            let out = aws
+                .ec2
+                .describe_vpcs()
+                .filters(Filter::builder().name("is-default").values("true").build())
+                .send()
+                .await
+                .map_err(|e| EngineError::aws("network", "DescribeVpcs", e))?;
+            out.vpcs()
+                .first()
+                .and_then(|v| v.vpc_id.clone())
+                .ok_or_else(|| {
+                    EngineError::Invalid(
+                        "this region has no default VPC: pass --vpc VPC_ID and --subnet SUBNET_ID (one or more public subnets)"
+                            .into(),
+                    )
+                })?
+        }
+    };
+    let mut subnet_ids: Vec<String> = if subnets.is_empty() {
+        let out = aws
+            .ec2
+            .describe_subnets()
+            .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+            .send()
+            .await
+            .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?;
+        let all: Vec<_> = out.subnets().to_vec();
+        let defaults: Vec<String> = all
+            .iter()
+            .filter(|s| s.default_for_az == Some(true))
+            .filter_map(|s| s.subnet_id.clone())
+            .collect();
+        if defaults.is_empty() {
+            all.iter().filter_map(|s| s.subnet_id.clone()).collect()
+        } else {
+            defaults
+        }
+    } else {
+        subnets.to_vec()
+    };
+    subnet_ids.sort();
+    subnet_ids.dedup();
+    if subnet_ids.is_empty() {
+        return Err(EngineError::Invalid(format!(
+            "VPC {vpc_id} has no subnets: pass --subnet SUBNET_ID"
+        )));
+    }
+    Ok(Network { vpc_id, subnet_ids })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+};
+use serde_json::json;
+
+use crate::engine::{Desired, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until};
+use crate::workspace::Tier;
+
+use super::tag_changes;
+
+/// A security group admitting TCP on one port from a list of CIDRs, all egress allowed.
+pub struct SecurityGroup {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub description: String,
+    pub vpc_id: String,
+    pub port: u16,
+    pub cidrs: Vec<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+fn rule_text(port_from: Option<i32>, port_to: Option<i32>, proto: &str, cidr: &str) -> String {
+    match (proto, port_from, port_to) {
+        ("-1", _, _) => format!("all from {cidr}"),
+        (p, Some(a), Some(b)) if a == b => format!("{p}/{a} from {cidr}"),
+        (p, Some(a), Some(b)) => format!("{p}/{a}-{b} from {cidr}"),
+        (p, _, _) => format!("{p} from {cidr}"),
+    }
+}
+
+fn rules_of(perms: &[IpPermission]) -> Vec<String> {
+    let mut v: Vec<String> = perms
+        .iter()
+        .flat_map(|p| {
+            let proto = p.ip_protocol.clone().unwrap_or_default();
+            let mut out: Vec<String> = p
+                .ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip.as_deref())
+                .map(|c| rule_text(p.from_port, p.to_port, &proto, c))
+                .collect();
+            out.extend(
+                p.ipv6_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ipv6.as_deref())
+                    .map(|c| rule_text(p.from_port, p.to_port, &proto, c)),
+            );
+            out.extend(p.user_id_group_pairs().iter().filter_map(|g| g.group_id.as_deref()).map(|g| {
+                rule_text(p.from_port, p.to_port, &proto, g)
+            }));
+            out
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+impl SecurityGroup {
+    fn ingress(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .cidrs
+            .iter()
+            .map(|c| rule_text(Some(i32::from(self.port)), Some(i32::from(self.port)), "tcp", c))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn permission(&self, cidrs: &[String]) -> IpPermission {
+        let mut p = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(i32::from(self.port))
+            .to_port(i32::from(self.port));
+        for c in cidrs {
+            if c.contains(':') {
+                p = p.ipv6_ranges(aws_sdk_ec2::types::Ipv6Range::builder().cidr_ipv6(c).build());
+            } else {
+                p = p.ip_ranges(IpRange::builder().cidr_ip(c).description("agentbus --allow-cidr").build());
+            }
+        }
+        p.build()
+    }
+
+    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
+        EngineError::aws(&self.name, op, e)
+    }
+
+    async fn sync_ingress(&self, aws: &AwsClients, group_id: &str, current: &[String]) -> Result<(), EngineError> {
+        let want = self.ingress();
+        // Rules to revoke: every current rule that is not wanted, as observed (any port/proto).
+        let out = aws
+            .ec2
+            .describe_security_groups()
+            .group_ids(group_id)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeSecurityGroups", e))?;
+        let perms: Vec<IpPermission> = out
+            .security_groups()
+            .first()
+            .map(|g| g.ip_permissions().to_vec())
+            .unwrap_or_default();
+        let mut revoke = Vec::new();
+        for p in &perms {
+            let proto = p.ip_protocol.clone().unwrap_or_default();
+            let mut keep = p.clone().to_builder_empty();
+            let mut any = false;
+            for r in p.ip_ranges() {
+                let text = rule_text(p.from_port, p.to_port, &proto, r.cidr_ip.as_deref().unwrap_or(""));
+                if !want.contains(&text) {
+                    keep = keep.ip_ranges(r.clone());
+                    any = true;
+                }
+            }
+            for r in p.ipv6_ranges() {
+                let text = rule_text(p.from_port, p.to_port, &proto, r.cidr_ipv6.as_deref().unwrap_or(""));
+                if !want.contains(&text) {
+                    keep = keep.ipv6_ranges(r.clone());
+                    any = true;
+                }
+            }
+            for g in p.user_id_group_pairs() {
+                let text = rule_text(p.from_port, p.to_port, &proto, g.group_id.as_deref().unwrap_or(""));
+                if !want.contains(&text) {
+                    keep = keep.user_id_group_pairs(g.clone());
+                    any = true;
+                }
+            }
+            if any {
+                revoke.push(keep.build());
+            }
+        }
+        if !revoke.is_empty() {
+            aws.ec2
+                .revoke_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(revoke))
+                .send()
+                .await
+                .map_err(|e| self.err("RevokeSecurityGroupIngress", e))?;
+        }
+        let add: Vec<String> = self
+            .cidrs
+            .iter()
+            .filter(|c| {
+                let text = rule_text(Some(i32::from(self.port)), Some(i32::from(self.port)), "tcp", c);
+                !current.contains(&text)
+            })
+            .cloned()
+            .collect();
+        if !add.is_empty() {
+            aws.ec2
+                .authorize_security_group_ingress()
+                .group_id(group_id)
+                .ip_permissions(self.permission(&add))
+                .send()
+                .await
+                .map_err(|e| self.err("AuthorizeSecurityGroupIngress", e))?;
+        }
+        Ok(())
+    }
+}
+
+trait EmptyPermission {
+    fn to_builder_empty(self) -> aws_sdk_ec2::types::builders::IpPermissionBuilder;
+}
+
+impl EmptyPermission for IpPermission {
+    /// A permission with the same protocol and ports and no sources.
+    fn to_builder_empty(self) -> aws_sdk_ec2::types::builders::IpPermissionBuilder {
+        let mut b = IpPermission::builder().set_ip_protocol(self.ip_protocol);
+        if let Some(f) = self.from_port {
+            b = b.from_port(f);
+        }
+        if let Some(t) = self.to_port {
+            b = b.to_port(t);
+        }
+        b
+    }
+}
+
+#[async_trait]
+impl Resource for SecurityGroup {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "security group"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn desired(&self, _outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set_replace("vpc", self.vpc_id.clone())
+            .set_replace("description", self.description.clone())
+            .set("ingress", json!(self.ingress()))
+            .set("egress", json!(["all from 0.0.0.0/0"]))
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = aws
+            .ec2
+            .describe_security_groups()
+            .filters(Filter::builder().name("group-name").values(&self.name).build())
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeSecurityGroups", e))?;
+        let Some(g) = out.security_groups().first() else {
+            return Ok(None);
+        };
+        let egress: Vec<String> = rules_of(g.ip_permissions_egress());
+        Ok(Some(
+            Observed::default()
+                .field("vpc", g.vpc_id.clone().unwrap_or_default())
+                .field("description", g.description.clone().unwrap_or_default())
+                .field("ingress", json!(rules_of(g.ip_permissions())))
+                .field("egress", json!(egress))
+                .field(
+                    "tags",
+                    own_tags(g.tags().iter().map(|t| {
+                        (t.key.clone().unwrap_or_default(), t.value.clone().unwrap_or_default())
+                    })),
+                )
+                .output("id", g.group_id.clone().unwrap_or_default())
+                .output("name", self.name.clone()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        let mut spec = TagSpecification::builder().resource_type(ResourceType::SecurityGroup);
+        for (k, v) in &self.tags {
+            spec = spec.tags(Tag::builder().key(k).value(v).build());
+        }
+        spec = spec.tags(Tag::builder().key("Name").value(&self.name).build());
+        let created = aws
+            .ec2
+            .create_security_group()
+            .group_name(&self.name)
+            .description(&self.description)
+            .vpc_id(&self.vpc_id)
+            .tag_specifications(spec.build())
+            .send()
+            .await;
+        let group_id = match created {
+            Ok(o) => o.group_id.unwrap_or_default(),
+            // Left by an interrupted apply.
+            Err(e) if error_code(&e) == Some("InvalidGroup.Duplicate") => self
+                .observe(aws)
+                .await?
+                .and_then(|o| o.outputs.get("id").cloned())
+                .unwrap_or_default(),
+            Err(e) => return Err(self.err("CreateSecurityGroup", e)),
+        };
+        let current = self.observe(aws).await?.unwrap_or_default();
+        let have: Vec<String> = current
+            .fields
+            .get("ingress")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        self.sync_ingress(aws, &group_id, &have).await?;
+        let _ = outputs;
+        Ok(Observed::default()
+            .output("id", group_id)
+            .output("name", self.name.clone()))
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let group_id = current.outputs.get("id").cloned().unwrap_or_default();
+        if changed.iter().any(|c| c == "ingress") {
+            let have: Vec<String> = current
+                .fields
+                .get("ingress")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            self.sync_ingress(aws, &group_id, &have).await?;
+        }
+        if changed.iter().any(|c| c == "egress") {
+            // Restore the default allow-all egress.
+            let all = IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build();
+            match aws
+                .ec2
+                .authorize_security_group_egress()
+                .group_id(&group_id)
+                .ip_permissions(all)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == Some("InvalidPermission.Duplicate") => {}
+                Err(e) => return Err(self.err("AuthorizeSecurityGroupEgress", e)),
+            }
+        }
+        if changed.iter().any(|c| c == "tags") {
+            let (set, remove) = tag_changes(current.fields.get("tags"), self.desired(outputs).get("tags"));
+            if !remove.is_empty() {
+                let mut req = aws.ec2.delete_tags().resources(&group_id);
+                for k in remove {
+                    req = req.tags(Tag::builder().key(k).build());
+                }
+                req.send().await.map_err(|e| self.err("DeleteTags", e))?;
+            }
+            if !set.is_empty() {
+                let mut req = aws.ec2.create_tags().resources(&group_id);
+                for (k, v) in set {
+                    req = req.tags(Tag::builder().key(k).value(v).build());
+                }
+                req.send().await.map_err(|e| self.err("CreateTags", e))?;
+            }
+        }
+        Ok(current.clone())
+    }
+    async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let group_id = current.outputs.get("id").cloned().unwrap_or_default();
+        // Network interfaces of a just-stopped task take a while to go: retry on DependencyViolation.
+        wait_until(&self.name, std::time::Duration::from_secs(300), std::time::Duration::from_secs(5), || {
+            let ec2 = aws.ec2.clone();
+            let (group_id, name) = (group_id.clone(), self.name.clone());
+            async move {
+                match ec2.delete_security_group().group_id(&group_id).send().await {
+                    Ok(_) => Ok(Ok(())),
+                    Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
+                    Err(e) if error_code(&e) == Some("DependencyViolation") => {
+                        Ok(Err("still in use by network interfaces".to_string()))
+                    }
+                    Err(e) => Err(EngineError::aws(&name, "DeleteSecurityGroup", e)),
+                }
+            }
+        })
+        .await
+    }
+    fn notes(&self) -> Vec<String> {
+        if self.cidrs.is_empty() {
+            vec![format!(
+                "no ingress: nothing can reach port {} yet; add --allow-cidr YOUR.IP.ADDR.ESS/32",
+                self.port
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! A DynamoDB table as a resource: on-demand, encrypted, point-in-time recovery, optional TTL
+//! and secondary indexes. Every table holds data, so deleting one needs the explicit flag, and
+//! in `prod` deletion protection stays on.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
+    SseSpecification, Tag, TableStatus, TimeToLiveSpecification,
+};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+use crate::aws::AwsClients;
+use crate::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until,
+};
+use crate::workspace::Tier;
+
+use super::tag_changes;
+
+/// A global secondary index: name, hash key and optional range key (all strings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gsi {
+    pub name: &'static str,
+    pub hash: &'static str,
+    pub range: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TableSpec {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub hash_key: &'static str,
+    pub range_key: Option<&'static str>,
+    pub gsis: Vec<Gsi>,
+    pub ttl_attribute: Option<&'static str>,
+    /// On in `prod`: DynamoDB itself then refuses to delete the table.
+    pub deletion_protection: bool,
+    pub tags: Vec<(String, String)>,
+}
+
+pub struct DynamoTable(pub TableSpec);
+
+fn key_schema_text(hash: &str, range: Option<&str>) -> String {
+    match range {
+        Some(r) => format!("{hash} (S, hash) + {r} (S, range)"),
+        None => format!("{hash} (S, hash)"),
+    }
+}
+
+fn gsis_value(gsis: &[Gsi]) -> Value {
+    let mut v: Vec<String> = gsis
+        .iter()
+        .map(|g| format!("{}: {}", g.name, key_schema_text(g.hash, g.range)))
+        .collect();
+    v.sort();
+    json!(v)
+}
+
+fn map_build<T, E: std::fmt::Display>(r: Result<T, E>, id: &str) -> Result<T, EngineError> {
+    r.map_err(|e| EngineError::Invalid(format!("{id}: {e}")))
+}
+
+impl DynamoTable {
+    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
+        EngineError::aws(&self.0.name, op, e)
+    }
+
+    async fn wait_active(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        let name = self.0.name.clone();
+        wait_until(&name, Duration::from_secs(300), Duration::from_millis(500), || {
+            let ddb = aws.dynamodb.clone();
+            let name = name.clone();
+            async move {
+                let out = ddb
+                    .describe_table()
+                    .table_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| EngineError::aws(&name, "DescribeTable", e))?;
+                let t = out.table;
+                let table_ok = t.as_ref().and_then(|t| t.table_status.clone()) == Some(TableStatus::Active);
+                let gsis_ok = t
+                    .as_ref()
+                    .and_then(|t| t.global_secondary_indexes.as_ref())
+                    .map(|g| {
+                        g.iter().all(|i| {
+                            i.index_status.as_ref().map(|s| s.as_str() == "ACTIVE").unwrap_or(true)
+                        })
+                    })
+                    .unwrap_or(true);
+                Ok(if table_ok && gsis_ok {
+                    Ok(())
+                } else {
+                    Err("table or index not ACTIVE yet".to_string())
+                })
+            }
+        })
+        .await
+    }
+
+    async fn set_ttl(&self, aws: &AwsClients, current: Option<&str>) -> Result<(), EngineError> {
+        // DynamoDB allows one TTL attribute; switching means disabling the old one first.
+        if let Some(old) = current
+            && Some(old) != self.0.ttl_attribute
+        {
+            aws.dynamodb
+                .update_time_to_live()
+                .table_name(&self.0.name)
+                .time_to_live_specification(map_build(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(old)
+                        .enabled(false)
+                        .build(),
+                    self.0.id,
+                )?)
+                .send()
+                .await
+                .map_err(|e| self.err("UpdateTimeToLive", e))?;
+        }
+        if let Some(attr) = self.0.ttl_attribute
+            && current != Some(attr)
+        {
+            aws.dynamodb
+                .update_time_to_live()
+                .table_name(&self.0.name)
+                .time_to_live_specification(map_build(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(attr)
+                        .enabled(true)
+                        .build(),
+                    self.0.id,
+                )?)
+                .send()
+                .await
+                .map_err(|e| self.err("UpdateTimeToLive", e))?;
+        }
+        Ok(())
+    }
+
+    async fn set_pitr(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        aws.dynamodb
+            .update_continuous_backups()
+            .table_name(&self.0.name)
+            .point_in_time_recovery_specification(map_build(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build(),
+                self.0.id,
+            )?)
+            .send()
+            .await
+            .map_err(|e| self.err("UpdateContinuousBackups", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for DynamoTable {
+    fn id(&self) -> &'static str {
+        self.0.id
+    }
+    fn kind(&self) -> &'static str {
+        "dynamodb table"
+    }
+    fn name(&self) -> String {
+        self.0.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.0.tier
+    }
+    fn data_bearing(&self) -> bool {
+        true
+    }
+
+    fn desired(&self, _outputs: &Outputs) -> Desired {
+        let s = &self.0;
+        Desired::new()
+            .set_replace("key_schema", key_schema_text(s.hash_key, s.range_key))
+            .set("billing_mode", "PAY_PER_REQUEST")
+            .set("global_indexes", gsis_value(&s.gsis))
+            .set("ttl_attribute", s.ttl_attribute.map(Value::from).unwrap_or(Value::Null))
+            .set("point_in_time_recovery", true)
+            .set("encryption", "KMS (AWS managed key)")
+            .set("deletion_protection", s.deletion_protection)
+            .set("tags", tags_value(&s.tags))
+    }
+
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = match aws.dynamodb.describe_table().table_name(&self.0.name).send().await {
+            Ok(o) => o,
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+            Err(e) => return Err(self.err("DescribeTable", e)),
+        };
+        let Some(t) = out.table else { return Ok(None) };
+        if t.table_status == Some(TableStatus::Deleting) {
+            return Ok(None);
+        }
+        let arn = t.table_arn.clone().unwrap_or_default();
+        let mut hash = String::new();
+        let mut range = None;
+        for k in t.key_schema() {
+            match k.key_type {
+                KeyType::Hash => hash = k.attribute_name.clone(),
+                _ => range = Some(k.attribute_name.clone()),
+            }
+        }
+        let billing = t
+            .billing_mode_summary
+            .as_ref()
+            .and_then(|b| b.billing_mode.as_ref())
+            .map(|b| b.as_str().to_string())
+            .unwrap_or_else(|| "PROVISIONED".into());
+        let gsis: Vec<String> = {
+            let mut v: Vec<String> = t
+                .global_secondary_indexes()
+                .iter()
+                .map(|g| {
+                    let mut h = String::new();
+                    let mut r = None;
+                    for k in g.key_schema() {
+                        match k.key_type {
+                            KeyType::Hash => h = k.attribute_name.clone(),
+                            _ => r = Some(k.attribute_name.clone()),
+                        }
+                    }
+                    format!(
+                        "{}: {}",
+                        g.index_name.clone().unwrap_or_default(),
+                        key_schema_text(&h, r.as_deref())
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let sse = match t.sse_description.as_ref().and_then(|d| d.status.as_ref()) {
+            Some(s) if s.as_str() == "ENABLED" => "KMS (AWS managed key)",
+            _ => "AWS owned key",
+        };
+        let ttl = aws
+            .dynamodb
+            .describe_time_to_live()
+            .table_name(&self.0.name)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeTimeToLive", e))?;
+        let ttl_attr = ttl
+            .time_to_live_description
+            .filter(|d| {
+                d.time_to_live_status
+                    .as_ref()
+                    .map(|s| matches!(s.as_str(), "ENABLED" | "ENABLING"))
+                    .unwrap_or(false)
+            })
+            .and_then(|d| d.attribute_name);
+        let backups = aws
+            .dynamodb
+            .describe_continuous_backups()
+            .table_name(&self.0.name)
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeContinuousBackups", e))?;
+        let pitr = backups
+            .continuous_backups_description
+            .and_then(|d| d.point_in_time_recovery_description)
+            .and_then(|p| p.point_in_time_recovery_status)
+            .map(|s| s.as_str() == "ENABLED")
+            .unwrap_or(false);
+        let tags = aws
+            .dynamodb
+            .list_tags_of_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| self.err("ListTagsOfResource", e))?;
+        let tags = own_tags(
+            tags.tags()
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone())),
+        );
+        Ok(Some(
+            Observed::default()
+                .field("key_schema", key_schema_text(&hash, range.as_deref()))
+                .field("billing_mode", billing)
+                .field("global_indexes", json!(gsis))
+                .field("ttl_attribute", ttl_attr.map(Value::from).unwrap_or(Value::Null))
+                .field("point_in_time_recovery", pitr)
+                .field("encryption", sse)
+                .field("deletion_protection", t.deletion_protection_enabled.unwrap_or(false))
+                .field("tags", tags)
+                .output("arn", arn)
+                .output("name", self.0.name.clone()),
+        ))
+    }
+
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+        let s = &self.0;
+        let mut attrs = vec![s.hash_key];
+        attrs.extend(s.range_key);
+        for g in &s.gsis {
+            attrs.push(g.hash);
+            attrs.extend(g.range);
+        }
+        attrs.sort();
+        attrs.dedup();
+        let ks = |h: &str, r: Option<&str>| -> Result<Vec<KeySchemaElement>, EngineError> {
+            let mut v = vec![map_build(
+                KeySchemaElement::builder().attribute_name(h).key_type(KeyType::Hash).build(),
+                s.id,
+            )?];
+            if let Some(r) = r {
+                v.push(map_build(
+                    KeySchemaElement::builder().attribute_name(r).key_type(KeyType::Range).build(),
+                    s.id,
+                )?);
+            }
+            Ok(v)
+        };
+        let mut req = aws
+            .dynamodb
+            .create_table()
+            .table_name(&s.name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_key_schema(Some(ks(s.hash_key, s.range_key)?))
+            .sse_specification(SseSpecification::builder().enabled(true).build())
+            .deletion_protection_enabled(s.deletion_protection);
+        for a in attrs {
+            req = req.attribute_definitions(map_build(
+                AttributeDefinition::builder()
+                    .attribute_name(a)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build(),
+                s.id,
+            )?);
+        }
+        for g in &s.gsis {
+            req = req.global_secondary_indexes(map_build(
+                GlobalSecondaryIndex::builder()
+                    .index_name(g.name)
+                    .set_key_schema(Some(ks(g.hash, g.range)?))
+                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .build(),
+                s.id,
+            )?);
+        }
+        for (k, v) in &s.tags {
+            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
+        }
+        match req.send().await {
+            Ok(_) => {}
+            // Created by an earlier, interrupted apply: converge on it.
+            Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+            Err(e) => return Err(self.err("CreateTable", e)),
+        }
+        self.wait_active(aws).await?;
+        self.set_ttl(aws, None).await?;
+        self.set_pitr(aws).await?;
+        self.observe(aws)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", s.name)))
+    }
+
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let s = &self.0;
+        let want = self.desired(outputs);
+        for field in changed {
+            match field.as_str() {
+                "billing_mode" | "encryption" | "deletion_protection" => {
+                    let mut req = aws.dynamodb.update_table().table_name(&s.name);
+                    req = match field.as_str() {
+                        "billing_mode" => req.billing_mode(BillingMode::PayPerRequest),
+                        "encryption" => {
+                            req.sse_specification(SseSpecification::builder().enabled(true).build())
+                        }
+                        _ => req.deletion_protection_enabled(s.deletion_protection),
+                    };
+                    req.send().await.map_err(|e| self.err("UpdateTable", e))?;
+                    self.wait_active(aws).await?;
+                }
+                "ttl_attribute" => {
+                    let cur = current.fields.get("ttl_attribute").and_then(|v| v.as_str());
+                    self.set_ttl(aws, cur).await?;
+                }
+                "point_in_time_recovery" => self.set_pitr(aws).await?,
+                "tags" => {
+                    let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+                    let (set, remove) = tag_changes(current.fields.get("tags"), want.get("tags"));
+                    if !remove.is_empty() {
+                        aws.dynamodb
+                            .untag_resource()
+                            .resource_arn(&arn)
+                            .set_tag_keys(Some(remove))
+                            .send()
+                            .await
+                            .map_err(|e| self.err("UntagResource", e))?;
+                    }
+                    if !set.is_empty() {
+                        let mut req = aws.dynamodb.tag_resource().resource_arn(&arn);
+                        for (k, v) in set {
+                            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
+                        }
+                        req.send().await.map_err(|e| self.err("TagResource", e))?;
+                    }
+                }
+                "global_indexes" => {
+                    return Err(EngineError::Invalid(format!(
+                        "{}: its secondary indexes differ from the spec; adding or removing an index \
+                         is not done automatically on a table that holds data",
+                        s.name
+                    )));
+                }
+                other => {
+                    return Err(EngineError::Invalid(format!(
+                        "{}: field {other} cannot be updated in place",
+                        s.name
+                    )));
+                }
+            }
+        }
+        self.observe(aws)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared during update", s.name)))
+    }
+
+    async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let protected = current.fields.get("deletion_protection") == Some(&Value::Bool(true));
+        if protected {
+            if self.0.deletion_protection {
+                return Err(EngineError::Invalid(format!(
+                    "{}: deletion protection is on (prod); it stays on. Turn it off yourself \
+                     (aws dynamodb update-table --no-deletion-protection-enabled) if you really mean to delete it",
+                    self.0.name
+                )));
+            }
+            aws.dynamodb
+                .update_table()
+                .table_name(&self.0.name)
+                .deletion_protection_enabled(false)
+                .send()
+                .await
+                .map_err(|e| self.err("UpdateTable", e))?;
+        }
+        match aws.dynamodb.delete_table().table_name(&self.0.name).send().await {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(()),
+            Err(e) => return Err(self.err("DeleteTable", e)),
+        }
+        let name = self.0.name.clone();
+        wait_until(&name, Duration::from_secs(300), Duration::from_millis(500), || {
+            let ddb = aws.dynamodb.clone();
+            let name = name.clone();
+            async move {
+                match ddb.describe_table().table_name(&name).send().await {
+                    Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(Ok(())),
+                    Err(e) => Err(EngineError::aws(&name, "DescribeTable", e)),
+                    Ok(_) => Ok(Err("still deleting".to_string())),
+                }
+            }
+        })
+        .await
+    }
+
+    fn protected(&self) -> Option<String> {
+        self.0.deletion_protection.then(|| {
+            "deletion protection is on (prod) and stays on: kept. To delete it, turn deletion \
+             protection off yourself first"
+                .to_string()
+        })
+    }
+}

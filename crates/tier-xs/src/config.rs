@@ -1,0 +1,65 @@
+//! The one typed source of the server's configuration. The deploy renders it into the
+//! dashboard task's environment; the server reads it back from the same variable names.
+
+use serde::Serialize;
+
+use crate::workspace::{Tier, Workspace};
+
+/// The container port, used by the task definition, the security group, the health check
+/// and the server itself.
+pub const DASHBOARD_PORT: u16 = 8080;
+
+/// Where the agentbus binary sits in the container image.
+pub const IMAGE_BINARY_PATH: &str = "/usr/local/bin/agentbus";
+
+pub const ENV_ENV: &str = "AGENTBUS_ENV";
+pub const ENV_TIER: &str = "AGENTBUS_TIER";
+pub const ENV_PORT: &str = "AGENTBUS_PORT";
+pub const ENV_KV_TABLE: &str = "AGENTBUS_KV_TABLE";
+pub const ENV_EVENT_BUS: &str = "AGENTBUS_EVENT_BUS";
+pub const ENV_SECRET: &str = "AGENTBUS_SECRET";
+pub const ENV_EVENTS_LOG_GROUP: &str = "AGENTBUS_EVENTS_LOG_GROUP";
+pub const ENV_REGION: &str = "AWS_REGION";
+
+/// The names every server of a workspace needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServerConfig {
+    pub env: String,
+    pub tier: Tier,
+    pub region: String,
+    pub port: u16,
+    pub kv_table: String,
+    pub event_bus: String,
+    pub secret: String,
+    pub events_log_group: String,
+}
+
+impl ServerConfig {
+    /// The configuration of the extra-small tier's server for a workspace.
+    pub fn for_workspace(ws: &Workspace, tier: Tier) -> Self {
+        ServerConfig {
+            env: ws.env.to_string(),
+            tier,
+            region: ws.region.clone(),
+            port: DASHBOARD_PORT,
+            kv_table: ws.name("kv"),
+            event_bus: ws.id(),
+            secret: ws.secret_name("server"),
+            events_log_group: format!("/aws/events/{}", ws.id()),
+        }
+    }
+
+    /// As environment variables for the task definition.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        vec![
+            (ENV_ENV.into(), self.env.clone()),
+            (ENV_TIER.into(), self.tier.short().into()),
+            (ENV_REGION.into(), self.region.clone()),
+            (ENV_PORT.into(), self.port.to_string()),
+            (ENV_KV_TABLE.into(), self.kv_table.clone()),
+            (ENV_EVENT_BUS.into(), self.event_bus.clone()),
+            (ENV_SECRET.into(), self.secret.clone()),
+            (ENV_EVENTS_LOG_GROUP.into(), self.events_log_group.clone()),
+        ]
+    }
+}

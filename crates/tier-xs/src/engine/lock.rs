@@ -1,0 +1,554 @@
+//! The workspace's deploy table (`agentbus-{env}-deploy`): a lease lock so that one writer at a
+//! time changes a workspace, the record of every apply, and the workspace's deploy settings.
+//!
+//! The lock is a conditional write with an expiry, renewed by a heartbeat. A holder that
+//! dies stops renewing, and its lease can be taken over once it has expired.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, ScalarAttributeType, SseSpecification, Tag, TableStatus,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{EngineError, error_code, error_text, wait_until};
+use crate::aws::AwsClients;
+use crate::workspace::{Tier, Workspace};
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "workspace {workspace} is locked by {} since {} (last heartbeat {}s ago); another deploy is running. \
+         Wait for it to finish; if its process is gone, the lock expires {}s after its last heartbeat",
+        .info.holder, .info.acquired_at_text(), .info.heartbeat_age_secs(), .info.ttl_secs
+    )]
+    Held { workspace: String, info: LockInfo },
+    #[error(
+        "refusing to unlock {workspace}: its holder {} is alive (heartbeat {}s ago, lease valid for {}s more)",
+        .info.holder, .info.heartbeat_age_secs(), .info.remaining_secs()
+    )]
+    HolderAlive { workspace: String, info: LockInfo },
+    #[error("the deploy lock of {0} was lost (another process took it over after it expired)")]
+    Lost(String),
+    #[error("deploy table: {0}")]
+    Table(String),
+}
+
+impl From<EngineError> for LockError {
+    fn from(e: EngineError) -> Self {
+        LockError::Table(e.to_string())
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+pub fn iso(epoch_secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch_secs as i64)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| epoch_secs.to_string())
+}
+
+/// Who holds the lock and since when.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LockInfo {
+    pub holder: String,
+    pub lease_id: String,
+    pub acquired_at: u64,
+    pub heartbeat_at: u64,
+    pub expires_at: u64,
+    pub ttl_secs: u64,
+}
+
+impl LockInfo {
+    pub fn acquired_at_text(&self) -> String {
+        iso(self.acquired_at)
+    }
+    pub fn heartbeat_age_secs(&self) -> u64 {
+        now_secs().saturating_sub(self.heartbeat_at)
+    }
+    pub fn remaining_secs(&self) -> u64 {
+        self.expires_at.saturating_sub(now_secs())
+    }
+    pub fn is_alive(&self) -> bool {
+        self.expires_at > now_secs()
+    }
+}
+
+/// One resource's part in an apply record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecordedChange {
+    pub id: String,
+    pub name: String,
+    pub action: String,
+    pub outcome: String,
+}
+
+/// What an apply did, by whom, when.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ApplyRecord {
+    pub at: String,
+    pub at_ms: u64,
+    /// `None` for a destroy.
+    pub tier: Option<Tier>,
+    pub tool_version: String,
+    pub caller: String,
+    pub succeeded: bool,
+    pub cancelled: bool,
+    pub changes: Vec<RecordedChange>,
+}
+
+/// Inputs of the last deploy, reused by the next one unless overridden.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoredSettings {
+    #[serde(default)]
+    pub values: HashMap<String, serde_json::Value>,
+}
+
+/// The workspace's deploy table.
+#[derive(Clone, Debug)]
+pub struct DeployTable {
+    aws: AwsClients,
+    pub table: String,
+    workspace: String,
+    tags: Vec<(String, String)>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_string(), s(pk)), (SK.to_string(), s(sk))])
+}
+
+fn get_s(item: &HashMap<String, AttributeValue>, k: &str) -> String {
+    item.get(k)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> u64 {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // getrandom only fails when the OS has no entropy source at all; fall back to the clock.
+    if getrandom::fill(&mut buf).is_err() {
+        let t = now_millis().to_le_bytes();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = t[i % t.len()] ^ (i as u8);
+        }
+    }
+    hex::encode(buf)
+}
+
+impl DeployTable {
+    pub fn new(aws: &AwsClients, ws: &Workspace) -> Self {
+        DeployTable {
+            aws: aws.clone(),
+            table: ws.name("deploy"),
+            workspace: ws.id(),
+            tags: ws.tags(Tier::ExtraSmall, "deploy"),
+        }
+    }
+
+    pub async fn exists(&self) -> Result<bool, LockError> {
+        match self
+            .aws
+            .dynamodb
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Err(e) => Err(LockError::Table(error_text(&e))),
+        }
+    }
+
+    /// Creates the table on the first deploy of a workspace.
+    pub async fn ensure(&self) -> Result<(), LockError> {
+        if self.exists().await? {
+            return Ok(());
+        }
+        let key_attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key_el = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
+        let mut req = self
+            .aws
+            .dynamodb
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .sse_specification(SseSpecification::builder().enabled(true).build());
+        for a in [key_attr(PK), key_attr(SK)] {
+            req = req.attribute_definitions(a.map_err(|e| LockError::Table(e.to_string()))?);
+        }
+        for k in [key_el(PK, KeyType::Hash), key_el(SK, KeyType::Range)] {
+            req = req.key_schema(k.map_err(|e| LockError::Table(e.to_string()))?);
+        }
+        for (k, v) in &self.tags {
+            req = req.tags(
+                Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| LockError::Table(e.to_string()))?,
+            );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            // Someone else created it at the same moment: fine.
+            Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+            Err(e) => return Err(LockError::Table(error_text(&e))),
+        }
+        let ddb = self.aws.dynamodb.clone();
+        let table = self.table.clone();
+        wait_until(&self.table, Duration::from_secs(120), Duration::from_millis(500), || {
+            let ddb = ddb.clone();
+            let table = table.clone();
+            async move {
+                let out = ddb
+                    .describe_table()
+                    .table_name(&table)
+                    .send()
+                    .await
+                    .map_err(|e| EngineError::aws(&table, "DescribeTable", e))?;
+                let status = out.table.and_then(|t| t.table_status);
+                Ok(if status == Some(TableStatus::Active) {
+                    Ok(())
+                } else {
+                    Err(format!("table status {status:?}"))
+                })
+            }
+        })
+        .await?;
+        // Point-in-time recovery keeps the deploy history recoverable.
+        let _ = self
+            .aws
+            .dynamodb
+            .update_continuous_backups()
+            .table_name(&self.table)
+            .point_in_time_recovery_specification(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build()
+                    .map_err(|e| LockError::Table(e.to_string()))?,
+            )
+            .send()
+            .await;
+        Ok(())
+    }
+
+    pub async fn read_lock(&self) -> Result<Option<LockInfo>, LockError> {
+        if !self.exists().await? {
+            return Ok(None);
+        }
+        let out = self
+            .aws
+            .dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("lock", "lock")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| LockError::Table(error_text(&e)))?;
+        Ok(out.item.map(|item| LockInfo {
+            holder: get_s(&item, "holder"),
+            lease_id: get_s(&item, "lease_id"),
+            acquired_at: get_n(&item, "acquired_at"),
+            heartbeat_at: get_n(&item, "heartbeat_at"),
+            expires_at: get_n(&item, "expires_at"),
+            ttl_secs: get_n(&item, "ttl_secs"),
+        }))
+    }
+
+    /// Takes the lock, or says who has it. The lease is renewed every third of `ttl`
+    /// until [`Lease::release`]; `lost` on the lease fires if renewal fails.
+    pub async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Lease, LockError> {
+        let now = now_secs();
+        let ttl_secs = ttl.as_secs().max(3);
+        let lease_id = random_hex(16);
+        let mut item = key("lock", "lock");
+        item.insert("holder".into(), s(holder));
+        item.insert("lease_id".into(), s(&lease_id));
+        item.insert("acquired_at".into(), n(now));
+        item.insert("heartbeat_at".into(), n(now));
+        item.insert("expires_at".into(), n(now + ttl_secs));
+        item.insert("ttl_secs".into(), n(ttl_secs));
+        let res = self
+            .aws
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                let info = self.read_lock().await?;
+                return Err(match info {
+                    Some(info) => LockError::Held {
+                        workspace: self.workspace.clone(),
+                        info,
+                    },
+                    None => LockError::Table("lock changed while acquiring it; try again".into()),
+                });
+            }
+            Err(e) => return Err(LockError::Table(error_text(&e))),
+        }
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let hb = {
+            let ddb = self.aws.dynamodb.clone();
+            let table = self.table.clone();
+            let lease_id = lease_id.clone();
+            let lost = lost.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_secs((ttl_secs / 3).max(1));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    let now = now_secs();
+                    let res = ddb
+                        .update_item()
+                        .table_name(&table)
+                        .set_key(Some(key("lock", "lock")))
+                        .update_expression("SET heartbeat_at = :now, expires_at = :exp")
+                        .condition_expression("lease_id = :id")
+                        .expression_attribute_values(":now", n(now))
+                        .expression_attribute_values(":exp", n(now + ttl_secs))
+                        .expression_attribute_values(":id", s(&lease_id))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(_) => {}
+                        Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                            tracing::error!("deploy lock lost: another process took it over");
+                            lost.cancel();
+                            return;
+                        }
+                        // A transient error: try again at the next beat; the lease still has time.
+                        Err(e) => tracing::warn!("lock heartbeat failed: {}", error_text(&e)),
+                    }
+                }
+            })
+        };
+        Ok(Lease {
+            table: self.clone(),
+            lease_id,
+            lost,
+            stop,
+            heartbeat: Some(hb),
+        })
+    }
+
+    /// Removes a lock whose holder stopped renewing it; refuses while the holder is alive.
+    pub async fn unlock(&self) -> Result<Option<LockInfo>, LockError> {
+        let Some(info) = self.read_lock().await? else {
+            return Ok(None);
+        };
+        if info.is_alive() {
+            return Err(LockError::HolderAlive {
+                workspace: self.workspace.clone(),
+                info,
+            });
+        }
+        let res = self
+            .aws
+            .dynamodb
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key("lock", "lock")))
+            .condition_expression("lease_id = :id")
+            .expression_attribute_values(":id", s(&info.lease_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Some(info)),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(LockError::Table("the lock changed hands while unlocking; run status to see its holder".into()))
+            }
+            Err(e) => Err(LockError::Table(error_text(&e))),
+        }
+    }
+
+    pub async fn record_apply(&self, rec: &ApplyRecord) -> Result<(), LockError> {
+        let body = serde_json::to_string(rec).map_err(|e| LockError::Table(e.to_string()))?;
+        let mut item = key("apply", &format!("{:016}", rec.at_ms));
+        item.insert("record".into(), s(body));
+        self.aws
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| LockError::Table(error_text(&e)))?;
+        Ok(())
+    }
+
+    /// The newest `limit` apply records, newest first.
+    pub async fn history(&self, limit: i32) -> Result<Vec<ApplyRecord>, LockError> {
+        if !self.exists().await? {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .aws
+            .dynamodb
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("apply"))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| LockError::Table(error_text(&e)))?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| serde_json::from_str(&get_s(i, "record")).ok())
+            .collect())
+    }
+
+    pub async fn load_settings(&self) -> Result<StoredSettings, LockError> {
+        if !self.exists().await? {
+            return Ok(StoredSettings::default());
+        }
+        let out = self
+            .aws
+            .dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key("settings", "current")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| LockError::Table(error_text(&e)))?;
+        Ok(out
+            .item
+            .and_then(|i| serde_json::from_str(&get_s(&i, "settings")).ok())
+            .unwrap_or_default())
+    }
+
+    pub async fn save_settings(&self, settings: &StoredSettings) -> Result<(), LockError> {
+        let current = self.load_settings().await?;
+        if &current == settings {
+            return Ok(());
+        }
+        let body = serde_json::to_string(settings).map_err(|e| LockError::Table(e.to_string()))?;
+        let mut item = key("settings", "current");
+        item.insert("settings".into(), s(body));
+        self.aws
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| LockError::Table(error_text(&e)))?;
+        Ok(())
+    }
+
+    /// Deletes the table and with it the workspace's deploy history.
+    pub async fn delete(&self) -> Result<(), LockError> {
+        match self
+            .aws
+            .dynamodb
+            .delete_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(LockError::Table(error_text(&e))),
+        }
+    }
+}
+
+/// A held lock. Dropping it without [`Lease::release`] stops the heartbeat; the lease then
+/// expires on its own.
+pub struct Lease {
+    table: DeployTable,
+    lease_id: String,
+    /// Fires when the heartbeat finds that the lease was taken over.
+    pub lost: CancellationToken,
+    stop: CancellationToken,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lease {
+    pub async fn release(mut self) -> Result<(), LockError> {
+        self.stop.cancel();
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.await;
+        }
+        let res = self
+            .table
+            .aws
+            .dynamodb
+            .delete_item()
+            .table_name(&self.table.table)
+            .set_key(Some(key("lock", "lock")))
+            .condition_expression("lease_id = :id")
+            .expression_attribute_values(":id", s(&self.lease_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(LockError::Lost(self.table.workspace.clone()))
+            }
+            Err(e) => Err(LockError::Table(error_text(&e))),
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

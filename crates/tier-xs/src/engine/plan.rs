@@ -1,0 +1,455 @@
+//! Plan: observe every resource of the tier universe by name, in parallel, and diff it field by
+//! field against the desired tier.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Desired, EngineError, Observed, Outputs, Resource, is_unknown};
+use crate::aws::AwsClients;
+use crate::workspace::Tier;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    /// A data-bearing resource that would be deleted or replaced, kept because the
+    /// explicit flag was not given.
+    Keep,
+    NoOp,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+            Action::Keep => "!",
+            Action::NoOp => " ",
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update in place",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+            Action::Keep => "keep (data)",
+            Action::NoOp => "no change",
+        }
+    }
+
+    pub fn is_change(self) -> bool {
+        matches!(
+            self,
+            Action::Create | Action::Update | Action::Replace | Action::Delete
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub forces_replace: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    pub id: &'static str,
+    pub kind: &'static str,
+    pub name: String,
+    pub tier: Tier,
+    pub action: Action,
+    pub data_bearing: bool,
+    pub fields: Vec<FieldChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Serialize)]
+pub struct Plan {
+    /// The tier being deployed; `None` for a destroy.
+    pub target: Option<Tier>,
+    pub changes: Vec<Change>,
+    /// Blocking problems: a deploy refuses while there is any.
+    pub problems: Vec<String>,
+    /// Things the user should know that do not block.
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    pub(crate) observed: HashMap<&'static str, Observed>,
+    #[serde(skip)]
+    pub(crate) resources: Vec<Arc<dyn Resource>>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("target", &self.target)
+            .field("changes", &self.changes)
+            .field("problems", &self.problems)
+            .finish()
+    }
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action.is_change())
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+
+    pub fn change(&self, id: &str) -> Option<&Change> {
+        self.changes.iter().find(|c| c.id == id)
+    }
+
+    /// Outputs of every resource as observed at plan time.
+    pub fn observed_outputs(&self) -> Outputs {
+        let mut out = Outputs::new();
+        for (id, o) in &self.observed {
+            for (k, v) in &o.outputs {
+                out.insert(format!("{id}.{k}"), v.clone());
+            }
+        }
+        out
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} to create, {} to update, {} to replace, {} to delete, {} kept",
+            self.count(Action::Create),
+            self.count(Action::Update),
+            self.count(Action::Replace),
+            self.count(Action::Delete),
+            self.count(Action::Keep)
+        )
+    }
+
+    /// The plan for a person: one block per changed resource, field by field.
+    pub fn render(&self, color: bool) -> String {
+        let paint = |code: &str, s: &str| {
+            if color {
+                format!("\x1b[{code}m{s}\x1b[0m")
+            } else {
+                s.to_string()
+            }
+        };
+        let mut out = String::new();
+        for c in &self.changes {
+            if c.action == Action::NoOp {
+                continue;
+            }
+            let code = match c.action {
+                Action::Create => "32",
+                Action::Update => "33",
+                Action::Replace | Action::Delete => "31",
+                Action::Keep => "35",
+                Action::NoOp => "0",
+            };
+            let data = if c.data_bearing && matches!(c.action, Action::Delete | Action::Replace)
+            {
+                paint("1;31", "  DATA WILL BE LOST")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "{} {} {} ({}, {}){}",
+                paint(code, &format!("{:>3}", c.action.symbol())),
+                c.kind,
+                paint("1", &c.name),
+                c.action.verb(),
+                c.tier.short(),
+                data
+            );
+            if let Some(r) = &c.reason {
+                let _ = writeln!(out, "      {}", paint("35", r));
+            }
+            for f in &c.fields {
+                let before = f.before.as_ref().map(show).unwrap_or_else(|| "-".into());
+                let after = f.after.as_ref().map(show).unwrap_or_else(|| "-".into());
+                let forces = if f.forces_replace {
+                    paint("31", "  # forces replacement")
+                } else {
+                    String::new()
+                };
+                if c.action == Action::Create {
+                    let _ = writeln!(out, "      {}: {after}", f.field);
+                } else {
+                    let _ = writeln!(out, "      {}: {before} -> {after}{forces}", f.field);
+                }
+            }
+            for n in &c.notes {
+                let _ = writeln!(out, "      note: {n}");
+            }
+        }
+        if !self.has_changes() {
+            let _ = writeln!(out, "No changes: the workspace matches the plan.");
+        } else {
+            let _ = writeln!(out, "\nPlan: {}.", self.summary());
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "{} {n}", paint("36", "note:"));
+        }
+        for p in &self.problems {
+            let _ = writeln!(out, "{} {p}", paint("1;31", "error:"));
+        }
+        out
+    }
+}
+
+/// A JSON value for one line of a plan.
+fn show(v: &Value) -> String {
+    if let Some(what) = v.get("$unknown") {
+        return format!("(known after apply: {})", what.as_str().unwrap_or("?"));
+    }
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Field-by-field difference between what is wanted and what is there.
+pub fn diff(desired: &Desired, observed: &Observed) -> Vec<FieldChange> {
+    desired
+        .fields
+        .iter()
+        .filter_map(|(k, want)| {
+            let have = observed.fields.get(k);
+            let same = !is_unknown(&want.value) && have == Some(&want.value);
+            (!same).then(|| FieldChange {
+                field: k.clone(),
+                before: have.cloned(),
+                after: Some(want.value.clone()),
+                forces_replace: want.forces_replace,
+            })
+        })
+        .collect()
+}
+
+/// Topological order of resources by `depends_on`; dependencies outside the set are ignored.
+pub fn topo_order(resources: &[Arc<dyn Resource>]) -> Result<Vec<usize>, EngineError> {
+    let index: HashMap<&str, usize> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id(), i))
+        .collect();
+    let mut state = vec![0u8; resources.len()]; // 0 new, 1 visiting, 2 done
+    let mut order = Vec::with_capacity(resources.len());
+    fn visit(
+        i: usize,
+        resources: &[Arc<dyn Resource>],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+    ) -> Result<(), EngineError> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                return Err(EngineError::Invalid(format!(
+                    "dependency cycle through {}",
+                    resources[i].id()
+                )));
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        for d in resources[i].depends_on() {
+            if let Some(&j) = index.get(d) {
+                visit(j, resources, index, state, order)?;
+            }
+        }
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..resources.len() {
+        visit(i, resources, &index, &mut state, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// What to plan for.
+pub struct PlanRequest {
+    /// Every resource of every tier, built for the requested settings.
+    pub universe: Vec<Arc<dyn Resource>>,
+    /// The tier to converge to; `None` removes everything (destroy).
+    pub target: Option<Tier>,
+    /// Allows deleting or replacing tables, buckets and databases.
+    pub destroy_data: bool,
+    /// How many observations run at once.
+    pub parallelism: usize,
+}
+
+/// Observes every resource of the universe in parallel and diffs it against the target tier.
+pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineError> {
+    let order = topo_order(&req.universe)?;
+    let parallelism = req.parallelism.max(1);
+
+    let observations: Vec<(usize, Result<Option<Observed>, EngineError>)> =
+        futures::stream::iter(req.universe.iter().enumerate())
+            .map(|(i, r)| async move { (i, r.observe(aws).await) })
+            .buffer_unordered(parallelism)
+            .collect()
+            .await;
+    let mut observed: Vec<Option<Observed>> = vec![None; req.universe.len()];
+    for (i, res) in observations {
+        observed[i] = res?;
+    }
+
+    // Outputs as they will be once the plan is applied: what exists now, minus what
+    // creation, replacement or an output-changing update will produce anew.
+    let mut outputs = Outputs::new();
+    for (i, o) in observed.iter().enumerate() {
+        if let Some(o) = o {
+            for (k, v) in &o.outputs {
+                outputs.insert(format!("{}.{k}", req.universe[i].id()), v.clone());
+            }
+        }
+    }
+
+    let mut by_index: BTreeMap<usize, Change> = BTreeMap::new();
+    for &i in &order {
+        let r = &req.universe[i];
+        let wanted = req.target.is_some_and(|t| r.tier() <= t);
+        let mut change = Change {
+            id: r.id(),
+            kind: r.kind(),
+            name: r.name(),
+            tier: r.tier(),
+            action: Action::NoOp,
+            data_bearing: r.data_bearing(),
+            fields: Vec::new(),
+            reason: None,
+            notes: Vec::new(),
+        };
+        match (&observed[i], wanted) {
+            (None, false) => continue,
+            (None, true) => {
+                change.action = Action::Create;
+                change.fields = diff(&r.desired(&outputs), &Observed::default());
+                change.notes = r.notes();
+            }
+            (Some(_), false) => {
+                if let Some(why) = r.protected() {
+                    change.action = Action::Keep;
+                    change.reason = Some(why);
+                } else if r.data_bearing() && !req.destroy_data {
+                    change.action = Action::Keep;
+                    change.reason = Some(
+                        "holds data: kept; pass --destroy-data to delete it and everything in it"
+                            .into(),
+                    );
+                } else {
+                    change.action = Action::Delete;
+                }
+            }
+            (Some(o), true) => {
+                change.fields = diff(&r.desired(&outputs), o);
+                change.notes = r.notes();
+                if change.fields.is_empty() {
+                    change.action = Action::NoOp;
+                } else if change.fields.iter().any(|f| f.forces_replace) {
+                    if r.data_bearing() && !req.destroy_data {
+                        change.action = Action::Keep;
+                        change.reason = Some(
+                            "holds data: a replacement would lose it; kept as is (pass --destroy-data to replace)"
+                                .into(),
+                        );
+                    } else {
+                        change.action = Action::Replace;
+                    }
+                } else {
+                    change.action = Action::Update;
+                }
+            }
+        }
+        let invalidates = match change.action {
+            Action::Create | Action::Replace | Action::Delete => true,
+            Action::Update => !r.outputs_stable_on_update(),
+            Action::Keep | Action::NoOp => false,
+        };
+        if invalidates {
+            let prefix = format!("{}.", r.id());
+            outputs.retain(|k, _| !k.starts_with(&prefix));
+        }
+        by_index.insert(i, change);
+    }
+
+    // Present in the universe's declared order (tier by tier), not the topological one.
+    let changes = by_index.into_values().collect();
+    let observed_map = req
+        .universe
+        .iter()
+        .zip(observed)
+        .filter_map(|(r, o)| o.map(|o| (r.id(), o)))
+        .collect();
+    Ok(Plan {
+        target: req.target,
+        changes,
+        problems: Vec::new(),
+        notes: Vec::new(),
+        observed: observed_map,
+        resources: req.universe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_reports_only_changed_fields() {
+        let want = Desired::new()
+            .set("retention", 7)
+            .set_replace("hash_key", "pk")
+            .set("tags", json!({"a": "1"}));
+        let have = Observed::default()
+            .field("retention", 30)
+            .field("hash_key", "pk")
+            .field("tags", json!({"a": "1"}));
+        let d = diff(&want, &have);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].field, "retention");
+        assert_eq!(d[0].before, Some(json!(30)));
+        assert_eq!(d[0].after, Some(json!(7)));
+        assert!(!d[0].forces_replace);
+    }
+
+    #[test]
+    fn diff_marks_replacement_and_unknowns() {
+        let want = Desired::new()
+            .set_replace("hash_key", "id")
+            .set("role", super::super::unknown("role.arn"));
+        let have = Observed::default()
+            .field("hash_key", "pk")
+            .field("role", "arn:x");
+        let d = diff(&want, &have);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().any(|f| f.field == "hash_key" && f.forces_replace));
+        assert!(d.iter().any(|f| f.field == "role"));
+    }
+
+    #[test]
+    fn missing_field_is_a_change() {
+        let want = Desired::new().set("pitr", true);
+        let d = diff(&want, &Observed::default());
+        assert_eq!(d[0].before, None);
+    }
+}

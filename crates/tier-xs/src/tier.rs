@@ -1,0 +1,466 @@
+//! The extra-small tier as a type: what it deploys, built from the workspace and the
+//! deploy settings. Higher tiers own an `ExtraSmall` and add their own resources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::components::bus::{EventBus, EventRule};
+use crate::components::ecs::{Capacity, Cluster, ContainerSpec, Service, TaskDefinition, validate_fargate_size};
+use crate::components::iam::{Role, policy, statement};
+use crate::components::logs::{LogGroup, LogsResourcePolicy};
+use crate::components::network::{Network, SecurityGroup};
+use crate::components::secret::WorkspaceSecret;
+use crate::components::table::{DynamoTable, TableSpec};
+use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH, ServerConfig};
+use crate::engine::Resource;
+use crate::workspace::{PREFIX, Tier, Workspace};
+
+/// What a user decides about a deploy of the extra-small tier.
+#[derive(Clone, Debug)]
+pub struct XsSettings {
+    /// Container image of the dashboard server.
+    pub image: Option<String>,
+    /// CIDRs admitted to the dashboard port.
+    pub allow_cidrs: Vec<String>,
+    pub network: Network,
+    /// How long to wait for the dashboard service to become steady.
+    pub service_wait: Duration,
+    /// Dashboard task size (CPU units, MiB).
+    pub cpu: u32,
+    pub memory: u32,
+}
+
+impl XsSettings {
+    pub fn new(network: Network) -> Self {
+        XsSettings {
+            image: None,
+            allow_cidrs: Vec::new(),
+            network,
+            service_wait: Duration::from_secs(600),
+            cpu: 256,
+            memory: 512,
+        }
+    }
+}
+
+/// Logical ids of the extra-small resources.
+pub mod ids {
+    pub const KV_TABLE: &str = "kv-table";
+    pub const EVENT_BUS: &str = "event-bus";
+    pub const EVENTS_LOG_GROUP: &str = "events-log-group";
+    pub const EVENTS_LOG_POLICY: &str = "events-log-policy";
+    pub const EVENTS_RULE: &str = "events-rule";
+    pub const SERVER_SECRET: &str = "server-secret";
+    pub const CLUSTER: &str = "cluster";
+    pub const DASHBOARD_LOG_GROUP: &str = "dashboard-log-group";
+    pub const DASHBOARD_EXECUTION_ROLE: &str = "dashboard-execution-role";
+    pub const DASHBOARD_TASK_ROLE: &str = "dashboard-task-role";
+    pub const DASHBOARD_SECURITY_GROUP: &str = "dashboard-security-group";
+    pub const DASHBOARD_TASK_DEFINITION: &str = "dashboard-task-definition";
+    pub const DASHBOARD_SERVICE: &str = "dashboard-service";
+}
+
+/// The extra-small tier: KV table, event bus (with a delivering rule), the server secret,
+/// and the dashboard service.
+pub struct ExtraSmall {
+    pub workspace: Workspace,
+    pub config: ServerConfig,
+    pub kv: Arc<DynamoTable>,
+    pub bus: Arc<EventBus>,
+    pub events_log: Arc<LogGroup>,
+    pub events_log_policy: Arc<LogsResourcePolicy>,
+    pub events_rule: Arc<EventRule>,
+    pub secret: Arc<WorkspaceSecret>,
+    pub cluster: Arc<Cluster>,
+    pub dashboard_log: Arc<LogGroup>,
+    pub execution_role: Arc<Role>,
+    pub task_role: Arc<Role>,
+    pub security_group: Arc<SecurityGroup>,
+    pub task_definition: Arc<TaskDefinition>,
+    pub service: Arc<Service>,
+    /// Problems that block a deploy (missing image, unsafe ingress ...).
+    pub problems: Vec<String>,
+}
+
+/// The ECR repository ARN of an image URI in this account and region, if it is one.
+fn ecr_repository_arn(ws: &Workspace, image: &str) -> Option<String> {
+    let host = format!("{}.dkr.ecr.{}.amazonaws.com/", ws.account, ws.region);
+    let rest = image.strip_prefix(&host)?;
+    let repo = rest.split(['@', ':']).next()?;
+    Some(ws.arn("ecr", &format!("repository/{repo}")))
+}
+
+impl ExtraSmall {
+    pub fn new(ws: &Workspace, settings: &XsSettings) -> Self {
+        let t = Tier::ExtraSmall;
+        let prod = ws.env.is_prod();
+        let config = ServerConfig::for_workspace(ws, t);
+        let mut problems = Vec::new();
+
+        let kv = DynamoTable(TableSpec {
+            id: ids::KV_TABLE,
+            tier: t,
+            name: config.kv_table.clone(),
+            hash_key: "pk",
+            range_key: Some("sk"),
+            gsis: Vec::new(),
+            ttl_attribute: Some("expires_at"),
+            deletion_protection: prod,
+            tags: ws.tags(t, "kv"),
+        });
+
+        let bus = EventBus {
+            id: ids::EVENT_BUS,
+            tier: t,
+            name: config.event_bus.clone(),
+            tags: ws.tags(t, "events"),
+        };
+        let logs_prefix = ws.arn("logs", "log-group:");
+        let events_log = LogGroup {
+            id: ids::EVENTS_LOG_GROUP,
+            tier: t,
+            name: config.events_log_group.clone(),
+            retention_days: 7,
+            tags: ws.tags(t, "events"),
+            arn_prefix: logs_prefix.clone(),
+        };
+        let rule_name = ws.name("all-events");
+        let rule_arn = ws.arn("events", &format!("rule/{}/{}", config.event_bus, rule_name));
+        let events_log_policy = LogsResourcePolicy {
+            id: ids::EVENTS_LOG_POLICY,
+            tier: t,
+            name: ws.name("events-to-logs"),
+            log_group_arn: format!("{logs_prefix}{}", config.events_log_group),
+            rule_arn: rule_arn.clone(),
+        };
+        let events_rule = EventRule {
+            id: ids::EVENTS_RULE,
+            tier: t,
+            name: rule_name,
+            bus_id: ids::EVENT_BUS,
+            bus_name: config.event_bus.clone(),
+            description: "Every agentbus event, into the workspace's event log".into(),
+            pattern: json!({ "source": [PREFIX] }),
+            target_id: ids::EVENTS_LOG_GROUP,
+            tags: ws.tags(t, "events"),
+        };
+
+        let secret = WorkspaceSecret {
+            id: ids::SERVER_SECRET,
+            tier: t,
+            name: config.secret.clone(),
+            description: format!("agentbus {} server credentials", ws.env),
+            recovery_window_days: prod.then_some(30),
+            tags: ws.tags(t, "secret"),
+        };
+
+        let strategy = if prod {
+            // An on-demand task as the base keeps prod up through Spot interruptions.
+            vec![
+                Capacity { provider: "FARGATE", weight: 0, base: 1 },
+                Capacity { provider: "FARGATE_SPOT", weight: 1, base: 0 },
+            ]
+        } else {
+            vec![Capacity { provider: "FARGATE_SPOT", weight: 1, base: 0 }]
+        };
+        let cluster = Cluster {
+            id: ids::CLUSTER,
+            tier: t,
+            name: ws.id(),
+            default_strategy: strategy.clone(),
+            container_insights: false,
+            tags: ws.tags(t, "dashboard"),
+        };
+        let dashboard_log_name = format!("/ecs/{}", ws.name("dashboard"));
+        let dashboard_log = LogGroup {
+            id: ids::DASHBOARD_LOG_GROUP,
+            tier: t,
+            name: dashboard_log_name.clone(),
+            retention_days: 7,
+            tags: ws.tags(t, "dashboard"),
+            arn_prefix: logs_prefix.clone(),
+        };
+
+        let image = settings.image.clone().unwrap_or_default();
+        if image.is_empty() {
+            problems.push(
+                "the dashboard service needs a container image: pass --image URI (an image of the agentbus server)"
+                    .into(),
+            );
+        }
+        let mut exec_statements = vec![statement(
+            &["logs:CreateLogStream", "logs:PutLogEvents"],
+            &[format!("{logs_prefix}{dashboard_log_name}:*")],
+        )];
+        if let Some(repo) = ecr_repository_arn(ws, &image) {
+            exec_statements.push(statement(
+                &["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                &[repo],
+            ));
+            // GetAuthorizationToken has no resource-level scope in IAM.
+            exec_statements.push(statement(&["ecr:GetAuthorizationToken"], &["*".to_string()]));
+        }
+        let exec_name = ws.name("dashboard-execution");
+        let execution_role = Role {
+            id: ids::DASHBOARD_EXECUTION_ROLE,
+            tier: t,
+            name: exec_name.clone(),
+            service: "ecs-tasks.amazonaws.com",
+            account: ws.account.clone(),
+            policy_name: exec_name.clone(),
+            policy: policy(exec_statements),
+            arn: ws.iam_arn(&format!("role/{exec_name}")),
+            tags: ws.tags(t, "dashboard"),
+        };
+        let kv_arn = ws.arn("dynamodb", &format!("table/{}", config.kv_table));
+        let task_name = ws.name("dashboard-task");
+        let task_role = Role {
+            id: ids::DASHBOARD_TASK_ROLE,
+            tier: t,
+            name: task_name.clone(),
+            service: "ecs-tasks.amazonaws.com",
+            account: ws.account.clone(),
+            policy_name: task_name.clone(),
+            policy: policy(vec![
+                statement(
+                    &[
+                        "dynamodb:GetItem",
+                        "dynamodb:PutItem",
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DeleteItem",
+                        "dynamodb:Query",
+                        "dynamodb:ConditionCheckItem",
+                        "dynamodb:DescribeTable",
+                    ],
+                    &[kv_arn.clone(), format!("{kv_arn}/index/*")],
+                ),
+                statement(
+                    &["events:PutEvents"],
+                    &[ws.arn("events", &format!("event-bus/{}", config.event_bus))],
+                ),
+                statement(
+                    &[
+                        "secretsmanager:GetSecretValue",
+                        "secretsmanager:PutSecretValue",
+                        "secretsmanager:DescribeSecret",
+                        "secretsmanager:CreateSecret",
+                        "secretsmanager:DeleteSecret",
+                        "secretsmanager:TagResource",
+                    ],
+                    &[ws.arn("secretsmanager", &format!("secret:{PREFIX}/{}/*", ws.env))],
+                ),
+                // ListSecrets has no resource-level scope in IAM; it returns metadata only.
+                statement(&["secretsmanager:ListSecrets"], &["*".to_string()]),
+                statement(
+                    &["logs:FilterLogEvents", "logs:GetLogEvents"],
+                    &[format!("{logs_prefix}{}:*", config.events_log_group)],
+                ),
+            ]),
+            arn: ws.iam_arn(&format!("role/{task_name}")),
+            tags: ws.tags(t, "dashboard"),
+        };
+
+        if prod && settings.allow_cidrs.iter().any(|c| c == "0.0.0.0/0" || c == "::/0") {
+            problems.push(
+                "prod refuses --allow-cidr 0.0.0.0/0: name the networks that may reach the dashboard (or use the small tier's load balancer)"
+                    .into(),
+            );
+        }
+        for c in &settings.allow_cidrs {
+            if !valid_cidr(c) {
+                problems.push(format!("--allow-cidr {c:?} is not a CIDR block (e.g. 203.0.113.7/32)"));
+            }
+        }
+        let security_group = SecurityGroup {
+            id: ids::DASHBOARD_SECURITY_GROUP,
+            tier: t,
+            name: ws.name("dashboard"),
+            description: format!("agentbus {} dashboard: port {DASHBOARD_PORT} from allowed CIDRs", ws.env),
+            vpc_id: settings.network.vpc_id.clone(),
+            port: DASHBOARD_PORT,
+            cidrs: settings.allow_cidrs.clone(),
+            tags: ws.tags(t, "dashboard"),
+        };
+
+        if let Err(e) = validate_fargate_size(settings.cpu, settings.memory) {
+            problems.push(e);
+        }
+        let task_definition = TaskDefinition {
+            id: ids::DASHBOARD_TASK_DEFINITION,
+            tier: t,
+            family: ws.name("dashboard"),
+            cpu: settings.cpu,
+            memory: settings.memory,
+            container: ContainerSpec {
+                name: "dashboard".into(),
+                image,
+                port: Some(DASHBOARD_PORT),
+                env: config.to_env(),
+                health_command: Some(vec![IMAGE_BINARY_PATH.to_string(), "healthcheck".to_string()]),
+                log_group: dashboard_log_name,
+                region: ws.region.clone(),
+                stop_timeout: 30,
+            },
+            execution_role_id: ids::DASHBOARD_EXECUTION_ROLE,
+            task_role_id: ids::DASHBOARD_TASK_ROLE,
+            log_group_id: ids::DASHBOARD_LOG_GROUP,
+            tags: ws.tags(t, "dashboard"),
+        };
+        let service = Service {
+            id: ids::DASHBOARD_SERVICE,
+            tier: t,
+            name: ws.name("dashboard"),
+            cluster_id: ids::CLUSTER,
+            cluster_name: ws.id(),
+            task_definition_id: ids::DASHBOARD_TASK_DEFINITION,
+            security_group_id: ids::DASHBOARD_SECURITY_GROUP,
+            subnets: settings.network.subnet_ids.clone(),
+            public_ip: true,
+            desired_count: 1,
+            strategy,
+            wait: settings.service_wait,
+            tags: ws.tags(t, "dashboard"),
+        };
+
+        ExtraSmall {
+            workspace: ws.clone(),
+            config,
+            kv: Arc::new(kv),
+            bus: Arc::new(bus),
+            events_log: Arc::new(events_log),
+            events_log_policy: Arc::new(events_log_policy),
+            events_rule: Arc::new(events_rule),
+            secret: Arc::new(secret),
+            cluster: Arc::new(cluster),
+            dashboard_log: Arc::new(dashboard_log),
+            execution_role: Arc::new(execution_role),
+            task_role: Arc::new(task_role),
+            security_group: Arc::new(security_group),
+            task_definition: Arc::new(task_definition),
+            service: Arc::new(service),
+            problems,
+        }
+    }
+
+    /// Every resource of the tier, in the order a plan lists them.
+    pub fn resources(&self) -> Vec<Arc<dyn Resource>> {
+        vec![
+            self.kv.clone(),
+            self.bus.clone(),
+            self.events_log.clone(),
+            self.events_log_policy.clone(),
+            self.events_rule.clone(),
+            self.secret.clone(),
+            self.cluster.clone(),
+            self.dashboard_log.clone(),
+            self.execution_role.clone(),
+            self.task_role.clone(),
+            self.security_group.clone(),
+            self.task_definition.clone(),
+            self.service.clone(),
+        ]
+    }
+}
+
+/// `a.b.c.d/n` or an IPv6 prefix.
+pub fn valid_cidr(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else { return false };
+    let Ok(len) = len.parse::<u8>() else { return false };
+    if let Ok(a) = addr.parse::<std::net::Ipv4Addr>() {
+        let _ = a;
+        len <= 32
+    } else if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        len <= 128
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Outputs;
+    use crate::workspace::Env;
+
+    fn ws(env: &str) -> Workspace {
+        Workspace::new(Env::new(env).unwrap(), "123456789012", "us-east-1")
+    }
+
+    fn settings() -> XsSettings {
+        let mut s = XsSettings::new(Network { vpc_id: "vpc-1".into(), subnet_ids: vec!["subnet-1".into()] });
+        s.image = Some("example/agentbus:1".into());
+        s
+    }
+
+    #[test]
+    fn names_and_tags_follow_the_workspace() {
+        let xs = ExtraSmall::new(&ws("dev"), &settings());
+        let names: Vec<String> = xs.resources().iter().map(|r| r.name()).collect();
+        assert!(names.contains(&"agentbus-dev-kv".to_string()));
+        assert!(names.contains(&"agentbus-dev".to_string()));
+        assert!(names.contains(&"agentbus/dev/server".to_string()));
+        assert!(names.contains(&"/ecs/agentbus-dev-dashboard".to_string()));
+        assert!(xs.problems.is_empty(), "{:?}", xs.problems);
+        for r in xs.resources() {
+            assert_eq!(r.tier(), Tier::ExtraSmall);
+        }
+        let d = xs.kv.desired(&Outputs::new());
+        assert_eq!(d.get("tags").unwrap()["agentbus:component"], "kv");
+        assert!(xs.kv.data_bearing());
+    }
+
+    #[test]
+    fn problems_block_unsafe_or_incomplete_deploys() {
+        let mut s = settings();
+        s.image = None;
+        s.allow_cidrs = vec!["0.0.0.0/0".into(), "nonsense".into()];
+        let xs = ExtraSmall::new(&ws("prod"), &s);
+        assert!(xs.problems.iter().any(|p| p.contains("--image")));
+        assert!(xs.problems.iter().any(|p| p.contains("prod refuses")));
+        assert!(xs.problems.iter().any(|p| p.contains("nonsense")));
+        let dev = ExtraSmall::new(&ws("dev"), &XsSettings { allow_cidrs: vec!["0.0.0.0/0".into()], ..settings() });
+        assert!(dev.problems.is_empty());
+        s.cpu = 256;
+        s.memory = 4096;
+        assert!(ExtraSmall::new(&ws("dev"), &s).problems.iter().any(|p| p.contains("Fargate")));
+    }
+
+    #[test]
+    fn prod_protects_data_and_keeps_an_on_demand_base() {
+        let xs = ExtraSmall::new(&ws("prod"), &settings());
+        assert!(xs.kv.protected().is_some());
+        assert_eq!(xs.secret.recovery_window_days, Some(30));
+        assert!(xs.service.strategy.iter().any(|c| c.provider == "FARGATE" && c.base == 1));
+        let dev = ExtraSmall::new(&ws("dev"), &settings());
+        assert!(dev.kv.protected().is_none());
+        assert_eq!(dev.secret.recovery_window_days, None);
+    }
+
+    #[test]
+    fn policies_are_scoped_to_workspace_resources() {
+        let xs = ExtraSmall::new(&ws("dev"), &settings());
+        let p = xs.task_role.policy.to_string();
+        assert!(p.contains("arn:aws:dynamodb:us-east-1:123456789012:table/agentbus-dev-kv"));
+        assert!(p.contains("event-bus/agentbus-dev"));
+        // Only the one action that IAM cannot scope is on "*".
+        for st in xs.task_role.policy["Statement"].as_array().unwrap() {
+            if st["Resource"].to_string().contains("\"*\"") {
+                assert_eq!(st["Action"], json!(["secretsmanager:ListSecrets"]));
+            }
+        }
+        let mut s = settings();
+        s.image = Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev@sha256:ab".into());
+        let xs = ExtraSmall::new(&ws("dev"), &s);
+        assert!(xs.execution_role.policy.to_string().contains("repository/agentbus-dev"));
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(valid_cidr("203.0.113.7/32"));
+        assert!(valid_cidr("::/0"));
+        assert!(!valid_cidr("203.0.113.7"));
+        assert!(!valid_cidr("1.2.3.4/33"));
+    }
+}
