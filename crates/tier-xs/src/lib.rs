@@ -7,8 +7,9 @@
 //! * [`tier`]: the `ExtraSmall` tier type, which lists what the tier deploys.
 
 pub mod aws;
-pub mod engine;
-pub mod workspace;
 pub mod components;
 pub mod config;
+pub mod engine;
+pub mod ops;
 pub mod tier;
+pub mod workspace;

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::components::bus::{EventBus, EventRule};
-use crate::components::ecs::{Capacity, Cluster, ContainerSpec, Service, TaskDefinition, validate_fargate_size};
+use crate::components::ecs::{
+    Capacity, Cluster, ContainerSpec, Service, TaskDefinition, validate_fargate_size,
+};
 use crate::components::iam::{Role, policy, statement};
 use crate::components::logs::{LogGroup, LogsResourcePolicy};
 use crate::components::network::{Network, SecurityGroup};
@@ -127,7 +129,10 @@ impl ExtraSmall {
             arn_prefix: logs_prefix.clone(),
         };
         let rule_name = ws.name("all-events");
-        let rule_arn = ws.arn("events", &format!("rule/{}/{}", config.event_bus, rule_name));
+        let rule_arn = ws.arn(
+            "events",
+            &format!("rule/{}/{}", config.event_bus, rule_name),
+        );
         let events_log_policy = LogsResourcePolicy {
             id: ids::EVENTS_LOG_POLICY,
             tier: t,
@@ -159,11 +164,23 @@ impl ExtraSmall {
         let strategy = if prod {
             // An on-demand task as the base keeps prod up through Spot interruptions.
             vec![
-                Capacity { provider: "FARGATE", weight: 0, base: 1 },
-                Capacity { provider: "FARGATE_SPOT", weight: 1, base: 0 },
+                Capacity {
+                    provider: "FARGATE",
+                    weight: 0,
+                    base: 1,
+                },
+                Capacity {
+                    provider: "FARGATE_SPOT",
+                    weight: 1,
+                    base: 0,
+                },
             ]
         } else {
-            vec![Capacity { provider: "FARGATE_SPOT", weight: 1, base: 0 }]
+            vec![Capacity {
+                provider: "FARGATE_SPOT",
+                weight: 1,
+                base: 0,
+            }]
         };
         let cluster = Cluster {
             id: ids::CLUSTER,
@@ -196,11 +213,18 @@ impl ExtraSmall {
         )];
         if let Some(repo) = ecr_repository_arn(ws, &image) {
             exec_statements.push(statement(
-                &["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+                &[
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
                 &[repo],
             ));
             // GetAuthorizationToken has no resource-level scope in IAM.
-            exec_statements.push(statement(&["ecr:GetAuthorizationToken"], &["*".to_string()]));
+            exec_statements.push(statement(
+                &["ecr:GetAuthorizationToken"],
+                &["*".to_string()],
+            ));
         }
         let exec_name = ws.name("dashboard-execution");
         let execution_role = Role {
@@ -262,7 +286,12 @@ impl ExtraSmall {
             tags: ws.tags(t, "dashboard"),
         };
 
-        if prod && settings.allow_cidrs.iter().any(|c| c == "0.0.0.0/0" || c == "::/0") {
+        if prod
+            && settings
+                .allow_cidrs
+                .iter()
+                .any(|c| c == "0.0.0.0/0" || c == "::/0")
+        {
             problems.push(
                 "prod refuses --allow-cidr 0.0.0.0/0: name the networks that may reach the dashboard (or use the small tier's load balancer)"
                     .into(),
@@ -270,14 +299,19 @@ impl ExtraSmall {
         }
         for c in &settings.allow_cidrs {
             if !valid_cidr(c) {
-                problems.push(format!("--allow-cidr {c:?} is not a CIDR block (e.g. 203.0.113.7/32)"));
+                problems.push(format!(
+                    "--allow-cidr {c:?} is not a CIDR block (e.g. 203.0.113.7/32)"
+                ));
             }
         }
         let security_group = SecurityGroup {
             id: ids::DASHBOARD_SECURITY_GROUP,
             tier: t,
             name: ws.name("dashboard"),
-            description: format!("agentbus {} dashboard: port {DASHBOARD_PORT} from allowed CIDRs", ws.env),
+            description: format!(
+                "agentbus {} dashboard: port {DASHBOARD_PORT} from allowed CIDRs",
+                ws.env
+            ),
             vpc_id: settings.network.vpc_id.clone(),
             port: DASHBOARD_PORT,
             cidrs: settings.allow_cidrs.clone(),
@@ -298,7 +332,10 @@ impl ExtraSmall {
                 image,
                 port: Some(DASHBOARD_PORT),
                 env: config.to_env(),
-                health_command: Some(vec![IMAGE_BINARY_PATH.to_string(), "healthcheck".to_string()]),
+                health_command: Some(vec![
+                    IMAGE_BINARY_PATH.to_string(),
+                    "healthcheck".to_string(),
+                ]),
                 log_group: dashboard_log_name,
                 region: ws.region.clone(),
                 stop_timeout: 30,
@@ -366,8 +403,12 @@ impl ExtraSmall {
 
 /// `a.b.c.d/n` or an IPv6 prefix.
 pub fn valid_cidr(s: &str) -> bool {
-    let Some((addr, len)) = s.split_once('/') else { return false };
-    let Ok(len) = len.parse::<u8>() else { return false };
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
     if let Ok(a) = addr.parse::<std::net::Ipv4Addr>() {
         let _ = a;
         len <= 32
@@ -389,7 +430,10 @@ mod tests {
     }
 
     fn settings() -> XsSettings {
-        let mut s = XsSettings::new(Network { vpc_id: "vpc-1".into(), subnet_ids: vec!["subnet-1".into()] });
+        let mut s = XsSettings::new(Network {
+            vpc_id: "vpc-1".into(),
+            subnet_ids: vec!["subnet-1".into()],
+        });
         s.image = Some("example/agentbus:1".into());
         s
     }
@@ -420,11 +464,22 @@ mod tests {
         assert!(xs.problems.iter().any(|p| p.contains("--image")));
         assert!(xs.problems.iter().any(|p| p.contains("prod refuses")));
         assert!(xs.problems.iter().any(|p| p.contains("nonsense")));
-        let dev = ExtraSmall::new(&ws("dev"), &XsSettings { allow_cidrs: vec!["0.0.0.0/0".into()], ..settings() });
+        let dev = ExtraSmall::new(
+            &ws("dev"),
+            &XsSettings {
+                allow_cidrs: vec!["0.0.0.0/0".into()],
+                ..settings()
+            },
+        );
         assert!(dev.problems.is_empty());
         s.cpu = 256;
         s.memory = 4096;
-        assert!(ExtraSmall::new(&ws("dev"), &s).problems.iter().any(|p| p.contains("Fargate")));
+        assert!(
+            ExtraSmall::new(&ws("dev"), &s)
+                .problems
+                .iter()
+                .any(|p| p.contains("Fargate"))
+        );
     }
 
     #[test]
@@ -432,7 +487,12 @@ mod tests {
         let xs = ExtraSmall::new(&ws("prod"), &settings());
         assert!(xs.kv.protected().is_some());
         assert_eq!(xs.secret.recovery_window_days, Some(30));
-        assert!(xs.service.strategy.iter().any(|c| c.provider == "FARGATE" && c.base == 1));
+        assert!(
+            xs.service
+                .strategy
+                .iter()
+                .any(|c| c.provider == "FARGATE" && c.base == 1)
+        );
         let dev = ExtraSmall::new(&ws("dev"), &settings());
         assert!(dev.kv.protected().is_none());
         assert_eq!(dev.secret.recovery_window_days, None);
@@ -451,9 +511,15 @@ mod tests {
             }
         }
         let mut s = settings();
-        s.image = Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev@sha256:ab".into());
+        s.image =
+            Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev@sha256:ab".into());
         let xs = ExtraSmall::new(&ws("dev"), &s);
-        assert!(xs.execution_role.policy.to_string().contains("repository/agentbus-dev"));
+        assert!(
+            xs.execution_role
+                .policy
+                .to_string()
+                .contains("repository/agentbus-dev")
+        );
     }
 
     #[test]

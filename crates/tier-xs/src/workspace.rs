@@ -245,7 +245,11 @@ mod tests {
 
     #[test]
     fn names_are_deterministic() {
-        let ws = Workspace::new(Env::new("dev").unwrap_or_else(|e| panic!("{e}")), "123456789012", "us-east-1");
+        let ws = Workspace::new(
+            Env::new("dev").unwrap_or_else(|e| panic!("{e}")),
+            "123456789012",
+            "us-east-1",
+        );
         assert_eq!(ws.name("kv"), "agentbus-dev-kv");
         assert_eq!(
             ws.global_name("artifacts"),
@@ -256,10 +260,7 @@ mod tests {
             ws.arn("dynamodb", "table/agentbus-dev-kv"),
             "arn:aws:dynamodb:us-east-1:123456789012:table/agentbus-dev-kv"
         );
-        assert_eq!(
-            ws.iam_arn("role/x"),
-            "arn:aws:iam::123456789012:role/x"
-        );
+        assert_eq!(ws.iam_arn("role/x"), "arn:aws:iam::123456789012:role/x");
         let tags = ws.tags(Tier::ExtraSmall, "kv");
         assert!(tags.contains(&("agentbus:tier".into(), "xs".into())));
         assert!(tags.contains(&("agentbus:workspace".into(), "agentbus-dev".into())));

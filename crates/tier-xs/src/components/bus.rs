@@ -31,9 +31,7 @@ async fn observe_tags(aws: &AwsClients, arn: &str, name: &str) -> Result<Value, 
         .await
         .map_err(|e| EngineError::aws(name, "ListTagsForResource", e))?;
     Ok(own_tags(
-        out.tags()
-            .iter()
-            .map(|t| (t.key.clone(), t.value.clone())),
+        out.tags().iter().map(|t| (t.key.clone(), t.value.clone())),
     ))
 }
 
@@ -91,7 +89,13 @@ impl Resource for EventBus {
         Desired::new().set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws.events.describe_event_bus().name(&self.name).send().await {
+        let out = match aws
+            .events
+            .describe_event_bus()
+            .name(&self.name)
+            .send()
+            .await
+        {
             Ok(o) => o,
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
             Err(e) => return Err(EngineError::aws(&self.name, "DescribeEventBus", e)),
@@ -127,7 +131,14 @@ impl Resource for EventBus {
         _changed: &[String],
     ) -> Result<Observed, EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        apply_tags(aws, &arn, &self.name, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+        apply_tags(
+            aws,
+            &arn,
+            &self.name,
+            current.fields.get("tags"),
+            self.desired(outputs).get("tags"),
+        )
+        .await?;
         Ok(current.clone())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
@@ -216,12 +227,20 @@ impl Resource for EventRule {
         let tags = observe_tags(aws, &arn, &self.name).await?;
         Ok(Some(
             Observed::default()
-                .field("bus", out.event_bus_name.unwrap_or_else(|| self.bus_name.clone()))
-                .field("pattern", normalize_json(out.event_pattern.as_deref().unwrap_or("null")))
+                .field(
+                    "bus",
+                    out.event_bus_name.unwrap_or_else(|| self.bus_name.clone()),
+                )
+                .field(
+                    "pattern",
+                    normalize_json(out.event_pattern.as_deref().unwrap_or("null")),
+                )
                 .field("description", out.description.unwrap_or_default())
                 .field(
                     "state",
-                    out.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    out.state
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
                 )
                 .field("targets", Value::Array(t))
                 .field("tags", tags)
@@ -257,7 +276,10 @@ impl Resource for EventRule {
         changed: &[String],
     ) -> Result<Observed, EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        if changed.iter().any(|c| matches!(c.as_str(), "pattern" | "description" | "state")) {
+        if changed
+            .iter()
+            .any(|c| matches!(c.as_str(), "pattern" | "description" | "state"))
+        {
             aws.events
                 .put_rule()
                 .name(&self.name)
@@ -296,7 +318,14 @@ impl Resource for EventRule {
             self.put_target(aws, outputs).await?;
         }
         if changed.iter().any(|c| c == "tags") {
-            apply_tags(aws, &arn, &self.name, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+            apply_tags(
+                aws,
+                &arn,
+                &self.name,
+                current.fields.get("tags"),
+                self.desired(outputs).get("tags"),
+            )
+            .await?;
         }
         Ok(current.clone())
     }

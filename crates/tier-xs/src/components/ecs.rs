@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField, ClusterSetting,
-    ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck, KeyValuePair,
-    LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping, ServiceField, Tag,
-    TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField,
+    ClusterSetting, ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck,
+    KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
+    ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
 };
 use serde_json::{Value, json};
 
@@ -25,12 +25,12 @@ use super::tag_changes;
 pub fn validate_fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
     let ok = match cpu {
         256 => [512, 1024, 2048].contains(&memory),
-        512 => (1024..=4096).contains(&memory) && memory % 1024 == 0,
-        1024 => (2048..=8192).contains(&memory) && memory % 1024 == 0,
-        2048 => (4096..=16384).contains(&memory) && memory % 1024 == 0,
-        4096 => (8192..=30720).contains(&memory) && memory % 1024 == 0,
-        8192 => (16384..=61440).contains(&memory) && memory % 4096 == 0,
-        16384 => (32768..=122880).contains(&memory) && memory % 8192 == 0,
+        512 => (1024..=4096).contains(&memory) && memory.is_multiple_of(1024),
+        1024 => (2048..=8192).contains(&memory) && memory.is_multiple_of(1024),
+        2048 => (4096..=16384).contains(&memory) && memory.is_multiple_of(1024),
+        4096 => (8192..=30720).contains(&memory) && memory.is_multiple_of(1024),
+        8192 => (16384..=61440).contains(&memory) && memory.is_multiple_of(4096),
+        16384 => (32768..=122880).contains(&memory) && memory.is_multiple_of(8192),
         _ => {
             return Err(format!(
                 "{cpu} CPU units is not a Fargate size: use 256, 512, 1024, 2048, 4096, 8192 or 16384"
@@ -140,7 +140,11 @@ pub struct Cluster {
 
 impl Cluster {
     fn insights(&self) -> &'static str {
-        if self.container_insights { "enabled" } else { "disabled" }
+        if self.container_insights {
+            "enabled"
+        } else {
+            "disabled"
+        }
     }
 }
 
@@ -277,7 +281,14 @@ impl Resource for Cluster {
                 .map_err(|e| EngineError::aws(&self.name, "UpdateClusterSettings", e))?;
         }
         if changed.iter().any(|c| c == "tags") {
-            ecs_tags(aws, &arn, &self.name, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+            ecs_tags(
+                aws,
+                &arn,
+                &self.name,
+                current.fields.get("tags"),
+                self.desired(outputs).get("tags"),
+            )
+            .await?;
         }
         self.observe(aws)
             .await?
@@ -463,7 +474,9 @@ impl TaskDefinition {
             .map_err(|e| EngineError::aws(&self.family, "RegisterTaskDefinition", e))?;
         out.task_definition
             .and_then(|t| t.task_definition_arn)
-            .ok_or_else(|| EngineError::Invalid(format!("{}: registered without an ARN", self.family)))
+            .ok_or_else(|| {
+                EngineError::Invalid(format!("{}: registered without an ARN", self.family))
+            })
     }
 
     async fn active_revisions(&self, aws: &AwsClients) -> Result<Vec<String>, EngineError> {
@@ -483,7 +496,11 @@ impl TaskDefinition {
             arns.extend(
                 out.task_definition_arns()
                     .iter()
-                    .filter(|a| a.rsplit_once(':').map(|(f, _)| f.ends_with(&format!("/{}", self.family))).unwrap_or(false))
+                    .filter(|a| {
+                        a.rsplit_once(':')
+                            .map(|(f, _)| f.ends_with(&format!("/{}", self.family)))
+                            .unwrap_or(false)
+                    })
                     .cloned(),
             );
             token = out.next_token;
@@ -521,8 +538,14 @@ impl Resource for TaskDefinition {
             .set("memory", self.memory.to_string())
             .set("network_mode", "awsvpc")
             .set("compatibilities", json!(["FARGATE"]))
-            .set("execution_role", output_or_unknown(outputs, self.execution_role_id, "arn"))
-            .set("task_role", output_or_unknown(outputs, self.task_role_id, "arn"))
+            .set(
+                "execution_role",
+                output_or_unknown(outputs, self.execution_role_id, "arn"),
+            )
+            .set(
+                "task_role",
+                output_or_unknown(outputs, self.task_role_id, "arn"),
+            )
             .set("container", self.container_value())
             .set("tags", tags_value(&self.tags))
     }
@@ -536,12 +559,19 @@ impl Resource for TaskDefinition {
             .await
         {
             Ok(o) => o,
-            Err(e) if matches!(error_code(&e), Some("ClientException") | Some("ResourceNotFoundException")) => {
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("ClientException") | Some("ResourceNotFoundException")
+                ) =>
+            {
                 return Ok(None);
             }
             Err(e) => return Err(EngineError::aws(&self.family, "DescribeTaskDefinition", e)),
         };
-        let Some(td) = out.task_definition.as_ref() else { return Ok(None) };
+        let Some(td) = out.task_definition.as_ref() else {
+            return Ok(None);
+        };
         if td.status != Some(TaskDefinitionStatus::Active) {
             return Ok(None);
         }
@@ -561,10 +591,16 @@ impl Resource for TaskDefinition {
                 .field("memory", td.memory.clone().unwrap_or_default())
                 .field(
                     "network_mode",
-                    td.network_mode.as_ref().map(|m| m.as_str().to_string()).unwrap_or_default(),
+                    td.network_mode
+                        .as_ref()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
                 )
                 .field("compatibilities", json!(compat))
-                .field("execution_role", td.execution_role_arn.clone().unwrap_or_default())
+                .field(
+                    "execution_role",
+                    td.execution_role_arn.clone().unwrap_or_default(),
+                )
                 .field("task_role", td.task_role_arn.clone().unwrap_or_default())
                 .field("container", container)
                 .field("tags", observed_tags(out.tags()))
@@ -587,7 +623,14 @@ impl Resource for TaskDefinition {
     ) -> Result<Observed, EngineError> {
         let old = current.outputs.get("arn").cloned().unwrap_or_default();
         if changed.iter().all(|c| c == "tags") {
-            ecs_tags(aws, &old, &self.family, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+            ecs_tags(
+                aws,
+                &old,
+                &self.family,
+                current.fields.get("tags"),
+                self.desired(outputs).get("tags"),
+            )
+            .await?;
             return Ok(current.clone());
         }
         // A task definition is immutable: register a new revision, retire the old ones.
@@ -661,47 +704,56 @@ impl Service {
             })
             .build()
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        Ok(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+        Ok(NetworkConfiguration::builder()
+            .awsvpc_configuration(vpc)
+            .build())
     }
 
     async fn wait_steady(&self, aws: &AwsClients) -> Result<(), EngineError> {
         let name = self.name.clone();
         let cluster = self.cluster_name.clone();
-        wait_until(&name, self.wait, Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)), || {
-            let ecs = aws.ecs.clone();
-            let (name, cluster) = (name.clone(), cluster.clone());
-            async move {
-                let out = ecs
-                    .describe_services()
-                    .cluster(&cluster)
-                    .services(&name)
-                    .send()
-                    .await
-                    .map_err(|e| EngineError::aws(&name, "DescribeServices", e))?;
-                let Some(s) = out.services().first() else {
-                    return Ok(Err("service not found yet".to_string()));
-                };
-                if let Some(d) = s.deployments().iter().find(|d| {
-                    d.rollout_state.as_ref().map(|r| r.as_str()) == Some("FAILED")
-                }) {
-                    return Err(EngineError::Invalid(format!(
-                        "{name}: deployment failed: {}",
-                        d.rollout_state_reason.clone().unwrap_or_default()
-                    )));
+        wait_until(
+            &name,
+            self.wait,
+            Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)),
+            || {
+                let ecs = aws.ecs.clone();
+                let (name, cluster) = (name.clone(), cluster.clone());
+                async move {
+                    let out = ecs
+                        .describe_services()
+                        .cluster(&cluster)
+                        .services(&name)
+                        .send()
+                        .await
+                        .map_err(|e| EngineError::aws(&name, "DescribeServices", e))?;
+                    let Some(s) = out.services().first() else {
+                        return Ok(Err("service not found yet".to_string()));
+                    };
+                    if let Some(d) = s
+                        .deployments()
+                        .iter()
+                        .find(|d| d.rollout_state.as_ref().map(|r| r.as_str()) == Some("FAILED"))
+                    {
+                        return Err(EngineError::Invalid(format!(
+                            "{name}: deployment failed: {}",
+                            d.rollout_state_reason.clone().unwrap_or_default()
+                        )));
+                    }
+                    let steady = s.deployments().len() == 1 && s.running_count >= s.desired_count;
+                    Ok(if steady {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{} of {} tasks running, {} deployments",
+                            s.running_count,
+                            s.desired_count,
+                            s.deployments().len()
+                        ))
+                    })
                 }
-                let steady = s.deployments().len() == 1 && s.running_count >= s.desired_count;
-                Ok(if steady {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "{} of {} tasks running, {} deployments",
-                        s.running_count,
-                        s.desired_count,
-                        s.deployments().len()
-                    ))
-                })
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -721,12 +773,19 @@ impl Resource for Service {
         self.tier
     }
     fn depends_on(&self) -> Vec<&'static str> {
-        vec![self.cluster_id, self.task_definition_id, self.security_group_id]
+        vec![
+            self.cluster_id,
+            self.task_definition_id,
+            self.security_group_id,
+        ]
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
         Desired::new()
             .set_replace("cluster", self.cluster_name.clone())
-            .set("task_definition", output_or_unknown(outputs, self.task_definition_id, "arn"))
+            .set(
+                "task_definition",
+                output_or_unknown(outputs, self.task_definition_id, "arn"),
+            )
             .set("desired_count", self.desired_count)
             .set("capacity_strategy", strategy_value(&self.strategy))
             .set("network", self.network_value(outputs))
@@ -759,7 +818,9 @@ impl Resource for Service {
             .and_then(|n| n.awsvpc_configuration.as_ref());
         let mut subnets = net.map(|n| n.subnets().to_vec()).unwrap_or_default();
         subnets.sort();
-        let mut sgs = net.map(|n| n.security_groups().to_vec()).unwrap_or_default();
+        let mut sgs = net
+            .map(|n| n.security_groups().to_vec())
+            .unwrap_or_default();
         sgs.sort();
         let public = net
             .and_then(|n| n.assign_public_ip.as_ref())
@@ -774,7 +835,10 @@ impl Resource for Service {
         Ok(Some(
             Observed::default()
                 .field("cluster", cluster_name)
-                .field("task_definition", s.task_definition.clone().unwrap_or_default())
+                .field(
+                    "task_definition",
+                    s.task_definition.clone().unwrap_or_default(),
+                )
                 .field("desired_count", s.desired_count)
                 .field(
                     "capacity_strategy",
@@ -806,8 +870,9 @@ impl Resource for Service {
         match req.send().await {
             Ok(_) => {}
             // Left by an interrupted apply: converge on it below.
-            Err(e) if error_code(&e) == Some("InvalidParameterException")
-                && crate::engine::error_text(&e).contains("idempotent") => {}
+            Err(e)
+                if error_code(&e) == Some("InvalidParameterException")
+                    && crate::engine::error_text(&e).contains("idempotent") => {}
             Err(e) => return Err(EngineError::aws(&self.name, "CreateService", e)),
         }
         let obs = self
@@ -836,7 +901,12 @@ impl Resource for Service {
         changed: &[String],
     ) -> Result<Observed, EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        let service_fields = ["task_definition", "desired_count", "capacity_strategy", "network"];
+        let service_fields = [
+            "task_definition",
+            "desired_count",
+            "capacity_strategy",
+            "network",
+        ];
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
             let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
             let strategy_changed = changed.iter().any(|c| c == "capacity_strategy");
@@ -855,7 +925,14 @@ impl Resource for Service {
                 .map_err(|e| EngineError::aws(&self.name, "UpdateService", e))?;
         }
         if changed.iter().any(|c| c == "tags") {
-            ecs_tags(aws, &arn, &self.name, current.fields.get("tags"), self.desired(outputs).get("tags")).await?;
+            ecs_tags(
+                aws,
+                &arn,
+                &self.name,
+                current.fields.get("tags"),
+                self.desired(outputs).get("tags"),
+            )
+            .await?;
         }
         self.wait_steady(aws).await?;
         self.observe(aws)
@@ -881,32 +958,57 @@ impl Resource for Service {
             .await
         {
             Ok(_) => {}
-            Err(e) if matches!(error_code(&e), Some("ServiceNotFoundException") | Some("ClusterNotFoundException")) => {
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("ServiceNotFoundException") | Some("ClusterNotFoundException")
+                ) =>
+            {
                 return Ok(());
             }
             Err(e) => return Err(EngineError::aws(&self.name, "DeleteService", e)),
         }
         let (name, cluster) = (self.name.clone(), self.cluster_name.clone());
-        wait_until(&name, self.wait, Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)), || {
-            let ecs = aws.ecs.clone();
-            let (name, cluster) = (name.clone(), cluster.clone());
-            async move {
-                let out = match ecs.describe_services().cluster(&cluster).services(&name).send().await {
-                    Ok(o) => o,
-                    Err(e) if error_code(&e) == Some("ClusterNotFoundException") => return Ok(Ok(())),
-                    Err(e) => return Err(EngineError::aws(&name, "DescribeServices", e)),
-                };
-                let gone = out
-                    .services()
-                    .iter()
-                    .all(|s| s.status.as_deref() == Some("INACTIVE"));
-                Ok(if gone { Ok(()) } else { Err("service still draining".to_string()) })
-            }
-        })
+        wait_until(
+            &name,
+            self.wait,
+            Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)),
+            || {
+                let ecs = aws.ecs.clone();
+                let (name, cluster) = (name.clone(), cluster.clone());
+                async move {
+                    let out = match ecs
+                        .describe_services()
+                        .cluster(&cluster)
+                        .services(&name)
+                        .send()
+                        .await
+                    {
+                        Ok(o) => o,
+                        Err(e) if error_code(&e) == Some("ClusterNotFoundException") => {
+                            return Ok(Ok(()));
+                        }
+                        Err(e) => return Err(EngineError::aws(&name, "DescribeServices", e)),
+                    };
+                    let gone = out
+                        .services()
+                        .iter()
+                        .all(|s| s.status.as_deref() == Some("INACTIVE"));
+                    Ok(if gone {
+                        Ok(())
+                    } else {
+                        Err("service still draining".to_string())
+                    })
+                }
+            },
+        )
         .await
     }
     fn notes(&self) -> Vec<String> {
-        vec![format!("waits up to {}s for a steady state", self.wait.as_secs())]
+        vec![format!(
+            "waits up to {}s for a steady state",
+            self.wait.as_secs()
+        )]
     }
 }
 

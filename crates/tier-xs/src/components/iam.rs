@@ -6,7 +6,9 @@ use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::engine::{Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value};
+use crate::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+};
 use crate::workspace::Tier;
 
 use super::{normalize_json, tag_changes};
@@ -66,7 +68,9 @@ impl Role {
 
 /// IAM returns policy documents URL-encoded.
 fn decode_policy(doc: &str) -> Value {
-    let decoded = urlencoding::decode(doc).map(|c| c.into_owned()).unwrap_or_else(|_| doc.to_string());
+    let decoded = urlencoding::decode(doc)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| doc.to_string());
     normalize_json(&decoded)
 }
 
@@ -202,7 +206,12 @@ impl Resource for Role {
                         .fields
                         .get("inline_policies")
                         .and_then(|v| v.as_object())
-                        .map(|m| m.keys().filter(|k| **k != self.policy_name).cloned().collect())
+                        .map(|m| {
+                            m.keys()
+                                .filter(|k| **k != self.policy_name)
+                                .cloned()
+                                .collect()
+                        })
                         .unwrap_or_default();
                     for p in stale {
                         aws.iam
@@ -234,8 +243,10 @@ impl Resource for Role {
                     }
                 }
                 "tags" => {
-                    let (set, remove) =
-                        tag_changes(current.fields.get("tags"), self.desired(outputs).get("tags"));
+                    let (set, remove) = tag_changes(
+                        current.fields.get("tags"),
+                        self.desired(outputs).get("tags"),
+                    );
                     if !remove.is_empty() {
                         aws.iam
                             .untag_role()
@@ -266,7 +277,13 @@ impl Resource for Role {
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let _ = current;
-        let names = match aws.iam.list_role_policies().role_name(&self.name).send().await {
+        let names = match aws
+            .iam
+            .list_role_policies()
+            .role_name(&self.name)
+            .send()
+            .await
+        {
             Ok(n) => n.policy_names,
             Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(()),
             Err(e) => return Err(self.err("ListRolePolicies", e)),

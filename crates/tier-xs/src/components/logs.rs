@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::engine::{Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value};
+use crate::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+};
 use crate::workspace::Tier;
 
 use super::{normalize_json, tag_changes};
@@ -94,7 +96,8 @@ impl Resource for LogGroup {
             Err(e) => return Err(self.err("CreateLogGroup", e)),
         }
         let current = Observed::default();
-        self.update(aws, outputs, &current, &["retention_days".into()]).await
+        self.update(aws, outputs, &current, &["retention_days".into()])
+            .await
     }
 
     async fn update(
@@ -146,7 +149,13 @@ impl Resource for LogGroup {
     }
 
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws.logs.delete_log_group().log_group_name(&self.name).send().await {
+        match aws
+            .logs
+            .delete_log_group()
+            .log_group_name(&self.name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
             Err(e) => Err(self.err("DeleteLogGroup", e)),

@@ -14,7 +14,10 @@ use serde_json::Value;
 
 /// Tags to set and tag keys to remove to get from `current` to `desired` (both JSON objects
 /// of strings). Only our own `agentbus:*` keys are ever removed.
-pub fn tag_changes(current: Option<&Value>, desired: Option<&Value>) -> (Vec<(String, String)>, Vec<String>) {
+pub fn tag_changes(
+    current: Option<&Value>,
+    desired: Option<&Value>,
+) -> (Vec<(String, String)>, Vec<String>) {
     let empty = serde_json::Map::new();
     let cur = current.and_then(|v| v.as_object()).unwrap_or(&empty);
     let want = desired.and_then(|v| v.as_object()).unwrap_or(&empty);

@@ -76,12 +76,12 @@ pub async fn resolve(
 // ---------------------------------------------------------------------------------------------
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    IpPermission, IpRange, ResourceType, Tag, TagSpecification,
-};
+use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecification};
 use serde_json::json;
 
-use crate::engine::{Desired, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until};
+use crate::engine::{
+    Desired, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until,
+};
 use crate::workspace::Tier;
 
 use super::tag_changes;
@@ -124,9 +124,12 @@ fn rules_of(perms: &[IpPermission]) -> Vec<String> {
                     .filter_map(|r| r.cidr_ipv6.as_deref())
                     .map(|c| rule_text(p.from_port, p.to_port, &proto, c)),
             );
-            out.extend(p.user_id_group_pairs().iter().filter_map(|g| g.group_id.as_deref()).map(|g| {
-                rule_text(p.from_port, p.to_port, &proto, g)
-            }));
+            out.extend(
+                p.user_id_group_pairs()
+                    .iter()
+                    .filter_map(|g| g.group_id.as_deref())
+                    .map(|g| rule_text(p.from_port, p.to_port, &proto, g)),
+            );
             out
         })
         .collect();
@@ -139,7 +142,14 @@ impl SecurityGroup {
         let mut v: Vec<String> = self
             .cidrs
             .iter()
-            .map(|c| rule_text(Some(i32::from(self.port)), Some(i32::from(self.port)), "tcp", c))
+            .map(|c| {
+                rule_text(
+                    Some(i32::from(self.port)),
+                    Some(i32::from(self.port)),
+                    "tcp",
+                    c,
+                )
+            })
             .collect();
         v.sort();
         v.dedup();
@@ -153,9 +163,18 @@ impl SecurityGroup {
             .to_port(i32::from(self.port));
         for c in cidrs {
             if c.contains(':') {
-                p = p.ipv6_ranges(aws_sdk_ec2::types::Ipv6Range::builder().cidr_ipv6(c).build());
+                p = p.ipv6_ranges(
+                    aws_sdk_ec2::types::Ipv6Range::builder()
+                        .cidr_ipv6(c)
+                        .build(),
+                );
             } else {
-                p = p.ip_ranges(IpRange::builder().cidr_ip(c).description("agentbus --allow-cidr").build());
+                p = p.ip_ranges(
+                    IpRange::builder()
+                        .cidr_ip(c)
+                        .description("agentbus --allow-cidr")
+                        .build(),
+                );
             }
         }
         p.build()
@@ -165,7 +184,12 @@ impl SecurityGroup {
         EngineError::aws(&self.name, op, e)
     }
 
-    async fn sync_ingress(&self, aws: &AwsClients, group_id: &str, current: &[String]) -> Result<(), EngineError> {
+    async fn sync_ingress(
+        &self,
+        aws: &AwsClients,
+        group_id: &str,
+        current: &[String],
+    ) -> Result<(), EngineError> {
         let want = self.ingress();
         // Rules to revoke: every current rule that is not wanted, as observed (any port/proto).
         let out = aws
@@ -186,21 +210,36 @@ impl SecurityGroup {
             let mut keep = p.clone().to_builder_empty();
             let mut any = false;
             for r in p.ip_ranges() {
-                let text = rule_text(p.from_port, p.to_port, &proto, r.cidr_ip.as_deref().unwrap_or(""));
+                let text = rule_text(
+                    p.from_port,
+                    p.to_port,
+                    &proto,
+                    r.cidr_ip.as_deref().unwrap_or(""),
+                );
                 if !want.contains(&text) {
                     keep = keep.ip_ranges(r.clone());
                     any = true;
                 }
             }
             for r in p.ipv6_ranges() {
-                let text = rule_text(p.from_port, p.to_port, &proto, r.cidr_ipv6.as_deref().unwrap_or(""));
+                let text = rule_text(
+                    p.from_port,
+                    p.to_port,
+                    &proto,
+                    r.cidr_ipv6.as_deref().unwrap_or(""),
+                );
                 if !want.contains(&text) {
                     keep = keep.ipv6_ranges(r.clone());
                     any = true;
                 }
             }
             for g in p.user_id_group_pairs() {
-                let text = rule_text(p.from_port, p.to_port, &proto, g.group_id.as_deref().unwrap_or(""));
+                let text = rule_text(
+                    p.from_port,
+                    p.to_port,
+                    &proto,
+                    g.group_id.as_deref().unwrap_or(""),
+                );
                 if !want.contains(&text) {
                     keep = keep.user_id_group_pairs(g.clone());
                     any = true;
@@ -223,7 +262,12 @@ impl SecurityGroup {
             .cidrs
             .iter()
             .filter(|c| {
-                let text = rule_text(Some(i32::from(self.port)), Some(i32::from(self.port)), "tcp", c);
+                let text = rule_text(
+                    Some(i32::from(self.port)),
+                    Some(i32::from(self.port)),
+                    "tcp",
+                    c,
+                );
                 !current.contains(&text)
             })
             .cloned()
@@ -285,7 +329,12 @@ impl Resource for SecurityGroup {
         let out = aws
             .ec2
             .describe_security_groups()
-            .filters(Filter::builder().name("group-name").values(&self.name).build())
+            .filters(
+                Filter::builder()
+                    .name("group-name")
+                    .values(&self.name)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| self.err("DescribeSecurityGroups", e))?;
@@ -302,7 +351,10 @@ impl Resource for SecurityGroup {
                 .field(
                     "tags",
                     own_tags(g.tags().iter().map(|t| {
-                        (t.key.clone().unwrap_or_default(), t.value.clone().unwrap_or_default())
+                        (
+                            t.key.clone().unwrap_or_default(),
+                            t.value.clone().unwrap_or_default(),
+                        )
                     })),
                 )
                 .output("id", g.group_id.clone().unwrap_or_default())
@@ -382,7 +434,10 @@ impl Resource for SecurityGroup {
             }
         }
         if changed.iter().any(|c| c == "tags") {
-            let (set, remove) = tag_changes(current.fields.get("tags"), self.desired(outputs).get("tags"));
+            let (set, remove) = tag_changes(
+                current.fields.get("tags"),
+                self.desired(outputs).get("tags"),
+            );
             if !remove.is_empty() {
                 let mut req = aws.ec2.delete_tags().resources(&group_id);
                 for k in remove {
@@ -403,20 +458,25 @@ impl Resource for SecurityGroup {
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let group_id = current.outputs.get("id").cloned().unwrap_or_default();
         // Network interfaces of a just-stopped task take a while to go: retry on DependencyViolation.
-        wait_until(&self.name, std::time::Duration::from_secs(300), std::time::Duration::from_secs(5), || {
-            let ec2 = aws.ec2.clone();
-            let (group_id, name) = (group_id.clone(), self.name.clone());
-            async move {
-                match ec2.delete_security_group().group_id(&group_id).send().await {
-                    Ok(_) => Ok(Ok(())),
-                    Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
-                    Err(e) if error_code(&e) == Some("DependencyViolation") => {
-                        Ok(Err("still in use by network interfaces".to_string()))
+        wait_until(
+            &self.name,
+            std::time::Duration::from_secs(300),
+            std::time::Duration::from_secs(5),
+            || {
+                let ec2 = aws.ec2.clone();
+                let (group_id, name) = (group_id.clone(), self.name.clone());
+                async move {
+                    match ec2.delete_security_group().group_id(&group_id).send().await {
+                        Ok(_) => Ok(Ok(())),
+                        Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
+                        Err(e) if error_code(&e) == Some("DependencyViolation") => {
+                            Ok(Err("still in use by network interfaces".to_string()))
+                        }
+                        Err(e) => Err(EngineError::aws(&name, "DeleteSecurityGroup", e)),
                     }
-                    Err(e) => Err(EngineError::aws(&name, "DeleteSecurityGroup", e)),
                 }
-            }
-        })
+            },
+        )
         .await
     }
     fn notes(&self) -> Vec<String> {

@@ -7,7 +7,9 @@ use aws_sdk_secretsmanager::types::Tag;
 use serde_json::json;
 
 use crate::aws::AwsClients;
-use crate::engine::{Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value};
+use crate::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+};
 use crate::workspace::Tier;
 
 use super::tag_changes;
@@ -63,7 +65,13 @@ impl Resource for WorkspaceSecret {
             .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws.secrets.describe_secret().secret_id(&self.name).send().await {
+        let out = match aws
+            .secrets
+            .describe_secret()
+            .secret_id(&self.name)
+            .send()
+            .await
+        {
             Ok(o) => o,
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
             Err(e) => return Err(self.err("DescribeSecret", e)),
@@ -92,7 +100,12 @@ impl Resource for WorkspaceSecret {
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
         // Restore a secret that an earlier destroy scheduled for deletion (prod keeps
         // them recoverable for 30 days) instead of failing on the name.
-        if let Ok(d) = aws.secrets.describe_secret().secret_id(&self.name).send().await
+        if let Ok(d) = aws
+            .secrets
+            .describe_secret()
+            .secret_id(&self.name)
+            .send()
+            .await
             && d.deleted_date.is_some()
         {
             aws.secrets
@@ -103,7 +116,12 @@ impl Resource for WorkspaceSecret {
                 .map_err(|e| self.err("RestoreSecret", e))?;
             let current = self.observe(aws).await?.unwrap_or_default();
             return self
-                .update(aws, outputs, &current, &["description".into(), "tags".into()])
+                .update(
+                    aws,
+                    outputs,
+                    &current,
+                    &["description".into(), "tags".into()],
+                )
                 .await;
         }
         let value = initial_secret_value();
@@ -147,8 +165,10 @@ impl Resource for WorkspaceSecret {
                 .map_err(|e| self.err("UpdateSecret", e))?;
         }
         if changed.iter().any(|c| c == "tags") {
-            let (set, remove) =
-                tag_changes(current.fields.get("tags"), self.desired(outputs).get("tags"));
+            let (set, remove) = tag_changes(
+                current.fields.get("tags"),
+                self.desired(outputs).get("tags"),
+            );
             if !remove.is_empty() {
                 aws.secrets
                     .untag_resource()

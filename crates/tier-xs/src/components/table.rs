@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
     PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
-    SseSpecification, Tag, TableStatus, TimeToLiveSpecification,
+    SseSpecification, TableStatus, Tag, TimeToLiveSpecification,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -70,34 +70,43 @@ impl DynamoTable {
 
     async fn wait_active(&self, aws: &AwsClients) -> Result<(), EngineError> {
         let name = self.0.name.clone();
-        wait_until(&name, Duration::from_secs(300), Duration::from_millis(500), || {
-            let ddb = aws.dynamodb.clone();
-            let name = name.clone();
-            async move {
-                let out = ddb
-                    .describe_table()
-                    .table_name(&name)
-                    .send()
-                    .await
-                    .map_err(|e| EngineError::aws(&name, "DescribeTable", e))?;
-                let t = out.table;
-                let table_ok = t.as_ref().and_then(|t| t.table_status.clone()) == Some(TableStatus::Active);
-                let gsis_ok = t
-                    .as_ref()
-                    .and_then(|t| t.global_secondary_indexes.as_ref())
-                    .map(|g| {
-                        g.iter().all(|i| {
-                            i.index_status.as_ref().map(|s| s.as_str() == "ACTIVE").unwrap_or(true)
+        wait_until(
+            &name,
+            Duration::from_secs(300),
+            Duration::from_millis(500),
+            || {
+                let ddb = aws.dynamodb.clone();
+                let name = name.clone();
+                async move {
+                    let out = ddb
+                        .describe_table()
+                        .table_name(&name)
+                        .send()
+                        .await
+                        .map_err(|e| EngineError::aws(&name, "DescribeTable", e))?;
+                    let t = out.table;
+                    let table_ok = t.as_ref().and_then(|t| t.table_status.clone())
+                        == Some(TableStatus::Active);
+                    let gsis_ok = t
+                        .as_ref()
+                        .and_then(|t| t.global_secondary_indexes.as_ref())
+                        .map(|g| {
+                            g.iter().all(|i| {
+                                i.index_status
+                                    .as_ref()
+                                    .map(|s| s.as_str() == "ACTIVE")
+                                    .unwrap_or(true)
+                            })
                         })
+                        .unwrap_or(true);
+                    Ok(if table_ok && gsis_ok {
+                        Ok(())
+                    } else {
+                        Err("table or index not ACTIVE yet".to_string())
                     })
-                    .unwrap_or(true);
-                Ok(if table_ok && gsis_ok {
-                    Ok(())
-                } else {
-                    Err("table or index not ACTIVE yet".to_string())
-                })
-            }
-        })
+                }
+            },
+        )
         .await
     }
 
@@ -181,7 +190,10 @@ impl Resource for DynamoTable {
             .set_replace("key_schema", key_schema_text(s.hash_key, s.range_key))
             .set("billing_mode", "PAY_PER_REQUEST")
             .set("global_indexes", gsis_value(&s.gsis))
-            .set("ttl_attribute", s.ttl_attribute.map(Value::from).unwrap_or(Value::Null))
+            .set(
+                "ttl_attribute",
+                s.ttl_attribute.map(Value::from).unwrap_or(Value::Null),
+            )
             .set("point_in_time_recovery", true)
             .set("encryption", "KMS (AWS managed key)")
             .set("deletion_protection", s.deletion_protection)
@@ -189,7 +201,13 @@ impl Resource for DynamoTable {
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws.dynamodb.describe_table().table_name(&self.0.name).send().await {
+        let out = match aws
+            .dynamodb
+            .describe_table()
+            .table_name(&self.0.name)
+            .send()
+            .await
+        {
             Ok(o) => o,
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
             Err(e) => return Err(self.err("DescribeTable", e)),
@@ -276,20 +294,22 @@ impl Resource for DynamoTable {
             .send()
             .await
             .map_err(|e| self.err("ListTagsOfResource", e))?;
-        let tags = own_tags(
-            tags.tags()
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone())),
-        );
+        let tags = own_tags(tags.tags().iter().map(|t| (t.key.clone(), t.value.clone())));
         Ok(Some(
             Observed::default()
                 .field("key_schema", key_schema_text(&hash, range.as_deref()))
                 .field("billing_mode", billing)
                 .field("global_indexes", json!(gsis))
-                .field("ttl_attribute", ttl_attr.map(Value::from).unwrap_or(Value::Null))
+                .field(
+                    "ttl_attribute",
+                    ttl_attr.map(Value::from).unwrap_or(Value::Null),
+                )
                 .field("point_in_time_recovery", pitr)
                 .field("encryption", sse)
-                .field("deletion_protection", t.deletion_protection_enabled.unwrap_or(false))
+                .field(
+                    "deletion_protection",
+                    t.deletion_protection_enabled.unwrap_or(false),
+                )
                 .field("tags", tags)
                 .output("arn", arn)
                 .output("name", self.0.name.clone()),
@@ -308,12 +328,18 @@ impl Resource for DynamoTable {
         attrs.dedup();
         let ks = |h: &str, r: Option<&str>| -> Result<Vec<KeySchemaElement>, EngineError> {
             let mut v = vec![map_build(
-                KeySchemaElement::builder().attribute_name(h).key_type(KeyType::Hash).build(),
+                KeySchemaElement::builder()
+                    .attribute_name(h)
+                    .key_type(KeyType::Hash)
+                    .build(),
                 s.id,
             )?];
             if let Some(r) = r {
                 v.push(map_build(
-                    KeySchemaElement::builder().attribute_name(r).key_type(KeyType::Range).build(),
+                    KeySchemaElement::builder()
+                        .attribute_name(r)
+                        .key_type(KeyType::Range)
+                        .build(),
                     s.id,
                 )?);
             }
@@ -341,7 +367,11 @@ impl Resource for DynamoTable {
                 GlobalSecondaryIndex::builder()
                     .index_name(g.name)
                     .set_key_schema(Some(ks(g.hash, g.range)?))
-                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
                     .build(),
                 s.id,
             )?);
@@ -406,7 +436,8 @@ impl Resource for DynamoTable {
                     if !set.is_empty() {
                         let mut req = aws.dynamodb.tag_resource().resource_arn(&arn);
                         for (k, v) in set {
-                            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
+                            req =
+                                req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
                         }
                         req.send().await.map_err(|e| self.err("TagResource", e))?;
                     }
@@ -449,23 +480,34 @@ impl Resource for DynamoTable {
                 .await
                 .map_err(|e| self.err("UpdateTable", e))?;
         }
-        match aws.dynamodb.delete_table().table_name(&self.0.name).send().await {
+        match aws
+            .dynamodb
+            .delete_table()
+            .table_name(&self.0.name)
+            .send()
+            .await
+        {
             Ok(_) => {}
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(()),
             Err(e) => return Err(self.err("DeleteTable", e)),
         }
         let name = self.0.name.clone();
-        wait_until(&name, Duration::from_secs(300), Duration::from_millis(500), || {
-            let ddb = aws.dynamodb.clone();
-            let name = name.clone();
-            async move {
-                match ddb.describe_table().table_name(&name).send().await {
-                    Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(Ok(())),
-                    Err(e) => Err(EngineError::aws(&name, "DescribeTable", e)),
-                    Ok(_) => Ok(Err("still deleting".to_string())),
+        wait_until(
+            &name,
+            Duration::from_secs(300),
+            Duration::from_millis(500),
+            || {
+                let ddb = aws.dynamodb.clone();
+                let name = name.clone();
+                async move {
+                    match ddb.describe_table().table_name(&name).send().await {
+                        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(Ok(())),
+                        Err(e) => Err(EngineError::aws(&name, "DescribeTable", e)),
+                        Ok(_) => Ok(Err("still deleting".to_string())),
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 

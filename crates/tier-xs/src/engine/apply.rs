@@ -120,6 +120,9 @@ impl Default for ApplyOptions {
     }
 }
 
+/// A finished node: its index, what happened, and how long it took.
+type NodeResult = (usize, Result<Outcome, EngineError>, f64);
+
 struct Node {
     resource: Arc<dyn Resource>,
     action: Action,
@@ -144,7 +147,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
             Action::NoOp => {}
             Action::Keep => kept.push(ResourceResult {
                 id: c.id,
-                name: c.name.clone(),
+                name: label(r.as_ref()),
                 action: c.action,
                 outcome: Outcome::Kept(c.reason.clone().unwrap_or_default()),
             }),
@@ -167,7 +170,9 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
             // Everything else first, and dependents are deleted before what they depend on.
             deps.extend(forward.iter().copied());
             for (j, n) in nodes.iter().enumerate() {
-                if n.action == Action::Delete && n.resource.depends_on().contains(&nodes[i].resource.id()) {
+                if n.action == Action::Delete
+                    && n.resource.depends_on().contains(&nodes[i].resource.id())
+                {
                     deps.push(j);
                 }
             }
@@ -186,8 +191,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
     let parallelism = opts.parallelism.max(1);
     let mut status: Vec<Option<bool>> = vec![None; nodes.len()]; // Some(true) ok, Some(false) not ok
     let mut started_set: HashSet<usize> = HashSet::new();
-    let mut running: FuturesUnordered<BoxFuture<'_, (usize, Result<Outcome, EngineError>, f64)>> =
-        FuturesUnordered::new();
+    let mut running: FuturesUnordered<BoxFuture<'_, NodeResult>> = FuturesUnordered::new();
     let mut cancel_reported = false;
 
     loop {
@@ -207,7 +211,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
                         );
                         (opts.progress)(Progress::Skipped {
                             id: nodes[i].resource.id(),
-                            name: nodes[i].resource.name(),
+                            name: label(nodes[i].resource.as_ref()),
                             reason: reason.clone(),
                         });
                         started_set.insert(i);
@@ -216,7 +220,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
                             i,
                             ResourceResult {
                                 id: nodes[i].resource.id(),
-                                name: nodes[i].resource.name(),
+                                name: label(nodes[i].resource.as_ref()),
                                 action: nodes[i].action,
                                 outcome: Outcome::Skipped(reason),
                             },
@@ -231,7 +235,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
                         let action = nodes[i].action;
                         (opts.progress)(Progress::Started {
                             id: r.id(),
-                            name: r.name(),
+                            name: label(r.as_ref()),
                             action,
                         });
                         let current = plan.observed.get(r.id()).cloned();
@@ -255,17 +259,17 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
                 let outcome = match res {
                     Ok(o) => {
                         status[i] = Some(true);
-                        (opts.progress)(Progress::Done { id: r.id(), name: r.name(), action, seconds: secs });
+                        (opts.progress)(Progress::Done { id: r.id(), name: label(r.as_ref()), action, seconds: secs });
                         o
                     }
                     Err(e) => {
                         status[i] = Some(false);
                         let msg = e.to_string();
-                        (opts.progress)(Progress::Failed { id: r.id(), name: r.name(), action, error: msg.clone() });
+                        (opts.progress)(Progress::Failed { id: r.id(), name: label(r.as_ref()), action, error: msg.clone() });
                         Outcome::Failed(msg)
                     }
                 };
-                results.insert(i, ResourceResult { id: r.id(), name: r.name(), action, outcome });
+                results.insert(i, ResourceResult { id: r.id(), name: label(r.as_ref()), action, outcome });
             }
             _ = opts.cancel.cancelled(), if !cancel_reported => {
                 cancel_reported = true;
@@ -277,7 +281,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
     for (i, n) in nodes.iter().enumerate() {
         results.entry(i).or_insert_with(|| ResourceResult {
             id: n.resource.id(),
-            name: n.resource.name(),
+            name: label(n.resource.as_ref()),
             action: n.action,
             outcome: Outcome::NotStarted,
         });
@@ -291,6 +295,11 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
         seconds: started.elapsed().as_secs_f64(),
         outputs: final_outputs,
     }
+}
+
+/// `kind name`, e.g. `ecs service agentbus-dev-dashboard`.
+fn label(r: &dyn Resource) -> String {
+    format!("{} {}", r.kind(), r.name())
 }
 
 fn snapshot(outputs: &Mutex<Outputs>) -> Outputs {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    PointInTimeRecoverySpecification, ScalarAttributeType, SseSpecification, Tag, TableStatus,
+    PointInTimeRecoverySpecification, ScalarAttributeType, SseSpecification, TableStatus, Tag,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,10 @@ pub fn now_millis() -> u128 {
 pub fn iso(epoch_secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(epoch_secs as i64)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| epoch_secs.to_string())
 }
 
@@ -206,7 +209,12 @@ impl DeployTable {
                 .attribute_type(ScalarAttributeType::S)
                 .build()
         };
-        let key_el = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
+        let key_el = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+        };
         let mut req = self
             .aws
             .dynamodb
@@ -237,24 +245,29 @@ impl DeployTable {
         }
         let ddb = self.aws.dynamodb.clone();
         let table = self.table.clone();
-        wait_until(&self.table, Duration::from_secs(120), Duration::from_millis(500), || {
-            let ddb = ddb.clone();
-            let table = table.clone();
-            async move {
-                let out = ddb
-                    .describe_table()
-                    .table_name(&table)
-                    .send()
-                    .await
-                    .map_err(|e| EngineError::aws(&table, "DescribeTable", e))?;
-                let status = out.table.and_then(|t| t.table_status);
-                Ok(if status == Some(TableStatus::Active) {
-                    Ok(())
-                } else {
-                    Err(format!("table status {status:?}"))
-                })
-            }
-        })
+        wait_until(
+            &self.table,
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || {
+                let ddb = ddb.clone();
+                let table = table.clone();
+                async move {
+                    let out = ddb
+                        .describe_table()
+                        .table_name(&table)
+                        .send()
+                        .await
+                        .map_err(|e| EngineError::aws(&table, "DescribeTable", e))?;
+                    let status = out.table.and_then(|t| t.table_status);
+                    Ok(if status == Some(TableStatus::Active) {
+                        Ok(())
+                    } else {
+                        Err(format!("table status {status:?}"))
+                    })
+                }
+            },
+        )
         .await?;
         // Point-in-time recovery keeps the deploy history recoverable.
         let _ = self
@@ -407,7 +420,9 @@ impl DeployTable {
         match res {
             Ok(_) => Ok(Some(info)),
             Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(LockError::Table("the lock changed hands while unlocking; run status to see its holder".into()))
+                Err(LockError::Table(
+                    "the lock changed hands while unlocking; run status to see its holder".into(),
+                ))
             }
             Err(e) => Err(LockError::Table(error_text(&e))),
         }

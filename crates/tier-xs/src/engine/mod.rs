@@ -73,7 +73,9 @@ pub fn error_text(err: &dyn std::error::Error) -> String {
 }
 
 /// The error code of an SDK error (`ResourceNotFoundException`, `NoSuchEntity`, ...).
-pub fn error_code<E, R>(err: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Option<&str>
+pub fn error_code<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Option<&str>
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
 {

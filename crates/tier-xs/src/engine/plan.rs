@@ -161,8 +161,7 @@ impl Plan {
                 Action::Keep => "35",
                 Action::NoOp => "0",
             };
-            let data = if c.data_bearing && matches!(c.action, Action::Delete | Action::Replace)
-            {
+            let data = if c.data_bearing && matches!(c.action, Action::Delete | Action::Replace) {
                 paint("1;31", "  DATA WILL BE LOST")
             } else {
                 String::new()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then checks formatting, lints and runs
+# every test. Safe to run again: installed pieces are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# AWS emulator for the end-to-end tests (the tests start it on 127.0.0.1 themselves).
+if [ ! -x .venv/bin/moto_server ]; then
+  echo "== installing moto server into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3'
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace

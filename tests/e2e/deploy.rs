@@ -1,0 +1,898 @@
+//! Deploying the extra-small tier against the emulator: spec, convergence, drift, interruption,
+//! locking, destroy and data protection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+use tier_xs::engine::apply::{ApplyOptions, Outcome, Progress};
+use tier_xs::engine::plan::Action;
+use tier_xs::ops::{Deployer, Inputs};
+use tier_xs::workspace::{Env, Tier};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{IMAGE, agentbus, agentbus_env, clients, unique_env};
+
+fn deploy_args<'a>(env: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "deploy",
+        "xs",
+        "--env",
+        env,
+        "--yes",
+        "--json",
+        "--wait-timeout",
+        "60",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Resources whose plan entry is a change, with the fields that change.
+fn changed_fields(plan: &Value) -> BTreeMap<String, Vec<String>> {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["field"].as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
+    let env = unique_env("spec");
+    let r = agentbus(&deploy_args(
+        &env,
+        &["--image", IMAGE, "--allow-cidr", "203.0.113.0/24"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = r.json();
+    assert_eq!(out["changed"], true);
+    assert_eq!(out["report"]["results"].as_array().unwrap().len(), 13);
+
+    let aws = clients().await;
+    let ws = format!("agentbus-{env}");
+
+    // KV table: on-demand, pk/sk strings, TTL, PITR, SSE, tags.
+    let kv = format!("{ws}-kv");
+    let t = aws
+        .dynamodb
+        .describe_table()
+        .table_name(&kv)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    assert_eq!(
+        t.billing_mode_summary
+            .clone()
+            .unwrap()
+            .billing_mode
+            .unwrap()
+            .as_str(),
+        "PAY_PER_REQUEST"
+    );
+    let keys: Vec<(String, String)> = t
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name.clone(), k.key_type.as_str().to_string()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![("pk".into(), "HASH".into()), ("sk".into(), "RANGE".into())]
+    );
+    assert!(
+        t.attribute_definitions()
+            .iter()
+            .all(|a| a.attribute_type.as_str() == "S")
+    );
+    assert_eq!(
+        t.sse_description.clone().unwrap().status.unwrap().as_str(),
+        "ENABLED"
+    );
+    assert_eq!(t.deletion_protection_enabled, Some(false));
+    let ttl = aws
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(&kv)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description.unwrap();
+    assert_eq!(ttl.attribute_name.as_deref(), Some("expires_at"));
+    assert_eq!(ttl.time_to_live_status.unwrap().as_str(), "ENABLED");
+    let pitr = aws
+        .dynamodb
+        .describe_continuous_backups()
+        .table_name(&kv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        pitr.continuous_backups_description
+            .unwrap()
+            .point_in_time_recovery_description
+            .unwrap()
+            .point_in_time_recovery_status
+            .unwrap()
+            .as_str(),
+        "ENABLED"
+    );
+    let tags = aws
+        .dynamodb
+        .list_tags_of_resource()
+        .resource_arn(t.table_arn.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let tags: BTreeMap<String, String> = tags
+        .tags()
+        .iter()
+        .map(|t| (t.key.clone(), t.value.clone()))
+        .collect();
+    assert_eq!(tags.get("agentbus:workspace"), Some(&ws));
+    assert_eq!(tags.get("agentbus:tier").map(String::as_str), Some("xs"));
+    assert_eq!(tags.get("agentbus:env"), Some(&env));
+    assert_eq!(
+        tags.get("agentbus:component").map(String::as_str),
+        Some("kv")
+    );
+
+    // Event bus with a rule whose one target is the workspace's event log group.
+    aws.events
+        .describe_event_bus()
+        .name(&ws)
+        .send()
+        .await
+        .unwrap();
+    let targets = aws
+        .events
+        .list_targets_by_rule()
+        .rule(format!("{ws}-all-events"))
+        .event_bus_name(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(targets.targets().len(), 1);
+    assert!(
+        targets.targets()[0]
+            .arn
+            .ends_with(&format!("log-group:/aws/events/{ws}")),
+        "{:?}",
+        targets.targets()
+    );
+    let rule = aws
+        .events
+        .describe_rule()
+        .name(format!("{ws}-all-events"))
+        .event_bus_name(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        rule.event_pattern
+            .as_deref()
+            .map(|p| p.contains("\"agentbus\"")),
+        Some(true)
+    );
+
+    // Log groups: 7 days.
+    for g in [format!("/aws/events/{ws}"), format!("/ecs/{ws}-dashboard")] {
+        let lg = aws
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&g)
+            .send()
+            .await
+            .unwrap();
+        let lg = lg
+            .log_groups()
+            .iter()
+            .find(|l| l.log_group_name.as_deref() == Some(g.as_str()))
+            .unwrap();
+        assert_eq!(lg.retention_in_days, Some(7), "{g}");
+    }
+
+    // The secret exists with a generated value that no output shows.
+    let secret = aws
+        .secrets
+        .get_secret_value()
+        .secret_id(format!("agentbus/{env}/server"))
+        .send()
+        .await
+        .unwrap();
+    let value: Value = serde_json::from_str(secret.secret_string().unwrap()).unwrap();
+    let key = value["session_key"].as_str().unwrap();
+    assert_eq!(key.len(), 64);
+    assert!(!r.stdout.contains(key) && !r.stderr.contains(key));
+
+    // Cluster: FARGATE + FARGATE_SPOT, Spot by default.
+    let c = aws
+        .ecs
+        .describe_clusters()
+        .clusters(&ws)
+        .send()
+        .await
+        .unwrap();
+    let c = &c.clusters()[0];
+    let mut cps = c.capacity_providers().to_vec();
+    cps.sort();
+    assert_eq!(cps, vec!["FARGATE", "FARGATE_SPOT"]);
+    assert_eq!(
+        c.default_capacity_provider_strategy()[0].capacity_provider,
+        "FARGATE_SPOT"
+    );
+
+    // Task definition: 256/512, port 8080, a health check without curl, names in the env.
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(format!("{ws}-dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    assert_eq!(td.cpu.as_deref(), Some("256"));
+    assert_eq!(td.memory.as_deref(), Some("512"));
+    let cd = &td.container_definitions()[0];
+    assert_eq!(cd.image.as_deref(), Some(IMAGE));
+    assert_eq!(cd.port_mappings()[0].container_port, Some(8080));
+    let hc = cd.health_check.as_ref().unwrap().command().join(" ");
+    assert_eq!(hc, "CMD /usr/local/bin/agentbus healthcheck");
+    let envs: BTreeMap<String, String> = cd
+        .environment()
+        .iter()
+        .map(|kv| (kv.name.clone().unwrap(), kv.value.clone().unwrap()))
+        .collect();
+    assert_eq!(envs.get("AGENTBUS_KV_TABLE"), Some(&kv));
+    assert_eq!(envs.get("AGENTBUS_EVENT_BUS"), Some(&ws));
+    assert_eq!(envs.get("AGENTBUS_PORT").map(String::as_str), Some("8080"));
+    let logs = cd
+        .log_configuration
+        .as_ref()
+        .unwrap()
+        .options
+        .clone()
+        .unwrap();
+    assert_eq!(
+        logs.get("awslogs-group"),
+        Some(&format!("/ecs/{ws}-dashboard"))
+    );
+
+    // Roles: policies name the workspace's own ARNs; "*" only where IAM has no scope.
+    for (role, must) in [
+        (format!("{ws}-dashboard-task"), format!("table/{kv}")),
+        (
+            format!("{ws}-dashboard-execution"),
+            format!("log-group:/ecs/{ws}-dashboard"),
+        ),
+    ] {
+        let doc = aws
+            .iam
+            .get_role_policy()
+            .role_name(&role)
+            .policy_name(&role)
+            .send()
+            .await
+            .unwrap();
+        let doc = urlencoding::decode(&doc.policy_document)
+            .unwrap()
+            .into_owned();
+        let doc: Value = serde_json::from_str(&doc).unwrap();
+        assert!(doc.to_string().contains(&must), "{role}: {doc}");
+        for st in doc["Statement"].as_array().unwrap() {
+            if st["Resource"].to_string().contains("\"*\"") {
+                let actions = st["Action"].to_string();
+                assert!(
+                    actions.contains("ListSecrets") || actions.contains("GetAuthorizationToken"),
+                    "{role}: unscoped {st}"
+                );
+            }
+        }
+        let trust = aws
+            .iam
+            .get_role()
+            .role_name(&role)
+            .send()
+            .await
+            .unwrap()
+            .role
+            .unwrap();
+        let trust = urlencoding::decode(trust.assume_role_policy_document.as_deref().unwrap())
+            .unwrap()
+            .into_owned();
+        assert!(trust.contains("ecs-tasks.amazonaws.com"));
+    }
+
+    // Security group: port 8080 from the allowed CIDR only.
+    let sgs = aws
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("{ws}-dashboard"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let sg = &sgs.security_groups()[0];
+    let ingress: Vec<(Option<i32>, String)> = sg
+        .ip_permissions()
+        .iter()
+        .flat_map(|p| {
+            p.ip_ranges()
+                .iter()
+                .map(move |r| (p.from_port, r.cidr_ip.clone().unwrap()))
+        })
+        .collect();
+    assert_eq!(ingress, vec![(Some(8080), "203.0.113.0/24".to_string())]);
+
+    // Service: one task on Spot, public IP, in the group above.
+    let svc = aws
+        .ecs
+        .describe_services()
+        .cluster(&ws)
+        .services(format!("{ws}-dashboard"))
+        .send()
+        .await
+        .unwrap();
+    let svc = &svc.services()[0];
+    assert_eq!(svc.desired_count, 1);
+    assert_eq!(
+        svc.capacity_provider_strategy()[0].capacity_provider,
+        "FARGATE_SPOT"
+    );
+    let net = svc
+        .network_configuration
+        .as_ref()
+        .unwrap()
+        .awsvpc_configuration
+        .as_ref()
+        .unwrap();
+    assert_eq!(net.assign_public_ip.as_ref().unwrap().as_str(), "ENABLED");
+    assert_eq!(net.security_groups(), &[sg.group_id.clone().unwrap()]);
+    assert!(!net.subnets().is_empty());
+
+    // A second plan has nothing to do; a second deploy writes nothing.
+    let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(p.code, 0, "{p:?}");
+    assert!(p.stdout.contains("No changes"), "{p:?}");
+    let again = agentbus(&deploy_args(&env, &[]));
+    assert_eq!(again.code, 0, "{again:?}");
+    let again = again.json();
+    assert_eq!(again["changed"], false);
+    assert_eq!(again["write_calls"], serde_json::json!({}), "{again}");
+
+    // status reads the apply record back.
+    let s = agentbus(&["status", "--env", &env, "--json"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let s = s.json();
+    assert_eq!(s["deployed_tier"], "extra-small");
+    assert_eq!(s["in_sync"], true);
+    let h = &s["history"][0];
+    assert_eq!(h["succeeded"], true);
+    assert!(h["caller"].as_str().unwrap().starts_with("arn:aws:"));
+    assert_eq!(h["tool_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(h["changes"].as_array().unwrap().len(), 13);
+}
+
+#[tokio::test]
+async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
+    let env = unique_env("drift");
+    let r = agentbus(&deploy_args(
+        &env,
+        &["--image", IMAGE, "--allow-cidr", "203.0.113.0/24"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let aws = clients().await;
+    let ws = format!("agentbus-{env}");
+
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(format!("/ecs/{ws}-dashboard"))
+        .retention_in_days(30)
+        .send()
+        .await
+        .unwrap();
+    let arn = aws
+        .dynamodb
+        .describe_table()
+        .table_name(format!("{ws}-kv"))
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap()
+        .table_arn
+        .unwrap();
+    aws.dynamodb
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(
+            aws_sdk_dynamodb::types::Tag::builder()
+                .key("agentbus:tier")
+                .value("tampered")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let sg = aws
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("{ws}-dashboard"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id
+        .clone()
+        .unwrap();
+    aws.ec2
+        .authorize_security_group_ingress()
+        .group_id(&sg)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("198.51.100.0/24")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode", "--json"]);
+    assert_eq!(p.code, 2, "{p:?}");
+    let changed = changed_fields(&p.json()["plan"]);
+    let expected: BTreeMap<String, Vec<String>> = [
+        ("dashboard-log-group", vec!["retention_days"]),
+        ("kv-table", vec!["tags"]),
+        ("dashboard-security-group", vec!["ingress"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(changed, expected, "{}", p.stderr);
+    assert!(p.stderr.contains("retention_days: 30 -> 7"), "{}", p.stderr);
+
+    let d = agentbus(&deploy_args(&env, &[]));
+    assert_eq!(d.code, 0, "{d:?}");
+    let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(p.code, 0, "{p:?}");
+    let perms = aws
+        .ec2
+        .describe_security_groups()
+        .group_ids(&sg)
+        .send()
+        .await
+        .unwrap();
+    let ports: Vec<Option<i32>> = perms.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .map(|p| p.from_port)
+        .collect();
+    assert_eq!(ports, vec![Some(8080)]);
+}
+
+#[tokio::test]
+async fn an_interrupted_apply_is_finished_by_the_next_one() {
+    let env = unique_env("intr");
+    let aws = clients().await;
+    let d = Deployer::connect(aws.clone(), Env::new(&env).unwrap())
+        .await
+        .unwrap();
+    let inputs = Inputs {
+        image: Some(IMAGE.into()),
+        parallelism: 1,
+        service_wait: Some(Duration::from_secs(60)),
+        ..Inputs::default()
+    };
+    let planned = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
+    assert_eq!(planned.plan.count(Action::Create), 13);
+
+    // Ctrl-C after the fifth resource: nothing new starts, the report says what is left.
+    let lease = d.lock(Duration::from_secs(30)).await.unwrap();
+    let cancel = CancellationToken::new();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (c, n) = (cancel.clone(), done.clone());
+    let report = d
+        .apply(
+            &planned,
+            &lease,
+            ApplyOptions {
+                parallelism: 1,
+                cancel,
+                progress: Arc::new(move |p| {
+                    if matches!(p, Progress::Done { .. })
+                        && n.fetch_add(1, Ordering::SeqCst) + 1 == 5
+                    {
+                        c.cancel();
+                    }
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
+    assert!(report.cancelled);
+    let finished = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Done)
+        .count();
+    let not_started = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::NotStarted)
+        .count();
+    assert_eq!((finished, not_started), (5, 8), "{report:?}");
+
+    // The next plan has exactly the rest; applying it converges.
+    let again = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
+    assert_eq!(
+        again.plan.count(Action::Create),
+        8,
+        "{}",
+        again.plan.render(false)
+    );
+    assert_eq!(again.plan.count(Action::NoOp), 5);
+    let lease = d.lock(Duration::from_secs(30)).await.unwrap();
+    let report = d
+        .apply(&again, &lease, ApplyOptions::default())
+        .await
+        .unwrap();
+    lease.release().await.unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    let last = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
+    assert!(!last.plan.has_changes(), "{}", last.plan.render(false));
+
+    // Nothing duplicated or orphaned.
+    let ws = format!("agentbus-{env}");
+    let sgs = aws
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("{ws}-dashboard"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sgs.security_groups().len(), 1);
+    let tds = aws
+        .ecs
+        .list_task_definitions()
+        .family_prefix(format!("{ws}-dashboard"))
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tds.task_definition_arns().len(), 1);
+    let services = aws.ecs.list_services().cluster(&ws).send().await.unwrap();
+    assert_eq!(services.service_arns().len(), 1);
+    // Both applies are on record, the interrupted one as cancelled.
+    let history = d.table.history(10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history[0].succeeded);
+    assert!(history[1].cancelled);
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused_and_unlock_waits_for_a_dead_holder() {
+    let env = unique_env("lock");
+    let aws = clients().await;
+    let d = Deployer::connect(aws, Env::new(&env).unwrap())
+        .await
+        .unwrap();
+    let lease = d.lock(Duration::from_secs(4)).await.unwrap();
+
+    let r = agentbus(&deploy_args(&env, &["--image", IMAGE]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is locked by"), "{r:?}");
+    assert!(r.stderr.contains(&d.caller.arn), "{r:?}");
+    assert!(r.stderr.contains("since"), "{r:?}");
+
+    let u = agentbus(&["unlock", "--env", &env]);
+    assert_eq!(u.code, 1, "{u:?}");
+    assert!(u.stderr.contains("refusing to unlock"), "{u:?}");
+
+    let s = agentbus(&["status", "--env", &env, "--json"]).json();
+    assert_eq!(s["lock"]["holder"].as_str().unwrap(), d.holder());
+
+    // The holder dies: its heartbeat stops and the lease runs out.
+    drop(lease);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let u = agentbus(&["unlock", "--env", &env]);
+    assert_eq!(u.code, 0, "{u:?}");
+    assert!(u.stdout.contains("removed the stale lock"), "{u:?}");
+    let r = agentbus(&deploy_args(&env, &["--image", IMAGE]));
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[tokio::test]
+async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
+    let env = unique_env("dstr");
+    let r = agentbus(&deploy_args(&env, &["--image", IMAGE]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let aws = clients().await;
+    let ws = format!("agentbus-{env}");
+    let kv = format!("{ws}-kv");
+    aws.dynamodb
+        .put_item()
+        .table_name(&kv)
+        .item("pk", AttributeValue::S("tenant-a#default".into()))
+        .item("sk", AttributeValue::S("greeting".into()))
+        .item("value", AttributeValue::S("hello".into()))
+        .send()
+        .await
+        .unwrap();
+
+    let r = agentbus(&["destroy", "--env", &env, "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("kept dynamodb table {kv}")),
+        "{r:?}"
+    );
+    let item = aws
+        .dynamodb
+        .get_item()
+        .table_name(&kv)
+        .key("pk", AttributeValue::S("tenant-a#default".into()))
+        .key("sk", AttributeValue::S("greeting".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        item.item.unwrap()["value"],
+        AttributeValue::S("hello".into())
+    );
+    // Everything else is gone.
+    assert!(
+        aws.events
+            .describe_event_bus()
+            .name(&ws)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        aws.iam
+            .get_role()
+            .role_name(format!("{ws}-dashboard-task"))
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        aws.secrets
+            .describe_secret()
+            .secret_id(format!("agentbus/{env}/server"))
+            .send()
+            .await
+            .is_err()
+    );
+    let c = aws
+        .ecs
+        .describe_clusters()
+        .clusters(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        c.clusters()
+            .iter()
+            .all(|c| c.status.as_deref() != Some("ACTIVE"))
+    );
+    let sgs = aws
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("{ws}-dashboard"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(sgs.security_groups().is_empty());
+
+    // A re-deploy finds the table (and its data) and creates the rest around it.
+    let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
+    let changed = changed_fields(&p["plan"]);
+    assert_eq!(changed.len(), 12);
+    assert!(!changed.contains_key("kv-table"));
+
+    let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        aws.dynamodb
+            .describe_table()
+            .table_name(&kv)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        aws.dynamodb
+            .describe_table()
+            .table_name(format!("{ws}-deploy"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
+    let env = "prod";
+    let r = agentbus(&deploy_args(
+        env,
+        &["--image", IMAGE, "--allow-cidr", "0.0.0.0/0"],
+    ));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("prod refuses --allow-cidr 0.0.0.0/0"),
+        "{r:?}"
+    );
+
+    let r = agentbus(&deploy_args(
+        env,
+        &["--image", IMAGE, "--allow-cidr", "198.51.100.0/24"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    let aws = clients().await;
+    let t = aws
+        .dynamodb
+        .describe_table()
+        .table_name("agentbus-prod-kv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(t.table.unwrap().deletion_protection_enabled, Some(true));
+    let svc = aws
+        .ecs
+        .describe_services()
+        .cluster("agentbus-prod")
+        .services("agentbus-prod-dashboard")
+        .send()
+        .await
+        .unwrap();
+    let strategy: Vec<(String, i32)> = svc.services()[0]
+        .capacity_provider_strategy()
+        .iter()
+        .map(|c| (c.capacity_provider.clone(), c.base))
+        .collect();
+    assert!(
+        strategy.contains(&("FARGATE".to_string(), 1)),
+        "{strategy:?}"
+    );
+
+    // Even with --destroy-data, the protected table stays, and the secret stays recoverable.
+    let r = agentbus(&["destroy", "--env", env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("deletion protection is on (prod)"),
+        "{r:?}"
+    );
+    assert!(
+        aws.dynamodb
+            .describe_table()
+            .table_name("agentbus-prod-kv")
+            .send()
+            .await
+            .is_ok()
+    );
+    let s = aws
+        .secrets
+        .describe_secret()
+        .secret_id("agentbus/prod/server")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        s.deleted_date.is_some(),
+        "prod secrets are scheduled for deletion, not removed"
+    );
+
+    // The next deploy restores the secret (settings are remembered from the last deploy).
+    let r = agentbus(&deploy_args(env, &[]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let s = aws
+        .secrets
+        .describe_secret()
+        .secret_id("agentbus/prod/server")
+        .send()
+        .await
+        .unwrap();
+    assert!(s.deleted_date.is_none());
+}
+
+#[tokio::test]
+async fn the_cli_explains_bad_input() {
+    // No credentials anywhere: a clear error that says how to provide them.
+    let r = agentbus_env(
+        &["plan", "xs"],
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_PROFILE", "agentbus-test-none"),
+        ],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("AWS credentials"), "{r:?}");
+    assert!(r.stderr.contains("AWS_ACCESS_KEY_ID"), "{r:?}");
+
+    let r = agentbus(&["plan", "small"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("not available in this version yet"),
+        "{r:?}"
+    );
+    let r = agentbus(&["plan", "huge"]);
+    assert!(r.stderr.contains("unknown tier"), "{r:?}");
+    let r = agentbus(&["plan", "xs", "--env", "Bad_Env"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("invalid env"), "{r:?}");
+    let r = agentbus(&["plan"]);
+    assert!(r.stderr.contains("name a tier"), "{r:?}");
+
+    // The seed's WS/ENV variables name tier and env.
+    let env = unique_env("seed");
+    let r = agentbus_env(&["plan", "--json"], &[("WS", "extra-small"), ("ENV", &env)]);
+    assert_eq!(r.json()["workspace"], format!("agentbus-{env}"));
+    assert!(r.stderr.contains("--image"), "{r:?}");
+
+    // A deploy without an image says what is missing and changes nothing.
+    let r = agentbus(&deploy_args(&env, &[]));
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("needs a container image: pass --image"),
+        "{r:?}"
+    );
+    let aws = clients().await;
+    assert!(
+        aws.dynamodb
+            .describe_table()
+            .table_name(format!("agentbus-{env}-kv"))
+            .send()
+            .await
+            .is_err()
+    );
+    // Without --yes and without a terminal, nothing is applied.
+    let r = agentbus(&["deploy", "xs", "--env", &env, "--image", IMAGE]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("pass --yes"), "{r:?}");
+}

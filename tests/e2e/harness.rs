@@ -1,0 +1,179 @@
+//! Test harness: one moto server per test process on 127.0.0.1, SDK clients pointed at it,
+//! and a runner for the real `agentbus` binary with the same environment.
+//!
+//! Each test uses its own env name, so tests share the server without sharing resources.
+
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use tier_xs::aws::AwsClients;
+
+pub struct Moto {
+    pub url: String,
+    /// The watchdog shell; it ends with this process, taking moto with it.
+    _watchdog: Option<std::sync::Mutex<std::process::Child>>,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn moto_binary() -> String {
+    if let Ok(p) = std::env::var("AGENTBUS_TEST_MOTO") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/moto_server");
+    if std::path::Path::new(venv).exists() {
+        return venv.to_string();
+    }
+    "moto_server".to_string()
+}
+
+/// The moto server for this test process, started on first use. It is stopped by a
+/// watchdog shell when the test process exits.
+pub fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| {
+        if let Ok(url) = std::env::var("AGENTBUS_TEST_MOTO_URL") {
+            return Moto {
+                url,
+                _watchdog: None,
+            };
+        }
+        let port = free_port();
+        let bin = moto_binary();
+        // The watchdog: start moto, then wait for our process (the shell's parent) to go.
+        let script = format!(
+            "parent=$PPID; \"{bin}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 $parent 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null"
+        );
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            // moto never runs containers: let its ECS services report their tasks as running.
+            .env("MOTO_ECS_SERVICE_RUNNING", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto_server ({bin}): {e}; run scripts/test.sh, which installs it"));
+        let url = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "moto_server ({bin}) did not start on port {port}; install it with scripts/test.sh"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            url,
+            _watchdog: Some(std::sync::Mutex::new(watchdog)),
+        }
+    })
+}
+
+/// The environment every AWS call of a test runs with: the emulator, test credentials,
+/// and no instance-metadata lookups (no traffic leaves 127.0.0.1).
+pub fn aws_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto().url.clone()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        (
+            "AWS_CONFIG_FILE",
+            "/nonexistent/agentbus-test-config".into(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/agentbus-test-credentials".into(),
+        ),
+    ]
+}
+
+pub async fn clients() -> AwsClients {
+    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "test");
+    let cfg = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(moto().url.clone())
+        .credentials_provider(creds)
+        .load()
+        .await;
+    AwsClients::from_sdk_config(&cfg)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh env name for one test: `t{pid}{n}`-style, within the 16-character limit.
+pub fn unique_env(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id() % 100_000;
+    let mut s = format!("{tag}-{pid}{n}");
+    s.truncate(16);
+    s.trim_end_matches('-').to_string()
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the real `agentbus` binary against the emulator.
+pub fn agentbus(args: &[&str]) -> Run {
+    agentbus_env(args, &[])
+}
+
+pub fn agentbus_env(args: &[&str], extra: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentbus"));
+    cmd.args(args)
+        .env_remove("WS")
+        .env_remove("ENV")
+        .env("NO_COLOR", "1");
+    for (k, v) in aws_env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.stdin(Stdio::null()).output().expect("run agentbus");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The image reference the tests deploy (never pulled: the emulator runs no containers).
+pub const IMAGE: &str = "public.ecr.aws/agentbus/agentbus:test";
