@@ -896,3 +896,31 @@ async fn the_cli_explains_bad_input() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("pass --yes"), "{r:?}");
 }
+
+#[test]
+fn healthcheck_reports_the_local_server_state() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let server = std::thread::spawn(move || {
+        for status in ["200 OK", "503 Service Unavailable"] {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /health HTTP/1.1"));
+            write!(s, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").unwrap();
+        }
+    });
+    let ok = agentbus(&["healthcheck", "--port", &port]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let bad = agentbus(&["healthcheck", "--port", &port]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("503"), "{bad:?}");
+    server.join().unwrap();
+    // Nothing listening at all.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let none = agentbus(&["healthcheck", "--port", &port]);
+    assert_eq!(none.code, 1, "{none:?}");
+}

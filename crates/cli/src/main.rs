@@ -102,6 +102,39 @@ enum Command {
     Status,
     /// Remove a deploy lock whose holder has stopped (refuses while it is alive).
     Unlock,
+    /// Exit 0 when the server on this host answers GET /health with 200 (the container's
+    /// health check; needs no curl in the image).
+    Healthcheck {
+        #[arg(long, env = "AGENTBUS_PORT", default_value_t = tier_xs::config::DASHBOARD_PORT)]
+        port: u16,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+}
+
+/// GET /health on 127.0.0.1:port over plain HTTP/1.1; true on a 200.
+fn healthcheck(port: u16, timeout: Duration) -> Result<()> {
+    use std::io::Read;
+    use std::net::{SocketAddr, TcpStream};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("nothing listens on {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    if status == "200" {
+        Ok(())
+    } else {
+        bail!(
+            "{addr}/health answered {:?}",
+            line.lines().next().unwrap_or("")
+        )
+    }
 }
 
 fn main() -> ExitCode {
@@ -113,6 +146,15 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
+    if let Command::Healthcheck { port, timeout } = cli.command {
+        return match healthcheck(port, Duration::from_secs(timeout)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -315,6 +357,7 @@ async fn run(cli: Cli) -> Result<u8> {
             human(&g, &out);
             Ok(0)
         }
+        Command::Healthcheck { .. } => Ok(0),
         Command::Unlock => {
             let d = connect(&g).await?;
             match d.table.unlock().await {
