@@ -1,0 +1,279 @@
+//! Engine behaviour on in-memory resources: tier filtering, data protection, ordering,
+//! failure propagation. (The same engine against the AWS emulator is in tests/e2e.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::apply::{ApplyOptions, Outcome, apply};
+use super::plan::{Action, PlanRequest, plan};
+use super::{Desired, EngineError, Observed, Outputs, Resource, output_or_unknown};
+use crate::aws::AwsClients;
+use crate::workspace::Tier;
+
+#[derive(Default)]
+struct Cloud {
+    values: Mutex<HashMap<&'static str, i64>>,
+    log: Mutex<Vec<String>>,
+}
+
+struct Fake {
+    id: &'static str,
+    tier: Tier,
+    value: i64,
+    dep: Option<&'static str>,
+    data: bool,
+    fail_create: bool,
+    cloud: Arc<Cloud>,
+}
+
+impl Fake {
+    fn new(cloud: &Arc<Cloud>, id: &'static str, tier: Tier) -> Self {
+        Fake {
+            id,
+            tier,
+            value: 1,
+            dep: None,
+            data: false,
+            fail_create: false,
+            cloud: cloud.clone(),
+        }
+    }
+    fn log(&self, what: &str) {
+        self.cloud
+            .log
+            .lock()
+            .unwrap()
+            .push(format!("{what} {}", self.id));
+    }
+}
+
+#[async_trait]
+impl Resource for Fake {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+    fn name(&self) -> String {
+        self.id.to_string()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        self.dep.into_iter().collect()
+    }
+    fn data_bearing(&self) -> bool {
+        self.data
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        let d = Desired::new().set("value", self.value);
+        match self.dep {
+            Some(dep) => d.set("dep", output_or_unknown(outputs, dep, "arn")),
+            None => d,
+        }
+    }
+    async fn observe(&self, _aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let v = self.cloud.values.lock().unwrap().get(self.id).copied();
+        Ok(v.map(|v| {
+            let mut o = Observed::default()
+                .field("value", v)
+                .output("arn", format!("arn:{}", self.id));
+            if let Some(dep) = self.dep {
+                o = o.field("dep", format!("arn:{dep}"));
+            }
+            o
+        }))
+    }
+    async fn create(&self, _aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        if let Some(dep) = self.dep {
+            super::require_output(outputs, self.id, dep, "arn")?;
+        }
+        if self.fail_create {
+            return Err(EngineError::Invalid(format!("{} refused", self.id)));
+        }
+        self.log("create");
+        self.cloud
+            .values
+            .lock()
+            .unwrap()
+            .insert(self.id, self.value);
+        Ok(Observed::default().output("arn", format!("arn:{}", self.id)))
+    }
+    async fn update(
+        &self,
+        _aws: &AwsClients,
+        _o: &Outputs,
+        current: &Observed,
+        _c: &[String],
+    ) -> Result<Observed, EngineError> {
+        self.log("update");
+        self.cloud
+            .values
+            .lock()
+            .unwrap()
+            .insert(self.id, self.value);
+        Ok(current.clone())
+    }
+    async fn delete(&self, _aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        self.log("delete");
+        self.cloud.values.lock().unwrap().remove(self.id);
+        Ok(())
+    }
+}
+
+fn offline_clients() -> AwsClients {
+    let cfg = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    AwsClients::from_sdk_config(&cfg)
+}
+
+fn req(universe: Vec<Arc<dyn Resource>>, target: Option<Tier>, destroy_data: bool) -> PlanRequest {
+    PlanRequest {
+        universe,
+        target,
+        destroy_data,
+        parallelism: 4,
+    }
+}
+
+#[tokio::test]
+async fn a_downgrade_deletes_higher_tier_resources_but_keeps_their_data() {
+    let cloud = Arc::new(Cloud::default());
+    for id in ["base", "extra", "bucket"] {
+        cloud.values.lock().unwrap().insert(id, 1);
+    }
+    let universe = || -> Vec<Arc<dyn Resource>> {
+        vec![
+            Arc::new(Fake::new(&cloud, "base", Tier::ExtraSmall)),
+            Arc::new(Fake::new(&cloud, "extra", Tier::Small)),
+            Arc::new(Fake {
+                data: true,
+                ..Fake::new(&cloud, "bucket", Tier::Small)
+            }),
+        ]
+    };
+    let aws = offline_clients();
+    let p = plan(&aws, req(universe(), Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    assert_eq!(p.change("base").unwrap().action, Action::NoOp);
+    assert_eq!(p.change("extra").unwrap().action, Action::Delete);
+    assert_eq!(p.change("bucket").unwrap().action, Action::Keep);
+    assert!(p.render(false).contains("--destroy-data"));
+    let report = apply(&aws, &p, ApplyOptions::default()).await;
+    assert!(report.succeeded());
+    assert!(cloud.values.lock().unwrap().contains_key("bucket"));
+    assert!(!cloud.values.lock().unwrap().contains_key("extra"));
+
+    // With the flag, the data goes too; the plan says so loudly.
+    let p = plan(&aws, req(universe(), Some(Tier::ExtraSmall), true))
+        .await
+        .unwrap();
+    assert_eq!(p.change("bucket").unwrap().action, Action::Delete);
+    assert!(p.render(false).contains("DATA WILL BE LOST"));
+    // The upgrade plans only additions.
+    let p = plan(&aws, req(universe(), Some(Tier::Small), false))
+        .await
+        .unwrap();
+    assert_eq!(p.count(Action::Create), 1);
+    assert_eq!(p.count(Action::Delete), 0);
+}
+
+#[tokio::test]
+async fn apply_follows_dependencies_and_skips_dependents_of_a_failure() {
+    let cloud = Arc::new(Cloud::default());
+    let universe: Vec<Arc<dyn Resource>> = vec![
+        Arc::new(Fake {
+            dep: Some("role"),
+            ..Fake::new(&cloud, "task", Tier::ExtraSmall)
+        }),
+        Arc::new(Fake {
+            fail_create: true,
+            ..Fake::new(&cloud, "role", Tier::ExtraSmall)
+        }),
+        Arc::new(Fake::new(&cloud, "table", Tier::ExtraSmall)),
+    ];
+    let aws = offline_clients();
+    let p = plan(&aws, req(universe, Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    assert_eq!(p.count(Action::Create), 3);
+    let task = p.change("task").unwrap();
+    assert_eq!(
+        task.fields.iter().find(|f| f.field == "dep").unwrap().after,
+        Some(json!({"$unknown": "role.arn"}))
+    );
+    let report = apply(&aws, &p, ApplyOptions::default()).await;
+    assert!(!report.succeeded());
+    let outcome = |id: &str| {
+        report
+            .results
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert!(matches!(outcome("role"), Outcome::Failed(_)));
+    assert!(matches!(outcome("task"), Outcome::Skipped(_)));
+    assert_eq!(outcome("table"), Outcome::Done);
+}
+
+#[tokio::test]
+async fn destroy_deletes_dependents_first_and_updates_only_what_differs() {
+    let cloud = Arc::new(Cloud::default());
+    let make = |value| -> Vec<Arc<dyn Resource>> {
+        vec![
+            Arc::new(Fake {
+                value,
+                ..Fake::new(&cloud, "cluster", Tier::ExtraSmall)
+            }),
+            Arc::new(Fake {
+                dep: Some("cluster"),
+                ..Fake::new(&cloud, "service", Tier::ExtraSmall)
+            }),
+        ]
+    };
+    let aws = offline_clients();
+    let p = plan(&aws, req(make(1), Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    apply(
+        &aws,
+        &p,
+        ApplyOptions {
+            parallelism: 1,
+            ..ApplyOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        *cloud.log.lock().unwrap(),
+        vec!["create cluster", "create service"]
+    );
+
+    let p = plan(&aws, req(make(2), Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    assert_eq!(p.change("cluster").unwrap().action, Action::Update);
+    assert_eq!(p.change("service").unwrap().action, Action::NoOp);
+    cloud.log.lock().unwrap().clear();
+    apply(&aws, &p, ApplyOptions::default()).await;
+    assert_eq!(*cloud.log.lock().unwrap(), vec!["update cluster"]);
+
+    cloud.log.lock().unwrap().clear();
+    let p = plan(&aws, req(make(2), None, false)).await.unwrap();
+    let report = apply(&aws, &p, ApplyOptions::default()).await;
+    assert!(report.succeeded());
+    assert_eq!(
+        *cloud.log.lock().unwrap(),
+        vec!["delete service", "delete cluster"]
+    );
+}
