@@ -55,14 +55,28 @@ fn changed_fields(plan: &Value) -> BTreeMap<String, Vec<String>> {
 #[tokio::test]
 async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     let env = unique_env("spec");
+    // The plan of an empty account prices what it adds.
+    let p = agentbus(&["plan", "xs", "--env", &env, "--image", IMAGE, "--json"]).json();
+    let cost = &p["plan"]["cost"];
+    assert_eq!(cost["before"], 0.0);
+    assert!(cost["after"].as_f64().unwrap() > 5.0, "{cost}");
+    assert_eq!(cost["usage"], "light");
+
     let r = agentbus(&deploy_args(
         &env,
-        &["--image", IMAGE, "--allow-cidr", "203.0.113.0/24"],
+        &[
+            "--image",
+            IMAGE,
+            "--allow-cidr",
+            "203.0.113.0/24",
+            "--alert-email",
+            "ops@example.com",
+        ],
     ));
     assert_eq!(r.code, 0, "{r:?}");
     let out = r.json();
     assert_eq!(out["changed"], true);
-    assert_eq!(out["report"]["results"].as_array().unwrap().len(), 13);
+    assert_eq!(out["report"]["results"].as_array().unwrap().len(), 14);
 
     let aws = clients().await;
     let ws = format!("agentbus-{env}");
@@ -391,7 +405,41 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     assert_eq!(h["succeeded"], true);
     assert!(h["caller"].as_str().unwrap().starts_with("arn:aws:"));
     assert_eq!(h["tool_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(h["changes"].as_array().unwrap().len(), 13);
+    assert_eq!(h["changes"].as_array().unwrap().len(), 14);
+
+    // The budget: the tier's target, alerts to the given address, counting the workspace's tag.
+    let b = aws
+        .budgets
+        .describe_budget()
+        .account_id("123456789012")
+        .budget_name(&ws)
+        .send()
+        .await
+        .unwrap()
+        .budget
+        .unwrap();
+    assert_eq!(
+        b.budget_limit.unwrap().amount().parse::<f64>().unwrap(),
+        10.0
+    );
+    assert_eq!(b.time_unit.as_str(), "MONTHLY");
+    let tag = b.filter_expression.unwrap().tags.unwrap();
+    assert_eq!(
+        (tag.key(), tag.values()),
+        (Some("agentbus:workspace"), &[ws.clone()][..])
+    );
+    let n = aws
+        .budgets
+        .describe_notifications_for_budget()
+        .account_id("123456789012")
+        .budget_name(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(n.notifications().len(), 2);
+    // After the deploy, the plan's cost before and after are the same.
+    let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
+    assert_eq!(p["plan"]["cost"]["before"], p["plan"]["cost"]["after"]);
 }
 
 #[tokio::test]
@@ -518,7 +566,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
         ..Inputs::default()
     };
     let planned = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
-    assert_eq!(planned.plan.count(Action::Create), 13);
+    assert_eq!(planned.plan.count(Action::Create), 14);
 
     // Ctrl-C after the fifth resource: nothing new starts, the report says what is left.
     let lease = d.lock(Duration::from_secs(30)).await.unwrap();
@@ -555,13 +603,13 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
         .iter()
         .filter(|r| r.outcome == Outcome::NotStarted)
         .count();
-    assert_eq!((finished, not_started), (5, 8), "{report:?}");
+    assert_eq!((finished, not_started), (5, 9), "{report:?}");
 
     // The next plan has exactly the rest; applying it converges.
     let again = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
     assert_eq!(
         again.plan.count(Action::Create),
-        8,
+        9,
         "{}",
         again.plan.render(false)
     );
@@ -728,11 +776,20 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
         .await
         .unwrap();
     assert!(sgs.security_groups().is_empty());
-
+    assert!(
+        aws.budgets
+            .describe_budget()
+            .account_id("123456789012")
+            .budget_name(&ws)
+            .send()
+            .await
+            .is_err(),
+        "destroy removes the budget"
+    );
     // A re-deploy finds the table (and its data) and creates the rest around it.
     let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
     let changed = changed_fields(&p["plan"]);
-    assert_eq!(changed.len(), 12);
+    assert_eq!(changed.len(), 13);
     assert!(!changed.contains_key("kv-table"));
 
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
@@ -923,4 +980,67 @@ fn healthcheck_reports_the_local_server_state() {
     drop(free);
     let none = agentbus(&["healthcheck", "--port", &port]);
     assert_eq!(none.code, 1, "{none:?}");
+}
+
+#[test]
+fn cost_prices_the_tier_without_an_aws_account() {
+    let r = agentbus_env(
+        &[
+            "cost",
+            "xs",
+            "--profile-usage",
+            "idle",
+            "--region",
+            "us-east-1",
+            "--json",
+        ],
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let c = r.json();
+    let items: Vec<String> = c["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}",
+                l["resource"].as_str().unwrap(),
+                l["item"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "dashboard-service Fargate Spot vCPU",
+        "dashboard-service Fargate Spot memory",
+        "dashboard-service public IPv4 address",
+        "server-secret secret",
+        "kv-table on-demand writes",
+        "event-bus custom events published",
+        "dashboard-log-group log ingestion",
+        "events-log-group log ingestion",
+    ] {
+        assert!(
+            items.iter().any(|i| i.starts_with(want)),
+            "{want} missing from {items:?}"
+        );
+    }
+    let total = c["total"].as_f64().unwrap();
+    assert!(total < 10.0, "xs idle costs {total}");
+    assert_eq!(c["target_high"], 10.0);
+    assert!(r.stderr.contains("within it"), "{r:?}");
+
+    // Other regions and profiles; unknown ones are explained.
+    let eu = agentbus(&["cost", "xs", "--region", "eu-west-1", "--json"]).json();
+    assert_eq!(eu["region"], "eu-west-1");
+    let team = agentbus(&["cost", "xs", "--profile-usage", "team", "--json"]).json();
+    assert!(team["total"].as_f64().unwrap() > total);
+    let bad = agentbus(&["cost", "xs", "--region", "mars-1"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stderr.contains("no prices for region mars-1"),
+        "{bad:?}"
+    );
+    let bad = agentbus(&["cost", "xs", "--profile-usage", "busy"]);
+    assert!(bad.stderr.contains("unknown usage profile"), "{bad:?}");
 }

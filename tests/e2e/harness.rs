@@ -27,16 +27,20 @@ fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-fn moto_binary() -> String {
-    if let Ok(p) = std::env::var("AGENTBUS_TEST_MOTO") {
+/// The Python that has moto installed (the project's .venv unless overridden).
+fn python() -> String {
+    if let Ok(p) = std::env::var("AGENTBUS_TEST_PYTHON") {
         return p;
     }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/moto_server");
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/python");
     if std::path::Path::new(venv).exists() {
         return venv.to_string();
     }
-    "moto_server".to_string()
+    "python3".to_string()
 }
+
+/// moto's server with the APIs it lacks added (see tests/moto/server.py).
+const MOTO_SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/moto/server.py");
 
 /// The moto server for this test process, started on first use. It is stopped by a
 /// watchdog shell when the test process exits.
@@ -49,7 +53,7 @@ pub fn moto() -> &'static Moto {
             };
         }
         let port = free_port();
-        let bin = moto_binary();
+        let bin = format!("{}\" \"{MOTO_SHIM}", python());
         // The watchdog: start moto, then wait for our process (the shell's parent) to go.
         let script = format!(
             "parent=$PPID; \"{bin}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \

@@ -69,6 +69,15 @@ struct DeployFlags {
     /// Seconds to wait for the dashboard service to become steady.
     #[arg(long, default_value_t = 600)]
     wait_timeout: u64,
+    /// Usage profile for the monthly cost in the plan: idle, light, team, or a JSON file.
+    #[arg(long = "profile-usage")]
+    profile_usage: Option<String>,
+    /// Monthly limit of the workspace's AWS Budget in USD (default: the tier's target; remembered).
+    #[arg(long)]
+    budget_usd: Option<f64>,
+    /// Email the budget alerts go to ("none" to stop them; remembered).
+    #[arg(long)]
+    alert_email: Option<String>,
     /// Seconds a deploy lock lives without a heartbeat.
     #[arg(long, default_value_t = 60)]
     lock_ttl: u64,
@@ -97,6 +106,14 @@ enum Command {
     Destroy {
         #[command(flatten)]
         flags: DeployFlags,
+    },
+    /// What a tier costs a month, resource by resource (needs no AWS account).
+    Cost {
+        /// extra-small (xs), small, medium or large; default: $WS.
+        tier: Option<String>,
+        /// Usage profile: idle, light, team, or a JSON file with your own numbers.
+        #[arg(long = "profile-usage", default_value = "light")]
+        profile_usage: String,
     },
     /// Show the deployed tier, drift, the lock and recent applies.
     Status,
@@ -199,6 +216,15 @@ fn inputs(flags: &DeployFlags) -> Inputs {
         parallelism: flags.parallelism.max(1),
         destroy_data: flags.destroy_data,
         service_wait: Some(Duration::from_secs(flags.wait_timeout)),
+        usage: flags.profile_usage.clone(),
+        budget_usd: flags.budget_usd,
+        alert_email: flags.alert_email.as_ref().map(|e| {
+            if e == "none" {
+                String::new()
+            } else {
+                e.clone()
+            }
+        }),
     }
 }
 
@@ -277,6 +303,18 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Destroy { flags } => {
             let d = connect(&g).await?;
             converge(&g, &d, None, &flags).await
+        }
+        Command::Cost {
+            tier,
+            profile_usage,
+        } => {
+            let tier = parse_tier(tier)?;
+            let report = cost_report(&g, tier, &profile_usage)?;
+            if g.json {
+                print_json(&serde_json::to_value(&report)?)?;
+            }
+            human(&g, &report.render());
+            Ok(0)
         }
         Command::Status => {
             let d = connect(&g).await?;
@@ -388,6 +426,33 @@ async fn run(cli: Cli) -> Result<u8> {
             }
         }
     }
+}
+
+/// Prices a tier without touching AWS: names come from a placeholder account.
+fn cost_report(g: &Global, tier: Tier, usage: &str) -> Result<tier_xs::cost::CostReport> {
+    if tier > tier_xs::ops::HIGHEST_BUILT {
+        return Err(OpsError::TierNotBuilt(tier).into());
+    }
+    let env = Env::new(&g.env)?;
+    let region = g
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".into());
+    let ws = tier_xs::workspace::Workspace::new(env, "000000000000", region.clone());
+    let network = tier_xs::components::network::Network {
+        vpc_id: "(default VPC)".into(),
+        subnet_ids: Vec::new(),
+    };
+    let xs = tier_xs::tier::ExtraSmall::new(&ws, &tier_xs::tier::XsSettings::new(network));
+    let usage = tier_xs::cost::Usage::load(usage)?;
+    Ok(tier_xs::cost::report(
+        tier,
+        &region,
+        &usage,
+        &xs.resources(),
+    )?)
 }
 
 fn confirm(g: &Global, question: &str) -> Result<bool> {

@@ -125,6 +125,7 @@ pub struct AwsClients {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub budgets: aws_sdk_budgets::Client,
 }
 
 impl AwsClients {
@@ -182,6 +183,7 @@ impl AwsClients {
             secrets: client!(aws_sdk_secretsmanager),
             events: client!(aws_sdk_eventbridge),
             logs: client!(aws_sdk_cloudwatchlogs),
+            budgets: client!(aws_sdk_budgets),
             stats,
         }
     }

@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod components;
 pub mod config;
+pub mod cost;
 pub mod engine;
 pub mod ops;
 pub mod tier;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{AwsClients, AwsSetupError, Caller};
 use crate::components::network;
+use crate::cost::{CostContext, CostDelta, CostError, PriceTable, Usage, seed_target};
 use crate::engine::apply::{self, ApplyOptions, ApplyReport};
 use crate::engine::lock::{
     ApplyRecord, DeployTable, Lease, LockError, LockInfo, RecordedChange, StoredSettings, iso,
@@ -30,6 +31,8 @@ pub enum OpsError {
     Lock(#[from] LockError),
     #[error("the {0} tier is not available in this version yet: extra-small (xs) is")]
     TierNotBuilt(Tier),
+    #[error(transparent)]
+    Cost(#[from] CostError),
     #[error("the plan has problems that must be fixed first:\n  - {}", .0.join("\n  - "))]
     Problems(Vec<String>),
 }
@@ -45,12 +48,20 @@ pub struct Inputs {
     pub parallelism: usize,
     pub destroy_data: bool,
     pub service_wait: Option<Duration>,
+    /// Usage profile for the cost shown with the plan (default `light`).
+    pub usage: Option<String>,
+    /// Monthly budget limit (default: the tier's target).
+    pub budget_usd: Option<f64>,
+    /// `Some("")` clears the address.
+    pub alert_email: Option<String>,
 }
 
 const SETTING_IMAGE: &str = "image";
 const SETTING_CIDRS: &str = "allow_cidrs";
 const SETTING_VPC: &str = "vpc";
 const SETTING_SUBNETS: &str = "subnets";
+const SETTING_BUDGET: &str = "budget_usd";
+const SETTING_EMAIL: &str = "alert_email";
 
 /// The highest tier this build can deploy.
 pub const HIGHEST_BUILT: Tier = Tier::ExtraSmall;
@@ -106,6 +117,12 @@ impl Deployer {
         if let Some(s) = &inputs.subnets {
             put(SETTING_SUBNETS, json!(s));
         }
+        if let Some(b) = inputs.budget_usd {
+            put(SETTING_BUDGET, json!(b));
+        }
+        if let Some(e) = &inputs.alert_email {
+            put(SETTING_EMAIL, json!(e));
+        }
         let merged = StoredSettings { values };
         let changed = merged != stored;
         Ok((merged, changed))
@@ -115,6 +132,7 @@ impl Deployer {
         &self,
         s: &StoredSettings,
         inputs: &Inputs,
+        target: Option<Tier>,
     ) -> Result<XsSettings, OpsError> {
         let get_str = |k: &str| s.values.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let get_list = |k: &str| -> Vec<String> {
@@ -132,6 +150,12 @@ impl Deployer {
         let mut xs = XsSettings::new(net);
         xs.image = get_str(SETTING_IMAGE);
         xs.allow_cidrs = get_list(SETTING_CIDRS);
+        xs.budget_usd = s
+            .values
+            .get(SETTING_BUDGET)
+            .and_then(|v| v.as_f64())
+            .unwrap_or_else(|| seed_target(target.unwrap_or(Tier::ExtraSmall)).1);
+        xs.alert_email = get_str(SETTING_EMAIL).filter(|e| !e.is_empty());
         if let Some(w) = inputs.service_wait {
             xs.service_wait = w;
         }
@@ -152,7 +176,7 @@ impl Deployer {
             return Err(OpsError::TierNotBuilt(t));
         }
         let (settings, settings_changed) = self.settings(inputs).await?;
-        let xs = self.xs_settings(&settings, inputs).await?;
+        let xs = self.xs_settings(&settings, inputs, target).await?;
         let (universe, problems) = self.universe(&xs);
         let mut plan = plan::plan(
             &self.aws,
@@ -180,6 +204,36 @@ impl Deployer {
                     crate::config::DASHBOARD_PORT
                 ));
             }
+        }
+        let usage_name = inputs.usage.clone().unwrap_or_else(|| "light".into());
+        let usage = Usage::load(&usage_name)?;
+        match PriceTable::builtin().and_then(|t| t.region(&self.ws.region).map(|p| (t, p))) {
+            Ok((table, prices)) => {
+                let ctx = CostContext {
+                    prices,
+                    usage: &usage,
+                    hours: table.hours_per_month,
+                };
+                let sum = |keep: &dyn Fn(&dyn Resource) -> bool| -> f64 {
+                    plan.resources
+                        .iter()
+                        .filter(|r| keep(r.as_ref()))
+                        .flat_map(|r| r.monthly_cost(&ctx))
+                        .map(|l| l.monthly)
+                        .sum()
+                };
+                let observed: std::collections::HashSet<&str> =
+                    plan.observed.keys().copied().collect();
+                let before = sum(&|r| observed.contains(r.id()));
+                let after = sum(&|r| target.is_some_and(|t| r.tier() <= t));
+                plan.cost = Some(CostDelta {
+                    before,
+                    after,
+                    usage: usage.name.clone(),
+                    region: self.ws.region.clone(),
+                });
+            }
+            Err(e) => plan.notes.push(format!("cost not shown: {e}")),
         }
         if self.aws.is_custom_endpoint() {
             plan.notes.push(format!(

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecs::{
     Capacity, Cluster, ContainerSpec, Service, TaskDefinition, validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};
-use crate::components::logs::{LogGroup, LogsResourcePolicy};
+use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
 use crate::components::network::{Network, SecurityGroup};
 use crate::components::secret::WorkspaceSecret;
-use crate::components::table::{DynamoTable, TableSpec};
+use crate::components::table::{DynamoTable, TableSpec, TableUsage};
 use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH, ServerConfig};
 use crate::engine::Resource;
 use crate::workspace::{PREFIX, Tier, Workspace};
@@ -32,6 +33,10 @@ pub struct XsSettings {
     /// Dashboard task size (CPU units, MiB).
     pub cpu: u32,
     pub memory: u32,
+    /// Monthly limit of the workspace's AWS Budget (USD).
+    pub budget_usd: f64,
+    /// Where the budget's alerts go; none: no alert is sent.
+    pub alert_email: Option<String>,
 }
 
 impl XsSettings {
@@ -43,6 +48,8 @@ impl XsSettings {
             service_wait: Duration::from_secs(600),
             cpu: 256,
             memory: 512,
+            budget_usd: crate::cost::seed_target(Tier::ExtraSmall).1,
+            alert_email: None,
         }
     }
 }
@@ -62,6 +69,7 @@ pub mod ids {
     pub const DASHBOARD_SECURITY_GROUP: &str = "dashboard-security-group";
     pub const DASHBOARD_TASK_DEFINITION: &str = "dashboard-task-definition";
     pub const DASHBOARD_SERVICE: &str = "dashboard-service";
+    pub const BUDGET: &str = "budget";
 }
 
 /// The extra-small tier: KV table, event bus (with a delivering rule), the server secret,
@@ -82,6 +90,7 @@ pub struct ExtraSmall {
     pub security_group: Arc<SecurityGroup>,
     pub task_definition: Arc<TaskDefinition>,
     pub service: Arc<Service>,
+    pub budget: Arc<Budget>,
     /// Problems that block a deploy (missing image, unsafe ingress ...).
     pub problems: Vec<String>,
 }
@@ -110,6 +119,7 @@ impl ExtraSmall {
             gsis: Vec::new(),
             ttl_attribute: Some("expires_at"),
             deletion_protection: prod,
+            usage: TableUsage::Kv,
             tags: ws.tags(t, "kv"),
         });
 
@@ -122,6 +132,7 @@ impl ExtraSmall {
         let logs_prefix = ws.arn("logs", "log-group:");
         let events_log = LogGroup {
             id: ids::EVENTS_LOG_GROUP,
+            source: LogSource::Events,
             tier: t,
             name: config.events_log_group.clone(),
             retention_days: 7,
@@ -193,6 +204,7 @@ impl ExtraSmall {
         let dashboard_log_name = format!("/ecs/{}", ws.name("dashboard"));
         let dashboard_log = LogGroup {
             id: ids::DASHBOARD_LOG_GROUP,
+            source: LogSource::Server,
             tier: t,
             name: dashboard_log_name.clone(),
             retention_days: 7,
@@ -356,9 +368,32 @@ impl ExtraSmall {
             subnets: settings.network.subnet_ids.clone(),
             public_ip: true,
             desired_count: 1,
+            task_cpu: settings.cpu,
+            task_memory: settings.memory,
             strategy,
             wait: settings.service_wait,
             tags: ws.tags(t, "dashboard"),
+        };
+
+        if let Some(e) = &settings.alert_email
+            && !valid_email(e)
+        {
+            problems.push(format!("--alert-email {e:?} is not an email address"));
+        }
+        if !(settings.budget_usd.is_finite() && settings.budget_usd > 0.0) {
+            problems.push(format!(
+                "--budget-usd {} must be a positive amount",
+                settings.budget_usd
+            ));
+        }
+        let budget = Budget {
+            id: ids::BUDGET,
+            tier: t,
+            name: ws.id(),
+            account: ws.account.clone(),
+            limit_usd: settings.budget_usd,
+            email: settings.alert_email.clone(),
+            workspace: ws.id(),
         };
 
         ExtraSmall {
@@ -377,6 +412,7 @@ impl ExtraSmall {
             security_group: Arc::new(security_group),
             task_definition: Arc::new(task_definition),
             service: Arc::new(service),
+            budget: Arc::new(budget),
             problems,
         }
     }
@@ -397,8 +433,23 @@ impl ExtraSmall {
             self.security_group.clone(),
             self.task_definition.clone(),
             self.service.clone(),
+            self.budget.clone(),
         ]
     }
+}
+
+/// A plausible email address: one `@`, a dot in the domain, no spaces or control characters.
+pub fn valid_email(s: &str) -> bool {
+    let Some((user, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !user.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && s.len() <= 254
+        && s.chars().all(|c| c.is_ascii_graphic())
 }
 
 /// `a.b.c.d/n` or an IPv6 prefix.

@@ -6,6 +6,7 @@ use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
+use crate::cost::{CostContext, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
     require_output, tags_value,
@@ -140,6 +141,15 @@ impl Resource for EventBus {
         )
         .await?;
         Ok(current.clone())
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        vec![CostLine::new(
+            self.id,
+            "custom events published",
+            ctx.usage.events / 1e6,
+            "M events",
+            ctx.prices.eventbridge_custom_events_million,
+        )]
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         match aws.events.delete_event_bus().name(&self.name).send().await {

@@ -13,6 +13,7 @@ use aws_sdk_ecs::types::{
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
+use crate::cost::{CostContext, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
     require_output, tags_value, wait_until,
@@ -675,6 +676,9 @@ pub struct Service {
     pub subnets: Vec<String>,
     pub public_ip: bool,
     pub desired_count: i32,
+    /// Size of each task (CPU units, MiB), for pricing.
+    pub task_cpu: u32,
+    pub task_memory: u32,
     pub strategy: Vec<Capacity>,
     /// How long to wait for the service to reach a steady state.
     pub wait: Duration,
@@ -1010,11 +1014,135 @@ impl Resource for Service {
             self.wait.as_secs()
         )]
     }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        let (p, h, id) = (ctx.prices, ctx.hours, self.id);
+        let (on_demand, spot) = split_tasks(self.desired_count, &self.strategy);
+        let vcpu = f64::from(self.task_cpu) / 1024.0;
+        let gb = f64::from(self.task_memory) / 1024.0;
+        let mut lines = Vec::new();
+        if spot > 0.0 {
+            lines.push(CostLine::new(
+                id,
+                &format!("Fargate Spot vCPU ({spot} x {vcpu} vCPU)"),
+                spot * vcpu * h,
+                "vCPU-h",
+                p.fargate_spot_vcpu_hour,
+            ));
+            lines.push(CostLine::new(
+                id,
+                &format!("Fargate Spot memory ({spot} x {gb} GB)"),
+                spot * gb * h,
+                "GB-h",
+                p.fargate_spot_gb_hour,
+            ));
+        }
+        if on_demand > 0.0 {
+            lines.push(CostLine::new(
+                id,
+                &format!("Fargate vCPU ({on_demand} x {vcpu} vCPU)"),
+                on_demand * vcpu * h,
+                "vCPU-h",
+                p.fargate_vcpu_hour,
+            ));
+            lines.push(CostLine::new(
+                id,
+                &format!("Fargate memory ({on_demand} x {gb} GB)"),
+                on_demand * gb * h,
+                "GB-h",
+                p.fargate_gb_hour,
+            ));
+        }
+        if self.public_ip {
+            let n = f64::from(self.desired_count.max(0));
+            lines.push(CostLine::new(
+                id,
+                &format!("public IPv4 address ({n} task(s))"),
+                n * h,
+                "address-h",
+                p.public_ipv4_hour,
+            ));
+        }
+        let billable = (ctx.usage.transfer_out_gb - p.transfer_out_free_gb).max(0.0);
+        if billable > 0.0 {
+            lines.push(CostLine::new(
+                id,
+                "data transfer out (beyond the free 100 GB)",
+                billable,
+                "GB",
+                p.transfer_out_gb,
+            ));
+        }
+        lines
+    }
+}
+
+/// Tasks on on-demand Fargate and on Fargate Spot for a count and a strategy: the
+/// on-demand base first, the rest split by weight.
+pub fn split_tasks(count: i32, strategy: &[Capacity]) -> (f64, f64) {
+    let count = f64::from(count.max(0));
+    let base: f64 = strategy
+        .iter()
+        .filter(|c| c.provider == "FARGATE")
+        .map(|c| f64::from(c.base))
+        .sum::<f64>()
+        .min(count);
+    let rest = count - base;
+    let w = |p: &str| -> f64 {
+        strategy
+            .iter()
+            .filter(|c| c.provider == p)
+            .map(|c| f64::from(c.weight))
+            .sum()
+    };
+    let (wo, ws) = (w("FARGATE"), w("FARGATE_SPOT"));
+    let od_share = if wo + ws > 0.0 {
+        rest * wo / (wo + ws)
+    } else {
+        0.0
+    };
+    (base + od_share, rest - od_share)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_split_between_on_demand_and_spot() {
+        let spot = [Capacity {
+            provider: "FARGATE_SPOT",
+            weight: 1,
+            base: 0,
+        }];
+        assert_eq!(split_tasks(1, &spot), (0.0, 1.0));
+        let prod = [
+            Capacity {
+                provider: "FARGATE",
+                weight: 0,
+                base: 1,
+            },
+            Capacity {
+                provider: "FARGATE_SPOT",
+                weight: 1,
+                base: 0,
+            },
+        ];
+        assert_eq!(split_tasks(1, &prod), (1.0, 0.0));
+        assert_eq!(split_tasks(3, &prod), (1.0, 2.0));
+        let even = [
+            Capacity {
+                provider: "FARGATE",
+                weight: 1,
+                base: 0,
+            },
+            Capacity {
+                provider: "FARGATE_SPOT",
+                weight: 1,
+                base: 0,
+            },
+        ];
+        assert_eq!(split_tasks(4, &even), (2.0, 2.0));
+    }
 
     #[test]
     fn fargate_sizes() {

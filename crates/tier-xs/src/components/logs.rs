@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
+use crate::cost::{CostContext, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
 };
@@ -12,8 +13,18 @@ use crate::workspace::Tier;
 
 use super::{normalize_json, tag_changes};
 
+/// Where a log group's volume comes from, for pricing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogSource {
+    /// The dashboard server's own logs.
+    Server,
+    /// Every event published on the bus (the event rule's target).
+    Events,
+}
+
 pub struct LogGroup {
     pub id: &'static str,
+    pub source: LogSource,
     pub tier: Tier,
     pub name: String,
     pub retention_days: i32,
@@ -49,6 +60,32 @@ impl Resource for LogGroup {
         Desired::new()
             .set("retention_days", self.retention_days)
             .set("tags", tags_value(&self.tags))
+    }
+
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        let u = ctx.usage;
+        let ingest_gb = match self.source {
+            LogSource::Server => u.server_log_gb,
+            LogSource::Events => u.events * u.event_kb / (1024.0 * 1024.0),
+        };
+        // In the steady state a log group holds `retention` days of its ingestion.
+        let stored_gb = ingest_gb * f64::from(self.retention_days) / 30.0;
+        vec![
+            CostLine::new(
+                self.id,
+                "log ingestion",
+                ingest_gb,
+                "GB",
+                ctx.prices.logs_ingest_gb,
+            ),
+            CostLine::new(
+                self.id,
+                &format!("log storage ({} days kept)", self.retention_days),
+                stored_gb,
+                "GB-mo",
+                ctx.prices.logs_storage_gb_month,
+            ),
+        ]
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {

@@ -2,6 +2,7 @@
 //! its desired fields, how to observe it, and how to create, update and delete it.
 //! Higher tiers reuse these types (a table is a table in every tier).
 
+pub mod budget;
 pub mod bus;
 pub mod ecs;
 pub mod iam;

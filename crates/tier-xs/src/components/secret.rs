@@ -7,6 +7,7 @@ use aws_sdk_secretsmanager::types::Tag;
 use serde_json::json;
 
 use crate::aws::AwsClients;
+use crate::cost::{CostContext, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
 };
@@ -201,6 +202,18 @@ impl Resource for WorkspaceSecret {
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
             Err(e) => Err(self.err("DeleteSecret", e)),
         }
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        vec![
+            CostLine::new(self.id, "secret", 1.0, "secret-mo", ctx.prices.secret_month),
+            CostLine::new(
+                self.id,
+                "API calls",
+                ctx.usage.secret_api_calls / 10_000.0,
+                "10k calls",
+                ctx.prices.secret_api_10k,
+            ),
+        ]
     }
     fn notes(&self) -> Vec<String> {
         let mut n = vec!["value generated at deploy; never shown".to_string()];

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use crate::aws::AwsClients;
+use crate::cost::{CostContext, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until,
 };
@@ -27,6 +28,15 @@ pub struct Gsi {
     pub range: Option<&'static str>,
 }
 
+/// Which part of the usage profile a table's requests and storage come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableUsage {
+    /// The KV store.
+    Kv,
+    /// Tool bookkeeping with negligible traffic.
+    Negligible,
+}
+
 #[derive(Clone, Debug)]
 pub struct TableSpec {
     pub id: &'static str,
@@ -38,6 +48,7 @@ pub struct TableSpec {
     pub ttl_attribute: Option<&'static str>,
     /// On in `prod`: DynamoDB itself then refuses to delete the table.
     pub deletion_protection: bool,
+    pub usage: TableUsage,
     pub tags: Vec<(String, String)>,
 }
 
@@ -509,6 +520,43 @@ impl Resource for DynamoTable {
             },
         )
         .await
+    }
+
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        let (p, u, id) = (ctx.prices, ctx.usage, self.0.id);
+        match self.0.usage {
+            TableUsage::Kv => vec![
+                CostLine::new(
+                    id,
+                    "on-demand writes",
+                    u.kv_writes / 1e6,
+                    "M WRU",
+                    p.dynamodb_write_million,
+                ),
+                CostLine::new(
+                    id,
+                    "on-demand reads",
+                    u.kv_reads / 1e6,
+                    "M RRU",
+                    p.dynamodb_read_million,
+                ),
+                CostLine::new(
+                    id,
+                    "storage",
+                    u.kv_storage_gb,
+                    "GB-mo",
+                    p.dynamodb_storage_gb_month,
+                ),
+                CostLine::new(
+                    id,
+                    "point-in-time recovery",
+                    u.kv_storage_gb,
+                    "GB-mo",
+                    p.dynamodb_pitr_gb_month,
+                ),
+            ],
+            TableUsage::Negligible => Vec::new(),
+        }
     }
 
     fn protected(&self) -> Option<String> {

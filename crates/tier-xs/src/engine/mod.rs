@@ -223,6 +223,11 @@ pub trait Resource: Send + Sync {
     ) -> Result<Observed, EngineError>;
     /// Deletes the resource and waits until it is gone.
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError>;
+    /// What this resource costs a month for the given prices and usage; free resources
+    /// return no lines.
+    fn monthly_cost(&self, _ctx: &crate::cost::CostContext<'_>) -> Vec<crate::cost::CostLine> {
+        Vec::new()
+    }
     /// A note the plan shows next to this resource (e.g. "no ingress: add --allow-cidr").
     fn notes(&self) -> Vec<String> {
         Vec::new()

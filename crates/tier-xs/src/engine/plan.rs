@@ -89,6 +89,9 @@ pub struct Plan {
     pub problems: Vec<String>,
     /// Things the user should know that do not block.
     pub notes: Vec<String>,
+    /// Monthly cost before and after the plan, when prices for the region are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::CostDelta>,
     #[serde(skip)]
     pub(crate) observed: HashMap<&'static str, Observed>,
     #[serde(skip)]
@@ -201,6 +204,18 @@ impl Plan {
             let _ = writeln!(out, "No changes: the workspace matches the plan.");
         } else {
             let _ = writeln!(out, "\nPlan: {}.", self.summary());
+        }
+        if let Some(c) = &self.cost {
+            let _ = writeln!(
+                out,
+                "monthly cost: ${:.2} -> ${:.2} ({}${:.2}), usage profile {:?}, {}",
+                c.before,
+                c.after,
+                if c.after >= c.before { "+" } else { "-" },
+                (c.after - c.before).abs(),
+                c.usage,
+                c.region
+            );
         }
         for n in &self.notes {
             let _ = writeln!(out, "{} {n}", paint("36", "note:"));
@@ -403,6 +418,7 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
         changes,
         problems: Vec::new(),
         notes: Vec::new(),
+        cost: None,
         observed: observed_map,
         resources: req.universe,
     })

@@ -1,0 +1,47 @@
+"""The moto server the tests use, with the few APIs agentbus calls that moto 5.2 lacks.
+
+This is test setup, not product: the product calls the real AWS APIs, and the emulator is
+taught to answer them here.
+
+- Budgets DescribeSubscribersForNotification: moto answers 500.
+- Budgets UpdateBudget: moto does not implement it.
+
+Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
+"""
+import json
+import time
+
+from moto.budgets.exceptions import NotFoundException
+from moto.budgets.responses import BudgetsResponse
+from moto.server import main
+
+
+def _budget(self, account_id, name):
+    budget = self.backend.budgets[account_id].get(name)
+    if budget is None:
+        raise NotFoundException(f"Unable to get budget: {name} - the budget doesn't exist.")
+    return budget
+
+
+def describe_subscribers_for_notification(self):
+    budget = _budget(self, self._get_param("AccountId"), self._get_param("BudgetName"))
+    wanted = self._get_param("Notification")
+    for n in budget.notifications:
+        if all(n.details.get(k) == v for k, v in wanted.items()):
+            return json.dumps({"Subscribers": n.subscribers})
+    raise NotFoundException("Unable to find the notification")
+
+
+def update_budget(self):
+    new = self._get_param("NewBudget")
+    budget = _budget(self, self._get_param("AccountId"), new["BudgetName"])
+    kept = {k: budget.budget[k] for k in ("TimePeriod",) if k in budget.budget}
+    budget.budget = {**new, **kept, "LastUpdatedTime": time.time()}
+    return json.dumps({})
+
+
+BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification
+BudgetsResponse.update_budget = update_budget
+
+if __name__ == "__main__":
+    main()
