@@ -707,6 +707,45 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
         .await
         .unwrap();
 
+    // The budget follows its settings: a new limit and an alert address are updated in place.
+    let budget = || async {
+        let b = aws
+            .budgets
+            .describe_budget()
+            .account_id("123456789012")
+            .budget_name(&ws)
+            .send()
+            .await
+            .unwrap();
+        let n = aws
+            .budgets
+            .describe_notifications_for_budget()
+            .account_id("123456789012")
+            .budget_name(&ws)
+            .send()
+            .await
+            .unwrap();
+        (
+            b.budget
+                .unwrap()
+                .budget_limit
+                .unwrap()
+                .amount()
+                .parse::<f64>()
+                .unwrap(),
+            n.notifications().len(),
+        )
+    };
+    assert_eq!(budget().await, (10.0, 0));
+    let r = agentbus(&deploy_args(
+        &env,
+        &["--budget-usd", "25", "--alert-email", "team@example.com"],
+    ));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(budget().await, (25.0, 2));
+    let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(p.code, 0, "{p:?}");
+
     let r = agentbus(&["destroy", "--env", &env, "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(

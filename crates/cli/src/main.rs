@@ -140,9 +140,17 @@ fn healthcheck(port: u16, timeout: Duration) -> Result<()> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 64];
-    let n = s.read(&mut head)?;
-    let line = String::from_utf8_lossy(&head[..n]);
+    // Read until the status line is complete: a response may arrive in several pieces.
+    let mut head = Vec::with_capacity(128);
+    let mut buf = [0u8; 128];
+    while !head.contains(&b'\n') && head.len() < 1024 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
     let status = line.split_whitespace().nth(1).unwrap_or("");
     if status == "200" {
         Ok(())

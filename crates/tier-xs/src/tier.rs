@@ -581,3 +581,111 @@ mod tests {
         assert!(!valid_cidr("1.2.3.4/33"));
     }
 }
+
+#[cfg(test)]
+mod cost_tests {
+    //! Each pricing rule of the extra-small tier, against arithmetic done by hand with the
+    //! us-east-1 prices of `prices/aws.json` and the `idle` profile.
+    use super::*;
+    use crate::cost::{CostContext, PriceTable, Usage, report};
+    use crate::workspace::Env;
+
+    fn xs(env: &str) -> ExtraSmall {
+        let ws = Workspace::new(Env::new(env).unwrap(), "123456789012", "us-east-1");
+        let net = Network {
+            vpc_id: "vpc-1".into(),
+            subnet_ids: vec!["subnet-1".into()],
+        };
+        ExtraSmall::new(&ws, &XsSettings::new(net))
+    }
+
+    fn cost_of(r: &dyn Resource, usage: &str) -> Vec<(String, f64)> {
+        let table = PriceTable::builtin().unwrap();
+        let prices = table.region("us-east-1").unwrap();
+        let usage = Usage::load(usage).unwrap();
+        let ctx = CostContext {
+            prices,
+            usage: &usage,
+            hours: 730.0,
+        };
+        r.monthly_cost(&ctx)
+            .into_iter()
+            .map(|l| (l.item, l.monthly))
+            .collect()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn spot_dashboard_task_and_its_public_address() {
+        let lines = cost_of(xs("dev").service.as_ref(), "idle");
+        // 0.25 vCPU x 730 h x $0.01334053 = $2.434646725
+        assert!(close(lines[0].1, 0.25 * 730.0 * 0.01334053), "{lines:?}");
+        // 0.5 GB x 730 h x $0.00146489 = $0.53468485
+        assert!(close(lines[1].1, 0.5 * 730.0 * 0.00146489));
+        // one public IPv4 address x 730 h x $0.005 = $3.65
+        assert!(close(lines[2].1, 3.65));
+        // 0.1 GB out is inside the free 100 GB: no transfer line.
+        assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn prod_runs_its_base_task_on_demand() {
+        let lines = cost_of(xs("prod").service.as_ref(), "idle");
+        // 0.25 x 730 x $0.04048 = $7.3876 ; 0.5 x 730 x $0.004445 = $1.622425
+        assert!(close(lines[0].1, 7.3876), "{lines:?}");
+        assert!(close(lines[1].1, 1.622425));
+        assert!(lines[0].0.starts_with("Fargate vCPU"));
+    }
+
+    #[test]
+    fn kv_table_requests_storage_and_backups() {
+        let lines = cost_of(xs("dev").kv.as_ref(), "light");
+        // light: 100,000 writes = 0.1 M x $0.625 ; 500,000 reads = 0.5 M x $0.125
+        assert!(close(lines[0].1, 0.1 * 0.625));
+        assert!(close(lines[1].1, 0.5 * 0.125));
+        // 0.5 GB x $0.25 storage ; 0.5 GB x $0.20 point-in-time recovery
+        assert!(close(lines[2].1, 0.125));
+        assert!(close(lines[3].1, 0.1));
+    }
+
+    #[test]
+    fn secret_bus_and_logs() {
+        let x = xs("dev");
+        let secret = cost_of(x.secret.as_ref(), "idle");
+        // $0.40 a secret + 1,000 calls = 0.1 x $0.05 per 10k
+        assert!(close(secret[0].1, 0.40) && close(secret[1].1, 0.005));
+        let bus = cost_of(x.bus.as_ref(), "team");
+        // 2,000,000 events = 2 M x $1.00
+        assert!(close(bus[0].1, 2.0));
+        let logs = cost_of(x.dashboard_log.as_ref(), "team");
+        // 5 GB ingested x $0.50 ; 5 GB x 7/30 kept x $0.03
+        assert!(close(logs[0].1, 2.5));
+        assert!(close(logs[1].1, 5.0 * 7.0 / 30.0 * 0.03));
+        let events = cost_of(x.events_log.as_ref(), "team");
+        // 2,000,000 events x 1 KB = 1.9073486 GB x $0.50
+        assert!(close(events[0].1, 2_000_000.0 / 1_048_576.0 * 0.5));
+    }
+
+    #[test]
+    fn the_idle_tier_total_is_under_the_seed_target() {
+        let x = xs("dev");
+        let r = report(
+            Tier::ExtraSmall,
+            "us-east-1",
+            &Usage::load("idle").unwrap(),
+            &x.resources(),
+        )
+        .unwrap();
+        // 2.434646725 + 0.53468485 + 3.65 (task, address) + 0.405 (secret)
+        // + 0.00125 + 0.00125 + 0.0025 + 0.002 (kv) + 0.001 (events)
+        // + 0.000476837 + 0.00000668 (event log) + 0.025 + 0.00035 (server log) = 7.05816508
+        assert!((r.total - 7.058165).abs() < 1e-5, "{}", r.render());
+        assert!(r.total < r.target_high);
+        let by = r.by_resource();
+        assert!(by.contains_key("dashboard-service") && by.contains_key("server-secret"));
+        assert!(!by.contains_key("budget"));
+    }
+}
