@@ -4,3 +4,4 @@
 
 mod deploy;
 mod harness;
+mod runtime;

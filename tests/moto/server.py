@@ -5,12 +5,15 @@ taught to answer them here.
 
 - Budgets DescribeSubscribersForNotification: moto answers 500.
 - Budgets UpdateBudget: moto does not implement it.
+- EventBridge -> CloudWatch Logs delivery: moto stamps the log event with a float number of
+  milliseconds, which no SDK parses as the integer the API defines.
 
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
 import json
 import time
 
+import moto.events.models as events_models
 from moto.budgets.exceptions import NotFoundException
 from moto.budgets.responses import BudgetsResponse
 from moto.server import main
@@ -39,6 +42,9 @@ def update_budget(self):
     budget.budget = {**new, **kept, "LastUpdatedTime": time.time()}
     return json.dumps({})
 
+
+_unix_time_millis = events_models.unix_time_millis
+events_models.unix_time_millis = lambda *args: int(_unix_time_millis(*args))
 
 BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification
 BudgetsResponse.update_budget = update_budget

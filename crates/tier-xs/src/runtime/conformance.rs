@@ -1,0 +1,359 @@
+//! The conformance suites: the behaviour every backend of a runtime service must have. The
+//! same functions run against the embedded backend (unit tests) and against the AWS backend
+//! on the emulator (tests/e2e), so the two cannot drift apart. They panic on a violation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::events::EventBus;
+use super::kv::{DEFAULT_TTL_SECS, Expect, KvStore, MAX_VALUE_BYTES, Ttl};
+use super::secrets::SecretStore;
+use super::{RuntimeError, Tenant, now_secs};
+
+fn tenants(tag: &str) -> (Tenant, Tenant) {
+    (
+        Tenant::new(&format!("{tag}-a")).unwrap(),
+        Tenant::new(&format!("{tag}-b")).unwrap(),
+    )
+}
+
+fn is_conflict(r: Result<impl std::fmt::Debug, RuntimeError>) -> bool {
+    matches!(r, Err(RuntimeError::VersionConflict { .. }))
+}
+
+fn is_invalid(r: Result<impl std::fmt::Debug, RuntimeError>) -> bool {
+    matches!(r, Err(RuntimeError::Invalid { .. }))
+}
+
+/// KV: versions, compare-and-set, TTL, validation, pagination, tenant isolation.
+pub async fn kv_suite(kv: &dyn KvStore, tag: &str) {
+    let (a, b) = tenants(tag);
+    assert_eq!(kv.get(&a, "missing").await.unwrap(), None);
+
+    // set / get / versions / default TTL
+    let e = kv.set(&a, "greeting", "hello", Ttl::Default).await.unwrap();
+    assert_eq!(e.version, 1);
+    let exp = e.expires_at.expect("a default TTL applies");
+    assert!(
+        exp.abs_diff(now_secs() + DEFAULT_TTL_SECS) <= 5,
+        "default TTL: {exp}"
+    );
+    assert_eq!(
+        kv.get(&a, "greeting").await.unwrap().unwrap().value,
+        "hello"
+    );
+    assert_eq!(
+        kv.set(&a, "greeting", "hello again", Ttl::Default)
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+
+    // compare-and-set
+    let e = kv
+        .compare_and_set(&a, "greeting", "v3", Expect::Version(2), Ttl::Default)
+        .await
+        .unwrap();
+    assert_eq!((e.version, e.value.as_str()), (3, "v3"));
+    assert!(is_conflict(
+        kv.compare_and_set(&a, "greeting", "stale", Expect::Version(2), Ttl::Default)
+            .await
+    ));
+    assert!(is_conflict(
+        kv.compare_and_set(&a, "greeting", "new", Expect::Absent, Ttl::Default)
+            .await
+    ));
+    assert_eq!(kv.get(&a, "greeting").await.unwrap().unwrap().value, "v3");
+    let e = kv
+        .compare_and_set(&a, "fresh", "1", Expect::Absent, Ttl::Default)
+        .await
+        .unwrap();
+    assert_eq!(e.version, 1);
+    assert!(is_conflict(
+        kv.compare_and_set(&a, "nothing-here", "x", Expect::Version(1), Ttl::Default)
+            .await
+    ));
+
+    // bad input changes nothing
+    let big = "x".repeat(MAX_VALUE_BYTES + 1);
+    assert!(matches!(
+        kv.set(&a, "greeting", &big, Ttl::Default).await,
+        Err(RuntimeError::TooLarge { .. })
+    ));
+    assert!(is_invalid(
+        kv.set(&a, "bad\u{7}key", "v", Ttl::Default).await
+    ));
+    assert!(is_invalid(kv.set(&a, "", "v", Ttl::Default).await));
+    assert!(is_invalid(
+        kv.set(&a, &"k".repeat(600), "v", Ttl::Default).await
+    ));
+    assert!(is_invalid(
+        kv.set(&a, "greeting", "v", Ttl::Seconds(0)).await
+    ));
+    assert!(is_invalid(kv.list(&a, "", Some("zz-not-hex"), 10).await));
+    assert!(is_invalid(kv.list(&a, "", None, 0).await));
+    assert_eq!(kv.get(&a, "greeting").await.unwrap().unwrap().value, "v3");
+    // The largest value fits.
+    let max = "y".repeat(MAX_VALUE_BYTES);
+    assert_eq!(
+        kv.set(&a, "big", &max, Ttl::Default)
+            .await
+            .unwrap()
+            .value
+            .len(),
+        MAX_VALUE_BYTES
+    );
+    assert_eq!(
+        kv.get(&a, "big").await.unwrap().unwrap().value.len(),
+        MAX_VALUE_BYTES
+    );
+    assert!(kv.delete(&a, "big").await.unwrap());
+
+    // list by prefix, page by page, in key order, nothing twice
+    for i in 0..25 {
+        kv.set(&a, &format!("page/{i:02}"), &i.to_string(), Ttl::Default)
+            .await
+            .unwrap();
+    }
+    kv.set(&a, "pagf", "outside the prefix", Ttl::Default)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = kv.list(&a, "page/", cursor.as_deref(), 10).await.unwrap();
+        pages += 1;
+        assert!(page.entries.len() <= 10);
+        seen.extend(page.entries.into_iter().map(|e| e.key));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 10, "pagination does not end");
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("page/{i:02}")).collect();
+    assert_eq!(seen, want);
+    assert!(pages >= 3);
+    let all = kv.list(&a, "", None, 1000).await.unwrap();
+    assert_eq!(
+        all.entries.len(),
+        28,
+        "{:?}",
+        all.entries.iter().map(|e| &e.key).collect::<Vec<_>>()
+    );
+    assert_eq!(kv.count(&a).await.unwrap(), 28);
+
+    // tenant isolation: b sees nothing of a, and cannot change it
+    assert_eq!(kv.get(&b, "greeting").await.unwrap(), None);
+    assert!(kv.list(&b, "", None, 100).await.unwrap().entries.is_empty());
+    assert_eq!(kv.count(&b).await.unwrap(), 0);
+    assert!(!kv.delete(&b, "greeting").await.unwrap());
+    assert!(is_conflict(
+        kv.compare_and_set(&b, "greeting", "x", Expect::Version(3), Ttl::Default)
+            .await
+    ));
+    kv.set(&b, "greeting", "b's own", Ttl::Default)
+        .await
+        .unwrap();
+    assert_eq!(kv.get(&a, "greeting").await.unwrap().unwrap().value, "v3");
+    assert_eq!(
+        kv.get(&b, "greeting").await.unwrap().unwrap().value,
+        "b's own"
+    );
+
+    // expiry: gone for every read before any sweeper runs
+    // (Expiry has one-second resolution: a 2 s TTL is certainly live at once and gone after 3 s.)
+    kv.set(&a, "short", "lived", Ttl::Seconds(2)).await.unwrap();
+    assert!(kv.get(&a, "short").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(kv.get(&a, "short").await.unwrap(), None);
+    assert!(
+        kv.list(&a, "short", None, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert!(!kv.delete(&a, "short").await.unwrap());
+    assert!(
+        kv.compare_and_set(&a, "short", "again", Expect::Absent, Ttl::Default)
+            .await
+            .is_ok()
+    );
+
+    // delete
+    assert!(kv.delete(&a, "greeting").await.unwrap());
+    assert!(!kv.delete(&a, "greeting").await.unwrap());
+    assert_eq!(kv.get(&a, "greeting").await.unwrap(), None);
+}
+
+/// Events: published events are accepted, listed for their tenant only, validated.
+pub async fn events_suite(bus: &dyn EventBus, tag: &str) {
+    let (a, b) = tenants(tag);
+    let first = bus
+        .publish(&a, "Agent Task Started", &json!({"task": "t1"}))
+        .await
+        .unwrap();
+    let second = bus
+        .publish(
+            &a,
+            "Agent Task Completed",
+            &json!({"task": "t1", "ok": true}),
+        )
+        .await
+        .unwrap();
+    assert_ne!(first.id, second.id);
+    assert_eq!(first.source, "agentbus");
+    bus.publish(&b, "Agent Task Started", &json!({"task": "b-only"}))
+        .await
+        .unwrap();
+
+    let recent = bus.recent(&a, 10).await.unwrap();
+    let ids: Vec<&str> = recent.iter().map(|e| e.id.as_str()).collect();
+    assert!(
+        ids.contains(&first.id.as_str()) && ids.contains(&second.id.as_str()),
+        "{recent:?}"
+    );
+    assert!(
+        recent.iter().all(|e| e.detail["task"] == "t1"),
+        "tenant a sees only its events: {recent:?}"
+    );
+    assert!(
+        recent.windows(2).all(|w| w[0].time_ms >= w[1].time_ms),
+        "newest first"
+    );
+    let got = recent.iter().find(|e| e.id == second.id).unwrap();
+    assert_eq!(got.detail_type, "Agent Task Completed");
+    assert_eq!(got.detail, json!({"task": "t1", "ok": true}));
+    let theirs = bus.recent(&b, 10).await.unwrap();
+    assert!(theirs.iter().all(|e| e.detail["task"] == "b-only"));
+
+    assert!(is_invalid(
+        bus.publish(&a, "x", &json!("not an object")).await
+    ));
+    assert!(is_invalid(bus.publish(&a, "bad\ntype", &json!({})).await));
+    assert!(is_invalid(bus.publish(&a, "", &json!({})).await));
+    let big = json!({"blob": "z".repeat(super::events::MAX_DETAIL_BYTES)});
+    assert!(matches!(
+        bus.publish(&a, "big", &big).await,
+        Err(RuntimeError::TooLarge { .. })
+    ));
+    assert!(is_invalid(bus.recent(&a, 0).await));
+}
+
+/// Secrets: write-only values, names and metadata listed per tenant, validated, deletable.
+pub async fn secrets_suite(store: &dyn SecretStore, tag: &str) {
+    let (a, b) = tenants(tag);
+    let m = store.put(&a, "api-key", "s3cret-1").await.unwrap();
+    assert_eq!(m.name, "api-key");
+    store.put(&a, "webhook.secret", "w").await.unwrap();
+    assert_eq!(
+        store.read(&a, "api-key").await.unwrap().as_deref(),
+        Some("s3cret-1")
+    );
+    store.put(&a, "api-key", "s3cret-2").await.unwrap();
+    assert_eq!(
+        store.read(&a, "api-key").await.unwrap().as_deref(),
+        Some("s3cret-2")
+    );
+    let names: Vec<String> = store
+        .list(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["api-key".to_string(), "webhook.secret".to_string()]
+    );
+
+    // isolation
+    assert!(store.list(&b).await.unwrap().is_empty());
+    assert_eq!(store.read(&b, "api-key").await.unwrap(), None);
+    assert!(!store.delete(&b, "api-key").await.unwrap());
+    assert_eq!(
+        store.read(&a, "api-key").await.unwrap().as_deref(),
+        Some("s3cret-2")
+    );
+
+    // validation
+    assert!(is_invalid(store.put(&a, "a/b", "v").await));
+    assert!(is_invalid(store.put(&a, "tab\there", "v").await));
+    assert!(is_invalid(store.put(&a, "", "v").await));
+    assert!(is_invalid(store.put(&a, "empty", "").await));
+    let big = "s".repeat(super::secrets::MAX_SECRET_BYTES + 1);
+    assert!(matches!(
+        store.put(&a, "big", &big).await,
+        Err(RuntimeError::TooLarge { .. })
+    ));
+    assert_eq!(store.list(&a).await.unwrap().len(), 2);
+
+    // delete, and put again after a delete
+    assert!(store.delete(&a, "webhook.secret").await.unwrap());
+    assert!(!store.delete(&a, "webhook.secret").await.unwrap());
+    assert_eq!(store.list(&a).await.unwrap().len(), 1);
+    store.put(&a, "webhook.secret", "w2").await.unwrap();
+    assert_eq!(
+        store.read(&a, "webhook.secret").await.unwrap().as_deref(),
+        Some("w2")
+    );
+}
+
+#[cfg(test)]
+mod embedded {
+    //! The suites against the embedded backend, in a fresh data directory.
+    use super::*;
+    use crate::runtime::embedded::open;
+    use crate::runtime::events::SqliteEvents;
+    use crate::runtime::kv::SqliteKv;
+    use crate::runtime::secrets::SqliteSecrets;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("agentbus-conf-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[tokio::test]
+    async fn kv_on_sqlite() {
+        let d = dir("kv");
+        kv_suite(&SqliteKv::new(open(&d).await.unwrap()), "emb").await;
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn events_on_sqlite() {
+        let d = dir("events");
+        events_suite(&SqliteEvents::new(open(&d).await.unwrap()), "emb").await;
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn secrets_on_sqlite() {
+        let d = dir("secrets");
+        secrets_suite(&SqliteSecrets::new(open(&d).await.unwrap()), "emb").await;
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let d = dir("reopen");
+        let t = Tenant::new("keep").unwrap();
+        {
+            let pool = open(&d).await.unwrap();
+            SqliteKv::new(pool.clone())
+                .set(&t, "k", "v", Ttl::Default)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let kv = SqliteKv::new(open(&d).await.unwrap());
+        assert_eq!(kv.get(&t, "k").await.unwrap().unwrap().value, "v");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

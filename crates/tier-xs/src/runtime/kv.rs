@@ -1,0 +1,634 @@
+//! Key-value store: get, set with TTL, compare-and-set by version, delete, list by prefix
+//! with a cursor. Expired entries read as absent on every backend, whether or not the
+//! backing store has swept them yet.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
+use serde::Serialize;
+use sqlx::{Row, SqlitePool};
+
+use super::{RuntimeError, Tenant, check_name, now_secs};
+use crate::engine::error_code;
+
+/// DynamoDB items are at most 400 KB; the value gets what the key and attributes leave.
+pub const MAX_VALUE_BYTES: usize = 350 * 1024;
+pub const MAX_KEY_BYTES: usize = 512;
+/// Applied when a caller gives no TTL.
+pub const DEFAULT_TTL_SECS: u64 = 24 * 3600;
+/// The longest TTL accepted (one year).
+pub const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KvEntry {
+    pub key: String,
+    pub value: String,
+    /// Starts at 1 and grows with every write; the token for compare-and-set.
+    pub version: u64,
+    pub updated_at: u64,
+    /// Epoch seconds after which the entry reads as absent.
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KvPage {
+    pub entries: Vec<KvEntry>,
+    /// Pass back to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// How long an entry lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// [`DEFAULT_TTL_SECS`].
+    Default,
+    Seconds(u64),
+}
+
+impl Ttl {
+    fn expires_at(self, now: u64) -> Result<u64, RuntimeError> {
+        let secs = match self {
+            Ttl::Default => DEFAULT_TTL_SECS,
+            Ttl::Seconds(0) => {
+                return Err(RuntimeError::invalid("ttl", "must be at least 1 second"));
+            }
+            Ttl::Seconds(s) if s > MAX_TTL_SECS => {
+                return Err(RuntimeError::invalid(
+                    "ttl",
+                    format!("at most {MAX_TTL_SECS} seconds (a year)"),
+                ));
+            }
+            Ttl::Seconds(s) => s,
+        };
+        Ok(now + secs)
+    }
+}
+
+/// What a compare-and-set expects to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// The key must not exist (or be expired).
+    Absent,
+    /// The entry must be at this version.
+    Version(u64),
+}
+
+pub fn check_key(key: &str) -> Result<(), RuntimeError> {
+    check_name("key", key, MAX_KEY_BYTES, |_| true)
+}
+
+pub fn check_value(value: &str) -> Result<(), RuntimeError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(RuntimeError::TooLarge {
+            size: value.len(),
+            max: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+fn check_prefix(prefix: &str) -> Result<(), RuntimeError> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    check_name("prefix", prefix, MAX_KEY_BYTES, |_| true)
+}
+
+fn check_limit(limit: u32) -> Result<u32, RuntimeError> {
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(RuntimeError::invalid(
+            "limit",
+            format!("use 1-{MAX_LIST_LIMIT}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Cursors are opaque to callers: the hex of the last key returned.
+fn encode_cursor(key: &str) -> String {
+    hex::encode(key.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, RuntimeError> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| RuntimeError::invalid("cursor", "not a cursor this store returned"))
+}
+
+#[async_trait]
+pub trait KvStore: Send + Sync {
+    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError>;
+    async fn set(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        ttl: Ttl,
+    ) -> Result<KvEntry, RuntimeError>;
+    /// Writes only if the entry is as expected; otherwise [`RuntimeError::VersionConflict`].
+    async fn compare_and_set(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        expect: Expect,
+        ttl: Ttl,
+    ) -> Result<KvEntry, RuntimeError>;
+    /// True when a live entry was deleted.
+    async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError>;
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KvPage, RuntimeError>;
+    /// Live entries of a tenant.
+    async fn count(&self, tenant: &Tenant) -> Result<u64, RuntimeError>;
+}
+
+fn conflict(key: &str, expect: Expect, found: Option<u64>) -> RuntimeError {
+    RuntimeError::VersionConflict {
+        key: key.to_string(),
+        expected: match expect {
+            Expect::Absent => "no entry".into(),
+            Expect::Version(v) => format!("version {v}"),
+        },
+        found: match found {
+            None => "no entry".into(),
+            Some(v) => format!("version {v}"),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DynamoDB: pk = "kv#{tenant}", sk = key; `expires_at` is the table's TTL attribute.
+
+pub struct DynamoKv {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoKv {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoKv {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn pk(tenant: &Tenant) -> AttributeValue {
+        AttributeValue::S(format!("kv#{tenant}"))
+    }
+
+    fn key(tenant: &Tenant, key: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            ("pk".to_string(), Self::pk(tenant)),
+            ("sk".to_string(), AttributeValue::S(key.to_string())),
+        ])
+    }
+
+    fn entry(item: &HashMap<String, AttributeValue>) -> Option<KvEntry> {
+        let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let n = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some(KvEntry {
+            key: s("sk")?,
+            value: s("value").unwrap_or_default(),
+            version: n("version").unwrap_or(0),
+            updated_at: n("updated_at").unwrap_or(0),
+            expires_at: n("expires_at"),
+        })
+    }
+
+    fn live(e: &KvEntry, now: u64) -> bool {
+        e.expires_at.is_none_or(|x| x > now)
+    }
+
+    async fn write(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        ttl: Ttl,
+        expect: Option<Expect>,
+    ) -> Result<KvEntry, RuntimeError> {
+        check_key(key)?;
+        check_value(value)?;
+        let now = now_secs();
+        let exp = ttl.expires_at(now)?;
+        let n = |v: u64| AttributeValue::N(v.to_string());
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, key)))
+            .update_expression(
+                "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now, expires_at = :exp",
+            )
+            .expression_attribute_names("#v", "value")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(exp))
+            .return_values(ReturnValue::AllNew);
+        match expect {
+            None => {}
+            Some(Expect::Absent) => {
+                req = req.condition_expression("attribute_not_exists(pk) OR expires_at <= :now");
+            }
+            Some(Expect::Version(v)) => {
+                req = req
+                    .condition_expression("#ver = :expected AND expires_at > :now")
+                    .expression_attribute_values(":expected", n(v));
+            }
+        }
+        match req.send().await {
+            Ok(out) => out
+                .attributes
+                .as_ref()
+                .and_then(Self::entry)
+                .ok_or_else(|| RuntimeError::Backend {
+                    op: "UpdateItem",
+                    message: "no attributes returned".into(),
+                }),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                let found = self.get(tenant, key).await?.map(|e| e.version);
+                Err(conflict(key, expect.unwrap_or(Expect::Absent), found))
+            }
+            Err(e) => Err(RuntimeError::backend("UpdateItem", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl KvStore for DynamoKv {
+    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
+        check_key(key)?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("GetItem", e))?;
+        let now = now_secs();
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(Self::entry)
+            .filter(|e| Self::live(e, now)))
+    }
+
+    async fn set(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        ttl: Ttl,
+    ) -> Result<KvEntry, RuntimeError> {
+        self.write(tenant, key, value, ttl, None).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        expect: Expect,
+        ttl: Ttl,
+    ) -> Result<KvEntry, RuntimeError> {
+        self.write(tenant, key, value, ttl, Some(expect)).await
+    }
+
+    async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {
+        check_key(key)?;
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, key)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
+        let now = now_secs();
+        Ok(out
+            .attributes
+            .as_ref()
+            .and_then(Self::entry)
+            .is_some_and(|e| Self::live(&e, now)))
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KvPage, RuntimeError> {
+        check_prefix(prefix)?;
+        let limit = check_limit(limit)?;
+        let now = now_secs();
+        let mut start = match cursor {
+            Some(c) => {
+                let last = decode_cursor(c)?;
+                if !last.starts_with(prefix) {
+                    return Err(RuntimeError::invalid("cursor", "belongs to another prefix"));
+                }
+                Some(Self::key(tenant, &last))
+            }
+            None => None,
+        };
+        let mut entries = Vec::new();
+        // Expired entries are filtered out after DynamoDB's limit applies: keep reading until
+        // the page is full or the range ends.
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", Self::pk(tenant))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .set_exclusive_start_key(start.take())
+                .limit((limit as usize - entries.len()) as i32);
+            req = if prefix.is_empty() {
+                req.key_condition_expression("pk = :pk")
+            } else {
+                req.key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
+            };
+            let out = req
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("Query", e))?;
+            entries.extend(out.items().iter().filter_map(Self::entry));
+            match out.last_evaluated_key {
+                Some(k) if entries.len() < limit as usize => start = Some(k),
+                Some(_) => {
+                    let next = entries.last().map(|e| encode_cursor(&e.key));
+                    return Ok(KvPage {
+                        entries,
+                        next_cursor: next,
+                    });
+                }
+                None => {
+                    return Ok(KvPage {
+                        entries,
+                        next_cursor: None,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn count(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
+        let now = now_secs();
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .expression_attribute_values(":pk", Self::pk(tenant))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("Query", e))?;
+            total += out.count.max(0) as u64;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite: one row per (tenant, key).
+
+pub struct SqliteKv {
+    pool: SqlitePool,
+}
+
+impl SqliteKv {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteKv { pool }
+    }
+
+    fn entry(row: &sqlx::sqlite::SqliteRow) -> KvEntry {
+        KvEntry {
+            key: row.get("key"),
+            value: row.get("value"),
+            version: row.get::<i64, _>("version") as u64,
+            updated_at: row.get::<i64, _>("updated_at") as u64,
+            expires_at: row.get::<Option<i64>, _>("expires_at").map(|v| v as u64),
+        }
+    }
+
+    async fn write(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        ttl: Ttl,
+        expect: Option<Expect>,
+    ) -> Result<KvEntry, RuntimeError> {
+        check_key(key)?;
+        check_value(value)?;
+        let now = now_secs();
+        let exp = ttl.expires_at(now)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| RuntimeError::backend("begin", e))?;
+        let current =
+            sqlx::query("SELECT version, expires_at FROM kv WHERE tenant = ? AND key = ?")
+                .bind(tenant.as_str())
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| RuntimeError::backend("select", e))?;
+        let (old_version, live) = match &current {
+            Some(r) => {
+                let v = r.get::<i64, _>("version") as u64;
+                let e = r.get::<Option<i64>, _>("expires_at").map(|v| v as u64);
+                (v, e.is_none_or(|x| x > now))
+            }
+            None => (0, false),
+        };
+        match expect {
+            None => {}
+            Some(Expect::Absent) if live => {
+                return Err(conflict(key, Expect::Absent, Some(old_version)));
+            }
+            Some(Expect::Version(v)) if !live || v != old_version => {
+                return Err(conflict(
+                    key,
+                    Expect::Version(v),
+                    live.then_some(old_version),
+                ));
+            }
+            Some(_) => {}
+        }
+        let version = old_version + 1;
+        sqlx::query(
+            "INSERT INTO kv (tenant, key, value, version, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, version = excluded.version,
+               updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(value)
+        .bind(version as i64)
+        .bind(now as i64)
+        .bind(exp as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| RuntimeError::backend("upsert", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| RuntimeError::backend("commit", e))?;
+        Ok(KvEntry {
+            key: key.to_string(),
+            value: value.to_string(),
+            version,
+            updated_at: now,
+            expires_at: Some(exp),
+        })
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteKv {
+    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
+        check_key(key)?;
+        let row = sqlx::query(
+            "SELECT key, value, version, updated_at, expires_at FROM kv
+             WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(now_secs() as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| RuntimeError::backend("select", e))?;
+        Ok(row.as_ref().map(Self::entry))
+    }
+
+    async fn set(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        ttl: Ttl,
+    ) -> Result<KvEntry, RuntimeError> {
+        self.write(tenant, key, value, ttl, None).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        expect: Expect,
+        ttl: Ttl,
+    ) -> Result<KvEntry, RuntimeError> {
+        self.write(tenant, key, value, ttl, Some(expect)).await
+    }
+
+    async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {
+        check_key(key)?;
+        let now = now_secs() as i64;
+        let res = sqlx::query("DELETE FROM kv WHERE tenant = ? AND key = ? RETURNING expires_at")
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| RuntimeError::backend("delete", e))?;
+        Ok(res
+            .map(|r| {
+                r.get::<Option<i64>, _>("expires_at")
+                    .is_none_or(|x| x > now)
+            })
+            .unwrap_or(false))
+    }
+
+    async fn list(
+        &self,
+        tenant: &Tenant,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<KvPage, RuntimeError> {
+        check_prefix(prefix)?;
+        let limit = check_limit(limit)?;
+        let after = match cursor {
+            Some(c) => {
+                let last = decode_cursor(c)?;
+                if !last.starts_with(prefix) {
+                    return Err(RuntimeError::invalid("cursor", "belongs to another prefix"));
+                }
+                last
+            }
+            None => String::new(),
+        };
+        // Keys are compared as bytes (BINARY collation); the prefix range is [prefix, prefix+0xFF...).
+        let rows = sqlx::query(
+            "SELECT key, value, version, updated_at, expires_at FROM kv
+             WHERE tenant = ? AND substr(key, 1, length(?)) = ? AND key > ?
+               AND (expires_at IS NULL OR expires_at > ?)
+             ORDER BY key LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(prefix)
+        .bind(prefix)
+        .bind(&after)
+        .bind(now_secs() as i64)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| RuntimeError::backend("select", e))?;
+        let mut entries: Vec<KvEntry> = rows.iter().map(Self::entry).collect();
+        let next_cursor = if entries.len() > limit as usize {
+            entries.truncate(limit as usize);
+            entries.last().map(|e| encode_cursor(&e.key))
+        } else {
+            None
+        };
+        Ok(KvPage {
+            entries,
+            next_cursor,
+        })
+    }
+
+    async fn count(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM kv WHERE tenant = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(now_secs() as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| RuntimeError::backend("count", e))?;
+        Ok(row.get::<i64, _>("n") as u64)
+    }
+}

@@ -1,0 +1,47 @@
+//! The runtime conformance suites against the AWS backends (DynamoDB, EventBridge + Logs,
+//! Secrets Manager) on the emulator, in a deployed extra-small workspace. The same suites
+//! run against the embedded backend in tier-xs's unit tests.
+
+use tier_xs::config::ServerConfig;
+use tier_xs::runtime::conformance::{events_suite, kv_suite, secrets_suite};
+use tier_xs::runtime::events::AwsEvents;
+use tier_xs::runtime::kv::DynamoKv;
+use tier_xs::runtime::secrets::AwsSecrets;
+use tier_xs::workspace::{Env, Tier, Workspace};
+
+use crate::harness::{IMAGE, agentbus, clients, unique_env};
+
+#[tokio::test]
+async fn runtime_services_conform_on_aws() {
+    let env = unique_env("rt");
+    let r = agentbus(&[
+        "deploy",
+        "xs",
+        "--env",
+        &env,
+        "--image",
+        IMAGE,
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let aws = clients().await;
+    let ws = Workspace::new(Env::new(&env).unwrap(), "123456789012", "us-east-1");
+    let cfg = ServerConfig::for_workspace(&ws, Tier::ExtraSmall);
+
+    let kv = DynamoKv::new(aws.dynamodb.clone(), &cfg.kv_table);
+    let events = AwsEvents::new(
+        aws.events.clone(),
+        aws.logs.clone(),
+        &cfg.event_bus,
+        &cfg.events_log_group,
+    );
+    let secrets = AwsSecrets::new(aws.secrets.clone(), &ws);
+    // Three suites at once: they use disjoint tenants.
+    tokio::join!(
+        kv_suite(&kv, "aws"),
+        events_suite(&events, "aws"),
+        secrets_suite(&secrets, "aws")
+    );
+}
