@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# AWS emulator for the end-to-end tests (the tests start it on 127.0.0.1 themselves).
-if [ ! -x .venv/bin/moto_server ]; then
-  echo "== installing moto server into .venv"
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3'
+# Python tools for the end-to-end tests: the AWS emulator (the tests start it on 127.0.0.1
+# themselves) and the official MCP SDK (a client of the server nobody on the team wrote).
+if ! .venv/bin/python -c 'import moto, mcp' 2>/dev/null; then
+  echo "== installing moto server and the MCP Python SDK into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3' 'mcp>=2,<3'
 fi
 
 echo "== cargo fmt --check"

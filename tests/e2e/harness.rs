@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 /// The Python that has moto installed (the project's .venv unless overridden).
-fn python() -> String {
+pub fn python() -> String {
     if let Ok(p) = std::env::var("AGENTBUS_TEST_PYTHON") {
         return p;
     }

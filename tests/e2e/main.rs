@@ -5,3 +5,4 @@
 mod deploy;
 mod harness;
 mod runtime;
+mod server;

@@ -1,6 +1,9 @@
-//! `agentbus`: plan, deploy, destroy and inspect agentbus workspaces.
+//! `agentbus`: plan, deploy, destroy and inspect agentbus workspaces; run the server.
+
+mod serve;
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +122,38 @@ enum Command {
     Status,
     /// Remove a deploy lock whose holder has stopped (refuses while it is alive).
     Unlock,
+    /// Run a tier locally on embedded storage (no AWS account needed): dashboard and MCP on 127.0.0.1.
+    Up {
+        /// The tier to run (default extra-small).
+        tier: Option<String>,
+        /// Where the data lives (kept across restarts).
+        #[arg(long, default_value = serve::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = tier_xs::config::DASHBOARD_PORT)]
+        port: u16,
+    },
+    /// Run the server: on AWS as configured by the deploy (AGENTBUS_* variables), or on
+    /// embedded storage with --data-dir; --stdio serves MCP on stdin/stdout.
+    Serve {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        stdio: bool,
+        /// Tenant of the stdio session.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Port (default: AGENTBUS_PORT or 8080).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Manage the bearer tokens of the server (embedded with --data-dir, else the env's workspace secret).
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Exit 0 when the server on this host answers GET /health with 200 (the container's
     /// health check; needs no curl in the image).
     Healthcheck {
@@ -128,6 +163,25 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// admin, user or viewer.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        ttl_days: Option<u64>,
+    },
+    /// List tokens (ids, tenants, roles; never the tokens).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
 }
 
 /// GET /health on 127.0.0.1:port over plain HTTP/1.1; true on a 200.
@@ -404,6 +458,47 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Healthcheck { .. } => Ok(0),
+        Command::Up {
+            tier,
+            data_dir,
+            port,
+        } => {
+            let tier = match tier.or_else(|| std::env::var("WS").ok().filter(|s| !s.is_empty())) {
+                Some(t) => t.parse::<Tier>()?,
+                None => Tier::ExtraSmall,
+            };
+            serve::up_cmd(tier, &data_dir, port).await
+        }
+        Command::Serve {
+            data_dir,
+            stdio,
+            tenant,
+            port,
+        } => serve::serve_cmd(data_dir, stdio, &tenant, port).await,
+        Command::Token { action, data_dir } => {
+            let action = match action {
+                TokenCommand::Create {
+                    tenant,
+                    role,
+                    ttl_days,
+                } => serve::TokenAction::Create {
+                    tenant,
+                    role,
+                    ttl_days,
+                },
+                TokenCommand::List => serve::TokenAction::List,
+                TokenCommand::Revoke { id } => serve::TokenAction::Revoke { id },
+            };
+            serve::token_cmd(
+                action,
+                data_dir.as_deref(),
+                &g.env,
+                g.region.clone(),
+                g.profile.clone(),
+                g.json,
+            )
+            .await
+        }
         Command::Unlock => {
             let d = connect(&g).await?;
             match d.table.unlock().await {

@@ -49,6 +49,49 @@ impl ServerConfig {
         }
     }
 
+    /// Reads the configuration back from the environment the deploy gave the task; names
+    /// every missing variable at once.
+    pub fn from_env() -> Result<Self, String> {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let names = [
+            ENV_ENV,
+            ENV_TIER,
+            ENV_REGION,
+            ENV_KV_TABLE,
+            ENV_EVENT_BUS,
+            ENV_SECRET,
+            ENV_EVENTS_LOG_GROUP,
+        ];
+        let missing: Vec<&str> = names.iter().copied().filter(|k| get(k).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the server needs these environment variables, which the deploy sets on the task: {} \
+                 (to run locally without AWS, use `agentbus up`)",
+                missing.join(", ")
+            ));
+        }
+        let v = |k: &str| get(k).unwrap_or_default();
+        let tier = v(ENV_TIER)
+            .parse::<Tier>()
+            .map_err(|e| format!("{ENV_TIER}: {e}"))?;
+        let port = match get(ENV_PORT) {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("{ENV_PORT}={p:?} is not a port number"))?,
+            None => DASHBOARD_PORT,
+        };
+        Ok(ServerConfig {
+            env: v(ENV_ENV),
+            tier,
+            region: v(ENV_REGION),
+            port,
+            kv_table: v(ENV_KV_TABLE),
+            event_bus: v(ENV_EVENT_BUS),
+            secret: v(ENV_SECRET),
+            events_log_group: v(ENV_EVENTS_LOG_GROUP),
+        })
+    }
+
     /// As environment variables for the task definition.
     pub fn to_env(&self) -> Vec<(String, String)> {
         vec![

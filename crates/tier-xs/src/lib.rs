@@ -17,5 +17,6 @@ pub mod cost;
 pub mod engine;
 pub mod ops;
 pub mod runtime;
+pub mod server;
 pub mod tier;
 pub mod workspace;

@@ -1,0 +1,386 @@
+//! Bearer tokens: each maps to a tenant and a role. Only SHA-256 hashes are stored — in the
+//! workspace secret on AWS, in `tokens.json` of the data directory locally. A token is shown
+//! once, when it is created.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::runtime::{RuntimeError, Tenant, now_secs};
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including workspace details.
+    Admin,
+    /// Read and write the tenant's KV, events and secrets.
+    User,
+    /// Read only.
+    Viewer,
+}
+
+impl std::str::FromStr for Role {
+    type Err = RuntimeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            "viewer" => Ok(Role::Viewer),
+            _ => Err(RuntimeError::invalid(
+                "role",
+                format!("{s:?}: use admin, user or viewer"),
+            )),
+        }
+    }
+}
+
+impl Role {
+    pub fn can_write(self) -> bool {
+        matches!(self, Role::Admin | Role::User)
+    }
+}
+
+/// Who is calling: derived from the token, never from request input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub token_id: String,
+    pub tenant: Tenant,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    /// Hex SHA-256 of the whole token.
+    pub hash: String,
+    pub tenant: Tenant,
+    pub role: Role,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+impl TokenRecord {
+    fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Constant-time comparison of two hex digests.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn random_hex(n: usize) -> Result<String, RuntimeError> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).map_err(|e| RuntimeError::Backend {
+        op: "generate token",
+        message: e.to_string(),
+    })?;
+    Ok(hex::encode(b))
+}
+
+/// A new token and its record. The token is `ab_{id}_{secret}`.
+pub fn mint(
+    tenant: Tenant,
+    role: Role,
+    ttl: Option<Duration>,
+) -> Result<(String, TokenRecord), RuntimeError> {
+    let id = random_hex(6)?;
+    let token = format!("ab_{id}_{}", random_hex(32)?);
+    let now = now_secs();
+    let rec = TokenRecord {
+        id,
+        hash: sha256_hex(&token),
+        tenant,
+        role,
+        created_at: now,
+        expires_at: ttl.map(|t| now + t.as_secs()),
+    };
+    Ok((token, rec))
+}
+
+/// Where token records live.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn load(&self) -> Result<Vec<TokenRecord>, RuntimeError>;
+    async fn save(&self, tokens: &[TokenRecord]) -> Result<(), RuntimeError>;
+}
+
+/// `tokens.json` in the data directory, readable by its owner only.
+pub struct FileTokens {
+    pub path: PathBuf,
+}
+
+#[async_trait]
+impl TokenStore for FileTokens {
+    async fn load(&self) -> Result<Vec<TokenRecord>, RuntimeError> {
+        match tokio::fs::read_to_string(&self.path).await {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| RuntimeError::Backend {
+                op: "read tokens",
+                message: format!("{}: {e}", self.path.display()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(RuntimeError::backend("read tokens", e)),
+        }
+    }
+
+    async fn save(&self, tokens: &[TokenRecord]) -> Result<(), RuntimeError> {
+        let body = serde_json::to_string_pretty(tokens)
+            .map_err(|e| RuntimeError::backend("write tokens", e))?;
+        let tmp = self.path.with_extension("json.tmp");
+        tokio::fs::write(&tmp, body)
+            .await
+            .map_err(|e| RuntimeError::backend("write tokens", e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
+        }
+        tokio::fs::rename(&tmp, &self.path)
+            .await
+            .map_err(|e| RuntimeError::backend("write tokens", e))
+    }
+}
+
+/// The `tokens` list inside the workspace secret (`agentbus/{env}/server`).
+pub struct SecretTokens {
+    pub client: aws_sdk_secretsmanager::Client,
+    pub secret: String,
+}
+
+impl SecretTokens {
+    async fn document(&self) -> Result<Value, RuntimeError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(&self.secret)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("GetSecretValue", e))?;
+        Ok(out
+            .secret_string
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_else(|| json!({"version": 1})))
+    }
+}
+
+#[async_trait]
+impl TokenStore for SecretTokens {
+    async fn load(&self) -> Result<Vec<TokenRecord>, RuntimeError> {
+        let doc = self.document().await?;
+        Ok(serde_json::from_value(doc["tokens"].clone()).unwrap_or_default())
+    }
+
+    async fn save(&self, tokens: &[TokenRecord]) -> Result<(), RuntimeError> {
+        // Keep the rest of the document (the session key) as it is.
+        let mut doc = self.document().await?;
+        doc["tokens"] =
+            serde_json::to_value(tokens).map_err(|e| RuntimeError::backend("encode tokens", e))?;
+        self.client
+            .put_secret_value()
+            .secret_id(&self.secret)
+            .secret_string(doc.to_string())
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("PutSecretValue", e))?;
+        Ok(())
+    }
+}
+
+/// Verifies tokens against a cached copy of the store, reloaded at most every few seconds
+/// when an unknown token id shows up (so new and revoked tokens take effect quickly).
+pub struct Authenticator {
+    store: Box<dyn TokenStore>,
+    cache: tokio::sync::Mutex<(Vec<TokenRecord>, Option<Instant>)>,
+}
+
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+impl Authenticator {
+    pub fn new(store: Box<dyn TokenStore>) -> Self {
+        Authenticator {
+            store,
+            cache: tokio::sync::Mutex::new((Vec::new(), None)),
+        }
+    }
+
+    pub fn store(&self) -> &dyn TokenStore {
+        self.store.as_ref()
+    }
+
+    /// The identity of a bearer token, or `None`.
+    pub async fn verify(&self, token: &str) -> Option<Identity> {
+        let mut parts = token.splitn(3, '_');
+        let (Some("ab"), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        let hash = sha256_hex(token);
+        let mut cache = self.cache.lock().await;
+        let known = cache.0.iter().any(|r| r.id == id);
+        let due = match cache.1 {
+            None => true,
+            Some(t) => {
+                t.elapsed() >= RELOAD_EVERY || (!known && t.elapsed() >= Duration::from_millis(500))
+            }
+        };
+        if due {
+            match self.store.load().await {
+                Ok(t) => *cache = (t, Some(Instant::now())),
+                Err(e) => tracing::warn!("cannot load tokens: {e}"),
+            }
+        }
+        let now = now_secs();
+        cache
+            .0
+            .iter()
+            .find(|r| r.id == id && same(&r.hash, &hash) && r.live(now))
+            .map(|r| Identity {
+                token_id: r.id.clone(),
+                tenant: r.tenant.clone(),
+                role: r.role,
+            })
+    }
+
+    /// Creates a token; returns it (shown once) and its record.
+    pub async fn create(
+        &self,
+        tenant: Tenant,
+        role: Role,
+        ttl: Option<Duration>,
+    ) -> Result<(String, TokenRecord), RuntimeError> {
+        let (token, rec) = mint(tenant, role, ttl)?;
+        let mut all = self.store.load().await?;
+        all.push(rec.clone());
+        self.store.save(&all).await?;
+        self.cache.lock().await.1 = None;
+        Ok((token, rec))
+    }
+
+    pub async fn list(&self) -> Result<Vec<TokenRecord>, RuntimeError> {
+        self.store.load().await
+    }
+
+    /// True when a token with that id existed.
+    pub async fn revoke(&self, id: &str) -> Result<bool, RuntimeError> {
+        let mut all = self.store.load().await?;
+        let before = all.len();
+        all.retain(|r| r.id != id);
+        if all.len() == before {
+            return Ok(false);
+        }
+        self.store.save(&all).await?;
+        self.cache.lock().await.1 = None;
+        Ok(true)
+    }
+}
+
+/// Per-tenant request limit over a sliding one-minute window.
+pub struct RateLimiter {
+    per_minute: u32,
+    hits: Mutex<HashMap<Tenant, std::collections::VecDeque<Instant>>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        RateLimiter {
+            per_minute,
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True when the request may go ahead (and counts it).
+    pub fn allow(&self, tenant: &Tenant) -> bool {
+        let Ok(mut hits) = self.hits.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        let q = hits.entry(tenant.clone()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            q.pop_front();
+        }
+        if q.len() >= self.per_minute as usize {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Mem(tokio::sync::Mutex<Vec<TokenRecord>>);
+
+    #[async_trait]
+    impl TokenStore for Mem {
+        async fn load(&self) -> Result<Vec<TokenRecord>, RuntimeError> {
+            Ok(self.0.lock().await.clone())
+        }
+        async fn save(&self, t: &[TokenRecord]) -> Result<(), RuntimeError> {
+            *self.0.lock().await = t.to_vec();
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_verify_only_as_created_and_stop_when_revoked() {
+        let auth = Authenticator::new(Box::new(Mem(Default::default())));
+        let (token, rec) = auth
+            .create(Tenant::new("acme").unwrap(), Role::User, None)
+            .await
+            .unwrap();
+        assert!(
+            !auth.list().await.unwrap()[0].hash.contains(&token),
+            "only the hash is stored"
+        );
+        let who = auth.verify(&token).await.unwrap();
+        assert_eq!((who.tenant.as_str(), who.role), ("acme", Role::User));
+        assert!(auth.verify(&format!("{token}x")).await.is_none());
+        assert!(auth.verify("ab_nope_nope").await.is_none());
+        assert!(auth.verify("").await.is_none());
+        assert!(auth.revoke(&rec.id).await.unwrap());
+        assert!(auth.verify(&token).await.is_none());
+        let (expired, _) = auth
+            .create(
+                Tenant::new("acme").unwrap(),
+                Role::User,
+                Some(Duration::from_secs(0)),
+            )
+            .await
+            .unwrap();
+        assert!(
+            auth.verify(&expired).await.is_none(),
+            "an expired token is refused"
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_is_per_tenant() {
+        let rl = RateLimiter::new(3);
+        let a = Tenant::new("a").unwrap();
+        let b = Tenant::new("b").unwrap();
+        assert!(rl.allow(&a) && rl.allow(&a) && rl.allow(&a));
+        assert!(!rl.allow(&a));
+        assert!(rl.allow(&b));
+    }
+}

@@ -1,0 +1,482 @@
+//! The MCP server of the extra-small tier (official `rmcp` SDK): KV, events, secrets and
+//! status tools with typed inputs and structured outputs. The caller's tenant and role come
+//! from the authenticated request (HTTP) or from the process (stdio), never from arguments.
+
+use std::sync::Arc;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::Identity;
+use super::{AppState, Health};
+use crate::runtime::RuntimeError;
+use crate::runtime::kv::{Expect, Ttl};
+
+/// A tool's failure as the message a person can act on (sent with `isError: true`). Tools
+/// spell out `Result<Json<T>, String>`: the SDK derives the output schema from that form.
+fn explain(e: RuntimeError) -> String {
+    match e {
+        RuntimeError::Backend { op, .. } => {
+            tracing::error!("tool backend failure: {e}");
+            format!(
+                "the backing service failed during {op}; try again, and check the server log if it persists"
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+#[derive(Clone)]
+pub struct AgentbusMcp {
+    state: Arc<AppState>,
+    /// Set for stdio, where the whole process acts as one identity.
+    fixed: Option<Identity>,
+    tool_router: ToolRouter<Self>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct KeyArgs {
+    /// The key, 1-512 bytes, no control characters.
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct KvSetArgs {
+    /// The key, 1-512 bytes, no control characters.
+    pub key: String,
+    /// The value (text, up to 350 KiB).
+    pub value: String,
+    /// Seconds until the entry expires (default 86400, at most a year).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Write only if the entry is at this version (compare-and-set).
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+    /// Write only if the key does not exist yet.
+    #[serde(default)]
+    pub only_if_absent: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct KvListArgs {
+    /// Only keys that start with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Entries per page, 1-1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct EventArgs {
+    /// What happened, e.g. "Agent Task Completed" (1-128 characters).
+    pub detail_type: String,
+    /// The event's data: a JSON object (up to 200 KiB).
+    pub detail: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SecretPutArgs {
+    /// Name: 1-128 of letters, digits, '-', '_', '.'.
+    pub name: String,
+    /// The secret value (never shown again by any tool).
+    pub value: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SecretNameArgs {
+    /// Name of the secret.
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NoArgs {}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct KvGetOut {
+    pub found: bool,
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct KvSetOut {
+    pub key: String,
+    pub version: u64,
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DeletedOut {
+    pub deleted: bool,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct KvListItem {
+    pub key: String,
+    pub version: u64,
+    pub bytes: usize,
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct KvListOut {
+    pub entries: Vec<KvListItem>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct EventOut {
+    pub id: String,
+    pub source: String,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SecretOut {
+    pub name: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SecretsOut {
+    pub secrets: Vec<SecretOut>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StatusOut {
+    pub tier: String,
+    pub env: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub tenant: String,
+    pub role: String,
+    pub health: Health,
+}
+
+impl AgentbusMcp {
+    pub fn new(state: Arc<AppState>, fixed: Option<Identity>) -> Self {
+        AgentbusMcp {
+            state,
+            fixed,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
+        if let Some(id) = &self.fixed {
+            return Ok(id.clone());
+        }
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<Identity>())
+            .cloned()
+            .ok_or_else(|| "not authenticated".to_string())
+    }
+
+    fn writer(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
+        let id = self.who(ctx)?;
+        if !id.role.can_write() {
+            return Err(format!(
+                "the token of tenant {} is read-only (role viewer); ask an admin for a user token",
+                id.tenant
+            ));
+        }
+        Ok(id)
+    }
+}
+
+#[tool_router]
+impl AgentbusMcp {
+    #[tool(
+        description = "Read a key of your tenant's KV store. Expired entries read as absent.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn kv_get(
+        &self,
+        Parameters(a): Parameters<KeyArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<KvGetOut>, String> {
+        let id = self.who(&ctx)?;
+        let e = self
+            .state
+            .kv
+            .get(&id.tenant, &a.key)
+            .await
+            .map_err(explain)?;
+        Ok(Json(KvGetOut {
+            found: e.is_some(),
+            key: a.key,
+            version: e.as_ref().map(|e| e.version),
+            expires_at: e.as_ref().and_then(|e| e.expires_at),
+            value: e.map(|e| e.value),
+        }))
+    }
+
+    #[tool(
+        description = "Write a key of your tenant's KV store (default TTL 24 h). With expected_version or only_if_absent it writes only if the entry is as expected, for safe concurrent updates.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn kv_set(
+        &self,
+        Parameters(a): Parameters<KvSetArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<KvSetOut>, String> {
+        let id = self.writer(&ctx)?;
+        let ttl = a.ttl_seconds.map(Ttl::Seconds).unwrap_or(Ttl::Default);
+        let kv = &self.state.kv;
+        let e = match (a.expected_version, a.only_if_absent.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err("give expected_version or only_if_absent, not both".into());
+            }
+            (Some(v), false) => {
+                kv.compare_and_set(&id.tenant, &a.key, &a.value, Expect::Version(v), ttl)
+                    .await
+            }
+            (None, true) => {
+                kv.compare_and_set(&id.tenant, &a.key, &a.value, Expect::Absent, ttl)
+                    .await
+            }
+            (None, false) => kv.set(&id.tenant, &a.key, &a.value, ttl).await,
+        }
+        .map_err(explain)?;
+        Ok(Json(KvSetOut {
+            key: e.key,
+            version: e.version,
+            expires_at: e.expires_at,
+        }))
+    }
+
+    #[tool(
+        description = "Delete a key of your tenant's KV store.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn kv_delete(
+        &self,
+        Parameters(a): Parameters<KeyArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<DeletedOut>, String> {
+        let id = self.writer(&ctx)?;
+        let deleted = self
+            .state
+            .kv
+            .delete(&id.tenant, &a.key)
+            .await
+            .map_err(explain)?;
+        Ok(Json(DeletedOut { deleted }))
+    }
+
+    #[tool(
+        description = "List keys of your tenant's KV store by prefix, a page at a time (pass next_cursor back for the next page).",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn kv_list(
+        &self,
+        Parameters(a): Parameters<KvListArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<KvListOut>, String> {
+        let id = self.who(&ctx)?;
+        let page = self
+            .state
+            .kv
+            .list(
+                &id.tenant,
+                a.prefix.as_deref().unwrap_or(""),
+                a.cursor.as_deref(),
+                a.limit.unwrap_or(100),
+            )
+            .await
+            .map_err(explain)?;
+        Ok(Json(KvListOut {
+            entries: page
+                .entries
+                .into_iter()
+                .map(|e| KvListItem {
+                    bytes: e.value.len(),
+                    key: e.key,
+                    version: e.version,
+                    expires_at: e.expires_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    #[tool(
+        description = "Publish an event on the workspace's event bus (source \"agentbus\"), tagged with your tenant.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn events_send(
+        &self,
+        Parameters(a): Parameters<EventArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<EventOut>, String> {
+        let id = self.writer(&ctx)?;
+        let ev = self
+            .state
+            .publish(&id.tenant, &a.detail_type, &Value::Object(a.detail))
+            .await
+            .map_err(explain)?;
+        Ok(Json(EventOut {
+            id: ev.id,
+            source: ev.source,
+        }))
+    }
+
+    #[tool(
+        description = "Store a secret for your tenant. The value is write-only: no tool returns it.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn secrets_put(
+        &self,
+        Parameters(a): Parameters<SecretPutArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<SecretOut>, String> {
+        let id = self.writer(&ctx)?;
+        let m = self
+            .state
+            .secrets
+            .put(&id.tenant, &a.name, &a.value)
+            .await
+            .map_err(explain)?;
+        Ok(Json(SecretOut {
+            name: m.name,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }))
+    }
+
+    #[tool(
+        description = "List your tenant's secrets: names and dates, never values.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn secrets_list(
+        &self,
+        Parameters(_a): Parameters<NoArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<SecretsOut>, String> {
+        let id = self.who(&ctx)?;
+        let list = self.state.secrets.list(&id.tenant).await.map_err(explain)?;
+        Ok(Json(SecretsOut {
+            secrets: list
+                .into_iter()
+                .map(|m| SecretOut {
+                    name: m.name,
+                    created_at: m.created_at,
+                    updated_at: m.updated_at,
+                })
+                .collect(),
+        }))
+    }
+
+    #[tool(
+        description = "Delete one of your tenant's secrets.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn secrets_delete(
+        &self,
+        Parameters(a): Parameters<SecretNameArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<DeletedOut>, String> {
+        let id = self.writer(&ctx)?;
+        let deleted = self
+            .state
+            .secrets
+            .delete(&id.tenant, &a.name)
+            .await
+            .map_err(explain)?;
+        Ok(Json(DeletedOut { deleted }))
+    }
+
+    #[tool(
+        description = "The workspace's tier, env, version, uptime and the health of each backing service.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn status(
+        &self,
+        Parameters(_a): Parameters<NoArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<StatusOut>, String> {
+        let id = self.who(&ctx)?;
+        let health = self.state.health(&id.tenant).await;
+        Ok(Json(StatusOut {
+            tier: self.state.info.tier.clone(),
+            env: self.state.info.env.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: self.state.started.elapsed().as_secs(),
+            tenant: id.tenant.to_string(),
+            role: format!("{:?}", id.role).to_lowercase(),
+            health,
+        }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for AgentbusMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("agentbus", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "agentbus workspace tools: a KV store (kv_*), the event bus (events_send), write-only \
+                 secrets (secrets_*) and status. Everything is scoped to the tenant of your token.",
+            )
+    }
+}

@@ -1,0 +1,404 @@
+//! The agentbus server (axum): `/health`, the dashboard page, its JSON API, and the MCP
+//! endpoint `/mcp` (Streamable HTTP, `rmcp`). The same MCP tools are served over stdio.
+//! Every request except `/health` and the page shell is authenticated with a bearer token.
+
+pub mod auth;
+pub mod mcp;
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use self::auth::{Authenticator, FileTokens, Identity, RateLimiter, SecretTokens};
+use self::mcp::AgentbusMcp;
+use crate::config::ServerConfig;
+use crate::runtime::events::{AwsEvents, Event, EventBus, SqliteEvents};
+use crate::runtime::kv::{DynamoKv, KvStore, SqliteKv};
+use crate::runtime::secrets::{AwsSecrets, SecretStore, SqliteSecrets};
+use crate::runtime::{RuntimeError, Tenant, embedded};
+use crate::workspace::{Env, Workspace};
+
+/// Requests per tenant per minute.
+pub const RATE_LIMIT_PER_MINUTE: u32 = 1200;
+
+/// What the server says about its workspace.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkspaceInfo {
+    pub tier: String,
+    pub env: String,
+    /// `aws` or `embedded`.
+    pub backend: String,
+}
+
+/// Health of each backing service, as seen by one tenant.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct Health {
+    pub kv: String,
+    pub events: String,
+    pub secrets: String,
+    pub kv_entries: Option<u64>,
+}
+
+pub struct AppState {
+    pub kv: Arc<dyn KvStore>,
+    pub events: Arc<dyn EventBus>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub info: WorkspaceInfo,
+    pub started: Instant,
+    /// Events published through this server, for live dashboards.
+    pub live: broadcast::Sender<(Tenant, Event)>,
+    /// Cancelled when the server shuts down: ends live streams.
+    pub shutdown: CancellationToken,
+    /// Check the Host header against loopback names (DNS-rebinding protection for local use).
+    pub local_only: bool,
+}
+
+impl AppState {
+    fn assemble(
+        kv: Arc<dyn KvStore>,
+        events: Arc<dyn EventBus>,
+        secrets: Arc<dyn SecretStore>,
+        auth: Authenticator,
+        info: WorkspaceInfo,
+        local_only: bool,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            kv,
+            events,
+            secrets,
+            auth,
+            limiter: RateLimiter::new(RATE_LIMIT_PER_MINUTE),
+            info,
+            started: Instant::now(),
+            live: broadcast::channel(256).0,
+            shutdown: CancellationToken::new(),
+            local_only,
+        })
+    }
+
+    /// The embedded backends in a data directory.
+    pub async fn embedded(
+        data_dir: &Path,
+        tier: &str,
+        env: &str,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let pool = embedded::open(data_dir).await?;
+        Ok(Self::assemble(
+            Arc::new(SqliteKv::new(pool.clone())),
+            Arc::new(SqliteEvents::new(pool.clone())),
+            Arc::new(SqliteSecrets::new(pool)),
+            Authenticator::new(Box::new(FileTokens {
+                path: data_dir.join("tokens.json"),
+            })),
+            WorkspaceInfo {
+                tier: tier.into(),
+                env: env.into(),
+                backend: "embedded".into(),
+            },
+            true,
+        ))
+    }
+
+    /// The AWS backends named by a server configuration.
+    pub fn aws(
+        aws: &crate::aws::AwsClients,
+        cfg: &ServerConfig,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let env =
+            Env::new(&cfg.env).map_err(|e| RuntimeError::invalid("AGENTBUS_ENV", e.to_string()))?;
+        let ws = Workspace::new(env, "unknown", cfg.region.clone());
+        Ok(Self::assemble(
+            Arc::new(DynamoKv::new(aws.dynamodb.clone(), &cfg.kv_table)),
+            Arc::new(AwsEvents::new(
+                aws.events.clone(),
+                aws.logs.clone(),
+                &cfg.event_bus,
+                &cfg.events_log_group,
+            )),
+            Arc::new(AwsSecrets::new(aws.secrets.clone(), &ws)),
+            Authenticator::new(Box::new(SecretTokens {
+                client: aws.secrets.clone(),
+                secret: cfg.secret.clone(),
+            })),
+            WorkspaceInfo {
+                tier: cfg.tier.short().into(),
+                env: cfg.env.clone(),
+                backend: "aws".into(),
+            },
+            false,
+        ))
+    }
+
+    /// Publishes an event and shows it to live dashboards of the tenant.
+    pub async fn publish(
+        &self,
+        tenant: &Tenant,
+        detail_type: &str,
+        detail: &Value,
+    ) -> Result<Event, RuntimeError> {
+        let ev = self.events.publish(tenant, detail_type, detail).await?;
+        let _ = self.live.send((tenant.clone(), ev.clone()));
+        Ok(ev)
+    }
+
+    pub async fn health(&self, tenant: &Tenant) -> Health {
+        let (kv, events, secrets) = tokio::join!(
+            self.kv.count(tenant),
+            self.events.recent(tenant, 1),
+            self.secrets.list(tenant)
+        );
+        let state = |r: Result<(), RuntimeError>| match r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                tracing::warn!("health check: {e}");
+                "unavailable".to_string()
+            }
+        };
+        Health {
+            kv_entries: kv.as_ref().ok().copied(),
+            kv: state(kv.map(|_| ())),
+            events: state(events.map(|_| ())),
+            secrets: state(secrets.map(|_| ())),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut mcp_config =
+        StreamableHttpServerConfig::default().with_cancellation_token(state.shutdown.child_token());
+    if !state.local_only {
+        // Behind a load balancer or a task address the Host varies; every request carries a
+        // bearer token, which is what protects the endpoint there.
+        mcp_config = mcp_config.disable_allowed_hosts();
+    }
+    let mcp_state = state.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(AgentbusMcp::new(mcp_state.clone(), None)),
+        Arc::new(LocalSessionManager::default()),
+        mcp_config,
+    );
+    let protected = Router::new()
+        .route("/api/status", get(api_status))
+        .route("/api/events", get(api_events))
+        .route("/api/events/stream", get(api_stream))
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .route("/", get(dashboard))
+        .merge(protected)
+        .with_state(state)
+}
+
+fn unauthorized() -> Response {
+    let mut r = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"agentbus\""),
+    );
+    r
+}
+
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = token else {
+        return unauthorized();
+    };
+    let Some(identity) = state.auth.verify(token).await else {
+        return unauthorized();
+    };
+    if !state.limiter.allow(&identity.tenant) {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit: too many requests for this tenant; retry in a minute\n",
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    req.extensions_mut().insert(identity);
+    next.run(req).await
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "healthy",
+        "service": "agentbus",
+        "version": env!("CARGO_PKG_VERSION"),
+        "tier": state.info.tier,
+        "env": state.info.env,
+        "timestamp": crate::engine::lock::iso(crate::runtime::now_secs()),
+    }))
+}
+
+async fn dashboard(State(state): State<Arc<AppState>>) -> Html<String> {
+    let page = include_str!("dashboard.html")
+        .replace("{{tier}}", &html_escape(&state.info.tier))
+        .replace("{{env}}", &html_escape(&state.info.env))
+        .replace("{{backend}}", &html_escape(&state.info.backend))
+        .replace("{{version}}", env!("CARGO_PKG_VERSION"));
+    Html(page)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn identity(req_ext: &axum::http::Extensions) -> Option<Identity> {
+    req_ext.get::<Identity>().cloned()
+}
+
+async fn api_status(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let Some(id) = identity(req.extensions()) else {
+        return unauthorized();
+    };
+    let health = state.health(&id.tenant).await;
+    axum::Json(json!({
+        "tier": state.info.tier,
+        "env": state.info.env,
+        "backend": state.info.backend,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "tenant": id.tenant,
+        "role": id.role,
+        "health": health,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct RecentQuery {
+    limit: Option<u32>,
+}
+
+async fn api_events(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<RecentQuery>,
+    req: Request,
+) -> Response {
+    let Some(id) = identity(req.extensions()) else {
+        return unauthorized();
+    };
+    match state.events.recent(&id.tenant, q.limit.unwrap_or(20)).await {
+        Ok(events) => axum::Json(json!({ "events": events })).into_response(),
+        Err(RuntimeError::Invalid { what, why }) => {
+            (StatusCode::BAD_REQUEST, format!("invalid {what}: {why}\n")).into_response()
+        }
+        Err(e) => {
+            tracing::error!("recent events: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event store is unavailable\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn api_stream(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let Some(id) = identity(req.extensions()) else {
+        return unauthorized();
+    };
+    let rx = state.live.subscribe();
+    let stop = state.shutdown.clone();
+    Sse::new(live_events(rx, id.tenant, stop))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// The tenant's events as they are published, until the server shuts down.
+fn live_events(
+    mut rx: broadcast::Receiver<(Tenant, Event)>,
+    tenant: Tenant,
+    stop: CancellationToken,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream(move |tx| async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                msg = rx.recv() => match msg {
+                    Ok((t, ev)) if t == tenant => {
+                        let data = serde_json::to_string(&ev).unwrap_or_default();
+                        if tx.send(Ok(SseEvent::default().event("agentbus-event").data(data))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    })
+}
+
+/// A stream fed by an async task through a small channel.
+fn async_stream<T, F, Fut>(f: F) -> impl Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+/// Serves until `signal` resolves, then stops accepting, ends live streams, and lets
+/// in-flight requests finish.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            signal.await;
+            stop.cancel();
+        })
+        .await
+}
+
+/// Serves the MCP tools over stdin/stdout as one identity, until the client closes.
+pub async fn serve_stdio(state: Arc<AppState>, identity: Identity) -> Result<(), String> {
+    use rmcp::ServiceExt;
+    let running = AgentbusMcp::new(state, Some(identity))
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| e.to_string())?;
+    running.waiting().await.map_err(|e| e.to_string())?;
+    Ok(())
+}

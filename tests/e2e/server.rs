@@ -1,0 +1,238 @@
+//! The agentbus server on embedded storage (`agentbus up`), driven by the official Python MCP
+//! SDK over Streamable HTTP and stdio, plus raw HTTP checks of authentication and restarts.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::python;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentbus");
+const CLIENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/mcp/python_client.py"
+);
+
+struct Server {
+    child: Child,
+    token: Option<String>,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `agentbus up` and waits until it answers /health.
+fn up(dir: &std::path::Path, port: u16) -> Server {
+    let mut child = Command::new(BIN)
+        .args([
+            "up",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut token = None;
+    let mut lines = BufReader::new(out).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(t) = line
+            .split("admin token (shown once; tenant default): ")
+            .nth(1)
+        {
+            token = Some(t.trim().to_string());
+        }
+        if line.starts_with("Ctrl-C stops it") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let start = Instant::now();
+    while http(port, "GET", "/health", None, None).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, token, port }
+}
+
+/// One HTTP/1.1 request on 127.0.0.1; returns status and body.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn token(dir: &std::path::Path, tenant: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+fn python_client(args: &[&str]) {
+    let out = Command::new(python())
+        .arg(CLIENT)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python MCP client failed:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("agentbus-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn up_serves_mcp_to_the_python_sdk_with_tenants_and_keeps_data() {
+    let dir = temp_dir("up");
+    let port = free_port();
+    let mut server = up(&dir, port);
+    let admin = server
+        .token
+        .clone()
+        .expect("the first start prints an admin token");
+
+    // Authentication: /health is open, everything else needs a valid token.
+    let (code, body) = http(port, "GET", "/health", None, None);
+    assert_eq!(code, 200);
+    assert!(body.contains("\"healthy\"") && !body.contains(&admin));
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    assert_eq!(
+        http(port, "POST", "/mcp", None, Some(init)),
+        (401, "unauthorized\n".to_string())
+    );
+    assert_eq!(
+        http(port, "POST", "/mcp", Some("ab_0000_wrong"), Some(init)).0,
+        401
+    );
+    assert_eq!(
+        http(port, "GET", "/api/status", Some(&format!("{admin}x")), None).0,
+        401
+    );
+    let (code, status) = http(port, "GET", "/api/status", Some(&admin), None);
+    assert_eq!(code, 200, "{status}");
+    assert!(status.contains("\"tenant\":\"default\""), "{status}");
+    let (code, page) = http(port, "GET", "/", None, None);
+    assert_eq!(code, 200);
+    assert!(page.contains("agentbus") && page.contains("Sign in"));
+
+    let a = token(&dir, "tenant-a", "user");
+    let b = token(&dir, "tenant-b", "user");
+    let viewer = token(&dir, "tenant-a", "viewer");
+    python_client(&[
+        "http",
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &a,
+        &b,
+        &viewer,
+    ]);
+
+    // SIGTERM: the server stops cleanly with exit status 0.
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // A restart keeps tokens and data: tenant a still has its 13 keys.
+    let server = up(&dir, port);
+    assert!(server.token.is_none(), "no new admin token on a restart");
+    let (code, status) = http(server.port, "GET", "/api/status", Some(&a), None);
+    assert_eq!(code, 200, "{status}");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["health"]["kv_entries"], 13, "{v}");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stdio_serves_the_same_tools_to_the_python_sdk() {
+    let dir = temp_dir("stdio");
+    python_client(&["stdio", BIN, dir.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

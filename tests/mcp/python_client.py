@@ -1,0 +1,174 @@
+"""Drives the agentbus MCP server with the official Python MCP SDK (a client nobody on the
+team wrote), over Streamable HTTP with bearer tokens, or over stdio.
+
+  python_client.py http URL TOKEN_TENANT_A TOKEN_TENANT_B VIEWER_TOKEN_A
+  python_client.py stdio AGENTBUS_BINARY DATA_DIR
+
+Exits 0 when every check passed; prints each failed check.
+"""
+import asyncio
+import json
+import sys
+
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+TOOLS = {"kv_get", "kv_set", "kv_delete", "kv_list", "events_send", "secrets_put", "secrets_list", "secrets_delete", "status"}
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAILED:", what, file=sys.stderr)
+
+
+async def call(session, tool, args):
+    """Returns (is_error, structured, text) of a tool call; a protocol error counts as an error."""
+    try:
+        r = await session.call_tool(tool, args)
+    except Exception as e:  # a JSON-RPC error, e.g. invalid params
+        return True, None, str(e)
+    text = " ".join(getattr(c, "text", "") for c in r.content)
+    return bool(r.is_error), r.structured_content, text
+
+
+async def basic(session, label):
+    tools = (await session.list_tools()).tools
+    names = {t.name for t in tools}
+    check(names == TOOLS, f"{label}: tools are {sorted(names)}")
+    for t in tools:
+        check(t.input_schema.get("type") == "object", f"{label}: {t.name} has an input schema")
+        check(t.output_schema is not None, f"{label}: {t.name} has an output schema")
+        check(t.annotations is not None and t.annotations.read_only_hint is not None, f"{label}: {t.name} has annotations")
+    ro = {t.name for t in tools if t.annotations and t.annotations.read_only_hint}
+    check(ro == {"kv_get", "kv_list", "secrets_list", "status"}, f"{label}: read-only tools are {sorted(ro)}")
+
+    err, out, _ = await call(session, "kv_set", {"key": "greeting", "value": "hello"})
+    check(not err and out["version"] >= 1, f"{label}: kv_set works ({out})")
+    err, out, _ = await call(session, "kv_get", {"key": "greeting"})
+    check(not err and out == {**out, "found": True, "value": "hello"}, f"{label}: kv_get reads it back ({out})")
+    version = out["version"]
+    err, out, text = await call(session, "kv_set", {"key": "greeting", "value": "x", "expected_version": version + 7})
+    check(err and "version conflict" in text, f"{label}: a stale compare-and-set is refused ({text})")
+    err, out, _ = await call(session, "kv_set", {"key": "greeting", "value": "hello 2", "expected_version": version})
+    check(not err and out["version"] == version + 1, f"{label}: compare-and-set at the right version works")
+
+    # Bad input: a clear error, and nothing changes.
+    for args, why in [
+        ({"key": "greeting"}, "missing value"),
+        ({"key": "greeting", "value": 12}, "wrong type"),
+        ({"key": "bad\u0007key", "value": "v"}, "control character"),
+        ({"key": "greeting", "value": "v" * (350 * 1024 + 1)}, "oversize value"),
+        ({"key": "greeting", "value": "v", "ttl_seconds": 0}, "zero TTL"),
+    ]:
+        err, _, text = await call(session, "kv_set", args)
+        check(err and text, f"{label}: kv_set with {why} is an error ({text[:120]})")
+    err, out, _ = await call(session, "kv_get", {"key": "greeting"})
+    check(out and out.get("value") == "hello 2", f"{label}: bad input changed nothing ({out})")
+
+    for i in range(12):
+        await call(session, "kv_set", {"key": f"list/{i:02}", "value": str(i)})
+    keys, cursor = [], None
+    for _ in range(10):
+        args = {"prefix": "list/", "limit": 5}
+        if cursor:
+            args["cursor"] = cursor
+        err, out, _ = await call(session, "kv_list", args)
+        keys += [e["key"] for e in out["entries"]]
+        cursor = out.get("next_cursor")
+        if not cursor:
+            break
+    check(keys == [f"list/{i:02}" for i in range(12)], f"{label}: kv_list pages through every key once ({keys})")
+
+    err, out, _ = await call(session, "events_send", {"detail_type": "Agent Task Completed", "detail": {"task": label}})
+    check(not err and out["source"] == "agentbus", f"{label}: events_send ({out})")
+    err, _, text = await call(session, "events_send", {"detail_type": "x", "detail": "not an object"})
+    check(err, f"{label}: an event detail must be an object ({text[:100]})")
+
+    err, out, text = await call(session, "secrets_put", {"name": "api-key", "value": "TOPSECRET-123"})
+    check(not err and "TOPSECRET" not in text and "TOPSECRET" not in json.dumps(out), f"{label}: secrets_put never echoes the value")
+    err, out, text = await call(session, "secrets_list", {})
+    check(not err and [s["name"] for s in out["secrets"]] == ["api-key"], f"{label}: secrets_list ({out})")
+    check("TOPSECRET" not in text and "TOPSECRET" not in json.dumps(out), f"{label}: secrets_list shows no value")
+    err, _, text = await call(session, "secrets_put", {"name": "a/b", "value": "v"})
+    check(err, f"{label}: a bad secret name is an error ({text[:100]})")
+
+    err, out, _ = await call(session, "status", {})
+    check(not err and out["tier"] == "xs" and out["health"]["kv"] == "ok", f"{label}: status ({out})")
+
+    # Concurrent calls are answered.
+    results = await asyncio.gather(*[call(session, "kv_get", {"key": f"list/{i:02}"}) for i in range(12)])
+    check(all(not e and o["value"] == str(i) for i, (e, o, _) in enumerate(results)), f"{label}: concurrent calls")
+    return out
+
+
+async def http_main(url, token_a, token_b, viewer_a):
+    async def session_for(token):
+        client = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        return client
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token_a}"}) as ca:
+        async with streamable_http_client(url, http_client=ca) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                status = await basic(s, "http tenant a")
+                check(status["tenant"] == "tenant-a", f"tenant comes from the token ({status})")
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token_b}"}) as cb:
+        async with streamable_http_client(url, http_client=cb) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                err, out, _ = await call(s, "kv_get", {"key": "greeting"})
+                check(not err and out["found"] is False, f"tenant b cannot read a's key ({out})")
+                err, out, _ = await call(s, "kv_list", {})
+                check(not err and out["entries"] == [], f"tenant b lists nothing of a ({out})")
+                err, out, _ = await call(s, "kv_delete", {"key": "greeting"})
+                check(not err and out["deleted"] is False, "tenant b cannot delete a's key")
+                err, out, text = await call(s, "kv_set", {"key": "greeting", "value": "b", "expected_version": 2})
+                check(err, "tenant b cannot compare-and-set a's key")
+                err, out, _ = await call(s, "secrets_list", {})
+                check(not err and out["secrets"] == [], f"tenant b sees none of a's secrets ({out})")
+                err, out, _ = await call(s, "secrets_delete", {"name": "api-key"})
+                check(not err and out["deleted"] is False, "tenant b cannot delete a's secret")
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {viewer_a}"}) as cv:
+        async with streamable_http_client(url, http_client=cv) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                err, out, _ = await call(s, "kv_get", {"key": "greeting"})
+                check(not err and out["value"] == "hello 2", f"a viewer of tenant a reads a's data ({out})")
+                err, _, text = await call(s, "kv_set", {"key": "greeting", "value": "viewer"})
+                check(err and "read-only" in text, f"a viewer cannot write ({text})")
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token_a}"}) as ca:
+        async with streamable_http_client(url, http_client=ca) as (r, w):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                err, out, _ = await call(s, "kv_get", {"key": "greeting"})
+                check(out["value"] == "hello 2", "a's key is untouched by b and the viewer")
+
+
+async def stdio_main(binary, data_dir):
+    params = StdioServerParameters(command=binary, args=["serve", "--stdio", "--data-dir", data_dir, "--tenant", "stdio-tenant"])
+    async with stdio_client(params) as (r, w):
+        async with ClientSession(r, w) as s:
+            await s.initialize()
+            status = await basic(s, "stdio")
+            check(status["tenant"] == "stdio-tenant", f"stdio runs as its tenant ({status})")
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "http":
+        asyncio.run(http_main(*sys.argv[2:6]))
+    else:
+        asyncio.run(stdio_main(*sys.argv[2:4]))
+    print(f"python mcp client ({mode}): {len(failures)} failed check(s)")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
