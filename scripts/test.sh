@@ -12,6 +12,16 @@ if ! .venv/bin/python -c 'import moto, mcp' 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3' 'mcp>=2,<3'
 fi
 
+# Debian's Chromium for the dashboard test, driven by playwright-core (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "== installing playwright-core"
+  npm ci --prefix tests/browser --no-audit --no-fund --silent
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

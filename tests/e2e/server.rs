@@ -236,3 +236,31 @@ fn stdio_serves_the_same_tools_to_the_python_sdk() {
     python_client(&["stdio", BIN, dir.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_dashboard_works_in_headless_chromium() {
+    let dir = temp_dir("browser");
+    let server = up(&dir, free_port());
+    let token = server.token.clone().unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/browser/dashboard.mjs"
+    );
+    let shot = dir.join("dashboard.png");
+    let out = Command::new("node")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/", server.port))
+        .arg(&token)
+        .arg(&shot)
+        .output()
+        .expect("node (and tests/browser/node_modules, installed by scripts/test.sh)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(shot.exists());
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,69 @@
+// Drives the agentbus dashboard in Debian's headless Chromium:
+//   node dashboard.mjs BASE_URL TOKEN SCREENSHOT_PATH
+// checks that the page loads, refuses a bad token, signs in with a good one, and shows an
+// event sent through the MCP endpoint without a reload. Exits non-zero on any failure.
+import { chromium } from "playwright-core";
+
+const [base, token, shot] = process.argv.slice(2);
+const fail = (msg) => { console.error("FAILED: " + msg); process.exit(1); };
+
+// An event through MCP (Streamable HTTP, raw JSON-RPC), as any MCP client would send it.
+async function mcpEvent(marker) {
+  const headers = {
+    Authorization: "Bearer " + token,
+    "Content-Type": "application/json",
+    Accept: "application/json, text/event-stream",
+  };
+  const rpc = async (body, session) => {
+    const h = { ...headers };
+    if (session) { h["mcp-session-id"] = session; h["mcp-protocol-version"] = "2025-06-18"; }
+    const r = await fetch(base + "mcp", { method: "POST", headers: h, body: JSON.stringify(body) });
+    const text = await r.text();
+    const data = text.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).filter(Boolean);
+    return { r, msg: data.length ? JSON.parse(data[data.length - 1]) : (text ? JSON.parse(text) : null) };
+  };
+  const init = await rpc({ jsonrpc: "2.0", id: 1, method: "initialize",
+    params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "browser-test", version: "1" } } });
+  const session = init.r.headers.get("mcp-session-id");
+  await rpc({ jsonrpc: "2.0", method: "notifications/initialized" }, session);
+  const call = await rpc({ jsonrpc: "2.0", id: 2, method: "tools/call",
+    params: { name: "events_send", arguments: { detail_type: "Browser Check", detail: { marker } } } }, session);
+  if (!call.msg || call.msg.error || call.msg.result.isError) fail("events_send through MCP: " + JSON.stringify(call.msg));
+}
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage();
+  await page.goto(base);
+  if (!(await page.isVisible("#login"))) fail("the page asks for a token first");
+  if ((await page.textContent("#tier")) !== "xs") fail("the page shows the tier");
+
+  await page.fill("#token", "ab_000000000000_not-a-token");
+  await page.click("#login button");
+  await page.waitForFunction(() => document.getElementById("login-error").textContent.includes("not accepted"), null, { timeout: 10000 })
+    .catch(() => fail("a bad token is refused"));
+  if (await page.isVisible("#panels")) fail("no panels with a bad token");
+
+  await page.fill("#token", token);
+  await page.click("#login button");
+  await page.waitForSelector("#panels:not(.hidden)", { timeout: 10000 }).catch(() => fail("a good token opens the dashboard"));
+  await page.waitForFunction(() => document.getElementById("h-kv").textContent === "ok", null, { timeout: 10000 })
+    .catch(() => fail("the KV store shows as healthy"));
+  await page.waitForFunction(() => document.getElementById("live").textContent === "(live)", null, { timeout: 10000 })
+    .catch(() => fail("the event stream connects"));
+  const kv = await page.textContent("#kv-count");
+  if (!/^\d+$/.test(kv)) fail("the KV entry count is shown: " + kv);
+
+  const marker = "marker-" + Date.now();
+  await mcpEvent(marker);
+  await page.waitForFunction((m) => document.getElementById("events").textContent.includes(m), marker, { timeout: 10000 })
+    .catch(() => fail("the event sent through MCP appears without a reload"));
+  if (shot) await page.screenshot({ path: shot, fullPage: true });
+  console.log("dashboard: all checks passed");
+} finally {
+  await browser.close();
+}
