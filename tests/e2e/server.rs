@@ -388,3 +388,297 @@ fn the_official_conformance_suite_and_the_inspector_cli_accept_the_server() {
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// How one request of a burst ended.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    /// A whole response with status 200.
+    Complete,
+    /// The server never took the request (connection refused, or reset before any byte).
+    NotAccepted,
+    /// Anything else: a partial answer or another status.
+    Broken(String),
+}
+
+fn status_request(port: u16, token: &str) -> Ending {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return Ending::NotAccepted;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!(
+        "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return Ending::NotAccepted;
+    }
+    let mut resp = Vec::new();
+    let read = s.read_to_end(&mut resp);
+    if resp.is_empty() {
+        return Ending::NotAccepted;
+    }
+    let text = String::from_utf8_lossy(&resp);
+    let complete = text.starts_with("HTTP/1.1 200")
+        && text
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, body)| serde_json::from_str::<serde_json::Value>(body).is_ok());
+    if complete && read.is_ok() {
+        Ending::Complete
+    } else {
+        Ending::Broken(text.chars().take(200).collect())
+    }
+}
+
+#[test]
+fn sigterm_during_a_burst_completes_every_accepted_request() {
+    let dir = temp_dir("sigterm");
+    let mut server = up(&dir, free_port());
+    let token = server.token.clone().unwrap();
+    let port = server.port;
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let token = token.clone();
+            std::thread::spawn(move || {
+                (0..150)
+                    .map(|_| status_request(port, &token))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = server.child.wait().unwrap();
+    let endings: Vec<Ending> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let complete = endings.iter().filter(|e| **e == Ending::Complete).count();
+    let broken: Vec<&Ending> = endings
+        .iter()
+        .filter(|e| matches!(e, Ending::Broken(_)))
+        .collect();
+    assert_eq!(exit.code(), Some(0), "the server exits 0 on SIGTERM");
+    assert!(complete > 0, "some requests were served before the signal");
+    assert!(
+        broken.is_empty(),
+        "{} accepted requests did not complete: {:?}",
+        broken.len(),
+        &broken[..broken.len().min(3)]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn expired_and_revoked_tokens_get_401() {
+    let dir = temp_dir("expiry");
+    let server = up(&dir, free_port());
+    let short = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--tenant",
+            "t",
+            "--ttl",
+            "1s",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let short: serde_json::Value = serde_json::from_slice(&short.stdout).unwrap();
+    let short = short["token"].as_str().unwrap();
+    assert_eq!(
+        http(server.port, "GET", "/api/status", Some(short), None).0,
+        200
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        http(server.port, "GET", "/api/status", Some(short), None).0,
+        401,
+        "expired"
+    );
+
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--tenant",
+            "t",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (tok, id) = (v["token"].as_str().unwrap(), v["id"].as_str().unwrap());
+    assert_eq!(
+        http(server.port, "GET", "/api/status", Some(tok), None).0,
+        200
+    );
+    let list = Command::new(BIN)
+        .args(["token", "list", "--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains(id) && !list.contains(tok),
+        "list shows ids, never tokens: {list}"
+    );
+    let rev = Command::new(BIN)
+        .args(["token", "revoke", "--data-dir", dir.to_str().unwrap(), id])
+        .status()
+        .unwrap();
+    assert!(rev.success());
+    // Revocation reaches the running server within its 5 s token cache.
+    let start = Instant::now();
+    while http(server.port, "GET", "/api/status", Some(tok), None).0 != 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "a revoked token stops working"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
+    use crate::harness::{IMAGE, agentbus, aws_env, clients, unique_env};
+    let env = unique_env("srv");
+    let r = agentbus(&[
+        "deploy",
+        "xs",
+        "--env",
+        &env,
+        "--image",
+        IMAGE,
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The environment the deploy gave the dashboard task.
+    let aws = clients().await;
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(format!("agentbus-{env}-dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    let task_env: Vec<(String, String)> = td.container_definitions()[0]
+        .environment()
+        .iter()
+        .map(|kv| (kv.name.clone().unwrap(), kv.value.clone().unwrap()))
+        .collect();
+
+    let token = |tenant: &str, role: &str| {
+        let r = agentbus(&[
+            "token", "create", "--env", &env, "--tenant", tenant, "--role", role, "--json",
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.json()["token"].as_str().unwrap().to_string()
+    };
+    let (a, b, viewer) = (
+        token("tenant-a", "user"),
+        token("tenant-b", "user"),
+        token("tenant-a", "viewer"),
+    );
+
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(task_env)
+    {
+        cmd.env(k, v);
+    }
+    let mut server = Guard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while http(port, "GET", "/health", None, None).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server on AWS backends did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http(port, "POST", "/mcp", None, Some("{}")).0, 401);
+    python_client(&[
+        "http",
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &a,
+        &b,
+        &viewer,
+    ]);
+
+    // What the tools wrote is in the workspace's own AWS resources.
+    let item = aws
+        .dynamodb
+        .get_item()
+        .table_name(format!("agentbus-{env}-kv"))
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("kv#tenant-a".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("greeting".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(item.item.is_some());
+    let secret = aws
+        .secrets
+        .describe_secret()
+        .secret_id(format!("agentbus/{env}/tenants/tenant-a/api-key"))
+        .send()
+        .await;
+    assert!(secret.is_ok(), "{secret:?}");
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(server.0.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn serve_without_its_configuration_names_what_is_missing() {
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for var in ["AGENTBUS_KV_TABLE", "AGENTBUS_EVENT_BUS", "AGENTBUS_SECRET"] {
+        assert!(err.contains(var), "{err}");
+    }
+    assert!(err.contains("agentbus up"), "{err}");
+}

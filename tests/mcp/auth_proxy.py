@@ -53,5 +53,12 @@ class Proxy(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(("127.0.0.1", LISTEN), Proxy).serve_forever()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up on a long-lived event stream is normal here.
+        pass
+
+
+Server(("127.0.0.1", LISTEN), Proxy).serve_forever()

@@ -146,6 +146,10 @@ enum Command {
         /// Port (default: AGENTBUS_PORT or 8080).
         #[arg(long)]
         port: Option<u16>,
+        /// Address to listen on (default: 0.0.0.0 when configured by the deploy, as in the
+        /// container; 127.0.0.1 with --data-dir).
+        #[arg(long)]
+        host: Option<std::net::IpAddr>,
     },
     /// Manage the bearer tokens of the server (embedded with --data-dir, else the env's workspace secret).
     Token {
@@ -174,14 +178,34 @@ enum TokenCommand {
         /// admin, user or viewer.
         #[arg(long, default_value = "user")]
         role: String,
-        /// Days until the token expires (default: never).
-        #[arg(long)]
-        ttl_days: Option<u64>,
+        /// How long the token lives, e.g. 90d, 12h, 30m, 45s (default: until revoked).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
     /// List tokens (ids, tenants, roles; never the tokens).
     List,
     /// Revoke a token by id.
     Revoke { id: String },
+}
+
+/// `90d`, `12h`, `30m`, `45s` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: use e.g. 90d, 12h, 30m or 45s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: the unit must be d, h, m or s")),
+    };
+    if secs == 0 {
+        return Err("the lifetime must be at least one second".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// GET /health on 127.0.0.1:port over plain HTTP/1.1; true on a 200.
@@ -474,18 +498,13 @@ async fn run(cli: Cli) -> Result<u8> {
             stdio,
             tenant,
             port,
-        } => serve::serve_cmd(data_dir, stdio, &tenant, port).await,
+            host,
+        } => serve::serve_cmd(data_dir, stdio, &tenant, port, host).await,
         Command::Token { action, data_dir } => {
             let action = match action {
-                TokenCommand::Create {
-                    tenant,
-                    role,
-                    ttl_days,
-                } => serve::TokenAction::Create {
-                    tenant,
-                    role,
-                    ttl_days,
-                },
+                TokenCommand::Create { tenant, role, ttl } => {
+                    serve::TokenAction::Create { tenant, role, ttl }
+                }
                 TokenCommand::List => serve::TokenAction::List,
                 TokenCommand::Revoke { id } => serve::TokenAction::Revoke { id },
             };

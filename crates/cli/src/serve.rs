@@ -86,6 +86,7 @@ pub async fn serve_cmd(
     stdio: bool,
     tenant: &str,
     port: Option<u16>,
+    host: Option<std::net::IpAddr>,
 ) -> Result<u8> {
     let (state, default_port, bind_all) = match &data_dir {
         Some(d) => (
@@ -110,11 +111,11 @@ pub async fn serve_cmd(
         return Ok(0);
     }
     // In a container the task must listen on every interface; locally only on loopback.
-    let ip = if bind_all {
-        [0, 0, 0, 0]
+    let ip = host.unwrap_or(if bind_all {
+        [0, 0, 0, 0].into()
     } else {
-        [127, 0, 0, 1]
-    };
+        [127, 0, 0, 1].into()
+    });
     let addr = std::net::SocketAddr::from((ip, port.unwrap_or(default_port)));
     tracing::info!("agentbus server on http://{addr}");
     eprintln!("agentbus server listening on http://{addr} (MCP at /mcp)");
@@ -184,7 +185,7 @@ pub enum TokenAction {
     Create {
         tenant: String,
         role: String,
-        ttl_days: Option<u64>,
+        ttl: Option<Duration>,
     },
     List,
     Revoke {
@@ -203,14 +204,9 @@ pub async fn token_cmd(
 ) -> Result<u8> {
     let auth = authenticator(data_dir, env, region, profile).await?;
     match action {
-        TokenAction::Create {
-            tenant,
-            role,
-            ttl_days,
-        } => {
+        TokenAction::Create { tenant, role, ttl } => {
             let tenant = Tenant::new(&tenant)?;
             let role: Role = role.parse()?;
-            let ttl = ttl_days.map(|d| Duration::from_secs(d * 86_400));
             let (token, rec) = auth.create(tenant, role, ttl).await?;
             if json {
                 println!(
