@@ -57,7 +57,7 @@ impl Client {
     async fn call(&mut self, tool: &str, args: Value) -> Value {
         self.next_id += 1;
         let req = json!({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call", "params": {"name": tool, "arguments": args}});
-        let (_, body) = self.post(&req).await;
+        let (head, body) = self.post(&req).await;
         let data = body
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
@@ -68,7 +68,8 @@ impl Client {
         let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
         assert!(
             v["result"].is_object() && v["result"]["isError"] != true,
-            "{tool} failed: {v}"
+            "{tool} failed: {} {v}",
+            head.lines().next().unwrap_or("")
         );
         v
     }
@@ -310,12 +311,16 @@ fn main() {
     let port = free_port();
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_agentbus"))
+        // The per-tenant rate limit (1200/min by default) would cap the load at 20 calls/s:
+        // lift it, the benchmark measures the server itself.
         .args([
             "up",
             "--data-dir",
             dir.to_str().unwrap(),
             "--port",
             &port.to_string(),
+            "--rate-limit",
+            "100000000",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -37,6 +37,10 @@ fn free_port() -> u16 {
 
 /// Starts `agentbus up` and waits until it answers /health.
 fn up(dir: &std::path::Path, port: u16) -> Server {
+    up_with(dir, port, &[])
+}
+
+fn up_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args([
             "up",
@@ -45,6 +49,7 @@ fn up(dir: &std::path::Path, port: u16) -> Server {
             "--port",
             &port.to_string(),
         ])
+        .args(extra)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -431,7 +436,8 @@ fn status_request(port: u16, token: &str) -> Ending {
 #[test]
 fn sigterm_during_a_burst_completes_every_accepted_request() {
     let dir = temp_dir("sigterm");
-    let mut server = up(&dir, free_port());
+    // A burst far above the default per-tenant rate limit: lift it for this test.
+    let mut server = up_with(&dir, free_port(), &["--rate-limit", "1000000"]);
     let token = server.token.clone().unwrap();
     let port = server.port;
     let workers: Vec<_> = (0..16)
@@ -681,4 +687,27 @@ fn serve_without_its_configuration_names_what_is_missing() {
         assert!(err.contains(var), "{err}");
     }
     assert!(err.contains("agentbus up"), "{err}");
+}
+
+#[test]
+fn the_rate_limit_is_per_tenant_over_a_real_window() {
+    let dir = temp_dir("rate");
+    let server = up_with(&dir, free_port(), &["--rate-limit", "5"]);
+    let a = token(&dir, "tenant-a", "user");
+    let b = token(&dir, "tenant-b", "user");
+    let codes: Vec<u16> = (0..6)
+        .map(|_| http(server.port, "GET", "/api/status", Some(&a), None).0)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![200, 200, 200, 200, 200, 429],
+        "five a minute for tenant a"
+    );
+    assert_eq!(
+        http(server.port, "GET", "/api/status", Some(&b), None).0,
+        200,
+        "tenant b has its own window"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,14 +5,20 @@ taught to answer them here.
 
 - Budgets DescribeSubscribersForNotification: moto answers 500.
 - Budgets UpdateBudget: moto does not implement it.
+- DynamoDB conditional writes: moto checks the condition and then writes without a lock, so
+  concurrent compare-and-set requests can both succeed; DynamoDB makes each conditional write
+  atomic. The writes are serialised here.
 - EventBridge -> CloudWatch Logs delivery: moto stamps the log event with a float number of
   milliseconds, which no SDK parses as the integer the API defines.
 
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
+import functools
 import json
+import threading
 import time
 
+import moto.dynamodb.models as dynamodb_models
 import moto.events.models as events_models
 from moto.budgets.exceptions import NotFoundException
 from moto.budgets.responses import BudgetsResponse
@@ -42,6 +48,21 @@ def update_budget(self):
     budget.budget = {**new, **kept, "LastUpdatedTime": time.time()}
     return json.dumps({})
 
+
+_dynamodb_writes = threading.RLock()
+
+
+def _serialised(write):
+    @functools.wraps(write)
+    def wrapper(*args, **kwargs):
+        with _dynamodb_writes:
+            return write(*args, **kwargs)
+
+    return wrapper
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+    setattr(dynamodb_models.DynamoDBBackend, _name, _serialised(getattr(dynamodb_models.DynamoDBBackend, _name)))
 
 _unix_time_millis = events_models.unix_time_millis
 events_models.unix_time_millis = lambda *args: int(_unix_time_millis(*args))

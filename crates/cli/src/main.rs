@@ -132,6 +132,9 @@ enum Command {
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = tier_xs::config::DASHBOARD_PORT)]
         port: u16,
+        /// Requests per tenant per minute.
+        #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
+        rate_limit: u32,
     },
     /// Run the server: on AWS as configured by the deploy (AGENTBUS_* variables), or on
     /// embedded storage with --data-dir; --stdio serves MCP on stdin/stdout.
@@ -150,6 +153,9 @@ enum Command {
         /// container; 127.0.0.1 with --data-dir).
         #[arg(long)]
         host: Option<std::net::IpAddr>,
+        /// Requests per tenant per minute.
+        #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
+        rate_limit: u32,
     },
     /// Manage the bearer tokens of the server (embedded with --data-dir, else the env's workspace secret).
     Token {
@@ -486,12 +492,13 @@ async fn run(cli: Cli) -> Result<u8> {
             tier,
             data_dir,
             port,
+            rate_limit,
         } => {
             let tier = match tier.or_else(|| std::env::var("WS").ok().filter(|s| !s.is_empty())) {
                 Some(t) => t.parse::<Tier>()?,
                 None => Tier::ExtraSmall,
             };
-            serve::up_cmd(tier, &data_dir, port).await
+            serve::up_cmd(tier, &data_dir, port, rate_limit).await
         }
         Command::Serve {
             data_dir,
@@ -499,7 +506,8 @@ async fn run(cli: Cli) -> Result<u8> {
             tenant,
             port,
             host,
-        } => serve::serve_cmd(data_dir, stdio, &tenant, port, host).await,
+            rate_limit,
+        } => serve::serve_cmd(data_dir, stdio, &tenant, port, host, rate_limit).await,
         Command::Token { action, data_dir } => {
             let action = match action {
                 TokenCommand::Create { tenant, role, ttl } => {

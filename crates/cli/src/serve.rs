@@ -64,20 +64,20 @@ async fn run_http(state: Arc<AppState>, addr: std::net::SocketAddr) -> Result<()
     Ok(())
 }
 
-async fn embedded_state(data_dir: &Path, tier: Tier) -> Result<Arc<AppState>> {
-    AppState::embedded(data_dir, tier.short(), "local")
+async fn embedded_state(data_dir: &Path, tier: Tier, rate: u32) -> Result<Arc<AppState>> {
+    AppState::embedded(data_dir, tier.short(), "local", rate)
         .await
         .with_context(|| format!("opening the data directory {}", data_dir.display()))
 }
 
-async fn aws_state() -> Result<(Arc<AppState>, ServerConfig)> {
+async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
     let cfg = ServerConfig::from_env().map_err(|e| anyhow!(e))?;
     let aws = AwsClients::load(&AwsOptions {
         region: Some(cfg.region.clone()),
         profile: None,
     })
     .await?;
-    Ok((AppState::aws(&aws, &cfg)?, cfg))
+    Ok((AppState::aws(&aws, &cfg, rate)?, cfg))
 }
 
 /// `agentbus serve`.
@@ -87,15 +87,16 @@ pub async fn serve_cmd(
     tenant: &str,
     port: Option<u16>,
     host: Option<std::net::IpAddr>,
+    rate: u32,
 ) -> Result<u8> {
     let (state, default_port, bind_all) = match &data_dir {
         Some(d) => (
-            embedded_state(d, Tier::ExtraSmall).await?,
+            embedded_state(d, Tier::ExtraSmall, rate).await?,
             DASHBOARD_PORT,
             false,
         ),
         None => {
-            let (s, cfg) = aws_state().await?;
+            let (s, cfg) = aws_state(rate).await?;
             (s, cfg.port, true)
         }
     };
@@ -124,11 +125,11 @@ pub async fn serve_cmd(
 }
 
 /// `agentbus up`: the tier on embedded storage, on 127.0.0.1.
-pub async fn up_cmd(tier: Tier, data_dir: &Path, port: u16) -> Result<u8> {
+pub async fn up_cmd(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
     if tier > Tier::ExtraSmall {
         bail!("the {tier} tier is not available locally in this version yet: extra-small (xs) is");
     }
-    let state = embedded_state(data_dir, tier).await?;
+    let state = embedded_state(data_dir, tier, rate).await?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
         .with_context(|| format!("port {port} is busy: pass --port"))?;
     let addr = listener.local_addr()?;

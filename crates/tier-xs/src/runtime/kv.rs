@@ -443,6 +443,8 @@ impl SqliteKv {
         }
     }
 
+    /// One statement per write, so SQLite takes the write lock up front (a read-then-write
+    /// transaction can fail with SQLITE_BUSY under concurrent writers instead of waiting).
     async fn write(
         &self,
         tenant: &Tenant,
@@ -455,65 +457,55 @@ impl SqliteKv {
         check_value(value)?;
         let now = now_secs();
         let exp = ttl.expires_at(now)?;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| RuntimeError::backend("begin", e))?;
-        let current =
-            sqlx::query("SELECT version, expires_at FROM kv WHERE tenant = ? AND key = ?")
-                .bind(tenant.as_str())
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| RuntimeError::backend("select", e))?;
-        let (old_version, live) = match &current {
-            Some(r) => {
-                let v = r.get::<i64, _>("version") as u64;
-                let e = r.get::<Option<i64>, _>("expires_at").map(|v| v as u64);
-                (v, e.is_none_or(|x| x > now))
+        let sql = match expect {
+            None => {
+                "INSERT INTO kv (tenant, key, value, version, updated_at, expires_at) VALUES (?1, ?2, ?3, 1, ?4, ?5)
+                 ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+                   updated_at = excluded.updated_at, expires_at = excluded.expires_at
+                 RETURNING version"
             }
-            None => (0, false),
+            // Only when absent or expired.
+            Some(Expect::Absent) => {
+                "INSERT INTO kv (tenant, key, value, version, updated_at, expires_at) VALUES (?1, ?2, ?3, 1, ?4, ?5)
+                 ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, version = kv.version + 1,
+                   updated_at = excluded.updated_at, expires_at = excluded.expires_at
+                 WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?4
+                 RETURNING version"
+            }
+            // Only a live entry at exactly that version.
+            Some(Expect::Version(_)) => {
+                "UPDATE kv SET value = ?3, version = version + 1, updated_at = ?4, expires_at = ?5
+                 WHERE tenant = ?1 AND key = ?2 AND version = ?6 AND (expires_at IS NULL OR expires_at > ?4)
+                 RETURNING version"
+            }
         };
-        match expect {
-            None => {}
-            Some(Expect::Absent) if live => {
-                return Err(conflict(key, Expect::Absent, Some(old_version)));
-            }
-            Some(Expect::Version(v)) if !live || v != old_version => {
-                return Err(conflict(
-                    key,
-                    Expect::Version(v),
-                    live.then_some(old_version),
-                ));
-            }
-            Some(_) => {}
-        }
-        let version = old_version + 1;
-        sqlx::query(
-            "INSERT INTO kv (tenant, key, value, version, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, version = excluded.version,
-               updated_at = excluded.updated_at, expires_at = excluded.expires_at",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(value)
-        .bind(version as i64)
-        .bind(now as i64)
-        .bind(exp as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| RuntimeError::backend("upsert", e))?;
-        tx.commit()
+        let expected = match expect {
+            Some(Expect::Version(v)) => v as i64,
+            _ => 0,
+        };
+        let row = sqlx::query(sql)
+            .bind(tenant.as_str())
+            .bind(key)
+            .bind(value)
+            .bind(now as i64)
+            .bind(exp as i64)
+            .bind(expected)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| RuntimeError::backend("commit", e))?;
-        Ok(KvEntry {
-            key: key.to_string(),
-            value: value.to_string(),
-            version,
-            updated_at: now,
-            expires_at: Some(exp),
-        })
+            .map_err(|e| RuntimeError::backend("upsert", e))?;
+        match row {
+            Some(r) => Ok(KvEntry {
+                key: key.to_string(),
+                value: value.to_string(),
+                version: r.get::<i64, _>("version") as u64,
+                updated_at: now,
+                expires_at: Some(exp),
+            }),
+            None => {
+                let found = self.get(tenant, key).await?.map(|e| e.version);
+                Err(conflict(key, expect.unwrap_or(Expect::Absent), found))
+            }
+        }
     }
 }
 

@@ -79,13 +79,14 @@ impl AppState {
         auth: Authenticator,
         info: WorkspaceInfo,
         local_only: bool,
+        rate_per_minute: u32,
     ) -> Arc<Self> {
         Arc::new(AppState {
             kv,
             events,
             secrets,
             auth,
-            limiter: RateLimiter::new(RATE_LIMIT_PER_MINUTE),
+            limiter: RateLimiter::new(rate_per_minute),
             info,
             started: Instant::now(),
             live: broadcast::channel(256).0,
@@ -99,6 +100,7 @@ impl AppState {
         data_dir: &Path,
         tier: &str,
         env: &str,
+        rate_per_minute: u32,
     ) -> Result<Arc<Self>, RuntimeError> {
         let pool = embedded::open(data_dir).await?;
         Ok(Self::assemble(
@@ -114,6 +116,7 @@ impl AppState {
                 backend: "embedded".into(),
             },
             true,
+            rate_per_minute,
         ))
     }
 
@@ -121,6 +124,7 @@ impl AppState {
     pub fn aws(
         aws: &crate::aws::AwsClients,
         cfg: &ServerConfig,
+        rate_per_minute: u32,
     ) -> Result<Arc<Self>, RuntimeError> {
         let env =
             Env::new(&cfg.env).map_err(|e| RuntimeError::invalid("AGENTBUS_ENV", e.to_string()))?;
@@ -144,6 +148,7 @@ impl AppState {
                 backend: "aws".into(),
             },
             false,
+            rate_per_minute,
         ))
     }
 
