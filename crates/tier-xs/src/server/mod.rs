@@ -388,7 +388,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let stop = state.shutdown.clone();
+    // Responses go out in several writes (headers, then the event stream): without
+    // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to every call.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             signal.await;
