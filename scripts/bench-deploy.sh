@@ -9,11 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-[ -x .venv/bin/moto_server ] || { python3 -m venv .venv && .venv/bin/pip install -q 'moto[server]>=5.2,<5.3'; }
+.venv/bin/python -c 'import moto' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q 'moto[server]>=5.2,<5.3'; }
 cargo build --release -p cli --quiet
 bin=target/release/agentbus
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-MOTO_ECS_SERVICE_RUNNING=1 .venv/bin/moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+MOTO_ECS_SERVICE_RUNNING=1 .venv/bin/python tests/moto/server.py -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 moto=$!
 trap 'kill $moto 2>/dev/null' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
