@@ -558,7 +558,8 @@ async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// Prices a tier without touching AWS: names come from a placeholder account.
+/// Prices a tier without touching AWS: prices do not depend on the account, so the names use
+/// the all-zero account id.
 fn cost_report(g: &Global, tier: Tier, usage: &str) -> Result<tier_xs::cost::CostReport> {
     if tier > tier_xs::ops::HIGHEST_BUILT {
         return Err(OpsError::TierNotBuilt(tier).into());
