@@ -31,6 +31,24 @@ fn deploy_args<'a>(env: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// The security groups named like the workspace's dashboard group.
+async fn dashboard_groups(
+    aws: &tier_xs::aws::AwsClients,
+    ws: &str,
+) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
+    aws.ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("{ws}-dashboard"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Resources whose plan entry is a change, with the fields that change.
 fn changed_fields(plan: &Value) -> BTreeMap<String, Vec<String>> {
     plan["changes"]
@@ -335,18 +353,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     }
 
     // Security group: port 8080 from the allowed CIDR only.
-    let sgs = aws
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("{ws}-dashboard"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let sgs = dashboard_groups(&aws, &ws).await;
     let sg = &sgs.security_groups()[0];
     let ingress: Vec<(Option<i32>, String)> = sg
         .ip_permissions()
@@ -484,19 +491,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .send()
         .await
         .unwrap();
-    let sg = aws
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("{ws}-dashboard"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .security_groups()[0]
+    let sg = dashboard_groups(&aws, &ws).await.security_groups()[0]
         .group_id
         .clone()
         .unwrap();
@@ -626,18 +621,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
 
     // Nothing duplicated or orphaned.
     let ws = format!("agentbus-{env}");
-    let sgs = aws
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("{ws}-dashboard"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let sgs = dashboard_groups(&aws, &ws).await;
     assert_eq!(sgs.security_groups().len(), 1);
     let tds = aws
         .ecs
@@ -802,18 +786,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .iter()
             .all(|c| c.status.as_deref() != Some("ACTIVE"))
     );
-    let sgs = aws
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("{ws}-dashboard"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let sgs = dashboard_groups(&aws, &ws).await;
     assert!(sgs.security_groups().is_empty());
     assert!(
         aws.budgets

@@ -179,5 +179,21 @@ pub fn agentbus_env(args: &[&str], extra: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Deploys the extra-small tier into `env` and fails the test if that does not work.
+pub fn deploy_xs(env: &str) {
+    let r = agentbus(&[
+        "deploy",
+        "xs",
+        "--env",
+        env,
+        "--image",
+        IMAGE,
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// The image reference the tests deploy (never pulled: the emulator runs no containers).
 pub const IMAGE: &str = "public.ecr.aws/agentbus/agentbus:test";

@@ -9,23 +9,12 @@ use tier_xs::runtime::kv::DynamoKv;
 use tier_xs::runtime::secrets::AwsSecrets;
 use tier_xs::workspace::{Env, Tier, Workspace};
 
-use crate::harness::{IMAGE, agentbus, clients, unique_env};
+use crate::harness::{clients, deploy_xs, unique_env};
 
 #[tokio::test]
 async fn runtime_services_conform_on_aws() {
     let env = unique_env("rt");
-    let r = agentbus(&[
-        "deploy",
-        "xs",
-        "--env",
-        &env,
-        "--image",
-        IMAGE,
-        "--yes",
-        "--wait-timeout",
-        "60",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    deploy_xs(&env);
     let aws = clients().await;
     let ws = Workspace::new(Env::new(&env).unwrap(), "123456789012", "us-east-1");
     let cfg = ServerConfig::for_workspace(&ws, Tier::ExtraSmall);

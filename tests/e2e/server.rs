@@ -558,20 +558,9 @@ fn expired_and_revoked_tokens_get_401() {
 
 #[tokio::test]
 async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
-    use crate::harness::{IMAGE, agentbus, aws_env, clients, unique_env};
+    use crate::harness::{agentbus, aws_env, clients, deploy_xs, unique_env};
     let env = unique_env("srv");
-    let r = agentbus(&[
-        "deploy",
-        "xs",
-        "--env",
-        &env,
-        "--image",
-        IMAGE,
-        "--yes",
-        "--wait-timeout",
-        "60",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    deploy_xs(&env);
     // The environment the deploy gave the dashboard task.
     let aws = clients().await;
     let td = aws
