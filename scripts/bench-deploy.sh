@@ -19,7 +19,9 @@ trap 'kill $moto 2>/dev/null' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
   AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true NO_COLOR=1
-image=public.ecr.aws/agentbus/agentbus:bench
+# Deploys refuse images their registry lacks: register the (never pulled) image in moto's ECR.
+.venv/bin/python tests/moto/seed_image.py "$AWS_ENDPOINT_URL" bench/agentbus bench
+image=123456789012.dkr.ecr.us-east-1.amazonaws.com/bench/agentbus:bench
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }

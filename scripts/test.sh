@@ -17,6 +17,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing chromium"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# A real OCI registry on 127.0.0.1 (the tests start it) and skopeo, a registry client nobody
+# on the team wrote, for the container-image tests.
+if ! command -v docker-registry >/dev/null 2>&1 || ! command -v skopeo >/dev/null 2>&1; then
+  echo "== installing docker-registry and skopeo"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry skopeo >/dev/null
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "== installing playwright-core"
   npm ci --prefix tests/browser --no-audit --no-fund --silent

@@ -94,7 +94,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     assert_eq!(r.code, 0, "{r:?}");
     let out = r.json();
     assert_eq!(out["changed"], true);
-    assert_eq!(out["report"]["results"].as_array().unwrap().len(), 14);
+    assert_eq!(out["report"]["results"].as_array().unwrap().len(), 15);
 
     let aws = clients().await;
     let ws = format!("agentbus-{env}");
@@ -412,7 +412,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     assert_eq!(h["succeeded"], true);
     assert!(h["caller"].as_str().unwrap().starts_with("arn:aws:"));
     assert_eq!(h["tool_version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(h["changes"].as_array().unwrap().len(), 14);
+    assert_eq!(h["changes"].as_array().unwrap().len(), 15);
 
     // The budget: the tier's target, alerts to the given address, counting the workspace's tag.
     let b = aws
@@ -561,7 +561,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
         ..Inputs::default()
     };
     let planned = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
-    assert_eq!(planned.plan.count(Action::Create), 14);
+    assert_eq!(planned.plan.count(Action::Create), 15);
 
     // Ctrl-C after the fifth resource: nothing new starts, the report says what is left.
     let lease = d.lock(Duration::from_secs(30)).await.unwrap();
@@ -598,13 +598,13 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
         .iter()
         .filter(|r| r.outcome == Outcome::NotStarted)
         .count();
-    assert_eq!((finished, not_started), (5, 9), "{report:?}");
+    assert_eq!((finished, not_started), (5, 10), "{report:?}");
 
     // The next plan has exactly the rest; applying it converges.
     let again = d.plan(Some(Tier::ExtraSmall), &inputs).await.unwrap();
     assert_eq!(
         again.plan.count(Action::Create),
-        9,
+        10,
         "{}",
         again.plan.render(false)
     );
@@ -803,6 +803,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     let changed = changed_fields(&p["plan"]);
     assert_eq!(changed.len(), 13);
     assert!(!changed.contains_key("kv-table"));
+    assert!(!changed.contains_key("image-repository"));
 
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");

@@ -47,6 +47,7 @@ const MOTO_SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/moto/s
 pub fn moto() -> &'static Moto {
     MOTO.get_or_init(|| {
         if let Ok(url) = std::env::var("AGENTBUS_TEST_MOTO_URL") {
+            seed_fixture_image(&url);
             return Moto {
                 url,
                 _watchdog: None,
@@ -78,11 +79,33 @@ pub fn moto() -> &'static Moto {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        seed_fixture_image(&url);
         Moto {
             url,
             _watchdog: Some(std::sync::Mutex::new(watchdog)),
         }
     })
+}
+
+/// The ECR repository (in moto) holding the image most tests deploy.
+pub const FIXTURE_REPOSITORY: &str = "e2e-fixtures/agentbus";
+
+/// Puts [`IMAGE`] into moto's ECR, as a push would (tests/moto/seed_image.py): deploy
+/// refuses images that are not in their registry. The image-push tests use a real registry.
+fn seed_fixture_image(url: &str) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/moto/seed_image.py"
+    );
+    let out = Command::new(python())
+        .args([script, url, FIXTURE_REPOSITORY, "test"])
+        .output()
+        .expect("run python to seed moto's ECR");
+    assert!(
+        out.status.success(),
+        "seeding the fixture image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The environment every AWS call of a test runs with: the emulator, test credentials,
@@ -195,5 +218,61 @@ pub fn deploy_xs(env: &str) {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
-/// The image reference the tests deploy (never pulled: the emulator runs no containers).
-pub const IMAGE: &str = "public.ecr.aws/agentbus/agentbus:test";
+/// The image reference the tests deploy: in moto's ECR (see [`seed_fixture_image`]); never
+/// pulled, as the emulator runs no containers.
+pub const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/e2e-fixtures/agentbus:test";
+
+/// A registry (Debian's docker-registry, the CNCF distribution server) on 127.0.0.1 for
+/// this test process, started on first use and stopped by a watchdog when the process exits.
+pub struct LocalRegistry {
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    _watchdog: std::sync::Mutex<std::process::Child>,
+}
+
+static REGISTRY: OnceLock<LocalRegistry> = OnceLock::new();
+
+pub fn registry() -> &'static LocalRegistry {
+    REGISTRY.get_or_init(|| {
+        let bin = std::env::var("AGENTBUS_TEST_REGISTRY")
+            .unwrap_or_else(|_| "/usr/bin/docker-registry".into());
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("agentbus-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("registry dir");
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let script = format!(
+            "parent=$PPID; \"{bin}\" serve \"{}\" >/dev/null 2>&1 & r=$!; \
+             while kill -0 $parent 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 1; done; kill $r 2>/dev/null; rm -rf \"{}\"",
+            config.display(),
+            dir.display()
+        );
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; scripts/test.sh installs it"));
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{bin} did not start on port {port}; scripts/test.sh installs docker-registry"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LocalRegistry {
+            host: format!("127.0.0.1:{port}"),
+            _watchdog: std::sync::Mutex::new(watchdog),
+        }
+    })
+}

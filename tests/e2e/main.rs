@@ -4,5 +4,6 @@
 
 mod deploy;
 mod harness;
+mod image;
 mod runtime;
 mod server;

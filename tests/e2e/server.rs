@@ -14,7 +14,7 @@ const CLIENT: &str = concat!(
     "/../../tests/mcp/python_client.py"
 );
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
     token: Option<String>,
     port: u16,
@@ -27,7 +27,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,7 +36,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts `agentbus up` and waits until it answers /health.
-fn up(dir: &std::path::Path, port: u16) -> Server {
+pub(crate) fn up(dir: &std::path::Path, port: u16) -> Server {
     up_with(dir, port, &[])
 }
 

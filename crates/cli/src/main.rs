@@ -1,5 +1,6 @@
 //! `agentbus`: plan, deploy, destroy and inspect agentbus workspaces; run the server.
 
+mod image;
 mod serve;
 
 use std::io::{IsTerminal, Write};
@@ -163,6 +164,11 @@ enum Command {
         action: TokenCommand,
         #[arg(long, global = true)]
         data_dir: Option<PathBuf>,
+    },
+    /// Build the server's container image (no Docker needed) and push it to a registry.
+    Image {
+        #[command(subcommand)]
+        action: image::ImageCommand,
     },
     /// Exit 0 when the server on this host answers GET /health with 200 (the container's
     /// health check; needs no curl in the image).
@@ -488,6 +494,7 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Healthcheck { .. } => Ok(0),
+        Command::Image { action } => image::run(&g, action).await,
         Command::Up {
             tier,
             data_dir,

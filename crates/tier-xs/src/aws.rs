@@ -126,6 +126,7 @@ pub struct AwsClients {
     pub events: aws_sdk_eventbridge::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub budgets: aws_sdk_budgets::Client,
+    pub ecr: aws_sdk_ecr::Client,
 }
 
 impl AwsClients {
@@ -184,6 +185,7 @@ impl AwsClients {
             events: client!(aws_sdk_eventbridge),
             logs: client!(aws_sdk_cloudwatchlogs),
             budgets: client!(aws_sdk_budgets),
+            ecr: client!(aws_sdk_ecr),
             stats,
         }
     }

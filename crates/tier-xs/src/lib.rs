@@ -15,6 +15,7 @@ pub mod components;
 pub mod config;
 pub mod cost;
 pub mod engine;
+pub mod image;
 pub mod ops;
 pub mod runtime;
 pub mod server;

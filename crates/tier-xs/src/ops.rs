@@ -35,6 +35,10 @@ pub enum OpsError {
     Cost(#[from] CostError),
     #[error("the plan has problems that must be fixed first:\n  - {}", .0.join("\n  - "))]
     Problems(Vec<String>),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error("{0}")]
+    Registry(String),
 }
 
 /// What the user asked for on this run. `None` means "as last deployed".
@@ -198,6 +202,13 @@ impl Deployer {
                     .into_iter()
                     .filter(|p| needs_image || !p.contains("--image")),
             );
+            // Never point the service at an image its registry does not have.
+            if needs_image
+                && let Some(image) = xs.image.as_deref().filter(|i| !i.is_empty())
+                && let Err(problem) = self.verify_image(image).await
+            {
+                plan.problems.push(problem);
+            }
             if xs.allow_cidrs.is_empty() {
                 plan.notes.push(format!(
                     "the dashboard admits no one: add --allow-cidr YOUR.IP/32 to reach port {}",
@@ -361,6 +372,191 @@ impl Deployer {
             resources,
             history,
         })
+    }
+}
+
+/// Registry credentials for the workspace's ECR repository.
+pub struct EcrLogin {
+    /// `ACCOUNT.dkr.ecr.REGION.amazonaws.com` (or what a compatible endpoint answers).
+    pub host: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EcrLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EcrLogin")
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `(account, region)` of an ECR registry host.
+fn ecr_host(host: &str) -> Option<(&str, &str)> {
+    let (account, rest) = host.split_once(".dkr.ecr.")?;
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        .then_some((account, region))
+}
+
+impl Deployer {
+    /// Checks that `image` exists in its registry: an ECR image through the ECR API (in
+    /// its own region), any other through the OCI distribution API, anonymously. The error
+    /// is a plan problem, worded for the user.
+    pub async fn verify_image(&self, image: &str) -> Result<(), String> {
+        let r = crate::image::registry::parse_reference(image).map_err(|e| e.to_string())?;
+        let host = r.resolve_registry().to_string();
+        if let Some((account, region)) = ecr_host(&host) {
+            let ecr = if region == self.aws.region {
+                self.aws.ecr.clone()
+            } else {
+                aws_sdk_ecr::Client::from_conf(
+                    self.aws
+                        .ecr
+                        .config()
+                        .to_builder()
+                        .region(aws_types::region::Region::new(region.to_string()))
+                        .build(),
+                )
+            };
+            let id = aws_sdk_ecr::types::ImageIdentifier::builder()
+                .set_image_digest(r.digest().map(str::to_string))
+                .set_image_tag(if r.digest().is_none() {
+                    Some(r.tag().unwrap_or("latest").to_string())
+                } else {
+                    None
+                })
+                .build();
+            return match ecr
+                .describe_images()
+                .registry_id(account)
+                .repository_name(r.repository())
+                .image_ids(id)
+                .send()
+                .await
+            {
+                Ok(out) if !out.image_details().is_empty() => Ok(()),
+                Ok(_) => Err(format!(
+                    "image {image} is not in its ECR repository: push it first (`agentbus image push`)"
+                )),
+                Err(e) => match crate::engine::error_code(&e) {
+                    Some("ImageNotFoundException") | Some("RepositoryNotFoundException") => {
+                        Err(format!(
+                            "image {image} is not in its ECR repository: push it first (`agentbus image push`)"
+                        ))
+                    }
+                    _ => Err(format!(
+                        "cannot confirm that image {image} exists: {}",
+                        crate::engine::error_text(&e)
+                    )),
+                },
+            };
+        }
+        let registry =
+            crate::image::registry::Registry::for_reference(&r).map_err(|e| e.to_string())?;
+        match registry.manifest_digest(&r).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!(
+                "image {image} is not in its registry {host}: push it first (`agentbus image push`)"
+            )),
+            Err(e) => Err(format!("cannot confirm that image {image} exists: {e}")),
+        }
+    }
+
+    /// Creates the workspace's image repository, or brings its settings back to the spec.
+    /// Returns its URI.
+    pub async fn ensure_image_repository(&self) -> Result<String, OpsError> {
+        let repo = crate::components::ecr::EcrRepository::for_workspace(&self.ws);
+        let outputs = Default::default();
+        let observed = match repo.observe(&self.aws).await? {
+            None => repo.create(&self.aws, &outputs).await?,
+            Some(current) => {
+                let desired = repo.desired(&outputs);
+                let changed: Vec<String> = desired
+                    .fields
+                    .iter()
+                    .filter(|(k, f)| current.fields.get(*k) != Some(&f.value))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if changed.is_empty() {
+                    current
+                } else {
+                    repo.update(&self.aws, &outputs, &current, &changed).await?
+                }
+            }
+        };
+        observed
+            .outputs
+            .get("uri")
+            .cloned()
+            .ok_or_else(|| OpsError::Registry(format!("{}: ECR returned no URI", repo.name)))
+    }
+
+    /// A registry login for this account's ECR (the token lives 12 hours).
+    pub async fn ecr_login(&self) -> Result<EcrLogin, OpsError> {
+        use base64::Engine as _;
+        let out = self
+            .aws
+            .ecr
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| {
+                OpsError::Registry(format!(
+                    "ECR GetAuthorizationToken failed: {}",
+                    crate::engine::error_text(&e)
+                ))
+            })?;
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| OpsError::Registry("ECR returned no authorization data".into()))?;
+        let token = base64::engine::general_purpose::STANDARD
+            .decode(data.authorization_token().unwrap_or_default())
+            .map_err(|_| OpsError::Registry("ECR returned a token that is not base64".into()))?;
+        let token = String::from_utf8(token)
+            .map_err(|_| OpsError::Registry("ECR returned a token that is not text".into()))?;
+        let (user, password) = token
+            .split_once(':')
+            .ok_or_else(|| OpsError::Registry("ECR returned a token without a user".into()))?;
+        let endpoint = data.proxy_endpoint().unwrap_or_default();
+        let host = endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        if host.is_empty() {
+            return Err(OpsError::Registry(
+                "ECR returned no registry endpoint".into(),
+            ));
+        }
+        Ok(EcrLogin {
+            host,
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    }
+
+    /// Makes `image` the one the next deploy uses (unless `--image` says otherwise), under
+    /// the workspace lock so it cannot race a deploy.
+    pub async fn remember_image(&self, image: &str) -> Result<(), OpsError> {
+        let lease = self.lock(Duration::from_secs(60)).await?;
+        let result = async {
+            let mut settings = self.table.load_settings().await?;
+            settings
+                .values
+                .insert(SETTING_IMAGE.to_string(), json!(image));
+            self.table.save_settings(&settings).await
+        }
+        .await;
+        let released = lease.release().await;
+        result?;
+        released?;
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
+use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
     Capacity, Cluster, ContainerSpec, Service, TaskDefinition, validate_fargate_size,
 };
@@ -70,6 +71,12 @@ pub mod ids {
     pub const DASHBOARD_TASK_DEFINITION: &str = "dashboard-task-definition";
     pub const DASHBOARD_SERVICE: &str = "dashboard-service";
     pub const BUDGET: &str = "budget";
+    pub const IMAGE_REPOSITORY: &str = "image-repository";
+}
+
+/// The workspace's ECR repository (`agentbus image push` and the deploy agree on it).
+pub fn image_repository_name(ws: &Workspace) -> String {
+    ws.name("images")
 }
 
 /// The extra-small tier: KV table, event bus (with a delivering rule), the server secret,
@@ -91,6 +98,7 @@ pub struct ExtraSmall {
     pub task_definition: Arc<TaskDefinition>,
     pub service: Arc<Service>,
     pub budget: Arc<Budget>,
+    pub image_repository: Arc<EcrRepository>,
     /// Problems that block a deploy (missing image, unsafe ingress ...).
     pub problems: Vec<String>,
 }
@@ -395,6 +403,7 @@ impl ExtraSmall {
             email: settings.alert_email.clone(),
             workspace: ws.id(),
         };
+        let image_repository = EcrRepository::for_workspace(ws);
 
         ExtraSmall {
             workspace: ws.clone(),
@@ -413,6 +422,7 @@ impl ExtraSmall {
             task_definition: Arc::new(task_definition),
             service: Arc::new(service),
             budget: Arc::new(budget),
+            image_repository: Arc::new(image_repository),
             problems,
         }
     }
@@ -434,6 +444,7 @@ impl ExtraSmall {
             self.task_definition.clone(),
             self.service.clone(),
             self.budget.clone(),
+            self.image_repository.clone(),
         ]
     }
 }
@@ -681,11 +692,31 @@ mod cost_tests {
         .unwrap();
         // 2.434646725 + 0.53468485 + 3.65 (task, address) + 0.405 (secret)
         // + 0.00125 + 0.00125 + 0.0025 + 0.002 (kv) + 0.001 (events)
-        // + 0.000476837 + 0.00000668 (event log) + 0.025 + 0.00035 (server log) = 7.05816508
-        assert!((r.total - 7.058165).abs() < 1e-5, "{}", r.render());
+        // + 0.000476837 + 0.00000668 (event log) + 0.025 + 0.00035 (server log)
+        // + 10 images x 15 MB / 1024 = 0.146484375 GB x $0.10 (image repository) = 7.07281352
+        assert!((r.total - 7.072814).abs() < 1e-5, "{}", r.render());
         assert!(r.total < r.target_high);
         let by = r.by_resource();
         assert!(by.contains_key("dashboard-service") && by.contains_key("server-secret"));
         assert!(!by.contains_key("budget"));
+        assert!(by.contains_key("image-repository"));
+    }
+
+    #[test]
+    fn the_image_repository_is_immutable_scanned_and_kept_as_data() {
+        let x = xs("dev");
+        let r = &x.image_repository;
+        assert_eq!(r.name, "agentbus-dev-images");
+        assert!(r.data_bearing());
+        let d = r.desired(&Default::default());
+        assert_eq!(
+            d.get("tag_mutability"),
+            Some(&serde_json::json!("IMMUTABLE"))
+        );
+        assert_eq!(d.get("scan_on_push"), Some(&serde_json::json!(true)));
+        let rule = &r.lifecycle_policy()["rules"][0];
+        assert_eq!(rule["selection"]["countNumber"], 10);
+        assert_eq!(rule["selection"]["countType"], "imageCountMoreThan");
+        assert_eq!(rule["action"]["type"], "expire");
     }
 }

@@ -1,0 +1,350 @@
+//! Container images: `agentbus image build|push` against a real registry on 127.0.0.1
+//! (Debian's docker-registry), read back by skopeo, which none of us wrote; the binary taken
+//! out of the pushed layer runs on the libraries the image carries. The workspace's ECR
+//! repository against moto.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::{IMAGE, agentbus, agentbus_env, clients, deploy_xs, registry, unique_env};
+use crate::server::{free_port, up};
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "agentbus-e2e-{tag}-{}-{}",
+        std::process::id(),
+        unique_env("d")
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn skopeo(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Pushes the running test build's agentbus binary to `repository` of the local registry.
+fn push(repository: &str, extra: &[&str]) -> serde_json::Value {
+    let reg = registry();
+    let mut args = vec![
+        "image",
+        "push",
+        "--registry",
+        &reg.host,
+        "--repository",
+        repository,
+        "--insecure",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let r = agentbus(&args);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json()
+}
+
+#[test]
+fn image_builds_reproducibly_and_a_pushed_image_reads_back_in_skopeo_and_runs() {
+    let dir = tmp("img");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let build = |out: &Path| {
+        let r = agentbus(&["image", "build", "--out", out.to_str().unwrap(), "--json"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.json()
+    };
+    let first = build(&a);
+    let second = build(&b);
+    let digest = first["digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        second["digest"], first["digest"],
+        "same inputs, same digest"
+    );
+    assert_eq!(first["summary"]["linking"], "dynamic");
+    // The OCI layout on disk is read by skopeo too.
+    let layout = skopeo(&["inspect", &format!("oci:{}", a.display())]);
+    assert_eq!(layout["Digest"], digest.as_str());
+
+    // Its own repository: other tests push the same image elsewhere at the same time.
+    let pushed = push("agentbus-readback", &[]);
+    assert_eq!(pushed["pushed"]["digest"], digest.as_str());
+    assert_eq!(pushed["pushed"]["already_present"], false);
+    let tagged = pushed["pushed"]["tagged"].as_str().unwrap().to_string();
+    let reference = pushed["pushed"]["reference"].as_str().unwrap().to_string();
+    assert_eq!(
+        reference,
+        format!("{}/agentbus-readback@{digest}", registry().host)
+    );
+
+    let inspect = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{tagged}"),
+    ]);
+    assert_eq!(inspect["Digest"], digest.as_str());
+    assert_eq!(inspect["Os"], "linux");
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 1);
+    // --raw: the config as stored, with Docker's Healthcheck, which skopeo's model drops.
+    let config = skopeo(&[
+        "inspect",
+        "--config",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]);
+    let c = &config["config"];
+    assert_eq!(c["User"], "10001:10001");
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/agentbus"])
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["serve"]));
+    assert!(c["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+
+    // The Dockerfile builds the same layout: its settings match the built config.
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile")).unwrap();
+    let port = c["ExposedPorts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .replace("/tcp", "");
+    for line in [
+        format!("USER {}", c["User"].as_str().unwrap()),
+        format!("EXPOSE {port}"),
+        format!("ENTRYPOINT {}", c["Entrypoint"]).replace(',', ", "),
+        format!("CMD {}", c["Cmd"]),
+        "HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3".to_string(),
+    ] {
+        assert!(dockerfile.contains(&line), "Dockerfile lacks {line:?}");
+    }
+    assert!(dockerfile.contains(&format!(
+            "CMD {}",
+            serde_json::json!(c["Healthcheck"]["Test"].as_array().unwrap()[1..])
+                .to_string()
+                .replace(',', ", ")
+        )));
+
+    // A second push of the same image writes nothing.
+    let again = push("agentbus-readback", &[]);
+    assert_eq!(again["pushed"]["already_present"], true);
+
+    // Take the layer out of the registry with skopeo and unpack it.
+    let copy = dir.join("copy");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("dir:{}", copy.display()),
+    ]);
+    let layer = inspect["Layers"][0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let st = Command::new("tar")
+        .args([
+            "-xzf",
+            copy.join(layer).to_str().unwrap(),
+            "-C",
+            root.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Run the extracted binary on the loader and libraries of the image, not this machine's.
+    let run = |args: &[&str]| {
+        Command::new(root.join("lib64/ld-linux-x86-64.so.2"))
+            .arg("--library-path")
+            .arg(root.join("lib/x86_64-linux-gnu"))
+            .arg(root.join("usr/local/bin/agentbus"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let v = run(&["--version"]);
+    assert!(v.status.success(), "{v:?}");
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")),
+        "{v:?}"
+    );
+    let port = free_port();
+    let down = run(&["healthcheck", "--port", &port.to_string()]);
+    assert!(!down.status.success(), "nothing listens yet: {down:?}");
+    let data = dir.join("data");
+    let _server = up(&data, port);
+    let ok = run(&["healthcheck", "--port", &port.to_string()]);
+    assert!(ok.status.success(), "{ok:?}");
+
+    // The same binary on the pushed image as a base: two layers, the base's first.
+    let on_base = push("agentbus-on-base", &["--base", &tagged]);
+    assert_eq!(on_base["summary"]["base"], tagged.as_str());
+    let on_base_ref = on_base["pushed"]["reference"].as_str().unwrap();
+    let inspect2 = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{on_base_ref}"),
+    ]);
+    let layers = inspect2["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0], inspect["Layers"][0]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn image_commands_refuse_bad_input_clearly() {
+    let r = agentbus(&[
+        "image",
+        "push",
+        "--registry",
+        "registry.example.com",
+        "--repository",
+        "x",
+        "--insecure",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("only for a registry on this machine"),
+        "{r:?}"
+    );
+    let dir = tmp("bad");
+    let not_elf = dir.join("script");
+    std::fs::write(&not_elf, "#!/bin/sh\n").unwrap();
+    let r = agentbus(&[
+        "image",
+        "build",
+        "--binary",
+        not_elf.to_str().unwrap(),
+        "--out",
+        dir.join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("not a Linux ELF executable"), "{r:?}");
+    let r = agentbus(&["image", "push", "--registry", &registry().host]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("--repository"), "{r:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn deploy_uses_the_pushed_image_and_refuses_one_the_registry_lacks() {
+    let env = unique_env("img");
+    let reg = registry();
+    let zeros = format!("{}/agentbus@sha256:{}", reg.host, "0".repeat(64));
+    let r = agentbus(&["plan", "xs", "--env", &env, "--image", &zeros]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("is not in its registry"), "{r:?}");
+    let missing = IMAGE.replace(":test", ":missing");
+    let r = agentbus(&["deploy", "xs", "--env", &env, "--image", &missing, "--yes"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("is not in its ECR repository"), "{r:?}");
+    // Refused before anything was created.
+    let r = agentbus(&["status", "--env", &env, "--json"]);
+    assert!(r.json()["history"].as_array().unwrap().is_empty(), "{r:?}");
+
+    // Push with --remember: the env's next deploy uses that image without --image.
+    let pushed = push("agentbus-deploy", &["--remember", "--env", &env]);
+    let reference = pushed["pushed"]["reference"].as_str().unwrap().to_string();
+    assert_eq!(pushed["remembered_for"], format!("agentbus-{env}"));
+    let r = agentbus_env(
+        &[
+            "deploy",
+            "xs",
+            "--env",
+            &env,
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let image = rt.block_on(async {
+        let c = clients().await;
+        let td = c
+            .ecs
+            .describe_task_definition()
+            .task_definition(format!("agentbus-{env}-dashboard"))
+            .send()
+            .await
+            .unwrap();
+        td.task_definition().unwrap().container_definitions()[0]
+            .image()
+            .unwrap()
+            .to_string()
+    });
+    assert_eq!(image, reference);
+    let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
+fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_data() {
+    let env = unique_env("ecr");
+    deploy_xs(&env);
+    let name = format!("agentbus-{env}-images");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt.block_on(clients());
+    let describe = || {
+        rt.block_on(c.ecr.describe_repositories().repository_names(&name).send())
+            .map_err(Box::new)
+    };
+    let out = describe().unwrap();
+    let repo = &out.repositories()[0];
+    assert_eq!(repo.image_tag_mutability().unwrap().as_str(), "IMMUTABLE");
+    assert!(repo.image_scanning_configuration().unwrap().scan_on_push());
+    assert_eq!(
+        repo.encryption_configuration()
+            .unwrap()
+            .encryption_type()
+            .as_str(),
+        "AES256"
+    );
+    let policy = rt
+        .block_on(c.ecr.get_lifecycle_policy().repository_name(&name).send())
+        .unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
+    assert_eq!(policy["rules"][0]["selection"]["countNumber"], 10);
+    let tags = rt
+        .block_on(
+            c.ecr
+                .list_tags_for_resource()
+                .resource_arn(repo.repository_arn().unwrap())
+                .send(),
+        )
+        .unwrap();
+    assert!(
+        tags.tags()
+            .iter()
+            .any(|t| t.key() == "agentbus:workspace" && t.value() == format!("agentbus-{env}")),
+        "{tags:?}"
+    );
+
+    let r = agentbus(&["destroy", "--env", &env, "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!("kept ecr repository {name}")),
+        "{r:?}"
+    );
+    assert!(describe().is_ok(), "kept without --destroy-data");
+    let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let gone = describe().unwrap_err();
+    assert!(
+        format!("{gone:?}").contains("RepositoryNotFoundException"),
+        "{gone:?}"
+    );
+}
