@@ -925,7 +925,7 @@ async fn the_cli_explains_bad_input() {
     assert!(r.stderr.contains("AWS credentials"), "{r:?}");
     assert!(r.stderr.contains("AWS_ACCESS_KEY_ID"), "{r:?}");
 
-    let r = agentbus(&["plan", "small"]);
+    let r = agentbus(&["plan", "medium"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("not available in this version yet"),

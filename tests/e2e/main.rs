@@ -7,3 +7,4 @@ mod harness;
 mod image;
 mod runtime;
 mod server;
+mod small;

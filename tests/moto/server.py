@@ -10,6 +10,9 @@ taught to answer them here.
   atomic. The writes are serialised here.
 - EventBridge -> CloudWatch Logs delivery: moto stamps the log event with a float number of
   milliseconds, which no SDK parses as the integer the API defines.
+- S3 GetBucketVersioning: moto 5.2 wraps the answer in <GetBucketVersioningResponse>; the
+  API's root element is <VersioningConfiguration> (botocore does not check the root, the Rust
+  SDK does).
 
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
@@ -22,6 +25,8 @@ import moto.dynamodb.models as dynamodb_models
 import moto.events.models as events_models
 from moto.budgets.exceptions import NotFoundException
 from moto.budgets.responses import BudgetsResponse
+from moto.s3.responses import S3Response
+from xml.sax.saxutils import escape
 from moto.server import main
 
 
@@ -67,6 +72,18 @@ for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
 _unix_time_millis = events_models.unix_time_millis
 events_models.unix_time_millis = lambda *args: int(_unix_time_millis(*args))
 
+def get_bucket_versioning(self):
+    status = self.backend.get_bucket_versioning(self.bucket_name)
+    self.data["Action"] = "GetBucketVersioning"
+    inner = f"<Status>{escape(status)}</Status>" if status else ""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>'
+    )
+    return 200, {"Content-Type": "application/xml"}, body
+
+
+S3Response.get_bucket_versioning = get_bucket_versioning
 BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification
 BudgetsResponse.update_budget = update_budget
 

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use tier_xs::aws::{AwsClients, AwsOptions};
 use tier_xs::engine::apply::{ApplyOptions, ApplyReport, Outcome, Progress};
 use tier_xs::engine::lock::iso;
-use tier_xs::ops::{Deployer, Inputs, OpsError, Planned};
+use tier_xs::ops::{Catalog, Deployer, Inputs, OpsError, Planned, UniverseContext};
 use tier_xs::workspace::{Env, Tier};
 use tokio_util::sync::CancellationToken;
 
@@ -333,7 +333,12 @@ async fn connect(g: &Global) -> Result<Deployer> {
         profile: g.profile.clone(),
     })
     .await?;
-    Ok(Deployer::connect(aws, env).await?)
+    Ok(Deployer::connect_with(aws, env, catalog()).await?)
+}
+
+/// Every tier this build can deploy.
+fn catalog() -> Arc<dyn Catalog> {
+    Arc::new(tier_small::catalog::SmallCatalog)
 }
 
 /// Human output: stdout normally, stderr when stdout carries JSON.
@@ -568,8 +573,9 @@ async fn run(cli: Cli) -> Result<u8> {
 /// Prices a tier without touching AWS: prices do not depend on the account, so the names use
 /// the all-zero account id.
 fn cost_report(g: &Global, tier: Tier, usage: &str) -> Result<tier_xs::cost::CostReport> {
-    if tier > tier_xs::ops::HIGHEST_BUILT {
-        return Err(OpsError::TierNotBuilt(tier).into());
+    let catalog = catalog();
+    if tier > catalog.highest() {
+        return Err(OpsError::TierNotBuilt(tier, catalog.highest()).into());
     }
     let env = Env::new(&g.env)?;
     let region = g
@@ -583,13 +589,20 @@ fn cost_report(g: &Global, tier: Tier, usage: &str) -> Result<tier_xs::cost::Cos
         vpc_id: "(default VPC)".into(),
         subnet_ids: Vec::new(),
     };
-    let xs = tier_xs::tier::ExtraSmall::new(&ws, &tier_xs::tier::XsSettings::new(network));
+    let settings = tier_xs::engine::lock::StoredSettings::default();
+    let universe = catalog.universe(&UniverseContext {
+        ws: &ws,
+        xs: tier_xs::tier::XsSettings::new(network),
+        settings: &settings,
+        target: Some(tier),
+        plain_http: false,
+    });
     let usage = tier_xs::cost::Usage::load(usage)?;
     Ok(tier_xs::cost::report(
         tier,
         &region,
         &usage,
-        &xs.resources(),
+        &universe.resources,
     )?)
 }
 

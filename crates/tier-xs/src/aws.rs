@@ -127,6 +127,7 @@ pub struct AwsClients {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub budgets: aws_sdk_budgets::Client,
     pub ecr: aws_sdk_ecr::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl AwsClients {
@@ -186,6 +187,14 @@ impl AwsClients {
             logs: client!(aws_sdk_cloudwatchlogs),
             budgets: client!(aws_sdk_budgets),
             ecr: client!(aws_sdk_ecr),
+            // Against a custom endpoint (an emulator, a compatible store) buckets are in the
+            // path: `bucket.127.0.0.1` is not a host name.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(cfg)
+                    .force_path_style(cfg.endpoint_url().is_some())
+                    .interceptor(counter())
+                    .build(),
+            ),
             stats,
         }
     }

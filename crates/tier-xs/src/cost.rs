@@ -123,6 +123,9 @@ pub struct Usage {
     pub s3_puts: f64,
     #[serde(default)]
     pub s3_gets: f64,
+    /// Timeline records the agents append (one small S3 object each; small tier on).
+    #[serde(default)]
+    pub timeline_records: f64,
     /// Workflow runs (medium tier on).
     #[serde(default)]
     pub workflow_runs: f64,
@@ -157,16 +160,21 @@ impl Usage {
             artifacts_gb: 0.0,
             s3_puts: 0.0,
             s3_gets: 0.0,
+            timeline_records: 0.0,
             workflow_runs: 0.0,
         };
         match name {
-            "idle" => Some(u(
-                1_000.0, 10_000.0, 2_000.0, 0.01, 1_000.0, 1_000.0, 0.05, 0.1,
-            )),
+            "idle" => Some(Usage {
+                timeline_records: 100.0,
+                ..u(
+                    1_000.0, 10_000.0, 2_000.0, 0.01, 1_000.0, 1_000.0, 0.05, 0.1,
+                )
+            }),
             "light" => Some(Usage {
                 artifacts_gb: 1.0,
                 s3_puts: 10_000.0,
                 s3_gets: 50_000.0,
+                timeline_records: 10_000.0,
                 workflow_runs: 100.0,
                 ..u(
                     100_000.0, 500_000.0, 100_000.0, 0.5, 100_000.0, 5_000.0, 0.5, 2.0,
@@ -176,6 +184,7 @@ impl Usage {
                 artifacts_gb: 20.0,
                 s3_puts: 200_000.0,
                 s3_gets: 1_000_000.0,
+                timeline_records: 200_000.0,
                 workflow_runs: 2_000.0,
                 ..u(
                     2_000_000.0,

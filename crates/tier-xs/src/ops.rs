@@ -29,8 +29,8 @@ pub enum OpsError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error("the {0} tier is not available in this version yet: extra-small (xs) is")]
-    TierNotBuilt(Tier),
+    #[error("the {0} tier is not available in this version yet: up to {1} is")]
+    TierNotBuilt(Tier, Tier),
     #[error(transparent)]
     Cost(#[from] CostError),
     #[error("the plan has problems that must be fixed first:\n  - {}", .0.join("\n  - "))]
@@ -67,14 +67,56 @@ const SETTING_SUBNETS: &str = "subnets";
 const SETTING_BUDGET: &str = "budget_usd";
 const SETTING_EMAIL: &str = "alert_email";
 
-/// The highest tier this build can deploy.
-pub const HIGHEST_BUILT: Tier = Tier::ExtraSmall;
+/// What a build of agentbus can deploy: the resources of every tier it knows. The crate of
+/// the highest tier provides it (tier crates depend downwards, so this one cannot name them).
+pub trait Catalog: Send + Sync {
+    /// The highest tier this catalog can deploy.
+    fn highest(&self) -> Tier;
+    /// Every resource of every tier this catalog knows, shaped for `ctx.target` (the
+    /// dashboard task, for one, is configured for the tier it serves), and the problems
+    /// that block deploying it.
+    fn universe(&self, ctx: &UniverseContext<'_>) -> Universe;
+}
+
+/// What a catalog needs to lay out the universe.
+pub struct UniverseContext<'a> {
+    pub ws: &'a Workspace,
+    pub xs: XsSettings,
+    /// The remembered settings, for tiers with settings of their own.
+    pub settings: &'a StoredSettings,
+    /// `None`: destroy.
+    pub target: Option<Tier>,
+    /// The AWS endpoint is plain HTTP (an emulator): TLS-only policies would lock clients out.
+    pub plain_http: bool,
+}
+
+pub struct Universe {
+    pub resources: Vec<Arc<dyn Resource>>,
+    pub problems: Vec<String>,
+}
+
+/// The extra-small tier alone.
+pub struct XsCatalog;
+
+impl Catalog for XsCatalog {
+    fn highest(&self) -> Tier {
+        Tier::ExtraSmall
+    }
+    fn universe(&self, ctx: &UniverseContext<'_>) -> Universe {
+        let tier = ExtraSmall::new(ctx.ws, &ctx.xs);
+        Universe {
+            resources: tier.resources(),
+            problems: tier.problems,
+        }
+    }
+}
 
 pub struct Deployer {
     pub aws: AwsClients,
     pub ws: Workspace,
     pub caller: Caller,
     pub table: DeployTable,
+    pub catalog: Arc<dyn Catalog>,
 }
 
 /// A plan together with the settings it was made for.
@@ -87,7 +129,17 @@ pub struct Planned {
 }
 
 impl Deployer {
+    /// A deployer for the extra-small tier alone.
     pub async fn connect(aws: AwsClients, env: Env) -> Result<Self, OpsError> {
+        Self::connect_with(aws, env, Arc::new(XsCatalog)).await
+    }
+
+    /// A deployer for every tier `catalog` knows.
+    pub async fn connect_with(
+        aws: AwsClients,
+        env: Env,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Self, OpsError> {
         let caller = aws.caller().await?;
         let ws = Workspace::new(env, caller.account.clone(), aws.region.clone());
         let table = DeployTable::new(&aws, &ws);
@@ -96,6 +148,7 @@ impl Deployer {
             ws,
             caller,
             table,
+            catalog,
         })
     }
 
@@ -166,22 +219,39 @@ impl Deployer {
         Ok(xs)
     }
 
-    /// Every resource of every tier this build knows, for these settings.
-    fn universe(&self, xs: &XsSettings) -> (Vec<Arc<dyn Resource>>, Vec<String>) {
-        let tier = ExtraSmall::new(&self.ws, xs);
-        (tier.resources(), tier.problems)
+    /// Every resource of every tier the catalog knows, shaped for `target`.
+    fn universe(
+        &self,
+        xs: &XsSettings,
+        settings: &StoredSettings,
+        target: Option<Tier>,
+    ) -> Universe {
+        self.catalog.universe(&UniverseContext {
+            ws: &self.ws,
+            xs: xs.clone(),
+            settings,
+            target,
+            plain_http: self
+                .aws
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://")),
+        })
     }
 
     /// Plans converging the workspace to `target` (`None`: remove everything).
     pub async fn plan(&self, target: Option<Tier>, inputs: &Inputs) -> Result<Planned, OpsError> {
         if let Some(t) = target
-            && t > HIGHEST_BUILT
+            && t > self.catalog.highest()
         {
-            return Err(OpsError::TierNotBuilt(t));
+            return Err(OpsError::TierNotBuilt(t, self.catalog.highest()));
         }
         let (settings, settings_changed) = self.settings(inputs).await?;
         let xs = self.xs_settings(&settings, inputs, target).await?;
-        let (universe, problems) = self.universe(&xs);
+        let Universe {
+            resources: universe,
+            problems,
+        } = self.universe(&xs, &settings, target);
         let mut plan = plan::plan(
             &self.aws,
             PlanRequest {

@@ -38,6 +38,20 @@ pub struct XsSettings {
     pub budget_usd: f64,
     /// Where the budget's alerts go; none: no alert is sent.
     pub alert_email: Option<String>,
+    /// What a higher tier adds to the dashboard task (empty for extra-small).
+    pub extension: Extension,
+}
+
+/// What a higher tier adds to the extra-small tier's dashboard task: the tier the server is
+/// configured for, more configuration, more permissions for its task role.
+#[derive(Clone, Debug, Default)]
+pub struct Extension {
+    /// The tier the server serves (default: extra-small).
+    pub tier: Option<Tier>,
+    /// More `AGENTBUS_*` variables.
+    pub env: Vec<(String, String)>,
+    /// More statements for the task role's policy.
+    pub task_statements: Vec<serde_json::Value>,
 }
 
 impl XsSettings {
@@ -51,6 +65,7 @@ impl XsSettings {
             memory: 512,
             budget_usd: crate::cost::seed_target(Tier::ExtraSmall).1,
             alert_email: None,
+            extension: Extension::default(),
         }
     }
 }
@@ -115,7 +130,7 @@ impl ExtraSmall {
     pub fn new(ws: &Workspace, settings: &XsSettings) -> Self {
         let t = Tier::ExtraSmall;
         let prod = ws.env.is_prod();
-        let config = ServerConfig::for_workspace(ws, t);
+        let config = ServerConfig::for_workspace(ws, settings.extension.tier.unwrap_or(t));
         let mut problems = Vec::new();
 
         let kv = DynamoTable(TableSpec {
@@ -267,41 +282,46 @@ impl ExtraSmall {
             service: "ecs-tasks.amazonaws.com",
             account: ws.account.clone(),
             policy_name: task_name.clone(),
-            policy: policy(vec![
-                statement(
-                    &[
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                        "dynamodb:Query",
-                        "dynamodb:ConditionCheckItem",
-                        "dynamodb:DescribeTable",
-                    ],
-                    &[kv_arn.clone(), format!("{kv_arn}/index/*")],
-                ),
-                statement(
-                    &["events:PutEvents"],
-                    &[ws.arn("events", &format!("event-bus/{}", config.event_bus))],
-                ),
-                statement(
-                    &[
-                        "secretsmanager:GetSecretValue",
-                        "secretsmanager:PutSecretValue",
-                        "secretsmanager:DescribeSecret",
-                        "secretsmanager:CreateSecret",
-                        "secretsmanager:DeleteSecret",
-                        "secretsmanager:TagResource",
-                    ],
-                    &[ws.arn("secretsmanager", &format!("secret:{PREFIX}/{}/*", ws.env))],
-                ),
-                // ListSecrets has no resource-level scope in IAM; it returns metadata only.
-                statement(&["secretsmanager:ListSecrets"], &["*".to_string()]),
-                statement(
-                    &["logs:FilterLogEvents", "logs:GetLogEvents"],
-                    &[format!("{logs_prefix}{}:*", config.events_log_group)],
-                ),
-            ]),
+            policy: policy(
+                vec![
+                    statement(
+                        &[
+                            "dynamodb:GetItem",
+                            "dynamodb:PutItem",
+                            "dynamodb:UpdateItem",
+                            "dynamodb:DeleteItem",
+                            "dynamodb:Query",
+                            "dynamodb:ConditionCheckItem",
+                            "dynamodb:DescribeTable",
+                        ],
+                        &[kv_arn.clone(), format!("{kv_arn}/index/*")],
+                    ),
+                    statement(
+                        &["events:PutEvents"],
+                        &[ws.arn("events", &format!("event-bus/{}", config.event_bus))],
+                    ),
+                    statement(
+                        &[
+                            "secretsmanager:GetSecretValue",
+                            "secretsmanager:PutSecretValue",
+                            "secretsmanager:DescribeSecret",
+                            "secretsmanager:CreateSecret",
+                            "secretsmanager:DeleteSecret",
+                            "secretsmanager:TagResource",
+                        ],
+                        &[ws.arn("secretsmanager", &format!("secret:{PREFIX}/{}/*", ws.env))],
+                    ),
+                    // ListSecrets has no resource-level scope in IAM; it returns metadata only.
+                    statement(&["secretsmanager:ListSecrets"], &["*".to_string()]),
+                    statement(
+                        &["logs:FilterLogEvents", "logs:GetLogEvents"],
+                        &[format!("{logs_prefix}{}:*", config.events_log_group)],
+                    ),
+                ]
+                .into_iter()
+                .chain(settings.extension.task_statements.iter().cloned())
+                .collect(),
+            ),
             arn: ws.iam_arn(&format!("role/{task_name}")),
             tags: ws.tags(t, "dashboard"),
         };
@@ -351,7 +371,11 @@ impl ExtraSmall {
                 name: "dashboard".into(),
                 image,
                 port: Some(DASHBOARD_PORT),
-                env: config.to_env(),
+                env: config
+                    .to_env()
+                    .into_iter()
+                    .chain(settings.extension.env.iter().cloned())
+                    .collect(),
                 health_command: Some(vec![
                     IMAGE_BINARY_PATH.to_string(),
                     "healthcheck".to_string(),

@@ -33,6 +33,8 @@ pub struct Gsi {
 pub enum TableUsage {
     /// The KV store.
     Kv,
+    /// The event-monitoring table: one write per event, plus one per index.
+    Events { indexes: u32 },
     /// Tool bookkeeping with negligible traffic.
     Negligible,
 }
@@ -555,6 +557,33 @@ impl Resource for DynamoTable {
                     p.dynamodb_pitr_gb_month,
                 ),
             ],
+            TableUsage::Events { indexes } => {
+                // Events are kept 90 days: about three months of them are stored.
+                let gb = u.events * 3.0 * u.event_kb / 1_048_576.0;
+                vec![
+                    CostLine::new(
+                        id,
+                        &format!("event writes (table + {indexes} indexes)"),
+                        u.events * f64::from(1 + indexes) / 1e6,
+                        "M WRU",
+                        p.dynamodb_write_million,
+                    ),
+                    CostLine::new(
+                        id,
+                        "storage (90 days of events, with indexes)",
+                        gb * f64::from(1 + indexes),
+                        "GB-mo",
+                        p.dynamodb_storage_gb_month,
+                    ),
+                    CostLine::new(
+                        id,
+                        "point-in-time recovery",
+                        gb * f64::from(1 + indexes),
+                        "GB-mo",
+                        p.dynamodb_pitr_gb_month,
+                    ),
+                ]
+            }
             TableUsage::Negligible => Vec::new(),
         }
     }

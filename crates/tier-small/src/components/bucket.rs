@@ -1,0 +1,596 @@
+//! An S3 bucket as a resource: versioning, default encryption, all four public-access
+//! blocks, lifecycle rules, a TLS-only bucket policy and the workspace's tags. A bucket holds
+//! data: only `--destroy-data` deletes it (every object version first), and in `prod` it is
+//! kept even then.
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
+    BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, Transition,
+    TransitionStorageClass, VersioningConfiguration,
+};
+use serde_json::{Value, json};
+use tier_xs::aws::AwsClients;
+use tier_xs::cost::{CostContext, CostLine};
+use tier_xs::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+};
+use tier_xs::workspace::Tier;
+
+/// Moving objects to a cheaper storage class after `days`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tiering {
+    pub days: i32,
+    pub class: TransitionStorageClass,
+}
+
+/// The lifecycle of a bucket's objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lifecycle {
+    /// Old versions (overwritten or deleted objects) go after this many days.
+    pub noncurrent_expire_days: i32,
+    /// Unfinished multipart uploads are aborted after this many days.
+    pub abort_multipart_days: i32,
+    pub transitions: Vec<Tiering>,
+}
+
+/// Which part of the usage profile a bucket's storage and requests come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketUsage {
+    Artifacts,
+    Timeline,
+}
+
+pub struct Bucket {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub region: String,
+    pub lifecycle: Lifecycle,
+    /// Deny every request not made over TLS. Off only against a plain-HTTP endpoint, where
+    /// the policy would lock every client out.
+    pub tls_only: bool,
+    /// `prod`: kept even with `--destroy-data`.
+    pub retain: bool,
+    pub usage: BucketUsage,
+    pub tags: Vec<(String, String)>,
+}
+
+const LIFECYCLE_RULE_ID: &str = "agentbus";
+
+fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
+    EngineError::aws(name, op, e)
+}
+
+fn build<T, E: std::fmt::Display>(r: Result<T, E>, name: &str) -> Result<T, EngineError> {
+    r.map_err(|e| EngineError::Invalid(format!("{name}: {e}")))
+}
+
+impl Bucket {
+    pub fn arn(&self) -> String {
+        format!("arn:aws:s3:::{}", self.name)
+    }
+
+    /// The TLS-only policy document.
+    pub fn policy(&self) -> Value {
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [self.arn(), format!("{}/*", self.arn())],
+                "Condition": { "Bool": { "aws:SecureTransport": "false" } },
+            }]
+        })
+    }
+
+    fn lifecycle_value(l: &Lifecycle) -> Value {
+        json!({
+            "noncurrent_versions_expire_after_days": l.noncurrent_expire_days,
+            "incomplete_uploads_aborted_after_days": l.abort_multipart_days,
+            "transitions": l.transitions.iter()
+                .map(|t| format!("{} after {} days", t.class.as_str(), t.days))
+                .collect::<Vec<_>>(),
+        })
+    }
+
+    fn lifecycle_config(&self) -> Result<BucketLifecycleConfiguration, EngineError> {
+        let l = &self.lifecycle;
+        let mut rule = LifecycleRule::builder()
+            .id(LIFECYCLE_RULE_ID)
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder()
+                    .noncurrent_days(l.noncurrent_expire_days)
+                    .build(),
+            )
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(l.abort_multipart_days)
+                    .build(),
+            );
+        for t in &l.transitions {
+            rule = rule.transitions(
+                Transition::builder()
+                    .days(t.days)
+                    .storage_class(t.class.clone())
+                    .build(),
+            );
+        }
+        build(
+            BucketLifecycleConfiguration::builder()
+                .rules(build(rule.build(), &self.name)?)
+                .build(),
+            &self.name,
+        )
+    }
+
+    async fn put_versioning(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        aws.s3
+            .put_bucket_versioning()
+            .bucket(&self.name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "PutBucketVersioning", e))?;
+        Ok(())
+    }
+
+    async fn put_encryption(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        let by_default = build(
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::Aes256)
+                .build(),
+            &self.name,
+        )?;
+        let config = build(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(by_default)
+                        .build(),
+                )
+                .build(),
+            &self.name,
+        )?;
+        aws.s3
+            .put_bucket_encryption()
+            .bucket(&self.name)
+            .server_side_encryption_configuration(config)
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "PutBucketEncryption", e))?;
+        Ok(())
+    }
+
+    async fn put_public_access_block(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        aws.s3
+            .put_public_access_block()
+            .bucket(&self.name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "PutPublicAccessBlock", e))?;
+        Ok(())
+    }
+
+    async fn put_lifecycle(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        aws.s3
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.name)
+            .lifecycle_configuration(self.lifecycle_config()?)
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "PutBucketLifecycleConfiguration", e))?;
+        Ok(())
+    }
+
+    async fn put_policy(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        if self.tls_only {
+            aws.s3
+                .put_bucket_policy()
+                .bucket(&self.name)
+                .policy(self.policy().to_string())
+                .send()
+                .await
+                .map_err(|e| err(&self.name, "PutBucketPolicy", e))?;
+        } else {
+            aws.s3
+                .delete_bucket_policy()
+                .bucket(&self.name)
+                .send()
+                .await
+                .map_err(|e| err(&self.name, "DeleteBucketPolicy", e))?;
+        }
+        Ok(())
+    }
+
+    async fn put_tags(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        // Keep tags that are not ours (a user's cost centre): S3 replaces the whole set.
+        let mut set: Vec<(String, String)> =
+            match aws.s3.get_bucket_tagging().bucket(&self.name).send().await {
+                Ok(t) => t
+                    .tag_set()
+                    .iter()
+                    .filter(|t| !t.key().starts_with("agentbus:"))
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect(),
+                Err(e) if error_code(&e) == Some("NoSuchTagSet") => Vec::new(),
+                Err(e) => return Err(err(&self.name, "GetBucketTagging", e)),
+            };
+        set.extend(self.tags.iter().cloned());
+        let tags = set
+            .iter()
+            .map(|(k, v)| build(Tag::builder().key(k).value(v).build(), &self.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        aws.s3
+            .put_bucket_tagging()
+            .bucket(&self.name)
+            .tagging(build(
+                Tagging::builder().set_tag_set(Some(tags)).build(),
+                &self.name,
+            )?)
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "PutBucketTagging", e))?;
+        Ok(())
+    }
+
+    /// Deletes every object version and delete marker, a thousand at a time.
+    async fn empty(&self, aws: &AwsClients) -> Result<u64, EngineError> {
+        let mut deleted = 0;
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let page = aws
+                .s3
+                .list_object_versions()
+                .bucket(&self.name)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .map_err(|e| err(&self.name, "ListObjectVersions", e))?;
+            let mut ids = Vec::new();
+            for v in page.versions() {
+                ids.push((v.key().unwrap_or_default(), v.version_id()));
+            }
+            for m in page.delete_markers() {
+                ids.push((m.key().unwrap_or_default(), m.version_id()));
+            }
+            if !ids.is_empty() {
+                let objects = ids
+                    .iter()
+                    .map(|(k, v)| {
+                        build(
+                            ObjectIdentifier::builder()
+                                .key(*k)
+                                .set_version_id(v.map(str::to_string))
+                                .build(),
+                            &self.name,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                deleted += objects.len() as u64;
+                aws.s3
+                    .delete_objects()
+                    .bucket(&self.name)
+                    .delete(build(
+                        Delete::builder()
+                            .set_objects(Some(objects))
+                            .quiet(true)
+                            .build(),
+                        &self.name,
+                    )?)
+                    .send()
+                    .await
+                    .map_err(|e| err(&self.name, "DeleteObjects", e))?;
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(deleted);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+        }
+    }
+}
+
+#[async_trait]
+impl Resource for Bucket {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "s3 bucket"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn data_bearing(&self) -> bool {
+        true
+    }
+    fn protected(&self) -> Option<String> {
+        self.retain.then(|| {
+            "prod buckets are retained: kept. Empty and delete it yourself if you mean it".into()
+        })
+    }
+    fn desired(&self, _outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set("versioning", "Enabled")
+            .set("encryption", "AES256")
+            .set(
+                "public_access_block",
+                "all four blocks on (ACLs blocked and ignored, public policies blocked, public buckets restricted)",
+            )
+            .set("lifecycle", Self::lifecycle_value(&self.lifecycle))
+            .set(
+                "policy",
+                if self.tls_only {
+                    self.policy()
+                } else {
+                    Value::Null
+                },
+            )
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let name = &self.name;
+        match aws.s3.head_bucket().bucket(name).send().await {
+            Ok(_) => {}
+            Err(e)
+                if error_code(&e) == Some("NotFound")
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(err(name, "HeadBucket", e)),
+        }
+        let versioning = aws
+            .s3
+            .get_bucket_versioning()
+            .bucket(name)
+            .send()
+            .await
+            .map_err(|e| err(name, "GetBucketVersioning", e))?
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "never enabled".into());
+        let encryption = match aws.s3.get_bucket_encryption().bucket(name).send().await {
+            Ok(o) => o
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+                .and_then(|r| r.apply_server_side_encryption_by_default())
+                .map(|d| d.sse_algorithm().as_str().to_string())
+                .unwrap_or_else(|| "none".into()),
+            Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => {
+                "none".into()
+            }
+            Err(e) => return Err(err(name, "GetBucketEncryption", e)),
+        };
+        let pab = match aws.s3.get_public_access_block().bucket(name).send().await {
+            Ok(o) => match o.public_access_block_configuration() {
+                Some(c)
+                    if c.block_public_acls() == Some(true)
+                        && c.ignore_public_acls() == Some(true)
+                        && c.block_public_policy() == Some(true)
+                        && c.restrict_public_buckets() == Some(true) =>
+                {
+                    "all four blocks on (ACLs blocked and ignored, public policies blocked, public buckets restricted)".to_string()
+                }
+                Some(c) => format!(
+                    "block_public_acls={:?} ignore_public_acls={:?} block_public_policy={:?} restrict_public_buckets={:?}",
+                    c.block_public_acls(),
+                    c.ignore_public_acls(),
+                    c.block_public_policy(),
+                    c.restrict_public_buckets()
+                ),
+                None => "none".into(),
+            },
+            Err(e) if error_code(&e) == Some("NoSuchPublicAccessBlockConfiguration") => {
+                "none".into()
+            }
+            Err(e) => return Err(err(name, "GetPublicAccessBlock", e)),
+        };
+        let lifecycle = match aws
+            .s3
+            .get_bucket_lifecycle_configuration()
+            .bucket(name)
+            .send()
+            .await
+        {
+            Ok(o) => o
+                .rules()
+                .iter()
+                .find(|r| r.id() == Some(LIFECYCLE_RULE_ID))
+                .map(|r| {
+                    Self::lifecycle_value(&Lifecycle {
+                        noncurrent_expire_days: r
+                            .noncurrent_version_expiration()
+                            .and_then(|n| n.noncurrent_days())
+                            .unwrap_or(0),
+                        abort_multipart_days: r
+                            .abort_incomplete_multipart_upload()
+                            .and_then(|a| a.days_after_initiation())
+                            .unwrap_or(0),
+                        transitions: r
+                            .transitions()
+                            .iter()
+                            .filter_map(|t| {
+                                Some(Tiering {
+                                    days: t.days()?,
+                                    class: t.storage_class()?.clone(),
+                                })
+                            })
+                            .collect(),
+                    })
+                })
+                .unwrap_or(Value::Null),
+            Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => Value::Null,
+            Err(e) => return Err(err(name, "GetBucketLifecycleConfiguration", e)),
+        };
+        let policy = match aws.s3.get_bucket_policy().bucket(name).send().await {
+            Ok(o) => o
+                .policy()
+                .map(tier_xs::components::normalize_json)
+                .unwrap_or(Value::Null),
+            Err(e) if error_code(&e) == Some("NoSuchBucketPolicy") => Value::Null,
+            Err(e) => return Err(err(name, "GetBucketPolicy", e)),
+        };
+        let tags = match aws.s3.get_bucket_tagging().bucket(name).send().await {
+            Ok(t) => own_tags(t.tag_set().iter().map(|t| (t.key(), t.value()))),
+            Err(e) if error_code(&e) == Some("NoSuchTagSet") => json!({}),
+            Err(e) => return Err(err(name, "GetBucketTagging", e)),
+        };
+        Ok(Some(
+            Observed::default()
+                .field("versioning", versioning)
+                .field("encryption", encryption)
+                .field("public_access_block", pab)
+                .field("lifecycle", lifecycle)
+                .field("policy", policy)
+                .field("tags", tags)
+                .output("name", name.clone())
+                .output("arn", self.arn()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        let mut req = aws.s3.create_bucket().bucket(&self.name);
+        if self.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            // Ours already (an interrupted apply): converge it below.
+            Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) if error_code(&e) == Some("BucketAlreadyExists") => {
+                return Err(EngineError::Invalid(format!(
+                    "{}: the name is taken by another AWS account; bucket names are global",
+                    self.name
+                )));
+            }
+            Err(e) => return Err(err(&self.name, "CreateBucket", e)),
+        }
+        // The public-access block first, so the bucket is never open.
+        self.put_public_access_block(aws).await?;
+        self.put_encryption(aws).await?;
+        self.put_versioning(aws).await?;
+        self.put_lifecycle(aws).await?;
+        if self.tls_only {
+            self.put_policy(aws).await?;
+        }
+        self.put_tags(aws).await?;
+        let _ = outputs;
+        self.observe(aws).await?.ok_or_else(|| {
+            EngineError::Invalid(format!("{}: not found right after creation", self.name))
+        })
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        _outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        for field in changed {
+            match field.as_str() {
+                "versioning" => self.put_versioning(aws).await?,
+                "encryption" => self.put_encryption(aws).await?,
+                "public_access_block" => self.put_public_access_block(aws).await?,
+                "lifecycle" => self.put_lifecycle(aws).await?,
+                "policy" => self.put_policy(aws).await?,
+                "tags" => self.put_tags(aws).await?,
+                _ => {}
+            }
+        }
+        Ok(Observed {
+            fields: current.fields.clone(),
+            outputs: current.outputs.clone(),
+        })
+    }
+    async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        // Only reached with --destroy-data: the objects and their versions go first.
+        let n = self.empty(aws).await?;
+        tracing::info!(bucket = %self.name, versions = n, "emptied");
+        match aws.s3.delete_bucket().bucket(&self.name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
+            Err(e) => Err(err(&self.name, "DeleteBucket", e)),
+        }
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        let (p, u) = (ctx.prices, ctx.usage);
+        match self.usage {
+            BucketUsage::Artifacts => vec![
+                CostLine::new(
+                    self.id,
+                    "standard storage",
+                    u.artifacts_gb,
+                    "GB-mo",
+                    p.s3_standard_gb_month,
+                ),
+                CostLine::new(
+                    self.id,
+                    "PUT/LIST requests",
+                    u.s3_puts / 1e3,
+                    "k requests",
+                    p.s3_put_1k,
+                ),
+                CostLine::new(
+                    self.id,
+                    "GET requests",
+                    u.s3_gets / 1e3,
+                    "k requests",
+                    p.s3_get_1k,
+                ),
+            ],
+            // One small JSON object per record.
+            BucketUsage::Timeline => vec![
+                CostLine::new(
+                    self.id,
+                    "records (one PUT each)",
+                    u.timeline_records / 1e3,
+                    "k requests",
+                    p.s3_put_1k,
+                ),
+                CostLine::new(
+                    self.id,
+                    "standard storage",
+                    u.timeline_records * u.event_kb / 1_048_576.0,
+                    "GB-mo",
+                    p.s3_standard_gb_month,
+                ),
+            ],
+        }
+    }
+    fn notes(&self) -> Vec<String> {
+        if self.tls_only {
+            Vec::new()
+        } else {
+            vec!["no TLS-only bucket policy: the endpoint is plain HTTP, where that policy would refuse every request".into()]
+        }
+    }
+}

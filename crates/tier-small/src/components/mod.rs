@@ -1,0 +1,3 @@
+//! The small tier's resource kinds (tables and the rest come from `tier_xs::components`).
+
+pub mod bucket;

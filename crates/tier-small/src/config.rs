@@ -1,0 +1,71 @@
+//! The names the small tier's server needs on top of the extra-small ones, passed to the
+//! dashboard task as `AGENTBUS_*` variables (one typed source of names: prior art's pitfall 7).
+
+use tier_xs::workspace::Workspace;
+
+use crate::monitoring;
+
+pub const ENV_ARTIFACTS_BUCKET: &str = "AGENTBUS_ARTIFACTS_BUCKET";
+pub const ENV_TIMELINE_BUCKET: &str = "AGENTBUS_TIMELINE_BUCKET";
+pub const ENV_EVENTS_TABLE: &str = "AGENTBUS_EVENTS_TABLE";
+pub const ENV_SUBSCRIPTIONS_TABLE: &str = "AGENTBUS_SUBSCRIPTIONS_TABLE";
+pub const ENV_RULES_TABLE: &str = "AGENTBUS_EVENT_RULES_TABLE";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmallConfig {
+    pub artifacts_bucket: String,
+    pub timeline_bucket: String,
+    pub events_table: String,
+    pub subscriptions_table: String,
+    pub rules_table: String,
+}
+
+impl SmallConfig {
+    pub fn for_workspace(ws: &Workspace) -> Self {
+        SmallConfig {
+            // Bucket names are global: they carry the account and the region.
+            artifacts_bucket: ws.global_name("artifacts"),
+            timeline_bucket: ws.global_name("timeline"),
+            events_table: ws.name(monitoring::events::COMPONENT),
+            subscriptions_table: ws.name(monitoring::subscriptions::COMPONENT),
+            rules_table: ws.name(monitoring::rules::COMPONENT),
+        }
+    }
+
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        vec![
+            (ENV_ARTIFACTS_BUCKET.into(), self.artifacts_bucket.clone()),
+            (ENV_TIMELINE_BUCKET.into(), self.timeline_bucket.clone()),
+            (ENV_EVENTS_TABLE.into(), self.events_table.clone()),
+            (
+                ENV_SUBSCRIPTIONS_TABLE.into(),
+                self.subscriptions_table.clone(),
+            ),
+            (ENV_RULES_TABLE.into(), self.rules_table.clone()),
+        ]
+    }
+
+    /// Reads the names back from the task's environment; names every missing variable.
+    pub fn from_env() -> Result<Self, String> {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let names = [
+            ENV_ARTIFACTS_BUCKET,
+            ENV_TIMELINE_BUCKET,
+            ENV_EVENTS_TABLE,
+            ENV_SUBSCRIPTIONS_TABLE,
+            ENV_RULES_TABLE,
+        ];
+        let missing: Vec<&str> = names.iter().copied().filter(|k| get(k).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(format!("missing configuration: {}", missing.join(", ")));
+        }
+        let v = |k: &str| get(k).unwrap_or_default();
+        Ok(SmallConfig {
+            artifacts_bucket: v(ENV_ARTIFACTS_BUCKET),
+            timeline_bucket: v(ENV_TIMELINE_BUCKET),
+            events_table: v(ENV_EVENTS_TABLE),
+            subscriptions_table: v(ENV_SUBSCRIPTIONS_TABLE),
+            rules_table: v(ENV_RULES_TABLE),
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! The event-monitoring tables: one schema, one set of index names, used by the deploy (the
+//! tables' key schemas and indexes) and by the runtime (every query names an index from
+//! here), so the two cannot drift apart. Every partition key starts with the tenant, so every
+//! query is tenant-scoped.
+
+use tier_xs::components::table::Gsi;
+
+/// The events table: one item per event, written once (idempotent by event id).
+pub mod events {
+    use super::Gsi;
+
+    pub const COMPONENT: &str = "events";
+    /// Partition key: the event's id.
+    pub const EVENT_ID: &str = "event_id";
+    pub const TENANT: &str = "tenant";
+    /// Sort key of every index: `{RFC 3339 time with milliseconds}#{event id}`, so a time
+    /// range is a key range and equal times still sort uniquely.
+    pub const TIME_ID: &str = "ts_id";
+    pub const TENANT_SOURCE: &str = "tenant_source";
+    pub const TENANT_TYPE: &str = "tenant_type";
+    pub const TENANT_PRIORITY: &str = "tenant_priority";
+    /// Epoch seconds after which DynamoDB removes the event.
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// How long events are kept.
+    pub const RETENTION_DAYS: u64 = 90;
+
+    pub const BY_TIME: Gsi = Gsi {
+        name: "by-tenant-time",
+        hash: TENANT,
+        range: Some(TIME_ID),
+    };
+    pub const BY_SOURCE: Gsi = Gsi {
+        name: "by-source-time",
+        hash: TENANT_SOURCE,
+        range: Some(TIME_ID),
+    };
+    pub const BY_TYPE: Gsi = Gsi {
+        name: "by-type-time",
+        hash: TENANT_TYPE,
+        range: Some(TIME_ID),
+    };
+    pub const BY_PRIORITY: Gsi = Gsi {
+        name: "by-priority-time",
+        hash: TENANT_PRIORITY,
+        range: Some(TIME_ID),
+    };
+    pub const INDEXES: [Gsi; 4] = [BY_TIME, BY_SOURCE, BY_TYPE, BY_PRIORITY];
+
+    /// The priority scale, lowest first.
+    pub const PRIORITIES: [&str; 4] = ["info", "warning", "error", "critical"];
+}
+
+/// Webhook subscriptions: partition = tenant, sort = subscription id.
+pub mod subscriptions {
+    pub const COMPONENT: &str = "subscriptions";
+    pub const TENANT: &str = "tenant";
+    pub const SUBSCRIPTION_ID: &str = "subscription_id";
+}
+
+/// Event rules (EventBridge-style patterns): partition = tenant, sort = rule id.
+pub mod rules {
+    pub const COMPONENT: &str = "event-rules";
+    pub const TENANT: &str = "tenant";
+    pub const RULE_ID: &str = "rule_id";
+}
