@@ -282,3 +282,19 @@ fn the_default_tag_names_version_and_digest() {
     let hex = img.digest.trim_start_matches("sha256:");
     assert_eq!(tag, format!("{}-{}", env!("CARGO_PKG_VERSION"), &hex[..12]));
 }
+
+#[test]
+fn a_static_binary_needs_no_libraries() {
+    // Debian's ldconfig is a static-pie executable: no loader, no DT_NEEDED.
+    let img = build(&BuildOptions {
+        binary: PathBuf::from("/sbin/ldconfig"),
+        ..BuildOptions::default()
+    })
+    .expect("build from a static binary (Debian's /sbin/ldconfig)");
+    assert_eq!(img.summary.linking, "static");
+    assert!(img.summary.libraries.is_empty());
+    let files = entries(&img.layers[0].data);
+    assert!(files.contains_key("usr/local/bin/agentbus"));
+    assert!(files.contains_key("etc/ssl/certs/ca-certificates.crt"));
+    assert!(!files.keys().any(|f| f.contains("lib")), "{files:?}");
+}
