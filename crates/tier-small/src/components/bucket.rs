@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostLine};
 use tier_xs::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created, own_tags,
+    tags_value,
 };
 use tier_xs::workspace::Tier;
 
@@ -473,7 +474,7 @@ impl Resource for Bucket {
                 .output("arn", self.arn()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
         let mut req = aws.s3.create_bucket().bucket(&self.name);
         if self.region != "us-east-1" {
             req = req.create_bucket_configuration(
@@ -503,10 +504,7 @@ impl Resource for Bucket {
             self.put_policy(aws).await?;
         }
         self.put_tags(aws).await?;
-        let _ = outputs;
-        self.observe(aws).await?.ok_or_else(|| {
-            EngineError::Invalid(format!("{}: not found right after creation", self.name))
-        })
+        observe_created(self, aws).await
     }
     async fn update(
         &self,

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::{CostContext, CostLine};
 use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created, own_tags,
+    tags_value,
 };
 use crate::workspace::Tier;
 
@@ -211,9 +212,7 @@ impl Resource for EcrRepository {
             Err(e) => return Err(err(&self.name, "CreateRepository", e)),
         }
         self.put_lifecycle(aws).await?;
-        self.observe(aws).await?.ok_or_else(|| {
-            EngineError::Invalid(format!("{}: not found right after creation", self.name))
-        })
+        observe_created(self, aws).await
     }
     async fn update(
         &self,

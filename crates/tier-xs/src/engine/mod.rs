@@ -234,6 +234,19 @@ pub trait Resource: Send + Sync {
     }
 }
 
+/// Observes a resource that was just created; it must be there.
+pub async fn observe_created(
+    resource: &dyn Resource,
+    aws: &AwsClients,
+) -> Result<Observed, EngineError> {
+    resource.observe(aws).await?.ok_or_else(|| {
+        EngineError::Invalid(format!(
+            "{}: not found right after creation",
+            resource.name()
+        ))
+    })
+}
+
 /// Looks up `"{id}.{key}"`, or the unknown marker.
 pub fn output_or_unknown(outputs: &Outputs, id: &str, key: &str) -> Value {
     let k = format!("{id}.{key}");
