@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tier_small::config::SmallConfig;
 use tier_small::monitoring;
+use tier_small::runtime::artifacts::{ArtifactStore, S3Artifacts};
+use tier_small::runtime::conformance::artifacts_suite;
 use tier_xs::config::ServerConfig;
 use tier_xs::runtime::Tenant;
 use tier_xs::runtime::kv::{DynamoKv, KvStore, Ttl};
@@ -29,6 +31,27 @@ fn actions(plan: &Value) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// A plain HTTP/1.1 PUT to a URL on 127.0.0.1 (a presigned URL of the emulator); the status.
+fn http_put(url: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').expect("a path");
+    assert!(host.starts_with("127.0.0.1:"), "{host}");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let head = format!(
+        "PUT /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 const SMALL_IDS: [&str; 5] = [
@@ -234,6 +257,28 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             "tenant"
         );
     }
+
+    // The artifacts store on S3 passes the same suite as the embedded one.
+    let artifacts = S3Artifacts::new(aws.s3.clone(), &small.artifacts_bucket);
+    artifacts_suite(&artifacts, "s3").await;
+    // Large artifacts go through a presigned URL: upload with it, read it back.
+    let url = artifacts
+        .presign(&acme, "big/blob.bin", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(url.method, "PUT");
+    let body = vec![7u8; 300_000];
+    assert_eq!(http_put(&url.url, &body), 200, "{url:?}");
+    let (_, got) = artifacts.get(&acme, "big/blob.bin").await.unwrap().unwrap();
+    assert_eq!(got, body);
+    let down = artifacts
+        .presign(&acme, "big/blob.bin", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(down.method, "GET");
+    assert!(down.url.contains("tenants/acme/big/blob.bin"), "{down:?}");
 
     // The dashboard task now knows the names.
     let td = aws

@@ -10,4 +10,5 @@ pub mod catalog;
 pub mod components;
 pub mod config;
 pub mod monitoring;
+pub mod runtime;
 pub mod tier;

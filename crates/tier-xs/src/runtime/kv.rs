@@ -107,11 +107,11 @@ fn check_limit(limit: u32) -> Result<u32, RuntimeError> {
 }
 
 /// Cursors are opaque to callers: the hex of the last key returned.
-fn encode_cursor(key: &str) -> String {
+pub fn encode_cursor(key: &str) -> String {
     hex::encode(key.as_bytes())
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, RuntimeError> {
+pub fn decode_cursor(cursor: &str) -> Result<String, RuntimeError> {
     hex::decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())

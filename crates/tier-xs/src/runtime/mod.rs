@@ -40,14 +40,14 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    pub(crate) fn backend(op: &'static str, e: impl std::error::Error) -> Self {
+    pub fn backend(op: &'static str, e: impl std::error::Error) -> Self {
         RuntimeError::Backend {
             op,
             message: crate::engine::error_text(&e),
         }
     }
 
-    pub(crate) fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+    pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
         RuntimeError::Invalid {
             what,
             why: why.into(),
@@ -116,7 +116,7 @@ pub fn now_millis() -> u64 {
 }
 
 /// A name made by people (KV keys, secret names): printable, no control characters.
-pub(crate) fn check_name(
+pub fn check_name(
     what: &'static str,
     s: &str,
     max: usize,

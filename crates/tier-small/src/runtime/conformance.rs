@@ -1,0 +1,138 @@
+//! The conformance suite every artifacts backend passes: the embedded one in this crate's
+//! unit tests, the S3 one against the emulator in the end-to-end tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tier_xs::runtime::{RuntimeError, Tenant};
+
+use super::artifacts::{ArtifactStore, MAX_INLINE_BYTES};
+
+fn tenant(label: &str, name: &str) -> Tenant {
+    Tenant::new(&format!("{label}-art-{name}")).unwrap()
+}
+
+/// Round trips, overwrite, listing by prefix with pagination beyond a page, tenant
+/// isolation, delete, and bad input refused with nothing written.
+pub async fn artifacts_suite(store: &dyn ArtifactStore, label: &str) {
+    let a = tenant(label, "a");
+    let b = tenant(label, "b");
+
+    // Round trip of binary content with its type.
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let m = store
+        .put(&a, "reports/bin.dat", &bytes, "application/octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(m.size, 70_000);
+    let (meta, data) = store.get(&a, "reports/bin.dat").await.unwrap().unwrap();
+    assert_eq!(data, bytes);
+    assert_eq!(meta.content_type, "application/octet-stream");
+    assert_eq!(meta.size, 70_000);
+
+    // Overwrite.
+    store
+        .put(&a, "reports/bin.dat", b"second", "text/plain")
+        .await
+        .unwrap();
+    let (meta, data) = store.get(&a, "reports/bin.dat").await.unwrap().unwrap();
+    assert_eq!(
+        (data.as_slice(), meta.content_type.as_str()),
+        (&b"second"[..], "text/plain")
+    );
+
+    // Absent.
+    assert!(store.get(&a, "reports/none").await.unwrap().is_none());
+
+    // 25 artifacts under one prefix, listed 10 at a time; keys come back relative.
+    for i in 0..25 {
+        store
+            .put(
+                &a,
+                &format!("plans/p{i:02}.json"),
+                b"{}",
+                "application/json",
+            )
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list(&a, "plans/", cursor.as_deref(), Some(10))
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.artifacts.len() <= 10);
+        seen.extend(page.artifacts.iter().map(|m| m.key.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| format!("plans/p{i:02}.json")).collect();
+    assert_eq!(seen, want);
+    // Everything of the tenant, without a prefix.
+    let all = store.list(&a, "", None, Some(1000)).await.unwrap();
+    assert_eq!(all.artifacts.len(), 26);
+    assert!(all.next_cursor.is_none());
+
+    // Tenant isolation: b sees nothing of a's, and its own key is separate.
+    assert!(store.get(&b, "reports/bin.dat").await.unwrap().is_none());
+    assert!(
+        store
+            .list(&b, "", None, None)
+            .await
+            .unwrap()
+            .artifacts
+            .is_empty()
+    );
+    store
+        .put(&b, "reports/bin.dat", b"b's", "text/plain")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&a, "reports/bin.dat").await.unwrap().unwrap().1,
+        b"second"
+    );
+    assert!(!store.delete(&b, "plans/p00.json").await.unwrap());
+    assert!(store.get(&a, "plans/p00.json").await.unwrap().is_some());
+
+    // Delete.
+    assert!(store.delete(&a, "plans/p00.json").await.unwrap());
+    assert!(!store.delete(&a, "plans/p00.json").await.unwrap());
+    assert!(store.get(&a, "plans/p00.json").await.unwrap().is_none());
+
+    // Bad input is refused and writes nothing.
+    for key in [
+        "",
+        "/abs",
+        "a/../b",
+        "a//b",
+        "trail/",
+        "ctl\u{7}",
+        &"k".repeat(513),
+    ] {
+        let e = store.put(&a, key, b"x", "text/plain").await.unwrap_err();
+        assert!(matches!(e, RuntimeError::Invalid { .. }), "{key:?}: {e}");
+    }
+    let e = store.put(&a, "ok", b"x", "not a type").await.unwrap_err();
+    assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
+    let big = vec![0u8; MAX_INLINE_BYTES + 1];
+    let e = store
+        .put(&a, "big", &big, "application/octet-stream")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::TooLarge { .. }), "{e}");
+    assert!(store.get(&a, "ok").await.unwrap().is_none());
+    assert!(store.get(&a, "big").await.unwrap().is_none());
+    let e = store
+        .list(&a, "", Some("not-a-cursor"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
+    let e = store.list(&a, "", None, Some(0)).await.unwrap_err();
+    assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
+}
