@@ -54,6 +54,14 @@ fn http_put(url: &str, body: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
+/// The load balancer's resources (the HTTPS listener only with a certificate).
+const ALB_IDS: [&str; 4] = [
+    "alb-security-group",
+    "load-balancer",
+    "target-group",
+    "http-listener",
+];
+
 const SMALL_IDS: [&str; 5] = [
     "artifacts-bucket",
     "timeline-bucket",
@@ -87,18 +95,24 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     let secrets = AwsSecrets::new(aws.secrets.clone(), &ws);
     secrets.put(&acme, "api-key", "s3cr3t-value").await.unwrap();
 
-    // The upgrade plan: the five small resources are created; the rest is in place.
-    let p = agentbus(&["plan", "small", "--env", &env, "--json"]);
+    // The upgrade plan: the small resources are created; the rest is in place.
+    let cidr = ["--allow-cidr", "203.0.113.0/24"];
+    let p = agentbus(&[&["plan", "small", "--env", &env, "--json"][..], &cidr].concat());
     assert_eq!(p.code, 0, "{p:?}");
     let a = actions(&p.json()["plan"]);
-    for id in SMALL_IDS {
-        assert_eq!(a.get(id).map(String::as_str), Some("create"), "{a:?}");
+    for id in SMALL_IDS.iter().chain(&ALB_IDS) {
+        assert_eq!(a.get(*id).map(String::as_str), Some("create"), "{a:?}");
     }
+    assert!(
+        !a.contains_key("https-listener"),
+        "no certificate, no HTTPS: {a:?}"
+    );
     // In place: the dashboard task (new names, tier), its role (rights to the new
-    // resources), the service (the new revision), and the budget, which follows the tier's
-    // monthly target unless --budget-usd set one.
+    // resources), the service (the new revision, the target group), its security group
+    // (now only the load balancer), and the budget, which follows the tier's monthly target
+    // unless --budget-usd set one.
     for (id, action) in &a {
-        if !SMALL_IDS.contains(&id.as_str()) {
+        if !SMALL_IDS.contains(&id.as_str()) && !ALB_IDS.contains(&id.as_str()) {
             assert_eq!(
                 action, "update",
                 "{id}: only in-place changes to xs ({a:?})"
@@ -108,6 +122,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
                     "dashboard-task-definition",
                     "dashboard-service",
                     "dashboard-task-role",
+                    "dashboard-security-group",
                     "budget"
                 ]
                 .contains(&id.as_str()),
@@ -123,10 +138,15 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         "--yes",
         "--wait-timeout",
         "60",
+        cidr[0],
+        cidr[1],
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     let again = agentbus(&["plan", "small", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "converged: {again:?}");
+
+    check_load_balancer(&aws, &env).await;
+    check_https(&aws, &env).await;
 
     // The data came through.
     for i in 0..3 {
@@ -316,6 +336,9 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     for id in SMALL_IDS {
         assert_eq!(a.get(id).map(String::as_str), Some("keep"), "{a:?}");
     }
+    for id in ALB_IDS {
+        assert_eq!(a.get(id).map(String::as_str), Some("delete"), "{a:?}");
+    }
     let r = agentbus(&[
         "deploy",
         "xs",
@@ -348,6 +371,29 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     );
     let r = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "kept resources are not pending changes: {r:?}");
+    // The dashboard is reachable from the CIDRs again, and off the (deleted) balancer.
+    let ws_name = format!("agentbus-{env}");
+    let svc = aws
+        .ecs
+        .describe_services()
+        .cluster(&ws_name)
+        .services(format!("{ws_name}-dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert!(svc.services()[0].load_balancers().is_empty());
+    assert_eq!(
+        ingress_of(&aws, &format!("{ws_name}-dashboard")).await,
+        vec!["8080 from 203.0.113.0/24".to_string()]
+    );
+    assert!(
+        aws.elb
+            .describe_load_balancers()
+            .names(format!("{ws_name}-dash"))
+            .send()
+            .await
+            .is_err()
+    );
     // The extra-small data is still there too.
     assert_eq!(kv.get(&acme, "k0").await.unwrap().unwrap().value, "v0");
 
@@ -361,5 +407,231 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             .send()
             .await
             .is_err()
+    );
+}
+
+/// `"{port} from {source}"` for every inbound rule of a security group, by name.
+async fn ingress_of(aws: &tier_xs::aws::AwsClients, name: &str) -> Vec<String> {
+    let out = aws
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut v = Vec::new();
+    for p in out.security_groups()[0].ip_permissions() {
+        let port = p.from_port().unwrap_or_default();
+        for r in p.ip_ranges() {
+            v.push(format!("{port} from {}", r.cidr_ip().unwrap_or_default()));
+        }
+        for g in p.user_id_group_pairs() {
+            v.push(format!("{port} from {}", g.group_id().unwrap_or_default()));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The load balancer as specified, the service registered in it, and the dashboard's
+/// security group admitting only the balancer's.
+async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
+    let ws = format!("agentbus-{env}");
+    let lbs = aws
+        .elb
+        .describe_load_balancers()
+        .names(format!("{ws}-dash"))
+        .send()
+        .await
+        .unwrap();
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(lb.scheme().unwrap().as_str(), "internet-facing");
+    assert_eq!(lb.r#type().unwrap().as_str(), "application");
+    assert!(lb.availability_zones().len() >= 2);
+    let alb_sg = aws
+        .ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("{ws}-alb"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(lb.security_groups(), std::slice::from_ref(&alb_sg));
+    assert_eq!(
+        ingress_of(aws, &format!("{ws}-alb")).await,
+        vec!["80 from 203.0.113.0/24".to_string()]
+    );
+    assert_eq!(
+        ingress_of(aws, &format!("{ws}-dashboard")).await,
+        vec![format!("8080 from {alb_sg}")],
+        "the dashboard admits only the load balancer"
+    );
+
+    let tgs = aws
+        .elb
+        .describe_target_groups()
+        .names(format!("{ws}-dash"))
+        .send()
+        .await
+        .unwrap();
+    let tg = &tgs.target_groups()[0];
+    assert_eq!(tg.port(), Some(8080));
+    assert_eq!(tg.target_type().unwrap().as_str(), "ip");
+    assert_eq!(tg.health_check_path(), Some("/health"));
+    assert_eq!(tg.matcher().and_then(|m| m.http_code()), Some("200"));
+    let tg_arn = tg.target_group_arn().unwrap();
+
+    let listeners = aws
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listeners.listeners().len(), 1);
+    let l = &listeners.listeners()[0];
+    assert_eq!(l.port(), Some(80));
+    assert_eq!(l.default_actions()[0].target_group_arn(), Some(tg_arn));
+
+    let svc = aws
+        .ecs
+        .describe_services()
+        .cluster(&ws)
+        .services(format!("{ws}-dashboard"))
+        .send()
+        .await
+        .unwrap();
+    let reg = &svc.services()[0].load_balancers()[0];
+    assert_eq!(reg.target_group_arn(), Some(tg_arn));
+    assert_eq!(reg.container_port(), Some(8080));
+}
+
+/// With a certificate: HTTPS on 443 (TLS 1.3/1.2 policy), 80 redirects, the balancer's group
+/// opens 443; without it again, back to plain forwarding. (moto checks an ACM certificate
+/// exists; an IAM server certificate ARN it takes as given.)
+async fn check_https(aws: &tier_xs::aws::AwsClients, env: &str) {
+    let ws = format!("agentbus-{env}");
+    let cert = "arn:aws:iam::123456789012:server-certificate/agentbus-e2e";
+    let p = agentbus(&[
+        "plan",
+        "small",
+        "--env",
+        env,
+        "--certificate-arn",
+        cert,
+        "--json",
+    ]);
+    let a = actions(&p.json()["plan"]);
+    assert_eq!(
+        a.get("https-listener").map(String::as_str),
+        Some("create"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.get("http-listener").map(String::as_str),
+        Some("update"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.get("alb-security-group").map(String::as_str),
+        Some("update"),
+        "{a:?}"
+    );
+    let r = agentbus(&[
+        "deploy",
+        "small",
+        "--env",
+        env,
+        "--certificate-arn",
+        cert,
+        "--yes",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lb_arn = aws
+        .elb
+        .describe_load_balancers()
+        .names(format!("{ws}-dash"))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let listeners = aws
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(&lb_arn)
+        .send()
+        .await
+        .unwrap();
+    let by_port = |port: i32| {
+        listeners
+            .listeners()
+            .iter()
+            .find(|l| l.port() == Some(port))
+            .unwrap()
+            .clone()
+    };
+    let https = by_port(443);
+    assert_eq!(https.protocol().unwrap().as_str(), "HTTPS");
+    assert_eq!(
+        https.ssl_policy(),
+        Some(tier_small::components::alb::SSL_POLICY)
+    );
+    assert_eq!(https.certificates()[0].certificate_arn(), Some(cert));
+    let redirect = by_port(80).default_actions()[0]
+        .redirect_config()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (redirect.protocol(), redirect.port()),
+        (Some("HTTPS"), Some("443"))
+    );
+    assert_eq!(
+        ingress_of(aws, &format!("{ws}-alb")).await,
+        vec![
+            "443 from 203.0.113.0/24".to_string(),
+            "80 from 203.0.113.0/24".to_string()
+        ]
+    );
+    let r = agentbus(&["plan", "small", "--env", env, "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "the certificate is remembered: {r:?}");
+
+    let r = agentbus(&[
+        "deploy",
+        "small",
+        "--env",
+        env,
+        "--certificate-arn",
+        "none",
+        "--yes",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let listeners = aws
+        .elb
+        .describe_listeners()
+        .load_balancer_arn(&lb_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listeners.listeners().len(), 1);
+    assert!(
+        listeners.listeners()[0].default_actions()[0]
+            .target_group_arn()
+            .is_some()
     );
 }

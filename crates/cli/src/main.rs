@@ -82,6 +82,10 @@ struct DeployFlags {
     /// Email the budget alerts go to ("none" to stop them; remembered).
     #[arg(long)]
     alert_email: Option<String>,
+    /// ACM certificate for HTTPS on the small tier's load balancer; port 80 then redirects
+    /// to 443 ("none" to go back to HTTP only; remembered).
+    #[arg(long)]
+    certificate_arn: Option<String>,
     /// Seconds a deploy lock lives without a heartbeat.
     #[arg(long, default_value_t = 60)]
     lock_ttl: u64,
@@ -323,6 +327,17 @@ fn inputs(flags: &DeployFlags) -> Inputs {
                 e.clone()
             }
         }),
+        tier_settings: flags
+            .certificate_arn
+            .iter()
+            .map(|c| {
+                let v = if c == "none" { "" } else { c.as_str() };
+                (
+                    tier_small::catalog::SETTING_CERTIFICATE.to_string(),
+                    serde_json::json!(v),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -7,6 +7,9 @@ use tier_xs::workspace::Tier;
 
 use crate::tier::{Small, SmallOwn, SmallSettings};
 
+/// The remembered setting holding `--certificate-arn`.
+pub const SETTING_CERTIFICATE: &str = "certificate_arn";
+
 /// The extra-small and small tiers.
 pub struct SmallCatalog;
 
@@ -18,6 +21,13 @@ impl Catalog for SmallCatalog {
     fn universe(&self, ctx: &UniverseContext<'_>) -> Universe {
         let settings = SmallSettings {
             plain_http: ctx.plain_http,
+            certificate_arn: ctx
+                .settings
+                .values
+                .get(SETTING_CERTIFICATE)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
         };
         if ctx.target.is_some_and(|t| t >= Tier::Small) {
             let small = Small::new(ctx.ws, &ctx.xs, &settings);
@@ -30,7 +40,7 @@ impl Catalog for SmallCatalog {
             // own, and the small resources so the plan can find and remove (or keep) them.
             let xs = ExtraSmall::new(ctx.ws, &ctx.xs);
             let mut resources = xs.resources();
-            resources.extend(SmallOwn::new(ctx.ws, &settings).resources());
+            resources.extend(SmallOwn::new(ctx.ws, &ctx.xs, &settings).resources());
             Universe {
                 resources,
                 problems: xs.problems,

@@ -6,9 +6,13 @@ use aws_sdk_s3::types::TransitionStorageClass;
 use tier_xs::components::iam::statement;
 use tier_xs::components::table::{DynamoTable, TableSpec, TableUsage};
 use tier_xs::engine::Resource;
-use tier_xs::tier::{Extension, ExtraSmall, XsSettings};
+use tier_xs::tier::{Extension, ExtraSmall, TargetGroupRef, XsSettings};
 use tier_xs::workspace::{Tier, Workspace};
 
+use tier_xs::components::network::{Ingress, SecurityGroup, Source};
+use tier_xs::config::DASHBOARD_PORT;
+
+use crate::components::alb::{Listener, ListenerMode, LoadBalancer, TargetGroup};
 use crate::components::bucket::{Bucket, BucketUsage, Lifecycle, Tiering};
 use crate::config::SmallConfig;
 use crate::monitoring;
@@ -20,6 +24,11 @@ pub mod ids {
     pub const EVENTS_TABLE: &str = "events-table";
     pub const SUBSCRIPTIONS_TABLE: &str = "subscriptions-table";
     pub const RULES_TABLE: &str = "event-rules-table";
+    pub const ALB_SECURITY_GROUP: &str = "alb-security-group";
+    pub const LOAD_BALANCER: &str = "load-balancer";
+    pub const TARGET_GROUP: &str = "target-group";
+    pub const HTTP_LISTENER: &str = "http-listener";
+    pub const HTTPS_LISTENER: &str = "https-listener";
 }
 
 /// Lifecycle of the artifacts bucket: old versions kept 90 days, unfinished uploads 7.
@@ -53,6 +62,31 @@ pub fn timeline_lifecycle() -> Lifecycle {
 pub struct SmallSettings {
     /// The AWS endpoint is plain HTTP (an emulator): no TLS-only bucket policy.
     pub plain_http: bool,
+    /// ACM (or IAM) certificate for HTTPS on 443; port 80 then redirects to it.
+    pub certificate_arn: Option<String>,
+}
+
+/// Zones the load balancer spans: two, the fewest AWS accepts. Each zone costs a public
+/// IPv4 address ($3.65 a month), and the default VPC has a subnet in every zone of the
+/// region (six in us-east-1). The first two subnets in sorted order, so the choice is stable.
+pub const ALB_ZONES: usize = 2;
+
+pub fn alb_subnets(subnets: &[String]) -> Vec<String> {
+    let mut s = subnets.to_vec();
+    s.sort();
+    s.dedup();
+    s.truncate(ALB_ZONES);
+    s
+}
+
+/// A certificate ARN of ACM or IAM.
+pub fn valid_certificate_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && ((parts[2] == "acm" && parts[5].starts_with("certificate/"))
+            || (parts[2] == "iam" && parts[5].starts_with("server-certificate/")))
 }
 
 /// The small tier's own resources (without the extra-small ones).
@@ -63,10 +97,16 @@ pub struct SmallOwn {
     pub events: Arc<DynamoTable>,
     pub subscriptions: Arc<DynamoTable>,
     pub rules: Arc<DynamoTable>,
+    pub alb_security_group: Arc<SecurityGroup>,
+    pub load_balancer: Arc<LoadBalancer>,
+    pub target_group: Arc<TargetGroup>,
+    pub http_listener: Arc<Listener>,
+    pub https_listener: Arc<Listener>,
+    pub problems: Vec<String>,
 }
 
 impl SmallOwn {
-    pub fn new(ws: &Workspace, settings: &SmallSettings) -> Self {
+    pub fn new(ws: &Workspace, xs: &XsSettings, settings: &SmallSettings) -> Self {
         let t = Tier::Small;
         let config = SmallConfig::for_workspace(ws);
         let prod = ws.env.is_prod();
@@ -95,7 +135,80 @@ impl SmallOwn {
                 tags: ws.tags(t, component),
             })
         };
+        let mut problems = Vec::new();
+        if xs.network.subnet_ids.len() < 2 {
+            problems.push(format!(
+                "the load balancer needs subnets in at least two availability zones; {} given (--subnet)",
+                xs.network.subnet_ids.len()
+            ));
+        }
+        if let Some(c) = &settings.certificate_arn
+            && !valid_certificate_arn(c)
+        {
+            problems.push(format!(
+                "--certificate-arn {c:?} is not an ACM or IAM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
+            ));
+        }
+        let https = settings.certificate_arn.is_some();
+        let alb_ports: Vec<u16> = if https { vec![80, 443] } else { vec![80] };
+        // ALB and target-group names are limited to 32 characters: `agentbus-{env}-dash`.
+        let alb_name = ws.name("dash");
+        let http_mode = if https {
+            ListenerMode::HttpRedirect
+        } else {
+            ListenerMode::HttpForward
+        };
         SmallOwn {
+            alb_security_group: Arc::new(SecurityGroup {
+                id: ids::ALB_SECURITY_GROUP,
+                tier: t,
+                name: ws.name("alb"),
+                description: format!(
+                    "agentbus {} load balancer: HTTP(S) from allowed CIDRs",
+                    ws.env
+                ),
+                vpc_id: xs.network.vpc_id.clone(),
+                rules: Ingress::from_cidrs(&alb_ports, &xs.allow_cidrs),
+                tags: ws.tags(t, "load-balancer"),
+            }),
+            load_balancer: Arc::new(LoadBalancer {
+                id: ids::LOAD_BALANCER,
+                tier: t,
+                name: alb_name.clone(),
+                subnets: alb_subnets(&xs.network.subnet_ids),
+                security_group_id: ids::ALB_SECURITY_GROUP,
+                tags: ws.tags(t, "load-balancer"),
+            }),
+            target_group: Arc::new(TargetGroup {
+                id: ids::TARGET_GROUP,
+                tier: t,
+                name: alb_name.clone(),
+                vpc_id: xs.network.vpc_id.clone(),
+                port: DASHBOARD_PORT,
+                tags: ws.tags(t, "load-balancer"),
+            }),
+            http_listener: Arc::new(Listener {
+                id: ids::HTTP_LISTENER,
+                tier: t,
+                load_balancer_name: alb_name.clone(),
+                load_balancer_id: ids::LOAD_BALANCER,
+                target_group_id: ids::TARGET_GROUP,
+                port: 80,
+                mode: Some(http_mode),
+            }),
+            https_listener: Arc::new(Listener {
+                id: ids::HTTPS_LISTENER,
+                tier: t,
+                load_balancer_name: alb_name,
+                load_balancer_id: ids::LOAD_BALANCER,
+                target_group_id: ids::TARGET_GROUP,
+                port: 443,
+                mode: settings
+                    .certificate_arn
+                    .clone()
+                    .map(|certificate_arn| ListenerMode::Https { certificate_arn }),
+            }),
+            problems,
             artifacts: Arc::new(bucket(
                 ids::ARTIFACTS_BUCKET,
                 &config.artifacts_bucket,
@@ -153,6 +266,11 @@ impl SmallOwn {
             self.events.clone(),
             self.subscriptions.clone(),
             self.rules.clone(),
+            self.alb_security_group.clone(),
+            self.load_balancer.clone(),
+            self.target_group.clone(),
+            self.http_listener.clone(),
+            self.https_listener.clone(),
         ]
     }
 
@@ -172,6 +290,15 @@ impl SmallOwn {
         let buckets = [self.artifacts.arn(), self.timeline.arn()];
         Extension {
             tier: Some(Tier::Small),
+            // The dashboard admits only its load balancer; the CIDRs go to the balancer.
+            dashboard_ingress: Some(vec![Ingress {
+                port: DASHBOARD_PORT,
+                source: Source::Group(ids::ALB_SECURITY_GROUP),
+            }]),
+            target_group: Some(TargetGroupRef {
+                target_group_id: ids::TARGET_GROUP,
+                listener_id: ids::HTTP_LISTENER,
+            }),
             env: self.config.to_env(),
             task_statements: vec![
                 statement(
@@ -204,7 +331,7 @@ pub struct Small {
 
 impl Small {
     pub fn new(ws: &Workspace, xs: &XsSettings, settings: &SmallSettings) -> Self {
-        let own = SmallOwn::new(ws, settings);
+        let own = SmallOwn::new(ws, xs, settings);
         let mut xs = xs.clone();
         xs.extension = own.extension(ws);
         Small {
@@ -221,7 +348,9 @@ impl Small {
     }
 
     pub fn problems(&self) -> Vec<String> {
-        self.xs.problems.clone()
+        let mut p = self.xs.problems.clone();
+        p.extend(self.own.problems.iter().cloned());
+        p
     }
 }
 

@@ -128,6 +128,7 @@ pub struct AwsClients {
     pub budgets: aws_sdk_budgets::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub s3: aws_sdk_s3::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
 }
 
 impl AwsClients {
@@ -187,6 +188,7 @@ impl AwsClients {
             logs: client!(aws_sdk_cloudwatchlogs),
             budgets: client!(aws_sdk_budgets),
             ecr: client!(aws_sdk_ecr),
+            elb: client!(aws_sdk_elasticloadbalancingv2),
             // Against a custom endpoint (an emulator, a compatible store) buckets are in the
             // path: `bucket.127.0.0.1` is not a host name.
             s3: aws_sdk_s3::Client::from_conf(

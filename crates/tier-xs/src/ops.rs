@@ -58,6 +58,9 @@ pub struct Inputs {
     pub budget_usd: Option<f64>,
     /// `Some("")` clears the address.
     pub alert_email: Option<String>,
+    /// Settings of higher tiers, remembered like the rest (`certificate_arn` of the small
+    /// tier, ...); an empty string clears one.
+    pub tier_settings: std::collections::BTreeMap<String, Value>,
 }
 
 const SETTING_IMAGE: &str = "image";
@@ -179,6 +182,9 @@ impl Deployer {
         }
         if let Some(e) = &inputs.alert_email {
             put(SETTING_EMAIL, json!(e));
+        }
+        for (k, v) in &inputs.tier_settings {
+            put(k, v.clone());
         }
         let merged = StoredSettings { values };
         let changed = merged != stored;

@@ -10,11 +10,11 @@ use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
-    Capacity, Cluster, ContainerSpec, Service, TaskDefinition, validate_fargate_size,
+    Capacity, Cluster, ContainerSpec, LoadBalancing, Service, TaskDefinition, validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};
 use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
-use crate::components::network::{Network, SecurityGroup};
+use crate::components::network::{Ingress, Network, SecurityGroup};
 use crate::components::secret::WorkspaceSecret;
 use crate::components::table::{DynamoTable, TableSpec, TableUsage};
 use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH, ServerConfig};
@@ -52,6 +52,18 @@ pub struct Extension {
     pub env: Vec<(String, String)>,
     /// More statements for the task role's policy.
     pub task_statements: Vec<serde_json::Value>,
+    /// Replaces the dashboard's inbound rules (the small tier admits only its load balancer).
+    pub dashboard_ingress: Option<Vec<Ingress>>,
+    /// Registers the dashboard service in a load balancer's target group.
+    pub target_group: Option<TargetGroupRef>,
+}
+
+/// A target group by logical id (its `arn` output), and the listener that attaches it to
+/// its load balancer (ECS refuses a target group no load balancer uses yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetGroupRef {
+    pub target_group_id: &'static str,
+    pub listener_id: &'static str,
 }
 
 impl XsSettings {
@@ -326,7 +338,9 @@ impl ExtraSmall {
             tags: ws.tags(t, "dashboard"),
         };
 
+        // Behind the small tier's load balancer the dashboard itself is not exposed.
         if prod
+            && settings.extension.dashboard_ingress.is_none()
             && settings
                 .allow_cidrs
                 .iter()
@@ -353,8 +367,11 @@ impl ExtraSmall {
                 ws.env
             ),
             vpc_id: settings.network.vpc_id.clone(),
-            port: DASHBOARD_PORT,
-            cidrs: settings.allow_cidrs.clone(),
+            rules: settings
+                .extension
+                .dashboard_ingress
+                .clone()
+                .unwrap_or_else(|| Ingress::from_cidrs(&[DASHBOARD_PORT], &settings.allow_cidrs)),
             tags: ws.tags(t, "dashboard"),
         };
 
@@ -404,6 +421,12 @@ impl ExtraSmall {
             task_memory: settings.memory,
             strategy,
             wait: settings.service_wait,
+            load_balancer: settings.extension.target_group.map(|tg| LoadBalancing {
+                target_group_id: tg.target_group_id,
+                listener_id: tg.listener_id,
+                container_name: task_definition.container.name.clone(),
+                container_port: DASHBOARD_PORT,
+            }),
             tags: ws.tags(t, "dashboard"),
         };
 

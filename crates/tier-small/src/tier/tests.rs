@@ -17,8 +17,9 @@ fn ws(env: &str, region: &str) -> Workspace {
 fn xs_settings() -> XsSettings {
     let mut s = XsSettings::new(Network {
         vpc_id: "vpc-1".into(),
-        subnet_ids: vec!["subnet-1".into()],
+        subnet_ids: vec!["subnet-1".into(), "subnet-2".into()],
     });
+    s.allow_cidrs = vec!["203.0.113.0/24".into()];
     s.image = Some("example/agentbus:1".into());
     s
 }
@@ -37,13 +38,30 @@ fn small_is_every_extra_small_resource_plus_its_own() {
     let xs_ids: Vec<&str> = s.xs.resources().iter().map(|r| r.id()).collect();
     let all: Vec<&str> = s.resources().iter().map(|r| r.id()).collect();
     assert!(xs_ids.iter().all(|id| all.contains(id)));
-    assert_eq!(all.len(), xs_ids.len() + 5);
+    assert_eq!(all.len(), xs_ids.len() + 10);
     let unique: HashSet<&str> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "ids are unique across tiers");
+    let data: Vec<&str> = s
+        .own
+        .resources()
+        .iter()
+        .filter(|r| r.data_bearing())
+        .map(|r| r.id())
+        .collect();
+    assert_eq!(
+        data,
+        [
+            "artifacts-bucket",
+            "timeline-bucket",
+            "events-table",
+            "subscriptions-table",
+            "event-rules-table"
+        ]
+    );
     for r in s.own.resources() {
         assert_eq!(r.tier(), Tier::Small, "{}", r.id());
-        assert!(r.data_bearing(), "{} holds data", r.id());
     }
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
 }
 
 #[test]
@@ -130,7 +148,10 @@ fn buckets_are_locked_down_with_lifecycles() {
     let plain = Small::new(
         &ws("dev", "us-east-1"),
         &xs_settings(),
-        &SmallSettings { plain_http: true },
+        &SmallSettings {
+            plain_http: true,
+            certificate_arn: None,
+        },
     );
     assert_eq!(
         plain.own.artifacts.desired(&Outputs::new()).get("policy"),
@@ -156,4 +177,133 @@ fn small_costs_more_than_extra_small_by_its_own_lines() {
     let by = sm.by_resource();
     assert!(by.contains_key("artifacts-bucket") && by.contains_key("events-table"));
     assert!(sm.total > xs.total, "{} vs {}", sm.total, xs.total);
+}
+
+#[test]
+fn the_dashboard_admits_only_the_load_balancer_which_admits_the_cidrs() {
+    let s = small("dev");
+    let mut out = Outputs::new();
+    out.insert("alb-security-group.id".into(), "sg-alb".into());
+    assert_eq!(
+        s.xs.security_group.desired(&out).get("ingress"),
+        Some(&json!(["tcp/8080 from sg-alb"]))
+    );
+    // Before the balancer's group exists, the rule is known after apply.
+    let unknown = s.xs.security_group.desired(&Outputs::new());
+    assert!(tier_xs::engine::is_unknown(unknown.get("ingress").unwrap()));
+    assert!(
+        s.xs.security_group
+            .depends_on()
+            .contains(&"alb-security-group")
+    );
+    assert_eq!(
+        s.own.alb_security_group.desired(&out).get("ingress"),
+        Some(&json!(["tcp/80 from 203.0.113.0/24"]))
+    );
+    // The service registers in the target group once the listener exists.
+    let deps = s.xs.service.depends_on();
+    assert!(
+        deps.contains(&"target-group") && deps.contains(&"http-listener"),
+        "{deps:?}"
+    );
+    // No certificate: HTTP forwards, and there is no HTTPS listener.
+    assert!(!s.own.https_listener.wanted());
+    out.insert("target-group.arn".into(), "arn:tg".into());
+    assert_eq!(
+        s.own.http_listener.desired(&out).get("action"),
+        Some(&json!({"forward": "arn:tg"}))
+    );
+    // prod may open the balancer to everyone: the dashboard itself stays closed.
+    let mut open = xs_settings();
+    open.allow_cidrs = vec!["0.0.0.0/0".into()];
+    let p = Small::new(&ws("prod", "us-east-1"), &open, &SmallSettings::default());
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    let x = ExtraSmall::new(&ws("prod", "us-east-1"), &open);
+    assert!(x.problems.iter().any(|p| p.contains("0.0.0.0/0")));
+}
+
+#[test]
+fn a_certificate_adds_https_and_redirects_http() {
+    let cert = "arn:aws:acm:us-east-1:123456789012:certificate/abc";
+    let s = Small::new(
+        &ws("dev", "us-east-1"),
+        &xs_settings(),
+        &SmallSettings {
+            plain_http: false,
+            certificate_arn: Some(cert.into()),
+        },
+    );
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+    assert!(s.own.https_listener.wanted());
+    let d = s.own.https_listener.desired(&Outputs::new());
+    assert_eq!(d.get("certificate"), Some(&json!(cert)));
+    assert_eq!(
+        d.get("ssl_policy"),
+        Some(&json!(crate::components::alb::SSL_POLICY))
+    );
+    assert_eq!(
+        s.own.http_listener.desired(&Outputs::new()).get("action"),
+        Some(&json!("redirect to HTTPS:443 (301)"))
+    );
+    assert_eq!(
+        s.own
+            .alb_security_group
+            .desired(&Outputs::new())
+            .get("ingress"),
+        Some(&json!([
+            "tcp/443 from 203.0.113.0/24",
+            "tcp/80 from 203.0.113.0/24"
+        ]))
+    );
+    let bad = Small::new(
+        &ws("dev", "us-east-1"),
+        &xs_settings(),
+        &SmallSettings {
+            plain_http: false,
+            certificate_arn: Some("my-cert".into()),
+        },
+    );
+    assert!(
+        bad.problems()
+            .iter()
+            .any(|p| p.contains("--certificate-arn"))
+    );
+    assert!(valid_certificate_arn(
+        "arn:aws:iam::123456789012:server-certificate/x"
+    ));
+}
+
+#[test]
+fn the_load_balancer_spans_two_zones_only() {
+    let mut many = xs_settings();
+    many.network.subnet_ids = (1..=6).rev().map(|i| format!("subnet-{i}")).collect();
+    let s = Small::new(&ws("dev", "us-east-1"), &many, &SmallSettings::default());
+    assert_eq!(s.own.load_balancer.subnets, ["subnet-1", "subnet-2"]);
+}
+
+#[test]
+fn the_load_balancer_needs_two_zones() {
+    let mut one = xs_settings();
+    one.network.subnet_ids.truncate(1);
+    let s = Small::new(&ws("dev", "us-east-1"), &one, &SmallSettings::default());
+    assert!(
+        s.problems()
+            .iter()
+            .any(|p| p.contains("two availability zones"))
+    );
+}
+
+#[test]
+fn the_load_balancer_is_priced_with_its_addresses() {
+    let s = small("dev");
+    let usage = Usage::load("idle").unwrap();
+    let r = report(Tier::Small, "us-east-1", &usage, &s.resources()).unwrap();
+    let lb: f64 = r
+        .lines
+        .iter()
+        .filter(|l| l.resource == "load-balancer")
+        .map(|l| l.monthly)
+        .sum();
+    // 730 h x $0.0225 + 2 addresses x 730 h x $0.005 + a sliver of LCU.
+    assert!((lb - (16.425 + 7.3)).abs() < 0.05, "{lb}");
 }

@@ -682,10 +682,57 @@ pub struct Service {
     pub strategy: Vec<Capacity>,
     /// How long to wait for the service to reach a steady state.
     pub wait: Duration,
+    /// The target group the service registers its tasks in (small tier on).
+    pub load_balancer: Option<LoadBalancing>,
     pub tags: Vec<(String, String)>,
 }
 
+/// Registration of a service's tasks in a load balancer's target group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadBalancing {
+    /// Logical id of the target group (its `arn` output).
+    pub target_group_id: &'static str,
+    /// Logical id of the listener that puts the target group behind its load balancer.
+    pub listener_id: &'static str,
+    pub container_name: String,
+    pub container_port: u16,
+}
+
+/// Seconds a task behind a load balancer has before failed health checks count.
+const LB_GRACE_SECS: i32 = 60;
+
 impl Service {
+    fn load_balancer_value(&self, outputs: &Outputs) -> Value {
+        match &self.load_balancer {
+            None => Value::Null,
+            Some(lb) => json!({
+                "target_group": output_or_unknown(outputs, lb.target_group_id, "arn"),
+                "container": format!("{}:{}", lb.container_name, lb.container_port),
+            }),
+        }
+    }
+
+    fn load_balancers(
+        &self,
+        outputs: &Outputs,
+    ) -> Result<Vec<aws_sdk_ecs::types::LoadBalancer>, EngineError> {
+        match &self.load_balancer {
+            None => Ok(Vec::new()),
+            Some(lb) => Ok(vec![
+                aws_sdk_ecs::types::LoadBalancer::builder()
+                    .target_group_arn(require_output(
+                        outputs,
+                        &self.name,
+                        lb.target_group_id,
+                        "arn",
+                    )?)
+                    .container_name(&lb.container_name)
+                    .container_port(i32::from(lb.container_port))
+                    .build(),
+            ]),
+        }
+    }
+
     fn network_value(&self, outputs: &Outputs) -> Value {
         let mut subnets = self.subnets.clone();
         subnets.sort();
@@ -777,11 +824,16 @@ impl Resource for Service {
         self.tier
     }
     fn depends_on(&self) -> Vec<&'static str> {
-        vec![
+        let mut d = vec![
             self.cluster_id,
             self.task_definition_id,
             self.security_group_id,
-        ]
+        ];
+        if let Some(lb) = &self.load_balancer {
+            d.push(lb.target_group_id);
+            d.push(lb.listener_id);
+        }
+        d
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
         Desired::new()
@@ -793,6 +845,7 @@ impl Resource for Service {
             .set("desired_count", self.desired_count)
             .set("capacity_strategy", strategy_value(&self.strategy))
             .set("network", self.network_value(outputs))
+            .set("load_balancer", self.load_balancer_value(outputs))
             .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
@@ -852,6 +905,22 @@ impl Resource for Service {
                     "network",
                     json!({"subnets": subnets, "security_groups": sgs, "public_ip": public}),
                 )
+                .field(
+                    "load_balancer",
+                    s.load_balancers()
+                        .first()
+                        .map(|lb| {
+                            json!({
+                                "target_group": lb.target_group_arn.clone().unwrap_or_default(),
+                                "container": format!(
+                                    "{}:{}",
+                                    lb.container_name.clone().unwrap_or_default(),
+                                    lb.container_port.unwrap_or_default()
+                                ),
+                            })
+                        })
+                        .unwrap_or(Value::Null),
+                )
                 .field("tags", observed_tags(s.tags()))
                 .output("arn", s.service_arn.clone().unwrap_or_default())
                 .output("name", self.name.clone()),
@@ -868,6 +937,11 @@ impl Resource for Service {
             .desired_count(self.desired_count)
             .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
             .network_configuration(self.network_config(outputs)?);
+        if self.load_balancer.is_some() {
+            req = req
+                .set_load_balancers(Some(self.load_balancers(outputs)?))
+                .health_check_grace_period_seconds(LB_GRACE_SECS);
+        }
         for (k, v) in &self.tags {
             req = req.tags(tag(k, v));
         }
@@ -910,6 +984,7 @@ impl Resource for Service {
             "desired_count",
             "capacity_strategy",
             "network",
+            "load_balancer",
         ];
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
             let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
@@ -922,6 +997,11 @@ impl Resource for Service {
                 .desired_count(self.desired_count)
                 .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
                 .network_configuration(self.network_config(outputs)?)
+                // An empty list detaches the service from its load balancer (a downgrade).
+                .set_load_balancers(Some(self.load_balancers(outputs)?))
+                .set_health_check_grace_period_seconds(
+                    self.load_balancer.as_ref().map(|_| LB_GRACE_SECS),
+                )
                 // Moving between capacity providers needs a new deployment.
                 .force_new_deployment(strategy_changed)
                 .send()

@@ -80,7 +80,8 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecificat
 use serde_json::json;
 
 use crate::engine::{
-    Desired, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until,
+    Desired, Observed, Outputs, Resource, error_code, own_tags, require_output, tags_value,
+    wait_until,
 };
 use crate::workspace::Tier;
 
@@ -93,9 +94,39 @@ pub struct SecurityGroup {
     pub name: String,
     pub description: String,
     pub vpc_id: String,
-    pub port: u16,
-    pub cidrs: Vec<String>,
+    /// What may come in: TCP ports and their sources. Nothing else.
+    pub rules: Vec<Ingress>,
     pub tags: Vec<(String, String)>,
+}
+
+/// One inbound rule: a TCP port from a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingress {
+    pub port: u16,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An IPv4 or IPv6 block (`--allow-cidr`).
+    Cidr(String),
+    /// Another security group of the workspace, by logical id (its `id` output).
+    Group(&'static str),
+}
+
+impl Ingress {
+    /// One rule per CIDR for each port.
+    pub fn from_cidrs(ports: &[u16], cidrs: &[String]) -> Vec<Ingress> {
+        ports
+            .iter()
+            .flat_map(|p| {
+                cidrs.iter().map(|c| Ingress {
+                    port: *p,
+                    source: Source::Cidr(c.clone()),
+                })
+            })
+            .collect()
+    }
 }
 
 fn rule_text(port_from: Option<i32>, port_to: Option<i32>, proto: &str, cidr: &str) -> String {
@@ -138,37 +169,45 @@ fn rules_of(perms: &[IpPermission]) -> Vec<String> {
 }
 
 impl SecurityGroup {
-    fn ingress(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .cidrs
-            .iter()
-            .map(|c| {
-                rule_text(
-                    Some(i32::from(self.port)),
-                    Some(i32::from(self.port)),
-                    "tcp",
-                    c,
-                )
-            })
-            .collect();
+    /// The rules as text, with the source groups' ids from `outputs`; `Err(key)` names the
+    /// first output not known yet.
+    fn ingress(&self, outputs: &Outputs) -> Result<Vec<String>, String> {
+        let mut v = Vec::new();
+        for r in &self.rules {
+            let from = match &r.source {
+                Source::Cidr(c) => c.clone(),
+                Source::Group(id) => outputs
+                    .get(&format!("{id}.id"))
+                    .cloned()
+                    .ok_or_else(|| format!("{id}.id"))?,
+            };
+            let port = Some(i32::from(r.port));
+            v.push(rule_text(port, port, "tcp", &from));
+        }
         v.sort();
         v.dedup();
-        v
+        Ok(v)
     }
 
-    fn permission(&self, cidrs: &[String]) -> IpPermission {
+    fn permission(
+        &self,
+        port: u16,
+        source: &Source,
+        outputs: &Outputs,
+    ) -> Result<IpPermission, EngineError> {
         let mut p = IpPermission::builder()
             .ip_protocol("tcp")
-            .from_port(i32::from(self.port))
-            .to_port(i32::from(self.port));
-        for c in cidrs {
-            if c.contains(':') {
+            .from_port(i32::from(port))
+            .to_port(i32::from(port));
+        match source {
+            Source::Cidr(c) if c.contains(':') => {
                 p = p.ipv6_ranges(
                     aws_sdk_ec2::types::Ipv6Range::builder()
                         .cidr_ipv6(c)
                         .build(),
                 );
-            } else {
+            }
+            Source::Cidr(c) => {
                 p = p.ip_ranges(
                     IpRange::builder()
                         .cidr_ip(c)
@@ -176,8 +215,17 @@ impl SecurityGroup {
                         .build(),
                 );
             }
+            Source::Group(id) => {
+                let gid = require_output(outputs, &self.name, id, "id")?;
+                p = p.user_id_group_pairs(
+                    aws_sdk_ec2::types::UserIdGroupPair::builder()
+                        .group_id(gid)
+                        .description("agentbus workspace security group")
+                        .build(),
+                );
+            }
         }
-        p.build()
+        Ok(p.build())
     }
 
     fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
@@ -187,10 +235,16 @@ impl SecurityGroup {
     async fn sync_ingress(
         &self,
         aws: &AwsClients,
+        outputs: &Outputs,
         group_id: &str,
         current: &[String],
     ) -> Result<(), EngineError> {
-        let want = self.ingress();
+        let want = self
+            .ingress(outputs)
+            .map_err(|output| EngineError::MissingOutput {
+                resource: self.name.clone(),
+                output,
+            })?;
         // Rules to revoke: every current rule that is not wanted, as observed (any port/proto).
         let out = aws
             .ec2
@@ -258,28 +312,24 @@ impl SecurityGroup {
                 .await
                 .map_err(|e| self.err("RevokeSecurityGroupIngress", e))?;
         }
-        let add: Vec<String> = self
-            .cidrs
-            .iter()
-            .filter(|c| {
-                let text = rule_text(
-                    Some(i32::from(self.port)),
-                    Some(i32::from(self.port)),
-                    "tcp",
-                    c,
-                );
-                !current.contains(&text)
-            })
-            .cloned()
-            .collect();
-        if !add.is_empty() {
-            aws.ec2
+        for r in &self.rules {
+            let p = self.permission(r.port, &r.source, outputs)?;
+            let text = rules_of(std::slice::from_ref(&p));
+            if text.iter().all(|t| current.contains(t)) {
+                continue;
+            }
+            match aws
+                .ec2
                 .authorize_security_group_ingress()
                 .group_id(group_id)
-                .ip_permissions(self.permission(&add))
+                .ip_permissions(p)
                 .send()
                 .await
-                .map_err(|e| self.err("AuthorizeSecurityGroupIngress", e))?;
+            {
+                Ok(_) => {}
+                Err(e) if error_code(&e) == Some("InvalidPermission.Duplicate") => {}
+                Err(e) => return Err(self.err("AuthorizeSecurityGroupIngress", e)),
+            }
         }
         Ok(())
     }
@@ -321,7 +371,13 @@ impl Resource for SecurityGroup {
         Desired::new()
             .set_replace("vpc", self.vpc_id.clone())
             .set_replace("description", self.description.clone())
-            .set("ingress", json!(self.ingress()))
+            .set(
+                "ingress",
+                match self.ingress(_outputs) {
+                    Ok(v) => json!(v),
+                    Err(key) => crate::engine::unknown(&key),
+                },
+            )
             .set("egress", json!(["all from 0.0.0.0/0"]))
             .set("tags", tags_value(&self.tags))
     }
@@ -392,8 +448,7 @@ impl Resource for SecurityGroup {
             .get("ingress")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
-        self.sync_ingress(aws, &group_id, &have).await?;
-        let _ = outputs;
+        self.sync_ingress(aws, outputs, &group_id, &have).await?;
         Ok(Observed::default()
             .output("id", group_id)
             .output("name", self.name.clone()))
@@ -412,7 +467,7 @@ impl Resource for SecurityGroup {
                 .get("ingress")
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
-            self.sync_ingress(aws, &group_id, &have).await?;
+            self.sync_ingress(aws, outputs, &group_id, &have).await?;
         }
         if changed.iter().any(|c| c == "egress") {
             // Restore the default allow-all egress.
@@ -479,12 +534,21 @@ impl Resource for SecurityGroup {
         )
         .await
     }
+    fn depends_on(&self) -> Vec<&'static str> {
+        self.rules
+            .iter()
+            .filter_map(|r| match r.source {
+                Source::Group(id) => Some(id),
+                Source::Cidr(_) => None,
+            })
+            .collect()
+    }
     fn notes(&self) -> Vec<String> {
-        if self.cidrs.is_empty() {
-            vec![format!(
-                "no ingress: nothing can reach port {} yet; add --allow-cidr YOUR.IP.ADDR.ESS/32",
-                self.port
-            )]
+        if self.rules.is_empty() {
+            vec![
+                "no ingress: nothing can reach it yet; add --allow-cidr YOUR.IP.ADDR.ESS/32"
+                    .to_string(),
+            ]
         } else {
             Vec::new()
         }

@@ -193,6 +193,12 @@ pub trait Resource: Send + Sync {
     fn depends_on(&self) -> Vec<&'static str> {
         Vec::new()
     }
+    /// Whether the settings call for this resource at all (an HTTPS listener, for one, only
+    /// with a certificate). An unwanted resource that exists is removed like one above the
+    /// target tier.
+    fn wanted(&self) -> bool {
+        true
+    }
     /// Tables, buckets and databases: never deleted without an explicit flag.
     fn data_bearing(&self) -> bool {
         false

@@ -340,7 +340,7 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
     let mut by_index: BTreeMap<usize, Change> = BTreeMap::new();
     for &i in &order {
         let r = &req.universe[i];
-        let wanted = req.target.is_some_and(|t| r.tier() <= t);
+        let wanted = req.target.is_some_and(|t| r.tier() <= t) && r.wanted();
         let mut change = Change {
             id: r.id(),
             kind: r.kind(),

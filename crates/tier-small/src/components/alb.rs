@@ -1,0 +1,724 @@
+//! The application load balancer in front of the dashboard: the load balancer itself, the
+//! target group the dashboard service registers in (type `ip`, the dashboard port, health
+//! check `/health`), and its listeners (80, and 443 when a certificate is given, with 80 then
+//! redirecting to 443).
+
+use async_trait::async_trait;
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum,
+    LoadBalancerStateEnum, LoadBalancerTypeEnum, Matcher, ProtocolEnum, RedirectActionConfig,
+    RedirectActionStatusCodeEnum, Tag, TargetTypeEnum,
+};
+use serde_json::{Value, json};
+use tier_xs::aws::AwsClients;
+use tier_xs::cost::{CostContext, CostLine};
+use tier_xs::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created,
+    output_or_unknown, own_tags, require_output, tags_value, wait_until,
+};
+use tier_xs::workspace::Tier;
+
+/// The TLS policy of the HTTPS listener: TLS 1.3 and 1.2 only.
+pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+pub const HEALTH_PATH: &str = "/health";
+
+fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
+    EngineError::aws(name, op, e)
+}
+
+fn elb_tags(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Brings the `agentbus:*` tags of an ELB resource to `want`.
+async fn sync_tags(
+    aws: &AwsClients,
+    name: &str,
+    arn: &str,
+    current: Option<&Value>,
+    want: &[(String, String)],
+) -> Result<(), EngineError> {
+    let (set, remove) = tier_xs::components::tag_changes(current, Some(&tags_value(want)));
+    if !set.is_empty() {
+        aws.elb
+            .add_tags()
+            .resource_arns(arn)
+            .set_tags(Some(elb_tags(&set)))
+            .send()
+            .await
+            .map_err(|e| err(name, "AddTags", e))?;
+    }
+    if !remove.is_empty() {
+        aws.elb
+            .remove_tags()
+            .resource_arns(arn)
+            .set_tag_keys(Some(remove))
+            .send()
+            .await
+            .map_err(|e| err(name, "RemoveTags", e))?;
+    }
+    Ok(())
+}
+
+async fn observed_tags(aws: &AwsClients, name: &str, arn: &str) -> Result<Value, EngineError> {
+    let out = aws
+        .elb
+        .describe_tags()
+        .resource_arns(arn)
+        .send()
+        .await
+        .map_err(|e| err(name, "DescribeTags", e))?;
+    Ok(own_tags(
+        out.tag_descriptions()
+            .iter()
+            .flat_map(|d| d.tags())
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            }),
+    ))
+}
+
+/// The ARN of a load balancer found by name, if it exists.
+async fn load_balancer_arn(aws: &AwsClients, name: &str) -> Result<Option<String>, EngineError> {
+    match aws.elb.describe_load_balancers().names(name).send().await {
+        Ok(o) => Ok(o
+            .load_balancers()
+            .first()
+            .and_then(|l| l.load_balancer_arn().map(str::to_string))),
+        Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => Ok(None),
+        Err(e) => Err(err(name, "DescribeLoadBalancers", e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+pub struct LoadBalancer {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub subnets: Vec<String>,
+    /// Logical id of its security group (its `id` output).
+    pub security_group_id: &'static str,
+    pub tags: Vec<(String, String)>,
+}
+
+impl LoadBalancer {
+    fn sorted_subnets(&self) -> Vec<String> {
+        let mut s = self.subnets.clone();
+        s.sort();
+        s
+    }
+}
+
+#[async_trait]
+impl Resource for LoadBalancer {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "load balancer"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        vec![self.security_group_id]
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        let sg = output_or_unknown(outputs, self.security_group_id, "id");
+        Desired::new()
+            .set_replace("scheme", "internet-facing")
+            .set_replace("type", "application")
+            .set("subnets", json!(self.sorted_subnets()))
+            .set(
+                "security_groups",
+                if tier_xs::engine::is_unknown(&sg) {
+                    sg
+                } else {
+                    json!([sg])
+                },
+            )
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = match aws
+            .elb
+            .describe_load_balancers()
+            .names(&self.name)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => return Ok(None),
+            Err(e) => return Err(err(&self.name, "DescribeLoadBalancers", e)),
+        };
+        let Some(lb) = out.load_balancers().first() else {
+            return Ok(None);
+        };
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+        let mut subnets: Vec<String> = lb
+            .availability_zones()
+            .iter()
+            .filter_map(|z| z.subnet_id().map(str::to_string))
+            .collect();
+        subnets.sort();
+        let mut sgs = lb.security_groups().to_vec();
+        sgs.sort();
+        Ok(Some(
+            Observed::default()
+                .field(
+                    "scheme",
+                    lb.scheme()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+                .field(
+                    "type",
+                    lb.r#type()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+                .field("subnets", json!(subnets))
+                .field("security_groups", json!(sgs))
+                .field("tags", observed_tags(aws, &self.name, &arn).await?)
+                .output("arn", arn)
+                .output("dns_name", lb.dns_name().unwrap_or_default()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
+        aws.elb
+            .create_load_balancer()
+            .name(&self.name)
+            .set_subnets(Some(self.sorted_subnets()))
+            .security_groups(sg)
+            .scheme(LoadBalancerSchemeEnum::InternetFacing)
+            .r#type(LoadBalancerTypeEnum::Application)
+            .ip_address_type(IpAddressType::Ipv4)
+            .set_tags(Some(elb_tags(&self.tags)))
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "CreateLoadBalancer", e))?;
+        // Wait until it serves (a few minutes on AWS).
+        let name = self.name.clone();
+        wait_until(
+            &name,
+            std::time::Duration::from_secs(600),
+            std::time::Duration::from_secs(5),
+            || {
+                let (elb, name) = (aws.elb.clone(), name.clone());
+                async move {
+                    let out = elb
+                        .describe_load_balancers()
+                        .names(&name)
+                        .send()
+                        .await
+                        .map_err(|e| err(&name, "DescribeLoadBalancers", e))?;
+                    let state = out
+                        .load_balancers()
+                        .first()
+                        .and_then(|l| l.state())
+                        .and_then(|s| s.code())
+                        .cloned();
+                    Ok(match state {
+                        Some(LoadBalancerStateEnum::Active) => Ok(()),
+                        Some(LoadBalancerStateEnum::Failed) => {
+                            return Err(EngineError::Invalid(format!(
+                                "{name}: provisioning failed"
+                            )));
+                        }
+                        other => Err(format!("state {other:?}")),
+                    })
+                }
+            },
+        )
+        .await?;
+        observe_created(self, aws).await
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        for field in changed {
+            match field.as_str() {
+                "subnets" => {
+                    aws.elb
+                        .set_subnets()
+                        .load_balancer_arn(&arn)
+                        .set_subnets(Some(self.sorted_subnets()))
+                        .send()
+                        .await
+                        .map_err(|e| err(&self.name, "SetSubnets", e))?;
+                }
+                "security_groups" => {
+                    let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
+                    aws.elb
+                        .set_security_groups()
+                        .load_balancer_arn(&arn)
+                        .security_groups(sg)
+                        .send()
+                        .await
+                        .map_err(|e| err(&self.name, "SetSecurityGroups", e))?;
+                }
+                "tags" => {
+                    sync_tags(
+                        aws,
+                        &self.name,
+                        &arn,
+                        current.fields.get("tags"),
+                        &self.tags,
+                    )
+                    .await?
+                }
+                _ => {}
+            }
+        }
+        observe_created(self, aws).await
+    }
+    async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        match aws
+            .elb
+            .delete_load_balancer()
+            .load_balancer_arn(&arn)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => return Ok(()),
+            Err(e) => return Err(err(&self.name, "DeleteLoadBalancer", e)),
+        }
+        let name = self.name.clone();
+        wait_until(
+            &name,
+            std::time::Duration::from_secs(600),
+            std::time::Duration::from_secs(5),
+            || {
+                let name = name.clone();
+                async move {
+                    Ok(match load_balancer_arn(aws, &name).await? {
+                        None => Ok(()),
+                        Some(_) => Err("still deleting".to_string()),
+                    })
+                }
+            },
+        )
+        .await
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        let (p, u, h) = (ctx.prices, ctx.usage, ctx.hours);
+        // LCUs: the largest of new connections (25/s each), processed bytes (1 GB/h each);
+        // requests are assumed to be ~2 KB each on top of what is sent out.
+        let secs = h * 3600.0;
+        let conns = u.requests / secs / 25.0;
+        let gb_per_hour = (u.transfer_out_gb + u.requests * 2.0 / 1_048_576.0) / h;
+        let lcu = conns.max(gb_per_hour);
+        // One public IPv4 address per availability zone (subnet) it spans.
+        let addresses = self.subnets.len().max(2) as f64;
+        vec![
+            CostLine::new(self.id, "load balancer hours", h, "h", p.alb_hour),
+            CostLine::new(
+                self.id,
+                "capacity units (LCU)",
+                lcu * h,
+                "LCU-h",
+                p.alb_lcu_hour,
+            ),
+            CostLine::new(
+                self.id,
+                &format!("public IPv4 addresses ({addresses:.0}, one per zone)"),
+                addresses * h,
+                "address-h",
+                p.public_ipv4_hour,
+            ),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+pub struct TargetGroup {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub vpc_id: String,
+    pub port: u16,
+    pub tags: Vec<(String, String)>,
+}
+
+impl TargetGroup {
+    fn health_value() -> Value {
+        json!({
+            "path": HEALTH_PATH, "port": "traffic-port", "matcher": "200",
+            "interval_s": 30, "timeout_s": 5, "healthy": 2, "unhealthy": 2,
+        })
+    }
+}
+
+#[async_trait]
+impl Resource for TargetGroup {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "target group"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn desired(&self, _outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set_replace("protocol", format!("HTTP:{}", self.port))
+            .set_replace("target_type", "ip")
+            .set_replace("vpc", self.vpc_id.clone())
+            .set("health_check", Self::health_value())
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let out = match aws
+            .elb
+            .describe_target_groups()
+            .names(&self.name)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if error_code(&e) == Some("TargetGroupNotFound") => return Ok(None),
+            Err(e) => return Err(err(&self.name, "DescribeTargetGroups", e)),
+        };
+        let Some(tg) = out.target_groups().first() else {
+            return Ok(None);
+        };
+        let arn = tg.target_group_arn().unwrap_or_default().to_string();
+        Ok(Some(
+            Observed::default()
+                .field(
+                    "protocol",
+                    format!(
+                        "{}:{}",
+                        tg.protocol().map(|p| p.as_str()).unwrap_or(""),
+                        tg.port().unwrap_or_default()
+                    ),
+                )
+                .field(
+                    "target_type",
+                    tg.target_type()
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                )
+                .field("vpc", tg.vpc_id().unwrap_or_default())
+                .field(
+                    "health_check",
+                    json!({
+                        "path": tg.health_check_path().unwrap_or_default(),
+                        "port": tg.health_check_port().unwrap_or_default(),
+                        "matcher": tg.matcher().and_then(|m| m.http_code()).unwrap_or_default(),
+                        "interval_s": tg.health_check_interval_seconds().unwrap_or_default(),
+                        "timeout_s": tg.health_check_timeout_seconds().unwrap_or_default(),
+                        "healthy": tg.healthy_threshold_count().unwrap_or_default(),
+                        "unhealthy": tg.unhealthy_threshold_count().unwrap_or_default(),
+                    }),
+                )
+                .field("tags", observed_tags(aws, &self.name, &arn).await?)
+                .output("arn", arn),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+        aws.elb
+            .create_target_group()
+            .name(&self.name)
+            .protocol(ProtocolEnum::Http)
+            .port(i32::from(self.port))
+            .vpc_id(&self.vpc_id)
+            .target_type(TargetTypeEnum::Ip)
+            .health_check_protocol(ProtocolEnum::Http)
+            .health_check_path(HEALTH_PATH)
+            .health_check_port("traffic-port")
+            .health_check_interval_seconds(30)
+            .health_check_timeout_seconds(5)
+            .healthy_threshold_count(2)
+            .unhealthy_threshold_count(2)
+            .matcher(Matcher::builder().http_code("200").build())
+            .set_tags(Some(elb_tags(&self.tags)))
+            .send()
+            .await
+            .map_err(|e| err(&self.name, "CreateTargetGroup", e))?;
+        observe_created(self, aws).await
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        _outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        if changed.iter().any(|c| c == "health_check") {
+            aws.elb
+                .modify_target_group()
+                .target_group_arn(&arn)
+                .health_check_protocol(ProtocolEnum::Http)
+                .health_check_path(HEALTH_PATH)
+                .health_check_port("traffic-port")
+                .health_check_interval_seconds(30)
+                .health_check_timeout_seconds(5)
+                .healthy_threshold_count(2)
+                .unhealthy_threshold_count(2)
+                .matcher(Matcher::builder().http_code("200").build())
+                .send()
+                .await
+                .map_err(|e| err(&self.name, "ModifyTargetGroup", e))?;
+        }
+        if changed.iter().any(|c| c == "tags") {
+            sync_tags(
+                aws,
+                &self.name,
+                &arn,
+                current.fields.get("tags"),
+                &self.tags,
+            )
+            .await?;
+        }
+        observe_created(self, aws).await
+    }
+    async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        match aws
+            .elb
+            .delete_target_group()
+            .target_group_arn(&arn)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("TargetGroupNotFound") => Ok(()),
+            Err(e) => Err(err(&self.name, "DeleteTargetGroup", e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// What a listener does with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Plain HTTP, forwarded to the target group.
+    HttpForward,
+    /// Plain HTTP, answered with a 301 to HTTPS on 443.
+    HttpRedirect,
+    /// HTTPS with this certificate, forwarded to the target group.
+    Https { certificate_arn: String },
+}
+
+pub struct Listener {
+    pub id: &'static str,
+    pub tier: Tier,
+    /// The load balancer's name (a listener is found through it).
+    pub load_balancer_name: String,
+    pub load_balancer_id: &'static str,
+    pub target_group_id: &'static str,
+    pub port: u16,
+    /// `None`: not wanted (the HTTPS listener without a certificate).
+    pub mode: Option<ListenerMode>,
+}
+
+impl Listener {
+    fn action(&self, outputs: &Outputs) -> Value {
+        match &self.mode {
+            Some(ListenerMode::HttpRedirect) => json!("redirect to HTTPS:443 (301)"),
+            _ => json!({
+                "forward": output_or_unknown(outputs, self.target_group_id, "arn"),
+            }),
+        }
+    }
+
+    fn build_action(&self, outputs: &Outputs) -> Result<Action, EngineError> {
+        let name = self.name();
+        match &self.mode {
+            Some(ListenerMode::HttpRedirect) => Ok(Action::builder()
+                .r#type(ActionTypeEnum::Redirect)
+                .redirect_config(
+                    RedirectActionConfig::builder()
+                        .protocol("HTTPS")
+                        .port("443")
+                        .status_code(RedirectActionStatusCodeEnum::Http301)
+                        .build(),
+                )
+                .build()),
+            _ => Ok(Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(require_output(outputs, &name, self.target_group_id, "arn")?)
+                .build()),
+        }
+    }
+
+    fn protocol(&self) -> ProtocolEnum {
+        match self.mode {
+            Some(ListenerMode::Https { .. }) => ProtocolEnum::Https,
+            _ => ProtocolEnum::Http,
+        }
+    }
+
+    fn certificate(&self) -> Option<&str> {
+        match &self.mode {
+            Some(ListenerMode::Https { certificate_arn }) => Some(certificate_arn),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Resource for Listener {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "listener"
+    }
+    fn name(&self) -> String {
+        format!("{}:{}", self.load_balancer_name, self.port)
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn wanted(&self) -> bool {
+        self.mode.is_some()
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        vec![self.load_balancer_id, self.target_group_id]
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        let mut d = Desired::new()
+            .set("protocol", self.protocol().as_str().to_string())
+            .set("action", self.action(outputs));
+        if let Some(c) = self.certificate() {
+            d = d
+                .set("certificate", c.to_string())
+                .set("ssl_policy", SSL_POLICY);
+        }
+        d
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let Some(lb) = load_balancer_arn(aws, &self.load_balancer_name).await? else {
+            return Ok(None);
+        };
+        let out = aws
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(&lb)
+            .send()
+            .await
+            .map_err(|e| err(&self.name(), "DescribeListeners", e))?;
+        let Some(l) = out
+            .listeners()
+            .iter()
+            .find(|l| l.port() == Some(i32::from(self.port)))
+        else {
+            return Ok(None);
+        };
+        let action = match l.default_actions().first() {
+            Some(a) if a.r#type() == Some(&ActionTypeEnum::Redirect) => {
+                let r = a.redirect_config();
+                if r.and_then(|r| r.protocol()) == Some("HTTPS")
+                    && r.and_then(|r| r.port()) == Some("443")
+                    && r.and_then(|r| r.status_code())
+                        == Some(&RedirectActionStatusCodeEnum::Http301)
+                {
+                    json!("redirect to HTTPS:443 (301)")
+                } else {
+                    json!(format!("redirect {r:?}"))
+                }
+            }
+            Some(a) => json!({ "forward": a.target_group_arn().unwrap_or_default() }),
+            None => Value::Null,
+        };
+        let mut o = Observed::default()
+            .field(
+                "protocol",
+                l.protocol()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default(),
+            )
+            .field("action", action)
+            .output("arn", l.listener_arn().unwrap_or_default());
+        if self.certificate().is_some() {
+            o = o
+                .field(
+                    "certificate",
+                    l.certificates()
+                        .first()
+                        .and_then(|c| c.certificate_arn())
+                        .unwrap_or_default(),
+                )
+                .field("ssl_policy", l.ssl_policy().unwrap_or_default());
+        }
+        Ok(Some(o))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        let lb = require_output(outputs, &self.name(), self.load_balancer_id, "arn")?;
+        let mut req = aws
+            .elb
+            .create_listener()
+            .load_balancer_arn(lb)
+            .protocol(self.protocol())
+            .port(i32::from(self.port))
+            .default_actions(self.build_action(outputs)?);
+        if let Some(c) = self.certificate() {
+            req = req
+                .certificates(Certificate::builder().certificate_arn(c).build())
+                .ssl_policy(SSL_POLICY);
+        }
+        req.send()
+            .await
+            .map_err(|e| err(&self.name(), "CreateListener", e))?;
+        observe_created(self, aws).await
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        _changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let mut req = aws
+            .elb
+            .modify_listener()
+            .listener_arn(arn)
+            .protocol(self.protocol())
+            .port(i32::from(self.port))
+            .default_actions(self.build_action(outputs)?);
+        if let Some(c) = self.certificate() {
+            req = req
+                .certificates(Certificate::builder().certificate_arn(c).build())
+                .ssl_policy(SSL_POLICY);
+        }
+        req.send()
+            .await
+            .map_err(|e| err(&self.name(), "ModifyListener", e))?;
+        observe_created(self, aws).await
+    }
+    async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        match aws.elb.delete_listener().listener_arn(&arn).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("ListenerNotFound") => Ok(()),
+            Err(e) => Err(err(&self.name(), "DeleteListener", e)),
+        }
+    }
+}
