@@ -8,7 +8,8 @@ use serde_json::Value;
 use tier_small::config::SmallConfig;
 use tier_small::monitoring;
 use tier_small::runtime::artifacts::{ArtifactStore, S3Artifacts};
-use tier_small::runtime::conformance::artifacts_suite;
+use tier_small::runtime::conformance::{artifacts_suite, timeline_suite};
+use tier_small::runtime::timeline::S3Timeline;
 use tier_xs::config::ServerConfig;
 use tier_xs::runtime::Tenant;
 use tier_xs::runtime::kv::{DynamoKv, KvStore, Ttl};
@@ -299,6 +300,13 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         .unwrap();
     assert_eq!(down.method, "GET");
     assert!(down.url.contains("tenants/acme/big/blob.bin"), "{down:?}");
+
+    // The timeline on S3 passes the embedded one's suite too.
+    timeline_suite(
+        &S3Timeline::new(aws.s3.clone(), &small.timeline_bucket),
+        "s3",
+    )
+    .await;
 
     // The dashboard task now knows the names.
     let td = aws

@@ -136,3 +136,210 @@ pub async fn artifacts_suite(store: &dyn ArtifactStore, label: &str) {
     let e = store.list(&a, "", None, Some(0)).await.unwrap_err();
     assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
 }
+
+use std::collections::BTreeMap;
+
+use super::timeline::{NewRecord, TimelineQuery, TimelineStore};
+
+fn record(agent: &str, i: usize) -> NewRecord {
+    NewRecord {
+        agent: agent.into(),
+        task_id: format!("task-{i}"),
+        action: "plan-complete".into(),
+        summary: format!("step {i}\nwith a second line"),
+        artifacts: vec![format!("plans/p{i}.json")],
+        refs: BTreeMap::from([(
+            "prs".to_string(),
+            vec![format!("https://example.com/pr/{i}")],
+        )]),
+        metrics: BTreeMap::from([("cost_delta_monthly".to_string(), i as f64 * 0.5)]),
+    }
+}
+
+/// Appends in time order, reads back by time range and agent with cursors, isolates tenants,
+/// refuses bad input.
+pub async fn timeline_suite(store: &dyn TimelineStore, label: &str) {
+    let a = tenant(label, "tl-a");
+    let b = tenant(label, "tl-b");
+
+    let mut appended = Vec::new();
+    for i in 0..24 {
+        let agent = if i % 3 == 0 { "critic" } else { "conductor" };
+        appended.push(store.append(&a, &record(agent, i)).await.unwrap());
+        if i % 8 == 7 {
+            // Some records a few milliseconds apart, so ranges have something to cut.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    let first = &appended[0];
+    assert_eq!(first.record, record("critic", 0));
+    assert!(
+        first.ts.ends_with('Z') && first.ts.len() == 24,
+        "{}",
+        first.ts
+    );
+
+    // Everything, in pages of 10, in time order.
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query(
+                &a,
+                &TimelineQuery {
+                    cursor: cursor.clone(),
+                    limit: Some(10),
+                    ..TimelineQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.records.len() <= 10);
+        all.extend(page.records);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 24);
+    assert!(all.windows(2).all(|w| w[0].ts <= w[1].ts), "time order");
+    let mut ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 24);
+
+    // A time range: [from, to) of the stored times.
+    let from = all[8].ts.clone();
+    let to = all[16].ts.clone();
+    let want: Vec<&str> = all
+        .iter()
+        .filter(|r| r.ts >= from && r.ts < to)
+        .map(|r| r.id.as_str())
+        .collect();
+    let got = store
+        .query(
+            &a,
+            &TimelineQuery {
+                from: Some(from.clone()),
+                to: Some(to.clone()),
+                limit: Some(200),
+                ..TimelineQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    let got: Vec<&str> = got.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(got, want);
+
+    // By agent, across pages.
+    let mut critic = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query(
+                &a,
+                &TimelineQuery {
+                    agent: Some("critic".into()),
+                    cursor: cursor.clone(),
+                    limit: Some(3),
+                    ..TimelineQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        critic.extend(page.records);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(critic.len(), 8);
+    assert!(critic.iter().all(|r| r.record.agent == "critic"));
+
+    // Tenants do not see each other's timeline.
+    let none = store.query(&b, &TimelineQuery::default()).await.unwrap();
+    assert!(none.records.is_empty());
+    store.append(&b, &record("sweeper", 0)).await.unwrap();
+    let one = store.query(&b, &TimelineQuery::default()).await.unwrap();
+    assert_eq!(one.records.len(), 1);
+    let still = store
+        .query(
+            &a,
+            &TimelineQuery {
+                limit: Some(200),
+                ..TimelineQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(still.records.len(), 24);
+
+    // Bad input: refused, nothing appended.
+    let bad = [
+        NewRecord {
+            agent: "Critic".into(),
+            ..record("x", 1)
+        },
+        NewRecord {
+            agent: "a_b".into(),
+            ..record("x", 1)
+        },
+        NewRecord {
+            task_id: String::new(),
+            ..record("critic", 1)
+        },
+        NewRecord {
+            summary: " ".into(),
+            ..record("critic", 1)
+        },
+        NewRecord {
+            summary: "bell\u{7}".into(),
+            ..record("critic", 1)
+        },
+        NewRecord {
+            artifacts: vec!["../etc".into()],
+            ..record("critic", 1)
+        },
+        NewRecord {
+            metrics: BTreeMap::from([("x".to_string(), f64::NAN)]),
+            ..record("critic", 1)
+        },
+    ];
+    for r in &bad {
+        let e = store.append(&a, r).await.unwrap_err();
+        assert!(matches!(e, RuntimeError::Invalid { .. }), "{r:?}: {e}");
+    }
+    let e = store
+        .query(
+            &a,
+            &TimelineQuery {
+                from: Some("yesterday".into()),
+                ..TimelineQuery::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
+    let e = store
+        .query(
+            &a,
+            &TimelineQuery {
+                cursor: Some("zz".into()),
+                ..TimelineQuery::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
+    let after = store
+        .query(
+            &a,
+            &TimelineQuery {
+                limit: Some(200),
+                ..TimelineQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.records.len(), 24);
+}

@@ -3,6 +3,7 @@
 //! the same pattern as the extra-small services in `tier_xs::runtime`.
 
 pub mod artifacts;
+pub mod timeline;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -21,6 +22,15 @@ mod tests {
         // Deleted and overwritten artifacts leave no files behind: one blob per live content.
         let files = std::fs::read_dir(dir.join("artifacts")).unwrap().count();
         assert!(files <= 3, "{files} files for 3 distinct contents");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn embedded_timeline_conforms() {
+        let dir = std::env::temp_dir().join(format!("agentbus-tl-{}", std::process::id()));
+        let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+        let store = super::timeline::EmbeddedTimeline::open(pool).await.unwrap();
+        super::conformance::timeline_suite(&store, "emb").await;
         std::fs::remove_dir_all(&dir).ok();
     }
 }
