@@ -273,7 +273,7 @@ fn the_dashboard_works_in_headless_chromium() {
 const MCP_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
 
 /// A child process that is killed when dropped.
-struct Guard(Child);
+pub(crate) struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -558,7 +558,7 @@ fn expired_and_revoked_tokens_get_401() {
 
 #[tokio::test]
 async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
-    use crate::harness::{agentbus, aws_env, clients, deploy_xs, unique_env};
+    use crate::harness::{agentbus, clients, deploy_xs, unique_env};
     let env = unique_env("srv");
     deploy_xs(&env);
     // The environment the deploy gave the dashboard task.
@@ -591,32 +591,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         token("tenant-a", "viewer"),
     );
 
-    let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in aws_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .chain(task_env)
-    {
-        cmd.env(k, v);
-    }
-    let mut server = Guard(
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    while http(port, "GET", "/health", None, None).0 != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server on AWS backends did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut server, port) = serve_on_aws(task_env);
     assert_eq!(http(port, "POST", "/mcp", None, Some("{}")).0, 401);
     python_client(&[
         "http",
@@ -662,6 +637,62 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
     assert_eq!(server.0.wait().unwrap().code(), Some(0));
 }
 
+/// `agentbus serve` with a deployed task's environment (and the emulator's), on 127.0.0.1.
+pub(crate) fn serve_on_aws(task_env: Vec<(String, String)>) -> (Guard, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in crate::harness::aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(task_env)
+    {
+        cmd.env(k, v);
+    }
+    let server = Guard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while http(port, "GET", "/health", None, None).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server on AWS backends did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+/// Runs tests/mcp/small_client.py against a server; `backend` is `embedded` or `aws`.
+pub(crate) fn small_client(port: u16, a: &str, b: &str, viewer: &str, backend: &str) {
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/mcp/small_client.py"
+    );
+    let out = Command::new(python())
+        .arg(client)
+        .args([
+            &format!("http://127.0.0.1:{port}/mcp"),
+            a,
+            b,
+            viewer,
+            backend,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python MCP client (small) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn serve_without_its_configuration_names_what_is_missing() {
     let out = Command::new(BIN)
@@ -697,6 +728,22 @@ fn the_rate_limit_is_per_tenant_over_a_real_window() {
         200,
         "tenant b has its own window"
     );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn up_small_serves_the_artifacts_and_timeline_tools_to_the_python_sdk() {
+    let dir = temp_dir("up-small");
+    let port = free_port();
+    let server = up_with(&dir, port, &["small"]);
+    let (code, status) = http(port, "GET", "/api/status", server.token.as_deref(), None);
+    assert_eq!(code, 200, "{status}");
+    assert!(status.contains("\"tier\":\"small\""), "{status}");
+    let a = token(&dir, "tenant-a", "user");
+    let b = token(&dir, "tenant-b", "user");
+    let viewer = token(&dir, "tenant-a", "viewer");
+    small_client(port, &a, &b, &viewer, "embedded");
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }

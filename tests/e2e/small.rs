@@ -17,6 +17,7 @@ use tier_xs::runtime::secrets::{AwsSecrets, SecretStore};
 use tier_xs::workspace::{Env, Tier, Workspace};
 
 use crate::harness::{agentbus, clients, deploy_xs, unique_env};
+use crate::server::{serve_on_aws, small_client};
 
 /// `id -> action` of every change that is not a no-op.
 fn actions(plan: &Value) -> BTreeMap<String, String> {
@@ -308,7 +309,55 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     )
     .await;
 
-    // The dashboard task now knows the names.
+    // The dashboard task now knows the names, and the server it runs serves the small
+    // tier's tools on the workspace's buckets.
+    let task_env: Vec<(String, String)> = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(format!("agentbus-{env}-dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .container_definitions()[0]
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap().to_string(),
+                kv.value().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let token = |tenant: &str, role: &str| {
+        let r = agentbus(&[
+            "token", "create", "--env", &env, "--tenant", tenant, "--role", role, "--json",
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.json()["token"].as_str().unwrap().to_string()
+    };
+    let (ta, tb, tv) = (
+        token("tenant-a", "user"),
+        token("tenant-b", "user"),
+        token("tenant-a", "viewer"),
+    );
+    let (server, port) = serve_on_aws(task_env);
+    small_client(port, &ta, &tb, &tv, "aws");
+    drop(server);
+    let o = aws
+        .s3
+        .get_object()
+        .bucket(&small.artifacts_bucket)
+        .key("tenants/tenant-a/plans/plan.md")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        o.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"# plan\n"
+    );
+
     let td = aws
         .ecs
         .describe_task_definition()

@@ -161,6 +161,9 @@ enum Command {
         /// Requests per tenant per minute.
         #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
         rate_limit: u32,
+        /// With --data-dir: the tier whose tools to serve (on AWS the deploy says).
+        #[arg(long, default_value = "xs")]
+        tier: String,
     },
     /// Manage the bearer tokens of the server (embedded with --data-dir, else the env's workspace secret).
     Token {
@@ -534,7 +537,11 @@ async fn run(cli: Cli) -> Result<u8> {
             port,
             host,
             rate_limit,
-        } => serve::serve_cmd(data_dir, stdio, &tenant, port, host, rate_limit).await,
+            tier,
+        } => {
+            let tier = tier.parse::<Tier>()?;
+            serve::serve_cmd(data_dir, stdio, &tenant, port, host, rate_limit, tier).await
+        }
         Command::Token { action, data_dir } => {
             let action = match action {
                 TokenCommand::Create { tenant, role, ttl } => {

@@ -65,9 +65,16 @@ async fn run_http(state: Arc<AppState>, addr: std::net::SocketAddr) -> Result<()
 }
 
 async fn embedded_state(data_dir: &Path, tier: Tier, rate: u32) -> Result<Arc<AppState>> {
-    AppState::embedded(data_dir, tier.short(), "local", rate)
+    let state = AppState::embedded(data_dir, tier.short(), "local", rate)
         .await
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    if tier >= Tier::Small {
+        let tools = tier_small::tools::SmallTools::embedded(data_dir)
+            .await
+            .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+        state.set_extensions(vec![Arc::new(tools)])?;
+    }
+    Ok(state)
 }
 
 async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
@@ -77,7 +84,14 @@ async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
         profile: None,
     })
     .await?;
-    Ok((AppState::aws(&aws, &cfg, rate)?, cfg))
+    let state = AppState::aws(&aws, &cfg, rate)?;
+    if cfg.tier >= Tier::Small {
+        let small = tier_small::config::SmallConfig::from_env().map_err(|e| anyhow!(e))?;
+        state.set_extensions(vec![Arc::new(tier_small::tools::SmallTools::aws(
+            &aws, &small,
+        ))])?;
+    }
+    Ok((state, cfg))
 }
 
 /// `agentbus serve`.
@@ -88,13 +102,10 @@ pub async fn serve_cmd(
     port: Option<u16>,
     host: Option<std::net::IpAddr>,
     rate: u32,
+    tier: Tier,
 ) -> Result<u8> {
     let (state, default_port, bind_all) = match &data_dir {
-        Some(d) => (
-            embedded_state(d, Tier::ExtraSmall, rate).await?,
-            DASHBOARD_PORT,
-            false,
-        ),
+        Some(d) => (embedded_state(d, tier, rate).await?, DASHBOARD_PORT, false),
         None => {
             let (s, cfg) = aws_state(rate).await?;
             (s, cfg.port, true)
@@ -126,8 +137,10 @@ pub async fn serve_cmd(
 
 /// `agentbus up`: the tier on embedded storage, on 127.0.0.1.
 pub async fn up_cmd(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
-    if tier > Tier::ExtraSmall {
-        bail!("the {tier} tier is not available locally in this version yet: extra-small (xs) is");
+    if tier > Tier::Small {
+        bail!(
+            "the {tier} tier is not available locally in this version yet: extra-small (xs) and small are"
+        );
     }
     let state = embedded_state(data_dir, tier, rate).await?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))

@@ -12,3 +12,4 @@ pub mod config;
 pub mod monitoring;
 pub mod runtime;
 pub mod tier;
+pub mod tools;

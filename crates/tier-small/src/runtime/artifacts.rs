@@ -21,7 +21,7 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 /// How long a presigned URL works.
 pub const PRESIGN_TTL: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ArtifactMeta {
     pub key: String,
     pub size: u64,
@@ -30,7 +30,7 @@ pub struct ArtifactMeta {
     pub updated_at: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ArtifactPage {
     pub artifacts: Vec<ArtifactMeta>,
     /// Pass back to get the next page; `None` at the end.
@@ -38,7 +38,7 @@ pub struct ArtifactPage {
 }
 
 /// A URL that reads or writes one artifact directly, for objects too large for a tool call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Presigned {
     pub url: String,
     pub method: String,

@@ -24,7 +24,7 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
 
 /// What an agent appends.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewRecord {
     pub agent: String,
     pub task_id: String,
@@ -42,7 +42,7 @@ pub struct NewRecord {
 }
 
 /// A stored record: the appended fields, its time and its id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TimelineRecord {
     pub id: String,
     /// RFC 3339 UTC with milliseconds, set by the store when appending.
@@ -62,7 +62,7 @@ pub struct TimelineQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TimelinePage {
     pub records: Vec<TimelineRecord>,
     pub next_cursor: Option<String>,

@@ -4,11 +4,16 @@
 
 use std::sync::Arc;
 
-use rmcp::handler::server::router::tool::ToolRouter;
+use std::future::Future;
+
+use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::{Json, Parameters};
+use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -169,14 +174,21 @@ pub struct StatusOut {
 
 impl AgentbusMcp {
     pub fn new(state: Arc<AppState>, fixed: Option<Identity>) -> Self {
+        let mut tool_router = Self::tool_router();
+        for ext in state.extensions() {
+            for route in ext.routes() {
+                tool_router.add_route(route);
+            }
+        }
         AgentbusMcp {
             state,
             fixed,
-            tool_router: Self::tool_router(),
+            tool_router,
         }
     }
 
-    fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
+    /// The caller: the token's identity (HTTP) or the process's (stdio).
+    pub fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
         if let Some(id) = &self.fixed {
             return Ok(id.clone());
         }
@@ -187,7 +199,8 @@ impl AgentbusMcp {
             .ok_or_else(|| "not authenticated".to_string())
     }
 
-    fn writer(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
+    /// The caller, if their role may write.
+    pub fn writer(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
         let id = self.who(ctx)?;
         if !id.role.can_write() {
             return Err(format!(
@@ -469,14 +482,75 @@ impl AgentbusMcp {
     }
 }
 
+/// Tools a higher tier adds to this server. They are served on the same sessions with the
+/// same authentication; [`typed_route`] builds one from a typed function.
+pub trait ToolExtension: Send + Sync {
+    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>>;
+    /// A sentence for the server's instructions about these tools.
+    fn instructions(&self) -> &'static str;
+}
+
+/// Whether a tool only reads, and so which callers may use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    /// Needs a role that may write (not `viewer`).
+    Write,
+}
+
+/// A tool from a typed function: the arguments are parsed into `A` (a JSON-RPC
+/// invalid-params error when they do not fit, like the built-in tools), `f` runs with the
+/// caller's identity, and its `O` is the structured result or its message a tool error.
+/// The tool's input and output schemas come from `A` and `O`.
+pub fn typed_route<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> ToolRoute<AgentbusMcp>
+where
+    A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    O: Serialize + schemars::JsonSchema + Send + 'static,
+    F: Fn(Identity, A) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<O, String>> + Send + 'static,
+{
+    let tool = tool.with_input_schema::<A>().with_output_schema::<O>();
+    ToolRoute::new_dyn(tool, move |ctx: ToolCallContext<'_, AgentbusMcp>| {
+        let caller = match access {
+            Access::Read => ctx.service.who(&ctx.request_context),
+            Access::Write => ctx.service.writer(&ctx.request_context),
+        };
+        let args = serde_json::from_value::<A>(Value::Object(ctx.arguments.unwrap_or_default()));
+        let f = f.clone();
+        Box::pin(async move {
+            let args = args.map_err(|e| {
+                rmcp::ErrorData::invalid_params(format!("invalid arguments: {e}"), None)
+            })?;
+            let result = match caller {
+                Ok(id) => f(id, args).await,
+                Err(e) => Err(e),
+            };
+            let done = match result {
+                Ok(out) => CallToolResult::structured(serde_json::to_value(out).map_err(|e| {
+                    rmcp::ErrorData::internal_error(format!("encoding the result: {e}"), None)
+                })?),
+                Err(msg) => CallToolResult::error(vec![ContentBlock::text(msg)]),
+            };
+            Ok(done.into())
+        })
+    })
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for AgentbusMcp {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("agentbus", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "agentbus workspace tools: a KV store (kv_*), the event bus (events_send), write-only \
-                 secrets (secrets_*) and status. Everything is scoped to the tenant of your token.",
-            )
+            .with_instructions({
+                let mut text = String::from(
+                    "agentbus workspace tools: a KV store (kv_*), the event bus (events_send), write-only \
+                     secrets (secrets_*) and status. Everything is scoped to the tenant of your token.",
+                );
+                for ext in self.state.extensions() {
+                    text.push(' ');
+                    text.push_str(ext.instructions());
+                }
+                text
+            })
     }
 }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Check the Host header against loopback names (DNS-rebinding protection for local use).
     pub local_only: bool,
+    /// Tools of higher tiers, set once before serving.
+    extensions: std::sync::OnceLock<Vec<Arc<dyn mcp::ToolExtension>>>,
 }
 
 impl AppState {
@@ -92,7 +94,22 @@ impl AppState {
             live: broadcast::channel(256).0,
             shutdown: CancellationToken::new(),
             local_only,
+            extensions: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Adds a higher tier's tools; once, before serving (later calls are refused).
+    pub fn set_extensions(
+        &self,
+        extensions: Vec<Arc<dyn mcp::ToolExtension>>,
+    ) -> Result<(), RuntimeError> {
+        self.extensions
+            .set(extensions)
+            .map_err(|_| RuntimeError::invalid("extensions", "already set"))
+    }
+
+    pub fn extensions(&self) -> &[Arc<dyn mcp::ToolExtension>] {
+        self.extensions.get().map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The embedded backends in a data directory.

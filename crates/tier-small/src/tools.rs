@@ -1,0 +1,360 @@
+//! The small tier's MCP tools, added to the extra-small server: artifacts and the timeline.
+//! Everything is scoped to the caller's tenant (from the token, never from arguments).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rmcp::handler::server::router::tool::ToolRoute;
+use rmcp::model::{Tool, ToolAnnotations};
+use serde::{Deserialize, Serialize};
+use tier_xs::aws::AwsClients;
+use tier_xs::runtime::RuntimeError;
+use tier_xs::server::mcp::{Access, AgentbusMcp, ToolExtension, typed_route};
+
+use crate::config::SmallConfig;
+use crate::runtime::artifacts::{
+    ArtifactPage, ArtifactStore, EmbeddedArtifacts, Presigned, S3Artifacts,
+};
+use crate::runtime::timeline::{
+    EmbeddedTimeline, NewRecord, S3Timeline, TimelinePage, TimelineQuery, TimelineRecord,
+    TimelineStore,
+};
+
+/// A failure as a message the caller can act on; backend details go to the log.
+fn explain(e: RuntimeError) -> String {
+    match e {
+        RuntimeError::Backend { op, .. } => {
+            tracing::error!("tool backend failure: {e}");
+            format!(
+                "the backing service failed during {op}; try again, and check the server log if it persists"
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+#[derive(Clone)]
+pub struct SmallTools {
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub timeline: Arc<dyn TimelineStore>,
+}
+
+impl SmallTools {
+    /// On embedded storage in `data_dir` (the same database as the extra-small services).
+    pub async fn embedded(data_dir: &Path) -> Result<Self, RuntimeError> {
+        let pool = tier_xs::runtime::embedded::open(data_dir).await?;
+        Ok(SmallTools {
+            artifacts: Arc::new(EmbeddedArtifacts::open(pool.clone(), data_dir).await?),
+            timeline: Arc::new(EmbeddedTimeline::open(pool).await?),
+        })
+    }
+
+    /// On the workspace's buckets.
+    pub fn aws(aws: &AwsClients, cfg: &SmallConfig) -> Self {
+        SmallTools {
+            artifacts: Arc::new(S3Artifacts::new(aws.s3.clone(), &cfg.artifacts_bucket)),
+            timeline: Arc::new(S3Timeline::new(aws.s3.clone(), &cfg.timeline_bucket)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct PutArgs {
+    /// Path-like key, e.g. `plans/2026-11-26/plan.md` (1-512 bytes, no `..`).
+    pub key: String,
+    /// The content: text as is, or base64 with `encoding: "base64"`.
+    pub content: String,
+    /// `utf8` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Media type (default `text/plain; charset=utf-8`, or `application/octet-stream` for base64).
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct KeyArgs {
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ListArgs {
+    /// Only keys that start with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Artifacts per page, 1-1000 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct UrlArgs {
+    pub key: String,
+    /// A URL to upload (PUT) instead of download (GET).
+    #[serde(default)]
+    pub upload: bool,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct GetOut {
+    pub found: bool,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub size: Option<u64>,
+    /// `utf8` when the content is text, else `base64`.
+    pub encoding: Option<String>,
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DeletedOut {
+    pub deleted: bool,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct QueryArgs {
+    /// From this time on (RFC 3339, inclusive).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Before this time (RFC 3339, exclusive).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Only this agent's records.
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Records per page, 1-200 (default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+fn annotations(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations {
+    ToolAnnotations::new()
+        .read_only(read_only)
+        .destructive(destructive)
+        .idempotent(idempotent)
+        .open_world(false)
+}
+
+fn tool(name: &'static str, description: &'static str, a: ToolAnnotations) -> Tool {
+    Tool::new(name, description, Arc::new(serde_json::Map::new())).annotate(a)
+}
+
+impl ToolExtension for SmallTools {
+    fn instructions(&self) -> &'static str {
+        "The small tier adds artifacts (artifacts_*: files by path-like key, with presigned URLs for large ones on AWS) \
+         and the timeline (timeline_append, timeline_query: the agents' record of what they did)."
+    }
+
+    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+        let t = self.clone();
+        let put = {
+            let t = t.clone();
+            typed_route(
+                tool(
+                    "artifacts_put",
+                    "Store an artifact (a plan, report, diff...) under a key of your tenant; overwrites. Up to 10 MiB; larger ones through artifacts_url.",
+                    annotations(false, true, true),
+                ),
+                Access::Write,
+                move |id, a: PutArgs| {
+                    let t = t.clone();
+                    async move {
+                        let (data, default_type) = match a.encoding.as_deref() {
+                            None | Some("utf8") => {
+                                (a.content.into_bytes(), "text/plain; charset=utf-8")
+                            }
+                            Some("base64") => (
+                                base64::engine::general_purpose::STANDARD
+                                    .decode(a.content.as_bytes())
+                                    .map_err(|e| format!("content is not valid base64: {e}"))?,
+                                "application/octet-stream",
+                            ),
+                            Some(other) => {
+                                return Err(format!(
+                                    "encoding {other:?}: use \"utf8\" or \"base64\""
+                                ));
+                            }
+                        };
+                        let ct = a.content_type.unwrap_or_else(|| default_type.to_string());
+                        t.artifacts
+                            .put(&id.tenant, &a.key, &data, &ct)
+                            .await
+                            .map_err(explain)
+                    }
+                },
+            )
+        };
+        let get = {
+            let t = t.clone();
+            typed_route(
+                tool(
+                    "artifacts_get",
+                    "Read an artifact of your tenant: text comes back as is, anything else as base64.",
+                    annotations(true, false, true),
+                ),
+                Access::Read,
+                move |id, a: KeyArgs| {
+                    let t = t.clone();
+                    async move {
+                        let got = t.artifacts.get(&id.tenant, &a.key).await.map_err(explain)?;
+                        Ok(match got {
+                            None => GetOut {
+                                found: false,
+                                key: a.key,
+                                content_type: None,
+                                size: None,
+                                encoding: None,
+                                content: None,
+                            },
+                            Some((meta, data)) => {
+                                let (encoding, content) = match String::from_utf8(data) {
+                                    Ok(s) => ("utf8", s),
+                                    Err(e) => (
+                                        "base64",
+                                        base64::engine::general_purpose::STANDARD
+                                            .encode(e.into_bytes()),
+                                    ),
+                                };
+                                GetOut {
+                                    found: true,
+                                    key: meta.key,
+                                    content_type: Some(meta.content_type),
+                                    size: Some(meta.size),
+                                    encoding: Some(encoding.into()),
+                                    content: Some(content),
+                                }
+                            }
+                        })
+                    }
+                },
+            )
+        };
+        let list = {
+            let t = t.clone();
+            typed_route(
+                tool(
+                    "artifacts_list",
+                    "List your tenant's artifacts by key prefix, in key order, a page at a time (pass next_cursor back).",
+                    annotations(true, false, true),
+                ),
+                Access::Read,
+                move |id, a: ListArgs| {
+                    let t = t.clone();
+                    async move {
+                        let page: ArtifactPage = t
+                            .artifacts
+                            .list(
+                                &id.tenant,
+                                a.prefix.as_deref().unwrap_or(""),
+                                a.cursor.as_deref(),
+                                a.limit,
+                            )
+                            .await
+                            .map_err(explain)?;
+                        Ok(page)
+                    }
+                },
+            )
+        };
+        let delete = {
+            let t = t.clone();
+            typed_route(
+                tool(
+                    "artifacts_delete",
+                    "Delete an artifact of your tenant. On AWS the bucket keeps old versions for 90 days.",
+                    annotations(false, true, true),
+                ),
+                Access::Write,
+                move |id, a: KeyArgs| {
+                    let t = t.clone();
+                    async move {
+                        let deleted = t
+                            .artifacts
+                            .delete(&id.tenant, &a.key)
+                            .await
+                            .map_err(explain)?;
+                        Ok(DeletedOut { deleted })
+                    }
+                },
+            )
+        };
+        let url = {
+            let t = t.clone();
+            typed_route(
+                tool(
+                    "artifacts_url",
+                    "A presigned URL (15 minutes) to upload or download one large artifact directly. On AWS only.",
+                    annotations(true, false, false),
+                ),
+                Access::Write,
+                move |id, a: UrlArgs| {
+                    let t = t.clone();
+                    async move {
+                        let p: Option<Presigned> = t
+                            .artifacts
+                            .presign(&id.tenant, &a.key, a.upload)
+                            .await
+                            .map_err(explain)?;
+                        p.ok_or_else(|| {
+                            "this server stores artifacts on local disk, which has no URLs: use artifacts_put and artifacts_get".to_string()
+                        })
+                    }
+                },
+            )
+        };
+        let append = {
+            let t = t.clone();
+            typed_route(
+                tool(
+                    "timeline_append",
+                    "Append a record to your tenant's timeline: agent, task_id, action, summary, and optionally artifacts (keys), refs (links by kind) and metrics (numbers). The server sets its time.",
+                    annotations(false, false, false),
+                ),
+                Access::Write,
+                move |id, r: NewRecord| {
+                    let t = t.clone();
+                    async move {
+                        let rec: TimelineRecord =
+                            t.timeline.append(&id.tenant, &r).await.map_err(explain)?;
+                        Ok(rec)
+                    }
+                },
+            )
+        };
+        let query = typed_route(
+            tool(
+                "timeline_query",
+                "Read your tenant's timeline in time order, by time range (RFC 3339) and agent, a page at a time.",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, a: QueryArgs| {
+                let t = t.clone();
+                async move {
+                    let page: TimelinePage = t
+                        .timeline
+                        .query(
+                            &id.tenant,
+                            &TimelineQuery {
+                                from: a.from,
+                                to: a.to,
+                                agent: a.agent,
+                                cursor: a.cursor,
+                                limit: a.limit,
+                            },
+                        )
+                        .await
+                        .map_err(explain)?;
+                    Ok(page)
+                }
+            },
+        );
+        vec![put, get, list, delete, url, append, query]
+    }
+}
