@@ -312,7 +312,16 @@ impl Deployer {
                 let observed: std::collections::HashSet<&str> =
                     plan.observed.keys().copied().collect();
                 let before = sum(&|r| observed.contains(r.id()));
-                let after = sum(&|r| target.is_some_and(|t| r.tier() <= t));
+                // Kept resources (data a downgrade or destroy leaves) go on costing.
+                let kept: std::collections::HashSet<&str> = plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.action == plan::Action::Keep)
+                    .map(|c| c.id)
+                    .collect();
+                let after = sum(&|r| {
+                    target.is_some_and(|t| r.tier() <= t && r.wanted()) || kept.contains(r.id())
+                });
                 plan.cost = Some(CostDelta {
                     before,
                     after,

@@ -192,6 +192,22 @@ impl Plan {
                 };
                 if c.action == Action::Create {
                     let _ = writeln!(out, "      {}: {after}", f.field);
+                } else if let (Some(b), Some(a)) = (&f.before, &f.after)
+                    && (b.is_object() || b.is_array())
+                    && (a.is_object() || a.is_array())
+                    && !is_unknown(a)
+                {
+                    // Large documents (policies, container definitions): only what changed.
+                    let mut lines = Vec::new();
+                    describe(&f.field, b, a, &mut lines);
+                    for (i, l) in lines.iter().enumerate() {
+                        let tail = if i + 1 == lines.len() {
+                            forces.as_str()
+                        } else {
+                            ""
+                        };
+                        let _ = writeln!(out, "      {l}{tail}");
+                    }
                 } else {
                     let _ = writeln!(out, "      {}: {before} -> {after}{forces}", f.field);
                 }
@@ -234,7 +250,58 @@ fn show(v: &Value) -> String {
     }
     match v {
         Value::String(s) => format!("{s:?}"),
-        other => other.to_string(),
+        other => readable(other).to_string(),
+    }
+}
+
+/// A value with every nested "known after apply" marker spelled out.
+fn readable(v: &Value) -> Value {
+    if let Some(what) = v.get("$unknown") {
+        return Value::String(format!(
+            "(known after apply: {})",
+            what.as_str().unwrap_or("?")
+        ));
+    }
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), readable(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(readable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// How `before` became `after`, as lines under `path`: objects key by key, arrays by the
+/// elements added (`+`) and removed (`-`), anything else as `before -> after`.
+fn describe(path: &str, before: &Value, after: &Value, out: &mut Vec<String>) {
+    match (before, after) {
+        (_, a) if is_unknown(a) => out.push(format!("{path}: {} -> {}", show(before), show(a))),
+        (Value::Object(b), Value::Object(a)) => {
+            let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for k in keys {
+                let p = format!("{path}.{k}");
+                match (b.get(k), a.get(k)) {
+                    (Some(x), Some(y)) if x == y => {}
+                    (Some(x), Some(y)) => describe(&p, x, y, out),
+                    (None, Some(y)) => out.push(format!("{p}: + {}", show(y))),
+                    (Some(x), None) => out.push(format!("{p}: - {}", show(x))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) => {
+            let start = out.len();
+            for x in b.iter().filter(|x| !a.contains(x)) {
+                out.push(format!("{path}: - {}", show(x)));
+            }
+            for y in a.iter().filter(|y| !b.contains(y)) {
+                out.push(format!("{path}: + {}", show(y)));
+            }
+            if out.len() == start {
+                out.push(format!("{path}: same elements, new order"));
+            }
+        }
+        (b, a) => out.push(format!("{path}: {} -> {}", show(b), show(a))),
     }
 }
 
@@ -422,6 +489,37 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
         observed: observed_map,
         resources: req.universe,
     })
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn documents_show_only_what_changed() {
+        let before =
+            json!({"p": {"Statement": [{"Action": "a"}], "Version": "1"}, "env": [["A", "1"]]});
+        let after = json!({"p": {"Statement": [{"Action": "a"}, {"Action": "b"}], "Version": "1"}, "env": [["A", "2"]], "lb": {"$unknown": "tg.arn"}});
+        let mut lines = Vec::new();
+        describe("doc", &before, &after, &mut lines);
+        assert_eq!(
+            lines,
+            [
+                r#"doc.env: - ["A","1"]"#,
+                r#"doc.env: + ["A","2"]"#,
+                "doc.lb: + (known after apply: tg.arn)",
+                r#"doc.p.Statement: + {"Action":"b"}"#,
+            ]
+        );
+        assert_eq!(
+            show(&json!({"forward": {"$unknown": "tg.arn"}})),
+            r#"{"forward":"(known after apply: tg.arn)"}"#
+        );
+        let mut lines = Vec::new();
+        describe("l", &json!([1, 2]), &json!([2, 1]), &mut lines);
+        assert_eq!(lines, ["l: same elements, new order"]);
+    }
 }
 
 #[cfg(test)]
