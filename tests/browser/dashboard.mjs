@@ -1,14 +1,15 @@
 // Drives the agentbus dashboard in Debian's headless Chromium:
-//   node dashboard.mjs BASE_URL TOKEN SCREENSHOT_PATH
+//   node dashboard.mjs BASE_URL TOKEN SCREENSHOT_PATH [TIER]
 // checks that the page loads, refuses a bad token, signs in with a good one, and shows an
-// event sent through the MCP endpoint without a reload. Exits non-zero on any failure.
+// event sent through the MCP endpoint without a reload; with TIER `small`, also the
+// artifacts and timeline panels with what MCP calls put there. Exits non-zero on any failure.
 import { chromium } from "playwright-core";
 
-const [base, token, shot] = process.argv.slice(2);
+const [base, token, shot, tier = "xs"] = process.argv.slice(2);
 const fail = (msg) => { console.error("FAILED: " + msg); process.exit(1); };
 
-// An event through MCP (Streamable HTTP, raw JSON-RPC), as any MCP client would send it.
-async function mcpEvent(marker) {
+// A tool call through MCP (Streamable HTTP, raw JSON-RPC), as any MCP client would send it.
+async function mcpCall(name, args) {
   const headers = {
     Authorization: "Bearer " + token,
     "Content-Type": "application/json",
@@ -27,9 +28,11 @@ async function mcpEvent(marker) {
   const session = init.r.headers.get("mcp-session-id");
   await rpc({ jsonrpc: "2.0", method: "notifications/initialized" }, session);
   const call = await rpc({ jsonrpc: "2.0", id: 2, method: "tools/call",
-    params: { name: "events_send", arguments: { detail_type: "Browser Check", detail: { marker } } } }, session);
-  if (!call.msg || call.msg.error || call.msg.result.isError) fail("events_send through MCP: " + JSON.stringify(call.msg));
+    params: { name, arguments: args } }, session);
+  if (!call.msg || call.msg.error || call.msg.result.isError) fail(name + " through MCP: " + JSON.stringify(call.msg));
 }
+
+const mcpEvent = (marker) => mcpCall("events_send", { detail_type: "Browser Check", detail: { marker } });
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -37,10 +40,15 @@ const browser = await chromium.launch({
          "--disable-component-update", "--disable-sync"],
 });
 try {
+  const stamp = "browser-" + Date.now();
+  if (tier === "small") {
+    await mcpCall("artifacts_put", { key: "reports/" + stamp + ".md", content: "# report" });
+    await mcpCall("timeline_append", { agent: "sweeper", task_id: "t-1", action: "retrospective", summary: stamp + " <b>not markup</b>" });
+  }
   const page = await browser.newPage();
   await page.goto(base);
   if (!(await page.isVisible("#login"))) fail("the page asks for a token first");
-  if ((await page.textContent("#tier")) !== "xs") fail("the page shows the tier");
+  if ((await page.textContent("#tier")) !== tier) fail("the page shows the tier");
 
   await page.fill("#token", "ab_000000000000_not-a-token");
   await page.click("#login button");
@@ -62,6 +70,16 @@ try {
   await mcpEvent(marker);
   await page.waitForFunction((m) => document.getElementById("events").textContent.includes(m), marker, { timeout: 10000 })
     .catch(() => fail("the event sent through MCP appears without a reload"));
+  if (tier === "small") {
+    await page.waitForFunction((k) => document.getElementById("artifacts").textContent.includes(k), "reports/" + stamp + ".md", { timeout: 10000 })
+      .catch(() => fail("the artifacts panel lists the artifact put through MCP"));
+    await page.waitForFunction((m) => document.getElementById("timeline").textContent.includes(m), stamp, { timeout: 10000 })
+      .catch(() => fail("the timeline panel shows the record appended through MCP"));
+    // Text from records is shown as text, never as markup.
+    if (await page.$("#timeline b")) fail("a record's summary was rendered as HTML");
+  } else if (await page.$("#artifacts")) {
+    fail("extra-small has no artifacts panel");
+  }
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   console.log("dashboard: all checks passed");
 } finally {

@@ -244,8 +244,13 @@ fn stdio_serves_the_same_tools_to_the_python_sdk() {
 
 #[test]
 fn the_dashboard_works_in_headless_chromium() {
-    let dir = temp_dir("browser");
-    let server = up(&dir, free_port());
+    browser_check("browser", &[], "xs");
+}
+
+/// Runs tests/browser/dashboard.mjs against `agentbus up` (with `extra` arguments).
+fn browser_check(name: &str, extra: &[&str], tier: &str) {
+    let dir = temp_dir(name);
+    let server = up_with(&dir, free_port(), extra);
     let token = server.token.clone().unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -257,6 +262,7 @@ fn the_dashboard_works_in_headless_chromium() {
         .arg(format!("http://127.0.0.1:{}/", server.port))
         .arg(&token)
         .arg(&shot)
+        .arg(tier)
         .output()
         .expect("node (and tests/browser/node_modules, installed by scripts/test.sh)");
     assert!(
@@ -268,6 +274,11 @@ fn the_dashboard_works_in_headless_chromium() {
     assert!(shot.exists());
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_small_dashboard_shows_artifacts_and_timeline_in_chromium() {
+    browser_check("browser-small", &["small"], "small");
 }
 
 const MCP_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
@@ -744,6 +755,27 @@ fn up_small_serves_the_artifacts_and_timeline_tools_to_the_python_sdk() {
     let b = token(&dir, "tenant-b", "user");
     let viewer = token(&dir, "tenant-a", "viewer");
     small_client(port, &a, &b, &viewer, "embedded");
+    // The dashboard's API for the panels: behind the token, per tenant, input checked.
+    assert_eq!(http(port, "GET", "/api/artifacts", None, None).0, 401);
+    let (code, body) = http(port, "GET", "/api/artifacts?prefix=plans/", Some(&a), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("plans/plan.md"), "{body}");
+    let (code, body) = http(port, "GET", "/api/artifacts", Some(&b), None);
+    assert_eq!(
+        (code, body.contains("plans/plan.md")),
+        (200, false),
+        "{body}"
+    );
+    let (code, body) = http(port, "GET", "/api/timeline?agent=critic", Some(&a), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"agent\":\"critic\""), "{body}");
+    let (code, body) = http(port, "GET", "/api/timeline?from=yesterday", Some(&a), None);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("RFC 3339"), "{body}");
+    assert_eq!(
+        http(port, "GET", "/api/artifacts?limit=0", Some(&a), None).0,
+        400
+    );
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }

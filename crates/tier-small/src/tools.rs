@@ -4,6 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::extract::{Query, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use base64::Engine as _;
 use rmcp::handler::server::router::tool::ToolRoute;
 use rmcp::model::{Tool, ToolAnnotations};
@@ -11,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tier_xs::aws::AwsClients;
 use tier_xs::runtime::RuntimeError;
 use tier_xs::server::mcp::{Access, AgentbusMcp, ToolExtension, typed_route};
+use tier_xs::server::{AppState, api_error, caller};
 
 use crate::config::SmallConfig;
 use crate::runtime::artifacts::{
@@ -145,7 +150,71 @@ fn tool(name: &'static str, description: &'static str, a: ToolAnnotations) -> To
     Tool::new(name, description, Arc::new(serde_json::Map::new())).annotate(a)
 }
 
+#[derive(Debug, Deserialize)]
+struct ArtifactsQuery {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
 impl ToolExtension for SmallTools {
+    fn api(&self) -> axum::Router<Arc<AppState>> {
+        let (a, t) = (self.artifacts.clone(), self.timeline.clone());
+        axum::Router::new()
+            .route(
+                "/api/artifacts",
+                get(move |Query(q): Query<ArtifactsQuery>, req: Request| {
+                    let a = a.clone();
+                    async move {
+                        let Some(id) = caller(req.extensions()) else {
+                            return StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        match a
+                            .list(
+                                &id.tenant,
+                                q.prefix.as_deref().unwrap_or(""),
+                                q.cursor.as_deref(),
+                                q.limit,
+                            )
+                            .await
+                        {
+                            Ok(page) => axum::Json(page).into_response(),
+                            Err(e) => api_error(&e),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/api/timeline",
+                get(move |Query(q): Query<QueryArgs>, req: Request| {
+                    let t = t.clone();
+                    async move {
+                        let Some(id) = caller(req.extensions()) else {
+                            return StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        let query = TimelineQuery {
+                            from: q.from,
+                            to: q.to,
+                            agent: q.agent,
+                            cursor: q.cursor,
+                            limit: q.limit,
+                        };
+                        match t.query(&id.tenant, &query).await {
+                            Ok(page) => axum::Json(page).into_response(),
+                            Err(e) => api_error(&e),
+                        }
+                    }
+                }),
+            )
+    }
+
+    fn panels(&self) -> &'static str {
+        include_str!("panels.html")
+    }
+
     fn instructions(&self) -> &'static str {
         "The small tier adds artifacts (artifacts_*: files by path-like key, with presigned URLs for large ones on AWS) \
          and the timeline (timeline_append, timeline_query: the agents' record of what they did)."

@@ -488,6 +488,17 @@ pub trait ToolExtension: Send + Sync {
     fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>>;
     /// A sentence for the server's instructions about these tools.
     fn instructions(&self) -> &'static str;
+    /// JSON API routes for the dashboard, served behind the same token check as `/api/*`
+    /// ([`super::caller`] gives the identity).
+    fn api(&self) -> axum::Router<Arc<AppState>> {
+        axum::Router::new()
+    }
+    /// Dashboard panels: HTML sections (with their script) inserted into the signed-in page.
+    /// A script registers a loader with `window.agentbusPanels.push(fn)`; it is called with
+    /// the request headers (the bearer token) after sign-in and on every refresh.
+    fn panels(&self) -> &'static str {
+        ""
+    }
 }
 
 /// Whether a tool only reads, and so which callers may use it.

@@ -218,12 +218,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/api/status", get(api_status))
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
-        .nest_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .nest_service("/mcp", mcp);
+    for ext in state.extensions() {
+        protected = protected.merge(ext.api());
+    }
+    let protected = protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
         .route("/", get(dashboard))
@@ -288,7 +291,8 @@ async fn dashboard(State(state): State<Arc<AppState>>) -> Html<String> {
         .replace("{{env}}", &html_escape(&state.info.env))
         .replace("{{backend}}", &html_escape(&state.info.backend))
         .replace("{{version}}", env!("CARGO_PKG_VERSION"));
-    Html(page)
+    let panels: String = state.extensions().iter().map(|e| e.panels()).collect();
+    Html(page.replace("<!-- {{panels}} -->", &panels))
 }
 
 fn html_escape(s: &str) -> String {
@@ -300,6 +304,31 @@ fn html_escape(s: &str) -> String {
 
 fn identity(req_ext: &axum::http::Extensions) -> Option<Identity> {
     req_ext.get::<Identity>().cloned()
+}
+
+/// The authenticated caller of an `/api/*` request (set by the token check).
+pub fn caller(req_ext: &axum::http::Extensions) -> Option<Identity> {
+    identity(req_ext)
+}
+
+/// A JSON error answer for the dashboard API: bad input is 400 with the reason, a failing
+/// backing service 503 with the operation (details go to the log).
+pub fn api_error(e: &RuntimeError) -> Response {
+    match e {
+        RuntimeError::Backend { op, .. } => {
+            tracing::error!("dashboard API backend failure: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "error": format!("the backing service failed during {op}") })),
+            )
+                .into_response()
+        }
+        other => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": other.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 async fn api_status(State(state): State<Arc<AppState>>, req: Request) -> Response {
