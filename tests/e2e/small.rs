@@ -148,6 +148,20 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     assert_eq!(again.code, 0, "converged: {again:?}");
 
     check_load_balancer(&aws, &env).await;
+    // status says where the dashboard answers: the load balancer.
+    let st = agentbus(&["status", "--env", &env, "--json"]).json();
+    let dns = aws
+        .elb
+        .describe_load_balancers()
+        .names(format!("agentbus-{env}-dash"))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .dns_name()
+        .unwrap()
+        .to_string();
+    assert_eq!(st["dashboard_url"], format!("http://{dns}/"), "{st}");
     check_https(&aws, &env).await;
 
     // The data came through.

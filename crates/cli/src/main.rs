@@ -457,6 +457,13 @@ async fn run(cli: Cli) -> Result<u8> {
                     "in sync: NO (drift; run plan)\n"
                 });
             }
+            match &s.dashboard_url {
+                Some(u) => out.push_str(&format!("dashboard: {u}  (MCP at {u}mcp)\n")),
+                None if s.deployed_tier.is_some() => {
+                    out.push_str("dashboard: no running task found yet\n")
+                }
+                None => {}
+            }
             match &s.lock {
                 Some(l) if l.is_alive() => out.push_str(&format!(
                     "lock: held by {} since {} (heartbeat {}s ago)\n",

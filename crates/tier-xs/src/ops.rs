@@ -447,12 +447,17 @@ impl Deployer {
             }
             in_sync = target.map(|_| !p.plan.has_changes());
         }
+        let dashboard_url = match &planned {
+            Ok(p) => self.dashboard_url(&p.plan).await,
+            Err(_) => None,
+        };
         Ok(Status {
             workspace: self.ws.id(),
             account: self.ws.account.clone(),
             region: self.ws.region.clone(),
             deployed_tier: target,
             in_sync,
+            dashboard_url,
             lock,
             resources,
             history,
@@ -645,6 +650,66 @@ impl Deployer {
     }
 }
 
+impl Deployer {
+    /// The dashboard's address: a load balancer's DNS name if the workspace has one (with
+    /// https when it listens on 443), else the public IP of a running dashboard task.
+    async fn dashboard_url(&self, plan: &Plan) -> Option<String> {
+        if let Some(lb) = plan.observed.get("load-balancer")
+            && let Some(dns) = lb.outputs.get("dns_name")
+        {
+            let https = plan.observed.contains_key("https-listener");
+            return Some(format!("{}://{dns}/", if https { "https" } else { "http" }));
+        }
+        plan.observed.get(crate::tier::ids::DASHBOARD_SERVICE)?;
+        let cluster = self.ws.id();
+        let tasks = self
+            .aws
+            .ecs
+            .list_tasks()
+            .cluster(&cluster)
+            .service_name(self.ws.name("dashboard"))
+            .send()
+            .await
+            .ok()?;
+        let arns = tasks.task_arns().to_vec();
+        if arns.is_empty() {
+            return None;
+        }
+        let described = self
+            .aws
+            .ecs
+            .describe_tasks()
+            .cluster(&cluster)
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .ok()?;
+        let eni = described
+            .tasks()
+            .iter()
+            .flat_map(|t| t.attachments())
+            .flat_map(|a| a.details())
+            .find(|d| d.name() == Some("networkInterfaceId"))
+            .and_then(|d| d.value())?
+            .to_string();
+        let nics = self
+            .aws
+            .ec2
+            .describe_network_interfaces()
+            .network_interface_ids(eni)
+            .send()
+            .await
+            .ok()?;
+        let ip = nics
+            .network_interfaces()
+            .first()?
+            .association()?
+            .public_ip()?
+            .to_string();
+        Some(format!("http://{ip}:{}/", crate::config::DASHBOARD_PORT))
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub workspace: String,
@@ -653,6 +718,9 @@ pub struct Status {
     pub deployed_tier: Option<Tier>,
     /// Whether the cloud matches the deployed tier (no drift).
     pub in_sync: Option<bool>,
+    /// Where the dashboard answers: the load balancer (small tier on), else the running
+    /// task's public address.
+    pub dashboard_url: Option<String>,
     pub lock: Option<LockInfo>,
     pub resources: Vec<Value>,
     pub history: Vec<ApplyRecord>,
