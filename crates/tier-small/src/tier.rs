@@ -177,6 +177,7 @@ impl SmallOwn {
                 name: alb_name.clone(),
                 subnets: alb_subnets(&xs.network.subnet_ids),
                 security_group_id: ids::ALB_SECURITY_GROUP,
+                https,
                 tags: ws.tags(t, "load-balancer"),
             }),
             target_group: Arc::new(TargetGroup {

@@ -14,7 +14,7 @@ use rmcp::model::{Tool, ToolAnnotations};
 use serde::{Deserialize, Serialize};
 use tier_xs::aws::AwsClients;
 use tier_xs::runtime::RuntimeError;
-use tier_xs::server::mcp::{Access, AgentbusMcp, ToolExtension, typed_route};
+use tier_xs::server::mcp::{Access, AgentbusMcp, ToolExtension, explain, typed_route};
 use tier_xs::server::{AppState, api_error, caller};
 
 use crate::config::SmallConfig;
@@ -25,19 +25,6 @@ use crate::runtime::timeline::{
     EmbeddedTimeline, NewRecord, S3Timeline, TimelinePage, TimelineQuery, TimelineRecord,
     TimelineStore,
 };
-
-/// A failure as a message the caller can act on; backend details go to the log.
-fn explain(e: RuntimeError) -> String {
-    match e {
-        RuntimeError::Backend { op, .. } => {
-            tracing::error!("tool backend failure: {e}");
-            format!(
-                "the backing service failed during {op}; try again, and check the server log if it persists"
-            )
-        }
-        other => other.to_string(),
-    }
-}
 
 #[derive(Clone)]
 pub struct SmallTools {
@@ -138,6 +125,18 @@ pub struct QueryArgs {
     pub limit: Option<u32>,
 }
 
+impl From<QueryArgs> for TimelineQuery {
+    fn from(a: QueryArgs) -> Self {
+        TimelineQuery {
+            from: a.from,
+            to: a.to,
+            agent: a.agent,
+            cursor: a.cursor,
+            limit: a.limit,
+        }
+    }
+}
+
 fn annotations(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations {
     ToolAnnotations::new()
         .read_only(read_only)
@@ -195,14 +194,7 @@ impl ToolExtension for SmallTools {
                         let Some(id) = caller(req.extensions()) else {
                             return StatusCode::UNAUTHORIZED.into_response();
                         };
-                        let query = TimelineQuery {
-                            from: q.from,
-                            to: q.to,
-                            agent: q.agent,
-                            cursor: q.cursor,
-                            limit: q.limit,
-                        };
-                        match t.query(&id.tenant, &query).await {
+                        match t.query(&id.tenant, &q.into()).await {
                             Ok(page) => axum::Json(page).into_response(),
                             Err(e) => api_error(&e),
                         }
@@ -408,16 +400,7 @@ impl ToolExtension for SmallTools {
                 async move {
                     let page: TimelinePage = t
                         .timeline
-                        .query(
-                            &id.tenant,
-                            &TimelineQuery {
-                                from: a.from,
-                                to: a.to,
-                                agent: a.agent,
-                                cursor: a.cursor,
-                                limit: a.limit,
-                            },
-                        )
+                        .query(&id.tenant, &a.into())
                         .await
                         .map_err(explain)?;
                     Ok(page)

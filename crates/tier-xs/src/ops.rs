@@ -651,14 +651,15 @@ impl Deployer {
 }
 
 impl Deployer {
-    /// The dashboard's address: a load balancer's DNS name if the workspace has one (with
-    /// https when it listens on 443), else the public IP of a running dashboard task.
+    /// The dashboard's address: a resource's own address if one has it (the small tier's
+    /// load balancer), else the public IP of a running dashboard task.
     async fn dashboard_url(&self, plan: &Plan) -> Option<String> {
-        if let Some(lb) = plan.observed.get("load-balancer")
-            && let Some(dns) = lb.outputs.get("dns_name")
-        {
-            let https = plan.observed.contains_key("https-listener");
-            return Some(format!("{}://{dns}/", if https { "https" } else { "http" }));
+        let fronted = plan
+            .resources
+            .iter()
+            .find_map(|r| plan.observed.get(r.id()).and_then(|o| r.address(o)));
+        if fronted.is_some() {
+            return fronted;
         }
         plan.observed.get(crate::tier::ids::DASHBOARD_SERVICE)?;
         let cluster = self.ws.id();

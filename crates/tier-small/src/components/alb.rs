@@ -83,16 +83,23 @@ async fn observed_tags(aws: &AwsClients, name: &str, arn: &str) -> Result<Value,
     ))
 }
 
-/// The ARN of a load balancer found by name, if it exists.
-async fn load_balancer_arn(aws: &AwsClients, name: &str) -> Result<Option<String>, EngineError> {
+/// A load balancer by name, if it exists.
+async fn find_load_balancer(
+    aws: &AwsClients,
+    name: &str,
+) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, EngineError> {
     match aws.elb.describe_load_balancers().names(name).send().await {
-        Ok(o) => Ok(o
-            .load_balancers()
-            .first()
-            .and_then(|l| l.load_balancer_arn().map(str::to_string))),
+        Ok(o) => Ok(o.load_balancers().first().cloned()),
         Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => Ok(None),
         Err(e) => Err(err(name, "DescribeLoadBalancers", e)),
     }
+}
+
+/// The ARN of a load balancer found by name, if it exists.
+async fn load_balancer_arn(aws: &AwsClients, name: &str) -> Result<Option<String>, EngineError> {
+    Ok(find_load_balancer(aws, name)
+        .await?
+        .and_then(|l| l.load_balancer_arn().map(str::to_string)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,6 +111,8 @@ pub struct LoadBalancer {
     pub subnets: Vec<String>,
     /// Logical id of its security group (its `id` output).
     pub security_group_id: &'static str,
+    /// It serves HTTPS (a certificate was given): its address is `https://`.
+    pub https: bool,
     pub tags: Vec<(String, String)>,
 }
 
@@ -149,18 +158,7 @@ impl Resource for LoadBalancer {
             .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .elb
-            .describe_load_balancers()
-            .names(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => return Ok(None),
-            Err(e) => return Err(err(&self.name, "DescribeLoadBalancers", e)),
-        };
-        let Some(lb) = out.load_balancers().first() else {
+        let Some(lb) = find_load_balancer(aws, &self.name).await? else {
             return Ok(None);
         };
         let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
@@ -214,20 +212,11 @@ impl Resource for LoadBalancer {
             std::time::Duration::from_secs(600),
             std::time::Duration::from_secs(5),
             || {
-                let (elb, name) = (aws.elb.clone(), name.clone());
+                let name = name.clone();
                 async move {
-                    let out = elb
-                        .describe_load_balancers()
-                        .names(&name)
-                        .send()
-                        .await
-                        .map_err(|e| err(&name, "DescribeLoadBalancers", e))?;
-                    let state = out
-                        .load_balancers()
-                        .first()
-                        .and_then(|l| l.state())
-                        .and_then(|s| s.code())
-                        .cloned();
+                    let state = find_load_balancer(aws, &name)
+                        .await?
+                        .and_then(|l| l.state().and_then(|s| s.code()).cloned());
                     Ok(match state {
                         Some(LoadBalancerStateEnum::Active) => Ok(()),
                         Some(LoadBalancerStateEnum::Failed) => {
@@ -316,6 +305,13 @@ impl Resource for LoadBalancer {
             },
         )
         .await
+    }
+    fn address(&self, observed: &Observed) -> Option<String> {
+        let dns = observed.outputs.get("dns_name")?;
+        Some(format!(
+            "{}://{dns}/",
+            if self.https { "https" } else { "http" }
+        ))
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
         let (p, u, h) = (ctx.prices, ctx.usage, ctx.hours);

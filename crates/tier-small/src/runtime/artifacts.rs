@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
 use tier_xs::runtime::kv::{decode_cursor, encode_cursor};
-use tier_xs::runtime::{RuntimeError, Tenant, check_name, now_secs};
+use tier_xs::runtime::{RuntimeError, Tenant, check_name, now_secs, page_limit};
 
 /// Largest artifact sent through the API or a tool (base64 in JSON costs a third more);
 /// larger ones go through a presigned URL on AWS.
@@ -107,14 +107,7 @@ fn check_size(len: usize) -> Result<(), RuntimeError> {
 }
 
 fn check_limit(limit: Option<u32>) -> Result<u32, RuntimeError> {
-    let limit = limit.unwrap_or(DEFAULT_LIST_LIMIT);
-    if limit == 0 || limit > MAX_LIST_LIMIT {
-        return Err(RuntimeError::invalid(
-            "limit",
-            format!("use 1-{MAX_LIST_LIMIT}"),
-        ));
-    }
-    Ok(limit)
+    page_limit(limit, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
 }
 
 #[async_trait]

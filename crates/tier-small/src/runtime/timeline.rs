@@ -10,10 +10,11 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 use tier_xs::runtime::kv::{decode_cursor, encode_cursor};
-use tier_xs::runtime::{RuntimeError, Tenant, check_name, now_millis};
+use tier_xs::runtime::{RuntimeError, Tenant, check_name, now_millis, page_limit};
 
 use super::artifacts::check_key;
 
@@ -22,6 +23,8 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 pub const MAX_ARTIFACTS: usize = 50;
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+/// Records read from S3 at once for one query page.
+const GET_CONCURRENCY: usize = 8;
 
 /// What an agent appends.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -159,11 +162,7 @@ fn bound(what: &'static str, t: &str) -> Result<String, RuntimeError> {
 }
 
 fn check_limit(limit: Option<u32>) -> Result<u32, RuntimeError> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(RuntimeError::invalid("limit", format!("use 1-{MAX_LIMIT}")));
-    }
-    Ok(limit)
+    page_limit(limit, DEFAULT_LIMIT, MAX_LIMIT)
 }
 
 fn new_id() -> Result<String, RuntimeError> {
@@ -342,27 +341,32 @@ impl TimelineStore for S3Timeline {
                 .and_then(|o| o.key())
                 .map(str::to_string);
         }
-        let mut records = Vec::with_capacity(keys.len());
-        for k in &keys {
-            let out = self
-                .s3
-                .get_object()
-                .bucket(&self.bucket)
-                .key(format!("{root}{k}"))
-                .send()
-                .await
-                .map_err(|e| RuntimeError::backend("S3 GetObject", e))?;
-            let body = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
-                .into_bytes();
-            records.push(
-                serde_json::from_slice(&body)
-                    .map_err(|e| RuntimeError::backend("decode timeline record", e))?,
-            );
-        }
+        // One GET per record, a few at a time, in key order.
+        let records: Vec<TimelineRecord> = futures::stream::iter(keys.clone())
+            .map(|k| {
+                let (s3, bucket, key) =
+                    (self.s3.clone(), self.bucket.clone(), format!("{root}{k}"));
+                async move {
+                    let out = s3
+                        .get_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .map_err(|e| RuntimeError::backend("S3 GetObject", e))?;
+                    let body = out
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
+                        .into_bytes();
+                    serde_json::from_slice(&body)
+                        .map_err(|e| RuntimeError::backend("decode timeline record", e))
+                }
+            })
+            .buffered(GET_CONCURRENCY)
+            .try_collect()
+            .await?;
         Ok(TimelinePage {
             next_cursor: if more {
                 keys.last().map(|k| encode_cursor(k))

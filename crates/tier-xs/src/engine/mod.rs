@@ -234,6 +234,11 @@ pub trait Resource: Send + Sync {
     fn monthly_cost(&self, _ctx: &crate::cost::CostContext<'_>) -> Vec<crate::cost::CostLine> {
         Vec::new()
     }
+    /// Where people reach this resource, given what was observed of it (a load balancer's
+    /// URL); most resources have no address.
+    fn address(&self, _observed: &Observed) -> Option<String> {
+        None
+    }
     /// A note the plan shows next to this resource (e.g. "no ingress: add --allow-cidr").
     fn notes(&self) -> Vec<String> {
         Vec::new()

@@ -97,13 +97,7 @@ fn check_prefix(prefix: &str) -> Result<(), RuntimeError> {
 }
 
 fn check_limit(limit: u32) -> Result<u32, RuntimeError> {
-    if limit == 0 || limit > MAX_LIST_LIMIT {
-        return Err(RuntimeError::invalid(
-            "limit",
-            format!("use 1-{MAX_LIST_LIMIT}"),
-        ));
-    }
-    Ok(limit)
+    super::page_limit(Some(limit), limit, MAX_LIST_LIMIT)
 }
 
 /// Cursors are opaque to callers: the hex of the last key returned.

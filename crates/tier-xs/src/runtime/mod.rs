@@ -115,6 +115,15 @@ pub fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// A page size: `default` when not given, otherwise 1..=`max`.
+pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, RuntimeError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > max {
+        return Err(RuntimeError::invalid("limit", format!("use 1-{max}")));
+    }
+    Ok(limit)
+}
+
 /// A name made by people (KV keys, secret names): printable, no control characters.
 pub fn check_name(
     what: &'static str,

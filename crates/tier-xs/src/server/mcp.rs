@@ -24,7 +24,7 @@ use crate::runtime::kv::{Expect, Ttl};
 
 /// A tool's failure as the message a person can act on (sent with `isError: true`). Tools
 /// spell out `Result<Json<T>, String>`: the SDK derives the output schema from that form.
-fn explain(e: RuntimeError) -> String {
+pub fn explain(e: RuntimeError) -> String {
     match e {
         RuntimeError::Backend { op, .. } => {
             tracing::error!("tool backend failure: {e}");
