@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use tier_small::runtime::monitor::webhook::Reach;
 use tier_xs::aws::{AwsClients, AwsOptions};
 use tier_xs::config::{DASHBOARD_PORT, ServerConfig};
 use tier_xs::runtime::Tenant;
@@ -69,10 +70,11 @@ async fn embedded_state(data_dir: &Path, tier: Tier, rate: u32) -> Result<Arc<Ap
         .await
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     if tier >= Tier::Small {
-        let tools = tier_small::tools::SmallTools::embedded(data_dir)
+        let (tools, feed) = tier_small::tools::SmallTools::embedded(data_dir)
             .await
             .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
         state.set_extensions(vec![Arc::new(tools)])?;
+        tokio::spawn(feed.run(state.shutdown.child_token()));
     }
     Ok(state)
 }
@@ -87,9 +89,15 @@ async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
     let state = AppState::aws(&aws, &cfg, rate)?;
     if cfg.tier >= Tier::Small {
         let small = tier_small::config::SmallConfig::from_env().map_err(|e| anyhow!(e))?;
-        state.set_extensions(vec![Arc::new(tier_small::tools::SmallTools::aws(
-            &aws, &small,
-        ))])?;
+        // Webhooks from a deployed server reach only public HTTPS addresses, unless the
+        // operator says otherwise (a private network, or a test on one machine).
+        let reach = match std::env::var(tier_small::config::ENV_WEBHOOKS_ANYWHERE).as_deref() {
+            Ok("true") => Reach::Anywhere,
+            _ => Reach::PublicHttps,
+        };
+        let (tools, feed) = tier_small::tools::SmallTools::aws(&aws, &small, reach)?;
+        state.set_extensions(vec![Arc::new(tools)])?;
+        tokio::spawn(feed.run(state.shutdown.child_token()));
     }
     Ok((state, cfg))
 }

@@ -10,6 +10,10 @@ pub const ENV_TIMELINE_BUCKET: &str = "AGENTBUS_TIMELINE_BUCKET";
 pub const ENV_EVENTS_TABLE: &str = "AGENTBUS_EVENTS_TABLE";
 pub const ENV_SUBSCRIPTIONS_TABLE: &str = "AGENTBUS_SUBSCRIPTIONS_TABLE";
 pub const ENV_RULES_TABLE: &str = "AGENTBUS_EVENT_RULES_TABLE";
+pub const ENV_EVENTS_QUEUE: &str = "AGENTBUS_EVENTS_QUEUE";
+/// `true` lets webhooks reach private and loopback addresses over plain HTTP (never set by
+/// the deploy; for a server run on a private network or in a test).
+pub const ENV_WEBHOOKS_ANYWHERE: &str = "AGENTBUS_WEBHOOKS_ANYWHERE";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmallConfig {
@@ -18,6 +22,8 @@ pub struct SmallConfig {
     pub events_table: String,
     pub subscriptions_table: String,
     pub rules_table: String,
+    /// The queue the bus rule fills with every event, which the monitor drains.
+    pub events_queue: String,
 }
 
 impl SmallConfig {
@@ -29,6 +35,7 @@ impl SmallConfig {
             events_table: ws.name(monitoring::events::COMPONENT),
             subscriptions_table: ws.name(monitoring::subscriptions::COMPONENT),
             rules_table: ws.name(monitoring::rules::COMPONENT),
+            events_queue: ws.name(monitoring::QUEUE_COMPONENT),
         }
     }
 
@@ -42,6 +49,7 @@ impl SmallConfig {
                 self.subscriptions_table.clone(),
             ),
             (ENV_RULES_TABLE.into(), self.rules_table.clone()),
+            (ENV_EVENTS_QUEUE.into(), self.events_queue.clone()),
         ]
     }
 
@@ -54,6 +62,7 @@ impl SmallConfig {
             ENV_EVENTS_TABLE,
             ENV_SUBSCRIPTIONS_TABLE,
             ENV_RULES_TABLE,
+            ENV_EVENTS_QUEUE,
         ];
         let missing: Vec<&str> = names.iter().copied().filter(|k| get(k).is_none()).collect();
         if !missing.is_empty() {
@@ -66,6 +75,7 @@ impl SmallConfig {
             events_table: v(ENV_EVENTS_TABLE),
             subscriptions_table: v(ENV_SUBSCRIPTIONS_TABLE),
             rules_table: v(ENV_RULES_TABLE),
+            events_queue: v(ENV_EVENTS_QUEUE),
         })
     }
 }

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod components;
 pub mod config;
+pub mod monitor_tools;
 pub mod monitoring;
 pub mod runtime;
 pub mod tier;

@@ -5,6 +5,16 @@
 
 use tier_xs::components::table::Gsi;
 
+/// The queue every bus event passes through on its way into the events table, its
+/// dead-letter queue, and the bus rule that fills it.
+pub const QUEUE_COMPONENT: &str = "events-feed";
+pub const DEAD_LETTER_COMPONENT: &str = "events-feed-dlq";
+pub const RULE_COMPONENT: &str = "monitor";
+/// Matches every event on the bus, whatever its source (EventBridge needs some field).
+pub fn all_events_pattern() -> serde_json::Value {
+    serde_json::json!({"source": [{"prefix": ""}]})
+}
+
 /// The events table: one item per event, written once (idempotent by event id).
 pub mod events {
     use super::Gsi;

@@ -14,8 +14,10 @@ use tier_xs::config::DASHBOARD_PORT;
 
 use crate::components::alb::{Listener, ListenerMode, LoadBalancer, TargetGroup};
 use crate::components::bucket::{Bucket, BucketUsage, Lifecycle, Tiering};
+use crate::components::queue::{Queue, SendFromRule};
 use crate::config::SmallConfig;
 use crate::monitoring;
+use tier_xs::components::bus::EventRule;
 
 /// Logical ids of the small tier's resources (unique across tiers).
 pub mod ids {
@@ -29,6 +31,9 @@ pub mod ids {
     pub const TARGET_GROUP: &str = "target-group";
     pub const HTTP_LISTENER: &str = "http-listener";
     pub const HTTPS_LISTENER: &str = "https-listener";
+    pub const EVENTS_QUEUE: &str = "events-queue";
+    pub const EVENTS_DEAD_LETTER_QUEUE: &str = "events-dead-letter-queue";
+    pub const MONITOR_RULE: &str = "monitor-rule";
 }
 
 /// Lifecycle of the artifacts bucket: old versions kept 90 days, unfinished uploads 7.
@@ -102,8 +107,18 @@ pub struct SmallOwn {
     pub target_group: Arc<TargetGroup>,
     pub http_listener: Arc<Listener>,
     pub https_listener: Arc<Listener>,
+    pub events_queue: Arc<Queue>,
+    pub dead_letter_queue: Arc<Queue>,
+    pub monitor_rule: Arc<EventRule>,
     pub problems: Vec<String>,
 }
+
+/// The monitor's queue: a receive is hidden from other receivers for this long, which must
+/// cover recording an event and its webhook deliveries (5 attempts of at most 5 s, with
+/// backoff between them).
+pub const QUEUE_VISIBILITY_SECONDS: u32 = 120;
+/// Three receives a minute (20-second long polls), all month.
+pub const QUEUE_POLLS_PER_MONTH: f64 = 3.0 * 60.0 * 730.0;
 
 impl SmallOwn {
     pub fn new(ws: &Workspace, xs: &XsSettings, settings: &SmallSettings) -> Self {
@@ -158,7 +173,62 @@ impl SmallOwn {
         } else {
             ListenerMode::HttpForward
         };
+        let bus = tier_xs::config::ServerConfig::for_workspace(ws, t).event_bus;
+        let rule_name = ws.name(monitoring::RULE_COMPONENT);
+        let rule_arn = ws.arn("events", &format!("rule/{bus}/{rule_name}"));
+        let queue =
+            |id, name: String, retention, dead_letter_id, policy, holds_data, polls, per_event| {
+                Arc::new(Queue {
+                    id,
+                    tier: t,
+                    arn: ws.arn("sqs", &name),
+                    name,
+                    retention_seconds: retention,
+                    visibility_timeout_seconds: QUEUE_VISIBILITY_SECONDS,
+                    receive_wait_seconds: 20,
+                    dead_letter_id,
+                    policy,
+                    holds_data,
+                    polls_per_month: polls,
+                    requests_per_event: per_event,
+                    tags: ws.tags(t, "event-monitoring"),
+                })
+            };
         SmallOwn {
+            // Four days to catch up after an outage; what fails five receives is kept 14 days.
+            events_queue: queue(
+                ids::EVENTS_QUEUE,
+                config.events_queue.clone(),
+                4 * 86_400,
+                Some(ids::EVENTS_DEAD_LETTER_QUEUE),
+                Some(SendFromRule {
+                    rule_arn: rule_arn.clone(),
+                }),
+                false,
+                QUEUE_POLLS_PER_MONTH,
+                3.0,
+            ),
+            dead_letter_queue: queue(
+                ids::EVENTS_DEAD_LETTER_QUEUE,
+                ws.name(monitoring::DEAD_LETTER_COMPONENT),
+                14 * 86_400,
+                None,
+                None,
+                true,
+                0.0,
+                0.0,
+            ),
+            monitor_rule: Arc::new(EventRule {
+                id: ids::MONITOR_RULE,
+                tier: t,
+                name: rule_name,
+                bus_id: tier_xs::tier::ids::EVENT_BUS,
+                bus_name: bus,
+                description: "every event on the bus, into the event monitor's queue".into(),
+                pattern: monitoring::all_events_pattern(),
+                target_id: ids::EVENTS_QUEUE,
+                tags: ws.tags(t, "event-monitoring"),
+            }),
             alb_security_group: Arc::new(SecurityGroup {
                 id: ids::ALB_SECURITY_GROUP,
                 tier: t,
@@ -272,6 +342,9 @@ impl SmallOwn {
             self.target_group.clone(),
             self.http_listener.clone(),
             self.https_listener.clone(),
+            self.dead_letter_queue.clone(),
+            self.events_queue.clone(),
+            self.monitor_rule.clone(),
         ]
     }
 
@@ -318,6 +391,16 @@ impl SmallOwn {
                         "dynamodb:DescribeTable",
                     ],
                     &table_arns,
+                ),
+                statement(
+                    &[
+                        "sqs:GetQueueUrl",
+                        "sqs:ReceiveMessage",
+                        "sqs:DeleteMessage",
+                        "sqs:ChangeMessageVisibility",
+                        "sqs:GetQueueAttributes",
+                    ],
+                    std::slice::from_ref(&self.events_queue.arn),
                 ),
             ],
         }

@@ -21,35 +21,87 @@ use crate::config::SmallConfig;
 use crate::runtime::artifacts::{
     ArtifactPage, ArtifactStore, EmbeddedArtifacts, Presigned, S3Artifacts,
 };
+use crate::runtime::monitor::Monitor;
+use crate::runtime::monitor::dynamo::{DynamoEventStore, SqsFeed};
+use crate::runtime::monitor::sqlite::{LogFeed, SqliteEventStore};
+use crate::runtime::monitor::webhook::{Reach, Webhooks};
 use crate::runtime::timeline::{
     EmbeddedTimeline, NewRecord, S3Timeline, TimelinePage, TimelineQuery, TimelineRecord,
     TimelineStore,
 };
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct SmallTools {
     pub artifacts: Arc<dyn ArtifactStore>,
     pub timeline: Arc<dyn TimelineStore>,
+    pub monitor: Monitor,
+}
+
+/// What brings the bus's events to the monitor; the server runs it in the background.
+pub enum Feed {
+    Log(LogFeed),
+    Sqs(SqsFeed),
+}
+
+impl Feed {
+    pub async fn run(self, stop: CancellationToken) {
+        match self {
+            Feed::Log(f) => f.run(stop).await,
+            Feed::Sqs(f) => f.run(stop).await,
+        }
+    }
 }
 
 impl SmallTools {
     /// On embedded storage in `data_dir` (the same database as the extra-small services).
-    pub async fn embedded(data_dir: &Path) -> Result<Self, RuntimeError> {
+    /// Webhooks may go anywhere: this server runs on its user's machine.
+    pub async fn embedded(data_dir: &Path) -> Result<(Self, Feed), RuntimeError> {
         let pool = tier_xs::runtime::embedded::open(data_dir).await?;
-        Ok(SmallTools {
-            artifacts: Arc::new(EmbeddedArtifacts::open(pool.clone(), data_dir).await?),
-            timeline: Arc::new(EmbeddedTimeline::open(pool).await?),
-        })
+        let monitor = Monitor::new(
+            Arc::new(SqliteEventStore::open(pool.clone()).await?),
+            Webhooks::new(Reach::Anywhere)?,
+        );
+        let feed = Feed::Log(LogFeed::new(pool.clone(), monitor.clone()));
+        Ok((
+            SmallTools {
+                artifacts: Arc::new(EmbeddedArtifacts::open(pool.clone(), data_dir).await?),
+                timeline: Arc::new(EmbeddedTimeline::open(pool).await?),
+                monitor,
+            },
+            feed,
+        ))
     }
 
-    /// On the workspace's buckets.
-    pub fn aws(aws: &AwsClients, cfg: &SmallConfig) -> Self {
-        SmallTools {
-            artifacts: Arc::new(S3Artifacts::new(aws.s3.clone(), &cfg.artifacts_bucket)),
-            timeline: Arc::new(S3Timeline::new(aws.s3.clone(), &cfg.timeline_bucket)),
-        }
+    /// On the workspace's buckets, tables and queue.
+    pub fn aws(
+        aws: &AwsClients,
+        cfg: &SmallConfig,
+        reach: Reach,
+    ) -> Result<(Self, Feed), RuntimeError> {
+        let monitor = Monitor::new(
+            Arc::new(DynamoEventStore::new(aws.dynamodb.clone(), cfg)),
+            Webhooks::new(reach)?,
+        );
+        let feed = Feed::Sqs(SqsFeed::new(
+            aws.sqs.clone(),
+            &cfg.events_queue,
+            monitor.clone(),
+        ));
+        Ok((
+            SmallTools {
+                artifacts: Arc::new(S3Artifacts::new(aws.s3.clone(), &cfg.artifacts_bucket)),
+                timeline: Arc::new(S3Timeline::new(aws.s3.clone(), &cfg.timeline_bucket)),
+                monitor,
+            },
+            feed,
+        ))
     }
 }
+
+/// The arguments of a tool that takes none.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct NoArgs {}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PutArgs {
@@ -137,7 +189,7 @@ impl From<QueryArgs> for TimelineQuery {
     }
 }
 
-fn annotations(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations {
+pub(crate) fn annotations(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations {
     ToolAnnotations::new()
         .read_only(read_only)
         .destructive(destructive)
@@ -145,7 +197,7 @@ fn annotations(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnno
         .open_world(false)
 }
 
-fn tool(name: &'static str, description: &'static str, a: ToolAnnotations) -> Tool {
+pub(crate) fn tool(name: &'static str, description: &'static str, a: ToolAnnotations) -> Tool {
     Tool::new(name, description, Arc::new(serde_json::Map::new())).annotate(a)
 }
 
@@ -162,7 +214,7 @@ struct ArtifactsQuery {
 impl ToolExtension for SmallTools {
     fn api(&self) -> axum::Router<Arc<AppState>> {
         let (a, t) = (self.artifacts.clone(), self.timeline.clone());
-        axum::Router::new()
+        crate::monitor_tools::api(self.monitor.clone())
             .route(
                 "/api/artifacts",
                 get(move |Query(q): Query<ArtifactsQuery>, req: Request| {
@@ -209,7 +261,11 @@ impl ToolExtension for SmallTools {
 
     fn instructions(&self) -> &'static str {
         "The small tier adds artifacts (artifacts_*: files by path-like key, with presigned URLs for large ones on AWS) \
-         and the timeline (timeline_append, timeline_query: the agents' record of what they did)."
+         and the timeline (timeline_append, timeline_query: the agents' record of what they did). \
+         Event monitoring records every event on the bus once: events_query and events_get read them \
+         (by source, detail type, priority, time), events_counts counts them per hour or day. rules_put saves an \
+         EventBridge-style pattern; subscriptions_create sends the events a rule matches to a webhook \
+         (signed POSTs, retried; failures show in subscriptions_list)."
     }
 
     fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
@@ -407,6 +463,8 @@ impl ToolExtension for SmallTools {
                 }
             },
         );
-        vec![put, get, list, delete, url, append, query]
+        let mut all = vec![put, get, list, delete, url, append, query];
+        all.extend(crate::monitor_tools::routes(&self.monitor));
+        all
     }
 }

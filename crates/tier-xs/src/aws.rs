@@ -129,6 +129,7 @@ pub struct AwsClients {
     pub ecr: aws_sdk_ecr::Client,
     pub s3: aws_sdk_s3::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl AwsClients {
@@ -189,6 +190,7 @@ impl AwsClients {
             budgets: client!(aws_sdk_budgets),
             ecr: client!(aws_sdk_ecr),
             elb: client!(aws_sdk_elasticloadbalancingv2),
+            sqs: client!(aws_sdk_sqs),
             // Against a custom endpoint (an emulator, a compatible store) buckets are in the
             // path: `bucket.127.0.0.1` is not a host name.
             s3: aws_sdk_s3::Client::from_conf(

@@ -2,3 +2,4 @@
 
 pub mod alb;
 pub mod bucket;
+pub mod queue;

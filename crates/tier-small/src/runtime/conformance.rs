@@ -343,3 +343,473 @@ pub async fn timeline_suite(store: &dyn TimelineStore, label: &str) {
         .unwrap();
     assert_eq!(after.records.len(), 24);
 }
+
+// ---------------------------------------------------------------------------------------
+// Event monitoring
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::monitor::webhook::{Reach, Webhooks, signature};
+use super::monitor::{
+    CountQuery, EventQuery, EventStore, Granularity, Monitor, MonitoredEvent, Rule,
+};
+use super::timeline::ts_of;
+
+/// A webhook receiver on 127.0.0.1 that answers 503 to the first `fail_first` requests and
+/// records every request (headers and body).
+pub struct Receiver {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>,
+}
+
+pub async fn receiver(fail_first: usize) -> Receiver {
+    use axum::http::StatusCode;
+    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let s = s.clone();
+            async move {
+                let n = {
+                    let mut v = s.lock().unwrap();
+                    v.push((headers, body));
+                    v.len()
+                };
+                if n <= fail_first {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        seen,
+    }
+}
+
+fn event(
+    tenant: &Tenant,
+    id: &str,
+    millis: u64,
+    source: &str,
+    ty: &str,
+    prio: &str,
+) -> MonitoredEvent {
+    MonitoredEvent {
+        event_id: id.to_string(),
+        tenant: tenant.as_str().to_string(),
+        source: source.to_string(),
+        detail_type: ty.to_string(),
+        priority: prio.to_string(),
+        time: ts_of(millis),
+        detail: json!({"n": id, "priority": prio}),
+    }
+}
+
+/// Recording exactly once, queries by every filter with cursors, counts, tenant isolation,
+/// rules (validated) and signed webhook deliveries with retries and visible failures.
+pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
+    let uniq = format!("{}-{}", label, tier_xs::runtime::now_millis() % 1_000_000);
+    let a = Tenant::new(&format!("{uniq}-mon-a")).unwrap();
+    let b = Tenant::new(&format!("{uniq}-mon-b")).unwrap();
+    let m = Monitor::new(
+        store.clone(),
+        Webhooks::with_backoff(Reach::Anywhere, std::time::Duration::from_millis(20)).unwrap(),
+    );
+    // Two hours ago, on the hour, so the events fall in two known hours.
+    let hour = 3_600_000;
+    let base = (tier_xs::runtime::now_millis() / hour - 2) * hour;
+    let id = |n: &str| format!("{uniq}-{n}");
+    let evs = [
+        event(
+            &a,
+            &id("1"),
+            base + 60_000,
+            "agentbus",
+            "build.started",
+            "info",
+        ),
+        event(
+            &a,
+            &id("2"),
+            base + 120_000,
+            "agentbus",
+            "build.failed",
+            "error",
+        ),
+        event(&a, &id("3"), base + 180_000, "ci.github", "push", "info"),
+        event(
+            &a,
+            &id("4"),
+            base + hour + 60_000,
+            "agentbus",
+            "build.failed",
+            "critical",
+        ),
+        event(
+            &a,
+            &id("5"),
+            base + hour + 120_000,
+            "agentbus",
+            "build.started",
+            "info",
+        ),
+        event(
+            &b,
+            &id("6"),
+            base + 60_000,
+            "agentbus",
+            "build.failed",
+            "error",
+        ),
+    ];
+    for e in &evs {
+        m.ingest(e).await.unwrap();
+    }
+    // Delivered again (SQS does that): still one record, and nothing left to dispatch.
+    m.ingest(&evs[1]).await.unwrap();
+    assert!(
+        !store.record(&evs[1]).await.unwrap(),
+        "a dispatched event is done"
+    );
+
+    let ids = |p: &super::monitor::EventPage| -> Vec<String> {
+        p.events.iter().map(|e| e.event_id.clone()).collect()
+    };
+    let all = m.query(&a, &EventQuery::default()).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        [id("5"), id("4"), id("3"), id("2"), id("1")],
+        "newest first, once each"
+    );
+    assert_eq!(all.events[3], evs[1]);
+    assert!(all.next_cursor.is_none());
+
+    // Pagination beyond one page.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = m
+            .query(
+                &a,
+                &EventQuery {
+                    limit: Some(2),
+                    cursor: cursor.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(p.events.len() <= 2);
+        seen.extend(ids(&p));
+        cursor = p.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ids(&all));
+
+    let q = |f: fn(&mut EventQuery)| {
+        let mut q = EventQuery::default();
+        f(&mut q);
+        q
+    };
+    let by_source = m
+        .query(&a, &q(|q| q.source = Some("ci.github".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_source), [id("3")]);
+    let by_type = m
+        .query(&a, &q(|q| q.detail_type = Some("build.failed".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_type), [id("4"), id("2")]);
+    let by_prio = m
+        .query(&a, &q(|q| q.priority = Some("info".into())))
+        .await
+        .unwrap();
+    assert_eq!(ids(&by_prio), [id("5"), id("3"), id("1")]);
+    let combined = m
+        .query(
+            &a,
+            &q(|q| {
+                q.source = Some("agentbus".into());
+                q.priority = Some("info".into());
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&combined), [id("5"), id("1")]);
+    let type_and_prio = m
+        .query(
+            &a,
+            &q(|q| {
+                q.detail_type = Some("build.failed".into());
+                q.priority = Some("critical".into());
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&type_and_prio), [id("4")]);
+    let first_hour = m
+        .query(
+            &a,
+            &EventQuery {
+                from: Some(ts_of(base)),
+                to: Some(ts_of(base + hour)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&first_hour), [id("3"), id("2"), id("1")]);
+    // A page of a filtered query continues where it stopped.
+    let p1 = m
+        .query(
+            &a,
+            &EventQuery {
+                source: Some("agentbus".into()),
+                limit: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let p2 = m
+        .query(
+            &a,
+            &EventQuery {
+                source: Some("agentbus".into()),
+                limit: Some(3),
+                cursor: p1.next_cursor.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (ids(&p1), ids(&p2)),
+        (vec![id("5"), id("4"), id("2")], vec![id("1")])
+    );
+
+    // Tenant isolation: b sees its one event; a's ids are not found for b.
+    let bs = m.query(&b, &EventQuery::default()).await.unwrap();
+    assert_eq!(ids(&bs), [id("6")]);
+    assert!(m.get(&b, &id("1")).await.unwrap().is_none());
+    assert_eq!(m.get(&a, &id("1")).await.unwrap().unwrap(), evs[0]);
+
+    // Counts per hour and per day.
+    let c = m
+        .counts(
+            &a,
+            &CountQuery {
+                granularity: Granularity::Hour,
+                from: Some(ts_of(base)),
+                to: Some(ts_of(base + 2 * hour)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.total, 5);
+    assert!(c.complete);
+    assert_eq!(c.buckets.len(), 2);
+    assert_eq!(c.buckets[0].total, 3);
+    assert_eq!(c.buckets[0].by_source["ci.github"], 1);
+    assert_eq!(c.buckets[0].by_type["build.failed"], 1);
+    assert_eq!(c.buckets[1].by_priority["critical"], 1);
+    assert_eq!(c.buckets[0].start, format!("{}:00:00Z", &ts_of(base)[..13]));
+    let d = m
+        .counts(
+            &a,
+            &CountQuery {
+                granularity: Granularity::Day,
+                from: Some(ts_of(base - 86_400_000)),
+                to: Some(ts_of(base + 2 * hour)),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.total, 5);
+    assert_eq!(d.buckets.iter().map(|b| b.total).sum::<u64>(), 5);
+    assert_eq!(
+        m.counts(
+            &b,
+            &CountQuery {
+                granularity: Granularity::Day,
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap()
+        .total,
+        1
+    );
+
+    // Rules: validated, listed per tenant.
+    let bad = Rule {
+        name: "bad".into(),
+        pattern: json!({"priority": "error"}),
+        description: String::new(),
+        enabled: true,
+        updated_at: String::new(),
+    };
+    let e = m.put_rule(&a, &bad).await.unwrap_err().to_string();
+    assert!(e.contains("at priority: must be a list"), "{e}");
+    let bad_name = Rule {
+        name: "no spaces".into(),
+        pattern: json!({"source": ["x"]}),
+        ..bad.clone()
+    };
+    assert!(m.put_rule(&a, &bad_name).await.is_err());
+    let failures = Rule {
+        name: "failures".into(),
+        pattern: json!({"detail-type": [{"suffix": ".failed"}], "priority": ["error", "critical"]}),
+        description: "failed builds".into(),
+        ..bad.clone()
+    };
+    let saved = m.put_rule(&a, &failures).await.unwrap();
+    assert!(!saved.updated_at.is_empty());
+    assert_eq!(store.rules(&a).await.unwrap().len(), 1);
+    assert!(store.rules(&b).await.unwrap().is_empty());
+
+    // Subscriptions: a rule must exist; the URL is checked.
+    assert!(
+        m.subscribe(&a, "nope", "http://127.0.0.1:1/x")
+            .await
+            .is_err()
+    );
+    assert!(
+        m.subscribe(&a, "failures", "ftp://127.0.0.1/x")
+            .await
+            .is_err()
+    );
+    assert!(
+        m.subscribe(&b, "failures", "http://127.0.0.1:1/x")
+            .await
+            .is_err(),
+        "rules are per tenant"
+    );
+    let flaky = receiver(1).await;
+    let created = m.subscribe(&a, "failures", &flaky.url).await.unwrap();
+    assert!(created.signing_secret.starts_with("whsec_"));
+    let sub_id = created.subscription.subscription_id.clone();
+    // A subscriber that never answers: a port nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        drop(l);
+        format!("http://127.0.0.1:{p}/gone")
+    };
+    let dead_sub = m.subscribe(&a, "failures", &dead).await.unwrap();
+    let e = m.delete_rule(&a, "failures").await.unwrap_err().to_string();
+    assert!(e.contains(&sub_id), "{e}");
+
+    // A matching event: delivered once to each subscription, retried after the 503.
+    let hit = event(
+        &a,
+        &id("7"),
+        tier_xs::runtime::now_millis(),
+        "agentbus",
+        "deploy.failed",
+        "critical",
+    );
+    let miss = event(
+        &a,
+        &id("8"),
+        tier_xs::runtime::now_millis(),
+        "agentbus",
+        "deploy.failed",
+        "info",
+    );
+    m.ingest(&hit).await.unwrap();
+    m.ingest(&miss).await.unwrap();
+    m.ingest(&hit).await.unwrap();
+    let got = flaky.seen.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        2,
+        "one failure, one retry; the miss and the repeat send nothing"
+    );
+    for (n, (h, body)) in got.iter().enumerate() {
+        assert_eq!(h["x-agentbus-attempt"], (n + 1).to_string().as_str());
+        assert_eq!(h["x-agentbus-event-id"], id("7").as_str());
+        assert_eq!(h["x-agentbus-subscription"], sub_id.as_str());
+        let sig = h["x-agentbus-signature"].to_str().unwrap();
+        let t: u64 = sig
+            .strip_prefix("t=")
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        assert_eq!(sig, signature(&created.signing_secret, t, body.as_bytes()));
+        assert_ne!(sig, signature("whsec_wrong", t, body.as_bytes()));
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["rule"], "failures");
+        assert_eq!(v["event"]["id"], id("7"));
+        assert_eq!(v["event"]["detail-type"], "deploy.failed");
+        assert_eq!(v["event"]["tenant"], a.as_str());
+        assert!(!body.contains(&created.signing_secret));
+    }
+    let subs = m.subscriptions(&a).await.unwrap();
+    let ok = subs.iter().find(|s| s.subscription_id == sub_id).unwrap();
+    assert_eq!((ok.stats.delivered, ok.stats.failed), (1, 0));
+    assert_eq!(
+        ok.stats.last_outcome.as_deref(),
+        Some("204 after 2 attempts")
+    );
+    let bad_sub = subs
+        .iter()
+        .find(|s| s.subscription_id == dead_sub.subscription.subscription_id)
+        .unwrap();
+    assert_eq!(
+        (
+            bad_sub.stats.delivered,
+            bad_sub.stats.failed,
+            bad_sub.stats.consecutive_failures
+        ),
+        (0, 1, 1)
+    );
+    assert_eq!(
+        bad_sub.stats.last_failed_event.as_deref(),
+        Some(id("7").as_str())
+    );
+    assert!(
+        bad_sub
+            .stats
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("after 5 attempts"),
+        "{:?}",
+        bad_sub.stats
+    );
+    assert!(
+        serde_json::to_string(&subs)
+            .unwrap()
+            .find("whsec_")
+            .is_none(),
+        "no secrets listed"
+    );
+    assert!(m.subscriptions(&b).await.unwrap().is_empty());
+    assert!(
+        !m.unsubscribe(&b, &sub_id).await.unwrap(),
+        "b cannot delete a's subscription"
+    );
+
+    // Clean up in order: subscriptions, then the rule.
+    assert!(m.unsubscribe(&a, &sub_id).await.unwrap());
+    assert!(
+        m.unsubscribe(&a, &dead_sub.subscription.subscription_id)
+            .await
+            .unwrap()
+    );
+    assert!(m.delete_rule(&a, "failures").await.unwrap());
+    assert!(!m.delete_rule(&a, "failures").await.unwrap());
+}

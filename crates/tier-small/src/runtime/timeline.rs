@@ -151,7 +151,7 @@ pub fn ts_of(millis: u64) -> String {
 }
 
 /// Normalises a caller's time bound to the key's form.
-fn bound(what: &'static str, t: &str) -> Result<String, RuntimeError> {
+pub(crate) fn bound(what: &'static str, t: &str) -> Result<String, RuntimeError> {
     let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
         .map_err(|_| RuntimeError::invalid(what, format!("{t:?} is not an RFC 3339 time")))?;
     let ms = parsed.unix_timestamp_nanos() / 1_000_000;

@@ -38,7 +38,7 @@ fn small_is_every_extra_small_resource_plus_its_own() {
     let xs_ids: Vec<&str> = s.xs.resources().iter().map(|r| r.id()).collect();
     let all: Vec<&str> = s.resources().iter().map(|r| r.id()).collect();
     assert!(xs_ids.iter().all(|id| all.contains(id)));
-    assert_eq!(all.len(), xs_ids.len() + 10);
+    assert_eq!(all.len(), xs_ids.len() + 13);
     let unique: HashSet<&str> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "ids are unique across tiers");
     let data: Vec<&str> = s
@@ -55,7 +55,8 @@ fn small_is_every_extra_small_resource_plus_its_own() {
             "timeline-bucket",
             "events-table",
             "subscriptions-table",
-            "event-rules-table"
+            "event-rules-table",
+            "events-dead-letter-queue"
         ]
     );
     for r in s.own.resources() {
@@ -306,4 +307,58 @@ fn the_load_balancer_is_priced_with_its_addresses() {
         .sum();
     // 730 h x $0.0225 + 2 addresses x 730 h x $0.005 + a sliver of LCU.
     assert!((lb - (16.425 + 7.3)).abs() < 0.05, "{lb}");
+}
+
+#[test]
+fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
+    let s = small("abcdefghijklmnop");
+    let o = Outputs::new();
+    let rule = s.own.monitor_rule.desired(&o);
+    assert_eq!(
+        rule.get("pattern"),
+        Some(&crate::monitoring::all_events_pattern())
+    );
+    assert_eq!(s.own.monitor_rule.bus_name, "agentbus-abcdefghijklmnop");
+    assert!(s.own.monitor_rule.name.len() <= 64);
+    assert_eq!(
+        s.own.monitor_rule.depends_on(),
+        ["event-bus", "events-queue"]
+    );
+    let q = s.own.events_queue.desired(&o);
+    let policy = q.get("policy").unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        "arn:aws:events:us-east-1:123456789012:rule/agentbus-abcdefghijklmnop/agentbus-abcdefghijklmnop-monitor"
+    );
+    assert_eq!(
+        policy["Statement"][0]["Principal"]["Service"],
+        "events.amazonaws.com"
+    );
+    assert_eq!(q.get("redrive").unwrap()["maxReceiveCount"], 5);
+    assert_eq!(q.get("encrypted"), Some(&serde_json::Value::Bool(true)));
+    assert!(s.own.events_queue.name.len() <= 80 && s.own.dead_letter_queue.name.len() <= 80);
+    assert_eq!(
+        s.own.events_queue.depends_on(),
+        ["events-dead-letter-queue"]
+    );
+    // The dashboard task may drain the queue, and nothing else of SQS.
+    let ext = s.own.extension(&ws("abcdefghijklmnop", "us-east-1"));
+    let sqs: Vec<_> = ext
+        .task_statements
+        .iter()
+        .filter(|st| st["Action"].to_string().contains("sqs:"))
+        .collect();
+    assert_eq!(sqs.len(), 1);
+    assert_eq!(sqs[0]["Resource"][0], s.own.events_queue.arn);
+    assert!(
+        s.xs.resources()
+            .iter()
+            .any(|r| r.id() == "dashboard-task-definition")
+    );
+    assert!(
+        crate::config::SmallConfig::for_workspace(&ws("dev", "us-east-1"))
+            .to_env()
+            .iter()
+            .any(|(k, v)| k == crate::config::ENV_EVENTS_QUEUE && v == "agentbus-dev-events-feed")
+    );
 }

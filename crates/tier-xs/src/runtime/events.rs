@@ -69,9 +69,10 @@ pub trait EventBus: Send + Sync {
     async fn recent(&self, tenant: &Tenant, limit: u32) -> Result<Vec<Event>, RuntimeError>;
 }
 
-/// What goes on the bus: the tenant travels inside the detail.
-fn envelope(tenant: &Tenant, id: &str, detail: &Value) -> Value {
-    json!({ "tenant": tenant.as_str(), "event_id": id, "data": detail })
+/// What goes on the bus: the tenant, the event's id and its time (milliseconds; the bus's
+/// own `time` has whole seconds) travel inside the detail.
+fn envelope(tenant: &Tenant, id: &str, time_ms: u64, detail: &Value) -> Value {
+    json!({ "tenant": tenant.as_str(), "event_id": id, "time_ms": time_ms, "data": detail })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,6 +110,7 @@ impl EventBus for AwsEvents {
     ) -> Result<Event, RuntimeError> {
         check_event(detail_type, detail)?;
         let id = new_id();
+        let time_ms = now_millis();
         let out = self
             .events
             .put_events()
@@ -117,7 +119,7 @@ impl EventBus for AwsEvents {
                     .event_bus_name(&self.bus)
                     .source(EVENT_SOURCE)
                     .detail_type(detail_type)
-                    .detail(envelope(tenant, &id, detail).to_string())
+                    .detail(envelope(tenant, &id, time_ms, detail).to_string())
                     .build(),
             )
             .send()
@@ -137,7 +139,7 @@ impl EventBus for AwsEvents {
             source: EVENT_SOURCE.into(),
             detail_type: detail_type.into(),
             detail: detail.clone(),
-            time_ms: now_millis(),
+            time_ms,
         })
     }
 

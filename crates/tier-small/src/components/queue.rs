@@ -1,0 +1,335 @@
+//! An SQS queue as a resource: server-side encryption, retention, long polling, an optional
+//! dead-letter queue (redrive) and an optional access policy, with the workspace's tags.
+//!
+//! The event monitor uses two: the queue the bus rule delivers every event into, and its
+//! dead-letter queue, where a message lands after [`MAX_RECEIVES`] failed attempts.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Value, json};
+use tier_xs::aws::AwsClients;
+use tier_xs::components::{normalize_json, tag_changes};
+use tier_xs::cost::{CostContext, CostLine};
+use tier_xs::engine::{
+    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created,
+    output_or_unknown, own_tags, require_output, tags_value,
+};
+use tier_xs::workspace::Tier;
+
+/// A message that failed this many receives goes to the dead-letter queue.
+pub const MAX_RECEIVES: u32 = 5;
+
+/// Who may send messages into the queue: an EventBridge rule, by its ARN.
+#[derive(Clone, Debug)]
+pub struct SendFromRule {
+    pub rule_arn: String,
+}
+
+pub struct Queue {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    /// The queue's ARN (deterministic: region, account and name), for its own policy.
+    pub arn: String,
+    pub retention_seconds: u32,
+    pub visibility_timeout_seconds: u32,
+    /// Long polling: a receive waits up to this long for a message.
+    pub receive_wait_seconds: u32,
+    /// Logical id of the dead-letter queue (its `arn` output).
+    pub dead_letter_id: Option<&'static str>,
+    pub policy: Option<SendFromRule>,
+    /// A dead-letter queue holds the events that could not be processed: data.
+    pub holds_data: bool,
+    /// Receive requests a month with no traffic (one long-polling consumer: 3 a minute).
+    pub polls_per_month: f64,
+    /// Requests per event on the bus (send, receive, delete).
+    pub requests_per_event: f64,
+    pub tags: Vec<(String, String)>,
+}
+
+fn attr_names() -> [QueueAttributeName; 7] {
+    [
+        QueueAttributeName::QueueArn,
+        QueueAttributeName::MessageRetentionPeriod,
+        QueueAttributeName::VisibilityTimeout,
+        QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+        QueueAttributeName::SqsManagedSseEnabled,
+        QueueAttributeName::RedrivePolicy,
+        QueueAttributeName::Policy,
+    ]
+}
+
+impl Queue {
+    fn policy_doc(&self) -> Option<Value> {
+        self.policy.as_ref().map(|p| {
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": "deliver-from-rule",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "events.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": self.arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": p.rule_arn}}
+                }]
+            })
+        })
+    }
+
+    fn redrive(&self, outputs: &Outputs) -> Value {
+        match self.dead_letter_id {
+            None => Value::Null,
+            Some(id) => json!({
+                "deadLetterTargetArn": output_or_unknown(outputs, id, "arn"),
+                "maxReceiveCount": MAX_RECEIVES,
+            }),
+        }
+    }
+
+    /// The attributes to set, as SQS wants them (strings).
+    fn attributes(
+        &self,
+        outputs: &Outputs,
+        changed: Option<&[String]>,
+    ) -> Result<HashMap<QueueAttributeName, String>, EngineError> {
+        let wants = |f: &str| changed.is_none_or(|c| c.iter().any(|x| x == f));
+        let mut a = HashMap::new();
+        if wants("retention_seconds") {
+            a.insert(
+                QueueAttributeName::MessageRetentionPeriod,
+                self.retention_seconds.to_string(),
+            );
+        }
+        if wants("visibility_timeout_seconds") {
+            a.insert(
+                QueueAttributeName::VisibilityTimeout,
+                self.visibility_timeout_seconds.to_string(),
+            );
+        }
+        if wants("receive_wait_seconds") {
+            a.insert(
+                QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+                self.receive_wait_seconds.to_string(),
+            );
+        }
+        if wants("encrypted") {
+            a.insert(QueueAttributeName::SqsManagedSseEnabled, "true".into());
+        }
+        if wants("redrive")
+            && let Some(id) = self.dead_letter_id
+        {
+            let dlq = require_output(outputs, &self.name, id, "arn")?;
+            a.insert(
+                QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": dlq, "maxReceiveCount": MAX_RECEIVES}).to_string(),
+            );
+        }
+        if wants("policy") {
+            // An empty policy removes one that should not be there.
+            a.insert(
+                QueueAttributeName::Policy,
+                self.policy_doc().map(|p| p.to_string()).unwrap_or_default(),
+            );
+        }
+        Ok(a)
+    }
+
+    async fn url(&self, aws: &AwsClients) -> Result<Option<String>, EngineError> {
+        match aws.sqs.get_queue_url().queue_name(&self.name).send().await {
+            Ok(o) => Ok(o.queue_url),
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(EngineError::aws(&self.name, "GetQueueUrl", e)),
+        }
+    }
+}
+
+fn num(attrs: &HashMap<QueueAttributeName, String>, k: QueueAttributeName) -> Value {
+    attrs
+        .get(&k)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Value::from)
+        .unwrap_or(Value::Null)
+}
+
+#[async_trait]
+impl Resource for Queue {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "sqs queue"
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        self.dead_letter_id.into_iter().collect()
+    }
+    fn data_bearing(&self) -> bool {
+        self.holds_data
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set("retention_seconds", self.retention_seconds)
+            .set(
+                "visibility_timeout_seconds",
+                self.visibility_timeout_seconds,
+            )
+            .set("receive_wait_seconds", self.receive_wait_seconds)
+            .set("encrypted", true)
+            .set("redrive", self.redrive(outputs))
+            .set("policy", self.policy_doc().unwrap_or(Value::Null))
+            .set("tags", tags_value(&self.tags))
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let Some(url) = self.url(aws).await? else {
+            return Ok(None);
+        };
+        let out = aws
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .set_attribute_names(Some(attr_names().to_vec()))
+            .send()
+            .await
+            .map_err(|e| EngineError::aws(&self.name, "GetQueueAttributes", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let tags = aws
+            .sqs
+            .list_queue_tags()
+            .queue_url(&url)
+            .send()
+            .await
+            .map_err(|e| EngineError::aws(&self.name, "ListQueueTags", e))?;
+        let json_attr = |k: QueueAttributeName| {
+            attrs
+                .get(&k)
+                .filter(|v| !v.is_empty())
+                .map(|v| normalize_json(v))
+                .unwrap_or(Value::Null)
+        };
+        let arn = attrs
+            .get(&QueueAttributeName::QueueArn)
+            .cloned()
+            .unwrap_or_else(|| self.arn.clone());
+        Ok(Some(
+            Observed::default()
+                .field(
+                    "retention_seconds",
+                    num(&attrs, QueueAttributeName::MessageRetentionPeriod),
+                )
+                .field(
+                    "visibility_timeout_seconds",
+                    num(&attrs, QueueAttributeName::VisibilityTimeout),
+                )
+                .field(
+                    "receive_wait_seconds",
+                    num(&attrs, QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+                )
+                .field(
+                    "encrypted",
+                    attrs
+                        .get(&QueueAttributeName::SqsManagedSseEnabled)
+                        .is_some_and(|v| v == "true"),
+                )
+                .field("redrive", json_attr(QueueAttributeName::RedrivePolicy))
+                .field("policy", json_attr(QueueAttributeName::Policy))
+                .field("tags", own_tags(tags.tags.unwrap_or_default()))
+                .output("arn", arn)
+                .output("url", url),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+        aws.sqs
+            .create_queue()
+            .queue_name(&self.name)
+            .set_attributes(Some(self.attributes(outputs, None)?))
+            .set_tags(Some(self.tags.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(|e| EngineError::aws(&self.name, "CreateQueue", e))?;
+        observe_created(self, aws).await
+    }
+    async fn update(
+        &self,
+        aws: &AwsClients,
+        outputs: &Outputs,
+        current: &Observed,
+        changed: &[String],
+    ) -> Result<Observed, EngineError> {
+        let url = current.outputs.get("url").cloned().unwrap_or_default();
+        let attrs = self.attributes(outputs, Some(changed))?;
+        if !attrs.is_empty() {
+            aws.sqs
+                .set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(attrs))
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&self.name, "SetQueueAttributes", e))?;
+        }
+        if changed.iter().any(|c| c == "tags") {
+            let want = tags_value(&self.tags);
+            let (set, remove) = tag_changes(current.fields.get("tags"), Some(&want));
+            if !remove.is_empty() {
+                aws.sqs
+                    .untag_queue()
+                    .queue_url(&url)
+                    .set_tag_keys(Some(remove))
+                    .send()
+                    .await
+                    .map_err(|e| EngineError::aws(&self.name, "UntagQueue", e))?;
+            }
+            if !set.is_empty() {
+                aws.sqs
+                    .tag_queue()
+                    .queue_url(&url)
+                    .set_tags(Some(set.into_iter().collect()))
+                    .send()
+                    .await
+                    .map_err(|e| EngineError::aws(&self.name, "TagQueue", e))?;
+            }
+        }
+        Ok(current.clone())
+    }
+    async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let url = current.outputs.get("url").cloned().unwrap_or_default();
+        match aws.sqs.delete_queue().queue_url(&url).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(EngineError::aws(&self.name, "DeleteQueue", e)),
+        }
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+        let requests = self.polls_per_month + self.requests_per_event * ctx.usage.events;
+        if requests <= 0.0 {
+            return Vec::new();
+        }
+        vec![CostLine::new(
+            self.id,
+            "requests",
+            requests / 1e6,
+            "M requests",
+            ctx.prices.sqs_requests_million,
+        )]
+    }
+}

@@ -1,0 +1,321 @@
+//! The event monitor's MCP tools and dashboard API: query and count recorded events, rules,
+//! and webhook subscriptions. Everything is scoped to the caller's tenant.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rmcp::handler::server::router::tool::ToolRoute;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tier_xs::server::mcp::{Access, AgentbusMcp, explain, typed_route};
+use tier_xs::server::{AppState, api_error, caller};
+
+use crate::runtime::monitor::{
+    CountQuery, Counts, Created, EventPage, EventQuery, Monitor, MonitoredEvent, Rule, Subscription,
+};
+use crate::tools::{annotations, tool};
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct EventIdArgs {
+    pub event_id: String,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct EventOut {
+    pub found: bool,
+    pub event: Option<MonitoredEvent>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RuleArgs {
+    /// 1-64 of letters, digits, `-`, `_`, `.`; putting an existing name replaces that rule.
+    pub name: String,
+    /// An EventBridge-style pattern over `source`, `detail-type`, `priority`, `tenant`,
+    /// `time` and `detail`, e.g. `{"priority": ["error", "critical"]}` or
+    /// `{"detail-type": [{"prefix": "build."}], "detail": {"status": ["FAILED"]}}`.
+    /// Operators: prefix, suffix, equals-ignore-case, wildcard, anything-but, numeric,
+    /// exists, and `$or`.
+    pub pattern: Value,
+    #[serde(default)]
+    pub description: String,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct NameArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct RulesOut {
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SubscribeArgs {
+    /// The rule whose matching events are delivered.
+    pub rule: String,
+    /// Where to POST them (`https`; the local server also takes `http`).
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SubscriptionIdArgs {
+    pub subscription_id: String,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SubscriptionsOut {
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct DeletedOut {
+    pub deleted: bool,
+}
+
+/// The dashboard's view of the monitor.
+pub fn api(m: Monitor) -> axum::Router<Arc<AppState>> {
+    let (m1, m2, m3) = (m.clone(), m.clone(), m);
+    axum::Router::new()
+        .route(
+            "/api/monitor/events",
+            get(move |Query(q): Query<EventQuery>, req: Request| {
+                let m = m1.clone();
+                async move {
+                    let Some(id) = caller(req.extensions()) else {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    };
+                    match m.query(&id.tenant, &q).await {
+                        Ok(p) => axum::Json(p).into_response(),
+                        Err(e) => api_error(&e),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/monitor/counts",
+            get(move |Query(q): Query<CountQuery>, req: Request| {
+                let m = m2.clone();
+                async move {
+                    let Some(id) = caller(req.extensions()) else {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    };
+                    match m.counts(&id.tenant, &q).await {
+                        Ok(c) => axum::Json(c).into_response(),
+                        Err(e) => api_error(&e),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/monitor/subscriptions",
+            get(move |req: Request| {
+                let m = m3.clone();
+                async move {
+                    let Some(id) = caller(req.extensions()) else {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    };
+                    match m.subscriptions(&id.tenant).await {
+                        Ok(s) => axum::Json(SubscriptionsOut { subscriptions: s }).into_response(),
+                        Err(e) => api_error(&e),
+                    }
+                }
+            }),
+        )
+}
+
+pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
+    let query = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "events_query",
+                "List your tenant's recorded events, newest first, filtered by source, detail_type, priority and time range (RFC 3339), a page at a time (pass next_cursor back). Events published a moment ago appear within seconds.",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, q: EventQuery| {
+                let m = m.clone();
+                async move {
+                    let p: EventPage = m.query(&id.tenant, &q).await.map_err(explain)?;
+                    Ok(p)
+                }
+            },
+        )
+    };
+    let get_one = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "events_get",
+                "One recorded event of your tenant by its event id.",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, a: EventIdArgs| {
+                let m = m.clone();
+                async move {
+                    let e = m.get(&id.tenant, &a.event_id).await.map_err(explain)?;
+                    Ok(EventOut {
+                        found: e.is_some(),
+                        event: e,
+                    })
+                }
+            },
+        )
+    };
+    let counts = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "events_counts",
+                "Count your tenant's events per hour (up to 7 days) or per day (up to 90 days), each bucket broken down by source, detail type and priority.",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, q: CountQuery| {
+                let m = m.clone();
+                async move {
+                    let c: Counts = m.counts(&id.tenant, &q).await.map_err(explain)?;
+                    Ok(c)
+                }
+            },
+        )
+    };
+    let put_rule = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "rules_put",
+                "Create or replace a rule: a named EventBridge-style pattern. The pattern is checked and a bad one is refused with the place and reason.",
+                annotations(false, true, true),
+            ),
+            Access::Write,
+            move |id, a: RuleArgs| {
+                let m = m.clone();
+                async move {
+                    let r = Rule {
+                        name: a.name,
+                        pattern: a.pattern,
+                        description: a.description,
+                        enabled: a.enabled.unwrap_or(true),
+                        updated_at: String::new(),
+                    };
+                    let r: Rule = m.put_rule(&id.tenant, &r).await.map_err(explain)?;
+                    Ok(r)
+                }
+            },
+        )
+    };
+    let list_rules = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "rules_list",
+                "Your tenant's rules.",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, _: crate::tools::NoArgs| {
+                let m = m.clone();
+                async move {
+                    let rules = m.store.rules(&id.tenant).await.map_err(explain)?;
+                    Ok(RulesOut { rules })
+                }
+            },
+        )
+    };
+    let delete_rule = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "rules_delete",
+                "Delete a rule of your tenant; refused while a subscription uses it.",
+                annotations(false, true, true),
+            ),
+            Access::Write,
+            move |id, a: NameArgs| {
+                let m = m.clone();
+                async move {
+                    let deleted = m.delete_rule(&id.tenant, &a.name).await.map_err(explain)?;
+                    Ok(DeletedOut { deleted })
+                }
+            },
+        )
+    };
+    let subscribe = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "subscriptions_create",
+                "Deliver the events a rule matches to a webhook: an HTTP POST of {subscription_id, rule, event}, signed in X-Agentbus-Signature (t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">), retried with backoff on errors, timeouts, 408, 429 and 5xx. The signing secret is returned only here.",
+                annotations(false, false, false),
+            ),
+            Access::Write,
+            move |id, a: SubscribeArgs| {
+                let m = m.clone();
+                async move {
+                    let c: Created = m
+                        .subscribe(&id.tenant, &a.rule, &a.url)
+                        .await
+                        .map_err(explain)?;
+                    Ok(c)
+                }
+            },
+        )
+    };
+    let list_subs = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "subscriptions_list",
+                "Your tenant's webhook subscriptions with their delivery counts and the last failure (never their secrets).",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, _: crate::tools::NoArgs| {
+                let m = m.clone();
+                async move {
+                    let subscriptions = m.subscriptions(&id.tenant).await.map_err(explain)?;
+                    Ok(SubscriptionsOut { subscriptions })
+                }
+            },
+        )
+    };
+    let m = m.clone();
+    let unsubscribe = typed_route(
+        tool(
+            "subscriptions_delete",
+            "Delete a webhook subscription of your tenant.",
+            annotations(false, true, true),
+        ),
+        Access::Write,
+        move |id, a: SubscriptionIdArgs| {
+            let m = m.clone();
+            async move {
+                let deleted = m
+                    .unsubscribe(&id.tenant, &a.subscription_id)
+                    .await
+                    .map_err(explain)?;
+                Ok(DeletedOut { deleted })
+            }
+        },
+    );
+    vec![
+        query,
+        get_one,
+        counts,
+        put_rule,
+        list_rules,
+        delete_rule,
+        subscribe,
+        list_subs,
+        unsubscribe,
+    ]
+}

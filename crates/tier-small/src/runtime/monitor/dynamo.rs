@@ -1,0 +1,568 @@
+//! The event monitor on AWS: the three event-monitoring tables (names, keys and indexes from
+//! [`crate::monitoring`]) and the feed that receives the bus's events from SQS.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use serde_json::Value;
+use tier_xs::engine::error_code;
+use tier_xs::runtime::{RuntimeError, Tenant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    CheckedQuery, CountRow, DeliveryStats, EventStore, Monitor, MonitoredEvent, Outcome, Rule,
+    StoredSubscription, Subscription,
+};
+use crate::config::SmallConfig;
+use crate::monitoring::{events as ev, rules as rl, subscriptions as sb};
+
+type Item = HashMap<String, AttributeValue>;
+
+pub struct DynamoEventStore {
+    db: aws_sdk_dynamodb::Client,
+    events: String,
+    subscriptions: String,
+    rules: String,
+}
+
+impl DynamoEventStore {
+    pub fn new(db: aws_sdk_dynamodb::Client, cfg: &SmallConfig) -> Self {
+        DynamoEventStore {
+            db,
+            events: cfg.events_table.clone(),
+            subscriptions: cfg.subscriptions_table.clone(),
+            rules: cfg.rules_table.clone(),
+        }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &Item, k: &str) -> u64 {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn event_of(item: &Item) -> Option<MonitoredEvent> {
+    Some(MonitoredEvent {
+        event_id: get_s(item, ev::EVENT_ID)?,
+        tenant: get_s(item, ev::TENANT)?,
+        source: get_s(item, "source")?,
+        detail_type: get_s(item, "detail_type")?,
+        priority: get_s(item, "priority")?,
+        time: get_s(item, "time")?,
+        detail: get_s(item, "detail")
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or(Value::Null),
+    })
+}
+
+fn joined(tenant: &str, v: &str) -> String {
+    format!("{tenant}#{v}")
+}
+
+#[async_trait]
+impl EventStore for DynamoEventStore {
+    async fn record(&self, e: &MonitoredEvent) -> Result<bool, RuntimeError> {
+        let item: Item = [
+            (ev::EVENT_ID, s(&e.event_id)),
+            (ev::TENANT, s(&e.tenant)),
+            (ev::TENANT_SOURCE, s(joined(&e.tenant, &e.source))),
+            (ev::TENANT_TYPE, s(joined(&e.tenant, &e.detail_type))),
+            (ev::TENANT_PRIORITY, s(joined(&e.tenant, &e.priority))),
+            (ev::TIME_ID, s(e.ts_id())),
+            ("source", s(&e.source)),
+            ("detail_type", s(&e.detail_type)),
+            ("priority", s(&e.priority)),
+            ("time", s(&e.time)),
+            ("detail", s(e.detail.to_string())),
+            (
+                ev::EXPIRES_AT,
+                AttributeValue::N(e.expires_at().to_string()),
+            ),
+            ("dispatched", AttributeValue::Bool(false)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        match self
+            .db
+            .put_item()
+            .table_name(&self.events)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", ev::EVENT_ID)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if error_code(&err) == Some("ConditionalCheckFailedException") => {
+                let out = self
+                    .db
+                    .get_item()
+                    .table_name(&self.events)
+                    .key(ev::EVENT_ID, s(&e.event_id))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| RuntimeError::backend("GetItem", e))?;
+                let done = out
+                    .item
+                    .as_ref()
+                    .and_then(|i| i.get("dispatched"))
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(true);
+                Ok(!done)
+            }
+            Err(err) => Err(RuntimeError::backend("PutItem", err)),
+        }
+    }
+
+    async fn mark_dispatched(&self, e: &MonitoredEvent) -> Result<(), RuntimeError> {
+        self.db
+            .update_item()
+            .table_name(&self.events)
+            .key(ev::EVENT_ID, s(&e.event_id))
+            .update_expression("SET dispatched = :t")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        event_id: &str,
+    ) -> Result<Option<MonitoredEvent>, RuntimeError> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.events)
+            .key(ev::EVENT_ID, s(event_id))
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("GetItem", e))?;
+        // Another tenant's event is, to this tenant, no event.
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(event_of)
+            .filter(|e| e.tenant == tenant.as_str()))
+    }
+
+    async fn query(
+        &self,
+        tenant: &Tenant,
+        q: &CheckedQuery,
+    ) -> Result<Vec<MonitoredEvent>, RuntimeError> {
+        let t = tenant.as_str();
+        // The most selective index the query allows; the other filters run in DynamoDB.
+        let (index, hash_attr, hash) = if let Some(src) = &q.source {
+            (ev::BY_SOURCE, ev::TENANT_SOURCE, joined(t, src))
+        } else if let Some(ty) = &q.detail_type {
+            (ev::BY_TYPE, ev::TENANT_TYPE, joined(t, ty))
+        } else if let Some(p) = &q.priority {
+            (ev::BY_PRIORITY, ev::TENANT_PRIORITY, joined(t, p))
+        } else {
+            (ev::BY_TIME, ev::TENANT, t.to_string())
+        };
+        let mut filters = Vec::new();
+        let mut values: Item = [
+            (":h".to_string(), s(hash)),
+            (":from".to_string(), s(&q.from)),
+            (":to".to_string(), s(&q.to)),
+        ]
+        .into();
+        if q.source.is_some()
+            && let Some(ty) = &q.detail_type
+        {
+            filters.push("detail_type = :ty");
+            values.insert(":ty".into(), s(ty));
+        }
+        if (q.source.is_some() || q.detail_type.is_some())
+            && let Some(p) = &q.priority
+        {
+            filters.push("priority = :p");
+            values.insert(":p".into(), s(p));
+        }
+        let want = q.limit as usize + 1;
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .db
+                .query()
+                .table_name(&self.events)
+                .index_name(index.name)
+                .key_condition_expression("#h = :h AND #r BETWEEN :from AND :to")
+                .expression_attribute_names("#h", hash_attr)
+                .expression_attribute_names("#r", ev::TIME_ID)
+                .set_filter_expression((!filters.is_empty()).then(|| filters.join(" AND ")))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .limit(want.min(500) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("Query", e))?;
+            // BETWEEN includes its upper end; the cursor's own event was on the last page.
+            found.extend(
+                out.items()
+                    .iter()
+                    .filter_map(event_of)
+                    .filter(|e| q.accepts(e)),
+            );
+            start = out.last_evaluated_key;
+            if found.len() >= want || start.is_none() {
+                break;
+            }
+        }
+        found.truncate(want);
+        Ok(found)
+    }
+
+    async fn count_rows(
+        &self,
+        tenant: &Tenant,
+        from: &str,
+        to: &str,
+        max: usize,
+    ) -> Result<(Vec<CountRow>, bool), RuntimeError> {
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .db
+                .query()
+                .table_name(&self.events)
+                .index_name(ev::BY_TIME.name)
+                .key_condition_expression("#h = :h AND #r BETWEEN :from AND :to")
+                .expression_attribute_names("#h", ev::TENANT)
+                .expression_attribute_names("#r", ev::TIME_ID)
+                .expression_attribute_names("#t", "time")
+                .expression_attribute_values(":h", s(tenant.as_str()))
+                .expression_attribute_values(":from", s(from))
+                .expression_attribute_values(":to", s(to))
+                .projection_expression("#t, #r, source, detail_type, priority")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("Query", e))?;
+            for i in out.items() {
+                if get_s(i, ev::TIME_ID).is_some_and(|ts| ts.as_str() >= to) {
+                    continue;
+                }
+                rows.push(CountRow {
+                    time: get_s(i, "time").unwrap_or_default(),
+                    source: get_s(i, "source").unwrap_or_default(),
+                    detail_type: get_s(i, "detail_type").unwrap_or_default(),
+                    priority: get_s(i, "priority").unwrap_or_default(),
+                });
+            }
+            start = out.last_evaluated_key;
+            if rows.len() > max {
+                rows.truncate(max);
+                return Ok((rows, true));
+            }
+            if start.is_none() {
+                return Ok((rows, false));
+            }
+        }
+    }
+
+    async fn put_rule(&self, tenant: &Tenant, rule: &Rule) -> Result<(), RuntimeError> {
+        let doc = serde_json::to_string(rule).map_err(|e| RuntimeError::backend("encode", e))?;
+        self.db
+            .put_item()
+            .table_name(&self.rules)
+            .item(rl::TENANT, s(tenant.as_str()))
+            .item(rl::RULE_ID, s(&rule.name))
+            .item("rule", s(doc))
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn rules(&self, tenant: &Tenant) -> Result<Vec<Rule>, RuntimeError> {
+        let items = self.all(&self.rules, rl::TENANT, tenant.as_str()).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| get_s(i, "rule"))
+            .filter_map(|d| serde_json::from_str(&d).ok())
+            .collect())
+    }
+
+    async fn delete_rule(&self, tenant: &Tenant, name: &str) -> Result<bool, RuntimeError> {
+        let out = self
+            .db
+            .delete_item()
+            .table_name(&self.rules)
+            .key(rl::TENANT, s(tenant.as_str()))
+            .key(rl::RULE_ID, s(name))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn put_subscription(
+        &self,
+        tenant: &Tenant,
+        sub: &StoredSubscription,
+    ) -> Result<(), RuntimeError> {
+        let mut bare = sub.subscription.clone();
+        bare.stats = DeliveryStats::default();
+        let doc = serde_json::to_string(&bare).map_err(|e| RuntimeError::backend("encode", e))?;
+        self.db
+            .put_item()
+            .table_name(&self.subscriptions)
+            .item(sb::TENANT, s(tenant.as_str()))
+            .item(sb::SUBSCRIPTION_ID, s(&sub.subscription.subscription_id))
+            .item("subscription", s(doc))
+            .item("secret", s(&sub.secret))
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn subscriptions(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Vec<StoredSubscription>, RuntimeError> {
+        let items = self
+            .all(&self.subscriptions, sb::TENANT, tenant.as_str())
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let mut sub: Subscription =
+                    serde_json::from_str(&get_s(i, "subscription")?).ok()?;
+                sub.stats = DeliveryStats {
+                    delivered: get_n(i, "delivered"),
+                    failed: get_n(i, "failed"),
+                    consecutive_failures: get_n(i, "consecutive_failures"),
+                    last_attempt_at: get_s(i, "last_attempt_at"),
+                    last_outcome: get_s(i, "last_outcome"),
+                    last_failure_at: get_s(i, "last_failure_at"),
+                    last_failed_event: get_s(i, "last_failed_event"),
+                    last_error: get_s(i, "last_error"),
+                };
+                Some(StoredSubscription {
+                    subscription: sub,
+                    secret: get_s(i, "secret")?,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_subscription(&self, tenant: &Tenant, id: &str) -> Result<bool, RuntimeError> {
+        let out = self
+            .db
+            .delete_item()
+            .table_name(&self.subscriptions)
+            .key(sb::TENANT, s(tenant.as_str()))
+            .key(sb::SUBSCRIPTION_ID, s(id))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn record_outcome(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        o: &Outcome,
+    ) -> Result<(), RuntimeError> {
+        let one = AttributeValue::N("1".into());
+        let mut req = self
+            .db
+            .update_item()
+            .table_name(&self.subscriptions)
+            .key(sb::TENANT, s(tenant.as_str()))
+            .key(sb::SUBSCRIPTION_ID, s(id))
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#id", sb::SUBSCRIPTION_ID)
+            .expression_attribute_values(":one", one)
+            .expression_attribute_values(":at", s(&o.at))
+            .expression_attribute_values(":o", s(&o.summary));
+        req = if o.ok {
+            req.update_expression(
+                "ADD delivered :one SET consecutive_failures = :zero, last_attempt_at = :at, last_outcome = :o",
+            )
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+        } else {
+            req.update_expression(
+                "ADD failed :one, consecutive_failures :one SET last_attempt_at = :at, last_outcome = :o, \
+                 last_failure_at = :at, last_failed_event = :e, last_error = :err",
+            )
+            .expression_attribute_values(":e", s(&o.event_id))
+            .expression_attribute_values(":err", s(o.error.clone().unwrap_or_default()))
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            // Deleted while the delivery ran: nothing to record.
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(RuntimeError::backend("UpdateItem", e)),
+        }
+    }
+}
+
+impl DynamoEventStore {
+    /// Every item of one tenant's partition (rules and subscriptions: at most 100 each).
+    async fn all(&self, table: &str, hash: &str, tenant: &str) -> Result<Vec<Item>, RuntimeError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .db
+                .query()
+                .table_name(table)
+                .key_condition_expression("#h = :h")
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_values(":h", s(tenant))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+/// Receives the bus's events from the monitor queue and feeds them to the monitor. A
+/// message is deleted only after its event is recorded and dispatched; one that cannot be
+/// parsed or recorded comes back after the visibility timeout, and after
+/// [`crate::components::queue::MAX_RECEIVES`] receives goes to the dead-letter queue.
+pub struct SqsFeed {
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    monitor: Monitor,
+}
+
+impl SqsFeed {
+    pub fn new(sqs: aws_sdk_sqs::Client, queue: impl Into<String>, monitor: Monitor) -> Self {
+        SqsFeed {
+            sqs,
+            queue: queue.into(),
+            monitor,
+        }
+    }
+
+    pub async fn queue_url(&self) -> Result<String, RuntimeError> {
+        self.sqs
+            .get_queue_url()
+            .queue_name(&self.queue)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("GetQueueUrl", e))?
+            .queue_url
+            .ok_or_else(|| RuntimeError::Rejected("the queue name", "no URL returned".into()))
+    }
+
+    /// One receive (waiting up to `wait` seconds); handles every message it got.
+    pub async fn poll(&self, url: &str, wait: i32) -> Result<usize, RuntimeError> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("ReceiveMessage", e))?;
+        let messages = out.messages.unwrap_or_default();
+        let n = messages.len();
+        let handled = messages.into_iter().map(|m| async move {
+            let body = m.body.as_deref().unwrap_or_default();
+            let event = serde_json::from_str::<Value>(body)
+                .map_err(|e| RuntimeError::invalid("message", e.to_string()))
+                .and_then(|v| MonitoredEvent::from_bus(&v));
+            let result = match event {
+                Ok(e) => self.monitor.ingest(&e).await,
+                Err(e) => Err(e),
+            };
+            match (result, m.receipt_handle) {
+                (Ok(()), Some(h)) => {
+                    if let Err(e) = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(h)
+                        .send()
+                        .await
+                    {
+                        // It comes back and is recognised as recorded.
+                        tracing::warn!(
+                            "event monitor: DeleteMessage: {}",
+                            tier_xs::engine::error_text(&e)
+                        );
+                    }
+                }
+                (Ok(()), None) => {}
+                (Err(e), _) => tracing::warn!(
+                    message = m.message_id.as_deref().unwrap_or("?"),
+                    "event monitor: not recorded, will retry: {e}"
+                ),
+            }
+        });
+        futures::future::join_all(handled).await;
+        Ok(n)
+    }
+
+    /// Runs until `stop` fires: long polls, backing off (1 s to 30 s) while AWS fails.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut backoff = Duration::from_secs(1);
+        let mut url: Option<String> = None;
+        loop {
+            let step = async {
+                let u = match &url {
+                    Some(u) => u.clone(),
+                    None => {
+                        let u = self.queue_url().await?;
+                        url = Some(u.clone());
+                        u
+                    }
+                };
+                self.poll(&u, 20).await
+            };
+            let r = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = step => r,
+            };
+            match r {
+                Ok(_) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::warn!("event monitor: {e}; retrying in {}s", backoff.as_secs());
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
