@@ -2,7 +2,9 @@
 //   node dashboard.mjs BASE_URL TOKEN SCREENSHOT_PATH [TIER]
 // checks that the page loads, refuses a bad token, signs in with a good one, and shows an
 // event sent through the MCP endpoint without a reload; with TIER `small`, also the
-// artifacts and timeline panels with what MCP calls put there. Exits non-zero on any failure.
+// artifacts and timeline panels with what MCP calls put there, the recorded-events panel
+// with that event, and the webhooks panel with a subscription whose deliveries fail.
+// Exits non-zero on any failure.
 import { chromium } from "playwright-core";
 
 const [base, token, shot, tier = "xs"] = process.argv.slice(2);
@@ -30,6 +32,7 @@ async function mcpCall(name, args) {
   const call = await rpc({ jsonrpc: "2.0", id: 2, method: "tools/call",
     params: { name, arguments: args } }, session);
   if (!call.msg || call.msg.error || call.msg.result.isError) fail(name + " through MCP: " + JSON.stringify(call.msg));
+  return call.msg.result.structuredContent;
 }
 
 const mcpEvent = (marker) => mcpCall("events_send", { detail_type: "Browser Check", detail: { marker } });
@@ -44,6 +47,9 @@ try {
   if (tier === "small") {
     await mcpCall("artifacts_put", { key: "reports/" + stamp + ".md", content: "# report" });
     await mcpCall("timeline_append", { agent: "sweeper", task_id: "t-1", action: "retrospective", summary: stamp + " <b>not markup</b>" });
+    await mcpCall("rules_put", { name: "browser-checks", pattern: { "detail-type": ["Browser Check"] } });
+    // Nothing listens on port 9 of this machine: every delivery fails.
+    var sub = await mcpCall("subscriptions_create", { rule: "browser-checks", url: "http://127.0.0.1:9/" + stamp });
   }
   const page = await browser.newPage();
   await page.goto(base);
@@ -77,6 +83,16 @@ try {
       .catch(() => fail("the timeline panel shows the record appended through MCP"));
     // Text from records is shown as text, never as markup.
     if (await page.$("#timeline b")) fail("a record's summary was rendered as HTML");
+    // The monitor records the event (the panels refresh every 10 s) and the failed webhook
+    // deliveries show, with the reason, in the webhooks panel.
+    await page.waitForFunction(() => document.getElementById("monitor-events").textContent.includes("Browser Check"), null, { timeout: 30000 })
+      .catch(() => fail("the recorded-events panel shows the event sent through MCP"));
+    if (!/\d+ events: info \d+/.test(await page.textContent("#monitor-counts"))) fail("the event counts are shown");
+    const id = sub.subscription.subscription_id;
+    await page.waitForFunction((id) => {
+      const row = document.querySelector(`#webhooks tr[data-subscription="${id}"]`);
+      return row && row.textContent.includes("failing in a row") && row.textContent.includes("after 5 attempts");
+    }, id, { timeout: 45000 }).catch(() => fail("the webhooks panel shows the failing deliveries"));
   } else if (await page.$("#artifacts")) {
     fail("extra-small has no artifacts panel");
   }

@@ -277,7 +277,7 @@ fn browser_check(name: &str, extra: &[&str], tier: &str) {
 }
 
 #[test]
-fn the_small_dashboard_shows_artifacts_and_timeline_in_chromium() {
+fn the_small_dashboard_shows_artifacts_timeline_events_and_webhooks_in_chromium() {
     browser_check("browser-small", &["small"], "small");
 }
 
@@ -744,7 +744,7 @@ fn the_rate_limit_is_per_tenant_over_a_real_window() {
 }
 
 #[test]
-fn up_small_serves_the_artifacts_and_timeline_tools_to_the_python_sdk() {
+fn up_small_serves_the_artifacts_timeline_and_monitor_tools_to_the_python_sdk() {
     let dir = temp_dir("up-small");
     let port = free_port();
     let server = up_with(&dir, port, &["small"]);
@@ -774,6 +774,64 @@ fn up_small_serves_the_artifacts_and_timeline_tools_to_the_python_sdk() {
     assert!(body.contains("RFC 3339"), "{body}");
     assert_eq!(
         http(port, "GET", "/api/artifacts?limit=0", Some(&a), None).0,
+        400
+    );
+    // The monitor's API: what the client's events left, per tenant, input checked.
+    for path in [
+        "/api/monitor/events",
+        "/api/monitor/counts",
+        "/api/monitor/subscriptions",
+    ] {
+        assert_eq!(http(port, "GET", path, None, None).0, 401, "{path}");
+    }
+    let (code, body) = http(
+        port,
+        "GET",
+        "/api/monitor/events?detail_type=build.failed",
+        Some(&a),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"priority\":\"error\""), "{body}");
+    let (code, body) = http(port, "GET", "/api/monitor/events", Some(&b), None);
+    assert_eq!(
+        (code, body.contains("build.failed")),
+        (200, false),
+        "{body}"
+    );
+    let (code, body) = http(
+        port,
+        "GET",
+        "/api/monitor/counts?granularity=day",
+        Some(&a),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"by_priority\""), "{body}");
+    let (code, body) = http(port, "GET", "/api/monitor/subscriptions", Some(&a), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("failed-builds") && !body.contains("whsec_"),
+        "{body}"
+    );
+    let (code, body) = http(
+        port,
+        "GET",
+        "/api/monitor/events?priority=urgent",
+        Some(&a),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("info, warning"), "{body}");
+    assert_eq!(
+        http(
+            port,
+            "GET",
+            "/api/monitor/counts?from=2026-01-01T00:00:00Z&to=2025-01-01T00:00:00Z",
+            Some(&a),
+            None
+        )
+        .0,
         400
     );
     drop(server);

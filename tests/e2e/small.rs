@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tier_small::config::SmallConfig;
+use tier_small::config::{ENV_WEBHOOKS_ANYWHERE, SmallConfig};
 use tier_small::monitoring;
 use tier_small::runtime::artifacts::{ArtifactStore, S3Artifacts};
+use tier_small::runtime::conformance::monitor_suite;
 use tier_small::runtime::conformance::{artifacts_suite, timeline_suite};
+use tier_small::runtime::monitor::dynamo::DynamoEventStore;
+use tier_small::runtime::monitor::{EventQuery, Monitor};
 use tier_small::runtime::timeline::S3Timeline;
 use tier_xs::config::ServerConfig;
 use tier_xs::runtime::Tenant;
@@ -64,13 +67,18 @@ const ALB_IDS: [&str; 4] = [
     "http-listener",
 ];
 
-const SMALL_IDS: [&str; 5] = [
+/// The small tier's data: kept by a downgrade.
+const SMALL_IDS: [&str; 6] = [
     "artifacts-bucket",
     "timeline-bucket",
     "events-table",
     "subscriptions-table",
     "event-rules-table",
+    "events-dead-letter-queue",
 ];
+
+/// What feeds the monitor: removed by a downgrade (nothing would drain the queue).
+const FEED_IDS: [&str; 2] = ["events-queue", "monitor-rule"];
 
 #[tokio::test]
 async fn xs_upgrades_to_small_and_back_without_losing_data() {
@@ -102,7 +110,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     let p = agentbus(&[&["plan", "small", "--env", &env, "--json"][..], &cidr].concat());
     assert_eq!(p.code, 0, "{p:?}");
     let a = actions(&p.json()["plan"]);
-    for id in SMALL_IDS.iter().chain(&ALB_IDS) {
+    for id in SMALL_IDS.iter().chain(&ALB_IDS).chain(&FEED_IDS) {
         assert_eq!(a.get(*id).map(String::as_str), Some("create"), "{a:?}");
     }
     assert!(
@@ -114,7 +122,10 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     // (now only the load balancer), and the budget, which follows the tier's monthly target
     // unless --budget-usd set one.
     for (id, action) in &a {
-        if !SMALL_IDS.contains(&id.as_str()) && !ALB_IDS.contains(&id.as_str()) {
+        if !SMALL_IDS.contains(&id.as_str())
+            && !ALB_IDS.contains(&id.as_str())
+            && !FEED_IDS.contains(&id.as_str())
+        {
             assert_eq!(
                 action, "update",
                 "{id}: only in-place changes to xs ({a:?})"
@@ -356,8 +367,20 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         token("tenant-b", "user"),
         token("tenant-a", "viewer"),
     );
+    check_monitor_feed(&aws, &env, &small).await;
+    // The monitor's store on DynamoDB passes the same suite as the embedded one.
+    monitor_suite(
+        std::sync::Arc::new(DynamoEventStore::new(aws.dynamodb.clone(), &small)),
+        "ddb",
+    )
+    .await;
+    // The server, as the task would run it. Its webhooks may reach 127.0.0.1 here: the
+    // test's receiver is on this machine (a deployed task only reaches public HTTPS).
+    let mut task_env = task_env;
+    task_env.push((ENV_WEBHOOKS_ANYWHERE.into(), "true".into()));
     let (server, port) = serve_on_aws(task_env);
     small_client(port, &ta, &tb, &tv, "aws");
+    another_producers_event_is_recorded_once(&aws, &cfg.event_bus, &small).await;
     drop(server);
     let o = aws
         .s3
@@ -407,8 +430,8 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     for id in SMALL_IDS {
         assert_eq!(a.get(id).map(String::as_str), Some("keep"), "{a:?}");
     }
-    for id in ALB_IDS {
-        assert_eq!(a.get(id).map(String::as_str), Some("delete"), "{a:?}");
+    for id in ALB_IDS.iter().chain(&FEED_IDS) {
+        assert_eq!(a.get(*id).map(String::as_str), Some("delete"), "{a:?}");
     }
     let r = agentbus(&[
         "deploy",
@@ -705,4 +728,158 @@ async fn check_https(aws: &tier_xs::aws::AwsClients, env: &str) {
             .target_group_arn()
             .is_some()
     );
+}
+
+/// The bus rule sends every event into the monitor's queue, which hands what fails five
+/// times to its dead-letter queue; only the rule may send.
+async fn check_monitor_feed(aws: &tier_xs::aws::AwsClients, env: &str, small: &SmallConfig) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let ws = format!("agentbus-{env}");
+    let attrs = |name: String| async move {
+        let url = aws
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        aws.sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()
+    };
+    let q = attrs(small.events_queue.clone()).await;
+    let dlq = attrs(format!("{ws}-events-feed-dlq")).await;
+    assert_eq!(q[&A::MessageRetentionPeriod], "345600");
+    assert_eq!(q[&A::VisibilityTimeout], "120");
+    assert_eq!(q[&A::ReceiveMessageWaitTimeSeconds], "20");
+    assert_eq!(q[&A::SqsManagedSseEnabled], "true");
+    assert_eq!(dlq[&A::MessageRetentionPeriod], "1209600");
+    let redrive: Value = serde_json::from_str(&q[&A::RedrivePolicy]).unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], dlq[&A::QueueArn].as_str());
+    assert_eq!(redrive["maxReceiveCount"], 5);
+    let policy: Value = serde_json::from_str(&q[&A::Policy]).unwrap();
+    let rule_arn = format!("arn:aws:events:us-east-1:123456789012:rule/{ws}/{ws}-monitor");
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        rule_arn.as_str()
+    );
+    let rule = aws
+        .events
+        .describe_rule()
+        .name(format!("{ws}-monitor"))
+        .event_bus_name(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rule.arn(), Some(rule_arn.as_str()));
+    let pattern: Value = serde_json::from_str(rule.event_pattern().unwrap()).unwrap();
+    assert_eq!(pattern, monitoring::all_events_pattern());
+    let targets = aws
+        .events
+        .list_targets_by_rule()
+        .rule(format!("{ws}-monitor"))
+        .event_bus_name(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(targets.targets()[0].arn(), q[&A::QueueArn].as_str());
+}
+
+/// An event another producer puts straight on the bus (its own source, no agentbus
+/// envelope) is recorded once, under the tenant its detail names, and the queue drains.
+async fn another_producers_event_is_recorded_once(
+    aws: &tier_xs::aws::AwsClients,
+    bus: &str,
+    small: &SmallConfig,
+) {
+    let put = aws
+        .events
+        .put_events()
+        .entries(
+            aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                .event_bus_name(bus)
+                .source("ci.github")
+                .detail_type("push")
+                .detail(r#"{"tenant":"tenant-a","ref":"main","priority":"warning"}"#)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.failed_entry_count, 0);
+    let id = put.entries()[0].event_id().unwrap().to_string();
+    let store = DynamoEventStore::new(aws.dynamodb.clone(), small);
+    let monitor = Monitor::new(
+        std::sync::Arc::new(store),
+        tier_small::runtime::monitor::webhook::Webhooks::new(
+            tier_small::runtime::monitor::webhook::Reach::PublicHttps,
+        )
+        .unwrap(),
+    );
+    let a = Tenant::new("tenant-a").unwrap();
+    let q = EventQuery {
+        source: Some("ci.github".into()),
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let found = loop {
+        let page = monitor.query(&a, &q).await.unwrap();
+        if !page.events.is_empty() {
+            break page.events;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(45),
+            "the bus event never reached the events table"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].event_id, id);
+    assert_eq!(found[0].priority, "warning");
+    assert_eq!(found[0].detail["ref"], "main");
+    // Every message was deleted once recorded: nothing waits, nothing went to the DLQ.
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    for name in [small.events_queue.clone(), format!("{bus}-events-feed-dlq")] {
+        let url = aws
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            let at = aws
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .unwrap();
+            if at[&A::ApproximateNumberOfMessages] == "0"
+                && at[&A::ApproximateNumberOfMessagesNotVisible] == "0"
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "{url}: {at:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
 }

@@ -1,5 +1,7 @@
-"""Drives the small tier's MCP tools (artifacts, timeline) with the official Python MCP SDK
-over Streamable HTTP: round trips, pagination, tenant isolation, a viewer, bad input.
+"""Drives the small tier's MCP tools (artifacts, timeline, event monitoring) with the official
+Python MCP SDK over Streamable HTTP: round trips, pagination, tenant isolation, a viewer, bad
+input, and a webhook subscription delivering to a receiver on 127.0.0.1 (which fails the first
+request, so the delivery is retried) with the HMAC signature checked.
 
   small_client.py URL TOKEN_TENANT_A TOKEN_TENANT_B VIEWER_TOKEN_A embedded|aws
 
@@ -7,7 +9,13 @@ Exits 0 when every check passed; prints each failed check.
 """
 import asyncio
 import base64
+import hashlib
+import hmac
+import http.server
+import json
 import sys
+import threading
+import time
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -20,7 +28,154 @@ BACKEND = sys.argv[5] if len(sys.argv) > 5 else "embedded"
 SMALL_TOOLS = {
     "artifacts_put", "artifacts_get", "artifacts_list", "artifacts_delete", "artifacts_url",
     "timeline_append", "timeline_query",
+    "events_query", "events_get", "events_counts", "rules_put", "rules_list", "rules_delete",
+    "subscriptions_create", "subscriptions_list", "subscriptions_delete",
 }
+SHARED = {}
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Records every POST; answers 503 to the first, 204 to the rest."""
+    seen = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        Receiver.seen.append((dict((k.lower(), v) for k, v in self.headers.items()), body))
+        self.send_response(503 if len(Receiver.seen) == 1 else 204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def start_receiver():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}/hook"
+
+
+async def wait_for(s, tool, args, pred, what, timeout=45):
+    """Polls a read tool until pred(out) holds (events reach the monitor asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        err, out, text = await call(s, tool, args)
+        if not err and pred(out):
+            return out
+        if time.monotonic() > deadline:
+            check(False, f"{what} (last answer: {out} {text})")
+            return out
+        await asyncio.sleep(0.5)
+
+
+async def monitor_a(s):
+    err, out, text = await call(s, "rules_put", {"name": "failed-builds", "pattern": {"priority": "error"}})
+    check(err and "at priority" in text and "must be a list" in text, f"rules_put refuses a bad pattern, saying where ({text})")
+    err, out, text = await call(s, "rules_put", {"name": "bad name", "pattern": {"source": ["x"]}})
+    check(err, f"rules_put refuses a bad name ({text})")
+    pattern = {"detail-type": [{"suffix": ".failed"}], "priority": ["error", "critical"]}
+    err, out, text = await call(s, "rules_put", {"name": "failed-builds", "pattern": pattern, "description": "failed builds"})
+    check(not err and out["name"] == "failed-builds" and out["pattern"] == pattern and out["enabled"], f"rules_put ({out} {text})")
+    url = start_receiver()
+    err, out, text = await call(s, "subscriptions_create", {"rule": "nope", "url": url})
+    check(err and "no rule" in text, f"subscriptions_create needs an existing rule ({text})")
+    err, out, text = await call(s, "subscriptions_create", {"rule": "failed-builds", "url": "ftp://127.0.0.1/x"})
+    check(err and "url" in text, f"subscriptions_create refuses a bad URL ({text})")
+    err, out, text = await call(s, "subscriptions_create", {"rule": "failed-builds", "url": url})
+    check(not err and out["signing_secret"].startswith("whsec_"), f"subscriptions_create ({out} {text})")
+    if err:
+        return
+    secret, sub = out["signing_secret"], out["subscription"]["subscription_id"]
+    SHARED["sub"] = sub
+    err, out, text = await call(s, "rules_delete", {"name": "failed-builds"})
+    check(err and sub in text, f"a rule in use is not deleted ({text})")
+
+    err, hit, _ = await call(s, "events_send", {"detail_type": "build.failed", "detail": {"priority": "error", "build": 7}})
+    err2, miss, _ = await call(s, "events_send", {"detail_type": "build.started", "detail": {"build": 8}})
+    check(not err and not err2, "events_send")
+    SHARED["event"] = hit["id"]
+    out = await wait_for(s, "events_query", {"detail_type": "build.failed"},
+                         lambda o: any(e["event_id"] == hit["id"] for e in o["events"]),
+                         "the event sent through MCP is recorded")
+    mine = [e for e in out["events"] if e["event_id"] == hit["id"]]
+    check(len(mine) == 1 and mine[0]["priority"] == "error" and mine[0]["source"] == "agentbus"
+          and mine[0]["detail"] == {"priority": "error", "build": 7}, f"recorded once, as sent ({mine})")
+    await wait_for(s, "events_query", {"priority": "info", "source": "agentbus"},
+                   lambda o: any(e["event_id"] == miss["id"] for e in o["events"]),
+                   "the second event is recorded too")
+    err, out, _ = await call(s, "events_get", {"event_id": hit["id"]})
+    check(not err and out["found"] and out["event"]["detail_type"] == "build.failed", f"events_get ({out})")
+
+    # The webhook: a 503, then the retry succeeds; only the matching event is delivered.
+    deadline = time.monotonic() + 30
+    while len(Receiver.seen) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1)
+    seen = list(Receiver.seen)
+    check(len(seen) == 2, f"one failed delivery and one retry ({len(seen)} requests)")
+    for n, (h, body) in enumerate(seen[:2]):
+        sig = h.get("x-agentbus-signature", "")
+        parts = dict(p.split("=", 1) for p in sig.split(",") if "=" in p)
+        want = hmac.new(secret.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256).hexdigest()
+        check(hmac.compare_digest(parts.get("v1", ""), want), f"delivery {n + 1} is signed with the secret")
+        check(abs(int(parts.get("t", "0")) - time.time()) < 120, "the signature's time is now")
+        check(h.get("x-agentbus-attempt") == str(n + 1), f"attempt header {h.get('x-agentbus-attempt')}")
+        v = json.loads(body)
+        check(v["event"]["id"] == hit["id"] and v["rule"] == "failed-builds" and v["subscription_id"] == sub
+              and v["event"]["detail"]["build"] == 7, f"delivered the matching event ({v})")
+    out = await wait_for(s, "subscriptions_list", {}, lambda o: o["subscriptions"] and o["subscriptions"][0]["stats"]["delivered"] == 1,
+                         "the delivery is counted")
+    st = out["subscriptions"][0]["stats"]
+    check(st["failed"] == 0 and st["last_outcome"] == "204 after 2 attempts", f"delivery stats ({st})")
+    check("whsec_" not in json.dumps(out), "subscriptions_list shows no secret")
+
+    err, out, _ = await call(s, "events_counts", {"granularity": "hour"})
+    check(not err and out["total"] >= 2 and out["complete"], f"events_counts ({out})")
+    by_type = {}
+    for b in (out or {}).get("buckets", []):
+        for k, v in b["by_type"].items():
+            by_type[k] = by_type.get(k, 0) + v
+    check(by_type.get("build.failed", 0) >= 1 and by_type.get("build.started", 0) >= 1, f"counts by type ({by_type})")
+    err, out, text = await call(s, "events_counts", {"granularity": "week"})
+    check(err, f"events_counts refuses an unknown granularity ({text})")
+    err, out, text = await call(s, "events_query", {"priority": "urgent"})
+    check(err and "info, warning" in text, f"events_query refuses an unknown priority ({text})")
+    err, out, text = await call(s, "events_query", {"limit": 0})
+    check(err and "limit" in text, f"events_query refuses limit 0 ({text})")
+
+
+async def monitor_b(s):
+    err, out, _ = await call(s, "events_query", {})
+    check(not err and all(e["tenant"] != "tenant-a" for e in out["events"]), "tenant b sees none of a's events")
+    if "event" in SHARED:
+        err, out, _ = await call(s, "events_get", {"event_id": SHARED["event"]})
+        check(not err and out["found"] is False, f"tenant b cannot read a's event ({out})")
+    err, out, _ = await call(s, "rules_list", {})
+    check(not err and out["rules"] == [], f"tenant b has none of a's rules ({out})")
+    err, out, _ = await call(s, "rules_delete", {"name": "failed-builds"})
+    check(not err and out["deleted"] is False, "tenant b cannot delete a's rule")
+    err, out, _ = await call(s, "subscriptions_list", {})
+    check(not err and out["subscriptions"] == [], f"tenant b has none of a's subscriptions ({out})")
+    if "sub" in SHARED:
+        err, out, _ = await call(s, "subscriptions_delete", {"subscription_id": SHARED["sub"]})
+        check(not err and out["deleted"] is False, "tenant b cannot delete a's subscription")
+    err, out, text = await call(s, "subscriptions_create", {"rule": "failed-builds", "url": "http://127.0.0.1:9/x"})
+    check(err and "no rule" in text, f"tenant b cannot subscribe to a's rule ({text})")
+    err, out, _ = await call(s, "events_counts", {})
+    check(not err and out["total"] == 0, f"tenant b counts none of a's events ({out})")
+
+
+async def monitor_viewer(s):
+    err, out, _ = await call(s, "events_query", {"detail_type": "build.failed"})
+    check(not err and len(out["events"]) >= 1, "a viewer reads its tenant's events")
+    err, out, _ = await call(s, "rules_list", {})
+    check(not err and len(out["rules"]) == 1, "a viewer lists its tenant's rules")
+    for tool, args in [("rules_put", {"name": "v", "pattern": {"source": ["x"]}}),
+                       ("rules_delete", {"name": "failed-builds"}),
+                       ("subscriptions_create", {"rule": "failed-builds", "url": "http://127.0.0.1:9/"}),
+                       ("subscriptions_delete", {"subscription_id": SHARED.get("sub", "sub-0")})]:
+        err, out, text = await call(s, tool, args)
+        check(err and "read-only" in text, f"a viewer cannot {tool} ({text})")
 
 
 async def session(url, token, body):
@@ -121,12 +276,19 @@ async def viewer_a(s):
 
 async def main(url, token_a, token_b, viewer):
     await session(url, token_a, tenant_a)
+    await session(url, token_a, monitor_a)
     await session(url, token_b, tenant_b)
+    await session(url, token_b, monitor_b)
     await session(url, viewer, viewer_a)
+    await session(url, viewer, monitor_viewer)
 
     async def still_there(s):
         err, out, _ = await call(s, "artifacts_get", {"key": "plans/plan.md"})
         check(not err and out["found"], "a's artifact survived b and the viewer")
+        err, out, _ = await call(s, "subscriptions_list", {})
+        check(not err and len(out["subscriptions"]) == 1, "a's subscription survived b and the viewer")
+        err, out, _ = await call(s, "rules_list", {})
+        check(not err and [r["name"] for r in out["rules"]] == ["failed-builds"], "a's rule survived b and the viewer")
     await session(url, token_a, still_there)
 
 

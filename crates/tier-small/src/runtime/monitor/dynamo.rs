@@ -134,7 +134,8 @@ impl EventStore for DynamoEventStore {
             .update_item()
             .table_name(&self.events)
             .key(ev::EVENT_ID, s(&e.event_id))
-            .update_expression("SET dispatched = :t")
+            .update_expression("SET #d = :t")
+            .expression_attribute_names("#d", "dispatched")
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .send()
             .await
@@ -189,14 +190,26 @@ impl EventStore for DynamoEventStore {
         if q.source.is_some()
             && let Some(ty) = &q.detail_type
         {
-            filters.push("detail_type = :ty");
+            filters.push("#ty = :ty");
             values.insert(":ty".into(), s(ty));
         }
         if (q.source.is_some() || q.detail_type.is_some())
             && let Some(p) = &q.priority
         {
-            filters.push("priority = :p");
+            filters.push("#p = :p");
             values.insert(":p".into(), s(p));
+        }
+        // Attribute names only for the placeholders used (DynamoDB refuses unused ones).
+        let mut names: HashMap<String, String> = [
+            ("#h".to_string(), hash_attr.to_string()),
+            ("#r".to_string(), ev::TIME_ID.to_string()),
+        ]
+        .into();
+        if values.contains_key(":ty") {
+            names.insert("#ty".into(), "detail_type".into());
+        }
+        if values.contains_key(":p") {
+            names.insert("#p".into(), "priority".into());
         }
         let want = q.limit as usize + 1;
         let mut found = Vec::new();
@@ -208,8 +221,7 @@ impl EventStore for DynamoEventStore {
                 .table_name(&self.events)
                 .index_name(index.name)
                 .key_condition_expression("#h = :h AND #r BETWEEN :from AND :to")
-                .expression_attribute_names("#h", hash_attr)
-                .expression_attribute_names("#r", ev::TIME_ID)
+                .set_expression_attribute_names(Some(names.clone()))
                 .set_filter_expression((!filters.is_empty()).then(|| filters.join(" AND ")))
                 .set_expression_attribute_values(Some(values.clone()))
                 .scan_index_forward(false)
@@ -253,10 +265,13 @@ impl EventStore for DynamoEventStore {
                 .expression_attribute_names("#h", ev::TENANT)
                 .expression_attribute_names("#r", ev::TIME_ID)
                 .expression_attribute_names("#t", "time")
+                .expression_attribute_names("#s", "source")
+                .expression_attribute_names("#ty", "detail_type")
+                .expression_attribute_names("#p", "priority")
                 .expression_attribute_values(":h", s(tenant.as_str()))
                 .expression_attribute_values(":from", s(from))
                 .expression_attribute_values(":to", s(to))
-                .projection_expression("#t, #r, source, detail_type, priority")
+                .projection_expression("#t, #r, #s, #ty, #p")
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -400,19 +415,24 @@ impl EventStore for DynamoEventStore {
             .key(sb::SUBSCRIPTION_ID, s(id))
             .condition_expression("attribute_exists(#id)")
             .expression_attribute_names("#id", sb::SUBSCRIPTION_ID)
+            .expression_attribute_names("#c", "consecutive_failures")
+            .expression_attribute_names("#la", "last_attempt_at")
+            .expression_attribute_names("#lo", "last_outcome")
             .expression_attribute_values(":one", one)
             .expression_attribute_values(":at", s(&o.at))
             .expression_attribute_values(":o", s(&o.summary));
         req = if o.ok {
-            req.update_expression(
-                "ADD delivered :one SET consecutive_failures = :zero, last_attempt_at = :at, last_outcome = :o",
-            )
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            req.update_expression("ADD #d :one SET #c = :zero, #la = :at, #lo = :o")
+                .expression_attribute_names("#d", "delivered")
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
         } else {
             req.update_expression(
-                "ADD failed :one, consecutive_failures :one SET last_attempt_at = :at, last_outcome = :o, \
-                 last_failure_at = :at, last_failed_event = :e, last_error = :err",
+                "ADD #f :one, #c :one SET #la = :at, #lo = :o, #lf = :at, #le = :e, #er = :err",
             )
+            .expression_attribute_names("#f", "failed")
+            .expression_attribute_names("#lf", "last_failure_at")
+            .expression_attribute_names("#le", "last_failed_event")
+            .expression_attribute_names("#er", "last_error")
             .expression_attribute_values(":e", s(&o.event_id))
             .expression_attribute_values(":err", s(o.error.clone().unwrap_or_default()))
         };

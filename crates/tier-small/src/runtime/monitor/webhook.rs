@@ -239,8 +239,11 @@ impl Webhooks {
                     s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429
                 }
                 Err(e) => {
-                    last = tier_xs::engine::error_text(&e);
-                    !e.is_builder()
+                    // Without the URL: a webhook URL may carry a token in its path, and
+                    // this text goes to logs and into the subscription's last error.
+                    let retry = !e.is_builder();
+                    last = tier_xs::engine::error_text(&e.without_url());
+                    retry
                 }
             };
             if !retry || attempt == MAX_ATTEMPTS {
