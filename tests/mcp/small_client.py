@@ -28,7 +28,7 @@ BACKEND = sys.argv[5] if len(sys.argv) > 5 else "embedded"
 SMALL_TOOLS = {
     "artifacts_put", "artifacts_get", "artifacts_list", "artifacts_delete", "artifacts_url",
     "timeline_append", "timeline_query",
-    "events_query", "events_get", "events_counts", "rules_put", "rules_list", "rules_delete",
+    "events_query", "events_get", "events_counts", "events_health", "rules_put", "rules_list", "rules_delete",
     "subscriptions_create", "subscriptions_list", "subscriptions_delete",
 }
 SHARED = {}
@@ -136,6 +136,9 @@ async def monitor_a(s):
         for k, v in b["by_type"].items():
             by_type[k] = by_type.get(k, 0) + v
     check(by_type.get("build.failed", 0) >= 1 and by_type.get("build.started", 0) >= 1, f"counts by type ({by_type})")
+    err, out, _ = await call(s, "events_health", {})
+    check(not err and out["status"] == "active" and out["events_24h"] >= 2 and out["by_priority"]["error"] >= 1
+          and out["subscriptions"] == 1 and out["failing_subscriptions"] == [] and out["latest_event_at"], f"events_health ({out})")
     err, out, text = await call(s, "events_counts", {"granularity": "week"})
     check(err, f"events_counts refuses an unknown granularity ({text})")
     err, out, text = await call(s, "events_query", {"priority": "urgent"})
@@ -163,6 +166,8 @@ async def monitor_b(s):
     check(err and "no rule" in text, f"tenant b cannot subscribe to a's rule ({text})")
     err, out, _ = await call(s, "events_counts", {})
     check(not err and out["total"] == 0, f"tenant b counts none of a's events ({out})")
+    err, out, _ = await call(s, "events_health", {})
+    check(not err and out["status"] == "idle" and out["events_24h"] == 0 and out["subscriptions"] == 0, f"tenant b's health shows none of a's ({out})")
 
 
 async def monitor_viewer(s):

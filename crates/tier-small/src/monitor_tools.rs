@@ -14,7 +14,8 @@ use tier_xs::server::mcp::{Access, AgentbusMcp, explain, typed_route};
 use tier_xs::server::{AppState, api_error, caller};
 
 use crate::runtime::monitor::{
-    CountQuery, Counts, Created, EventPage, EventQuery, Monitor, MonitoredEvent, Rule, Subscription,
+    CountQuery, Counts, Created, EventPage, EventQuery, Monitor, MonitorHealth, MonitoredEvent,
+    Rule, Subscription,
 };
 use crate::tools::{annotations, tool};
 
@@ -188,6 +189,24 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
             },
         )
     };
+    let health = {
+        let m = m.clone();
+        typed_route(
+            tool(
+                "events_health",
+                "Your tenant's event monitoring at a glance: events in the last 24 hours by priority, the newest event's time, and which webhook subscriptions are failing.",
+                annotations(true, false, true),
+            ),
+            Access::Read,
+            move |id, _: crate::tools::NoArgs| {
+                let m = m.clone();
+                async move {
+                    let h: MonitorHealth = m.health(&id.tenant).await.map_err(explain)?;
+                    Ok(h)
+                }
+            },
+        )
+    };
     let put_rule = {
         let m = m.clone();
         typed_route(
@@ -311,6 +330,7 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
         query,
         get_one,
         counts,
+        health,
         put_rule,
         list_rules,
         delete_rule,

@@ -263,7 +263,8 @@ impl ToolExtension for SmallTools {
         "The small tier adds artifacts (artifacts_*: files by path-like key, with presigned URLs for large ones on AWS) \
          and the timeline (timeline_append, timeline_query: the agents' record of what they did). \
          Event monitoring records every event on the bus once: events_query and events_get read them \
-         (by source, detail type, priority, time), events_counts counts them per hour or day. rules_put saves an \
+         (by source, detail type, priority, time), events_counts counts them per hour or day, events_health sums up \
+         the last 24 hours. rules_put saves an \
          EventBridge-style pattern; subscriptions_create sends the events a rule matches to a webhook \
          (signed POSTs, retried; failures show in subscriptions_list)."
     }

@@ -794,6 +794,18 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
         "no secrets listed"
     );
     assert!(m.subscriptions(&b).await.unwrap().is_empty());
+    let h = m.health(&a).await.unwrap();
+    assert_eq!(h.status, "failing");
+    assert_eq!(
+        h.failing_subscriptions,
+        [dead_sub.subscription.subscription_id.clone()]
+    );
+    assert_eq!(h.subscriptions, 2);
+    assert!(h.events_24h >= 2, "{h:?}");
+    assert_eq!(
+        h.latest_event_at.as_deref(),
+        Some(miss.time.as_str()).max(Some(hit.time.as_str()))
+    );
     assert!(
         !m.unsubscribe(&b, &sub_id).await.unwrap(),
         "b cannot delete a's subscription"

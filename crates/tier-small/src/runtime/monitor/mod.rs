@@ -526,6 +526,19 @@ pub trait EventStore: Send + Sync {
     ) -> Result<(), RuntimeError>;
 }
 
+/// What `events_health` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct MonitorHealth {
+    /// `failing` (a webhook's last delivery failed), `active` (events in the last 24 h) or `idle`.
+    pub status: String,
+    pub events_24h: u64,
+    pub by_priority: BTreeMap<String, u64>,
+    pub latest_event_at: Option<String>,
+    pub subscriptions: u64,
+    /// Subscriptions whose last delivery failed.
+    pub failing_subscriptions: Vec<String>,
+}
+
 /// A new subscription's id and signing secret.
 fn random_hex(bytes: usize) -> Result<String, RuntimeError> {
     let mut b = vec![0u8; bytes];
@@ -708,6 +721,48 @@ impl Monitor {
         Ok(Created {
             subscription: s.subscription,
             signing_secret: s.secret,
+        })
+    }
+
+    /// The last 24 hours at a glance: whether events arrive, their priorities, the newest
+    /// one, and the webhooks that are failing.
+    pub async fn health(&self, tenant: &Tenant) -> Result<MonitorHealth, RuntimeError> {
+        let q = CountQuery::default();
+        let newest = EventQuery {
+            limit: Some(1),
+            ..Default::default()
+        };
+        let (counts, latest, subs) = tokio::try_join!(
+            self.counts(tenant, &q),
+            self.query(tenant, &newest),
+            self.subscriptions(tenant)
+        )?;
+        let mut by_priority: BTreeMap<String, u64> =
+            PRIORITIES.iter().map(|p| (p.to_string(), 0)).collect();
+        for b in &counts.buckets {
+            for (k, v) in &b.by_priority {
+                *by_priority.entry(k.clone()).or_default() += v;
+            }
+        }
+        let failing: Vec<String> = subs
+            .iter()
+            .filter(|s| s.stats.consecutive_failures > 0)
+            .map(|s| s.subscription_id.clone())
+            .collect();
+        Ok(MonitorHealth {
+            status: if !failing.is_empty() {
+                "failing"
+            } else if counts.total > 0 {
+                "active"
+            } else {
+                "idle"
+            }
+            .into(),
+            events_24h: counts.total,
+            by_priority,
+            latest_event_at: latest.events.first().map(|e| e.time.clone()),
+            subscriptions: subs.len() as u64,
+            failing_subscriptions: failing,
         })
     }
 
