@@ -798,7 +798,7 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
     assert_eq!(h.status, "failing");
     assert_eq!(
         h.failing_subscriptions,
-        [dead_sub.subscription.subscription_id.clone()]
+        std::slice::from_ref(&dead_sub.subscription.subscription_id)
     );
     assert_eq!(h.subscriptions, 2);
     assert!(h.events_24h >= 2, "{h:?}");
