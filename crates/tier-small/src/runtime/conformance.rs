@@ -477,7 +477,7 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
     // Delivered again (SQS does that): still one record, and nothing left to dispatch.
     m.ingest(&evs[1]).await.unwrap();
     assert!(
-        !store.record(&evs[1]).await.unwrap(),
+        !store.record(&evs[1], false).await.unwrap(),
         "a dispatched event is done"
     );
 

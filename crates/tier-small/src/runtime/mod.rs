@@ -38,6 +38,64 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// The embedded feed follows the extra-small event log from its checkpoint: each event
+    /// once, across restarts; records past the retention are pruned.
+    #[tokio::test]
+    async fn the_log_feed_records_each_published_event_once() {
+        use super::monitor::sqlite::{LogFeed, SqliteEventStore};
+        use super::monitor::webhook::{Reach, Webhooks};
+        use super::monitor::{EventQuery, Monitor, MonitoredEvent};
+        use tier_xs::runtime::events::{EventBus, SqliteEvents};
+        let dir = std::env::temp_dir().join(format!("agentbus-feed-{}", std::process::id()));
+        let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+        let bus = SqliteEvents::new(pool.clone());
+        let t = tier_xs::runtime::Tenant::new("feed").unwrap();
+        let store = std::sync::Arc::new(SqliteEventStore::open(pool.clone()).await.unwrap());
+        let monitor = Monitor::new(store.clone(), Webhooks::new(Reach::Anywhere).unwrap());
+        for i in 0..150 {
+            let p = if i % 3 == 0 { "error" } else { "whatever" };
+            bus.publish(&t, "tick", &serde_json::json!({"i": i, "priority": p}))
+                .await
+                .unwrap();
+        }
+        let feed = LogFeed::new(pool.clone(), monitor.clone());
+        assert_eq!(feed.catch_up().await.unwrap(), 150, "in batches of 100");
+        assert_eq!(feed.catch_up().await.unwrap(), 0);
+        // A restarted feed resumes from the stored checkpoint.
+        bus.publish(&t, "tock", &serde_json::json!({}))
+            .await
+            .unwrap();
+        let again = LogFeed::new(pool.clone(), monitor.clone());
+        assert_eq!(again.catch_up().await.unwrap(), 1);
+        let q = |p: &str| EventQuery {
+            priority: Some(p.into()),
+            limit: Some(200),
+            ..Default::default()
+        };
+        assert_eq!(
+            monitor.query(&t, &q("error")).await.unwrap().events.len(),
+            50
+        );
+        assert_eq!(
+            monitor.query(&t, &q("info")).await.unwrap().events.len(),
+            101
+        );
+        // An event older than the retention goes at the next prune.
+        let old = MonitoredEvent {
+            event_id: "old".into(),
+            tenant: "feed".into(),
+            source: "agentbus".into(),
+            detail_type: "tick".into(),
+            priority: "info".into(),
+            time: "2020-01-01T00:00:00.000Z".into(),
+            detail: serde_json::json!({}),
+        };
+        monitor.ingest(&old).await.unwrap();
+        assert_eq!(again.prune().await.unwrap(), 1);
+        assert!(monitor.get(&t, "old").await.unwrap().is_none());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     #[tokio::test]
     async fn embedded_timeline_conforms() {
         let dir = std::env::temp_dir().join(format!("agentbus-tl-{}", std::process::id()));

@@ -73,7 +73,7 @@ fn joined(tenant: &str, v: &str) -> String {
 
 #[async_trait]
 impl EventStore for DynamoEventStore {
-    async fn record(&self, e: &MonitoredEvent) -> Result<bool, RuntimeError> {
+    async fn record(&self, e: &MonitoredEvent, dispatched: bool) -> Result<bool, RuntimeError> {
         let item: Item = [
             (ev::EVENT_ID, s(&e.event_id)),
             (ev::TENANT, s(&e.tenant)),
@@ -90,7 +90,7 @@ impl EventStore for DynamoEventStore {
                 ev::EXPIRES_AT,
                 AttributeValue::N(e.expires_at().to_string()),
             ),
-            ("dispatched", AttributeValue::Bool(false)),
+            ("dispatched", AttributeValue::Bool(dispatched)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -105,7 +105,7 @@ impl EventStore for DynamoEventStore {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(!dispatched),
             Err(err) if error_code(&err) == Some("ConditionalCheckFailedException") => {
                 let out = self
                     .db

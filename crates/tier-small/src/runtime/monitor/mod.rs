@@ -19,8 +19,8 @@ pub mod dynamo;
 pub mod sqlite;
 pub mod webhook;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -482,9 +482,10 @@ pub struct Outcome {
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Records the event unless its id is already recorded. True when its deliveries are
-    /// still to be done (new, or recorded but never dispatched).
-    async fn record(&self, e: &MonitoredEvent) -> Result<bool, RuntimeError>;
+    /// Records the event unless its id is already recorded (`dispatched`: it has no
+    /// deliveries to make). True when its deliveries are still to be done: new and not
+    /// `dispatched`, or recorded before but never dispatched.
+    async fn record(&self, e: &MonitoredEvent, dispatched: bool) -> Result<bool, RuntimeError>;
     async fn mark_dispatched(&self, e: &MonitoredEvent) -> Result<(), RuntimeError>;
     async fn get(
         &self,
@@ -562,37 +563,66 @@ pub struct Created {
 pub struct Monitor {
     pub store: Arc<dyn EventStore>,
     pub webhooks: Webhooks,
+    patterns: Arc<Mutex<HashMap<String, Arc<Pattern>>>>,
 }
 
 impl Monitor {
     pub fn new(store: Arc<dyn EventStore>, webhooks: Webhooks) -> Self {
-        Monitor { store, webhooks }
+        Monitor {
+            store,
+            webhooks,
+            patterns: Arc::default(),
+        }
+    }
+
+    /// The tenant's enabled rules, compiled once per version of each rule.
+    fn compiled(&self, tenant: &Tenant, rules: &[Rule]) -> Vec<(String, Arc<Pattern>)> {
+        let Ok(mut cache) = self.patterns.lock() else {
+            return Vec::new();
+        };
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        rules
+            .iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| {
+                let key = format!("{tenant}\u{0}{}\u{0}{}", r.name, r.updated_at);
+                if let Some(p) = cache.get(&key) {
+                    return Some((r.name.clone(), p.clone()));
+                }
+                // A stored pattern was checked when it was saved; one that no longer parses
+                // (a newer server's operator, say) matches nothing.
+                let p = Arc::new(Pattern::parse(&r.pattern).ok()?);
+                cache.insert(key, p.clone());
+                Some((r.name.clone(), p))
+            })
+            .collect()
     }
 
     /// Records one event from the bus and delivers it to matching subscriptions.
     pub async fn ingest(&self, e: &MonitoredEvent) -> Result<(), RuntimeError> {
-        if !self.store.record(e).await? {
-            return Ok(());
-        }
         let tenant = Tenant::new(&e.tenant)?;
         let (rules, subs) =
             tokio::try_join!(self.store.rules(&tenant), self.store.subscriptions(&tenant))?;
         let doc = e.document();
-        let matched: Vec<&Rule> = rules
-            .iter()
-            .filter(|r| {
-                r.enabled
-                    && Pattern::parse(&r.pattern)
-                        .map(|p| p.matches(&doc))
-                        .unwrap_or(false)
-            })
+        let matched: Vec<String> = self
+            .compiled(&tenant, &rules)
+            .into_iter()
+            .filter(|(_, p)| p.matches(&doc))
+            .map(|(name, _)| name)
             .collect();
-        let deliveries = subs.iter().filter(|s| {
-            s.subscription.enabled && matched.iter().any(|r| r.name == s.subscription.rule)
-        });
-        let sends = deliveries.map(|s| {
+        let targets: Vec<&StoredSubscription> = subs
+            .iter()
+            .filter(|s| s.subscription.enabled && matched.contains(&s.subscription.rule))
+            .collect();
+        // Most events go to no webhook: one write records them as done.
+        if !self.store.record(e, targets.is_empty()).await? {
+            return Ok(());
+        }
+        let sends = targets.into_iter().map(|s| {
             let tenant = tenant.clone();
-            let doc = doc.clone();
+            let doc = &doc;
             async move {
                 let d = Delivery {
                     url: &s.subscription.url,
@@ -600,7 +630,7 @@ impl Monitor {
                     subscription_id: &s.subscription.subscription_id,
                     rule: &s.subscription.rule,
                     event_id: &e.event_id,
-                    document: &doc,
+                    document: doc,
                 };
                 let o = self.webhooks.deliver(&d).await;
                 if !o.ok {

@@ -14,6 +14,7 @@ use super::{
     CheckedQuery, CountRow, EventStore, Monitor, MonitoredEvent, Outcome, Rule, StoredSubscription,
     Subscription, apply_outcome, priority_of,
 };
+use crate::monitoring::events::RETENTION_DAYS;
 use crate::runtime::timeline::ts_of;
 
 const SCHEMA: &str = r#"
@@ -80,11 +81,11 @@ fn db(op: &'static str) -> impl Fn(sqlx::Error) -> RuntimeError {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
-    async fn record(&self, e: &MonitoredEvent) -> Result<bool, RuntimeError> {
-        sqlx::query(
+    async fn record(&self, e: &MonitoredEvent, dispatched: bool) -> Result<bool, RuntimeError> {
+        let inserted = sqlx::query(
             "INSERT OR IGNORE INTO monitor_events
-             (event_id, tenant, source, detail_type, priority, ts_id, time, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             (event_id, tenant, source, detail_type, priority, ts_id, time, detail, dispatched)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&e.event_id)
         .bind(&e.tenant)
@@ -94,16 +95,22 @@ impl EventStore for SqliteEventStore {
         .bind(e.ts_id())
         .bind(&e.time)
         .bind(e.detail.to_string())
+        .bind(dispatched)
         .execute(&self.pool)
         .await
-        .map_err(db("insert event"))?;
-        let done: i64 =
+        .map_err(db("insert event"))?
+        .rows_affected()
+            == 1;
+        if inserted {
+            return Ok(!dispatched);
+        }
+        let done: bool =
             sqlx::query_scalar("SELECT dispatched FROM monitor_events WHERE event_id = ?")
                 .bind(&e.event_id)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("select event"))?;
-        Ok(done == 0)
+        Ok(!done)
     }
 
     async fn mark_dispatched(&self, e: &MonitoredEvent) -> Result<(), RuntimeError> {
@@ -394,11 +401,30 @@ impl LogFeed {
         }
     }
 
+    /// Removes recorded events older than the retention (DynamoDB's TTL does this on AWS).
+    pub async fn prune(&self) -> Result<u64, RuntimeError> {
+        let before =
+            ts_of(tier_xs::runtime::now_millis().saturating_sub(RETENTION_DAYS * 86_400_000));
+        Ok(sqlx::query("DELETE FROM monitor_events WHERE time < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db("prune events"))?
+            .rows_affected())
+    }
+
     /// Runs until `stop` fires.
     pub async fn run(self, stop: CancellationToken) {
+        let mut pruned: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.catch_up().await {
                 tracing::warn!("event monitor: {e}");
+            }
+            if pruned.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+                pruned = Some(std::time::Instant::now());
+                if let Err(e) = self.prune().await {
+                    tracing::warn!("event monitor: {e}");
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
