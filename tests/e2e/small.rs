@@ -736,15 +736,7 @@ async fn check_monitor_feed(aws: &tier_xs::aws::AwsClients, env: &str, small: &S
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let ws = format!("agentbus-{env}");
     let attrs = |name: String| async move {
-        let url = aws
-            .sqs
-            .get_queue_url()
-            .queue_name(name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let url = queue_url(aws, &name).await;
         aws.sqs
             .get_queue_attributes()
             .queue_url(url)
@@ -848,15 +840,7 @@ async fn another_producers_event_is_recorded_once(
     // Every message was deleted once recorded: nothing waits, nothing went to the DLQ.
     use aws_sdk_sqs::types::QueueAttributeName as A;
     for name in [small.events_queue.clone(), format!("{bus}-events-feed-dlq")] {
-        let url = aws
-            .sqs
-            .get_queue_url()
-            .queue_name(name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap();
+        let url = queue_url(aws, &name).await;
         let start = std::time::Instant::now();
         loop {
             let at = aws
@@ -882,4 +866,15 @@ async fn another_producers_event_is_recorded_once(
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
+}
+
+async fn queue_url(aws: &tier_xs::aws::AwsClients, name: &str) -> String {
+    aws.sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
 }

@@ -322,17 +322,8 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn delete_rule(&self, tenant: &Tenant, name: &str) -> Result<bool, RuntimeError> {
-        let out = self
-            .db
-            .delete_item()
-            .table_name(&self.rules)
-            .key(rl::TENANT, s(tenant.as_str()))
-            .key(rl::RULE_ID, s(name))
-            .return_values(ReturnValue::AllOld)
-            .send()
+        self.delete(&self.rules, (rl::TENANT, tenant), (rl::RULE_ID, name))
             .await
-            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
     }
 
     async fn put_subscription(
@@ -387,17 +378,12 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn delete_subscription(&self, tenant: &Tenant, id: &str) -> Result<bool, RuntimeError> {
-        let out = self
-            .db
-            .delete_item()
-            .table_name(&self.subscriptions)
-            .key(sb::TENANT, s(tenant.as_str()))
-            .key(sb::SUBSCRIPTION_ID, s(id))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+        self.delete(
+            &self.subscriptions,
+            (sb::TENANT, tenant),
+            (sb::SUBSCRIPTION_ID, id),
+        )
+        .await
     }
 
     async fn record_outcome(
@@ -446,6 +432,26 @@ impl EventStore for DynamoEventStore {
 }
 
 impl DynamoEventStore {
+    /// Deletes one item of a tenant's partition; whether it was there.
+    async fn delete(
+        &self,
+        table: &str,
+        (hash, tenant): (&str, &Tenant),
+        (range, id): (&str, &str),
+    ) -> Result<bool, RuntimeError> {
+        let out = self
+            .db
+            .delete_item()
+            .table_name(table)
+            .key(hash, s(tenant.as_str()))
+            .key(range, s(id))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
     /// Every item of one tenant's partition (rules and subscriptions: at most 100 each).
     async fn all(&self, table: &str, hash: &str, tenant: &str) -> Result<Vec<Item>, RuntimeError> {
         let mut items = Vec::new();
