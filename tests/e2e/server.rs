@@ -837,3 +837,124 @@ fn up_small_serves_the_artifacts_timeline_and_monitor_tools_to_the_python_sdk() 
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One stdio MCP session of `agentbus serve --stdio` on a data directory: the tool calls in
+/// order (a `None` tool pauses a second), then EOF; the structured result of each call.
+fn stdio_session(
+    dir: &std::path::Path,
+    tier: &str,
+    calls: &[(Option<&str>, serde_json::Value)],
+) -> Vec<serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--stdio",
+            "--tenant",
+            "acme",
+            "--tier",
+            tier,
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = move |v: Value| writeln!(input, "{v}").unwrap();
+    let mut answer = |id: u64| -> Value {
+        for line in output.by_ref() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+        panic!("no answer to request {id}");
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}),
+    );
+    answer(0);
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let mut results = Vec::new();
+    for (i, (tool, args)) in calls.iter().enumerate() {
+        let Some(tool) = tool else {
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        };
+        let id = i as u64 + 1;
+        send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}}));
+        let r = answer(id);
+        assert_eq!(r["result"]["isError"], false, "{tool}: {r}");
+        results.push(r["result"]["structuredContent"].clone());
+    }
+    drop(send);
+    child.wait().unwrap();
+    results
+}
+
+/// `up small` on an extra-small data directory keeps the KV entries and secrets, and its
+/// monitor records the events published before the move (it follows the event log from its
+/// start); going back to extra-small keeps what small added for the next move up.
+#[test]
+fn the_embedded_target_moves_between_tiers_on_the_same_data() {
+    use serde_json::json;
+    let dir = temp_dir("up-move");
+    stdio_session(
+        &dir,
+        "xs",
+        &[
+            (Some("kv_set"), json!({"key": "k", "value": "from xs"})),
+            (
+                Some("secrets_put"),
+                json!({"name": "api-key", "value": "s3cr3t"}),
+            ),
+            (
+                Some("events_send"),
+                json!({"detail_type": "before.move", "detail": {"priority": "warning"}}),
+            ),
+        ],
+    );
+    let r = stdio_session(
+        &dir,
+        "small",
+        &[
+            (Some("kv_get"), json!({"key": "k"})),
+            (Some("secrets_list"), json!({})),
+            (None, json!(null)),
+            (Some("events_query"), json!({"detail_type": "before.move"})),
+            (
+                Some("artifacts_put"),
+                json!({"key": "notes.md", "content": "kept"}),
+            ),
+        ],
+    );
+    assert_eq!(r[0]["value"], "from xs", "{:?}", r[0]);
+    assert!(r[1].to_string().contains("api-key"), "{:?}", r[1]);
+    assert_eq!(r[2]["events"].as_array().unwrap().len(), 1, "{:?}", r[2]);
+    assert_eq!(r[2]["events"][0]["priority"], "warning");
+    // Back to xs: the small tools are gone, the data of both stays.
+    let r = stdio_session(&dir, "xs", &[(Some("kv_get"), json!({"key": "k"}))]);
+    assert_eq!(r[0]["value"], "from xs");
+    let r = stdio_session(
+        &dir,
+        "small",
+        &[
+            (Some("artifacts_get"), json!({"key": "notes.md"})),
+            (Some("events_query"), json!({})),
+        ],
+    );
+    assert_eq!(r[0]["content"], "kept");
+    assert_eq!(
+        r[1]["events"].as_array().unwrap().len(),
+        1,
+        "recorded once across restarts: {:?}",
+        r[1]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
