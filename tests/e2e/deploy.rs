@@ -36,17 +36,7 @@ async fn dashboard_groups(
     aws: &tier_xs::aws::AwsClients,
     ws: &str,
 ) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
-    aws.ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("{ws}-dashboard"))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
+    crate::harness::security_groups_named(aws, &format!("{ws}-dashboard")).await
 }
 
 /// Resources whose plan entry is a change, with the fields that change.
@@ -641,7 +631,9 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
     assert!(history[1].cancelled);
 }
 
-#[tokio::test]
+// Multi-threaded: the lease's heartbeat must keep running while this thread waits for the
+// `agentbus` processes (a 4 s lease would otherwise lapse during a slow deploy attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_is_refused_and_unlock_waits_for_a_dead_holder() {
     let env = unique_env("lock");
     let aws = clients().await;

@@ -142,6 +142,24 @@ pub async fn clients() -> AwsClients {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh env name for one test: `t{pid}{n}`-style, within the 16-character limit.
+/// The security groups with this name (one per VPC; the tests use the default VPC).
+pub async fn security_groups_named(
+    aws: &AwsClients,
+    name: &str,
+) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
+    aws.ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(name)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn unique_env(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id() % 100_000;

@@ -161,14 +161,8 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     check_load_balancer(&aws, &env).await;
     // status says where the dashboard answers: the load balancer.
     let st = agentbus(&["status", "--env", &env, "--json"]).json();
-    let dns = aws
-        .elb
-        .describe_load_balancers()
-        .names(format!("agentbus-{env}-dash"))
-        .send()
+    let dns = dashboard_balancer(&aws, &env)
         .await
-        .unwrap()
-        .load_balancers()[0]
         .dns_name()
         .unwrap()
         .to_string();
@@ -355,6 +349,9 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             )
         })
         .collect();
+    for pair in small.to_env() {
+        assert!(task_env.contains(&pair), "{pair:?} in {task_env:?}");
+    }
     let token = |tenant: &str, role: &str| {
         let r = agentbus(&[
             "token", "create", "--env", &env, "--tenant", tenant, "--role", role, "--json",
@@ -382,39 +379,15 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     small_client(port, &ta, &tb, &tv, "aws");
     another_producers_event_is_recorded_once(&aws, &cfg.event_bus, &small).await;
     drop(server);
-    let o = aws
-        .s3
-        .get_object()
-        .bucket(&small.artifacts_bucket)
-        .key("tenants/tenant-a/plans/plan.md")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        o.body.collect().await.unwrap().into_bytes().as_ref(),
+        object(
+            &aws,
+            &small.artifacts_bucket,
+            "tenants/tenant-a/plans/plan.md"
+        )
+        .await,
         b"# plan\n"
     );
-
-    let td = aws
-        .ecs
-        .describe_task_definition()
-        .task_definition(format!("agentbus-{env}-dashboard"))
-        .send()
-        .await
-        .unwrap();
-    let c_env: Vec<(String, String)> = td.task_definition().unwrap().container_definitions()[0]
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap().to_string(),
-                kv.value().unwrap().to_string(),
-            )
-        })
-        .collect();
-    for pair in small.to_env() {
-        assert!(c_env.contains(&pair), "{pair:?} in {c_env:?}");
-    }
 
     // Data in the small resources, then the downgrade: they are kept, with their data.
     aws.s3
@@ -443,16 +416,8 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         "60",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
-    let o = aws
-        .s3
-        .get_object()
-        .bucket(&small.artifacts_bucket)
-        .key("acme/report.txt")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        o.body.collect().await.unwrap().into_bytes().as_ref(),
+        object(&aws, &small.artifacts_bucket, "acme/report.txt").await,
         b"hello"
     );
     assert!(
@@ -506,18 +471,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
 
 /// `"{port} from {source}"` for every inbound rule of a security group, by name.
 async fn ingress_of(aws: &tier_xs::aws::AwsClients, name: &str) -> Vec<String> {
-    let out = aws
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(name)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let out = crate::harness::security_groups_named(aws, name).await;
     let mut v = Vec::new();
     for p in out.security_groups()[0].ip_permissions() {
         let port = p.from_port().unwrap_or_default();
@@ -536,29 +490,12 @@ async fn ingress_of(aws: &tier_xs::aws::AwsClients, name: &str) -> Vec<String> {
 /// security group admitting only the balancer's.
 async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
     let ws = format!("agentbus-{env}");
-    let lbs = aws
-        .elb
-        .describe_load_balancers()
-        .names(format!("{ws}-dash"))
-        .send()
-        .await
-        .unwrap();
-    let lb = &lbs.load_balancers()[0];
+    let lb = dashboard_balancer(aws, env).await;
     assert_eq!(lb.scheme().unwrap().as_str(), "internet-facing");
     assert_eq!(lb.r#type().unwrap().as_str(), "application");
     assert!(lb.availability_zones().len() >= 2);
-    let alb_sg = aws
-        .ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("{ws}-alb"))
-                .build(),
-        )
-        .send()
+    let alb_sg = crate::harness::security_groups_named(aws, &format!("{ws}-alb"))
         .await
-        .unwrap()
         .security_groups()[0]
         .group_id()
         .unwrap()
@@ -654,14 +591,8 @@ async fn check_https(aws: &tier_xs::aws::AwsClients, env: &str) {
         "--yes",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
-    let lb_arn = aws
-        .elb
-        .describe_load_balancers()
-        .names(format!("{ws}-dash"))
-        .send()
+    let lb_arn = dashboard_balancer(aws, env)
         .await
-        .unwrap()
-        .load_balancers()[0]
         .load_balancer_arn()
         .unwrap()
         .to_string();
@@ -877,4 +808,32 @@ async fn queue_url(aws: &tier_xs::aws::AwsClients, name: &str) -> String {
         .unwrap()
         .queue_url
         .unwrap()
+}
+
+/// The content of an S3 object.
+async fn object(aws: &tier_xs::aws::AwsClients, bucket: &str, key: &str) -> Vec<u8> {
+    let o = aws
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The workspace's load balancer (it must exist).
+async fn dashboard_balancer(
+    aws: &tier_xs::aws::AwsClients,
+    env: &str,
+) -> aws_sdk_elasticloadbalancingv2::types::LoadBalancer {
+    aws.elb
+        .describe_load_balancers()
+        .names(format!("agentbus-{env}-dash"))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .clone()
 }

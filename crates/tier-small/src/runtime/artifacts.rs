@@ -551,13 +551,7 @@ impl ArtifactStore for EmbeddedArtifacts {
         .await
         .map_err(|e| RuntimeError::backend("artifacts list", e))?;
         let mut artifacts: Vec<ArtifactMeta> = rows.iter().map(meta).collect();
-        let more = artifacts.len() > limit as usize;
-        artifacts.truncate(limit as usize);
-        let next_cursor = if more {
-            artifacts.last().map(|a| encode_cursor(&a.key))
-        } else {
-            None
-        };
+        let next_cursor = tier_xs::runtime::cut_page(&mut artifacts, limit, |a| a.key.clone());
         Ok(ArtifactPage {
             artifacts,
             next_cursor,

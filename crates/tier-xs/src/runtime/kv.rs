@@ -594,12 +594,7 @@ impl KvStore for SqliteKv {
         .await
         .map_err(|e| RuntimeError::backend("select", e))?;
         let mut entries: Vec<KvEntry> = rows.iter().map(Self::entry).collect();
-        let next_cursor = if entries.len() > limit as usize {
-            entries.truncate(limit as usize);
-            entries.last().map(|e| encode_cursor(&e.key))
-        } else {
-            None
-        };
+        let next_cursor = super::cut_page(&mut entries, limit, |e| e.key.clone());
         Ok(KvPage {
             entries,
             next_cursor,

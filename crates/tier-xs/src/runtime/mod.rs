@@ -124,6 +124,16 @@ pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, Run
     Ok(limit)
 }
 
+/// Keeps the first `limit` of `items` (read as `limit + 1` to learn whether there is more)
+/// and returns the next page's cursor: the last kept item's key, when more were there.
+pub fn cut_page<T>(items: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> Option<String> {
+    if items.len() <= limit as usize {
+        return None;
+    }
+    items.truncate(limit as usize);
+    items.last().map(|i| kv::encode_cursor(&key(i)))
+}
+
 /// A name made by people (KV keys, secret names): printable, no control characters.
 pub fn check_name(
     what: &'static str,

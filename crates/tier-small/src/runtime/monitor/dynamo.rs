@@ -199,7 +199,7 @@ impl EventStore for DynamoEventStore {
             filters.push("#p = :p");
             values.insert(":p".into(), s(p));
         }
-        // Attribute names only for the placeholders used (DynamoDB refuses unused ones).
+        // Name only the `#` aliases the expressions use (DynamoDB refuses unused ones).
         let mut names: HashMap<String, String> = [
             ("#h".to_string(), hash_attr.to_string()),
             ("#r".to_string(), ev::TIME_ID.to_string()),

@@ -262,15 +262,7 @@ impl CheckedQuery {
 
 /// A page of `limit` from a newest-first list that may hold one more.
 pub fn page(mut events: Vec<MonitoredEvent>, limit: u32) -> EventPage {
-    let more = events.len() > limit as usize;
-    events.truncate(limit as usize);
-    let next_cursor = if more {
-        events
-            .last()
-            .map(|e| tier_xs::runtime::kv::encode_cursor(&e.ts_id()))
-    } else {
-        None
-    };
+    let next_cursor = tier_xs::runtime::cut_page(&mut events, limit, MonitoredEvent::ts_id);
     EventPage {
         events,
         next_cursor,
