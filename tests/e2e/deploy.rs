@@ -92,7 +92,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     // KV table: on-demand, pk/sk strings, TTL, PITR, SSE, tags.
     let kv = format!("{ws}-kv");
     let t = aws
-        .dynamodb
+        .dynamodb()
         .describe_table()
         .table_name(&kv)
         .send()
@@ -129,7 +129,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     );
     assert_eq!(t.deletion_protection_enabled, Some(false));
     let ttl = aws
-        .dynamodb
+        .dynamodb()
         .describe_time_to_live()
         .table_name(&kv)
         .send()
@@ -139,7 +139,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     assert_eq!(ttl.attribute_name.as_deref(), Some("expires_at"));
     assert_eq!(ttl.time_to_live_status.unwrap().as_str(), "ENABLED");
     let pitr = aws
-        .dynamodb
+        .dynamodb()
         .describe_continuous_backups()
         .table_name(&kv)
         .send()
@@ -156,7 +156,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         "ENABLED"
     );
     let tags = aws
-        .dynamodb
+        .dynamodb()
         .list_tags_of_resource()
         .resource_arn(t.table_arn.unwrap())
         .send()
@@ -176,14 +176,14 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     );
 
     // Event bus with a rule whose one target is the workspace's event log group.
-    aws.events
+    aws.events()
         .describe_event_bus()
         .name(&ws)
         .send()
         .await
         .unwrap();
     let targets = aws
-        .events
+        .events()
         .list_targets_by_rule()
         .rule(format!("{ws}-all-events"))
         .event_bus_name(&ws)
@@ -199,7 +199,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         targets.targets()
     );
     let rule = aws
-        .events
+        .events()
         .describe_rule()
         .name(format!("{ws}-all-events"))
         .event_bus_name(&ws)
@@ -216,7 +216,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     // Log groups: 7 days.
     for g in [format!("/aws/events/{ws}"), format!("/ecs/{ws}-dashboard")] {
         let lg = aws
-            .logs
+            .logs()
             .describe_log_groups()
             .log_group_name_prefix(&g)
             .send()
@@ -232,7 +232,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
 
     // The secret exists with a generated value that no output shows.
     let secret = aws
-        .secrets
+        .secrets()
         .get_secret_value()
         .secret_id(format!("agentbus/{env}/server"))
         .send()
@@ -245,7 +245,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
 
     // Cluster: FARGATE + FARGATE_SPOT, Spot by default.
     let c = aws
-        .ecs
+        .ecs()
         .describe_clusters()
         .clusters(&ws)
         .send()
@@ -262,7 +262,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
 
     // Task definition: 256/512, port 8080, a health check without curl, names in the env.
     let td = aws
-        .ecs
+        .ecs()
         .describe_task_definition()
         .task_definition(format!("{ws}-dashboard"))
         .send()
@@ -306,7 +306,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         ),
     ] {
         let doc = aws
-            .iam
+            .iam()
             .get_role_policy()
             .role_name(&role)
             .policy_name(&role)
@@ -328,7 +328,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
             }
         }
         let trust = aws
-            .iam
+            .iam()
             .get_role()
             .role_name(&role)
             .send()
@@ -358,7 +358,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
 
     // Service: one task on Spot, public IP, in the group above.
     let svc = aws
-        .ecs
+        .ecs()
         .describe_services()
         .cluster(&ws)
         .services(format!("{ws}-dashboard"))
@@ -406,7 +406,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
 
     // The budget: the tier's target, alerts to the given address, counting the workspace's tag.
     let b = aws
-        .budgets
+        .budgets()
         .describe_budget()
         .account_id("123456789012")
         .budget_name(&ws)
@@ -426,7 +426,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         (Some("agentbus:workspace"), &[ws.clone()][..])
     );
     let n = aws
-        .budgets
+        .budgets()
         .describe_notifications_for_budget()
         .account_id("123456789012")
         .budget_name(&ws)
@@ -450,7 +450,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
     let aws = clients().await;
     let ws = format!("agentbus-{env}");
 
-    aws.logs
+    aws.logs()
         .put_retention_policy()
         .log_group_name(format!("/ecs/{ws}-dashboard"))
         .retention_in_days(30)
@@ -458,7 +458,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .await
         .unwrap();
     let arn = aws
-        .dynamodb
+        .dynamodb()
         .describe_table()
         .table_name(format!("{ws}-kv"))
         .send()
@@ -468,7 +468,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .unwrap()
         .table_arn
         .unwrap();
-    aws.dynamodb
+    aws.dynamodb()
         .tag_resource()
         .resource_arn(&arn)
         .tags(
@@ -485,7 +485,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .group_id
         .clone()
         .unwrap();
-    aws.ec2
+    aws.ec2()
         .authorize_security_group_ingress()
         .group_id(&sg)
         .ip_permissions(
@@ -523,7 +523,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
     let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(p.code, 0, "{p:?}");
     let perms = aws
-        .ec2
+        .ec2()
         .describe_security_groups()
         .group_ids(&sg)
         .send()
@@ -541,11 +541,11 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
 async fn an_interrupted_apply_is_finished_by_the_next_one() {
     let env = unique_env("intr");
     let aws = clients().await;
-    let d = Deployer::connect(aws.clone(), Env::new(&env).unwrap())
+    let d = Deployer::connect(aws.clone(), Env::new(&env).unwrap(), tier_xs::ladder())
         .await
         .unwrap();
     let inputs = Inputs {
-        image: Some(IMAGE.into()),
+        settings: [("image".to_string(), serde_json::json!(IMAGE))].into(),
         parallelism: 1,
         service_wait: Some(Duration::from_secs(60)),
         ..Inputs::default()
@@ -614,7 +614,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
     let sgs = dashboard_groups(&aws, &ws).await;
     assert_eq!(sgs.security_groups().len(), 1);
     let tds = aws
-        .ecs
+        .ecs()
         .list_task_definitions()
         .family_prefix(format!("{ws}-dashboard"))
         .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
@@ -622,7 +622,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
         .await
         .unwrap();
     assert_eq!(tds.task_definition_arns().len(), 1);
-    let services = aws.ecs.list_services().cluster(&ws).send().await.unwrap();
+    let services = aws.ecs().list_services().cluster(&ws).send().await.unwrap();
     assert_eq!(services.service_arns().len(), 1);
     // Both applies are on record, the interrupted one as cancelled.
     let history = d.table.history(10).await.unwrap();
@@ -637,7 +637,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
 async fn a_second_writer_is_refused_and_unlock_waits_for_a_dead_holder() {
     let env = unique_env("lock");
     let aws = clients().await;
-    let d = Deployer::connect(aws, Env::new(&env).unwrap())
+    let d = Deployer::connect(aws, Env::new(&env).unwrap(), tier_xs::ladder())
         .await
         .unwrap();
     let lease = d.lock(Duration::from_secs(4)).await.unwrap();
@@ -673,7 +673,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     let aws = clients().await;
     let ws = format!("agentbus-{env}");
     let kv = format!("{ws}-kv");
-    aws.dynamodb
+    aws.dynamodb()
         .put_item()
         .table_name(&kv)
         .item("pk", AttributeValue::S("tenant-a#default".into()))
@@ -686,7 +686,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     // The budget follows its settings: a new limit and an alert address are updated in place.
     let budget = || async {
         let b = aws
-            .budgets
+            .budgets()
             .describe_budget()
             .account_id("123456789012")
             .budget_name(&ws)
@@ -694,7 +694,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .await
             .unwrap();
         let n = aws
-            .budgets
+            .budgets()
             .describe_notifications_for_budget()
             .account_id("123456789012")
             .budget_name(&ws)
@@ -729,7 +729,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
         "{r:?}"
     );
     let item = aws
-        .dynamodb
+        .dynamodb()
         .get_item()
         .table_name(&kv)
         .key("pk", AttributeValue::S("tenant-a#default".into()))
@@ -743,7 +743,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     );
     // Everything else is gone.
     assert!(
-        aws.events
+        aws.events()
             .describe_event_bus()
             .name(&ws)
             .send()
@@ -751,7 +751,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .is_err()
     );
     assert!(
-        aws.iam
+        aws.iam()
             .get_role()
             .role_name(format!("{ws}-dashboard-task"))
             .send()
@@ -759,7 +759,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .is_err()
     );
     assert!(
-        aws.secrets
+        aws.secrets()
             .describe_secret()
             .secret_id(format!("agentbus/{env}/server"))
             .send()
@@ -767,7 +767,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .is_err()
     );
     let c = aws
-        .ecs
+        .ecs()
         .describe_clusters()
         .clusters(&ws)
         .send()
@@ -781,7 +781,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     let sgs = dashboard_groups(&aws, &ws).await;
     assert!(sgs.security_groups().is_empty());
     assert!(
-        aws.budgets
+        aws.budgets()
             .describe_budget()
             .account_id("123456789012")
             .budget_name(&ws)
@@ -800,7 +800,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        aws.dynamodb
+        aws.dynamodb()
             .describe_table()
             .table_name(&kv)
             .send()
@@ -808,7 +808,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .is_err()
     );
     assert!(
-        aws.dynamodb
+        aws.dynamodb()
             .describe_table()
             .table_name(format!("{ws}-deploy"))
             .send()
@@ -837,7 +837,7 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
     assert_eq!(r.code, 0, "{r:?}");
     let aws = clients().await;
     let t = aws
-        .dynamodb
+        .dynamodb()
         .describe_table()
         .table_name("agentbus-prod-kv")
         .send()
@@ -845,7 +845,7 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
         .unwrap();
     assert_eq!(t.table.unwrap().deletion_protection_enabled, Some(true));
     let svc = aws
-        .ecs
+        .ecs()
         .describe_services()
         .cluster("agentbus-prod")
         .services("agentbus-prod-dashboard")
@@ -870,7 +870,7 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
         "{r:?}"
     );
     assert!(
-        aws.dynamodb
+        aws.dynamodb()
             .describe_table()
             .table_name("agentbus-prod-kv")
             .send()
@@ -878,7 +878,7 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
             .is_ok()
     );
     let s = aws
-        .secrets
+        .secrets()
         .describe_secret()
         .secret_id("agentbus/prod/server")
         .send()
@@ -893,7 +893,7 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
     let r = agentbus(&deploy_args(env, &[]));
     assert_eq!(r.code, 0, "{r:?}");
     let s = aws
-        .secrets
+        .secrets()
         .describe_secret()
         .secret_id("agentbus/prod/server")
         .send()
@@ -946,7 +946,7 @@ async fn the_cli_explains_bad_input() {
     );
     let aws = clients().await;
     assert!(
-        aws.dynamodb
+        aws.dynamodb()
             .describe_table()
             .table_name(format!("agentbus-{env}-kv"))
             .send()

@@ -147,7 +147,7 @@ pub async fn security_groups_named(
     aws: &AwsClients,
     name: &str,
 ) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
-    aws.ec2
+    aws.ec2()
         .describe_security_groups()
         .filters(
             aws_sdk_ec2::types::Filter::builder()

@@ -274,7 +274,7 @@ fn deploy_uses_the_pushed_image_and_refuses_one_the_registry_lacks() {
     let image = rt.block_on(async {
         let c = clients().await;
         let td = c
-            .ecs
+            .ecs()
             .describe_task_definition()
             .task_definition(format!("agentbus-{env}-dashboard"))
             .send()
@@ -298,8 +298,13 @@ fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_dat
     let rt = tokio::runtime::Runtime::new().unwrap();
     let c = rt.block_on(clients());
     let describe = || {
-        rt.block_on(c.ecr.describe_repositories().repository_names(&name).send())
-            .map_err(Box::new)
+        rt.block_on(
+            c.ecr()
+                .describe_repositories()
+                .repository_names(&name)
+                .send(),
+        )
+        .map_err(Box::new)
     };
     let out = describe().unwrap();
     let repo = &out.repositories()[0];
@@ -313,14 +318,14 @@ fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_dat
         "AES256"
     );
     let policy = rt
-        .block_on(c.ecr.get_lifecycle_policy().repository_name(&name).send())
+        .block_on(c.ecr().get_lifecycle_policy().repository_name(&name).send())
         .unwrap();
     let policy: serde_json::Value =
         serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
     assert_eq!(policy["rules"][0]["selection"]["countNumber"], 10);
     let tags = rt
         .block_on(
-            c.ecr
+            c.ecr()
                 .list_tags_for_resource()
                 .resource_arn(repo.repository_arn().unwrap())
                 .send(),

@@ -19,14 +19,14 @@ async fn runtime_services_conform_on_aws() {
     let ws = Workspace::new(Env::new(&env).unwrap(), "123456789012", "us-east-1");
     let cfg = ServerConfig::for_workspace(&ws, Tier::ExtraSmall);
 
-    let kv = DynamoKv::new(aws.dynamodb.clone(), &cfg.kv_table);
+    let kv = DynamoKv::new(aws.dynamodb(), &cfg.kv_table);
     let events = AwsEvents::new(
-        aws.events.clone(),
-        aws.logs.clone(),
+        aws.events(),
+        aws.logs(),
         &cfg.event_bus,
         &cfg.events_log_group,
     );
-    let secrets = AwsSecrets::new(aws.secrets.clone(), &ws);
+    let secrets = AwsSecrets::new(aws.secrets(), &ws);
     // Three suites at once: they use disjoint tenants.
     tokio::join!(
         kv_suite(&kv, "aws"),

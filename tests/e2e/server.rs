@@ -575,7 +575,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
     // The environment the deploy gave the dashboard task.
     let aws = clients().await;
     let td = aws
-        .ecs
+        .ecs()
         .describe_task_definition()
         .task_definition(format!("agentbus-{env}-dashboard"))
         .send()
@@ -614,7 +614,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
 
     // What the tools wrote is in the workspace's own AWS resources.
     let item = aws
-        .dynamodb
+        .dynamodb()
         .get_item()
         .table_name(format!("agentbus-{env}-kv"))
         .key(
@@ -630,7 +630,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         .unwrap();
     assert!(item.item.is_some());
     let secret = aws
-        .secrets
+        .secrets()
         .describe_secret()
         .secret_id(format!("agentbus/{env}/tenants/tenant-a/api-key"))
         .send()

@@ -3,6 +3,7 @@
 //! specified, and the downgrade back to extra-small keeping buckets and tables with their data.
 
 use std::collections::BTreeMap;
+use tier_small::aws::SmallAws;
 
 use serde_json::Value;
 use tier_small::config::{ENV_WEBHOOKS_ANYWHERE, SmallConfig};
@@ -91,7 +92,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     let acme = Tenant::new("acme").unwrap();
 
     // Data in the extra-small workspace: KV entries and a tenant secret.
-    let kv = DynamoKv::new(aws.dynamodb.clone(), &cfg.kv_table);
+    let kv = DynamoKv::new(aws.dynamodb(), &cfg.kv_table);
     for i in 0..3 {
         kv.set(
             &acme,
@@ -102,7 +103,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         .await
         .unwrap();
     }
-    let secrets = AwsSecrets::new(aws.secrets.clone(), &ws);
+    let secrets = AwsSecrets::new(aws.secrets(), &ws);
     secrets.put(&acme, "api-key", "s3cr3t-value").await.unwrap();
 
     // The upgrade plan: the small resources are created; the rest is in place.
@@ -182,7 +183,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     // The buckets as specified.
     for (b, transitions) in [(&small.artifacts_bucket, 0), (&small.timeline_bucket, 2)] {
         let v = aws
-            .s3
+            .s3()
             .get_bucket_versioning()
             .bucket(b)
             .send()
@@ -190,7 +191,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             .unwrap();
         assert_eq!(v.status().unwrap().as_str(), "Enabled");
         let enc = aws
-            .s3
+            .s3()
             .get_bucket_encryption()
             .bucket(b)
             .send()
@@ -205,7 +206,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             "AES256"
         );
         let pab = aws
-            .s3
+            .s3()
             .get_public_access_block()
             .bucket(b)
             .send()
@@ -222,7 +223,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             (Some(true), Some(true), Some(true), Some(true))
         );
         let lc = aws
-            .s3
+            .s3()
             .get_bucket_lifecycle_configuration()
             .bucket(b)
             .send()
@@ -238,8 +239,14 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         assert!(rule.noncurrent_version_expiration().is_some());
         assert_eq!(rule.transitions().len(), transitions);
         // moto is plain HTTP: the TLS-only policy is left out (and the plan says so).
-        assert!(aws.s3.get_bucket_policy().bucket(b).send().await.is_err());
-        let tags = aws.s3.get_bucket_tagging().bucket(b).send().await.unwrap();
+        assert!(aws.s3().get_bucket_policy().bucket(b).send().await.is_err());
+        let tags = aws
+            .s3()
+            .get_bucket_tagging()
+            .bucket(b)
+            .send()
+            .await
+            .unwrap();
         assert!(
             tags.tag_set()
                 .iter()
@@ -254,7 +261,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
 
     // The events table: the shared key schema, index names and TTL.
     let t = aws
-        .dynamodb
+        .dynamodb()
         .describe_table()
         .table_name(&small.events_table)
         .send()
@@ -275,7 +282,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     want.sort();
     assert_eq!(names, want);
     let ttl = aws
-        .dynamodb
+        .dynamodb()
         .describe_time_to_live()
         .table_name(&small.events_table)
         .send()
@@ -287,7 +294,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     );
     for name in [&small.subscriptions_table, &small.rules_table] {
         let t = aws
-            .dynamodb
+            .dynamodb()
             .describe_table()
             .table_name(name)
             .send()
@@ -300,7 +307,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     }
 
     // The artifacts store on S3 passes the same suite as the embedded one.
-    let artifacts = S3Artifacts::new(aws.s3.clone(), &small.artifacts_bucket);
+    let artifacts = S3Artifacts::new(aws.s3(), &small.artifacts_bucket);
     artifacts_suite(&artifacts, "s3").await;
     // Large artifacts go through a presigned URL: upload with it, read it back.
     let url = artifacts
@@ -322,16 +329,12 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     assert!(down.url.contains("tenants/acme/big/blob.bin"), "{down:?}");
 
     // The timeline on S3 passes the embedded one's suite too.
-    timeline_suite(
-        &S3Timeline::new(aws.s3.clone(), &small.timeline_bucket),
-        "s3",
-    )
-    .await;
+    timeline_suite(&S3Timeline::new(aws.s3(), &small.timeline_bucket), "s3").await;
 
     // The dashboard task now knows the names, and the server it runs serves the small
     // tier's tools on the workspace's buckets.
     let task_env: Vec<(String, String)> = aws
-        .ecs
+        .ecs()
         .describe_task_definition()
         .task_definition(format!("agentbus-{env}-dashboard"))
         .send()
@@ -367,7 +370,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     check_monitor_feed(&aws, &env, &small).await;
     // The monitor's store on DynamoDB passes the same suite as the embedded one.
     monitor_suite(
-        std::sync::Arc::new(DynamoEventStore::new(aws.dynamodb.clone(), &small)),
+        std::sync::Arc::new(DynamoEventStore::new(aws.dynamodb(), &small)),
         "ddb",
     )
     .await;
@@ -390,7 +393,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     );
 
     // Data in the small resources, then the downgrade: they are kept, with their data.
-    aws.s3
+    aws.s3()
         .put_object()
         .bucket(&small.artifacts_bucket)
         .key("acme/report.txt")
@@ -421,7 +424,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         b"hello"
     );
     assert!(
-        aws.dynamodb
+        aws.dynamodb()
             .describe_table()
             .table_name(&small.events_table)
             .send()
@@ -433,7 +436,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     // The dashboard is reachable from the CIDRs again, and off the (deleted) balancer.
     let ws_name = format!("agentbus-{env}");
     let svc = aws
-        .ecs
+        .ecs()
         .describe_services()
         .cluster(&ws_name)
         .services(format!("{ws_name}-dashboard"))
@@ -446,7 +449,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         vec!["8080 from 203.0.113.0/24".to_string()]
     );
     assert!(
-        aws.elb
+        aws.elb()
             .describe_load_balancers()
             .names(format!("{ws_name}-dash"))
             .send()
@@ -460,7 +463,7 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        aws.s3
+        aws.s3()
             .head_bucket()
             .bucket(&small.artifacts_bucket)
             .send()
@@ -512,7 +515,7 @@ async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
     );
 
     let tgs = aws
-        .elb
+        .elb()
         .describe_target_groups()
         .names(format!("{ws}-dash"))
         .send()
@@ -526,7 +529,7 @@ async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
     let tg_arn = tg.target_group_arn().unwrap();
 
     let listeners = aws
-        .elb
+        .elb()
         .describe_listeners()
         .load_balancer_arn(lb.load_balancer_arn().unwrap())
         .send()
@@ -538,7 +541,7 @@ async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
     assert_eq!(l.default_actions()[0].target_group_arn(), Some(tg_arn));
 
     let svc = aws
-        .ecs
+        .ecs()
         .describe_services()
         .cluster(&ws)
         .services(format!("{ws}-dashboard"))
@@ -597,7 +600,7 @@ async fn check_https(aws: &tier_xs::aws::AwsClients, env: &str) {
         .unwrap()
         .to_string();
     let listeners = aws
-        .elb
+        .elb()
         .describe_listeners()
         .load_balancer_arn(&lb_arn)
         .send()
@@ -647,7 +650,7 @@ async fn check_https(aws: &tier_xs::aws::AwsClients, env: &str) {
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     let listeners = aws
-        .elb
+        .elb()
         .describe_listeners()
         .load_balancer_arn(&lb_arn)
         .send()
@@ -668,7 +671,7 @@ async fn check_monitor_feed(aws: &tier_xs::aws::AwsClients, env: &str, small: &S
     let ws = format!("agentbus-{env}");
     let attrs = |name: String| async move {
         let url = queue_url(aws, &name).await;
-        aws.sqs
+        aws.sqs()
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(A::All)
@@ -695,7 +698,7 @@ async fn check_monitor_feed(aws: &tier_xs::aws::AwsClients, env: &str, small: &S
         rule_arn.as_str()
     );
     let rule = aws
-        .events
+        .events()
         .describe_rule()
         .name(format!("{ws}-monitor"))
         .event_bus_name(&ws)
@@ -706,7 +709,7 @@ async fn check_monitor_feed(aws: &tier_xs::aws::AwsClients, env: &str, small: &S
     let pattern: Value = serde_json::from_str(rule.event_pattern().unwrap()).unwrap();
     assert_eq!(pattern, monitoring::all_events_pattern());
     let targets = aws
-        .events
+        .events()
         .list_targets_by_rule()
         .rule(format!("{ws}-monitor"))
         .event_bus_name(&ws)
@@ -724,7 +727,7 @@ async fn another_producers_event_is_recorded_once(
     small: &SmallConfig,
 ) {
     let put = aws
-        .events
+        .events()
         .put_events()
         .entries(
             aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
@@ -739,7 +742,7 @@ async fn another_producers_event_is_recorded_once(
         .unwrap();
     assert_eq!(put.failed_entry_count, 0);
     let id = put.entries()[0].event_id().unwrap().to_string();
-    let store = DynamoEventStore::new(aws.dynamodb.clone(), small);
+    let store = DynamoEventStore::new(aws.dynamodb(), small);
     let monitor = Monitor::new(
         std::sync::Arc::new(store),
         tier_small::runtime::monitor::webhook::Webhooks::new(
@@ -775,7 +778,7 @@ async fn another_producers_event_is_recorded_once(
         let start = std::time::Instant::now();
         loop {
             let at = aws
-                .sqs
+                .sqs()
                 .get_queue_attributes()
                 .queue_url(&url)
                 .attribute_names(A::ApproximateNumberOfMessages)
@@ -800,7 +803,7 @@ async fn another_producers_event_is_recorded_once(
 }
 
 async fn queue_url(aws: &tier_xs::aws::AwsClients, name: &str) -> String {
-    aws.sqs
+    aws.sqs()
         .get_queue_url()
         .queue_name(name)
         .send()
@@ -813,7 +816,7 @@ async fn queue_url(aws: &tier_xs::aws::AwsClients, name: &str) -> String {
 /// The content of an S3 object.
 async fn object(aws: &tier_xs::aws::AwsClients, bucket: &str, key: &str) -> Vec<u8> {
     let o = aws
-        .s3
+        .s3()
         .get_object()
         .bucket(bucket)
         .key(key)
@@ -828,7 +831,7 @@ async fn dashboard_balancer(
     aws: &tier_xs::aws::AwsClients,
     env: &str,
 ) -> aws_sdk_elasticloadbalancingv2::types::LoadBalancer {
-    aws.elb
+    aws.elb()
         .describe_load_balancers()
         .names(format!("agentbus-{env}-dash"))
         .send()

@@ -10,14 +10,15 @@ use axum::routing::get;
 use rmcp::handler::server::router::tool::ToolRoute;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tier_xs::server::mcp::{Access, AgentbusMcp, explain, typed_route};
+use tier_xs::server::mcp::{
+    Access, AgentbusMcp, NoArgs, explain, tool_annotations, tool_spec, typed_route,
+};
 use tier_xs::server::{AppState, api_error, caller};
 
 use crate::runtime::monitor::{
     CountQuery, Counts, Created, EventPage, EventQuery, Monitor, MonitorHealth, MonitoredEvent,
     Rule, Subscription,
 };
-use crate::tools::{annotations, tool};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct EventIdArgs {
@@ -135,10 +136,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let query = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "events_query",
                 "List your tenant's recorded events, newest first, filtered by source, detail_type, priority and time range (RFC 3339), a page at a time (pass next_cursor back). Events published a moment ago appear within seconds.",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
             move |id, q: EventQuery| {
@@ -153,10 +154,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let get_one = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "events_get",
                 "One recorded event of your tenant by its event id.",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
             move |id, a: EventIdArgs| {
@@ -174,10 +175,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let counts = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "events_counts",
                 "Count your tenant's events per hour (up to 7 days) or per day (up to 90 days), each bucket broken down by source, detail type and priority.",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
             move |id, q: CountQuery| {
@@ -192,13 +193,13 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let health = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "events_health",
                 "Your tenant's event monitoring at a glance: events in the last 24 hours by priority, the newest event's time, and which webhook subscriptions are failing.",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
-            move |id, _: crate::tools::NoArgs| {
+            move |id, _: NoArgs| {
                 let m = m.clone();
                 async move {
                     let h: MonitorHealth = m.health(&id.tenant).await.map_err(explain)?;
@@ -210,10 +211,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let put_rule = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "rules_put",
                 "Create or replace a rule: a named EventBridge-style pattern. The pattern is checked and a bad one is refused with the place and reason.",
-                annotations(false, true, true),
+                tool_annotations(false, true, true),
             ),
             Access::Write,
             move |id, a: RuleArgs| {
@@ -235,13 +236,13 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let list_rules = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "rules_list",
                 "Your tenant's rules.",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
-            move |id, _: crate::tools::NoArgs| {
+            move |id, _: NoArgs| {
                 let m = m.clone();
                 async move {
                     let rules = m.store.rules(&id.tenant).await.map_err(explain)?;
@@ -253,10 +254,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let delete_rule = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "rules_delete",
                 "Delete a rule of your tenant; refused while a subscription uses it.",
-                annotations(false, true, true),
+                tool_annotations(false, true, true),
             ),
             Access::Write,
             move |id, a: NameArgs| {
@@ -271,10 +272,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let subscribe = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "subscriptions_create",
                 "Deliver the events a rule matches to a webhook: an HTTP POST of {subscription_id, rule, event}, signed in X-Agentbus-Signature (t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">), retried with backoff on errors, timeouts, 408, 429 and 5xx. The signing secret is returned only here.",
-                annotations(false, false, false),
+                tool_annotations(false, false, false),
             ),
             Access::Write,
             move |id, a: SubscribeArgs| {
@@ -292,13 +293,13 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     let list_subs = {
         let m = m.clone();
         typed_route(
-            tool(
+            tool_spec(
                 "subscriptions_list",
                 "Your tenant's webhook subscriptions with their delivery counts and the last failure (never their secrets).",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
-            move |id, _: crate::tools::NoArgs| {
+            move |id, _: NoArgs| {
                 let m = m.clone();
                 async move {
                     let subscriptions = m.subscriptions(&id.tenant).await.map_err(explain)?;
@@ -309,10 +310,10 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
     };
     let m = m.clone();
     let unsubscribe = typed_route(
-        tool(
+        tool_spec(
             "subscriptions_delete",
             "Delete a webhook subscription of your tenant.",
-            annotations(false, true, true),
+            tool_annotations(false, true, true),
         ),
         Access::Write,
         move |id, a: SubscriptionIdArgs| {

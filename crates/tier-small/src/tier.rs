@@ -6,10 +6,11 @@ use aws_sdk_s3::types::TransitionStorageClass;
 use tier_xs::components::iam::statement;
 use tier_xs::components::table::{DynamoTable, TableSpec, TableUsage};
 use tier_xs::engine::Resource;
-use tier_xs::tier::{Extension, ExtraSmall, TargetGroupRef, XsSettings};
+use tier_xs::ladder::{DashboardSpec, Front, Problem};
 use tier_xs::workspace::{Tier, Workspace};
+use tier_xs::xs::{ExtraSmall, XsSettings};
 
-use tier_xs::components::network::{Ingress, SecurityGroup, Source};
+use tier_xs::components::network::{Ingress, SecurityGroup};
 use tier_xs::config::DASHBOARD_PORT;
 
 use crate::components::alb::{Listener, ListenerMode, LoadBalancer, TargetGroup};
@@ -110,7 +111,7 @@ pub struct SmallOwn {
     pub events_queue: Arc<Queue>,
     pub dead_letter_queue: Arc<Queue>,
     pub monitor_rule: Arc<EventRule>,
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 /// The monitor's queue: a receive is hidden from other receivers for this long, which must
@@ -152,17 +153,17 @@ impl SmallOwn {
         };
         let mut problems = Vec::new();
         if xs.network.subnet_ids.len() < 2 {
-            problems.push(format!(
+            problems.push(Problem::new(format!(
                 "the load balancer needs subnets in at least two availability zones; {} given (--subnet)",
                 xs.network.subnet_ids.len()
-            ));
+            )));
         }
         if let Some(c) = &settings.certificate_arn
             && !valid_certificate_arn(c)
         {
-            problems.push(format!(
+            problems.push(Problem::new(format!(
                 "--certificate-arn {c:?} is not an ACM or IAM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)"
-            ));
+            )));
         }
         let https = settings.certificate_arn.is_some();
         let alb_ports: Vec<u16> = if https { vec![80, 443] } else { vec![80] };
@@ -222,7 +223,7 @@ impl SmallOwn {
                 id: ids::MONITOR_RULE,
                 tier: t,
                 name: rule_name,
-                bus_id: tier_xs::tier::ids::EVENT_BUS,
+                bus_id: tier_xs::xs::ids::EVENT_BUS,
                 bus_name: bus,
                 description: "every event on the bus, into the event monitor's queue".into(),
                 pattern: monitoring::all_events_pattern(),
@@ -301,9 +302,7 @@ impl SmallOwn {
                 None,
                 monitoring::events::INDEXES.to_vec(),
                 Some(monitoring::events::EXPIRES_AT),
-                TableUsage::Events {
-                    indexes: monitoring::events::INDEXES.len() as u32,
-                },
+                TableUsage::Priced(crate::cost::events_table_cost),
                 "event-monitoring",
             )),
             subscriptions: Arc::new(table(
@@ -348,8 +347,9 @@ impl SmallOwn {
         ]
     }
 
-    /// What the dashboard task needs to use these: their names and the rights to them.
-    pub fn extension(&self, ws: &Workspace) -> Extension {
+    /// What the dashboard task needs to use these: their names and the rights to them; and
+    /// it sits behind the load balancer, which alone it admits.
+    pub fn shape_dashboard(&self, ws: &Workspace, spec: &mut DashboardSpec) {
         let table_arns: Vec<String> = [
             &self.config.events_table,
             &self.config.subscriptions_table,
@@ -362,48 +362,42 @@ impl SmallOwn {
         })
         .collect();
         let buckets = [self.artifacts.arn(), self.timeline.arn()];
-        Extension {
-            tier: Some(Tier::Small),
-            // The dashboard admits only its load balancer; the CIDRs go to the balancer.
-            dashboard_ingress: Some(vec![Ingress {
-                port: DASHBOARD_PORT,
-                source: Source::Group(ids::ALB_SECURITY_GROUP),
-            }]),
-            target_group: Some(TargetGroupRef {
-                target_group_id: ids::TARGET_GROUP,
-                listener_id: ids::HTTP_LISTENER,
-            }),
-            env: self.config.to_env(),
-            task_statements: vec![
-                statement(
-                    &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                    &buckets.iter().map(|b| format!("{b}/*")).collect::<Vec<_>>(),
-                ),
-                statement(&["s3:ListBucket"], &buckets),
-                statement(
-                    &[
-                        "dynamodb:GetItem",
-                        "dynamodb:PutItem",
-                        "dynamodb:UpdateItem",
-                        "dynamodb:DeleteItem",
-                        "dynamodb:Query",
-                        "dynamodb:BatchWriteItem",
-                        "dynamodb:DescribeTable",
-                    ],
-                    &table_arns,
-                ),
-                statement(
-                    &[
-                        "sqs:GetQueueUrl",
-                        "sqs:ReceiveMessage",
-                        "sqs:DeleteMessage",
-                        "sqs:ChangeMessageVisibility",
-                        "sqs:GetQueueAttributes",
-                    ],
-                    std::slice::from_ref(&self.events_queue.arn),
-                ),
-            ],
-        }
+        // The dashboard admits only its load balancer; the CIDRs go to the balancer.
+        spec.put_behind(Front {
+            security_group_id: ids::ALB_SECURITY_GROUP,
+            target_group_id: ids::TARGET_GROUP,
+            attached_by_id: ids::HTTP_LISTENER,
+        });
+        spec.env.extend(self.config.to_env());
+        spec.task_statements.extend([
+            statement(
+                &["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                &buckets.iter().map(|b| format!("{b}/*")).collect::<Vec<_>>(),
+            ),
+            statement(&["s3:ListBucket"], &buckets),
+            statement(
+                &[
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:Query",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:DescribeTable",
+                ],
+                &table_arns,
+            ),
+            statement(
+                &[
+                    "sqs:GetQueueUrl",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                ],
+                std::slice::from_ref(&self.events_queue.arn),
+            ),
+        ]);
     }
 }
 
@@ -414,12 +408,13 @@ pub struct Small {
 }
 
 impl Small {
+    /// The small tier with its dashboard shaped by this tier alone.
     pub fn new(ws: &Workspace, xs: &XsSettings, settings: &SmallSettings) -> Self {
         let own = SmallOwn::new(ws, xs, settings);
-        let mut xs = xs.clone();
-        xs.extension = own.extension(ws);
+        let mut spec = DashboardSpec::new(Tier::Small);
+        own.shape_dashboard(ws, &mut spec);
         Small {
-            xs: ExtraSmall::new(ws, &xs),
+            xs: ExtraSmall::new(ws, xs, &spec),
             own,
         }
     }
@@ -431,7 +426,7 @@ impl Small {
         r
     }
 
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut p = self.xs.problems.clone();
         p.extend(self.own.problems.iter().cloned());
         p

@@ -1,6 +1,7 @@
 //! The small tier's MCP tools, added to the extra-small server: artifacts and the timeline.
 //! Everything is scoped to the caller's tenant (from the token, never from arguments).
 
+use crate::aws::SmallAws;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,11 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine as _;
 use rmcp::handler::server::router::tool::ToolRoute;
-use rmcp::model::{Tool, ToolAnnotations};
 use serde::{Deserialize, Serialize};
 use tier_xs::aws::AwsClients;
 use tier_xs::runtime::RuntimeError;
-use tier_xs::server::mcp::{Access, AgentbusMcp, ToolExtension, explain, typed_route};
+use tier_xs::server::mcp::{
+    Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
+};
 use tier_xs::server::{AppState, api_error, caller};
 
 use crate::config::SmallConfig;
@@ -80,28 +82,20 @@ impl SmallTools {
         reach: Reach,
     ) -> Result<(Self, Feed), RuntimeError> {
         let monitor = Monitor::new(
-            Arc::new(DynamoEventStore::new(aws.dynamodb.clone(), cfg)),
+            Arc::new(DynamoEventStore::new(aws.dynamodb(), cfg)),
             Webhooks::new(reach)?,
         );
-        let feed = Feed::Sqs(SqsFeed::new(
-            aws.sqs.clone(),
-            &cfg.events_queue,
-            monitor.clone(),
-        ));
+        let feed = Feed::Sqs(SqsFeed::new(aws.sqs(), &cfg.events_queue, monitor.clone()));
         Ok((
             SmallTools {
-                artifacts: Arc::new(S3Artifacts::new(aws.s3.clone(), &cfg.artifacts_bucket)),
-                timeline: Arc::new(S3Timeline::new(aws.s3.clone(), &cfg.timeline_bucket)),
+                artifacts: Arc::new(S3Artifacts::new(aws.s3(), &cfg.artifacts_bucket)),
+                timeline: Arc::new(S3Timeline::new(aws.s3(), &cfg.timeline_bucket)),
                 monitor,
             },
             feed,
         ))
     }
 }
-
-/// The arguments of a tool that takes none.
-#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
-pub struct NoArgs {}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PutArgs {
@@ -189,18 +183,6 @@ impl From<QueryArgs> for TimelineQuery {
     }
 }
 
-pub(crate) fn annotations(read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations {
-    ToolAnnotations::new()
-        .read_only(read_only)
-        .destructive(destructive)
-        .idempotent(idempotent)
-        .open_world(false)
-}
-
-pub(crate) fn tool(name: &'static str, description: &'static str, a: ToolAnnotations) -> Tool {
-    Tool::new(name, description, Arc::new(serde_json::Map::new())).annotate(a)
-}
-
 #[derive(Debug, Deserialize)]
 struct ArtifactsQuery {
     #[serde(default)]
@@ -274,10 +256,10 @@ impl ToolExtension for SmallTools {
         let put = {
             let t = t.clone();
             typed_route(
-                tool(
+                tool_spec(
                     "artifacts_put",
                     "Store an artifact (a plan, report, diff...) under a key of your tenant; overwrites. Up to 10 MiB; larger ones through artifacts_url.",
-                    annotations(false, true, true),
+                    tool_annotations(false, true, true),
                 ),
                 Access::Write,
                 move |id, a: PutArgs| {
@@ -311,10 +293,10 @@ impl ToolExtension for SmallTools {
         let get = {
             let t = t.clone();
             typed_route(
-                tool(
+                tool_spec(
                     "artifacts_get",
                     "Read an artifact of your tenant: text comes back as is, anything else as base64.",
-                    annotations(true, false, true),
+                    tool_annotations(true, false, true),
                 ),
                 Access::Read,
                 move |id, a: KeyArgs| {
@@ -356,10 +338,10 @@ impl ToolExtension for SmallTools {
         let list = {
             let t = t.clone();
             typed_route(
-                tool(
+                tool_spec(
                     "artifacts_list",
                     "List your tenant's artifacts by key prefix, in key order, a page at a time (pass next_cursor back).",
-                    annotations(true, false, true),
+                    tool_annotations(true, false, true),
                 ),
                 Access::Read,
                 move |id, a: ListArgs| {
@@ -383,10 +365,10 @@ impl ToolExtension for SmallTools {
         let delete = {
             let t = t.clone();
             typed_route(
-                tool(
+                tool_spec(
                     "artifacts_delete",
                     "Delete an artifact of your tenant. On AWS the bucket keeps old versions for 90 days.",
-                    annotations(false, true, true),
+                    tool_annotations(false, true, true),
                 ),
                 Access::Write,
                 move |id, a: KeyArgs| {
@@ -405,10 +387,10 @@ impl ToolExtension for SmallTools {
         let url = {
             let t = t.clone();
             typed_route(
-                tool(
+                tool_spec(
                     "artifacts_url",
                     "A presigned URL (15 minutes) to upload or download one large artifact directly. On AWS only.",
-                    annotations(true, false, false),
+                    tool_annotations(true, false, false),
                 ),
                 Access::Write,
                 move |id, a: UrlArgs| {
@@ -429,10 +411,10 @@ impl ToolExtension for SmallTools {
         let append = {
             let t = t.clone();
             typed_route(
-                tool(
+                tool_spec(
                     "timeline_append",
                     "Append a record to your tenant's timeline: agent, task_id, action, summary, and optionally artifacts (keys), refs (links by kind) and metrics (numbers). The server sets its time.",
-                    annotations(false, false, false),
+                    tool_annotations(false, false, false),
                 ),
                 Access::Write,
                 move |id, r: NewRecord| {
@@ -446,10 +428,10 @@ impl ToolExtension for SmallTools {
             )
         };
         let query = typed_route(
-            tool(
+            tool_spec(
                 "timeline_query",
                 "Read your tenant's timeline in time order, by time range (RFC 3339) and agent, a page at a time.",
-                annotations(true, false, true),
+                tool_annotations(true, false, true),
             ),
             Access::Read,
             move |id, a: QueryArgs| {

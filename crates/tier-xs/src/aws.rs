@@ -1,8 +1,9 @@
 //! AWS client setup: one `SdkConfig` from the standard chain (profile, region, `AWS_ENDPOINT_URL`),
-//! one client per service, and a call counter on every client so plans and applies can report
-//! how many API calls (and how many writes) they made.
+//! a registry of SDK clients (one per service, built on first use), and a call counter on every
+//! client so plans and applies can report how many API calls (and how many writes) they made.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -83,8 +84,9 @@ pub fn is_read_operation(op: &str) -> bool {
     .any(|p| op.starts_with(p))
 }
 
+/// The interceptor that counts a client's calls into the run's [`ApiStats`].
 #[derive(Debug)]
-struct CallCounter(ApiStats);
+pub struct CallCounter(ApiStats);
 
 impl Intercept for CallCounter {
     fn name(&self) -> &'static str {
@@ -111,25 +113,53 @@ pub struct Caller {
     pub arn: String,
 }
 
-/// One client per service, all from the same configuration and all counted.
-#[derive(Clone, Debug)]
+/// The AWS clients of a run: one configuration from the standard chain, and a registry of
+/// SDK clients keyed by service, each built once on first use with the call counter attached.
+/// A tier crate brings its own services with [`sdk_client!`] (see `tier_small::aws`); this
+/// crate knows only the services of the foundation and the extra-small tier.
+#[derive(Clone)]
 pub struct AwsClients {
     pub region: String,
     pub endpoint: Option<String>,
     pub stats: ApiStats,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub ec2: aws_sdk_ec2::Client,
-    pub ecs: aws_sdk_ecs::Client,
-    pub iam: aws_sdk_iam::Client,
-    pub sts: aws_sdk_sts::Client,
-    pub secrets: aws_sdk_secretsmanager::Client,
-    pub events: aws_sdk_eventbridge::Client,
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-    pub budgets: aws_sdk_budgets::Client,
-    pub ecr: aws_sdk_ecr::Client,
-    pub s3: aws_sdk_s3::Client,
-    pub elb: aws_sdk_elasticloadbalancingv2::Client,
-    pub sqs: aws_sdk_sqs::Client,
+    config: SdkConfig,
+    clients: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
+}
+
+impl std::fmt::Debug for AwsClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsClients")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a client registry hands a builder: the shared configuration and the interceptor that
+/// counts the client's calls.
+pub struct ClientParts<'a> {
+    pub config: &'a SdkConfig,
+    /// The interceptor every client carries (attach it with the builder's `interceptor`).
+    pub counter: CallCounter,
+    /// True against an endpoint other than AWS itself (an emulator, a compatible store).
+    pub custom_endpoint: bool,
+}
+
+/// The client of one SDK crate from an [`AwsClients`], built once with the call counter
+/// attached: `sdk_client!(aws, aws_sdk_s3)`, or with a builder adjustment:
+/// `sdk_client!(aws, aws_sdk_s3, |b, parts| b.force_path_style(parts.custom_endpoint))`.
+#[macro_export]
+macro_rules! sdk_client {
+    ($aws:expr, $krate:ident) => {
+        $crate::sdk_client!($aws, $krate, |b, _parts| b)
+    };
+    ($aws:expr, $krate:ident, |$b:ident, $parts:ident| $adjust:expr) => {
+        $aws.client(|$parts: $crate::aws::ClientParts<'_>| {
+            let $b = $krate::config::Builder::from($parts.config);
+            let $b = $adjust;
+            $krate::Client::from_conf($b.interceptor($parts.counter).build())
+        })
+    };
 }
 
 impl AwsClients {
@@ -162,54 +192,85 @@ impl AwsClients {
     }
 
     pub fn from_sdk_config(cfg: &SdkConfig) -> Self {
-        let stats = ApiStats::default();
-        let counter = || CallCounter(stats.clone());
-        macro_rules! client {
-            ($krate:ident) => {
-                $krate::Client::from_conf(
-                    $krate::config::Builder::from(cfg)
-                        .interceptor(counter())
-                        .build(),
-                )
-            };
-        }
         AwsClients {
             region: cfg
                 .region()
                 .map(|r| r.to_string())
                 .unwrap_or_else(|| "us-east-1".into()),
             endpoint: cfg.endpoint_url().map(str::to_string),
-            dynamodb: client!(aws_sdk_dynamodb),
-            ec2: client!(aws_sdk_ec2),
-            ecs: client!(aws_sdk_ecs),
-            iam: client!(aws_sdk_iam),
-            sts: client!(aws_sdk_sts),
-            secrets: client!(aws_sdk_secretsmanager),
-            events: client!(aws_sdk_eventbridge),
-            logs: client!(aws_sdk_cloudwatchlogs),
-            budgets: client!(aws_sdk_budgets),
-            ecr: client!(aws_sdk_ecr),
-            elb: client!(aws_sdk_elasticloadbalancingv2),
-            sqs: client!(aws_sdk_sqs),
-            // Against a custom endpoint (an emulator, a compatible store) buckets are in the
-            // path: `bucket.127.0.0.1` is not a host name.
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(cfg)
-                    .force_path_style(cfg.endpoint_url().is_some())
-                    .interceptor(counter())
-                    .build(),
-            ),
-            stats,
+            stats: ApiStats::default(),
+            config: cfg.clone(),
+            clients: Arc::default(),
         }
+    }
+
+    /// The shared SDK configuration (for a client in another region, say).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    /// The registry's client of type `C`, built by `build` on first use. Use [`sdk_client!`],
+    /// which attaches the call counter.
+    pub fn client<C, F>(&self, build: F) -> C
+    where
+        C: Clone + Send + Sync + 'static,
+        F: FnOnce(ClientParts<'_>) -> C,
+    {
+        let key = TypeId::of::<C>();
+        let mut map = match self.clients.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(c) = map.get(&key).and_then(|c| c.downcast_ref::<C>()) {
+            return c.clone();
+        }
+        let client = build(ClientParts {
+            config: &self.config,
+            counter: CallCounter(self.stats.clone()),
+            custom_endpoint: self.endpoint.is_some(),
+        });
+        map.insert(key, Box::new(client.clone()));
+        client
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        sdk_client!(self, aws_sdk_dynamodb)
+    }
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        sdk_client!(self, aws_sdk_ec2)
+    }
+    pub fn ecs(&self) -> aws_sdk_ecs::Client {
+        sdk_client!(self, aws_sdk_ecs)
+    }
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        sdk_client!(self, aws_sdk_iam)
+    }
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        sdk_client!(self, aws_sdk_sts)
+    }
+    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        sdk_client!(self, aws_sdk_secretsmanager)
+    }
+    pub fn events(&self) -> aws_sdk_eventbridge::Client {
+        sdk_client!(self, aws_sdk_eventbridge)
+    }
+    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        sdk_client!(self, aws_sdk_cloudwatchlogs)
+    }
+    pub fn budgets(&self) -> aws_sdk_budgets::Client {
+        sdk_client!(self, aws_sdk_budgets)
+    }
+    pub fn ecr(&self) -> aws_sdk_ecr::Client {
+        sdk_client!(self, aws_sdk_ecr)
     }
 
     pub async fn caller(&self) -> Result<Caller, AwsSetupError> {
         let out = self
-            .sts
+            .sts()
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| AwsSetupError::Identity(crate::engine::error_text(&e)))?;
+            .map_err(|e| AwsSetupError::Identity(error_text(&e)))?;
         Ok(Caller {
             account: out.account.unwrap_or_default(),
             arn: out.arn.unwrap_or_default(),
@@ -220,6 +281,31 @@ impl AwsClients {
     pub fn is_custom_endpoint(&self) -> bool {
         self.endpoint.is_some()
     }
+}
+
+/// The whole error chain on one line (SDK errors hide the useful part in their sources).
+pub fn error_text(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        let t = e.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = e.source();
+    }
+    s
+}
+
+/// The error code of an SDK error (`ResourceNotFoundException`, `NoSuchEntity`, ...).
+pub fn error_code<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> Option<&str>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    err.as_service_error().and_then(|e| e.code())
 }
 
 #[cfg(test)]

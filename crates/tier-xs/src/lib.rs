@@ -16,8 +16,18 @@ pub mod config;
 pub mod cost;
 pub mod engine;
 pub mod image;
+pub mod ladder;
 pub mod ops;
 pub mod runtime;
 pub mod server;
-pub mod tier;
 pub mod workspace;
+pub mod xs;
+
+/// The ladder of a build that has the extra-small tier alone; each tier crate above puts its
+/// layer on the ladder of the tier below.
+pub fn ladder() -> ladder::Ladder {
+    ladder::Ladder::new(xs::layer::XsLayer)
+}
+
+/// The deploy flags of the extra-small tier (the top tier crate names its own).
+pub type Flags = xs::layer::XsFlags;

@@ -1,8 +1,7 @@
 //! Workspace operations on AWS, as the CLI and the tests use them: settings, plan, locked
 //! apply with a record, destroy, status, unlock.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::aws::{AwsClients, AwsSetupError, Caller};
 use crate::components::network;
-use crate::cost::{CostContext, CostDelta, CostError, PriceTable, Usage, seed_target};
+use crate::cost::{CostContext, CostDelta, CostError, HOURS_PER_MONTH};
 use crate::engine::apply::{self, ApplyOptions, ApplyReport};
 use crate::engine::lock::{
     ApplyRecord, DeployTable, Lease, LockError, LockInfo, RecordedChange, StoredSettings, iso,
@@ -18,7 +17,7 @@ use crate::engine::lock::{
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
 use crate::engine::{EngineError, Resource};
-use crate::tier::{ExtraSmall, XsSettings};
+use crate::ladder::{Ladder, LadderError, LayerContext};
 use crate::workspace::{Env, Tier, Workspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +28,8 @@ pub enum OpsError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error("the {0} tier is not available in this version yet: up to {1} is")]
-    TierNotBuilt(Tier, Tier),
+    #[error(transparent)]
+    Ladder(#[from] LadderError),
     #[error(transparent)]
     Cost(#[from] CostError),
     #[error("the plan has problems that must be fixed first:\n  - {}", .0.join("\n  - "))]
@@ -39,87 +38,106 @@ pub enum OpsError {
     Image(#[from] crate::image::ImageError),
     #[error("{0}")]
     Registry(String),
+    #[error("refusing to change anything without confirmation: pass --yes")]
+    NeedsConfirmation,
+    #[error("could not take the workspace lock: {0}")]
+    Locking(LockError),
+    #[error("releasing the workspace lock: {0}")]
+    Releasing(LockError),
 }
 
-/// What the user asked for on this run. `None` means "as last deployed".
+/// How a deploy talks to the person running it: shows plans, asks before applying.
+pub trait ConvergeUi: Send + Sync {
+    /// Shows a plan (the one being applied, or the one that stops the run).
+    fn show(&self, planned: &Planned);
+    /// Whether the run may change things without asking (`--yes`).
+    fn assume_yes(&self) -> bool;
+    /// Whether someone can be asked.
+    fn can_ask(&self) -> bool;
+    /// Asks whether to apply the plan just shown.
+    fn confirm(&self, planned: &Planned) -> bool;
+    /// The apply starts now (a CLI starts listening for Ctrl-C here).
+    fn applying(&self, _parallelism: usize) {}
+}
+
+/// How a converge ended.
+pub enum Converged {
+    /// Nothing to change: nothing was written, not even the lock.
+    Unchanged(Planned),
+    /// The person said no; nothing changed.
+    Declined(Planned),
+    /// Applied (completely or not: the report says).
+    Applied {
+        planned: Planned,
+        report: ApplyReport,
+        /// After a destroy: whether the deploy table (the apply history) went too.
+        deploy_table: Option<TableFate>,
+    },
+}
+
+/// What a destroy did with the deploy table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableFate {
+    Deleted,
+    Kept,
+}
+
+/// Prices `tier` of a ladder without an AWS account: prices do not depend on the account, so
+/// the names use the all-zero account id and the network is a stand-in.
+pub fn price(
+    ladder: &Ladder,
+    tier: Tier,
+    env: Env,
+    region: &str,
+    usage: &str,
+) -> Result<crate::cost::CostReport, OpsError> {
+    ladder.check(tier)?;
+    let ws = Workspace::new(env, "000000000000", region);
+    let network = network::Network {
+        vpc_id: "(default VPC)".into(),
+        subnet_ids: Vec::new(),
+    };
+    let settings = StoredSettings::default();
+    let universe = ladder.universe(&LayerContext {
+        ws: &ws,
+        settings: &settings,
+        network: &network,
+        target: Some(tier),
+        plain_http: false,
+        service_wait: DEFAULT_SERVICE_WAIT,
+        seed_target: ladder.seed_target(tier),
+    });
+    let usage = ladder.usage_book().load(usage)?;
+    Ok(ladder.cost_report(tier, region, &usage, &universe.resources)?)
+}
+
+/// What the user asked for on this run.
 #[derive(Clone, Debug, Default)]
 pub struct Inputs {
-    pub image: Option<String>,
-    /// `Some(vec![])` clears the list.
-    pub allow_cidrs: Option<Vec<String>>,
-    pub vpc: Option<String>,
-    pub subnets: Option<Vec<String>>,
+    /// Settings to merge over the remembered ones (the tiers' flags, [`SETTING_VPC`] and
+    /// [`SETTING_SUBNETS`]); an empty string or list clears one.
+    pub settings: BTreeMap<String, Value>,
     pub parallelism: usize,
     pub destroy_data: bool,
     pub service_wait: Option<Duration>,
     /// Usage profile for the cost shown with the plan (default `light`).
     pub usage: Option<String>,
-    /// Monthly budget limit (default: the tier's target).
-    pub budget_usd: Option<f64>,
-    /// `Some("")` clears the address.
-    pub alert_email: Option<String>,
-    /// Settings of higher tiers, remembered like the rest (`certificate_arn` of the small
-    /// tier, ...); an empty string clears one.
-    pub tier_settings: std::collections::BTreeMap<String, Value>,
 }
 
-const SETTING_IMAGE: &str = "image";
-const SETTING_CIDRS: &str = "allow_cidrs";
-const SETTING_VPC: &str = "vpc";
-const SETTING_SUBNETS: &str = "subnets";
-const SETTING_BUDGET: &str = "budget_usd";
-const SETTING_EMAIL: &str = "alert_email";
+/// The workspace's VPC (remembered; default: the region's default VPC).
+pub const SETTING_VPC: &str = "vpc";
+/// The workspace's subnets (remembered; default: the VPC's default subnets).
+pub const SETTING_SUBNETS: &str = "subnets";
 
-/// What a build of agentbus can deploy: the resources of every tier it knows. The crate of
-/// the highest tier provides it (tier crates depend downwards, so this one cannot name them).
-pub trait Catalog: Send + Sync {
-    /// The highest tier this catalog can deploy.
-    fn highest(&self) -> Tier;
-    /// Every resource of every tier this catalog knows, shaped for `ctx.target` (the
-    /// dashboard task, for one, is configured for the tier it serves), and the problems
-    /// that block deploying it.
-    fn universe(&self, ctx: &UniverseContext<'_>) -> Universe;
-}
-
-/// What a catalog needs to lay out the universe.
-pub struct UniverseContext<'a> {
-    pub ws: &'a Workspace,
-    pub xs: XsSettings,
-    /// The remembered settings, for tiers with settings of their own.
-    pub settings: &'a StoredSettings,
-    /// `None`: destroy.
-    pub target: Option<Tier>,
-    /// The AWS endpoint is plain HTTP (an emulator): TLS-only policies would lock clients out.
-    pub plain_http: bool,
-}
-
-pub struct Universe {
-    pub resources: Vec<Arc<dyn Resource>>,
-    pub problems: Vec<String>,
-}
-
-/// The extra-small tier alone.
-pub struct XsCatalog;
-
-impl Catalog for XsCatalog {
-    fn highest(&self) -> Tier {
-        Tier::ExtraSmall
-    }
-    fn universe(&self, ctx: &UniverseContext<'_>) -> Universe {
-        let tier = ExtraSmall::new(ctx.ws, &ctx.xs);
-        Universe {
-            resources: tier.resources(),
-            problems: tier.problems,
-        }
-    }
-}
+/// How long a deploy waits for services to become steady unless told otherwise.
+pub const DEFAULT_SERVICE_WAIT: Duration = Duration::from_secs(600);
 
 pub struct Deployer {
     pub aws: AwsClients,
     pub ws: Workspace,
     pub caller: Caller,
     pub table: DeployTable,
-    pub catalog: Arc<dyn Catalog>,
+    pub ladder: Ladder,
 }
 
 /// A plan together with the settings it was made for.
@@ -131,18 +149,21 @@ pub struct Planned {
     pub settings_changed: bool,
 }
 
-impl Deployer {
-    /// A deployer for the extra-small tier alone.
-    pub async fn connect(aws: AwsClients, env: Env) -> Result<Self, OpsError> {
-        Self::connect_with(aws, env, Arc::new(XsCatalog)).await
-    }
+/// The state of one resource of the workspace, as `status` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ResourceStatus {
+    pub id: &'static str,
+    pub kind: &'static str,
+    pub name: String,
+    pub tier: &'static str,
+    pub exists: bool,
+    /// It exists but differs from what the deployed tier wants.
+    pub drift: bool,
+}
 
-    /// A deployer for every tier `catalog` knows.
-    pub async fn connect_with(
-        aws: AwsClients,
-        env: Env,
-        catalog: Arc<dyn Catalog>,
-    ) -> Result<Self, OpsError> {
+impl Deployer {
+    /// A deployer for every tier `ladder` knows.
+    pub async fn connect(aws: AwsClients, env: Env, ladder: Ladder) -> Result<Self, OpsError> {
         let caller = aws.caller().await?;
         let ws = Workspace::new(env, caller.account.clone(), aws.region.clone());
         let table = DeployTable::new(&aws, &ws);
@@ -151,7 +172,7 @@ impl Deployer {
             ws,
             caller,
             table,
-            catalog,
+            ladder,
         })
     }
 
@@ -159,109 +180,50 @@ impl Deployer {
     pub async fn settings(&self, inputs: &Inputs) -> Result<(StoredSettings, bool), OpsError> {
         let stored = self.table.load_settings().await?;
         let mut values = stored.values.clone();
-        let mut put = |k: &str, v: Value| {
-            values.insert(k.to_string(), v);
-        };
-        if let Some(i) = &inputs.image {
-            put(SETTING_IMAGE, json!(i));
-        }
-        if let Some(c) = &inputs.allow_cidrs {
-            let mut c = c.clone();
-            c.sort();
-            c.dedup();
-            put(SETTING_CIDRS, json!(c));
-        }
-        if let Some(v) = &inputs.vpc {
-            put(SETTING_VPC, json!(v));
-        }
-        if let Some(s) = &inputs.subnets {
-            put(SETTING_SUBNETS, json!(s));
-        }
-        if let Some(b) = inputs.budget_usd {
-            put(SETTING_BUDGET, json!(b));
-        }
-        if let Some(e) = &inputs.alert_email {
-            put(SETTING_EMAIL, json!(e));
-        }
-        for (k, v) in &inputs.tier_settings {
-            put(k, v.clone());
+        for (k, v) in &inputs.settings {
+            values.insert(k.clone(), v.clone());
         }
         let merged = StoredSettings { values };
         let changed = merged != stored;
         Ok((merged, changed))
     }
 
-    async fn xs_settings(
-        &self,
-        s: &StoredSettings,
-        inputs: &Inputs,
-        target: Option<Tier>,
-    ) -> Result<XsSettings, OpsError> {
-        let get_str = |k: &str| s.values.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let get_list = |k: &str| -> Vec<String> {
-            s.values
-                .get(k)
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default()
-        };
-        let net = network::resolve(
-            &self.aws,
-            get_str(SETTING_VPC).as_deref(),
-            &get_list(SETTING_SUBNETS),
-        )
-        .await?;
-        let mut xs = XsSettings::new(net);
-        xs.image = get_str(SETTING_IMAGE);
-        xs.allow_cidrs = get_list(SETTING_CIDRS);
-        xs.budget_usd = s
+    /// The workspace's network: the remembered VPC and subnets, or the region's defaults.
+    async fn network(&self, s: &StoredSettings) -> Result<network::Network, OpsError> {
+        let vpc = s.values.get(SETTING_VPC).and_then(|v| v.as_str());
+        let subnets: Vec<String> = s
             .values
-            .get(SETTING_BUDGET)
-            .and_then(|v| v.as_f64())
-            .unwrap_or_else(|| seed_target(target.unwrap_or(Tier::ExtraSmall)).1);
-        xs.alert_email = get_str(SETTING_EMAIL).filter(|e| !e.is_empty());
-        if let Some(w) = inputs.service_wait {
-            xs.service_wait = w;
-        }
-        Ok(xs)
+            .get(SETTING_SUBNETS)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        Ok(network::resolve(&self.aws, vpc.filter(|v| !v.is_empty()), &subnets).await?)
     }
 
-    /// Every resource of every tier the catalog knows, shaped for `target`.
-    fn universe(
-        &self,
-        xs: &XsSettings,
-        settings: &StoredSettings,
-        target: Option<Tier>,
-    ) -> Universe {
-        self.catalog.universe(&UniverseContext {
+    /// Plans converging the workspace to `target` (`None`: remove everything).
+    pub async fn plan(&self, target: Option<Tier>, inputs: &Inputs) -> Result<Planned, OpsError> {
+        if let Some(t) = target {
+            self.ladder.check(t)?;
+        }
+        let (settings, settings_changed) = self.settings(inputs).await?;
+        let network = self.network(&settings).await?;
+        let ctx = LayerContext {
             ws: &self.ws,
-            xs: xs.clone(),
-            settings,
+            settings: &settings,
+            network: &network,
             target,
             plain_http: self
                 .aws
                 .endpoint
                 .as_deref()
                 .is_some_and(|e| e.starts_with("http://")),
-        })
-    }
-
-    /// Plans converging the workspace to `target` (`None`: remove everything).
-    pub async fn plan(&self, target: Option<Tier>, inputs: &Inputs) -> Result<Planned, OpsError> {
-        if let Some(t) = target
-            && t > self.catalog.highest()
-        {
-            return Err(OpsError::TierNotBuilt(t, self.catalog.highest()));
-        }
-        let (settings, settings_changed) = self.settings(inputs).await?;
-        let xs = self.xs_settings(&settings, inputs, target).await?;
-        let Universe {
-            resources: universe,
-            problems,
-        } = self.universe(&xs, &settings, target);
+            service_wait: inputs.service_wait.unwrap_or(DEFAULT_SERVICE_WAIT),
+            seed_target: self.ladder.seed_target(target.unwrap_or(Tier::ExtraSmall)),
+        };
+        let universe = self.ladder.universe(&ctx);
         let mut plan = plan::plan(
             &self.aws,
             PlanRequest {
-                universe,
+                universe: universe.resources,
                 target,
                 destroy_data: inputs.destroy_data,
                 parallelism: inputs.parallelism.max(1),
@@ -269,65 +231,34 @@ impl Deployer {
         )
         .await?;
         if target.is_some() {
-            // The image matters only when the dashboard task is being (re)defined.
-            let needs_image = plan
-                .change(crate::tier::ids::DASHBOARD_TASK_DEFINITION)
-                .is_some_and(|c| c.action.is_change());
-            plan.problems.extend(
-                problems
-                    .into_iter()
-                    .filter(|p| needs_image || !p.contains("--image")),
-            );
-            // Never point the service at an image its registry does not have.
-            if needs_image
-                && let Some(image) = xs.image.as_deref().filter(|i| !i.is_empty())
-                && let Err(problem) = self.verify_image(image).await
-            {
-                plan.problems.push(problem);
+            let changing = |id: &str| plan.change(id).is_some_and(|c| c.action.is_change());
+            let problems: Vec<String> = universe
+                .problems
+                .iter()
+                .filter(|p| p.only_if_changing.is_none_or(&changing))
+                .map(|p| p.to_string())
+                .collect();
+            // Never point a task at an image its registry does not have.
+            let images: Vec<String> = universe
+                .images
+                .iter()
+                .filter(|(id, image)| changing(id) && !image.is_empty())
+                .map(|(_, image)| image.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            plan.problems.extend(problems);
+            for image in images {
+                if let Err(problem) = self.verify_image(&image).await {
+                    plan.problems.push(problem);
+                }
             }
-            if xs.allow_cidrs.is_empty() {
-                plan.notes.push(format!(
-                    "the dashboard admits no one: add --allow-cidr YOUR.IP/32 to reach port {}",
-                    crate::config::DASHBOARD_PORT
-                ));
-            }
+            plan.notes.extend(universe.notes);
         }
-        let usage_name = inputs.usage.clone().unwrap_or_else(|| "light".into());
-        let usage = Usage::load(&usage_name)?;
-        match PriceTable::builtin().and_then(|t| t.region(&self.ws.region).map(|p| (t, p))) {
-            Ok((table, prices)) => {
-                let ctx = CostContext {
-                    prices,
-                    usage: &usage,
-                    hours: table.hours_per_month,
-                };
-                let sum = |keep: &dyn Fn(&dyn Resource) -> bool| -> f64 {
-                    plan.resources
-                        .iter()
-                        .filter(|r| keep(r.as_ref()))
-                        .flat_map(|r| r.monthly_cost(&ctx))
-                        .map(|l| l.monthly)
-                        .sum()
-                };
-                let observed: std::collections::HashSet<&str> =
-                    plan.observed.keys().copied().collect();
-                let before = sum(&|r| observed.contains(r.id()));
-                // Kept resources (data a downgrade or destroy leaves) go on costing.
-                let kept: std::collections::HashSet<&str> = plan
-                    .changes
-                    .iter()
-                    .filter(|c| c.action == plan::Action::Keep)
-                    .map(|c| c.id)
-                    .collect();
-                let after = sum(&|r| {
-                    target.is_some_and(|t| r.tier() <= t && r.wanted()) || kept.contains(r.id())
-                });
-                plan.cost = Some(CostDelta {
-                    before,
-                    after,
-                    usage: usage.name.clone(),
-                    region: self.ws.region.clone(),
-                });
+        match self.cost_delta(&plan, target, inputs) {
+            Ok(delta) => plan.cost = Some(delta),
+            Err(e @ CostError::BadProfile { .. }) | Err(e @ CostError::UnknownProfile(_)) => {
+                return Err(e.into());
             }
             Err(e) => plan.notes.push(format!("cost not shown: {e}")),
         }
@@ -341,6 +272,49 @@ impl Deployer {
             plan,
             settings,
             settings_changed,
+        })
+    }
+
+    /// The monthly cost of what exists now and of what the plan leaves.
+    fn cost_delta(
+        &self,
+        plan: &Plan,
+        target: Option<Tier>,
+        inputs: &Inputs,
+    ) -> Result<CostDelta, CostError> {
+        let usage = self
+            .ladder
+            .usage_book()
+            .load(inputs.usage.as_deref().unwrap_or("light"))?;
+        self.ladder.check_prices(&self.ws.region)?;
+        let ctx = CostContext {
+            region: &self.ws.region,
+            usage: &usage,
+            hours: HOURS_PER_MONTH,
+        };
+        let sum = |keep: &dyn Fn(&dyn Resource) -> bool| -> Result<f64, CostError> {
+            let mut total = 0.0;
+            for r in plan.resources.iter().filter(|r| keep(r.as_ref())) {
+                total += r.monthly_cost(&ctx)?.iter().map(|l| l.monthly).sum::<f64>();
+            }
+            Ok(total)
+        };
+        let observed: HashSet<&str> = plan.observed.keys().copied().collect();
+        let before = sum(&|r| observed.contains(r.id()))?;
+        // Kept resources (data a downgrade or destroy leaves) go on costing.
+        let kept: HashSet<&str> = plan
+            .changes
+            .iter()
+            .filter(|c| c.action == plan::Action::Keep)
+            .map(|c| c.id)
+            .collect();
+        let after =
+            sum(&|r| target.is_some_and(|t| r.tier() <= t && r.wanted()) || kept.contains(r.id()))?;
+        Ok(CostDelta {
+            before,
+            after,
+            usage: usage.name.clone(),
+            region: self.ws.region.clone(),
         })
     }
 
@@ -419,6 +393,95 @@ impl Deployer {
         Ok(())
     }
 
+    /// The deploy protocol: plan without the lock (nothing changes: nothing is written), take
+    /// the lock, plan again (the cloud may have changed), show, ask, apply, record, release;
+    /// after a destroy, the deploy table goes too when it was the last thing left and
+    /// `--destroy-data` says so.
+    pub async fn converge(
+        &self,
+        target: Option<Tier>,
+        inputs: &Inputs,
+        lock_ttl: Duration,
+        ui: &dyn ConvergeUi,
+        opts: ApplyOptions,
+    ) -> Result<Converged, OpsError> {
+        let first = self.plan(target, inputs).await?;
+        if !first.plan.problems.is_empty() {
+            ui.show(&first);
+            return Err(OpsError::Problems(first.plan.problems.clone()));
+        }
+        let settings_to_save = first.settings_changed && target.is_some();
+        if !first.plan.has_changes() && !settings_to_save {
+            ui.show(&first);
+            return Ok(Converged::Unchanged(first));
+        }
+        if !ui.assume_yes() && !ui.can_ask() {
+            ui.show(&first);
+            return Err(OpsError::NeedsConfirmation);
+        }
+        let lease = self.lock(lock_ttl).await.map_err(|e| match e {
+            OpsError::Lock(l) => OpsError::Locking(l),
+            other => other,
+        })?;
+        let result = self.converge_locked(target, inputs, &lease, ui, opts).await;
+        let released = lease.release().await;
+        let converged = result?;
+        released.map_err(OpsError::Releasing)?;
+        match converged {
+            Converged::Applied {
+                planned,
+                report,
+                deploy_table: None,
+            } if target.is_none() && report.succeeded() => {
+                let fate = self.after_destroy(inputs.destroy_data).await?;
+                Ok(Converged::Applied {
+                    planned,
+                    report,
+                    deploy_table: Some(fate),
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn converge_locked(
+        &self,
+        target: Option<Tier>,
+        inputs: &Inputs,
+        lease: &Lease,
+        ui: &dyn ConvergeUi,
+        opts: ApplyOptions,
+    ) -> Result<Converged, OpsError> {
+        let planned = self.plan(target, inputs).await?;
+        ui.show(&planned);
+        if !ui.assume_yes() && !ui.confirm(&planned) {
+            return Ok(Converged::Declined(planned));
+        }
+        ui.applying(opts.parallelism.max(1));
+        let report = self.apply(&planned, lease, opts).await?;
+        Ok(Converged::Applied {
+            planned,
+            report,
+            deploy_table: None,
+        })
+    }
+
+    /// After a complete destroy: the deploy table goes when `destroy_data` says so and
+    /// nothing else of the workspace is left.
+    async fn after_destroy(&self, destroy_data: bool) -> Result<TableFate, OpsError> {
+        if destroy_data
+            && self
+                .status()
+                .await
+                .map(|s| s.resources.iter().all(|r| !r.exists))
+                .unwrap_or(false)
+        {
+            self.table.delete().await?;
+            return Ok(TableFate::Deleted);
+        }
+        Ok(TableFate::Kept)
+    }
+
     pub async fn status(&self) -> Result<Status, OpsError> {
         let history = self.table.history(10).await?;
         let lock = self.table.read_lock().await?;
@@ -436,14 +499,15 @@ impl Deployer {
         let mut resources = Vec::new();
         let mut in_sync = None;
         if let Ok(p) = &planned {
-            let observed: HashMap<&str, bool> =
-                p.plan.observed.keys().map(|k| (*k, true)).collect();
             for c in &p.plan.changes {
-                resources.push(json!({
-                    "id": c.id, "kind": c.kind, "name": c.name, "tier": c.tier.short(),
-                    "exists": observed.contains_key(c.id),
-                    "drift": if target.is_some() { c.action.is_change() } else { false },
-                }));
+                resources.push(ResourceStatus {
+                    id: c.id,
+                    kind: c.kind,
+                    name: c.name.clone(),
+                    tier: c.tier.short(),
+                    exists: p.plan.observed.contains_key(c.id),
+                    drift: target.is_some() && c.action.is_change(),
+                });
             }
             in_sync = target.map(|_| !p.plan.has_changes());
         }
@@ -462,6 +526,24 @@ impl Deployer {
             resources,
             history,
         })
+    }
+
+    /// Where the dashboard answers: a resource's own address if one has it (a load
+    /// balancer's), else what a layer finds (the running task's public address).
+    async fn dashboard_url(&self, plan: &Plan) -> Option<String> {
+        let fronted = plan
+            .resources
+            .iter()
+            .find_map(|r| plan.observed.get(r.id()).and_then(|o| r.address(o)));
+        if fronted.is_some() {
+            return fronted;
+        }
+        for layer in self.ladder.layers().iter().rev() {
+            if let Some(a) = layer.address(&self.aws, &self.ws, plan).await {
+                return Some(a);
+            }
+        }
+        None
     }
 }
 
@@ -502,11 +584,11 @@ impl Deployer {
         let host = r.resolve_registry().to_string();
         if let Some((account, region)) = ecr_host(&host) {
             let ecr = if region == self.aws.region {
-                self.aws.ecr.clone()
+                self.aws.ecr()
             } else {
                 aws_sdk_ecr::Client::from_conf(
                     self.aws
-                        .ecr
+                        .ecr()
                         .config()
                         .to_builder()
                         .region(aws_types::region::Region::new(region.to_string()))
@@ -560,7 +642,7 @@ impl Deployer {
     /// Creates the workspace's image repository, or brings its settings back to the spec.
     /// Returns its URI.
     pub async fn ensure_image_repository(&self) -> Result<String, OpsError> {
-        let repo = crate::components::ecr::EcrRepository::for_workspace(&self.ws);
+        let repo = crate::xs::image_repository(&self.ws);
         let outputs = Default::default();
         let observed = match repo.observe(&self.aws).await? {
             None => repo.create(&self.aws, &outputs).await?,
@@ -591,7 +673,7 @@ impl Deployer {
         use base64::Engine as _;
         let out = self
             .aws
-            .ecr
+            .ecr()
             .get_authorization_token()
             .send()
             .await
@@ -639,7 +721,7 @@ impl Deployer {
             let mut settings = self.table.load_settings().await?;
             settings
                 .values
-                .insert(SETTING_IMAGE.to_string(), json!(image));
+                .insert(crate::xs::layer::settings::IMAGE.to_string(), json!(image));
             self.table.save_settings(&settings).await
         }
         .await;
@@ -647,67 +729,6 @@ impl Deployer {
         result?;
         released?;
         Ok(())
-    }
-}
-
-impl Deployer {
-    /// The dashboard's address: a resource's own address if one has it (the small tier's
-    /// load balancer), else the public IP of a running dashboard task.
-    async fn dashboard_url(&self, plan: &Plan) -> Option<String> {
-        let fronted = plan
-            .resources
-            .iter()
-            .find_map(|r| plan.observed.get(r.id()).and_then(|o| r.address(o)));
-        if fronted.is_some() {
-            return fronted;
-        }
-        plan.observed.get(crate::tier::ids::DASHBOARD_SERVICE)?;
-        let cluster = self.ws.id();
-        let tasks = self
-            .aws
-            .ecs
-            .list_tasks()
-            .cluster(&cluster)
-            .service_name(self.ws.name("dashboard"))
-            .send()
-            .await
-            .ok()?;
-        let arns = tasks.task_arns().to_vec();
-        if arns.is_empty() {
-            return None;
-        }
-        let described = self
-            .aws
-            .ecs
-            .describe_tasks()
-            .cluster(&cluster)
-            .set_tasks(Some(arns))
-            .send()
-            .await
-            .ok()?;
-        let eni = described
-            .tasks()
-            .iter()
-            .flat_map(|t| t.attachments())
-            .flat_map(|a| a.details())
-            .find(|d| d.name() == Some("networkInterfaceId"))
-            .and_then(|d| d.value())?
-            .to_string();
-        let nics = self
-            .aws
-            .ec2
-            .describe_network_interfaces()
-            .network_interface_ids(eni)
-            .send()
-            .await
-            .ok()?;
-        let ip = nics
-            .network_interfaces()
-            .first()?
-            .association()?
-            .public_ip()?
-            .to_string();
-        Some(format!("http://{ip}:{}/", crate::config::DASHBOARD_PORT))
     }
 }
 
@@ -723,6 +744,193 @@ pub struct Status {
     /// task's public address.
     pub dashboard_url: Option<String>,
     pub lock: Option<LockInfo>,
-    pub resources: Vec<Value>,
+    pub resources: Vec<ResourceStatus>,
     pub history: Vec<ApplyRecord>,
+}
+
+/// The first line of what a command prints about a workspace.
+pub fn header(ws: &Workspace, what: &str) -> String {
+    format!(
+        "{what} workspace {} (account {}, region {})\n\n",
+        ws.id(),
+        ws.account,
+        ws.region
+    )
+}
+
+impl Status {
+    /// The status as people read it.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "Status of workspace {} (account {}, region {})\n\n",
+            self.workspace, self.account, self.region
+        );
+        out.push_str(&format!(
+            "deployed tier: {}\n",
+            self.deployed_tier
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "none".into())
+        ));
+        if let Some(sync) = self.in_sync {
+            out.push_str(if sync {
+                "in sync: yes\n"
+            } else {
+                "in sync: NO (drift; run plan)\n"
+            });
+        }
+        match &self.dashboard_url {
+            Some(u) => out.push_str(&format!("dashboard: {u}  (MCP at {u}mcp)\n")),
+            None if self.deployed_tier.is_some() => {
+                out.push_str("dashboard: no running task found yet\n")
+            }
+            None => {}
+        }
+        match &self.lock {
+            Some(l) if l.is_alive() => out.push_str(&format!(
+                "lock: held by {} since {} (heartbeat {}s ago)\n",
+                l.holder,
+                l.acquired_at_text(),
+                l.heartbeat_age_secs()
+            )),
+            Some(l) => out.push_str(&format!(
+                "lock: stale, left by {} (last heartbeat {}s ago); `agentbus unlock` removes it\n",
+                l.holder,
+                l.heartbeat_age_secs()
+            )),
+            None => out.push_str("lock: free\n"),
+        }
+        out.push_str("\nresources:\n");
+        for r in &self.resources {
+            out.push_str(&format!(
+                "  {:<8} {:<20} {}{}\n",
+                if r.exists { "present" } else { "absent" },
+                r.kind,
+                r.name,
+                if r.drift { "  (differs from spec)" } else { "" }
+            ));
+        }
+        out.push_str("\nrecent applies:\n");
+        if self.history.is_empty() {
+            out.push_str("  none\n");
+        }
+        for h in &self.history {
+            let changed = h.changes.iter().filter(|c| c.outcome == "done").count();
+            out.push_str(&format!(
+                "  {}  {:<12} {:<10} {} change(s)  by {}  (agentbus {})\n",
+                h.at,
+                h.tier
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "destroy".into()),
+                if h.succeeded {
+                    "ok"
+                } else if h.cancelled {
+                    "cancelled"
+                } else {
+                    "failed"
+                },
+                changed,
+                h.caller,
+                h.tool_version
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at: &str, tier: Option<Tier>, ok: bool, done: usize) -> ApplyRecord {
+        ApplyRecord {
+            at: at.into(),
+            at_ms: 0,
+            tier,
+            tool_version: "0.1.0".into(),
+            caller: "arn:aws:iam::123456789012:user/dev".into(),
+            succeeded: ok,
+            cancelled: false,
+            changes: (0..done)
+                .map(|i| RecordedChange {
+                    id: format!("r{i}"),
+                    name: format!("agentbus-demo-r{i}"),
+                    action: "create".into(),
+                    outcome: "done".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn status_reads_as_the_deployed_tier_its_drift_and_history() {
+        let resource = |id, kind, name: &str, exists, drift| ResourceStatus {
+            id,
+            kind,
+            name: name.into(),
+            tier: "xs",
+            exists,
+            drift,
+        };
+        let s = Status {
+            workspace: "agentbus-demo".into(),
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            deployed_tier: Some(Tier::ExtraSmall),
+            in_sync: Some(false),
+            dashboard_url: Some("http://203.0.113.7:8080/".into()),
+            lock: None,
+            resources: vec![
+                resource(
+                    "kv-table",
+                    "dynamodb table",
+                    "agentbus-demo-kv",
+                    true,
+                    false,
+                ),
+                resource(
+                    "dashboard-service",
+                    "ecs service",
+                    "agentbus-demo-dashboard",
+                    true,
+                    true,
+                ),
+                resource("budget", "budget", "agentbus-demo", false, true),
+            ],
+            history: vec![
+                record("2026-12-01T10:00:00Z", Some(Tier::ExtraSmall), true, 15),
+                record("2026-11-30T09:00:00Z", None, false, 3),
+            ],
+        };
+        insta::assert_snapshot!(s.render());
+    }
+
+    #[test]
+    fn the_cost_of_extra_small_reads_line_by_line() {
+        let r = price(
+            &crate::ladder(),
+            Tier::ExtraSmall,
+            Env::new("demo").unwrap(),
+            "us-east-1",
+            "light",
+        )
+        .unwrap();
+        insta::assert_snapshot!(r.render());
+    }
+
+    #[test]
+    fn a_tier_above_the_ladder_is_refused_by_name() {
+        let e = price(
+            &crate::ladder(),
+            Tier::Small,
+            Env::new("demo").unwrap(),
+            "us-east-1",
+            "light",
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("the small tier is not available in this version yet: up to extra-small is")
+        );
+    }
 }

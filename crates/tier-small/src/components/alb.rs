@@ -3,6 +3,7 @@
 //! check `/health`), and its listeners (80, and 443 when a certificate is given, with 80 then
 //! redirecting to 443).
 
+use crate::aws::SmallAws;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum,
@@ -11,7 +12,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
-use tier_xs::cost::{CostContext, CostLine};
+use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created,
     output_or_unknown, own_tags, require_output, tags_value, wait_until,
@@ -42,7 +43,7 @@ async fn sync_tags(
 ) -> Result<(), EngineError> {
     let (set, remove) = tier_xs::components::tag_changes(current, Some(&tags_value(want)));
     if !set.is_empty() {
-        aws.elb
+        aws.elb()
             .add_tags()
             .resource_arns(arn)
             .set_tags(Some(elb_tags(&set)))
@@ -51,7 +52,7 @@ async fn sync_tags(
             .map_err(|e| err(name, "AddTags", e))?;
     }
     if !remove.is_empty() {
-        aws.elb
+        aws.elb()
             .remove_tags()
             .resource_arns(arn)
             .set_tag_keys(Some(remove))
@@ -64,7 +65,7 @@ async fn sync_tags(
 
 async fn observed_tags(aws: &AwsClients, name: &str, arn: &str) -> Result<Value, EngineError> {
     let out = aws
-        .elb
+        .elb()
         .describe_tags()
         .resource_arns(arn)
         .send()
@@ -88,7 +89,7 @@ async fn find_load_balancer(
     aws: &AwsClients,
     name: &str,
 ) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, EngineError> {
-    match aws.elb.describe_load_balancers().names(name).send().await {
+    match aws.elb().describe_load_balancers().names(name).send().await {
         Ok(o) => Ok(o.load_balancers().first().cloned()),
         Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => Ok(None),
         Err(e) => Err(err(name, "DescribeLoadBalancers", e)),
@@ -193,7 +194,7 @@ impl Resource for LoadBalancer {
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
         let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
-        aws.elb
+        aws.elb()
             .create_load_balancer()
             .name(&self.name)
             .set_subnets(Some(self.sorted_subnets()))
@@ -243,7 +244,7 @@ impl Resource for LoadBalancer {
         for field in changed {
             match field.as_str() {
                 "subnets" => {
-                    aws.elb
+                    aws.elb()
                         .set_subnets()
                         .load_balancer_arn(&arn)
                         .set_subnets(Some(self.sorted_subnets()))
@@ -253,7 +254,7 @@ impl Resource for LoadBalancer {
                 }
                 "security_groups" => {
                     let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
-                    aws.elb
+                    aws.elb()
                         .set_security_groups()
                         .load_balancer_arn(&arn)
                         .security_groups(sg)
@@ -279,7 +280,7 @@ impl Resource for LoadBalancer {
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         match aws
-            .elb
+            .elb()
             .delete_load_balancer()
             .load_balancer_arn(&arn)
             .send()
@@ -313,8 +314,9 @@ impl Resource for LoadBalancer {
             if self.https { "https" } else { "http" }
         ))
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        let (p, u, h) = (ctx.prices, ctx.usage, ctx.hours);
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let c = crate::cost::small_cost(ctx)?;
+        let (p, u, h) = (c.prices, c.xs_usage, ctx.hours);
         // LCUs: the largest of new connections (25/s each), processed bytes (1 GB/h each);
         // requests are assumed to be ~2 KB each on top of what is sent out.
         let secs = h * 3600.0;
@@ -323,7 +325,7 @@ impl Resource for LoadBalancer {
         let lcu = conns.max(gb_per_hour);
         // One public IPv4 address per availability zone (subnet) it spans.
         let addresses = self.subnets.len().max(2) as f64;
-        vec![
+        Ok(vec![
             CostLine::new(self.id, "load balancer hours", h, "h", p.alb_hour),
             CostLine::new(
                 self.id,
@@ -337,9 +339,9 @@ impl Resource for LoadBalancer {
                 &format!("public IPv4 addresses ({addresses:.0}, one per zone)"),
                 addresses * h,
                 "address-h",
-                p.public_ipv4_hour,
+                c.xs_prices.public_ipv4_hour,
             ),
-        ]
+        ])
     }
 }
 
@@ -387,7 +389,7 @@ impl Resource for TargetGroup {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .elb
+            .elb()
             .describe_target_groups()
             .names(&self.name)
             .send()
@@ -435,7 +437,7 @@ impl Resource for TargetGroup {
         ))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
-        aws.elb
+        aws.elb()
             .create_target_group()
             .name(&self.name)
             .protocol(ProtocolEnum::Http)
@@ -465,7 +467,7 @@ impl Resource for TargetGroup {
     ) -> Result<Observed, EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         if changed.iter().any(|c| c == "health_check") {
-            aws.elb
+            aws.elb()
                 .modify_target_group()
                 .target_group_arn(&arn)
                 .health_check_protocol(ProtocolEnum::Http)
@@ -495,7 +497,7 @@ impl Resource for TargetGroup {
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         match aws
-            .elb
+            .elb()
             .delete_target_group()
             .target_group_arn(&arn)
             .send()
@@ -614,7 +616,7 @@ impl Resource for Listener {
             return Ok(None);
         };
         let out = aws
-            .elb
+            .elb()
             .describe_listeners()
             .load_balancer_arn(&lb)
             .send()
@@ -668,7 +670,7 @@ impl Resource for Listener {
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
         let lb = require_output(outputs, &self.name(), self.load_balancer_id, "arn")?;
         let mut req = aws
-            .elb
+            .elb()
             .create_listener()
             .load_balancer_arn(lb)
             .protocol(self.protocol())
@@ -693,7 +695,7 @@ impl Resource for Listener {
     ) -> Result<Observed, EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         let mut req = aws
-            .elb
+            .elb()
             .modify_listener()
             .listener_arn(arn)
             .protocol(self.protocol())
@@ -711,7 +713,7 @@ impl Resource for Listener {
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        match aws.elb.delete_listener().listener_arn(&arn).send().await {
+        match aws.elb().delete_listener().listener_arn(&arn).send().await {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ListenerNotFound") => Ok(()),
             Err(e) => Err(err(&self.name(), "DeleteListener", e)),

@@ -3,6 +3,7 @@
 //! data: only `--destroy-data` deletes it (every object version first), and in `prod` it is
 //! kept even then.
 
+use crate::aws::SmallAws;
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
@@ -14,7 +15,7 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
-use tier_xs::cost::{CostContext, CostLine};
+use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created, own_tags,
     tags_value,
@@ -133,7 +134,7 @@ impl Bucket {
     }
 
     async fn put_versioning(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        aws.s3
+        aws.s3()
             .put_bucket_versioning()
             .bucket(&self.name)
             .versioning_configuration(
@@ -164,7 +165,7 @@ impl Bucket {
                 .build(),
             &self.name,
         )?;
-        aws.s3
+        aws.s3()
             .put_bucket_encryption()
             .bucket(&self.name)
             .server_side_encryption_configuration(config)
@@ -175,7 +176,7 @@ impl Bucket {
     }
 
     async fn put_public_access_block(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        aws.s3
+        aws.s3()
             .put_public_access_block()
             .bucket(&self.name)
             .public_access_block_configuration(
@@ -193,7 +194,7 @@ impl Bucket {
     }
 
     async fn put_lifecycle(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        aws.s3
+        aws.s3()
             .put_bucket_lifecycle_configuration()
             .bucket(&self.name)
             .lifecycle_configuration(self.lifecycle_config()?)
@@ -205,7 +206,7 @@ impl Bucket {
 
     async fn put_policy(&self, aws: &AwsClients) -> Result<(), EngineError> {
         if self.tls_only {
-            aws.s3
+            aws.s3()
                 .put_bucket_policy()
                 .bucket(&self.name)
                 .policy(self.policy().to_string())
@@ -213,7 +214,7 @@ impl Bucket {
                 .await
                 .map_err(|e| err(&self.name, "PutBucketPolicy", e))?;
         } else {
-            aws.s3
+            aws.s3()
                 .delete_bucket_policy()
                 .bucket(&self.name)
                 .send()
@@ -225,23 +226,28 @@ impl Bucket {
 
     async fn put_tags(&self, aws: &AwsClients) -> Result<(), EngineError> {
         // Keep tags that are not ours (a user's cost centre): S3 replaces the whole set.
-        let mut set: Vec<(String, String)> =
-            match aws.s3.get_bucket_tagging().bucket(&self.name).send().await {
-                Ok(t) => t
-                    .tag_set()
-                    .iter()
-                    .filter(|t| !t.key().starts_with("agentbus:"))
-                    .map(|t| (t.key().to_string(), t.value().to_string()))
-                    .collect(),
-                Err(e) if error_code(&e) == Some("NoSuchTagSet") => Vec::new(),
-                Err(e) => return Err(err(&self.name, "GetBucketTagging", e)),
-            };
+        let mut set: Vec<(String, String)> = match aws
+            .s3()
+            .get_bucket_tagging()
+            .bucket(&self.name)
+            .send()
+            .await
+        {
+            Ok(t) => t
+                .tag_set()
+                .iter()
+                .filter(|t| !t.key().starts_with("agentbus:"))
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            Err(e) if error_code(&e) == Some("NoSuchTagSet") => Vec::new(),
+            Err(e) => return Err(err(&self.name, "GetBucketTagging", e)),
+        };
         set.extend(self.tags.iter().cloned());
         let tags = set
             .iter()
             .map(|(k, v)| build(Tag::builder().key(k).value(v).build(), &self.name))
             .collect::<Result<Vec<_>, _>>()?;
-        aws.s3
+        aws.s3()
             .put_bucket_tagging()
             .bucket(&self.name)
             .tagging(build(
@@ -261,7 +267,7 @@ impl Bucket {
         let mut version_marker: Option<String> = None;
         loop {
             let page = aws
-                .s3
+                .s3()
                 .list_object_versions()
                 .bucket(&self.name)
                 .set_key_marker(key_marker.clone())
@@ -290,7 +296,7 @@ impl Bucket {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 deleted += objects.len() as u64;
-                aws.s3
+                aws.s3()
                     .delete_objects()
                     .bucket(&self.name)
                     .delete(build(
@@ -356,7 +362,7 @@ impl Resource for Bucket {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let name = &self.name;
-        match aws.s3.head_bucket().bucket(name).send().await {
+        match aws.s3().head_bucket().bucket(name).send().await {
             Ok(_) => {}
             Err(e)
                 if error_code(&e) == Some("NotFound")
@@ -367,7 +373,7 @@ impl Resource for Bucket {
             Err(e) => return Err(err(name, "HeadBucket", e)),
         }
         let versioning = aws
-            .s3
+            .s3()
             .get_bucket_versioning()
             .bucket(name)
             .send()
@@ -376,7 +382,7 @@ impl Resource for Bucket {
             .status()
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|| "never enabled".into());
-        let encryption = match aws.s3.get_bucket_encryption().bucket(name).send().await {
+        let encryption = match aws.s3().get_bucket_encryption().bucket(name).send().await {
             Ok(o) => o
                 .server_side_encryption_configuration()
                 .and_then(|c| c.rules().first())
@@ -388,7 +394,7 @@ impl Resource for Bucket {
             }
             Err(e) => return Err(err(name, "GetBucketEncryption", e)),
         };
-        let pab = match aws.s3.get_public_access_block().bucket(name).send().await {
+        let pab = match aws.s3().get_public_access_block().bucket(name).send().await {
             Ok(o) => match o.public_access_block_configuration() {
                 Some(c)
                     if c.block_public_acls() == Some(true)
@@ -413,7 +419,7 @@ impl Resource for Bucket {
             Err(e) => return Err(err(name, "GetPublicAccessBlock", e)),
         };
         let lifecycle = match aws
-            .s3
+            .s3()
             .get_bucket_lifecycle_configuration()
             .bucket(name)
             .send()
@@ -449,7 +455,7 @@ impl Resource for Bucket {
             Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => Value::Null,
             Err(e) => return Err(err(name, "GetBucketLifecycleConfiguration", e)),
         };
-        let policy = match aws.s3.get_bucket_policy().bucket(name).send().await {
+        let policy = match aws.s3().get_bucket_policy().bucket(name).send().await {
             Ok(o) => o
                 .policy()
                 .map(tier_xs::components::normalize_json)
@@ -457,7 +463,7 @@ impl Resource for Bucket {
             Err(e) if error_code(&e) == Some("NoSuchBucketPolicy") => Value::Null,
             Err(e) => return Err(err(name, "GetBucketPolicy", e)),
         };
-        let tags = match aws.s3.get_bucket_tagging().bucket(name).send().await {
+        let tags = match aws.s3().get_bucket_tagging().bucket(name).send().await {
             Ok(t) => own_tags(t.tag_set().iter().map(|t| (t.key(), t.value()))),
             Err(e) if error_code(&e) == Some("NoSuchTagSet") => json!({}),
             Err(e) => return Err(err(name, "GetBucketTagging", e)),
@@ -475,7 +481,7 @@ impl Resource for Bucket {
         ))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
-        let mut req = aws.s3.create_bucket().bucket(&self.name);
+        let mut req = aws.s3().create_bucket().bucket(&self.name);
         if self.region != "us-east-1" {
             req = req.create_bucket_configuration(
                 CreateBucketConfiguration::builder()
@@ -533,15 +539,16 @@ impl Resource for Bucket {
         // Only reached with --destroy-data: the objects and their versions go first.
         let n = self.empty(aws).await?;
         tracing::info!(bucket = %self.name, versions = n, "emptied");
-        match aws.s3.delete_bucket().bucket(&self.name).send().await {
+        match aws.s3().delete_bucket().bucket(&self.name).send().await {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
             Err(e) => Err(err(&self.name, "DeleteBucket", e)),
         }
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        let (p, u) = (ctx.prices, ctx.usage);
-        match self.usage {
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let c = crate::cost::small_cost(ctx)?;
+        let (p, u) = (c.prices, c.usage);
+        Ok(match self.usage {
             BucketUsage::Artifacts => vec![
                 CostLine::new(
                     self.id,
@@ -577,12 +584,12 @@ impl Resource for Bucket {
                 CostLine::new(
                     self.id,
                     "standard storage",
-                    u.timeline_records * u.event_kb / 1_048_576.0,
+                    u.timeline_records * c.xs_usage.event_kb / 1_048_576.0,
                     "GB-mo",
                     p.s3_standard_gb_month,
                 ),
             ],
-        }
+        })
     }
     fn notes(&self) -> Vec<String> {
         if self.tls_only {

@@ -4,6 +4,7 @@
 //! The event monitor uses two: the queue the bus rule delivers every event into, and its
 //! dead-letter queue, where a message lands after [`MAX_RECEIVES`] failed attempts.
 
+use crate::aws::SmallAws;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::components::{normalize_json, tag_changes};
-use tier_xs::cost::{CostContext, CostLine};
+use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created,
     output_or_unknown, own_tags, require_output, tags_value,
@@ -137,7 +138,13 @@ impl Queue {
     }
 
     async fn url(&self, aws: &AwsClients) -> Result<Option<String>, EngineError> {
-        match aws.sqs.get_queue_url().queue_name(&self.name).send().await {
+        match aws
+            .sqs()
+            .get_queue_url()
+            .queue_name(&self.name)
+            .send()
+            .await
+        {
             Ok(o) => Ok(o.queue_url),
             Err(e)
                 if matches!(
@@ -198,7 +205,7 @@ impl Resource for Queue {
             return Ok(None);
         };
         let out = aws
-            .sqs
+            .sqs()
             .get_queue_attributes()
             .queue_url(&url)
             .set_attribute_names(Some(attr_names().to_vec()))
@@ -207,7 +214,7 @@ impl Resource for Queue {
             .map_err(|e| EngineError::aws(&self.name, "GetQueueAttributes", e))?;
         let attrs = out.attributes.unwrap_or_default();
         let tags = aws
-            .sqs
+            .sqs()
             .list_queue_tags()
             .queue_url(&url)
             .send()
@@ -252,7 +259,7 @@ impl Resource for Queue {
         ))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        aws.sqs
+        aws.sqs()
             .create_queue()
             .queue_name(&self.name)
             .set_attributes(Some(self.attributes(outputs, None)?))
@@ -272,7 +279,7 @@ impl Resource for Queue {
         let url = current.outputs.get("url").cloned().unwrap_or_default();
         let attrs = self.attributes(outputs, Some(changed))?;
         if !attrs.is_empty() {
-            aws.sqs
+            aws.sqs()
                 .set_queue_attributes()
                 .queue_url(&url)
                 .set_attributes(Some(attrs))
@@ -284,7 +291,7 @@ impl Resource for Queue {
             let want = tags_value(&self.tags);
             let (set, remove) = tag_changes(current.fields.get("tags"), Some(&want));
             if !remove.is_empty() {
-                aws.sqs
+                aws.sqs()
                     .untag_queue()
                     .queue_url(&url)
                     .set_tag_keys(Some(remove))
@@ -293,7 +300,7 @@ impl Resource for Queue {
                     .map_err(|e| EngineError::aws(&self.name, "UntagQueue", e))?;
             }
             if !set.is_empty() {
-                aws.sqs
+                aws.sqs()
                     .tag_queue()
                     .queue_url(&url)
                     .set_tags(Some(set.into_iter().collect()))
@@ -306,7 +313,7 @@ impl Resource for Queue {
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let url = current.outputs.get("url").cloned().unwrap_or_default();
-        match aws.sqs.delete_queue().queue_url(&url).send().await {
+        match aws.sqs().delete_queue().queue_url(&url).send().await {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -319,17 +326,18 @@ impl Resource for Queue {
             Err(e) => Err(EngineError::aws(&self.name, "DeleteQueue", e)),
         }
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        let requests = self.polls_per_month + self.requests_per_event * ctx.usage.events;
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let c = crate::cost::small_cost(ctx)?;
+        let requests = self.polls_per_month + self.requests_per_event * c.xs_usage.events;
         if requests <= 0.0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        vec![CostLine::new(
+        Ok(vec![CostLine::new(
             self.id,
             "requests",
             requests / 1e6,
             "M requests",
-            ctx.prices.sqs_requests_million,
-        )]
+            c.prices.sqs_requests_million,
+        )])
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use tier_xs::components::network::Network;
-use tier_xs::cost::{Usage, report};
+use tier_xs::cost::CostReport;
 use tier_xs::engine::Outputs;
 use tier_xs::workspace::Env;
 
@@ -12,6 +12,18 @@ use super::*;
 
 fn ws(env: &str, region: &str) -> Workspace {
     Workspace::new(Env::new(env).unwrap(), "123456789012", region.to_string())
+}
+
+/// The dashboard as the extra-small tier alone shapes it.
+fn alone() -> DashboardSpec {
+    DashboardSpec::new(Tier::ExtraSmall)
+}
+
+/// Prices `resources` as the ladder of this crate does, for a built-in usage profile.
+fn report(tier: Tier, region: &str, usage: &str, resources: &[Arc<dyn Resource>]) -> CostReport {
+    let ladder = crate::ladder();
+    let usage = ladder.usage_book().load(usage).unwrap();
+    ladder.cost_report(tier, region, &usage, resources).unwrap()
 }
 
 fn xs_settings() -> XsSettings {
@@ -99,7 +111,7 @@ fn the_dashboard_task_learns_the_names_and_gets_the_rights() {
     assert!(policy.contains("arn:aws:s3:::agentbus-dev-artifacts-123456789012-us-east-1/*"));
     assert!(policy.contains("table/agentbus-dev-events/index/*"));
     // The extra-small tier on its own has none of it.
-    let plain = ExtraSmall::new(&ws("dev", "us-east-1"), &xs_settings());
+    let plain = ExtraSmall::new(&ws("dev", "us-east-1"), &xs_settings(), &alone());
     assert!(
         !plain
             .task_definition
@@ -172,9 +184,8 @@ fn prod_keeps_buckets_and_tables() {
 #[test]
 fn small_costs_more_than_extra_small_by_its_own_lines() {
     let s = small("dev");
-    let usage = Usage::load("light").unwrap();
-    let xs = report(Tier::ExtraSmall, "us-east-1", &usage, &s.xs.resources()).unwrap();
-    let sm = report(Tier::Small, "us-east-1", &usage, &s.resources()).unwrap();
+    let xs = report(Tier::ExtraSmall, "us-east-1", "light", &s.xs.resources());
+    let sm = report(Tier::Small, "us-east-1", "light", &s.resources());
     let by = sm.by_resource();
     assert!(by.contains_key("artifacts-bucket") && by.contains_key("events-table"));
     assert!(sm.total > xs.total, "{} vs {}", sm.total, xs.total);
@@ -219,8 +230,8 @@ fn the_dashboard_admits_only_the_load_balancer_which_admits_the_cidrs() {
     open.allow_cidrs = vec!["0.0.0.0/0".into()];
     let p = Small::new(&ws("prod", "us-east-1"), &open, &SmallSettings::default());
     assert!(p.problems().is_empty(), "{:?}", p.problems());
-    let x = ExtraSmall::new(&ws("prod", "us-east-1"), &open);
-    assert!(x.problems.iter().any(|p| p.contains("0.0.0.0/0")));
+    let x = ExtraSmall::new(&ws("prod", "us-east-1"), &open, &alone());
+    assert!(x.problems.iter().any(|p| p.message.contains("0.0.0.0/0")));
 }
 
 #[test]
@@ -267,7 +278,7 @@ fn a_certificate_adds_https_and_redirects_http() {
     assert!(
         bad.problems()
             .iter()
-            .any(|p| p.contains("--certificate-arn"))
+            .any(|p| p.message.contains("--certificate-arn"))
     );
     assert!(valid_certificate_arn(
         "arn:aws:iam::123456789012:server-certificate/x"
@@ -290,15 +301,14 @@ fn the_load_balancer_needs_two_zones() {
     assert!(
         s.problems()
             .iter()
-            .any(|p| p.contains("two availability zones"))
+            .any(|p| p.message.contains("two availability zones"))
     );
 }
 
 #[test]
 fn the_load_balancer_is_priced_with_its_addresses() {
     let s = small("dev");
-    let usage = Usage::load("idle").unwrap();
-    let r = report(Tier::Small, "us-east-1", &usage, &s.resources()).unwrap();
+    let r = report(Tier::Small, "us-east-1", "idle", &s.resources());
     let lb: f64 = r
         .lines
         .iter()
@@ -342,7 +352,9 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
         ["events-dead-letter-queue"]
     );
     // The dashboard task may drain the queue, and nothing else of SQS.
-    let ext = s.own.extension(&ws("abcdefghijklmnop", "us-east-1"));
+    let mut ext = DashboardSpec::new(Tier::Small);
+    s.own
+        .shape_dashboard(&ws("abcdefghijklmnop", "us-east-1"), &mut ext);
     let sqs: Vec<_> = ext
         .task_statements
         .iter()
@@ -361,4 +373,17 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
             .iter()
             .any(|(k, v)| k == crate::config::ENV_EVENTS_QUEUE && v == "agentbus-dev-events-feed")
     );
+}
+
+#[test]
+fn the_cost_of_small_reads_line_by_line() {
+    let r = tier_xs::ops::price(
+        &crate::ladder(),
+        Tier::Small,
+        Env::new("demo").unwrap(),
+        "us-east-1",
+        "light",
+    )
+    .unwrap();
+    insta::assert_snapshot!(r.render());
 }

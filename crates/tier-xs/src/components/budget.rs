@@ -114,7 +114,7 @@ impl Budget {
         aws: &AwsClients,
     ) -> Result<Vec<(Notification, String)>, EngineError> {
         let out = aws
-            .budgets
+            .budgets()
             .describe_notifications_for_budget()
             .account_id(&self.account)
             .budget_name(&self.name)
@@ -124,7 +124,7 @@ impl Budget {
         let mut alerts = Vec::new();
         for n in out.notifications() {
             let subs = aws
-                .budgets
+                .budgets()
                 .describe_subscribers_for_notification()
                 .account_id(&self.account)
                 .budget_name(&self.name)
@@ -177,7 +177,7 @@ impl Resource for Budget {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .budgets
+            .budgets()
             .describe_budget()
             .account_id(&self.account)
             .budget_name(&self.name)
@@ -225,7 +225,7 @@ impl Resource for Budget {
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
         let mut req = aws
-            .budgets
+            .budgets()
             .create_budget()
             .account_id(&self.account)
             .budget(self.budget()?);
@@ -265,7 +265,7 @@ impl Resource for Budget {
         changed: &[String],
     ) -> Result<Observed, EngineError> {
         if changed.iter().any(|c| c != "alerts") {
-            aws.budgets
+            aws.budgets()
                 .update_budget()
                 .account_id(&self.account)
                 .new_budget(self.budget()?)
@@ -275,7 +275,7 @@ impl Resource for Budget {
         }
         if changed.iter().any(|c| c == "alerts") {
             for (n, _) in self.current_alerts(aws).await? {
-                aws.budgets
+                aws.budgets()
                     .delete_notification()
                     .account_id(&self.account)
                     .budget_name(&self.name)
@@ -286,7 +286,7 @@ impl Resource for Budget {
             }
             if let Some(to) = &self.email {
                 for (kind, threshold) in ALERTS {
-                    aws.budgets
+                    aws.budgets()
                         .create_notification()
                         .account_id(&self.account)
                         .budget_name(&self.name)
@@ -302,7 +302,7 @@ impl Resource for Budget {
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         match aws
-            .budgets
+            .budgets()
             .delete_budget()
             .account_id(&self.account)
             .budget_name(&self.name)

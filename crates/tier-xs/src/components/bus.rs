@@ -6,7 +6,8 @@ use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::cost::{CostContext, CostLine};
+use crate::cost::base::base_cost;
+use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
     require_output, tags_value,
@@ -25,7 +26,7 @@ fn tag(k: &str, v: &str, id: &str) -> Result<Tag, EngineError> {
 
 async fn observe_tags(aws: &AwsClients, arn: &str, name: &str) -> Result<Value, EngineError> {
     let out = aws
-        .events
+        .events()
         .list_tags_for_resource()
         .resource_arn(arn)
         .send()
@@ -45,7 +46,7 @@ async fn apply_tags(
 ) -> Result<(), EngineError> {
     let (set, remove) = tag_changes(current, want);
     if !remove.is_empty() {
-        aws.events
+        aws.events()
             .untag_resource()
             .resource_arn(arn)
             .set_tag_keys(Some(remove))
@@ -54,7 +55,7 @@ async fn apply_tags(
             .map_err(|e| EngineError::aws(name, "UntagResource", e))?;
     }
     if !set.is_empty() {
-        let mut req = aws.events.tag_resource().resource_arn(arn);
+        let mut req = aws.events().tag_resource().resource_arn(arn);
         for (k, v) in set {
             req = req.tags(tag(&k, &v, name)?);
         }
@@ -91,7 +92,7 @@ impl Resource for EventBus {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .events
+            .events()
             .describe_event_bus()
             .name(&self.name)
             .send()
@@ -111,7 +112,7 @@ impl Resource for EventBus {
         ))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
-        let mut req = aws.events.create_event_bus().name(&self.name);
+        let mut req = aws.events().create_event_bus().name(&self.name);
         for (k, v) in &self.tags {
             req = req.tags(tag(k, v, &self.name)?);
         }
@@ -142,17 +143,24 @@ impl Resource for EventBus {
         .await?;
         Ok(current.clone())
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        vec![CostLine::new(
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let (p, u) = base_cost(ctx)?;
+        Ok(vec![CostLine::new(
             self.id,
             "custom events published",
-            ctx.usage.events / 1e6,
+            u.events / 1e6,
             "M events",
-            ctx.prices.eventbridge_custom_events_million,
-        )]
+            p.eventbridge_custom_events_million,
+        )])
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws.events.delete_event_bus().name(&self.name).send().await {
+        match aws
+            .events()
+            .delete_event_bus()
+            .name(&self.name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
             Err(e) => Err(EngineError::aws(&self.name, "DeleteEventBus", e)),
@@ -208,7 +216,7 @@ impl Resource for EventRule {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .events
+            .events()
             .describe_rule()
             .name(&self.name)
             .event_bus_name(&self.bus_name)
@@ -221,7 +229,7 @@ impl Resource for EventRule {
         };
         let arn = out.arn.clone().unwrap_or_default();
         let targets = aws
-            .events
+            .events()
             .list_targets_by_rule()
             .rule(&self.name)
             .event_bus_name(&self.bus_name)
@@ -260,7 +268,7 @@ impl Resource for EventRule {
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
         let mut req = aws
-            .events
+            .events()
             .put_rule()
             .name(&self.name)
             .event_bus_name(&self.bus_name)
@@ -290,7 +298,7 @@ impl Resource for EventRule {
             .iter()
             .any(|c| matches!(c.as_str(), "pattern" | "description" | "state"))
         {
-            aws.events
+            aws.events()
                 .put_rule()
                 .name(&self.name)
                 .event_bus_name(&self.bus_name)
@@ -316,7 +324,7 @@ impl Resource for EventRule {
                 })
                 .unwrap_or_default();
             if !stale.is_empty() {
-                aws.events
+                aws.events()
                     .remove_targets()
                     .rule(&self.name)
                     .event_bus_name(&self.bus_name)
@@ -351,7 +359,7 @@ impl Resource for EventRule {
             })
             .unwrap_or_default();
         if !ids.is_empty() {
-            aws.events
+            aws.events()
                 .remove_targets()
                 .rule(&self.name)
                 .event_bus_name(&self.bus_name)
@@ -361,7 +369,7 @@ impl Resource for EventRule {
                 .map_err(|e| EngineError::aws(&self.name, "RemoveTargets", e))?;
         }
         match aws
-            .events
+            .events()
             .delete_rule()
             .name(&self.name)
             .event_bus_name(&self.bus_name)
@@ -384,7 +392,7 @@ impl EventRule {
             .build()
             .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.name)))?;
         let out = aws
-            .events
+            .events()
             .put_targets()
             .rule(&self.name)
             .event_bus_name(&self.bus_name)

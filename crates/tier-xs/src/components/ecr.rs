@@ -9,7 +9,8 @@ use aws_sdk_ecr::types::{
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::cost::{CostContext, CostLine};
+use crate::cost::base::PRICES;
+use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created, own_tags,
     tags_value,
@@ -37,17 +38,6 @@ fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
 }
 
 impl EcrRepository {
-    /// The workspace's repository, as the xs tier declares it.
-    pub fn for_workspace(ws: &crate::workspace::Workspace) -> Self {
-        EcrRepository {
-            id: crate::tier::ids::IMAGE_REPOSITORY,
-            tier: Tier::ExtraSmall,
-            name: crate::tier::image_repository_name(ws),
-            keep_images: KEEP_IMAGES,
-            tags: ws.tags(Tier::ExtraSmall, "images"),
-        }
-    }
-
     /// The lifecycle policy document: expire all but the newest `keep_images` images.
     pub fn lifecycle_policy(&self) -> Value {
         json!({
@@ -78,7 +68,7 @@ impl EcrRepository {
     }
 
     async fn put_lifecycle(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        aws.ecr
+        aws.ecr()
             .put_lifecycle_policy()
             .repository_name(&self.name)
             .lifecycle_policy_text(self.lifecycle_policy().to_string())
@@ -120,7 +110,7 @@ impl Resource for EcrRepository {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .ecr
+            .ecr()
             .describe_repositories()
             .repository_names(&self.name)
             .send()
@@ -136,7 +126,7 @@ impl Resource for EcrRepository {
         let arn = r.repository_arn().unwrap_or_default().to_string();
         let uri = r.repository_uri().unwrap_or_default().to_string();
         let policy = match aws
-            .ecr
+            .ecr()
             .get_lifecycle_policy()
             .repository_name(&self.name)
             .send()
@@ -150,7 +140,7 @@ impl Resource for EcrRepository {
             Err(e) => return Err(err(&self.name, "GetLifecyclePolicy", e)),
         };
         let tags = aws
-            .ecr
+            .ecr()
             .list_tags_for_resource()
             .resource_arn(&arn)
             .send()
@@ -183,7 +173,7 @@ impl Resource for EcrRepository {
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
         let created = aws
-            .ecr
+            .ecr()
             .create_repository()
             .repository_name(&self.name)
             .image_tag_mutability(ImageTagMutability::Immutable)
@@ -224,7 +214,7 @@ impl Resource for EcrRepository {
         for field in changed {
             match field.as_str() {
                 "tag_mutability" => {
-                    aws.ecr
+                    aws.ecr()
                         .put_image_tag_mutability()
                         .repository_name(&self.name)
                         .image_tag_mutability(ImageTagMutability::Immutable)
@@ -233,7 +223,7 @@ impl Resource for EcrRepository {
                         .map_err(|e| err(&self.name, "PutImageTagMutability", e))?;
                 }
                 "scan_on_push" => {
-                    aws.ecr
+                    aws.ecr()
                         .put_image_scanning_configuration()
                         .repository_name(&self.name)
                         .image_scanning_configuration(
@@ -256,7 +246,7 @@ impl Resource for EcrRepository {
                             .map(|(k, v)| Tag::builder().key(k).value(v).build())
                             .collect::<Result<Vec<_>, _>>()
                             .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.name)))?;
-                        aws.ecr
+                        aws.ecr()
                             .tag_resource()
                             .resource_arn(&arn)
                             .set_tags(Some(tags))
@@ -265,7 +255,7 @@ impl Resource for EcrRepository {
                             .map_err(|e| err(&self.name, "TagResource", e))?;
                     }
                     if !remove.is_empty() {
-                        aws.ecr
+                        aws.ecr()
                             .untag_resource()
                             .resource_arn(&arn)
                             .set_tag_keys(Some(remove))
@@ -286,7 +276,7 @@ impl Resource for EcrRepository {
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         // Only reached with --destroy-data: the images go with the repository.
         match aws
-            .ecr
+            .ecr()
             .delete_repository()
             .repository_name(&self.name)
             .force(true)
@@ -298,9 +288,10 @@ impl Resource for EcrRepository {
             Err(e) => Err(err(&self.name, "DeleteRepository", e)),
         }
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let p = PRICES.region(ctx.region)?;
         let gb = f64::from(self.keep_images) * IMAGE_MB / 1024.0;
-        vec![CostLine::new(
+        Ok(vec![CostLine::new(
             self.id,
             &format!(
                 "image storage ({} images of ~{IMAGE_MB:.0} MB kept)",
@@ -308,8 +299,8 @@ impl Resource for EcrRepository {
             ),
             gb,
             "GB-month",
-            ctx.prices.ecr_storage_gb_month,
-        )]
+            p.ecr_storage_gb_month,
+        )])
     }
     fn notes(&self) -> Vec<String> {
         vec![

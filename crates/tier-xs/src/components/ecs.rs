@@ -13,7 +13,8 @@ use aws_sdk_ecs::types::{
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::cost::{CostContext, CostLine};
+use crate::cost::base::base_cost;
+use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
     require_output, tags_value, wait_until,
@@ -60,7 +61,7 @@ async fn ecs_tags(
 ) -> Result<(), EngineError> {
     let (set, remove) = tag_changes(current, want);
     if !remove.is_empty() {
-        aws.ecs
+        aws.ecs()
             .untag_resource()
             .resource_arn(arn)
             .set_tag_keys(Some(remove))
@@ -69,7 +70,7 @@ async fn ecs_tags(
             .map_err(|e| EngineError::aws(name, "UntagResource", e))?;
     }
     if !set.is_empty() {
-        let mut req = aws.ecs.tag_resource().resource_arn(arn);
+        let mut req = aws.ecs().tag_resource().resource_arn(arn);
         for (k, v) in set {
             req = req.tags(tag(&k, &v));
         }
@@ -172,7 +173,7 @@ impl Resource for Cluster {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
-            .ecs
+            .ecs()
             .describe_clusters()
             .clusters(&self.name)
             .include(ClusterField::Tags)
@@ -210,7 +211,7 @@ impl Resource for Cluster {
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
         let mut req = aws
-            .ecs
+            .ecs()
             .create_cluster()
             .cluster_name(&self.name)
             .capacity_providers("FARGATE")
@@ -255,7 +256,7 @@ impl Resource for Cluster {
             .iter()
             .any(|c| c == "capacity_providers" || c == "default_strategy")
         {
-            aws.ecs
+            aws.ecs()
                 .put_cluster_capacity_providers()
                 .cluster(&self.name)
                 .capacity_providers("FARGATE")
@@ -268,7 +269,7 @@ impl Resource for Cluster {
                 .map_err(|e| EngineError::aws(&self.name, "PutClusterCapacityProviders", e))?;
         }
         if changed.iter().any(|c| c == "container_insights") {
-            aws.ecs
+            aws.ecs()
                 .update_cluster_settings()
                 .cluster(&self.name)
                 .settings(
@@ -296,7 +297,7 @@ impl Resource for Cluster {
             .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws.ecs.delete_cluster().cluster(&self.name).send().await {
+        match aws.ecs().delete_cluster().cluster(&self.name).send().await {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("ClusterNotFoundException") => Ok(()),
             Err(e) => Err(EngineError::aws(&self.name, "DeleteCluster", e)),
@@ -456,7 +457,7 @@ impl TaskDefinition {
         let exec = require_output(outputs, &self.family, self.execution_role_id, "arn")?;
         let task = require_output(outputs, &self.family, self.task_role_id, "arn")?;
         let mut req = aws
-            .ecs
+            .ecs()
             .register_task_definition()
             .family(&self.family)
             .cpu(self.cpu.to_string())
@@ -485,7 +486,7 @@ impl TaskDefinition {
         let mut token = None;
         loop {
             let out = aws
-                .ecs
+                .ecs()
                 .list_task_definitions()
                 .family_prefix(&self.family)
                 .status(TaskDefinitionStatus::Active)
@@ -552,7 +553,7 @@ impl Resource for TaskDefinition {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .ecs
+            .ecs()
             .describe_task_definition()
             .task_definition(&self.family)
             .include(TaskDefinitionField::Tags)
@@ -638,7 +639,7 @@ impl Resource for TaskDefinition {
         let arn = self.register(aws, outputs).await?;
         for a in self.active_revisions(aws).await? {
             if a != arn {
-                aws.ecs
+                aws.ecs()
                     .deregister_task_definition()
                     .task_definition(&a)
                     .send()
@@ -652,7 +653,7 @@ impl Resource for TaskDefinition {
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         for a in self.active_revisions(aws).await? {
-            aws.ecs
+            aws.ecs()
                 .deregister_task_definition()
                 .task_definition(&a)
                 .send()
@@ -675,30 +676,52 @@ pub struct Service {
     pub security_group_id: &'static str,
     pub subnets: Vec<String>,
     pub public_ip: bool,
-    pub desired_count: i32,
+    /// How many tasks run, and who decides.
+    pub count: TaskCount,
     /// Size of each task (CPU units, MiB), for pricing.
     pub task_cpu: u32,
     pub task_memory: u32,
     pub strategy: Vec<Capacity>,
     /// How long to wait for the service to reach a steady state.
     pub wait: Duration,
-    /// The target group the service registers its tasks in (small tier on).
+    /// The target group the service registers its tasks in (ECS's `loadBalancers`).
     pub load_balancer: Option<LoadBalancing>,
     pub tags: Vec<(String, String)>,
 }
 
-/// Registration of a service's tasks in a load balancer's target group.
+/// How many tasks a service runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskCount {
+    /// The deploy keeps exactly this many running.
+    Fixed(i32),
+    /// An autoscaler owns the running count within these bounds: the deploy starts `min`
+    /// and never changes the count afterwards (the bounds are the autoscaler's resource).
+    Scaled { min: i32, max: i32 },
+}
+
+impl TaskCount {
+    /// The count a create starts with, and the one pricing assumes.
+    pub fn baseline(self) -> i32 {
+        match self {
+            TaskCount::Fixed(n) => n,
+            TaskCount::Scaled { min, .. } => min,
+        }
+    }
+}
+
+/// Registration of a service's tasks in a target group (ECS's `loadBalancers` parameter).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadBalancing {
     /// Logical id of the target group (its `arn` output).
     pub target_group_id: &'static str,
-    /// Logical id of the listener that puts the target group behind its load balancer.
-    pub listener_id: &'static str,
+    /// Logical id of the resource that attaches the target group (ECS refuses a target group
+    /// nothing uses yet).
+    pub attached_by_id: &'static str,
     pub container_name: String,
     pub container_port: u16,
 }
 
-/// Seconds a task behind a load balancer has before failed health checks count.
+/// Seconds a task in a target group has before failed health checks count.
 const LB_GRACE_SECS: i32 = 60;
 
 impl Service {
@@ -768,7 +791,7 @@ impl Service {
             self.wait,
             Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)),
             || {
-                let ecs = aws.ecs.clone();
+                let ecs = aws.ecs();
                 let (name, cluster) = (name.clone(), cluster.clone());
                 async move {
                     let out = ecs
@@ -831,26 +854,31 @@ impl Resource for Service {
         ];
         if let Some(lb) = &self.load_balancer {
             d.push(lb.target_group_id);
-            d.push(lb.listener_id);
+            d.push(lb.attached_by_id);
         }
         d
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
-        Desired::new()
+        let d = Desired::new()
             .set_replace("cluster", self.cluster_name.clone())
             .set(
                 "task_definition",
                 output_or_unknown(outputs, self.task_definition_id, "arn"),
             )
-            .set("desired_count", self.desired_count)
             .set("capacity_strategy", strategy_value(&self.strategy))
             .set("network", self.network_value(outputs))
             .set("load_balancer", self.load_balancer_value(outputs))
-            .set("tags", tags_value(&self.tags))
+            .set("tags", tags_value(&self.tags));
+        // A count an autoscaler owns is not the deploy's to compare or change.
+        match self.count {
+            TaskCount::Fixed(n) => d.set("desired_count", n),
+            TaskCount::Scaled { .. } => d,
+        }
     }
+
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .ecs
+            .ecs()
             .describe_services()
             .cluster(&self.cluster_name)
             .services(&self.name)
@@ -929,12 +957,12 @@ impl Resource for Service {
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
         let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
         let mut req = aws
-            .ecs
+            .ecs()
             .create_service()
             .cluster(&self.cluster_name)
             .service_name(&self.name)
             .task_definition(td)
-            .desired_count(self.desired_count)
+            .desired_count(self.count.baseline())
             .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
             .network_configuration(self.network_config(outputs)?);
         if self.load_balancer.is_some() {
@@ -989,15 +1017,18 @@ impl Resource for Service {
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
             let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
             let strategy_changed = changed.iter().any(|c| c == "capacity_strategy");
-            aws.ecs
+            aws.ecs()
                 .update_service()
                 .cluster(&self.cluster_name)
                 .service(&self.name)
                 .task_definition(td)
-                .desired_count(self.desired_count)
+                .set_desired_count(match self.count {
+                    TaskCount::Fixed(n) => Some(n),
+                    TaskCount::Scaled { .. } => None,
+                })
                 .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
                 .network_configuration(self.network_config(outputs)?)
-                // An empty list detaches the service from its load balancer (a downgrade).
+                // An empty list detaches the service from its target group (a downgrade).
                 .set_load_balancers(Some(self.load_balancers(outputs)?))
                 .set_health_check_grace_period_seconds(
                     self.load_balancer.as_ref().map(|_| LB_GRACE_SECS),
@@ -1025,7 +1056,7 @@ impl Resource for Service {
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         let _ = aws
-            .ecs
+            .ecs()
             .update_service()
             .cluster(&self.cluster_name)
             .service(&self.name)
@@ -1033,7 +1064,7 @@ impl Resource for Service {
             .send()
             .await;
         match aws
-            .ecs
+            .ecs()
             .delete_service()
             .cluster(&self.cluster_name)
             .service(&self.name)
@@ -1058,7 +1089,7 @@ impl Resource for Service {
             self.wait,
             Duration::from_secs(5).min(self.wait / 10 + Duration::from_millis(200)),
             || {
-                let ecs = aws.ecs.clone();
+                let ecs = aws.ecs();
                 let (name, cluster) = (name.clone(), cluster.clone());
                 async move {
                     let out = match ecs
@@ -1089,14 +1120,21 @@ impl Resource for Service {
         .await
     }
     fn notes(&self) -> Vec<String> {
-        vec![format!(
+        let mut notes = vec![format!(
             "waits up to {}s for a steady state",
             self.wait.as_secs()
-        )]
+        )];
+        if let TaskCount::Scaled { min, max } = self.count {
+            notes.push(format!(
+                "running count owned by its autoscaler ({min}-{max} tasks); the deploy leaves it alone"
+            ));
+        }
+        notes
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        let (p, h, id) = (ctx.prices, ctx.hours, self.id);
-        let (on_demand, spot) = split_tasks(self.desired_count, &self.strategy);
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let (p, u) = base_cost(ctx)?;
+        let (h, id) = (ctx.hours, self.id);
+        let (on_demand, spot) = split_tasks(self.count.baseline(), &self.strategy);
         let vcpu = f64::from(self.task_cpu) / 1024.0;
         let gb = f64::from(self.task_memory) / 1024.0;
         let mut lines = Vec::new();
@@ -1133,7 +1171,7 @@ impl Resource for Service {
             ));
         }
         if self.public_ip {
-            let n = f64::from(self.desired_count.max(0));
+            let n = f64::from(self.count.baseline().max(0));
             lines.push(CostLine::new(
                 id,
                 &format!("public IPv4 address ({n} task(s))"),
@@ -1142,7 +1180,7 @@ impl Resource for Service {
                 p.public_ipv4_hour,
             ));
         }
-        let billable = (ctx.usage.transfer_out_gb - p.transfer_out_free_gb).max(0.0);
+        let billable = (u.transfer_out_gb - p.transfer_out_free_gb).max(0.0);
         if billable > 0.0 {
             lines.push(CostLine::new(
                 id,
@@ -1152,7 +1190,7 @@ impl Resource for Service {
                 p.transfer_out_gb,
             ));
         }
-        lines
+        Ok(lines)
     }
 }
 

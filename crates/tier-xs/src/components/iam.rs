@@ -54,7 +54,7 @@ impl Role {
     }
 
     async fn put_policy(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        aws.iam
+        aws.iam()
             .put_role_policy()
             .role_name(&self.name)
             .policy_name(&self.policy_name)
@@ -96,14 +96,14 @@ impl Resource for Role {
             .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let role = match aws.iam.get_role().role_name(&self.name).send().await {
+        let role = match aws.iam().get_role().role_name(&self.name).send().await {
             Ok(o) => o.role,
             Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
             Err(e) => return Err(self.err("GetRole", e)),
         };
         let Some(role) = role else { return Ok(None) };
         let names = aws
-            .iam
+            .iam()
             .list_role_policies()
             .role_name(&self.name)
             .send()
@@ -112,7 +112,7 @@ impl Resource for Role {
         let mut inline = serde_json::Map::new();
         for p in names.policy_names() {
             let doc = aws
-                .iam
+                .iam()
                 .get_role_policy()
                 .role_name(&self.name)
                 .policy_name(p)
@@ -122,7 +122,7 @@ impl Resource for Role {
             inline.insert(p.clone(), decode_policy(&doc.policy_document));
         }
         let attached = aws
-            .iam
+            .iam()
             .list_attached_role_policies()
             .role_name(&self.name)
             .send()
@@ -135,7 +135,7 @@ impl Resource for Role {
             .collect();
         managed.sort();
         let tags = aws
-            .iam
+            .iam()
             .list_role_tags()
             .role_name(&self.name)
             .send()
@@ -159,7 +159,7 @@ impl Resource for Role {
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
         let mut req = aws
-            .iam
+            .iam()
             .create_role()
             .role_name(&self.name)
             .assume_role_policy_document(self.trust().to_string())
@@ -193,7 +193,7 @@ impl Resource for Role {
         for f in changed {
             match f.as_str() {
                 "trust_policy" => {
-                    aws.iam
+                    aws.iam()
                         .update_assume_role_policy()
                         .role_name(&self.name)
                         .policy_document(self.trust().to_string())
@@ -214,7 +214,7 @@ impl Resource for Role {
                         })
                         .unwrap_or_default();
                     for p in stale {
-                        aws.iam
+                        aws.iam()
                             .delete_role_policy()
                             .role_name(&self.name)
                             .policy_name(&p)
@@ -233,7 +233,7 @@ impl Resource for Role {
                         .flatten()
                         .filter_map(|v| v.as_str())
                     {
-                        aws.iam
+                        aws.iam()
                             .detach_role_policy()
                             .role_name(&self.name)
                             .policy_arn(arn)
@@ -248,7 +248,7 @@ impl Resource for Role {
                         self.desired(outputs).get("tags"),
                     );
                     if !remove.is_empty() {
-                        aws.iam
+                        aws.iam()
                             .untag_role()
                             .role_name(&self.name)
                             .set_tag_keys(Some(remove))
@@ -257,7 +257,7 @@ impl Resource for Role {
                             .map_err(|e| self.err("UntagRole", e))?;
                     }
                     if !set.is_empty() {
-                        let mut req = aws.iam.tag_role().role_name(&self.name);
+                        let mut req = aws.iam().tag_role().role_name(&self.name);
                         for (k, v) in set {
                             req = req.tags(
                                 Tag::builder()
@@ -278,7 +278,7 @@ impl Resource for Role {
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let _ = current;
         let names = match aws
-            .iam
+            .iam()
             .list_role_policies()
             .role_name(&self.name)
             .send()
@@ -289,7 +289,7 @@ impl Resource for Role {
             Err(e) => return Err(self.err("ListRolePolicies", e)),
         };
         for p in names {
-            aws.iam
+            aws.iam()
                 .delete_role_policy()
                 .role_name(&self.name)
                 .policy_name(&p)
@@ -298,7 +298,7 @@ impl Resource for Role {
                 .map_err(|e| self.err("DeleteRolePolicy", e))?;
         }
         let attached = aws
-            .iam
+            .iam()
             .list_attached_role_policies()
             .role_name(&self.name)
             .send()
@@ -306,7 +306,7 @@ impl Resource for Role {
             .map_err(|e| self.err("ListAttachedRolePolicies", e))?;
         for p in attached.attached_policies() {
             if let Some(arn) = &p.policy_arn {
-                aws.iam
+                aws.iam()
                     .detach_role_policy()
                     .role_name(&self.name)
                     .policy_arn(arn)
@@ -315,7 +315,7 @@ impl Resource for Role {
                     .map_err(|e| self.err("DetachRolePolicy", e))?;
             }
         }
-        match aws.iam.delete_role().role_name(&self.name).send().await {
+        match aws.iam().delete_role().role_name(&self.name).send().await {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
             Err(e) => Err(self.err("DeleteRole", e)),

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::cost::{CostContext, CostLine};
+use crate::cost::base::base_cost;
+use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
 };
@@ -62,35 +63,29 @@ impl Resource for LogGroup {
             .set("tags", tags_value(&self.tags))
     }
 
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        let u = ctx.usage;
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let (p, u) = base_cost(ctx)?;
         let ingest_gb = match self.source {
             LogSource::Server => u.server_log_gb,
             LogSource::Events => u.events * u.event_kb / (1024.0 * 1024.0),
         };
         // In the steady state a log group holds `retention` days of its ingestion.
         let stored_gb = ingest_gb * f64::from(self.retention_days) / 30.0;
-        vec![
-            CostLine::new(
-                self.id,
-                "log ingestion",
-                ingest_gb,
-                "GB",
-                ctx.prices.logs_ingest_gb,
-            ),
+        Ok(vec![
+            CostLine::new(self.id, "log ingestion", ingest_gb, "GB", p.logs_ingest_gb),
             CostLine::new(
                 self.id,
                 &format!("log storage ({} days kept)", self.retention_days),
                 stored_gb,
                 "GB-mo",
-                ctx.prices.logs_storage_gb_month,
+                p.logs_storage_gb_month,
             ),
-        ]
+        ])
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
-            .logs
+            .logs()
             .describe_log_groups()
             .log_group_name_prefix(&self.name)
             .send()
@@ -104,7 +99,7 @@ impl Resource for LogGroup {
             return Ok(None);
         };
         let tags = aws
-            .logs
+            .logs()
             .list_tags_for_resource()
             .resource_arn(self.arn())
             .send()
@@ -123,7 +118,7 @@ impl Resource for LogGroup {
     }
 
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        let mut req = aws.logs.create_log_group().log_group_name(&self.name);
+        let mut req = aws.logs().create_log_group().log_group_name(&self.name);
         for (k, v) in &self.tags {
             req = req.tags(k, v);
         }
@@ -147,7 +142,7 @@ impl Resource for LogGroup {
         for f in changed {
             match f.as_str() {
                 "retention_days" => {
-                    aws.logs
+                    aws.logs()
                         .put_retention_policy()
                         .log_group_name(&self.name)
                         .retention_in_days(self.retention_days)
@@ -159,7 +154,7 @@ impl Resource for LogGroup {
                     let want = self.desired(outputs);
                     let (set, remove) = tag_changes(current.fields.get("tags"), want.get("tags"));
                     if !remove.is_empty() {
-                        aws.logs
+                        aws.logs()
                             .untag_resource()
                             .resource_arn(self.arn())
                             .set_tag_keys(Some(remove))
@@ -168,7 +163,7 @@ impl Resource for LogGroup {
                             .map_err(|e| self.err("UntagResource", e))?;
                     }
                     if !set.is_empty() {
-                        aws.logs
+                        aws.logs()
                             .tag_resource()
                             .resource_arn(self.arn())
                             .set_tags(Some(set.into_iter().collect()))
@@ -187,7 +182,7 @@ impl Resource for LogGroup {
 
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         match aws
-            .logs
+            .logs()
             .delete_log_group()
             .log_group_name(&self.name)
             .send()
@@ -247,7 +242,7 @@ impl Resource for LogsResourcePolicy {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
-            .logs
+            .logs()
             .describe_resource_policies()
             .send()
             .await
@@ -264,7 +259,7 @@ impl Resource for LogsResourcePolicy {
             }))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
-        aws.logs
+        aws.logs()
             .put_resource_policy()
             .policy_name(&self.name)
             .policy_document(self.document().to_string())
@@ -284,7 +279,7 @@ impl Resource for LogsResourcePolicy {
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         match aws
-            .logs
+            .logs()
             .delete_resource_policy()
             .policy_name(&self.name)
             .send()

@@ -24,7 +24,7 @@ pub async fn resolve(
         Some(v) => v.to_string(),
         None => {
             let out = aws
-                .ec2
+                .ec2()
                 .describe_vpcs()
                 .filters(Filter::builder().name("is-default").values("true").build())
                 .send()
@@ -43,7 +43,7 @@ pub async fn resolve(
     };
     let mut subnet_ids: Vec<String> = if subnets.is_empty() {
         let out = aws
-            .ec2
+            .ec2()
             .describe_subnets()
             .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
             .send()
@@ -247,7 +247,7 @@ impl SecurityGroup {
             })?;
         // Rules to revoke: every current rule that is not wanted, as observed (any port/proto).
         let out = aws
-            .ec2
+            .ec2()
             .describe_security_groups()
             .group_ids(group_id)
             .send()
@@ -304,7 +304,7 @@ impl SecurityGroup {
             }
         }
         if !revoke.is_empty() {
-            aws.ec2
+            aws.ec2()
                 .revoke_security_group_ingress()
                 .group_id(group_id)
                 .set_ip_permissions(Some(revoke))
@@ -319,7 +319,7 @@ impl SecurityGroup {
                 continue;
             }
             match aws
-                .ec2
+                .ec2()
                 .authorize_security_group_ingress()
                 .group_id(group_id)
                 .ip_permissions(p)
@@ -383,7 +383,7 @@ impl Resource for SecurityGroup {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
-            .ec2
+            .ec2()
             .describe_security_groups()
             .filters(
                 Filter::builder()
@@ -424,7 +424,7 @@ impl Resource for SecurityGroup {
         }
         spec = spec.tags(Tag::builder().key("Name").value(&self.name).build());
         let created = aws
-            .ec2
+            .ec2()
             .create_security_group()
             .group_name(&self.name)
             .description(&self.description)
@@ -476,7 +476,7 @@ impl Resource for SecurityGroup {
                 .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
                 .build();
             match aws
-                .ec2
+                .ec2()
                 .authorize_security_group_egress()
                 .group_id(&group_id)
                 .ip_permissions(all)
@@ -494,14 +494,14 @@ impl Resource for SecurityGroup {
                 self.desired(outputs).get("tags"),
             );
             if !remove.is_empty() {
-                let mut req = aws.ec2.delete_tags().resources(&group_id);
+                let mut req = aws.ec2().delete_tags().resources(&group_id);
                 for k in remove {
                     req = req.tags(Tag::builder().key(k).build());
                 }
                 req.send().await.map_err(|e| self.err("DeleteTags", e))?;
             }
             if !set.is_empty() {
-                let mut req = aws.ec2.create_tags().resources(&group_id);
+                let mut req = aws.ec2().create_tags().resources(&group_id);
                 for (k, v) in set {
                     req = req.tags(Tag::builder().key(k).value(v).build());
                 }
@@ -518,7 +518,7 @@ impl Resource for SecurityGroup {
             std::time::Duration::from_secs(300),
             std::time::Duration::from_secs(5),
             || {
-                let ec2 = aws.ec2.clone();
+                let ec2 = aws.ec2();
                 let (group_id, name) = (group_id.clone(), self.name.clone());
                 async move {
                     match ec2.delete_security_group().group_id(&group_id).send().await {

@@ -7,7 +7,8 @@ use aws_sdk_secretsmanager::types::Tag;
 use serde_json::json;
 
 use crate::aws::AwsClients;
-use crate::cost::{CostContext, CostLine};
+use crate::cost::base::base_cost;
+use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
 };
@@ -67,7 +68,7 @@ impl Resource for WorkspaceSecret {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .secrets
+            .secrets()
             .describe_secret()
             .secret_id(&self.name)
             .send()
@@ -102,14 +103,14 @@ impl Resource for WorkspaceSecret {
         // Restore a secret that an earlier destroy scheduled for deletion (prod keeps
         // them recoverable for 30 days) instead of failing on the name.
         if let Ok(d) = aws
-            .secrets
+            .secrets()
             .describe_secret()
             .secret_id(&self.name)
             .send()
             .await
             && d.deleted_date.is_some()
         {
-            aws.secrets
+            aws.secrets()
                 .restore_secret()
                 .secret_id(&self.name)
                 .send()
@@ -132,7 +133,7 @@ impl Resource for WorkspaceSecret {
             ));
         }
         let mut req = aws
-            .secrets
+            .secrets()
             .create_secret()
             .name(&self.name)
             .description(&self.description)
@@ -157,7 +158,7 @@ impl Resource for WorkspaceSecret {
         changed: &[String],
     ) -> Result<Observed, EngineError> {
         if changed.iter().any(|c| c == "description") {
-            aws.secrets
+            aws.secrets()
                 .update_secret()
                 .secret_id(&self.name)
                 .description(&self.description)
@@ -171,7 +172,7 @@ impl Resource for WorkspaceSecret {
                 self.desired(outputs).get("tags"),
             );
             if !remove.is_empty() {
-                aws.secrets
+                aws.secrets()
                     .untag_resource()
                     .secret_id(&self.name)
                     .set_tag_keys(Some(remove))
@@ -180,7 +181,7 @@ impl Resource for WorkspaceSecret {
                     .map_err(|e| self.err("UntagResource", e))?;
             }
             if !set.is_empty() {
-                let mut req = aws.secrets.tag_resource().secret_id(&self.name);
+                let mut req = aws.secrets().tag_resource().secret_id(&self.name);
                 for (k, v) in set {
                     req = req.tags(self.tag(&k, &v));
                 }
@@ -192,7 +193,7 @@ impl Resource for WorkspaceSecret {
             .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        let mut req = aws.secrets.delete_secret().secret_id(&self.name);
+        let mut req = aws.secrets().delete_secret().secret_id(&self.name);
         req = match self.recovery_window_days {
             Some(days) => req.recovery_window_in_days(days),
             None => req.force_delete_without_recovery(true),
@@ -203,17 +204,18 @@ impl Resource for WorkspaceSecret {
             Err(e) => Err(self.err("DeleteSecret", e)),
         }
     }
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        vec![
-            CostLine::new(self.id, "secret", 1.0, "secret-mo", ctx.prices.secret_month),
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let (p, u) = base_cost(ctx)?;
+        Ok(vec![
+            CostLine::new(self.id, "secret", 1.0, "secret-mo", p.secret_month),
             CostLine::new(
                 self.id,
                 "API calls",
-                ctx.usage.secret_api_calls / 10_000.0,
+                u.secret_api_calls / 10_000.0,
                 "10k calls",
-                ctx.prices.secret_api_10k,
+                p.secret_api_10k,
             ),
-        ]
+        ])
     }
     fn notes(&self) -> Vec<String> {
         let mut n = vec!["value generated at deploy; never shown".to_string()];

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 use crate::aws::AwsClients;
-use crate::cost::{CostContext, CostLine};
+use crate::cost::base::{BasePrices, base_cost};
+use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until,
 };
@@ -28,15 +29,16 @@ pub struct Gsi {
     pub range: Option<&'static str>,
 }
 
-/// Which part of the usage profile a table's requests and storage come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a table's requests and storage are priced for a usage profile.
+#[derive(Clone, Copy, Debug)]
 pub enum TableUsage {
     /// The KV store.
     Kv,
-    /// The event-monitoring table: one write per event, plus one per index.
-    Events { indexes: u32 },
-    /// Tool bookkeeping with negligible traffic.
+    /// Bookkeeping with negligible traffic.
     Negligible,
+    /// Priced by the tier that owns the table (its own usage fields): the table's logical id
+    /// and DynamoDB's prices are handed to the function.
+    Priced(fn(&'static str, &BasePrices, &CostContext<'_>) -> Result<Vec<CostLine>, CostError>),
 }
 
 #[derive(Clone, Debug)]
@@ -88,7 +90,7 @@ impl DynamoTable {
             Duration::from_secs(300),
             Duration::from_millis(500),
             || {
-                let ddb = aws.dynamodb.clone();
+                let ddb = aws.dynamodb();
                 let name = name.clone();
                 async move {
                     let out = ddb
@@ -128,7 +130,7 @@ impl DynamoTable {
         if let Some(old) = current
             && Some(old) != self.0.ttl_attribute
         {
-            aws.dynamodb
+            aws.dynamodb()
                 .update_time_to_live()
                 .table_name(&self.0.name)
                 .time_to_live_specification(map_build(
@@ -145,7 +147,7 @@ impl DynamoTable {
         if let Some(attr) = self.0.ttl_attribute
             && current != Some(attr)
         {
-            aws.dynamodb
+            aws.dynamodb()
                 .update_time_to_live()
                 .table_name(&self.0.name)
                 .time_to_live_specification(map_build(
@@ -163,7 +165,7 @@ impl DynamoTable {
     }
 
     async fn set_pitr(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        aws.dynamodb
+        aws.dynamodb()
             .update_continuous_backups()
             .table_name(&self.0.name)
             .point_in_time_recovery_specification(map_build(
@@ -215,7 +217,7 @@ impl Resource for DynamoTable {
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = match aws
-            .dynamodb
+            .dynamodb()
             .describe_table()
             .table_name(&self.0.name)
             .send()
@@ -272,7 +274,7 @@ impl Resource for DynamoTable {
             _ => "AWS owned key",
         };
         let ttl = aws
-            .dynamodb
+            .dynamodb()
             .describe_time_to_live()
             .table_name(&self.0.name)
             .send()
@@ -288,7 +290,7 @@ impl Resource for DynamoTable {
             })
             .and_then(|d| d.attribute_name);
         let backups = aws
-            .dynamodb
+            .dynamodb()
             .describe_continuous_backups()
             .table_name(&self.0.name)
             .send()
@@ -301,7 +303,7 @@ impl Resource for DynamoTable {
             .map(|s| s.as_str() == "ENABLED")
             .unwrap_or(false);
         let tags = aws
-            .dynamodb
+            .dynamodb()
             .list_tags_of_resource()
             .resource_arn(&arn)
             .send()
@@ -359,7 +361,7 @@ impl Resource for DynamoTable {
             Ok(v)
         };
         let mut req = aws
-            .dynamodb
+            .dynamodb()
             .create_table()
             .table_name(&s.name)
             .billing_mode(BillingMode::PayPerRequest)
@@ -418,7 +420,7 @@ impl Resource for DynamoTable {
         for field in changed {
             match field.as_str() {
                 "billing_mode" | "encryption" | "deletion_protection" => {
-                    let mut req = aws.dynamodb.update_table().table_name(&s.name);
+                    let mut req = aws.dynamodb().update_table().table_name(&s.name);
                     req = match field.as_str() {
                         "billing_mode" => req.billing_mode(BillingMode::PayPerRequest),
                         "encryption" => {
@@ -438,7 +440,7 @@ impl Resource for DynamoTable {
                     let arn = current.outputs.get("arn").cloned().unwrap_or_default();
                     let (set, remove) = tag_changes(current.fields.get("tags"), want.get("tags"));
                     if !remove.is_empty() {
-                        aws.dynamodb
+                        aws.dynamodb()
                             .untag_resource()
                             .resource_arn(&arn)
                             .set_tag_keys(Some(remove))
@@ -447,7 +449,7 @@ impl Resource for DynamoTable {
                             .map_err(|e| self.err("UntagResource", e))?;
                     }
                     if !set.is_empty() {
-                        let mut req = aws.dynamodb.tag_resource().resource_arn(&arn);
+                        let mut req = aws.dynamodb().tag_resource().resource_arn(&arn);
                         for (k, v) in set {
                             req =
                                 req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
@@ -485,7 +487,7 @@ impl Resource for DynamoTable {
                     self.0.name
                 )));
             }
-            aws.dynamodb
+            aws.dynamodb()
                 .update_table()
                 .table_name(&self.0.name)
                 .deletion_protection_enabled(false)
@@ -494,7 +496,7 @@ impl Resource for DynamoTable {
                 .map_err(|e| self.err("UpdateTable", e))?;
         }
         match aws
-            .dynamodb
+            .dynamodb()
             .delete_table()
             .table_name(&self.0.name)
             .send()
@@ -510,7 +512,7 @@ impl Resource for DynamoTable {
             Duration::from_secs(300),
             Duration::from_millis(500),
             || {
-                let ddb = aws.dynamodb.clone();
+                let ddb = aws.dynamodb();
                 let name = name.clone();
                 async move {
                     match ddb.describe_table().table_name(&name).send().await {
@@ -524,9 +526,10 @@ impl Resource for DynamoTable {
         .await
     }
 
-    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Vec<CostLine> {
-        let (p, u, id) = (ctx.prices, ctx.usage, self.0.id);
-        match self.0.usage {
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let (p, u) = base_cost(ctx)?;
+        let id = self.0.id;
+        Ok(match self.0.usage {
             TableUsage::Kv => vec![
                 CostLine::new(
                     id,
@@ -557,35 +560,9 @@ impl Resource for DynamoTable {
                     p.dynamodb_pitr_gb_month,
                 ),
             ],
-            TableUsage::Events { indexes } => {
-                // Events are kept 90 days: about three months of them are stored.
-                let gb = u.events * 3.0 * u.event_kb / 1_048_576.0;
-                vec![
-                    CostLine::new(
-                        id,
-                        &format!("event writes (table + {indexes} indexes)"),
-                        u.events * f64::from(1 + indexes) / 1e6,
-                        "M WRU",
-                        p.dynamodb_write_million,
-                    ),
-                    CostLine::new(
-                        id,
-                        "storage (90 days of events, with indexes)",
-                        gb * f64::from(1 + indexes),
-                        "GB-mo",
-                        p.dynamodb_storage_gb_month,
-                    ),
-                    CostLine::new(
-                        id,
-                        "point-in-time recovery",
-                        gb * f64::from(1 + indexes),
-                        "GB-mo",
-                        p.dynamodb_pitr_gb_month,
-                    ),
-                ]
-            }
+            TableUsage::Priced(price) => price(id, p, ctx)?,
             TableUsage::Negligible => Vec::new(),
-        }
+        })
     }
 
     fn protected(&self) -> Option<String> {

@@ -186,7 +186,7 @@ impl DeployTable {
     pub async fn exists(&self) -> Result<bool, LockError> {
         match self
             .aws
-            .dynamodb
+            .dynamodb()
             .describe_table()
             .table_name(&self.table)
             .send()
@@ -217,7 +217,7 @@ impl DeployTable {
         };
         let mut req = self
             .aws
-            .dynamodb
+            .dynamodb()
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
@@ -243,7 +243,7 @@ impl DeployTable {
             Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
             Err(e) => return Err(LockError::Table(error_text(&e))),
         }
-        let ddb = self.aws.dynamodb.clone();
+        let ddb = self.aws.dynamodb();
         let table = self.table.clone();
         wait_until(
             &self.table,
@@ -272,7 +272,7 @@ impl DeployTable {
         // Point-in-time recovery keeps the deploy history recoverable.
         let _ = self
             .aws
-            .dynamodb
+            .dynamodb()
             .update_continuous_backups()
             .table_name(&self.table)
             .point_in_time_recovery_specification(
@@ -292,7 +292,7 @@ impl DeployTable {
         }
         let out = self
             .aws
-            .dynamodb
+            .dynamodb()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key("lock", "lock")))
@@ -325,7 +325,7 @@ impl DeployTable {
         item.insert("ttl_secs".into(), n(ttl_secs));
         let res = self
             .aws
-            .dynamodb
+            .dynamodb()
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -350,7 +350,7 @@ impl DeployTable {
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         let hb = {
-            let ddb = self.aws.dynamodb.clone();
+            let ddb = self.aws.dynamodb();
             let table = self.table.clone();
             let lease_id = lease_id.clone();
             let lost = lost.clone();
@@ -409,7 +409,7 @@ impl DeployTable {
         }
         let res = self
             .aws
-            .dynamodb
+            .dynamodb()
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key("lock", "lock")))
@@ -433,7 +433,7 @@ impl DeployTable {
         let mut item = key("apply", &format!("{:016}", rec.at_ms));
         item.insert("record".into(), s(body));
         self.aws
-            .dynamodb
+            .dynamodb()
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -450,7 +450,7 @@ impl DeployTable {
         }
         let out = self
             .aws
-            .dynamodb
+            .dynamodb()
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
@@ -474,7 +474,7 @@ impl DeployTable {
         }
         let out = self
             .aws
-            .dynamodb
+            .dynamodb()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key("settings", "current")))
@@ -497,7 +497,7 @@ impl DeployTable {
         let mut item = key("settings", "current");
         item.insert("settings".into(), s(body));
         self.aws
-            .dynamodb
+            .dynamodb()
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -511,7 +511,7 @@ impl DeployTable {
     pub async fn delete(&self) -> Result<(), LockError> {
         match self
             .aws
-            .dynamodb
+            .dynamodb()
             .delete_table()
             .table_name(&self.table)
             .send()
@@ -544,7 +544,7 @@ impl Lease {
         let res = self
             .table
             .aws
-            .dynamodb
+            .dynamodb()
             .delete_item()
             .table_name(&self.table.table)
             .set_key(Some(key("lock", "lock")))

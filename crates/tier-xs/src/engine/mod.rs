@@ -57,30 +57,7 @@ impl EngineError {
     }
 }
 
-/// The whole error chain on one line (SDK errors hide the useful part in their sources).
-pub fn error_text(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut src = err.source();
-    while let Some(e) = src {
-        let t = e.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = e.source();
-    }
-    s
-}
-
-/// The error code of an SDK error (`ResourceNotFoundException`, `NoSuchEntity`, ...).
-pub fn error_code<E, R>(
-    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
-) -> Option<&str>
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    err.as_service_error().and_then(|e| e.code())
-}
+pub use crate::aws::{error_code, error_text};
 
 /// The marker for a value that is only known once a dependency has been applied.
 pub fn unknown(what: &str) -> Value {
@@ -231,8 +208,11 @@ pub trait Resource: Send + Sync {
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError>;
     /// What this resource costs a month for the given prices and usage; free resources
     /// return no lines.
-    fn monthly_cost(&self, _ctx: &crate::cost::CostContext<'_>) -> Vec<crate::cost::CostLine> {
-        Vec::new()
+    fn monthly_cost(
+        &self,
+        _ctx: &crate::cost::CostContext<'_>,
+    ) -> Result<Vec<crate::cost::CostLine>, crate::cost::CostError> {
+        Ok(Vec::new())
     }
     /// Where people reach this resource, given what was observed of it (a load balancer's
     /// URL); most resources have no address.

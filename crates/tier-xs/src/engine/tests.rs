@@ -277,3 +277,166 @@ async fn destroy_deletes_dependents_first_and_updates_only_what_differs() {
         vec!["delete service", "delete cluster"]
     );
 }
+
+/// A resource whose wishes and cloud state are given outright, to show every kind of change.
+struct Scripted {
+    id: &'static str,
+    kind: &'static str,
+    tier: Tier,
+    data: bool,
+    deps: Vec<&'static str>,
+    want: fn(&Outputs) -> Desired,
+    have: Option<Observed>,
+}
+
+#[async_trait]
+impl Resource for Scripted {
+    fn id(&self) -> &'static str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+    fn name(&self) -> String {
+        format!("agentbus-demo-{}", self.id)
+    }
+    fn tier(&self) -> Tier {
+        self.tier
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        self.deps.clone()
+    }
+    fn data_bearing(&self) -> bool {
+        self.data
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        (self.want)(outputs)
+    }
+    async fn observe(&self, _aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        Ok(self.have.clone())
+    }
+    async fn create(&self, _: &AwsClients, _: &Outputs) -> Result<Observed, EngineError> {
+        Err(EngineError::Invalid(
+            "a scripted resource is only planned".into(),
+        ))
+    }
+    async fn update(
+        &self,
+        _: &AwsClients,
+        _: &Outputs,
+        _: &Observed,
+        _: &[String],
+    ) -> Result<Observed, EngineError> {
+        Err(EngineError::Invalid(
+            "a scripted resource is only planned".into(),
+        ))
+    }
+    async fn delete(&self, _: &AwsClients, _: &Observed) -> Result<(), EngineError> {
+        Err(EngineError::Invalid(
+            "a scripted resource is only planned".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn the_plan_people_read_shows_every_kind_of_change() {
+    let scripted = |id, kind, tier, want, have| Scripted {
+        id,
+        kind,
+        tier,
+        data: false,
+        deps: Vec::new(),
+        want,
+        have,
+    };
+    let universe: Vec<Arc<dyn Resource>> = vec![
+        // Created, with a value known only after its dependency is applied.
+        Arc::new(Scripted {
+            deps: vec!["queue"],
+            ..scripted(
+                "rule",
+                "eventbridge rule",
+                Tier::Small,
+                |o| {
+                    Desired::new()
+                        .set("pattern", json!({"source": [{"prefix": ""}]}))
+                        .set("target", output_or_unknown(o, "queue", "arn"))
+                },
+                None,
+            )
+        }),
+        Arc::new(scripted(
+            "queue",
+            "sqs queue",
+            Tier::Small,
+            |_| Desired::new().set("retention_seconds", 345_600),
+            None,
+        )),
+        // Updated in place: a scalar and, in a large document, only the statement that changed.
+        Arc::new(scripted(
+            "task-role",
+            "iam role",
+            Tier::ExtraSmall,
+            |_| {
+                Desired::new().set("budget_usd", "20.00").set(
+                    "policy",
+                    json!({"Statement": [
+                        {"Action": ["dynamodb:GetItem"], "Resource": ["arn:kv"]},
+                        {"Action": ["s3:GetObject"], "Resource": ["arn:artifacts/*"]}
+                    ]}),
+                )
+            },
+            Some(Observed::default().field("budget_usd", "10.00").field(
+                "policy",
+                json!({"Statement": [
+                    {"Action": ["dynamodb:GetItem"], "Resource": ["arn:kv"]}
+                ]}),
+            )),
+        )),
+        // Replaced: a field that cannot change in place.
+        Arc::new(scripted(
+            "cluster",
+            "ecs cluster",
+            Tier::ExtraSmall,
+            |_| Desired::new().set_replace("name", "agentbus-demo-2"),
+            Some(Observed::default().field("name", "agentbus-demo")),
+        )),
+        // Above the target tier: removed, or kept when it holds data.
+        Arc::new(scripted(
+            "database",
+            "rds cluster",
+            Tier::Large,
+            |_| Desired::new().set("engine", "aurora-postgresql"),
+            Some(Observed::default().field("engine", "aurora-postgresql")),
+        )),
+        Arc::new(Scripted {
+            data: true,
+            ..scripted(
+                "vectors",
+                "s3 bucket",
+                Tier::Large,
+                |_| Desired::new().set("versioning", true),
+                Some(Observed::default().field("versioning", true)),
+            )
+        }),
+        // Unchanged: not shown.
+        Arc::new(scripted(
+            "kv",
+            "dynamodb table",
+            Tier::ExtraSmall,
+            |_| Desired::new().set("billing", "PAY_PER_REQUEST"),
+            Some(Observed::default().field("billing", "PAY_PER_REQUEST")),
+        )),
+    ];
+    let aws = offline_clients();
+    let mut p = plan(&aws, req(universe, Some(Tier::Small), false))
+        .await
+        .unwrap();
+    p.cost = Some(crate::cost::CostDelta {
+        before: 7.81,
+        after: 32.83,
+        usage: "light".into(),
+        region: "us-east-1".into(),
+    });
+    insta::assert_snapshot!(p.render(false));
+}

@@ -102,8 +102,31 @@ pub struct SecretNameArgs {
     pub name: String,
 }
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
+/// The arguments of a tool that takes none.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct NoArgs {}
+
+/// The hints a tool gives its client; every agentbus tool stays inside its workspace.
+pub fn tool_annotations(
+    read_only: bool,
+    destructive: bool,
+    idempotent: bool,
+) -> rmcp::model::ToolAnnotations {
+    rmcp::model::ToolAnnotations::new()
+        .read_only(read_only)
+        .destructive(destructive)
+        .idempotent(idempotent)
+        .open_world(false)
+}
+
+/// A tool's name, description and hints; [`typed_route`] adds its schemas.
+pub fn tool_spec(
+    name: &'static str,
+    description: &'static str,
+    a: rmcp::model::ToolAnnotations,
+) -> Tool {
+    Tool::new(name, description, Arc::new(serde_json::Map::new())).annotate(a)
+}
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct KvGetOut {

@@ -147,16 +147,16 @@ impl AppState {
             Env::new(&cfg.env).map_err(|e| RuntimeError::invalid("AGENTBUS_ENV", e.to_string()))?;
         let ws = Workspace::new(env, "unknown", cfg.region.clone());
         Ok(Self::assemble(
-            Arc::new(DynamoKv::new(aws.dynamodb.clone(), &cfg.kv_table)),
+            Arc::new(DynamoKv::new(aws.dynamodb(), &cfg.kv_table)),
             Arc::new(AwsEvents::new(
-                aws.events.clone(),
-                aws.logs.clone(),
+                aws.events(),
+                aws.logs(),
                 &cfg.event_bus,
                 &cfg.events_log_group,
             )),
-            Arc::new(AwsSecrets::new(aws.secrets.clone(), &ws)),
+            Arc::new(AwsSecrets::new(aws.secrets(), &ws)),
             Authenticator::new(Box::new(SecretTokens {
-                client: aws.secrets.clone(),
+                client: aws.secrets(),
                 secret: cfg.secret.clone(),
             })),
             WorkspaceInfo {

@@ -1,5 +1,8 @@
-//! The extra-small tier as a type: what it deploys, built from the workspace and the
-//! deploy settings. Higher tiers own an `ExtraSmall` and add their own resources.
+//! The extra-small tier as a type: what it deploys, built from the workspace, the deploy
+//! settings and the dashboard as the active layers shape it. Its [`layer::XsLayer`] is the
+//! bottom of every ladder.
+
+pub mod layer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +13,17 @@ use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
-    Capacity, Cluster, ContainerSpec, LoadBalancing, Service, TaskDefinition, validate_fargate_size,
+    Capacity, Cluster, ContainerSpec, LoadBalancing, Service, TaskCount, TaskDefinition,
+    validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};
 use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
-use crate::components::network::{Ingress, Network, SecurityGroup};
+use crate::components::network::{Ingress, Network, SecurityGroup, Source};
 use crate::components::secret::WorkspaceSecret;
 use crate::components::table::{DynamoTable, TableSpec, TableUsage};
 use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH, ServerConfig};
 use crate::engine::Resource;
+use crate::ladder::{DashboardSpec, Problem};
 use crate::workspace::{PREFIX, Tier, Workspace};
 
 /// What a user decides about a deploy of the extra-small tier.
@@ -38,32 +43,6 @@ pub struct XsSettings {
     pub budget_usd: f64,
     /// Where the budget's alerts go; none: no alert is sent.
     pub alert_email: Option<String>,
-    /// What a higher tier adds to the dashboard task (empty for extra-small).
-    pub extension: Extension,
-}
-
-/// What a higher tier adds to the extra-small tier's dashboard task: the tier the server is
-/// configured for, more configuration, more permissions for its task role.
-#[derive(Clone, Debug, Default)]
-pub struct Extension {
-    /// The tier the server serves (default: extra-small).
-    pub tier: Option<Tier>,
-    /// More `AGENTBUS_*` variables.
-    pub env: Vec<(String, String)>,
-    /// More statements for the task role's policy.
-    pub task_statements: Vec<serde_json::Value>,
-    /// Replaces the dashboard's inbound rules (the small tier admits only its load balancer).
-    pub dashboard_ingress: Option<Vec<Ingress>>,
-    /// Registers the dashboard service in a load balancer's target group.
-    pub target_group: Option<TargetGroupRef>,
-}
-
-/// A target group by logical id (its `arn` output), and the listener that attaches it to
-/// its load balancer (ECS refuses a target group no load balancer uses yet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TargetGroupRef {
-    pub target_group_id: &'static str,
-    pub listener_id: &'static str,
 }
 
 impl XsSettings {
@@ -75,9 +54,8 @@ impl XsSettings {
             service_wait: Duration::from_secs(600),
             cpu: 256,
             memory: 512,
-            budget_usd: crate::cost::seed_target(Tier::ExtraSmall).1,
+            budget_usd: layer::SEED_TARGET.1,
             alert_email: None,
-            extension: Extension::default(),
         }
     }
 }
@@ -106,6 +84,17 @@ pub fn image_repository_name(ws: &Workspace) -> String {
     ws.name("images")
 }
 
+/// The workspace's image repository, as the extra-small tier declares it.
+pub fn image_repository(ws: &Workspace) -> EcrRepository {
+    EcrRepository {
+        id: ids::IMAGE_REPOSITORY,
+        tier: Tier::ExtraSmall,
+        name: image_repository_name(ws),
+        keep_images: crate::components::ecr::KEEP_IMAGES,
+        tags: ws.tags(Tier::ExtraSmall, "images"),
+    }
+}
+
 /// The extra-small tier: KV table, event bus (with a delivering rule), the server secret,
 /// and the dashboard service.
 pub struct ExtraSmall {
@@ -127,7 +116,7 @@ pub struct ExtraSmall {
     pub budget: Arc<Budget>,
     pub image_repository: Arc<EcrRepository>,
     /// Problems that block a deploy (missing image, unsafe ingress ...).
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
 }
 
 /// The ECR repository ARN of an image URI in this account and region, if it is one.
@@ -139,10 +128,11 @@ fn ecr_repository_arn(ws: &Workspace, image: &str) -> Option<String> {
 }
 
 impl ExtraSmall {
-    pub fn new(ws: &Workspace, settings: &XsSettings) -> Self {
+    /// The tier's resources, with the dashboard as the active layers shape it.
+    pub fn new(ws: &Workspace, settings: &XsSettings, dashboard: &DashboardSpec) -> Self {
         let t = Tier::ExtraSmall;
         let prod = ws.env.is_prod();
-        let config = ServerConfig::for_workspace(ws, settings.extension.tier.unwrap_or(t));
+        let config = ServerConfig::for_workspace(ws, dashboard.tier);
         let mut problems = Vec::new();
 
         let kv = DynamoTable(TableSpec {
@@ -249,10 +239,10 @@ impl ExtraSmall {
 
         let image = settings.image.clone().unwrap_or_default();
         if image.is_empty() {
-            problems.push(
-                "the dashboard service needs a container image: pass --image URI (an image of the agentbus server)"
-                    .into(),
-            );
+            problems.push(Problem::when_changing(
+                ids::DASHBOARD_TASK_DEFINITION,
+                "the dashboard service needs a container image: pass --image URI (an image of the agentbus server)",
+            ));
         }
         let mut exec_statements = vec![statement(
             &["logs:CreateLogStream", "logs:PutLogEvents"],
@@ -331,31 +321,31 @@ impl ExtraSmall {
                     ),
                 ]
                 .into_iter()
-                .chain(settings.extension.task_statements.iter().cloned())
+                .chain(dashboard.task_statements.iter().cloned())
                 .collect(),
             ),
             arn: ws.iam_arn(&format!("role/{task_name}")),
             tags: ws.tags(t, "dashboard"),
         };
 
-        // Behind the small tier's load balancer the dashboard itself is not exposed.
+        // Behind a front the dashboard itself is not exposed.
+        let front = dashboard.front();
         if prod
-            && settings.extension.dashboard_ingress.is_none()
+            && front.is_none()
             && settings
                 .allow_cidrs
                 .iter()
                 .any(|c| c == "0.0.0.0/0" || c == "::/0")
         {
-            problems.push(
-                "prod refuses --allow-cidr 0.0.0.0/0: name the networks that may reach the dashboard (or use the small tier's load balancer)"
-                    .into(),
-            );
+            problems.push(Problem::new(
+                "prod refuses --allow-cidr 0.0.0.0/0: name the networks that may reach the dashboard (or put it behind a higher tier's front)",
+            ));
         }
         for c in &settings.allow_cidrs {
             if !valid_cidr(c) {
-                problems.push(format!(
+                problems.push(Problem::new(format!(
                     "--allow-cidr {c:?} is not a CIDR block (e.g. 203.0.113.7/32)"
-                ));
+                )));
             }
         }
         let security_group = SecurityGroup {
@@ -367,16 +357,21 @@ impl ExtraSmall {
                 ws.env
             ),
             vpc_id: settings.network.vpc_id.clone(),
-            rules: settings
-                .extension
-                .dashboard_ingress
-                .clone()
-                .unwrap_or_else(|| Ingress::from_cidrs(&[DASHBOARD_PORT], &settings.allow_cidrs)),
+            rules: match front {
+                Some(f) => vec![Ingress {
+                    port: DASHBOARD_PORT,
+                    source: Source::Group(f.security_group_id),
+                }],
+                None => Ingress::from_cidrs(&[DASHBOARD_PORT], &settings.allow_cidrs),
+            }
+            .into_iter()
+            .chain(dashboard.ingress.iter().cloned())
+            .collect(),
             tags: ws.tags(t, "dashboard"),
         };
 
         if let Err(e) = validate_fargate_size(settings.cpu, settings.memory) {
-            problems.push(e);
+            problems.push(Problem::new(e));
         }
         let task_definition = TaskDefinition {
             id: ids::DASHBOARD_TASK_DEFINITION,
@@ -391,7 +386,7 @@ impl ExtraSmall {
                 env: config
                     .to_env()
                     .into_iter()
-                    .chain(settings.extension.env.iter().cloned())
+                    .chain(dashboard.env.iter().cloned())
                     .collect(),
                 health_command: Some(vec![
                     IMAGE_BINARY_PATH.to_string(),
@@ -416,14 +411,20 @@ impl ExtraSmall {
             security_group_id: ids::DASHBOARD_SECURITY_GROUP,
             subnets: settings.network.subnet_ids.clone(),
             public_ip: true,
-            desired_count: 1,
+            count: match dashboard.scaling() {
+                Some(s) => TaskCount::Scaled {
+                    min: s.min as i32,
+                    max: s.max as i32,
+                },
+                None => TaskCount::Fixed(1),
+            },
             task_cpu: settings.cpu,
             task_memory: settings.memory,
             strategy,
             wait: settings.service_wait,
-            load_balancer: settings.extension.target_group.map(|tg| LoadBalancing {
-                target_group_id: tg.target_group_id,
-                listener_id: tg.listener_id,
+            load_balancer: front.map(|f| LoadBalancing {
+                target_group_id: f.target_group_id,
+                attached_by_id: f.attached_by_id,
                 container_name: task_definition.container.name.clone(),
                 container_port: DASHBOARD_PORT,
             }),
@@ -433,13 +434,15 @@ impl ExtraSmall {
         if let Some(e) = &settings.alert_email
             && !valid_email(e)
         {
-            problems.push(format!("--alert-email {e:?} is not an email address"));
+            problems.push(Problem::new(format!(
+                "--alert-email {e:?} is not an email address"
+            )));
         }
         if !(settings.budget_usd.is_finite() && settings.budget_usd > 0.0) {
-            problems.push(format!(
+            problems.push(Problem::new(format!(
                 "--budget-usd {} must be a positive amount",
                 settings.budget_usd
-            ));
+            )));
         }
         let budget = Budget {
             id: ids::BUDGET,
@@ -450,7 +453,7 @@ impl ExtraSmall {
             email: settings.alert_email.clone(),
             workspace: ws.id(),
         };
-        let image_repository = EcrRepository::for_workspace(ws);
+        let image_repository = image_repository(ws);
 
         ExtraSmall {
             workspace: ws.clone(),
@@ -534,6 +537,11 @@ mod tests {
     use crate::engine::Outputs;
     use crate::workspace::Env;
 
+    /// The dashboard as the extra-small tier alone shapes it.
+    fn alone() -> DashboardSpec {
+        DashboardSpec::new(Tier::ExtraSmall)
+    }
+
     fn ws(env: &str) -> Workspace {
         Workspace::new(Env::new(env).unwrap(), "123456789012", "us-east-1")
     }
@@ -549,7 +557,7 @@ mod tests {
 
     #[test]
     fn names_and_tags_follow_the_workspace() {
-        let xs = ExtraSmall::new(&ws("dev"), &settings());
+        let xs = ExtraSmall::new(&ws("dev"), &settings(), &alone());
         let names: Vec<String> = xs.resources().iter().map(|r| r.name()).collect();
         assert!(names.contains(&"agentbus-dev-kv".to_string()));
         assert!(names.contains(&"agentbus-dev".to_string()));
@@ -569,31 +577,36 @@ mod tests {
         let mut s = settings();
         s.image = None;
         s.allow_cidrs = vec!["0.0.0.0/0".into(), "nonsense".into()];
-        let xs = ExtraSmall::new(&ws("prod"), &s);
-        assert!(xs.problems.iter().any(|p| p.contains("--image")));
-        assert!(xs.problems.iter().any(|p| p.contains("prod refuses")));
-        assert!(xs.problems.iter().any(|p| p.contains("nonsense")));
+        let xs = ExtraSmall::new(&ws("prod"), &s, &alone());
+        assert!(xs.problems.iter().any(|p| p.message.contains("--image")));
+        assert!(
+            xs.problems
+                .iter()
+                .any(|p| p.message.contains("prod refuses"))
+        );
+        assert!(xs.problems.iter().any(|p| p.message.contains("nonsense")));
         let dev = ExtraSmall::new(
             &ws("dev"),
             &XsSettings {
                 allow_cidrs: vec!["0.0.0.0/0".into()],
                 ..settings()
             },
+            &alone(),
         );
         assert!(dev.problems.is_empty());
         s.cpu = 256;
         s.memory = 4096;
         assert!(
-            ExtraSmall::new(&ws("dev"), &s)
+            ExtraSmall::new(&ws("dev"), &s, &alone())
                 .problems
                 .iter()
-                .any(|p| p.contains("Fargate"))
+                .any(|p| p.message.contains("Fargate"))
         );
     }
 
     #[test]
     fn prod_protects_data_and_keeps_an_on_demand_base() {
-        let xs = ExtraSmall::new(&ws("prod"), &settings());
+        let xs = ExtraSmall::new(&ws("prod"), &settings(), &alone());
         assert!(xs.kv.protected().is_some());
         assert_eq!(xs.secret.recovery_window_days, Some(30));
         assert!(
@@ -602,14 +615,14 @@ mod tests {
                 .iter()
                 .any(|c| c.provider == "FARGATE" && c.base == 1)
         );
-        let dev = ExtraSmall::new(&ws("dev"), &settings());
+        let dev = ExtraSmall::new(&ws("dev"), &settings(), &alone());
         assert!(dev.kv.protected().is_none());
         assert_eq!(dev.secret.recovery_window_days, None);
     }
 
     #[test]
     fn policies_are_scoped_to_workspace_resources() {
-        let xs = ExtraSmall::new(&ws("dev"), &settings());
+        let xs = ExtraSmall::new(&ws("dev"), &settings(), &alone());
         let p = xs.task_role.policy.to_string();
         assert!(p.contains("arn:aws:dynamodb:us-east-1:123456789012:table/agentbus-dev-kv"));
         assert!(p.contains("event-bus/agentbus-dev"));
@@ -622,7 +635,7 @@ mod tests {
         let mut s = settings();
         s.image =
             Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev@sha256:ab".into());
-        let xs = ExtraSmall::new(&ws("dev"), &s);
+        let xs = ExtraSmall::new(&ws("dev"), &s, &alone());
         assert!(
             xs.execution_role
                 .policy
@@ -645,8 +658,12 @@ mod cost_tests {
     //! Each pricing rule of the extra-small tier, against arithmetic done by hand with the
     //! us-east-1 prices of `prices/aws.json` and the `idle` profile.
     use super::*;
-    use crate::cost::{CostContext, PriceTable, Usage, report};
+    use crate::cost::{CostContext, HOURS_PER_MONTH};
     use crate::workspace::Env;
+
+    fn alone() -> DashboardSpec {
+        DashboardSpec::new(Tier::ExtraSmall)
+    }
 
     fn xs(env: &str) -> ExtraSmall {
         let ws = Workspace::new(Env::new(env).unwrap(), "123456789012", "us-east-1");
@@ -654,19 +671,18 @@ mod cost_tests {
             vpc_id: "vpc-1".into(),
             subnet_ids: vec!["subnet-1".into()],
         };
-        ExtraSmall::new(&ws, &XsSettings::new(net))
+        ExtraSmall::new(&ws, &XsSettings::new(net), &alone())
     }
 
     fn cost_of(r: &dyn Resource, usage: &str) -> Vec<(String, f64)> {
-        let table = PriceTable::builtin().unwrap();
-        let prices = table.region("us-east-1").unwrap();
-        let usage = Usage::load(usage).unwrap();
+        let usage = crate::ladder().usage_book().load(usage).unwrap();
         let ctx = CostContext {
-            prices,
+            region: "us-east-1",
             usage: &usage,
-            hours: 730.0,
+            hours: HOURS_PER_MONTH,
         };
         r.monthly_cost(&ctx)
+            .unwrap()
             .into_iter()
             .map(|l| (l.item, l.monthly))
             .collect()
@@ -730,13 +746,15 @@ mod cost_tests {
     #[test]
     fn the_idle_tier_total_is_under_the_seed_target() {
         let x = xs("dev");
-        let r = report(
-            Tier::ExtraSmall,
-            "us-east-1",
-            &Usage::load("idle").unwrap(),
-            &x.resources(),
-        )
-        .unwrap();
+        let ladder = crate::ladder();
+        let r = ladder
+            .cost_report(
+                Tier::ExtraSmall,
+                "us-east-1",
+                &ladder.usage_book().load("idle").unwrap(),
+                &x.resources(),
+            )
+            .unwrap();
         // 2.434646725 + 0.53468485 + 3.65 (task, address) + 0.405 (secret)
         // + 0.00125 + 0.00125 + 0.0025 + 0.002 (kv) + 0.001 (events)
         // + 0.000476837 + 0.00000668 (event log) + 0.025 + 0.00035 (server log)

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use tier_xs::image::registry::{Registry, RegistryAuth, parse_reference};
 use tier_xs::image::{self, BuildOptions, Image};
 
-use crate::{Global, connect, human, print_json};
+use super::{connect, human, print_json};
+use crate::Global;
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {

@@ -1,0 +1,217 @@
+//! `agentbus deploy`: converge the workspace to a tier, through the deploy protocol of
+//! [`Deployer::converge`]; this module is its terminal: the plan, the question, progress and
+//! the summary.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use tier_xs::engine::apply::{ApplyOptions, ApplyReport, Outcome, Progress};
+use tier_xs::ops::{ConvergeUi, Converged, Deployer, Planned, TableFate, header};
+use tier_xs::workspace::Tier;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeployFlags, color, connect, human, parse_tier, print_json};
+use crate::Global;
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// extra-small (xs), small, medium or large; default: $WS.
+    tier: Option<String>,
+    #[command(flatten)]
+    flags: DeployFlags,
+}
+
+pub async fn run(g: &Global, args: DeployArgs) -> Result<u8> {
+    let tier = parse_tier(args.tier)?;
+    let d = connect(g).await?;
+    converge(g, &d, Some(tier), &args.flags).await
+}
+
+/// The terminal side of a deploy or destroy.
+struct Terminal<'a> {
+    g: &'a Global,
+    d: &'a Deployer,
+    what: String,
+    cancel: CancellationToken,
+    ctrl_c: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ConvergeUi for Terminal<'_> {
+    fn show(&self, planned: &Planned) {
+        human(self.g, &header(&self.d.ws, &self.what));
+        human(self.g, &planned.plan.render(color(self.g)));
+    }
+    fn assume_yes(&self) -> bool {
+        self.g.yes
+    }
+    fn can_ask(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+    fn confirm(&self, _planned: &Planned) -> bool {
+        eprint!("Apply this plan? Type 'yes' to continue: ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).is_ok() && line.trim() == "yes"
+    }
+    fn applying(&self, parallelism: usize) {
+        let cancel = self.cancel.clone();
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "abandoning in-flight calls; the next deploy converges from wherever they stopped"
+                    );
+                    std::process::exit(130);
+                }
+            }
+        });
+        if let Ok(mut slot) = self.ctrl_c.lock() {
+            *slot = Some(watcher);
+        }
+        eprintln!("\napplying with parallelism {parallelism}:");
+    }
+}
+
+/// Plans, asks and applies `target` (`None`: destroy), and says how it went.
+pub async fn converge(
+    g: &Global,
+    d: &Deployer,
+    target: Option<Tier>,
+    flags: &DeployFlags,
+) -> Result<u8> {
+    let ui = Terminal {
+        g,
+        d,
+        what: match target {
+            Some(t) => format!("Deploy {t} to"),
+            None => "Destroy".to_string(),
+        },
+        cancel: CancellationToken::new(),
+        ctrl_c: Mutex::new(None),
+    };
+    let opts = ApplyOptions {
+        parallelism: flags.parallelism,
+        cancel: ui.cancel.clone(),
+        progress: progress_printer(),
+    };
+    let result = d
+        .converge(
+            target,
+            &flags.inputs(),
+            Duration::from_secs(flags.lock_ttl),
+            &ui,
+            opts,
+        )
+        .await;
+    if let Some(w) = ui.ctrl_c.lock().ok().and_then(|mut s| s.take()) {
+        w.abort();
+    }
+    match result? {
+        Converged::Unchanged(planned) => {
+            if g.json {
+                print_json(&serde_json::json!({
+                    "workspace": d.ws.id(), "changed": false, "plan": planned.plan,
+                    "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
+                }))?;
+            }
+            Ok(0)
+        }
+        Converged::Declined(_) => {
+            eprintln!("nothing changed");
+            Ok(1)
+        }
+        Converged::Applied {
+            planned,
+            report,
+            deploy_table,
+        } => {
+            let code = summarize(g, d, &planned, &report)?;
+            match deploy_table {
+                Some(TableFate::Deleted) => eprintln!(
+                    "deleted the deploy table {} (the workspace's apply history)",
+                    d.table.table
+                ),
+                Some(TableFate::Kept) => eprintln!(
+                    "kept the deploy table {} (the workspace's apply history){}",
+                    d.table.table,
+                    if flags.inputs().destroy_data {
+                        ""
+                    } else {
+                        "; --destroy-data deletes it"
+                    }
+                ),
+                None => {}
+            }
+            Ok(code)
+        }
+    }
+}
+
+fn progress_printer() -> Arc<dyn Fn(Progress) + Send + Sync> {
+    Arc::new(|p: Progress| match p {
+        Progress::Started { name, action, .. } => eprintln!("  … {} {name}", action.verb()),
+        Progress::Done {
+            name,
+            action,
+            seconds,
+            ..
+        } => {
+            eprintln!("  ✓ {} {name} ({seconds:.1}s)", action.verb())
+        }
+        Progress::Failed {
+            name,
+            action,
+            error,
+            ..
+        } => {
+            eprintln!("  ✗ {} {name}: {error}", action.verb())
+        }
+        Progress::Skipped { name, reason, .. } => eprintln!("  - {name}: {reason}"),
+        Progress::Cancelling { in_flight } => eprintln!(
+            "\ninterrupted: starting nothing new; waiting for {in_flight} call(s) in flight (Ctrl-C again to abandon them)"
+        ),
+    })
+}
+
+fn summarize(g: &Global, d: &Deployer, planned: &Planned, report: &ApplyReport) -> Result<u8> {
+    let mut out = String::new();
+    let done = report
+        .results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Done)
+        .count();
+    out.push_str(&format!(
+        "\n{} resource(s) changed in {:.1}s, {} API calls.\n",
+        done,
+        report.seconds,
+        d.aws.stats.total()
+    ));
+    for r in &report.results {
+        match &r.outcome {
+            Outcome::Kept(why) => out.push_str(&format!("kept {}: {why}\n", r.name)),
+            Outcome::Failed(e) => out.push_str(&format!("FAILED {}: {e}\n", r.name)),
+            Outcome::Skipped(e) => out.push_str(&format!("not done {}: {e}\n", r.name)),
+            Outcome::NotStarted => out.push_str(&format!("not started {} (interrupted)\n", r.name)),
+            _ => {}
+        }
+    }
+    if report.cancelled {
+        out.push_str("interrupted: every change above that shows ✓ is complete; run the same deploy again to finish.\n");
+    } else if !report.succeeded() {
+        out.push_str("some changes failed: fix the cause and run the same command again; it continues from here.\n");
+    } else {
+        out.push_str("done.\n");
+    }
+    eprint!("{out}");
+    if g.json {
+        print_json(&serde_json::json!({
+            "workspace": d.ws.id(), "changed": true, "plan": planned.plan, "report": report,
+            "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
+        }))?;
+    }
+    Ok(if report.succeeded() { 0 } else { 1 })
+}

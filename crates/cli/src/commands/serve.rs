@@ -1,0 +1,178 @@
+//! `agentbus serve`: the server, on AWS (configured by the deploy through the environment)
+//! or on embedded storage in a data directory, with the tools of every layer of its tier.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use tier_xs::aws::{AwsClients, AwsOptions};
+use tier_xs::config::{DASHBOARD_PORT, ServerConfig};
+use tier_xs::ladder::ServerPart;
+use tier_xs::runtime::Tenant;
+use tier_xs::server::auth::{Identity, Role};
+use tier_xs::server::{AppState, serve, serve_stdio};
+use tier_xs::workspace::Tier;
+
+use super::ladder;
+
+/// Default data directory of the embedded target.
+pub const DEFAULT_DATA_DIR: &str = ".agentbus";
+
+/// How long in-flight requests get after SIGTERM (ECS waits 30 s before SIGKILL).
+const DRAIN: Duration = Duration::from_secs(25);
+
+/// Resolves on Ctrl-C or SIGTERM (a Fargate Spot interruption).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the HTTP server until a stop signal, then drains for at most [`DRAIN`].
+pub async fn run_http(state: Arc<AppState>, addr: std::net::SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        stop_signal().await;
+        tracing::info!("stopping: no new connections; finishing requests in flight");
+        let _ = tx.send(());
+    };
+    let server = serve(state, listener, signal);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.context("server failed")?,
+        _ = async { let _ = rx.await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("requests still in flight after {}s; exiting", DRAIN.as_secs());
+        }
+    }
+    Ok(())
+}
+
+/// Adds the layers' tools to the server and starts their feeds.
+fn attach(state: &Arc<AppState>, parts: Vec<ServerPart>) -> Result<()> {
+    let mut tools = Vec::new();
+    for part in parts {
+        tools.push(part.tools);
+        if let Some(feed) = part.feed {
+            tokio::spawn(feed(state.shutdown.child_token()));
+        }
+    }
+    state.set_extensions(tools)?;
+    Ok(())
+}
+
+/// The server of `tier` on embedded storage in `data_dir`.
+pub async fn embedded_state(data_dir: &Path, tier: Tier, rate: u32) -> Result<Arc<AppState>> {
+    let open = || format!("opening the data directory {}", data_dir.display());
+    let state = AppState::embedded(data_dir, tier.short(), "local", rate)
+        .await
+        .with_context(open)?;
+    let parts = ladder()
+        .serve_embedded(tier, data_dir)
+        .await
+        .with_context(open)?;
+    attach(&state, parts)?;
+    Ok(state)
+}
+
+/// The server of the deployed workspace, as its task's environment configures it.
+async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
+    let cfg = ServerConfig::from_env().map_err(|e| anyhow!(e))?;
+    let aws = AwsClients::load(&AwsOptions {
+        region: Some(cfg.region.clone()),
+        profile: None,
+    })
+    .await?;
+    let state = AppState::aws(&aws, &cfg, rate)?;
+    let parts = ladder().serve_aws(cfg.tier, &aws).await?;
+    attach(&state, parts)?;
+    Ok((state, cfg))
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    stdio: bool,
+    /// Tenant of the stdio session.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Port (default: AGENTBUS_PORT or 8080).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Address to listen on (default: 0.0.0.0 when configured by the deploy, as in the
+    /// container; 127.0.0.1 with --data-dir).
+    #[arg(long)]
+    host: Option<std::net::IpAddr>,
+    /// Requests per tenant per minute.
+    #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
+    rate_limit: u32,
+    /// With --data-dir: the tier whose tools to serve (on AWS the deploy says).
+    #[arg(long, default_value = "xs")]
+    tier: String,
+}
+
+/// `agentbus serve`.
+pub async fn run(args: ServeArgs) -> Result<u8> {
+    let ServeArgs {
+        data_dir,
+        stdio,
+        tenant,
+        port,
+        host,
+        rate_limit: rate,
+        tier,
+    } = args;
+    let tier = tier.parse::<Tier>()?;
+    ladder().check(tier)?;
+    let (state, default_port, bind_all) = match &data_dir {
+        Some(d) => (embedded_state(d, tier, rate).await?, DASHBOARD_PORT, false),
+        None => {
+            let (s, cfg) = aws_state(rate).await?;
+            (s, cfg.port, true)
+        }
+    };
+    if stdio {
+        let identity = Identity {
+            token_id: "stdio".into(),
+            tenant: Tenant::new(&tenant)?,
+            role: Role::Admin,
+        };
+        serve_stdio(state, identity)
+            .await
+            .map_err(|e| anyhow!("stdio server: {e}"))?;
+        return Ok(0);
+    }
+    // In a container the task must listen on every interface; locally only on loopback.
+    let ip = host.unwrap_or(if bind_all {
+        [0, 0, 0, 0].into()
+    } else {
+        [127, 0, 0, 1].into()
+    });
+    let addr = std::net::SocketAddr::from((ip, port.unwrap_or(default_port)));
+    tracing::info!("agentbus server on http://{addr}");
+    eprintln!("agentbus server listening on http://{addr} (MCP at /mcp)");
+    run_http(state, addr).await?;
+    Ok(0)
+}

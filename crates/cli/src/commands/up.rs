@@ -1,0 +1,69 @@
+//! `agentbus up`: a tier on embedded storage, on 127.0.0.1 (no AWS account needed).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tier_xs::runtime::Tenant;
+use tier_xs::server::auth::Role;
+use tier_xs::workspace::Tier;
+
+use super::ladder;
+use super::serve::{DEFAULT_DATA_DIR, embedded_state, run_http};
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// The tier to run (default extra-small).
+    tier: Option<String>,
+    /// Where the data lives (kept across restarts).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = tier_xs::config::DASHBOARD_PORT)]
+    port: u16,
+    /// Requests per tenant per minute.
+    #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
+    rate_limit: u32,
+}
+
+pub async fn run(args: UpArgs) -> Result<u8> {
+    let tier = match args
+        .tier
+        .or_else(|| std::env::var("WS").ok().filter(|s| !s.is_empty()))
+    {
+        Some(t) => t.parse::<Tier>()?,
+        None => Tier::ExtraSmall,
+    };
+    up(tier, &args.data_dir, args.port, args.rate_limit).await
+}
+
+/// `agentbus up`: the tier on embedded storage, on 127.0.0.1.
+async fn up(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
+    ladder().check(tier)?;
+    let state = embedded_state(data_dir, tier, rate).await?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("port {port} is busy: pass --port"))?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    let first = state.auth.list().await?.is_empty();
+    println!("agentbus {} tier, data in {}", tier, data_dir.display());
+    println!("  dashboard: http://{addr}/");
+    println!("  MCP:       http://{addr}/mcp");
+    if first {
+        let (token, rec) = state
+            .auth
+            .create(Tenant::new("default")?, Role::Admin, None)
+            .await?;
+        println!("  admin token (shown once; tenant default): {token}");
+        tracing::info!("created admin token {}", rec.id);
+    } else {
+        println!(
+            "  tokens: existing ones still work; `agentbus token create --data-dir {}` makes another",
+            data_dir.display()
+        );
+    }
+    println!("Ctrl-C stops it; the data stays for the next `agentbus up`.");
+    run_http(state, addr).await?;
+    println!("stopped.");
+    Ok(0)
+}

@@ -1,0 +1,132 @@
+//! The small tier's layer: its resources, how it shapes the dashboard (behind the load
+//! balancer, with the buckets, tables and queue it may use), its flags, prices, usage fields
+//! and server tools.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tier_xs::aws::AwsClients;
+use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
+use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, ServerPart, TierFlags};
+use tier_xs::runtime::RuntimeError;
+use tier_xs::workspace::Tier;
+use tier_xs::xs::XsSettings;
+use tier_xs::xs::layer::XsFlags;
+
+use crate::cost::{PRICES, SmallUsage};
+use crate::runtime::monitor::webhook::Reach;
+use crate::tier::{SmallOwn, SmallSettings};
+use crate::tools::SmallTools;
+
+/// The seed's monthly target of the small tier.
+pub const SEED_TARGET: (f64, f64) = (15.0, 20.0);
+
+/// The remembered setting holding `--certificate-arn`.
+pub const SETTING_CERTIFICATE: &str = "certificate_arn";
+
+/// The small tier's deploy flags, and the extra-small ones.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SmallFlags {
+    #[command(flatten)]
+    pub xs: XsFlags,
+    /// ACM certificate for HTTPS on the small tier's load balancer; port 80 then redirects
+    /// to 443 ("none" to go back to HTTP only; remembered).
+    #[arg(long)]
+    pub certificate_arn: Option<String>,
+}
+
+impl TierFlags for SmallFlags {
+    fn settings(&self) -> BTreeMap<String, Value> {
+        let mut s = self.xs.settings();
+        if let Some(c) = &self.certificate_arn {
+            let c = if c == "none" { "" } else { c.as_str() };
+            s.insert(SETTING_CERTIFICATE.to_string(), json!(c));
+        }
+        s
+    }
+}
+
+impl SmallSettings {
+    /// The small settings of a deploy, from the remembered ones and this run's flags.
+    pub fn from_context(ctx: &LayerContext<'_>) -> Self {
+        SmallSettings {
+            plain_http: ctx.plain_http,
+            certificate_arn: ctx.setting_str(SETTING_CERTIFICATE),
+        }
+    }
+}
+
+/// The small tier's layer.
+pub struct SmallLayer;
+
+fn own(ctx: &LayerContext<'_>) -> SmallOwn {
+    SmallOwn::new(
+        ctx.ws,
+        &XsSettings::from_context(ctx),
+        &SmallSettings::from_context(ctx),
+    )
+}
+
+#[async_trait]
+impl Layer for SmallLayer {
+    fn tier(&self) -> Tier {
+        Tier::Small
+    }
+
+    fn seed_target(&self) -> (f64, f64) {
+        SEED_TARGET
+    }
+
+    fn shape_dashboard(&self, ctx: &LayerContext<'_>, spec: &mut DashboardSpec) {
+        own(ctx).shape_dashboard(ctx.ws, spec);
+    }
+
+    fn build(&self, ctx: &LayerContext<'_>, _dashboard: &DashboardSpec) -> Built {
+        let own = own(ctx);
+        Built {
+            resources: own.resources(),
+            problems: own.problems,
+            images: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn price_source(&self, region: &str) -> Result<PriceSource, CostError> {
+        PRICES.source(region).cloned()
+    }
+
+    fn usage(&self, book: UsageBook) -> UsageBook {
+        book.with::<SmallUsage>()
+    }
+
+    fn cost_assumptions(&self, _region: &str, usage: &Usage) -> Result<Vec<String>, CostError> {
+        Ok(vec![usage.part::<SmallUsage>()?.describe()])
+    }
+
+    async fn serve_embedded(&self, data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {
+        let (tools, feed) = SmallTools::embedded(data_dir).await?;
+        Ok(Some(ServerPart {
+            tools: Arc::new(tools),
+            feed: Some(Box::new(move |stop| Box::pin(feed.run(stop)))),
+        }))
+    }
+
+    async fn serve_aws(&self, aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
+        let cfg = crate::config::SmallConfig::from_env()
+            .map_err(|e| RuntimeError::invalid("configuration", e))?;
+        // Webhooks from a deployed server reach only public HTTPS addresses, unless the
+        // operator says otherwise (a private network, or a test on one machine).
+        let reach = match std::env::var(crate::config::ENV_WEBHOOKS_ANYWHERE).as_deref() {
+            Ok("true") => Reach::Anywhere,
+            _ => Reach::PublicHttps,
+        };
+        let (tools, feed) = SmallTools::aws(aws, &cfg, reach)?;
+        Ok(Some(ServerPart {
+            tools: Arc::new(tools),
+            feed: Some(Box::new(move |stop| Box::pin(feed.run(stop)))),
+        }))
+    }
+}

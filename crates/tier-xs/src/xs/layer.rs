@@ -1,0 +1,197 @@
+//! The extra-small tier's layer: the bottom of every ladder. It owns the dashboard service
+//! that the layers above shape, its deploy flags, prices and usage fields.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{ExtraSmall, XsSettings, ids};
+use crate::aws::AwsClients;
+use crate::cost::base::{BaseUsage, PRICES};
+use crate::cost::{CostError, PriceSource, Usage, UsageBook};
+use crate::engine::plan::Plan;
+use crate::ladder::{Built, DashboardSpec, Layer, LayerContext, TierFlags};
+use crate::workspace::{Tier, Workspace};
+
+/// The seed's monthly target of the extra-small tier: under $10.
+pub const SEED_TARGET: (f64, f64) = (0.0, 10.0);
+
+/// Remembered settings of the extra-small tier.
+pub mod settings {
+    pub const IMAGE: &str = "image";
+    pub const ALLOW_CIDRS: &str = "allow_cidrs";
+    pub const BUDGET: &str = "budget_usd";
+    pub const EMAIL: &str = "alert_email";
+}
+
+/// The extra-small tier's deploy flags.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct XsFlags {
+    /// Container image of the dashboard server (remembered for later deploys).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// CIDR admitted to the dashboard port; repeat for several, "none" to clear (remembered).
+    #[arg(long = "allow-cidr")]
+    pub allow_cidr: Vec<String>,
+    /// Monthly limit of the workspace's AWS Budget in USD (default: the tier's target; remembered).
+    #[arg(long)]
+    pub budget_usd: Option<f64>,
+    /// Email the budget alerts go to ("none" to stop them; remembered).
+    #[arg(long)]
+    pub alert_email: Option<String>,
+}
+
+impl TierFlags for XsFlags {
+    fn settings(&self) -> BTreeMap<String, Value> {
+        let mut s = BTreeMap::new();
+        if let Some(i) = &self.image {
+            s.insert(settings::IMAGE.to_string(), json!(i));
+        }
+        if !self.allow_cidr.is_empty() {
+            let mut c: Vec<String> = if self.allow_cidr.iter().any(|c| c == "none") {
+                Vec::new()
+            } else {
+                self.allow_cidr.clone()
+            };
+            c.sort();
+            c.dedup();
+            s.insert(settings::ALLOW_CIDRS.to_string(), json!(c));
+        }
+        if let Some(b) = self.budget_usd {
+            s.insert(settings::BUDGET.to_string(), json!(b));
+        }
+        if let Some(e) = &self.alert_email {
+            let e = if e == "none" { "" } else { e.as_str() };
+            s.insert(settings::EMAIL.to_string(), json!(e));
+        }
+        s
+    }
+}
+
+impl XsSettings {
+    /// The extra-small settings of a deploy: the remembered ones merged with this run's
+    /// flags, the workspace's network, and the budget following the target tier's seed.
+    pub fn from_context(ctx: &LayerContext<'_>) -> Self {
+        let mut xs = XsSettings::new(ctx.network.clone());
+        xs.image = ctx.setting_str(settings::IMAGE);
+        xs.allow_cidrs = ctx.setting_list(settings::ALLOW_CIDRS);
+        xs.budget_usd = ctx
+            .setting_f64(settings::BUDGET)
+            .unwrap_or(ctx.seed_target.1);
+        xs.alert_email = ctx.setting_str(settings::EMAIL);
+        xs.service_wait = ctx.service_wait;
+        xs
+    }
+}
+
+/// The extra-small tier's layer.
+pub struct XsLayer;
+
+#[async_trait]
+impl Layer for XsLayer {
+    fn tier(&self) -> Tier {
+        Tier::ExtraSmall
+    }
+
+    fn seed_target(&self) -> (f64, f64) {
+        SEED_TARGET
+    }
+
+    fn build(&self, ctx: &LayerContext<'_>, dashboard: &DashboardSpec) -> Built {
+        let settings = XsSettings::from_context(ctx);
+        let tier = ExtraSmall::new(ctx.ws, &settings, dashboard);
+        let mut notes = Vec::new();
+        if settings.allow_cidrs.is_empty() && dashboard.front().is_none() {
+            notes.push(format!(
+                "the dashboard admits no one: add --allow-cidr YOUR.IP/32 to reach port {}",
+                crate::config::DASHBOARD_PORT
+            ));
+        }
+        Built {
+            resources: tier.resources(),
+            problems: tier.problems,
+            images: settings
+                .image
+                .into_iter()
+                .map(|i| (ids::DASHBOARD_TASK_DEFINITION, i))
+                .collect(),
+            notes,
+        }
+    }
+
+    fn price_source(&self, region: &str) -> Result<PriceSource, CostError> {
+        PRICES.source(region).cloned()
+    }
+
+    fn usage(&self, book: UsageBook) -> UsageBook {
+        book.with::<BaseUsage>()
+    }
+
+    fn cost_assumptions(&self, region: &str, usage: &Usage) -> Result<Vec<String>, CostError> {
+        let u: BaseUsage = usage.part()?;
+        Ok(vec![
+            u.describe(&usage.name),
+            "the AWS Budget is one of the account's two free budgets".to_string(),
+            "the deploy table (lock, apply history) sees a few hundred requests a month: under $0.01"
+                .to_string(),
+            format!(
+                "the first {} GB a month of data transfer out is free (shared by the account)",
+                PRICES.region(region)?.transfer_out_free_gb
+            ),
+            "Fargate Spot is priced at the region's published Spot rate, which moves with demand"
+                .to_string(),
+        ])
+    }
+
+    async fn address(&self, aws: &AwsClients, ws: &Workspace, plan: &Plan) -> Option<String> {
+        plan.observed.get(ids::DASHBOARD_SERVICE)?;
+        task_address(aws, ws).await
+    }
+}
+
+/// The public address of the running dashboard task, if it has one.
+async fn task_address(aws: &AwsClients, ws: &Workspace) -> Option<String> {
+    let cluster = ws.id();
+    let ecs = aws.ecs();
+    let tasks = ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .service_name(ws.name("dashboard"))
+        .send()
+        .await
+        .ok()?;
+    let arns = tasks.task_arns().to_vec();
+    if arns.is_empty() {
+        return None;
+    }
+    let described = ecs
+        .describe_tasks()
+        .cluster(&cluster)
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .ok()?;
+    let eni = described
+        .tasks()
+        .iter()
+        .flat_map(|t| t.attachments())
+        .flat_map(|a| a.details())
+        .find(|d| d.name() == Some("networkInterfaceId"))
+        .and_then(|d| d.value())?
+        .to_string();
+    let nics = aws
+        .ec2()
+        .describe_network_interfaces()
+        .network_interface_ids(eni)
+        .send()
+        .await
+        .ok()?;
+    let ip = nics
+        .network_interfaces()
+        .first()?
+        .association()?
+        .public_ip()?
+        .to_string();
+    Some(format!("http://{ip}:{}/", crate::config::DASHBOARD_PORT))
+}
