@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_sdk_s3::types::TransitionStorageClass;
 use tier_xs::components::iam::statement;
 use tier_xs::components::table::{DynamoTable, TableSpec, TableUsage};
-use tier_xs::engine::Resource;
+use tier_xs::engine::{Meta, Resource};
 use tier_xs::ladder::{DashboardSpec, Front, Problem};
 use tier_xs::workspace::{Tier, Workspace};
 use tier_xs::xs::{ExtraSmall, XsSettings};
@@ -127,28 +127,22 @@ impl SmallOwn {
         let config = SmallConfig::for_workspace(ws);
         let prod = ws.env.is_prod();
         let bucket = |id, name: &str, lifecycle, usage, component| Bucket {
-            id,
-            tier: t,
-            name: name.to_string(),
+            meta: Meta::new(id, t, name.to_string(), ws.tags(t, component)),
             region: ws.region.clone(),
             lifecycle,
             tls_only: !settings.plain_http,
             retain: prod,
             usage,
-            tags: ws.tags(t, component),
         };
         let table = |id, name: &str, hash, range, gsis, ttl, usage, component| {
             DynamoTable(TableSpec {
-                id,
-                tier: t,
-                name: name.to_string(),
+                meta: Meta::new(id, t, name.to_string(), ws.tags(t, component)),
                 hash_key: hash,
                 range_key: range,
                 gsis,
                 ttl_attribute: ttl,
                 deletion_protection: prod,
                 usage,
-                tags: ws.tags(t, component),
             })
         };
         let mut problems = Vec::new();
@@ -180,10 +174,8 @@ impl SmallOwn {
         let queue =
             |id, name: String, retention, dead_letter_id, policy, holds_data, polls, per_event| {
                 Arc::new(Queue {
-                    id,
-                    tier: t,
                     arn: ws.arn("sqs", &name),
-                    name,
+                    meta: Meta::new(id, t, name, ws.tags(t, "event-monitoring")),
                     retention_seconds: retention,
                     visibility_timeout_seconds: QUEUE_VISIBILITY_SECONDS,
                     receive_wait_seconds: 20,
@@ -192,7 +184,6 @@ impl SmallOwn {
                     holds_data,
                     polls_per_month: polls,
                     requests_per_event: per_event,
-                    tags: ws.tags(t, "event-monitoring"),
                 })
             };
         SmallOwn {
@@ -220,48 +211,55 @@ impl SmallOwn {
                 0.0,
             ),
             monitor_rule: Arc::new(EventRule {
-                id: ids::MONITOR_RULE,
-                tier: t,
-                name: rule_name,
+                meta: Meta::new(
+                    ids::MONITOR_RULE,
+                    t,
+                    rule_name,
+                    ws.tags(t, "event-monitoring"),
+                ),
                 bus_id: tier_xs::xs::ids::EVENT_BUS,
                 bus_name: bus,
                 description: "every event on the bus, into the event monitor's queue".into(),
                 pattern: monitoring::all_events_pattern(),
                 target_id: ids::EVENTS_QUEUE,
-                tags: ws.tags(t, "event-monitoring"),
             }),
             alb_security_group: Arc::new(SecurityGroup {
-                id: ids::ALB_SECURITY_GROUP,
-                tier: t,
-                name: ws.name("alb"),
+                meta: Meta::new(
+                    ids::ALB_SECURITY_GROUP,
+                    t,
+                    ws.name("alb"),
+                    ws.tags(t, "load-balancer"),
+                ),
                 description: format!(
                     "agentbus {} load balancer: HTTP(S) from allowed CIDRs",
                     ws.env
                 ),
                 vpc_id: xs.network.vpc_id.clone(),
                 rules: Ingress::from_cidrs(&alb_ports, &xs.allow_cidrs),
-                tags: ws.tags(t, "load-balancer"),
             }),
             load_balancer: Arc::new(LoadBalancer {
-                id: ids::LOAD_BALANCER,
-                tier: t,
-                name: alb_name.clone(),
+                meta: Meta::new(
+                    ids::LOAD_BALANCER,
+                    t,
+                    alb_name.clone(),
+                    ws.tags(t, "load-balancer"),
+                ),
                 subnets: alb_subnets(&xs.network.subnet_ids),
                 security_group_id: ids::ALB_SECURITY_GROUP,
                 https,
-                tags: ws.tags(t, "load-balancer"),
             }),
             target_group: Arc::new(TargetGroup {
-                id: ids::TARGET_GROUP,
-                tier: t,
-                name: alb_name.clone(),
+                meta: Meta::new(
+                    ids::TARGET_GROUP,
+                    t,
+                    alb_name.clone(),
+                    ws.tags(t, "load-balancer"),
+                ),
                 vpc_id: xs.network.vpc_id.clone(),
                 port: DASHBOARD_PORT,
-                tags: ws.tags(t, "load-balancer"),
             }),
             http_listener: Arc::new(Listener {
-                id: ids::HTTP_LISTENER,
-                tier: t,
+                meta: Meta::new(ids::HTTP_LISTENER, t, format!("{alb_name}:80"), Vec::new()),
                 load_balancer_name: alb_name.clone(),
                 load_balancer_id: ids::LOAD_BALANCER,
                 target_group_id: ids::TARGET_GROUP,
@@ -269,8 +267,12 @@ impl SmallOwn {
                 mode: Some(http_mode),
             }),
             https_listener: Arc::new(Listener {
-                id: ids::HTTPS_LISTENER,
-                tier: t,
+                meta: Meta::new(
+                    ids::HTTPS_LISTENER,
+                    t,
+                    format!("{alb_name}:443"),
+                    Vec::new(),
+                ),
                 load_balancer_name: alb_name,
                 load_balancer_id: ids::LOAD_BALANCER,
                 target_group_id: ids::TARGET_GROUP,

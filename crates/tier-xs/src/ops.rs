@@ -16,7 +16,7 @@ use crate::engine::lock::{
     now_millis,
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
-use crate::engine::{EngineError, Resource};
+use crate::engine::{self, EngineError, Resource};
 use crate::ladder::{Ladder, LadderError, LayerContext};
 use crate::workspace::{Env, Tier, Workspace};
 
@@ -644,20 +644,18 @@ impl Deployer {
     pub async fn ensure_image_repository(&self) -> Result<String, OpsError> {
         let repo = crate::xs::image_repository(&self.ws);
         let outputs = Default::default();
-        let observed = match repo.observe(&self.aws).await? {
-            None => repo.create(&self.aws, &outputs).await?,
+        let observed = match engine::observe(&repo, &self.aws).await? {
+            None => engine::create(&repo, &self.aws, &outputs).await?,
             Some(current) => {
-                let desired = repo.desired(&outputs);
-                let changed: Vec<String> = desired
-                    .fields
-                    .iter()
-                    .filter(|(k, f)| current.fields.get(*k) != Some(&f.value))
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let changed: Vec<String> =
+                    plan::diff(&engine::desired_of(&repo, &outputs), &current)
+                        .into_iter()
+                        .map(|c| c.field)
+                        .collect();
                 if changed.is_empty() {
                     current
                 } else {
-                    repo.update(&self.aws, &outputs, &current, &changed).await?
+                    engine::update(&repo, &self.aws, &outputs, &current, &changed).await?
                 }
             }
         };
@@ -665,7 +663,7 @@ impl Deployer {
             .outputs
             .get("uri")
             .cloned()
-            .ok_or_else(|| OpsError::Registry(format!("{}: ECR returned no URI", repo.name)))
+            .ok_or_else(|| OpsError::Registry(format!("{}: ECR returned no URI", repo.meta.name)))
     }
 
     /// A registry login for this account's ECR (the token lives 12 hours).

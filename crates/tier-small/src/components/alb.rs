@@ -5,6 +5,11 @@
 
 use crate::aws::SmallAws;
 use async_trait::async_trait;
+use aws_sdk_elasticloadbalancingv2::operation::delete_listener::DeleteListenerError;
+use aws_sdk_elasticloadbalancingv2::operation::delete_load_balancer::DeleteLoadBalancerError;
+use aws_sdk_elasticloadbalancingv2::operation::delete_target_group::DeleteTargetGroupError;
+use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersError;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsError;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum,
     LoadBalancerStateEnum, LoadBalancerTypeEnum, Matcher, ProtocolEnum, RedirectActionConfig,
@@ -14,18 +19,13 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created,
-    output_or_unknown, own_tags, require_output, tags_value, wait_until,
+    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    output_or_unknown, require_output, unmodeled, wait_until,
 };
-use tier_xs::workspace::Tier;
 
 /// The TLS policy of the HTTPS listener: TLS 1.3 and 1.2 only.
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 pub const HEALTH_PATH: &str = "/health";
-
-fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
-    EngineError::aws(name, op, e)
-}
 
 fn elb_tags(tags: &[(String, String)]) -> Vec<Tag> {
     tags.iter()
@@ -33,46 +33,34 @@ fn elb_tags(tags: &[(String, String)]) -> Vec<Tag> {
         .collect()
 }
 
-/// Brings the `agentbus:*` tags of an ELB resource to `want`.
-async fn sync_tags(
-    aws: &AwsClients,
-    name: &str,
-    arn: &str,
-    current: Option<&Value>,
-    want: &[(String, String)],
-) -> Result<(), EngineError> {
-    let (set, remove) = tier_xs::components::tag_changes(current, Some(&tags_value(want)));
-    if !set.is_empty() {
-        aws.elb()
-            .add_tags()
-            .resource_arns(arn)
-            .set_tags(Some(elb_tags(&set)))
-            .send()
-            .await
-            .map_err(|e| err(name, "AddTags", e))?;
-    }
-    if !remove.is_empty() {
-        aws.elb()
-            .remove_tags()
-            .resource_arns(arn)
-            .set_tag_keys(Some(remove))
-            .send()
-            .await
-            .map_err(|e| err(name, "RemoveTags", e))?;
-    }
-    Ok(())
+/// Elastic Load Balancing's tags, by the resource's `arn` output.
+pub struct ElbTags;
+
+fn arn(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("arn")
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
-async fn observed_tags(aws: &AwsClients, name: &str, arn: &str) -> Result<Value, EngineError> {
-    let out = aws
-        .elb()
-        .describe_tags()
-        .resource_arns(arn)
-        .send()
-        .await
-        .map_err(|e| err(name, "DescribeTags", e))?;
-    Ok(own_tags(
-        out.tag_descriptions()
+#[async_trait]
+impl TagApi for ElbTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .elb()
+            .describe_tags()
+            .resource_arns(arn(observed))
+            .send()
+            .await
+            .map_err(|e| meta.fail("DescribeTags", e))?;
+        Ok(out
+            .tag_descriptions()
             .iter()
             .flat_map(|d| d.tags())
             .map(|t| {
@@ -80,25 +68,65 @@ async fn observed_tags(aws: &AwsClients, name: &str, arn: &str) -> Result<Value,
                     t.key().unwrap_or_default().to_string(),
                     t.value().unwrap_or_default().to_string(),
                 )
-            }),
-    ))
-}
-
-/// A load balancer by name, if it exists.
-async fn find_load_balancer(
-    aws: &AwsClients,
-    name: &str,
-) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, EngineError> {
-    match aws.elb().describe_load_balancers().names(name).send().await {
-        Ok(o) => Ok(o.load_balancers().first().cloned()),
-        Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => Ok(None),
-        Err(e) => Err(err(name, "DescribeLoadBalancers", e)),
+            })
+            .collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        aws.elb()
+            .add_tags()
+            .resource_arns(arn(observed))
+            .set_tags(Some(elb_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| meta.fail("AddTags", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.elb()
+            .remove_tags()
+            .resource_arns(arn(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("RemoveTags", e))?;
+        Ok(())
     }
 }
 
+/// A load balancer by name, if it exists (a failure is reported as `meta`'s).
+async fn find_load_balancer(
+    aws: &AwsClients,
+    meta: &Meta,
+    name: &str,
+) -> Result<Option<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>, EngineError> {
+    let out = found(
+        aws.elb().describe_load_balancers().names(name).send().await,
+        DescribeLoadBalancersError::is_load_balancer_not_found_exception,
+        meta,
+        "DescribeLoadBalancers",
+    )?;
+    Ok(out.and_then(|o| o.load_balancers().first().cloned()))
+}
+
 /// The ARN of a load balancer found by name, if it exists.
-async fn load_balancer_arn(aws: &AwsClients, name: &str) -> Result<Option<String>, EngineError> {
-    Ok(find_load_balancer(aws, name)
+async fn load_balancer_arn(
+    aws: &AwsClients,
+    meta: &Meta,
+    name: &str,
+) -> Result<Option<String>, EngineError> {
+    Ok(find_load_balancer(aws, meta, name)
         .await?
         .and_then(|l| l.load_balancer_arn().map(str::to_string)))
 }
@@ -106,15 +134,12 @@ async fn load_balancer_arn(aws: &AwsClients, name: &str) -> Result<Option<String
 // ---------------------------------------------------------------------------------------
 
 pub struct LoadBalancer {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub subnets: Vec<String>,
     /// Logical id of its security group (its `id` output).
     pub security_group_id: &'static str,
     /// It serves HTTPS (a certificate was given): its address is `https://`.
     pub https: bool,
-    pub tags: Vec<(String, String)>,
 }
 
 impl LoadBalancer {
@@ -127,17 +152,14 @@ impl LoadBalancer {
 
 #[async_trait]
 impl Resource for LoadBalancer {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "load balancer"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&ElbTags)
     }
     fn depends_on(&self) -> Vec<&'static str> {
         vec![self.security_group_id]
@@ -156,10 +178,10 @@ impl Resource for LoadBalancer {
                     json!([sg])
                 },
             )
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let Some(lb) = find_load_balancer(aws, &self.name).await? else {
+        let m = &self.meta;
+        let Some(lb) = find_load_balancer(aws, m, &m.name).await? else {
             return Ok(None);
         };
         let arn = lb.load_balancer_arn().unwrap_or_default().to_string();
@@ -187,51 +209,47 @@ impl Resource for LoadBalancer {
                 )
                 .field("subnets", json!(subnets))
                 .field("security_groups", json!(sgs))
-                .field("tags", observed_tags(aws, &self.name, &arn).await?)
                 .output("arn", arn)
                 .output("dns_name", lb.dns_name().unwrap_or_default()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let sg = require_output(outputs, &m.name, self.security_group_id, "id")?;
         aws.elb()
             .create_load_balancer()
-            .name(&self.name)
+            .name(&m.name)
             .set_subnets(Some(self.sorted_subnets()))
             .security_groups(sg)
             .scheme(LoadBalancerSchemeEnum::InternetFacing)
             .r#type(LoadBalancerTypeEnum::Application)
             .ip_address_type(IpAddressType::Ipv4)
-            .set_tags(Some(elb_tags(&self.tags)))
+            .set_tags(Some(elb_tags(&m.tags)))
             .send()
             .await
-            .map_err(|e| err(&self.name, "CreateLoadBalancer", e))?;
+            .map_err(|e| m.fail("CreateLoadBalancer", e))?;
         // Wait until it serves (a few minutes on AWS).
-        let name = self.name.clone();
         wait_until(
-            &name,
+            &m.name,
             std::time::Duration::from_secs(600),
             std::time::Duration::from_secs(5),
-            || {
-                let name = name.clone();
-                async move {
-                    let state = find_load_balancer(aws, &name)
-                        .await?
-                        .and_then(|l| l.state().and_then(|s| s.code()).cloned());
-                    Ok(match state {
-                        Some(LoadBalancerStateEnum::Active) => Ok(()),
-                        Some(LoadBalancerStateEnum::Failed) => {
-                            return Err(EngineError::Invalid(format!(
-                                "{name}: provisioning failed"
-                            )));
-                        }
-                        other => Err(format!("state {other:?}")),
-                    })
-                }
+            || async move {
+                let state = find_load_balancer(aws, m, &m.name)
+                    .await?
+                    .and_then(|l| l.state().and_then(|s| s.code()).cloned());
+                Ok(match state {
+                    Some(LoadBalancerStateEnum::Active) => Ok(()),
+                    Some(LoadBalancerStateEnum::Failed) => {
+                        return Err(EngineError::Invalid(format!(
+                            "{}: provisioning failed",
+                            m.name
+                        )));
+                    }
+                    other => Err(format!("state {other:?}")),
+                })
             },
         )
-        .await?;
-        observe_created(self, aws).await
+        .await
     }
     async fn update(
         &self,
@@ -239,7 +257,7 @@ impl Resource for LoadBalancer {
         outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         for field in changed {
             match field.as_str() {
@@ -250,59 +268,49 @@ impl Resource for LoadBalancer {
                         .set_subnets(Some(self.sorted_subnets()))
                         .send()
                         .await
-                        .map_err(|e| err(&self.name, "SetSubnets", e))?;
+                        .map_err(|e| self.meta.fail("SetSubnets", e))?;
                 }
                 "security_groups" => {
-                    let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
+                    let sg =
+                        require_output(outputs, &self.meta.name, self.security_group_id, "id")?;
                     aws.elb()
                         .set_security_groups()
                         .load_balancer_arn(&arn)
                         .security_groups(sg)
                         .send()
                         .await
-                        .map_err(|e| err(&self.name, "SetSecurityGroups", e))?;
-                }
-                "tags" => {
-                    sync_tags(
-                        aws,
-                        &self.name,
-                        &arn,
-                        current.fields.get("tags"),
-                        &self.tags,
-                    )
-                    .await?
+                        .map_err(|e| self.meta.fail("SetSecurityGroups", e))?;
                 }
                 _ => {}
             }
         }
-        observe_created(self, aws).await
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let m = &self.meta;
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        match aws
-            .elb()
-            .delete_load_balancer()
-            .load_balancer_arn(&arn)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("LoadBalancerNotFound") => return Ok(()),
-            Err(e) => return Err(err(&self.name, "DeleteLoadBalancer", e)),
-        }
-        let name = self.name.clone();
+        let Some(_) = found(
+            aws.elb()
+                .delete_load_balancer()
+                .load_balancer_arn(&arn)
+                .send()
+                .await,
+            DeleteLoadBalancerError::is_load_balancer_not_found_exception,
+            m,
+            "DeleteLoadBalancer",
+        )?
+        else {
+            return Ok(());
+        };
         wait_until(
-            &name,
+            &m.name,
             std::time::Duration::from_secs(600),
             std::time::Duration::from_secs(5),
-            || {
-                let name = name.clone();
-                async move {
-                    Ok(match load_balancer_arn(aws, &name).await? {
-                        None => Ok(()),
-                        Some(_) => Err("still deleting".to_string()),
-                    })
-                }
+            || async move {
+                Ok(match load_balancer_arn(aws, m, &m.name).await? {
+                    None => Ok(()),
+                    Some(_) => Err("still deleting".to_string()),
+                })
             },
         )
         .await
@@ -326,16 +334,16 @@ impl Resource for LoadBalancer {
         // One public IPv4 address per availability zone (subnet) it spans.
         let addresses = self.subnets.len().max(2) as f64;
         Ok(vec![
-            CostLine::new(self.id, "load balancer hours", h, "h", p.alb_hour),
+            CostLine::new(self.meta.id, "load balancer hours", h, "h", p.alb_hour),
             CostLine::new(
-                self.id,
+                self.meta.id,
                 "capacity units (LCU)",
                 lcu * h,
                 "LCU-h",
                 p.alb_lcu_hour,
             ),
             CostLine::new(
-                self.id,
+                self.meta.id,
                 &format!("public IPv4 addresses ({addresses:.0}, one per zone)"),
                 addresses * h,
                 "address-h",
@@ -348,12 +356,9 @@ impl Resource for LoadBalancer {
 // ---------------------------------------------------------------------------------------
 
 pub struct TargetGroup {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub vpc_id: String,
     pub port: u16,
-    pub tags: Vec<(String, String)>,
 }
 
 impl TargetGroup {
@@ -367,17 +372,14 @@ impl TargetGroup {
 
 #[async_trait]
 impl Resource for TargetGroup {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "target group"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&ElbTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()
@@ -385,19 +387,21 @@ impl Resource for TargetGroup {
             .set_replace("target_type", "ip")
             .set_replace("vpc", self.vpc_id.clone())
             .set("health_check", Self::health_value())
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .elb()
-            .describe_target_groups()
-            .names(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("TargetGroupNotFound") => return Ok(None),
-            Err(e) => return Err(err(&self.name, "DescribeTargetGroups", e)),
+        let m = &self.meta;
+        let Some(out) = found(
+            aws.elb()
+                .describe_target_groups()
+                .names(&m.name)
+                .send()
+                .await,
+            DescribeTargetGroupsError::is_target_group_not_found_exception,
+            m,
+            "DescribeTargetGroups",
+        )?
+        else {
+            return Ok(None);
         };
         let Some(tg) = out.target_groups().first() else {
             return Ok(None);
@@ -432,14 +436,14 @@ impl Resource for TargetGroup {
                         "unhealthy": tg.unhealthy_threshold_count().unwrap_or_default(),
                     }),
                 )
-                .field("tags", observed_tags(aws, &self.name, &arn).await?)
                 .output("arn", arn),
         ))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
         aws.elb()
             .create_target_group()
-            .name(&self.name)
+            .name(&m.name)
             .protocol(ProtocolEnum::Http)
             .port(i32::from(self.port))
             .vpc_id(&self.vpc_id)
@@ -452,11 +456,11 @@ impl Resource for TargetGroup {
             .healthy_threshold_count(2)
             .unhealthy_threshold_count(2)
             .matcher(Matcher::builder().http_code("200").build())
-            .set_tags(Some(elb_tags(&self.tags)))
+            .set_tags(Some(elb_tags(&m.tags)))
             .send()
             .await
-            .map_err(|e| err(&self.name, "CreateTargetGroup", e))?;
-        observe_created(self, aws).await
+            .map_err(|e| m.fail("CreateTargetGroup", e))?;
+        Ok(())
     }
     async fn update(
         &self,
@@ -464,7 +468,7 @@ impl Resource for TargetGroup {
         _outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         if changed.iter().any(|c| c == "health_check") {
             aws.elb()
@@ -480,33 +484,22 @@ impl Resource for TargetGroup {
                 .matcher(Matcher::builder().http_code("200").build())
                 .send()
                 .await
-                .map_err(|e| err(&self.name, "ModifyTargetGroup", e))?;
+                .map_err(|e| self.meta.fail("ModifyTargetGroup", e))?;
         }
-        if changed.iter().any(|c| c == "tags") {
-            sync_tags(
-                aws,
-                &self.name,
-                &arn,
-                current.fields.get("tags"),
-                &self.tags,
-            )
-            .await?;
-        }
-        observe_created(self, aws).await
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        match aws
-            .elb()
-            .delete_target_group()
-            .target_group_arn(&arn)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("TargetGroupNotFound") => Ok(()),
-            Err(e) => Err(err(&self.name, "DeleteTargetGroup", e)),
-        }
+        gone(
+            aws.elb()
+                .delete_target_group()
+                .target_group_arn(&arn)
+                .send()
+                .await,
+            unmodeled::<DeleteTargetGroupError>(&["TargetGroupNotFound"]),
+            &self.meta,
+            "DeleteTargetGroup",
+        )
     }
 }
 
@@ -523,9 +516,9 @@ pub enum ListenerMode {
     Https { certificate_arn: String },
 }
 
+/// Its `meta.name` is `{load balancer name}:{port}`; a listener has no tags.
 pub struct Listener {
-    pub id: &'static str,
-    pub tier: Tier,
+    pub meta: Meta,
     /// The load balancer's name (a listener is found through it).
     pub load_balancer_name: String,
     pub load_balancer_id: &'static str,
@@ -546,7 +539,6 @@ impl Listener {
     }
 
     fn build_action(&self, outputs: &Outputs) -> Result<Action, EngineError> {
-        let name = self.name();
         match &self.mode {
             Some(ListenerMode::HttpRedirect) => Ok(Action::builder()
                 .r#type(ActionTypeEnum::Redirect)
@@ -560,7 +552,12 @@ impl Listener {
                 .build()),
             _ => Ok(Action::builder()
                 .r#type(ActionTypeEnum::Forward)
-                .target_group_arn(require_output(outputs, &name, self.target_group_id, "arn")?)
+                .target_group_arn(require_output(
+                    outputs,
+                    &self.meta.name,
+                    self.target_group_id,
+                    "arn",
+                )?)
                 .build()),
         }
     }
@@ -582,17 +579,11 @@ impl Listener {
 
 #[async_trait]
 impl Resource for Listener {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "listener"
-    }
-    fn name(&self) -> String {
-        format!("{}:{}", self.load_balancer_name, self.port)
-    }
-    fn tier(&self) -> Tier {
-        self.tier
     }
     fn wanted(&self) -> bool {
         self.mode.is_some()
@@ -612,7 +603,7 @@ impl Resource for Listener {
         d
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let Some(lb) = load_balancer_arn(aws, &self.load_balancer_name).await? else {
+        let Some(lb) = load_balancer_arn(aws, &self.meta, &self.load_balancer_name).await? else {
             return Ok(None);
         };
         let out = aws
@@ -621,7 +612,7 @@ impl Resource for Listener {
             .load_balancer_arn(&lb)
             .send()
             .await
-            .map_err(|e| err(&self.name(), "DescribeListeners", e))?;
+            .map_err(|e| self.meta.fail("DescribeListeners", e))?;
         let Some(l) = out
             .listeners()
             .iter()
@@ -667,8 +658,8 @@ impl Resource for Listener {
         }
         Ok(Some(o))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        let lb = require_output(outputs, &self.name(), self.load_balancer_id, "arn")?;
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let lb = require_output(outputs, &self.meta.name, self.load_balancer_id, "arn")?;
         let mut req = aws
             .elb()
             .create_listener()
@@ -683,8 +674,8 @@ impl Resource for Listener {
         }
         req.send()
             .await
-            .map_err(|e| err(&self.name(), "CreateListener", e))?;
-        observe_created(self, aws).await
+            .map_err(|e| self.meta.fail("CreateListener", e))?;
+        Ok(())
     }
     async fn update(
         &self,
@@ -692,7 +683,7 @@ impl Resource for Listener {
         outputs: &Outputs,
         current: &Observed,
         _changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         let mut req = aws
             .elb()
@@ -708,15 +699,16 @@ impl Resource for Listener {
         }
         req.send()
             .await
-            .map_err(|e| err(&self.name(), "ModifyListener", e))?;
-        observe_created(self, aws).await
+            .map_err(|e| self.meta.fail("ModifyListener", e))?;
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        match aws.elb().delete_listener().listener_arn(&arn).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ListenerNotFound") => Ok(()),
-            Err(e) => Err(err(&self.name(), "DeleteListener", e)),
-        }
+        gone(
+            aws.elb().delete_listener().listener_arn(&arn).send().await,
+            DeleteListenerError::is_listener_not_found_exception,
+            &self.meta,
+            "DeleteListener",
+        )
     }
 }

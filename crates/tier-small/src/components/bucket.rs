@@ -5,6 +5,14 @@
 
 use crate::aws::SmallAws;
 use async_trait::async_trait;
+use aws_sdk_s3::operation::create_bucket::CreateBucketError;
+use aws_sdk_s3::operation::delete_bucket::DeleteBucketError;
+use aws_sdk_s3::operation::get_bucket_encryption::GetBucketEncryptionError;
+use aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationError;
+use aws_sdk_s3::operation::get_bucket_policy::GetBucketPolicyError;
+use aws_sdk_s3::operation::get_bucket_tagging::GetBucketTaggingError;
+use aws_sdk_s3::operation::get_public_access_block::GetPublicAccessBlockError;
+use aws_sdk_s3::operation::head_bucket::HeadBucketError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
     BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule,
@@ -17,10 +25,8 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created, own_tags,
-    tags_value,
+    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made, unmodeled,
 };
-use tier_xs::workspace::Tier;
 
 /// Moving objects to a cheaper storage class after `days`.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,9 +53,7 @@ pub enum BucketUsage {
 }
 
 pub struct Bucket {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub region: String,
     pub lifecycle: Lifecycle,
     /// Deny every request not made over TLS. Off only against a plain-HTTP endpoint, where
@@ -58,22 +62,111 @@ pub struct Bucket {
     /// `prod`: kept even with `--destroy-data`.
     pub retain: bool,
     pub usage: BucketUsage,
-    pub tags: Vec<(String, String)>,
 }
 
 const LIFECYCLE_RULE_ID: &str = "agentbus";
-
-fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
-    EngineError::aws(name, op, e)
-}
 
 fn build<T, E: std::fmt::Display>(r: Result<T, E>, name: &str) -> Result<T, EngineError> {
     r.map_err(|e| EngineError::Invalid(format!("{name}: {e}")))
 }
 
+/// Every tag of a bucket; none when it has no tag set.
+async fn bucket_tags(aws: &AwsClients, meta: &Meta) -> Result<Vec<(String, String)>, EngineError> {
+    let out = found(
+        aws.s3()
+            .get_bucket_tagging()
+            .bucket(&meta.name)
+            .send()
+            .await,
+        unmodeled::<GetBucketTaggingError>(&["NoSuchTagSet"]),
+        meta,
+        "GetBucketTagging",
+    )?;
+    Ok(out
+        .map(|t| {
+            t.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default())
+}
+
+/// Replaces a bucket's whole tag set with `set`.
+async fn put_bucket_tags(
+    aws: &AwsClients,
+    meta: &Meta,
+    set: &[(String, String)],
+) -> Result<(), EngineError> {
+    let tags = set
+        .iter()
+        .map(|(k, v)| build(Tag::builder().key(k).value(v).build(), &meta.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    aws.s3()
+        .put_bucket_tagging()
+        .bucket(&meta.name)
+        .tagging(build(
+            Tagging::builder().set_tag_set(Some(tags)).build(),
+            &meta.name,
+        )?)
+        .send()
+        .await
+        .map_err(|e| meta.fail("PutBucketTagging", e))?;
+    Ok(())
+}
+
+/// S3's tags, by bucket name. S3 replaces the whole set on every put, so both changes read
+/// the current set first and keep the rest (a user's cost centre).
+pub struct S3Tags;
+
+#[async_trait]
+impl TagApi for S3Tags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        bucket_tags(aws, meta).await
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut set = bucket_tags(aws, meta).await?;
+        set.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
+        set.extend(tags.iter().cloned());
+        put_bucket_tags(aws, meta, &set).await
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        let mut set = bucket_tags(aws, meta).await?;
+        set.retain(|(k, _)| !keys.contains(k));
+        if !set.is_empty() {
+            return put_bucket_tags(aws, meta, &set).await;
+        }
+        // No tags left: delete the tag set rather than put an empty one.
+        aws.s3()
+            .delete_bucket_tagging()
+            .bucket(&meta.name)
+            .send()
+            .await
+            .map_err(|e| meta.fail("DeleteBucketTagging", e))?;
+        Ok(())
+    }
+}
+
 impl Bucket {
     pub fn arn(&self) -> String {
-        format!("arn:aws:s3:::{}", self.name)
+        format!("arn:aws:s3:::{}", self.meta.name)
     }
 
     /// The TLS-only policy document.
@@ -127,16 +220,16 @@ impl Bucket {
         }
         build(
             BucketLifecycleConfiguration::builder()
-                .rules(build(rule.build(), &self.name)?)
+                .rules(build(rule.build(), &self.meta.name)?)
                 .build(),
-            &self.name,
+            &self.meta.name,
         )
     }
 
     async fn put_versioning(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.s3()
             .put_bucket_versioning()
-            .bucket(&self.name)
+            .bucket(&self.meta.name)
             .versioning_configuration(
                 VersioningConfiguration::builder()
                     .status(BucketVersioningStatus::Enabled)
@@ -144,7 +237,7 @@ impl Bucket {
             )
             .send()
             .await
-            .map_err(|e| err(&self.name, "PutBucketVersioning", e))?;
+            .map_err(|e| self.meta.fail("PutBucketVersioning", e))?;
         Ok(())
     }
 
@@ -153,7 +246,7 @@ impl Bucket {
             ServerSideEncryptionByDefault::builder()
                 .sse_algorithm(ServerSideEncryption::Aes256)
                 .build(),
-            &self.name,
+            &self.meta.name,
         )?;
         let config = build(
             ServerSideEncryptionConfiguration::builder()
@@ -163,22 +256,22 @@ impl Bucket {
                         .build(),
                 )
                 .build(),
-            &self.name,
+            &self.meta.name,
         )?;
         aws.s3()
             .put_bucket_encryption()
-            .bucket(&self.name)
+            .bucket(&self.meta.name)
             .server_side_encryption_configuration(config)
             .send()
             .await
-            .map_err(|e| err(&self.name, "PutBucketEncryption", e))?;
+            .map_err(|e| self.meta.fail("PutBucketEncryption", e))?;
         Ok(())
     }
 
     async fn put_public_access_block(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.s3()
             .put_public_access_block()
-            .bucket(&self.name)
+            .bucket(&self.meta.name)
             .public_access_block_configuration(
                 PublicAccessBlockConfiguration::builder()
                     .block_public_acls(true)
@@ -189,18 +282,18 @@ impl Bucket {
             )
             .send()
             .await
-            .map_err(|e| err(&self.name, "PutPublicAccessBlock", e))?;
+            .map_err(|e| self.meta.fail("PutPublicAccessBlock", e))?;
         Ok(())
     }
 
     async fn put_lifecycle(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.s3()
             .put_bucket_lifecycle_configuration()
-            .bucket(&self.name)
+            .bucket(&self.meta.name)
             .lifecycle_configuration(self.lifecycle_config()?)
             .send()
             .await
-            .map_err(|e| err(&self.name, "PutBucketLifecycleConfiguration", e))?;
+            .map_err(|e| self.meta.fail("PutBucketLifecycleConfiguration", e))?;
         Ok(())
     }
 
@@ -208,56 +301,29 @@ impl Bucket {
         if self.tls_only {
             aws.s3()
                 .put_bucket_policy()
-                .bucket(&self.name)
+                .bucket(&self.meta.name)
                 .policy(self.policy().to_string())
                 .send()
                 .await
-                .map_err(|e| err(&self.name, "PutBucketPolicy", e))?;
+                .map_err(|e| self.meta.fail("PutBucketPolicy", e))?;
         } else {
             aws.s3()
                 .delete_bucket_policy()
-                .bucket(&self.name)
+                .bucket(&self.meta.name)
                 .send()
                 .await
-                .map_err(|e| err(&self.name, "DeleteBucketPolicy", e))?;
+                .map_err(|e| self.meta.fail("DeleteBucketPolicy", e))?;
         }
         Ok(())
     }
 
+    /// Sets our tags on a new bucket (or one an interrupted apply left behind).
     async fn put_tags(&self, aws: &AwsClients) -> Result<(), EngineError> {
         // Keep tags that are not ours (a user's cost centre): S3 replaces the whole set.
-        let mut set: Vec<(String, String)> = match aws
-            .s3()
-            .get_bucket_tagging()
-            .bucket(&self.name)
-            .send()
-            .await
-        {
-            Ok(t) => t
-                .tag_set()
-                .iter()
-                .filter(|t| !t.key().starts_with("agentbus:"))
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect(),
-            Err(e) if error_code(&e) == Some("NoSuchTagSet") => Vec::new(),
-            Err(e) => return Err(err(&self.name, "GetBucketTagging", e)),
-        };
-        set.extend(self.tags.iter().cloned());
-        let tags = set
-            .iter()
-            .map(|(k, v)| build(Tag::builder().key(k).value(v).build(), &self.name))
-            .collect::<Result<Vec<_>, _>>()?;
-        aws.s3()
-            .put_bucket_tagging()
-            .bucket(&self.name)
-            .tagging(build(
-                Tagging::builder().set_tag_set(Some(tags)).build(),
-                &self.name,
-            )?)
-            .send()
-            .await
-            .map_err(|e| err(&self.name, "PutBucketTagging", e))?;
-        Ok(())
+        let mut set = bucket_tags(aws, &self.meta).await?;
+        set.retain(|(k, _)| !k.starts_with("agentbus:"));
+        set.extend(self.meta.tags.iter().cloned());
+        put_bucket_tags(aws, &self.meta, &set).await
     }
 
     /// Deletes every object version and delete marker, a thousand at a time.
@@ -269,12 +335,12 @@ impl Bucket {
             let page = aws
                 .s3()
                 .list_object_versions()
-                .bucket(&self.name)
+                .bucket(&self.meta.name)
                 .set_key_marker(key_marker.clone())
                 .set_version_id_marker(version_marker.clone())
                 .send()
                 .await
-                .map_err(|e| err(&self.name, "ListObjectVersions", e))?;
+                .map_err(|e| self.meta.fail("ListObjectVersions", e))?;
             let mut ids = Vec::new();
             for v in page.versions() {
                 ids.push((v.key().unwrap_or_default(), v.version_id()));
@@ -291,24 +357,24 @@ impl Bucket {
                                 .key(*k)
                                 .set_version_id(v.map(str::to_string))
                                 .build(),
-                            &self.name,
+                            &self.meta.name,
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 deleted += objects.len() as u64;
                 aws.s3()
                     .delete_objects()
-                    .bucket(&self.name)
+                    .bucket(&self.meta.name)
                     .delete(build(
                         Delete::builder()
                             .set_objects(Some(objects))
                             .quiet(true)
                             .build(),
-                        &self.name,
+                        &self.meta.name,
                     )?)
                     .send()
                     .await
-                    .map_err(|e| err(&self.name, "DeleteObjects", e))?;
+                    .map_err(|e| self.meta.fail("DeleteObjects", e))?;
             }
             if page.is_truncated() != Some(true) {
                 return Ok(deleted);
@@ -321,17 +387,14 @@ impl Bucket {
 
 #[async_trait]
 impl Resource for Bucket {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "s3 bucket"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&S3Tags)
     }
     fn data_bearing(&self) -> bool {
         true
@@ -358,19 +421,22 @@ impl Resource for Bucket {
                     Value::Null
                 },
             )
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let name = &self.name;
-        match aws.s3().head_bucket().bucket(name).send().await {
-            Ok(_) => {}
-            Err(e)
-                if error_code(&e) == Some("NotFound")
-                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(err(name, "HeadBucket", e)),
+        let m = &self.meta;
+        let name = &m.name;
+        let head = aws.s3().head_bucket().bucket(name).send().await;
+        // A 404 that came with a body (some S3-compatible stores send one) is absence too.
+        if head
+            .as_ref()
+            .err()
+            .and_then(|e| e.raw_response())
+            .is_some_and(|r| r.status().as_u16() == 404)
+        {
+            return Ok(None);
+        }
+        if found(head, HeadBucketError::is_not_found, m, "HeadBucket")?.is_none() {
+            return Ok(None);
         }
         let versioning = aws
             .s3()
@@ -378,24 +444,32 @@ impl Resource for Bucket {
             .bucket(name)
             .send()
             .await
-            .map_err(|e| err(name, "GetBucketVersioning", e))?
+            .map_err(|e| m.fail("GetBucketVersioning", e))?
             .status()
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|| "never enabled".into());
-        let encryption = match aws.s3().get_bucket_encryption().bucket(name).send().await {
-            Ok(o) => o
-                .server_side_encryption_configuration()
+        let encryption = found(
+            aws.s3().get_bucket_encryption().bucket(name).send().await,
+            unmodeled::<GetBucketEncryptionError>(&[
+                "ServerSideEncryptionConfigurationNotFoundError",
+            ]),
+            m,
+            "GetBucketEncryption",
+        )?
+        .and_then(|o| {
+            o.server_side_encryption_configuration()
                 .and_then(|c| c.rules().first())
                 .and_then(|r| r.apply_server_side_encryption_by_default())
                 .map(|d| d.sse_algorithm().as_str().to_string())
-                .unwrap_or_else(|| "none".into()),
-            Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => {
-                "none".into()
-            }
-            Err(e) => return Err(err(name, "GetBucketEncryption", e)),
-        };
-        let pab = match aws.s3().get_public_access_block().bucket(name).send().await {
-            Ok(o) => match o.public_access_block_configuration() {
+        })
+        .unwrap_or_else(|| "none".into());
+        let pab = match found(
+            aws.s3().get_public_access_block().bucket(name).send().await,
+            unmodeled::<GetPublicAccessBlockError>(&["NoSuchPublicAccessBlockConfiguration"]),
+            m,
+            "GetPublicAccessBlock",
+        )? {
+            Some(o) => match o.public_access_block_configuration() {
                 Some(c)
                     if c.block_public_acls() == Some(true)
                         && c.ignore_public_acls() == Some(true)
@@ -413,19 +487,19 @@ impl Resource for Bucket {
                 ),
                 None => "none".into(),
             },
-            Err(e) if error_code(&e) == Some("NoSuchPublicAccessBlockConfiguration") => {
-                "none".into()
-            }
-            Err(e) => return Err(err(name, "GetPublicAccessBlock", e)),
+            None => "none".into(),
         };
-        let lifecycle = match aws
-            .s3()
-            .get_bucket_lifecycle_configuration()
-            .bucket(name)
-            .send()
-            .await
-        {
-            Ok(o) => o
+        let lifecycle = match found(
+            aws.s3()
+                .get_bucket_lifecycle_configuration()
+                .bucket(name)
+                .send()
+                .await,
+            unmodeled::<GetBucketLifecycleConfigurationError>(&["NoSuchLifecycleConfiguration"]),
+            m,
+            "GetBucketLifecycleConfiguration",
+        )? {
+            Some(o) => o
                 .rules()
                 .iter()
                 .find(|r| r.id() == Some(LIFECYCLE_RULE_ID))
@@ -452,22 +526,16 @@ impl Resource for Bucket {
                     })
                 })
                 .unwrap_or(Value::Null),
-            Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => Value::Null,
-            Err(e) => return Err(err(name, "GetBucketLifecycleConfiguration", e)),
+            None => Value::Null,
         };
-        let policy = match aws.s3().get_bucket_policy().bucket(name).send().await {
-            Ok(o) => o
-                .policy()
-                .map(tier_xs::components::normalize_json)
-                .unwrap_or(Value::Null),
-            Err(e) if error_code(&e) == Some("NoSuchBucketPolicy") => Value::Null,
-            Err(e) => return Err(err(name, "GetBucketPolicy", e)),
-        };
-        let tags = match aws.s3().get_bucket_tagging().bucket(name).send().await {
-            Ok(t) => own_tags(t.tag_set().iter().map(|t| (t.key(), t.value()))),
-            Err(e) if error_code(&e) == Some("NoSuchTagSet") => json!({}),
-            Err(e) => return Err(err(name, "GetBucketTagging", e)),
-        };
+        let policy = found(
+            aws.s3().get_bucket_policy().bucket(name).send().await,
+            unmodeled::<GetBucketPolicyError>(&["NoSuchBucketPolicy"]),
+            m,
+            "GetBucketPolicy",
+        )?
+        .and_then(|o| o.policy().map(tier_xs::components::normalize_json))
+        .unwrap_or(Value::Null);
         Ok(Some(
             Observed::default()
                 .field("versioning", versioning)
@@ -475,13 +543,13 @@ impl Resource for Bucket {
                 .field("public_access_block", pab)
                 .field("lifecycle", lifecycle)
                 .field("policy", policy)
-                .field("tags", tags)
                 .output("name", name.clone())
                 .output("arn", self.arn()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
-        let mut req = aws.s3().create_bucket().bucket(&self.name);
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let mut req = aws.s3().create_bucket().bucket(&m.name);
         if self.region != "us-east-1" {
             req = req.create_bucket_configuration(
                 CreateBucketConfiguration::builder()
@@ -489,18 +557,23 @@ impl Resource for Bucket {
                     .build(),
             );
         }
-        match req.send().await {
-            Ok(_) => {}
-            // Ours already (an interrupted apply): converge it below.
-            Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
-            Err(e) if error_code(&e) == Some("BucketAlreadyExists") => {
-                return Err(EngineError::Invalid(format!(
-                    "{}: the name is taken by another AWS account; bucket names are global",
-                    self.name
-                )));
-            }
-            Err(e) => return Err(err(&self.name, "CreateBucket", e)),
+        let res = req.send().await;
+        if let Err(e) = &res
+            && e.as_service_error()
+                .is_some_and(CreateBucketError::is_bucket_already_exists)
+        {
+            return Err(EngineError::Invalid(format!(
+                "{}: the name is taken by another AWS account; bucket names are global",
+                m.name
+            )));
         }
+        // Ours already (an interrupted apply): converge it below.
+        made(
+            res,
+            CreateBucketError::is_bucket_already_owned_by_you,
+            m,
+            "CreateBucket",
+        )?;
         // The public-access block first, so the bucket is never open.
         self.put_public_access_block(aws).await?;
         self.put_encryption(aws).await?;
@@ -509,16 +582,15 @@ impl Resource for Bucket {
         if self.tls_only {
             self.put_policy(aws).await?;
         }
-        self.put_tags(aws).await?;
-        observe_created(self, aws).await
+        self.put_tags(aws).await
     }
     async fn update(
         &self,
         aws: &AwsClients,
         _outputs: &Outputs,
-        current: &Observed,
+        _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         for field in changed {
             match field.as_str() {
                 "versioning" => self.put_versioning(aws).await?,
@@ -526,24 +598,25 @@ impl Resource for Bucket {
                 "public_access_block" => self.put_public_access_block(aws).await?,
                 "lifecycle" => self.put_lifecycle(aws).await?,
                 "policy" => self.put_policy(aws).await?,
-                "tags" => self.put_tags(aws).await?,
                 _ => {}
             }
         }
-        Ok(Observed {
-            fields: current.fields.clone(),
-            outputs: current.outputs.clone(),
-        })
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         // Only reached with --destroy-data: the objects and their versions go first.
         let n = self.empty(aws).await?;
-        tracing::info!(bucket = %self.name, versions = n, "emptied");
-        match aws.s3().delete_bucket().bucket(&self.name).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
-            Err(e) => Err(err(&self.name, "DeleteBucket", e)),
-        }
+        tracing::info!(bucket = %self.meta.name, versions = n, "emptied");
+        gone(
+            aws.s3()
+                .delete_bucket()
+                .bucket(&self.meta.name)
+                .send()
+                .await,
+            unmodeled::<DeleteBucketError>(&["NoSuchBucket"]),
+            &self.meta,
+            "DeleteBucket",
+        )
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let c = crate::cost::small_cost(ctx)?;
@@ -551,21 +624,21 @@ impl Resource for Bucket {
         Ok(match self.usage {
             BucketUsage::Artifacts => vec![
                 CostLine::new(
-                    self.id,
+                    self.meta.id,
                     "standard storage",
                     u.artifacts_gb,
                     "GB-mo",
                     p.s3_standard_gb_month,
                 ),
                 CostLine::new(
-                    self.id,
+                    self.meta.id,
                     "PUT/LIST requests",
                     u.s3_puts / 1e3,
                     "k requests",
                     p.s3_put_1k,
                 ),
                 CostLine::new(
-                    self.id,
+                    self.meta.id,
                     "GET requests",
                     u.s3_gets / 1e3,
                     "k requests",
@@ -575,14 +648,14 @@ impl Resource for Bucket {
             // One small JSON object per record.
             BucketUsage::Timeline => vec![
                 CostLine::new(
-                    self.id,
+                    self.meta.id,
                     "records (one PUT each)",
                     u.timeline_records / 1e3,
                     "k requests",
                     p.s3_put_1k,
                 ),
                 CostLine::new(
-                    self.id,
+                    self.meta.id,
                     "standard storage",
                     u.timeline_records * c.xs_usage.event_kb / 1_048_576.0,
                     "GB-mo",

@@ -8,16 +8,17 @@ use crate::aws::SmallAws;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_sqs::operation::delete_queue::DeleteQueueError;
+use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
-use tier_xs::components::{normalize_json, tag_changes};
+use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created,
-    output_or_unknown, own_tags, require_output, tags_value,
+    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    output_or_unknown, require_output, unmodeled,
 };
-use tier_xs::workspace::Tier;
 
 /// A message that failed this many receives goes to the dead-letter queue.
 pub const MAX_RECEIVES: u32 = 5;
@@ -29,9 +30,7 @@ pub struct SendFromRule {
 }
 
 pub struct Queue {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     /// The queue's ARN (deterministic: region, account and name), for its own policy.
     pub arn: String,
     pub retention_seconds: u32,
@@ -47,7 +46,73 @@ pub struct Queue {
     pub polls_per_month: f64,
     /// Requests per event on the bus (send, receive, delete).
     pub requests_per_event: f64,
-    pub tags: Vec<(String, String)>,
+}
+
+/// The code of a missing queue that the SDK leaves unmapped: it maps only
+/// `AWS.SimpleQueueService.NonExistentQueue` (the query-compatible error header), and an
+/// endpoint that answers without that header reports `QueueDoesNotExist` itself.
+const NO_SUCH_QUEUE: &[&str] = &["QueueDoesNotExist"];
+
+/// SQS's tags, by the queue's `url` output.
+pub struct QueueTags;
+
+fn queue_url(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("url")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl TagApi for QueueTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .sqs()
+            .list_queue_tags()
+            .queue_url(queue_url(observed))
+            .send()
+            .await
+            .map_err(|e| meta.fail("ListQueueTags", e))?;
+        Ok(out.tags.unwrap_or_default().into_iter().collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        aws.sqs()
+            .tag_queue()
+            .queue_url(queue_url(observed))
+            .set_tags(Some(tags.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("TagQueue", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.sqs()
+            .untag_queue()
+            .queue_url(queue_url(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagQueue", e))?;
+        Ok(())
+    }
 }
 
 fn attr_names() -> [QueueAttributeName; 7] {
@@ -121,7 +186,7 @@ impl Queue {
         if wants("redrive")
             && let Some(id) = self.dead_letter_id
         {
-            let dlq = require_output(outputs, &self.name, id, "arn")?;
+            let dlq = require_output(outputs, &self.meta.name, id, "arn")?;
             a.insert(
                 QueueAttributeName::RedrivePolicy,
                 json!({"deadLetterTargetArn": dlq, "maxReceiveCount": MAX_RECEIVES}).to_string(),
@@ -138,24 +203,19 @@ impl Queue {
     }
 
     async fn url(&self, aws: &AwsClients) -> Result<Option<String>, EngineError> {
-        match aws
-            .sqs()
-            .get_queue_url()
-            .queue_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => Ok(o.queue_url),
-            Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(EngineError::aws(&self.name, "GetQueueUrl", e)),
-        }
+        let out = found(
+            aws.sqs()
+                .get_queue_url()
+                .queue_name(&self.meta.name)
+                .send()
+                .await,
+            |e: &GetQueueUrlError| {
+                e.is_queue_does_not_exist() || unmodeled::<GetQueueUrlError>(NO_SUCH_QUEUE)(e)
+            },
+            &self.meta,
+            "GetQueueUrl",
+        )?;
+        Ok(out.and_then(|o| o.queue_url))
     }
 }
 
@@ -169,17 +229,14 @@ fn num(attrs: &HashMap<QueueAttributeName, String>, k: QueueAttributeName) -> Va
 
 #[async_trait]
 impl Resource for Queue {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "sqs queue"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&QueueTags)
     }
     fn depends_on(&self) -> Vec<&'static str> {
         self.dead_letter_id.into_iter().collect()
@@ -198,7 +255,6 @@ impl Resource for Queue {
             .set("encrypted", true)
             .set("redrive", self.redrive(outputs))
             .set("policy", self.policy_doc().unwrap_or(Value::Null))
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let Some(url) = self.url(aws).await? else {
@@ -211,15 +267,8 @@ impl Resource for Queue {
             .set_attribute_names(Some(attr_names().to_vec()))
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "GetQueueAttributes", e))?;
+            .map_err(|e| self.meta.fail("GetQueueAttributes", e))?;
         let attrs = out.attributes.unwrap_or_default();
-        let tags = aws
-            .sqs()
-            .list_queue_tags()
-            .queue_url(&url)
-            .send()
-            .await
-            .map_err(|e| EngineError::aws(&self.name, "ListQueueTags", e))?;
         let json_attr = |k: QueueAttributeName| {
             attrs
                 .get(&k)
@@ -253,21 +302,21 @@ impl Resource for Queue {
                 )
                 .field("redrive", json_attr(QueueAttributeName::RedrivePolicy))
                 .field("policy", json_attr(QueueAttributeName::Policy))
-                .field("tags", own_tags(tags.tags.unwrap_or_default()))
                 .output("arn", arn)
                 .output("url", url),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
         aws.sqs()
             .create_queue()
-            .queue_name(&self.name)
+            .queue_name(&m.name)
             .set_attributes(Some(self.attributes(outputs, None)?))
-            .set_tags(Some(self.tags.iter().cloned().collect()))
+            .set_tags(Some(m.tags.iter().cloned().collect()))
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "CreateQueue", e))?;
-        observe_created(self, aws).await
+            .map_err(|e| m.fail("CreateQueue", e))?;
+        Ok(())
     }
     async fn update(
         &self,
@@ -275,7 +324,7 @@ impl Resource for Queue {
         outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         let url = current.outputs.get("url").cloned().unwrap_or_default();
         let attrs = self.attributes(outputs, Some(changed))?;
         if !attrs.is_empty() {
@@ -285,46 +334,20 @@ impl Resource for Queue {
                 .set_attributes(Some(attrs))
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.name, "SetQueueAttributes", e))?;
+                .map_err(|e| self.meta.fail("SetQueueAttributes", e))?;
         }
-        if changed.iter().any(|c| c == "tags") {
-            let want = tags_value(&self.tags);
-            let (set, remove) = tag_changes(current.fields.get("tags"), Some(&want));
-            if !remove.is_empty() {
-                aws.sqs()
-                    .untag_queue()
-                    .queue_url(&url)
-                    .set_tag_keys(Some(remove))
-                    .send()
-                    .await
-                    .map_err(|e| EngineError::aws(&self.name, "UntagQueue", e))?;
-            }
-            if !set.is_empty() {
-                aws.sqs()
-                    .tag_queue()
-                    .queue_url(&url)
-                    .set_tags(Some(set.into_iter().collect()))
-                    .send()
-                    .await
-                    .map_err(|e| EngineError::aws(&self.name, "TagQueue", e))?;
-            }
-        }
-        Ok(current.clone())
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let url = current.outputs.get("url").cloned().unwrap_or_default();
-        match aws.sqs().delete_queue().queue_url(&url).send().await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(EngineError::aws(&self.name, "DeleteQueue", e)),
-        }
+        gone(
+            aws.sqs().delete_queue().queue_url(&url).send().await,
+            |e: &DeleteQueueError| {
+                e.is_queue_does_not_exist() || unmodeled::<DeleteQueueError>(NO_SUCH_QUEUE)(e)
+            },
+            &self.meta,
+            "DeleteQueue",
+        )
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let c = crate::cost::small_cost(ctx)?;
@@ -333,7 +356,7 @@ impl Resource for Queue {
             return Ok(Vec::new());
         }
         Ok(vec![CostLine::new(
-            self.id,
+            self.meta.id,
             "requests",
             requests / 1e6,
             "M requests",

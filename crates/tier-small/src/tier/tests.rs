@@ -329,7 +329,7 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
         Some(&crate::monitoring::all_events_pattern())
     );
     assert_eq!(s.own.monitor_rule.bus_name, "agentbus-abcdefghijklmnop");
-    assert!(s.own.monitor_rule.name.len() <= 64);
+    assert!(s.own.monitor_rule.meta.name.len() <= 64);
     assert_eq!(
         s.own.monitor_rule.depends_on(),
         ["event-bus", "events-queue"]
@@ -346,7 +346,9 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
     );
     assert_eq!(q.get("redrive").unwrap()["maxReceiveCount"], 5);
     assert_eq!(q.get("encrypted"), Some(&serde_json::Value::Bool(true)));
-    assert!(s.own.events_queue.name.len() <= 80 && s.own.dead_letter_queue.name.len() <= 80);
+    assert!(
+        s.own.events_queue.meta.name.len() <= 80 && s.own.dead_letter_queue.meta.name.len() <= 80
+    );
     assert_eq!(
         s.own.events_queue.depends_on(),
         ["events-dead-letter-queue"]

@@ -10,13 +10,15 @@ use aws_sdk_budgets::types::{
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::engine::{Desired, EngineError, Observed, Outputs, Resource, error_code};
-use crate::workspace::{TAG_WORKSPACE, Tier};
+use aws_sdk_budgets::operation::create_budget::CreateBudgetError;
+use aws_sdk_budgets::operation::delete_budget::DeleteBudgetError;
+use aws_sdk_budgets::operation::describe_budget::DescribeBudgetError;
+
+use crate::engine::{Desired, EngineError, Meta, Observed, Outputs, Resource, found, gone};
+use crate::workspace::TAG_WORKSPACE;
 
 pub struct Budget {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub account: String,
     pub limit_usd: f64,
     pub email: Option<String>,
@@ -32,10 +34,6 @@ const ALERTS: [(NotificationType, f64); 2] = [
 
 fn alert_text(kind: &str, threshold: f64, to: &str) -> String {
     format!("{kind} > {threshold}% -> {to}")
-}
-
-fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
-    EngineError::aws(name, op, e)
 }
 
 fn build<T, E: std::fmt::Display>(r: Result<T, E>, name: &str) -> Result<T, EngineError> {
@@ -55,7 +53,7 @@ impl Budget {
                 .threshold(threshold)
                 .threshold_type(ThresholdType::Percentage)
                 .build(),
-            &self.name,
+            &self.meta.name,
         )
     }
 
@@ -65,20 +63,20 @@ impl Budget {
                 .subscription_type(SubscriptionType::Email)
                 .address(email)
                 .build(),
-            &self.name,
+            &self.meta.name,
         )
     }
 
     fn budget(&self) -> Result<AwsBudget, EngineError> {
         build(
             AwsBudget::builder()
-                .budget_name(&self.name)
+                .budget_name(&self.meta.name)
                 .budget_limit(build(
                     Spend::builder()
                         .amount(format!("{:.2}", self.limit_usd))
                         .unit("USD")
                         .build(),
-                    &self.name,
+                    &self.meta.name,
                 )?)
                 .time_unit(TimeUnit::Monthly)
                 .budget_type(BudgetType::Cost)
@@ -93,7 +91,7 @@ impl Budget {
                         .build(),
                 )
                 .build(),
-            &self.name,
+            &self.meta.name,
         )
     }
 
@@ -117,21 +115,21 @@ impl Budget {
             .budgets()
             .describe_notifications_for_budget()
             .account_id(&self.account)
-            .budget_name(&self.name)
+            .budget_name(&self.meta.name)
             .send()
             .await
-            .map_err(|e| err(&self.name, "DescribeNotificationsForBudget", e))?;
+            .map_err(|e| self.meta.fail("DescribeNotificationsForBudget", e))?;
         let mut alerts = Vec::new();
         for n in out.notifications() {
             let subs = aws
                 .budgets()
                 .describe_subscribers_for_notification()
                 .account_id(&self.account)
-                .budget_name(&self.name)
+                .budget_name(&self.meta.name)
                 .notification(n.clone())
                 .send()
                 .await
-                .map_err(|e| err(&self.name, "DescribeSubscribersForNotification", e))?;
+                .map_err(|e| self.meta.fail("DescribeSubscribersForNotification", e))?;
             for s in subs.subscribers() {
                 let to = format!(
                     "{}:{}",
@@ -150,17 +148,11 @@ impl Budget {
 
 #[async_trait]
 impl Resource for Budget {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "budget"
-    }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()
@@ -176,17 +168,19 @@ impl Resource for Budget {
             .set("alerts", self.alerts())
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .budgets()
-            .describe_budget()
-            .account_id(&self.account)
-            .budget_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("NotFoundException") => return Ok(None),
-            Err(e) => return Err(err(&self.name, "DescribeBudget", e)),
+        let Some(out) = found(
+            aws.budgets()
+                .describe_budget()
+                .account_id(&self.account)
+                .budget_name(&self.meta.name)
+                .send()
+                .await,
+            DescribeBudgetError::is_not_found_exception,
+            &self.meta,
+            "DescribeBudget",
+        )?
+        else {
+            return Ok(None);
         };
         let Some(b) = out.budget else { return Ok(None) };
         let limit = b
@@ -220,10 +214,10 @@ impl Resource for Budget {
                 .field("period", b.time_unit.as_str().to_string())
                 .field("counts", tag)
                 .field("alerts", json!(alerts))
-                .output("name", self.name.clone()),
+                .output("name", self.meta.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let mut req = aws
             .budgets()
             .create_budget()
@@ -236,26 +230,28 @@ impl Resource for Budget {
                         .notification(self.notification(kind, threshold)?)
                         .subscribers(self.subscriber(to)?)
                         .build(),
-                    &self.name,
+                    &self.meta.name,
                 )?);
             }
         }
         match req.send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("DuplicateRecordException") => {
+            Ok(_) => Ok(()),
+            // Left by an interrupted apply: bring it to the spec.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(CreateBudgetError::is_duplicate_record_exception) =>
+            {
                 let current = self.observe(aws).await?.unwrap_or_default();
-                return self
-                    .update(
-                        aws,
-                        _outputs,
-                        &current,
-                        &["limit_usd".into(), "alerts".into()],
-                    )
-                    .await;
+                self.update(
+                    aws,
+                    outputs,
+                    &current,
+                    &["limit_usd".into(), "alerts".into()],
+                )
+                .await
             }
-            Err(e) => return Err(err(&self.name, "CreateBudget", e)),
+            Err(e) => Err(self.meta.fail("CreateBudget", e)),
         }
-        Ok(Observed::default().output("name", self.name.clone()))
     }
     async fn update(
         &self,
@@ -263,7 +259,7 @@ impl Resource for Budget {
         _outputs: &Outputs,
         _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         if changed.iter().any(|c| c != "alerts") {
             aws.budgets()
                 .update_budget()
@@ -271,48 +267,47 @@ impl Resource for Budget {
                 .new_budget(self.budget()?)
                 .send()
                 .await
-                .map_err(|e| err(&self.name, "UpdateBudget", e))?;
+                .map_err(|e| self.meta.fail("UpdateBudget", e))?;
         }
         if changed.iter().any(|c| c == "alerts") {
             for (n, _) in self.current_alerts(aws).await? {
                 aws.budgets()
                     .delete_notification()
                     .account_id(&self.account)
-                    .budget_name(&self.name)
+                    .budget_name(&self.meta.name)
                     .notification(n)
                     .send()
                     .await
-                    .map_err(|e| err(&self.name, "DeleteNotification", e))?;
+                    .map_err(|e| self.meta.fail("DeleteNotification", e))?;
             }
             if let Some(to) = &self.email {
                 for (kind, threshold) in ALERTS {
                     aws.budgets()
                         .create_notification()
                         .account_id(&self.account)
-                        .budget_name(&self.name)
+                        .budget_name(&self.meta.name)
                         .notification(self.notification(kind, threshold)?)
                         .subscribers(self.subscriber(to)?)
                         .send()
                         .await
-                        .map_err(|e| err(&self.name, "CreateNotification", e))?;
+                        .map_err(|e| self.meta.fail("CreateNotification", e))?;
                 }
             }
         }
-        Ok(Observed::default().output("name", self.name.clone()))
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws
-            .budgets()
-            .delete_budget()
-            .account_id(&self.account)
-            .budget_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("NotFoundException") => Ok(()),
-            Err(e) => Err(err(&self.name, "DeleteBudget", e)),
-        }
+        gone(
+            aws.budgets()
+                .delete_budget()
+                .account_id(&self.account)
+                .budget_name(&self.meta.name)
+                .send()
+                .await,
+            DeleteBudgetError::is_not_found_exception,
+            &self.meta,
+            "DeleteBudget",
+        )
     }
     fn notes(&self) -> Vec<String> {
         let mut n = Vec::new();

@@ -2,6 +2,11 @@
 //! (into a log group), so no rule dangles and no global bus is touched.
 
 use async_trait::async_trait;
+use aws_sdk_eventbridge::operation::create_event_bus::CreateEventBusError;
+use aws_sdk_eventbridge::operation::delete_event_bus::DeleteEventBusError;
+use aws_sdk_eventbridge::operation::delete_rule::DeleteRuleError;
+use aws_sdk_eventbridge::operation::describe_event_bus::DescribeEventBusError;
+use aws_sdk_eventbridge::operation::describe_rule::DescribeRuleError;
 use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use serde_json::{Value, json};
 
@@ -9,12 +14,11 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
-    require_output, tags_value,
+    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
+    output_or_unknown, require_output, unmodeled,
 };
-use crate::workspace::Tier;
 
-use super::{normalize_json, tag_changes};
+use super::normalize_json;
 
 fn tag(k: &str, v: &str, id: &str) -> Result<Tag, EngineError> {
     Tag::builder()
@@ -24,129 +28,129 @@ fn tag(k: &str, v: &str, id: &str) -> Result<Tag, EngineError> {
         .map_err(|e| EngineError::Invalid(format!("{id}: {e}")))
 }
 
-async fn observe_tags(aws: &AwsClients, arn: &str, name: &str) -> Result<Value, EngineError> {
-    let out = aws
-        .events()
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(|e| EngineError::aws(name, "ListTagsForResource", e))?;
-    Ok(own_tags(
-        out.tags().iter().map(|t| (t.key.clone(), t.value.clone())),
-    ))
+/// EventBridge's tags, by the resource's `arn` output.
+pub struct EventsTags;
+
+fn arn(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("arn")
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
-async fn apply_tags(
-    aws: &AwsClients,
-    arn: &str,
-    name: &str,
-    current: Option<&Value>,
-    want: Option<&Value>,
-) -> Result<(), EngineError> {
-    let (set, remove) = tag_changes(current, want);
-    if !remove.is_empty() {
-        aws.events()
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(remove))
+#[async_trait]
+impl TagApi for EventsTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .events()
+            .list_tags_for_resource()
+            .resource_arn(arn(observed))
             .send()
             .await
-            .map_err(|e| EngineError::aws(name, "UntagResource", e))?;
+            .map_err(|e| meta.fail("ListTagsForResource", e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect())
     }
-    if !set.is_empty() {
-        let mut req = aws.events().tag_resource().resource_arn(arn);
-        for (k, v) in set {
-            req = req.tags(tag(&k, &v, name)?);
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.events().tag_resource().resource_arn(arn(observed));
+        for (k, v) in tags {
+            req = req.tags(tag(k, v, &meta.name)?);
         }
-        req.send()
-            .await
-            .map_err(|e| EngineError::aws(name, "TagResource", e))?;
+        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
+        Ok(())
     }
-    Ok(())
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.events()
+            .untag_resource()
+            .resource_arn(arn(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagResource", e))?;
+        Ok(())
+    }
 }
 
 pub struct EventBus {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
-    pub tags: Vec<(String, String)>,
+    pub meta: Meta,
 }
 
 #[async_trait]
 impl Resource for EventBus {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "eventbridge bus"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&EventsTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
-        Desired::new().set("tags", tags_value(&self.tags))
+        Desired::new()
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .events()
-            .describe_event_bus()
-            .name(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(EngineError::aws(&self.name, "DescribeEventBus", e)),
-        };
-        let arn = out.arn.unwrap_or_default();
-        let tags = observe_tags(aws, &arn, &self.name).await?;
-        Ok(Some(
+        let m = &self.meta;
+        let out = found(
+            aws.events().describe_event_bus().name(&m.name).send().await,
+            DescribeEventBusError::is_resource_not_found_exception,
+            m,
+            "DescribeEventBus",
+        )?;
+        Ok(out.map(|o| {
             Observed::default()
-                .field("tags", tags)
-                .output("arn", arn)
-                .output("name", self.name.clone()),
-        ))
+                .output("arn", o.arn.unwrap_or_default())
+                .output("name", m.name.clone())
+        }))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
-        let mut req = aws.events().create_event_bus().name(&self.name);
-        for (k, v) in &self.tags {
-            req = req.tags(tag(k, v, &self.name)?);
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let mut req = aws.events().create_event_bus().name(&m.name);
+        for (k, v) in &m.tags {
+            req = req.tags(tag(k, v, &m.name)?);
         }
-        match req.send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => {}
-            Err(e) => return Err(EngineError::aws(&self.name, "CreateEventBus", e)),
-        }
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))
+        made(
+            req.send().await,
+            CreateEventBusError::is_resource_already_exists_exception,
+            m,
+            "CreateEventBus",
+        )
     }
     async fn update(
         &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
+        _aws: &AwsClients,
+        _outputs: &Outputs,
+        _current: &Observed,
         _changed: &[String],
-    ) -> Result<Observed, EngineError> {
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-        apply_tags(
-            aws,
-            &arn,
-            &self.name,
-            current.fields.get("tags"),
-            self.desired(outputs).get("tags"),
-        )
-        .await?;
-        Ok(current.clone())
+    ) -> Result<(), EngineError> {
+        // A bus has nothing to change but its tags, which the engine syncs.
+        Ok(())
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
         Ok(vec![CostLine::new(
-            self.id,
+            self.meta.id,
             "custom events published",
             u.events / 1e6,
             "M events",
@@ -154,32 +158,28 @@ impl Resource for EventBus {
         )])
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws
-            .events()
-            .delete_event_bus()
-            .name(&self.name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(EngineError::aws(&self.name, "DeleteEventBus", e)),
-        }
+        gone(
+            aws.events()
+                .delete_event_bus()
+                .name(&self.meta.name)
+                .send()
+                .await,
+            unmodeled::<DeleteEventBusError>(&["ResourceNotFoundException"]),
+            &self.meta,
+            "DeleteEventBus",
+        )
     }
 }
 
 /// A rule on the workspace bus with one target.
 pub struct EventRule {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub bus_id: &'static str,
     pub bus_name: String,
     pub description: String,
     pub pattern: Value,
     /// Logical id of the target resource; its `arn` output is the target.
     pub target_id: &'static str,
-    pub tags: Vec<(String, String)>,
 }
 
 /// The id of the rule's one target.
@@ -187,17 +187,14 @@ const TARGET_ID: &str = "deliver";
 
 #[async_trait]
 impl Resource for EventRule {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "eventbridge rule"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&EventsTags)
     }
     fn depends_on(&self) -> Vec<&'static str> {
         vec![self.bus_id, self.target_id]
@@ -212,37 +209,38 @@ impl Resource for EventRule {
                 "targets",
                 json!([{ "id": TARGET_ID, "arn": output_or_unknown(outputs, self.target_id, "arn") }]),
             )
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .events()
-            .describe_rule()
-            .name(&self.name)
-            .event_bus_name(&self.bus_name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(EngineError::aws(&self.name, "DescribeRule", e)),
+        let m = &self.meta;
+        let Some(out) = found(
+            aws.events()
+                .describe_rule()
+                .name(&m.name)
+                .event_bus_name(&self.bus_name)
+                .send()
+                .await,
+            DescribeRuleError::is_resource_not_found_exception,
+            m,
+            "DescribeRule",
+        )?
+        else {
+            return Ok(None);
         };
         let arn = out.arn.clone().unwrap_or_default();
         let targets = aws
             .events()
             .list_targets_by_rule()
-            .rule(&self.name)
+            .rule(&self.meta.name)
             .event_bus_name(&self.bus_name)
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "ListTargetsByRule", e))?;
+            .map_err(|e| self.meta.fail("ListTargetsByRule", e))?;
         let mut t: Vec<Value> = targets
             .targets()
             .iter()
             .map(|t| json!({"id": t.id, "arn": t.arn}))
             .collect();
         t.sort_by_key(|v| v.to_string());
-        let tags = observe_tags(aws, &arn, &self.name).await?;
         Ok(Some(
             Observed::default()
                 .field(
@@ -261,30 +259,24 @@ impl Resource for EventRule {
                         .unwrap_or_default(),
                 )
                 .field("targets", Value::Array(t))
-                .field("tags", tags)
                 .output("arn", arn)
-                .output("name", self.name.clone()),
+                .output("name", self.meta.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let mut req = aws
             .events()
             .put_rule()
-            .name(&self.name)
+            .name(&self.meta.name)
             .event_bus_name(&self.bus_name)
             .description(&self.description)
             .event_pattern(self.pattern.to_string())
             .state(RuleState::Enabled);
-        for (k, v) in &self.tags {
-            req = req.tags(tag(k, v, &self.name)?);
+        for (k, v) in &self.meta.tags {
+            req = req.tags(tag(k, v, &self.meta.name)?);
         }
-        req.send()
-            .await
-            .map_err(|e| EngineError::aws(&self.name, "PutRule", e))?;
-        self.put_target(aws, outputs).await?;
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))
+        req.send().await.map_err(|e| self.meta.fail("PutRule", e))?;
+        self.put_target(aws, outputs).await
     }
     async fn update(
         &self,
@@ -292,22 +284,21 @@ impl Resource for EventRule {
         outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+    ) -> Result<(), EngineError> {
         if changed
             .iter()
             .any(|c| matches!(c.as_str(), "pattern" | "description" | "state"))
         {
             aws.events()
                 .put_rule()
-                .name(&self.name)
+                .name(&self.meta.name)
                 .event_bus_name(&self.bus_name)
                 .description(&self.description)
                 .event_pattern(self.pattern.to_string())
                 .state(RuleState::Enabled)
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.name, "PutRule", e))?;
+                .map_err(|e| self.meta.fail("PutRule", e))?;
         }
         if changed.iter().any(|c| c == "targets") {
             // Remove targets that are not ours, then put ours.
@@ -326,26 +317,16 @@ impl Resource for EventRule {
             if !stale.is_empty() {
                 aws.events()
                     .remove_targets()
-                    .rule(&self.name)
+                    .rule(&self.meta.name)
                     .event_bus_name(&self.bus_name)
                     .set_ids(Some(stale))
                     .send()
                     .await
-                    .map_err(|e| EngineError::aws(&self.name, "RemoveTargets", e))?;
+                    .map_err(|e| self.meta.fail("RemoveTargets", e))?;
             }
             self.put_target(aws, outputs).await?;
         }
-        if changed.iter().any(|c| c == "tags") {
-            apply_tags(
-                aws,
-                &arn,
-                &self.name,
-                current.fields.get("tags"),
-                self.desired(outputs).get("tags"),
-            )
-            .await?;
-        }
-        Ok(current.clone())
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let ids: Vec<String> = current
@@ -361,49 +342,48 @@ impl Resource for EventRule {
         if !ids.is_empty() {
             aws.events()
                 .remove_targets()
-                .rule(&self.name)
+                .rule(&self.meta.name)
                 .event_bus_name(&self.bus_name)
                 .set_ids(Some(ids))
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.name, "RemoveTargets", e))?;
+                .map_err(|e| self.meta.fail("RemoveTargets", e))?;
         }
-        match aws
-            .events()
-            .delete_rule()
-            .name(&self.name)
-            .event_bus_name(&self.bus_name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(EngineError::aws(&self.name, "DeleteRule", e)),
-        }
+        gone(
+            aws.events()
+                .delete_rule()
+                .name(&self.meta.name)
+                .event_bus_name(&self.bus_name)
+                .send()
+                .await,
+            DeleteRuleError::is_resource_not_found_exception,
+            &self.meta,
+            "DeleteRule",
+        )
     }
 }
 
 impl EventRule {
     async fn put_target(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
-        let target_arn = require_output(outputs, &self.name, self.target_id, "arn")?;
+        let target_arn = require_output(outputs, &self.meta.name, self.target_id, "arn")?;
         let target = Target::builder()
             .id(TARGET_ID)
             .arn(target_arn)
             .build()
-            .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.name)))?;
+            .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.meta.name)))?;
         let out = aws
             .events()
             .put_targets()
-            .rule(&self.name)
+            .rule(&self.meta.name)
             .event_bus_name(&self.bus_name)
             .targets(target)
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "PutTargets", e))?;
+            .map_err(|e| self.meta.fail("PutTargets", e))?;
         if out.failed_entry_count > 0 {
             return Err(EngineError::Invalid(format!(
                 "{}: PutTargets rejected the target: {:?}",
-                self.name,
+                self.meta.name,
                 out.failed_entries()
                     .iter()
                     .map(|f| f.error_message.clone().unwrap_or_default())

@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::PRICES;
 use crate::cost::{CostContext, CostError, CostLine};
-use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, observe_created, own_tags,
-    tags_value,
-};
-use crate::workspace::Tier;
+use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
+use aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError;
+use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
+use aws_sdk_ecr::operation::get_lifecycle_policy::GetLifecyclePolicyError;
 
-use super::tag_changes;
+use crate::engine::{
+    self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+};
 
 /// Images a repository keeps by default.
 pub const KEEP_IMAGES: u32 = 10;
@@ -26,15 +27,86 @@ pub const KEEP_IMAGES: u32 = 10;
 pub const IMAGE_MB: f64 = 15.0;
 
 pub struct EcrRepository {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub keep_images: u32,
-    pub tags: Vec<(String, String)>,
 }
 
-fn err(name: &str, op: &str, e: impl std::error::Error) -> EngineError {
-    EngineError::aws(name, op, e)
+fn ecr_tag(k: &str, v: &str, name: &str) -> Result<Tag, EngineError> {
+    Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .map_err(|e| EngineError::Invalid(format!("{name}: {e}")))
+}
+
+fn arn(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("arn")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+/// ECR's tags, by the repository's `arn` output.
+pub struct EcrTags;
+
+#[async_trait]
+impl TagApi for EcrTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .ecr()
+            .list_tags_for_resource()
+            .resource_arn(arn(observed))
+            .send()
+            .await
+            .map_err(|e| meta.fail("ListTagsForResource", e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| ecr_tag(k, v, &meta.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        aws.ecr()
+            .tag_resource()
+            .resource_arn(arn(observed))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| meta.fail("TagResource", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.ecr()
+            .untag_resource()
+            .resource_arn(arn(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagResource", e))?;
+        Ok(())
+    }
 }
 
 impl EcrRepository {
@@ -55,26 +127,21 @@ impl EcrRepository {
     }
 
     fn aws_tags(&self) -> Result<Vec<Tag>, EngineError> {
-        self.tags
+        self.meta
+            .tags
             .iter()
-            .map(|(k, v)| {
-                Tag::builder()
-                    .key(k)
-                    .value(v)
-                    .build()
-                    .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.name)))
-            })
+            .map(|(k, v)| ecr_tag(k, v, &self.meta.name))
             .collect()
     }
 
     async fn put_lifecycle(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.ecr()
             .put_lifecycle_policy()
-            .repository_name(&self.name)
+            .repository_name(&self.meta.name)
             .lifecycle_policy_text(self.lifecycle_policy().to_string())
             .send()
             .await
-            .map_err(|e| err(&self.name, "PutLifecyclePolicy", e))?;
+            .map_err(|e| self.meta.fail("PutLifecyclePolicy", e))?;
         Ok(())
     }
 
@@ -85,17 +152,14 @@ impl EcrRepository {
 
 #[async_trait]
 impl Resource for EcrRepository {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "ecr repository"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&EcrTags)
     }
     fn data_bearing(&self) -> bool {
         true
@@ -106,46 +170,39 @@ impl Resource for EcrRepository {
             .set("scan_on_push", true)
             .set_replace("encryption", "AES256")
             .set("lifecycle_policy", self.lifecycle_policy())
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .ecr()
-            .describe_repositories()
-            .repository_names(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
-            Err(e) => return Err(err(&self.name, "DescribeRepositories", e)),
+        let m = &self.meta;
+        let Some(out) = found(
+            aws.ecr()
+                .describe_repositories()
+                .repository_names(&m.name)
+                .send()
+                .await,
+            DescribeRepositoriesError::is_repository_not_found_exception,
+            m,
+            "DescribeRepositories",
+        )?
+        else {
+            return Ok(None);
         };
         let Some(r) = out.repositories().first() else {
             return Ok(None);
         };
         let arn = r.repository_arn().unwrap_or_default().to_string();
         let uri = r.repository_uri().unwrap_or_default().to_string();
-        let policy = match aws
-            .ecr()
-            .get_lifecycle_policy()
-            .repository_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(p) => p
-                .lifecycle_policy_text()
-                .map(super::normalize_json)
-                .unwrap_or(Value::Null),
-            Err(e) if error_code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
-            Err(e) => return Err(err(&self.name, "GetLifecyclePolicy", e)),
-        };
-        let tags = aws
-            .ecr()
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| err(&self.name, "ListTagsForResource", e))?;
+        let policy = found(
+            aws.ecr()
+                .get_lifecycle_policy()
+                .repository_name(&m.name)
+                .send()
+                .await,
+            GetLifecyclePolicyError::is_lifecycle_policy_not_found_exception,
+            m,
+            "GetLifecyclePolicy",
+        )?
+        .and_then(|p| p.lifecycle_policy_text().map(super::normalize_json))
+        .unwrap_or(Value::Null);
         let observed = Observed::default()
             .field(
                 "tag_mutability",
@@ -164,18 +221,14 @@ impl Resource for EcrRepository {
                     .map(|c| c.encryption_type().as_str().to_string())
                     .unwrap_or_else(|| "AES256".into()),
             )
-            .field("lifecycle_policy", policy)
-            .field(
-                "tags",
-                own_tags(tags.tags().iter().map(|t| (t.key(), t.value()))),
-            );
+            .field("lifecycle_policy", policy);
         Ok(Some(self.outputs(observed, &arn, &uri)))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let created = aws
             .ecr()
             .create_repository()
-            .repository_name(&self.name)
+            .repository_name(&self.meta.name)
             .image_tag_mutability(ImageTagMutability::Immutable)
             .image_scanning_configuration(
                 ImageScanningConfiguration::builder()
@@ -186,46 +239,52 @@ impl Resource for EcrRepository {
                 EncryptionConfiguration::builder()
                     .encryption_type(EncryptionType::Aes256)
                     .build()
-                    .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.name)))?,
+                    .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.meta.name)))?,
             )
             .set_tags(Some(self.aws_tags()?))
             .send()
             .await;
         match created {
-            Ok(_) => {}
+            Ok(_) => self.put_lifecycle(aws).await,
             // Created by an earlier `image push` or a run that stopped half-way: converge it.
-            Err(e) if error_code(&e) == Some("RepositoryAlreadyExistsException") => {
-                let current = self.observe(aws).await?.unwrap_or_default();
-                let all: Vec<String> = self.desired(outputs).fields.keys().cloned().collect();
-                return self.update(aws, outputs, &current, &all).await;
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(CreateRepositoryError::is_repository_already_exists_exception) =>
+            {
+                let current = engine::observe(self, aws).await?.unwrap_or_default();
+                let all: Vec<String> = engine::desired_of(self, outputs)
+                    .fields
+                    .keys()
+                    .cloned()
+                    .collect();
+                engine::update(self, aws, outputs, &current, &all).await?;
+                Ok(())
             }
-            Err(e) => return Err(err(&self.name, "CreateRepository", e)),
+            Err(e) => Err(self.meta.fail("CreateRepository", e)),
         }
-        self.put_lifecycle(aws).await?;
-        observe_created(self, aws).await
     }
     async fn update(
         &self,
         aws: &AwsClients,
         _outputs: &Outputs,
-        current: &Observed,
+        _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         for field in changed {
             match field.as_str() {
                 "tag_mutability" => {
                     aws.ecr()
                         .put_image_tag_mutability()
-                        .repository_name(&self.name)
+                        .repository_name(&self.meta.name)
                         .image_tag_mutability(ImageTagMutability::Immutable)
                         .send()
                         .await
-                        .map_err(|e| err(&self.name, "PutImageTagMutability", e))?;
+                        .map_err(|e| self.meta.fail("PutImageTagMutability", e))?;
                 }
                 "scan_on_push" => {
                     aws.ecr()
                         .put_image_scanning_configuration()
-                        .repository_name(&self.name)
+                        .repository_name(&self.meta.name)
                         .image_scanning_configuration(
                             ImageScanningConfiguration::builder()
                                 .scan_on_push(true)
@@ -233,66 +292,34 @@ impl Resource for EcrRepository {
                         )
                         .send()
                         .await
-                        .map_err(|e| err(&self.name, "PutImageScanningConfiguration", e))?;
+                        .map_err(|e| self.meta.fail("PutImageScanningConfiguration", e))?;
                 }
                 "lifecycle_policy" => self.put_lifecycle(aws).await?,
-                "tags" => {
-                    let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-                    let (set, remove) =
-                        tag_changes(current.fields.get("tags"), Some(&tags_value(&self.tags)));
-                    if !set.is_empty() {
-                        let tags = set
-                            .iter()
-                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.name)))?;
-                        aws.ecr()
-                            .tag_resource()
-                            .resource_arn(&arn)
-                            .set_tags(Some(tags))
-                            .send()
-                            .await
-                            .map_err(|e| err(&self.name, "TagResource", e))?;
-                    }
-                    if !remove.is_empty() {
-                        aws.ecr()
-                            .untag_resource()
-                            .resource_arn(&arn)
-                            .set_tag_keys(Some(remove))
-                            .send()
-                            .await
-                            .map_err(|e| err(&self.name, "UntagResource", e))?;
-                    }
-                }
                 // Encryption forces a replacement; the engine never gets here with it.
                 _ => {}
             }
         }
-        Ok(Observed {
-            fields: current.fields.clone(),
-            outputs: current.outputs.clone(),
-        })
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         // Only reached with --destroy-data: the images go with the repository.
-        match aws
-            .ecr()
-            .delete_repository()
-            .repository_name(&self.name)
-            .force(true)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("RepositoryNotFoundException") => Ok(()),
-            Err(e) => Err(err(&self.name, "DeleteRepository", e)),
-        }
+        gone(
+            aws.ecr()
+                .delete_repository()
+                .repository_name(&self.meta.name)
+                .force(true)
+                .send()
+                .await,
+            DeleteRepositoryError::is_repository_not_found_exception,
+            &self.meta,
+            "DeleteRepository",
+        )
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let p = PRICES.region(ctx.region)?;
         let gb = f64::from(self.keep_images) * IMAGE_MB / 1024.0;
         Ok(vec![CostLine::new(
-            self.id,
+            self.meta.id,
             &format!(
                 "image storage ({} images of ~{IMAGE_MB:.0} MB kept)",
                 self.keep_images

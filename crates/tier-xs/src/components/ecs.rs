@@ -4,6 +4,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_ecs::operation::create_service::CreateServiceError;
+use aws_sdk_ecs::operation::delete_cluster::DeleteClusterError;
+use aws_sdk_ecs::operation::delete_service::DeleteServiceError;
+use aws_sdk_ecs::operation::describe_services::DescribeServicesError;
+use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField,
     ClusterSetting, ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck,
@@ -16,12 +21,9 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, output_or_unknown, own_tags,
-    require_output, tags_value, wait_until,
+    self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, found, gone,
+    made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
 };
-use crate::workspace::Tier;
-
-use super::tag_changes;
 
 /// Valid Fargate task sizes: CPU units and the memory (MiB) each allows.
 pub fn validate_fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
@@ -52,33 +54,73 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-async fn ecs_tags(
-    aws: &AwsClients,
-    arn: &str,
-    name: &str,
-    current: Option<&Value>,
-    want: Option<&Value>,
-) -> Result<(), EngineError> {
-    let (set, remove) = tag_changes(current, want);
-    if !remove.is_empty() {
-        aws.ecs()
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(remove))
+/// ECS's tags, by the resource's `arn` output.
+pub struct EcsTags;
+
+fn arn(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("arn")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl TagApi for EcsTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .ecs()
+            .list_tags_for_resource()
+            .resource_arn(arn(observed))
             .send()
             .await
-            .map_err(|e| EngineError::aws(name, "UntagResource", e))?;
+            .map_err(|e| meta.fail("ListTagsForResource", e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key.clone().unwrap_or_default(),
+                    t.value.clone().unwrap_or_default(),
+                )
+            })
+            .collect())
     }
-    if !set.is_empty() {
-        let mut req = aws.ecs().tag_resource().resource_arn(arn);
-        for (k, v) in set {
-            req = req.tags(tag(&k, &v));
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.ecs().tag_resource().resource_arn(arn(observed));
+        for (k, v) in tags {
+            req = req.tags(tag(k, v));
         }
-        req.send()
-            .await
-            .map_err(|e| EngineError::aws(name, "TagResource", e))?;
+        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
+        Ok(())
     }
-    Ok(())
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.ecs()
+            .untag_resource()
+            .resource_arn(arn(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagResource", e))?;
+        Ok(())
+    }
 }
 
 fn observed_tags(tags: &[Tag]) -> Value {
@@ -132,12 +174,9 @@ fn strategy_items(s: &[Capacity]) -> Result<Vec<CapacityProviderStrategyItem>, E
 // ---------------------------------------------------------------------------------------------
 
 pub struct Cluster {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub default_strategy: Vec<Capacity>,
     pub container_insights: bool,
-    pub tags: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -152,35 +191,31 @@ impl Cluster {
 
 #[async_trait]
 impl Resource for Cluster {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "ecs cluster"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&EcsTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()
             .set("capacity_providers", json!(["FARGATE", "FARGATE_SPOT"]))
             .set("default_strategy", strategy_value(&self.default_strategy))
             .set("container_insights", self.insights())
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
             .ecs()
             .describe_clusters()
-            .clusters(&self.name)
+            .clusters(&self.meta.name)
             .include(ClusterField::Tags)
             .include(ClusterField::Settings)
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "DescribeClusters", e))?;
+            .map_err(|e| self.meta.fail("DescribeClusters", e))?;
         let Some(c) = out
             .clusters()
             .iter()
@@ -206,14 +241,15 @@ impl Resource for Cluster {
                 .field("container_insights", insights)
                 .field("tags", observed_tags(c.tags()))
                 .output("arn", c.cluster_arn.clone().unwrap_or_default())
-                .output("name", self.name.clone()),
+                .output("name", self.meta.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
         let mut req = aws
             .ecs()
             .create_cluster()
-            .cluster_name(&self.name)
+            .cluster_name(&m.name)
             .capacity_providers("FARGATE")
             .capacity_providers("FARGATE_SPOT")
             .set_default_capacity_provider_strategy(Some(strategy_items(&self.default_strategy)?))
@@ -223,42 +259,38 @@ impl Resource for Cluster {
                     .value(self.insights())
                     .build(),
             );
-        for (k, v) in &self.tags {
+        for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
         }
-        req.send()
-            .await
-            .map_err(|e| EngineError::aws(&self.name, "CreateCluster", e))?;
-        let obs = self
-            .observe(aws)
+        req.send().await.map_err(|e| m.fail("CreateCluster", e))?;
+        let obs = engine::observe(self, aws)
             .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))?;
+            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", m.name)))?;
         // Converge what the create call did not take (some endpoints ignore the strategy).
-        let missing: Vec<String> = crate::engine::plan::diff(&self.desired(&Outputs::new()), &obs)
-            .into_iter()
-            .map(|c| c.field)
-            .collect();
-        if missing.is_empty() {
-            Ok(obs)
-        } else {
-            self.update(aws, &Outputs::new(), &obs, &missing).await
+        let missing: Vec<String> =
+            engine::plan::diff(&engine::desired_of(self, &Outputs::new()), &obs)
+                .into_iter()
+                .map(|c| c.field)
+                .collect();
+        if !missing.is_empty() {
+            engine::update(self, aws, &Outputs::new(), &obs, &missing).await?;
         }
+        Ok(())
     }
     async fn update(
         &self,
         aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
+        _outputs: &Outputs,
+        _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+    ) -> Result<(), EngineError> {
         if changed
             .iter()
             .any(|c| c == "capacity_providers" || c == "default_strategy")
         {
             aws.ecs()
                 .put_cluster_capacity_providers()
-                .cluster(&self.name)
+                .cluster(&self.meta.name)
                 .capacity_providers("FARGATE")
                 .capacity_providers("FARGATE_SPOT")
                 .set_default_capacity_provider_strategy(Some(strategy_items(
@@ -266,12 +298,12 @@ impl Resource for Cluster {
                 )?))
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.name, "PutClusterCapacityProviders", e))?;
+                .map_err(|e| self.meta.fail("PutClusterCapacityProviders", e))?;
         }
         if changed.iter().any(|c| c == "container_insights") {
             aws.ecs()
                 .update_cluster_settings()
-                .cluster(&self.name)
+                .cluster(&self.meta.name)
                 .settings(
                     ClusterSetting::builder()
                         .name(ClusterSettingName::ContainerInsights)
@@ -280,28 +312,21 @@ impl Resource for Cluster {
                 )
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.name, "UpdateClusterSettings", e))?;
+                .map_err(|e| self.meta.fail("UpdateClusterSettings", e))?;
         }
-        if changed.iter().any(|c| c == "tags") {
-            ecs_tags(
-                aws,
-                &arn,
-                &self.name,
-                current.fields.get("tags"),
-                self.desired(outputs).get("tags"),
-            )
-            .await?;
-        }
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws.ecs().delete_cluster().cluster(&self.name).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ClusterNotFoundException") => Ok(()),
-            Err(e) => Err(EngineError::aws(&self.name, "DeleteCluster", e)),
-        }
+        gone(
+            aws.ecs()
+                .delete_cluster()
+                .cluster(&self.meta.name)
+                .send()
+                .await,
+            DeleteClusterError::is_cluster_not_found_exception,
+            &self.meta,
+            "DeleteCluster",
+        )
     }
 }
 
@@ -323,16 +348,14 @@ pub struct ContainerSpec {
 }
 
 pub struct TaskDefinition {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub family: String,
+    /// Its name is the task definition family.
+    pub meta: Meta,
     pub cpu: u32,
     pub memory: u32,
     pub container: ContainerSpec,
     pub execution_role_id: &'static str,
     pub task_role_id: &'static str,
     pub log_group_id: &'static str,
-    pub tags: Vec<(String, String)>,
 }
 
 const HEALTH_INTERVAL: i32 = 30;
@@ -420,7 +443,7 @@ impl TaskDefinition {
                     .options("awslogs-region", &c.region)
                     .options("awslogs-stream-prefix", "ecs")
                     .build()
-                    .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.family)))?,
+                    .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.meta.name)))?,
             );
         if let Some(p) = c.port {
             b = b.port_mappings(
@@ -454,12 +477,13 @@ impl TaskDefinition {
 
     async fn register(&self, aws: &AwsClients, outputs: &Outputs) -> Result<String, EngineError> {
         validate_fargate_size(self.cpu, self.memory).map_err(EngineError::Invalid)?;
-        let exec = require_output(outputs, &self.family, self.execution_role_id, "arn")?;
-        let task = require_output(outputs, &self.family, self.task_role_id, "arn")?;
+        let m = &self.meta;
+        let exec = require_output(outputs, &m.name, self.execution_role_id, "arn")?;
+        let task = require_output(outputs, &m.name, self.task_role_id, "arn")?;
         let mut req = aws
             .ecs()
             .register_task_definition()
-            .family(&self.family)
+            .family(&m.name)
             .cpu(self.cpu.to_string())
             .memory(self.memory.to_string())
             .network_mode(NetworkMode::Awsvpc)
@@ -467,18 +491,16 @@ impl TaskDefinition {
             .execution_role_arn(exec)
             .task_role_arn(task)
             .container_definitions(self.container_definition()?);
-        for (k, v) in &self.tags {
+        for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
         }
         let out = req
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.family, "RegisterTaskDefinition", e))?;
+            .map_err(|e| m.fail("RegisterTaskDefinition", e))?;
         out.task_definition
             .and_then(|t| t.task_definition_arn)
-            .ok_or_else(|| {
-                EngineError::Invalid(format!("{}: registered without an ARN", self.family))
-            })
+            .ok_or_else(|| EngineError::Invalid(format!("{}: registered without an ARN", m.name)))
     }
 
     async fn active_revisions(&self, aws: &AwsClients) -> Result<Vec<String>, EngineError> {
@@ -488,19 +510,19 @@ impl TaskDefinition {
             let out = aws
                 .ecs()
                 .list_task_definitions()
-                .family_prefix(&self.family)
+                .family_prefix(&self.meta.name)
                 .status(TaskDefinitionStatus::Active)
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.family, "ListTaskDefinitions", e))?;
+                .map_err(|e| self.meta.fail("ListTaskDefinitions", e))?;
             // family_prefix matches prefixes: keep exactly this family.
             arns.extend(
                 out.task_definition_arns()
                     .iter()
                     .filter(|a| {
                         a.rsplit_once(':')
-                            .map(|(f, _)| f.ends_with(&format!("/{}", self.family)))
+                            .map(|(f, _)| f.ends_with(&format!("/{}", self.meta.name)))
                             .unwrap_or(false)
                     })
                     .cloned(),
@@ -516,17 +538,14 @@ impl TaskDefinition {
 
 #[async_trait]
 impl Resource for TaskDefinition {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "ecs task definition"
     }
-    fn name(&self) -> String {
-        self.family.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&EcsTags)
     }
     fn depends_on(&self) -> Vec<&'static str> {
         vec![self.execution_role_id, self.task_role_id, self.log_group_id]
@@ -549,27 +568,24 @@ impl Resource for TaskDefinition {
                 output_or_unknown(outputs, self.task_role_id, "arn"),
             )
             .set("container", self.container_value())
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .ecs()
-            .describe_task_definition()
-            .task_definition(&self.family)
-            .include(TaskDefinitionField::Tags)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("ClientException") | Some("ResourceNotFoundException")
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(EngineError::aws(&self.family, "DescribeTaskDefinition", e)),
+        let Some(out) = found(
+            aws.ecs()
+                .describe_task_definition()
+                .task_definition(&self.meta.name)
+                .include(TaskDefinitionField::Tags)
+                .send()
+                .await,
+            |e: &DescribeTaskDefinitionError| {
+                e.is_client_exception()
+                    || unmodeled::<DescribeTaskDefinitionError>(&["ResourceNotFoundException"])(e)
+            },
+            &self.meta,
+            "DescribeTaskDefinition",
+        )?
+        else {
+            return Ok(None);
         };
         let Some(td) = out.task_definition.as_ref() else {
             return Ok(None);
@@ -607,34 +623,20 @@ impl Resource for TaskDefinition {
                 .field("container", container)
                 .field("tags", observed_tags(out.tags()))
                 .output("arn", td.task_definition_arn.clone().unwrap_or_default())
-                .output("family", self.family.clone()),
+                .output("family", self.meta.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        let arn = self.register(aws, outputs).await?;
-        Ok(Observed::default()
-            .output("arn", arn)
-            .output("family", self.family.clone()))
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        self.register(aws, outputs).await?;
+        Ok(())
     }
     async fn update(
         &self,
         aws: &AwsClients,
         outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<Observed, EngineError> {
-        let old = current.outputs.get("arn").cloned().unwrap_or_default();
-        if changed.iter().all(|c| c == "tags") {
-            ecs_tags(
-                aws,
-                &old,
-                &self.family,
-                current.fields.get("tags"),
-                self.desired(outputs).get("tags"),
-            )
-            .await?;
-            return Ok(current.clone());
-        }
+        _current: &Observed,
+        _changed: &[String],
+    ) -> Result<(), EngineError> {
         // A task definition is immutable: register a new revision, retire the old ones.
         let arn = self.register(aws, outputs).await?;
         for a in self.active_revisions(aws).await? {
@@ -644,12 +646,10 @@ impl Resource for TaskDefinition {
                     .task_definition(&a)
                     .send()
                     .await
-                    .map_err(|e| EngineError::aws(&self.family, "DeregisterTaskDefinition", e))?;
+                    .map_err(|e| self.meta.fail("DeregisterTaskDefinition", e))?;
             }
         }
-        Ok(Observed::default()
-            .output("arn", arn)
-            .output("family", self.family.clone()))
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         for a in self.active_revisions(aws).await? {
@@ -658,7 +658,7 @@ impl Resource for TaskDefinition {
                 .task_definition(&a)
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.family, "DeregisterTaskDefinition", e))?;
+                .map_err(|e| self.meta.fail("DeregisterTaskDefinition", e))?;
         }
         Ok(())
     }
@@ -667,9 +667,7 @@ impl Resource for TaskDefinition {
 // ---------------------------------------------------------------------------------------------
 
 pub struct Service {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub cluster_id: &'static str,
     pub cluster_name: String,
     pub task_definition_id: &'static str,
@@ -686,7 +684,6 @@ pub struct Service {
     pub wait: Duration,
     /// The target group the service registers its tasks in (ECS's `loadBalancers`).
     pub load_balancer: Option<LoadBalancing>,
-    pub tags: Vec<(String, String)>,
 }
 
 /// How many tasks a service runs.
@@ -745,7 +742,7 @@ impl Service {
                 aws_sdk_ecs::types::LoadBalancer::builder()
                     .target_group_arn(require_output(
                         outputs,
-                        &self.name,
+                        &self.meta.name,
                         lb.target_group_id,
                         "arn",
                     )?)
@@ -767,7 +764,7 @@ impl Service {
     }
 
     fn network_config(&self, outputs: &Outputs) -> Result<NetworkConfiguration, EngineError> {
-        let sg = require_output(outputs, &self.name, self.security_group_id, "id")?;
+        let sg = require_output(outputs, &self.meta.name, self.security_group_id, "id")?;
         let vpc = AwsVpcConfiguration::builder()
             .set_subnets(Some(self.subnets.clone()))
             .security_groups(sg)
@@ -784,7 +781,8 @@ impl Service {
     }
 
     async fn wait_steady(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        let name = self.name.clone();
+        let m = &self.meta;
+        let name = m.name.clone();
         let cluster = self.cluster_name.clone();
         wait_until(
             &name,
@@ -800,7 +798,7 @@ impl Service {
                         .services(&name)
                         .send()
                         .await
-                        .map_err(|e| EngineError::aws(&name, "DescribeServices", e))?;
+                        .map_err(|e| m.fail("DescribeServices", e))?;
                     let Some(s) = out.services().first() else {
                         return Ok(Err("service not found yet".to_string()));
                     };
@@ -834,17 +832,14 @@ impl Service {
 
 #[async_trait]
 impl Resource for Service {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "ecs service"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&EcsTags)
     }
     fn depends_on(&self) -> Vec<&'static str> {
         let mut d = vec![
@@ -867,8 +862,7 @@ impl Resource for Service {
             )
             .set("capacity_strategy", strategy_value(&self.strategy))
             .set("network", self.network_value(outputs))
-            .set("load_balancer", self.load_balancer_value(outputs))
-            .set("tags", tags_value(&self.tags));
+            .set("load_balancer", self.load_balancer_value(outputs));
         // A count an autoscaler owns is not the deploy's to compare or change.
         match self.count {
             TaskCount::Fixed(n) => d.set("desired_count", n),
@@ -877,18 +871,20 @@ impl Resource for Service {
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .ecs()
-            .describe_services()
-            .cluster(&self.cluster_name)
-            .services(&self.name)
-            .include(ServiceField::Tags)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("ClusterNotFoundException") => return Ok(None),
-            Err(e) => return Err(EngineError::aws(&self.name, "DescribeServices", e)),
+        let Some(out) = found(
+            aws.ecs()
+                .describe_services()
+                .cluster(&self.cluster_name)
+                .services(&self.meta.name)
+                .include(ServiceField::Tags)
+                .send()
+                .await,
+            DescribeServicesError::is_cluster_not_found_exception,
+            &self.meta,
+            "DescribeServices",
+        )?
+        else {
+            return Ok(None);
         };
         let Some(s) = out
             .services()
@@ -951,16 +947,17 @@ impl Resource for Service {
                 )
                 .field("tags", observed_tags(s.tags()))
                 .output("arn", s.service_arn.clone().unwrap_or_default())
-                .output("name", self.name.clone()),
+                .output("name", self.meta.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let td = require_output(outputs, &m.name, self.task_definition_id, "arn")?;
         let mut req = aws
             .ecs()
             .create_service()
             .cluster(&self.cluster_name)
-            .service_name(&self.name)
+            .service_name(&m.name)
             .task_definition(td)
             .desired_count(self.count.baseline())
             .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
@@ -970,43 +967,40 @@ impl Resource for Service {
                 .set_load_balancers(Some(self.load_balancers(outputs)?))
                 .health_check_grace_period_seconds(LB_GRACE_SECS);
         }
-        for (k, v) in &self.tags {
+        for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
         }
-        match req.send().await {
-            Ok(_) => {}
+        made(
+            req.send().await,
             // Left by an interrupted apply: converge on it below.
-            Err(e)
-                if error_code(&e) == Some("InvalidParameterException")
-                    && crate::engine::error_text(&e).contains("idempotent") => {}
-            Err(e) => return Err(EngineError::aws(&self.name, "CreateService", e)),
-        }
-        let obs = self
-            .observe(aws)
+            |e: &CreateServiceError| {
+                e.is_invalid_parameter_exception() && error_text(e).contains("idempotent")
+            },
+            m,
+            "CreateService",
+        )?;
+        let obs = engine::observe(self, aws)
             .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))?;
+            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", m.name)))?;
         // Verify what the create call took and converge the rest (some endpoints drop the
         // capacity-provider strategy on CreateService; UpdateService sets it).
-        let missing: Vec<String> = crate::engine::plan::diff(&self.desired(outputs), &obs)
+        let missing: Vec<String> = engine::plan::diff(&engine::desired_of(self, outputs), &obs)
             .into_iter()
             .map(|c| c.field)
             .collect();
-        let obs = if missing.is_empty() {
-            obs
-        } else {
-            self.update(aws, outputs, &obs, &missing).await?
-        };
+        if !missing.is_empty() {
+            engine::update(self, aws, outputs, &obs, &missing).await?;
+        }
         self.wait_steady(aws).await?;
-        Ok(obs)
+        Ok(())
     }
     async fn update(
         &self,
         aws: &AwsClients,
         outputs: &Outputs,
-        current: &Observed,
+        _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+    ) -> Result<(), EngineError> {
         let service_fields = [
             "task_definition",
             "desired_count",
@@ -1015,12 +1009,12 @@ impl Resource for Service {
             "load_balancer",
         ];
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
-            let td = require_output(outputs, &self.name, self.task_definition_id, "arn")?;
+            let td = require_output(outputs, &self.meta.name, self.task_definition_id, "arn")?;
             let strategy_changed = changed.iter().any(|c| c == "capacity_strategy");
             aws.ecs()
                 .update_service()
                 .cluster(&self.cluster_name)
-                .service(&self.name)
+                .service(&self.meta.name)
                 .task_definition(td)
                 .set_desired_count(match self.count {
                     TaskCount::Fixed(n) => Some(n),
@@ -1037,53 +1031,39 @@ impl Resource for Service {
                 .force_new_deployment(strategy_changed)
                 .send()
                 .await
-                .map_err(|e| EngineError::aws(&self.name, "UpdateService", e))?;
-        }
-        if changed.iter().any(|c| c == "tags") {
-            ecs_tags(
-                aws,
-                &arn,
-                &self.name,
-                current.fields.get("tags"),
-                self.desired(outputs).get("tags"),
-            )
-            .await?;
+                .map_err(|e| self.meta.fail("UpdateService", e))?;
         }
         self.wait_steady(aws).await?;
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        let m = &self.meta;
         let _ = aws
             .ecs()
             .update_service()
             .cluster(&self.cluster_name)
-            .service(&self.name)
+            .service(&m.name)
             .desired_count(0)
             .send()
             .await;
-        match aws
-            .ecs()
-            .delete_service()
-            .cluster(&self.cluster_name)
-            .service(&self.name)
-            .force(true)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("ServiceNotFoundException") | Some("ClusterNotFoundException")
-                ) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(EngineError::aws(&self.name, "DeleteService", e)),
-        }
-        let (name, cluster) = (self.name.clone(), self.cluster_name.clone());
+        let Some(_) = found(
+            aws.ecs()
+                .delete_service()
+                .cluster(&self.cluster_name)
+                .service(&m.name)
+                .force(true)
+                .send()
+                .await,
+            |e: &DeleteServiceError| {
+                e.is_service_not_found_exception() || e.is_cluster_not_found_exception()
+            },
+            m,
+            "DeleteService",
+        )?
+        else {
+            return Ok(());
+        };
+        let (name, cluster) = (m.name.clone(), self.cluster_name.clone());
         wait_until(
             &name,
             self.wait,
@@ -1092,18 +1072,18 @@ impl Resource for Service {
                 let ecs = aws.ecs();
                 let (name, cluster) = (name.clone(), cluster.clone());
                 async move {
-                    let out = match ecs
-                        .describe_services()
-                        .cluster(&cluster)
-                        .services(&name)
-                        .send()
-                        .await
-                    {
-                        Ok(o) => o,
-                        Err(e) if error_code(&e) == Some("ClusterNotFoundException") => {
-                            return Ok(Ok(()));
-                        }
-                        Err(e) => return Err(EngineError::aws(&name, "DescribeServices", e)),
+                    let Some(out) = found(
+                        ecs.describe_services()
+                            .cluster(&cluster)
+                            .services(&name)
+                            .send()
+                            .await,
+                        DescribeServicesError::is_cluster_not_found_exception,
+                        m,
+                        "DescribeServices",
+                    )?
+                    else {
+                        return Ok(Ok(()));
                     };
                     let gone = out
                         .services()
@@ -1133,7 +1113,7 @@ impl Resource for Service {
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
-        let (h, id) = (ctx.hours, self.id);
+        let (h, id) = (ctx.hours, self.meta.id);
         let (on_demand, spot) = split_tasks(self.count.baseline(), &self.strategy);
         let vcpu = f64::from(self.task_cpu) / 1024.0;
         let gb = f64::from(self.task_memory) / 1024.0;

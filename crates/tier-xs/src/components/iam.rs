@@ -2,16 +2,19 @@
 //! resource ARNs.
 
 use async_trait::async_trait;
+use aws_sdk_iam::operation::create_role::CreateRoleError;
+use aws_sdk_iam::operation::delete_role::DeleteRoleError;
+use aws_sdk_iam::operation::get_role::GetRoleError;
+use aws_sdk_iam::operation::list_role_policies::ListRolePoliciesError;
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
 use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
-use crate::workspace::Tier;
 
-use super::{normalize_json, tag_changes};
+use super::normalize_json;
 
 /// One IAM policy statement.
 pub fn statement(actions: &[&str], resources: &[String]) -> Value {
@@ -22,10 +25,72 @@ pub fn policy(statements: Vec<Value>) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
+fn tag(k: &str, v: &str) -> Result<Tag, EngineError> {
+    Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .map_err(|e| EngineError::Invalid(e.to_string()))
+}
+
+/// IAM's role tags, by role name.
+pub struct IamRoleTags;
+
+#[async_trait]
+impl TagApi for IamRoleTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .iam()
+            .list_role_tags()
+            .role_name(&meta.name)
+            .send()
+            .await
+            .map_err(|e| meta.fail("ListRoleTags", e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.iam().tag_role().role_name(&meta.name);
+        for (k, v) in tags {
+            req = req.tags(tag(k, v)?);
+        }
+        req.send().await.map_err(|e| meta.fail("TagRole", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.iam()
+            .untag_role()
+            .role_name(&meta.name)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagRole", e))?;
+        Ok(())
+    }
+}
+
 pub struct Role {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     /// Service principal allowed to assume the role (`ecs-tasks.amazonaws.com`).
     pub service: &'static str,
     /// Source account condition, against the confused-deputy problem.
@@ -33,7 +98,6 @@ pub struct Role {
     pub policy_name: String,
     pub policy: Value,
     pub arn: String,
-    pub tags: Vec<(String, String)>,
 }
 
 impl Role {
@@ -49,19 +113,15 @@ impl Role {
         })
     }
 
-    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
-        EngineError::aws(&self.name, op, e)
-    }
-
     async fn put_policy(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.iam()
             .put_role_policy()
-            .role_name(&self.name)
+            .role_name(&self.meta.name)
             .policy_name(&self.policy_name)
             .policy_document(self.policy.to_string())
             .send()
             .await
-            .map_err(|e| self.err("PutRolePolicy", e))?;
+            .map_err(|e| self.meta.fail("PutRolePolicy", e))?;
         Ok(())
     }
 }
@@ -76,71 +136,67 @@ fn decode_policy(doc: &str) -> Value {
 
 #[async_trait]
 impl Resource for Role {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "iam role"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&IamRoleTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()
             .set("trust_policy", self.trust())
             .set("inline_policies", json!({ &self.policy_name: self.policy }))
             .set("managed_policies", json!([]))
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let role = match aws.iam().get_role().role_name(&self.name).send().await {
-            Ok(o) => o.role,
-            Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
-            Err(e) => return Err(self.err("GetRole", e)),
+        let m = &self.meta;
+        let Some(out) = found(
+            aws.iam().get_role().role_name(&m.name).send().await,
+            GetRoleError::is_no_such_entity_exception,
+            m,
+            "GetRole",
+        )?
+        else {
+            return Ok(None);
         };
-        let Some(role) = role else { return Ok(None) };
+        let Some(role) = out.role else {
+            return Ok(None);
+        };
         let names = aws
             .iam()
             .list_role_policies()
-            .role_name(&self.name)
+            .role_name(&m.name)
             .send()
             .await
-            .map_err(|e| self.err("ListRolePolicies", e))?;
+            .map_err(|e| m.fail("ListRolePolicies", e))?;
         let mut inline = serde_json::Map::new();
         for p in names.policy_names() {
             let doc = aws
                 .iam()
                 .get_role_policy()
-                .role_name(&self.name)
+                .role_name(&m.name)
                 .policy_name(p)
                 .send()
                 .await
-                .map_err(|e| self.err("GetRolePolicy", e))?;
+                .map_err(|e| m.fail("GetRolePolicy", e))?;
             inline.insert(p.clone(), decode_policy(&doc.policy_document));
         }
         let attached = aws
             .iam()
             .list_attached_role_policies()
-            .role_name(&self.name)
+            .role_name(&m.name)
             .send()
             .await
-            .map_err(|e| self.err("ListAttachedRolePolicies", e))?;
+            .map_err(|e| m.fail("ListAttachedRolePolicies", e))?;
         let mut managed: Vec<String> = attached
             .attached_policies()
             .iter()
             .filter_map(|p| p.policy_arn.clone())
             .collect();
         managed.sort();
-        let tags = aws
-            .iam()
-            .list_role_tags()
-            .role_name(&self.name)
-            .send()
-            .await
-            .map_err(|e| self.err("ListRoleTags", e))?;
         Ok(Some(
             Observed::default()
                 .field(
@@ -149,57 +205,46 @@ impl Resource for Role {
                 )
                 .field("inline_policies", Value::Object(inline))
                 .field("managed_policies", json!(managed))
-                .field(
-                    "tags",
-                    own_tags(tags.tags().iter().map(|t| (t.key.clone(), t.value.clone()))),
-                )
                 .output("arn", role.arn)
-                .output("name", self.name.clone()),
+                .output("name", m.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
         let mut req = aws
             .iam()
             .create_role()
-            .role_name(&self.name)
+            .role_name(&m.name)
             .assume_role_policy_document(self.trust().to_string())
-            .description(format!("agentbus {}", self.id));
-        for (k, v) in &self.tags {
-            req = req.tags(
-                Tag::builder()
-                    .key(k)
-                    .value(v)
-                    .build()
-                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
-            );
+            .description(format!("agentbus {}", m.id));
+        for (k, v) in &m.tags {
+            req = req.tags(tag(k, v)?);
         }
-        match req.send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("EntityAlreadyExists") => {}
-            Err(e) => return Err(self.err("CreateRole", e)),
-        }
-        self.put_policy(aws).await?;
-        Ok(Observed::default()
-            .output("arn", self.arn.clone())
-            .output("name", self.name.clone()))
+        made(
+            req.send().await,
+            CreateRoleError::is_entity_already_exists_exception,
+            m,
+            "CreateRole",
+        )?;
+        self.put_policy(aws).await
     }
     async fn update(
         &self,
         aws: &AwsClients,
-        outputs: &Outputs,
+        _outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         for f in changed {
             match f.as_str() {
                 "trust_policy" => {
                     aws.iam()
                         .update_assume_role_policy()
-                        .role_name(&self.name)
+                        .role_name(&self.meta.name)
                         .policy_document(self.trust().to_string())
                         .send()
                         .await
-                        .map_err(|e| self.err("UpdateAssumeRolePolicy", e))?;
+                        .map_err(|e| self.meta.fail("UpdateAssumeRolePolicy", e))?;
                 }
                 "inline_policies" => {
                     let stale: Vec<String> = current
@@ -216,11 +261,11 @@ impl Resource for Role {
                     for p in stale {
                         aws.iam()
                             .delete_role_policy()
-                            .role_name(&self.name)
+                            .role_name(&self.meta.name)
                             .policy_name(&p)
                             .send()
                             .await
-                            .map_err(|e| self.err("DeleteRolePolicy", e))?;
+                            .map_err(|e| self.meta.fail("DeleteRolePolicy", e))?;
                     }
                     self.put_policy(aws).await?;
                 }
@@ -235,90 +280,69 @@ impl Resource for Role {
                     {
                         aws.iam()
                             .detach_role_policy()
-                            .role_name(&self.name)
+                            .role_name(&self.meta.name)
                             .policy_arn(arn)
                             .send()
                             .await
-                            .map_err(|e| self.err("DetachRolePolicy", e))?;
-                    }
-                }
-                "tags" => {
-                    let (set, remove) = tag_changes(
-                        current.fields.get("tags"),
-                        self.desired(outputs).get("tags"),
-                    );
-                    if !remove.is_empty() {
-                        aws.iam()
-                            .untag_role()
-                            .role_name(&self.name)
-                            .set_tag_keys(Some(remove))
-                            .send()
-                            .await
-                            .map_err(|e| self.err("UntagRole", e))?;
-                    }
-                    if !set.is_empty() {
-                        let mut req = aws.iam().tag_role().role_name(&self.name);
-                        for (k, v) in set {
-                            req = req.tags(
-                                Tag::builder()
-                                    .key(k)
-                                    .value(v)
-                                    .build()
-                                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
-                            );
-                        }
-                        req.send().await.map_err(|e| self.err("TagRole", e))?;
+                            .map_err(|e| self.meta.fail("DetachRolePolicy", e))?;
                     }
                 }
                 _ => {}
             }
         }
-        Ok(current.clone())
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let _ = current;
-        let names = match aws
-            .iam()
-            .list_role_policies()
-            .role_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(n) => n.policy_names,
-            Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(()),
-            Err(e) => return Err(self.err("ListRolePolicies", e)),
+        let Some(names) = found(
+            aws.iam()
+                .list_role_policies()
+                .role_name(&self.meta.name)
+                .send()
+                .await,
+            ListRolePoliciesError::is_no_such_entity_exception,
+            &self.meta,
+            "ListRolePolicies",
+        )?
+        else {
+            return Ok(());
         };
-        for p in names {
+        for p in names.policy_names {
             aws.iam()
                 .delete_role_policy()
-                .role_name(&self.name)
+                .role_name(&self.meta.name)
                 .policy_name(&p)
                 .send()
                 .await
-                .map_err(|e| self.err("DeleteRolePolicy", e))?;
+                .map_err(|e| self.meta.fail("DeleteRolePolicy", e))?;
         }
         let attached = aws
             .iam()
             .list_attached_role_policies()
-            .role_name(&self.name)
+            .role_name(&self.meta.name)
             .send()
             .await
-            .map_err(|e| self.err("ListAttachedRolePolicies", e))?;
+            .map_err(|e| self.meta.fail("ListAttachedRolePolicies", e))?;
         for p in attached.attached_policies() {
             if let Some(arn) = &p.policy_arn {
                 aws.iam()
                     .detach_role_policy()
-                    .role_name(&self.name)
+                    .role_name(&self.meta.name)
                     .policy_arn(arn)
                     .send()
                     .await
-                    .map_err(|e| self.err("DetachRolePolicy", e))?;
+                    .map_err(|e| self.meta.fail("DetachRolePolicy", e))?;
             }
         }
-        match aws.iam().delete_role().role_name(&self.name).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
-            Err(e) => Err(self.err("DeleteRole", e)),
-        }
+        gone(
+            aws.iam()
+                .delete_role()
+                .role_name(&self.meta.name)
+                .send()
+                .await,
+            DeleteRoleError::is_no_such_entity_exception,
+            &self.meta,
+            "DeleteRole",
+        )
     }
 }

@@ -2,17 +2,17 @@
 //! EventBridge deliver into a log group.
 
 use async_trait::async_trait;
+use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
+use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
+use aws_sdk_cloudwatchlogs::operation::delete_resource_policy::DeleteResourcePolicyError;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
-use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
-};
-use crate::workspace::Tier;
+use crate::engine::{Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, made};
 
-use super::{normalize_json, tag_changes};
+use super::normalize_json;
 
 /// Where a log group's volume comes from, for pricing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,44 +23,95 @@ pub enum LogSource {
     Events,
 }
 
+/// CloudWatch Logs' tags, by the log group's `arn` output.
+pub struct LogsTags;
+
+fn arn(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("arn")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl TagApi for LogsTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .logs()
+            .list_tags_for_resource()
+            .resource_arn(arn(observed))
+            .send()
+            .await
+            .map_err(|e| meta.fail("ListTagsForResource", e))?;
+        Ok(out.tags.unwrap_or_default().into_iter().collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        aws.logs()
+            .tag_resource()
+            .resource_arn(arn(observed))
+            .set_tags(Some(tags.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("TagResource", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.logs()
+            .untag_resource()
+            .resource_arn(arn(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagResource", e))?;
+        Ok(())
+    }
+}
+
 pub struct LogGroup {
-    pub id: &'static str,
+    pub meta: Meta,
     pub source: LogSource,
-    pub tier: Tier,
-    pub name: String,
     pub retention_days: i32,
-    pub tags: Vec<(String, String)>,
     /// ARN prefix `arn:aws:logs:{region}:{account}:log-group:`.
     pub arn_prefix: String,
 }
 
 impl LogGroup {
     fn arn(&self) -> String {
-        format!("{}{}", self.arn_prefix, self.name)
-    }
-    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
-        EngineError::aws(&self.name, op, e)
+        format!("{}{}", self.arn_prefix, self.meta.name)
     }
 }
 
 #[async_trait]
 impl Resource for LogGroup {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "log group"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&LogsTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
-        Desired::new()
-            .set("retention_days", self.retention_days)
-            .set("tags", tags_value(&self.tags))
+        Desired::new().set("retention_days", self.retention_days)
     }
 
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
@@ -72,9 +123,15 @@ impl Resource for LogGroup {
         // In the steady state a log group holds `retention` days of its ingestion.
         let stored_gb = ingest_gb * f64::from(self.retention_days) / 30.0;
         Ok(vec![
-            CostLine::new(self.id, "log ingestion", ingest_gb, "GB", p.logs_ingest_gb),
             CostLine::new(
-                self.id,
+                self.meta.id,
+                "log ingestion",
+                ingest_gb,
+                "GB",
+                p.logs_ingest_gb,
+            ),
+            CostLine::new(
+                self.meta.id,
                 &format!("log storage ({} days kept)", self.retention_days),
                 stored_gb,
                 "GB-mo",
@@ -84,49 +141,44 @@ impl Resource for LogGroup {
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let m = &self.meta;
         let out = aws
             .logs()
             .describe_log_groups()
-            .log_group_name_prefix(&self.name)
+            .log_group_name_prefix(&m.name)
             .send()
             .await
-            .map_err(|e| self.err("DescribeLogGroups", e))?;
+            .map_err(|e| m.fail("DescribeLogGroups", e))?;
         let Some(g) = out
             .log_groups()
             .iter()
-            .find(|g| g.log_group_name.as_deref() == Some(self.name.as_str()))
+            .find(|g| g.log_group_name.as_deref() == Some(m.name.as_str()))
         else {
             return Ok(None);
         };
-        let tags = aws
-            .logs()
-            .list_tags_for_resource()
-            .resource_arn(self.arn())
-            .send()
-            .await
-            .map_err(|e| self.err("ListTagsForResource", e))?;
         Ok(Some(
             Observed::default()
                 .field(
                     "retention_days",
                     g.retention_in_days.map(Value::from).unwrap_or(Value::Null),
                 )
-                .field("tags", own_tags(tags.tags.unwrap_or_default()))
                 .output("arn", self.arn())
-                .output("name", self.name.clone()),
+                .output("name", m.name.clone()),
         ))
     }
 
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
-        let mut req = aws.logs().create_log_group().log_group_name(&self.name);
-        for (k, v) in &self.tags {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let mut req = aws.logs().create_log_group().log_group_name(&m.name);
+        for (k, v) in &m.tags {
             req = req.tags(k, v);
         }
-        match req.send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ResourceAlreadyExistsException") => {}
-            Err(e) => return Err(self.err("CreateLogGroup", e)),
-        }
+        made(
+            req.send().await,
+            CreateLogGroupError::is_resource_already_exists_exception,
+            m,
+            "CreateLogGroup",
+        )?;
         let current = Observed::default();
         self.update(aws, outputs, &current, &["retention_days".into()])
             .await
@@ -135,72 +187,40 @@ impl Resource for LogGroup {
     async fn update(
         &self,
         aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
+        _outputs: &Outputs,
+        _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
-        for f in changed {
-            match f.as_str() {
-                "retention_days" => {
-                    aws.logs()
-                        .put_retention_policy()
-                        .log_group_name(&self.name)
-                        .retention_in_days(self.retention_days)
-                        .send()
-                        .await
-                        .map_err(|e| self.err("PutRetentionPolicy", e))?;
-                }
-                "tags" => {
-                    let want = self.desired(outputs);
-                    let (set, remove) = tag_changes(current.fields.get("tags"), want.get("tags"));
-                    if !remove.is_empty() {
-                        aws.logs()
-                            .untag_resource()
-                            .resource_arn(self.arn())
-                            .set_tag_keys(Some(remove))
-                            .send()
-                            .await
-                            .map_err(|e| self.err("UntagResource", e))?;
-                    }
-                    if !set.is_empty() {
-                        aws.logs()
-                            .tag_resource()
-                            .resource_arn(self.arn())
-                            .set_tags(Some(set.into_iter().collect()))
-                            .send()
-                            .await
-                            .map_err(|e| self.err("TagResource", e))?;
-                    }
-                }
-                _ => {}
-            }
+    ) -> Result<(), EngineError> {
+        if changed.iter().any(|c| c == "retention_days") {
+            aws.logs()
+                .put_retention_policy()
+                .log_group_name(&self.meta.name)
+                .retention_in_days(self.retention_days)
+                .send()
+                .await
+                .map_err(|e| self.meta.fail("PutRetentionPolicy", e))?;
         }
-        Ok(Observed::default()
-            .output("arn", self.arn())
-            .output("name", self.name.clone()))
+        Ok(())
     }
 
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws
-            .logs()
-            .delete_log_group()
-            .log_group_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(self.err("DeleteLogGroup", e)),
-        }
+        gone(
+            aws.logs()
+                .delete_log_group()
+                .log_group_name(&self.meta.name)
+                .send()
+                .await,
+            DeleteLogGroupError::is_resource_not_found_exception,
+            &self.meta,
+            "DeleteLogGroup",
+        )
     }
 }
 
 /// A CloudWatch Logs resource policy letting EventBridge write into the workspace's
 /// event log group (and nothing else).
 pub struct LogsResourcePolicy {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     /// Log group the policy opens, e.g. `arn:aws:logs:...:log-group:/aws/events/agentbus-dev`.
     pub log_group_arn: String,
     /// Only this rule may deliver.
@@ -225,17 +245,11 @@ impl LogsResourcePolicy {
 
 #[async_trait]
 impl Resource for LogsResourcePolicy {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "logs resource policy"
-    }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new().set("policy", self.document())
@@ -246,11 +260,11 @@ impl Resource for LogsResourcePolicy {
             .describe_resource_policies()
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "DescribeResourcePolicies", e))?;
+            .map_err(|e| self.meta.fail("DescribeResourcePolicies", e))?;
         Ok(out
             .resource_policies()
             .iter()
-            .find(|p| p.policy_name.as_deref() == Some(self.name.as_str()))
+            .find(|p| p.policy_name.as_deref() == Some(self.meta.name.as_str()))
             .map(|p| {
                 Observed::default().field(
                     "policy",
@@ -258,15 +272,15 @@ impl Resource for LogsResourcePolicy {
                 )
             }))
     }
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         aws.logs()
             .put_resource_policy()
-            .policy_name(&self.name)
+            .policy_name(&self.meta.name)
             .policy_document(self.document().to_string())
             .send()
             .await
-            .map_err(|e| EngineError::aws(&self.name, "PutResourcePolicy", e))?;
-        Ok(Observed::default())
+            .map_err(|e| self.meta.fail("PutResourcePolicy", e))?;
+        Ok(())
     }
     async fn update(
         &self,
@@ -274,20 +288,19 @@ impl Resource for LogsResourcePolicy {
         outputs: &Outputs,
         _current: &Observed,
         _changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         self.create(aws, outputs).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        match aws
-            .logs()
-            .delete_resource_policy()
-            .policy_name(&self.name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(EngineError::aws(&self.name, "DeleteResourcePolicy", e)),
-        }
+        gone(
+            aws.logs()
+                .delete_resource_policy()
+                .policy_name(&self.meta.name)
+                .send()
+                .await,
+            DeleteResourcePolicyError::is_resource_not_found_exception,
+            &self.meta,
+            "DeleteResourcePolicy",
+        )
     }
 }

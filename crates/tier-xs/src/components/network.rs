@@ -76,27 +76,96 @@ pub async fn resolve(
 // ---------------------------------------------------------------------------------------------
 
 use async_trait::async_trait;
+use aws_sdk_ec2::operation::authorize_security_group_egress::AuthorizeSecurityGroupEgressError;
+use aws_sdk_ec2::operation::authorize_security_group_ingress::AuthorizeSecurityGroupIngressError;
+use aws_sdk_ec2::operation::create_security_group::CreateSecurityGroupError;
+use aws_sdk_ec2::operation::delete_security_group::DeleteSecurityGroupError;
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecification};
 use serde_json::json;
 
 use crate::engine::{
-    Desired, Observed, Outputs, Resource, error_code, own_tags, require_output, tags_value,
-    wait_until,
+    self, Desired, Meta, Observed, Outputs, Resource, TagApi, gone, own_tags, require_output,
+    unmodeled, wait_until,
 };
-use crate::workspace::Tier;
 
-use super::tag_changes;
+/// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
+/// here, so they are read from DescribeSecurityGroups).
+pub struct Ec2Tags;
+
+fn id_of(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("id")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl TagApi for Ec2Tags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .ec2()
+            .describe_security_groups()
+            .group_ids(id_of(observed))
+            .send()
+            .await
+            .map_err(|e| meta.fail("DescribeSecurityGroups", e))?;
+        Ok(out
+            .security_groups()
+            .first()
+            .map(|g| g.tags())
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                (
+                    t.key.clone().unwrap_or_default(),
+                    t.value.clone().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.ec2().create_tags().resources(id_of(observed));
+        for (k, v) in tags {
+            req = req.tags(Tag::builder().key(k).value(v).build());
+        }
+        req.send().await.map_err(|e| meta.fail("CreateTags", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.ec2().delete_tags().resources(id_of(observed));
+        for k in keys {
+            req = req.tags(Tag::builder().key(k).build());
+        }
+        req.send().await.map_err(|e| meta.fail("DeleteTags", e))?;
+        Ok(())
+    }
+}
 
 /// A security group admitting TCP on one port from a list of CIDRs, all egress allowed.
 pub struct SecurityGroup {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub description: String,
     pub vpc_id: String,
     /// What may come in: TCP ports and their sources. Nothing else.
     pub rules: Vec<Ingress>,
-    pub tags: Vec<(String, String)>,
 }
 
 /// One inbound rule: a TCP port from a source.
@@ -216,7 +285,7 @@ impl SecurityGroup {
                 );
             }
             Source::Group(id) => {
-                let gid = require_output(outputs, &self.name, id, "id")?;
+                let gid = require_output(outputs, &self.meta.name, id, "id")?;
                 p = p.user_id_group_pairs(
                     aws_sdk_ec2::types::UserIdGroupPair::builder()
                         .group_id(gid)
@@ -226,10 +295,6 @@ impl SecurityGroup {
             }
         }
         Ok(p.build())
-    }
-
-    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
-        EngineError::aws(&self.name, op, e)
     }
 
     async fn sync_ingress(
@@ -242,7 +307,7 @@ impl SecurityGroup {
         let want = self
             .ingress(outputs)
             .map_err(|output| EngineError::MissingOutput {
-                resource: self.name.clone(),
+                resource: self.meta.name.clone(),
                 output,
             })?;
         // Rules to revoke: every current rule that is not wanted, as observed (any port/proto).
@@ -252,7 +317,7 @@ impl SecurityGroup {
             .group_ids(group_id)
             .send()
             .await
-            .map_err(|e| self.err("DescribeSecurityGroups", e))?;
+            .map_err(|e| self.meta.fail("DescribeSecurityGroups", e))?;
         let perms: Vec<IpPermission> = out
             .security_groups()
             .first()
@@ -310,7 +375,7 @@ impl SecurityGroup {
                 .set_ip_permissions(Some(revoke))
                 .send()
                 .await
-                .map_err(|e| self.err("RevokeSecurityGroupIngress", e))?;
+                .map_err(|e| self.meta.fail("RevokeSecurityGroupIngress", e))?;
         }
         for r in &self.rules {
             let p = self.permission(r.port, &r.source, outputs)?;
@@ -327,8 +392,13 @@ impl SecurityGroup {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if error_code(&e) == Some("InvalidPermission.Duplicate") => {}
-                Err(e) => return Err(self.err("AuthorizeSecurityGroupIngress", e)),
+                Err(e)
+                    if e.as_service_error().is_some_and(|e| {
+                        unmodeled::<AuthorizeSecurityGroupIngressError>(&[
+                            "InvalidPermission.Duplicate",
+                        ])(e)
+                    }) => {}
+                Err(e) => return Err(self.meta.fail("AuthorizeSecurityGroupIngress", e)),
             }
         }
         Ok(())
@@ -355,17 +425,14 @@ impl EmptyPermission for IpPermission {
 
 #[async_trait]
 impl Resource for SecurityGroup {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "security group"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&Ec2Tags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()
@@ -379,7 +446,6 @@ impl Resource for SecurityGroup {
                 },
             )
             .set("egress", json!(["all from 0.0.0.0/0"]))
-            .set("tags", tags_value(&self.tags))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
@@ -388,12 +454,12 @@ impl Resource for SecurityGroup {
             .filters(
                 Filter::builder()
                     .name("group-name")
-                    .values(&self.name)
+                    .values(&self.meta.name)
                     .build(),
             )
             .send()
             .await
-            .map_err(|e| self.err("DescribeSecurityGroups", e))?;
+            .map_err(|e| self.meta.fail("DescribeSecurityGroups", e))?;
         let Some(g) = out.security_groups().first() else {
             return Ok(None);
         };
@@ -414,19 +480,20 @@ impl Resource for SecurityGroup {
                     })),
                 )
                 .output("id", g.group_id.clone().unwrap_or_default())
-                .output("name", self.name.clone()),
+                .output("name", self.meta.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
         let mut spec = TagSpecification::builder().resource_type(ResourceType::SecurityGroup);
-        for (k, v) in &self.tags {
+        for (k, v) in &m.tags {
             spec = spec.tags(Tag::builder().key(k).value(v).build());
         }
-        spec = spec.tags(Tag::builder().key("Name").value(&self.name).build());
+        spec = spec.tags(Tag::builder().key("Name").value(&m.name).build());
         let created = aws
             .ec2()
             .create_security_group()
-            .group_name(&self.name)
+            .group_name(&m.name)
             .description(&self.description)
             .vpc_id(&self.vpc_id)
             .tag_specifications(spec.build())
@@ -435,23 +502,25 @@ impl Resource for SecurityGroup {
         let group_id = match created {
             Ok(o) => o.group_id.unwrap_or_default(),
             // Left by an interrupted apply.
-            Err(e) if error_code(&e) == Some("InvalidGroup.Duplicate") => self
-                .observe(aws)
-                .await?
-                .and_then(|o| o.outputs.get("id").cloned())
-                .unwrap_or_default(),
-            Err(e) => return Err(self.err("CreateSecurityGroup", e)),
+            Err(e)
+                if e.as_service_error().is_some_and(|e| {
+                    unmodeled::<CreateSecurityGroupError>(&["InvalidGroup.Duplicate"])(e)
+                }) =>
+            {
+                engine::observe(self, aws)
+                    .await?
+                    .and_then(|o| o.outputs.get("id").cloned())
+                    .unwrap_or_default()
+            }
+            Err(e) => return Err(m.fail("CreateSecurityGroup", e)),
         };
-        let current = self.observe(aws).await?.unwrap_or_default();
+        let current = engine::observe(self, aws).await?.unwrap_or_default();
         let have: Vec<String> = current
             .fields
             .get("ingress")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
-        self.sync_ingress(aws, outputs, &group_id, &have).await?;
-        Ok(Observed::default()
-            .output("id", group_id)
-            .output("name", self.name.clone()))
+        self.sync_ingress(aws, outputs, &group_id, &have).await
     }
     async fn update(
         &self,
@@ -459,7 +528,7 @@ impl Resource for SecurityGroup {
         outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         let group_id = current.outputs.get("id").cloned().unwrap_or_default();
         if changed.iter().any(|c| c == "ingress") {
             let have: Vec<String> = current
@@ -484,51 +553,44 @@ impl Resource for SecurityGroup {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if error_code(&e) == Some("InvalidPermission.Duplicate") => {}
-                Err(e) => return Err(self.err("AuthorizeSecurityGroupEgress", e)),
+                Err(e)
+                    if e.as_service_error().is_some_and(|e| {
+                        unmodeled::<AuthorizeSecurityGroupEgressError>(&[
+                            "InvalidPermission.Duplicate",
+                        ])(e)
+                    }) => {}
+                Err(e) => return Err(self.meta.fail("AuthorizeSecurityGroupEgress", e)),
             }
         }
-        if changed.iter().any(|c| c == "tags") {
-            let (set, remove) = tag_changes(
-                current.fields.get("tags"),
-                self.desired(outputs).get("tags"),
-            );
-            if !remove.is_empty() {
-                let mut req = aws.ec2().delete_tags().resources(&group_id);
-                for k in remove {
-                    req = req.tags(Tag::builder().key(k).build());
-                }
-                req.send().await.map_err(|e| self.err("DeleteTags", e))?;
-            }
-            if !set.is_empty() {
-                let mut req = aws.ec2().create_tags().resources(&group_id);
-                for (k, v) in set {
-                    req = req.tags(Tag::builder().key(k).value(v).build());
-                }
-                req.send().await.map_err(|e| self.err("CreateTags", e))?;
-            }
-        }
-        Ok(current.clone())
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let group_id = current.outputs.get("id").cloned().unwrap_or_default();
+        let m = &self.meta;
         // Network interfaces of a just-stopped task take a while to go: retry on DependencyViolation.
         wait_until(
-            &self.name,
+            &m.name,
             std::time::Duration::from_secs(300),
             std::time::Duration::from_secs(5),
             || {
                 let ec2 = aws.ec2();
-                let (group_id, name) = (group_id.clone(), self.name.clone());
+                let group_id = group_id.clone();
                 async move {
-                    match ec2.delete_security_group().group_id(&group_id).send().await {
-                        Ok(_) => Ok(Ok(())),
-                        Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => Ok(Ok(())),
-                        Err(e) if error_code(&e) == Some("DependencyViolation") => {
-                            Ok(Err("still in use by network interfaces".to_string()))
-                        }
-                        Err(e) => Err(EngineError::aws(&name, "DeleteSecurityGroup", e)),
+                    let result = ec2.delete_security_group().group_id(&group_id).send().await;
+                    if let Err(e) = &result
+                        && e.as_service_error().is_some_and(|e| {
+                            unmodeled::<DeleteSecurityGroupError>(&["DependencyViolation"])(e)
+                        })
+                    {
+                        return Ok(Err("still in use by network interfaces".to_string()));
                     }
+                    gone(
+                        result,
+                        unmodeled::<DeleteSecurityGroupError>(&["InvalidGroup.NotFound"]),
+                        m,
+                        "DeleteSecurityGroup",
+                    )
+                    .map(Ok)
                 }
             },
         )

@@ -3,6 +3,9 @@
 //! manages the secret's metadata.
 
 use async_trait::async_trait;
+use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
+use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::types::Tag;
 use serde_json::json;
 
@@ -10,20 +13,15 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value,
+    self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
+    own_tags,
 };
-use crate::workspace::Tier;
-
-use super::tag_changes;
 
 pub struct WorkspaceSecret {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub description: String,
     /// `prod`: deleting schedules deletion with a 30-day recovery window.
     pub recovery_window_days: Option<i64>,
-    pub tags: Vec<(String, String)>,
 }
 
 /// Fresh server credentials: a random session key and an empty token list (tokens are
@@ -37,46 +35,99 @@ pub fn initial_secret_value() -> String {
     json!({ "version": 1, "session_key": hex::encode(key), "tokens": [] }).to_string()
 }
 
-impl WorkspaceSecret {
-    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
-        EngineError::aws(&self.name, op, e)
-    }
+fn tag(k: &str, v: &str) -> Tag {
+    Tag::builder().key(k).value(v).build()
+}
 
-    fn tag(&self, k: &str, v: &str) -> Tag {
-        Tag::builder().key(k).value(v).build()
+/// Secrets Manager's tags, by secret name.
+pub struct SecretTags;
+
+#[async_trait]
+impl TagApi for SecretTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .secrets()
+            .describe_secret()
+            .secret_id(&meta.name)
+            .send()
+            .await
+            .map_err(|e| meta.fail("DescribeSecret", e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().into(),
+                    t.value().unwrap_or_default().into(),
+                )
+            })
+            .collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.secrets().tag_resource().secret_id(&meta.name);
+        for (k, v) in tags {
+            req = req.tags(tag(k, v));
+        }
+        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.secrets()
+            .untag_resource()
+            .secret_id(&meta.name)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagResource", e))?;
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Resource for WorkspaceSecret {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "secret"
     }
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&SecretTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
-        Desired::new()
-            .set("description", self.description.clone())
-            .set("tags", tags_value(&self.tags))
+        Desired::new().set("description", self.description.clone())
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .secrets()
-            .describe_secret()
-            .secret_id(&self.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(self.err("DescribeSecret", e)),
+        let m = &self.meta;
+        let Some(out) = found(
+            aws.secrets()
+                .describe_secret()
+                .secret_id(&m.name)
+                .send()
+                .await,
+            DescribeSecretError::is_resource_not_found_exception,
+            m,
+            "DescribeSecret",
+        )?
+        else {
+            return Ok(None);
         };
         // A secret scheduled for deletion is gone as far as the plan is concerned; creating
         // it again restores it.
@@ -96,35 +147,37 @@ impl Resource for WorkspaceSecret {
                     ),
                 )
                 .output("arn", out.arn.unwrap_or_default())
-                .output("name", self.name.clone()),
+                .output("name", m.name.clone()),
         ))
     }
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
         // Restore a secret that an earlier destroy scheduled for deletion (prod keeps
         // them recoverable for 30 days) instead of failing on the name.
         if let Ok(d) = aws
             .secrets()
             .describe_secret()
-            .secret_id(&self.name)
+            .secret_id(&m.name)
             .send()
             .await
             && d.deleted_date.is_some()
         {
             aws.secrets()
                 .restore_secret()
-                .secret_id(&self.name)
+                .secret_id(&m.name)
                 .send()
                 .await
-                .map_err(|e| self.err("RestoreSecret", e))?;
-            let current = self.observe(aws).await?.unwrap_or_default();
-            return self
-                .update(
-                    aws,
-                    outputs,
-                    &current,
-                    &["description".into(), "tags".into()],
-                )
-                .await;
+                .map_err(|e| m.fail("RestoreSecret", e))?;
+            let current = engine::observe(self, aws).await?.unwrap_or_default();
+            engine::update(
+                self,
+                aws,
+                outputs,
+                &current,
+                &["description".into(), "tags".into()],
+            )
+            .await?;
+            return Ok(());
         }
         let value = initial_secret_value();
         if value.is_empty() {
@@ -135,81 +188,56 @@ impl Resource for WorkspaceSecret {
         let mut req = aws
             .secrets()
             .create_secret()
-            .name(&self.name)
+            .name(&m.name)
             .description(&self.description)
             .secret_string(value);
-        for (k, v) in &self.tags {
-            req = req.tags(self.tag(k, v));
+        for (k, v) in &m.tags {
+            req = req.tags(tag(k, v));
         }
-        match req.send().await {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ResourceExistsException") => {}
-            Err(e) => return Err(self.err("CreateSecret", e)),
-        }
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", self.name)))
+        made(
+            req.send().await,
+            CreateSecretError::is_resource_exists_exception,
+            m,
+            "CreateSecret",
+        )
     }
     async fn update(
         &self,
         aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
+        _outputs: &Outputs,
+        _current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         if changed.iter().any(|c| c == "description") {
             aws.secrets()
                 .update_secret()
-                .secret_id(&self.name)
+                .secret_id(&self.meta.name)
                 .description(&self.description)
                 .send()
                 .await
-                .map_err(|e| self.err("UpdateSecret", e))?;
+                .map_err(|e| self.meta.fail("UpdateSecret", e))?;
         }
-        if changed.iter().any(|c| c == "tags") {
-            let (set, remove) = tag_changes(
-                current.fields.get("tags"),
-                self.desired(outputs).get("tags"),
-            );
-            if !remove.is_empty() {
-                aws.secrets()
-                    .untag_resource()
-                    .secret_id(&self.name)
-                    .set_tag_keys(Some(remove))
-                    .send()
-                    .await
-                    .map_err(|e| self.err("UntagResource", e))?;
-            }
-            if !set.is_empty() {
-                let mut req = aws.secrets().tag_resource().secret_id(&self.name);
-                for (k, v) in set {
-                    req = req.tags(self.tag(&k, &v));
-                }
-                req.send().await.map_err(|e| self.err("TagResource", e))?;
-            }
-        }
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared", self.name)))
+        Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        let mut req = aws.secrets().delete_secret().secret_id(&self.name);
+        let mut req = aws.secrets().delete_secret().secret_id(&self.meta.name);
         req = match self.recovery_window_days {
             Some(days) => req.recovery_window_in_days(days),
             None => req.force_delete_without_recovery(true),
         };
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(self.err("DeleteSecret", e)),
-        }
+        gone(
+            req.send().await,
+            DeleteSecretError::is_resource_not_found_exception,
+            &self.meta,
+            "DeleteSecret",
+        )
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
         Ok(vec![
-            CostLine::new(self.id, "secret", 1.0, "secret-mo", p.secret_month),
+            CostLine::new(self.meta.id, "secret", 1.0, "secret-mo", p.secret_month),
             CostLine::new(
-                self.id,
+                self.meta.id,
                 "API calls",
                 u.secret_api_calls / 10_000.0,
                 "10k calls",

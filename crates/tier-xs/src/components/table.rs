@@ -3,6 +3,9 @@
 //! in `prod` deletion protection stays on.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_table::DeleteTableError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
     PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
@@ -15,11 +18,8 @@ use crate::aws::AwsClients;
 use crate::cost::base::{BasePrices, base_cost};
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
-    Desired, EngineError, Observed, Outputs, Resource, error_code, own_tags, tags_value, wait_until,
+    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
 };
-use crate::workspace::Tier;
-
-use super::tag_changes;
 
 /// A global secondary index: name, hash key and optional range key (all strings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,9 +43,7 @@ pub enum TableUsage {
 
 #[derive(Clone, Debug)]
 pub struct TableSpec {
-    pub id: &'static str,
-    pub tier: Tier,
-    pub name: String,
+    pub meta: Meta,
     pub hash_key: &'static str,
     pub range_key: Option<&'static str>,
     pub gsis: Vec<Gsi>,
@@ -53,7 +51,6 @@ pub struct TableSpec {
     /// On in `prod`: DynamoDB itself then refuses to delete the table.
     pub deletion_protection: bool,
     pub usage: TableUsage,
-    pub tags: Vec<(String, String)>,
 }
 
 pub struct DynamoTable(pub TableSpec);
@@ -78,27 +75,86 @@ fn map_build<T, E: std::fmt::Display>(r: Result<T, E>, id: &str) -> Result<T, En
     r.map_err(|e| EngineError::Invalid(format!("{id}: {e}")))
 }
 
-impl DynamoTable {
-    fn err(&self, op: &str, e: impl std::error::Error) -> EngineError {
-        EngineError::aws(&self.0.name, op, e)
-    }
+/// DynamoDB's tags, by the table's `arn` output.
+pub struct DynamoTags;
 
+fn arn(observed: &Observed) -> &str {
+    observed
+        .outputs
+        .get("arn")
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl TagApi for DynamoTags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let out = aws
+            .dynamodb()
+            .list_tags_of_resource()
+            .resource_arn(arn(observed))
+            .send()
+            .await
+            .map_err(|e| meta.fail("ListTagsOfResource", e))?;
+        Ok(out
+            .tags()
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        let mut req = aws.dynamodb().tag_resource().resource_arn(arn(observed));
+        for (k, v) in tags {
+            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), meta.id)?);
+        }
+        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.dynamodb()
+            .untag_resource()
+            .resource_arn(arn(observed))
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| meta.fail("UntagResource", e))?;
+        Ok(())
+    }
+}
+
+impl DynamoTable {
     async fn wait_active(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        let name = self.0.name.clone();
+        let m = &self.0.meta;
         wait_until(
-            &name,
+            &m.name,
             Duration::from_secs(300),
             Duration::from_millis(500),
             || {
                 let ddb = aws.dynamodb();
-                let name = name.clone();
                 async move {
                     let out = ddb
                         .describe_table()
-                        .table_name(&name)
+                        .table_name(&m.name)
                         .send()
                         .await
-                        .map_err(|e| EngineError::aws(&name, "DescribeTable", e))?;
+                        .map_err(|e| m.fail("DescribeTable", e))?;
                     let t = out.table;
                     let table_ok = t.as_ref().and_then(|t| t.table_status.clone())
                         == Some(TableStatus::Active);
@@ -132,34 +188,34 @@ impl DynamoTable {
         {
             aws.dynamodb()
                 .update_time_to_live()
-                .table_name(&self.0.name)
+                .table_name(&self.0.meta.name)
                 .time_to_live_specification(map_build(
                     TimeToLiveSpecification::builder()
                         .attribute_name(old)
                         .enabled(false)
                         .build(),
-                    self.0.id,
+                    self.0.meta.id,
                 )?)
                 .send()
                 .await
-                .map_err(|e| self.err("UpdateTimeToLive", e))?;
+                .map_err(|e| self.0.meta.fail("UpdateTimeToLive", e))?;
         }
         if let Some(attr) = self.0.ttl_attribute
             && current != Some(attr)
         {
             aws.dynamodb()
                 .update_time_to_live()
-                .table_name(&self.0.name)
+                .table_name(&self.0.meta.name)
                 .time_to_live_specification(map_build(
                     TimeToLiveSpecification::builder()
                         .attribute_name(attr)
                         .enabled(true)
                         .build(),
-                    self.0.id,
+                    self.0.meta.id,
                 )?)
                 .send()
                 .await
-                .map_err(|e| self.err("UpdateTimeToLive", e))?;
+                .map_err(|e| self.0.meta.fail("UpdateTimeToLive", e))?;
         }
         Ok(())
     }
@@ -167,33 +223,30 @@ impl DynamoTable {
     async fn set_pitr(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.dynamodb()
             .update_continuous_backups()
-            .table_name(&self.0.name)
+            .table_name(&self.0.meta.name)
             .point_in_time_recovery_specification(map_build(
                 PointInTimeRecoverySpecification::builder()
                     .point_in_time_recovery_enabled(true)
                     .build(),
-                self.0.id,
+                self.0.meta.id,
             )?)
             .send()
             .await
-            .map_err(|e| self.err("UpdateContinuousBackups", e))?;
+            .map_err(|e| self.0.meta.fail("UpdateContinuousBackups", e))?;
         Ok(())
     }
 }
 
 #[async_trait]
 impl Resource for DynamoTable {
-    fn id(&self) -> &'static str {
-        self.0.id
+    fn meta(&self) -> &Meta {
+        &self.0.meta
     }
     fn kind(&self) -> &'static str {
         "dynamodb table"
     }
-    fn name(&self) -> String {
-        self.0.name.clone()
-    }
-    fn tier(&self) -> Tier {
-        self.0.tier
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&DynamoTags)
     }
     fn data_bearing(&self) -> bool {
         true
@@ -212,20 +265,22 @@ impl Resource for DynamoTable {
             .set("point_in_time_recovery", true)
             .set("encryption", "KMS (AWS managed key)")
             .set("deletion_protection", s.deletion_protection)
-            .set("tags", tags_value(&s.tags))
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = match aws
-            .dynamodb()
-            .describe_table()
-            .table_name(&self.0.name)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(self.err("DescribeTable", e)),
+        let m = &self.0.meta;
+        let Some(out) = found(
+            aws.dynamodb()
+                .describe_table()
+                .table_name(&m.name)
+                .send()
+                .await,
+            DescribeTableError::is_resource_not_found_exception,
+            m,
+            "DescribeTable",
+        )?
+        else {
+            return Ok(None);
         };
         let Some(t) = out.table else { return Ok(None) };
         if t.table_status == Some(TableStatus::Deleting) {
@@ -276,10 +331,10 @@ impl Resource for DynamoTable {
         let ttl = aws
             .dynamodb()
             .describe_time_to_live()
-            .table_name(&self.0.name)
+            .table_name(&m.name)
             .send()
             .await
-            .map_err(|e| self.err("DescribeTimeToLive", e))?;
+            .map_err(|e| m.fail("DescribeTimeToLive", e))?;
         let ttl_attr = ttl
             .time_to_live_description
             .filter(|d| {
@@ -292,24 +347,16 @@ impl Resource for DynamoTable {
         let backups = aws
             .dynamodb()
             .describe_continuous_backups()
-            .table_name(&self.0.name)
+            .table_name(&m.name)
             .send()
             .await
-            .map_err(|e| self.err("DescribeContinuousBackups", e))?;
+            .map_err(|e| m.fail("DescribeContinuousBackups", e))?;
         let pitr = backups
             .continuous_backups_description
             .and_then(|d| d.point_in_time_recovery_description)
             .and_then(|p| p.point_in_time_recovery_status)
             .map(|s| s.as_str() == "ENABLED")
             .unwrap_or(false);
-        let tags = aws
-            .dynamodb()
-            .list_tags_of_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| self.err("ListTagsOfResource", e))?;
-        let tags = own_tags(tags.tags().iter().map(|t| (t.key.clone(), t.value.clone())));
         Ok(Some(
             Observed::default()
                 .field("key_schema", key_schema_text(&hash, range.as_deref()))
@@ -325,14 +372,14 @@ impl Resource for DynamoTable {
                     "deletion_protection",
                     t.deletion_protection_enabled.unwrap_or(false),
                 )
-                .field("tags", tags)
                 .output("arn", arn)
-                .output("name", self.0.name.clone()),
+                .output("name", m.name.clone()),
         ))
     }
 
-    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let s = &self.0;
+        let m = &s.meta;
         let mut attrs = vec![s.hash_key];
         attrs.extend(s.range_key);
         for g in &s.gsis {
@@ -347,7 +394,7 @@ impl Resource for DynamoTable {
                     .attribute_name(h)
                     .key_type(KeyType::Hash)
                     .build(),
-                s.id,
+                m.id,
             )?];
             if let Some(r) = r {
                 v.push(map_build(
@@ -355,7 +402,7 @@ impl Resource for DynamoTable {
                         .attribute_name(r)
                         .key_type(KeyType::Range)
                         .build(),
-                    s.id,
+                    m.id,
                 )?);
             }
             Ok(v)
@@ -363,7 +410,7 @@ impl Resource for DynamoTable {
         let mut req = aws
             .dynamodb()
             .create_table()
-            .table_name(&s.name)
+            .table_name(&m.name)
             .billing_mode(BillingMode::PayPerRequest)
             .set_key_schema(Some(ks(s.hash_key, s.range_key)?))
             .sse_specification(SseSpecification::builder().enabled(true).build())
@@ -374,7 +421,7 @@ impl Resource for DynamoTable {
                     .attribute_name(a)
                     .attribute_type(ScalarAttributeType::S)
                     .build(),
-                s.id,
+                m.id,
             )?);
         }
         for g in &s.gsis {
@@ -388,39 +435,36 @@ impl Resource for DynamoTable {
                             .build(),
                     )
                     .build(),
-                s.id,
+                m.id,
             )?);
         }
-        for (k, v) in &s.tags {
-            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
+        for (k, v) in &m.tags {
+            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), m.id)?);
         }
-        match req.send().await {
-            Ok(_) => {}
-            // Created by an earlier, interrupted apply: converge on it.
-            Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
-            Err(e) => return Err(self.err("CreateTable", e)),
-        }
+        // Created by an earlier, interrupted apply: converge on it.
+        made(
+            req.send().await,
+            CreateTableError::is_resource_in_use_exception,
+            m,
+            "CreateTable",
+        )?;
         self.wait_active(aws).await?;
         self.set_ttl(aws, None).await?;
-        self.set_pitr(aws).await?;
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", s.name)))
+        self.set_pitr(aws).await
     }
 
     async fn update(
         &self,
         aws: &AwsClients,
-        outputs: &Outputs,
+        _outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         let s = &self.0;
-        let want = self.desired(outputs);
         for field in changed {
             match field.as_str() {
                 "billing_mode" | "encryption" | "deletion_protection" => {
-                    let mut req = aws.dynamodb().update_table().table_name(&s.name);
+                    let mut req = aws.dynamodb().update_table().table_name(&s.meta.name);
                     req = match field.as_str() {
                         "billing_mode" => req.billing_mode(BillingMode::PayPerRequest),
                         "encryption" => {
@@ -428,7 +472,9 @@ impl Resource for DynamoTable {
                         }
                         _ => req.deletion_protection_enabled(s.deletion_protection),
                     };
-                    req.send().await.map_err(|e| self.err("UpdateTable", e))?;
+                    req.send()
+                        .await
+                        .map_err(|e| s.meta.fail("UpdateTable", e))?;
                     self.wait_active(aws).await?;
                 }
                 "ttl_attribute" => {
@@ -436,89 +482,73 @@ impl Resource for DynamoTable {
                     self.set_ttl(aws, cur).await?;
                 }
                 "point_in_time_recovery" => self.set_pitr(aws).await?,
-                "tags" => {
-                    let arn = current.outputs.get("arn").cloned().unwrap_or_default();
-                    let (set, remove) = tag_changes(current.fields.get("tags"), want.get("tags"));
-                    if !remove.is_empty() {
-                        aws.dynamodb()
-                            .untag_resource()
-                            .resource_arn(&arn)
-                            .set_tag_keys(Some(remove))
-                            .send()
-                            .await
-                            .map_err(|e| self.err("UntagResource", e))?;
-                    }
-                    if !set.is_empty() {
-                        let mut req = aws.dynamodb().tag_resource().resource_arn(&arn);
-                        for (k, v) in set {
-                            req =
-                                req.tags(map_build(Tag::builder().key(k).value(v).build(), s.id)?);
-                        }
-                        req.send().await.map_err(|e| self.err("TagResource", e))?;
-                    }
-                }
                 "global_indexes" => {
                     return Err(EngineError::Invalid(format!(
                         "{}: its secondary indexes differ from the spec; adding or removing an index \
                          is not done automatically on a table that holds data",
-                        s.name
+                        s.meta.name
                     )));
                 }
                 other => {
                     return Err(EngineError::Invalid(format!(
                         "{}: field {other} cannot be updated in place",
-                        s.name
+                        s.meta.name
                     )));
                 }
             }
         }
-        self.observe(aws)
-            .await?
-            .ok_or_else(|| EngineError::Invalid(format!("{}: disappeared during update", s.name)))
+        Ok(())
     }
 
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
+        let m = &self.0.meta;
         let protected = current.fields.get("deletion_protection") == Some(&Value::Bool(true));
         if protected {
             if self.0.deletion_protection {
                 return Err(EngineError::Invalid(format!(
                     "{}: deletion protection is on (prod); it stays on. Turn it off yourself \
                      (aws dynamodb update-table --no-deletion-protection-enabled) if you really mean to delete it",
-                    self.0.name
+                    m.name
                 )));
             }
             aws.dynamodb()
                 .update_table()
-                .table_name(&self.0.name)
+                .table_name(&m.name)
                 .deletion_protection_enabled(false)
                 .send()
                 .await
-                .map_err(|e| self.err("UpdateTable", e))?;
+                .map_err(|e| m.fail("UpdateTable", e))?;
         }
-        match aws
-            .dynamodb()
-            .delete_table()
-            .table_name(&self.0.name)
-            .send()
-            .await
+        // Already gone: nothing to wait for.
+        if found(
+            aws.dynamodb()
+                .delete_table()
+                .table_name(&m.name)
+                .send()
+                .await,
+            DeleteTableError::is_resource_not_found_exception,
+            m,
+            "DeleteTable",
+        )?
+        .is_none()
         {
-            Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(()),
-            Err(e) => return Err(self.err("DeleteTable", e)),
+            return Ok(());
         }
-        let name = self.0.name.clone();
         wait_until(
-            &name,
+            &m.name,
             Duration::from_secs(300),
             Duration::from_millis(500),
             || {
                 let ddb = aws.dynamodb();
-                let name = name.clone();
                 async move {
-                    match ddb.describe_table().table_name(&name).send().await {
-                        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(Ok(())),
-                        Err(e) => Err(EngineError::aws(&name, "DescribeTable", e)),
-                        Ok(_) => Ok(Err("still deleting".to_string())),
+                    match found(
+                        ddb.describe_table().table_name(&m.name).send().await,
+                        DescribeTableError::is_resource_not_found_exception,
+                        m,
+                        "DescribeTable",
+                    )? {
+                        None => Ok(Ok(())),
+                        Some(_) => Ok(Err("still deleting".to_string())),
                     }
                 }
             },
@@ -528,7 +558,7 @@ impl Resource for DynamoTable {
 
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
-        let id = self.0.id;
+        let id = self.0.meta.id;
         Ok(match self.0.usage {
             TableUsage::Kv => vec![
                 CostLine::new(

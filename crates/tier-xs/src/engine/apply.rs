@@ -325,29 +325,29 @@ async fn run_one(
 ) -> Result<Outcome, EngineError> {
     match action {
         Action::Create => {
-            let produced = r.create(aws, &snapshot(outputs)).await?;
+            let produced = super::create(r, aws, &snapshot(outputs)).await?;
             publish(outputs, r.id(), &produced);
             Ok(Outcome::Done)
         }
         Action::Update | Action::Replace => {
             let Some(current) = current else {
-                let produced = r.create(aws, &snapshot(outputs)).await?;
+                let produced = super::create(r, aws, &snapshot(outputs)).await?;
                 publish(outputs, r.id(), &produced);
                 return Ok(Outcome::Done);
             };
             // Dependencies are applied now: diff again with their real outputs.
             let now = snapshot(outputs);
-            let changes = diff(&r.desired(&now), &current);
+            let changes = diff(&super::desired_of(r, &now), &current);
             if changes.is_empty() {
                 return Ok(Outcome::Unchanged);
             }
             if changes.iter().any(|c| c.forces_replace) {
                 r.delete(aws, &current).await?;
-                let produced = r.create(aws, &now).await?;
+                let produced = super::create(r, aws, &now).await?;
                 publish(outputs, r.id(), &produced);
             } else {
                 let fields: Vec<String> = changes.into_iter().map(|c| c.field).collect();
-                let produced = r.update(aws, &now, &current, &fields).await?;
+                let produced = super::update(r, aws, &now, &current, &fields).await?;
                 publish(outputs, r.id(), &produced);
             }
             Ok(Outcome::Done)

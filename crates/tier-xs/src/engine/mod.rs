@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -155,17 +157,92 @@ where
     serde_json::to_value(m).unwrap_or(Value::Null)
 }
 
-/// A deployable resource type.
+/// Who a resource is: its logical id (unique across tiers), the tier that introduces it, its
+/// physical name and its tags. The engine reads a resource's identity from here and owns the
+/// `tags` field of every plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub id: &'static str,
+    pub tier: Tier,
+    pub name: String,
+    pub tags: Vec<(String, String)>,
+}
+
+impl Meta {
+    pub fn new(
+        id: &'static str,
+        tier: Tier,
+        name: impl Into<String>,
+        tags: Vec<(String, String)>,
+    ) -> Self {
+        Meta {
+            id,
+            tier,
+            name: name.into(),
+            tags,
+        }
+    }
+
+    /// A failed call of this resource.
+    pub fn fail(&self, op: &str, err: impl std::error::Error) -> EngineError {
+        EngineError::aws(&self.name, op, err)
+    }
+}
+
+/// How one service reads and changes a resource's tags. Each service has one (a unit struct
+/// next to its resource kinds); the engine calls it, so no resource syncs tags itself.
+#[async_trait]
+pub trait TagApi: Send + Sync {
+    /// Every tag of the resource as observed (the engine keeps only its own).
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError>;
+    /// Sets these tags (others stay as they are).
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError>;
+    /// Removes these tag keys.
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError>;
+}
+
+/// A deployable resource type. Its identity comes from [`Meta`]; the engine adds the `tags`
+/// field, syncs tags through [`Resource::tags`], treats "not found" as absence (see
+/// [`found`] and [`gone`]) and observes the resource again after every create and update.
 #[async_trait]
 pub trait Resource: Send + Sync {
-    /// Logical id, unique across all tiers (`kv-table`, `dashboard-service`, ...).
-    fn id(&self) -> &'static str;
+    /// Id, tier, name and tags.
+    fn meta(&self) -> &Meta;
     /// Resource type as shown in plans (`dynamodb table`, `ecs service`, ...).
     fn kind(&self) -> &'static str;
+    /// Logical id, unique across all tiers (`kv-table`, `dashboard-service`, ...).
+    fn id(&self) -> &'static str {
+        self.meta().id
+    }
     /// Physical name.
-    fn name(&self) -> String;
+    fn name(&self) -> String {
+        self.meta().name.clone()
+    }
     /// The tier that introduces this resource.
-    fn tier(&self) -> Tier;
+    fn tier(&self) -> Tier {
+        self.meta().tier
+    }
+    /// How the resource's tags are read and changed; `None`: it has no tags.
+    fn tags(&self) -> Option<&dyn TagApi> {
+        None
+    }
     /// Logical ids whose outputs this resource needs; they are applied first.
     fn depends_on(&self) -> Vec<&'static str> {
         Vec::new()
@@ -189,21 +266,23 @@ pub trait Resource: Send + Sync {
     fn outputs_stable_on_update(&self) -> bool {
         true
     }
-    /// The fields this resource should have, given the outputs known so far. A missing
-    /// dependency output is [`unknown`].
+    /// The fields this resource should have (tags aside: the engine adds them), given the
+    /// outputs known so far. A missing dependency output is [`unknown`].
     fn desired(&self, outputs: &Outputs) -> Desired;
-    /// Looks the resource up by name. `None` when it does not exist.
+    /// Looks the resource up by name. `None` when it does not exist. It may report its
+    /// `tags` field when the lookup returns them; otherwise the engine reads them.
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError>;
-    /// Creates the resource and waits until it is usable; returns its outputs.
-    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError>;
-    /// Changes the given fields in place.
+    /// Creates the resource (with its tags) and waits until it is usable; an interrupted
+    /// apply may have left it half made. The engine observes it afterwards.
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError>;
+    /// Changes the given fields in place (never `tags`: the engine syncs them).
     async fn update(
         &self,
         aws: &AwsClients,
         outputs: &Outputs,
         current: &Observed,
         changed: &[String],
-    ) -> Result<Observed, EngineError>;
+    ) -> Result<(), EngineError>;
     /// Deletes the resource and waits until it is gone.
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError>;
     /// What this resource costs a month for the given prices and usage; free resources
@@ -225,17 +304,161 @@ pub trait Resource: Send + Sync {
     }
 }
 
-/// Observes a resource that was just created; it must be there.
-pub async fn observe_created(
-    resource: &dyn Resource,
+/// What the engine wants of a resource: its own fields and, when it has tags, its tags.
+pub fn desired_of(r: &dyn Resource, outputs: &Outputs) -> Desired {
+    let d = r.desired(outputs);
+    match r.tags() {
+        Some(_) => d.set("tags", tags_value(&r.meta().tags)),
+        None => d,
+    }
+}
+
+/// What exists of a resource, with its own tags (read through its tag API when the lookup
+/// did not report them).
+pub async fn observe(r: &dyn Resource, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+    let Some(mut o) = r.observe(aws).await? else {
+        return Ok(None);
+    };
+    if let Some(api) = r.tags() {
+        let tags = match o.fields.remove("tags") {
+            Some(t) => t,
+            None => own_tags(api.read(aws, r.meta(), &o).await?),
+        };
+        o.fields.insert("tags".into(), tags);
+    }
+    Ok(Some(o))
+}
+
+/// Observes a resource right after it was created or changed. AWS is eventually
+/// consistent: a lookup right after a create may not find it yet, so it is retried for a
+/// while before the create counts as lost.
+pub async fn observe_settled(r: &dyn Resource, aws: &AwsClients) -> Result<Observed, EngineError> {
+    let mut wait = Duration::from_millis(200);
+    for _ in 0..8 {
+        if let Some(o) = observe(r, aws).await? {
+            return Ok(o);
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    Err(EngineError::Invalid(format!(
+        "{}: not found right after it was created",
+        r.name()
+    )))
+}
+
+/// Creates a resource and observes it.
+pub async fn create(
+    r: &dyn Resource,
     aws: &AwsClients,
+    outputs: &Outputs,
 ) -> Result<Observed, EngineError> {
-    resource.observe(aws).await?.ok_or_else(|| {
-        EngineError::Invalid(format!(
-            "{}: not found right after creation",
-            resource.name()
-        ))
-    })
+    r.create(aws, outputs).await?;
+    observe_settled(r, aws).await
+}
+
+/// Changes `changed` fields of a resource (its tags through its tag API, the rest through
+/// the resource) and observes it again.
+pub async fn update(
+    r: &dyn Resource,
+    aws: &AwsClients,
+    outputs: &Outputs,
+    current: &Observed,
+    changed: &[String],
+) -> Result<Observed, EngineError> {
+    let own: Vec<String> = changed.iter().filter(|c| *c != "tags").cloned().collect();
+    if !own.is_empty() {
+        r.update(aws, outputs, current, &own).await?;
+    }
+    if let (true, Some(api)) = (changed.iter().any(|c| c == "tags"), r.tags()) {
+        let (set, remove) = tag_changes(
+            current.fields.get("tags"),
+            Some(&tags_value(&r.meta().tags)),
+        );
+        if !remove.is_empty() {
+            api.untag(aws, r.meta(), current, &remove).await?;
+        }
+        if !set.is_empty() {
+            api.tag(aws, r.meta(), current, &set).await?;
+        }
+    }
+    observe_settled(r, aws).await
+}
+
+/// Tags to set and tag keys to remove to get from `current` to `desired` (both JSON objects
+/// of strings). Only our own `agentbus:*` keys are ever removed.
+pub fn tag_changes(
+    current: Option<&Value>,
+    desired: Option<&Value>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let empty = serde_json::Map::new();
+    let cur = current.and_then(|v| v.as_object()).unwrap_or(&empty);
+    let want = desired.and_then(|v| v.as_object()).unwrap_or(&empty);
+    let set = want
+        .iter()
+        .filter(|(k, v)| cur.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let remove = cur
+        .keys()
+        .filter(|k| !want.contains_key(*k) && k.starts_with("agentbus:"))
+        .cloned()
+        .collect();
+    (set, remove)
+}
+
+/// The output of a call that looks something up: `None` when `missing` says the error means
+/// "does not exist" (the SDK's typed accessor, or [`unmodeled`] codes).
+pub fn found<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    missing: impl Fn(&E) -> bool,
+    meta: &Meta,
+    op: &str,
+) -> Result<Option<T>, EngineError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.as_service_error().is_some_and(&missing) => Ok(None),
+        Err(e) => Err(meta.fail(op, e)),
+    }
+}
+
+/// The end of a delete: success, also when `missing` says the thing is already gone.
+pub fn gone<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    missing: impl Fn(&E) -> bool,
+    meta: &Meta,
+    op: &str,
+) -> Result<(), EngineError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    found(result, missing, meta, op).map(|_| ())
+}
+
+/// A create that tolerates "already exists" (an interrupted apply left it behind): `exists`
+/// is the SDK's typed accessor, or [`unmodeled`] codes.
+pub fn made<T, E, R>(
+    result: Result<T, SdkError<E, R>>,
+    exists: impl Fn(&E) -> bool,
+    meta: &Meta,
+    op: &str,
+) -> Result<(), EngineError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    found(result, exists, meta, op).map(|_| ())
+}
+
+/// The one table of error codes the SDKs do not model (EC2 models none; S3 leaves its
+/// configuration lookups out): the codes that mean it, as the services document them.
+pub fn unmodeled<E: ProvideErrorMetadata>(codes: &'static [&'static str]) -> impl Fn(&E) -> bool {
+    move |e: &E| e.code().is_some_and(|c| codes.contains(&c))
 }
 
 /// Looks up `"{id}.{key}"`, or the unknown marker.

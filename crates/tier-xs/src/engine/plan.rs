@@ -384,7 +384,7 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
 
     let observations: Vec<(usize, Result<Option<Observed>, EngineError>)> =
         futures::stream::iter(req.universe.iter().enumerate())
-            .map(|(i, r)| async move { (i, r.observe(aws).await) })
+            .map(|(i, r)| async move { (i, super::observe(r.as_ref(), aws).await) })
             .buffer_unordered(parallelism)
             .collect()
             .await;
@@ -423,7 +423,10 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
             (None, false) => continue,
             (None, true) => {
                 change.action = Action::Create;
-                change.fields = diff(&r.desired(&outputs), &Observed::default());
+                change.fields = diff(
+                    &super::desired_of(r.as_ref(), &outputs),
+                    &Observed::default(),
+                );
                 change.notes = r.notes();
             }
             (Some(_), false) => {
@@ -441,7 +444,7 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
                 }
             }
             (Some(o), true) => {
-                change.fields = diff(&r.desired(&outputs), o);
+                change.fields = diff(&super::desired_of(r.as_ref(), &outputs), o);
                 change.notes = r.notes();
                 if change.fields.is_empty() {
                     change.action = Action::NoOp;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::apply::{ApplyOptions, Outcome, apply};
 use super::plan::{Action, PlanRequest, plan};
-use super::{Desired, EngineError, Observed, Outputs, Resource, output_or_unknown};
+use super::{Desired, EngineError, Meta, Observed, Outputs, Resource, output_or_unknown};
 use crate::aws::AwsClients;
 use crate::workspace::Tier;
 
@@ -20,8 +20,8 @@ struct Cloud {
 }
 
 struct Fake {
+    meta: Meta,
     id: &'static str,
-    tier: Tier,
     value: i64,
     dep: Option<&'static str>,
     data: bool,
@@ -32,8 +32,8 @@ struct Fake {
 impl Fake {
     fn new(cloud: &Arc<Cloud>, id: &'static str, tier: Tier) -> Self {
         Fake {
+            meta: Meta::new(id, tier, id, Vec::new()),
             id,
-            tier,
             value: 1,
             dep: None,
             data: false,
@@ -52,17 +52,11 @@ impl Fake {
 
 #[async_trait]
 impl Resource for Fake {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         "fake"
-    }
-    fn name(&self) -> String {
-        self.id.to_string()
-    }
-    fn tier(&self) -> Tier {
-        self.tier
     }
     fn depends_on(&self) -> Vec<&'static str> {
         self.dep.into_iter().collect()
@@ -89,7 +83,7 @@ impl Resource for Fake {
             o
         }))
     }
-    async fn create(&self, _aws: &AwsClients, outputs: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, _aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         if let Some(dep) = self.dep {
             super::require_output(outputs, self.id, dep, "arn")?;
         }
@@ -102,22 +96,22 @@ impl Resource for Fake {
             .lock()
             .unwrap()
             .insert(self.id, self.value);
-        Ok(Observed::default().output("arn", format!("arn:{}", self.id)))
+        Ok(())
     }
     async fn update(
         &self,
         _aws: &AwsClients,
         _o: &Outputs,
-        current: &Observed,
+        _current: &Observed,
         _c: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         self.log("update");
         self.cloud
             .values
             .lock()
             .unwrap()
             .insert(self.id, self.value);
-        Ok(current.clone())
+        Ok(())
     }
     async fn delete(&self, _aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         self.log("delete");
@@ -280,9 +274,8 @@ async fn destroy_deletes_dependents_first_and_updates_only_what_differs() {
 
 /// A resource whose wishes and cloud state are given outright, to show every kind of change.
 struct Scripted {
-    id: &'static str,
+    meta: Meta,
     kind: &'static str,
-    tier: Tier,
     data: bool,
     deps: Vec<&'static str>,
     want: fn(&Outputs) -> Desired,
@@ -291,17 +284,11 @@ struct Scripted {
 
 #[async_trait]
 impl Resource for Scripted {
-    fn id(&self) -> &'static str {
-        self.id
+    fn meta(&self) -> &Meta {
+        &self.meta
     }
     fn kind(&self) -> &'static str {
         self.kind
-    }
-    fn name(&self) -> String {
-        format!("agentbus-demo-{}", self.id)
-    }
-    fn tier(&self) -> Tier {
-        self.tier
     }
     fn depends_on(&self) -> Vec<&'static str> {
         self.deps.clone()
@@ -315,7 +302,7 @@ impl Resource for Scripted {
     async fn observe(&self, _aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         Ok(self.have.clone())
     }
-    async fn create(&self, _: &AwsClients, _: &Outputs) -> Result<Observed, EngineError> {
+    async fn create(&self, _: &AwsClients, _: &Outputs) -> Result<(), EngineError> {
         Err(EngineError::Invalid(
             "a scripted resource is only planned".into(),
         ))
@@ -326,7 +313,7 @@ impl Resource for Scripted {
         _: &Outputs,
         _: &Observed,
         _: &[String],
-    ) -> Result<Observed, EngineError> {
+    ) -> Result<(), EngineError> {
         Err(EngineError::Invalid(
             "a scripted resource is only planned".into(),
         ))
@@ -340,10 +327,9 @@ impl Resource for Scripted {
 
 #[tokio::test]
 async fn the_plan_people_read_shows_every_kind_of_change() {
-    let scripted = |id, kind, tier, want, have| Scripted {
-        id,
+    let scripted = |id: &'static str, kind, tier, want, have| Scripted {
+        meta: Meta::new(id, tier, format!("agentbus-demo-{id}"), Vec::new()),
         kind,
-        tier,
         data: false,
         deps: Vec::new(),
         want,
@@ -439,4 +425,20 @@ async fn the_plan_people_read_shows_every_kind_of_change() {
         region: "us-east-1".into(),
     });
     insta::assert_snapshot!(p.render(false));
+}
+
+#[test]
+fn tag_changes_sets_and_removes_only_own_keys() {
+    let cur = json!({"agentbus:tier": "xs", "agentbus:old": "x", "owner": "me"});
+    let want = json!({"agentbus:tier": "small", "agentbus:env": "dev"});
+    let (mut set, remove) = super::tag_changes(Some(&cur), Some(&want));
+    set.sort();
+    assert_eq!(
+        set,
+        vec![
+            ("agentbus:env".to_string(), "dev".to_string()),
+            ("agentbus:tier".to_string(), "small".to_string())
+        ]
+    );
+    assert_eq!(remove, vec!["agentbus:old".to_string()]);
 }

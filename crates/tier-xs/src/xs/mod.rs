@@ -22,7 +22,7 @@ use crate::components::network::{Ingress, Network, SecurityGroup, Source};
 use crate::components::secret::WorkspaceSecret;
 use crate::components::table::{DynamoTable, TableSpec, TableUsage};
 use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH, ServerConfig};
-use crate::engine::Resource;
+use crate::engine::{Meta, Resource};
 use crate::ladder::{DashboardSpec, Problem};
 use crate::workspace::{PREFIX, Tier, Workspace};
 
@@ -87,11 +87,13 @@ pub fn image_repository_name(ws: &Workspace) -> String {
 /// The workspace's image repository, as the extra-small tier declares it.
 pub fn image_repository(ws: &Workspace) -> EcrRepository {
     EcrRepository {
-        id: ids::IMAGE_REPOSITORY,
-        tier: Tier::ExtraSmall,
-        name: image_repository_name(ws),
+        meta: Meta::new(
+            ids::IMAGE_REPOSITORY,
+            Tier::ExtraSmall,
+            image_repository_name(ws),
+            ws.tags(Tier::ExtraSmall, "images"),
+        ),
         keep_images: crate::components::ecr::KEEP_IMAGES,
-        tags: ws.tags(Tier::ExtraSmall, "images"),
     }
 }
 
@@ -136,32 +138,33 @@ impl ExtraSmall {
         let mut problems = Vec::new();
 
         let kv = DynamoTable(TableSpec {
-            id: ids::KV_TABLE,
-            tier: t,
-            name: config.kv_table.clone(),
+            meta: Meta::new(ids::KV_TABLE, t, config.kv_table.clone(), ws.tags(t, "kv")),
             hash_key: "pk",
             range_key: Some("sk"),
             gsis: Vec::new(),
             ttl_attribute: Some("expires_at"),
             deletion_protection: prod,
             usage: TableUsage::Kv,
-            tags: ws.tags(t, "kv"),
         });
 
         let bus = EventBus {
-            id: ids::EVENT_BUS,
-            tier: t,
-            name: config.event_bus.clone(),
-            tags: ws.tags(t, "events"),
+            meta: Meta::new(
+                ids::EVENT_BUS,
+                t,
+                config.event_bus.clone(),
+                ws.tags(t, "events"),
+            ),
         };
         let logs_prefix = ws.arn("logs", "log-group:");
         let events_log = LogGroup {
-            id: ids::EVENTS_LOG_GROUP,
+            meta: Meta::new(
+                ids::EVENTS_LOG_GROUP,
+                t,
+                config.events_log_group.clone(),
+                ws.tags(t, "events"),
+            ),
             source: LogSource::Events,
-            tier: t,
-            name: config.events_log_group.clone(),
             retention_days: 7,
-            tags: ws.tags(t, "events"),
             arn_prefix: logs_prefix.clone(),
         };
         let rule_name = ws.name("all-events");
@@ -170,31 +173,33 @@ impl ExtraSmall {
             &format!("rule/{}/{}", config.event_bus, rule_name),
         );
         let events_log_policy = LogsResourcePolicy {
-            id: ids::EVENTS_LOG_POLICY,
-            tier: t,
-            name: ws.name("events-to-logs"),
+            meta: Meta::new(
+                ids::EVENTS_LOG_POLICY,
+                t,
+                ws.name("events-to-logs"),
+                Vec::new(),
+            ),
             log_group_arn: format!("{logs_prefix}{}", config.events_log_group),
             rule_arn: rule_arn.clone(),
         };
         let events_rule = EventRule {
-            id: ids::EVENTS_RULE,
-            tier: t,
-            name: rule_name,
+            meta: Meta::new(ids::EVENTS_RULE, t, rule_name, ws.tags(t, "events")),
             bus_id: ids::EVENT_BUS,
             bus_name: config.event_bus.clone(),
             description: "Every agentbus event, into the workspace's event log".into(),
             pattern: json!({ "source": [PREFIX] }),
             target_id: ids::EVENTS_LOG_GROUP,
-            tags: ws.tags(t, "events"),
         };
 
         let secret = WorkspaceSecret {
-            id: ids::SERVER_SECRET,
-            tier: t,
-            name: config.secret.clone(),
+            meta: Meta::new(
+                ids::SERVER_SECRET,
+                t,
+                config.secret.clone(),
+                ws.tags(t, "secret"),
+            ),
             description: format!("agentbus {} server credentials", ws.env),
             recovery_window_days: prod.then_some(30),
-            tags: ws.tags(t, "secret"),
         };
 
         let strategy = if prod {
@@ -219,21 +224,20 @@ impl ExtraSmall {
             }]
         };
         let cluster = Cluster {
-            id: ids::CLUSTER,
-            tier: t,
-            name: ws.id(),
+            meta: Meta::new(ids::CLUSTER, t, ws.id(), ws.tags(t, "dashboard")),
             default_strategy: strategy.clone(),
             container_insights: false,
-            tags: ws.tags(t, "dashboard"),
         };
         let dashboard_log_name = format!("/ecs/{}", ws.name("dashboard"));
         let dashboard_log = LogGroup {
-            id: ids::DASHBOARD_LOG_GROUP,
+            meta: Meta::new(
+                ids::DASHBOARD_LOG_GROUP,
+                t,
+                dashboard_log_name.clone(),
+                ws.tags(t, "dashboard"),
+            ),
             source: LogSource::Server,
-            tier: t,
-            name: dashboard_log_name.clone(),
             retention_days: 7,
-            tags: ws.tags(t, "dashboard"),
             arn_prefix: logs_prefix.clone(),
         };
 
@@ -265,22 +269,27 @@ impl ExtraSmall {
         }
         let exec_name = ws.name("dashboard-execution");
         let execution_role = Role {
-            id: ids::DASHBOARD_EXECUTION_ROLE,
-            tier: t,
-            name: exec_name.clone(),
+            meta: Meta::new(
+                ids::DASHBOARD_EXECUTION_ROLE,
+                t,
+                exec_name.clone(),
+                ws.tags(t, "dashboard"),
+            ),
             service: "ecs-tasks.amazonaws.com",
             account: ws.account.clone(),
             policy_name: exec_name.clone(),
             policy: policy(exec_statements),
             arn: ws.iam_arn(&format!("role/{exec_name}")),
-            tags: ws.tags(t, "dashboard"),
         };
         let kv_arn = ws.arn("dynamodb", &format!("table/{}", config.kv_table));
         let task_name = ws.name("dashboard-task");
         let task_role = Role {
-            id: ids::DASHBOARD_TASK_ROLE,
-            tier: t,
-            name: task_name.clone(),
+            meta: Meta::new(
+                ids::DASHBOARD_TASK_ROLE,
+                t,
+                task_name.clone(),
+                ws.tags(t, "dashboard"),
+            ),
             service: "ecs-tasks.amazonaws.com",
             account: ws.account.clone(),
             policy_name: task_name.clone(),
@@ -325,7 +334,6 @@ impl ExtraSmall {
                 .collect(),
             ),
             arn: ws.iam_arn(&format!("role/{task_name}")),
-            tags: ws.tags(t, "dashboard"),
         };
 
         // Behind a front the dashboard itself is not exposed.
@@ -349,9 +357,12 @@ impl ExtraSmall {
             }
         }
         let security_group = SecurityGroup {
-            id: ids::DASHBOARD_SECURITY_GROUP,
-            tier: t,
-            name: ws.name("dashboard"),
+            meta: Meta::new(
+                ids::DASHBOARD_SECURITY_GROUP,
+                t,
+                ws.name("dashboard"),
+                ws.tags(t, "dashboard"),
+            ),
             description: format!(
                 "agentbus {} dashboard: port {DASHBOARD_PORT} from allowed CIDRs",
                 ws.env
@@ -367,16 +378,18 @@ impl ExtraSmall {
             .into_iter()
             .chain(dashboard.ingress.iter().cloned())
             .collect(),
-            tags: ws.tags(t, "dashboard"),
         };
 
         if let Err(e) = validate_fargate_size(settings.cpu, settings.memory) {
             problems.push(Problem::new(e));
         }
         let task_definition = TaskDefinition {
-            id: ids::DASHBOARD_TASK_DEFINITION,
-            tier: t,
-            family: ws.name("dashboard"),
+            meta: Meta::new(
+                ids::DASHBOARD_TASK_DEFINITION,
+                t,
+                ws.name("dashboard"),
+                ws.tags(t, "dashboard"),
+            ),
             cpu: settings.cpu,
             memory: settings.memory,
             container: ContainerSpec {
@@ -399,12 +412,14 @@ impl ExtraSmall {
             execution_role_id: ids::DASHBOARD_EXECUTION_ROLE,
             task_role_id: ids::DASHBOARD_TASK_ROLE,
             log_group_id: ids::DASHBOARD_LOG_GROUP,
-            tags: ws.tags(t, "dashboard"),
         };
         let service = Service {
-            id: ids::DASHBOARD_SERVICE,
-            tier: t,
-            name: ws.name("dashboard"),
+            meta: Meta::new(
+                ids::DASHBOARD_SERVICE,
+                t,
+                ws.name("dashboard"),
+                ws.tags(t, "dashboard"),
+            ),
             cluster_id: ids::CLUSTER,
             cluster_name: ws.id(),
             task_definition_id: ids::DASHBOARD_TASK_DEFINITION,
@@ -428,7 +443,6 @@ impl ExtraSmall {
                 container_name: task_definition.container.name.clone(),
                 container_port: DASHBOARD_PORT,
             }),
-            tags: ws.tags(t, "dashboard"),
         };
 
         if let Some(e) = &settings.alert_email
@@ -445,9 +459,7 @@ impl ExtraSmall {
             )));
         }
         let budget = Budget {
-            id: ids::BUDGET,
-            tier: t,
-            name: ws.id(),
+            meta: Meta::new(ids::BUDGET, t, ws.id(), Vec::new()),
             account: ws.account.clone(),
             limit_usd: settings.budget_usd,
             email: settings.alert_email.clone(),
@@ -567,7 +579,7 @@ mod tests {
         for r in xs.resources() {
             assert_eq!(r.tier(), Tier::ExtraSmall);
         }
-        let d = xs.kv.desired(&Outputs::new());
+        let d = crate::engine::desired_of(xs.kv.as_ref(), &Outputs::new());
         assert_eq!(d.get("tags").unwrap()["agentbus:component"], "kv");
         assert!(xs.kv.data_bearing());
     }
@@ -771,7 +783,7 @@ mod cost_tests {
     fn the_image_repository_is_immutable_scanned_and_kept_as_data() {
         let x = xs("dev");
         let r = &x.image_repository;
-        assert_eq!(r.name, "agentbus-dev-images");
+        assert_eq!(r.meta.name, "agentbus-dev-images");
         assert!(r.data_bearing());
         let d = r.desired(&Default::default());
         assert_eq!(
