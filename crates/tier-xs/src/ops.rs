@@ -528,8 +528,8 @@ impl Deployer {
         })
     }
 
-    /// Where the dashboard answers: a resource's own address if one has it (a load
-    /// balancer's), else what a layer finds (the running task's public address).
+    /// Where the dashboard answers: a resource's own address if one has it (whatever fronts
+    /// the dashboard), else what a layer finds (the running task's public address).
     async fn dashboard_url(&self, plan: &Plan) -> Option<String> {
         let fronted = plan
             .resources
@@ -738,8 +738,8 @@ pub struct Status {
     pub deployed_tier: Option<Tier>,
     /// Whether the cloud matches the deployed tier (no drift).
     pub in_sync: Option<bool>,
-    /// Where the dashboard answers: the load balancer (small tier on), else the running
-    /// task's public address.
+    /// Where the dashboard answers: the address a resource in front of it reports, else the
+    /// running task's public address.
     pub dashboard_url: Option<String>,
     pub lock: Option<LockInfo>,
     pub resources: Vec<ResourceStatus>,

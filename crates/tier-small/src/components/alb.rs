@@ -22,6 +22,7 @@ use tier_xs::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
     output_or_unknown, require_output, unmodeled, wait_until,
 };
+use tier_xs::tag_api;
 
 /// The TLS policy of the HTTPS listener: TLS 1.3 and 1.2 only.
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
@@ -33,29 +34,14 @@ fn elb_tags(tags: &[(String, String)]) -> Vec<Tag> {
         .collect()
 }
 
-/// Elastic Load Balancing's tags, by the resource's `arn` output.
-pub struct ElbTags;
-
-fn arn(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("arn")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for ElbTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// Elastic Load Balancing's tags, by the resource's `arn` output.
+    pub struct ElbTags;
+    read(aws, meta, observed) {
         let out = aws
             .elb()
             .describe_tags()
-            .resource_arns(arn(observed))
+            .resource_arns(observed.out("arn"))
             .send()
             .await
             .map_err(|e| meta.fail("DescribeTags", e))?;
@@ -71,32 +57,20 @@ impl TagApi for ElbTags {
             })
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
+    tag(aws, meta, observed, tags) {
         aws.elb()
             .add_tags()
-            .resource_arns(arn(observed))
+            .resource_arns(observed.out("arn"))
             .set_tags(Some(elb_tags(tags)))
             .send()
             .await
             .map_err(|e| meta.fail("AddTags", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.elb()
             .remove_tags()
-            .resource_arns(arn(observed))
+            .resource_arns(observed.out("arn"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await

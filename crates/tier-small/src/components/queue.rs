@@ -19,6 +19,7 @@ use tier_xs::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
     output_or_unknown, require_output, unmodeled,
 };
+use tier_xs::tag_api;
 
 /// A message that failed this many receives goes to the dead-letter queue.
 pub const MAX_RECEIVES: u32 = 5;
@@ -53,60 +54,33 @@ pub struct Queue {
 /// endpoint that answers without that header reports `QueueDoesNotExist` itself.
 const NO_SUCH_QUEUE: &[&str] = &["QueueDoesNotExist"];
 
-/// SQS's tags, by the queue's `url` output.
-pub struct QueueTags;
-
-fn queue_url(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("url")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for QueueTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// SQS's tags, by the queue's `url` output.
+    pub struct QueueTags;
+    read(aws, meta, observed) {
         let out = aws
             .sqs()
             .list_queue_tags()
-            .queue_url(queue_url(observed))
+            .queue_url(observed.out("url"))
             .send()
             .await
             .map_err(|e| meta.fail("ListQueueTags", e))?;
         Ok(out.tags.unwrap_or_default().into_iter().collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
+    tag(aws, meta, observed, tags) {
         aws.sqs()
             .tag_queue()
-            .queue_url(queue_url(observed))
+            .queue_url(observed.out("url"))
             .set_tags(Some(tags.iter().cloned().collect()))
             .send()
             .await
             .map_err(|e| meta.fail("TagQueue", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.sqs()
             .untag_queue()
-            .queue_url(queue_url(observed))
+            .queue_url(observed.out("url"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await

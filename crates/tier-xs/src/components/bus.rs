@@ -17,6 +17,7 @@ use crate::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     output_or_unknown, require_output, unmodeled,
 };
+use crate::tag_api;
 
 use super::normalize_json;
 
@@ -28,29 +29,14 @@ fn tag(k: &str, v: &str, id: &str) -> Result<Tag, EngineError> {
         .map_err(|e| EngineError::Invalid(format!("{id}: {e}")))
 }
 
-/// EventBridge's tags, by the resource's `arn` output.
-pub struct EventsTags;
-
-fn arn(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("arn")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for EventsTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// EventBridge's tags, by the resource's `arn` output.
+    pub struct EventsTags;
+    read(aws, meta, observed) {
         let out = aws
             .events()
             .list_tags_for_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .send()
             .await
             .map_err(|e| meta.fail("ListTagsForResource", e))?;
@@ -60,30 +46,18 @@ impl TagApi for EventsTags {
             .map(|t| (t.key.clone(), t.value.clone()))
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
-        let mut req = aws.events().tag_resource().resource_arn(arn(observed));
+    tag(aws, meta, observed, tags) {
+        let mut req = aws.events().tag_resource().resource_arn(observed.out("arn"));
         for (k, v) in tags {
             req = req.tags(tag(k, v, &meta.name)?);
         }
         req.send().await.map_err(|e| meta.fail("TagResource", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.events()
             .untag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await

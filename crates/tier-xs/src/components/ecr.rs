@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::PRICES;
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::tag_api;
 use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
 use aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError;
 use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
@@ -39,29 +40,14 @@ fn ecr_tag(k: &str, v: &str, name: &str) -> Result<Tag, EngineError> {
         .map_err(|e| EngineError::Invalid(format!("{name}: {e}")))
 }
 
-fn arn(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("arn")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-/// ECR's tags, by the repository's `arn` output.
-pub struct EcrTags;
-
-#[async_trait]
-impl TagApi for EcrTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// ECR's tags, by the repository's `arn` output.
+    pub struct EcrTags;
+    read(aws, meta, observed) {
         let out = aws
             .ecr()
             .list_tags_for_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .send()
             .await
             .map_err(|e| meta.fail("ListTagsForResource", e))?;
@@ -71,36 +57,24 @@ impl TagApi for EcrTags {
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
+    tag(aws, meta, observed, tags) {
         let tags = tags
             .iter()
             .map(|(k, v)| ecr_tag(k, v, &meta.name))
             .collect::<Result<Vec<_>, _>>()?;
         aws.ecr()
             .tag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tags(Some(tags))
             .send()
             .await
             .map_err(|e| meta.fail("TagResource", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.ecr()
             .untag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await

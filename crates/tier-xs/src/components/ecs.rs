@@ -24,6 +24,7 @@ use crate::engine::{
     self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, found, gone,
     made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
 };
+use crate::tag_api;
 
 /// Valid Fargate task sizes: CPU units and the memory (MiB) each allows.
 pub fn validate_fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
@@ -54,29 +55,14 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-/// ECS's tags, by the resource's `arn` output.
-pub struct EcsTags;
-
-fn arn(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("arn")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for EcsTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// ECS's tags, by the resource's `arn` output.
+    pub struct EcsTags;
+    read(aws, meta, observed) {
         let out = aws
             .ecs()
             .list_tags_for_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .send()
             .await
             .map_err(|e| meta.fail("ListTagsForResource", e))?;
@@ -91,30 +77,18 @@ impl TagApi for EcsTags {
             })
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
-        let mut req = aws.ecs().tag_resource().resource_arn(arn(observed));
+    tag(aws, meta, observed, tags) {
+        let mut req = aws.ecs().tag_resource().resource_arn(observed.out("arn"));
         for (k, v) in tags {
             req = req.tags(tag(k, v));
         }
         req.send().await.map_err(|e| meta.fail("TagResource", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.ecs()
             .untag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await
@@ -683,7 +657,7 @@ pub struct Service {
     /// How long to wait for the service to reach a steady state.
     pub wait: Duration,
     /// The target group the service registers its tasks in (ECS's `loadBalancers`).
-    pub load_balancer: Option<LoadBalancing>,
+    pub target_group: Option<TargetGroupRegistration>,
 }
 
 /// How many tasks a service runs.
@@ -708,7 +682,7 @@ impl TaskCount {
 
 /// Registration of a service's tasks in a target group (ECS's `loadBalancers` parameter).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadBalancing {
+pub struct TargetGroupRegistration {
     /// Logical id of the target group (its `arn` output).
     pub target_group_id: &'static str,
     /// Logical id of the resource that attaches the target group (ECS refuses a target group
@@ -719,11 +693,11 @@ pub struct LoadBalancing {
 }
 
 /// Seconds a task in a target group has before failed health checks count.
-const LB_GRACE_SECS: i32 = 60;
+const GRACE_SECS: i32 = 60;
 
 impl Service {
-    fn load_balancer_value(&self, outputs: &Outputs) -> Value {
-        match &self.load_balancer {
+    fn target_group_value(&self, outputs: &Outputs) -> Value {
+        match &self.target_group {
             None => Value::Null,
             Some(lb) => json!({
                 "target_group": output_or_unknown(outputs, lb.target_group_id, "arn"),
@@ -732,11 +706,11 @@ impl Service {
         }
     }
 
-    fn load_balancers(
+    fn target_group_registrations(
         &self,
         outputs: &Outputs,
     ) -> Result<Vec<aws_sdk_ecs::types::LoadBalancer>, EngineError> {
-        match &self.load_balancer {
+        match &self.target_group {
             None => Ok(Vec::new()),
             Some(lb) => Ok(vec![
                 aws_sdk_ecs::types::LoadBalancer::builder()
@@ -847,7 +821,7 @@ impl Resource for Service {
             self.task_definition_id,
             self.security_group_id,
         ];
-        if let Some(lb) = &self.load_balancer {
+        if let Some(lb) = &self.target_group {
             d.push(lb.target_group_id);
             d.push(lb.attached_by_id);
         }
@@ -862,7 +836,7 @@ impl Resource for Service {
             )
             .set("capacity_strategy", strategy_value(&self.strategy))
             .set("network", self.network_value(outputs))
-            .set("load_balancer", self.load_balancer_value(outputs));
+            .set("target_group", self.target_group_value(outputs));
         // A count an autoscaler owns is not the deploy's to compare or change.
         match self.count {
             TaskCount::Fixed(n) => d.set("desired_count", n),
@@ -930,7 +904,7 @@ impl Resource for Service {
                     json!({"subnets": subnets, "security_groups": sgs, "public_ip": public}),
                 )
                 .field(
-                    "load_balancer",
+                    "target_group",
                     s.load_balancers()
                         .first()
                         .map(|lb| {
@@ -962,10 +936,10 @@ impl Resource for Service {
             .desired_count(self.count.baseline())
             .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
             .network_configuration(self.network_config(outputs)?);
-        if self.load_balancer.is_some() {
+        if self.target_group.is_some() {
             req = req
-                .set_load_balancers(Some(self.load_balancers(outputs)?))
-                .health_check_grace_period_seconds(LB_GRACE_SECS);
+                .set_load_balancers(Some(self.target_group_registrations(outputs)?))
+                .health_check_grace_period_seconds(GRACE_SECS);
         }
         for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
@@ -1006,7 +980,7 @@ impl Resource for Service {
             "desired_count",
             "capacity_strategy",
             "network",
-            "load_balancer",
+            "target_group",
         ];
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
             let td = require_output(outputs, &self.meta.name, self.task_definition_id, "arn")?;
@@ -1023,9 +997,9 @@ impl Resource for Service {
                 .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
                 .network_configuration(self.network_config(outputs)?)
                 // An empty list detaches the service from its target group (a downgrade).
-                .set_load_balancers(Some(self.load_balancers(outputs)?))
+                .set_load_balancers(Some(self.target_group_registrations(outputs)?))
                 .set_health_check_grace_period_seconds(
-                    self.load_balancer.as_ref().map(|_| LB_GRACE_SECS),
+                    self.target_group.as_ref().map(|_| GRACE_SECS),
                 )
                 // Moving between capacity providers needs a new deployment.
                 .force_new_deployment(strategy_changed)

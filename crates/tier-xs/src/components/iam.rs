@@ -13,6 +13,7 @@ use crate::aws::AwsClients;
 use crate::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
+use crate::tag_api;
 
 use super::normalize_json;
 
@@ -33,17 +34,10 @@ fn tag(k: &str, v: &str) -> Result<Tag, EngineError> {
         .map_err(|e| EngineError::Invalid(e.to_string()))
 }
 
-/// IAM's role tags, by role name.
-pub struct IamRoleTags;
-
-#[async_trait]
-impl TagApi for IamRoleTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        _observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// IAM's role tags, by role name.
+    pub struct IamRoleTags;
+    read(aws, meta, _observed) {
         let out = aws
             .iam()
             .list_role_tags()
@@ -57,13 +51,7 @@ impl TagApi for IamRoleTags {
             .map(|t| (t.key.clone(), t.value.clone()))
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        _observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
+    tag(aws, meta, _observed, tags) {
         let mut req = aws.iam().tag_role().role_name(&meta.name);
         for (k, v) in tags {
             req = req.tags(tag(k, v)?);
@@ -71,13 +59,7 @@ impl TagApi for IamRoleTags {
         req.send().await.map_err(|e| meta.fail("TagRole", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        _observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, _observed, keys) {
         aws.iam()
             .untag_role()
             .role_name(&meta.name)

@@ -11,6 +11,7 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, made};
+use crate::tag_api;
 
 use super::normalize_json;
 
@@ -23,60 +24,33 @@ pub enum LogSource {
     Events,
 }
 
-/// CloudWatch Logs' tags, by the log group's `arn` output.
-pub struct LogsTags;
-
-fn arn(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("arn")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for LogsTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// CloudWatch Logs' tags, by the log group's `arn` output.
+    pub struct LogsTags;
+    read(aws, meta, observed) {
         let out = aws
             .logs()
             .list_tags_for_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .send()
             .await
             .map_err(|e| meta.fail("ListTagsForResource", e))?;
         Ok(out.tags.unwrap_or_default().into_iter().collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
+    tag(aws, meta, observed, tags) {
         aws.logs()
             .tag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tags(Some(tags.iter().cloned().collect()))
             .send()
             .await
             .map_err(|e| meta.fail("TagResource", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.logs()
             .untag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await

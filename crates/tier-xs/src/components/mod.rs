@@ -1,4 +1,4 @@
-//! The extra-small tier's resource types. Each module holds one kind of AWS resource:
+//! The resource kinds every tier builds from. Each module holds one kind of AWS resource:
 //! its desired fields, how to observe it, and how to create, update and delete it.
 //! Higher tiers reuse these types (a table is a table in every tier).
 

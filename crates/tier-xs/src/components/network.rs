@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::Filter;
 
 use crate::aws::AwsClients;
 use crate::engine::EngineError;
+use crate::tag_api;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Network {
@@ -88,30 +89,15 @@ use crate::engine::{
     unmodeled, wait_until,
 };
 
-/// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
-/// here, so they are read from DescribeSecurityGroups).
-pub struct Ec2Tags;
-
-fn id_of(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("id")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for Ec2Tags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
+    /// here, so they are read from DescribeSecurityGroups).
+    pub struct Ec2Tags;
+    read(aws, meta, observed) {
         let out = aws
             .ec2()
             .describe_security_groups()
-            .group_ids(id_of(observed))
+            .group_ids(observed.out("id"))
             .send()
             .await
             .map_err(|e| meta.fail("DescribeSecurityGroups", e))?;
@@ -129,28 +115,16 @@ impl TagApi for Ec2Tags {
             })
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
-        let mut req = aws.ec2().create_tags().resources(id_of(observed));
+    tag(aws, meta, observed, tags) {
+        let mut req = aws.ec2().create_tags().resources(observed.out("id"));
         for (k, v) in tags {
             req = req.tags(Tag::builder().key(k).value(v).build());
         }
         req.send().await.map_err(|e| meta.fail("CreateTags", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
-        let mut req = aws.ec2().delete_tags().resources(id_of(observed));
+    untag(aws, meta, observed, keys) {
+        let mut req = aws.ec2().delete_tags().resources(observed.out("id"));
         for k in keys {
             req = req.tags(Tag::builder().key(k).build());
         }

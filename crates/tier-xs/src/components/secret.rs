@@ -16,6 +16,7 @@ use crate::engine::{
     self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     own_tags,
 };
+use crate::tag_api;
 
 pub struct WorkspaceSecret {
     pub meta: Meta,
@@ -39,17 +40,10 @@ fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
 
-/// Secrets Manager's tags, by secret name.
-pub struct SecretTags;
-
-#[async_trait]
-impl TagApi for SecretTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        _observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// Secrets Manager's tags, by secret name.
+    pub struct SecretTags;
+    read(aws, meta, _observed) {
         let out = aws
             .secrets()
             .describe_secret()
@@ -68,13 +62,7 @@ impl TagApi for SecretTags {
             })
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        _observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
+    tag(aws, meta, _observed, tags) {
         let mut req = aws.secrets().tag_resource().secret_id(&meta.name);
         for (k, v) in tags {
             req = req.tags(tag(k, v));
@@ -82,13 +70,7 @@ impl TagApi for SecretTags {
         req.send().await.map_err(|e| meta.fail("TagResource", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        _observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, _observed, keys) {
         aws.secrets()
             .untag_resource()
             .secret_id(&meta.name)

@@ -20,6 +20,7 @@ use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
 };
+use crate::tag_api;
 
 /// A global secondary index: name, hash key and optional range key (all strings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,29 +76,14 @@ fn map_build<T, E: std::fmt::Display>(r: Result<T, E>, id: &str) -> Result<T, En
     r.map_err(|e| EngineError::Invalid(format!("{id}: {e}")))
 }
 
-/// DynamoDB's tags, by the table's `arn` output.
-pub struct DynamoTags;
-
-fn arn(observed: &Observed) -> &str {
-    observed
-        .outputs
-        .get("arn")
-        .map(String::as_str)
-        .unwrap_or_default()
-}
-
-#[async_trait]
-impl TagApi for DynamoTags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
+tag_api! {
+    /// DynamoDB's tags, by the table's `arn` output.
+    pub struct DynamoTags;
+    read(aws, meta, observed) {
         let out = aws
             .dynamodb()
             .list_tags_of_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .send()
             .await
             .map_err(|e| meta.fail("ListTagsOfResource", e))?;
@@ -107,30 +93,18 @@ impl TagApi for DynamoTags {
             .map(|t| (t.key.clone(), t.value.clone()))
             .collect())
     }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
-        let mut req = aws.dynamodb().tag_resource().resource_arn(arn(observed));
+    tag(aws, meta, observed, tags) {
+        let mut req = aws.dynamodb().tag_resource().resource_arn(observed.out("arn"));
         for (k, v) in tags {
             req = req.tags(map_build(Tag::builder().key(k).value(v).build(), meta.id)?);
         }
         req.send().await.map_err(|e| meta.fail("TagResource", e))?;
         Ok(())
     }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        observed: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
+    untag(aws, meta, observed, keys) {
         aws.dynamodb()
             .untag_resource()
-            .resource_arn(arn(observed))
+            .resource_arn(observed.out("arn"))
             .set_tag_keys(Some(keys.to_vec()))
             .send()
             .await

@@ -125,6 +125,14 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// An output by name (`arn`, `id`, `url` ...), empty when there is none.
+    pub fn out(&self, key: &str) -> &str {
+        self.outputs
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
     pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(key.to_string(), value.into());
         self
@@ -216,6 +224,55 @@ pub trait TagApi: Send + Sync {
         observed: &Observed,
         keys: &[String],
     ) -> Result<(), EngineError>;
+}
+
+/// A service's [`TagApi`] from its three calls, written as bodies with the arguments named:
+///
+/// ```text
+/// tag_api! {
+///     /// EventBridge's tags, by the resource's `arn` output.
+///     pub struct EventsTags;
+///     read(aws, meta, observed) { ... Ok(pairs) }
+///     tag(aws, meta, observed, tags) { ... Ok(()) }
+///     untag(aws, meta, observed, keys) { ... Ok(()) }
+/// }
+/// ```
+#[macro_export]
+macro_rules! tag_api {
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident;
+        read($ra:ident, $rm:ident, $ro:ident) $read:block
+        tag($ta:ident, $tm:ident, $to:ident, $tags:ident) $tag:block
+        untag($ua:ident, $um:ident, $uo:ident, $keys:ident) $untag:block
+    ) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        #[async_trait::async_trait]
+        impl $crate::engine::TagApi for $name {
+            async fn read(
+                &self,
+                $ra: &$crate::aws::AwsClients,
+                $rm: &$crate::engine::Meta,
+                $ro: &$crate::engine::Observed,
+            ) -> Result<Vec<(String, String)>, $crate::engine::EngineError> $read
+            async fn tag(
+                &self,
+                $ta: &$crate::aws::AwsClients,
+                $tm: &$crate::engine::Meta,
+                $to: &$crate::engine::Observed,
+                $tags: &[(String, String)],
+            ) -> Result<(), $crate::engine::EngineError> $tag
+            async fn untag(
+                &self,
+                $ua: &$crate::aws::AwsClients,
+                $um: &$crate::engine::Meta,
+                $uo: &$crate::engine::Observed,
+                $keys: &[String],
+            ) -> Result<(), $crate::engine::EngineError> $untag
+        }
+    };
 }
 
 /// A deployable resource type. Its identity comes from [`Meta`]; the engine adds the `tags`

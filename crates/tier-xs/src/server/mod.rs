@@ -208,7 +208,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut mcp_config =
         StreamableHttpServerConfig::default().with_cancellation_token(state.shutdown.child_token());
     if !state.local_only {
-        // Behind a load balancer or a task address the Host varies; every request carries a
+        // Behind a front or at a task address the Host varies; every request carries a
         // bearer token, which is what protects the endpoint there.
         mcp_config = mcp_config.disable_allowed_hosts();
     }

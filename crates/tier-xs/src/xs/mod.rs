@@ -13,7 +13,7 @@ use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
-    Capacity, Cluster, ContainerSpec, LoadBalancing, Service, TaskCount, TaskDefinition,
+    Capacity, Cluster, ContainerSpec, TargetGroupRegistration, Service, TaskCount, TaskDefinition,
     validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};
@@ -437,7 +437,7 @@ impl ExtraSmall {
             task_memory: settings.memory,
             strategy,
             wait: settings.service_wait,
-            load_balancer: front.map(|f| LoadBalancing {
+            target_group: front.map(|f| TargetGroupRegistration {
                 target_group_id: f.target_group_id,
                 attached_by_id: f.attached_by_id,
                 container_name: task_definition.container.name.clone(),
