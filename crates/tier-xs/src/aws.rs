@@ -298,16 +298,6 @@ pub fn error_text(err: &dyn std::error::Error) -> String {
     s
 }
 
-/// The error code of an SDK error (`ResourceNotFoundException`, `NoSuchEntity`, ...).
-pub fn error_code<E, R>(
-    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
-) -> Option<&str>
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
-{
-    err.as_service_error().and_then(|e| e.code())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

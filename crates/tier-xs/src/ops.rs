@@ -612,20 +612,19 @@ impl Deployer {
                 .await
             {
                 Ok(out) if !out.image_details().is_empty() => Ok(()),
-                Ok(_) => Err(format!(
-                    "image {image} is not in its ECR repository: push it first (`agentbus image push`)"
-                )),
-                Err(e) => match crate::engine::error_code(&e) {
-                    Some("ImageNotFoundException") | Some("RepositoryNotFoundException") => {
-                        Err(format!(
-                            "image {image} is not in its ECR repository: push it first (`agentbus image push`)"
-                        ))
-                    }
-                    _ => Err(format!(
+                Err(e)
+                    if !e.as_service_error().is_some_and(|e| {
+                        e.is_image_not_found_exception() || e.is_repository_not_found_exception()
+                    }) =>
+                {
+                    Err(format!(
                         "cannot confirm that image {image} exists: {}",
                         crate::engine::error_text(&e)
-                    )),
-                },
+                    ))
+                }
+                _ => Err(format!(
+                    "image {image} is not in its ECR repository: push it first (`agentbus image push`)"
+                )),
             };
         }
         let registry =

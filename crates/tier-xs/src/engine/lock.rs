@@ -4,6 +4,12 @@
 //! The lock is a conditional write with an expiry, renewed by a heartbeat. A holder that
 //! dies stops renewing, and its lease can be taken over once it has expired.
 
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::delete_table::DeleteTableError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{EngineError, error_code, error_text, wait_until};
+use super::{EngineError, error_text, wait_until};
 use crate::aws::AwsClients;
 use crate::workspace::{Tier, Workspace};
 
@@ -193,7 +199,12 @@ impl DeployTable {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DescribeTableError::is_resource_not_found_exception) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(LockError::Table(error_text(&e))),
         }
     }
@@ -240,7 +251,9 @@ impl DeployTable {
         match req.send().await {
             Ok(_) => {}
             // Someone else created it at the same moment: fine.
-            Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(CreateTableError::is_resource_in_use_exception) => {}
             Err(e) => return Err(LockError::Table(error_text(&e))),
         }
         let ddb = self.aws.dynamodb();
@@ -286,7 +299,12 @@ impl DeployTable {
         Ok(())
     }
 
-    pub async fn read_lock(&self) -> Result<Option<LockInfo>, LockError> {
+    /// One item of the table, read consistently; none when the table does not exist yet.
+    async fn item(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, LockError> {
         if !self.exists().await? {
             return Ok(None);
         }
@@ -295,12 +313,16 @@ impl DeployTable {
             .dynamodb()
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key("lock", "lock")))
+            .set_key(Some(key(pk, sk)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| LockError::Table(error_text(&e)))?;
-        Ok(out.item.map(|item| LockInfo {
+        Ok(out.item)
+    }
+
+    pub async fn read_lock(&self) -> Result<Option<LockInfo>, LockError> {
+        Ok(self.item("lock", "lock").await?.map(|item| LockInfo {
             holder: get_s(&item, "holder"),
             lease_id: get_s(&item, "lease_id"),
             acquired_at: get_n(&item, "acquired_at"),
@@ -335,7 +357,10 @@ impl DeployTable {
             .await;
         match res {
             Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
+            {
                 let info = self.read_lock().await?;
                 return Err(match info {
                     Some(info) => LockError::Held {
@@ -376,7 +401,11 @@ impl DeployTable {
                         .await;
                     match res {
                         Ok(_) => {}
-                        Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+                        Err(e)
+                            if e.as_service_error().is_some_and(
+                                UpdateItemError::is_conditional_check_failed_exception,
+                            ) =>
+                        {
                             tracing::error!("deploy lock lost: another process took it over");
                             lost.cancel();
                             return;
@@ -419,7 +448,10 @@ impl DeployTable {
             .await;
         match res {
             Ok(_) => Ok(Some(info)),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
                 Err(LockError::Table(
                     "the lock changed hands while unlocking; run status to see its holder".into(),
                 ))
@@ -469,21 +501,9 @@ impl DeployTable {
     }
 
     pub async fn load_settings(&self) -> Result<StoredSettings, LockError> {
-        if !self.exists().await? {
-            return Ok(StoredSettings::default());
-        }
-        let out = self
-            .aws
-            .dynamodb()
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key("settings", "current")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| LockError::Table(error_text(&e)))?;
-        Ok(out
-            .item
+        Ok(self
+            .item("settings", "current")
+            .await?
             .and_then(|i| serde_json::from_str(&get_s(&i, "settings")).ok())
             .unwrap_or_default())
     }
@@ -518,7 +538,12 @@ impl DeployTable {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DeleteTableError::is_resource_not_found_exception) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(LockError::Table(error_text(&e))),
         }
     }
@@ -554,7 +579,10 @@ impl Lease {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
                 Err(LockError::Lost(self.table.workspace.clone()))
             }
             Err(e) => Err(LockError::Table(error_text(&e))),

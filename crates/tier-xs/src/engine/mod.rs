@@ -59,7 +59,7 @@ impl EngineError {
     }
 }
 
-pub use crate::aws::{error_code, error_text};
+pub use crate::aws::error_text;
 
 /// The marker for a value that is only known once a dependency has been applied.
 pub fn unknown(what: &str) -> Value {

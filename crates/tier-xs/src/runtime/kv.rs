@@ -2,6 +2,7 @@
 //! with a cursor. Expired entries read as absent on every backend, whether or not the
 //! backing store has swept them yet.
 
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -10,7 +11,6 @@ use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
 use super::{RuntimeError, Tenant, check_name, now_secs};
-use crate::engine::error_code;
 
 /// DynamoDB items are at most 400 KB; the value gets what the key and attributes leave.
 pub const MAX_VALUE_BYTES: usize = 350 * 1024;
@@ -115,13 +115,25 @@ pub fn decode_cursor(cursor: &str) -> Result<String, RuntimeError> {
 #[async_trait]
 pub trait KvStore: Send + Sync {
     async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError>;
+    /// Writes an entry; with `expect`, only if the entry is as expected (otherwise
+    /// [`RuntimeError::VersionConflict`]).
+    async fn write(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        value: &str,
+        ttl: Ttl,
+        expect: Option<Expect>,
+    ) -> Result<KvEntry, RuntimeError>;
     async fn set(
         &self,
         tenant: &Tenant,
         key: &str,
         value: &str,
         ttl: Ttl,
-    ) -> Result<KvEntry, RuntimeError>;
+    ) -> Result<KvEntry, RuntimeError> {
+        self.write(tenant, key, value, ttl, None).await
+    }
     /// Writes only if the entry is as expected; otherwise [`RuntimeError::VersionConflict`].
     async fn compare_and_set(
         &self,
@@ -130,7 +142,9 @@ pub trait KvStore: Send + Sync {
         value: &str,
         expect: Expect,
         ttl: Ttl,
-    ) -> Result<KvEntry, RuntimeError>;
+    ) -> Result<KvEntry, RuntimeError> {
+        self.write(tenant, key, value, ttl, Some(expect)).await
+    }
     /// True when a live entry was deleted.
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError>;
     async fn list(
@@ -204,6 +218,28 @@ impl DynamoKv {
     fn live(e: &KvEntry, now: u64) -> bool {
         e.expires_at.is_none_or(|x| x > now)
     }
+}
+
+#[async_trait]
+impl KvStore for DynamoKv {
+    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
+        check_key(key)?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("GetItem", e))?;
+        let now = now_secs();
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(Self::entry)
+            .filter(|e| Self::live(e, now)))
+    }
 
     async fn write(
         &self,
@@ -254,55 +290,15 @@ impl DynamoKv {
                     op: "UpdateItem",
                     message: "no attributes returned".into(),
                 }),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
                 let found = self.get(tenant, key).await?.map(|e| e.version);
                 Err(conflict(key, expect.unwrap_or(Expect::Absent), found))
             }
             Err(e) => Err(RuntimeError::backend("UpdateItem", e)),
         }
-    }
-}
-
-#[async_trait]
-impl KvStore for DynamoKv {
-    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
-        check_key(key)?;
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant, key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| RuntimeError::backend("GetItem", e))?;
-        let now = now_secs();
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(Self::entry)
-            .filter(|e| Self::live(e, now)))
-    }
-
-    async fn set(
-        &self,
-        tenant: &Tenant,
-        key: &str,
-        value: &str,
-        ttl: Ttl,
-    ) -> Result<KvEntry, RuntimeError> {
-        self.write(tenant, key, value, ttl, None).await
-    }
-
-    async fn compare_and_set(
-        &self,
-        tenant: &Tenant,
-        key: &str,
-        value: &str,
-        expect: Expect,
-        ttl: Ttl,
-    ) -> Result<KvEntry, RuntimeError> {
-        self.write(tenant, key, value, ttl, Some(expect)).await
     }
 
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {
@@ -436,6 +432,24 @@ impl SqliteKv {
             expires_at: row.get::<Option<i64>, _>("expires_at").map(|v| v as u64),
         }
     }
+}
+
+#[async_trait]
+impl KvStore for SqliteKv {
+    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
+        check_key(key)?;
+        let row = sqlx::query(
+            "SELECT key, value, version, updated_at, expires_at FROM kv
+             WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .bind(now_secs() as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| RuntimeError::backend("select", e))?;
+        Ok(row.as_ref().map(Self::entry))
+    }
 
     /// One statement per write, so SQLite takes the write lock up front (a read-then-write
     /// transaction can fail with SQLITE_BUSY under concurrent writers instead of waiting).
@@ -500,45 +514,6 @@ impl SqliteKv {
                 Err(conflict(key, expect.unwrap_or(Expect::Absent), found))
             }
         }
-    }
-}
-
-#[async_trait]
-impl KvStore for SqliteKv {
-    async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
-        check_key(key)?;
-        let row = sqlx::query(
-            "SELECT key, value, version, updated_at, expires_at FROM kv
-             WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(now_secs() as i64)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| RuntimeError::backend("select", e))?;
-        Ok(row.as_ref().map(Self::entry))
-    }
-
-    async fn set(
-        &self,
-        tenant: &Tenant,
-        key: &str,
-        value: &str,
-        ttl: Ttl,
-    ) -> Result<KvEntry, RuntimeError> {
-        self.write(tenant, key, value, ttl, None).await
-    }
-
-    async fn compare_and_set(
-        &self,
-        tenant: &Tenant,
-        key: &str,
-        value: &str,
-        expect: Expect,
-        ttl: Ttl,
-    ) -> Result<KvEntry, RuntimeError> {
-        self.write(tenant, key, value, ttl, Some(expect)).await
     }
 
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {

@@ -2,12 +2,12 @@
 //! read only by the server itself ([`SecretStore::read`]); no tool or API returns them.
 
 use async_trait::async_trait;
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
 use super::{RuntimeError, Tenant, check_name, now_secs};
-use crate::engine::error_code;
 
 /// Secrets Manager stores at most 65,536 bytes per value.
 pub const MAX_SECRET_BYTES: usize = 65_536;
@@ -122,7 +122,10 @@ impl SecretStore for AwsSecrets {
                     updated_at: now_secs(),
                 })
             }
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DescribeSecretError::is_resource_not_found_exception) =>
+            {
                 self.client
                     .create_secret()
                     .name(&id)
@@ -201,7 +204,12 @@ impl SecretStore for AwsSecrets {
         match self.client.describe_secret().secret_id(&id).send().await {
             Ok(d) if d.deleted_date.is_some() => return Ok(false),
             Ok(_) => {}
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(DescribeSecretError::is_resource_not_found_exception) =>
+            {
+                return Ok(false);
+            }
             Err(e) => return Err(RuntimeError::backend("DescribeSecret", e)),
         }
         let mut req = self.client.delete_secret().secret_id(&id);
@@ -225,11 +233,11 @@ impl SecretStore for AwsSecrets {
             .await
         {
             Ok(v) => Ok(v.secret_string),
+            // Missing, or scheduled for deletion (InvalidRequest): not there for the caller.
             Err(e)
-                if matches!(
-                    error_code(&e),
-                    Some("ResourceNotFoundException") | Some("InvalidRequestException")
-                ) =>
+                if e.as_service_error().is_some_and(|e| {
+                    e.is_resource_not_found_exception() || e.is_invalid_request_exception()
+                }) =>
             {
                 Ok(None)
             }

@@ -13,7 +13,7 @@ use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
-    Capacity, Cluster, ContainerSpec, TargetGroupRegistration, Service, TaskCount, TaskDefinition,
+    Capacity, Cluster, ContainerSpec, Service, TargetGroupRegistration, TaskCount, TaskDefinition,
     validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};

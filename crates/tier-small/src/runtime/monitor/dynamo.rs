@@ -1,13 +1,14 @@
 //! The event monitor on AWS: the three event-monitoring tables (names, keys and indexes from
 //! [`crate::monitoring`]) and the feed that receives the bus's events from SQS.
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde_json::Value;
-use tier_xs::engine::error_code;
 use tier_xs::runtime::{RuntimeError, Tenant};
 use tokio_util::sync::CancellationToken;
 
@@ -106,7 +107,11 @@ impl EventStore for DynamoEventStore {
             .await
         {
             Ok(_) => Ok(!dispatched),
-            Err(err) if error_code(&err) == Some("ConditionalCheckFailedException") => {
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
+            {
                 let out = self
                     .db
                     .get_item()
@@ -425,7 +430,12 @@ impl EventStore for DynamoEventStore {
         match req.send().await {
             Ok(_) => Ok(()),
             // Deleted while the delivery ran: nothing to record.
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(RuntimeError::backend("UpdateItem", e)),
         }
     }
