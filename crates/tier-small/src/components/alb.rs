@@ -18,6 +18,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::pair;
 use tier_xs::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
     output_or_unknown, require_output, unmodeled, wait_until,
@@ -37,46 +38,12 @@ fn elb_tags(tags: &[(String, String)]) -> Vec<Tag> {
 tag_api! {
     /// Elastic Load Balancing's tags, by the resource's `arn` output.
     pub struct ElbTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .elb()
-            .describe_tags()
-            .resource_arns(observed.out("arn"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("DescribeTags", e))?;
-        Ok(out
-            .tag_descriptions()
-            .iter()
-            .flat_map(|d| d.tags())
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                )
-            })
-            .collect())
-    }
-    tag(aws, meta, observed, tags) {
-        aws.elb()
-            .add_tags()
-            .resource_arns(observed.out("arn"))
-            .set_tags(Some(elb_tags(tags)))
-            .send()
-            .await
-            .map_err(|e| meta.fail("AddTags", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.elb()
-            .remove_tags()
-            .resource_arns(observed.out("arn"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("RemoveTags", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "DescribeTags" => aws.elb().describe_tags().resource_arns(o.out("arn")),
+        |out| out.tag_descriptions().iter().flat_map(|d| d.tags()).map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "AddTags" => aws.elb().add_tags().resource_arns(o.out("arn"))
+        .set_tags(Some(elb_tags(tags)));
+    untag(aws, meta, o, keys): "RemoveTags" => aws.elb().remove_tags().resource_arns(o.out("arn"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 /// A load balancer by name, if it exists (a failure is reported as `meta`'s).

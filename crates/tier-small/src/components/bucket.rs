@@ -27,7 +27,6 @@ use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made, unmodeled,
 };
-use tier_xs::tag_api;
 
 /// Moving objects to a cheaper storage class after `days`.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,20 +115,39 @@ async fn put_bucket_tags(
     Ok(())
 }
 
-tag_api! {
-    /// S3's tags, by bucket name. S3 replaces the whole set on every put, so both changes read
-    /// the current set first and keep the rest (a user's cost centre).
-    pub struct S3Tags;
-    read(aws, meta, _observed) {
+/// S3's tags, by bucket name. S3 replaces the whole set on every put, so both changes read
+/// the current set first and keep the rest (a user's cost centre).
+pub struct S3Tags;
+
+#[async_trait]
+impl TagApi for S3Tags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
         bucket_tags(aws, meta).await
     }
-    tag(aws, meta, _observed, tags) {
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
         let mut set = bucket_tags(aws, meta).await?;
         set.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
         set.extend(tags.iter().cloned());
         put_bucket_tags(aws, meta, &set).await
     }
-    untag(aws, meta, _observed, keys) {
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        _observed: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
         let mut set = bucket_tags(aws, meta).await?;
         set.retain(|(k, _)| !keys.contains(k));
         if !set.is_empty() {

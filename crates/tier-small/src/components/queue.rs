@@ -57,36 +57,12 @@ const NO_SUCH_QUEUE: &[&str] = &["QueueDoesNotExist"];
 tag_api! {
     /// SQS's tags, by the queue's `url` output.
     pub struct QueueTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .sqs()
-            .list_queue_tags()
-            .queue_url(observed.out("url"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListQueueTags", e))?;
-        Ok(out.tags.unwrap_or_default().into_iter().collect())
-    }
-    tag(aws, meta, observed, tags) {
-        aws.sqs()
-            .tag_queue()
-            .queue_url(observed.out("url"))
-            .set_tags(Some(tags.iter().cloned().collect()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("TagQueue", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.sqs()
-            .untag_queue()
-            .queue_url(observed.out("url"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagQueue", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "ListQueueTags" => aws.sqs().list_queue_tags().queue_url(o.out("url")),
+        |out| out.tags.unwrap_or_default().into_iter().collect();
+    tag(aws, meta, o, tags): "TagQueue" => aws.sqs().tag_queue().queue_url(o.out("url"))
+        .set_tags(Some(tags.iter().cloned().collect()));
+    untag(aws, meta, o, keys): "UntagQueue" => aws.sqs().untag_queue().queue_url(o.out("url"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 fn attr_names() -> [QueueAttributeName; 7] {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::engine::pair;
 use crate::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     output_or_unknown, require_output, unmodeled,
@@ -32,38 +33,12 @@ fn tag(k: &str, v: &str, id: &str) -> Result<Tag, EngineError> {
 tag_api! {
     /// EventBridge's tags, by the resource's `arn` output.
     pub struct EventsTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .events()
-            .list_tags_for_resource()
-            .resource_arn(observed.out("arn"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListTagsForResource", e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| (t.key.clone(), t.value.clone()))
-            .collect())
-    }
-    tag(aws, meta, observed, tags) {
-        let mut req = aws.events().tag_resource().resource_arn(observed.out("arn"));
-        for (k, v) in tags {
-            req = req.tags(tag(k, v, &meta.name)?);
-        }
-        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.events()
-            .untag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagResource", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "ListTagsForResource" => aws.events().list_tags_for_resource().resource_arn(o.out("arn")),
+        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "TagResource" => aws.events().tag_resource().resource_arn(o.out("arn"))
+        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v, &meta.name)).collect::<Result<_, _>>()?));
+    untag(aws, meta, o, keys): "UntagResource" => aws.events().untag_resource().resource_arn(o.out("arn"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 pub struct EventBus {

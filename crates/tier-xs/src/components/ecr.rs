@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::PRICES;
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::engine::pair;
 use crate::tag_api;
 use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
 use aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError;
@@ -43,44 +44,12 @@ fn ecr_tag(k: &str, v: &str, name: &str) -> Result<Tag, EngineError> {
 tag_api! {
     /// ECR's tags, by the repository's `arn` output.
     pub struct EcrTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .ecr()
-            .list_tags_for_resource()
-            .resource_arn(observed.out("arn"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListTagsForResource", e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().to_string()))
-            .collect())
-    }
-    tag(aws, meta, observed, tags) {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| ecr_tag(k, v, &meta.name))
-            .collect::<Result<Vec<_>, _>>()?;
-        aws.ecr()
-            .tag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| meta.fail("TagResource", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.ecr()
-            .untag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagResource", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "ListTagsForResource" => aws.ecr().list_tags_for_resource().resource_arn(o.out("arn")),
+        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "TagResource" => aws.ecr().tag_resource().resource_arn(o.out("arn"))
+        .set_tags(Some(tags.iter().map(|(k, v)| ecr_tag(k, v, &meta.name)).collect::<Result<_, _>>()?));
+    untag(aws, meta, o, keys): "UntagResource" => aws.ecr().untag_resource().resource_arn(o.out("arn"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 impl EcrRepository {

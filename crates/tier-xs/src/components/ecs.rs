@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::engine::pair;
 use crate::engine::{
     self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, found, gone,
     made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
@@ -58,43 +59,12 @@ fn tag(k: &str, v: &str) -> Tag {
 tag_api! {
     /// ECS's tags, by the resource's `arn` output.
     pub struct EcsTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .ecs()
-            .list_tags_for_resource()
-            .resource_arn(observed.out("arn"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListTagsForResource", e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key.clone().unwrap_or_default(),
-                    t.value.clone().unwrap_or_default(),
-                )
-            })
-            .collect())
-    }
-    tag(aws, meta, observed, tags) {
-        let mut req = aws.ecs().tag_resource().resource_arn(observed.out("arn"));
-        for (k, v) in tags {
-            req = req.tags(tag(k, v));
-        }
-        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.ecs()
-            .untag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagResource", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "ListTagsForResource" => aws.ecs().list_tags_for_resource().resource_arn(o.out("arn")),
+        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "TagResource" => aws.ecs().tag_resource().resource_arn(o.out("arn"))
+        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect()));
+    untag(aws, meta, o, keys): "UntagResource" => aws.ecs().untag_resource().resource_arn(o.out("arn"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 fn observed_tags(tags: &[Tag]) -> Value {

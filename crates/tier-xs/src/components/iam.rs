@@ -10,6 +10,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
+use crate::engine::pair;
 use crate::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
@@ -37,38 +38,12 @@ fn tag(k: &str, v: &str) -> Result<Tag, EngineError> {
 tag_api! {
     /// IAM's role tags, by role name.
     pub struct IamRoleTags;
-    read(aws, meta, _observed) {
-        let out = aws
-            .iam()
-            .list_role_tags()
-            .role_name(&meta.name)
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListRoleTags", e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| (t.key.clone(), t.value.clone()))
-            .collect())
-    }
-    tag(aws, meta, _observed, tags) {
-        let mut req = aws.iam().tag_role().role_name(&meta.name);
-        for (k, v) in tags {
-            req = req.tags(tag(k, v)?);
-        }
-        req.send().await.map_err(|e| meta.fail("TagRole", e))?;
-        Ok(())
-    }
-    untag(aws, meta, _observed, keys) {
-        aws.iam()
-            .untag_role()
-            .role_name(&meta.name)
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagRole", e))?;
-        Ok(())
-    }
+    read(aws, meta, _o): "ListRoleTags" => aws.iam().list_role_tags().role_name(&meta.name),
+        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, _o, tags): "TagRole" => aws.iam().tag_role().role_name(&meta.name)
+        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect::<Result<_, _>>()?));
+    untag(aws, meta, _o, keys): "UntagRole" => aws.iam().untag_role().role_name(&meta.name)
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 pub struct Role {

@@ -27,36 +27,12 @@ pub enum LogSource {
 tag_api! {
     /// CloudWatch Logs' tags, by the log group's `arn` output.
     pub struct LogsTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .logs()
-            .list_tags_for_resource()
-            .resource_arn(observed.out("arn"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListTagsForResource", e))?;
-        Ok(out.tags.unwrap_or_default().into_iter().collect())
-    }
-    tag(aws, meta, observed, tags) {
-        aws.logs()
-            .tag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tags(Some(tags.iter().cloned().collect()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("TagResource", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.logs()
-            .untag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagResource", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "ListTagsForResource" => aws.logs().list_tags_for_resource().resource_arn(o.out("arn")),
+        |out| out.tags.unwrap_or_default().into_iter().collect();
+    tag(aws, meta, o, tags): "TagResource" => aws.logs().tag_resource().resource_arn(o.out("arn"))
+        .set_tags(Some(tags.iter().cloned().collect()));
+    untag(aws, meta, o, keys): "UntagResource" => aws.logs().untag_resource().resource_arn(o.out("arn"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 pub struct LogGroup {

@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::Filter;
 
 use crate::aws::AwsClients;
 use crate::engine::EngineError;
+use crate::engine::pair;
 use crate::tag_api;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -93,44 +94,12 @@ tag_api! {
     /// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
     /// here, so they are read from DescribeSecurityGroups).
     pub struct Ec2Tags;
-    read(aws, meta, observed) {
-        let out = aws
-            .ec2()
-            .describe_security_groups()
-            .group_ids(observed.out("id"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("DescribeSecurityGroups", e))?;
-        Ok(out
-            .security_groups()
-            .first()
-            .map(|g| g.tags())
-            .unwrap_or_default()
-            .iter()
-            .map(|t| {
-                (
-                    t.key.clone().unwrap_or_default(),
-                    t.value.clone().unwrap_or_default(),
-                )
-            })
-            .collect())
-    }
-    tag(aws, meta, observed, tags) {
-        let mut req = aws.ec2().create_tags().resources(observed.out("id"));
-        for (k, v) in tags {
-            req = req.tags(Tag::builder().key(k).value(v).build());
-        }
-        req.send().await.map_err(|e| meta.fail("CreateTags", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        let mut req = aws.ec2().delete_tags().resources(observed.out("id"));
-        for k in keys {
-            req = req.tags(Tag::builder().key(k).build());
-        }
-        req.send().await.map_err(|e| meta.fail("DeleteTags", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "DescribeSecurityGroups" => aws.ec2().describe_security_groups().group_ids(o.out("id")),
+        |out| out.security_groups().iter().flat_map(|g| g.tags()).map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "CreateTags" => aws.ec2().create_tags().resources(o.out("id"))
+        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()));
+    untag(aws, meta, o, keys): "DeleteTags" => aws.ec2().delete_tags().resources(o.out("id"))
+        .set_tags(Some(keys.iter().map(|k| Tag::builder().key(k).build()).collect()));
 }
 
 /// A security group admitting TCP on one port from a list of CIDRs, all egress allowed.

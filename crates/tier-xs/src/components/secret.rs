@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::engine::pair;
 use crate::engine::{
     self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     own_tags,
@@ -43,43 +44,12 @@ fn tag(k: &str, v: &str) -> Tag {
 tag_api! {
     /// Secrets Manager's tags, by secret name.
     pub struct SecretTags;
-    read(aws, meta, _observed) {
-        let out = aws
-            .secrets()
-            .describe_secret()
-            .secret_id(&meta.name)
-            .send()
-            .await
-            .map_err(|e| meta.fail("DescribeSecret", e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().into(),
-                    t.value().unwrap_or_default().into(),
-                )
-            })
-            .collect())
-    }
-    tag(aws, meta, _observed, tags) {
-        let mut req = aws.secrets().tag_resource().secret_id(&meta.name);
-        for (k, v) in tags {
-            req = req.tags(tag(k, v));
-        }
-        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
-        Ok(())
-    }
-    untag(aws, meta, _observed, keys) {
-        aws.secrets()
-            .untag_resource()
-            .secret_id(&meta.name)
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagResource", e))?;
-        Ok(())
-    }
+    read(aws, meta, _o): "DescribeSecret" => aws.secrets().describe_secret().secret_id(&meta.name),
+        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, _o, tags): "TagResource" => aws.secrets().tag_resource().secret_id(&meta.name)
+        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect()));
+    untag(aws, meta, _o, keys): "UntagResource" => aws.secrets().untag_resource().secret_id(&meta.name)
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 #[async_trait]

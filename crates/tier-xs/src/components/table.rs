@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::aws::AwsClients;
 use crate::cost::base::{BasePrices, base_cost};
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::engine::pair;
 use crate::engine::{
     Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
 };
@@ -79,38 +80,13 @@ fn map_build<T, E: std::fmt::Display>(r: Result<T, E>, id: &str) -> Result<T, En
 tag_api! {
     /// DynamoDB's tags, by the table's `arn` output.
     pub struct DynamoTags;
-    read(aws, meta, observed) {
-        let out = aws
-            .dynamodb()
-            .list_tags_of_resource()
-            .resource_arn(observed.out("arn"))
-            .send()
-            .await
-            .map_err(|e| meta.fail("ListTagsOfResource", e))?;
-        Ok(out
-            .tags()
-            .iter()
-            .map(|t| (t.key.clone(), t.value.clone()))
-            .collect())
-    }
-    tag(aws, meta, observed, tags) {
-        let mut req = aws.dynamodb().tag_resource().resource_arn(observed.out("arn"));
-        for (k, v) in tags {
-            req = req.tags(map_build(Tag::builder().key(k).value(v).build(), meta.id)?);
-        }
-        req.send().await.map_err(|e| meta.fail("TagResource", e))?;
-        Ok(())
-    }
-    untag(aws, meta, observed, keys) {
-        aws.dynamodb()
-            .untag_resource()
-            .resource_arn(observed.out("arn"))
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(|e| meta.fail("UntagResource", e))?;
-        Ok(())
-    }
+    read(aws, meta, o): "ListTagsOfResource" => aws.dynamodb().list_tags_of_resource().resource_arn(o.out("arn")),
+        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "TagResource" => aws.dynamodb().tag_resource().resource_arn(o.out("arn"))
+        .set_tags(Some(tags.iter().map(|(k, v)| map_build(Tag::builder().key(k).value(v).build(), meta.id))
+            .collect::<Result<_, _>>()?));
+    untag(aws, meta, o, keys): "UntagResource" => aws.dynamodb().untag_resource().resource_arn(o.out("arn"))
+        .set_tag_keys(Some(keys.to_vec()));
 }
 
 impl DynamoTable {

@@ -226,15 +226,18 @@ pub trait TagApi: Send + Sync {
     ) -> Result<(), EngineError>;
 }
 
-/// A service's [`TagApi`] from its three calls, written as bodies with the arguments named:
+/// A service's [`TagApi`] from its three requests: each part names the arguments, the
+/// operation (for errors) and the request; the engine's side sends it. `read` also says how
+/// its output becomes pairs.
 ///
 /// ```text
 /// tag_api! {
 ///     /// EventBridge's tags, by the resource's `arn` output.
 ///     pub struct EventsTags;
-///     read(aws, meta, observed) { ... Ok(pairs) }
-///     tag(aws, meta, observed, tags) { ... Ok(()) }
-///     untag(aws, meta, observed, keys) { ... Ok(()) }
+///     read(aws, meta, o): "ListTagsForResource" => aws.events().list_tags_for_resource()…,
+///         |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
+///     tag(aws, meta, o, tags): "TagResource" => aws.events().tag_resource()…;
+///     untag(aws, meta, o, keys): "UntagResource" => aws.events().untag_resource()…;
 /// }
 /// ```
 #[macro_export]
@@ -242,9 +245,9 @@ macro_rules! tag_api {
     (
         $(#[$doc:meta])*
         pub struct $name:ident;
-        read($ra:ident, $rm:ident, $ro:ident) $read:block
-        tag($ta:ident, $tm:ident, $to:ident, $tags:ident) $tag:block
-        untag($ua:ident, $um:ident, $uo:ident, $keys:ident) $untag:block
+        read($ra:ident, $rm:ident, $ro:ident): $rop:literal => $read:expr, |$out:ident| $pairs:expr;
+        tag($ta:ident, $tm:ident, $to:ident, $tags:ident): $top:literal => $tag:expr;
+        untag($ua:ident, $um:ident, $uo:ident, $keys:ident): $uop:literal => $untag:expr;
     ) => {
         $(#[$doc])*
         pub struct $name;
@@ -256,23 +259,54 @@ macro_rules! tag_api {
                 $ra: &$crate::aws::AwsClients,
                 $rm: &$crate::engine::Meta,
                 $ro: &$crate::engine::Observed,
-            ) -> Result<Vec<(String, String)>, $crate::engine::EngineError> $read
+            ) -> Result<Vec<(String, String)>, $crate::engine::EngineError> {
+                let $out = $read.send().await.map_err(|e| $rm.fail($rop, e))?;
+                Ok($pairs)
+            }
             async fn tag(
                 &self,
                 $ta: &$crate::aws::AwsClients,
                 $tm: &$crate::engine::Meta,
                 $to: &$crate::engine::Observed,
                 $tags: &[(String, String)],
-            ) -> Result<(), $crate::engine::EngineError> $tag
+            ) -> Result<(), $crate::engine::EngineError> {
+                $tag.send().await.map_err(|e| $tm.fail($top, e))?;
+                Ok(())
+            }
             async fn untag(
                 &self,
                 $ua: &$crate::aws::AwsClients,
                 $um: &$crate::engine::Meta,
                 $uo: &$crate::engine::Observed,
                 $keys: &[String],
-            ) -> Result<(), $crate::engine::EngineError> $untag
+            ) -> Result<(), $crate::engine::EngineError> {
+                $untag.send().await.map_err(|e| $um.fail($uop, e))?;
+                Ok(())
+            }
         }
     };
+}
+
+/// A tag's key or value as an SDK gives it: a string, or an optional one.
+pub trait TagText {
+    fn text(self) -> String;
+}
+
+impl TagText for &str {
+    fn text(self) -> String {
+        self.to_string()
+    }
+}
+
+impl TagText for Option<&str> {
+    fn text(self) -> String {
+        self.unwrap_or_default().to_string()
+    }
+}
+
+/// A tag as a pair of strings.
+pub fn pair(key: impl TagText, value: impl TagText) -> (String, String) {
+    (key.text(), value.text())
 }
 
 /// A deployable resource type. Its identity comes from [`Meta`]; the engine adds the `tags`
