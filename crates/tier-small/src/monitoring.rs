@@ -34,26 +34,19 @@ pub mod events {
     /// How long events are kept.
     pub const RETENTION_DAYS: u64 = 90;
 
-    pub const BY_TIME: Gsi = Gsi {
-        name: "by-tenant-time",
-        hash: TENANT,
-        range: Some(TIME_ID),
-    };
-    pub const BY_SOURCE: Gsi = Gsi {
-        name: "by-source-time",
-        hash: TENANT_SOURCE,
-        range: Some(TIME_ID),
-    };
-    pub const BY_TYPE: Gsi = Gsi {
-        name: "by-type-time",
-        hash: TENANT_TYPE,
-        range: Some(TIME_ID),
-    };
-    pub const BY_PRIORITY: Gsi = Gsi {
-        name: "by-priority-time",
-        hash: TENANT_PRIORITY,
-        range: Some(TIME_ID),
-    };
+    /// An index of a tenant's events (or of one source, type or priority) newest first.
+    const fn by_time(name: &'static str, hash: &'static str) -> Gsi {
+        Gsi {
+            name,
+            hash,
+            range: Some(TIME_ID),
+        }
+    }
+
+    pub const BY_TIME: Gsi = by_time("by-tenant-time", TENANT);
+    pub const BY_SOURCE: Gsi = by_time("by-source-time", TENANT_SOURCE);
+    pub const BY_TYPE: Gsi = by_time("by-type-time", TENANT_TYPE);
+    pub const BY_PRIORITY: Gsi = by_time("by-priority-time", TENANT_PRIORITY);
     pub const INDEXES: [Gsi; 4] = [BY_TIME, BY_SOURCE, BY_TYPE, BY_PRIORITY];
 
     /// The priority scale, lowest first.

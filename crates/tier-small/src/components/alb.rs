@@ -20,7 +20,7 @@ use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::pair;
 use tier_xs::engine::{
-    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
     output_or_unknown, require_output, unmodeled, wait_until,
 };
 use tier_xs::tag_api;
@@ -192,13 +192,8 @@ impl Resource for LoadBalancer {
         )
         .await
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (outputs, current, changed) = (c.outputs, c.current, c.fields);
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         for field in changed {
             match field.as_str() {
@@ -403,13 +398,8 @@ impl Resource for TargetGroup {
             .map_err(|e| m.fail("CreateTargetGroup", e))?;
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (current, changed) = (c.current, c.fields);
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         if changed.iter().any(|c| c == "health_check") {
             aws.elb()
@@ -618,13 +608,8 @@ impl Resource for Listener {
             .map_err(|e| self.meta.fail("CreateListener", e))?;
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
-        _changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (outputs, current) = (c.outputs, c.current);
         let arn = current.outputs.get("arn").cloned().unwrap_or_default();
         let mut req = aws
             .elb()

@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made, unmodeled,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
+    unmodeled,
 };
 
 /// Moving objects to a cheaper storage class after `days`.
@@ -584,13 +585,8 @@ impl Resource for Bucket {
         }
         self.put_tags(aws).await
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let changed = c.fields;
         for field in changed {
             match field.as_str() {
                 "versioning" => self.put_versioning(aws).await?,

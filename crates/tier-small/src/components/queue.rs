@@ -16,7 +16,7 @@ use tier_xs::aws::AwsClients;
 use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
     output_or_unknown, require_output, unmodeled,
 };
 use tier_xs::tag_api;
@@ -268,13 +268,8 @@ impl Resource for Queue {
             .map_err(|e| m.fail("CreateQueue", e))?;
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (outputs, current, changed) = (c.outputs, c.current, c.fields);
         let url = current.outputs.get("url").cloned().unwrap_or_default();
         let attrs = self.attributes(outputs, Some(changed))?;
         if !attrs.is_empty() {

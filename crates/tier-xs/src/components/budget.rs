@@ -14,7 +14,7 @@ use aws_sdk_budgets::operation::create_budget::CreateBudgetError;
 use aws_sdk_budgets::operation::delete_budget::DeleteBudgetError;
 use aws_sdk_budgets::operation::describe_budget::DescribeBudgetError;
 
-use crate::engine::{Desired, EngineError, Meta, Observed, Outputs, Resource, found, gone};
+use crate::engine::{Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, found, gone};
 use crate::workspace::TAG_WORKSPACE;
 
 pub struct Budget {
@@ -242,24 +242,22 @@ impl Resource for Budget {
                     .is_some_and(CreateBudgetError::is_duplicate_record_exception) =>
             {
                 let current = self.observe(aws).await?.unwrap_or_default();
+                let fields = ["limit_usd".to_string(), "alerts".to_string()];
                 self.update(
                     aws,
-                    outputs,
-                    &current,
-                    &["limit_usd".into(), "alerts".into()],
+                    &Edit {
+                        outputs,
+                        current: &current,
+                        fields: &fields,
+                    },
                 )
                 .await
             }
             Err(e) => Err(self.meta.fail("CreateBudget", e)),
         }
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let changed = c.fields;
         if changed.iter().any(|c| c != "alerts") {
             aws.budgets()
                 .update_budget()

@@ -15,7 +15,7 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     output_or_unknown, require_output, unmodeled,
 };
 use crate::tag_api;
@@ -86,13 +86,7 @@ impl Resource for EventBus {
             "CreateEventBus",
         )
     }
-    async fn update(
-        &self,
-        _aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        _changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, _aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
         // A bus has nothing to change but its tags, which the engine syncs.
         Ok(())
     }
@@ -227,13 +221,8 @@ impl Resource for EventRule {
         req.send().await.map_err(|e| self.meta.fail("PutRule", e))?;
         self.put_target(aws, outputs).await
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (outputs, current, changed) = (c.outputs, c.current, c.fields);
         if changed
             .iter()
             .any(|c| matches!(c.as_str(), "pattern" | "description" | "state"))

@@ -19,7 +19,7 @@ use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
 use aws_sdk_ecr::operation::get_lifecycle_policy::GetLifecyclePolicyError;
 
 use crate::engine::{
-    self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
 };
 
 /// Images a repository keeps by default.
@@ -206,13 +206,8 @@ impl Resource for EcrRepository {
             Err(e) => Err(self.meta.fail("CreateRepository", e)),
         }
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let changed = c.fields;
         for field in changed {
             match field.as_str() {
                 "tag_mutability" => {

@@ -22,8 +22,8 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, found, gone,
-    made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
+    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, found,
+    gone, made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
 };
 use crate::tag_api;
 
@@ -221,13 +221,8 @@ impl Resource for Cluster {
         }
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let changed = c.fields;
         if changed
             .iter()
             .any(|c| c == "capacity_providers" || c == "default_strategy")
@@ -574,13 +569,8 @@ impl Resource for TaskDefinition {
         self.register(aws, outputs).await?;
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        _current: &Observed,
-        _changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let outputs = c.outputs;
         // A task definition is immutable: register a new revision, retire the old ones.
         let arn = self.register(aws, outputs).await?;
         for a in self.active_revisions(aws).await? {
@@ -938,13 +928,8 @@ impl Resource for Service {
         self.wait_steady(aws).await?;
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (outputs, changed) = (c.outputs, c.fields);
         let service_fields = [
             "task_definition",
             "desired_count",
@@ -1118,6 +1103,26 @@ impl Resource for Service {
     }
 }
 
+/// Every task on Fargate Spot.
+pub fn spot_only() -> Vec<Capacity> {
+    vec![Capacity {
+        provider: "FARGATE_SPOT",
+        weight: 1,
+        base: 0,
+    }]
+}
+
+/// One on-demand task as the base, the rest on Spot: up through Spot interruptions.
+pub fn on_demand_base_then_spot() -> Vec<Capacity> {
+    let mut s = vec![Capacity {
+        provider: "FARGATE",
+        weight: 0,
+        base: 1,
+    }];
+    s.extend(spot_only());
+    s
+}
+
 /// Tasks on on-demand Fargate and on Fargate Spot for a count and a strategy: the
 /// on-demand base first, the rest split by weight.
 pub fn split_tasks(count: i32, strategy: &[Capacity]) -> (f64, f64) {
@@ -1151,24 +1156,9 @@ mod tests {
 
     #[test]
     fn tasks_split_between_on_demand_and_spot() {
-        let spot = [Capacity {
-            provider: "FARGATE_SPOT",
-            weight: 1,
-            base: 0,
-        }];
+        let spot = spot_only();
         assert_eq!(split_tasks(1, &spot), (0.0, 1.0));
-        let prod = [
-            Capacity {
-                provider: "FARGATE",
-                weight: 0,
-                base: 1,
-            },
-            Capacity {
-                provider: "FARGATE_SPOT",
-                weight: 1,
-                base: 0,
-            },
-        ];
+        let prod = on_demand_base_then_spot();
         assert_eq!(split_tasks(1, &prod), (1.0, 0.0));
         assert_eq!(split_tasks(3, &prod), (1.0, 2.0));
         let even = [

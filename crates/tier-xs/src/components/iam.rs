@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::engine::pair;
 use crate::engine::{
-    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
 use crate::tag_api;
 
@@ -185,13 +185,8 @@ impl Resource for Role {
         )?;
         self.put_policy(aws).await
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (current, changed) = (c.current, c.fields);
         for f in changed {
             match f.as_str() {
                 "trust_policy" => {

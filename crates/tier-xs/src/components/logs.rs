@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
-use crate::engine::{Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, made};
+use crate::engine::{
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, made,
+};
 use crate::tag_api;
 
 use super::normalize_json;
@@ -130,17 +132,20 @@ impl Resource for LogGroup {
             "CreateLogGroup",
         )?;
         let current = Observed::default();
-        self.update(aws, outputs, &current, &["retention_days".into()])
-            .await
+        let fields = ["retention_days".to_string()];
+        self.update(
+            aws,
+            &Edit {
+                outputs,
+                current: &current,
+                fields: &fields,
+            },
+        )
+        .await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let changed = c.fields;
         if changed.iter().any(|c| c == "retention_days") {
             aws.logs()
                 .put_retention_policy()
@@ -232,13 +237,8 @@ impl Resource for LogsResourcePolicy {
             .map_err(|e| self.meta.fail("PutResourcePolicy", e))?;
         Ok(())
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        _current: &Observed,
-        _changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let outputs = c.outputs;
         self.create(aws, outputs).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {

@@ -86,7 +86,7 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecificat
 use serde_json::json;
 
 use crate::engine::{
-    self, Desired, Meta, Observed, Outputs, Resource, TagApi, gone, own_tags, require_output,
+    self, Desired, Edit, Meta, Observed, Outputs, Resource, TagApi, gone, own_tags, require_output,
     unmodeled, wait_until,
 };
 
@@ -465,13 +465,8 @@ impl Resource for SecurityGroup {
             .unwrap_or_default();
         self.sync_ingress(aws, outputs, &group_id, &have).await
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (outputs, current, changed) = (c.outputs, c.current, c.fields);
         let group_id = current.outputs.get("id").cloned().unwrap_or_default();
         if changed.iter().any(|c| c == "ingress") {
             let have: Vec<String> = current

@@ -14,7 +14,7 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    self, Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
+    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     own_tags,
 };
 use crate::tag_api;
@@ -153,13 +153,8 @@ impl Resource for WorkspaceSecret {
             "CreateSecret",
         )
     }
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        _current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let changed = c.fields;
         if changed.iter().any(|c| c == "description") {
             aws.secrets()
                 .update_secret()

@@ -19,7 +19,7 @@ use crate::cost::base::{BasePrices, base_cost};
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    Desired, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
 };
 use crate::tag_api;
 
@@ -403,13 +403,8 @@ impl Resource for DynamoTable {
         self.set_pitr(aws).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        _outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let (current, changed) = (c.current, c.fields);
         let s = &self.0;
         for field in changed {
             match field.as_str() {

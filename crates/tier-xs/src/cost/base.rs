@@ -61,43 +61,24 @@ impl UsagePart for BaseUsage {
     /// - `light`: one developer's agents working most days;
     /// - `team`: a small team's agents working every day.
     fn builtin(profile: &str) -> Option<Self> {
-        let u = |requests,
-                 kv_reads,
-                 kv_writes,
-                 kv_storage_gb,
-                 events,
-                 secret_api_calls,
-                 server_log_gb,
-                 transfer_out_gb| BaseUsage {
-            requests,
-            kv_reads,
-            kv_writes,
-            kv_storage_gb,
-            events,
-            secret_api_calls,
-            server_log_gb,
-            event_kb: 1.0,
-            transfer_out_gb,
+        // requests, KV reads, KV writes, KV GB, events, secret calls, server log GB, GB out
+        let a: [f64; 8] = match profile {
+            "idle" => [1e3, 1e4, 2e3, 0.01, 1e3, 1e3, 0.05, 0.1],
+            "light" => [1e5, 5e5, 1e5, 0.5, 1e5, 5e3, 0.5, 2.0],
+            "team" => [2e6, 1e7, 2e6, 5.0, 2e6, 5e4, 5.0, 20.0],
+            _ => return None,
         };
-        match profile {
-            "idle" => Some(u(
-                1_000.0, 10_000.0, 2_000.0, 0.01, 1_000.0, 1_000.0, 0.05, 0.1,
-            )),
-            "light" => Some(u(
-                100_000.0, 500_000.0, 100_000.0, 0.5, 100_000.0, 5_000.0, 0.5, 2.0,
-            )),
-            "team" => Some(u(
-                2_000_000.0,
-                10_000_000.0,
-                2_000_000.0,
-                5.0,
-                2_000_000.0,
-                50_000.0,
-                5.0,
-                20.0,
-            )),
-            _ => None,
-        }
+        Some(BaseUsage {
+            requests: a[0],
+            kv_reads: a[1],
+            kv_writes: a[2],
+            kv_storage_gb: a[3],
+            events: a[4],
+            secret_api_calls: a[5],
+            server_log_gb: a[6],
+            event_kb: 1.0,
+            transfer_out_gb: a[7],
+        })
     }
 }
 

@@ -226,6 +226,15 @@ pub trait TagApi: Send + Sync {
     ) -> Result<(), EngineError>;
 }
 
+/// An in-place change the engine asks of a resource: the outputs known now, what was
+/// observed, and the fields that differ.
+#[derive(Clone, Copy, Debug)]
+pub struct Edit<'a> {
+    pub outputs: &'a Outputs,
+    pub current: &'a Observed,
+    pub fields: &'a [String],
+}
+
 /// A service's [`TagApi`] from its three requests: each part names the arguments, the
 /// operation (for errors) and the request; the engine's side sends it. `read` also says how
 /// its output becomes pairs.
@@ -366,14 +375,8 @@ pub trait Resource: Send + Sync {
     /// Creates the resource (with its tags) and waits until it is usable; an interrupted
     /// apply may have left it half made. The engine observes it afterwards.
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError>;
-    /// Changes the given fields in place (never `tags`: the engine syncs them).
-    async fn update(
-        &self,
-        aws: &AwsClients,
-        outputs: &Outputs,
-        current: &Observed,
-        changed: &[String],
-    ) -> Result<(), EngineError>;
+    /// Changes `c.fields` in place (never `tags`: the engine syncs them).
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError>;
     /// Deletes the resource and waits until it is gone.
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError>;
     /// What this resource costs a month for the given prices and usage; free resources
@@ -459,7 +462,12 @@ pub async fn update(
 ) -> Result<Observed, EngineError> {
     let own: Vec<String> = changed.iter().filter(|c| *c != "tags").cloned().collect();
     if !own.is_empty() {
-        r.update(aws, outputs, current, &own).await?;
+        let change = Edit {
+            outputs,
+            current,
+            fields: &own,
+        };
+        r.update(aws, &change).await?;
     }
     if let (true, Some(api)) = (changed.iter().any(|c| c == "tags"), r.tags()) {
         let (set, remove) = tag_changes(
@@ -532,19 +540,9 @@ where
 }
 
 /// A create that tolerates "already exists" (an interrupted apply left it behind): `exists`
-/// is the SDK's typed accessor, or [`unmodeled`] codes.
-pub fn made<T, E, R>(
-    result: Result<T, SdkError<E, R>>,
-    exists: impl Fn(&E) -> bool,
-    meta: &Meta,
-    op: &str,
-) -> Result<(), EngineError>
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    found(result, exists, meta, op).map(|_| ())
-}
+/// is the SDK's typed accessor, or [`unmodeled`] codes. The same rule as [`gone`], read the
+/// other way.
+pub use gone as made;
 
 /// The one table of error codes the SDKs do not model (EC2 models none; S3 leaves its
 /// configuration lookups out): the codes that mean it, as the services document them.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::apply::{ApplyOptions, Outcome, apply};
 use super::plan::{Action, PlanRequest, plan};
-use super::{Desired, EngineError, Meta, Observed, Outputs, Resource, output_or_unknown};
+use super::{Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, output_or_unknown};
 use crate::aws::AwsClients;
 use crate::workspace::Tier;
 
@@ -40,6 +40,15 @@ impl Fake {
             fail_create: false,
             cloud: cloud.clone(),
         }
+    }
+    /// Writes the wanted value to the fake cloud, logging what did it.
+    fn store(&self, what: &str) {
+        self.log(what);
+        self.cloud
+            .values
+            .lock()
+            .unwrap()
+            .insert(self.id, self.value);
     }
     fn log(&self, what: &str) {
         self.cloud
@@ -90,27 +99,11 @@ impl Resource for Fake {
         if self.fail_create {
             return Err(EngineError::Invalid(format!("{} refused", self.id)));
         }
-        self.log("create");
-        self.cloud
-            .values
-            .lock()
-            .unwrap()
-            .insert(self.id, self.value);
+        self.store("create");
         Ok(())
     }
-    async fn update(
-        &self,
-        _aws: &AwsClients,
-        _o: &Outputs,
-        _current: &Observed,
-        _c: &[String],
-    ) -> Result<(), EngineError> {
-        self.log("update");
-        self.cloud
-            .values
-            .lock()
-            .unwrap()
-            .insert(self.id, self.value);
+    async fn update(&self, _aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
+        self.store("update");
         Ok(())
     }
     async fn delete(&self, _aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
@@ -307,13 +300,7 @@ impl Resource for Scripted {
             "a scripted resource is only planned".into(),
         ))
     }
-    async fn update(
-        &self,
-        _: &AwsClients,
-        _: &Outputs,
-        _: &Observed,
-        _: &[String],
-    ) -> Result<(), EngineError> {
+    async fn update(&self, _: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
         Err(EngineError::Invalid(
             "a scripted resource is only planned".into(),
         ))

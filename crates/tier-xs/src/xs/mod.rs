@@ -13,8 +13,8 @@ use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
-    Capacity, Cluster, ContainerSpec, Service, TargetGroupRegistration, TaskCount, TaskDefinition,
-    validate_fargate_size,
+    Cluster, ContainerSpec, Service, TargetGroupRegistration, TaskCount, TaskDefinition,
+    on_demand_base_then_spot, spot_only, validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};
 use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
@@ -202,26 +202,11 @@ impl ExtraSmall {
             recovery_window_days: prod.then_some(30),
         };
 
+        // An on-demand task as the base keeps prod up through Spot interruptions.
         let strategy = if prod {
-            // An on-demand task as the base keeps prod up through Spot interruptions.
-            vec![
-                Capacity {
-                    provider: "FARGATE",
-                    weight: 0,
-                    base: 1,
-                },
-                Capacity {
-                    provider: "FARGATE_SPOT",
-                    weight: 1,
-                    base: 0,
-                },
-            ]
+            on_demand_base_then_spot()
         } else {
-            vec![Capacity {
-                provider: "FARGATE_SPOT",
-                weight: 1,
-                base: 0,
-            }]
+            spot_only()
         };
         let cluster = Cluster {
             meta: Meta::new(ids::CLUSTER, t, ws.id(), ws.tags(t, "dashboard")),
