@@ -210,6 +210,11 @@ async def tenant_a(s):
     check(not err and out["found"] and out["content"] == "# plan\n" and out["encoding"] == "utf8", f"artifacts_get text ({out})")
     err, out, _ = await call(s, "artifacts_get", {"key": "bin/blob"})
     check(not err and out["encoding"] == "base64" and base64.b64decode(out["content"]) == blob, "artifacts_get binary")
+    # Bytes stored as base64 come back as base64 even when they happen to be valid UTF-8.
+    err, out, _ = await call(s, "artifacts_put", {"key": "bin/small", "content": "AAECAwQ=", "encoding": "base64"})
+    check(not err, f"artifacts_put base64 that is valid UTF-8 ({out})")
+    err, out, _ = await call(s, "artifacts_get", {"key": "bin/small"})
+    check(not err and out["encoding"] == "base64" and out["content"] == "AAECAwQ=", f"artifacts_get round-trips base64 ({out})")
     err, out, _ = await call(s, "artifacts_get", {"key": "nothing/here"})
     check(not err and out["found"] is False, f"artifacts_get of an absent key ({out})")
 

@@ -97,6 +97,41 @@ impl SmallTools {
     }
 }
 
+/// Whether a media type is text: `text/*`, JSON, XML, YAML, JavaScript, TOML, CSV (and the
+/// `+json` / `+xml` suffixes), or anything with a `charset`.
+pub fn is_text_type(content_type: &str) -> bool {
+    let ct = content_type.to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    essence.starts_with("text/")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+        || matches!(
+            essence,
+            "application/json"
+                | "application/xml"
+                | "application/yaml"
+                | "application/x-yaml"
+                | "application/toml"
+                | "application/javascript"
+                | "application/x-ndjson"
+        )
+        || ct.contains("charset=")
+}
+
+/// An artifact's content as a tool returns it: text types that are valid UTF-8 as is
+/// (`utf8`), everything else as base64, so binary content always round-trips even when its
+/// bytes happen to be valid UTF-8.
+pub fn wire_content(content_type: &str, data: Vec<u8>) -> (&'static str, String) {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    if !is_text_type(content_type) {
+        return ("base64", b64(&data));
+    }
+    match String::from_utf8(data) {
+        Ok(s) => ("utf8", s),
+        Err(e) => ("base64", b64(e.as_bytes())),
+    }
+}
+
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PutArgs {
     /// Path-like key, e.g. `plans/2026-11-26/plan.md` (1-512 bytes, no `..`).
@@ -295,7 +330,7 @@ impl ToolExtension for SmallTools {
             typed_route(
                 tool_spec(
                     "artifacts_get",
-                    "Read an artifact of your tenant: text comes back as is, anything else as base64.",
+                    "Read an artifact of your tenant: text types come back as is (`encoding: utf8`), anything else as base64 (`encoding: base64`).",
                     tool_annotations(true, false, true),
                 ),
                 Access::Read,
@@ -313,14 +348,7 @@ impl ToolExtension for SmallTools {
                                 content: None,
                             },
                             Some((meta, data)) => {
-                                let (encoding, content) = match String::from_utf8(data) {
-                                    Ok(s) => ("utf8", s),
-                                    Err(e) => (
-                                        "base64",
-                                        base64::engine::general_purpose::STANDARD
-                                            .encode(e.into_bytes()),
-                                    ),
-                                };
+                                let (encoding, content) = wire_content(&meta.content_type, data);
                                 GetOut {
                                     found: true,
                                     key: meta.key,
@@ -449,5 +477,37 @@ impl ToolExtension for SmallTools {
         let mut all = vec![put, get, list, delete, url, append, query];
         all.extend(crate::monitor_tools::routes(&self.monitor));
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_content_comes_back_as_base64_even_when_it_is_valid_utf8() {
+        // `AAECAwQ=`: bytes 0-4, valid UTF-8, stored as application/octet-stream.
+        let bytes = vec![0u8, 1, 2, 3, 4];
+        assert_eq!(
+            wire_content("application/octet-stream", bytes.clone()),
+            ("base64", "AAECAwQ=".to_string())
+        );
+        assert_eq!(
+            wire_content("image/png", b"plain".to_vec()),
+            ("base64", "cGxhaW4=".to_string())
+        );
+        assert_eq!(
+            wire_content("text/plain; charset=utf-8", b"# plan\n".to_vec()),
+            ("utf8", "# plan\n".to_string())
+        );
+        assert_eq!(
+            wire_content("application/vnd.api+json", b"{}".to_vec()),
+            ("utf8", "{}".to_string())
+        );
+        // Text that is not UTF-8 still round-trips.
+        assert_eq!(
+            wire_content("text/plain", vec![0xff, 0xfe]),
+            ("base64", "//4=".to_string())
+        );
     }
 }

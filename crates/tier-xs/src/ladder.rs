@@ -171,9 +171,21 @@ pub struct LayerContext<'a> {
     pub plain_http: bool,
     /// How long to wait for services to become steady.
     pub service_wait: Duration,
-    /// The seed's monthly target of the tier being deployed (a budget follows it).
-    pub seed_target: (f64, f64),
+    /// The monthly limit a budget gets unless told otherwise (see [`Ladder::estimate`]).
+    pub budget_default: f64,
+    /// What the target tier costs a month under the plan's usage profile, when known.
+    pub estimate: Option<Estimate>,
 }
+
+/// A tier's monthly cost under a usage profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    pub monthly: f64,
+    pub usage: String,
+}
+
+/// Headroom of a default budget over the tier's estimate under the `light` profile.
+pub const BUDGET_HEADROOM: f64 = 1.25;
 
 impl LayerContext<'_> {
     /// A remembered string setting; an empty string counts as unset.
@@ -360,6 +372,51 @@ impl Ladder {
             }
         }
         u
+    }
+
+    /// What the wanted resources of `ctx.target` cost a month under `usage`.
+    pub fn estimate(&self, ctx: &LayerContext<'_>, usage: &Usage) -> Result<f64, CostError> {
+        let Some(target) = ctx.target else {
+            return Ok(0.0);
+        };
+        let cost = CostContext {
+            region: &ctx.ws.region,
+            usage,
+            hours: HOURS_PER_MONTH,
+        };
+        let mut total = 0.0;
+        for r in self.universe(ctx).resources {
+            if r.tier() <= target && r.wanted() {
+                total += r
+                    .monthly_cost(&cost)?
+                    .iter()
+                    .map(|l| l.monthly)
+                    .sum::<f64>();
+            }
+        }
+        Ok(total)
+    }
+
+    /// `ctx` with the budget default following the target tier's own estimate (under the
+    /// `light` profile, plus [`BUDGET_HEADROOM`], in whole dollars) and the estimate under
+    /// `usage`. Without prices for the region, the seed's target stands in.
+    pub fn with_estimates<'a>(&self, mut ctx: LayerContext<'a>, usage: &Usage) -> LayerContext<'a> {
+        let tier = ctx.target.unwrap_or(Tier::ExtraSmall);
+        ctx.budget_default = self.seed_target(tier).1;
+        if ctx.target.is_none() {
+            return ctx;
+        }
+        let light = self.usage_book().builtin("light");
+        if let Some(Ok(l)) = light.map(|l| self.estimate(&ctx, &l)) {
+            ctx.budget_default = (l * BUDGET_HEADROOM).ceil().max(1.0);
+        }
+        if let Ok(monthly) = self.estimate(&ctx, usage) {
+            ctx.estimate = Some(Estimate {
+                monthly,
+                usage: usage.name.clone(),
+            });
+        }
+        ctx
     }
 
     /// The usage fields of every layer.

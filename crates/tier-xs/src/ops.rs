@@ -98,16 +98,21 @@ pub fn price(
         subnet_ids: Vec::new(),
     };
     let settings = StoredSettings::default();
-    let universe = ladder.universe(&LayerContext {
-        ws: &ws,
-        settings: &settings,
-        network: &network,
-        target: Some(tier),
-        plain_http: false,
-        service_wait: DEFAULT_SERVICE_WAIT,
-        seed_target: ladder.seed_target(tier),
-    });
     let usage = ladder.usage_book().load(usage)?;
+    let ctx = ladder.with_estimates(
+        LayerContext {
+            ws: &ws,
+            settings: &settings,
+            network: &network,
+            target: Some(tier),
+            plain_http: false,
+            service_wait: DEFAULT_SERVICE_WAIT,
+            budget_default: 0.0,
+            estimate: None,
+        },
+        &usage,
+    );
+    let universe = ladder.universe(&ctx);
     Ok(ladder.cost_report(tier, region, &usage, &universe.resources)?)
 }
 
@@ -206,19 +211,27 @@ impl Deployer {
         }
         let (settings, settings_changed) = self.settings(inputs).await?;
         let network = self.network(&settings).await?;
-        let ctx = LayerContext {
-            ws: &self.ws,
-            settings: &settings,
-            network: &network,
-            target,
-            plain_http: self
-                .aws
-                .endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://")),
-            service_wait: inputs.service_wait.unwrap_or(DEFAULT_SERVICE_WAIT),
-            seed_target: self.ladder.seed_target(target.unwrap_or(Tier::ExtraSmall)),
-        };
+        let usage = self
+            .ladder
+            .usage_book()
+            .load(inputs.usage.as_deref().unwrap_or("light"))?;
+        let ctx = self.ladder.with_estimates(
+            LayerContext {
+                ws: &self.ws,
+                settings: &settings,
+                network: &network,
+                target,
+                plain_http: self
+                    .aws
+                    .endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+                service_wait: inputs.service_wait.unwrap_or(DEFAULT_SERVICE_WAIT),
+                budget_default: 0.0,
+                estimate: None,
+            },
+            &usage,
+        );
         let universe = self.ladder.universe(&ctx);
         let mut plan = plan::plan(
             &self.aws,

@@ -389,3 +389,62 @@ fn the_cost_of_small_reads_line_by_line() {
     .unwrap();
     insta::assert_snapshot!(r.render());
 }
+
+#[test]
+fn the_budget_follows_the_tiers_own_estimate_and_a_lower_limit_is_called_out() {
+    use tier_xs::engine::lock::StoredSettings;
+    use tier_xs::ladder::LayerContext;
+    let ladder = crate::ladder();
+    let ws = ws("dev", "us-east-1");
+    let network = xs_settings().network;
+    let universe_with = |settings: &StoredSettings, usage: &str| {
+        let usage = ladder.usage_book().load(usage).unwrap();
+        let ctx = ladder.with_estimates(
+            LayerContext {
+                ws: &ws,
+                settings,
+                network: &network,
+                target: Some(Tier::Small),
+                plain_http: false,
+                service_wait: std::time::Duration::from_secs(60),
+                budget_default: 0.0,
+                estimate: None,
+            },
+            &usage,
+        );
+        ladder.universe(&ctx)
+    };
+    let limit = |u: &tier_xs::ladder::Universe| {
+        u.resources
+            .iter()
+            .find(|r| r.id() == tier_xs::xs::ids::BUDGET)
+            .unwrap()
+            .desired(&Outputs::new())
+            .get("limit_usd")
+            .cloned()
+    };
+    // light: $32.83 a month; with a quarter's headroom, $41.04: $42.
+    let u = universe_with(&StoredSettings::default(), "light");
+    assert_eq!(limit(&u), Some(json!("42.00")));
+    assert!(
+        !u.notes.iter().any(|n| n.contains("budget")),
+        "{:?}",
+        u.notes
+    );
+    // A chosen limit under the estimate stands, and the plan says why it will alert.
+    let mut chosen = StoredSettings::default();
+    chosen.values.insert("budget_usd".into(), json!(20.0));
+    let u = universe_with(&chosen, "light");
+    assert_eq!(limit(&u), Some(json!("20.00")));
+    assert!(
+        u.notes.iter().any(|n| n
+            .contains("the budget's limit $20.00 is below this tier's estimate of $32.83 a month")),
+        "{:?}",
+        u.notes
+    );
+    // The default follows the light profile: a heavier profile does not move it, but is
+    // called out when it would exceed it.
+    let u = universe_with(&StoredSettings::default(), "team");
+    assert_eq!(limit(&u), Some(json!("42.00")));
+    assert!(u.notes.iter().any(|n| n.contains("usage profile \"team\"")));
+}

@@ -79,7 +79,8 @@ fn universe_with(ladder: &Ladder, target: Option<Tier>, settings: &StoredSetting
         target,
         plain_http: false,
         service_wait: Duration::from_secs(60),
-        seed_target: ladder.seed_target(target.unwrap_or(Tier::ExtraSmall)),
+        budget_default: ladder.seed_target(target.unwrap_or(Tier::ExtraSmall)).1,
+        estimate: None,
     })
 }
 

@@ -78,7 +78,7 @@ impl XsSettings {
         xs.allow_cidrs = ctx.setting_list(settings::ALLOW_CIDRS);
         xs.budget_usd = ctx
             .setting_f64(settings::BUDGET)
-            .unwrap_or(ctx.seed_target.1);
+            .unwrap_or(ctx.budget_default);
         xs.alert_email = ctx.setting_str(settings::EMAIL);
         xs.service_wait = ctx.service_wait;
         xs
@@ -102,6 +102,15 @@ impl Layer for XsLayer {
         let settings = XsSettings::from_context(ctx);
         let tier = ExtraSmall::new(ctx.ws, &settings, dashboard);
         let mut notes = Vec::new();
+        if let Some(e) = &ctx.estimate
+            && ctx.target.is_some()
+            && settings.budget_usd < e.monthly
+        {
+            notes.push(format!(
+                "the budget's limit ${:.2} is below this tier's estimate of ${:.2} a month (usage profile {:?}): its forecast alert would fire every month; raise --budget-usd",
+                settings.budget_usd, e.monthly, e.usage
+            ));
+        }
         if settings.allow_cidrs.is_empty() && dashboard.front().is_none() {
             notes.push(format!(
                 "the dashboard admits no one: add --allow-cidr YOUR.IP/32 to reach port {}",
