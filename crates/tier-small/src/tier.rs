@@ -368,7 +368,13 @@ impl SmallOwn {
         spec.put_behind(Front {
             security_group_id: ids::ALB_SECURITY_GROUP,
             target_group_id: ids::TARGET_GROUP,
-            attached_by_id: ids::HTTP_LISTENER,
+            // With a certificate, only the HTTPS listener forwards (HTTP redirects).
+            attached_by_id: if self.load_balancer.https {
+                ids::HTTPS_LISTENER
+            } else {
+                ids::HTTP_LISTENER
+            },
+            subnets: self.load_balancer.subnets.clone(),
         });
         spec.env.extend(self.config.to_env());
         spec.task_statements.extend([

@@ -74,8 +74,12 @@ pub struct Front {
     pub security_group_id: &'static str,
     /// The target group (logical id, its `arn` output) the service registers in.
     pub target_group_id: &'static str,
-    /// The resource that attaches the target group (ECS refuses one nothing uses yet).
+    /// The resource that forwards to the target group (ECS refuses a target group nothing
+    /// uses yet).
     pub attached_by_id: &'static str,
+    /// The subnets (zones) the front spans: the service's tasks run there, since a target
+    /// in a zone the front does not span gets no traffic.
+    pub subnets: Vec<String>,
 }
 
 /// Who owns the dashboard service's running count: an autoscaler with these bounds. The

@@ -20,7 +20,7 @@ use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::pair;
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     output_or_unknown, require_output, unmodeled, wait_until,
 };
 use tier_xs::tag_api;
@@ -427,7 +427,7 @@ impl Resource for TargetGroup {
                 .target_group_arn(&arn)
                 .send()
                 .await,
-            unmodeled::<DeleteTargetGroupError>(&["TargetGroupNotFound"]),
+            unmodeled::<DeleteTargetGroupError>(codes::TARGET_GROUP_NOT_FOUND),
             &self.meta,
             "DeleteTargetGroup",
         )

@@ -25,8 +25,8 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
-    unmodeled,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
+    made, unmodeled,
 };
 
 /// Moving objects to a cheaper storage class after `days`.
@@ -79,7 +79,7 @@ async fn bucket_tags(aws: &AwsClients, meta: &Meta) -> Result<Vec<(String, Strin
             .bucket(&meta.name)
             .send()
             .await,
-        unmodeled::<GetBucketTaggingError>(&["NoSuchTagSet"]),
+        unmodeled::<GetBucketTaggingError>(codes::NO_TAGS),
         meta,
         "GetBucketTagging",
     )?;
@@ -451,9 +451,7 @@ impl Resource for Bucket {
             .unwrap_or_else(|| "never enabled".into());
         let encryption = found(
             aws.s3().get_bucket_encryption().bucket(name).send().await,
-            unmodeled::<GetBucketEncryptionError>(&[
-                "ServerSideEncryptionConfigurationNotFoundError",
-            ]),
+            unmodeled::<GetBucketEncryptionError>(codes::NO_ENCRYPTION),
             m,
             "GetBucketEncryption",
         )?
@@ -466,7 +464,7 @@ impl Resource for Bucket {
         .unwrap_or_else(|| "none".into());
         let pab = match found(
             aws.s3().get_public_access_block().bucket(name).send().await,
-            unmodeled::<GetPublicAccessBlockError>(&["NoSuchPublicAccessBlockConfiguration"]),
+            unmodeled::<GetPublicAccessBlockError>(codes::NO_PUBLIC_ACCESS_BLOCK),
             m,
             "GetPublicAccessBlock",
         )? {
@@ -496,7 +494,7 @@ impl Resource for Bucket {
                 .bucket(name)
                 .send()
                 .await,
-            unmodeled::<GetBucketLifecycleConfigurationError>(&["NoSuchLifecycleConfiguration"]),
+            unmodeled::<GetBucketLifecycleConfigurationError>(codes::NO_LIFECYCLE),
             m,
             "GetBucketLifecycleConfiguration",
         )? {
@@ -531,7 +529,7 @@ impl Resource for Bucket {
         };
         let policy = found(
             aws.s3().get_bucket_policy().bucket(name).send().await,
-            unmodeled::<GetBucketPolicyError>(&["NoSuchBucketPolicy"]),
+            unmodeled::<GetBucketPolicyError>(codes::NO_POLICY),
             m,
             "GetBucketPolicy",
         )?
@@ -609,7 +607,7 @@ impl Resource for Bucket {
                 .bucket(&self.meta.name)
                 .send()
                 .await,
-            unmodeled::<DeleteBucketError>(&["NoSuchBucket"]),
+            unmodeled::<DeleteBucketError>(codes::NO_SUCH_BUCKET),
             &self.meta,
             "DeleteBucket",
         )

@@ -16,7 +16,7 @@ use tier_xs::aws::AwsClients;
 use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     output_or_unknown, require_output, unmodeled,
 };
 use tier_xs::tag_api;
@@ -48,11 +48,6 @@ pub struct Queue {
     /// Requests per event on the bus (send, receive, delete).
     pub requests_per_event: f64,
 }
-
-/// The code of a missing queue that the SDK leaves unmapped: it maps only
-/// `AWS.SimpleQueueService.NonExistentQueue` (the query-compatible error header), and an
-/// endpoint that answers without that header reports `QueueDoesNotExist` itself.
-const NO_SUCH_QUEUE: &[&str] = &["QueueDoesNotExist"];
 
 tag_api! {
     /// SQS's tags, by the queue's `url` output.
@@ -160,7 +155,8 @@ impl Queue {
                 .send()
                 .await,
             |e: &GetQueueUrlError| {
-                e.is_queue_does_not_exist() || unmodeled::<GetQueueUrlError>(NO_SUCH_QUEUE)(e)
+                e.is_queue_does_not_exist()
+                    || unmodeled::<GetQueueUrlError>(codes::QUEUE_NOT_FOUND)(e)
             },
             &self.meta,
             "GetQueueUrl",
@@ -288,7 +284,8 @@ impl Resource for Queue {
         gone(
             aws.sqs().delete_queue().queue_url(&url).send().await,
             |e: &DeleteQueueError| {
-                e.is_queue_does_not_exist() || unmodeled::<DeleteQueueError>(NO_SUCH_QUEUE)(e)
+                e.is_queue_does_not_exist()
+                    || unmodeled::<DeleteQueueError>(codes::QUEUE_NOT_FOUND)(e)
             },
             &self.meta,
             "DeleteQueue",

@@ -294,6 +294,34 @@ fn the_load_balancer_spans_two_zones_only() {
 }
 
 #[test]
+fn the_dashboard_runs_only_in_the_zones_its_load_balancer_spans() {
+    // A target in a zone the load balancer does not span is never sent traffic.
+    let mut many = xs_settings();
+    many.network.subnet_ids = (1..=6).rev().map(|i| format!("subnet-{i}")).collect();
+    let s = Small::new(&ws("dev", "us-east-1"), &many, &SmallSettings::default());
+    assert_eq!(s.xs.service.subnets, s.own.load_balancer.subnets);
+    // On its own, the extra-small dashboard may use every subnet.
+    let x = ExtraSmall::new(&ws("dev", "us-east-1"), &many, &alone());
+    assert_eq!(x.service.subnets.len(), 6);
+}
+
+#[test]
+fn with_a_certificate_the_service_waits_for_the_listener_that_forwards() {
+    let cert = "arn:aws:acm:us-east-1:123456789012:certificate/abc";
+    let s = Small::new(
+        &ws("dev", "us-east-1"),
+        &xs_settings(),
+        &SmallSettings {
+            plain_http: false,
+            certificate_arn: Some(cert.into()),
+        },
+    );
+    let deps = s.xs.service.depends_on();
+    assert!(deps.contains(&"https-listener"), "{deps:?}");
+    assert!(!deps.contains(&"http-listener"), "{deps:?}");
+}
+
+#[test]
 fn the_load_balancer_needs_two_zones() {
     let mut one = xs_settings();
     one.network.subnet_ids.truncate(1);

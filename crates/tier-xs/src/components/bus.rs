@@ -15,8 +15,8 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
-    output_or_unknown, require_output, unmodeled,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
+    made, output_or_unknown, require_output, unmodeled,
 };
 use crate::tag_api;
 
@@ -107,7 +107,7 @@ impl Resource for EventBus {
                 .name(&self.meta.name)
                 .send()
                 .await,
-            unmodeled::<DeleteEventBusError>(&["ResourceNotFoundException"]),
+            unmodeled::<DeleteEventBusError>(codes::NOT_FOUND),
             &self.meta,
             "DeleteEventBus",
         )

@@ -22,8 +22,8 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, found,
-    gone, made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
+    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, error_text,
+    found, gone, made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
 };
 use crate::tag_api;
 
@@ -518,7 +518,7 @@ impl Resource for TaskDefinition {
                 .await,
             |e: &DescribeTaskDefinitionError| {
                 e.is_client_exception()
-                    || unmodeled::<DescribeTaskDefinitionError>(&["ResourceNotFoundException"])(e)
+                    || unmodeled::<DescribeTaskDefinitionError>(codes::NOT_FOUND)(e)
             },
             &self.meta,
             "DescribeTaskDefinition",

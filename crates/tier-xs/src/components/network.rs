@@ -86,8 +86,8 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecificat
 use serde_json::json;
 
 use crate::engine::{
-    self, Desired, Edit, Meta, Observed, Outputs, Resource, TagApi, gone, own_tags, require_output,
-    unmodeled, wait_until,
+    self, Desired, Edit, Meta, Observed, Outputs, Resource, TagApi, codes, gone, own_tags,
+    require_output, unmodeled, wait_until,
 };
 
 tag_api! {
@@ -337,9 +337,7 @@ impl SecurityGroup {
                 Ok(_) => {}
                 Err(e)
                     if e.as_service_error().is_some_and(|e| {
-                        unmodeled::<AuthorizeSecurityGroupIngressError>(&[
-                            "InvalidPermission.Duplicate",
-                        ])(e)
+                        unmodeled::<AuthorizeSecurityGroupIngressError>(codes::RULE_EXISTS)(e)
                     }) => {}
                 Err(e) => return Err(self.meta.fail("AuthorizeSecurityGroupIngress", e)),
             }
@@ -447,7 +445,7 @@ impl Resource for SecurityGroup {
             // Left by an interrupted apply.
             Err(e)
                 if e.as_service_error().is_some_and(|e| {
-                    unmodeled::<CreateSecurityGroupError>(&["InvalidGroup.Duplicate"])(e)
+                    unmodeled::<CreateSecurityGroupError>(codes::GROUP_EXISTS)(e)
                 }) =>
             {
                 engine::observe(self, aws)
@@ -493,9 +491,7 @@ impl Resource for SecurityGroup {
                 Ok(_) => {}
                 Err(e)
                     if e.as_service_error().is_some_and(|e| {
-                        unmodeled::<AuthorizeSecurityGroupEgressError>(&[
-                            "InvalidPermission.Duplicate",
-                        ])(e)
+                        unmodeled::<AuthorizeSecurityGroupEgressError>(codes::RULE_EXISTS)(e)
                     }) => {}
                 Err(e) => return Err(self.meta.fail("AuthorizeSecurityGroupEgress", e)),
             }
@@ -517,14 +513,14 @@ impl Resource for SecurityGroup {
                     let result = ec2.delete_security_group().group_id(&group_id).send().await;
                     if let Err(e) = &result
                         && e.as_service_error().is_some_and(|e| {
-                            unmodeled::<DeleteSecurityGroupError>(&["DependencyViolation"])(e)
+                            unmodeled::<DeleteSecurityGroupError>(codes::IN_USE)(e)
                         })
                     {
                         return Ok(Err("still in use by network interfaces".to_string()));
                     }
                     gone(
                         result,
-                        unmodeled::<DeleteSecurityGroupError>(&["InvalidGroup.NotFound"]),
+                        unmodeled::<DeleteSecurityGroupError>(codes::GROUP_NOT_FOUND),
                         m,
                         "DeleteSecurityGroup",
                     )

@@ -544,8 +544,39 @@ where
 /// other way.
 pub use gone as made;
 
-/// The one table of error codes the SDKs do not model (EC2 models none; S3 leaves its
-/// configuration lookups out): the codes that mean it, as the services document them.
+/// The one table of error codes the SDKs do not model, by what they mean, as the services
+/// document them (EC2 models no errors; S3 leaves its configuration lookups out).
+pub mod codes {
+    /// ECS DescribeTaskDefinition; EventBridge DeleteEventBus on an emulator.
+    pub const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
+    /// EC2: the security group does not exist.
+    pub const GROUP_NOT_FOUND: &[&str] = &["InvalidGroup.NotFound"];
+    /// EC2: a security group of that name exists in the VPC.
+    pub const GROUP_EXISTS: &[&str] = &["InvalidGroup.Duplicate"];
+    /// EC2: the security group already has that rule.
+    pub const RULE_EXISTS: &[&str] = &["InvalidPermission.Duplicate"];
+    /// EC2: something (a network interface) still uses the security group.
+    pub const IN_USE: &[&str] = &["DependencyViolation"];
+    /// Elastic Load Balancing DeleteTargetGroup.
+    pub const TARGET_GROUP_NOT_FOUND: &[&str] = &["TargetGroupNotFound"];
+    /// SQS: the SDK maps only `AWS.SimpleQueueService.NonExistentQueue` (the query-compatible
+    /// error header); an endpoint that answers without that header says this.
+    pub const QUEUE_NOT_FOUND: &[&str] = &["QueueDoesNotExist"];
+    /// S3 DeleteBucket.
+    pub const NO_SUCH_BUCKET: &[&str] = &["NoSuchBucket"];
+    /// S3 GetBucketTagging on a bucket without tags.
+    pub const NO_TAGS: &[&str] = &["NoSuchTagSet"];
+    /// S3 GetBucketEncryption without a configuration.
+    pub const NO_ENCRYPTION: &[&str] = &["ServerSideEncryptionConfigurationNotFoundError"];
+    /// S3 GetPublicAccessBlock without a configuration.
+    pub const NO_PUBLIC_ACCESS_BLOCK: &[&str] = &["NoSuchPublicAccessBlockConfiguration"];
+    /// S3 GetBucketLifecycleConfiguration without rules.
+    pub const NO_LIFECYCLE: &[&str] = &["NoSuchLifecycleConfiguration"];
+    /// S3 GetBucketPolicy without a policy.
+    pub const NO_POLICY: &[&str] = &["NoSuchBucketPolicy"];
+}
+
+/// A predicate for codes of [`codes`] (what an SDK does not model).
 pub fn unmodeled<E: ProvideErrorMetadata>(codes: &'static [&'static str]) -> impl Fn(&E) -> bool {
     move |e: &E| e.code().is_some_and(|c| codes.contains(&c))
 }

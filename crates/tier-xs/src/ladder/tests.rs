@@ -44,6 +44,7 @@ impl Layer for Above {
             security_group_id: "front-sg",
             target_group_id: "front-tg",
             attached_by_id: "front-listener",
+            subnets: vec!["subnet-2".into()],
         });
         if let Some(s) = self.scaling {
             spec.scale_with(s);
@@ -216,6 +217,7 @@ fn two_layers_cannot_both_own_the_front_or_the_count() {
         security_group_id: "sg",
         target_group_id: tg,
         attached_by_id: "listener",
+        subnets: Vec::new(),
     };
     spec.put_behind(front("a"));
     spec.put_behind(front("a"));

@@ -296,6 +296,20 @@ impl ExtraSmall {
                         &["events:PutEvents"],
                         &[ws.arn("events", &format!("event-bus/{}", config.event_bus))],
                     ),
+                    // The server only reads its own secret (tokens are written by the CLI);
+                    // Secrets Manager appends six characters to a secret's name in its ARN.
+                    statement(
+                        &[
+                            "secretsmanager:GetSecretValue",
+                            "secretsmanager:DescribeSecret",
+                        ],
+                        &[ws.arn(
+                            "secretsmanager",
+                            &format!("secret:{}-??????", config.secret),
+                        )],
+                    ),
+                    // Tenants' secrets: written, deleted, and restored when written again
+                    // during a recovery window.
                     statement(
                         &[
                             "secretsmanager:GetSecretValue",
@@ -303,9 +317,13 @@ impl ExtraSmall {
                             "secretsmanager:DescribeSecret",
                             "secretsmanager:CreateSecret",
                             "secretsmanager:DeleteSecret",
+                            "secretsmanager:RestoreSecret",
                             "secretsmanager:TagResource",
                         ],
-                        &[ws.arn("secretsmanager", &format!("secret:{PREFIX}/{}/*", ws.env))],
+                        &[ws.arn(
+                            "secretsmanager",
+                            &format!("secret:{}*", ws.secret_name("tenants/")),
+                        )],
                     ),
                     // ListSecrets has no resource-level scope in IAM; it returns metadata only.
                     statement(&["secretsmanager:ListSecrets"], &["*".to_string()]),
@@ -409,7 +427,11 @@ impl ExtraSmall {
             cluster_name: ws.id(),
             task_definition_id: ids::DASHBOARD_TASK_DEFINITION,
             security_group_id: ids::DASHBOARD_SECURITY_GROUP,
-            subnets: settings.network.subnet_ids.clone(),
+            // Behind a front, tasks run only in the zones it spans: a target elsewhere is
+            // never sent traffic.
+            subnets: front
+                .map(|f| f.subnets.clone())
+                .unwrap_or_else(|| settings.network.subnet_ids.clone()),
             public_ip: true,
             count: match dashboard.scaling() {
                 Some(s) => TaskCount::Scaled {
@@ -629,6 +651,23 @@ mod tests {
                 assert_eq!(st["Action"], json!(["secretsmanager:ListSecrets"]));
             }
         }
+        // The server reads its own secret and nothing more; tenants' secrets it manages.
+        let server = json!([
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:agentbus/dev/server-??????"
+        ]);
+        for st in xs.task_role.policy["Statement"].as_array().unwrap() {
+            if st["Resource"] == server {
+                assert_eq!(
+                    st["Action"],
+                    json!([
+                        "secretsmanager:GetSecretValue",
+                        "secretsmanager:DescribeSecret"
+                    ])
+                );
+            }
+        }
+        assert!(p.contains("secretsmanager:RestoreSecret"));
+        assert!(p.contains("secret:agentbus/dev/tenants/*"));
         let mut s = settings();
         s.image =
             Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev@sha256:ab".into());
