@@ -247,6 +247,12 @@ fn a_certificate_adds_https_and_redirects_http() {
     );
     assert!(s.problems().is_empty(), "{:?}", s.problems());
     assert!(s.own.https_listener.wanted());
+    // Only the HTTPS listener forwards, so the service waits for that one.
+    let deps = s.xs.service.depends_on();
+    assert!(
+        deps.contains(&"https-listener") && !deps.contains(&"http-listener"),
+        "{deps:?}"
+    );
     let d = s.own.https_listener.desired(&Outputs::new());
     assert_eq!(d.get("certificate"), Some(&json!(cert)));
     assert_eq!(
@@ -303,22 +309,6 @@ fn the_dashboard_runs_only_in_the_zones_its_load_balancer_spans() {
     // On its own, the extra-small dashboard may use every subnet.
     let x = ExtraSmall::new(&ws("dev", "us-east-1"), &many, &alone());
     assert_eq!(x.service.subnets.len(), 6);
-}
-
-#[test]
-fn with_a_certificate_the_service_waits_for_the_listener_that_forwards() {
-    let cert = "arn:aws:acm:us-east-1:123456789012:certificate/abc";
-    let s = Small::new(
-        &ws("dev", "us-east-1"),
-        &xs_settings(),
-        &SmallSettings {
-            plain_http: false,
-            certificate_arn: Some(cert.into()),
-        },
-    );
-    let deps = s.xs.service.depends_on();
-    assert!(deps.contains(&"https-listener"), "{deps:?}");
-    assert!(!deps.contains(&"http-listener"), "{deps:?}");
 }
 
 #[test]
@@ -407,14 +397,12 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
 
 #[test]
 fn the_cost_of_small_reads_line_by_line() {
-    let r = tier_xs::ops::price(
-        &crate::ladder(),
+    let r = report(
         Tier::Small,
-        Env::new("demo").unwrap(),
         "us-east-1",
         "light",
-    )
-    .unwrap();
+        &small("demo").resources(),
+    );
     insta::assert_snapshot!(r.render());
 }
 
