@@ -85,6 +85,13 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     let out = r.json();
     assert_eq!(out["changed"], true);
     assert_eq!(out["report"]["results"].as_array().unwrap().len(), 15);
+    // The deploy ends with where the dashboard is and the next step, not just "done.".
+    assert!(r.stderr.contains("dashboard: "), "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("agentbus token create --env {env} --tenant NAME")),
+        "{r:?}"
+    );
 
     let aws = clients().await;
     let ws = format!("agentbus-{env}");
@@ -936,6 +943,29 @@ async fn the_cli_explains_bad_input() {
     let r = agentbus_env(&["plan", "--json"], &[("WS", "extra-small"), ("ENV", &env)]);
     assert_eq!(r.json()["workspace"], format!("agentbus-{env}"));
     assert!(r.stderr.contains("--image"), "{r:?}");
+    // The shell's ENV (a startup file) is not an env name: it is passed over, not an error;
+    // AGENTBUS_ENV wins over it and a bad value names where it came from; --env wins over all.
+    let r = agentbus_env(
+        &["cost", "xs", "--json"],
+        &[("ENV", "/home/me/.shrc"), ("AGENTBUS_ENV", "")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = agentbus_env(&["cost", "xs"], &[("AGENTBUS_ENV", "Bad_Env")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("AGENTBUS_ENV \"Bad_Env\""), "{r:?}");
+    let r = agentbus_env(
+        &["plan", "--json", "--env", &env],
+        &[
+            ("WS", "extra-small"),
+            ("AGENTBUS_ENV", "other"),
+            ("ENV", "other"),
+        ],
+    );
+    assert_eq!(r.json()["workspace"], format!("agentbus-{env}"));
+    // `cost --profile` names an AWS profile, not a usage profile: refused, with the right flag.
+    let r = agentbus(&["cost", "xs", "--profile", "team"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("--profile-usage team"), "{r:?}");
 
     // A deploy without an image says what is missing and changes nothing.
     let r = agentbus(&deploy_args(&env, &[]));

@@ -205,6 +205,7 @@ pub fn agentbus_env(args: &[&str], extra: &[(&str, &str)]) -> Run {
     cmd.args(args)
         .env_remove("WS")
         .env_remove("ENV")
+        .env_remove("AGENTBUS_ENV")
         .env("NO_COLOR", "1");
     for (k, v) in aws_env() {
         cmd.env(k, v);

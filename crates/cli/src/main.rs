@@ -27,9 +27,10 @@ struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Environment name: lowercase letters, digits and '-', 1-16 characters.
-    #[arg(long, global = true, env = "ENV", default_value = "dev")]
-    pub env: String,
+    /// Environment name: lowercase letters, digits and '-', 1-16 characters (default:
+    /// AGENTBUS_ENV, else ENV when it is a valid name, else dev).
+    #[arg(long = "env", global = true)]
+    pub env_flag: Option<String>,
     /// AWS region (default: the standard chain, e.g. AWS_REGION or the profile's region).
     #[arg(long, global = true)]
     pub region: Option<String>,
@@ -42,6 +43,25 @@ pub struct Global {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+}
+
+impl Global {
+    /// The environment: `--env`, else `AGENTBUS_ENV`, else the seed's `ENV` when it is a valid
+    /// name (the POSIX shell's `ENV` often names a startup file), else `dev`. A bad value is
+    /// reported with where it came from.
+    pub fn env(&self) -> anyhow::Result<tier_xs::workspace::Env> {
+        use tier_xs::workspace::Env;
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (value, source) = match (&self.env_flag, var("AGENTBUS_ENV")) {
+            (Some(v), _) => (v.clone(), "--env"),
+            (None, Some(v)) => (v, "AGENTBUS_ENV"),
+            (None, None) => match var("ENV").filter(|v| Env::new(v).is_ok()) {
+                Some(v) => (v, "ENV"),
+                None => ("dev".to_string(), "the default"),
+            },
+        };
+        Env::new(&value).map_err(|e| anyhow::anyhow!("{source} {value:?}: {e}"))
+    }
 }
 
 #[derive(Subcommand, Debug)]

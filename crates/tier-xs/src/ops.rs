@@ -524,9 +524,9 @@ impl Deployer {
             }
             in_sync = target.map(|_| !p.plan.has_changes());
         }
-        let dashboard_url = match &planned {
-            Ok(p) => self.dashboard_url(&p.plan).await,
-            Err(_) => None,
+        let (dashboard_url, unobserved) = match &planned {
+            Ok(p) => (self.dashboard_url(&p.plan).await, None),
+            Err(e) => (None, Some(e.to_string())),
         };
         Ok(Status {
             workspace: self.ws.id(),
@@ -537,6 +537,7 @@ impl Deployer {
             dashboard_url,
             lock,
             resources,
+            unobserved,
             history,
         })
     }
@@ -755,6 +756,9 @@ pub struct Status {
     pub dashboard_url: Option<String>,
     pub lock: Option<LockInfo>,
     pub resources: Vec<ResourceStatus>,
+    /// Why the resources could not be observed, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unobserved: Option<String>,
     pub history: Vec<ApplyRecord>,
 }
 
@@ -810,6 +814,9 @@ impl Status {
             None => out.push_str("lock: free\n"),
         }
         out.push_str("\nresources:\n");
+        if let Some(e) = &self.unobserved {
+            out.push_str(&format!("  could not be observed: {e}\n"));
+        }
         for r in &self.resources {
             out.push_str(&format!(
                 "  {:<8} {:<20} {}{}\n",
@@ -889,6 +896,7 @@ mod tests {
             in_sync: Some(false),
             dashboard_url: Some("http://203.0.113.7:8080/".into()),
             lock: None,
+            unobserved: None,
             resources: vec![
                 resource(
                     "kv-table",
@@ -912,6 +920,29 @@ mod tests {
             ],
         };
         insta::assert_snapshot!(s.render());
+    }
+
+    #[test]
+    fn status_says_why_the_resources_could_not_be_observed() {
+        let s = Status {
+            workspace: "agentbus-demo".into(),
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            deployed_tier: None,
+            in_sync: None,
+            dashboard_url: None,
+            lock: None,
+            resources: Vec::new(),
+            unobserved: Some("ec2: DescribeVpcs failed: access denied".into()),
+            history: Vec::new(),
+        };
+        assert!(
+            s.render().contains(
+                "resources:\n  could not be observed: ec2: DescribeVpcs failed: access denied\n"
+            ),
+            "{}",
+            s.render()
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::Args;
-use tier_xs::workspace::Env;
 
 use super::{human, ladder, parse_tier, print_json};
 use crate::Global;
@@ -17,6 +16,11 @@ pub struct CostArgs {
 }
 
 pub fn run(g: &Global, args: CostArgs) -> Result<u8> {
+    if let Some(p) = &g.profile {
+        anyhow::bail!(
+            "--profile {p:?} names an AWS profile, which cost does not use (prices need no account); for a usage profile pass --profile-usage {p}"
+        );
+    }
     let tier = parse_tier(args.tier)?;
     let region = g
         .region
@@ -24,13 +28,7 @@ pub fn run(g: &Global, args: CostArgs) -> Result<u8> {
         .or_else(|| std::env::var("AWS_REGION").ok())
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
         .unwrap_or_else(|| "us-east-1".into());
-    let report = tier_xs::ops::price(
-        &ladder(),
-        tier,
-        Env::new(&g.env)?,
-        &region,
-        &args.profile_usage,
-    )?;
+    let report = tier_xs::ops::price(&ladder(), tier, g.env()?, &region, &args.profile_usage)?;
     if g.json {
         print_json(&serde_json::to_value(&report)?)?;
     }

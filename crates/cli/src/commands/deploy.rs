@@ -130,6 +130,9 @@ pub async fn converge(
             deploy_table,
         } => {
             let code = summarize(g, d, &planned, &report)?;
+            if code == 0 && target.is_some() {
+                next_steps(d).await;
+            }
             match deploy_table {
                 Some(TableFate::Deleted) => eprintln!(
                     "deleted the deploy table {} (the workspace's apply history)",
@@ -149,6 +152,20 @@ pub async fn converge(
             Ok(code)
         }
     }
+}
+
+/// After a deploy: where the dashboard answers and what to do next.
+async fn next_steps(d: &Deployer) {
+    let env = d.ws.env.to_string();
+    match d.status().await.ok().and_then(|s| s.dashboard_url) {
+        Some(u) => eprintln!("dashboard: {u}  (MCP at {u}mcp)"),
+        None => eprintln!(
+            "dashboard: not answering yet; `agentbus status --env {env}` shows its address once its task runs"
+        ),
+    }
+    eprintln!(
+        "next: `agentbus token create --env {env} --tenant NAME` prints a token for the dashboard and MCP clients"
+    );
 }
 
 fn progress_printer() -> Arc<dyn Fn(Progress) + Send + Sync> {

@@ -21,7 +21,7 @@ use clap::Args;
 use tier_xs::aws::{AwsClients, AwsOptions};
 use tier_xs::ladder::{Ladder, TierFlags};
 use tier_xs::ops::{Deployer, Inputs, SETTING_SUBNETS, SETTING_VPC};
-use tier_xs::workspace::{Env, Tier};
+use tier_xs::workspace::Tier;
 
 use crate::Global;
 
@@ -93,7 +93,7 @@ pub fn parse_tier(arg: Option<String>) -> Result<Tier> {
 
 /// A deployer for the env of `g`, with AWS from the standard chain.
 pub async fn connect(g: &Global) -> Result<Deployer> {
-    let env = Env::new(&g.env)?;
+    let env = g.env()?;
     let aws = AwsClients::load(&AwsOptions {
         region: g.region.clone(),
         profile: g.profile.clone(),

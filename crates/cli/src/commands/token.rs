@@ -62,7 +62,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 async fn authenticator(
     data_dir: Option<&Path>,
-    env: &str,
+    env: Env,
     region: Option<String>,
     profile: Option<String>,
 ) -> Result<Authenticator> {
@@ -75,7 +75,7 @@ async fn authenticator(
         }
         None => {
             let aws = AwsClients::load(&AwsOptions { region, profile }).await?;
-            let ws = Workspace::new(Env::new(env)?, "unknown", aws.region.clone());
+            let ws = Workspace::new(env, "unknown", aws.region.clone());
             let cfg = ServerConfig::for_workspace(&ws, Tier::ExtraSmall);
             Authenticator::new(Box::new(SecretTokens {
                 client: aws.secrets(),
@@ -90,7 +90,7 @@ pub async fn run(g: &Global, args: TokenArgs) -> Result<u8> {
     let json = g.json;
     let auth = authenticator(
         args.data_dir.as_deref(),
-        &g.env,
+        g.env()?,
         g.region.clone(),
         g.profile.clone(),
     )

@@ -58,7 +58,7 @@ async fn up(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
         tracing::info!("created admin token {}", rec.id);
     } else {
         println!(
-            "  tokens: existing ones still work; `agentbus token create --data-dir {}` makes another",
+            "  tokens: existing ones still work; `agentbus token create --data-dir {} --tenant NAME` makes another",
             data_dir.display()
         );
     }
