@@ -840,3 +840,31 @@ async fn dashboard_balancer(
         .load_balancers()[0]
         .clone()
 }
+
+#[tokio::test]
+async fn a_queue_name_held_after_its_deletion_is_waited_for_not_failed() {
+    use tier_small::components::queue::Queue;
+    use tier_xs::engine::{self, Meta, Outputs, Resource};
+    let aws = clients().await;
+    let env = unique_env("qreuse");
+    let name = format!("agentbus-{env}-reuse");
+    let q = Queue {
+        arn: format!("arn:aws:sqs:us-east-1:123456789012:{name}"),
+        meta: Meta::new("reuse-queue", Tier::Small, name, Vec::new()),
+        retention_seconds: 4 * 86_400,
+        visibility_timeout_seconds: 120,
+        receive_wait_seconds: 20,
+        dead_letter_id: None,
+        policy: None,
+        holds_data: false,
+        polls_per_month: 0.0,
+        requests_per_event: 0.0,
+    };
+    let none = Outputs::new();
+    let made = engine::create(&q, &aws, &none).await.unwrap();
+    q.delete(&aws, &made).await.unwrap();
+    // SQS holds a deleted queue's name for a while (QueueDeletedRecently): a quick downgrade
+    // and upgrade waits it out instead of failing.
+    let again = engine::create(&q, &aws, &none).await.unwrap();
+    assert_eq!(again.out("url"), made.out("url"));
+}

@@ -10,6 +10,20 @@ taught to answer them here.
   atomic. The writes are serialised here.
 - EventBridge -> CloudWatch Logs delivery: moto stamps the log event with a float number of
   milliseconds, which no SDK parses as the integer the API defines.
+- DynamoDB UpdateContinuousBackups right after a table becomes ACTIVE: AWS answers
+  ContinuousBackupsUnavailableException ("Backups are being enabled for the table", see the
+  UpdateContinuousBackups API reference, Errors) until the table's backups are set up; moto
+  accepts at once. Refused here for PITR_SETTLE_SECONDS after the table's creation.
+- IAM propagation: a role is not usable by other services for a few seconds after CreateRole
+  ("changes that you make in IAM take time to become visible", IAM User Guide, Troubleshoot
+  IAM: "Changes that I make are not always immediately visible"); ECS RegisterTaskDefinition
+  then answers ClientException "Role is not valid". moto accepts at once. Refused here for
+  IAM_SETTLE_SECONDS after the role's creation.
+- SQS CreateQueue after DeleteQueue of the same name: AWS answers
+  AWS.SimpleQueueService.QueueDeletedRecently for 60 seconds ("You must wait 60 seconds after
+  deleting a queue before you can create another queue with the same name", CreateQueue API
+  reference). moto accepts at once. Refused here for QUEUE_REUSE_SECONDS (shorter than AWS's
+  60 s so the suite stays quick; the product waits for whatever AWS says).
 - S3 GetBucketVersioning: moto 5.2 wraps the answer in <GetBucketVersioningResponse>; the
   API's root element is <VersioningConfiguration> (botocore does not check the root, the Rust
   SDK does).
@@ -21,8 +35,16 @@ import json
 import threading
 import time
 
+import os
+from datetime import datetime, timezone
+
 import moto.dynamodb.models as dynamodb_models
+from moto.core.exceptions import JsonRESTError
+import moto.ecs.models as ecs_models
 import moto.events.models as events_models
+import moto.sqs.models as sqs_models
+from moto.sqs.exceptions import SQSException
+from moto.ecs.exceptions import EcsClientException
 from moto.budgets.exceptions import NotFoundException
 from moto.budgets.responses import BudgetsResponse
 from moto.s3.responses import S3Response
@@ -68,6 +90,98 @@ def _serialised(write):
 
 for _name in ("put_item", "update_item", "delete_item", "transact_write_items"):
     setattr(dynamodb_models.DynamoDBBackend, _name, _serialised(getattr(dynamodb_models.DynamoDBBackend, _name)))
+
+# Seconds after CreateTable during which point-in-time recovery cannot be turned on yet.
+PITR_SETTLE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_PITR_SECONDS", "1"))
+
+
+class ContinuousBackupsUnavailableException(JsonRESTError):
+    def __init__(self):
+        super().__init__(
+            "ContinuousBackupsUnavailableException",
+            "Backups are being enabled for the table. Please retry later",
+        )
+
+
+_update_continuous_backups = dynamodb_models.DynamoDBBackend.update_continuous_backups
+
+
+def update_continuous_backups(self, table_name, point_in_time_spec):
+    table = self.tables.get(table_name)
+    if table is not None and point_in_time_spec.get("PointInTimeRecoveryEnabled"):
+        created = table.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=timezone.utc)
+        if (datetime.now(timezone.utc) - created).total_seconds() < PITR_SETTLE_SECONDS:
+            raise ContinuousBackupsUnavailableException()
+    return _update_continuous_backups(self, table_name, point_in_time_spec)
+
+
+dynamodb_models.DynamoDBBackend.update_continuous_backups = update_continuous_backups
+
+# Seconds after CreateRole during which ECS does not accept the role yet.
+IAM_SETTLE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_IAM_SECONDS", "1"))
+
+
+def _young_role(backend, arn):
+    if not arn:
+        return False
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import get_partition
+
+    try:
+        role = iam_backends[backend.account_id][get_partition(backend.region_name)].get_role_by_arn(arn)
+    except Exception:
+        return False
+    created = role.create_date
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - created).total_seconds() < IAM_SETTLE_SECONDS
+
+
+_register_task_definition = ecs_models.EC2ContainerServiceBackend.register_task_definition
+
+
+def register_task_definition(self, *args, **kwargs):
+    for arn in (kwargs.get("task_role_arn"), kwargs.get("execution_role_arn")):
+        if _young_role(self, arn):
+            raise EcsClientException("Role is not valid")
+    return _register_task_definition(self, *args, **kwargs)
+
+
+ecs_models.EC2ContainerServiceBackend.register_task_definition = register_task_definition
+
+# Seconds after DeleteQueue during which the name cannot be used again.
+QUEUE_REUSE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_QUEUE_SECONDS", "2"))
+_deleted_queues = {}
+
+
+class QueueDeletedRecently(SQSException):
+    def __init__(self):
+        super().__init__(
+            "AWS.SimpleQueueService.QueueDeletedRecently",
+            "You must wait 60 seconds after deleting a queue before you can create another with the same name.",
+        )
+
+
+_delete_queue = sqs_models.SQSBackend.delete_queue
+_create_queue = sqs_models.SQSBackend.create_queue
+
+
+def delete_queue(self, queue_name):
+    _delete_queue(self, queue_name)
+    _deleted_queues[(self.account_id, self.region_name, queue_name)] = time.monotonic()
+
+
+def create_queue(self, name, tags=None, **kwargs):
+    deleted = _deleted_queues.get((self.account_id, self.region_name, name))
+    if deleted is not None and time.monotonic() - deleted < QUEUE_REUSE_SECONDS:
+        raise QueueDeletedRecently()
+    return _create_queue(self, name, tags, **kwargs)
+
+
+sqs_models.SQSBackend.delete_queue = delete_queue
+sqs_models.SQSBackend.create_queue = create_queue
 
 _unix_time_millis = events_models.unix_time_millis
 events_models.unix_time_millis = lambda *args: int(_unix_time_millis(*args))

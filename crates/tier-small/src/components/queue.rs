@@ -8,6 +8,8 @@ use crate::aws::SmallAws;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_sqs::error::SdkError;
+use aws_sdk_sqs::operation::create_queue::CreateQueueError;
 use aws_sdk_sqs::operation::delete_queue::DeleteQueueError;
 use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -17,7 +19,7 @@ use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
-    output_or_unknown, require_output, unmodeled,
+    output_or_unknown, require_output, settle, unmodeled,
 };
 use tier_xs::tag_api;
 
@@ -29,6 +31,9 @@ pub const MAX_RECEIVES: u32 = 5;
 pub struct SendFromRule {
     pub rule_arn: String,
 }
+
+/// How long a create waits out SQS's 60-second hold on a deleted queue's name.
+const QUEUE_REUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(75);
 
 pub struct Queue {
     pub meta: Meta,
@@ -254,14 +259,24 @@ impl Resource for Queue {
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        aws.sqs()
+        let req = aws
+            .sqs()
             .create_queue()
             .queue_name(&m.name)
             .set_attributes(Some(self.attributes(outputs, None)?))
-            .set_tags(Some(m.tags.iter().cloned().collect()))
-            .send()
-            .await
-            .map_err(|e| m.fail("CreateQueue", e))?;
+            .set_tags(Some(m.tags.iter().cloned().collect()));
+        // SQS refuses a name for 60 seconds after its queue was deleted (a quick downgrade and
+        // upgrade).
+        settle(
+            QUEUE_REUSE_WAIT,
+            |e: &SdkError<CreateQueueError, _>| {
+                e.as_service_error()
+                    .is_some_and(CreateQueueError::is_queue_deleted_recently)
+            },
+            || req.clone().send(),
+        )
+        .await
+        .map_err(|e| m.fail("CreateQueue", e))?;
         Ok(())
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {

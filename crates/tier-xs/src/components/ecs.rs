@@ -9,12 +9,15 @@ use aws_sdk_ecs::operation::delete_cluster::DeleteClusterError;
 use aws_sdk_ecs::operation::delete_service::DeleteServiceError;
 use aws_sdk_ecs::operation::describe_services::DescribeServicesError;
 use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionError;
+use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField,
     ClusterSetting, ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck,
     KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
     ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
 };
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
@@ -22,8 +25,9 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, error_text,
-    found, gone, made, output_or_unknown, own_tags, require_output, unmodeled, wait_until,
+    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi,
+    codes, error_text, found, gone, made, output_or_unknown, own_tags, require_output, settle,
+    unmodeled, wait_until,
 };
 use crate::tag_api;
 
@@ -433,8 +437,8 @@ impl TaskDefinition {
         for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
         }
-        let out = req
-            .send()
+        // A role created moments ago is not usable by ECS until IAM has propagated it.
+        let out = settle(SETTLE_LIMIT, role_not_yet_visible, || req.clone().send())
             .await
             .map_err(|e| m.fail("RegisterTaskDefinition", e))?;
         out.task_definition
@@ -596,6 +600,19 @@ impl Resource for TaskDefinition {
         }
         Ok(())
     }
+}
+
+/// ECS's answer while IAM has not yet propagated a role created moments ago ("Role is not
+/// valid", "unable to assume the role"): AWS documents that IAM changes take time to be
+/// visible to other services.
+fn role_not_yet_visible<R>(e: &SdkError<RegisterTaskDefinitionError, R>) -> bool {
+    e.as_service_error().is_some_and(|e| {
+        e.is_client_exception()
+            && e.message().is_some_and(|m| {
+                let m = m.to_ascii_lowercase();
+                m.contains("role is not valid") || m.contains("unable to assume")
+            })
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

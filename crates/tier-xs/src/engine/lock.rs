@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::delete_table::DeleteTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_smithy_runtime_api::client::result::SdkError;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +22,7 @@ use aws_sdk_dynamodb::types::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{EngineError, error_text, wait_until};
+use super::{EngineError, SETTLE_LIMIT, error_text, settle, wait_until};
 use crate::aws::AwsClients;
 use crate::workspace::{Tier, Workspace};
 
@@ -282,20 +284,30 @@ impl DeployTable {
             },
         )
         .await?;
-        // Point-in-time recovery keeps the deploy history recoverable.
-        let _ = self
-            .aws
-            .dynamodb()
-            .update_continuous_backups()
-            .table_name(&self.table)
-            .point_in_time_recovery_specification(
-                PointInTimeRecoverySpecification::builder()
-                    .point_in_time_recovery_enabled(true)
-                    .build()
-                    .map_err(|e| LockError::Table(e.to_string()))?,
-            )
-            .send()
-            .await;
+        // Point-in-time recovery keeps the deploy history recoverable; DynamoDB refuses it for
+        // a while after the table became ACTIVE.
+        let spec = PointInTimeRecoverySpecification::builder()
+            .point_in_time_recovery_enabled(true)
+            .build()
+            .map_err(|e| LockError::Table(e.to_string()))?;
+        settle(
+            SETTLE_LIMIT,
+            |e: &SdkError<UpdateContinuousBackupsError, _>| {
+                e.as_service_error().is_some_and(
+                    UpdateContinuousBackupsError::is_continuous_backups_unavailable_exception,
+                )
+            },
+            || {
+                self.aws
+                    .dynamodb()
+                    .update_continuous_backups()
+                    .table_name(&self.table)
+                    .point_in_time_recovery_specification(spec.clone())
+                    .send()
+            },
+        )
+        .await
+        .map_err(|e| LockError::Table(error_text(&e)))?;
         Ok(())
     }
 

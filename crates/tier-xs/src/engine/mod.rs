@@ -607,6 +607,36 @@ pub fn require_output(
         })
 }
 
+/// Calls `call` again while `transient` says AWS is still settling (its documented eventual
+/// consistency: point-in-time recovery right after a table became ACTIVE, a role right after it
+/// was created, a name right after its resource was deleted), backing off from half a second
+/// to five, for at most `limit`; then returns what the last call returned.
+pub async fn settle<T, E, F, Fut>(
+    limit: Duration,
+    transient: impl Fn(&E) -> bool,
+    mut call: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match call().await {
+            Err(e) if transient(&e) && start.elapsed() + wait < limit => {
+                tracing::debug!("AWS is still settling; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a create waits for AWS to settle before its error counts.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(180);
+
 /// Polls `check` every `every` until it returns `Some`, or fails after `limit`.
 pub async fn wait_until<T, F, Fut>(
     resource: &str,
