@@ -411,12 +411,14 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     assert_eq!(h["tool_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(h["changes"].as_array().unwrap().len(), 15);
 
-    // The budget: the tier's target, alerts to the given address, counting the workspace's tag.
+    // The budget: the tier's target, alerts to the given address, counting the workspace's tag
+    // (which AWS shows only when asked).
     let b = aws
         .budgets()
         .describe_budget()
         .account_id("123456789012")
         .budget_name(&ws)
+        .show_filter_expression(true)
         .send()
         .await
         .unwrap()

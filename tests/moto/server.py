@@ -24,6 +24,8 @@ taught to answer them here.
   deleting a queue before you can create another queue with the same name", CreateQueue API
   reference). moto accepts at once. Refused here for QUEUE_REUSE_SECONDS (shorter than AWS's
   60 s so the suite stays quick; the product waits for whatever AWS says).
+- Budgets DescribeBudget: AWS includes the budget's FilterExpression only when
+  ShowFilterExpression is true (DescribeBudget API reference); moto always includes it.
 - S3 GetBucketVersioning: moto 5.2 wraps the answer in <GetBucketVersioningResponse>; the
   API's root element is <VersioningConfiguration> (botocore does not check the root, the Rust
   SDK does).
@@ -197,7 +199,15 @@ def get_bucket_versioning(self):
     return 200, {"Content-Type": "application/xml"}, body
 
 
+def describe_budget(self):
+    budget = dict(_budget(self, self._get_param("AccountId"), self._get_param("BudgetName")).to_dict())
+    if not self._get_param("ShowFilterExpression"):
+        budget.pop("FilterExpression", None)
+    return json.dumps({"Budget": budget})
+
+
 S3Response.get_bucket_versioning = get_bucket_versioning
+BudgetsResponse.describe_budget = describe_budget
 BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification
 BudgetsResponse.update_budget = update_budget
 

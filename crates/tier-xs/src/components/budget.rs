@@ -173,6 +173,8 @@ impl Resource for Budget {
                 .describe_budget()
                 .account_id(&self.account)
                 .budget_name(&self.meta.name)
+                // Without it the answer leaves the filter out and no plan would converge.
+                .show_filter_expression(true)
                 .send()
                 .await,
             DescribeBudgetError::is_not_found_exception,

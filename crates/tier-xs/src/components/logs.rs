@@ -183,15 +183,26 @@ pub struct LogsResourcePolicy {
 }
 
 impl LogsResourcePolicy {
-    fn document(&self) -> Value {
+    /// As the EventBridge User Guide's CloudWatch Logs permissions show it: the stream is
+    /// created without a source ARN in the request context, so only `PutLogEvents` can be
+    /// limited to the rule (a condition on `CreateLogStream` would refuse every delivery).
+    pub fn document(&self) -> Value {
+        let principal = json!({"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]});
+        let streams = format!("{}:*", self.log_group_arn);
         json!({
             "Version": "2012-10-17",
             "Statement": [{
+                "Sid": "EventBridgeCreatesStreams",
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": ["logs:CreateLogStream"],
+                "Resource": streams
+            }, {
                 "Sid": "EventBridgeToLogs",
                 "Effect": "Allow",
-                "Principal": {"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]},
-                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": format!("{}:*", self.log_group_arn),
+                "Principal": principal,
+                "Action": ["logs:PutLogEvents"],
+                "Resource": streams,
                 "Condition": {"ArnEquals": {"aws:SourceArn": self.rule_arn}}
             }]
         })

@@ -681,6 +681,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_rule_may_put_events_but_eventbridge_may_create_its_streams() {
+        let xs = ExtraSmall::new(&ws("dev"), &settings(), &alone());
+        let doc = xs.events_log_policy.document();
+        let st = doc["Statement"].as_array().unwrap();
+        let create = st
+            .iter()
+            .find(|s| s["Action"] == json!(["logs:CreateLogStream"]))
+            .unwrap();
+        assert!(create.get("Condition").is_none(), "{create}");
+        let put = st
+            .iter()
+            .find(|s| s["Action"] == json!(["logs:PutLogEvents"]))
+            .unwrap();
+        assert_eq!(
+            put["Condition"]["ArnEquals"]["aws:SourceArn"],
+            "arn:aws:events:us-east-1:123456789012:rule/agentbus-dev/agentbus-dev-all-events"
+        );
+    }
+
+    #[test]
     fn cidrs() {
         assert!(valid_cidr("203.0.113.7/32"));
         assert!(valid_cidr("::/0"));
