@@ -63,9 +63,13 @@ async def basic(session, label):
         ({"key": "bad\u0007key", "value": "v"}, "control character"),
         ({"key": "greeting", "value": "v" * (350 * 1024 + 1)}, "oversize value"),
         ({"key": "greeting", "value": "v", "ttl_seconds": 0}, "zero TTL"),
+        ({"key": "greeting", "value": "v", "ttl": 60}, "an unknown argument"),
     ]:
         err, _, text = await call(session, "kv_set", args)
         check(err and text, f"{label}: kv_set with {why} is an error ({text[:120]})")
+    # An unknown argument is named, not silently ignored (ttl is not ttl_seconds).
+    err, _, text = await call(session, "kv_set", {"key": "greeting", "value": "v", "ttl": 60})
+    check(err and "ttl" in text, f"{label}: the unknown argument is named ({text[:160]})")
     err, out, _ = await call(session, "kv_get", {"key": "greeting"})
     check(out and out.get("value") == "hello 2", f"{label}: bad input changed nothing ({out})")
 

@@ -21,6 +21,7 @@ use crate::runtime::monitor::{
 };
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EventIdArgs {
     pub event_id: String,
 }
@@ -32,6 +33,7 @@ pub struct EventOut {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RuleArgs {
     /// 1-64 of letters, digits, `-`, `_`, `.`; putting an existing name replaces that rule.
     pub name: String,
@@ -49,6 +51,7 @@ pub struct RuleArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NameArgs {
     pub name: String,
 }
@@ -59,6 +62,7 @@ pub struct RulesOut {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubscribeArgs {
     /// The rule whose matching events are delivered.
     pub rule: String,
@@ -67,6 +71,7 @@ pub struct SubscribeArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubscriptionIdArgs {
     pub subscription_id: String,
 }

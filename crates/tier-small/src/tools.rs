@@ -133,6 +133,7 @@ pub fn wire_content(content_type: &str, data: Vec<u8>) -> (&'static str, String)
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PutArgs {
     /// Path-like key, e.g. `plans/2026-11-26/plan.md` (1-512 bytes, no `..`).
     pub key: String,
@@ -147,11 +148,13 @@ pub struct PutArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyArgs {
     pub key: String,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ListArgs {
     /// Only keys that start with this.
     #[serde(default)]
@@ -165,6 +168,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UrlArgs {
     pub key: String,
     /// A URL to upload (PUT) instead of download (GET).
@@ -189,6 +193,7 @@ pub struct DeletedOut {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QueryArgs {
     /// From this time on (RFC 3339, inclusive).
     #[serde(default)]

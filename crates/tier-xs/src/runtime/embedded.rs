@@ -41,6 +41,33 @@ CREATE TABLE IF NOT EXISTS secrets (
 ) WITHOUT ROWID;
 "#;
 
+/// The data directory and its database hold tenants' secrets and webhook signing keys: only
+/// their owner may read them (0700 and 0600; SQLite gives its journal files the database's
+/// mode).
+fn owner_only(dir: &Path, db: &Path) -> Result<(), RuntimeError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |what: &Path, e: std::io::Error| RuntimeError::Backend {
+            op: "protect data directory",
+            message: format!("{}: {e}", what.display()),
+        };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(dir, e))?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(db)
+            .map_err(|e| fail(db, e))?;
+        std::fs::set_permissions(db, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(db, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, db);
+    Ok(())
+}
+
 /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
 pub async fn open(data_dir: &Path) -> Result<SqlitePool, RuntimeError> {
     std::fs::create_dir_all(data_dir).map_err(|e| RuntimeError::Backend {
@@ -48,6 +75,7 @@ pub async fn open(data_dir: &Path) -> Result<SqlitePool, RuntimeError> {
         message: format!("{}: {e}", data_dir.display()),
     })?;
     let path = data_dir.join(DB_FILE);
+    owner_only(data_dir, &path)?;
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .map_err(|e| RuntimeError::backend("open database", e))?
         .create_if_missing(true)
@@ -64,4 +92,35 @@ pub async fn open(data_dir: &Path) -> Result<SqlitePool, RuntimeError> {
         .await
         .map_err(|e| RuntimeError::backend("create schema", e))?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn only_the_owner_may_read_the_data_directory_and_its_database() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("agentbus-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pool = open(&dir).await.unwrap();
+        sqlx::query(
+            "INSERT INTO kv (tenant, key, value, version, updated_at) VALUES ('t', 'k', 'v', 1, 0)",
+        )
+        .execute(&pool)
+        .await
+        .ok();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f) & 0o077, 0, "{} is readable by others", f.display());
+        }
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -45,12 +45,14 @@ pub struct AgentbusMcp {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KeyArgs {
     /// The key, 1-512 bytes, no control characters.
     pub key: String,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KvSetArgs {
     /// The key, 1-512 bytes, no control characters.
     pub key: String,
@@ -68,6 +70,7 @@ pub struct KvSetArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KvListArgs {
     /// Only keys that start with this.
     #[serde(default)]
@@ -81,6 +84,7 @@ pub struct KvListArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EventArgs {
     /// What happened, e.g. "Agent Task Completed" (1-128 characters).
     pub detail_type: String,
@@ -89,6 +93,7 @@ pub struct EventArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SecretPutArgs {
     /// Name: 1-128 of letters, digits, '-', '_', '.'.
     pub name: String,
@@ -97,6 +102,7 @@ pub struct SecretPutArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SecretNameArgs {
     /// Name of the secret.
     pub name: String,
@@ -104,6 +110,7 @@ pub struct SecretNameArgs {
 
 /// The arguments of a tool that takes none.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
 /// The hints a tool gives its client; every agentbus tool stays inside its workspace.
