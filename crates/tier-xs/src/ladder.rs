@@ -351,13 +351,17 @@ impl Ladder {
             .unwrap_or((0.0, 0.0))
     }
 
-    /// Every resource of every layer, shaped for `ctx.target`: the active layers shape the
-    /// dashboard first, then every layer lays out its resources.
+    /// Every resource of every layer, shaped for `ctx.target`: the active layers (every layer,
+    /// for a destroy) shape the dashboard first, then every layer lays out its resources.
     pub fn universe(&self, ctx: &LayerContext<'_>) -> Universe {
         let served = ctx.target.unwrap_or(Tier::ExtraSmall);
         let active = |l: &Arc<dyn Layer>| ctx.target.is_some_and(|t| l.tier() <= t);
+        // A destroy shapes the dashboard as every layer would: what exists may be the highest
+        // tier's, and its dependencies (the dashboard's group admitting the balancer's) must
+        // order the deletes.
+        let shapes = |l: &Arc<dyn Layer>| ctx.target.is_none_or(|t| l.tier() <= t);
         let mut spec = DashboardSpec::new(served);
-        for layer in self.layers.iter().filter(|l| active(l)) {
+        for layer in self.layers.iter().filter(|l| shapes(l)) {
             layer.shape_dashboard(ctx, &mut spec);
         }
         let mut u = Universe {

@@ -579,16 +579,6 @@ impl std::fmt::Debug for EcrLogin {
     }
 }
 
-/// `(account, region)` of an ECR registry host.
-fn ecr_host(host: &str) -> Option<(&str, &str)> {
-    let (account, rest) = host.split_once(".dkr.ecr.")?;
-    let region = rest
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
-        .then_some((account, region))
-}
-
 impl Deployer {
     /// Checks that `image` exists in its registry: an ECR image through the ECR API (in
     /// its own region), any other through the OCI distribution API, anonymously. The error
@@ -596,7 +586,7 @@ impl Deployer {
     pub async fn verify_image(&self, image: &str) -> Result<(), String> {
         let r = crate::image::registry::parse_reference(image).map_err(|e| e.to_string())?;
         let host = r.resolve_registry().to_string();
-        if let Some((account, region)) = ecr_host(&host) {
+        if let Some((account, region)) = crate::components::ecr::ecr_host(&host) {
             let ecr = if region == self.aws.region {
                 self.aws.ecr()
             } else {

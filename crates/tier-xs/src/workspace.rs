@@ -146,13 +146,7 @@ pub struct Workspace {
 impl Workspace {
     pub fn new(env: Env, account: impl Into<String>, region: impl Into<String>) -> Self {
         let region = region.into();
-        let partition = if region.starts_with("cn-") {
-            "aws-cn"
-        } else if region.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else {
-            "aws"
-        };
+        let partition = partition_of(&region);
         Workspace {
             env,
             account: account.into(),
@@ -204,6 +198,17 @@ impl Workspace {
             (TAG_ENV.to_string(), self.env.to_string()),
             (TAG_COMPONENT.to_string(), component.to_string()),
         ]
+    }
+}
+
+/// The AWS partition of a region (`aws`, `aws-cn`, `aws-us-gov`), for ARNs.
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
     }
 }
 

@@ -28,6 +28,7 @@ use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     made, unmodeled,
 };
+use tier_xs::workspace::partition_of;
 
 /// Moving objects to a cheaper storage class after `days`.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,7 +168,7 @@ impl TagApi for S3Tags {
 
 impl Bucket {
     pub fn arn(&self) -> String {
-        format!("arn:aws:s3:::{}", self.meta.name)
+        format!("arn:{}:s3:::{}", partition_of(&self.region), self.meta.name)
     }
 
     /// The TLS-only policy document.

@@ -28,6 +28,25 @@ pub const KEEP_IMAGES: u32 = 10;
 /// docs/benchmarks/image.md).
 pub const IMAGE_MB: f64 = 15.0;
 
+/// `(account, region)` of an ECR registry host.
+pub fn ecr_host(host: &str) -> Option<(&str, &str)> {
+    let (account, rest) = host.split_once(".dkr.ecr.")?;
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        .then_some((account, region))
+}
+
+/// The ECR repository of an image reference (`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:tag|@digest]`)
+/// as `(account, region, repository)`; `None` for an image in another registry.
+pub fn ecr_image(image: &str) -> Option<(&str, &str, &str)> {
+    let (host, rest) = image.split_once('/')?;
+    let (account, region) = ecr_host(host)?;
+    let repo = rest.split(['@', ':']).next().filter(|r| !r.is_empty())?;
+    Some((account, region, repo))
+}
+
 pub struct EcrRepository {
     pub meta: Meta,
     pub keep_images: u32,

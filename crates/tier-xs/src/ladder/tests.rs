@@ -170,6 +170,20 @@ fn a_layer_shapes_the_dashboard_only_when_the_target_includes_it() {
 }
 
 #[test]
+fn a_destroy_deletes_the_dashboards_group_before_the_front_it_admits() {
+    // What exists may be the highest tier's: the dashboard's group admits the front's, so the
+    // destroy must delete it first.
+    let ladder = crate::ladder().with(Above { scaling: None });
+    let down = universe(&ladder, None);
+    assert!(
+        resource(&down, ids::DASHBOARD_SECURITY_GROUP)
+            .depends_on()
+            .contains(&"front-sg")
+    );
+    assert!(down.problems.is_empty());
+}
+
+#[test]
 fn a_missing_image_blocks_only_a_change_of_the_task_definition() {
     let u = universe_with(
         &crate::ladder(),

@@ -111,6 +111,17 @@ impl Layer for XsLayer {
                 settings.budget_usd, e.monthly, e.usage
             ));
         }
+        if let Some((account, _, repo)) = settings
+            .image
+            .as_deref()
+            .and_then(crate::components::ecr::ecr_image)
+            .filter(|(account, _, _)| *account != ctx.ws.account)
+        {
+            notes.push(format!(
+                "the image is in account {account}'s repository {repo}: its repository policy must let account {} pull",
+                ctx.ws.account
+            ));
+        }
         if settings.allow_cidrs.is_empty() && dashboard.front().is_none() {
             notes.push(format!(
                 "the dashboard admits no one: add --allow-cidr YOUR.IP/32 to reach port {}",

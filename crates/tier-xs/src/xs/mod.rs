@@ -122,11 +122,14 @@ pub struct ExtraSmall {
 }
 
 /// The ECR repository ARN of an image URI in this account and region, if it is one.
+/// The ARN of the ECR repository an image is in, in any account and region of the
+/// workspace's partition (the execution role must be allowed to pull from exactly that one).
 fn ecr_repository_arn(ws: &Workspace, image: &str) -> Option<String> {
-    let host = format!("{}.dkr.ecr.{}.amazonaws.com/", ws.account, ws.region);
-    let rest = image.strip_prefix(&host)?;
-    let repo = rest.split(['@', ':']).next()?;
-    Some(ws.arn("ecr", &format!("repository/{repo}")))
+    let (account, region, repo) = crate::components::ecr::ecr_image(image)?;
+    Some(format!(
+        "arn:{}:ecr:{region}:{account}:repository/{repo}",
+        ws.partition
+    ))
 }
 
 impl ExtraSmall {
@@ -677,6 +680,27 @@ mod tests {
                 .policy
                 .to_string()
                 .contains("repository/agentbus-dev")
+        );
+        // An image in another account's or region's repository: the role may pull from that one.
+        s.image = Some("210987654321.dkr.ecr.eu-west-1.amazonaws.com/shared/agentbus:1.2".into());
+        let xs = ExtraSmall::new(&ws("dev"), &s, &alone());
+        assert!(
+            xs.execution_role
+                .policy
+                .to_string()
+                .contains("arn:aws:ecr:eu-west-1:210987654321:repository/shared/agentbus"),
+            "{}",
+            xs.execution_role.policy
+        );
+        // In China the partition is aws-cn, and so are the ARNs.
+        let cn = Workspace::new(Env::new("dev").unwrap(), "123456789012", "cn-north-1");
+        s.image = Some("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/agentbus-dev:1".into());
+        let xs = ExtraSmall::new(&cn, &s, &alone());
+        assert!(
+            xs.execution_role
+                .policy
+                .to_string()
+                .contains("arn:aws-cn:ecr:cn-north-1:123456789012:repository/agentbus-dev")
         );
     }
 
