@@ -6,13 +6,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_table::DeleteTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
-    SseSpecification, TableStatus, Tag, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, SseSpecification, TableStatus, Tag,
+    TimeToLiveSpecification,
 };
-use aws_smithy_runtime_api::client::result::SdkError;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -21,8 +19,7 @@ use crate::cost::base::{BasePrices, base_cost};
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi, found,
-    made, settle, wait_until,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
 };
 use crate::tag_api;
 
@@ -173,31 +170,11 @@ impl DynamoTable {
         Ok(())
     }
 
-    /// Point-in-time recovery; DynamoDB refuses it for a while after the table became ACTIVE.
+    /// Point-in-time recovery (waiting out DynamoDB's refusal right after ACTIVE).
     async fn set_pitr(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        let spec = map_build(
-            PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build(),
-            self.0.meta.id,
-        )?;
-        settle(
-            SETTLE_LIMIT,
-            |e: &SdkError<UpdateContinuousBackupsError, _>| {
-                e.as_service_error().is_some_and(
-                    UpdateContinuousBackupsError::is_continuous_backups_unavailable_exception,
-                )
-            },
-            || {
-                aws.dynamodb()
-                    .update_continuous_backups()
-                    .table_name(&self.0.meta.name)
-                    .point_in_time_recovery_specification(spec.clone())
-                    .send()
-            },
-        )
-        .await
-        .map_err(|e| self.0.meta.fail("UpdateContinuousBackups", e))?;
+        crate::engine::lock::enable_pitr(&aws.dynamodb(), &self.0.meta.name)
+            .await
+            .map_err(|e| self.0.meta.fail("UpdateContinuousBackups", e))?;
         Ok(())
     }
 }

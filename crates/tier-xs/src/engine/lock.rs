@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -284,30 +285,10 @@ impl DeployTable {
             },
         )
         .await?;
-        // Point-in-time recovery keeps the deploy history recoverable; DynamoDB refuses it for
-        // a while after the table became ACTIVE.
-        let spec = PointInTimeRecoverySpecification::builder()
-            .point_in_time_recovery_enabled(true)
-            .build()
-            .map_err(|e| LockError::Table(e.to_string()))?;
-        settle(
-            SETTLE_LIMIT,
-            |e: &SdkError<UpdateContinuousBackupsError, _>| {
-                e.as_service_error().is_some_and(
-                    UpdateContinuousBackupsError::is_continuous_backups_unavailable_exception,
-                )
-            },
-            || {
-                self.aws
-                    .dynamodb()
-                    .update_continuous_backups()
-                    .table_name(&self.table)
-                    .point_in_time_recovery_specification(spec.clone())
-                    .send()
-            },
-        )
-        .await
-        .map_err(|e| LockError::Table(error_text(&e)))?;
+        // Point-in-time recovery keeps the deploy history recoverable.
+        enable_pitr(&self.aws.dynamodb(), &self.table)
+            .await
+            .map_err(|e| LockError::Table(error_text(&e)))?;
         Ok(())
     }
 
@@ -606,4 +587,31 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+/// Turns on point-in-time recovery of a table. DynamoDB refuses it for a while after the table
+/// became ACTIVE (`ContinuousBackupsUnavailableException`), so the call waits that out.
+pub async fn enable_pitr(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<(), SdkError<UpdateContinuousBackupsError, HttpResponse>> {
+    let spec = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(true)
+        .build()
+        .map_err(SdkError::construction_failure)?;
+    settle(
+        SETTLE_LIMIT,
+        |e: &SdkError<UpdateContinuousBackupsError, HttpResponse>| {
+            e.as_service_error().is_some_and(
+                UpdateContinuousBackupsError::is_continuous_backups_unavailable_exception,
+            )
+        },
+        || {
+            ddb.update_continuous_backups()
+                .table_name(table)
+                .point_in_time_recovery_specification(spec.clone())
+                .send()
+        },
+    )
+    .await
+    .map(|_| ())
 }
