@@ -731,12 +731,38 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(p.code, 0, "{p:?}");
 
+    // A tenant's secret, as `secrets_put` leaves it.
+    let tenant_secret = format!("agentbus/{env}/tenants/tenant-a/api-key");
+    aws.secrets()
+        .create_secret()
+        .name(&tenant_secret)
+        .secret_string("s3cr3t")
+        .send()
+        .await
+        .unwrap();
+
     let r = agentbus(&["destroy", "--env", &env, "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stderr.contains(&format!("kept dynamodb table {kv}")),
         "{r:?}"
     );
+    // The tokens and the tenants' secrets are data too: kept.
+    assert!(
+        r.stderr
+            .contains(&format!("kept secret agentbus/{env}/server")),
+        "{r:?}"
+    );
+    for name in [format!("agentbus/{env}/server"), tenant_secret.clone()] {
+        let d = aws
+            .secrets()
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .unwrap();
+        assert!(d.deleted_date.is_none(), "{name} is kept");
+    }
     let item = aws
         .dynamodb()
         .get_item()
@@ -763,14 +789,6 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
         aws.iam()
             .get_role()
             .role_name(format!("{ws}-dashboard-task"))
-            .send()
-            .await
-            .is_err()
-    );
-    assert!(
-        aws.secrets()
-            .describe_secret()
-            .secret_id(format!("agentbus/{env}/server"))
             .send()
             .await
             .is_err()
@@ -802,12 +820,25 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     // A re-deploy finds the table (and its data) and creates the rest around it.
     let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
     let changed = changed_fields(&p["plan"]);
-    assert_eq!(changed.len(), 13);
+    assert_eq!(changed.len(), 12);
     assert!(!changed.contains_key("kv-table"));
     assert!(!changed.contains_key("image-repository"));
+    assert!(!changed.contains_key("server-secret"));
 
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
+    // With the flag, the server's secret goes, and the tenants' secrets with it.
+    for name in [format!("agentbus/{env}/server"), tenant_secret] {
+        assert!(
+            aws.secrets()
+                .describe_secret()
+                .secret_id(&name)
+                .send()
+                .await
+                .is_err(),
+            "{name} is deleted"
+        );
+    }
     assert!(
         aws.dynamodb()
             .describe_table()

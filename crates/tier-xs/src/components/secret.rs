@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
-use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 use serde_json::json;
 
 use crate::aws::AwsClients;
@@ -21,6 +21,8 @@ use crate::tag_api;
 
 pub struct WorkspaceSecret {
     pub meta: Meta,
+    /// Name prefix of the tenants' secrets (`agentbus/{env}/tenants/`): they go with it.
+    pub tenant_prefix: String,
     pub description: String,
     /// `prod`: deleting schedules deletion with a 30-day recovery window.
     pub recovery_window_days: Option<i64>,
@@ -35,6 +37,54 @@ pub fn initial_secret_value() -> String {
         return String::new();
     }
     json!({ "version": 1, "session_key": hex::encode(key), "tokens": [] }).to_string()
+}
+
+impl WorkspaceSecret {
+    /// The names of the tenants' secrets (ListSecrets' name filter matches a prefix).
+    async fn tenant_secrets(&self, aws: &AwsClients) -> Result<Vec<String>, EngineError> {
+        let filter = Filter::builder()
+            .key(FilterNameStringType::Name)
+            .values(&self.tenant_prefix)
+            .build();
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = aws
+                .secrets()
+                .list_secrets()
+                .filters(filter.clone())
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| self.meta.fail("ListSecrets", e))?;
+            names.extend(
+                out.secret_list()
+                    .iter()
+                    .filter_map(|s| s.name())
+                    .filter(|n| n.starts_with(&self.tenant_prefix))
+                    .map(str::to_string),
+            );
+            token = out.next_token;
+            if token.is_none() {
+                return Ok(names);
+            }
+        }
+    }
+
+    /// Deletes one secret: at once, or with prod's recovery window.
+    async fn delete_one(&self, aws: &AwsClients, name: &str) -> Result<(), EngineError> {
+        let mut req = aws.secrets().delete_secret().secret_id(name);
+        req = match self.recovery_window_days {
+            Some(days) => req.recovery_window_in_days(days),
+            None => req.force_delete_without_recovery(true),
+        };
+        gone(
+            req.send().await,
+            DeleteSecretError::is_resource_not_found_exception,
+            &self.meta,
+            "DeleteSecret",
+        )
+    }
 }
 
 fn tag(k: &str, v: &str) -> Tag {
@@ -166,18 +216,16 @@ impl Resource for WorkspaceSecret {
         }
         Ok(())
     }
+    /// Tokens and tenants' secrets are data: kept unless `--destroy-data`.
+    fn data_bearing(&self) -> bool {
+        true
+    }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        let mut req = aws.secrets().delete_secret().secret_id(&self.meta.name);
-        req = match self.recovery_window_days {
-            Some(days) => req.recovery_window_in_days(days),
-            None => req.force_delete_without_recovery(true),
-        };
-        gone(
-            req.send().await,
-            DeleteSecretError::is_resource_not_found_exception,
-            &self.meta,
-            "DeleteSecret",
-        )
+        // The tenants' secrets first, then the server's own.
+        for name in self.tenant_secrets(aws).await? {
+            self.delete_one(aws, &name).await?;
+        }
+        self.delete_one(aws, &self.meta.name).await
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
@@ -193,7 +241,9 @@ impl Resource for WorkspaceSecret {
         ])
     }
     fn notes(&self) -> Vec<String> {
-        let mut n = vec!["value generated at deploy; never shown".to_string()];
+        let mut n = vec![
+            "value generated at deploy; never shown; holds the tokens, and with the tenants' secrets is kept unless --destroy-data".to_string(),
+        ];
         if let Some(d) = self.recovery_window_days {
             n.push(format!("on delete: recoverable for {d} days"));
         }

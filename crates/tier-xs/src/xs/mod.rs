@@ -201,6 +201,7 @@ impl ExtraSmall {
                 config.secret.clone(),
                 ws.tags(t, "secret"),
             ),
+            tenant_prefix: ws.secret_name("tenants/"),
             description: format!("agentbus {} server credentials", ws.env),
             recovery_window_days: prod.then_some(30),
         };
