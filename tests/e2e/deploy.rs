@@ -1023,6 +1023,18 @@ async fn the_cli_explains_bad_input() {
 }
 
 #[test]
+fn up_on_a_busy_port_says_so_and_leaves_no_data_directory() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let dir = std::env::temp_dir().join(format!("agentbus-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = agentbus(&["up", "--port", &port, "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(&format!("port {port} is busy")), "{r:?}");
+    assert!(!dir.exists(), "no data directory is left behind");
+}
+
+#[test]
 fn healthcheck_reports_the_local_server_state() {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -550,10 +550,20 @@ fn expired_and_revoked_tokens_get_401() {
         "list shows ids, never tokens: {list}"
     );
     let rev = Command::new(BIN)
-        .args(["token", "revoke", "--data-dir", dir.to_str().unwrap(), id])
-        .status()
+        .args([
+            "token",
+            "revoke",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            id,
+            "--json",
+        ])
+        .output()
         .unwrap();
-    assert!(rev.success());
+    assert!(rev.status.success());
+    // Under --json every command prints its result.
+    let v: serde_json::Value = serde_json::from_slice(&rev.stdout).unwrap();
+    assert_eq!(v["revoked"], id);
     // Revocation reaches the running server within its 5 s token cache.
     let start = Instant::now();
     while http(server.port, "GET", "/api/status", Some(tok), None).0 != 401 {

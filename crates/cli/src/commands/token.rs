@@ -140,6 +140,9 @@ pub async fn run(g: &Global, args: TokenArgs) -> Result<u8> {
             if !auth.revoke(&id).await? {
                 bail!("no token with id {id}");
             }
+            if json {
+                println!("{}", serde_json::json!({"revoked": id}));
+            }
             eprintln!("revoked token {id}");
         }
     }

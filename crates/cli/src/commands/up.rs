@@ -40,11 +40,12 @@ pub async fn run(args: UpArgs) -> Result<u8> {
 /// `agentbus up`: the tier on embedded storage, on 127.0.0.1.
 async fn up(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
     ladder().check(tier)?;
-    let state = embedded_state(data_dir, tier, rate).await?;
+    // The port first: a busy one leaves no data directory behind.
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
         .with_context(|| format!("port {port} is busy: pass --port"))?;
     let addr = listener.local_addr()?;
     drop(listener);
+    let state = embedded_state(data_dir, tier, rate).await?;
     let first = state.auth.list().await?.is_empty();
     println!("agentbus {} tier, data in {}", tier, data_dir.display());
     println!("  dashboard: http://{addr}/");
