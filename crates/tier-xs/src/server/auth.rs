@@ -95,6 +95,12 @@ fn random_hex(n: usize) -> Result<String, RuntimeError> {
     Ok(hex::encode(b))
 }
 
+/// The whole second a token made at `now_ms` with `ttl` expires at, rounded up: a token lives
+/// at least its `ttl` (seconds alone would let a `1s` token expire at once).
+fn expiry(now_ms: u128, ttl: Duration) -> u64 {
+    (now_ms + ttl.as_millis()).div_ceil(1000) as u64
+}
+
 /// A new token and its record. The token is `ab_{id}_{secret}`.
 pub fn mint(
     tenant: Tenant,
@@ -103,14 +109,17 @@ pub fn mint(
 ) -> Result<(String, TokenRecord), RuntimeError> {
     let id = random_hex(6)?;
     let token = format!("ab_{id}_{}", random_hex(32)?);
-    let now = now_secs();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
     let rec = TokenRecord {
         id,
         hash: sha256_hex(&token),
         tenant,
         role,
-        created_at: now,
-        expires_at: ttl.map(|t| now + t.as_secs()),
+        created_at: (now_ms / 1000) as u64,
+        expires_at: ttl.map(|t| expiry(now_ms, t)),
     };
     Ok((token, rec))
 }
@@ -328,6 +337,24 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_lives_at_least_its_ttl() {
+        let second = Duration::from_secs(1);
+        // Made late in second 100: it must stay valid through 101.9, so expires at 102.
+        assert_eq!(expiry(100_900, second), 102);
+        assert_eq!(expiry(100_000, second), 101);
+        let rec = |exp| TokenRecord {
+            id: "x".into(),
+            hash: String::new(),
+            tenant: Tenant::new("t").unwrap(),
+            role: Role::User,
+            created_at: 100,
+            expires_at: Some(exp),
+        };
+        assert!(rec(expiry(100_900, second)).live(101));
+        assert!(!rec(expiry(100_900, second)).live(102));
+    }
 
     struct Mem(tokio::sync::Mutex<Vec<TokenRecord>>);
 
