@@ -96,8 +96,12 @@ fn random_hex(n: usize) -> Result<String, RuntimeError> {
 }
 
 /// The whole second a token made at `now_ms` with `ttl` expires at, rounded up: a token lives
-/// at least its `ttl` (seconds alone would let a `1s` token expire at once).
+/// at least its `ttl` (seconds alone would let a `1s` token expire at once). A zero `ttl` is
+/// expired from the start.
 fn expiry(now_ms: u128, ttl: Duration) -> u64 {
+    if ttl.is_zero() {
+        return (now_ms / 1000) as u64;
+    }
     (now_ms + ttl.as_millis()).div_ceil(1000) as u64
 }
 
@@ -344,6 +348,7 @@ mod tests {
         // Made late in second 100: it must stay valid through 101.9, so expires at 102.
         assert_eq!(expiry(100_900, second), 102);
         assert_eq!(expiry(100_000, second), 101);
+        assert_eq!(expiry(100_900, Duration::ZERO), 100);
         let rec = |exp| TokenRecord {
             id: "x".into(),
             hash: String::new(),
