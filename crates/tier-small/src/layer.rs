@@ -54,7 +54,7 @@ impl SmallSettings {
     pub fn from_context(ctx: &LayerContext<'_>) -> Self {
         SmallSettings {
             plain_http: ctx.plain_http,
-            certificate_arn: ctx.setting_str(SETTING_CERTIFICATE),
+            certificate_arn: ctx.settings.text(SETTING_CERTIFICATE),
         }
     }
 }

@@ -175,7 +175,7 @@ pub struct LayerContext<'a> {
     pub plain_http: bool,
     /// How long to wait for services to become steady.
     pub service_wait: Duration,
-    /// The monthly limit a budget gets unless told otherwise (see [`Ladder::estimate`]).
+    /// The monthly limit a budget gets unless told otherwise (see [`Ladder::with_estimates`]).
     pub budget_default: f64,
     /// What the target tier costs a month under the plan's usage profile, when known.
     pub estimate: Option<Estimate>,
@@ -190,31 +190,6 @@ pub struct Estimate {
 
 /// Headroom of a default budget over the tier's estimate under the `light` profile.
 pub const BUDGET_HEADROOM: f64 = 1.25;
-
-impl LayerContext<'_> {
-    /// A remembered string setting; an empty string counts as unset.
-    pub fn setting_str(&self, key: &str) -> Option<String> {
-        self.settings
-            .values
-            .get(key)
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    }
-
-    /// A remembered list of strings (none: empty).
-    pub fn setting_list(&self, key: &str) -> Vec<String> {
-        self.settings
-            .values
-            .get(key)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn setting_f64(&self, key: &str) -> Option<f64> {
-        self.settings.values.get(key).and_then(|v| v.as_f64())
-    }
-}
 
 /// A layer's resources as laid out for one target.
 #[derive(Default)]
@@ -382,43 +357,27 @@ impl Ladder {
         u
     }
 
-    /// What the wanted resources of `ctx.target` cost a month under `usage`.
-    pub fn estimate(&self, ctx: &LayerContext<'_>, usage: &Usage) -> Result<f64, CostError> {
-        let Some(target) = ctx.target else {
-            return Ok(0.0);
-        };
-        let cost = CostContext {
-            region: &ctx.ws.region,
-            usage,
-            hours: HOURS_PER_MONTH,
-        };
-        let mut total = 0.0;
-        for r in self.universe(ctx).resources {
-            if r.tier() <= target && r.wanted() {
-                total += r
-                    .monthly_cost(&cost)?
-                    .iter()
-                    .map(|l| l.monthly)
-                    .sum::<f64>();
-            }
-        }
-        Ok(total)
-    }
-
     /// `ctx` with the budget default following the target tier's own estimate (under the
     /// `light` profile, plus [`BUDGET_HEADROOM`], in whole dollars) and the estimate under
     /// `usage`. Without prices for the region, the seed's target stands in.
     pub fn with_estimates<'a>(&self, mut ctx: LayerContext<'a>, usage: &Usage) -> LayerContext<'a> {
         let tier = ctx.target.unwrap_or(Tier::ExtraSmall);
         ctx.budget_default = self.seed_target(tier).1;
-        if ctx.target.is_none() {
+        let Some(target) = ctx.target else {
             return ctx;
-        }
+        };
+        // One layout priced twice (its budget does not change what anything costs).
+        let wanted: Vec<Arc<dyn Resource>> = self
+            .universe(&ctx)
+            .resources
+            .into_iter()
+            .filter(|r| r.tier() <= target && r.wanted())
+            .collect();
         let light = self.usage_book().builtin("light");
-        if let Some(Ok(l)) = light.map(|l| self.estimate(&ctx, &l)) {
+        if let Some(Ok(l)) = light.map(|l| monthly_total(&wanted, &ctx.ws.region, &l)) {
             ctx.budget_default = (l * BUDGET_HEADROOM).ceil().max(1.0);
         }
-        if let Ok(monthly) = self.estimate(&ctx, usage) {
+        if let Ok(monthly) = monthly_total(&wanted, &ctx.ws.region, usage) {
             ctx.estimate = Some(Estimate {
                 monthly,
                 usage: usage.name.clone(),
@@ -517,6 +476,28 @@ impl Ladder {
         }
         Ok(parts)
     }
+}
+
+/// What `resources` cost a month in `region` under `usage`.
+pub fn monthly_total<'r>(
+    resources: impl IntoIterator<Item = &'r Arc<dyn Resource>>,
+    region: &str,
+    usage: &Usage,
+) -> Result<f64, CostError> {
+    let cost = CostContext {
+        region,
+        usage,
+        hours: HOURS_PER_MONTH,
+    };
+    let mut total = 0.0;
+    for r in resources {
+        total += r
+            .monthly_cost(&cost)?
+            .iter()
+            .map(|l| l.monthly)
+            .sum::<f64>();
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

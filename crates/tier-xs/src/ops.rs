@@ -9,15 +9,15 @@ use serde_json::{Value, json};
 
 use crate::aws::{AwsClients, AwsSetupError, Caller};
 use crate::components::network;
-use crate::cost::{CostContext, CostDelta, CostError, HOURS_PER_MONTH};
+use crate::cost::{CostDelta, CostError, Usage};
 use crate::engine::apply::{self, ApplyOptions, ApplyReport};
 use crate::engine::lock::{
     ApplyRecord, DeployTable, Lease, LockError, LockInfo, RecordedChange, StoredSettings, iso,
     now_millis,
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
-use crate::engine::{self, EngineError, Resource};
-use crate::ladder::{Ladder, LadderError, LayerContext};
+use crate::engine::{self, EngineError};
+use crate::ladder::{Ladder, LadderError, LayerContext, monthly_total};
 use crate::workspace::{Env, Tier, Workspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -195,13 +195,8 @@ impl Deployer {
 
     /// The workspace's network: the remembered VPC and subnets, or the region's defaults.
     async fn network(&self, s: &StoredSettings) -> Result<network::Network, OpsError> {
-        let vpc = s.values.get(SETTING_VPC).and_then(|v| v.as_str());
-        let subnets: Vec<String> = s
-            .values
-            .get(SETTING_SUBNETS)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        Ok(network::resolve(&self.aws, vpc.filter(|v| !v.is_empty()), &subnets).await?)
+        let vpc = s.text(SETTING_VPC);
+        Ok(network::resolve(&self.aws, vpc.as_deref(), &s.list(SETTING_SUBNETS)).await?)
     }
 
     /// Plans converging the workspace to `target` (`None`: remove everything).
@@ -268,7 +263,7 @@ impl Deployer {
             }
             plan.notes.extend(universe.notes);
         }
-        match self.cost_delta(&plan, target, inputs) {
+        match self.cost_delta(&plan, target, &usage) {
             Ok(delta) => plan.cost = Some(delta),
             Err(e @ CostError::BadProfile { .. }) | Err(e @ CostError::UnknownProfile(_)) => {
                 return Err(e.into());
@@ -293,27 +288,16 @@ impl Deployer {
         &self,
         plan: &Plan,
         target: Option<Tier>,
-        inputs: &Inputs,
+        usage: &Usage,
     ) -> Result<CostDelta, CostError> {
-        let usage = self
-            .ladder
-            .usage_book()
-            .load(inputs.usage.as_deref().unwrap_or("light"))?;
         self.ladder.check_prices(&self.ws.region)?;
-        let ctx = CostContext {
-            region: &self.ws.region,
-            usage: &usage,
-            hours: HOURS_PER_MONTH,
-        };
-        let sum = |keep: &dyn Fn(&dyn Resource) -> bool| -> Result<f64, CostError> {
-            let mut total = 0.0;
-            for r in plan.resources.iter().filter(|r| keep(r.as_ref())) {
-                total += r.monthly_cost(&ctx)?.iter().map(|l| l.monthly).sum::<f64>();
-            }
-            Ok(total)
-        };
+        let region = &self.ws.region;
         let observed: HashSet<&str> = plan.observed.keys().copied().collect();
-        let before = sum(&|r| observed.contains(r.id()))?;
+        let before = monthly_total(
+            plan.resources.iter().filter(|r| observed.contains(r.id())),
+            region,
+            usage,
+        )?;
         // Kept resources (data a downgrade or destroy leaves) go on costing.
         let kept: HashSet<&str> = plan
             .changes
@@ -321,8 +305,13 @@ impl Deployer {
             .filter(|c| c.action == plan::Action::Keep)
             .map(|c| c.id)
             .collect();
-        let after =
-            sum(&|r| target.is_some_and(|t| r.tier() <= t && r.wanted()) || kept.contains(r.id()))?;
+        let after = monthly_total(
+            plan.resources.iter().filter(|r| {
+                target.is_some_and(|t| r.tier() <= t && r.wanted()) || kept.contains(r.id())
+            }),
+            region,
+            usage,
+        )?;
         Ok(CostDelta {
             before,
             after,

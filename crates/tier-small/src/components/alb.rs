@@ -194,7 +194,7 @@ impl Resource for LoadBalancer {
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let (outputs, current, changed) = (c.outputs, c.current, c.fields);
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let arn = current.out("arn").to_string();
         for field in changed {
             match field.as_str() {
                 "subnets" => {
@@ -224,7 +224,7 @@ impl Resource for LoadBalancer {
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let m = &self.meta;
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let arn = current.out("arn").to_string();
         let Some(_) = found(
             aws.elb()
                 .delete_load_balancer()
@@ -400,7 +400,7 @@ impl Resource for TargetGroup {
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let (current, changed) = (c.current, c.fields);
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let arn = current.out("arn").to_string();
         if changed.iter().any(|c| c == "health_check") {
             aws.elb()
                 .modify_target_group()
@@ -420,7 +420,7 @@ impl Resource for TargetGroup {
         Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let arn = current.out("arn").to_string();
         gone(
             aws.elb()
                 .delete_target_group()
@@ -610,7 +610,7 @@ impl Resource for Listener {
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let (outputs, current) = (c.outputs, c.current);
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let arn = current.out("arn").to_string();
         let mut req = aws
             .elb()
             .modify_listener()
@@ -629,7 +629,7 @@ impl Resource for Listener {
         Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
-        let arn = current.outputs.get("arn").cloned().unwrap_or_default();
+        let arn = current.out("arn").to_string();
         gone(
             aws.elb().delete_listener().listener_arn(&arn).send().await,
             DeleteListenerError::is_listener_not_found_exception,

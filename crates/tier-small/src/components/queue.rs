@@ -281,7 +281,7 @@ impl Resource for Queue {
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let (outputs, current, changed) = (c.outputs, c.current, c.fields);
-        let url = current.outputs.get("url").cloned().unwrap_or_default();
+        let url = current.out("url").to_string();
         let attrs = self.attributes(outputs, Some(changed))?;
         if !attrs.is_empty() {
             aws.sqs()
@@ -295,7 +295,7 @@ impl Resource for Queue {
         Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
-        let url = current.outputs.get("url").cloned().unwrap_or_default();
+        let url = current.out("url").to_string();
         gone(
             aws.sqs().delete_queue().queue_url(&url).send().await,
             |e: &DeleteQueueError| {

@@ -245,15 +245,8 @@ impl Resource for Budget {
             {
                 let current = self.observe(aws).await?.unwrap_or_default();
                 let fields = ["limit_usd".to_string(), "alerts".to_string()];
-                self.update(
-                    aws,
-                    &Edit {
-                        outputs,
-                        current: &current,
-                        fields: &fields,
-                    },
-                )
-                .await
+                self.update(aws, &Edit::new(outputs, &current, &fields))
+                    .await
             }
             Err(e) => Err(self.meta.fail("CreateBudget", e)),
         }

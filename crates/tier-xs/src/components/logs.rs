@@ -133,15 +133,8 @@ impl Resource for LogGroup {
         )?;
         let current = Observed::default();
         let fields = ["retention_days".to_string()];
-        self.update(
-            aws,
-            &Edit {
-                outputs,
-                current: &current,
-                fields: &fields,
-            },
-        )
-        .await
+        self.update(aws, &Edit::new(outputs, &current, &fields))
+            .await
     }
 
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {

@@ -14,8 +14,6 @@ pub mod table;
 
 use serde_json::Value;
 
-pub use crate::engine::tag_changes;
-
 /// Parses a JSON document and re-serialises it with sorted keys, so that two documents that
 /// mean the same compare equal.
 pub fn normalize_json(doc: &str) -> Value {

@@ -465,7 +465,7 @@ impl Resource for SecurityGroup {
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let (outputs, current, changed) = (c.outputs, c.current, c.fields);
-        let group_id = current.outputs.get("id").cloned().unwrap_or_default();
+        let group_id = current.out("id").to_string();
         if changed.iter().any(|c| c == "ingress") {
             let have: Vec<String> = current
                 .fields
@@ -499,7 +499,7 @@ impl Resource for SecurityGroup {
         Ok(())
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
-        let group_id = current.outputs.get("id").cloned().unwrap_or_default();
+        let group_id = current.out("id").to_string();
         let m = &self.meta;
         // Network interfaces of a just-stopped task take a while to go: retry on DependencyViolation.
         wait_until(

@@ -135,6 +135,29 @@ pub struct StoredSettings {
     pub values: HashMap<String, serde_json::Value>,
 }
 
+impl StoredSettings {
+    /// A string setting; an empty string counts as unset.
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.values
+            .get(key)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+
+    /// A list of strings (none: empty).
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.values
+            .get(key)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn number(&self, key: &str) -> Option<f64> {
+        self.values.get(key).and_then(|v| v.as_f64())
+    }
+}
+
 /// The workspace's deploy table.
 #[derive(Clone, Debug)]
 pub struct DeployTable {

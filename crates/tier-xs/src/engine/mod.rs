@@ -235,6 +235,16 @@ pub struct Edit<'a> {
     pub fields: &'a [String],
 }
 
+impl<'a> Edit<'a> {
+    pub fn new(outputs: &'a Outputs, current: &'a Observed, fields: &'a [String]) -> Self {
+        Edit {
+            outputs,
+            current,
+            fields,
+        }
+    }
+}
+
 /// A service's [`TagApi`] from its three requests: each part names the arguments, the
 /// operation (for errors) and the request; the engine's side sends it. `read` also says how
 /// its output becomes pairs.
@@ -462,12 +472,7 @@ pub async fn update(
 ) -> Result<Observed, EngineError> {
     let own: Vec<String> = changed.iter().filter(|c| *c != "tags").cloned().collect();
     if !own.is_empty() {
-        let change = Edit {
-            outputs,
-            current,
-            fields: &own,
-        };
-        r.update(aws, &change).await?;
+        r.update(aws, &Edit::new(outputs, current, &own)).await?;
     }
     if let (true, Some(api)) = (changed.iter().any(|c| c == "tags"), r.tags()) {
         let (set, remove) = tag_changes(

@@ -74,12 +74,13 @@ impl XsSettings {
     /// flags, the workspace's network, and the budget following the target tier's seed.
     pub fn from_context(ctx: &LayerContext<'_>) -> Self {
         let mut xs = XsSettings::new(ctx.network.clone());
-        xs.image = ctx.setting_str(settings::IMAGE);
-        xs.allow_cidrs = ctx.setting_list(settings::ALLOW_CIDRS);
+        xs.image = ctx.settings.text(settings::IMAGE);
+        xs.allow_cidrs = ctx.settings.list(settings::ALLOW_CIDRS);
         xs.budget_usd = ctx
-            .setting_f64(settings::BUDGET)
+            .settings
+            .number(settings::BUDGET)
             .unwrap_or(ctx.budget_default);
-        xs.alert_email = ctx.setting_str(settings::EMAIL);
+        xs.alert_email = ctx.settings.text(settings::EMAIL);
         xs.service_wait = ctx.service_wait;
         xs
     }
