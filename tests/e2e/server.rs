@@ -91,8 +91,22 @@ fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = http_full(port, method, path, token, &[], body);
+    (status, body)
+}
+
+/// An HTTP/1.1 exchange with extra request headers; the answer's status, headers (lower-case
+/// names) and body.
+fn http_full(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
+        return (0, Vec::new(), String::new());
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.unwrap_or("");
@@ -104,10 +118,13 @@ fn http(
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
     req.push_str("\r\n");
     req.push_str(body);
     if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
+        return (0, Vec::new(), String::new());
     }
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
@@ -116,11 +133,21 @@ fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn token(dir: &std::path::Path, tenant: &str, role: &str) -> String {
@@ -182,14 +209,55 @@ fn up_serves_mcp_to_the_python_sdk_with_tenants_and_keeps_data() {
     assert_eq!(code, 200);
     assert!(body.contains("\"healthy\"") && !body.contains(&admin));
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    // A 401 says what is missing, as RFC 6750 spells it, and OAuth discovery finds a plain no.
+    let (code, headers, body) = http_full(port, "POST", "/mcp", None, &[], Some(init));
+    assert_eq!(code, 401);
     assert_eq!(
-        http(port, "POST", "/mcp", None, Some(init)),
-        (401, "unauthorized\n".to_string())
+        header(&headers, "www-authenticate"),
+        Some("Bearer realm=\"agentbus\"")
     );
     assert_eq!(
-        http(port, "POST", "/mcp", Some("ab_0000_wrong"), Some(init)).0,
-        401
+        body,
+        "missing bearer token: send Authorization: Bearer TOKEN (`agentbus token create` prints one)\n"
     );
+    let (code, headers, body) =
+        http_full(port, "POST", "/mcp", Some("ab_0000_wrong"), &[], Some(init));
+    assert_eq!(code, 401);
+    assert!(
+        header(&headers, "www-authenticate").is_some_and(|h| h.contains("error=\"invalid_token\"")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        body,
+        "invalid bearer token: it is unknown, revoked or expired\n"
+    );
+    let (code, body) = http(
+        port,
+        "GET",
+        "/.well-known/oauth-protected-resource/mcp",
+        None,
+        None,
+    );
+    assert_eq!(code, 404);
+    assert!(body.contains("does not use OAuth"), "{body}");
+    // A session closed by DELETE answers 204, which MCP clients take as closed.
+    let (code, headers, _) = http_full(port, "POST", "/mcp", Some(&admin), &[], Some(init));
+    assert_eq!(code, 200);
+    let session = header(&headers, "mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let (code, _, body) = http_full(
+        port,
+        "DELETE",
+        "/mcp",
+        Some(&admin),
+        &[
+            ("Mcp-Session-Id", &session),
+            ("MCP-Protocol-Version", "2025-06-18"),
+        ],
+        None,
+    );
+    assert_eq!((code, body.as_str()), (204, ""));
     assert_eq!(
         http(port, "GET", "/api/status", Some(&format!("{admin}x")), None).0,
         401
@@ -374,7 +442,7 @@ fn the_official_conformance_suite_and_the_inspector_cli_accept_the_server() {
     let direct = format!("http://127.0.0.1:{}/mcp", server.port);
     let (ok, refused) = inspector(&[&direct, "--transport", "http", "--method", "tools/list"]);
     assert!(
-        !ok && refused.contains("unauthorized"),
+        !ok && refused.contains("missing bearer token"),
         "no token, no access: {refused}"
     );
     let stdio = |extra: &[&str]| {

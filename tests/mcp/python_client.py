@@ -35,6 +35,14 @@ async def call(session, tool, args):
     return bool(r.is_error), r.structured_content, text
 
 
+def described(tool, label):
+    """Every parameter of a tool says what it is and has a type."""
+    for name, prop in tool.input_schema.get("properties", {}).items():
+        check(bool(prop.get("description")), f"{label}: {tool.name}.{name} is described")
+        typed = prop.get("type") or prop.get("anyOf") or prop.get("$ref") or prop.get("oneOf")
+        check(bool(typed), f"{label}: {tool.name}.{name} has a type")
+
+
 async def basic(session, label):
     tools = (await session.list_tools()).tools
     names = {t.name for t in tools}
@@ -43,6 +51,7 @@ async def basic(session, label):
         check(t.input_schema.get("type") == "object", f"{label}: {t.name} has an input schema")
         check(t.output_schema is not None, f"{label}: {t.name} has an output schema")
         check(t.annotations is not None and t.annotations.read_only_hint is not None, f"{label}: {t.name} has annotations")
+        described(t, label)
     ro = {t.name for t in tools if t.annotations and t.annotations.read_only_hint}
     check(ro == {"kv_get", "kv_list", "secrets_list", "status"}, f"{label}: read-only tools are {sorted(ro)}")
 

@@ -21,7 +21,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from python_client import TOOLS, call, check, failures
+from python_client import TOOLS, call, check, described, failures
 
 BACKEND = sys.argv[5] if len(sys.argv) > 5 else "embedded"
 
@@ -200,6 +200,9 @@ async def tenant_a(s):
             check(t.input_schema.get("type") == "object", f"{t.name} has an input schema")
             check(t.output_schema is not None, f"{t.name} has an output schema")
             check(t.annotations is not None and t.annotations.read_only_hint is not None, f"{t.name} has annotations")
+            described(t, "small")
+    rules_put = next(t for t in tools if t.name == "rules_put")
+    check(rules_put.input_schema["properties"]["pattern"].get("type") == "object", "rules_put.pattern is an object")
 
     err, out, text = await call(s, "artifacts_put", {"key": "plans/plan.md", "content": "# plan\n"})
     check(not err and out["size"] == 7 and out["content_type"].startswith("text/plain"), f"artifacts_put text ({out} {text})")

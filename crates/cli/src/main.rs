@@ -7,9 +7,11 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use commands::{cost, deploy, destroy, healthcheck, image, plan, serve, status, token, unlock, up};
+use commands::{
+    completions, cost, deploy, destroy, healthcheck, image, plan, serve, status, token, unlock, up,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,49 +20,61 @@ use commands::{cost, deploy, destroy, healthcheck, image, plan, serve, status, t
     about = "Stand up and run an agentbus workspace on AWS"
 )]
 struct Cli {
-    #[command(flatten)]
-    global: Global,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options every command takes.
+/// Which workspace, in which account, and how to answer: the options of every command that
+/// talks to a deployed workspace.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Workspace")]
 pub struct Global {
     /// Environment name: lowercase letters, digits and '-', 1-16 characters (default:
     /// AGENTBUS_ENV, else ENV when it is a valid name, else dev).
-    #[arg(long = "env", global = true)]
+    #[arg(long = "env", value_name = "ENV")]
     pub env_flag: Option<String>,
     /// AWS region (default: the standard chain, e.g. AWS_REGION or the profile's region).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub region: Option<String>,
     /// AWS profile (default: AWS_PROFILE or "default").
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub profile: Option<String>,
-    /// Machine-readable JSON on stdout; human output goes to stderr.
-    #[arg(long, global = true)]
+    #[command(flatten)]
+    pub out: Output,
+}
+
+/// How a command answers.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Output {
+    /// Machine-readable JSON on stdout (errors too); the human lines are left out.
+    #[arg(long)]
     pub json: bool,
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y', global = true)]
-    pub yes: bool,
+}
+
+/// The environment: `flag`, else `AGENTBUS_ENV`, else the seed's `ENV` when it is a valid name
+/// (the POSIX shell's `ENV` often names a startup file), else `dev`. A bad value is reported
+/// with where it came from.
+pub fn resolve_env(flag: Option<&str>) -> anyhow::Result<tier_xs::workspace::Env> {
+    use tier_xs::workspace::Env;
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (value, source) = match (flag, var("AGENTBUS_ENV")) {
+        (Some(v), _) => (v.to_string(), "--env"),
+        (None, Some(v)) => (v, "AGENTBUS_ENV"),
+        (None, None) => match var("ENV").filter(|v| Env::new(v).is_ok()) {
+            Some(v) => (v, "ENV"),
+            None => ("dev".to_string(), "the default"),
+        },
+    };
+    Env::new(&value).map_err(|e| anyhow::anyhow!("{source} {value:?}: {e}"))
 }
 
 impl Global {
-    /// The environment: `--env`, else `AGENTBUS_ENV`, else the seed's `ENV` when it is a valid
-    /// name (the POSIX shell's `ENV` often names a startup file), else `dev`. A bad value is
-    /// reported with where it came from.
+    /// The environment these options name (see [`resolve_env`]).
     pub fn env(&self) -> anyhow::Result<tier_xs::workspace::Env> {
-        use tier_xs::workspace::Env;
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (value, source) = match (&self.env_flag, var("AGENTBUS_ENV")) {
-            (Some(v), _) => (v.clone(), "--env"),
-            (None, Some(v)) => (v, "AGENTBUS_ENV"),
-            (None, None) => match var("ENV").filter(|v| Env::new(v).is_ok()) {
-                Some(v) => (v, "ENV"),
-                None => ("dev".to_string(), "the default"),
-            },
-        };
-        Env::new(&value).map_err(|e| anyhow::anyhow!("{source} {value:?}: {e}"))
+        resolve_env(self.env_flag.as_deref())
+    }
+    pub fn json(&self) -> bool {
+        self.out.json
     }
 }
 
@@ -75,9 +89,9 @@ enum Command {
     /// What a tier costs a month, resource by resource (needs no AWS account).
     Cost(cost::CostArgs),
     /// Show the deployed tier, drift, the lock and recent applies.
-    Status,
+    Status(status::StatusArgs),
     /// Remove a deploy lock whose holder has stopped (refuses while it is alive).
-    Unlock,
+    Unlock(unlock::UnlockArgs),
     /// Run a tier locally on embedded storage (no AWS account needed): dashboard and MCP on 127.0.0.1.
     Up(up::UpArgs),
     /// Run the server: on AWS as configured by the deploy (AGENTBUS_* variables), or on
@@ -86,60 +100,114 @@ enum Command {
     /// Manage the bearer tokens of the server (embedded with --data-dir, else the env's workspace secret).
     Token(token::TokenArgs),
     /// Build the server's container image (no Docker needed) and push it to a registry.
-    Image {
-        #[command(subcommand)]
-        action: image::ImageCommand,
-    },
+    Image(image::ImageArgs),
     /// Exit 0 when the server on this host answers GET /health with 200 (the container's
     /// health check; needs no curl in the image).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Print a shell completion script: `agentbus completions bash > /etc/bash_completion.d/agentbus`.
+    Completions(completions::CompletionsArgs),
+}
+
+impl Command {
+    /// Whether this command answers in JSON (its errors then do too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Plan(a) => a.g.json(),
+            Command::Deploy(a) => a.g.json(),
+            Command::Destroy(a) => a.g.json(),
+            Command::Cost(a) => a.out.json,
+            Command::Status(a) => a.g.json(),
+            Command::Unlock(a) => a.g.json(),
+            Command::Token(a) => a.json(),
+            Command::Image(a) => a.json(),
+            Command::Up(_)
+            | Command::Serve(_)
+            | Command::Healthcheck(_)
+            | Command::Completions(_) => false,
+        }
+    }
+}
+
+/// An error for a person, or for a program when it asked for JSON.
+fn report(json: bool, message: &str) {
+    if json {
+        println!("{}", serde_json::json!({ "error": message }));
+    } else {
+        eprintln!("error: {message}");
+    }
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    // Plain text when stderr is not a terminal: a task's stderr goes to CloudWatch Logs,
+    // where colour codes are noise.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The SDK's own warnings (an IMDS probe off EC2, say) would bury the one line
+                // that says what is missing; RUST_LOG brings them back.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_runtime=error")
+                }),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are not errors; a usage error asked for JSON answers in JSON.
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                let text = e.render().to_string();
+                report(true, text.trim().trim_start_matches("error: "));
+                return ExitCode::from(2);
+            }
+            e.exit();
+        }
+    };
     // The container's health check runs often: no async runtime for it.
     if let Command::Healthcheck(args) = &cli.command {
         return healthcheck::run(args);
     }
+    if let Command::Completions(args) = &cli.command {
+        completions::run(args, &mut Cli::command());
+        return ExitCode::SUCCESS;
+    }
+    let json = cli.command.json();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            report(json, &format!("cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match rt.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            report(json, &format!("{e:#}"));
             ExitCode::from(1)
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let g = &cli.global;
     match cli.command {
-        Command::Plan(args) => plan::run(g, args).await,
-        Command::Deploy(args) => deploy::run(g, args).await,
-        Command::Destroy(args) => destroy::run(g, args).await,
-        Command::Cost(args) => cost::run(g, args),
-        Command::Status => status::run(g).await,
-        Command::Unlock => unlock::run(g).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Deploy(args) => deploy::run(args).await,
+        Command::Destroy(args) => destroy::run(args).await,
+        Command::Cost(args) => cost::run(args),
+        Command::Status(args) => status::run(args).await,
+        Command::Unlock(args) => unlock::run(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Serve(args) => serve::run(args).await,
-        Command::Token(args) => token::run(g, args).await,
-        Command::Image { action } => image::run(g, action).await,
-        Command::Healthcheck(_) => Ok(0),
+        Command::Token(args) => token::run(args).await,
+        Command::Image(args) => image::run(args).await,
+        Command::Healthcheck(_) | Command::Completions(_) => Ok(0),
     }
 }
+
+#[cfg(test)]
+mod tests;

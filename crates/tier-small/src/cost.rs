@@ -106,14 +106,14 @@ pub fn events_table_cost(
             id,
             "storage (90 days of events, with indexes)",
             gb * f64::from(1 + indexes),
-            "GB-mo",
+            "GB-month",
             p.dynamodb_storage_gb_month,
         ),
         CostLine::new(
             id,
             "point-in-time recovery",
             gb * f64::from(1 + indexes),
-            "GB-mo",
+            "GB-month",
             p.dynamodb_pitr_gb_month,
         ),
     ])

@@ -23,6 +23,7 @@ use crate::runtime::monitor::{
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventIdArgs {
+    /// The event's id, as `events_query` lists it.
     pub event_id: String,
 }
 
@@ -42,10 +43,11 @@ pub struct RuleArgs {
     /// `{"detail-type": [{"prefix": "build."}], "detail": {"status": ["FAILED"]}}`.
     /// Operators: prefix, suffix, equals-ignore-case, wildcard, anything-but, numeric,
     /// exists, and `$or`.
-    pub pattern: Value,
+    pub pattern: serde_json::Map<String, Value>,
+    /// What the rule is for, for people (optional).
     #[serde(default)]
     pub description: String,
-    /// Default true.
+    /// Whether the rule matches events now (default true).
     #[serde(default)]
     pub enabled: Option<bool>,
 }
@@ -53,6 +55,7 @@ pub struct RuleArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameArgs {
+    /// The rule's name, as `rules_list` shows it.
     pub name: String,
 }
 
@@ -73,6 +76,7 @@ pub struct SubscribeArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionIdArgs {
+    /// The subscription's id, as `subscriptions_list` shows it.
     pub subscription_id: String,
 }
 
@@ -227,7 +231,7 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
                 async move {
                     let r = Rule {
                         name: a.name,
-                        pattern: a.pattern,
+                        pattern: Value::Object(a.pattern),
                         description: a.description,
                         enabled: a.enabled.unwrap_or(true),
                         updated_at: String::new(),

@@ -150,6 +150,7 @@ pub struct PutArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyArgs {
+    /// The artifact's key, as `artifacts_put` stored it (e.g. `plans/2026-11-26/plan.md`).
     pub key: String,
 }
 
@@ -170,6 +171,7 @@ pub struct ListArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UrlArgs {
+    /// The artifact's key (e.g. `plans/2026-11-26/plan.md`).
     pub key: String,
     /// A URL to upload (PUT) instead of download (GET).
     #[serde(default)]
@@ -204,6 +206,7 @@ pub struct QueryArgs {
     /// Only this agent's records.
     #[serde(default)]
     pub agent: Option<String>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
     /// Records per page, 1-200 (default 50).

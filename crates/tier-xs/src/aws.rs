@@ -27,6 +27,14 @@ pub enum AwsSetupError {
         "no AWS region set: pass --region, set AWS_REGION, or configure a region for the profile"
     )]
     NoRegion,
+    #[error(
+        "the AWS profile {name:?} (from {from}) is not in ~/.aws/config or ~/.aws/credentials{known}"
+    )]
+    UnknownProfile {
+        name: String,
+        from: &'static str,
+        known: String,
+    },
     #[error("could not identify the caller with STS GetCallerIdentity: {0}")]
     Identity(String),
 }
@@ -162,9 +170,45 @@ macro_rules! sdk_client {
     };
 }
 
+/// A profile named by `--profile` or `AWS_PROFILE` must exist: otherwise the SDK goes on
+/// without it and the user reads about a missing region or credentials instead.
+async fn check_profile(opts: &AwsOptions) -> Result<(), AwsSetupError> {
+    let (name, source) = match (&opts.profile, std::env::var("AWS_PROFILE")) {
+        (Some(p), _) => (p.clone(), "--profile"),
+        (None, Ok(p)) if !p.is_empty() => (p, "AWS_PROFILE"),
+        _ => return Ok(()),
+    };
+    let set = aws_config::profile::load(
+        &aws_types::os_shim_internal::Fs::real(),
+        &aws_types::os_shim_internal::Env::real(),
+        &Default::default(),
+        None,
+    )
+    .await;
+    // Unreadable or absent files: the SDK's own error says more than a guess here.
+    let Ok(set) = set else {
+        return Ok(());
+    };
+    if set.get_profile(&name).is_some() || (name == "default" && set.is_empty()) {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = set.profiles().collect();
+    names.sort_unstable();
+    Err(AwsSetupError::UnknownProfile {
+        name,
+        from: source,
+        known: if names.is_empty() {
+            String::new()
+        } else {
+            format!(" (profiles there: {})", names.join(", "))
+        },
+    })
+}
+
 impl AwsClients {
     /// Loads configuration from the standard chain and checks that credentials exist.
     pub async fn load(opts: &AwsOptions) -> Result<Self, AwsSetupError> {
+        check_profile(opts).await?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(r) = &opts.region {
             loader = loader.region(Region::new(r.clone()));

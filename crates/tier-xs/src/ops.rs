@@ -573,6 +573,17 @@ impl Deployer {
     /// its own region), any other through the OCI distribution API, anonymously. The error
     /// is a plan problem, worded for the user.
     pub async fn verify_image(&self, image: &str) -> Result<(), String> {
+        // `agentbus:latest` means Docker Hub to ECS: almost never what was meant here.
+        let names_registry = image
+            .split_once('/')
+            .is_some_and(|(h, _)| h.contains('.') || h.contains(':') || h == "localhost");
+        if !names_registry {
+            return Err(format!(
+                "image {image:?} names no registry, so ECS would pull it from Docker Hub: \
+                 `agentbus image push` puts agentbus's image in the workspace's ECR and sets it, \
+                 or name the registry in full (e.g. docker.io/{image})"
+            ));
+        }
         let r = crate::image::registry::parse_reference(image).map_err(|e| e.to_string())?;
         let host = r.resolve_registry().to_string();
         if let Some((account, region)) = crate::components::ecr::ecr_host(&host) {
@@ -627,7 +638,9 @@ impl Deployer {
             Ok(None) => Err(format!(
                 "image {image} is not in its registry {host}: push it first (`agentbus image push`)"
             )),
-            Err(e) => Err(format!("cannot confirm that image {image} exists: {e}")),
+            Err(e) => Err(format!(
+                "cannot confirm that image {image} exists: {e} (is the registry reachable from here? `agentbus image push` puts the image in the workspace's ECR)"
+            )),
         }
     }
 
@@ -934,7 +947,7 @@ mod tests {
             "light",
         )
         .unwrap();
-        insta::assert_snapshot!(r.render());
+        insta::assert_snapshot!(r.render_on(time::macros::date!(2026 - 01 - 01)));
     }
 
     #[test]

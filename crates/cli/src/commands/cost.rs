@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{human, ladder, parse_tier, print_json};
-use crate::Global;
+use crate::Output;
 
 #[derive(Args, Debug)]
 pub struct CostArgs {
@@ -13,25 +13,31 @@ pub struct CostArgs {
     /// Usage profile: idle, light, team, or a JSON file with your own numbers.
     #[arg(long = "profile-usage", default_value = "light")]
     profile_usage: String,
+    /// Region whose prices to use (default: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// Environment whose resource names the report uses (as `plan --env`).
+    #[arg(long = "env", value_name = "ENV")]
+    env_flag: Option<String>,
+    #[command(flatten)]
+    pub out: Output,
 }
 
-pub fn run(g: &Global, args: CostArgs) -> Result<u8> {
-    if let Some(p) = &g.profile {
-        anyhow::bail!(
-            "--profile {p:?} names an AWS profile, which cost does not use (prices need no account); for a usage profile pass --profile-usage {p}"
-        );
-    }
+/// `cost` takes no AWS profile (prices need no account): `--profile` is an unknown argument,
+/// and clap points at `--profile-usage`.
+pub fn run(args: CostArgs) -> Result<u8> {
     let tier = parse_tier(args.tier)?;
-    let region = g
+    let region = args
         .region
         .clone()
         .or_else(|| std::env::var("AWS_REGION").ok())
         .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
         .unwrap_or_else(|| "us-east-1".into());
-    let report = tier_xs::ops::price(&ladder(), tier, g.env()?, &region, &args.profile_usage)?;
-    if g.json {
+    let env = crate::resolve_env(args.env_flag.as_deref())?;
+    let report = tier_xs::ops::price(&ladder(), tier, env, &region, &args.profile_usage)?;
+    if args.out.json {
         print_json(&serde_json::to_value(&report)?)?;
     }
-    human(g, &report.render());
+    human(args.out.json, &report.render());
     Ok(0)
 }

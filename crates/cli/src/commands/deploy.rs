@@ -9,11 +9,14 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use tier_xs::engine::apply::{ApplyOptions, ApplyReport, Outcome, Progress};
-use tier_xs::ops::{ConvergeUi, Converged, Deployer, Planned, TableFate, header};
+use tier_xs::ops::{ConvergeUi, Converged, Deployer, Inputs, Planned, TableFate, header};
 use tier_xs::workspace::Tier;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeployFlags, color, connect, human, parse_tier, print_json};
+use super::{
+    ApplyFlags, ChangeFlags, TargetFlags, color, connect, human, inputs, parse_tier, print_json,
+    seconds,
+};
 use crate::Global;
 
 #[derive(Args, Debug)]
@@ -21,18 +24,29 @@ pub struct DeployArgs {
     /// extra-small (xs), small, medium or large; default: $WS.
     tier: Option<String>,
     #[command(flatten)]
-    flags: DeployFlags,
+    target: TargetFlags,
+    #[command(flatten)]
+    change: ChangeFlags,
+    /// Seconds to wait for the dashboard service to become steady (at least 1).
+    #[arg(long, default_value_t = 600, value_parser = seconds, allow_hyphen_values = true)]
+    wait_timeout: u64,
+    #[command(flatten)]
+    apply: ApplyFlags,
+    #[command(flatten)]
+    pub g: Global,
 }
 
-pub async fn run(g: &Global, args: DeployArgs) -> Result<u8> {
+pub async fn run(args: DeployArgs) -> Result<u8> {
     let tier = parse_tier(args.tier)?;
-    let d = connect(g).await?;
-    converge(g, &d, Some(tier), &args.flags).await
+    let d = connect(&args.g).await?;
+    let inputs = inputs(&args.change, Some(&args.target), Some(args.wait_timeout));
+    converge(&args.g, &d, Some(tier), &inputs, &args.apply).await
 }
 
 /// The terminal side of a deploy or destroy.
 struct Terminal<'a> {
     g: &'a Global,
+    yes: bool,
     d: &'a Deployer,
     what: String,
     cancel: CancellationToken,
@@ -41,11 +55,11 @@ struct Terminal<'a> {
 
 impl ConvergeUi for Terminal<'_> {
     fn show(&self, planned: &Planned) {
-        human(self.g, &header(&self.d.ws, &self.what));
-        human(self.g, &planned.plan.render(color(self.g)));
+        human(self.g.json(), &header(&self.d.ws, &self.what));
+        human(self.g.json(), &planned.plan.render(color(self.g.json())));
     }
     fn assume_yes(&self) -> bool {
-        self.g.yes
+        self.yes
     }
     fn can_ask(&self) -> bool {
         std::io::stdin().is_terminal()
@@ -81,10 +95,12 @@ pub async fn converge(
     g: &Global,
     d: &Deployer,
     target: Option<Tier>,
-    flags: &DeployFlags,
+    inputs: &Inputs,
+    apply: &ApplyFlags,
 ) -> Result<u8> {
     let ui = Terminal {
         g,
+        yes: apply.yes,
         d,
         what: match target {
             Some(t) => format!("Deploy {t} to"),
@@ -94,15 +110,15 @@ pub async fn converge(
         ctrl_c: Mutex::new(None),
     };
     let opts = ApplyOptions {
-        parallelism: flags.parallelism,
+        parallelism: inputs.parallelism,
         cancel: ui.cancel.clone(),
         progress: progress_printer(),
     };
     let result = d
         .converge(
             target,
-            &flags.inputs(),
-            Duration::from_secs(flags.lock_ttl),
+            inputs,
+            Duration::from_secs(apply.lock_ttl),
             &ui,
             opts,
         )
@@ -112,7 +128,7 @@ pub async fn converge(
     }
     match result? {
         Converged::Unchanged(planned) => {
-            if g.json {
+            if g.json() {
                 print_json(&serde_json::json!({
                     "workspace": d.ws.id(), "changed": false, "plan": planned.plan,
                     "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
@@ -121,6 +137,11 @@ pub async fn converge(
             Ok(0)
         }
         Converged::Declined(_) => {
+            if g.json() {
+                print_json(
+                    &serde_json::json!({"workspace": d.ws.id(), "changed": false, "declined": true}),
+                )?;
+            }
             eprintln!("nothing changed");
             Ok(1)
         }
@@ -129,10 +150,12 @@ pub async fn converge(
             report,
             deploy_table,
         } => {
-            let code = summarize(g, d, &planned, &report)?;
-            if code == 0 && target.is_some() {
-                next_steps(d).await;
-            }
+            let next = if report.succeeded() && target.is_some() {
+                Some(next_steps(d).await)
+            } else {
+                None
+            };
+            let code = summarize(g, d, &planned, &report, next.as_ref())?;
             match deploy_table {
                 Some(TableFate::Deleted) => eprintln!(
                     "deleted the deploy table {} (the workspace's apply history)",
@@ -141,7 +164,7 @@ pub async fn converge(
                 Some(TableFate::Kept) => eprintln!(
                     "kept the deploy table {} (the workspace's apply history){}",
                     d.table.table,
-                    if flags.inputs().destroy_data {
+                    if inputs.destroy_data {
                         ""
                     } else {
                         "; --destroy-data deletes it"
@@ -155,17 +178,31 @@ pub async fn converge(
 }
 
 /// After a deploy: where the dashboard answers and what to do next.
-async fn next_steps(d: &Deployer) {
+struct NextSteps {
+    dashboard_url: Option<String>,
+    next: String,
+}
+
+impl NextSteps {
+    fn render(&self, env: &str) -> String {
+        let dashboard = match &self.dashboard_url {
+            Some(u) => format!("dashboard: {u}  (MCP at {u}mcp)"),
+            None => format!(
+                "dashboard: not answering yet; `agentbus status --env {env}` shows its address once its task runs"
+            ),
+        };
+        format!("{dashboard}\nnext: {}\n", self.next)
+    }
+}
+
+async fn next_steps(d: &Deployer) -> NextSteps {
     let env = d.ws.env.to_string();
-    match d.status().await.ok().and_then(|s| s.dashboard_url) {
-        Some(u) => eprintln!("dashboard: {u}  (MCP at {u}mcp)"),
-        None => eprintln!(
-            "dashboard: not answering yet; `agentbus status --env {env}` shows its address once its task runs"
+    NextSteps {
+        dashboard_url: d.status().await.ok().and_then(|s| s.dashboard_url),
+        next: format!(
+            "`agentbus token create --env {env} --tenant NAME` prints a token for the dashboard and MCP clients"
         ),
     }
-    eprintln!(
-        "next: `agentbus token create --env {env} --tenant NAME` prints a token for the dashboard and MCP clients"
-    );
 }
 
 fn progress_printer() -> Arc<dyn Fn(Progress) + Send + Sync> {
@@ -194,7 +231,13 @@ fn progress_printer() -> Arc<dyn Fn(Progress) + Send + Sync> {
     })
 }
 
-fn summarize(g: &Global, d: &Deployer, planned: &Planned, report: &ApplyReport) -> Result<u8> {
+fn summarize(
+    g: &Global,
+    d: &Deployer,
+    planned: &Planned,
+    report: &ApplyReport,
+    next: Option<&NextSteps>,
+) -> Result<u8> {
     let mut out = String::new();
     let done = report
         .results
@@ -223,12 +266,18 @@ fn summarize(g: &Global, d: &Deployer, planned: &Planned, report: &ApplyReport) 
     } else {
         out.push_str("done.\n");
     }
-    eprint!("{out}");
-    if g.json {
+    if g.json() {
         print_json(&serde_json::json!({
             "workspace": d.ws.id(), "changed": true, "plan": planned.plan, "report": report,
             "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
+            "dashboard_url": next.and_then(|n| n.dashboard_url.clone()),
+            "next": next.map(|n| n.next.clone()),
         }))?;
+    } else {
+        eprint!("{out}");
+        if let Some(n) = next {
+            eprint!("{}", n.render(&d.ws.env.to_string()));
+        }
     }
     Ok(if report.succeeded() { 0 } else { 1 })
 }

@@ -3,16 +3,21 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{DeployFlags, connect, deploy};
+use super::{ApplyFlags, ChangeFlags, connect, deploy, inputs};
 use crate::Global;
 
 #[derive(Args, Debug)]
 pub struct DestroyArgs {
     #[command(flatten)]
-    flags: DeployFlags,
+    change: ChangeFlags,
+    #[command(flatten)]
+    apply: ApplyFlags,
+    #[command(flatten)]
+    pub g: Global,
 }
 
-pub async fn run(g: &Global, args: DestroyArgs) -> Result<u8> {
-    let d = connect(g).await?;
-    deploy::converge(g, &d, None, &args.flags).await
+pub async fn run(args: DestroyArgs) -> Result<u8> {
+    let d = connect(&args.g).await?;
+    let inputs = inputs(&args.change, None, None);
+    deploy::converge(&args.g, &d, None, &inputs, &args.apply).await
 }

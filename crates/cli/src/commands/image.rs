@@ -8,7 +8,7 @@ use tier_xs::image::registry::{Registry, RegistryAuth, parse_reference};
 use tier_xs::image::{self, BuildOptions, Image};
 
 use super::{connect, human, print_json};
-use crate::Global;
+use crate::{Global, Output};
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
@@ -28,6 +28,21 @@ pub struct BuildArgs {
     insecure: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    action: ImageCommand,
+}
+
+impl ImageArgs {
+    pub fn json(&self) -> bool {
+        match &self.action {
+            ImageCommand::Build { g, .. } => g.json,
+            ImageCommand::Push { g, .. } => g.json(),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// Build the server image and write it as an OCI layout; prints the digest.
@@ -37,6 +52,8 @@ pub enum ImageCommand {
         /// Directory of the OCI image layout (skopeo, podman and crane read it).
         #[arg(long, default_value = "agentbus-image")]
         out: PathBuf,
+        #[command(flatten)]
+        g: Output,
     },
     /// Build the server image and push it: to the workspace's ECR repository (created if
     /// needed; the next deploy uses the image), or with --registry to any OCI registry.
@@ -59,6 +76,9 @@ pub enum ImageCommand {
         /// With --registry: also make this image the one the env's next deploy uses.
         #[arg(long, requires = "registry")]
         remember: bool,
+        /// The workspace (for ECR, or --remember).
+        #[command(flatten)]
+        g: Global,
     },
 }
 
@@ -72,12 +92,12 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-async fn build(g: &Global, args: &BuildArgs) -> Result<Image> {
+async fn build(json: bool, args: &BuildArgs) -> Result<Image> {
     let current = std::env::current_exe().context("cannot find the running binary")?;
     let binary = args.binary.clone().unwrap_or_else(|| current.clone());
     if cfg!(debug_assertions) && binary == current {
         human(
-            g,
+            json,
             "note: packaging a debug build; for an image you deploy use `cargo run --release -p cli -- image ...`\n",
         );
     }
@@ -108,7 +128,7 @@ async fn build(g: &Global, args: &BuildArgs) -> Result<Image> {
         .context("the build task stopped")??;
     let s = &img.summary;
     human(
-        g,
+        json,
         &format!(
             "built {} in {:.1}s: linux/{}, {} binary ({} MB){}{}, {} layer(s), {:.1} MB compressed\n",
             s.digest,
@@ -132,13 +152,13 @@ async fn build(g: &Global, args: &BuildArgs) -> Result<Image> {
     Ok(img)
 }
 
-pub async fn run(g: &Global, cmd: ImageCommand) -> Result<u8> {
-    match cmd {
-        ImageCommand::Build { args, out } => {
-            let img = build(g, &args).await?;
+pub async fn run(cmd: ImageArgs) -> Result<u8> {
+    match cmd.action {
+        ImageCommand::Build { args, out, g } => {
+            let img = build(g.json, &args).await?;
             img.write_layout(&out, &img.default_tag())?;
             human(
-                g,
+                g.json,
                 &format!(
                     "wrote the OCI layout to {} (tag {})\n",
                     out.display(),
@@ -162,8 +182,10 @@ pub async fn run(g: &Global, cmd: ImageCommand) -> Result<u8> {
             tag,
             username,
             remember,
+            g,
         } => {
-            let img = build(g, &args).await?;
+            let g = &g;
+            let img = build(g.json(), &args).await?;
             let tag = tag.unwrap_or_else(|| img.default_tag());
             let started = std::time::Instant::now();
             let (pushed, remembered) = match (registry, repository) {
@@ -212,31 +234,32 @@ pub async fn run(g: &Global, cmd: ImageCommand) -> Result<u8> {
                 }
                 _ => bail!("--registry and --repository go together"),
             };
-            human(
-                g,
-                &format!(
-                    "{} {} in {:.1}s ({} blob(s) uploaded, {:.1} MB; {} already there)\n",
-                    if pushed.already_present {
-                        "already present:"
-                    } else {
-                        "pushed"
-                    },
+            let said = if pushed.already_present {
+                format!(
+                    "already in the registry: {} (nothing to upload; checked in {:.1}s)\n",
+                    pushed.tagged,
+                    started.elapsed().as_secs_f64()
+                )
+            } else {
+                format!(
+                    "pushed {} in {:.1}s ({} blob(s) uploaded, {:.1} MB; {} already there)\n",
                     pushed.tagged,
                     started.elapsed().as_secs_f64(),
                     pushed.blobs_uploaded,
                     pushed.bytes_uploaded as f64 / 1_000_000.0,
                     pushed.blobs_present,
-                ),
-            );
+                )
+            };
+            human(g.json(), &said);
             if let Some(ws) = &remembered {
                 human(
-                    g,
+                    g.json(),
                     &format!(
                         "the next deploy of {ws} uses this image (unless --image says otherwise)\n"
                     ),
                 );
             }
-            if g.json {
+            if g.json() {
                 print_json(&serde_json::json!({
                     "pushed": pushed, "summary": img.summary, "remembered_for": remembered,
                 }))?;

@@ -1,6 +1,7 @@
 //! One module per subcommand (as cargo's `commands/*.rs`), each calling one operation of the
 //! library, and what they share: the ladder of this build, the deploy flags, output helpers.
 
+pub mod completions;
 pub mod cost;
 pub mod deploy;
 pub mod destroy;
@@ -33,51 +34,80 @@ pub fn ladder() -> Ladder {
     top::ladder()
 }
 
-/// The flags of `plan`, `deploy` and `destroy`: the workspace's own, then every tier's.
+/// What the workspace should be: the flags of `plan` and `deploy`, the workspace's own, then
+/// every tier's.
 #[derive(Args, Debug, Clone)]
-pub struct DeployFlags {
+pub struct TargetFlags {
     /// VPC for the workspace (default: the region's default VPC; remembered).
     #[arg(long)]
     vpc: Option<String>,
     /// Subnet for the workspace; repeat for several (default: the VPC's default subnets; remembered).
     #[arg(long)]
     subnet: Vec<String>,
-    /// Resources changed at once.
-    #[arg(long, default_value_t = 8)]
-    pub parallelism: usize,
-    /// Allow deleting or replacing tables (and their data).
-    #[arg(long)]
-    destroy_data: bool,
-    /// Seconds to wait for the dashboard service to become steady.
-    #[arg(long, default_value_t = 600)]
-    wait_timeout: u64,
     /// Usage profile for the monthly cost in the plan: idle, light, team, or a JSON file.
     #[arg(long = "profile-usage")]
     profile_usage: Option<String>,
-    /// Seconds a deploy lock lives without a heartbeat.
-    #[arg(long, default_value_t = 60)]
-    pub lock_ttl: u64,
     #[command(flatten)]
     tiers: top::Flags,
 }
 
-impl DeployFlags {
-    /// What this run asks of the deploy.
-    pub fn inputs(&self) -> Inputs {
-        let mut settings = self.tiers.settings();
-        if let Some(v) = &self.vpc {
+/// How changes are planned: the flags of `plan`, `deploy` and `destroy`.
+#[derive(Args, Debug, Clone)]
+pub struct ChangeFlags {
+    /// Resources read or changed at once (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = at_least_one, allow_hyphen_values = true)]
+    pub parallelism: usize,
+    /// Allow deleting or replacing data-bearing resources (tables, buckets, secrets) and their data.
+    #[arg(long)]
+    pub destroy_data: bool,
+}
+
+/// How an apply runs: the flags of `deploy` and `destroy`.
+#[derive(Args, Debug, Clone)]
+pub struct ApplyFlags {
+    /// Seconds a deploy lock lives without a heartbeat (at least 1).
+    #[arg(long, default_value_t = 60, value_parser = seconds, allow_hyphen_values = true)]
+    pub lock_ttl: u64,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// A count that must be at least 1, with the flag's own message for anything else.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// A number of seconds, at least 1.
+pub fn seconds(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a whole number of seconds (at least 1)"
+        )),
+    }
+}
+
+/// What a run asks of the deploy: `target` for plan and deploy (none for destroy).
+pub fn inputs(change: &ChangeFlags, target: Option<&TargetFlags>, wait: Option<u64>) -> Inputs {
+    let mut settings = target.map(|t| t.tiers.settings()).unwrap_or_default();
+    if let Some(t) = target {
+        if let Some(v) = &t.vpc {
             settings.insert(SETTING_VPC.to_string(), serde_json::json!(v));
         }
-        if !self.subnet.is_empty() {
-            settings.insert(SETTING_SUBNETS.to_string(), serde_json::json!(self.subnet));
+        if !t.subnet.is_empty() {
+            settings.insert(SETTING_SUBNETS.to_string(), serde_json::json!(t.subnet));
         }
-        Inputs {
-            settings,
-            parallelism: self.parallelism.max(1),
-            destroy_data: self.destroy_data,
-            service_wait: Some(Duration::from_secs(self.wait_timeout)),
-            usage: self.profile_usage.clone(),
-        }
+    }
+    Inputs {
+        settings,
+        parallelism: change.parallelism.max(1),
+        destroy_data: change.destroy_data,
+        service_wait: wait.map(Duration::from_secs),
+        usage: target.and_then(|t| t.profile_usage.clone()),
     }
 }
 
@@ -103,10 +133,9 @@ pub async fn connect(g: &Global) -> Result<Deployer> {
 }
 
 /// Human output: stdout normally, stderr when stdout carries JSON.
-pub fn human(g: &Global, text: &str) {
-    if g.json {
-        eprint!("{text}");
-    } else {
+/// Human output on stdout; left out under `--json`, whose answer is the JSON alone.
+pub fn human(json: bool, text: &str) {
+    if !json {
         print!("{text}");
         let _ = std::io::stdout().flush();
     }
@@ -117,6 +146,6 @@ pub fn print_json(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-pub fn color(g: &Global) -> bool {
-    !g.json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+pub fn color(json: bool) -> bool {
+    !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }

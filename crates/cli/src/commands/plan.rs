@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use tier_xs::ops::header;
 
-use super::{DeployFlags, color, connect, human, parse_tier, print_json};
+use super::{ChangeFlags, TargetFlags, color, connect, human, inputs, parse_tier, print_json};
 use crate::Global;
 
 #[derive(Args, Debug)]
@@ -12,19 +12,26 @@ pub struct PlanArgs {
     /// extra-small (xs), small, medium or large; default: $WS.
     tier: Option<String>,
     #[command(flatten)]
-    flags: DeployFlags,
+    target: TargetFlags,
+    #[command(flatten)]
+    change: ChangeFlags,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+    #[command(flatten)]
+    pub g: Global,
 }
 
-pub async fn run(g: &Global, args: PlanArgs) -> Result<u8> {
+pub async fn run(args: PlanArgs) -> Result<u8> {
+    let g = &args.g;
     let tier = parse_tier(args.tier)?;
     let d = connect(g).await?;
-    let planned = d.plan(Some(tier), &args.flags.inputs()).await?;
-    human(g, &header(&d.ws, &format!("Plan: {tier} for")));
-    human(g, &planned.plan.render(color(g)));
-    if g.json {
+    let planned = d
+        .plan(Some(tier), &inputs(&args.change, Some(&args.target), None))
+        .await?;
+    human(g.json(), &header(&d.ws, &format!("Plan: {tier} for")));
+    human(g.json(), &planned.plan.render(color(g.json())));
+    if g.json() {
         print_json(&serde_json::json!({
             "workspace": d.ws.id(), "tier": tier, "plan": planned.plan,
             "settings_changed": planned.settings_changed,

@@ -111,22 +111,25 @@ async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
+    /// Serve embedded storage in this directory (as `up`) instead of the deployed workspace
+    /// the AGENTBUS_* variables describe.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve MCP on stdin/stdout (for clients that start their servers), not HTTP.
     #[arg(long)]
     stdio: bool,
     /// Tenant of the stdio session.
     #[arg(long, default_value = "default")]
     tenant: String,
     /// Port (default: AGENTBUS_PORT or 8080).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     port: Option<u16>,
     /// Address to listen on (default: 0.0.0.0 when configured by the deploy, as in the
     /// container; 127.0.0.1 with --data-dir).
     #[arg(long)]
     host: Option<std::net::IpAddr>,
     /// Requests per tenant per minute.
-    #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
+    #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE, allow_hyphen_values = true)]
     rate_limit: u32,
     /// With --data-dir: the tier whose tools to serve (on AWS the deploy says).
     #[arg(long, default_value = "xs")]

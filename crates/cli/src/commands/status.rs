@@ -2,16 +2,23 @@
 //! recent applies.
 
 use anyhow::Result;
+use clap::Args;
 
 use super::{connect, human, print_json};
 use crate::Global;
 
-pub async fn run(g: &Global) -> Result<u8> {
-    let d = connect(g).await?;
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub g: Global,
+}
+
+pub async fn run(args: StatusArgs) -> Result<u8> {
+    let d = connect(&args.g).await?;
     let s = d.status().await?;
-    if g.json {
+    if args.g.json() {
         print_json(&serde_json::to_value(&s)?)?;
     }
-    human(g, &s.render());
+    human(args.g.json(), &s.render());
     Ok(0)
 }

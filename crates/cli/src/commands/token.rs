@@ -17,27 +17,60 @@ use crate::Global;
 pub struct TokenArgs {
     #[command(subcommand)]
     action: TokenCommand,
-    #[arg(long, global = true)]
+}
+
+/// Where the tokens are: a data directory, or the env's workspace secret on AWS.
+#[derive(Args, Debug)]
+pub struct TokenStore {
+    /// The embedded server's data directory (as `up` and `serve --data-dir`); without it the
+    /// tokens are the env's on AWS, in its workspace secret.
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub g: Global,
+}
+
+impl TokenArgs {
+    pub fn json(&self) -> bool {
+        self.store().g.json()
+    }
+    fn store(&self) -> &TokenStore {
+        match &self.action {
+            TokenCommand::Create { store, .. }
+            | TokenCommand::List { store }
+            | TokenCommand::Revoke { store, .. } => store,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum TokenCommand {
     /// Create a token; it is printed once.
     Create {
+        /// The tenant whose data the token reaches: lowercase letters, digits and '-'.
         #[arg(long)]
         tenant: String,
         /// admin, user or viewer.
         #[arg(long, default_value = "user")]
         role: String,
         /// How long the token lives, e.g. 90d, 12h, 30m, 45s (default: until revoked).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
         ttl: Option<Duration>,
+        #[command(flatten)]
+        store: TokenStore,
     },
     /// List tokens (ids, tenants, roles; never the tokens).
-    List,
+    List {
+        #[command(flatten)]
+        store: TokenStore,
+    },
     /// Revoke a token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        store: TokenStore,
+    },
 }
 
 /// `90d`, `12h`, `30m`, `45s` (a bare number is seconds).
@@ -77,6 +110,32 @@ async fn authenticator(
             let aws = AwsClients::load(&AwsOptions { region, profile }).await?;
             let ws = Workspace::new(env, "unknown", aws.region.clone());
             let cfg = ServerConfig::for_workspace(&ws, Tier::ExtraSmall);
+            // The workspace secret holds the tokens: without it there is no workspace.
+            match aws
+                .secrets()
+                .describe_secret()
+                .secret_id(&cfg.secret)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_resource_not_found_exception()) =>
+                {
+                    bail!(
+                        "{} is not deployed in {} (it has no secret {}): check --env and --region, or deploy it first",
+                        ws.id(),
+                        aws.region,
+                        cfg.secret
+                    );
+                }
+                Err(e) => bail!(
+                    "cannot read the workspace secret {}: {}",
+                    cfg.secret,
+                    tier_xs::engine::error_text(&e)
+                ),
+            }
             Authenticator::new(Box::new(SecretTokens {
                 client: aws.secrets(),
                 secret: cfg.secret,
@@ -86,17 +145,21 @@ async fn authenticator(
 }
 
 /// `agentbus token create|list|revoke`.
-pub async fn run(g: &Global, args: TokenArgs) -> Result<u8> {
-    let json = g.json;
+pub async fn run(args: TokenArgs) -> Result<u8> {
+    let store = args.store();
+    let g = &store.g;
+    let json = g.json();
     let auth = authenticator(
-        args.data_dir.as_deref(),
+        store.data_dir.as_deref(),
         g.env()?,
         g.region.clone(),
         g.profile.clone(),
     )
     .await?;
     match args.action {
-        TokenCommand::Create { tenant, role, ttl } => {
+        TokenCommand::Create {
+            tenant, role, ttl, ..
+        } => {
             let tenant = Tenant::new(&tenant)?;
             let role: Role = role.parse()?;
             let (token, rec) = auth.create(tenant, role, ttl).await?;
@@ -113,7 +176,7 @@ pub async fn run(g: &Global, args: TokenArgs) -> Result<u8> {
                 );
             }
         }
-        TokenCommand::List => {
+        TokenCommand::List { .. } => {
             let all = auth.list().await?;
             if json {
                 let v: Vec<_> = all
@@ -136,14 +199,15 @@ pub async fn run(g: &Global, args: TokenArgs) -> Result<u8> {
                 }
             }
         }
-        TokenCommand::Revoke { id } => {
+        TokenCommand::Revoke { id, .. } => {
             if !auth.revoke(&id).await? {
                 bail!("no token with id {id}");
             }
             if json {
                 println!("{}", serde_json::json!({"revoked": id}));
+            } else {
+                eprintln!("revoked token {id}");
             }
-            eprintln!("revoked token {id}");
         }
     }
     Ok(0)

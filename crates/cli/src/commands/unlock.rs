@@ -1,17 +1,25 @@
 //! `agentbus unlock`: remove a deploy lock whose holder has stopped.
 
 use anyhow::Result;
+use clap::Args;
 use tier_xs::engine::lock::iso;
 
 use super::{connect, human, print_json};
 use crate::Global;
 
-pub async fn run(g: &Global) -> Result<u8> {
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    #[command(flatten)]
+    pub g: Global,
+}
+
+pub async fn run(args: UnlockArgs) -> Result<u8> {
+    let g = &args.g;
     let d = connect(g).await?;
     match d.table.unlock().await? {
         Some(info) => {
             human(
-                g,
+                g.json(),
                 &format!(
                     "removed the stale lock of {} (held by {} since {}, last heartbeat {})\n",
                     d.ws.id(),
@@ -20,13 +28,13 @@ pub async fn run(g: &Global) -> Result<u8> {
                     iso(info.heartbeat_at)
                 ),
             );
-            if g.json {
+            if g.json() {
                 print_json(&serde_json::json!({"unlocked": true, "previous": info}))?;
             }
         }
         None => {
-            human(g, &format!("{} is not locked\n", d.ws.id()));
-            if g.json {
+            human(g.json(), &format!("{} is not locked\n", d.ws.id()));
+            if g.json() {
                 print_json(&serde_json::json!({"unlocked": false}))?;
             }
         }

@@ -19,10 +19,10 @@ pub struct UpArgs {
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Port on 127.0.0.1.
-    #[arg(long, default_value_t = tier_xs::config::DASHBOARD_PORT)]
+    #[arg(long, default_value_t = tier_xs::config::DASHBOARD_PORT, allow_hyphen_values = true)]
     port: u16,
     /// Requests per tenant per minute.
-    #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE)]
+    #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE, allow_hyphen_values = true)]
     rate_limit: u32,
 }
 

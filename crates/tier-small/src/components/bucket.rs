@@ -622,7 +622,7 @@ impl Resource for Bucket {
                     self.meta.id,
                     "standard storage",
                     u.artifacts_gb,
-                    "GB-mo",
+                    "GB-month",
                     p.s3_standard_gb_month,
                 ),
                 CostLine::new(
@@ -653,7 +653,7 @@ impl Resource for Bucket {
                     self.meta.id,
                     "standard storage",
                     u.timeline_records * c.xs_usage.event_kb / 1_048_576.0,
-                    "GB-mo",
+                    "GB-month",
                     p.s3_standard_gb_month,
                 ),
             ],

@@ -29,9 +29,13 @@ const GET_CONCURRENCY: usize = 8;
 /// What an agent appends.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewRecord {
+    /// Who acted: 1-64 of lowercase letters, digits and '-' (e.g. `conductor`).
     pub agent: String,
+    /// The task the record belongs to: 1-128 of letters, digits, '-', '_', '.'.
     pub task_id: String,
+    /// What was done, one word: 1-64 of letters, digits, '-', '_', '.' (e.g. `plan`).
     pub action: String,
+    /// What happened, in prose: 1-4096 bytes of text.
     pub summary: String,
     /// Artifact keys the action produced or used.
     #[serde(default)]

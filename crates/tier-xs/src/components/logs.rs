@@ -86,7 +86,7 @@ impl Resource for LogGroup {
                 self.meta.id,
                 &format!("log storage ({} days kept)", self.retention_days),
                 stored_gb,
-                "GB-mo",
+                "GB-month",
                 p.logs_storage_gb_month,
             ),
         ])

@@ -230,7 +230,7 @@ impl Resource for WorkspaceSecret {
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
         Ok(vec![
-            CostLine::new(self.meta.id, "secret", 1.0, "secret-mo", p.secret_month),
+            CostLine::new(self.meta.id, "secret", 1.0, "secret-month", p.secret_month),
             CostLine::new(
                 self.meta.id,
                 "API calls",

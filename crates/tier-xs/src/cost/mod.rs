@@ -338,22 +338,40 @@ impl CostReport {
         m
     }
 
+    /// The report for a person, as of today.
     pub fn render(&self) -> String {
+        self.render_on(time::OffsetDateTime::now_utc().date())
+    }
+
+    /// The report for a person on `today` (the prices' age is said when they are old).
+    pub fn render_on(&self, today: time::Date) -> String {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let age = time::Date::parse(&self.prices_as_of, &format)
+            .ok()
+            .map(|d| (today - d).whole_days());
+        let stale = match age {
+            Some(days) if days > STALE_AFTER_DAYS => format!(
+                " ({} months ago: AWS changes prices now and then; check the sources below)",
+                days / 30
+            ),
+            _ => String::new(),
+        };
         let mut out = format!(
-            "Monthly cost of the {} tier in {} (usage: {}), prices as of {}\n\n",
+            "Monthly cost of the {} tier in {} (usage: {}), prices as of {}{stale}\n\n",
             self.tier, self.region, self.usage.name, self.prices_as_of
         );
         out.push_str(&format!(
-            "{:<28} {:<44} {:>14} {:>12} {:>9}\n",
+            "{:<28} {:<44} {:>20} {:>14} {:>9}\n",
             "resource", "item", "quantity", "unit price", "monthly"
         ));
         for l in &self.lines {
+            let (quantity, price) = quantity_and_price(l);
             out.push_str(&format!(
-                "{:<28} {:<44} {:>14} {:>12} {:>9}\n",
+                "{:<28} {:<44} {:>20} {:>14} {:>9}\n",
                 l.resource,
                 l.item,
-                format!("{} {}", trim(l.quantity), l.unit),
-                format!("${}", trim(l.unit_price)),
+                quantity,
+                price,
                 money(l.monthly)
             ));
         }
@@ -363,7 +381,7 @@ impl CostReport {
             "ABOVE"
         };
         out.push_str(&format!(
-            "\ntotal: ${:.2}/month; the seed's target for {}: {} ({verdict} it)\n",
+            "\ntotal: ${:.2}/month; the {} tier is designed to cost {} ({verdict} it)\n",
             self.total,
             self.tier,
             if self.target_low > 0.0 {
@@ -390,10 +408,57 @@ fn money(v: f64) -> String {
     }
 }
 
-/// A number without trailing zeros.
+/// Prices older than this many days are said to be old.
+const STALE_AFTER_DAYS: i64 = 180;
+
+/// A line's quantity in whole units and its unit price per billing block: a unit of
+/// `M WRU` reads `100,000 WRU` at `$0.625/M`, `10k calls` reads `5,000 calls` at `$0.05/10k`.
+fn quantity_and_price(l: &CostLine) -> (String, String) {
+    let blocks = [("M ", 1e6, "M"), ("10k ", 1e4, "10k"), ("k ", 1e3, "k")];
+    for (prefix, scale, per) in blocks {
+        if let Some(unit) = l.unit.strip_prefix(prefix) {
+            return (
+                format!("{} {unit}", grouped(l.quantity * scale)),
+                format!("${}/{per}", trim(l.unit_price)),
+            );
+        }
+    }
+    (
+        format!("{} {}", trim(l.quantity), l.unit),
+        format!("${}", trim(l.unit_price)),
+    )
+}
+
+/// A count with thousands separators (`100,000`); fractions keep four significant digits.
+fn grouped(v: f64) -> String {
+    if v.fract().abs() > 1e-9 || v.abs() >= 1e15 {
+        return trim(v);
+    }
+    let digits = format!("{}", v.abs() as u64);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
+}
+
+/// A number without trailing zeros, to four significant digits below 1 and at most three
+/// decimals above (`0.0954`, `182.5`, `0.005`).
 fn trim(v: f64) -> String {
-    let s = format!("{v:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
+    let decimals = if v != 0.0 && v.abs() < 1.0 {
+        (3 - v.abs().log10().floor() as i32).clamp(0, 9) as usize
+    } else {
+        3
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
     s.to_string()
 }
 
@@ -416,5 +481,39 @@ mod tests {
         assert!((l.monthly - 3.65).abs() < 1e-9);
         assert_eq!(trim(0.0050), "0.005");
         assert_eq!(trim(730.0), "730");
+        assert_eq!(trim(0.095367), "0.09537");
+        assert_eq!(trim(0.013341), "0.01334");
+        assert_eq!(trim(182.5), "182.5");
+        assert_eq!(grouped(100_000.0), "100,000");
+        let (q, p) = quantity_and_price(&CostLine::new("s", "API calls", 0.5, "10k calls", 0.05));
+        assert_eq!((q.as_str(), p.as_str()), ("5,000 calls", "$0.05/10k"));
+    }
+
+    #[test]
+    fn old_prices_are_said_to_be_old() {
+        let report = CostReport::new(
+            crate::workspace::Tier::ExtraSmall,
+            "us-east-1",
+            &Usage {
+                name: "light".into(),
+                amounts: BTreeMap::new(),
+            },
+            Vec::new(),
+            PricingNotes {
+                target: (0.0, 10.0),
+                sources: vec![PriceSource {
+                    as_of: "2025-12-01".into(),
+                    source: "aws.amazon.com".into(),
+                }],
+                assumptions: Vec::new(),
+            },
+        );
+        let fresh = report.render_on(time::macros::date!(2026 - 02 - 01));
+        assert!(!fresh.contains("months ago"), "{fresh}");
+        let old = report.render_on(time::macros::date!(2026 - 12 - 01));
+        assert!(
+            old.contains("prices as of 2025-12-01 (12 months ago"),
+            "{old}"
+        );
     }
 }

@@ -44,7 +44,7 @@ impl Action {
             Action::Update => "update in place",
             Action::Replace => "replace",
             Action::Delete => "delete",
-            Action::Keep => "keep (data)",
+            Action::Keep => "kept",
             Action::NoOp => "no change",
         }
     }
@@ -153,6 +153,19 @@ impl Plan {
             }
         };
         let mut out = String::new();
+        // The tags every new resource shares are said once, above the list.
+        let shared = self.shared_new_tags();
+        if !shared.is_empty() {
+            let _ = writeln!(
+                out,
+                "every new resource is tagged {}\n",
+                shared
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         for c in &self.changes {
             if c.action == Action::NoOp {
                 continue;
@@ -190,7 +203,12 @@ impl Plan {
                 } else {
                     String::new()
                 };
-                if c.action == Action::Create {
+                if c.action == Action::Create && f.field == "tags" && !shared.is_empty() {
+                    let own = own_tags(f.after.as_ref(), &shared);
+                    if !own.is_empty() {
+                        let _ = writeln!(out, "      tags: {own} (and the shared ones)");
+                    }
+                } else if c.action == Action::Create {
                     let _ = writeln!(out, "      {}: {after}", f.field);
                 } else if let (Some(b), Some(a)) = (&f.before, &f.after)
                     && (b.is_object() || b.is_array())
@@ -222,13 +240,17 @@ impl Plan {
             let _ = writeln!(out, "\nPlan: {}.", self.summary());
         }
         if let Some(c) = &self.cost {
+            let delta = c.after - c.before;
+            let change = if delta.abs() < 0.005 {
+                "no change".to_string()
+            } else {
+                format!("{}${:.2}", if delta > 0.0 { "+" } else { "-" }, delta.abs())
+            };
             let _ = writeln!(
                 out,
-                "monthly cost: ${:.2} -> ${:.2} ({}${:.2}), usage profile {:?}, {}",
-                c.before,
-                c.after,
-                if c.after >= c.before { "+" } else { "-" },
-                (c.after - c.before).abs(),
+                "monthly cost: ${:.2} -> ${:.2} ({change}), usage profile {:?}, {}",
+                c.before.max(0.0),
+                c.after.max(0.0),
                 c.usage,
                 c.region
             );
@@ -241,6 +263,63 @@ impl Plan {
         }
         out
     }
+}
+
+impl Plan {
+    /// The tags (key, value) that every resource this plan creates carries; empty when fewer
+    /// than two resources are created.
+    fn shared_new_tags(&self) -> Vec<(String, String)> {
+        let mut new_tags = self
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Create)
+            .map(|c| {
+                c.fields
+                    .iter()
+                    .find(|f| f.field == "tags")
+                    .and_then(|f| f.after.as_ref())
+                    .and_then(Value::as_object)
+            });
+        let Some(Some(first)) = new_tags.next() else {
+            return Vec::new();
+        };
+        let mut shared: Vec<(String, String)> = first
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let mut others = 0;
+        for tags in new_tags {
+            others += 1;
+            let Some(tags) = tags else {
+                return Vec::new();
+            };
+            shared.retain(|(k, v)| tags.get(k).and_then(Value::as_str) == Some(v.as_str()));
+        }
+        if others == 0 { Vec::new() } else { shared }
+    }
+}
+
+/// The tags of `tags` not among `shared`, as `key=value, ...`.
+fn own_tags(tags: Option<&Value>, shared: &[(String, String)]) -> String {
+    let Some(tags) = tags.and_then(Value::as_object) else {
+        return String::new();
+    };
+    tags.iter()
+        .filter(|(k, v)| {
+            !shared
+                .iter()
+                .any(|(sk, sv)| sk == *k && v.as_str() == Some(sv))
+        })
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A JSON value for one line of a plan.

@@ -334,6 +334,10 @@ async fn the_plan_people_read_shows_every_kind_of_change() {
                     Desired::new()
                         .set("pattern", json!({"source": [{"prefix": ""}]}))
                         .set("target", output_or_unknown(o, "queue", "arn"))
+                        .set(
+                            "tags",
+                            json!({"agentbus:env": "demo", "agentbus:component": "events"}),
+                        )
                 },
                 None,
             )
@@ -342,7 +346,12 @@ async fn the_plan_people_read_shows_every_kind_of_change() {
             "queue",
             "sqs queue",
             Tier::Small,
-            |_| Desired::new().set("retention_seconds", 345_600),
+            |_| {
+                Desired::new().set("retention_seconds", 345_600).set(
+                    "tags",
+                    json!({"agentbus:env": "demo", "agentbus:component": "feed"}),
+                )
+            },
             None,
         )),
         // Updated in place: a scalar and, in a large document, only the statement that changed.
@@ -412,6 +421,16 @@ async fn the_plan_people_read_shows_every_kind_of_change() {
         region: "us-east-1".into(),
     });
     insta::assert_snapshot!(p.render(false));
+    // A cost that moves by less than a cent reads as no change, never as "$-0.00".
+    p.cost = Some(crate::cost::CostDelta {
+        before: 7.81,
+        after: 7.8099,
+        usage: "light".into(),
+        region: "us-east-1".into(),
+    });
+    let text = p.render(false);
+    assert!(text.contains("$7.81 -> $7.81 (no change)"), "{text}");
+    assert!(!text.contains("-0.00"), "{text}");
 }
 
 #[test]

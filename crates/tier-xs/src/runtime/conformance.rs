@@ -93,6 +93,38 @@ pub async fn kv_suite(kv: &dyn KvStore, tag: &str) {
     assert!(is_invalid(
         kv.set(&a, "greeting", "v", Ttl::Seconds(0)).await
     ));
+    // An entry can live until it is deleted: no expiry, and compare-and-set still works on it.
+    let kept = kv.set(&a, "forever", "1", Ttl::Never).await.unwrap();
+    assert_eq!(kept.expires_at, None);
+    let read = kv.get(&a, "forever").await.unwrap().unwrap();
+    assert_eq!((read.value.as_str(), read.expires_at), ("1", None));
+    let next = kv
+        .compare_and_set(
+            &a,
+            "forever",
+            "2",
+            Expect::Version(read.version),
+            Ttl::Never,
+        )
+        .await
+        .unwrap();
+    assert_eq!((next.version, next.expires_at), (read.version + 1, None));
+    assert!(is_conflict(
+        kv.compare_and_set(&a, "forever", "x", Expect::Absent, Ttl::Never)
+            .await
+    ));
+    // A later write with a lifetime gives it one again.
+    let timed = kv.set(&a, "forever", "3", Ttl::Default).await.unwrap();
+    assert!(timed.expires_at.is_some());
+    assert!(
+        kv.get(&a, "forever")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at
+            .is_some()
+    );
+    assert!(kv.delete(&a, "forever").await.unwrap());
     assert!(is_invalid(kv.list(&a, "", Some("zz-not-hex"), 10).await));
     assert!(is_invalid(kv.list(&a, "", None, 0).await));
     assert_eq!(kv.get(&a, "greeting").await.unwrap().unwrap().value, "v3");

@@ -45,11 +45,15 @@ pub enum Ttl {
     /// [`DEFAULT_TTL_SECS`].
     Default,
     Seconds(u64),
+    /// The entry lives until it is deleted.
+    Never,
 }
 
 impl Ttl {
-    fn expires_at(self, now: u64) -> Result<u64, RuntimeError> {
+    /// When an entry written at `now` expires; `None` for never.
+    fn expires_at(self, now: u64) -> Result<Option<u64>, RuntimeError> {
         let secs = match self {
+            Ttl::Never => return Ok(None),
             Ttl::Default => DEFAULT_TTL_SECS,
             Ttl::Seconds(0) => {
                 return Err(RuntimeError::invalid("ttl", "must be at least 1 second"));
@@ -62,7 +66,7 @@ impl Ttl {
             }
             Ttl::Seconds(s) => s,
         };
-        Ok(now + secs)
+        Ok(Some(now + secs))
     }
 }
 
@@ -254,22 +258,31 @@ impl KvStore for DynamoKv {
         let now = now_secs();
         let exp = ttl.expires_at(now)?;
         let n = |v: u64| AttributeValue::N(v.to_string());
+        // An entry that never expires has no TTL attribute: DynamoDB's TTL skips such items.
+        let update = match exp {
+            Some(_) => {
+                "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now, expires_at = :exp"
+            }
+            None => {
+                "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now REMOVE expires_at"
+            }
+        };
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(tenant, key)))
-            .update_expression(
-                "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now, expires_at = :exp",
-            )
+            .update_expression(update)
             .expression_attribute_names("#v", "value")
             .expression_attribute_names("#ver", "version")
             .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":exp", n(exp))
             .return_values(ReturnValue::AllNew);
+        if let Some(e) = exp {
+            req = req.expression_attribute_values(":exp", n(e));
+        }
         match expect {
             None => {}
             Some(Expect::Absent) => {
@@ -277,7 +290,9 @@ impl KvStore for DynamoKv {
             }
             Some(Expect::Version(v)) => {
                 req = req
-                    .condition_expression("#ver = :expected AND expires_at > :now")
+                    .condition_expression(
+                        "#ver = :expected AND (attribute_not_exists(expires_at) OR expires_at > :now)",
+                    )
                     .expression_attribute_values(":expected", n(v));
             }
         }
@@ -496,7 +511,7 @@ impl KvStore for SqliteKv {
             .bind(key)
             .bind(value)
             .bind(now as i64)
-            .bind(exp as i64)
+            .bind(exp.map(|e| e as i64))
             .bind(expected)
             .fetch_optional(&self.pool)
             .await
@@ -507,7 +522,7 @@ impl KvStore for SqliteKv {
                 value: value.to_string(),
                 version: r.get::<i64, _>("version") as u64,
                 updated_at: now,
-                expires_at: Some(exp),
+                expires_at: exp,
             }),
             None => {
                 let found = self.get(tenant, key).await?.map(|e| e.version);

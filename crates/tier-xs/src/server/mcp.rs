@@ -58,9 +58,12 @@ pub struct KvSetArgs {
     pub key: String,
     /// The value (text, up to 350 KiB).
     pub value: String,
-    /// Seconds until the entry expires (default 86400, at most a year).
+    /// Seconds until the entry expires (default 86400, at most 31536000: a year).
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// True: the entry never expires; it lives until `kv_delete` (not with `ttl_seconds`).
+    #[serde(default)]
+    pub no_expiry: Option<bool>,
     /// Write only if the entry is at this version (compare-and-set).
     #[serde(default)]
     pub expected_version: Option<u64>,
@@ -275,7 +278,7 @@ impl AgentbusMcp {
     }
 
     #[tool(
-        description = "Write a key of your tenant's KV store (default TTL 24 h). With expected_version or only_if_absent it writes only if the entry is as expected, for safe concurrent updates.",
+        description = "Write a key of your tenant's KV store (expires after 24 h unless ttl_seconds or no_expiry says otherwise). With expected_version or only_if_absent it writes only if the entry is as expected, for safe concurrent updates.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
@@ -289,7 +292,16 @@ impl AgentbusMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<KvSetOut>, String> {
         let id = self.writer(&ctx)?;
-        let ttl = a.ttl_seconds.map(Ttl::Seconds).unwrap_or(Ttl::Default);
+        let ttl = match (a.no_expiry.unwrap_or(false), a.ttl_seconds) {
+            (true, Some(_)) => {
+                return Err(explain(RuntimeError::invalid(
+                    "no_expiry",
+                    "give either ttl_seconds or no_expiry, not both",
+                )));
+            }
+            (true, None) => Ttl::Never,
+            (false, s) => s.map(Ttl::Seconds).unwrap_or(Ttl::Default),
+        };
         let kv = &self.state.kv;
         let e = match (a.expected_version, a.only_if_absent.unwrap_or(false)) {
             (Some(_), true) => {

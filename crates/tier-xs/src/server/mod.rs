@@ -222,7 +222,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
-        .nest_service("/mcp", mcp);
+        .nest_service("/mcp", mcp)
+        .layer(middleware::map_response(session_closed));
     for ext in state.extensions() {
         protected = protected.merge(ext.api());
     }
@@ -230,15 +231,67 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/", get(dashboard))
+        // MCP clients look for OAuth metadata after a 401; say plainly there is none.
+        .route("/.well-known/oauth-protected-resource", get(no_oauth))
+        .route(
+            "/.well-known/oauth-protected-resource/{*rest}",
+            get(no_oauth),
+        )
+        .route("/.well-known/oauth-authorization-server", get(no_oauth))
+        .route(
+            "/.well-known/oauth-authorization-server/{*rest}",
+            get(no_oauth),
+        )
+        .route("/.well-known/openid-configuration", get(no_oauth))
         .merge(protected)
         .with_state(state)
 }
 
-fn unauthorized() -> Response {
-    let mut r = (StatusCode::UNAUTHORIZED, "unauthorized\n").into_response();
+/// A session closed by DELETE: rmcp answers 202 Accepted, but the session is already gone,
+/// and MCP clients (the Python SDK among them) expect 200 or 204 for a completed close.
+async fn session_closed(method: axum::http::Method, mut r: Response) -> Response {
+    if method == axum::http::Method::DELETE && r.status() == StatusCode::ACCEPTED {
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        *r.body_mut() = axum::body::Body::empty();
+        r.headers_mut().remove(header::CONTENT_TYPE);
+        r.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    r
+}
+
+async fn no_oauth() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({
+            "error": "this server does not use OAuth: send Authorization: Bearer TOKEN, from `agentbus token create`"
+        })),
+    )
+        .into_response()
+}
+
+/// Why a request was refused (RFC 6750, section 3).
+enum Refusal {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token that is unknown, revoked or expired.
+    Invalid,
+}
+
+fn unauthorized(why: Refusal) -> Response {
+    let (challenge, body) = match why {
+        Refusal::Missing => (
+            "Bearer realm=\"agentbus\"",
+            "missing bearer token: send Authorization: Bearer TOKEN (`agentbus token create` prints one)\n",
+        ),
+        Refusal::Invalid => (
+            "Bearer realm=\"agentbus\", error=\"invalid_token\", error_description=\"the token is unknown, revoked or expired\"",
+            "invalid bearer token: it is unknown, revoked or expired\n",
+        ),
+    };
+    let mut r = (StatusCode::UNAUTHORIZED, body).into_response();
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"agentbus\""),
+        HeaderValue::from_static(challenge),
     );
     r
 }
@@ -254,11 +307,11 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(token) = token else {
-        return unauthorized();
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return unauthorized(Refusal::Missing);
     };
     let Some(identity) = state.auth.verify(token).await else {
-        return unauthorized();
+        return unauthorized(Refusal::Invalid);
     };
     if !state.limiter.allow(&identity.tenant) {
         let mut r = (
@@ -333,7 +386,7 @@ pub fn api_error(e: &RuntimeError) -> Response {
 
 async fn api_status(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let Some(id) = identity(req.extensions()) else {
-        return unauthorized();
+        return unauthorized(Refusal::Missing);
     };
     let health = state.health(&id.tenant).await;
     axum::Json(json!({
@@ -360,7 +413,7 @@ async fn api_events(
     req: Request,
 ) -> Response {
     let Some(id) = identity(req.extensions()) else {
-        return unauthorized();
+        return unauthorized(Refusal::Missing);
     };
     match state.events.recent(&id.tenant, q.limit.unwrap_or(20)).await {
         Ok(events) => axum::Json(json!({ "events": events })).into_response(),
@@ -380,7 +433,7 @@ async fn api_events(
 
 async fn api_stream(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let Some(id) = identity(req.extensions()) else {
-        return unauthorized();
+        return unauthorized(Refusal::Missing);
     };
     let rx = state.live.subscribe();
     let stop = state.shutdown.clone();

@@ -34,12 +34,21 @@ pub struct XsFlags {
     /// CIDR admitted to the dashboard port; repeat for several, "none" to clear (remembered).
     #[arg(long = "allow-cidr")]
     pub allow_cidr: Vec<String>,
-    /// Monthly limit of the workspace's AWS Budget in USD (default: the tier's target; remembered).
-    #[arg(long)]
+    /// Monthly limit of the workspace's AWS Budget in USD (default: the tier's estimate with
+    /// 25% headroom; remembered).
+    #[arg(long, value_parser = positive_usd, allow_hyphen_values = true)]
     pub budget_usd: Option<f64>,
     /// Email the budget alerts go to ("none" to stop them; remembered).
     #[arg(long)]
     pub alert_email: Option<String>,
+}
+
+/// An amount of US dollars above zero, with the flag's own message for anything else.
+fn positive_usd(s: &str) -> Result<f64, String> {
+    match s.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not an amount of US dollars above zero")),
+    }
 }
 
 impl TierFlags for XsFlags {
