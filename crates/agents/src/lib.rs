@@ -8,6 +8,9 @@
 //! - [`approval`]: approvals that name the SHA-256 of the exact plan, its lane and an expiry;
 //!   four-eyes; the check the execute phase makes before it runs anything.
 //! - [`workflow`]: the lanes pipeline as typed data, and the message every agent answers.
+//! - [`tools`]: the one interface agents call MCP tools through, and the lane gate.
+//! - [`roles`]: the conductor's, critic's and sweeper's work, phase by phase; [`run`]: the
+//!   small records that pass between the phases.
 //! - [`asl`]: that pipeline in Amazon States Language, agents dispatched by task token
 //!   through ECS (AWS) or SQS (the emulator).
 //!
@@ -19,5 +22,8 @@ pub mod approval;
 pub mod asl;
 pub mod lane;
 pub mod policy;
+pub mod roles;
+pub mod run;
+pub mod tools;
 pub mod verdict;
 pub mod workflow;

@@ -1,0 +1,662 @@
+//! The three agents' work, phase by phase: the deterministic part that runs with or without a
+//! model. Each phase reads the run's state (references), acts through [`Tools`] behind its
+//! lane, writes its artifacts under `runs/{run_id}/` and answers with a small record.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::approval::{ApprovalError, check_execute, plan_sha256};
+use crate::lane::Lane;
+use crate::policy::{Evidence, Policy, Tests};
+use crate::run::{
+    Approved, Executed, Goal, Planned, Reviewed, Subtask, SubtaskRef, Swept, run_key, run_prefix,
+};
+use crate::tools::{Gated, ToolError, Tools};
+use crate::verdict::Verdict;
+use crate::workflow::{AgentTask, Outcome, Phase, Role};
+
+/// Why an agent could not do its step.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    #[error("the run's state lacks {0}")]
+    Input(String),
+    #[error("{0}")]
+    Plan(String),
+    #[error(
+        "this step needs a model: {0}; set AGENTBUS_MODEL (bedrock:MODEL_ID, openai:MODEL at AGENTBUS_MODEL_URL, or anthropic:MODEL; see the README)"
+    )]
+    NeedsModel(String),
+    #[error("the {role} does not do the {phase} phase")]
+    WrongRole {
+        role: &'static str,
+        phase: &'static str,
+    },
+}
+
+impl AgentError {
+    /// Worth another attempt (a tool server that failed), or not (a refusal stays one).
+    pub fn retryable(&self) -> bool {
+        matches!(self, AgentError::Tool(ToolError::Transport(_)))
+    }
+}
+
+/// Does the step `task` asks for, at `now`, with the workspace's `policy`.
+pub async fn perform(
+    task: &AgentTask,
+    tools: &dyn Tools,
+    policy: &Policy,
+    now: time::OffsetDateTime,
+) -> Result<Value, AgentError> {
+    let approved_tools = match task.phase {
+        Phase::Execute => {
+            let sub: SubtaskRef = field(&task.input, "subtask")?;
+            vec![sub.tool]
+        }
+        _ => Vec::new(),
+    };
+    let g = Gated::new(tools, task.lane, &task.run_id, approved_tools).await?;
+    let out = match (task.role, task.phase) {
+        (Role::Conductor, Phase::Plan) => to_value(plan(&g, &task.run_id, &task.input).await?),
+        (Role::Sweeper, Phase::Record) => record(&g, &task.run_id, &task.input).await?,
+        (Role::Critic, Phase::Review) => {
+            to_value(review(&g, &task.run_id, &task.input, policy, now).await?)
+        }
+        (Role::Conductor, Phase::Execute) => {
+            to_value(execute(&g, &task.run_id, &task.input, now).await?)
+        }
+        (Role::Sweeper, Phase::Cleanup) => to_value(cleanup(&g, &task.run_id, &task.input).await?),
+        (role, phase) => {
+            return Err(AgentError::WrongRole {
+                role: role.as_str(),
+                phase: phase.as_str(),
+            });
+        }
+    };
+    Ok(out)
+}
+
+fn to_value<T: Serialize>(v: T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn field<T: DeserializeOwned>(state: &Value, name: &str) -> Result<T, AgentError> {
+    serde_json::from_value(state.get(name).cloned().unwrap_or(Value::Null))
+        .map_err(|e| AgentError::Input(format!("{name} ({e})")))
+}
+
+async fn read_artifact(g: &Gated<'_>, key: &str) -> Result<String, AgentError> {
+    let got = g.call("artifacts_get", json!({"key": key})).await?;
+    if got["found"] != json!(true) {
+        return Err(AgentError::Input(format!("the artifact {key}")));
+    }
+    Ok(got["content"].as_str().unwrap_or_default().to_string())
+}
+
+async fn write_artifact(
+    g: &Gated<'_>,
+    key: &str,
+    content: &str,
+    json_type: bool,
+) -> Result<(), AgentError> {
+    let content_type = if json_type {
+        "application/json"
+    } else {
+        "text/markdown; charset=utf-8"
+    };
+    g.call(
+        "artifacts_put",
+        json!({"key": key, "content": content, "content_type": content_type}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A count from a listing tool, when the workspace offers it.
+async fn count(g: &Gated<'_>, tool: &str, args: Value, list: &str) -> Option<usize> {
+    if !g.has(tool) {
+        return None;
+    }
+    let out = g.call(tool, args).await.ok()?;
+    out[list].as_array().map(Vec::len)
+}
+
+/// Conductor, plan phase (`read_only`): the goal, the workspace's context, `plan.md`,
+/// `subtasks.json` and the evidence the critic reads.
+async fn plan(g: &Gated<'_>, run: &str, state: &Value) -> Result<Planned, AgentError> {
+    let goal_ref: String = field(state, "goal_ref")?;
+    let goal: Goal = serde_json::from_str(&read_artifact(g, &goal_ref).await?)
+        .map_err(|e| AgentError::Plan(format!("the goal {goal_ref} does not parse: {e}")))?;
+    if goal.subtasks.is_empty() {
+        return Err(AgentError::NeedsModel(format!(
+            "the goal {:?} names no tool calls, and turning words into tool calls is a model's work",
+            goal.goal
+        )));
+    }
+    let kv = count(g, "kv_list", json!({"limit": 1000}), "entries").await;
+    let artifacts = count(g, "artifacts_list", json!({"limit": 1000}), "artifacts").await;
+    let records = count(g, "timeline_query", json!({"limit": 200}), "records").await;
+
+    let mut subtasks = Vec::new();
+    for (i, call) in goal.subtasks.iter().enumerate() {
+        let Some(hints) = g.hints(&call.tool) else {
+            return Err(AgentError::Plan(format!(
+                "the goal names the tool {}, which this workspace does not offer",
+                call.tool
+            )));
+        };
+        let lane = if hints.read_only == Some(true) {
+            Lane::ReadOnly
+        } else {
+            Lane::Execute
+        };
+        subtasks.push(Subtask {
+            id: format!("s{}", i + 1),
+            lane,
+            tool: call.tool.clone(),
+            arguments: call.arguments.clone(),
+            deliverables: vec![run_key(run, &format!("results/s{}.json", i + 1))],
+            why: call.why.clone(),
+        });
+    }
+    let subtasks_json = serde_json::to_string_pretty(&subtasks).unwrap_or_default();
+    let changes: Vec<String> = subtasks
+        .iter()
+        .filter(|s| s.lane == Lane::Execute)
+        .map(|s| format!("{} {}", s.tool, Value::Object(s.arguments.clone())))
+        .collect();
+    let mut md = format!(
+        "# Plan for run {run}\n\nGoal: {}\n\n## Context\n\n",
+        goal.goal
+    );
+    let say = |n: Option<usize>, what: &str| match n {
+        Some(n) => format!("- {n} {what}\n"),
+        None => format!("- {what}: not offered by this workspace\n"),
+    };
+    md.push_str(&say(kv, "KV entries (first page)"));
+    md.push_str(&say(artifacts, "artifacts (first page)"));
+    md.push_str(&say(records, "timeline records (first page)"));
+    md.push_str("\n## Subtasks\n\n");
+    for s in &subtasks {
+        md.push_str(&format!(
+            "{}. `{}` ({}) {}{}\n",
+            &s.id[1..],
+            s.tool,
+            s.lane,
+            Value::Object(s.arguments.clone()),
+            if s.why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.why)
+            }
+        ));
+    }
+    md.push_str(
+        "\n## Won't do\n\nAnything not listed above: execute runs exactly these subtasks, as approved.\n",
+    );
+    // The workspace's own tools act on its data: no code to test, nothing that bills monthly.
+    let evidence = Evidence {
+        artifacts: vec![run_key(run, "plan.md"), run_key(run, "subtasks.json")],
+        changes: changes.join("\n"),
+        tests: Tests::Exception {
+            reason:
+                "the subtasks call the workspace's own tools on its data; there is no code to test"
+                    .into(),
+        },
+        cost_delta_monthly: Some(0.0),
+        rollback_plan: None,
+        rollout_plan: None,
+    };
+    let (plan_ref, subtasks_ref, evidence_ref) = (
+        run_key(run, "plan.md"),
+        run_key(run, "subtasks.json"),
+        run_key(run, "evidence.json"),
+    );
+    write_artifact(g, &plan_ref, &md, false).await?;
+    write_artifact(g, &subtasks_ref, &subtasks_json, true).await?;
+    write_artifact(
+        g,
+        &evidence_ref,
+        &serde_json::to_string_pretty(&evidence).unwrap_or_default(),
+        true,
+    )
+    .await?;
+    Ok(Planned {
+        plan_ref,
+        subtasks_ref,
+        evidence_ref,
+        plan_sha256: plan_sha256(subtasks_json.as_bytes()),
+        subtasks: subtasks
+            .iter()
+            .map(|s| SubtaskRef {
+                id: s.id.clone(),
+                tool: s.tool.clone(),
+            })
+            .collect(),
+        cost_delta_monthly: evidence.cost_delta_monthly,
+    })
+}
+
+/// Sweeper, record phase: the plan on the timeline before anyone reviews it.
+async fn record(g: &Gated<'_>, run: &str, state: &Value) -> Result<Value, AgentError> {
+    let p: Planned = field(state, "plan")?;
+    let rec = g
+        .call(
+            "timeline_append",
+            json!({
+                "agent": "conductor",
+                "task_id": run,
+                "action": "plan",
+                "summary": format!("Planned {} subtask(s): {}.", p.subtasks.len(),
+                    p.subtasks.iter().map(|s| format!("{} {}", s.id, s.tool)).collect::<Vec<_>>().join(", ")),
+                "artifacts": [p.plan_ref, p.subtasks_ref, p.evidence_ref],
+                "metrics": {"cost_delta_monthly": p.cost_delta_monthly.unwrap_or(0.0), "subtasks": p.subtasks.len() as f64},
+            }),
+        )
+        .await?;
+    Ok(json!({"record_id": rec["id"]}))
+}
+
+/// Critic, review phase (`dry_run`): the policy over the plan's evidence; `verdict.json`.
+async fn review(
+    g: &Gated<'_>,
+    run: &str,
+    state: &Value,
+    policy: &Policy,
+    now: time::OffsetDateTime,
+) -> Result<Reviewed, AgentError> {
+    let p: Planned = field(state, "plan")?;
+    let subtasks = read_artifact(g, &p.subtasks_ref).await?;
+    let hash = plan_sha256(subtasks.as_bytes());
+    if hash != p.plan_sha256 {
+        return Err(AgentError::Plan(format!(
+            "subtasks.json changed after planning (hash {hash}, planned {})",
+            p.plan_sha256
+        )));
+    }
+    let evidence: Evidence = serde_json::from_str(&read_artifact(g, &p.evidence_ref).await?)
+        .map_err(|e| AgentError::Plan(format!("evidence.json does not parse: {e}")))?;
+    let decision = policy.review(&evidence);
+    let notes_ref = run_key(run, "review-notes.md");
+    let verdict = Verdict::from_decision(&decision, &notes_ref, now, policy.approval_ttl_seconds);
+    let mut notes = format!(
+        "# Review of run {run}\n\n{} ({}).\n\n",
+        if verdict.approved {
+            "Approved for execute"
+        } else {
+            "Blocked"
+        },
+        if verdict.needs_human {
+            "a human approval is still needed"
+        } else if verdict.approved {
+            "the workspace's policy approves it automatically"
+        } else {
+            "see the failing checks"
+        }
+    );
+    for f in &verdict.findings {
+        notes.push_str(&format!(
+            "- {} {}: {}\n",
+            if f.passed { "pass" } else { "FAIL" },
+            f.check,
+            f.explanation
+        ));
+    }
+    let verdict_ref = run_key(run, "verdict.json");
+    write_artifact(g, &notes_ref, &notes, false).await?;
+    write_artifact(
+        g,
+        &verdict_ref,
+        &serde_json::to_string_pretty(&verdict).unwrap_or_default(),
+        true,
+    )
+    .await?;
+    Ok(Reviewed {
+        approved: verdict.approved,
+        needs_human: verdict.needs_human,
+        lane: verdict.lane,
+        verdict_ref,
+        plan_sha256: p.plan_sha256,
+    })
+}
+
+/// Conductor, execute phase (`execute`): one subtask, exactly as approved.
+async fn execute(
+    g: &Gated<'_>,
+    run: &str,
+    state: &Value,
+    now: time::OffsetDateTime,
+) -> Result<Executed, AgentError> {
+    let p: Planned = field(state, "plan")?;
+    let sub: SubtaskRef = field(state, "subtask")?;
+    let approval: Approved = field(state, "approval")?;
+    let bytes = read_artifact(g, &p.subtasks_ref).await?;
+    match &approval {
+        Approved::Human(a) => {
+            check_execute(a, bytes.as_bytes(), now.unix_timestamp().max(0) as u64)?
+        }
+        Approved::Automatic { plan_sha256: h, .. } => {
+            let actual = plan_sha256(bytes.as_bytes());
+            if &actual != h {
+                return Err(ApprovalError::WrongPlan {
+                    expected: actual,
+                    given: h.clone(),
+                }
+                .into());
+            }
+        }
+    }
+    let subtasks: Vec<Subtask> = serde_json::from_str(&bytes)
+        .map_err(|e| AgentError::Plan(format!("subtasks.json does not parse: {e}")))?;
+    let Some(s) = subtasks
+        .iter()
+        .find(|s| s.id == sub.id && s.tool == sub.tool)
+    else {
+        return Err(AgentError::Plan(format!(
+            "subtask {} ({}) is not in the approved plan",
+            sub.id, sub.tool
+        )));
+    };
+    let result = g.call(&s.tool, Value::Object(s.arguments.clone())).await?;
+    let result_ref = run_key(run, &format!("results/{}.json", s.id));
+    write_artifact(
+        g,
+        &result_ref,
+        &serde_json::to_string_pretty(&result).unwrap_or_default(),
+        true,
+    )
+    .await?;
+    Ok(Executed {
+        id: s.id.clone(),
+        tool: s.tool.clone(),
+        result_ref,
+    })
+}
+
+/// Sweeper, cleanup phase (`read_only`, its own records only): the run's timeline record, a
+/// retrospective of two to four sentences, and the run's scratch KV entries removed.
+async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, AgentError> {
+    let outcome: Outcome = state
+        .get("outcome")
+        .and_then(|o| o.get("status"))
+        .cloned()
+        .and_then(|s| serde_json::from_value(s).ok())
+        .ok_or_else(|| AgentError::Input("outcome".into()))?;
+    let plan: Option<Planned> = field(state, "plan").ok();
+    let review: Option<Reviewed> = field(state, "review").ok();
+    let executed: Vec<Executed> = field(state, "execute").unwrap_or_default();
+    let mut sentences = vec![format!("Run {run} {}.", describe(outcome))];
+    if let Some(p) = &plan {
+        sentences.push(format!(
+            "The conductor planned {} subtask(s) ({}), with a monthly cost delta of ${:.2}.",
+            p.subtasks.len(),
+            p.subtasks
+                .iter()
+                .map(|s| s.tool.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.cost_delta_monthly.unwrap_or(0.0)
+        ));
+    }
+    if let Some(r) = &review {
+        sentences.push(if r.approved {
+            format!(
+                "The critic approved it for execute{}.",
+                if r.needs_human {
+                    ", pending a human approval"
+                } else {
+                    " under the workspace's automatic approval"
+                }
+            )
+        } else {
+            format!("The critic blocked it; {} explains why.", r.verdict_ref)
+        });
+    }
+    if !executed.is_empty() {
+        sentences.push(format!(
+            "{} subtask(s) ran; their results are under {}results/.",
+            executed.len(),
+            run_prefix(run)
+        ));
+    } else if let Some(e) = state.get("error") {
+        let why = e["Cause"]
+            .as_str()
+            .or(e["Error"].as_str())
+            .unwrap_or("unknown");
+        let why: String = why.chars().take(200).collect();
+        sentences.push(format!("It stopped on: {why}."));
+    }
+    sentences.truncate(4);
+    let retrospective = sentences.join(" ");
+    let retrospective_ref = run_key(run, "retrospective.md");
+    write_artifact(g, &retrospective_ref, &format!("{retrospective}\n"), false).await?;
+    let mut artifacts = vec![retrospective_ref.clone()];
+    if let Some(p) = &plan {
+        artifacts.push(p.plan_ref.clone());
+    }
+    if let Some(r) = &review {
+        artifacts.push(r.verdict_ref.clone());
+    }
+    artifacts.extend(executed.iter().map(|e| e.result_ref.clone()));
+    g.call(
+        "timeline_append",
+        json!({
+            "agent": "sweeper",
+            "task_id": run,
+            "action": outcome.as_str(),
+            "summary": retrospective,
+            "artifacts": artifacts,
+            "metrics": {"cost_delta_monthly": plan.as_ref().and_then(|p| p.cost_delta_monthly).unwrap_or(0.0)},
+        }),
+    )
+    .await?;
+    // Compaction: the run's scratch entries go with the run.
+    let mut compacted = 0;
+    if g.has("kv_list") {
+        let listed = g
+            .call("kv_list", json!({"prefix": run_prefix(run), "limit": 1000}))
+            .await?;
+        for e in listed["entries"].as_array().into_iter().flatten() {
+            if let Some(k) = e["key"].as_str() {
+                g.call("kv_delete", json!({"key": k})).await?;
+                compacted += 1;
+            }
+        }
+    }
+    Ok(Swept {
+        retrospective_ref,
+        compacted,
+    })
+}
+
+fn describe(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Blocked => "was blocked by review",
+        Outcome::Rejected => "was rejected by a human",
+        Outcome::TimedOut => "waited for an approval that did not come in time",
+        Outcome::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::approval::{Choice, Decider, Pending, Request, decide};
+    use crate::tools::fake::Fake;
+    use crate::workflow::Workflow;
+
+    fn now() -> time::OffsetDateTime {
+        time::macros::datetime!(2026-12-01 12:00 UTC)
+    }
+
+    async fn step(
+        f: &Fake,
+        phase_of: &crate::workflow::AgentStep,
+        state: &Value,
+    ) -> Result<Value, AgentError> {
+        let task = AgentTask {
+            task_token: "t".into(),
+            run_id: "r1".into(),
+            role: phase_of.role,
+            phase: phase_of.phase,
+            lane: phase_of.lane,
+            input: state.clone(),
+        };
+        perform(&task, f, &Policy::default(), now()).await
+    }
+
+    fn goal(f: &Fake, subtasks: Value) -> Value {
+        f.artifacts.lock().unwrap().insert(
+            "runs/r1/goal.json".into(),
+            json!({"goal": "greet the team", "subtasks": subtasks}).to_string(),
+        );
+        json!({"run_id": "r1", "tenant": "acme", "goal_ref": "runs/r1/goal.json", "started_by": "tok-a"})
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_from_plan_to_sweep_with_a_human_approval_of_the_exact_plan() {
+        let f = Fake::default();
+        let w = Workflow::lanes();
+        let mut state = goal(
+            &f,
+            json!([
+                {"tool": "kv_set", "arguments": {"key": "greeting", "value": "hello"}, "why": "the team asked"},
+                {"tool": "kv_get", "arguments": {"key": "greeting"}}
+            ]),
+        );
+        f.kv.lock()
+            .unwrap()
+            .insert("runs/r1/scratch".into(), "x".into());
+        state["plan"] = step(&f, &w.plan, &state).await.unwrap();
+        let p: Planned = serde_json::from_value(state["plan"].clone()).unwrap();
+        assert_eq!(p.subtasks.len(), 2);
+        assert!(
+            f.kv.lock().unwrap().get("greeting").is_none(),
+            "planning changes nothing"
+        );
+        let plan_md = f.artifacts.lock().unwrap()["runs/r1/plan.md"].clone();
+        assert!(
+            plan_md.contains("`kv_set` (execute)") && plan_md.contains("`kv_get` (read_only)"),
+            "{plan_md}"
+        );
+
+        state["recorded"] = step(&f, &w.record, &state).await.unwrap();
+        state["review"] = step(&f, &w.review, &state).await.unwrap();
+        let r: Reviewed = serde_json::from_value(state["review"].clone()).unwrap();
+        assert!(r.approved && r.needs_human, "{r:?}");
+        let verdict = f.artifacts.lock().unwrap()["runs/r1/verdict.json"].clone();
+        assert!(Verdict::parse(&verdict).unwrap().approved);
+
+        let pending = Pending {
+            run_id: "r1".into(),
+            plan_sha256: r.plan_sha256.clone(),
+            lane: Lane::Execute,
+            started_by: "tok-a".into(),
+            requested_at: 0,
+            expires_at: u64::MAX,
+        };
+        let approval = decide(
+            &pending,
+            &Request {
+                who: Decider {
+                    token_id: "tok-b".into(),
+                    is_admin: true,
+                },
+                choice: Choice::Approve,
+                plan_sha256: r.plan_sha256.clone(),
+                reason: "fine".into(),
+            },
+            &Policy::default(),
+            now().unix_timestamp() as u64,
+        )
+        .unwrap();
+        state["approval"] = serde_json::to_value(&approval).unwrap();
+        let mut executed = Vec::new();
+        for s in &p.subtasks {
+            let mut item = state.clone();
+            item["subtask"] = serde_json::to_value(s).unwrap();
+            executed.push(step(&f, &w.execute, &item).await.unwrap());
+        }
+        assert_eq!(
+            f.kv.lock().unwrap().get("greeting").map(String::as_str),
+            Some("hello")
+        );
+        state["execute"] = Value::Array(executed);
+        state["outcome"] = json!({"status": "succeeded"});
+        let swept: Swept =
+            serde_json::from_value(step(&f, &w.sweep, &state).await.unwrap()).unwrap();
+        assert_eq!(swept.compacted, 1);
+        assert!(f.kv.lock().unwrap().get("runs/r1/scratch").is_none());
+        let retro = f.artifacts.lock().unwrap()["runs/r1/retrospective.md"].clone();
+        let sentences = retro.matches(". ").count() + 1;
+        assert!((2..=4).contains(&sentences), "{retro}");
+        let timeline = f.timeline.lock().unwrap().clone();
+        assert_eq!(timeline.len(), 2);
+        assert_eq!(timeline[0]["action"], "plan");
+        assert_eq!(timeline[1]["action"], "succeeded");
+        assert_eq!(timeline[1]["agent"], "sweeper");
+    }
+
+    #[tokio::test]
+    async fn execute_refuses_a_plan_changed_after_approval_and_a_subtask_not_in_it() {
+        let f = Fake::default();
+        let w = Workflow::lanes();
+        let mut state = goal(
+            &f,
+            json!([{"tool": "kv_set", "arguments": {"key": "a", "value": "1"}}]),
+        );
+        state["plan"] = step(&f, &w.plan, &state).await.unwrap();
+        let p: Planned = serde_json::from_value(state["plan"].clone()).unwrap();
+        state["approval"] =
+            json!({"choice": "approve", "automatic": true, "plan_sha256": p.plan_sha256});
+        // Someone rewrites subtasks.json after the review.
+        f.artifacts.lock().unwrap().insert(
+            "runs/r1/subtasks.json".into(),
+            json!([{"id": "s1", "lane": "execute", "tool": "secrets_delete", "arguments": {"name": "x"}, "deliverables": [], "why": ""}]).to_string(),
+        );
+        state["subtask"] = json!({"id": "s1", "tool": "secrets_delete"});
+        let e = step(&f, &w.execute, &state).await.unwrap_err();
+        assert!(
+            matches!(e, AgentError::Approval(ApprovalError::WrongPlan { .. })),
+            "{e}"
+        );
+        assert!(
+            !f.calls
+                .lock()
+                .unwrap()
+                .contains(&"secrets_delete".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_model_a_goal_in_words_only_says_how_to_configure_one() {
+        let f = Fake::default();
+        let w = Workflow::lanes();
+        let state = goal(&f, json!([]));
+        let e = step(&f, &w.plan, &state).await.unwrap_err();
+        assert!(e.to_string().contains("AGENTBUS_MODEL"), "{e}");
+        let state = goal(&f, json!([{"tool": "launch_rockets"}]));
+        let e = step(&f, &w.plan, &state).await.unwrap_err();
+        assert!(e.to_string().contains("does not offer"), "{e}");
+        // A role asked for another's phase refuses.
+        let task = AgentTask {
+            task_token: "t".into(),
+            run_id: "r1".into(),
+            role: Role::Critic,
+            phase: Phase::Execute,
+            lane: Lane::Execute,
+            input: json!({"subtask": {"id": "s1", "tool": "kv_set"}}),
+        };
+        assert!(matches!(
+            perform(&task, &f, &Policy::default(), now()).await,
+            Err(AgentError::WrongRole { .. })
+        ));
+    }
+}

@@ -1,0 +1,303 @@
+//! What agents act with: MCP tools, through one client interface ([`Tools`]), whether the
+//! server is in the same process (embedded), across the network (ECS) or a test's fake; and
+//! the lane gate every call passes ([`Gated`]).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::lane::{Lane, LaneRefusal, ToolHints, admits};
+
+/// A tool as its server lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolInfo {
+    pub name: String,
+    pub hints: ToolHints,
+}
+
+/// Why a tool call did not give a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The tool ran and said no (its `isError` result, or an invalid-params answer).
+    #[error("{tool}: {message}")]
+    Refused { tool: String, message: String },
+    /// The lane does not admit the tool.
+    #[error(transparent)]
+    Lane(#[from] LaneRefusal),
+    /// The server could not be reached or answered nonsense.
+    #[error("the tool server failed: {0}")]
+    Transport(String),
+}
+
+/// An MCP server's tools, as an agent calls them.
+#[async_trait]
+pub trait Tools: Send + Sync {
+    async fn list(&self) -> Result<Vec<ToolInfo>, ToolError>;
+    /// The tool's structured result.
+    async fn call(&self, tool: &str, arguments: Value) -> Result<Value, ToolError>;
+}
+
+/// Tools behind a lane: a call runs only when the lane admits the tool (by its annotations),
+/// except the run's own records, which an agent keeps in any lane: artifacts under
+/// `runs/{run_id}/`, scratch KV entries under `runs/{run_id}/`, and timeline records.
+pub struct Gated<'a> {
+    inner: &'a dyn Tools,
+    lane: Lane,
+    run_id: String,
+    approved: Vec<String>,
+    hints: HashMap<String, ToolHints>,
+}
+
+impl<'a> Gated<'a> {
+    /// Lists the tools once to learn their annotations.
+    pub async fn new(
+        inner: &'a dyn Tools,
+        lane: Lane,
+        run_id: &str,
+        approved: Vec<String>,
+    ) -> Result<Gated<'a>, ToolError> {
+        let hints = inner
+            .list()
+            .await?
+            .into_iter()
+            .map(|t| (t.name, t.hints))
+            .collect();
+        Ok(Gated {
+            inner,
+            lane,
+            run_id: run_id.to_string(),
+            approved,
+            hints,
+        })
+    }
+
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+
+    /// Whether the server offers `tool`.
+    pub fn has(&self, tool: &str) -> bool {
+        self.hints.contains_key(tool)
+    }
+
+    pub fn hints(&self, tool: &str) -> Option<&ToolHints> {
+        self.hints.get(tool)
+    }
+
+    /// A call to the run's own records.
+    fn own_record(&self, tool: &str, arguments: &Value) -> bool {
+        let prefix = format!("runs/{}/", self.run_id);
+        let key = arguments.get("key").and_then(Value::as_str);
+        match tool {
+            "timeline_append" => true,
+            "artifacts_put" | "kv_set" | "kv_delete" => key.is_some_and(|k| k.starts_with(&prefix)),
+            _ => false,
+        }
+    }
+
+    pub async fn call(&self, tool: &str, arguments: Value) -> Result<Value, ToolError> {
+        if !self.own_record(tool, &arguments) {
+            let hints = self.hints.get(tool).cloned().unwrap_or_default();
+            admits(self.lane, tool, &hints, &self.approved)?;
+        }
+        self.inner.call(tool, arguments).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! An in-memory tool server for the agents' tests: a KV store, artifacts and a timeline,
+    //! with the annotations agentbus's own tools carry.
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Default)]
+    pub struct Fake {
+        pub kv: Mutex<BTreeMap<String, String>>,
+        pub artifacts: Mutex<BTreeMap<String, String>>,
+        pub timeline: Mutex<Vec<Value>>,
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    fn hints(read_only: bool) -> ToolHints {
+        ToolHints {
+            read_only: Some(read_only),
+            ..ToolHints::default()
+        }
+    }
+
+    #[async_trait]
+    impl Tools for Fake {
+        async fn list(&self) -> Result<Vec<ToolInfo>, ToolError> {
+            Ok([
+                ("kv_get", true),
+                ("kv_list", true),
+                ("kv_set", false),
+                ("kv_delete", false),
+                ("artifacts_get", true),
+                ("artifacts_list", true),
+                ("artifacts_put", false),
+                ("timeline_append", false),
+                ("timeline_query", true),
+                ("secrets_delete", false),
+            ]
+            .into_iter()
+            .map(|(n, ro)| ToolInfo {
+                name: n.into(),
+                hints: hints(ro),
+            })
+            .collect())
+        }
+
+        async fn call(&self, tool: &str, a: Value) -> Result<Value, ToolError> {
+            self.calls.lock().unwrap().push(tool.to_string());
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            Ok(match tool {
+                "kv_get" => match self.kv.lock().unwrap().get(&s("key")) {
+                    Some(v) => json!({"found": true, "key": s("key"), "value": v}),
+                    None => json!({"found": false, "key": s("key")}),
+                },
+                "kv_set" => {
+                    self.kv.lock().unwrap().insert(s("key"), s("value"));
+                    json!({"key": s("key"), "version": 1})
+                }
+                "kv_delete" => {
+                    json!({"deleted": self.kv.lock().unwrap().remove(&s("key")).is_some()})
+                }
+                "kv_list" => {
+                    let p = s("prefix");
+                    let entries: Vec<Value> = self
+                        .kv
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&p))
+                        .map(|(k, v)| json!({"key": k, "size": v.len()}))
+                        .collect();
+                    json!({"entries": entries, "next_cursor": null})
+                }
+                "artifacts_put" => {
+                    self.artifacts
+                        .lock()
+                        .unwrap()
+                        .insert(s("key"), s("content"));
+                    json!({"key": s("key"), "size": s("content").len()})
+                }
+                "artifacts_get" => match self.artifacts.lock().unwrap().get(&s("key")) {
+                    Some(c) => {
+                        json!({"found": true, "key": s("key"), "encoding": "utf8", "content": c})
+                    }
+                    None => json!({"found": false, "key": s("key")}),
+                },
+                "artifacts_list" => {
+                    let p = s("prefix");
+                    let items: Vec<Value> = self
+                        .artifacts
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&p))
+                        .map(|(k, c)| json!({"key": k, "size": c.len()}))
+                        .collect();
+                    json!({"artifacts": items, "next_cursor": null})
+                }
+                "timeline_append" => {
+                    self.timeline.lock().unwrap().push(a.clone());
+                    json!({"id": "t1", "ts": "2026-12-01T00:00:00.000Z"})
+                }
+                "timeline_query" => {
+                    json!({"records": self.timeline.lock().unwrap().clone(), "next_cursor": null})
+                }
+                other => {
+                    return Err(ToolError::Refused {
+                        tool: other.into(),
+                        message: "not in the fake".into(),
+                    });
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fake::Fake;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lane_refuses_what_its_tools_annotations_do_not_allow() {
+        let f = Fake::default();
+        let ro = Gated::new(&f, Lane::ReadOnly, "r1", Vec::new())
+            .await
+            .unwrap();
+        assert!(ro.call("kv_get", json!({"key": "a"})).await.is_ok());
+        let e = ro
+            .call("kv_set", json!({"key": "a", "value": "1"}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ToolError::Lane(LaneRefusal::NotReadOnly { .. })),
+            "{e}"
+        );
+        // A tool the server does not list is judged by the cautious defaults.
+        assert!(ro.call("made_up", json!({})).await.is_err());
+        assert!(f.kv.lock().unwrap().is_empty(), "nothing was written");
+    }
+
+    #[tokio::test]
+    async fn the_run_s_own_records_are_kept_in_any_lane_and_nothing_else_is() {
+        let f = Fake::default();
+        let ro = Gated::new(&f, Lane::ReadOnly, "r1", Vec::new())
+            .await
+            .unwrap();
+        ro.call(
+            "artifacts_put",
+            json!({"key": "runs/r1/plan.md", "content": "x"}),
+        )
+        .await
+        .unwrap();
+        ro.call("kv_set", json!({"key": "runs/r1/scratch", "value": "x"}))
+            .await
+            .unwrap();
+        ro.call("timeline_append", json!({"agent": "sweeper"}))
+            .await
+            .unwrap();
+        // Another run's records, or a prefix look-alike, are not its own.
+        for key in ["runs/r2/plan.md", "runs/r1x/plan.md", "plan.md"] {
+            assert!(
+                ro.call("artifacts_put", json!({"key": key, "content": "x"}))
+                    .await
+                    .is_err(),
+                "{key}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn execute_runs_the_approved_tools_only() {
+        let f = Fake::default();
+        let ex = Gated::new(&f, Lane::Execute, "r1", vec!["kv_set".into()])
+            .await
+            .unwrap();
+        ex.call("kv_set", json!({"key": "greeting", "value": "hi"}))
+            .await
+            .unwrap();
+        assert!(
+            ex.call("secrets_delete", json!({"name": "x"}))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            f.kv.lock().unwrap().get("greeting").map(String::as_str),
+            Some("hi")
+        );
+    }
+}
