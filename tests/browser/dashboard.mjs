@@ -1,19 +1,20 @@
 // Drives the agentbus dashboard in Debian's headless Chromium:
-//   node dashboard.mjs BASE_URL TOKEN SCREENSHOT_PATH [TIER]
+//   node dashboard.mjs BASE_URL TOKEN SCREENSHOT_PATH [TIER] [STARTER_TOKEN]
 // checks that the page loads, refuses a bad token, signs in with a good one, and shows an
 // event sent through the MCP endpoint without a reload; with TIER `small`, also the
 // artifacts and timeline panels with what MCP calls put there, the recorded-events panel
-// with that event, and the webhooks panel with a subscription whose deliveries fail.
+// with that event, and the webhooks panel with a subscription whose deliveries fail; with TIER `medium`, a workflow run started through MCP by another
+// admin (STARTER_TOKEN) is approved in the dashboard and runs to success.
 // Exits non-zero on any failure.
 import { chromium } from "playwright-core";
 
-const [base, token, shot, tier = "xs"] = process.argv.slice(2);
+const [base, token, shot, tier = "xs", starter] = process.argv.slice(2);
 const fail = (msg) => { console.error("FAILED: " + msg); process.exit(1); };
 
 // A tool call through MCP (Streamable HTTP, raw JSON-RPC), as any MCP client would send it.
-async function mcpCall(name, args) {
+async function mcpCall(name, args, as = token) {
   const headers = {
-    Authorization: "Bearer " + token,
+    Authorization: "Bearer " + as,
     "Content-Type": "application/json",
     Accept: "application/json, text/event-stream",
   };
@@ -50,6 +51,12 @@ try {
     await mcpCall("rules_put", { name: "browser-checks", pattern: { "detail-type": ["Browser Check"] } });
     // Nothing listens on port 9 of this machine: every delivery fails.
     var sub = await mcpCall("subscriptions_create", { rule: "browser-checks", url: "http://127.0.0.1:9/" + stamp });
+  }
+  if (tier === "medium") {
+    var run = await mcpCall("workflow_start", {
+      goal: "greet from the browser " + stamp,
+      subtasks: [{ tool: "kv_set", arguments: { key: "browser-greeting", value: stamp } }],
+    }, starter);
   }
   const page = await browser.newPage();
   await page.goto(base);
@@ -93,6 +100,17 @@ try {
       const row = document.querySelector(`#webhooks tr[data-subscription="${id}"]`);
       return row && row.textContent.includes("failing in a row") && row.textContent.includes("after 5 attempts");
     }, id, { timeout: 45000 }).catch(() => fail("the webhooks panel shows the failing deliveries"));
+  } else if (tier === "medium") {
+    if (!(await page.$("#artifacts"))) fail("medium has the small tier's panels too");
+    const row = `#approvals tr[data-run="${run.run_id}"]`;
+    await page.waitForSelector(row, { timeout: 30000 }).catch(() => fail("the run waits for approval in the dashboard"));
+    await page.fill(row + " input.reason", "checked in the browser");
+    await page.click(row + " button.approve");
+    await page.waitForSelector(`#workflows tr[data-run="${run.run_id}"][data-status="succeeded"]`, { timeout: 30000 })
+      .catch(() => fail("the approved run shows as succeeded"));
+    if (await page.$(row)) fail("a decided run no longer waits");
+    const got = await mcpCall("kv_get", { key: "browser-greeting" });
+    if (got.value !== stamp) fail("the approved subtask ran: " + JSON.stringify(got));
   } else if (await page.$("#artifacts")) {
     fail("extra-small has no artifacts panel");
   }

@@ -988,10 +988,25 @@ async fn the_cli_explains_bad_input() {
         );
     }
 
-    let r = agentbus(&["plan", "medium"]);
+    let r = agentbus(&["plan", "large"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("not available in this version yet"),
+        "{r:?}"
+    );
+    // The medium tier runs locally; on AWS its plan says its resources are not here yet.
+    let r = agentbus(&[
+        "plan",
+        "medium",
+        "--env",
+        &unique_env("med"),
+        "--image",
+        IMAGE,
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("`agentbus up medium` runs the tier locally"),
         "{r:?}"
     );
     let r = agentbus(&["plan", "huge"]);

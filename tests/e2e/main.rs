@@ -8,3 +8,4 @@ mod image;
 mod runtime;
 mod server;
 mod small;
+mod workflow;

@@ -319,6 +319,9 @@ fn the_dashboard_works_in_headless_chromium() {
 fn browser_check(name: &str, extra: &[&str], tier: &str) {
     let dir = temp_dir(name);
     let server = up_with(&dir, free_port(), extra);
+    // Another admin of the same tenant starts workflow runs (four-eyes: the dashboard's
+    // token approves them).
+    let starter = token(&dir, "default", "admin");
     let token = server.token.clone().unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -331,6 +334,7 @@ fn browser_check(name: &str, extra: &[&str], tier: &str) {
         .arg(&token)
         .arg(&shot)
         .arg(tier)
+        .arg(&starter)
         .output()
         .expect("node (and tests/browser/node_modules, installed by scripts/test.sh)");
     assert!(
@@ -347,6 +351,11 @@ fn browser_check(name: &str, extra: &[&str], tier: &str) {
 #[test]
 fn the_small_dashboard_shows_artifacts_timeline_events_and_webhooks_in_chromium() {
     browser_check("browser-small", &["small"], "small");
+}
+
+#[test]
+fn a_workflow_run_is_approved_in_the_medium_dashboard_in_chromium() {
+    browser_check("browser-medium", &["medium"], "medium");
 }
 
 const MCP_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
@@ -780,6 +789,46 @@ pub(crate) fn small_client(port: u16, a: &str, b: &str, viewer: &str, backend: &
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn up_medium_runs_a_goal_through_review_and_a_human_approval_for_the_python_sdk() {
+    let dir = temp_dir("up-medium");
+    let port = free_port();
+    let server = up_with(&dir, port, &["medium"]);
+    let starter = server
+        .token
+        .clone()
+        .expect("the first start prints an admin token");
+    let other_admin = token(&dir, "default", "admin");
+    let user = token(&dir, "default", "user");
+    let other_tenant = token(&dir, "tenant-b", "admin");
+    let schema = dir.join("verdict.schema.json");
+    std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/mcp/medium_client.py"
+    );
+    let out = Command::new(python())
+        .arg(client)
+        .args([
+            &format!("http://127.0.0.1:{port}/mcp"),
+            &starter,
+            &other_admin,
+            &user,
+            &other_tenant,
+            schema.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python MCP client (medium) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

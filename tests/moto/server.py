@@ -26,6 +26,10 @@ taught to answer them here.
   60 s so the suite stays quick; the product waits for whatever AWS says).
 - Budgets DescribeBudget: AWS includes the budget's FilterExpression only when
   ShowFilterExpression is true (DescribeBudget API reference); moto always includes it.
+- Step Functions StopExecution: AWS aborts the execution at once (status ABORTED, StopDate
+  set; StopExecution API reference), also while a task waits for its task token; moto's
+  interpreter leaves the waiting task until its timeout and then reports FAILED. Here the
+  execution is ABORTED when stopped, and stays so.
 - S3 GetBucketVersioning: moto 5.2 wraps the answer in <GetBucketVersioningResponse>; the
   API's root element is <VersioningConfiguration> (botocore does not check the root, the Rust
   SDK does).
@@ -52,6 +56,8 @@ from moto.budgets.responses import BudgetsResponse
 from moto.s3.responses import S3Response
 from xml.sax.saxutils import escape
 from moto.server import main
+import moto.stepfunctions.parser.backend.execution as sfn_execution
+from moto.stepfunctions.parser.api import ExecutionStatus
 
 
 def _budget(self, account_id, name):
@@ -205,6 +211,26 @@ def describe_budget(self):
         budget.pop("FilterExpression", None)
     return json.dumps({"Budget": budget})
 
+
+_sfn_stop = sfn_execution.Execution.stop
+_sfn_reflect = sfn_execution.BaseExecutionWorkerCommunication._reflect_execution_status
+
+
+def sfn_stop(self, stop_date, error, cause):
+    _sfn_stop(self, stop_date=stop_date, error=error, cause=cause)
+    self.exec_status = ExecutionStatus.ABORTED
+    self.stop_date = stop_date
+
+
+def sfn_reflect(self):
+    # A stopped execution stays ABORTED, whatever its waiting task does afterwards.
+    if self.execution.exec_status == ExecutionStatus.ABORTED:
+        return
+    _sfn_reflect(self)
+
+
+sfn_execution.Execution.stop = sfn_stop
+sfn_execution.BaseExecutionWorkerCommunication._reflect_execution_status = sfn_reflect
 
 S3Response.get_bucket_versioning = get_bucket_versioning
 BudgetsResponse.describe_budget = describe_budget

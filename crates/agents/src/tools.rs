@@ -105,6 +105,69 @@ impl<'a> Gated<'a> {
     }
 }
 
+/// An MCP server's tools through an rmcp client: in process (embedded), or over Streamable
+/// HTTP with a bearer token (the agents on ECS).
+pub struct McpClient(pub rmcp::service::RunningService<rmcp::RoleClient, ()>);
+
+#[async_trait]
+impl Tools for McpClient {
+    async fn list(&self) -> Result<Vec<ToolInfo>, ToolError> {
+        let tools = self
+            .0
+            .list_all_tools()
+            .await
+            .map_err(|e| ToolError::Transport(e.to_string()))?;
+        Ok(tools
+            .into_iter()
+            .map(|t| {
+                let a = t.annotations.clone().unwrap_or_default();
+                ToolInfo {
+                    name: t.name.to_string(),
+                    hints: ToolHints {
+                        read_only: a.read_only_hint,
+                        destructive: a.destructive_hint,
+                        idempotent: a.idempotent_hint,
+                        open_world: a.open_world_hint,
+                        preview: false,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    async fn call(&self, tool: &str, arguments: Value) -> Result<Value, ToolError> {
+        let arguments = match arguments {
+            Value::Object(m) => m,
+            Value::Null => serde_json::Map::new(),
+            other => {
+                return Err(ToolError::Refused {
+                    tool: tool.to_string(),
+                    message: format!("arguments must be an object, not {other}"),
+                });
+            }
+        };
+        let params =
+            rmcp::model::CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        match self.0.call_tool(params).await {
+            Ok(r) if r.is_error == Some(true) => Err(ToolError::Refused {
+                tool: tool.to_string(),
+                message: r
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            }),
+            Ok(r) => Ok(r.structured_content.unwrap_or(Value::Null)),
+            Err(rmcp::ServiceError::McpError(e)) => Err(ToolError::Refused {
+                tool: tool.to_string(),
+                message: e.message.to_string(),
+            }),
+            Err(e) => Err(ToolError::Transport(e.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod fake {
     //! An in-memory tool server for the agents' tests: a KV store, artifacts and a timeline,

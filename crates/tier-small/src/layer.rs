@@ -110,7 +110,7 @@ impl Layer for SmallLayer {
         let (tools, feed) = SmallTools::embedded(data_dir).await?;
         Ok(Some(ServerPart {
             tools: Arc::new(tools),
-            feed: Some(Box::new(move |stop| Box::pin(feed.run(stop)))),
+            feed: Some(Box::new(move |_server, stop| Box::pin(feed.run(stop)))),
         }))
     }
 
@@ -126,7 +126,7 @@ impl Layer for SmallLayer {
         let (tools, feed) = SmallTools::aws(aws, &cfg, reach)?;
         Ok(Some(ServerPart {
             tools: Arc::new(tools),
-            feed: Some(Box::new(move |stop| Box::pin(feed.run(stop)))),
+            feed: Some(Box::new(move |_server, stop| Box::pin(feed.run(stop)))),
         }))
     }
 }

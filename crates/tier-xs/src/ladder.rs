@@ -29,6 +29,7 @@ use crate::engine::Resource;
 use crate::engine::lock::StoredSettings;
 use crate::engine::plan::Plan;
 use crate::runtime::RuntimeError;
+use crate::server::AppState;
 use crate::server::mcp::ToolExtension;
 use crate::workspace::{Tier, Workspace};
 
@@ -207,8 +208,12 @@ pub struct Built {
 /// work that feeds them, run until the server shuts down.
 pub struct ServerPart {
     pub tools: Arc<dyn ToolExtension>,
-    pub feed: Option<Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>>,
+    pub feed: Option<Feed>,
 }
+
+/// Background work of a layer: started once the server is assembled (it gets the server, to
+/// reach its tools in process), stopped by the token at shutdown.
+pub type Feed = Box<dyn FnOnce(Arc<AppState>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
 /// One tier's part of agentbus.
 #[async_trait]

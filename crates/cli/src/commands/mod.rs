@@ -27,7 +27,7 @@ use tier_xs::workspace::Tier;
 use crate::Global;
 
 /// The top of this build's tier ladder: the one line of the CLI that names a tier crate.
-use tier_small as top;
+use tier_medium as top;
 
 /// Every tier this build can deploy and serve.
 pub fn ladder() -> Ladder {

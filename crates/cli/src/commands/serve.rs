@@ -74,7 +74,7 @@ fn attach(state: &Arc<AppState>, parts: Vec<ServerPart>) -> Result<()> {
     for part in parts {
         tools.push(part.tools);
         if let Some(feed) = part.feed {
-            tokio::spawn(feed(state.shutdown.child_token()));
+            tokio::spawn(feed(state.clone(), state.shutdown.child_token()));
         }
     }
     state.set_extensions(tools)?;

@@ -505,6 +505,26 @@ pub async fn serve(
 }
 
 /// Serves the MCP tools over stdin/stdout as one identity, until the client closes.
+/// An MCP client of this server in the same process, acting as `identity` (the agents of
+/// an embedded workflow use it, as agents elsewhere use the HTTP endpoint).
+pub async fn in_process_client(
+    state: Arc<AppState>,
+    identity: Identity,
+) -> Result<rmcp::service::RunningService<rmcp::RoleClient, ()>, String> {
+    use rmcp::ServiceExt;
+    let (server_io, client_io) = tokio::io::duplex(256 * 1024);
+    let server = AgentbusMcp::new(state, Some(identity));
+    tokio::spawn(async move {
+        match server.serve(server_io).await {
+            Ok(running) => {
+                let _ = running.waiting().await;
+            }
+            Err(e) => tracing::warn!("in-process MCP server: {e}"),
+        }
+    });
+    ().serve(client_io).await.map_err(|e| e.to_string())
+}
+
 pub async fn serve_stdio(state: Arc<AppState>, identity: Identity) -> Result<(), String> {
     use rmcp::ServiceExt;
     let running = AgentbusMcp::new(state, Some(identity))

@@ -1,0 +1,367 @@
+//! The workflow scenarios on Step Functions: the lanes pipeline compiled to ASL
+//! (`agents::asl`) and executed by moto's interpreter, agents dispatched by task token through
+//! SQS (as they will be through ECS on AWS: the same message), answering with
+//! `SendTaskSuccess` / `SendTaskFailure`; approvals read from the approvals queue and decided
+//! with the same rules as the embedded engine (`agents::approval::decide`).
+//!
+//! Emulator set-up: moto runs state machines only when told to (`POST /moto-api/config`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use agents::approval::{Choice, Decider, Pending, Request};
+use agents::asl::{Dispatch, Target, compile};
+use agents::lane::Lane;
+use agents::policy::Policy;
+use agents::workflow::{AgentTask, REJECTED, Workflow};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tier_medium::runtime::scenarios::{Engine, Script, Seen, Session};
+use tier_medium::runtime::store::RunStatus;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{clients, moto, unique_env};
+
+pub struct StepFunctions;
+
+/// moto executes state machines only with its interpreter switched on.
+fn interpreter_on() {
+    static ON: OnceLock<()> = OnceLock::new();
+    ON.get_or_init(|| {
+        use std::io::{Read, Write};
+        let body = r#"{"stepfunctions": {"execute_state_machine": true}}"#;
+        let host = moto().url.trim_start_matches("http://").to_string();
+        let mut s = std::net::TcpStream::connect(&host).expect("moto");
+        write!(
+            s,
+            "POST /moto-api/config HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 2") || answer.starts_with("HTTP/1.0 2"), "switching moto's interpreter on: {answer}");
+    });
+}
+
+struct Sfn {
+    sfn: aws_sdk_sfn::Client,
+    machine: String,
+    executions: Mutex<HashMap<String, String>>,
+    /// Approval requests received, by run: the task token and what it waits on.
+    pending: Arc<Mutex<HashMap<String, (String, Pending)>>>,
+    approval_seconds: u32,
+    stop: CancellationToken,
+}
+
+async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+#[async_trait]
+impl Engine for StepFunctions {
+    async fn open(&self, script: Arc<Script>, workflow: Workflow) -> Box<dyn Session> {
+        interpreter_on();
+        let aws = clients().await;
+        let cfg = aws.sdk_config().clone();
+        let sqs = aws_sdk_sqs::Client::new(&cfg);
+        let sfn = aws_sdk_sfn::Client::new(&cfg);
+        let name = unique_env("wf");
+        let agents_url = queue(&sqs, &format!("{name}-agents")).await;
+        let approvals_url = queue(&sqs, &format!("{name}-approvals")).await;
+        let asl = compile(
+            &workflow,
+            &Target {
+                dispatch: Dispatch::Sqs {
+                    queue_url: agents_url.clone(),
+                },
+                approvals_queue_url: approvals_url.clone(),
+            },
+        );
+        let machine = sfn
+            .create_state_machine()
+            .name(format!("{name}-lanes"))
+            .definition(asl.to_string())
+            .role_arn(format!("arn:aws:iam::123456789012:role/{name}-lanes"))
+            .r#type(aws_sdk_sfn::types::StateMachineType::Standard)
+            .send()
+            .await
+            .unwrap()
+            .state_machine_arn()
+            .to_string();
+        let stop = CancellationToken::new();
+        let pending: Arc<Mutex<HashMap<String, (String, Pending)>>> = Arc::default();
+        tokio::spawn(agents_loop(
+            sqs.clone(),
+            sfn.clone(),
+            agents_url,
+            script,
+            stop.clone(),
+        ));
+        tokio::spawn(approvals_loop(
+            sqs,
+            approvals_url,
+            pending.clone(),
+            workflow.approval_timeout_seconds,
+            stop.clone(),
+        ));
+        Box::new(Sfn {
+            sfn,
+            machine,
+            executions: Mutex::default(),
+            pending,
+            approval_seconds: workflow.approval_timeout_seconds,
+            stop,
+        })
+    }
+}
+
+/// The scripted agents: each message is an `AgentTask`, answered with its task token.
+async fn agents_loop(
+    sqs: aws_sdk_sqs::Client,
+    sfn: aws_sdk_sfn::Client,
+    url: String,
+    script: Arc<Script>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let Ok(got) = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        for m in got.messages() {
+            if let Some(h) = m.receipt_handle() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(h)
+                    .send()
+                    .await;
+            }
+            let task: AgentTask = serde_json::from_str(m.body().unwrap_or_default())
+                .unwrap_or_else(|e| {
+                    panic!("the agents' message is an AgentTask: {e}: {:?}", m.body())
+                });
+            let (script, sfn) = (script.clone(), sfn.clone());
+            tokio::spawn(async move {
+                match script.answer(&task).await {
+                    Ok(v) => {
+                        sfn.send_task_success()
+                            .task_token(&task.task_token)
+                            .output(v.to_string())
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                    Err(f) => {
+                        sfn.send_task_failure()
+                            .task_token(&task.task_token)
+                            .error(f.error)
+                            .cause(f.cause)
+                            .send()
+                            .await
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Approval requests, as the server would keep them.
+async fn approvals_loop(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    pending: Arc<Mutex<HashMap<String, (String, Pending)>>>,
+    approval_seconds: u32,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let Ok(got) = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        for m in got.messages() {
+            if let Some(h) = m.receipt_handle() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(h)
+                    .send()
+                    .await;
+            }
+            let v: Value = serde_json::from_str(m.body().unwrap_or_default()).unwrap();
+            assert_eq!(v["kind"], "approval", "{v}");
+            let now = tier_medium::runtime::store::now_ms() / 1000;
+            let p = Pending {
+                run_id: v["run_id"].as_str().unwrap().to_string(),
+                plan_sha256: v["plan_sha256"].as_str().unwrap().to_string(),
+                lane: Lane::Execute,
+                started_by: v["started_by"].as_str().unwrap().to_string(),
+                requested_at: now,
+                expires_at: now + u64::from(approval_seconds),
+            };
+            let token = v["task_token"].as_str().unwrap().to_string();
+            pending.lock().unwrap().insert(p.run_id.clone(), (token, p));
+        }
+    }
+}
+
+#[async_trait]
+impl Session for Sfn {
+    async fn start(&self) -> String {
+        let run_id = unique_env("run");
+        let input = json!({"run_id": run_id, "tenant": "acme", "goal_ref": format!("runs/{run_id}/goal.json"), "started_by": "tok-starter"});
+        let arn = self
+            .sfn
+            .start_execution()
+            .state_machine_arn(&self.machine)
+            .name(&run_id)
+            .input(input.to_string())
+            .send()
+            .await
+            .unwrap()
+            .execution_arn()
+            .to_string();
+        self.executions.lock().unwrap().insert(run_id.clone(), arn);
+        run_id
+    }
+
+    async fn seen(&self, run_id: &str) -> Seen {
+        use aws_sdk_sfn::types::ExecutionStatus as S;
+        let arn = self.executions.lock().unwrap()[run_id].clone();
+        let d = self
+            .sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .unwrap();
+        let output = d.output().and_then(|o| serde_json::from_str(o).ok());
+        let status = match d.status() {
+            S::Running if self.pending.lock().unwrap().contains_key(run_id) => RunStatus::Waiting,
+            S::Running => RunStatus::Running,
+            S::Succeeded => RunStatus::Succeeded,
+            S::Aborted => RunStatus::Cancelled,
+            S::Failed => match self.failure(&arn, d.error()).await.as_str() {
+                "agentbus.Blocked" => RunStatus::Blocked,
+                e if e == REJECTED => RunStatus::Rejected,
+                "agentbus.ApprovalTimeout" => RunStatus::TimedOut,
+                _ => RunStatus::Failed,
+            },
+            _ => RunStatus::Failed,
+        };
+        Seen {
+            status,
+            state: output,
+        }
+    }
+
+    async fn decide(
+        &self,
+        run_id: &str,
+        token: &str,
+        choice: Choice,
+        hash: &str,
+    ) -> Result<(), String> {
+        let Some((task_token, p)) = self.pending.lock().unwrap().get(run_id).cloned() else {
+            return Err(format!("run {run_id} is not waiting for a decision"));
+        };
+        let request = Request {
+            who: Decider {
+                token_id: token.into(),
+                is_admin: true,
+            },
+            choice,
+            plan_sha256: hash.into(),
+            reason: "reviewed".into(),
+        };
+        let now = tier_medium::runtime::store::now_ms() / 1000;
+        let approval = agents::approval::decide(&p, &request, &Policy::default(), now)
+            .map_err(|e| e.to_string())?;
+        self.pending.lock().unwrap().remove(run_id);
+        match choice {
+            Choice::Approve => self
+                .sfn
+                .send_task_success()
+                .task_token(task_token)
+                .output(serde_json::to_string(&approval).unwrap())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}")),
+            Choice::Reject => self
+                .sfn
+                .send_task_failure()
+                .task_token(task_token)
+                .error(REJECTED)
+                .cause(approval.reason)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}")),
+        }
+    }
+
+    async fn cancel(&self, run_id: &str) {
+        let arn = self.executions.lock().unwrap()[run_id].clone();
+        self.sfn
+            .stop_execution()
+            .execution_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        self.pending.lock().unwrap().remove(run_id);
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        let _ = self.approval_seconds;
+    }
+}
+
+impl Sfn {
+    /// The error a failed execution ended with: DescribeExecution's, else its history's.
+    async fn failure(&self, arn: &str, described: Option<&str>) -> String {
+        if let Some(e) = described {
+            return e.to_string();
+        }
+        let h = self
+            .sfn
+            .get_execution_history()
+            .execution_arn(arn)
+            .reverse_order(true)
+            .send()
+            .await
+            .unwrap();
+        h.events()
+            .iter()
+            .find_map(|e| {
+                e.execution_failed_event_details()
+                    .and_then(|d| d.error())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    }
+}
+
+tier_medium::workflow_scenarios!(StepFunctions);
