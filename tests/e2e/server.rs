@@ -487,7 +487,8 @@ fn the_official_conformance_suite_and_the_inspector_cli_accept_the_server() {
 enum Ending {
     /// A whole response with status 200.
     Complete,
-    /// The server never took the request (connection refused, or reset before any byte).
+    /// The server never took the request: connection refused, or reset by the kernel
+    /// before the server accepted it (a connection left in the listen backlog).
     NotAccepted,
     /// Anything else: a partial answer or another status.
     Broken(String),
@@ -507,7 +508,12 @@ fn status_request(port: u16, token: &str) -> Ending {
     let mut resp = Vec::new();
     let read = s.read_to_end(&mut resp);
     if resp.is_empty() {
-        return Ending::NotAccepted;
+        // A reset: the listener closed with the connection in its backlog (never accepted).
+        // A clean close without a byte is a request the server took and dropped: broken.
+        return match &read {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ending::NotAccepted,
+            _ => Ending::Broken("accepted, then closed without an answer".into()),
+        };
     }
     let text = String::from_utf8_lossy(&resp);
     let complete = text.starts_with("HTTP/1.1 200")
@@ -528,17 +534,36 @@ fn sigterm_during_a_burst_completes_every_accepted_request() {
     let mut server = up_with(&dir, free_port(), &["--rate-limit", "1000000"]);
     let token = server.token.clone().unwrap();
     let port = server.port;
+    // Workers send requests until the server stops answering; the signal lands when a
+    // few hundred have completed (a condition, not a time), so it lands mid-burst.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..16)
         .map(|_| {
-            let token = token.clone();
+            let (token, done) = (token.clone(), done.clone());
             std::thread::spawn(move || {
-                (0..150)
-                    .map(|_| status_request(port, &token))
-                    .collect::<Vec<_>>()
+                let mut endings = Vec::new();
+                loop {
+                    let e = status_request(port, &token);
+                    let stop = e == Ending::NotAccepted;
+                    if e == Ending::Complete {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    endings.push(e);
+                    if stop || endings.len() >= 5000 {
+                        return endings;
+                    }
+                }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the burst did not get going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -558,7 +583,15 @@ fn sigterm_during_a_burst_completes_every_accepted_request() {
         .filter(|e| matches!(e, Ending::Broken(_)))
         .collect();
     assert_eq!(exit.code(), Some(0), "the server exits 0 on SIGTERM");
-    assert!(complete > 0, "some requests were served before the signal");
+    assert!(complete >= 300, "requests were served before the signal");
+    let refused = endings
+        .iter()
+        .filter(|e| **e == Ending::NotAccepted)
+        .count();
+    assert!(
+        refused > 0,
+        "the signal landed while requests were still coming"
+    );
     assert!(
         broken.is_empty(),
         "{} accepted requests did not complete: {:?}",
@@ -965,13 +998,17 @@ fn up_small_serves_the_artifacts_timeline_and_monitor_tools_to_the_python_sdk() 
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A tool call of a stdio session; with a condition, repeated until its result meets it
+/// (something that happens in the background, waited for on the condition, not on time).
+type Step<'a> = (
+    &'a str,
+    serde_json::Value,
+    Option<fn(&serde_json::Value) -> bool>,
+);
+
 /// One stdio MCP session of `agentbus serve --stdio` on a data directory: the tool calls in
-/// order (a `None` tool pauses a second), then EOF; the structured result of each call.
-fn stdio_session(
-    dir: &std::path::Path,
-    tier: &str,
-    calls: &[(Option<&str>, serde_json::Value)],
-) -> Vec<serde_json::Value> {
+/// order, then EOF; the structured result of each call.
+fn stdio_session(dir: &std::path::Path, tier: &str, calls: &[Step]) -> Vec<serde_json::Value> {
     use serde_json::{Value, json};
     let mut child = Command::new(BIN)
         .args([
@@ -1008,17 +1045,30 @@ fn stdio_session(
     answer(0);
     send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     let mut results = Vec::new();
-    for (i, (tool, args)) in calls.iter().enumerate() {
-        let Some(tool) = tool else {
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
-        };
-        let id = i as u64 + 1;
-        send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": args}}));
-        let r = answer(id);
-        assert_eq!(r["result"]["isError"], false, "{tool}: {r}");
-        results.push(r["result"]["structuredContent"].clone());
+    let mut id = 0;
+    for (tool, args, until) in calls {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            id += 1;
+            send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": tool, "arguments": args}}));
+            let r = answer(id);
+            assert_eq!(r["result"]["isError"], false, "{tool}: {r}");
+            let out = r["result"]["structuredContent"].clone();
+            match until {
+                Some(met) if !met(&out) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{tool} never met its condition: {out}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => {
+                    results.push(out);
+                    break;
+                }
+            }
+        }
     }
     drop(send);
     child.wait().unwrap();
@@ -1036,14 +1086,16 @@ fn the_embedded_target_moves_between_tiers_on_the_same_data() {
         &dir,
         "xs",
         &[
-            (Some("kv_set"), json!({"key": "k", "value": "from xs"})),
+            ("kv_set", json!({"key": "k", "value": "from xs"}), None),
             (
-                Some("secrets_put"),
+                "secrets_put",
                 json!({"name": "api-key", "value": "s3cr3t"}),
+                None,
             ),
             (
-                Some("events_send"),
+                "events_send",
                 json!({"detail_type": "before.move", "detail": {"priority": "warning"}}),
+                None,
             ),
         ],
     );
@@ -1051,13 +1103,18 @@ fn the_embedded_target_moves_between_tiers_on_the_same_data() {
         &dir,
         "small",
         &[
-            (Some("kv_get"), json!({"key": "k"})),
-            (Some("secrets_list"), json!({})),
-            (None, json!(null)),
-            (Some("events_query"), json!({"detail_type": "before.move"})),
+            ("kv_get", json!({"key": "k"}), None),
+            ("secrets_list", json!({}), None),
+            // The monitor follows the event log from its start: wait until it caught up.
             (
-                Some("artifacts_put"),
+                "events_query",
+                json!({"detail_type": "before.move"}),
+                Some(|v| v["events"].as_array().is_some_and(|e| !e.is_empty())),
+            ),
+            (
+                "artifacts_put",
                 json!({"key": "notes.md", "content": "kept"}),
+                None,
             ),
         ],
     );
@@ -1066,14 +1123,14 @@ fn the_embedded_target_moves_between_tiers_on_the_same_data() {
     assert_eq!(r[2]["events"].as_array().unwrap().len(), 1, "{:?}", r[2]);
     assert_eq!(r[2]["events"][0]["priority"], "warning");
     // Back to xs: the small tools are gone, the data of both stays.
-    let r = stdio_session(&dir, "xs", &[(Some("kv_get"), json!({"key": "k"}))]);
+    let r = stdio_session(&dir, "xs", &[("kv_get", json!({"key": "k"}), None)]);
     assert_eq!(r[0]["value"], "from xs");
     let r = stdio_session(
         &dir,
         "small",
         &[
-            (Some("artifacts_get"), json!({"key": "notes.md"})),
-            (Some("events_query"), json!({})),
+            ("artifacts_get", json!({"key": "notes.md"}), None),
+            ("events_query", json!({}), None),
         ],
     );
     assert_eq!(r[0]["content"], "kept");

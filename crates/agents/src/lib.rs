@@ -11,6 +11,7 @@
 //! - [`tools`]: the one interface agents call MCP tools through, and the lane gate.
 //! - [`roles`]: the conductor's, critic's and sweeper's work, phase by phase; [`run`]: the
 //!   small records that pass between the phases.
+//! - [`model`]: the models the agents may consult (Bedrock, OpenAI-compatible, Anthropic).
 //! - [`asl`]: that pipeline in Amazon States Language, agents dispatched by task token
 //!   through ECS (AWS) or SQS (the emulator).
 //!
@@ -21,6 +22,7 @@
 pub mod approval;
 pub mod asl;
 pub mod lane;
+pub mod model;
 pub mod policy;
 pub mod roles;
 pub mod run;

@@ -8,12 +8,13 @@ use serde_json::{Value, json};
 
 use crate::approval::{ApprovalError, check_execute, plan_sha256};
 use crate::lane::Lane;
+use crate::model::{Model, ModelError, Usage};
 use crate::policy::{Evidence, Policy, Tests};
 use crate::run::{
     Approved, Executed, Goal, Planned, Reviewed, Subtask, SubtaskRef, Swept, run_key, run_prefix,
 };
 use crate::tools::{Gated, ToolError, Tools};
-use crate::verdict::Verdict;
+use crate::verdict::{ModelReview, Verdict};
 use crate::workflow::{AgentTask, Outcome, Phase, Role};
 
 /// Why an agent could not do its step.
@@ -36,20 +37,28 @@ pub enum AgentError {
         role: &'static str,
         phase: &'static str,
     },
+    #[error(transparent)]
+    Model(#[from] ModelError),
 }
 
 impl AgentError {
     /// Worth another attempt (a tool server that failed), or not (a refusal stays one).
     pub fn retryable(&self) -> bool {
-        matches!(self, AgentError::Tool(ToolError::Transport(_)))
+        match self {
+            AgentError::Tool(ToolError::Transport(_)) => true,
+            AgentError::Model(e) => e.retryable(),
+            _ => false,
+        }
     }
 }
 
-/// Does the step `task` asks for, at `now`, with the workspace's `policy`.
+/// Does the step `task` asks for, at `now`, with the workspace's `policy` and, when one is
+/// configured, a `model` to plan goals given in words and to review plans (advisory).
 pub async fn perform(
     task: &AgentTask,
     tools: &dyn Tools,
     policy: &Policy,
+    model: Option<&Model>,
     now: time::OffsetDateTime,
 ) -> Result<Value, AgentError> {
     let approved_tools = match task.phase {
@@ -61,10 +70,12 @@ pub async fn perform(
     };
     let g = Gated::new(tools, task.lane, &task.run_id, approved_tools).await?;
     let out = match (task.role, task.phase) {
-        (Role::Conductor, Phase::Plan) => to_value(plan(&g, &task.run_id, &task.input).await?),
+        (Role::Conductor, Phase::Plan) => {
+            to_value(plan(&g, &task.run_id, &task.input, model).await?)
+        }
         (Role::Sweeper, Phase::Record) => record(&g, &task.run_id, &task.input).await?,
         (Role::Critic, Phase::Review) => {
-            to_value(review(&g, &task.run_id, &task.input, policy, now).await?)
+            to_value(review(&g, &task.run_id, &task.input, policy, model, now).await?)
         }
         (Role::Conductor, Phase::Execute) => {
             to_value(execute(&g, &task.run_id, &task.input, now).await?)
@@ -127,15 +138,26 @@ async fn count(g: &Gated<'_>, tool: &str, args: Value, list: &str) -> Option<usi
 
 /// Conductor, plan phase (`read_only`): the goal, the workspace's context, `plan.md`,
 /// `subtasks.json` and the evidence the critic reads.
-async fn plan(g: &Gated<'_>, run: &str, state: &Value) -> Result<Planned, AgentError> {
+async fn plan(
+    g: &Gated<'_>,
+    run: &str,
+    state: &Value,
+    model: Option<&Model>,
+) -> Result<Planned, AgentError> {
     let goal_ref: String = field(state, "goal_ref")?;
-    let goal: Goal = serde_json::from_str(&read_artifact(g, &goal_ref).await?)
+    let mut goal: Goal = serde_json::from_str(&read_artifact(g, &goal_ref).await?)
         .map_err(|e| AgentError::Plan(format!("the goal {goal_ref} does not parse: {e}")))?;
+    let mut model_usage = None;
     if goal.subtasks.is_empty() {
-        return Err(AgentError::NeedsModel(format!(
-            "the goal {:?} names no tool calls, and turning words into tool calls is a model's work",
-            goal.goal
-        )));
+        let Some(model) = model else {
+            return Err(AgentError::NeedsModel(format!(
+                "the goal {:?} names no tool calls, and turning words into tool calls is a model's work",
+                goal.goal
+            )));
+        };
+        let (proposed, usage) = propose(g, model, &goal.goal).await?;
+        goal.subtasks = proposed;
+        model_usage = Some(usage);
     }
     let kv = count(g, "kv_list", json!({"limit": 1000}), "entries").await;
     let artifacts = count(g, "artifacts_list", json!({"limit": 1000}), "artifacts").await;
@@ -238,7 +260,64 @@ async fn plan(g: &Gated<'_>, run: &str, state: &Value) -> Result<Planned, AgentE
             })
             .collect(),
         cost_delta_monthly: evidence.cost_delta_monthly,
+        model_usage,
     })
+}
+
+/// Asks the model for the tool calls that achieve `goal`, among the workspace's tools.
+async fn propose(
+    g: &Gated<'_>,
+    model: &Model,
+    goal: &str,
+) -> Result<(Vec<crate::run::ProposedCall>, Usage), AgentError> {
+    let names: Vec<&str> = g.listed().iter().map(|t| t.name.as_str()).collect();
+    let catalog: String = g
+        .listed()
+        .iter()
+        .map(|t| {
+            format!(
+                "- {}{}: {}\n",
+                t.name,
+                if t.hints.read_only == Some(true) {
+                    " (read-only)"
+                } else {
+                    ""
+                },
+                t.description
+            )
+        })
+        .collect();
+    let schema = json!({
+        "type": "object",
+        "properties": {"subtasks": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
+            "type": "object",
+            "properties": {
+                "tool": {"type": "string", "enum": names},
+                "arguments": {"type": "object"},
+                "why": {"type": "string"}
+            },
+            "required": ["tool", "arguments", "why"]
+        }}},
+        "required": ["subtasks"]
+    });
+    let system = format!(
+        "You are the conductor of an agentbus workspace. Propose the fewest tool calls that achieve the goal, using only these tools:\n{catalog}Every call that changes something will be reviewed and approved before it runs."
+    );
+    let (args, usage) = model
+        .structured(
+            &system,
+            goal,
+            "propose_subtasks",
+            "The tool calls that achieve the goal, in order",
+            schema,
+        )
+        .await?;
+    let calls: Vec<crate::run::ProposedCall> = serde_json::from_value(args["subtasks"].clone())
+        .map_err(|e| AgentError::Plan(format!("the model's subtasks do not parse: {e}")))?;
+    if calls.is_empty() {
+        return Err(AgentError::Plan("the model proposed no tool calls".into()));
+    }
+    Ok((calls, usage))
 }
 
 /// Sweeper, record phase: the plan on the timeline before anyone reviews it.
@@ -267,6 +346,7 @@ async fn review(
     run: &str,
     state: &Value,
     policy: &Policy,
+    model: Option<&Model>,
     now: time::OffsetDateTime,
 ) -> Result<Reviewed, AgentError> {
     let p: Planned = field(state, "plan")?;
@@ -282,7 +362,31 @@ async fn review(
         .map_err(|e| AgentError::Plan(format!("evidence.json does not parse: {e}")))?;
     let decision = policy.review(&evidence);
     let notes_ref = run_key(run, "review-notes.md");
-    let verdict = Verdict::from_decision(&decision, &notes_ref, now, policy.approval_ttl_seconds);
+    let mut verdict =
+        Verdict::from_decision(&decision, &notes_ref, now, policy.approval_ttl_seconds);
+    let mut model_usage = None;
+    if let Some(model) = model {
+        // Advisory: the model may add conditions or refuse, never approve what the policy blocks.
+        let plan_md = read_artifact(g, &p.plan_ref).await.unwrap_or_default();
+        let prompt = format!(
+            "The plan:\n{plan_md}\n\nThe policy's checks:\n{}",
+            serde_json::to_string_pretty(&decision.findings).unwrap_or_default()
+        );
+        let schema = serde_json::to_value(schemars::schema_for!(ModelReview)).unwrap_or_default();
+        let (args, usage) = model
+            .structured(
+                "You are the critic of an agentbus workspace. Review the plan for safety, cost and quality. You may refuse it or add conditions; you cannot approve what the policy's checks block.",
+                &prompt,
+                "review_plan",
+                "Your review of the plan",
+                schema,
+            )
+            .await?;
+        let review: ModelReview = serde_json::from_value(args)
+            .map_err(|e| AgentError::Plan(format!("the model's review does not parse: {e}")))?;
+        verdict = verdict.with_model_review(review);
+        model_usage = Some(usage);
+    }
     let mut notes = format!(
         "# Review of run {run}\n\n{} ({}).\n\n",
         if verdict.approved {
@@ -321,6 +425,7 @@ async fn review(
         lane: verdict.lane,
         verdict_ref,
         plan_sha256: p.plan_sha256,
+        model_usage,
     })
 }
 
@@ -450,7 +555,7 @@ async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, Agent
             "action": outcome.as_str(),
             "summary": retrospective,
             "artifacts": artifacts,
-            "metrics": {"cost_delta_monthly": plan.as_ref().and_then(|p| p.cost_delta_monthly).unwrap_or(0.0)},
+            "metrics": metrics(plan.as_ref(), review.as_ref()),
         }),
     )
     .await?;
@@ -471,6 +576,31 @@ async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, Agent
         retrospective_ref,
         compacted,
     })
+}
+
+/// The run's numbers for its timeline record: the cost delta, and what models used.
+fn metrics(plan: Option<&Planned>, review: Option<&Reviewed>) -> Value {
+    let mut used = Usage::default();
+    for u in [
+        plan.and_then(|p| p.model_usage),
+        review.and_then(|r| r.model_usage),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        used.add(&u);
+    }
+    let mut m =
+        json!({"cost_delta_monthly": plan.and_then(|p| p.cost_delta_monthly).unwrap_or(0.0)});
+    if used.calls > 0 {
+        m["model_calls"] = json!(used.calls);
+        m["model_input_tokens"] = json!(used.input_tokens);
+        m["model_output_tokens"] = json!(used.output_tokens);
+        if let Some(c) = used.cost_usd {
+            m["model_cost_usd"] = json!(c);
+        }
+    }
+    m
 }
 
 fn describe(o: Outcome) -> &'static str {
@@ -509,7 +639,7 @@ mod tests {
             lane: phase_of.lane,
             input: state.clone(),
         };
-        perform(&task, f, &Policy::default(), now()).await
+        perform(&task, f, &Policy::default(), None, now()).await
     }
 
     fn goal(f: &Fake, subtasks: Value) -> Value {
@@ -655,8 +785,102 @@ mod tests {
             input: json!({"subtask": {"id": "s1", "tool": "kv_set"}}),
         };
         assert!(matches!(
-            perform(&task, &f, &Policy::default(), now()).await,
+            perform(&task, &f, &Policy::default(), None, now()).await,
             Err(AgentError::WrongRole { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_model_plans_goals_in_words_and_advises_the_review_but_cannot_approve_over_it() {
+        let k = crate::model::tests::katan(&[]);
+        let model = Model::new(
+            Box::new(
+                crate::model::openai::OpenAi::new(
+                    format!("http://127.0.0.1:{}/v1", k.port),
+                    "m",
+                    Some("sk-test".into()),
+                )
+                .unwrap(),
+            ),
+            std::time::Duration::from_secs(20),
+            0,
+            None,
+        );
+        let w = Workflow::lanes();
+        let task = |step: &crate::workflow::AgentStep, input: &Value| AgentTask {
+            task_token: "t".into(),
+            run_id: "r1".into(),
+            role: step.role,
+            phase: step.phase,
+            lane: step.lane,
+            input: input.clone(),
+        };
+        // Words only: the model is asked; an empty proposal is refused, not planned.
+        let f = Fake::default();
+        let state = goal(&f, json!([]));
+        let e = perform(
+            &task(&w.plan, &state),
+            &f,
+            &Policy::default(),
+            Some(&model),
+            now(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("proposed no tool calls"), "{e}");
+        assert_eq!(model.usage().calls, 1);
+        // Given subtasks: planned without the model; the review asks it, and its refusal
+        // (llm-katan answers `refuse: true`) takes the policy's approval away.
+        let mut state = goal(
+            &f,
+            json!([{"tool": "kv_set", "arguments": {"key": "a", "value": "1"}}]),
+        );
+        state["plan"] = perform(
+            &task(&w.plan, &state),
+            &f,
+            &Policy::default(),
+            Some(&model),
+            now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(model.usage().calls, 1, "no model needed for given subtasks");
+        state["review"] = perform(
+            &task(&w.review, &state),
+            &f,
+            &Policy::default(),
+            Some(&model),
+            now(),
+        )
+        .await
+        .unwrap();
+        let r: Reviewed = serde_json::from_value(state["review"].clone()).unwrap();
+        assert!(!r.approved && !r.needs_human, "{r:?}");
+        assert_eq!(r.model_usage.map(|u| u.calls), Some(1));
+        let verdict = Verdict::parse(&f.artifacts.lock().unwrap()["runs/r1/verdict.json"]).unwrap();
+        assert!(
+            verdict.model.as_ref().is_some_and(|m| m.refuse),
+            "{verdict:?}"
+        );
+        assert!(
+            verdict.findings.iter().all(|f| f.passed),
+            "the policy itself approved"
+        );
+        state["outcome"] = json!({"status": "blocked"});
+        perform(
+            &task(&w.sweep, &state),
+            &f,
+            &Policy::default(),
+            Some(&model),
+            now(),
+        )
+        .await
+        .unwrap();
+        let record = f.timeline.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(record["metrics"]["model_calls"], 1, "{record}");
+        assert!(
+            record["metrics"]["model_input_tokens"].as_u64().is_some(),
+            "{record}"
+        );
     }
 }

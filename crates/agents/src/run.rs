@@ -72,6 +72,9 @@ pub struct Planned {
     pub plan_sha256: String,
     pub subtasks: Vec<SubtaskRef>,
     pub cost_delta_monthly: Option<f64>,
+    /// What a model used to plan, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_usage: Option<crate::model::Usage>,
 }
 
 /// The critic's answer.
@@ -82,6 +85,9 @@ pub struct Reviewed {
     pub lane: Lane,
     pub verdict_ref: String,
     pub plan_sha256: String,
+    /// What a model used to review, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_usage: Option<crate::model::Usage>,
 }
 
 /// An approval as the execute phase receives it: a human's decision, or the policy's

@@ -14,6 +14,7 @@ use crate::lane::{Lane, LaneRefusal, ToolHints, admits};
 pub struct ToolInfo {
     pub name: String,
     pub hints: ToolHints,
+    pub description: String,
 }
 
 /// Why a tool call did not give a result.
@@ -47,6 +48,7 @@ pub struct Gated<'a> {
     run_id: String,
     approved: Vec<String>,
     hints: HashMap<String, ToolHints>,
+    listed: Vec<ToolInfo>,
 }
 
 impl<'a> Gated<'a> {
@@ -57,11 +59,10 @@ impl<'a> Gated<'a> {
         run_id: &str,
         approved: Vec<String>,
     ) -> Result<Gated<'a>, ToolError> {
-        let hints = inner
-            .list()
-            .await?
-            .into_iter()
-            .map(|t| (t.name, t.hints))
+        let listed = inner.list().await?;
+        let hints = listed
+            .iter()
+            .map(|t| (t.name.clone(), t.hints.clone()))
             .collect();
         Ok(Gated {
             inner,
@@ -69,6 +70,7 @@ impl<'a> Gated<'a> {
             run_id: run_id.to_string(),
             approved,
             hints,
+            listed,
         })
     }
 
@@ -83,6 +85,11 @@ impl<'a> Gated<'a> {
 
     pub fn hints(&self, tool: &str) -> Option<&ToolHints> {
         self.hints.get(tool)
+    }
+
+    /// Every tool the server offers.
+    pub fn listed(&self) -> &[ToolInfo] {
+        &self.listed
     }
 
     /// A call to the run's own records.
@@ -122,6 +129,7 @@ impl Tools for McpClient {
             .map(|t| {
                 let a = t.annotations.clone().unwrap_or_default();
                 ToolInfo {
+                    description: t.description.as_deref().unwrap_or_default().to_string(),
                     name: t.name.to_string(),
                     hints: ToolHints {
                         read_only: a.read_only_hint,
@@ -212,6 +220,7 @@ pub(crate) mod fake {
             ]
             .into_iter()
             .map(|(n, ro)| ToolInfo {
+                description: format!("the fake {n}"),
                 name: n.into(),
                 hints: hints(ro),
             })

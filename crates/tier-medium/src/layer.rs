@@ -87,7 +87,24 @@ impl Layer for MediumLayer {
             tools: Arc::new(tools),
             feed: Some(Box::new(move |server, stop| {
                 attached.attach(server.clone());
-                Box::pin(runner.run(Arc::new(LocalAgents::new(server)), stop))
+                Box::pin(async move {
+                    let model = agents::model::Model::from_env()
+                        .await
+                        .map(|m| m.map(Arc::new))
+                        .map_err(|e| e.to_string());
+                    match &model {
+                        Ok(Some(m)) => tracing::info!("workflow agents consult {}", m.describe()),
+                        Ok(None) => tracing::info!(
+                            "workflow agents run without a model (AGENTBUS_MODEL is not set)"
+                        ),
+                        Err(e) => tracing::error!(
+                            "AGENTBUS_MODEL: {e}; agent steps fail until it is fixed"
+                        ),
+                    }
+                    runner
+                        .run(Arc::new(LocalAgents::new(server, model)), stop)
+                        .await
+                })
             })),
         }))
     }

@@ -71,11 +71,16 @@ pub trait AgentPool: Send + Sync {
 /// tenant.
 pub struct LocalAgents {
     server: Arc<AppState>,
+    /// The model the agents may consult (`AGENTBUS_MODEL`), or why it could not be set up.
+    model: Result<Option<Arc<agents::model::Model>>, String>,
 }
 
 impl LocalAgents {
-    pub fn new(server: Arc<AppState>) -> Self {
-        LocalAgents { server }
+    pub fn new(
+        server: Arc<AppState>,
+        model: Result<Option<Arc<agents::model::Model>>, String>,
+    ) -> Self {
+        LocalAgents { server, model }
     }
 
     async fn client(
@@ -125,10 +130,24 @@ async fn policy(tools: &dyn agents::tools::Tools) -> Result<Policy, AgentFailure
 #[async_trait]
 impl AgentPool for LocalAgents {
     async fn perform(&self, tenant: &str, task: AgentTask) -> Result<Value, AgentFailure> {
+        let model = match &self.model {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                return Err(refused(format!(
+                    "the model configuration is not usable: {e}"
+                )));
+            }
+        };
         let client = self.client(tenant, &task.run_id).await?;
         let policy = policy(&client).await?;
-        let out =
-            agents::roles::perform(&task, &client, &policy, time::OffsetDateTime::now_utc()).await;
+        let out = agents::roles::perform(
+            &task,
+            &client,
+            &policy,
+            model.as_deref(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .await;
         let _ = client.0.cancel().await;
         out.map_err(|e| AgentFailure {
             error: if e.retryable() {
