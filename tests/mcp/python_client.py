@@ -11,6 +11,7 @@ import json
 import sys
 
 from mcp import ClientSession
+from mcp.shared.exceptions import MCPError as McpError
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -26,13 +27,36 @@ def check(cond, what):
 
 
 async def call(session, tool, args):
-    """Returns (is_error, structured, text) of a tool call; a protocol error counts as an error."""
+    """Returns (is_error, structured, text) of a tool call, keeping the MCP contract's two
+    refusals apart (`kind(text)`): a tool's failure, arguments that do not fit its schema
+    included, is an `isError` result (`tool_error`); a protocol error (an unknown tool) is a
+    JSON-RPC error (`rpc_error`). Anything else (a crash, a lost connection) fails the run
+    instead of passing for "the server refused"."""
     try:
         r = await session.call_tool(tool, args)
-    except Exception as e:  # a JSON-RPC error, e.g. invalid params
-        return True, None, str(e)
+    except McpError as e:
+        return True, None, Refusal("rpc_error", f"{e.error.code}: {e.error.message}")
+    except Exception as e:
+        check(False, f"{tool}: the call failed outside the MCP contract: {e!r}")
+        return True, None, Refusal("crash", repr(e))
     text = " ".join(getattr(c, "text", "") for c in r.content)
-    return bool(r.is_error), r.structured_content, text
+    if r.is_error:
+        return True, r.structured_content, Refusal("tool_error", text)
+    return False, r.structured_content, text
+
+
+class Refusal(str):
+    """A refusal's text, which also says how the server refused: `tool_error` (an isError
+    result) or `rpc_error` (a JSON-RPC error)."""
+
+    def __new__(cls, kind, text):
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        return obj
+
+
+def kind(text):
+    return getattr(text, "kind", "ok")
 
 
 def described(tool, label):
@@ -61,21 +85,25 @@ async def basic(session, label):
     check(not err and out == {**out, "found": True, "value": "hello"}, f"{label}: kv_get reads it back ({out})")
     version = out["version"]
     err, out, text = await call(session, "kv_set", {"key": "greeting", "value": "x", "expected_version": version + 7})
-    check(err and "version conflict" in text, f"{label}: a stale compare-and-set is refused ({text})")
+    check(err and "version conflict" in text and kind(text) == "tool_error", f"{label}: a stale compare-and-set is refused as a tool error ({text})")
     err, out, _ = await call(session, "kv_set", {"key": "greeting", "value": "hello 2", "expected_version": version})
     check(not err and out["version"] == version + 1, f"{label}: compare-and-set at the right version works")
 
-    # Bad input: a clear error, and nothing changes.
-    for args, why in [
-        ({"key": "greeting"}, "missing value"),
-        ({"key": "greeting", "value": 12}, "wrong type"),
-        ({"key": "bad\u0007key", "value": "v"}, "control character"),
-        ({"key": "greeting", "value": "v" * (350 * 1024 + 1)}, "oversize value"),
-        ({"key": "greeting", "value": "v", "ttl_seconds": 0}, "zero TTL"),
-        ({"key": "greeting", "value": "v", "ttl": 60}, "an unknown argument"),
+    # Bad input: a clear error of the kind the MCP contract names, and nothing changes.
+    for args, why, how in [
+        ({"key": "greeting"}, "missing value", "tool_error"),
+        ({"key": "greeting", "value": 12}, "wrong type", "tool_error"),
+        ({"key": "greeting", "value": "v", "ttl": 60}, "an unknown argument", "tool_error"),
+        ({"key": "bad\u0007key", "value": "v"}, "control character", "tool_error"),
+        ({"key": "greeting", "value": "v" * (350 * 1024 + 1)}, "oversize value", "tool_error"),
+        ({"key": "greeting", "value": "v", "ttl_seconds": 0}, "zero TTL", "tool_error"),
+        ({"key": "greeting", "value": "v", "ttl_seconds": 60, "no_expiry": True}, "a TTL and no expiry", "tool_error"),
     ]:
         err, _, text = await call(session, "kv_set", args)
-        check(err and text, f"{label}: kv_set with {why} is an error ({text[:120]})")
+        check(err and text and kind(text) == how, f"{label}: kv_set with {why} is a {how} ({kind(text)}: {text[:120]})")
+    # A tool that does not exist is a protocol error, not a tool's failure.
+    err, _, text = await call(session, "kv_frobnicate", {"key": "greeting"})
+    check(err and kind(text) == "rpc_error", f"{label}: an unknown tool is a JSON-RPC error ({kind(text)}: {text[:120]})")
     # An unknown argument is named, not silently ignored (ttl is not ttl_seconds).
     err, _, text = await call(session, "kv_set", {"key": "greeting", "value": "v", "ttl": 60})
     check(err and "ttl" in text, f"{label}: the unknown argument is named ({text[:160]})")

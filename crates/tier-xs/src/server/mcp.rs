@@ -551,8 +551,9 @@ pub enum Access {
     Write,
 }
 
-/// A tool from a typed function: the arguments are parsed into `A` (a JSON-RPC
-/// invalid-params error when they do not fit, like the built-in tools), `f` runs with the
+/// A tool from a typed function: the arguments are parsed into `A` (when they do not fit, an
+/// `isError` result naming what is wrong, like the built-in tools: the MCP specification's
+/// input-validation errors are tool execution errors), `f` runs with the
 /// caller's identity, and its `O` is the structured result or its message a tool error.
 /// The tool's input and output schemas come from `A` and `O`.
 pub fn typed_route<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> ToolRoute<AgentbusMcp>
@@ -571,12 +572,10 @@ where
         let args = serde_json::from_value::<A>(Value::Object(ctx.arguments.unwrap_or_default()));
         let f = f.clone();
         Box::pin(async move {
-            let args = args.map_err(|e| {
-                rmcp::ErrorData::invalid_params(format!("invalid arguments: {e}"), None)
-            })?;
-            let result = match caller {
-                Ok(id) => f(id, args).await,
-                Err(e) => Err(e),
+            let result = match (caller, args) {
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(format!("invalid arguments: {e}")),
+                (Ok(id), Ok(args)) => f(id, args).await,
             };
             let done = match result {
                 Ok(out) => CallToolResult::structured(serde_json::to_value(out).map_err(|e| {
