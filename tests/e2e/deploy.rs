@@ -937,9 +937,19 @@ async fn prod_keeps_deletion_protection_and_recoverable_secrets() {
         .send()
         .await
         .unwrap();
+    // Scheduled for deletion in 30 days (the recovery window), not removed.
+    let deleted = s
+        .deleted_date
+        .expect("prod secrets are scheduled for deletion, not removed")
+        .secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days = (deleted - now) as f64 / 86_400.0;
     assert!(
-        s.deleted_date.is_some(),
-        "prod secrets are scheduled for deletion, not removed"
+        (days - 30.0).abs() < 0.1,
+        "a 30-day recovery window, not {days:.2} days"
     );
 
     // The next deploy restores the secret (settings are remembered from the last deploy).
