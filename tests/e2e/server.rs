@@ -16,8 +16,8 @@ const CLIENT: &str = concat!(
 
 pub(crate) struct Server {
     child: Child,
-    token: Option<String>,
-    port: u16,
+    pub(crate) token: Option<String>,
+    pub(crate) port: u16,
 }
 
 impl Drop for Server {
@@ -40,7 +40,7 @@ pub(crate) fn up(dir: &std::path::Path, port: u16) -> Server {
     up_with(dir, port, &[])
 }
 
-fn up_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Server {
+pub(crate) fn up_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Server {
     let mut child = Command::new(BIN)
         .args([
             "up",
@@ -150,7 +150,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn token(dir: &std::path::Path, tenant: &str, role: &str) -> String {
+pub(crate) fn token(dir: &std::path::Path, tenant: &str, role: &str) -> String {
     let out = Command::new(BIN)
         .args([
             "token",

@@ -365,3 +365,239 @@ impl Sfn {
 }
 
 tier_medium::workflow_scenarios!(StepFunctions);
+
+/// The real agents (`agentbus agent --queue`, the code of the agents' image) run the compiled
+/// workflow on moto's Step Functions: each step a task-token message, done through the MCP
+/// endpoint of an `agentbus up medium` server, answered with `SendTaskSuccess`; a human
+/// approval answers the approval request's token. The run's effects are read back through MCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_agents_run_the_compiled_workflow_on_step_functions_against_the_server() {
+    use agents::run::{Goal, ProposedCall};
+    use agents::tools::Tools;
+
+    interpreter_on();
+    let dir = std::env::temp_dir().join(format!("agentbus-e2e-agents-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = crate::server::up_with(&dir, crate::server::free_port(), &["medium"]);
+    let mcp_url = format!("http://127.0.0.1:{}/mcp", server.port);
+    let agent_token = crate::server::token(&dir, "default", "user");
+    let approver = crate::server::token(&dir, "default", "admin");
+
+    let aws = clients().await;
+    let cfg = aws.sdk_config().clone();
+    let (sqs, sfn) = (
+        aws_sdk_sqs::Client::new(&cfg),
+        aws_sdk_sfn::Client::new(&cfg),
+    );
+    let name = unique_env("real");
+    let agents_url = queue(&sqs, &format!("{name}-agents")).await;
+    let approvals_url = queue(&sqs, &format!("{name}-approvals")).await;
+    let asl = compile(
+        &agents::workflow::Workflow::lanes().with_timeouts(60, 30, 120),
+        &Target {
+            dispatch: Dispatch::Sqs {
+                queue_url: agents_url.clone(),
+            },
+            approvals_queue_url: approvals_url.clone(),
+        },
+    );
+    let machine = sfn
+        .create_state_machine()
+        .name(format!("{name}-lanes"))
+        .definition(asl.to_string())
+        .role_arn(format!("arn:aws:iam::123456789012:role/{name}-lanes"))
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+
+    // The agents, as their image runs them, against moto (AWS) and the server (MCP).
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_agentbus"))
+        .args([
+            "agent",
+            "--queue",
+            &agents_url,
+            "--mcp-url",
+            &mcp_url,
+            "--heartbeat",
+            "5",
+        ])
+        .env("AGENTBUS_MCP_TOKEN", &agent_token)
+        .env("AWS_ENDPOINT_URL", &moto().url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AGENTBUS_MODEL")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start the agents");
+
+    // workflow_start on AWS writes the goal artifact, then starts the execution named by the run.
+    let run_id = unique_env("run");
+    let tools = agents::worker::connect(&mcp_url, &agent_token)
+        .await
+        .unwrap();
+    let goal = Goal {
+        goal: "greet from step functions".into(),
+        subtasks: vec![ProposedCall {
+            tool: "kv_set".into(),
+            arguments: serde_json::from_value(json!({"key": "sfn-greeting", "value": "hello"}))
+                .unwrap(),
+            why: "asked".into(),
+        }],
+    };
+    let goal_ref = format!("runs/{run_id}/goal.json");
+    tools
+        .call(
+            "artifacts_put",
+            json!({"key": goal_ref, "content": serde_json::to_string(&goal).unwrap()}),
+        )
+        .await
+        .unwrap();
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name(&run_id)
+        .input(json!({"run_id": run_id, "tenant": "default", "goal_ref": goal_ref, "started_by": "tok-starter"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .execution_arn()
+        .to_string();
+
+    // The approval request arrives after plan, record and review; an admin approves it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let request = loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&approvals_url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        if let Some(m) = got.messages().first() {
+            break serde_json::from_str::<Value>(m.body().unwrap()).unwrap();
+        }
+        let d = sfn
+            .describe_execution()
+            .execution_arn(&execution)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            std::time::Instant::now() < deadline
+                && d.status() == &aws_sdk_sfn::types::ExecutionStatus::Running,
+            "no approval request; the execution is {:?} ({:?} {:?})",
+            d.status(),
+            d.error(),
+            d.cause()
+        );
+    };
+    let subtasks = tools
+        .call(
+            "artifacts_get",
+            json!({"key": format!("runs/{run_id}/subtasks.json")}),
+        )
+        .await
+        .unwrap();
+    let hash = agents::approval::plan_sha256(subtasks["content"].as_str().unwrap().as_bytes());
+    assert_eq!(
+        request["plan_sha256"], hash,
+        "the request names the plan the critic reviewed"
+    );
+    let verdict = tools
+        .call(
+            "artifacts_get",
+            json!({"key": format!("runs/{run_id}/verdict.json")}),
+        )
+        .await
+        .unwrap();
+    agents::verdict::Verdict::parse(verdict["content"].as_str().unwrap()).unwrap();
+    let now = tier_medium::runtime::store::now_ms() / 1000;
+    let pending = Pending {
+        run_id: run_id.clone(),
+        plan_sha256: hash.clone(),
+        lane: Lane::Execute,
+        started_by: "tok-starter".into(),
+        requested_at: now,
+        expires_at: now + 120,
+    };
+    let approval = agents::approval::decide(
+        &pending,
+        &Request {
+            who: Decider {
+                token_id: approver[..12].to_string(),
+                is_admin: true,
+            },
+            choice: Choice::Approve,
+            plan_sha256: hash,
+            reason: "reviewed".into(),
+        },
+        &Policy::default(),
+        now,
+    )
+    .unwrap();
+    sfn.send_task_success()
+        .task_token(request["task_token"].as_str().unwrap())
+        .output(serde_json::to_string(&approval).unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(&execution)
+            .send()
+            .await
+            .unwrap();
+        match d.status() {
+            aws_sdk_sfn::types::ExecutionStatus::Succeeded => break,
+            aws_sdk_sfn::types::ExecutionStatus::Running
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            other => panic!(
+                "the execution is {other:?}: {:?} {:?}",
+                d.error(),
+                d.cause()
+            ),
+        }
+    }
+    // What the agents did is in the workspace: the approved write, the records, the retrospective.
+    let kv = tools
+        .call("kv_get", json!({"key": "sfn-greeting"}))
+        .await
+        .unwrap();
+    assert_eq!(kv["value"], "hello", "{kv}");
+    let timeline = tools
+        .call("timeline_query", json!({"agent": "sweeper"}))
+        .await
+        .unwrap();
+    assert!(
+        timeline["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["task_id"] == run_id.as_str() && r["action"] == "succeeded"),
+        "{timeline}"
+    );
+    let retro = tools
+        .call(
+            "artifacts_get",
+            json!({"key": format!("runs/{run_id}/retrospective.md")}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        retro["content"].as_str().unwrap().contains("succeeded"),
+        "{retro}"
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,6 +12,8 @@
 //! - [`roles`]: the conductor's, critic's and sweeper's work, phase by phase; [`run`]: the
 //!   small records that pass between the phases.
 //! - [`model`]: the models the agents may consult (Bedrock, OpenAI-compatible, Anthropic).
+//! - [`worker`]: the agents outside the server (the `agentbus-agent` binary): tasks from the
+//!   environment or a queue, answered to Step Functions.
 //! - [`asl`]: that pipeline in Amazon States Language, agents dispatched by task token
 //!   through ECS (AWS) or SQS (the emulator).
 //!
@@ -28,4 +30,5 @@ pub mod roles;
 pub mod run;
 pub mod tools;
 pub mod verdict;
+pub mod worker;
 pub mod workflow;

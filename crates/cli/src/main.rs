@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use commands::{
-    completions, cost, deploy, destroy, healthcheck, image, plan, serve, status, token, unlock, up,
+    agent, completions, cost, deploy, destroy, healthcheck, image, plan, serve, status, token,
+    unlock, up,
 };
 
 #[derive(Parser, Debug)]
@@ -104,6 +105,9 @@ enum Command {
     /// Exit 0 when the server on this host answers GET /health with 200 (the container's
     /// health check; needs no curl in the image).
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Run the workflow's agents outside the server: one step from the environment (as Step
+    /// Functions starts it on ECS), or every step of an SQS queue.
+    Agent(agent::AgentArgs),
     /// Print a shell completion script: `agentbus completions bash > /etc/bash_completion.d/agentbus`.
     Completions(completions::CompletionsArgs),
 }
@@ -123,7 +127,8 @@ impl Command {
             Command::Up(_)
             | Command::Serve(_)
             | Command::Healthcheck(_)
-            | Command::Completions(_) => false,
+            | Command::Completions(_)
+            | Command::Agent(_) => false,
         }
     }
 }
@@ -205,6 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => serve::run(args).await,
         Command::Token(args) => token::run(args).await,
         Command::Image(args) => image::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
         Command::Healthcheck(_) | Command::Completions(_) => Ok(0),
     }
 }

@@ -11,7 +11,7 @@ use clap::Args;
 #[derive(Args, Debug)]
 pub struct HealthcheckArgs {
     /// Port of the server on 127.0.0.1.
-    #[arg(long, env = "AGENTBUS_PORT", default_value_t = tier_xs::config::DASHBOARD_PORT)]
+    #[arg(long, env = "AGENTBUS_PORT", hide_env_values = true, default_value_t = tier_xs::config::DASHBOARD_PORT)]
     port: u16,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]

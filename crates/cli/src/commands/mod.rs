@@ -1,6 +1,7 @@
 //! One module per subcommand (as cargo's `commands/*.rs`), each calling one operation of the
 //! library, and what they share: the ladder of this build, the deploy flags, output helpers.
 
+pub mod agent;
 pub mod completions;
 pub mod cost;
 pub mod deploy;

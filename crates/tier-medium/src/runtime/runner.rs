@@ -35,8 +35,7 @@ pub mod steps {
     pub const DONE: &str = "Done";
 }
 
-/// The KV key (of the run's tenant) holding the workspace's governance policy as JSON.
-pub const POLICY_KEY: &str = "agentbus/policy";
+pub use agents::worker::POLICY_KEY;
 
 /// Why an agent step failed, as `SendTaskFailure` would say it.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,22 +110,6 @@ fn refused(cause: String) -> AgentFailure {
     }
 }
 
-/// The tenant's governance policy: its KV entry [`POLICY_KEY`], else the defaults.
-async fn policy(tools: &dyn agents::tools::Tools) -> Result<Policy, AgentFailure> {
-    let got = tools
-        .call("kv_get", json!({"key": POLICY_KEY}))
-        .await
-        .map_err(|e| refused(e.to_string()))?;
-    match got["value"].as_str() {
-        Some(text) if got["found"] == json!(true) => Policy::from_json(text).map_err(|e| {
-            refused(format!(
-                "the workspace policy (KV {POLICY_KEY}) does not parse: {e}"
-            ))
-        }),
-        _ => Ok(Policy::default()),
-    }
-}
-
 #[async_trait]
 impl AgentPool for LocalAgents {
     async fn perform(&self, tenant: &str, task: AgentTask) -> Result<Value, AgentFailure> {
@@ -139,7 +122,9 @@ impl AgentPool for LocalAgents {
             }
         };
         let client = self.client(tenant, &task.run_id).await?;
-        let policy = policy(&client).await?;
+        let policy = agents::worker::workspace_policy(&client)
+            .await
+            .map_err(refused)?;
         let out = agents::roles::perform(
             &task,
             &client,

@@ -1,0 +1,295 @@
+//! The agents outside the server: each task arrives as an [`AgentTask`] — from the
+//! environment (one ECS task per step, started by Step Functions) or from an SQS queue (the
+//! emulator, or a pool of workers) — is done through the workspace's MCP endpoint over HTTP
+//! with the agent's bearer token, and is answered with `SendTaskSuccess` or
+//! `SendTaskFailure`, with `SendTaskHeartbeat` while it runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::lane::Lane;
+use crate::model::Model;
+use crate::policy::Policy;
+use crate::tools::{McpClient, Tools};
+use crate::workflow::{AGENT_FAILED, AgentTask, Phase, Role};
+
+/// The KV key (of the run's tenant) holding the workspace's governance policy as JSON.
+pub const POLICY_KEY: &str = "agentbus/policy";
+
+/// Why the worker could not do or answer a task.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name}: {why}")]
+    Invalid { name: &'static str, why: String },
+    #[error("cannot reach the workspace's MCP endpoint {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("Step Functions refused the answer: {0}")]
+    Answer(String),
+}
+
+/// How the worker reaches its workspace.
+#[derive(Clone)]
+pub struct Workspace {
+    /// `https://…/mcp` of the workspace's server.
+    pub mcp_url: String,
+    /// The agent's bearer token.
+    pub token: String,
+    /// How often to tell Step Functions the task is alive.
+    pub heartbeat: Duration,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("mcp_url", &self.mcp_url)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An MCP client of the workspace's server over Streamable HTTP.
+pub async fn connect(url: &str, token: &str) -> Result<McpClient, WorkerError> {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string())
+            .auth_header(token.to_string()),
+    );
+    let client =
+        ().serve(transport)
+            .await
+            .map_err(|e| WorkerError::Connect {
+                url: url.to_string(),
+                why: e.to_string(),
+            })?;
+    Ok(McpClient(client))
+}
+
+/// The tenant's governance policy: its KV entry [`POLICY_KEY`], else the defaults.
+pub async fn workspace_policy(tools: &dyn Tools) -> Result<Policy, String> {
+    let got = tools
+        .call("kv_get", json!({"key": POLICY_KEY}))
+        .await
+        .map_err(|e| e.to_string())?;
+    match got["value"].as_str() {
+        Some(text) if got["found"] == json!(true) => Policy::from_json(text)
+            .map_err(|e| format!("the workspace policy (KV {POLICY_KEY}) does not parse: {e}")),
+        _ => Ok(Policy::default()),
+    }
+}
+
+fn env(name: &'static str) -> Result<String, WorkerError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(WorkerError::Missing(name))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(name: &'static str, text: &str) -> Result<T, WorkerError> {
+    serde_json::from_value(Value::String(text.to_string()))
+        .or_else(|_| serde_json::from_str(text))
+        .map_err(|e| WorkerError::Invalid {
+            name,
+            why: e.to_string(),
+        })
+}
+
+/// The task an ECS task was started for: `AGENTBUS_TASK_TOKEN`, `AGENTBUS_RUN_ID`,
+/// `AGENTBUS_ROLE`, `AGENTBUS_PHASE`, `AGENTBUS_LANE` and `AGENTBUS_INPUT` (the state, as JSON),
+/// as the compiled workflow sets them.
+pub fn task_from_env() -> Result<AgentTask, WorkerError> {
+    Ok(AgentTask {
+        task_token: env("AGENTBUS_TASK_TOKEN")?,
+        run_id: env("AGENTBUS_RUN_ID")?,
+        role: parse::<Role>("AGENTBUS_ROLE", &env("AGENTBUS_ROLE")?)?,
+        phase: parse::<Phase>("AGENTBUS_PHASE", &env("AGENTBUS_PHASE")?)?,
+        lane: parse::<Lane>("AGENTBUS_LANE", &env("AGENTBUS_LANE")?)?,
+        input: serde_json::from_str(&env("AGENTBUS_INPUT")?).map_err(|e| WorkerError::Invalid {
+            name: "AGENTBUS_INPUT",
+            why: e.to_string(),
+        })?,
+    })
+}
+
+/// Does one task and answers it. The answer is sent whatever happened (a failure is an
+/// answer); only failing to answer is an error.
+pub async fn handle(
+    task: AgentTask,
+    ws: &Workspace,
+    sfn: &aws_sdk_sfn::Client,
+    model: Option<&Model>,
+) -> Result<(), WorkerError> {
+    let beat = CancellationToken::new();
+    let heartbeat = {
+        let (sfn, token, every, stop) = (
+            sfn.clone(),
+            task.task_token.clone(),
+            ws.heartbeat,
+            beat.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {
+                        if let Err(e) = sfn.send_task_heartbeat().task_token(&token).send().await {
+                            tracing::warn!("heartbeat: {e}");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let outcome = async {
+        let tools = connect(&ws.mcp_url, &ws.token)
+            .await
+            .map_err(|e| (AGENT_FAILED, e.to_string()))?;
+        let policy = workspace_policy(&tools)
+            .await
+            .map_err(|e| ("agentbus.Refused", e))?;
+        let out = crate::roles::perform(
+            &task,
+            &tools,
+            &policy,
+            model,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .map_err(|e| {
+            let name = if e.retryable() {
+                AGENT_FAILED
+            } else {
+                "agentbus.Refused"
+            };
+            (name, e.to_string())
+        });
+        let _ = tools.0.cancel().await;
+        out
+    }
+    .await;
+    beat.cancel();
+    let _ = heartbeat.await;
+    let sent = match outcome {
+        Ok(v) => sfn
+            .send_task_success()
+            .task_token(&task.task_token)
+            .output(v.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}")),
+        Err((error, cause)) => {
+            tracing::warn!(
+                "{} {} of run {}: {cause}",
+                task.role.as_str(),
+                task.phase.as_str(),
+                task.run_id
+            );
+            sfn.send_task_failure()
+                .task_token(&task.task_token)
+                .error(error)
+                .cause(cause.chars().take(32_000).collect::<String>())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        }
+    };
+    sent.map_err(WorkerError::Answer)
+}
+
+/// Answers tasks from an SQS queue until `stop`, each as it arrives.
+pub async fn serve_queue(
+    queue_url: &str,
+    sqs: &aws_sdk_sqs::Client,
+    sfn: &aws_sdk_sfn::Client,
+    ws: &Workspace,
+    model: Option<Arc<Model>>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let got = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).wait_time_seconds(5).send() => r,
+        };
+        let messages = match got {
+            Ok(g) => g.messages.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("receiving from {queue_url}: {e:?}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for m in messages {
+            if let Some(h) = m.receipt_handle() {
+                let _ = sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(h)
+                    .send()
+                    .await;
+            }
+            let task: AgentTask = match serde_json::from_str(m.body().unwrap_or_default()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("a message that is not an agent task: {e}");
+                    continue;
+                }
+            };
+            let (ws, sfn, model) = (ws.clone(), sfn.clone(), model.clone());
+            tokio::spawn(async move {
+                if let Err(e) = handle(task, &ws, &sfn, model.as_deref()).await {
+                    tracing::error!("{e}");
+                }
+            });
+        }
+    }
+}
+
+/// The worker: the token from `AGENTBUS_MCP_TOKEN`, AWS from the standard chain, the model
+/// from `AGENTBUS_MODEL`; one task from the environment, or the queue's until Ctrl-C or
+/// SIGTERM.
+pub async fn run(
+    queue: Option<String>,
+    mcp_url: String,
+    heartbeat: Duration,
+) -> Result<(), String> {
+    let ws = Workspace {
+        mcp_url,
+        token: env("AGENTBUS_MCP_TOKEN").map_err(|e| e.to_string())?,
+        heartbeat,
+    };
+    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let sfn = aws_sdk_sfn::Client::new(&cfg);
+    let model = Model::from_env()
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Arc::new);
+    match queue {
+        None => {
+            let task = task_from_env().map_err(|e| e.to_string())?;
+            handle(task, &ws, &sfn, model.as_deref())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Some(url) => {
+            let sqs = aws_sdk_sqs::Client::new(&cfg);
+            let stop = CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                on_signal.cancel();
+            });
+            serve_queue(&url, &sqs, &sfn, &ws, model, stop).await;
+            Ok(())
+        }
+    }
+}
