@@ -234,6 +234,50 @@ fn image_commands_refuse_bad_input_clearly() {
     let r = agentbus(&["image", "push", "--registry", &registry().host]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("--repository"), "{r:?}");
+    // The agents' image never lands in the server's repository or as the remembered image.
+    let r = agentbus(&["image", "push", "--agent"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("the agents' image goes to a registry you name"),
+        "{r:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_agents_image_is_its_own_image_and_reads_back_in_skopeo() {
+    let dir = tmp("agent-img");
+    let out = dir.join("layout");
+    // Any Linux executable stands in for agentbus-agent here; the entrypoint is what matters.
+    let r = agentbus(&[
+        "image",
+        "build",
+        "--agent",
+        "--binary",
+        env!("CARGO_BIN_EXE_agentbus"),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let tag = r.json()["tag"].as_str().unwrap().to_string();
+    let cfg = skopeo(&[
+        "inspect",
+        "--config",
+        &format!("oci:{}:{tag}", out.display()),
+    ]);
+    assert_eq!(
+        cfg["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/agentbus-agent"]),
+        "{cfg}"
+    );
+    assert!(cfg["config"].get("ExposedPorts").is_none(), "{cfg}");
+    assert!(cfg["config"].get("Healthcheck").is_none(), "{cfg}");
+    assert_eq!(
+        cfg["config"]["Labels"]["org.opencontainers.image.title"],
+        "agentbus-agent"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

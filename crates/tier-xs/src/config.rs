@@ -11,6 +11,8 @@ pub const DASHBOARD_PORT: u16 = 8080;
 
 /// Where the agentbus binary sits in the container image.
 pub const IMAGE_BINARY_PATH: &str = "/usr/local/bin/agentbus";
+/// Where the agents' image keeps the `agentbus-agent` binary (its entrypoint).
+pub const AGENT_BINARY_PATH: &str = "/usr/local/bin/agentbus-agent";
 
 pub const ENV_ENV: &str = "AGENTBUS_ENV";
 pub const ENV_TIER: &str = "AGENTBUS_TIER";

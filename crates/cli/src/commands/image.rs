@@ -16,6 +16,11 @@ pub struct BuildArgs {
     /// `cargo build --release -p cli`, or `--target x86_64-unknown-linux-musl` for a static one.
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// Build the agents' image instead: `agentbus-agent` as the entrypoint, no port, no health
+    /// check (default binary: `agentbus-agent` next to the running one; `cargo build --release
+    /// -p agents`).
+    #[arg(long)]
+    agent: bool,
     /// Put the binary on this image instead of an empty one (it must provide the C library
     /// a glibc build links against; a static build runs on anything).
     #[arg(long)]
@@ -94,7 +99,25 @@ fn source_date_epoch() -> Result<u64> {
 
 async fn build(json: bool, args: &BuildArgs) -> Result<Image> {
     let current = std::env::current_exe().context("cannot find the running binary")?;
-    let binary = args.binary.clone().unwrap_or_else(|| current.clone());
+    let kind = if args.agent {
+        image::ImageKind::Agent
+    } else {
+        image::ImageKind::Server
+    };
+    let binary = match (&args.binary, kind) {
+        (Some(b), _) => b.clone(),
+        (None, image::ImageKind::Server) => current.clone(),
+        (None, image::ImageKind::Agent) => {
+            let b = current.with_file_name("agentbus-agent");
+            if !b.exists() {
+                bail!(
+                    "{} is not built: `cargo build --release -p agents`, or name it with --binary",
+                    b.display()
+                );
+            }
+            b
+        }
+    };
     if cfg!(debug_assertions) && binary == current {
         human(
             json,
@@ -118,6 +141,7 @@ async fn build(json: bool, args: &BuildArgs) -> Result<Image> {
     };
     let opts = BuildOptions {
         binary,
+        kind,
         ca_bundle: args.ca_bundle.clone(),
         base,
         created_epoch: source_date_epoch()?,
@@ -185,6 +209,12 @@ pub async fn run(cmd: ImageArgs) -> Result<u8> {
             g,
         } => {
             let g = &g;
+            // The workspace's repository and the remembered image are the server's.
+            if args.agent && (registry.is_none() || remember) {
+                bail!(
+                    "the agents' image goes to a registry you name (--registry and --repository, without --remember): the workspace's repository and its remembered image are the server's"
+                );
+            }
             let img = build(g.json(), &args).await?;
             let tag = tag.unwrap_or_else(|| img.default_tag());
             let started = std::time::Instant::now();

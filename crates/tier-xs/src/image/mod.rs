@@ -22,7 +22,7 @@ use object::read::elf::{Dyn as _, FileHeader, ProgramHeader as _};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH};
+use crate::config::{AGENT_BINARY_PATH, DASHBOARD_PORT, IMAGE_BINARY_PATH};
 
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -125,8 +125,10 @@ pub struct BaseImage {
 /// What goes into an image.
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
-    /// The agentbus binary (an ELF executable).
+    /// The binary (an ELF executable): `agentbus` for the server, `agentbus-agent` for the agents.
     pub binary: PathBuf,
+    /// Which image: the server's or the agents'.
+    pub kind: ImageKind,
     /// CA bundle to include (default: the first of the usual places that exists).
     pub ca_bundle: Option<PathBuf>,
     /// Put the binary on this image instead of an empty one.
@@ -134,6 +136,34 @@ pub struct BuildOptions {
     /// The image's creation time, seconds since the epoch (default 0, or `SOURCE_DATE_EPOCH`
     /// as the caller reads it): a build date would make every build differ.
     pub created_epoch: u64,
+}
+
+/// Which of agentbus's images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageKind {
+    /// `agentbus serve`: the dashboard, the API and the MCP endpoint on port 8080, with a
+    /// health check.
+    #[default]
+    Server,
+    /// `agentbus-agent`: one workflow step per task (or a queue's), no port, no health check.
+    Agent,
+}
+
+impl ImageKind {
+    /// Where the binary goes in the image (and what runs).
+    pub fn binary_path(self) -> &'static str {
+        match self {
+            ImageKind::Server => IMAGE_BINARY_PATH,
+            ImageKind::Agent => AGENT_BINARY_PATH,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ImageKind::Server => "agentbus",
+            ImageKind::Agent => "agentbus-agent",
+        }
+    }
 }
 
 /// A built image: the exact manifest bytes, its config and layers.
@@ -372,7 +402,7 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
     let binary = read(&opts.binary)?;
     let info = elf_info(&opts.binary, &binary)?;
     let binary_bytes = binary.len() as u64;
-    let bin_path = IMAGE_BINARY_PATH.trim_start_matches('/').to_string();
+    let bin_path = opts.kind.binary_path().trim_start_matches('/').to_string();
 
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut libraries = Vec::new();
@@ -444,7 +474,8 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
     let history_entry = json!({
         "created": created,
         "created_by": format!(
-            "agentbus image build: {IMAGE_BINARY_PATH} ({linking}{})",
+            "agentbus image build: {} ({linking}{})",
+            opts.kind.binary_path(),
             if libraries.is_empty() { String::new() } else { format!(", {} shared libraries, CA certificates", libraries.len()) }
         ),
     });
@@ -508,15 +539,12 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
     history.push(history_entry);
 
     let labels = json!({
-        "org.opencontainers.image.title": "agentbus",
+        "org.opencontainers.image.title": opts.kind.title(),
         "org.opencontainers.image.version": env!("CARGO_PKG_VERSION"),
         "org.opencontainers.image.licenses": env!("CARGO_PKG_LICENSE"),
     });
-    let config = json!({
-        "created": created,
-        "architecture": info.architecture,
-        "os": "linux",
-        "config": {
+    let run = match opts.kind {
+        ImageKind::Server => json!({
             "User": format!("{IMAGE_UID}:{IMAGE_UID}"),
             "Env": env,
             "Entrypoint": [IMAGE_BINARY_PATH],
@@ -533,7 +561,21 @@ pub fn build(opts: &BuildOptions) -> Result<Image, ImageError> {
                 "StartPeriod": 10_000_000_000u64,
                 "Retries": 3,
             },
-        },
+        }),
+        // An agent does one step and exits (or serves a queue): no port, no health check.
+        ImageKind::Agent => json!({
+            "User": format!("{IMAGE_UID}:{IMAGE_UID}"),
+            "Env": env,
+            "Entrypoint": [AGENT_BINARY_PATH],
+            "WorkingDir": IMAGE_HOME,
+            "Labels": labels,
+        }),
+    };
+    let config = json!({
+        "created": created,
+        "architecture": info.architecture,
+        "os": "linux",
+        "config": run,
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "history": history,
     });

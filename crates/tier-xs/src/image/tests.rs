@@ -298,3 +298,32 @@ fn a_static_binary_needs_no_libraries() {
     assert!(files.contains_key("etc/ssl/certs/ca-certificates.crt"));
     assert!(!files.keys().any(|f| f.contains("lib")), "{files:?}");
 }
+
+#[test]
+fn the_agents_image_runs_agentbus_agent_with_no_port_and_no_health_check() {
+    let img = build(&BuildOptions {
+        kind: super::ImageKind::Agent,
+        ..opts()
+    })
+    .expect("build the agents' image");
+    let c = config(&img);
+    assert_eq!(
+        c["config"]["Entrypoint"],
+        json!(["/usr/local/bin/agentbus-agent"])
+    );
+    assert!(c["config"].get("Cmd").is_none(), "{c}");
+    assert!(c["config"].get("ExposedPorts").is_none(), "{c}");
+    assert!(c["config"].get("Healthcheck").is_none(), "{c}");
+    assert_eq!(c["config"]["User"], "10001:10001");
+    assert_eq!(
+        c["config"]["Labels"]["org.opencontainers.image.title"],
+        "agentbus-agent"
+    );
+    let files = entries(&img.layers.last().expect("a layer").data);
+    assert!(
+        files.contains_key("usr/local/bin/agentbus-agent"),
+        "{files:?}"
+    );
+    assert!(!files.contains_key("usr/local/bin/agentbus"));
+    assert_ne!(img.digest, built().digest, "another image");
+}
