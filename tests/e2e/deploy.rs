@@ -221,12 +221,11 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        rule.event_pattern
-            .as_deref()
-            .map(|p| p.contains("\"agentbus\"")),
-        Some(true)
-    );
+    // The pattern exactly: every event whose source is agentbus (a substring check would let
+    // `anything-but` or a prefix through).
+    let pattern: serde_json::Value =
+        serde_json::from_str(rule.event_pattern.as_deref().unwrap_or("null")).unwrap();
+    assert_eq!(pattern, serde_json::json!({"source": ["agentbus"]}));
 
     // Log groups: 7 days.
     for g in [format!("/aws/events/{ws}"), format!("/ecs/{ws}-dashboard")] {

@@ -459,17 +459,45 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     // The extra-small data is still there too.
     assert_eq!(kv.get(&acme, "k0").await.unwrap().unwrap().value, "v0");
 
-    // Destroy with the flag removes the buckets (objects and versions first) and tables.
+    // Destroy with the flag removes every data-bearing resource of the small tier: both
+    // buckets (objects and versions first), the three tables and the dead-letter queue.
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
-        aws.s3()
-            .head_bucket()
-            .bucket(&small.artifacts_bucket)
-            .send()
-            .await
-            .is_err()
-    );
+    for bucket in [&small.artifacts_bucket, &small.timeline_bucket] {
+        assert!(
+            aws.s3().head_bucket().bucket(bucket).send().await.is_err(),
+            "bucket {bucket} is gone"
+        );
+    }
+    for table in [
+        &small.events_table,
+        &small.subscriptions_table,
+        &small.rules_table,
+    ] {
+        assert!(
+            aws.dynamodb()
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .is_err(),
+            "table {table} is gone"
+        );
+    }
+    for queue in [
+        small.events_queue.clone(),
+        format!("{}-dlq", small.events_queue),
+    ] {
+        assert!(
+            aws.sqs()
+                .get_queue_url()
+                .queue_name(&queue)
+                .send()
+                .await
+                .is_err(),
+            "queue {queue} is gone"
+        );
+    }
 }
 
 /// `"{port} from {source}"` for every inbound rule of a security group, by name.
