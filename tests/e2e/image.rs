@@ -124,7 +124,19 @@ fn image_builds_reproducibly_and_a_pushed_image_reads_back_in_skopeo_and_runs() 
         format!("EXPOSE {port}"),
         format!("ENTRYPOINT {}", c["Entrypoint"]).replace(',', ", "),
         format!("CMD {}", c["Cmd"]),
-        "HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3".to_string(),
+        {
+            // The health check's timings, from the built config (nanoseconds), as Docker
+            // writes them.
+            let h = &c["Healthcheck"];
+            let secs = |k: &str| h[k].as_u64().unwrap() / 1_000_000_000;
+            format!(
+                "HEALTHCHECK --interval={}s --timeout={}s --start-period={}s --retries={}",
+                secs("Interval"),
+                secs("Timeout"),
+                secs("StartPeriod"),
+                h["Retries"]
+            )
+        },
     ] {
         assert!(dockerfile.contains(&line), "Dockerfile lacks {line:?}");
     }
