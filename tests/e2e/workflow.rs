@@ -9,14 +9,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use agents::approval::{Choice, Decider, Pending, Request};
+use agents::approval::{Choice, Pending};
 use agents::asl::{Dispatch, Target, compile};
 use agents::lane::Lane;
 use agents::policy::Policy;
 use agents::workflow::{AgentTask, REJECTED, Workflow};
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tier_medium::runtime::scenarios::{Engine, Script, Seen, Session};
+use tier_medium::runtime::scenarios::{Engine, Script, Seen, Session, admin_request};
 use tier_medium::runtime::store::RunStatus;
 use tokio_util::sync::CancellationToken;
 
@@ -123,6 +123,32 @@ impl Engine for StepFunctions {
     }
 }
 
+/// The messages a queue has now (waiting up to a second), each removed as it is taken.
+async fn take(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let Ok(got) = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let messages = got.messages.unwrap_or_default();
+    for m in &messages {
+        if let Some(h) = m.receipt_handle() {
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(h)
+                .send()
+                .await
+                .expect("delete the message taken");
+        }
+    }
+    messages
+}
+
 /// The scripted agents: each message is an `AgentTask`, answered with its task token.
 async fn agents_loop(
     sqs: aws_sdk_sqs::Client,
@@ -132,25 +158,7 @@ async fn agents_loop(
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
-        let Ok(got) = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-        else {
-            continue;
-        };
-        for m in got.messages() {
-            if let Some(h) = m.receipt_handle() {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(h)
-                    .send()
-                    .await;
-            }
+        for m in take(&sqs, &url).await {
             let task: AgentTask = serde_json::from_str(m.body().unwrap_or_default())
                 .unwrap_or_else(|e| {
                     panic!("the agents' message is an AgentTask: {e}: {:?}", m.body())
@@ -190,28 +198,10 @@ async fn approvals_loop(
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
-        let Ok(got) = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-        else {
-            continue;
-        };
-        for m in got.messages() {
-            if let Some(h) = m.receipt_handle() {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(h)
-                    .send()
-                    .await;
-            }
+        for m in take(&sqs, &url).await {
             let v: Value = serde_json::from_str(m.body().unwrap_or_default()).unwrap();
             assert_eq!(v["kind"], "approval", "{v}");
-            let now = tier_medium::runtime::store::now_ms() / 1000;
+            let now = tier_xs::runtime::now_millis() / 1000;
             let p = Pending {
                 run_id: v["run_id"].as_str().unwrap().to_string(),
                 plan_sha256: v["plan_sha256"].as_str().unwrap().to_string(),
@@ -286,16 +276,8 @@ impl Session for Sfn {
         let Some((task_token, p)) = self.pending.lock().unwrap().get(run_id).cloned() else {
             return Err(format!("run {run_id} is not waiting for a decision"));
         };
-        let request = Request {
-            who: Decider {
-                token_id: token.into(),
-                is_admin: true,
-            },
-            choice,
-            plan_sha256: hash.into(),
-            reason: "reviewed".into(),
-        };
-        let now = tier_medium::runtime::store::now_ms() / 1000;
+        let request = admin_request(token, choice, hash);
+        let now = tier_xs::runtime::now_millis() / 1000;
         let approval = agents::approval::decide(&p, &request, &Policy::default(), now)
             .map_err(|e| e.to_string())?;
         self.pending.lock().unwrap().remove(run_id);
@@ -514,7 +496,7 @@ async fn real_agents_run_the_compiled_workflow_on_step_functions_against_the_ser
         .await
         .unwrap();
     agents::verdict::Verdict::parse(verdict["content"].as_str().unwrap()).unwrap();
-    let now = tier_medium::runtime::store::now_ms() / 1000;
+    let now = tier_xs::runtime::now_millis() / 1000;
     let pending = Pending {
         run_id: run_id.clone(),
         plan_sha256: hash.clone(),
@@ -525,15 +507,7 @@ async fn real_agents_run_the_compiled_workflow_on_step_functions_against_the_ser
     };
     let approval = agents::approval::decide(
         &pending,
-        &Request {
-            who: Decider {
-                token_id: approver[..12].to_string(),
-                is_admin: true,
-            },
-            choice: Choice::Approve,
-            plan_sha256: hash,
-            reason: "reviewed".into(),
-        },
+        &admin_request(&approver[..12], Choice::Approve, &hash),
         &Policy::default(),
         now,
     )

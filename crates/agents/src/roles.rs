@@ -42,6 +42,15 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The error name the step fails with: [`AGENT_FAILED`] (tried again) or [`REFUSED`].
+    pub fn error_name(&self) -> &'static str {
+        if self.retryable() {
+            crate::workflow::AGENT_FAILED
+        } else {
+            crate::workflow::REFUSED
+        }
+    }
+
     /// Worth another attempt (a tool server that failed), or not (a refusal stays one).
     pub fn retryable(&self) -> bool {
         match self {
@@ -108,23 +117,27 @@ async fn read_artifact(g: &Gated<'_>, key: &str) -> Result<String, AgentError> {
     Ok(got["content"].as_str().unwrap_or_default().to_string())
 }
 
+const MARKDOWN: &str = "text/markdown; charset=utf-8";
+const JSON: &str = "application/json";
+
 async fn write_artifact(
     g: &Gated<'_>,
     key: &str,
     content: &str,
-    json_type: bool,
+    content_type: &str,
 ) -> Result<(), AgentError> {
-    let content_type = if json_type {
-        "application/json"
-    } else {
-        "text/markdown; charset=utf-8"
-    };
     g.call(
         "artifacts_put",
         json!({"key": key, "content": content, "content_type": content_type}),
     )
     .await?;
     Ok(())
+}
+
+/// A record of the run as a JSON artifact, pretty-printed for people.
+async fn write_json(g: &Gated<'_>, key: &str, v: &impl Serialize) -> Result<(), AgentError> {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    write_artifact(g, key, &text, JSON).await
 }
 
 /// A count from a listing tool, when the workspace offers it.
@@ -238,15 +251,9 @@ async fn plan(
         run_key(run, "subtasks.json"),
         run_key(run, "evidence.json"),
     );
-    write_artifact(g, &plan_ref, &md, false).await?;
-    write_artifact(g, &subtasks_ref, &subtasks_json, true).await?;
-    write_artifact(
-        g,
-        &evidence_ref,
-        &serde_json::to_string_pretty(&evidence).unwrap_or_default(),
-        true,
-    )
-    .await?;
+    write_artifact(g, &plan_ref, &md, MARKDOWN).await?;
+    write_artifact(g, &subtasks_ref, &subtasks_json, JSON).await?;
+    write_json(g, &evidence_ref, &evidence).await?;
     Ok(Planned {
         plan_ref,
         subtasks_ref,
@@ -411,14 +418,8 @@ async fn review(
         ));
     }
     let verdict_ref = run_key(run, "verdict.json");
-    write_artifact(g, &notes_ref, &notes, false).await?;
-    write_artifact(
-        g,
-        &verdict_ref,
-        &serde_json::to_string_pretty(&verdict).unwrap_or_default(),
-        true,
-    )
-    .await?;
+    write_artifact(g, &notes_ref, &notes, MARKDOWN).await?;
+    write_json(g, &verdict_ref, &verdict).await?;
     Ok(Reviewed {
         approved: verdict.approved,
         needs_human: verdict.needs_human,
@@ -468,13 +469,7 @@ async fn execute(
     };
     let result = g.call(&s.tool, Value::Object(s.arguments.clone())).await?;
     let result_ref = run_key(run, &format!("results/{}.json", s.id));
-    write_artifact(
-        g,
-        &result_ref,
-        &serde_json::to_string_pretty(&result).unwrap_or_default(),
-        true,
-    )
-    .await?;
+    write_json(g, &result_ref, &result).await?;
     Ok(Executed {
         id: s.id.clone(),
         tool: s.tool.clone(),
@@ -538,7 +533,13 @@ async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, Agent
     sentences.truncate(4);
     let retrospective = sentences.join(" ");
     let retrospective_ref = run_key(run, "retrospective.md");
-    write_artifact(g, &retrospective_ref, &format!("{retrospective}\n"), false).await?;
+    write_artifact(
+        g,
+        &retrospective_ref,
+        &format!("{retrospective}\n"),
+        MARKDOWN,
+    )
+    .await?;
     let mut artifacts = vec![retrospective_ref.clone()];
     if let Some(p) = &plan {
         artifacts.push(p.plan_ref.clone());

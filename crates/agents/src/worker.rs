@@ -14,7 +14,7 @@ use crate::lane::Lane;
 use crate::model::Model;
 use crate::policy::Policy;
 use crate::tools::{McpClient, Tools};
-use crate::workflow::{AGENT_FAILED, AgentTask, Phase, Role};
+use crate::workflow::{AGENT_FAILED, AgentTask, Phase, REFUSED, Role};
 
 /// The KV key (of the run's tenant) holding the workspace's governance policy as JSON.
 pub const POLICY_KEY: &str = "agentbus/policy";
@@ -150,9 +150,7 @@ pub async fn handle(
         let tools = connect(&ws.mcp_url, &ws.token)
             .await
             .map_err(|e| (AGENT_FAILED, e.to_string()))?;
-        let policy = workspace_policy(&tools)
-            .await
-            .map_err(|e| ("agentbus.Refused", e))?;
+        let policy = workspace_policy(&tools).await.map_err(|e| (REFUSED, e))?;
         let out = crate::roles::perform(
             &task,
             &tools,
@@ -161,14 +159,7 @@ pub async fn handle(
             time::OffsetDateTime::now_utc(),
         )
         .await
-        .map_err(|e| {
-            let name = if e.retryable() {
-                AGENT_FAILED
-            } else {
-                "agentbus.Refused"
-            };
-            (name, e.to_string())
-        });
+        .map_err(|e| (e.error_name(), e.to_string()));
         let _ = tools.0.cancel().await;
         out
     }
@@ -227,13 +218,20 @@ pub async fn serve_queue(
             }
         };
         for m in messages {
-            if let Some(h) = m.receipt_handle() {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(h)
-                    .send()
-                    .await;
+            // A task is worked on only by the worker that removed it from the queue: if the
+            // delete fails the message comes back and is taken then, never done twice.
+            let Some(h) = m.receipt_handle() else {
+                continue;
+            };
+            if let Err(e) = sqs
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(h)
+                .send()
+                .await
+            {
+                tracing::warn!("taking a task from {queue_url}: {e:?}; it will come back");
+                continue;
             }
             let task: AgentTask = match serde_json::from_str(m.body().unwrap_or_default()) {
                 Ok(t) => t,

@@ -91,6 +91,8 @@ pub struct AgentStep {
 
 /// The error an agent reports when it fails (`SendTaskFailure`): tried again.
 pub const AGENT_FAILED: &str = "agentbus.AgentFailed";
+/// The error an agent reports when it refuses or cannot do its step for good: not tried again.
+pub const REFUSED: &str = "agentbus.Refused";
 /// The error an approval decision reports on a rejection.
 pub const REJECTED: &str = "agentbus.Rejected";
 

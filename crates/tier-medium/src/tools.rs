@@ -358,7 +358,8 @@ impl ToolExtension for MediumTools {
                                 goal: goal.to_string(),
                                 subtasks: a.subtasks,
                             },
-                        );
+                        )
+                        .map_err(explain)?;
                         t.store.create(&run).await.map_err(explain)?;
                         t.wake.notify_one();
                         Ok(StartOut {

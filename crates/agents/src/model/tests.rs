@@ -92,6 +92,17 @@ fn providers(port: u16) -> Vec<Box<dyn Provider>> {
     ]
 }
 
+/// A question without tools.
+fn ask(system: &str, prompt: &str, max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        system: system.into(),
+        prompt: prompt.into(),
+        tools: Vec::new(),
+        force_tool: None,
+        max_tokens,
+    }
+}
+
 fn model(p: Box<dyn Provider>, timeout: Duration, retries: u32) -> Model {
     Model::new(p, timeout, retries, Some((3.0, 15.0)))
 }
@@ -101,13 +112,7 @@ async fn every_backend_answers_in_its_wire_format_and_counts_tokens() {
     let k = katan(&[]);
     for p in providers(k.port) {
         let m = model(p, Duration::from_secs(20), 0);
-        let req = ChatRequest {
-            system: "be brief".into(),
-            prompt: "hello from agentbus".into(),
-            tools: Vec::new(),
-            force_tool: None,
-            max_tokens: 64,
-        };
+        let req = ask("be brief", "hello from agentbus", 64);
         let reply = m
             .chat(&req)
             .await
@@ -169,13 +174,7 @@ async fn throttling_is_retried_then_reported_and_a_silent_endpoint_times_out() {
     for p in providers(k.port) {
         let name = p.describe();
         let m = model(p, Duration::from_secs(20), 1);
-        let req = ChatRequest {
-            system: String::new(),
-            prompt: "x".into(),
-            tools: Vec::new(),
-            force_tool: None,
-            max_tokens: 16,
-        };
+        let req = ask("", "x", 16);
         // The server counts requests across providers: the first one may get through.
         let mut last = m.chat(&req).await;
         if last.is_ok() {
@@ -189,13 +188,7 @@ async fn throttling_is_retried_then_reported_and_a_silent_endpoint_times_out() {
     let slow = katan(&["--latency-ms", "3000"]);
     for p in providers(slow.port) {
         let m = model(p, Duration::from_millis(500), 0);
-        let req = ChatRequest {
-            system: String::new(),
-            prompt: "x".into(),
-            tools: Vec::new(),
-            force_tool: None,
-            max_tokens: 16,
-        };
+        let req = ask("", "x", 16);
         let started = Instant::now();
         assert!(
             matches!(m.chat(&req).await, Err(ModelError::Timeout(_))),

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agents::approval::{Choice, Decider, Request, plan_sha256};
+use agents::approval::{Choice, plan_sha256};
 use agents::policy::Policy;
 use agents::run::{Goal, ProposedCall};
 use agents::workflow::{AgentTask, Phase, Workflow};
@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::runner::{AgentFailure, AgentPool, Runner, decide_run, new_run};
-use super::scenarios::{Engine, PLAN_BYTES, Script, Seen, Session, quick, until};
+use super::scenarios::{Engine, PLAN_BYTES, Script, Seen, Session, admin_request, quick, until};
 use super::store::{RunStatus, Store};
 
 struct Scripted(Arc<Script>);
@@ -79,18 +79,6 @@ impl Engine for EmbeddedEngine {
     }
 }
 
-fn request(token: &str, choice: Choice, hash: &str) -> Request {
-    Request {
-        who: Decider {
-            token_id: token.into(),
-            is_admin: true,
-        },
-        choice,
-        plan_sha256: hash.into(),
-        reason: "reviewed".into(),
-    }
-}
-
 #[async_trait]
 impl Session for Embedded {
     async fn start(&self) -> String {
@@ -102,7 +90,7 @@ impl Session for Embedded {
                 why: String::new(),
             }],
         };
-        let run = new_run("acme", "tok-starter", &goal);
+        let run = new_run("acme", "tok-starter", &goal).unwrap();
         self.store.create(&run).await.unwrap();
         self.wake.notify_one();
         run.run_id
@@ -127,7 +115,7 @@ impl Session for Embedded {
             &self.store,
             "acme",
             run_id,
-            &request(token, choice, hash),
+            &admin_request(token, choice, hash),
             &Policy::default(),
         )
         .await
@@ -170,7 +158,7 @@ async fn a_run_waiting_for_approval_survives_a_restart_and_finishes_on_the_new_r
         &store,
         "acme",
         &id,
-        &request("tok-other", Choice::Approve, &plan_sha256(PLAN_BYTES)),
+        &admin_request("tok-other", Choice::Approve, &plan_sha256(PLAN_BYTES)),
         &Policy::default(),
     )
     .await

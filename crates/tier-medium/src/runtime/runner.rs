@@ -23,7 +23,8 @@ use tier_xs::server::auth::{Identity, Role};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Run, RunStatus, Store, now_ms};
+use super::store::{Run, RunStatus, Store};
+use tier_xs::runtime::now_millis;
 
 /// The states of the pipeline besides the agent steps (the same names as in the ASL).
 pub mod steps {
@@ -105,7 +106,7 @@ impl LocalAgents {
 
 fn refused(cause: String) -> AgentFailure {
     AgentFailure {
-        error: "agentbus.Refused".into(),
+        error: agents::workflow::REFUSED.into(),
         cause,
     }
 }
@@ -135,12 +136,7 @@ impl AgentPool for LocalAgents {
         .await;
         let _ = client.0.cancel().await;
         out.map_err(|e| AgentFailure {
-            error: if e.retryable() {
-                AGENT_FAILED
-            } else {
-                "agentbus.Refused"
-            }
-            .into(),
+            error: e.error_name().into(),
             cause: e.to_string(),
         })
     }
@@ -228,7 +224,7 @@ impl Runner {
     }
 
     async fn expire_waits(&self) -> Result<(), tier_xs::runtime::RuntimeError> {
-        for mut run in self.store.expired_waits(now_ms() / 1000).await? {
+        for mut run in self.store.expired_waits(now_millis() / 1000).await? {
             set(
                 &mut run.state,
                 "error",
@@ -294,7 +290,7 @@ impl Runner {
                     match (review, plan) {
                         (Some(r), _) if !r.approved => outcome(&mut run, Outcome::Blocked, w),
                         (Some(r), Some(_)) if r.needs_human => {
-                            let now = now_ms() / 1000;
+                            let now = now_millis() / 1000;
                             let pending = Pending {
                                 run_id: run.run_id.clone(),
                                 plan_sha256: r.plan_sha256.clone(),
@@ -549,7 +545,8 @@ impl Runner {
             if !again {
                 return Err(failure);
             }
-            let _ = self
+            // The retry goes ahead even if its history line cannot be written.
+            if let Err(e) = self
                 .store
                 .note(
                     &run.run_id,
@@ -557,7 +554,10 @@ impl Runner {
                     "retrying",
                     &format!("{}: {}", failure.error, failure.cause),
                 )
-                .await;
+                .await
+            {
+                tracing::warn!("run {}: {e}", run.run_id);
+            }
             let cap = f64::from(step.retry.interval_seconds)
                 * step.retry.backoff_rate.powi(attempt as i32);
             let cap = cap.min(f64::from(step.retry.max_delay_seconds));
@@ -627,7 +627,7 @@ pub async fn decide_run(
     }
     let pending: Pending = serde_json::from_value(run.state["pending"].clone())
         .map_err(|e| format!("run {} has no pending approval: {e}", run.run_id))?;
-    let approval = agents::approval::decide(&pending, request, policy, now_ms() / 1000)
+    let approval = agents::approval::decide(&pending, request, policy, now_millis() / 1000)
         .map_err(|e| e.to_string())?;
     if let Some(o) = run.state.as_object_mut() {
         o.insert("decision".into(), json!(approval));
@@ -664,11 +664,18 @@ pub async fn decide_run(
 }
 
 /// Starts a run: the goal is kept as its first artifact by the runner.
-pub fn new_run(tenant: &str, started_by: &str, goal: &Goal) -> Run {
+pub fn new_run(
+    tenant: &str,
+    started_by: &str,
+    goal: &Goal,
+) -> Result<Run, tier_xs::runtime::RuntimeError> {
     let mut id = [0u8; 8];
-    let _ = getrandom::fill(&mut id);
-    let now = now_ms();
-    Run {
+    getrandom::fill(&mut id).map_err(|e| tier_xs::runtime::RuntimeError::Backend {
+        op: "run id",
+        message: e.to_string(),
+    })?;
+    let now = now_millis();
+    Ok(Run {
         run_id: format!("run-{}", hex::encode(id)),
         tenant: tenant.to_string(),
         started_by: started_by.to_string(),
@@ -681,7 +688,7 @@ pub fn new_run(tenant: &str, started_by: &str, goal: &Goal) -> Run {
         updated_at: now,
         wait_until: None,
     }
-    .with_id_in_state()
+    .with_id_in_state())
 }
 
 impl Run {

@@ -94,7 +94,7 @@ impl Script {
             Phase::Execute => {
                 if task.lane != Lane::Execute {
                     return Err(AgentFailure {
-                        error: "agentbus.Refused".into(),
+                        error: agents::workflow::REFUSED.into(),
                         cause: format!("execute asked in lane {}", task.lane),
                     });
                 }
@@ -154,6 +154,19 @@ pub async fn until(s: &dyn Session, run_id: &str, status: RunStatus) -> Seen {
             seen.state
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A decision by admin `token` on the plan with `hash`, as the scenarios make them.
+pub fn admin_request(token: &str, choice: Choice, hash: &str) -> agents::approval::Request {
+    agents::approval::Request {
+        who: agents::approval::Decider {
+            token_id: token.into(),
+            is_admin: true,
+        },
+        choice,
+        plan_sha256: hash.into(),
+        reason: "reviewed".into(),
     }
 }
 

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{Row, SqlitePool};
-use tier_xs::runtime::RuntimeError;
+use tier_xs::runtime::{RuntimeError, now_millis};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workflow_runs (
@@ -129,13 +129,6 @@ pub struct Store {
 
 fn db(op: &'static str) -> impl Fn(sqlx::Error) -> RuntimeError {
     move |e| RuntimeError::backend(op, e)
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn run_of(r: &sqlx::sqlite::SqliteRow) -> Run {
@@ -281,7 +274,7 @@ impl Store {
         .bind(&run.step)
         .bind(run.state.to_string())
         .bind(&run.error)
-        .bind(now_ms() as i64)
+        .bind(now_millis() as i64)
         .bind(run.wait_until.map(|v| v as i64))
         .bind(&run.run_id)
         .bind(from.as_str())
@@ -297,7 +290,7 @@ impl Store {
             "UPDATE workflow_runs SET status = 'cancelled', updated_at = ?, wait_until = NULL
              WHERE tenant = ? AND run_id = ? AND status IN ('running', 'waiting')",
         )
-        .bind(now_ms() as i64)
+        .bind(now_millis() as i64)
         .bind(tenant)
         .bind(run_id)
         .execute(&self.pool)
@@ -319,7 +312,7 @@ impl Store {
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM workflow_history WHERE run_id = ?1), ?2, ?3, ?4, ?5)",
         )
         .bind(run_id)
-        .bind(now_ms() as i64)
+        .bind(now_millis() as i64)
         .bind(step)
         .bind(event)
         .bind(detail)
