@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 if ! .venv/bin/python -c 'import moto, mcp' 2>/dev/null || [ ! -x .venv/bin/llm-katan ]; then
   echo "== installing moto server, the MCP Python SDK and llm-katan into .venv"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3' 'mcp>=2,<3' 'llm-katan==0.22.0'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3' 'cbor2>=5.6,<6' 'mcp>=2,<3' 'llm-katan==0.22.0'
 fi
 
 # Debian's Chromium for the dashboard test, driven by playwright-core (never a downloaded browser).

@@ -1003,7 +1003,7 @@ async fn the_cli_explains_bad_input() {
         r.stderr.contains("not available in this version yet"),
         "{r:?}"
     );
-    // The medium tier runs locally; on AWS its plan says its resources are not here yet.
+    // The medium tier's agents need their image, as the dashboard needs its own.
     let r = agentbus(&[
         "plan",
         "medium",
@@ -1015,7 +1015,7 @@ async fn the_cli_explains_bad_input() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stdout
-            .contains("`agentbus up medium` runs the tier locally"),
+            .contains("pass --agent-image URI (`agentbus image push --agent`)"),
         "{r:?}"
     );
     let r = agentbus(&["plan", "huge"]);

@@ -90,22 +90,28 @@ pub fn moto() -> &'static Moto {
 /// The ECR repository (in moto) holding the image most tests deploy.
 pub const FIXTURE_REPOSITORY: &str = "e2e-fixtures/agentbus";
 
-/// Puts [`IMAGE`] into moto's ECR, as a push would (tests/moto/seed_image.py): deploy
-/// refuses images that are not in their registry. The image-push tests use a real registry.
+/// The ECR repository (in moto) holding the agents' image the medium tests deploy.
+pub const AGENT_FIXTURE_REPOSITORY: &str = "e2e-fixtures/agentbus-agent";
+
+/// Puts [`IMAGE`] and [`AGENT_IMAGE`] into moto's ECR, as a push would
+/// (tests/moto/seed_image.py): deploy refuses images that are not in their registry. The
+/// image-push tests use a real registry.
 fn seed_fixture_image(url: &str) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/moto/seed_image.py"
     );
-    let out = Command::new(python())
-        .args([script, url, FIXTURE_REPOSITORY, "test"])
-        .output()
-        .expect("run python to seed moto's ECR");
-    assert!(
-        out.status.success(),
-        "seeding the fixture image failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for repo in [FIXTURE_REPOSITORY, AGENT_FIXTURE_REPOSITORY] {
+        let out = Command::new(python())
+            .args([script, url, repo, "test"])
+            .output()
+            .expect("run python to seed moto's ECR");
+        assert!(
+            out.status.success(),
+            "seeding the fixture image {repo} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The environment every AWS call of a test runs with: the emulator, test credentials,
@@ -240,6 +246,10 @@ pub fn deploy_xs(env: &str) {
 /// The image reference the tests deploy: in moto's ECR (see [`seed_fixture_image`]); never
 /// pulled, as the emulator runs no containers.
 pub const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/e2e-fixtures/agentbus:test";
+
+/// The agents' image reference the medium tests deploy (in moto's ECR, never pulled).
+pub const AGENT_IMAGE: &str =
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/e2e-fixtures/agentbus-agent:test";
 
 /// A registry (Debian's docker-registry, the CNCF distribution server) on 127.0.0.1 for
 /// this test process, started on first use and stopped by a watchdog when the process exits.

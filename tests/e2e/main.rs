@@ -5,6 +5,7 @@
 mod deploy;
 mod harness;
 mod image;
+mod medium;
 mod runtime;
 mod server;
 mod small;

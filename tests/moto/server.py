@@ -33,13 +33,26 @@ taught to answer them here.
 - S3 GetBucketVersioning: moto 5.2 wraps the answer in <GetBucketVersioningResponse>; the
   API's root element is <VersioningConfiguration> (botocore does not check the root, the Rust
   SDK does).
+- The Smithy RPC v2 CBOR protocol: the Rust SDK speaks it to CloudWatch (the service's model
+  lists it first, before awsJson1_0 and awsQuery; "Smithy RPC v2 CBOR protocol", Smithy
+  specification), and moto 5.2 does not. A CBOR request (`POST /service/{service}/operation/
+  {operation}`, header `smithy-protocol: rpc-v2-cbor`) is decoded here and handed to moto as
+  the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
+  with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
+  as the protocol defines them.
 
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
+import base64
 import functools
+import io
 import json
 import threading
 import time
+
+import botocore.session
+import cbor2
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 import os
 from datetime import datetime, timezone
@@ -236,6 +249,117 @@ S3Response.get_bucket_versioning = get_bucket_versioning
 BudgetsResponse.describe_budget = describe_budget
 BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification
 BudgetsResponse.update_budget = update_budget
+
+# --- Smithy RPC v2 CBOR, through moto's JSON protocol -------------------------------------
+
+# Service shape names (the path's `{service}`) of the services the Rust SDK calls over CBOR.
+CBOR_SERVICES = {"GraniteServiceVersion20100801": "cloudwatch"}
+_models = {}
+
+
+def _model(service_shape):
+    name = CBOR_SERVICES.get(service_shape)
+    if name is None:
+        return None
+    if name not in _models:
+        _models[name] = botocore.session.get_session().get_service_model(name)
+    return _models[name]
+
+
+def _to_json(value):
+    """A decoded CBOR request as moto's JSON protocol wants it."""
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def _to_cbor(value, shape):
+    """A JSON answer as the CBOR protocol encodes it, by the output shape."""
+    if shape is None or value is None:
+        return value
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {
+            k: _to_cbor(v, shape.members.get(k)) for k, v in value.items() if v is not None
+        }
+    if kind == "list" and isinstance(value, list):
+        return [_to_cbor(v, shape.member) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _to_cbor(v, shape.value) for k, v in value.items()}
+    if kind == "timestamp":
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return cbor2.CBORTag(1, float(value))
+    if kind in ("double", "float"):
+        return float(value)
+    if kind in ("integer", "long"):
+        return int(value)
+    if kind == "blob" and isinstance(value, str):
+        return base64.b64decode(value)
+    return value
+
+
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _cbor_call(self, environ, start_response):
+    parts = environ.get("PATH_INFO", "").strip("/").split("/")
+    model = _model(parts[1]) if len(parts) == 4 else None
+    if (
+        environ.get("HTTP_SMITHY_PROTOCOL") != "rpc-v2-cbor"
+        or parts[0] != "service"
+        or parts[2] != "operation"
+        or model is None
+    ):
+        return _dispatch(self, environ, start_response)
+    operation = parts[3]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    body = json.dumps(_to_json(cbor2.loads(raw)) if raw else {}).encode()
+    inner = dict(environ)
+    inner.pop("HTTP_SMITHY_PROTOCOL", None)
+    inner.update(
+        {
+            "PATH_INFO": "/",
+            "CONTENT_TYPE": "application/x-amz-json-1.0",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_X_AMZ_TARGET": f"{model.metadata['targetPrefix']}.{operation}",
+            "wsgi.input": io.BytesIO(body),
+        }
+    )
+    answer = {}
+
+    def capture(status, headers, exc_info=None):
+        answer["status"], answer["headers"] = status, headers
+        return lambda data: None
+
+    chunks = b"".join(_dispatch(self, inner, capture))
+    data = json.loads(chunks) if chunks.strip() else {}
+    status = answer["status"]
+    if status.startswith("2"):
+        data = _to_cbor(data, model.operation_model(operation).output_shape)
+    payload = cbor2.dumps(data)
+    headers = [
+        (k, v)
+        for k, v in answer["headers"]
+        if k.lower() in ("x-amzn-requestid", "x-amzn-query-error")
+    ]
+    headers += [
+        ("Content-Type", "application/cbor"),
+        ("Smithy-Protocol", "rpc-v2-cbor"),
+        ("Content-Length", str(len(payload))),
+    ]
+    start_response(status, headers)
+    return [payload]
+
+
+DomainDispatcherApplication.__call__ = _cbor_call
 
 if __name__ == "__main__":
     main()

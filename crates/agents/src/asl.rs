@@ -2,8 +2,9 @@
 //!
 //! Agents are dispatched with `.waitForTaskToken` and answer with `SendTaskSuccess`,
 //! `SendTaskFailure` or `SendTaskHeartbeat`, so the workflow sees the agent's answer, not an
-//! ECS task description. On AWS they run as ECS tasks (one task definition per lane, whose
-//! role is what the lane may do); in the emulator, which cannot run ECS tasks, they read the
+//! ECS task description. On AWS they run as ECS tasks (one task definition per agent; the
+//! step's lane picks the task role, which is what the lane may do, so AWS enforces the lane);
+//! in the emulator, which cannot run ECS tasks, they read the
 //! same [`crate::workflow::AgentTask`] from an SQS queue. Human approvals wait on a task token
 //! too: the message goes to the approvals queue, and `approval_decide` answers it.
 
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::lane::Lane;
-use crate::workflow::{AGENT_FAILED, AgentStep, Outcome, REJECTED, Workflow};
+use crate::workflow::{AGENT_FAILED, AgentStep, Outcome, REJECTED, Role, Workflow};
 
 /// Where agent tasks go.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,14 +21,19 @@ pub enum Dispatch {
     /// ECS tasks on the workspace's cluster (AWS).
     Ecs {
         cluster: String,
-        /// The task definition (family) of each lane.
-        task_definitions: BTreeMap<Lane, String>,
+        /// The task definition (family) of each agent.
+        task_definitions: BTreeMap<Role, String>,
+        /// The task role (ARN) of each lane: a step runs with its lane's role, whatever the
+        /// agent.
+        lane_roles: BTreeMap<Lane, String>,
         /// The agent container's name in those task definitions.
         container: String,
         subnets: Vec<String>,
         security_groups: Vec<String>,
         /// Public subnets without a NAT need a public address to reach ECR and the APIs.
         assign_public_ip: bool,
+        /// Fargate Spot (else on-demand Fargate: prod).
+        spot: bool,
     },
     /// An SQS queue the agents read (the emulator; any pool of workers).
     Sqs { queue_url: String },
@@ -248,22 +254,29 @@ fn agent_task(s: &AgentStep, t: &Target, next: &str, on_error: &str) -> Value {
         Dispatch::Ecs {
             cluster,
             task_definitions,
+            lane_roles,
             container,
             subnets,
             security_groups,
             assign_public_ip,
+            spot,
         } => (
             "arn:aws:states:::ecs:runTask.waitForTaskToken",
             json!({
                 "Cluster": cluster,
-                "TaskDefinition": task_definitions.get(&s.lane).cloned().unwrap_or_default(),
-                "CapacityProviderStrategy": [{"CapacityProvider": "FARGATE_SPOT", "Weight": 1}],
+                "TaskDefinition": task_definitions.get(&s.role).cloned().unwrap_or_default(),
+                "CapacityProviderStrategy": [{
+                    "CapacityProvider": if *spot { "FARGATE_SPOT" } else { "FARGATE" },
+                    "Weight": 1
+                }],
                 "NetworkConfiguration": {"AwsvpcConfiguration": {
                     "Subnets": subnets,
                     "SecurityGroups": security_groups,
                     "AssignPublicIp": if *assign_public_ip { "ENABLED" } else { "DISABLED" }
                 }},
-                "Overrides": {"ContainerOverrides": [{
+                "Overrides": {
+                    "TaskRoleArn": lane_roles.get(&s.lane).cloned().unwrap_or_default(),
+                    "ContainerOverrides": [{
                     "Name": container,
                     "Environment": [
                         {"Name": "AGENTBUS_TASK_TOKEN", "Value.$": "$$.Task.Token"},
@@ -317,17 +330,24 @@ mod tests {
         Target {
             dispatch: Dispatch::Ecs {
                 cluster: "agentbus-dev".into(),
-                task_definitions: [
-                    (Lane::ReadOnly, "agentbus-dev-agent-read-only".to_string()),
-                    (Lane::DryRun, "agentbus-dev-agent-dry-run".to_string()),
-                    (Lane::Execute, "agentbus-dev-agent-execute".to_string()),
-                ]
-                .into_iter()
-                .collect(),
+                task_definitions: Role::ALL
+                    .iter()
+                    .map(|r| (*r, format!("agentbus-dev-{}", r.as_str())))
+                    .collect(),
+                lane_roles: [Lane::ReadOnly, Lane::DryRun, Lane::Execute]
+                    .iter()
+                    .map(|l| {
+                        (
+                            *l,
+                            format!("arn:aws:iam::123456789012:role/agentbus-dev-{}", l.as_str()),
+                        )
+                    })
+                    .collect(),
                 container: "agent".into(),
                 subnets: vec!["subnet-1".into(), "subnet-2".into()],
                 security_groups: vec!["sg-agents".into()],
                 assign_public_ip: true,
+                spot: true,
             },
             approvals_queue_url:
                 "https://sqs.us-east-1.amazonaws.com/123456789012/agentbus-dev-approvals".into(),
@@ -420,7 +440,12 @@ mod tests {
         );
         assert_eq!(
             review["Parameters"]["TaskDefinition"],
-            "agentbus-dev-agent-dry-run"
+            "agentbus-dev-critic"
+        );
+        assert_eq!(
+            review["Parameters"]["Overrides"]["TaskRoleArn"],
+            "arn:aws:iam::123456789012:role/agentbus-dev-dry_run",
+            "the critic reviews in the dry-run lane's role"
         );
         let env = review["Parameters"]["Overrides"]["ContainerOverrides"][0]["Environment"]
             .as_array()
@@ -430,7 +455,21 @@ mod tests {
         let exec = &e["States"]["Execute"]["ItemProcessor"]["States"]["ExecuteSubtask"];
         assert_eq!(
             exec["Parameters"]["TaskDefinition"],
-            "agentbus-dev-agent-execute"
+            "agentbus-dev-conductor"
+        );
+        assert_eq!(
+            exec["Parameters"]["Overrides"]["TaskRoleArn"],
+            "arn:aws:iam::123456789012:role/agentbus-dev-execute"
+        );
+        let plan = &e["States"]["Plan"];
+        assert_eq!(
+            plan["Parameters"]["TaskDefinition"],
+            "agentbus-dev-conductor"
+        );
+        assert_eq!(
+            plan["Parameters"]["Overrides"]["TaskRoleArn"],
+            "arn:aws:iam::123456789012:role/agentbus-dev-read_only",
+            "the conductor plans in the read-only lane's role"
         );
         assert_eq!(exec["End"], true);
     }

@@ -1,5 +1,7 @@
-//! The medium tier's layer: its server part (the workflow tools and the embedded runner) and,
-//! on AWS, a plan problem until its resources exist.
+//! The medium tier's layer: its resources (the workflow's state machine, the agents' task
+//! definitions and lane roles, the approvals queue, alarms and a CloudWatch dashboard), how it
+//! shapes the dashboard service, its flags, prices and usage fields, and its server part (the
+//! workflow tools and, locally, the embedded runner).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,32 +9,89 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use serde_json::json;
 use tier_small::layer::SmallFlags;
 use tier_xs::aws::AwsClients;
-use tier_xs::cost::{CostError, PriceSource};
-use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, Problem, ServerPart, TierFlags};
+use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
+use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::Tier;
+use tier_xs::xs::XsSettings;
 
-use crate::cost::PRICES;
+use crate::components::state_machine::ExecutionLogging;
+use crate::cost::{MediumUsage, PRICES};
 use crate::runtime::runner::{LocalAgents, Runner};
 use crate::runtime::store::Store;
+use crate::tier::{MediumOwn, MediumSettings};
 use crate::tools::MediumTools;
 
 /// The seed's monthly target of the medium tier.
 pub const SEED_TARGET: (f64, f64) = (50.0, 80.0);
+
+/// The remembered setting holding `--agent-image`.
+pub const SETTING_AGENT_IMAGE: &str = "agent_image";
+/// The remembered setting holding `--workflow-logs`.
+pub const SETTING_WORKFLOW_LOGS: &str = "workflow_logs";
+
+/// How much of each workflow run Step Functions logs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkflowLogs {
+    /// Failures only, without the states' data (task tokens stay out of the logs).
+    Errors,
+    /// Every event with its data: for debugging, never for prod.
+    All,
+}
 
 /// The medium tier's deploy flags, and the lower tiers'.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct MediumFlags {
     #[command(flatten)]
     pub small: SmallFlags,
+    /// Container image of the workflow's agents (`agentbus image push --agent`; remembered).
+    #[arg(long)]
+    pub agent_image: Option<String>,
+    /// What Step Functions logs of each run: errors (default) or all, with the states' data
+    /// (remembered).
+    #[arg(long, value_enum)]
+    pub workflow_logs: Option<WorkflowLogs>,
 }
 
 impl TierFlags for MediumFlags {
     fn settings(&self) -> BTreeMap<String, Value> {
-        self.small.settings()
+        let mut s = self.small.settings();
+        if let Some(i) = &self.agent_image {
+            s.insert(SETTING_AGENT_IMAGE.to_string(), json!(i));
+        }
+        if let Some(l) = self.workflow_logs {
+            let v = match l {
+                WorkflowLogs::Errors => "errors",
+                WorkflowLogs::All => "all",
+            };
+            s.insert(SETTING_WORKFLOW_LOGS.to_string(), json!(v));
+        }
+        s
     }
+}
+
+impl MediumSettings {
+    /// The medium settings of a deploy, from the remembered ones and this run's flags.
+    pub fn from_context(ctx: &LayerContext<'_>) -> Self {
+        MediumSettings {
+            agent_image: ctx.settings.text(SETTING_AGENT_IMAGE),
+            logging: match ctx.settings.text(SETTING_WORKFLOW_LOGS).as_deref() {
+                Some("all") => ExecutionLogging::All,
+                _ => ExecutionLogging::Errors,
+            },
+        }
+    }
+}
+
+fn own(ctx: &LayerContext<'_>) -> MediumOwn {
+    MediumOwn::new(
+        ctx.ws,
+        &XsSettings::from_context(ctx),
+        &MediumSettings::from_context(ctx),
+    )
 }
 
 /// The medium tier's layer.
@@ -48,17 +107,16 @@ impl Layer for MediumLayer {
         SEED_TARGET
     }
 
+    fn shape_dashboard(&self, ctx: &LayerContext<'_>, spec: &mut DashboardSpec) {
+        own(ctx).shape_dashboard(ctx.ws, spec);
+    }
+
     fn build(&self, ctx: &LayerContext<'_>, _dashboard: &DashboardSpec) -> Built {
-        let mut problems = Vec::new();
-        if ctx.target.is_some_and(|t| t >= Tier::Medium) {
-            problems.push(Problem::new(
-                "the medium tier's AWS resources (the workflow's state machine, the agents' task definitions, alarms) are not in this version yet: `agentbus up medium` runs the tier locally",
-            ));
-        }
+        let own = own(ctx);
         Built {
-            resources: Vec::new(),
-            problems,
-            images: Vec::new(),
+            resources: own.resources,
+            problems: own.problems,
+            images: own.images,
             notes: Vec::new(),
         }
     }
@@ -67,14 +125,12 @@ impl Layer for MediumLayer {
         PRICES.source(region).cloned()
     }
 
-    fn cost_assumptions(
-        &self,
-        _region: &str,
-        _usage: &tier_xs::cost::Usage,
-    ) -> Result<Vec<String>, CostError> {
-        Ok(vec![
-            "the medium tier's own AWS resources (the workflow's state machine, the agents' tasks, alarms) are not deployed by this version, so not priced yet: the total is the small tier's".into(),
-        ])
+    fn usage(&self, book: UsageBook) -> UsageBook {
+        book.with::<MediumUsage>()
+    }
+
+    fn cost_assumptions(&self, _region: &str, usage: &Usage) -> Result<Vec<String>, CostError> {
+        Ok(vec![usage.part::<MediumUsage>()?.describe()])
     }
 
     async fn serve_embedded(&self, data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {

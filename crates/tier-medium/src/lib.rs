@@ -2,14 +2,19 @@
 //! workflows: the conductor, critic and sweeper of [`agents`] run the lanes pipeline, with
 //! human approvals that name the exact plan.
 //!
-//! Today the tier runs on embedded storage (`agentbus up medium`): the workflow runner is
-//! durable in SQLite and the agents run in process, reaching the workspace through its own
-//! MCP tools. Its AWS resources (the state machine, the agents' task definitions, alarms)
-//! are the next step; until then a plan for AWS says so and changes nothing.
+//! On AWS the workflow is a Step Functions state machine compiled from the one workflow
+//! definition, the agents are ECS tasks whose task role is their step's lane, and CloudWatch
+//! alarms (to an SNS topic) and a dashboard watch the workspace ([`tier`]). Locally
+//! (`agentbus up medium`) the workflow runner is durable in SQLite and the agents run in
+//! process, reaching the workspace through its own MCP tools.
 
+pub mod aws;
+pub mod components;
+pub mod config;
 pub mod cost;
 pub mod layer;
 pub mod runtime;
+pub mod tier;
 pub mod tools;
 
 /// The ladder of a build up to the medium tier: the small ladder with this tier's layer.

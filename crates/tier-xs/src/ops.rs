@@ -240,12 +240,18 @@ impl Deployer {
         .await?;
         if target.is_some() {
             let changing = |id: &str| plan.change(id).is_some_and(|c| c.action.is_change());
-            let problems: Vec<String> = universe
+            // One line per problem, however many resources it blocks.
+            let mut problems: Vec<String> = Vec::new();
+            for p in universe
                 .problems
                 .iter()
                 .filter(|p| p.only_if_changing.is_none_or(&changing))
-                .map(|p| p.to_string())
-                .collect();
+            {
+                let p = p.to_string();
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
             // Never point a task at an image its registry does not have.
             let images: Vec<String> = universe
                 .images

@@ -18,12 +18,14 @@ use crate::tag_api;
 use super::normalize_json;
 
 /// Where a log group's volume comes from, for pricing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum LogSource {
     /// The dashboard server's own logs.
     Server,
     /// Every event published on the bus (the event rule's target).
     Events,
+    /// Ingested GB a month, from the usage fields of the tier that owns the group.
+    Ingest(fn(&CostContext<'_>) -> Result<f64, CostError>),
 }
 
 tag_api! {
@@ -43,6 +45,9 @@ pub struct LogGroup {
     pub retention_days: i32,
     /// ARN prefix `arn:aws:logs:{region}:{account}:log-group:`.
     pub arn_prefix: String,
+    /// Whether its logs are kept like data: a downgrade or destroy leaves the group
+    /// unless told to destroy data.
+    pub holds_data: bool,
 }
 
 impl LogGroup {
@@ -62,6 +67,9 @@ impl Resource for LogGroup {
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&LogsTags)
     }
+    fn data_bearing(&self) -> bool {
+        self.holds_data
+    }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new().set("retention_days", self.retention_days)
     }
@@ -71,6 +79,7 @@ impl Resource for LogGroup {
         let ingest_gb = match self.source {
             LogSource::Server => u.server_log_gb,
             LogSource::Events => u.events * u.event_kb / (1024.0 * 1024.0),
+            LogSource::Ingest(gb) => gb(ctx)?,
         };
         // In the steady state a log group holds `retention` days of its ingestion.
         let stored_gb = ingest_gb * f64::from(self.retention_days) / 30.0;

@@ -109,6 +109,9 @@ pub struct SecurityGroup {
     pub vpc_id: String,
     /// What may come in: TCP ports and their sources. Nothing else.
     pub rules: Vec<Ingress>,
+    /// What the group is for when nothing comes in: `None` for a group that serves
+    /// something (without rules, the plan says it cannot be reached yet).
+    pub outbound_only: Option<&'static str>,
 }
 
 /// One inbound rule: a TCP port from a source.
@@ -540,7 +543,7 @@ impl Resource for SecurityGroup {
             .collect()
     }
     fn notes(&self) -> Vec<String> {
-        if self.rules.is_empty() {
+        if self.rules.is_empty() && self.outbound_only.is_none() {
             vec![
                 "no ingress: nothing can reach it yet; add --allow-cidr YOUR.IP.ADDR.ESS/32"
                     .to_string(),

@@ -375,10 +375,12 @@ impl CostReport {
                 money(l.monthly)
             ));
         }
-        let verdict = if self.total <= self.target_high {
-            "within"
-        } else {
+        let verdict = if self.total > self.target_high {
             "ABOVE"
+        } else if self.total < self.target_low {
+            "below"
+        } else {
+            "within"
         };
         out.push_str(&format!(
             "\ntotal: ${:.2}/month; the {} tier is designed to cost {} ({verdict} it)\n",

@@ -121,10 +121,9 @@ pub struct ExtraSmall {
     pub problems: Vec<Problem>,
 }
 
-/// The ECR repository ARN of an image URI in this account and region, if it is one.
 /// The ARN of the ECR repository an image is in, in any account and region of the
 /// workspace's partition (the execution role must be allowed to pull from exactly that one).
-fn ecr_repository_arn(ws: &Workspace, image: &str) -> Option<String> {
+pub fn ecr_repository_arn(ws: &Workspace, image: &str) -> Option<String> {
     let (account, region, repo) = crate::components::ecr::ecr_image(image)?;
     Some(format!(
         "arn:{}:ecr:{region}:{account}:repository/{repo}",
@@ -169,6 +168,7 @@ impl ExtraSmall {
             source: LogSource::Events,
             retention_days: 7,
             arn_prefix: logs_prefix.clone(),
+            holds_data: false,
         };
         let rule_name = ws.name("all-events");
         let rule_arn = ws.arn(
@@ -228,6 +228,7 @@ impl ExtraSmall {
             source: LogSource::Server,
             retention_days: 7,
             arn_prefix: logs_prefix.clone(),
+            holds_data: false,
         };
 
         let image = settings.image.clone().unwrap_or_default();
@@ -385,6 +386,7 @@ impl ExtraSmall {
             .into_iter()
             .chain(dashboard.ingress.iter().cloned())
             .collect(),
+            outbound_only: None,
         };
 
         if let Err(e) = validate_fargate_size(settings.cpu, settings.memory) {
