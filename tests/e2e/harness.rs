@@ -227,6 +227,40 @@ pub fn agentbus_env(args: &[&str], extra: &[(&str, &str)]) -> Run {
     }
 }
 
+/// A new token of a deployed workspace (`agentbus token create --env`).
+pub fn env_token(env: &str, tenant: &str, role: &str) -> String {
+    let r = agentbus(&[
+        "token", "create", "--env", env, "--tenant", tenant, "--role", role, "--json",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+/// The environment of the deployed dashboard task's container: what the server on AWS gets.
+pub async fn dashboard_task_env(
+    aws: &tier_xs::aws::AwsClients,
+    env: &str,
+) -> Vec<(String, String)> {
+    aws.ecs()
+        .describe_task_definition()
+        .task_definition(format!("agentbus-{env}-dashboard"))
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .container_definitions()[0]
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap().to_string(),
+                kv.value().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Deploys the extra-small tier into `env` and fails the test if that does not work.
 pub fn deploy_xs(env: &str) {
     let r = agentbus(&[

@@ -38,7 +38,7 @@ fn actions(plan: &Value) -> BTreeMap<String, String> {
 }
 
 /// What the medium tier adds, and which of it a downgrade keeps (logs and dead letters).
-const MEDIUM_IDS: [&str; 36] = [
+const MEDIUM_IDS: [&str; 39] = [
     "agents-security-group",
     "agents-execution-role",
     "agent-read-only-role",
@@ -63,7 +63,10 @@ const MEDIUM_IDS: [&str; 36] = [
     "workflow-failed-alarm",
     "workflow-timed-out-alarm",
     "workflow-aborted-alarm",
-    "approvals-waiting-alarm",
+    "approvals-expired-alarm",
+    "approvals-untaken-alarm",
+    "approvals-expired-filter",
+    "runs-table",
     "approvals-dead-letters-alarm",
     "events-dead-letters-alarm",
     "dashboard-down-alarm",
@@ -77,7 +80,8 @@ const MEDIUM_IDS: [&str; 36] = [
     "dashboard-task-role",
     "dashboard-service",
 ];
-const KEPT_IDS: [&str; 5] = [
+const KEPT_IDS: [&str; 6] = [
+    "runs-table",
     "conductor-log-group",
     "critic-log-group",
     "sweeper-log-group",
@@ -133,7 +137,7 @@ async fn small_upgrades_to_medium_and_back_keeping_its_data() {
     assert_eq!(p.code, 0, "{p:?}");
     let a = actions(&p.json()["plan"]);
     for (id, action) in &a {
-        if MEDIUM_IDS[..33].contains(&id.as_str()) {
+        if MEDIUM_IDS[..36].contains(&id.as_str()) {
             assert_eq!(action, "create", "{id}: {a:?}");
         } else {
             assert_eq!(action, "update", "{id}: {a:?}");
@@ -143,7 +147,7 @@ async fn small_upgrades_to_medium_and_back_keeping_its_data() {
             );
         }
     }
-    assert_eq!(a.len(), 37, "{a:?}");
+    assert_eq!(a.len(), 40, "{a:?}");
     let r = agentbus(
         &[
             &[
@@ -238,7 +242,7 @@ async fn small_upgrades_to_medium_and_back_keeping_its_data() {
     // Down to small: the workflow, agents and alarms go; their logs and dead letters stay.
     let p = agentbus(&["plan", "small", "--env", &env, "--json"]);
     let a = actions(&p.json()["plan"]);
-    for id in &MEDIUM_IDS[..33] {
+    for id in &MEDIUM_IDS[..36] {
         let want = if KEPT_IDS.contains(id) {
             "keep"
         } else {
@@ -694,7 +698,7 @@ async fn check_alarms_and_dashboard(aws: &AwsClients, ws: &Workspace) {
         .send()
         .await
         .unwrap();
-    assert_eq!(alarms.metric_alarms().len(), 12);
+    assert_eq!(alarms.metric_alarms().len(), 13);
     for a in alarms.metric_alarms() {
         let name = a.alarm_name().unwrap();
         assert_eq!(a.alarm_actions(), std::slice::from_ref(&topic), "{name}");
@@ -704,7 +708,10 @@ async fn check_alarms_and_dashboard(aws: &AwsClients, ws: &Workspace) {
             "{name} says what to do"
         );
         if a.namespace() == Some(&format!("agentbus/{env}")) {
-            assert_eq!(a.metric_name(), Some("AgentErrors"), "{name}");
+            assert!(
+                ["AgentErrors", "ApprovalsExpired"].contains(&a.metric_name().unwrap()),
+                "{name}: a metric a filter of the workspace makes"
+            );
         }
         for d in a.dimensions() {
             assert!(
@@ -785,4 +792,151 @@ async fn check_dashboard_service(aws: &AwsClients, ws: &Workspace) {
             .iter()
             .all(|r| r.contains(&format!(":execution:agentbus-{env}-lanes:")))
     );
+}
+
+/// The workflow tools on the deployed configuration: `deploy medium --agents queue` on moto
+/// (its Step Functions interpreter on), the server as the dashboard task would run it (the
+/// task definition's environment), and the agents as `agentbus agent --queue` runs them on a
+/// machine of your own, answering the state machine's task tokens. The official Python MCP
+/// SDK then runs the same checks as against `agentbus up medium`: plan, review, four-eyes, a
+/// forged hash refused, another tenant kept out, approval, execute, the timeline, cancel.
+///
+/// What only real AWS exercises: the ECS dispatch (`ecs:runTask.waitForTaskToken`, a Fargate
+/// task per step in its lane's role), which moto cannot run; its definition is checked above
+/// by asl-validator and field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_end_to_end_through_the_deployed_configuration() {
+    crate::workflow::interpreter_on();
+    let env = unique_env("mr");
+    deploy_xs(&env);
+    let r = agentbus(&[
+        "deploy",
+        "medium",
+        "--env",
+        &env,
+        "--agents",
+        "queue",
+        "--allow-cidr",
+        "203.0.113.0/24",
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("agentbus agent --queue") || r.stderr.contains("agentbus agent --queue"),
+        "the plan says who runs the agents: {r:?}"
+    );
+    let again = agentbus(&["plan", "medium", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "converged: {again:?}");
+    let aws = clients().await;
+    let ws = Workspace::new(Env::new(&env).unwrap(), "123456789012", "us-east-1");
+    let def: Value = serde_json::from_str(
+        aws.sfn()
+            .describe_state_machine()
+            .state_machine_arn(machine_arn(&ws))
+            .send()
+            .await
+            .unwrap()
+            .definition(),
+    )
+    .unwrap();
+    assert_eq!(
+        def["States"]["Plan"]["Resource"],
+        "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    );
+    let agent_queue = aws
+        .sqs()
+        .get_queue_url()
+        .queue_name(format!("agentbus-{env}-agent-tasks"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+
+    let task_env = crate::harness::dashboard_task_env(&aws, &env).await;
+    let (server, port) = crate::server::serve_on_aws(task_env);
+    let token = |tenant: &str, role: &str| crate::harness::env_token(&env, tenant, role);
+    let (starter, other_admin, user, other_tenant, agent) = (
+        token("default", "admin"),
+        token("default", "admin"),
+        token("default", "user"),
+        token("tenant-b", "admin"),
+        token("default", "user"),
+    );
+    let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+    let _worker = crate::server::Guard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_agentbus"))
+            .args([
+                "agent",
+                "--queue",
+                &agent_queue,
+                "--mcp-url",
+                &mcp_url,
+                "--heartbeat",
+                "5",
+            ])
+            .env("AGENTBUS_MCP_TOKEN", &agent)
+            .envs(crate::harness::aws_env())
+            .env_remove("AGENTBUS_MODEL")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the agents"),
+    );
+
+    let dir = std::env::temp_dir().join(format!("agentbus-e2e-mr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    crate::server::medium_client(
+        &mcp_url,
+        [&starter, &other_admin, &user, &other_tenant],
+        &dir,
+    );
+
+    // Read back with the SDKs: each run is an execution named by its id, and an item of the
+    // runs table that holds no task token once it stopped waiting.
+    let items = aws
+        .dynamodb()
+        .query()
+        .table_name(format!("agentbus-{env}-runs"))
+        .key_condition_expression("tenant = :t")
+        .expression_attribute_values(
+            ":t",
+            aws_sdk_dynamodb::types::AttributeValue::S("default".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.items().len(), 3, "{items:?}");
+    let mut statuses = BTreeSet::new();
+    for item in items.items() {
+        let run_id = item["run_id"].as_s().unwrap();
+        let status = item["status"].as_s().unwrap().clone();
+        assert!(!item.contains_key("task_token"), "{run_id} {status}");
+        let d = aws
+            .sfn()
+            .describe_execution()
+            .execution_arn(format!(
+                "arn:aws:states:us-east-1:123456789012:execution:agentbus-{env}-lanes:{run_id}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        let want = match status.as_str() {
+            "succeeded" => "SUCCEEDED",
+            "failed" => "FAILED",
+            "cancelled" => "ABORTED",
+            other => panic!("{run_id} ended {other}"),
+        };
+        assert_eq!(d.status().as_str(), want, "{run_id}");
+        statuses.insert(status);
+    }
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["cancelled".into(), "failed".into(), "succeeded".into()])
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

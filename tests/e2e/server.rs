@@ -361,7 +361,7 @@ fn a_workflow_run_is_approved_in_the_medium_dashboard_in_chromium() {
 const MCP_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
 
 /// A child process that is killed when dropped.
-pub(crate) struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -702,33 +702,14 @@ fn expired_and_revoked_tokens_get_401() {
 
 #[tokio::test]
 async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
-    use crate::harness::{agentbus, clients, deploy_xs, unique_env};
+    use crate::harness::{clients, deploy_xs, unique_env};
     let env = unique_env("srv");
     deploy_xs(&env);
     // The environment the deploy gave the dashboard task.
     let aws = clients().await;
-    let td = aws
-        .ecs()
-        .describe_task_definition()
-        .task_definition(format!("agentbus-{env}-dashboard"))
-        .send()
-        .await
-        .unwrap()
-        .task_definition
-        .unwrap();
-    let task_env: Vec<(String, String)> = td.container_definitions()[0]
-        .environment()
-        .iter()
-        .map(|kv| (kv.name.clone().unwrap(), kv.value.clone().unwrap()))
-        .collect();
+    let task_env = crate::harness::dashboard_task_env(&aws, &env).await;
 
-    let token = |tenant: &str, role: &str| {
-        let r = agentbus(&[
-            "token", "create", "--env", &env, "--tenant", tenant, "--role", role, "--json",
-        ]);
-        assert_eq!(r.code, 0, "{r:?}");
-        r.json()["token"].as_str().unwrap().to_string()
-    };
+    let token = |tenant: &str, role: &str| crate::harness::env_token(&env, tenant, role);
     let (a, b, viewer) = (
         token("tenant-a", "user"),
         token("tenant-b", "user"),
@@ -837,6 +818,31 @@ pub(crate) fn small_client(port: u16, a: &str, b: &str, viewer: &str, backend: &
     );
 }
 
+/// Runs tests/mcp/medium_client.py against a server's MCP endpoint with the tokens of the
+/// starting admin, a second admin, a user of the same tenant and an admin of another tenant
+/// (`dir` holds the verdict's schema for it).
+pub(crate) fn medium_client(url: &str, tokens: [&str; 4], dir: &std::path::Path) {
+    let schema = dir.join("verdict.schema.json");
+    std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/mcp/medium_client.py"
+    );
+    let out = Command::new(python())
+        .arg(client)
+        .arg(url)
+        .args(tokens)
+        .arg(schema.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python MCP client (medium) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn up_medium_runs_a_goal_through_review_and_a_human_approval_for_the_python_sdk() {
     let dir = temp_dir("up-medium");
@@ -849,29 +855,10 @@ fn up_medium_runs_a_goal_through_review_and_a_human_approval_for_the_python_sdk(
     let other_admin = token(&dir, "default", "admin");
     let user = token(&dir, "default", "user");
     let other_tenant = token(&dir, "tenant-b", "admin");
-    let schema = dir.join("verdict.schema.json");
-    std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();
-    let client = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/mcp/medium_client.py"
-    );
-    let out = Command::new(python())
-        .arg(client)
-        .args([
-            &format!("http://127.0.0.1:{port}/mcp"),
-            &starter,
-            &other_admin,
-            &user,
-            &other_tenant,
-            schema.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python MCP client (medium) failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    medium_client(
+        &format!("http://127.0.0.1:{port}/mcp"),
+        [&starter, &other_admin, &user, &other_tenant],
+        &dir,
     );
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();

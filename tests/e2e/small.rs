@@ -333,35 +333,11 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
 
     // The dashboard task now knows the names, and the server it runs serves the small
     // tier's tools on the workspace's buckets.
-    let task_env: Vec<(String, String)> = aws
-        .ecs()
-        .describe_task_definition()
-        .task_definition(format!("agentbus-{env}-dashboard"))
-        .send()
-        .await
-        .unwrap()
-        .task_definition()
-        .unwrap()
-        .container_definitions()[0]
-        .environment()
-        .iter()
-        .map(|kv| {
-            (
-                kv.name().unwrap().to_string(),
-                kv.value().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let task_env = crate::harness::dashboard_task_env(&aws, &env).await;
     for pair in small.to_env() {
         assert!(task_env.contains(&pair), "{pair:?} in {task_env:?}");
     }
-    let token = |tenant: &str, role: &str| {
-        let r = agentbus(&[
-            "token", "create", "--env", &env, "--tenant", tenant, "--role", role, "--json",
-        ]);
-        assert_eq!(r.code, 0, "{r:?}");
-        r.json()["token"].as_str().unwrap().to_string()
-    };
+    let token = |tenant: &str, role: &str| crate::harness::env_token(&env, tenant, role);
     let (ta, tb, tv) = (
         token("tenant-a", "user"),
         token("tenant-b", "user"),
@@ -887,6 +863,7 @@ async fn a_queue_name_held_after_its_deletion_is_waited_for_not_failed() {
         holds_data: false,
         polls_per_month: 0.0,
         requests_per_event: 0.0,
+        wanted: true,
     };
     let none = Outputs::new();
     let made = engine::create(&q, &aws, &none).await.unwrap();

@@ -25,7 +25,7 @@ use crate::harness::{clients, moto, unique_env};
 pub struct StepFunctions;
 
 /// moto executes state machines only with its interpreter switched on.
-fn interpreter_on() {
+pub(crate) fn interpreter_on() {
     static ON: OnceLock<()> = OnceLock::new();
     ON.get_or_init(|| {
         use std::io::{Read, Write};
@@ -574,4 +574,111 @@ async fn real_agents_run_the_compiled_workflow_on_step_functions_against_the_ser
     let _ = worker.wait();
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent whose step timed out stops: Step Functions no longer knows its task token, so the
+/// agent (one step from its environment, as an ECS task runs it) drops the work and exits
+/// instead of working on for nobody — which is what stops its ECS task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_step_timed_out_stops() {
+    interpreter_on();
+    let aws = clients().await;
+    let cfg = aws.sdk_config().clone();
+    let (sqs, sfn) = (
+        aws_sdk_sqs::Client::new(&cfg),
+        aws_sdk_sfn::Client::new(&cfg),
+    );
+    let name = unique_env("gone");
+    let url = queue(&sqs, &format!("{name}-steps")).await;
+    // One step that times out after two seconds.
+    let definition = json!({
+        "StartAt": "Step",
+        "States": {"Step": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"QueueUrl": url, "MessageBody": {"task_token.$": "$$.Task.Token"}},
+            "TimeoutSeconds": 2,
+            "End": true
+        }}
+    });
+    let machine = sfn
+        .create_state_machine()
+        .name(format!("{name}-one-step"))
+        .definition(definition.to_string())
+        .role_arn(format!("arn:aws:iam::123456789012:role/{name}"))
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+    let execution = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .input("{}")
+        .send()
+        .await
+        .unwrap()
+        .execution_arn()
+        .to_string();
+    let token = loop {
+        if let Some(m) = take(&sqs, &url).await.first() {
+            let v: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            break v["task_token"].as_str().unwrap().to_string();
+        }
+    };
+    // An MCP endpoint that takes the connection and never answers: the work hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mcp_url = format!("http://{}/mcp", silent.local_addr().unwrap());
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_agentbus"))
+        .args(["agent", "--mcp-url", &mcp_url, "--heartbeat", "1"])
+        .env("AGENTBUS_TASK_TOKEN", &token)
+        .env("AGENTBUS_RUN_ID", "run-gone")
+        .env("AGENTBUS_ROLE", "conductor")
+        .env("AGENTBUS_PHASE", "plan")
+        .env("AGENTBUS_LANE", "read_only")
+        .env("AGENTBUS_INPUT", "{}")
+        .env("AGENTBUS_MCP_TOKEN", "ab_000000000000_unused")
+        .envs(crate::harness::aws_env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = agent.kill();
+            panic!("the agent kept working on a step that had timed out");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut agent.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("the step was abandoned"), "{stderr}");
+    // The run itself ends by its state's timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(&execution)
+            .send()
+            .await
+            .unwrap();
+        match d.status() {
+            aws_sdk_sfn::types::ExecutionStatus::Running
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            s => {
+                assert_eq!(s, &aws_sdk_sfn::types::ExecutionStatus::Failed);
+                break;
+            }
+        }
+    }
+    drop(silent);
 }

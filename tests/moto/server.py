@@ -33,6 +33,11 @@ taught to answer them here.
 - S3 GetBucketVersioning: moto 5.2 wraps the answer in <GetBucketVersioningResponse>; the
   API's root element is <VersioningConfiguration> (botocore does not check the root, the Rust
   SDK does).
+- Step Functions SendTaskFailure: moto's handler drops the request's `cause`, so the
+  TaskFailed event has none; AWS keeps it (SendTaskFailure API reference). Passed on here.
+- Step Functions GetExecutionHistory: moto ignores `reverseOrder` and `maxResults` and returns
+  every event oldest first; AWS returns at most `maxResults` events, newest first when asked,
+  with a `nextToken` for the rest (GetExecutionHistory API reference). Done here.
 - The Smithy RPC v2 CBOR protocol: the Rust SDK speaks it to CloudWatch (the service's model
   lists it first, before awsJson1_0 and awsQuery; "Smithy RPC v2 CBOR protocol", Smithy
   specification), and moto 5.2 does not. A CBOR request (`POST /service/{service}/operation/
@@ -69,6 +74,8 @@ from moto.budgets.responses import BudgetsResponse
 from moto.s3.responses import S3Response
 from xml.sax.saxutils import escape
 from moto.server import main
+from moto.core.responses import ActionResult, EmptyResult
+from moto.stepfunctions.responses import StepFunctionResponse
 import moto.stepfunctions.parser.backend.execution as sfn_execution
 from moto.stepfunctions.parser.api import ExecutionStatus
 
@@ -245,6 +252,28 @@ def sfn_reflect(self):
 sfn_execution.Execution.stop = sfn_stop
 sfn_execution.BaseExecutionWorkerCommunication._reflect_execution_status = sfn_reflect
 
+def sfn_send_task_failure(self):
+    self.stepfunction_backend.send_task_failure(
+        self._get_param("taskToken"), error=self._get_param("error"), cause=self._get_param("cause")
+    )
+    return EmptyResult()
+
+
+def sfn_get_execution_history(self):
+    history = self.stepfunction_backend.get_execution_history(self._get_param("executionArn"))
+    events = list(history["events"] if isinstance(history, dict) else history.get("events", []))
+    if self._get_param("reverseOrder"):
+        events.reverse()
+    start = int(self._get_param("nextToken") or 0)
+    limit = int(self._get_param("maxResults") or 100) or 100
+    page = {"events": events[start:start + limit]}
+    if start + limit < len(events):
+        page["nextToken"] = str(start + limit)
+    return ActionResult(page)
+
+
+StepFunctionResponse.send_task_failure = sfn_send_task_failure
+StepFunctionResponse.get_execution_history = sfn_get_execution_history
 S3Response.get_bucket_versioning = get_bucket_versioning
 BudgetsResponse.describe_budget = describe_budget
 BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification

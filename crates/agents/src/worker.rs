@@ -30,6 +30,10 @@ pub enum WorkerError {
     Connect { url: String, why: String },
     #[error("Step Functions refused the answer: {0}")]
     Answer(String),
+    /// The step's task token is gone (its state timed out, or its run was stopped): the work
+    /// is dropped unanswered, and an agent started for it (an ECS task) ends.
+    #[error("the step was abandoned: {0}")]
+    Abandoned(String),
 }
 
 /// How the worker reaches its workspace.
@@ -126,20 +130,30 @@ pub async fn handle(
     model: Option<&Model>,
 ) -> Result<(), WorkerError> {
     let beat = CancellationToken::new();
+    // Set when Step Functions no longer knows the task token.
+    let gone = CancellationToken::new();
     let heartbeat = {
-        let (sfn, token, every, stop) = (
+        let (sfn, token, every, stop, gone) = (
             sfn.clone(),
             task.task_token.clone(),
             ws.heartbeat,
             beat.clone(),
+            gone.clone(),
         );
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(every) => {
-                        if let Err(e) = sfn.send_task_heartbeat().task_token(&token).send().await {
-                            tracing::warn!("heartbeat: {e}");
+                        match sfn.send_task_heartbeat().task_token(&token).send().await {
+                            Ok(_) => {}
+                            Err(e) if e.as_service_error().is_some_and(|e| {
+                                e.is_task_timed_out() || e.is_task_does_not_exist() || e.is_invalid_token()
+                            }) => {
+                                gone.cancel();
+                                return Some(format!("{e}"));
+                            }
+                            Err(e) => tracing::warn!("heartbeat: {e}"),
                         }
                     }
                 }
@@ -162,8 +176,20 @@ pub async fn handle(
         .map_err(|e| (e.error_name(), e.to_string()));
         let _ = tools.0.cancel().await;
         out
-    }
-    .await;
+    };
+    let outcome = tokio::select! {
+        o = outcome => o,
+        _ = gone.cancelled() => {
+            let why = heartbeat.await.ok().flatten().unwrap_or_default();
+            tracing::warn!(
+                "{} {} of run {}: Step Functions no longer waits for it ({why}); dropped",
+                task.role.as_str(),
+                task.phase.as_str(),
+                task.run_id
+            );
+            return Err(WorkerError::Abandoned(why));
+        }
+    };
     beat.cancel();
     let _ = heartbeat.await;
     let sent = match outcome {

@@ -5,6 +5,7 @@ use tier_xs::workspace::Workspace;
 
 pub const ENV_STATE_MACHINE_ARN: &str = "AGENTBUS_STATE_MACHINE_ARN";
 pub const ENV_APPROVALS_QUEUE: &str = "AGENTBUS_APPROVALS_QUEUE";
+pub const ENV_RUNS_TABLE: &str = "AGENTBUS_RUNS_TABLE";
 
 /// Name components of the medium tier's resources.
 pub mod component {
@@ -13,6 +14,9 @@ pub mod component {
     pub const APPROVALS_DEAD_LETTERS: &str = "approvals-dlq";
     pub const ALERTS: &str = "alerts";
     pub const AGENTS: &str = "agents";
+    pub const RUNS: &str = "runs";
+    pub const AGENT_TASKS: &str = "agent-tasks";
+    pub const AGENT_TASKS_DEAD_LETTERS: &str = "agent-tasks-dlq";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +24,10 @@ pub struct MediumConfig {
     pub state_machine_arn: String,
     /// The queue the state machine puts approval requests in, which the server reads.
     pub approvals_queue: String,
+    /// The runs table: whose each run is, what it is for, what it waits on.
+    pub runs_table: String,
+    /// The queue steps wait in for agents of your own (`--agents queue`).
+    pub agent_tasks_queue: String,
 }
 
 impl MediumConfig {
@@ -30,6 +38,8 @@ impl MediumConfig {
                 &format!("stateMachine:{}", ws.name(component::STATE_MACHINE)),
             ),
             approvals_queue: ws.name(component::APPROVALS_QUEUE),
+            runs_table: ws.name(component::RUNS),
+            agent_tasks_queue: ws.name(component::AGENT_TASKS),
         }
     }
 
@@ -37,13 +47,14 @@ impl MediumConfig {
         vec![
             (ENV_STATE_MACHINE_ARN.into(), self.state_machine_arn.clone()),
             (ENV_APPROVALS_QUEUE.into(), self.approvals_queue.clone()),
+            (ENV_RUNS_TABLE.into(), self.runs_table.clone()),
         ]
     }
 
     /// Reads the names back from the task's environment; names every missing variable.
     pub fn from_env() -> Result<Self, String> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let missing: Vec<&str> = [ENV_STATE_MACHINE_ARN, ENV_APPROVALS_QUEUE]
+        let missing: Vec<&str> = [ENV_STATE_MACHINE_ARN, ENV_APPROVALS_QUEUE, ENV_RUNS_TABLE]
             .into_iter()
             .filter(|k| get(k).is_none())
             .collect();
@@ -53,6 +64,8 @@ impl MediumConfig {
         Ok(MediumConfig {
             state_machine_arn: get(ENV_STATE_MACHINE_ARN).unwrap_or_default(),
             approvals_queue: get(ENV_APPROVALS_QUEUE).unwrap_or_default(),
+            runs_table: get(ENV_RUNS_TABLE).unwrap_or_default(),
+            agent_tasks_queue: String::new(),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! dashboards) and usage fields (workflow runs and what each costs in agent task time).
 
 use serde::{Deserialize, Serialize};
+use tier_xs::cost::base::BasePrices;
 use tier_xs::cost::{CostContext, CostError, CostLine, PriceSheet, UsagePart};
 
 /// Unit prices of the medium tier's services in one region. Field names say the unit.
@@ -84,6 +85,8 @@ pub struct RunPricing {
     pub memory: u32,
     /// Fargate Spot (not prod) or on-demand (prod).
     pub spot: bool,
+    /// The agents run on ECS (else elsewhere, at no cost here).
+    pub on_ecs: bool,
 }
 
 impl RunPricing {
@@ -103,14 +106,18 @@ impl RunPricing {
             (base.fargate_vcpu_hour, base.fargate_gb_hour)
         };
         let kind = if self.spot { "Spot" } else { "on-demand" };
+        let transitions = CostLine::new(
+            id,
+            "state transitions",
+            transitions / 1000.0,
+            "1k transitions",
+            p.sfn_transitions_1k,
+        );
+        if !self.on_ecs {
+            return Ok(vec![transitions]);
+        }
         Ok(vec![
-            CostLine::new(
-                id,
-                "state transitions",
-                transitions / 1000.0,
-                "1k transitions",
-                p.sfn_transitions_1k,
-            ),
+            transitions,
             CostLine::new(
                 id,
                 &format!("agent tasks: vCPU ({kind})"),
@@ -134,4 +141,37 @@ impl RunPricing {
             ),
         ])
     }
+}
+
+/// The runs table: a run's item is written about five times (start, approval request,
+/// decision, end) and read whenever someone follows it; a few KB each, kept 90 days.
+pub fn runs_table_cost(
+    id: &'static str,
+    p: &BasePrices,
+    ctx: &CostContext<'_>,
+) -> Result<Vec<CostLine>, CostError> {
+    let u: MediumUsage = ctx.usage.part()?;
+    Ok(vec![
+        CostLine::new(
+            id,
+            "run writes",
+            u.workflow_runs * 5.0 / 1e6,
+            "M WRU",
+            p.dynamodb_write_million,
+        ),
+        CostLine::new(
+            id,
+            "run reads (following runs)",
+            u.workflow_runs * 50.0 / 1e6,
+            "M RRU",
+            p.dynamodb_read_million,
+        ),
+        CostLine::new(
+            id,
+            "storage (90 days of runs)",
+            u.workflow_runs * 3.0 * 4.0 / 1_048_576.0,
+            "GB-month",
+            p.dynamodb_storage_gb_month,
+        ),
+    ])
 }

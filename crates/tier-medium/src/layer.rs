@@ -21,8 +21,10 @@ use tier_xs::xs::XsSettings;
 use crate::components::state_machine::ExecutionLogging;
 use crate::cost::{MediumUsage, PRICES};
 use crate::runtime::runner::{LocalAgents, Runner};
+use crate::runtime::sfn::StepFunctions;
 use crate::runtime::store::Store;
-use crate::tier::{MediumOwn, MediumSettings};
+use crate::runtime::workflows::Embedded;
+use crate::tier::{AgentDispatch, MediumOwn, MediumSettings};
 use crate::tools::MediumTools;
 
 /// The seed's monthly target of the medium tier.
@@ -32,6 +34,18 @@ pub const SEED_TARGET: (f64, f64) = (50.0, 80.0);
 pub const SETTING_AGENT_IMAGE: &str = "agent_image";
 /// The remembered setting holding `--workflow-logs`.
 pub const SETTING_WORKFLOW_LOGS: &str = "workflow_logs";
+
+/// The remembered setting holding `--agents`.
+pub const SETTING_AGENTS: &str = "agents";
+
+/// Where the workflow's agents run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agents {
+    /// A Fargate task per step, in its lane's IAM role.
+    Ecs,
+    /// Steps wait in the workspace's agent-tasks queue for agents you run yourself.
+    Queue,
+}
 
 /// How much of each workflow run Step Functions logs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +68,10 @@ pub struct MediumFlags {
     /// (remembered).
     #[arg(long, value_enum)]
     pub workflow_logs: Option<WorkflowLogs>,
+    /// Where the workflow's agents run: ecs (default), or queue for agents you run yourself
+    /// with `agentbus agent --queue` (remembered).
+    #[arg(long, value_enum)]
+    pub agents: Option<Agents>,
 }
 
 impl TierFlags for MediumFlags {
@@ -69,6 +87,13 @@ impl TierFlags for MediumFlags {
             };
             s.insert(SETTING_WORKFLOW_LOGS.to_string(), json!(v));
         }
+        if let Some(a) = self.agents {
+            let v = match a {
+                Agents::Ecs => "ecs",
+                Agents::Queue => "queue",
+            };
+            s.insert(SETTING_AGENTS.to_string(), json!(v));
+        }
         s
     }
 }
@@ -81,6 +106,10 @@ impl MediumSettings {
             logging: match ctx.settings.text(SETTING_WORKFLOW_LOGS).as_deref() {
                 Some("all") => ExecutionLogging::All,
                 _ => ExecutionLogging::Errors,
+            },
+            dispatch: match ctx.settings.text(SETTING_AGENTS).as_deref() {
+                Some("queue") => AgentDispatch::Queue,
+                _ => AgentDispatch::Ecs,
             },
         }
     }
@@ -117,7 +146,7 @@ impl Layer for MediumLayer {
             resources: own.resources,
             problems: own.problems,
             images: own.images,
-            notes: Vec::new(),
+            notes: own.notes,
         }
     }
 
@@ -137,7 +166,11 @@ impl Layer for MediumLayer {
         let pool = tier_xs::runtime::embedded::open(data_dir).await?;
         let store = Arc::new(Store::open(pool).await?);
         let runner = Runner::new(store.clone(), agents::workflow::Workflow::lanes());
-        let tools = MediumTools::new(store, runner.waker());
+        let runs = Arc::new(Embedded {
+            store,
+            wake: runner.waker(),
+        });
+        let tools = MediumTools::new(runs, Arc::default());
         let attached = tools.clone();
         Ok(Some(ServerPart {
             tools: Arc::new(tools),
@@ -165,8 +198,25 @@ impl Layer for MediumLayer {
         }))
     }
 
-    async fn serve_aws(&self, _aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
-        // The deployed medium tier (Step Functions, agents on ECS) comes with its resources.
-        Ok(None)
+    async fn serve_aws(&self, aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
+        let cfg = crate::config::MediumConfig::from_env()
+            .map_err(|e| RuntimeError::invalid("configuration", e))?;
+        let server = Arc::default();
+        let runs = Arc::new(StepFunctions::new(
+            aws,
+            &cfg.runs_table,
+            &cfg.state_machine_arn,
+            &cfg.approvals_queue,
+            Arc::clone(&server),
+        ));
+        let tools = MediumTools::new(runs.clone(), server);
+        let attached = tools.clone();
+        Ok(Some(ServerPart {
+            tools: Arc::new(tools),
+            feed: Some(Box::new(move |server, stop| {
+                attached.attach(server);
+                Box::pin(runs.feed(stop))
+            })),
+        }))
     }
 }

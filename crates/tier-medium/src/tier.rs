@@ -24,6 +24,7 @@ use tier_xs::components::ecs::{ContainerSpec, TaskDefinition};
 use tier_xs::components::iam::{Role, policy, statement};
 use tier_xs::components::logs::{LogGroup, LogSource};
 use tier_xs::components::network::SecurityGroup;
+use tier_xs::components::table::{DynamoTable, TableSpec, TableUsage};
 use tier_xs::config::ServerConfig;
 use tier_xs::engine::{Meta, Outputs, Resource, output_or_unknown, unknown};
 use tier_xs::ladder::{DashboardSpec, Problem};
@@ -61,6 +62,10 @@ pub mod ids {
     pub const APPROVALS_DEAD_LETTER_QUEUE: &str = "approvals-dead-letter-queue";
     pub const ALERTS_TOPIC: &str = "alerts-topic";
     pub const CLOUDWATCH_DASHBOARD: &str = "cloudwatch-dashboard";
+    pub const RUNS_TABLE: &str = "runs-table";
+    pub const APPROVALS_EXPIRED_FILTER: &str = "approvals-expired-filter";
+    pub const AGENT_TASKS_QUEUE: &str = "agent-tasks-queue";
+    pub const AGENT_TASKS_DEAD_LETTER_QUEUE: &str = "agent-tasks-dead-letter-queue";
 }
 
 /// The agents' container in their task definitions.
@@ -75,6 +80,20 @@ pub fn metric_namespace(ws: &Workspace) -> String {
     format!("agentbus/{}", ws.env)
 }
 pub const AGENT_ERRORS_METRIC: &str = "AgentErrors";
+pub const APPROVALS_EXPIRED_METRIC: &str = "ApprovalsExpired";
+/// An approval request the server has not taken for this long means it is not reading them.
+pub const APPROVALS_UNTAKEN_SECONDS: f64 = 900.0;
+
+/// Where the workflow's agents run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AgentDispatch {
+    /// A Fargate task per step, in its lane's IAM role (the default).
+    #[default]
+    Ecs,
+    /// Steps wait in the workspace's agent-tasks queue for agents run elsewhere
+    /// (`agentbus agent --queue`): their lanes are then up to the credentials they are given.
+    Queue,
+}
 
 /// Settings of the medium tier beyond the small ones.
 #[derive(Clone, Debug)]
@@ -82,6 +101,7 @@ pub struct MediumSettings {
     /// Container image of the agents (`agentbus image push --agent`).
     pub agent_image: Option<String>,
     pub logging: ExecutionLogging,
+    pub dispatch: AgentDispatch,
 }
 
 /// One agent's pieces: its task definition, log group and error filter.
@@ -126,6 +146,7 @@ pub struct MediumOwn {
     pub resources: Vec<Arc<dyn Resource>>,
     pub problems: Vec<Problem>,
     pub images: Vec<(&'static str, String)>,
+    pub notes: Vec<String>,
     pub dashboard: Arc<Dashboard>,
     pub alarms: Vec<Arc<Alarm>>,
 }
@@ -225,7 +246,14 @@ impl MediumOwn {
         let tags = |c: &str| ws.tags(t, c);
 
         let agent_image = settings.agent_image.clone().unwrap_or_default();
-        if agent_image.is_empty() {
+        let on_queue = settings.dispatch == AgentDispatch::Queue;
+        let mut notes = Vec::new();
+        if on_queue {
+            notes.push(format!(
+                "agents: steps wait in the SQS queue {} for agents you run (`agentbus agent --queue URL --mcp-url https://YOUR-DASHBOARD/mcp`, a token in AGENTBUS_MCP_TOKEN); their lanes are then up to the credentials and token you give them",
+                config.agent_tasks_queue
+            ));
+        } else if agent_image.is_empty() {
             for a in &AGENTS {
                 problems.push(Problem::when_changing(
                     a.task_definition,
@@ -346,16 +374,34 @@ impl MediumOwn {
                 // default is the least: read-only.
                 task_role_id: ids::READ_ONLY_ROLE,
                 log_group_id: a.log_group,
+                wanted: !on_queue,
             }));
-            if !agent_image.is_empty() {
+            if !agent_image.is_empty() && !on_queue {
                 images.push((a.task_definition, agent_image.clone()));
             }
         }
 
+        // The runs table: whose each run is and what it waits on (the executions hold the
+        // rest). Finished runs expire after 90 days, with their executions' history.
+        resources.push(Arc::new(DynamoTable(TableSpec {
+            meta: Meta::new(
+                ids::RUNS_TABLE,
+                t,
+                config.runs_table.clone(),
+                tags("workflows"),
+            ),
+            hash_key: "tenant",
+            range_key: Some("run_id"),
+            gsis: Vec::new(),
+            ttl_attribute: Some("expires_at"),
+            deletion_protection: prod,
+            usage: TableUsage::Priced(crate::cost::runs_table_cost),
+        })));
+
         // The approvals queue: the state machine puts a request in it and waits for its
         // token; the server reads it. What fails five receives is kept 14 days.
         let workflow = Workflow::lanes();
-        let queue = |id, name: String, dead_letter_id, holds_data, polls| {
+        let queue = |id, name: String, dead_letter_id, holds_data, polls, wanted| {
             Arc::new(Queue {
                 arn: ws.arn("sqs", &name),
                 meta: Meta::new(id, t, name, tags("workflows")),
@@ -367,6 +413,7 @@ impl MediumOwn {
                 holds_data,
                 polls_per_month: polls,
                 requests_per_event: 0.0,
+                wanted,
             })
         };
         resources.push(queue(
@@ -375,6 +422,7 @@ impl MediumOwn {
             Some(ids::APPROVALS_DEAD_LETTER_QUEUE),
             false,
             tier_small::tier::QUEUE_POLLS_PER_MONTH,
+            true,
         ));
         resources.push(queue(
             ids::APPROVALS_DEAD_LETTER_QUEUE,
@@ -382,6 +430,25 @@ impl MediumOwn {
             None,
             true,
             0.0,
+            true,
+        ));
+        // With agents of your own, steps wait in a queue for them (one message per step,
+        // answered with its task token); what fails five receives is kept 14 days.
+        resources.push(queue(
+            ids::AGENT_TASKS_QUEUE,
+            config.agent_tasks_queue.clone(),
+            Some(ids::AGENT_TASKS_DEAD_LETTER_QUEUE),
+            false,
+            tier_small::tier::QUEUE_POLLS_PER_MONTH,
+            on_queue,
+        ));
+        resources.push(queue(
+            ids::AGENT_TASKS_DEAD_LETTER_QUEUE,
+            ws.name(component::AGENT_TASKS_DEAD_LETTERS),
+            None,
+            true,
+            0.0,
+            on_queue,
         ));
 
         // The workflow's own log group: under /aws/vendedlogs/, which AWS recommends for
@@ -401,6 +468,22 @@ impl MediumOwn {
             retention_days: LOG_DAYS,
             arn_prefix: logs_prefix.clone(),
             holds_data: true,
+        }));
+        // An approval that expired: its task (the one that sends to SQS and waits for the
+        // token) timed out. Step Functions logs TaskTimedOut at level ERROR, with the task's
+        // resource type and without the states' data.
+        resources.push(Arc::new(MetricFilter {
+            meta: Meta::new(
+                ids::APPROVALS_EXPIRED_FILTER,
+                t,
+                ws.name("approvals-expired"),
+                Vec::new(),
+            ),
+            log_group_id: ids::WORKFLOW_LOG_GROUP,
+            log_group: workflow_log.clone(),
+            pattern: "{ ($.type = \"TaskTimedOut\") && ($.details.resourceType = \"sqs\") }".into(),
+            namespace: metric_namespace(ws),
+            metric: APPROVALS_EXPIRED_METRIC,
         }));
         let task_definitions: Vec<String> = families
             .values()
@@ -426,7 +509,14 @@ impl MediumOwn {
                     "Resource": pass,
                     "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
                 }),
-                statement(&["sqs:SendMessage"], &[approvals_arn]),
+                statement(
+                    &["sqs:SendMessage"],
+                    &if on_queue {
+                        vec![approvals_arn, ws.arn("sqs", &config.agent_tasks_queue)]
+                    } else {
+                        vec![approvals_arn]
+                    },
+                ),
                 // Execution logging goes through CloudWatch Logs' log delivery, whose
                 // actions IAM scopes to no resource (Step Functions' developer guide).
                 statement(
@@ -458,6 +548,7 @@ impl MediumOwn {
         let subnets = xs.network.subnet_ids.clone();
         let spot = !prod;
         let approvals_url = ws_queue_url(ws, &config.approvals_queue);
+        let agent_tasks_url = ws_queue_url(ws, &config.agent_tasks_queue);
         let compiled_for = workflow.clone();
         let families_for = families.clone();
         let lanes_for = lane_roles.clone();
@@ -467,19 +558,26 @@ impl MediumOwn {
                 Value::String(s) => s,
                 _ => return unknown("agents-security-group.id"),
             };
+            let dispatch = if on_queue {
+                Dispatch::Sqs {
+                    queue_url: agent_tasks_url.clone(),
+                }
+            } else {
+                Dispatch::Ecs {
+                    cluster: cluster_for.clone(),
+                    task_definitions: families_for.clone(),
+                    lane_roles: lanes_for.clone(),
+                    container: AGENT_CONTAINER.into(),
+                    subnets: subnets.clone(),
+                    security_groups: vec![sg],
+                    assign_public_ip: true,
+                    spot,
+                }
+            };
             compile(
                 &compiled_for,
                 &Target {
-                    dispatch: Dispatch::Ecs {
-                        cluster: cluster_for.clone(),
-                        task_definitions: families_for.clone(),
-                        lane_roles: lanes_for.clone(),
-                        container: AGENT_CONTAINER.into(),
-                        subnets: subnets.clone(),
-                        security_groups: vec![sg],
-                        assign_public_ip: true,
-                        spot,
-                    },
+                    dispatch,
                     approvals_queue_url: approvals_url.clone(),
                 },
             )
@@ -510,6 +608,7 @@ impl MediumOwn {
                 cpu: AGENT_CPU,
                 memory: AGENT_MEMORY,
                 spot,
+                on_ecs: !on_queue,
             },
         }));
 
@@ -542,6 +641,7 @@ impl MediumOwn {
             resources,
             problems,
             images,
+            notes,
             dashboard,
             alarms,
         }
@@ -572,6 +672,16 @@ impl MediumOwn {
         spec.task_statements.push(statement(
             &["states:SendTaskSuccess", "states:SendTaskFailure"],
             &["*".to_string()],
+        ));
+        let runs = ws.arn("dynamodb", &format!("table/{}", self.config.runs_table));
+        spec.task_statements.push(statement(
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:Query",
+            ],
+            &[runs],
         ));
         spec.task_statements.push(statement(
             &[
@@ -751,20 +861,29 @@ impl Watched {
                 "A workflow run was stopped (`workflow_cancel` or StopExecution). Expected when someone cancelled it; otherwise find who stopped it in CloudTrail.".into(),
             ),
             alarm(
-                "approvals-waiting-alarm",
-                "approvals-waiting",
+                "approvals-expired-alarm",
+                "approvals-expired",
+                Metric::new(self.namespace.clone(), APPROVALS_EXPIRED_METRIC, Statistic::Sum),
+                at_least(1.0),
+                (300, 1),
+                "notBreaching",
+                format!(
+                    "An approval request waited longer than its expiry ({} h) and its run ended timed out. Decide waiting runs sooner (the dashboard's approvals panel or `approvals_list`), or give more people an admin token.",
+                    self.approval_seconds / 3600
+                ),
+            ),
+            alarm(
+                "approvals-untaken-alarm",
+                "approvals-untaken",
                 self.queue(
                     "ApproximateAgeOfOldestMessage",
                     &self.approvals,
                     Statistic::Maximum,
                 ),
-                at_least(f64::from(self.approval_seconds)),
+                at_least(APPROVALS_UNTAKEN_SECONDS),
                 (300, 1),
                 "notBreaching",
-                format!(
-                    "An approval request has waited longer than its expiry ({} h): its run times out. Decide it in the dashboard's approvals panel (or `approval_decide`), or check that the dashboard service reads the approvals queue.",
-                    self.approval_seconds / 3600
-                ),
+                "An approval request has sat in the approvals queue for 15 minutes: the dashboard service is not taking them, so nobody can decide. Check that the service runs and its log for the approvals queue.".into(),
             ),
             alarm(
                 "approvals-dead-letters-alarm",
@@ -876,7 +995,7 @@ impl Watched {
                 300,
             ),
             g(
-                "Approvals: waiting and oldest (s)",
+                "Approval requests not yet taken, and the oldest (s)",
                 vec![
                     self.queue(
                         "ApproximateNumberOfMessagesVisible",
@@ -931,7 +1050,18 @@ impl Watched {
                 ],
                 60,
             ),
-            g("Agents' errors", vec![self.agent_errors()], 300),
+            g(
+                "Agents' errors and expired approvals",
+                vec![
+                    self.agent_errors(),
+                    Metric::new(
+                        self.namespace.clone(),
+                        APPROVALS_EXPIRED_METRIC,
+                        Statistic::Sum,
+                    ),
+                ],
+                300,
+            ),
         ]
     }
 }

@@ -16,27 +16,23 @@ use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::{
     Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
 };
-use tokio::sync::Notify;
 
-use crate::runtime::runner::{POLICY_KEY, decide_run, new_run};
-use crate::runtime::store::{HistoryEntry, Run, RunStatus, Store};
+use crate::runtime::runner::{POLICY_KEY, new_run};
+use crate::runtime::store::{HistoryEntry, Run, RunStatus};
+use crate::runtime::workflows::{DecideError, Workflows};
 
-/// The workflow tools, on the embedded runner's store.
+/// The workflow tools, on the embedded runner or on Step Functions.
 #[derive(Clone)]
 pub struct MediumTools {
-    store: Arc<Store>,
-    wake: Arc<Notify>,
+    runs: Arc<dyn Workflows>,
     /// The server, once assembled (for the tenant's policy).
     server: Arc<OnceLock<Arc<AppState>>>,
 }
 
 impl MediumTools {
-    pub fn new(store: Arc<Store>, wake: Arc<Notify>) -> Self {
-        MediumTools {
-            store,
-            wake,
-            server: Arc::default(),
-        }
+    /// The tools on `runs`; `server` is filled once the server is assembled.
+    pub fn new(runs: Arc<dyn Workflows>, server: Arc<OnceLock<Arc<AppState>>>) -> Self {
+        MediumTools { runs, server }
     }
 
     /// Gives the tools the server they are part of.
@@ -191,9 +187,8 @@ fn pending_out(r: &Run) -> Option<PendingOut> {
     })
 }
 
-async fn own_run(store: &Store, id: &Identity, run_id: &str) -> Result<Run, String> {
-    store
-        .get(id.tenant.as_str(), run_id)
+async fn own_run(runs: &dyn Workflows, id: &Identity, run_id: &str) -> Result<Run, String> {
+    runs.get(id.tenant.as_str(), run_id)
         .await
         .map_err(explain)?
         .ok_or_else(|| format!("no run {run_id} in your tenant"))
@@ -227,10 +222,13 @@ impl MediumTools {
             plan_sha256,
             reason,
         };
-        let approval =
-            decide_run(&self.store, id.tenant.as_str(), run_id, &request, &policy).await?;
-        self.wake.notify_one();
-        Ok(approval)
+        self.runs
+            .decide(id.tenant.as_str(), run_id, &request, &policy)
+            .await
+            .map_err(|e| match e {
+                DecideError::Refused(why) => why,
+                DecideError::Runtime(e) => explain(e),
+            })
     }
 }
 
@@ -253,7 +251,7 @@ impl ToolExtension for MediumTools {
                         async move {
                             let limit = q.limit.unwrap_or(20).clamp(1, 100);
                             match t
-                                .store
+                                .runs
                                 .list(id.tenant.as_str(), q.status, q.cursor.as_deref(), limit)
                                 .await
                             {
@@ -273,7 +271,7 @@ impl ToolExtension for MediumTools {
                 get(move |Extension(id): Extension<Identity>| {
                     let t = approvals_t.clone();
                     async move {
-                        match t.store.waiting(id.tenant.as_str()).await {
+                        match t.runs.waiting(id.tenant.as_str()).await {
                             Ok(w) => Json(ApprovalsOut {
                                 approvals: w.iter().filter_map(pending_out).collect(),
                             })
@@ -360,8 +358,7 @@ impl ToolExtension for MediumTools {
                             },
                         )
                         .map_err(explain)?;
-                        t.store.create(&run).await.map_err(explain)?;
-                        t.wake.notify_one();
+                        let run = t.runs.start(run).await.map_err(explain)?;
                         Ok(StartOut {
                             run_id: run.run_id,
                             status: run.status,
@@ -382,8 +379,12 @@ impl ToolExtension for MediumTools {
                 move |id: Identity, a: RunIdArgs| {
                     let t = t.clone();
                     async move {
-                        let run = own_run(&t.store, &id, &a.run_id).await?;
-                        let history = t.store.history(&run.run_id).await.map_err(explain)?;
+                        let run = own_run(t.runs.as_ref(), &id, &a.run_id).await?;
+                        let history = t
+                            .runs
+                            .history(id.tenant.as_str(), &run.run_id)
+                            .await
+                            .map_err(explain)?;
                         Ok(RunOut { run, history })
                     }
                 },
@@ -406,7 +407,7 @@ impl ToolExtension for MediumTools {
                             return Err(explain(RuntimeError::invalid("limit", "use 1-100")));
                         }
                         let (runs, next) = t
-                            .store
+                            .runs
                             .list(id.tenant.as_str(), a.status, a.cursor.as_deref(), limit)
                             .await
                             .map_err(explain)?;
@@ -430,24 +431,12 @@ impl ToolExtension for MediumTools {
                 move |id: Identity, a: RunIdArgs| {
                     let t = t.clone();
                     async move {
-                        let before = own_run(&t.store, &id, &a.run_id).await?;
                         let after = t
-                            .store
-                            .cancel(id.tenant.as_str(), &a.run_id)
+                            .runs
+                            .cancel(id.tenant.as_str(), &a.run_id, &id.token_id)
                             .await
                             .map_err(explain)?
                             .ok_or_else(|| format!("no run {} in your tenant", a.run_id))?;
-                        if !before.status.is_final() && after.status == RunStatus::Cancelled {
-                            t.store
-                                .note(
-                                    &after.run_id,
-                                    &after.step,
-                                    "cancelled",
-                                    &format!("by token {}", id.token_id),
-                                )
-                                .await
-                                .map_err(explain)?;
-                        }
                         Ok(StartOut {
                             run_id: after.run_id,
                             status: after.status,
@@ -468,7 +457,7 @@ impl ToolExtension for MediumTools {
                 move |id: Identity, _a: tier_xs::server::mcp::NoArgs| {
                     let t = t.clone();
                     async move {
-                        let waiting = t.store.waiting(id.tenant.as_str()).await.map_err(explain)?;
+                        let waiting = t.runs.waiting(id.tenant.as_str()).await.map_err(explain)?;
                         Ok(ApprovalsOut {
                             approvals: waiting.iter().filter_map(pending_out).collect(),
                         })

@@ -184,6 +184,7 @@ impl SmallOwn {
                     holds_data,
                     polls_per_month: polls,
                     requests_per_event: per_event,
+                    wanted: true,
                 })
             };
         SmallOwn {

@@ -417,14 +417,17 @@ impl Ladder {
             usage,
             hours: HOURS_PER_MONTH,
         };
+        // What the tier deploys: its resources the settings call for.
+        let deployed = |r: &&Arc<dyn Resource>| r.tier() <= tier && r.wanted();
         let mut lines = Vec::new();
-        for r in resources.iter().filter(|r| r.tier() <= tier) {
+        for r in resources.iter().filter(deployed) {
             lines.extend(r.monthly_cost(&ctx)?);
         }
         let priced: BTreeSet<&str> = lines.iter().map(|l| l.resource.as_str()).collect();
         let free: BTreeSet<&str> = resources
             .iter()
-            .filter(|r| r.tier() <= tier && !priced.contains(r.id()))
+            .filter(deployed)
+            .filter(|r| !priced.contains(r.id()))
             .map(|r| r.kind())
             .collect();
         let mut notes = vec![

@@ -3,7 +3,9 @@
 //! passes ([`scenarios`], for tests).
 
 pub mod runner;
+pub mod sfn;
 pub mod store;
+pub mod workflows;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod scenarios;

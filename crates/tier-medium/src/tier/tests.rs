@@ -32,6 +32,7 @@ fn settings() -> MediumSettings {
     MediumSettings {
         agent_image: Some("example/agentbus-agent:1".into()),
         logging: ExecutionLogging::Errors,
+        dispatch: AgentDispatch::Ecs,
     }
 }
 
@@ -110,7 +111,7 @@ fn medium_is_every_small_resource_plus_its_own() {
     let small: Vec<&str> = m.small.resources().iter().map(|r| r.id()).collect();
     let all: Vec<&str> = m.resources().iter().map(|r| r.id()).collect();
     assert!(small.iter().all(|id| all.contains(id)));
-    assert_eq!(all.len(), small.len() + 33);
+    assert_eq!(all.len(), small.len() + 38);
     let unique: HashSet<&str> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "ids are unique across tiers");
     let mut kept: Vec<&str> = m
@@ -124,13 +125,15 @@ fn medium_is_every_small_resource_plus_its_own() {
     assert_eq!(
         kept,
         [
+            ids::AGENT_TASKS_DEAD_LETTER_QUEUE,
             ids::APPROVALS_DEAD_LETTER_QUEUE,
             ids::CONDUCTOR_LOG_GROUP,
             ids::CRITIC_LOG_GROUP,
+            ids::RUNS_TABLE,
             ids::SWEEPER_LOG_GROUP,
             ids::WORKFLOW_LOG_GROUP,
         ],
-        "a downgrade keeps the logs and the dead letters"
+        "a downgrade keeps the runs, the logs and the dead letters"
     );
     assert!(m.problems().is_empty(), "{:?}", m.problems());
 }
@@ -222,7 +225,7 @@ fn the_lanes_roles_really_differ_and_only_execute_writes() {
 #[test]
 fn every_alarm_says_what_to_do_and_the_dashboard_draws_what_they_watch() {
     let m = medium("dev");
-    assert_eq!(m.own.alarms.len(), 12);
+    assert_eq!(m.own.alarms.len(), 13);
     let mut watched = HashSet::new();
     for a in &m.own.alarms {
         assert!(a.description.len() > 60, "{}", a.meta.name);
@@ -287,4 +290,67 @@ fn the_server_gets_the_names_and_rights_of_the_workflow() {
 fn the_cost_of_medium_reads_line_by_line() {
     let r = report("light", &medium("demo").resources());
     insta::assert_snapshot!(r.render_on(time::macros::date!(2026 - 01 - 01)));
+}
+
+#[test]
+fn with_agents_of_your_own_steps_wait_in_a_queue_and_no_agent_image_is_needed() {
+    let mut s = settings();
+    s.dispatch = AgentDispatch::Queue;
+    s.agent_image = None;
+    let m = Medium::new(&ws("dev"), &xs_settings(), &SmallSettings::default(), &s);
+    assert!(m.problems().is_empty(), "{:?}", m.problems());
+    assert!(
+        m.own
+            .notes
+            .iter()
+            .any(|n| n.contains("agentbus agent --queue"))
+    );
+    let def = definition(&m);
+    assert_eq!(
+        def["States"]["Plan"]["Resource"],
+        "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    );
+    assert_eq!(
+        def["States"]["Plan"]["Parameters"]["QueueUrl"],
+        "https://sqs.us-east-1.amazonaws.com/123456789012/agentbus-dev-agent-tasks"
+    );
+    let wanted = |id: &str| {
+        m.own
+            .resources
+            .iter()
+            .find(|r| r.id() == id)
+            .unwrap()
+            .wanted()
+    };
+    assert!(wanted(ids::AGENT_TASKS_QUEUE) && wanted(ids::AGENT_TASKS_DEAD_LETTER_QUEUE));
+    assert!(
+        !wanted(ids::CONDUCTOR_TASK_DEFINITION),
+        "no task runs on ECS"
+    );
+    let sends = actions(&policy_of(&m, ids::WORKFLOW_ROLE));
+    assert!(
+        sends["sqs:SendMessage"]
+            .iter()
+            .any(|q| q.ends_with(":agentbus-dev-agent-tasks"))
+    );
+    // The default keeps the queue away and runs agents on ECS.
+    let ecs = medium("dev");
+    let wanted = |id: &str| {
+        ecs.own
+            .resources
+            .iter()
+            .find(|r| r.id() == id)
+            .unwrap()
+            .wanted()
+    };
+    assert!(!wanted(ids::AGENT_TASKS_QUEUE));
+    assert!(wanted(ids::CONDUCTOR_TASK_DEFINITION));
+    // Agents elsewhere cost nothing here: only the state transitions are priced.
+    let lines = report("team", &m.resources()).lines;
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.resource == ids::STATE_MACHINE)
+            .all(|l| l.item == "state transitions")
+    );
 }

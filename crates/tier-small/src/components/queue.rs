@@ -52,6 +52,8 @@ pub struct Queue {
     pub polls_per_month: f64,
     /// Requests per event on the bus (send, receive, delete).
     pub requests_per_event: f64,
+    /// Whether the settings call for it (an existing unwanted queue is removed).
+    pub wanted: bool,
 }
 
 tag_api! {
@@ -194,6 +196,9 @@ impl Resource for Queue {
     }
     fn data_bearing(&self) -> bool {
         self.holds_data
+    }
+    fn wanted(&self) -> bool {
+        self.wanted
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
         Desired::new()

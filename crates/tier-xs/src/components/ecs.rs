@@ -299,6 +299,8 @@ pub struct TaskDefinition {
     pub execution_role_id: &'static str,
     pub task_role_id: &'static str,
     pub log_group_id: &'static str,
+    /// Whether the settings call for it (an existing unwanted one is deregistered).
+    pub wanted: bool,
 }
 
 const HEALTH_INTERVAL: i32 = 30;
@@ -492,6 +494,9 @@ impl Resource for TaskDefinition {
     }
     fn depends_on(&self) -> Vec<&'static str> {
         vec![self.execution_role_id, self.task_role_id, self.log_group_id]
+    }
+    fn wanted(&self) -> bool {
+        self.wanted
     }
     fn outputs_stable_on_update(&self) -> bool {
         false

@@ -421,6 +421,7 @@ impl ExtraSmall {
             execution_role_id: ids::DASHBOARD_EXECUTION_ROLE,
             task_role_id: ids::DASHBOARD_TASK_ROLE,
             log_group_id: ids::DASHBOARD_LOG_GROUP,
+            wanted: true,
         };
         let service = Service {
             meta: Meta::new(
