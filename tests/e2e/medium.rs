@@ -937,6 +937,64 @@ async fn a_run_goes_end_to_end_through_the_deployed_configuration() {
         statuses,
         BTreeSet::from(["cancelled".into(), "failed".into(), "succeeded".into()])
     );
+
+    // A run in flight holds the tier: leaving medium refuses until it ends, is cancelled, or
+    // the deploy is told to stop it.
+    let tools = agents::worker::connect(&mcp_url, &starter).await.unwrap();
+    let started = agents::tools::Tools::call(
+        &tools,
+        "workflow_start",
+        serde_json::json!({"goal": "hold the tier", "subtasks": [{"tool": "kv_get", "arguments": {"key": "x"}}]}),
+    )
+    .await
+    .unwrap();
+    let run_id = started["run_id"].as_str().unwrap().to_string();
+    let p = agentbus(&["plan", "small", "--env", &env]);
+    assert_eq!(p.code, 1, "{p:?}");
+    assert!(
+        p.stdout.contains("1 workflow run(s) in flight") && p.stdout.contains(&run_id),
+        "{p:?}"
+    );
+    // The layer stops what is in flight (as a deploy does before removing the tier) ...
+    use tier_xs::ladder::Layer;
+    tier_medium::layer::MediumLayer
+        .stop_in_flight(&aws, &ws)
+        .await
+        .unwrap();
+    let d = aws
+        .sfn()
+        .describe_execution()
+        .execution_arn(format!(
+            "arn:aws:states:us-east-1:123456789012:execution:agentbus-{env}-lanes:{run_id}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.status().as_str(), "ABORTED", "{d:?}");
+    // ... and a deploy told to stop them says which it stops, then leaves the tier.
+    let held = agents::tools::Tools::call(
+        &tools,
+        "workflow_start",
+        serde_json::json!({"goal": "hold it again", "subtasks": [{"tool": "kv_get", "arguments": {"key": "x"}}]}),
+    )
+    .await
+    .unwrap();
+    let r = agentbus(&[
+        "deploy",
+        "small",
+        "--env",
+        &env,
+        "--stop-in-flight",
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(held["run_id"].as_str().unwrap())
+            && r.stdout.contains("stopped before the tier goes"),
+        "{r:?}"
+    );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

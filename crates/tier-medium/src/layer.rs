@@ -13,9 +13,13 @@ use serde_json::json;
 use tier_small::layer::SmallFlags;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
+use tier_xs::engine::EngineError;
 use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
-use tier_xs::workspace::Tier;
+use tier_xs::workspace::{Tier, Workspace};
+
+use crate::aws::MediumAws;
+use crate::config::MediumConfig;
 use tier_xs::xs::XsSettings;
 
 use crate::components::state_machine::ExecutionLogging;
@@ -123,6 +127,40 @@ fn own(ctx: &LayerContext<'_>) -> MediumOwn {
     )
 }
 
+/// The runs (execution names) the workspace's state machine is running now.
+async fn running_runs(aws: &AwsClients, ws: &Workspace) -> Result<Vec<String>, EngineError> {
+    let machine = MediumConfig::for_workspace(ws).state_machine_arn;
+    let mut runs = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = aws
+            .sfn()
+            .list_executions()
+            .state_machine_arn(&machine)
+            .status_filter(aws_sdk_sfn::types::ExecutionStatus::Running)
+            .max_results(100)
+            .set_next_token(next.take())
+            .send()
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            // No state machine: nothing runs.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_state_machine_does_not_exist()) =>
+            {
+                return Ok(runs);
+            }
+            Err(e) => return Err(EngineError::aws(&machine, "ListExecutions", e)),
+        };
+        runs.extend(page.executions().iter().map(|e| e.name().to_string()));
+        match page.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => return Ok(runs),
+        }
+    }
+}
+
 /// The medium tier's layer.
 pub struct MediumLayer;
 
@@ -196,6 +234,45 @@ impl Layer for MediumLayer {
                 })
             })),
         }))
+    }
+
+    async fn in_flight(
+        &self,
+        aws: &AwsClients,
+        ws: &Workspace,
+    ) -> Result<Vec<String>, EngineError> {
+        let running = running_runs(aws, ws).await?;
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut shown: Vec<&str> = running.iter().take(3).map(String::as_str).collect();
+        if running.len() > shown.len() {
+            shown.push("…");
+        }
+        Ok(vec![format!(
+            "{} workflow run(s) in flight ({})",
+            running.len(),
+            shown.join(", ")
+        )])
+    }
+
+    async fn stop_in_flight(&self, aws: &AwsClients, ws: &Workspace) -> Result<(), EngineError> {
+        let machine = MediumConfig::for_workspace(ws).state_machine_arn;
+        for run in running_runs(aws, ws).await? {
+            let execution = format!(
+                "{}:{run}",
+                machine.replacen(":stateMachine:", ":execution:", 1)
+            );
+            aws.sfn()
+                .stop_execution()
+                .execution_arn(execution)
+                .error(crate::runtime::sfn::CANCELLED)
+                .cause("the medium tier was removed (--stop-in-flight)")
+                .send()
+                .await
+                .map_err(|e| EngineError::aws(&run, "StopExecution", e))?;
+        }
+        Ok(())
     }
 
     async fn serve_aws(&self, aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {

@@ -246,6 +246,23 @@ pub trait Layer: Send + Sync {
     async fn serve_embedded(&self, _data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {
         Ok(None)
     }
+    /// Work in flight on the deployed workspace that removing this layer would cut off (a
+    /// running workflow), one line each; none by default.
+    async fn in_flight(
+        &self,
+        _aws: &AwsClients,
+        _ws: &Workspace,
+    ) -> Result<Vec<String>, crate::engine::EngineError> {
+        Ok(Vec::new())
+    }
+    /// Stops that work, just before the layer's resources are removed (`--stop-in-flight`).
+    async fn stop_in_flight(
+        &self,
+        _aws: &AwsClients,
+        _ws: &Workspace,
+    ) -> Result<(), crate::engine::EngineError> {
+        Ok(())
+    }
     /// The layer's tools on the deployed workspace (configured by the task's environment).
     async fn serve_aws(&self, _aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
         Ok(None)
@@ -313,6 +330,13 @@ impl Ladder {
     /// The layers a workspace of `tier` has, bottom first.
     pub fn up_to(&self, tier: Tier) -> impl Iterator<Item = &Arc<dyn Layer>> {
         self.layers.iter().filter(move |l| l.tier() <= tier)
+    }
+
+    /// The layers a converge to `target` removes (every layer for a destroy).
+    pub fn removed(&self, target: Option<Tier>) -> impl Iterator<Item = &Arc<dyn Layer>> {
+        self.layers
+            .iter()
+            .filter(move |l| target.is_none_or(|t| l.tier() > t))
     }
 
     /// Refuses a tier above the top of the ladder.

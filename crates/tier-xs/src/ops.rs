@@ -124,6 +124,9 @@ pub struct Inputs {
     pub settings: BTreeMap<String, Value>,
     pub parallelism: usize,
     pub destroy_data: bool,
+    /// Stop the work in flight that a removed layer would cut off (running workflows),
+    /// instead of refusing to remove it.
+    pub stop_in_flight: bool,
     pub service_wait: Option<Duration>,
     /// Usage profile for the cost shown with the plan (default `light`).
     pub usage: Option<String>,
@@ -269,6 +272,8 @@ impl Deployer {
             }
             plan.notes.extend(universe.notes);
         }
+        self.check_in_flight(&mut plan, target, inputs.stop_in_flight)
+            .await?;
         match self.cost_delta(&plan, target, &usage) {
             Ok(delta) => plan.cost = Some(delta),
             Err(e @ CostError::BadProfile { .. }) | Err(e @ CostError::UnknownProfile(_)) => {
@@ -287,6 +292,44 @@ impl Deployer {
             settings,
             settings_changed,
         })
+    }
+
+    /// Layers whose resources this plan deletes, by tier.
+    fn leaving<'a>(
+        &'a self,
+        plan: &'a Plan,
+        target: Option<Tier>,
+    ) -> impl Iterator<Item = &'a std::sync::Arc<dyn crate::ladder::Layer>> {
+        self.ladder.removed(target).filter(move |l| {
+            plan.changes
+                .iter()
+                .any(|c| c.tier == l.tier() && c.action == plan::Action::Delete)
+        })
+    }
+
+    /// A plan that removes a layer with work in flight refuses, unless told to stop it.
+    async fn check_in_flight(
+        &self,
+        plan: &mut Plan,
+        target: Option<Tier>,
+        stop: bool,
+    ) -> Result<(), OpsError> {
+        let mut found = Vec::new();
+        for layer in self.leaving(plan, target) {
+            found.extend(layer.in_flight(&self.aws, &self.ws).await?);
+        }
+        for work in found {
+            if stop {
+                plan.notes.push(format!(
+                    "{work}: stopped before the tier goes (--stop-in-flight)"
+                ));
+            } else {
+                plan.problems.push(format!(
+                    "{work}: let it end or cancel it first, or pass --stop-in-flight to stop it"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The monthly cost of what exists now and of what the plan leaves.
@@ -464,6 +507,11 @@ impl Deployer {
         ui.show(&planned);
         if !ui.assume_yes() && !ui.confirm(&planned) {
             return Ok(Converged::Declined(planned));
+        }
+        if inputs.stop_in_flight {
+            for layer in self.leaving(&planned.plan, target) {
+                layer.stop_in_flight(&self.aws, &self.ws).await?;
+            }
         }
         ui.applying(opts.parallelism.max(1));
         let report = self.apply(&planned, lease, opts).await?;

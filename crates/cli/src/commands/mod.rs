@@ -61,6 +61,10 @@ pub struct ChangeFlags {
     /// Allow deleting or replacing data-bearing resources (tables, buckets, secrets) and their data.
     #[arg(long)]
     pub destroy_data: bool,
+    /// Stop work in flight that leaving a tier would cut off (running workflows) instead of
+    /// refusing.
+    #[arg(long)]
+    pub stop_in_flight: bool,
 }
 
 /// How an apply runs: the flags of `deploy` and `destroy`.
@@ -107,6 +111,7 @@ pub fn inputs(change: &ChangeFlags, target: Option<&TargetFlags>, wait: Option<u
         settings,
         parallelism: change.parallelism.max(1),
         destroy_data: change.destroy_data,
+        stop_in_flight: change.stop_in_flight,
         service_wait: wait.map(Duration::from_secs),
         usage: target.and_then(|t| t.profile_usage.clone()),
     }
