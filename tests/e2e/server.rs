@@ -601,6 +601,43 @@ fn sigterm_during_a_burst_completes_every_accepted_request() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// An MCP session answers only the token that opened it: another tenant's token that knows
+/// its id can neither use nor close it (it is told the session does not exist).
+#[test]
+fn a_session_belongs_to_the_token_that_opened_it() {
+    let dir = temp_dir("sessions");
+    let server = up(&dir, free_port());
+    let (a, b) = (
+        token(&dir, "tenant-a", "user"),
+        token(&dir, "tenant-b", "user"),
+    );
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+    let (status, headers, _) = http_full(server.port, "POST", "/mcp", Some(&a), &[], Some(init));
+    assert_eq!(status, 200);
+    let sid = header(&headers, "mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let with_sid = [
+        ("Mcp-Session-Id", sid.as_str()),
+        ("Mcp-Protocol-Version", "2025-06-18"),
+    ];
+    for method in ["DELETE", "POST"] {
+        let body = (method == "POST").then_some(list);
+        let (status, _, text) = http_full(server.port, method, "/mcp", Some(&b), &with_sid, body);
+        assert_eq!(status, 404, "{method} by another tenant's token: {text}");
+    }
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let (status, _, _) = http_full(server.port, "POST", "/mcp", Some(&a), &with_sid, Some(note));
+    assert_eq!(status, 202);
+    let (status, _, text) = http_full(server.port, "POST", "/mcp", Some(&a), &with_sid, Some(list));
+    assert!(status == 200 && text.contains("kv_get"), "{status} {text}");
+    let (status, _, _) = http_full(server.port, "DELETE", "/mcp", Some(&a), &with_sid, None);
+    assert_eq!(status, 204, "the owner closes it");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn expired_and_revoked_tokens_get_401() {
     let dir = temp_dir("expiry");
@@ -1009,8 +1046,26 @@ type Step<'a> = (
 /// One stdio MCP session of `agentbus serve --stdio` on a data directory: the tool calls in
 /// order, then EOF; the structured result of each call.
 fn stdio_session(dir: &std::path::Path, tier: &str, calls: &[Step]) -> Vec<serde_json::Value> {
+    stdio_session_logged(dir, tier, calls, None)
+}
+
+/// [`stdio_session`] with `RUST_LOG` set and the server's log written to a file.
+fn stdio_session_logged(
+    dir: &std::path::Path,
+    tier: &str,
+    calls: &[Step],
+    log: Option<(&str, &std::path::Path)>,
+) -> Vec<serde_json::Value> {
     use serde_json::{Value, json};
-    let mut child = Command::new(BIN)
+    let mut cmd = Command::new(BIN);
+    let stderr = match log {
+        Some((level, path)) => {
+            cmd.env("RUST_LOG", level);
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        None => Stdio::null(),
+    };
+    let mut child = cmd
         .args([
             "serve",
             "--stdio",
@@ -1023,7 +1078,7 @@ fn stdio_session(dir: &std::path::Path, tier: &str, calls: &[Step]) -> Vec<serde
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
@@ -1073,6 +1128,43 @@ fn stdio_session(dir: &std::path::Path, tier: &str, calls: &[Step]) -> Vec<serde
     drop(send);
     child.wait().unwrap();
     results
+}
+
+/// At any log level the server's log carries no payloads: the MCP library's request and
+/// result lines (a secret's value, a KV value) stay off even with `RUST_LOG=trace`.
+#[test]
+fn the_servers_log_never_carries_what_tools_carry() {
+    use serde_json::json;
+    let dir = temp_dir("log-payloads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("server.log");
+    stdio_session_logged(
+        &dir,
+        "xs",
+        &[
+            (
+                "secrets_put",
+                json!({"name": "api", "value": "s3cr3t-payload-77"}),
+                None,
+            ),
+            (
+                "kv_set",
+                json!({"key": "k", "value": "kv-payload-88"}),
+                None,
+            ),
+            ("kv_get", json!({"key": "k"}), None),
+        ],
+        Some(("trace", &log)),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("TRACE") || text.contains("DEBUG"),
+        "tracing was on: {text}"
+    );
+    for payload in ["s3cr3t-payload-77", "kv-payload-88"] {
+        assert!(!text.contains(payload), "{payload} is in the log:\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `up small` on an extra-small data directory keeps the KV entries and secrets, and its

@@ -8,6 +8,7 @@ request, so the delivery is retried) with the HMAC signature checked.
 Exits 0 when every check passed; prints each failed check.
 """
 import asyncio
+from urllib.parse import urlsplit
 import base64
 import hashlib
 import hmac
@@ -87,6 +88,7 @@ async def monitor_a(s):
         return
     secret, sub = out["signing_secret"], out["subscription"]["subscription_id"]
     SHARED["sub"] = sub
+    SHARED["url"] = url
     err, out, text = await call(s, "rules_delete", {"name": "failed-builds"})
     check(err and sub in text, f"a rule in use is not deleted ({text})")
 
@@ -182,6 +184,11 @@ async def monitor_b(s):
 async def monitor_viewer(s):
     err, out, _ = await call(s, "events_query", {"detail_type": "build.failed"})
     check(not err and len(out["events"]) >= 1, "a viewer reads its tenant's events")
+    # A webhook URL often carries a credential in its path or query: a viewer sees only where it goes.
+    err, out, _ = await call(s, "subscriptions_list", {})
+    urls = [x["url"] for x in out["subscriptions"]] if not err else []
+    full = urlsplit(SHARED.get("url", "http://x/"))
+    check(urls == [f"{full.scheme}://{full.netloc}/…"], f"a viewer sees the webhook's host only ({urls})")
     err, out, _ = await call(s, "rules_list", {})
     check(not err and len(out["rules"]) == 1, "a viewer lists its tenant's rules")
     for tool, args in [("rules_put", {"name": "v", "pattern": {"source": ["x"]}}),

@@ -146,16 +146,27 @@ fn main() -> ExitCode {
     use std::io::IsTerminal;
     // Plain text when stderr is not a terminal: a task's stderr goes to CloudWatch Logs,
     // where colour codes are noise.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // The SDK's own warnings (an IMDS probe off EC2, say) would bury the one line
-                // that says what is missing; RUST_LOG brings them back.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_runtime=error")
-                }),
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // The SDK's own warnings (an IMDS probe off EC2, say) would bury the one line that
+        // says what is missing; RUST_LOG brings them back.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_runtime=error")
+        });
+    // The MCP library logs whole requests and results (secret values, tokens' payloads) below
+    // warn: capped there whatever RUST_LOG says.
+    let no_payloads = tracing_subscriber::filter::filter_fn(|m| {
+        !(m.target().starts_with("rmcp") && *m.level() > tracing::Level::WARN)
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(
+                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .with_filter(filter)
+                .with_filter(no_payloads),
         )
         .init();
     let cli = match Cli::try_parse() {

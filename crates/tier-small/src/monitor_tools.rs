@@ -10,6 +10,7 @@ use axum::routing::get;
 use rmcp::handler::server::router::tool::ToolRoute;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::{
     Access, AgentbusMcp, NoArgs, explain, tool_annotations, tool_spec, typed_route,
 };
@@ -85,6 +86,29 @@ pub struct SubscriptionsOut {
     pub subscriptions: Vec<Subscription>,
 }
 
+/// A webhook URL as a viewer sees it: scheme, host and port only. Paths and queries often
+/// carry credentials (`/hooks/T000/B000/XXXX`, `?token=`), and user info always does.
+pub fn masked_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or_default();
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}/…", u.scheme())
+        }
+        Err(_) => "…".into(),
+    }
+}
+
+/// The subscriptions a caller may see: writers see their URLs, viewers only where they go.
+fn for_caller(id: &Identity, mut subscriptions: Vec<Subscription>) -> SubscriptionsOut {
+    if id.role == Role::Viewer {
+        for s in &mut subscriptions {
+            s.url = masked_url(&s.url);
+        }
+    }
+    SubscriptionsOut { subscriptions }
+}
+
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DeletedOut {
     pub deleted: bool,
@@ -133,7 +157,7 @@ pub fn api(m: Monitor) -> axum::Router<Arc<AppState>> {
                         return StatusCode::UNAUTHORIZED.into_response();
                     };
                     match m.subscriptions(&id.tenant).await {
-                        Ok(s) => axum::Json(SubscriptionsOut { subscriptions: s }).into_response(),
+                        Ok(s) => axum::Json(for_caller(&id, s)).into_response(),
                         Err(e) => api_error(&e),
                     }
                 }
@@ -304,7 +328,7 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
         typed_route(
             tool_spec(
                 "subscriptions_list",
-                "Your tenant's webhook subscriptions with their delivery counts and the last failure (never their secrets).",
+                "Your tenant's webhook subscriptions with their delivery counts and the last failure (never their secrets; a viewer sees only where each URL goes).",
                 tool_annotations(true, false, true),
             ),
             Access::Read,
@@ -312,7 +336,7 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
                 let m = m.clone();
                 async move {
                     let subscriptions = m.subscriptions(&id.tenant).await.map_err(explain)?;
-                    Ok(SubscriptionsOut { subscriptions })
+                    Ok(for_caller(&id, subscriptions))
                 }
             },
         )
@@ -348,4 +372,22 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
         list_subs,
         unsubscribe,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_url;
+
+    #[test]
+    fn a_viewer_sees_where_a_webhook_goes_and_nothing_that_could_be_a_credential() {
+        assert_eq!(
+            masked_url("https://hooks.slack.com/services/T000/B000/XXXX?token=abc"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            masked_url("https://user:pass@example.com:8443/hook"),
+            "https://example.com:8443/…"
+        );
+        assert_eq!(masked_url("not a url"), "…");
+    }
 }

@@ -218,11 +218,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
+    let sessions = Arc::new(SessionOwners::default());
+    let mcp = Router::new()
+        .fallback_service(mcp)
+        .layer(middleware::from_fn_with_state(sessions, own_sessions));
     let mut protected = Router::new()
         .route("/api/status", get(api_status))
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
-        .nest_service("/mcp", mcp)
+        .nest("/mcp", mcp)
         .layer(middleware::map_response(session_closed));
     for ext in state.extensions() {
         protected = protected.merge(ext.api());
@@ -245,6 +249,86 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/.well-known/openid-configuration", get(no_oauth))
         .merge(protected)
         .with_state(state)
+}
+
+/// Which token opened each MCP session: a session answers only the token that opened it, so
+/// another token (of another tenant, say) that learns its id can neither use nor close it.
+#[derive(Default)]
+struct SessionOwners {
+    owners: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+}
+
+/// Sessions not seen for this long are forgotten (the MCP library drops idle ones sooner).
+const SESSION_MEMORY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+impl SessionOwners {
+    /// Whether `token_id` may use session `sid` (a session nobody opened here is left to the
+    /// MCP library, which answers 404).
+    fn allows(&self, sid: &str, token_id: &str) -> bool {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        match owners.get_mut(sid) {
+            Some((owner, seen)) if owner == token_id => {
+                *seen = std::time::Instant::now();
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    fn opened(&self, sid: &str, token_id: &str) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.len() >= 10_000 {
+            owners.retain(|_, (_, seen)| seen.elapsed() < SESSION_MEMORY);
+        }
+        owners.insert(
+            sid.to_string(),
+            (token_id.to_string(), std::time::Instant::now()),
+        );
+    }
+
+    fn closed(&self, sid: &str) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.remove(sid);
+    }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+async fn own_sessions(
+    State(sessions): State<Arc<SessionOwners>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(id) = identity(req.extensions()) else {
+        return unauthorized(Refusal::Missing);
+    };
+    let sid = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(sid) = &sid
+        && !sessions.allows(sid, &id.token_id)
+    {
+        // As for a session that does not exist: its id tells another token nothing.
+        return (StatusCode::NOT_FOUND, "session not found\n").into_response();
+    }
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    match (
+        &sid,
+        r.headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        (None, Some(new)) if r.status().is_success() => sessions.opened(new, &id.token_id),
+        (Some(old), _) if method == axum::http::Method::DELETE && r.status().is_success() => {
+            sessions.closed(old)
+        }
+        _ => {}
+    }
+    r
 }
 
 /// A session closed by DELETE: rmcp answers 202 Accepted, but the session is already gone,
