@@ -385,6 +385,12 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         svc.capacity_provider_strategy()[0].capacity_provider,
         "FARGATE_SPOT"
     );
+    // Its tasks carry the workspace's tags (the budget filters by them) and ECS's own.
+    assert_eq!(
+        svc.propagate_tags(),
+        Some(&aws_sdk_ecs::types::PropagateTags::Service)
+    );
+    assert!(svc.enable_ecs_managed_tags());
     let net = svc
         .network_configuration
         .as_ref()

@@ -531,6 +531,36 @@ async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
     assert_eq!(tg.health_check_path(), Some("/health"));
     assert_eq!(tg.matcher().and_then(|m| m.http_code()), Some("200"));
     let tg_arn = tg.target_group_arn().unwrap();
+    // A deregistered task drains for 30 s (AWS's default 300 s would make every rolling deploy
+    // wait five minutes); the balancer drops requests whose header names are not valid HTTP.
+    let attrs = aws
+        .elb()
+        .describe_target_group_attributes()
+        .target_group_arn(tg_arn)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        attrs
+            .attributes()
+            .iter()
+            .any(|a| a.key() == Some("deregistration_delay.timeout_seconds")
+                && a.value() == Some("30")),
+        "{attrs:?}"
+    );
+    let attrs = aws
+        .elb()
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        attrs.attributes().iter().any(|a| a.key()
+            == Some("routing.http.drop_invalid_header_fields.enabled")
+            && a.value() == Some("true")),
+        "{attrs:?}"
+    );
 
     let listeners = aws
         .elb()

@@ -205,11 +205,43 @@ async fn check_profile(opts: &AwsOptions) -> Result<(), AwsSetupError> {
     })
 }
 
+/// Attempts of one AWS call (the first and its retries).
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long a connection may take to open, and one attempt to finish: a hung connection fails
+/// one attempt, which is retried, instead of hanging a deploy. (SQS long polls wait 20 s.)
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How every AWS call retries and times out: the standard mode's backoff with jitter, for
+/// five attempts instead of three (a throttled or briefly unavailable API no longer fails a
+/// resource after the third), and timeouts. (The SDK's adaptive mode, which rate-limits the
+/// client after throttling, is marked experimental, and held a long poll back in the tests.)
+/// `AWS_RETRY_MODE` or `AWS_MAX_ATTEMPTS` in the environment keep their say (`env_retries`).
+pub fn with_call_policy(
+    loader: aws_config::ConfigLoader,
+    env_retries: bool,
+) -> aws_config::ConfigLoader {
+    let loader = loader.timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build(),
+    );
+    if env_retries {
+        return loader;
+    }
+    loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+}
+
 impl AwsClients {
     /// Loads configuration from the standard chain and checks that credentials exist.
     pub async fn load(opts: &AwsOptions) -> Result<Self, AwsSetupError> {
         check_profile(opts).await?;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let env_retries = ["AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some());
+        let mut loader =
+            with_call_policy(aws_config::defaults(BehaviorVersion::latest()), env_retries);
         if let Some(r) = &opts.region {
             loader = loader.region(Region::new(r.clone()));
         }
@@ -345,6 +377,33 @@ pub fn error_text(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_call_retries_five_times_and_no_attempt_hangs() {
+        let creds = aws_credential_types::Credentials::new("a", "b", None, None, "test");
+        let base = || {
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(creds.clone())
+        };
+        let cfg = with_call_policy(base(), false).load().await;
+        let retry = cfg.retry_config().expect("a retry policy");
+        assert_eq!(retry.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), MAX_ATTEMPTS);
+        let timeouts = cfg.timeout_config().expect("timeouts");
+        assert_eq!(timeouts.connect_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        // Retries named in the environment are the environment's (the SDK reads them).
+        let cfg = with_call_policy(base(), true).load().await;
+        assert_ne!(
+            cfg.retry_config().map(|r| r.max_attempts()),
+            Some(MAX_ATTEMPTS)
+        );
+        assert!(
+            cfg.timeout_config()
+                .is_some_and(|t| t.connect_timeout().is_some())
+        );
+    }
 
     #[test]
     fn read_operations_by_name() {

@@ -11,9 +11,9 @@ use aws_sdk_elasticloadbalancingv2::operation::delete_target_group::DeleteTarget
 use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersError;
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsError;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum,
-    LoadBalancerStateEnum, LoadBalancerTypeEnum, Matcher, ProtocolEnum, RedirectActionConfig,
-    RedirectActionStatusCodeEnum, Tag, TargetTypeEnum,
+    Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerAttribute,
+    LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum, Matcher, ProtocolEnum,
+    RedirectActionConfig, RedirectActionStatusCodeEnum, Tag, TargetGroupAttribute, TargetTypeEnum,
 };
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
@@ -72,6 +72,42 @@ async fn load_balancer_arn(
         .and_then(|l| l.load_balancer_arn().map(str::to_string)))
 }
 
+/// The load balancer's attributes agentbus sets: requests with header names that are not
+/// valid HTTP are dropped at the balancer, not passed to the server (AWS's default passes
+/// them on).
+pub const LOAD_BALANCER_ATTRIBUTES: [(&str, &str); 1] =
+    [("routing.http.drop_invalid_header_fields.enabled", "true")];
+
+/// The target group's attributes agentbus sets: a deregistered task drains for 30 s, not
+/// AWS's default 300 (MCP calls are short; a rolling deploy would otherwise wait 5 minutes).
+pub const TARGET_GROUP_ATTRIBUTES: [(&str, &str); 1] =
+    [("deregistration_delay.timeout_seconds", "30")];
+
+fn attributes_value(wanted: &[(&str, &str)]) -> Value {
+    json!(
+        wanted
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    )
+}
+
+/// The observed values of the attributes agentbus sets (others are left alone).
+fn observed_attributes<'a>(
+    wanted: &[(&str, &str)],
+    all: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Value {
+    let all: std::collections::BTreeMap<&str, &str> = all
+        .filter_map(|(k, v)| Some((k?, v.unwrap_or_default())))
+        .collect();
+    json!(
+        wanted
+            .iter()
+            .map(|(k, _)| (*k, all.get(k).copied().unwrap_or_default()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 
 pub struct LoadBalancer {
@@ -88,6 +124,22 @@ impl LoadBalancer {
         let mut s = self.subnets.clone();
         s.sort();
         s
+    }
+
+    async fn set_attributes(&self, aws: &AwsClients, arn: &str) -> Result<(), EngineError> {
+        aws.elb()
+            .modify_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .set_attributes(Some(
+                LOAD_BALANCER_ATTRIBUTES
+                    .iter()
+                    .map(|(k, v)| LoadBalancerAttribute::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| self.meta.fail("ModifyLoadBalancerAttributes", e))?;
+        Ok(())
     }
 }
 
@@ -119,6 +171,7 @@ impl Resource for LoadBalancer {
                     json!([sg])
                 },
             )
+            .set("attributes", attributes_value(&LOAD_BALANCER_ATTRIBUTES))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let m = &self.meta;
@@ -134,6 +187,17 @@ impl Resource for LoadBalancer {
         subnets.sort();
         let mut sgs = lb.security_groups().to_vec();
         sgs.sort();
+        let attrs = aws
+            .elb()
+            .describe_load_balancer_attributes()
+            .load_balancer_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| m.fail("DescribeLoadBalancerAttributes", e))?;
+        let attributes = observed_attributes(
+            &LOAD_BALANCER_ATTRIBUTES,
+            attrs.attributes().iter().map(|a| (a.key(), a.value())),
+        );
         Ok(Some(
             Observed::default()
                 .field(
@@ -150,6 +214,7 @@ impl Resource for LoadBalancer {
                 )
                 .field("subnets", json!(subnets))
                 .field("security_groups", json!(sgs))
+                .field("attributes", attributes)
                 .output("arn", arn)
                 .output("dns_name", lb.dns_name().unwrap_or_default()),
         ))
@@ -157,7 +222,8 @@ impl Resource for LoadBalancer {
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
         let sg = require_output(outputs, &m.name, self.security_group_id, "id")?;
-        aws.elb()
+        let created = aws
+            .elb()
             .create_load_balancer()
             .name(&m.name)
             .set_subnets(Some(self.sorted_subnets()))
@@ -169,6 +235,13 @@ impl Resource for LoadBalancer {
             .send()
             .await
             .map_err(|e| m.fail("CreateLoadBalancer", e))?;
+        let arn = created
+            .load_balancers()
+            .first()
+            .and_then(|l| l.load_balancer_arn())
+            .unwrap_or_default()
+            .to_string();
+        self.set_attributes(aws, &arn).await?;
         // Wait until it serves (a few minutes on AWS).
         wait_until(
             &m.name,
@@ -217,6 +290,7 @@ impl Resource for LoadBalancer {
                         .await
                         .map_err(|e| self.meta.fail("SetSecurityGroups", e))?;
                 }
+                "attributes" => self.set_attributes(aws, &arn).await?,
                 _ => {}
             }
         }
@@ -298,6 +372,22 @@ pub struct TargetGroup {
 }
 
 impl TargetGroup {
+    async fn set_attributes(&self, aws: &AwsClients, arn: &str) -> Result<(), EngineError> {
+        aws.elb()
+            .modify_target_group_attributes()
+            .target_group_arn(arn)
+            .set_attributes(Some(
+                TARGET_GROUP_ATTRIBUTES
+                    .iter()
+                    .map(|(k, v)| TargetGroupAttribute::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| self.meta.fail("ModifyTargetGroupAttributes", e))?;
+        Ok(())
+    }
+
     fn health_value() -> Value {
         json!({
             "path": HEALTH_PATH, "port": "traffic-port", "matcher": "200",
@@ -323,6 +413,7 @@ impl Resource for TargetGroup {
             .set_replace("target_type", "ip")
             .set_replace("vpc", self.vpc_id.clone())
             .set("health_check", Self::health_value())
+            .set("attributes", attributes_value(&TARGET_GROUP_ATTRIBUTES))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let m = &self.meta;
@@ -343,6 +434,17 @@ impl Resource for TargetGroup {
             return Ok(None);
         };
         let arn = tg.target_group_arn().unwrap_or_default().to_string();
+        let attrs = aws
+            .elb()
+            .describe_target_group_attributes()
+            .target_group_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| m.fail("DescribeTargetGroupAttributes", e))?;
+        let attributes = observed_attributes(
+            &TARGET_GROUP_ATTRIBUTES,
+            attrs.attributes().iter().map(|a| (a.key(), a.value())),
+        );
         Ok(Some(
             Observed::default()
                 .field(
@@ -372,12 +474,14 @@ impl Resource for TargetGroup {
                         "unhealthy": tg.unhealthy_threshold_count().unwrap_or_default(),
                     }),
                 )
+                .field("attributes", attributes)
                 .output("arn", arn),
         ))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        aws.elb()
+        let created = aws
+            .elb()
             .create_target_group()
             .name(&m.name)
             .protocol(ProtocolEnum::Http)
@@ -396,7 +500,13 @@ impl Resource for TargetGroup {
             .send()
             .await
             .map_err(|e| m.fail("CreateTargetGroup", e))?;
-        Ok(())
+        let arn = created
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .unwrap_or_default()
+            .to_string();
+        self.set_attributes(aws, &arn).await
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let (current, changed) = (c.current, c.fields);
@@ -416,6 +526,9 @@ impl Resource for TargetGroup {
                 .send()
                 .await
                 .map_err(|e| self.meta.fail("ModifyTargetGroup", e))?;
+        }
+        if changed.iter().any(|c| c == "attributes") {
+            self.set_attributes(aws, &arn).await?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField,
     ClusterSetting, ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck,
     KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
-    ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
+    PropagateTags, ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -818,7 +818,13 @@ impl Resource for Service {
             )
             .set("capacity_strategy", strategy_value(&self.strategy))
             .set("network", self.network_value(outputs))
-            .set("target_group", self.target_group_value(outputs));
+            .set("target_group", self.target_group_value(outputs))
+            // Tasks carry the service's tags (and ECS's own), so the budget's tag filter
+            // counts the tier's largest lines.
+            .set(
+                "task_tags",
+                json!({"propagate": "SERVICE", "ecs_managed": true}),
+            );
         // A count an autoscaler owns is not the deploy's to compare or change.
         match self.count {
             TaskCount::Fixed(n) => d.set("desired_count", n),
@@ -901,6 +907,13 @@ impl Resource for Service {
                         })
                         .unwrap_or(Value::Null),
                 )
+                .field(
+                    "task_tags",
+                    json!({
+                        "propagate": s.propagate_tags().map(|p| p.as_str()).unwrap_or("NONE"),
+                        "ecs_managed": s.enable_ecs_managed_tags(),
+                    }),
+                )
                 .field("tags", observed_tags(s.tags()))
                 .output("arn", s.service_arn.clone().unwrap_or_default())
                 .output("name", self.meta.name.clone()),
@@ -917,7 +930,9 @@ impl Resource for Service {
             .task_definition(td)
             .desired_count(self.count.baseline())
             .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
-            .network_configuration(self.network_config(outputs)?);
+            .network_configuration(self.network_config(outputs)?)
+            .propagate_tags(PropagateTags::Service)
+            .enable_ecs_managed_tags(true);
         if self.target_group.is_some() {
             req = req
                 .set_load_balancers(Some(self.target_group_registrations(outputs)?))
@@ -958,6 +973,7 @@ impl Resource for Service {
             "capacity_strategy",
             "network",
             "target_group",
+            "task_tags",
         ];
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
             let td = require_output(outputs, &self.meta.name, self.task_definition_id, "arn")?;
@@ -978,6 +994,8 @@ impl Resource for Service {
                 .set_health_check_grace_period_seconds(
                     self.target_group.as_ref().map(|_| GRACE_SECS),
                 )
+                .propagate_tags(PropagateTags::Service)
+                .enable_ecs_managed_tags(true)
                 // Moving between capacity providers needs a new deployment.
                 .force_new_deployment(strategy_changed)
                 .send()
