@@ -158,6 +158,28 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     assert_eq!(r.code, 0, "{r:?}");
     let again = agentbus(&["plan", "small", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "converged: {again:?}");
+    // The dashboard's task definition got a new revision; the old one is not kept.
+    let family = format!("agentbus-{env}-dashboard");
+    for status in [
+        aws_sdk_ecs::types::TaskDefinitionStatus::Active,
+        aws_sdk_ecs::types::TaskDefinitionStatus::Inactive,
+    ] {
+        let listed = aws
+            .ecs()
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(status.clone())
+            .send()
+            .await
+            .unwrap();
+        let n = listed
+            .task_definition_arns()
+            .iter()
+            .filter(|a| a.contains(&format!("/{family}:")))
+            .count();
+        let want = usize::from(status == aws_sdk_ecs::types::TaskDefinitionStatus::Active);
+        assert_eq!(n, want, "{status:?} revisions: {listed:?}");
+    }
 
     check_load_balancer(&aws, &env).await;
     // status says where the dashboard answers: the load balancer.

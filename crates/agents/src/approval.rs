@@ -81,9 +81,17 @@ pub enum ApprovalError {
     Rejected(String, String),
     #[error("a decision needs a reason")]
     NoReason,
+    #[error(
+        "a decision's reason is at most {MAX_REASON_CHARS} characters (a sentence; details belong in an artifact)"
+    )]
+    LongReason,
     #[error("plan_sha256 must be 64 lowercase hex characters")]
     BadHash,
 }
+
+/// The longest reason a decision may give: the approval travels with the run's state, which
+/// an agent on ECS receives in its task's overrides (8 KiB in all).
+pub const MAX_REASON_CHARS: usize = 500;
 
 /// A decision as asked for (by `approval_decide` or the dashboard).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +116,9 @@ pub fn decide(
     }
     if r.reason.trim().is_empty() {
         return Err(ApprovalError::NoReason);
+    }
+    if r.reason.trim().chars().count() > MAX_REASON_CHARS {
+        return Err(ApprovalError::LongReason);
     }
     let hash = r.plan_sha256.as_str();
     if hash.len() != 64
@@ -247,6 +258,16 @@ mod tests {
                 ask("tok-other", Choice::Approve, &good, " "),
                 1_100,
                 ApprovalError::NoReason,
+            ),
+            (
+                ask(
+                    "tok-other",
+                    Choice::Approve,
+                    &good,
+                    &"x".repeat(MAX_REASON_CHARS + 1),
+                ),
+                1_100,
+                ApprovalError::LongReason,
             ),
             (
                 approve("tok-other"),

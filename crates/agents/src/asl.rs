@@ -172,7 +172,9 @@ pub fn compile(w: &Workflow, t: &Target) -> Value {
                 "StartAt": w.execute.state,
                 "States": Value::Object(inner)
             },
-            "ResultPath": "$.execute",
+            // Each subtask's result is an artifact; the state keeps none of them, so what the
+            // sweeper receives stays small (an agent on ECS gets it in 8 KiB of overrides).
+            "ResultPath": null,
             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": failed}],
             "Next": outcome_state(Outcome::Succeeded)
         }),
@@ -553,5 +555,74 @@ mod tests {
         let text =
             serde_json::to_string_pretty(&compile(&Workflow::lanes(), &ecs())).unwrap_or_default();
         insta::assert_snapshot!(text);
+    }
+
+    /// ECS refuses a RunTask whose container overrides exceed 8,192 characters, and every
+    /// agent step gets the run's state in them. The largest state the tools allow — 50
+    /// subtasks, a 64-character tenant, a model's usage, the longest reason and failure cause,
+    /// a 1,024-character task token (Step Functions' maximum) — still fits, at the sweep, which
+    /// receives the most.
+    #[test]
+    fn the_largest_run_state_fits_in_an_ecs_tasks_overrides() {
+        use crate::approval::MAX_REASON_CHARS;
+        use crate::workflow::MAX_CAUSE_CHARS;
+        let run = "run-0123456789ab0123456789abcdef";
+        let usage = json!({"input_tokens": 123456789, "output_tokens": 123456789, "calls": 99, "cost_usd": 123.456});
+        let subtasks: Vec<Value> = (1..=50)
+            .map(|i| json!({"id": format!("s{i}"), "tool": "subscriptions_create_long"}))
+            .collect();
+        let sha = "a".repeat(64);
+        let state = json!({
+            "run_id": run,
+            "tenant": "t".repeat(64),
+            "goal_ref": format!("runs/{run}/goal.json"),
+            "started_by": "0123456789ab",
+            "plan": {
+                "plan_ref": format!("runs/{run}/plan.md"),
+                "subtasks_ref": format!("runs/{run}/subtasks.json"),
+                "evidence_ref": format!("runs/{run}/evidence.json"),
+                "plan_sha256": sha,
+                "subtasks": subtasks,
+                "cost_delta_monthly": 1234567.89,
+                "model_usage": usage,
+            },
+            "recorded": {"record_ref": format!("runs/{run}/timeline-plan.json")},
+            "review": {
+                "approved": true, "needs_human": true, "lane": "execute",
+                "verdict_ref": format!("runs/{run}/verdict.json"),
+                "plan_sha256": sha, "model_usage": usage,
+            },
+            "approval": {
+                "run_id": run, "choice": "approve", "plan_sha256": sha, "lane": "execute",
+                "decided_by": "0123456789ab", "reason": "r".repeat(MAX_REASON_CHARS),
+                "decided_at": 1_900_000_000u64, "expires_at": 1_900_086_400u64,
+            },
+            "outcome": {"status": "failed"},
+            "error": {"Error": "agentbus.AgentFailed", "Cause": "c".repeat(MAX_CAUSE_CHARS)},
+        });
+        let asl = compile(&Workflow::lanes(), &ecs());
+        let sweep = &asl["States"]["Sweep"]["Parameters"]["Overrides"];
+        assert!(sweep.is_object(), "the sweep is an ECS task: {asl}");
+        let env: Vec<Value> = sweep["ContainerOverrides"][0]["Environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let name = e["Name"].as_str().unwrap();
+                let value = match name {
+                    "AGENTBUS_TASK_TOKEN" => "T".repeat(1024),
+                    "AGENTBUS_RUN_ID" => run.to_string(),
+                    "AGENTBUS_INPUT" => state.to_string(),
+                    _ => e["Value"].as_str().unwrap().to_string(),
+                };
+                json!({"name": name, "value": value})
+            })
+            .collect();
+        let overrides = json!([{"name": "agent", "environment": env}]).to_string();
+        assert!(
+            overrides.len() < 8192,
+            "the sweep's container overrides are {} characters",
+            overrides.len()
+        );
     }
 }

@@ -468,13 +468,18 @@ async fn execute(
         )));
     };
     let result = g.call(&s.tool, Value::Object(s.arguments.clone())).await?;
-    let result_ref = run_key(run, &format!("results/{}.json", s.id));
+    let result_ref = result_key(run, &s.id);
     write_json(g, &result_ref, &result).await?;
     Ok(Executed {
         id: s.id.clone(),
         tool: s.tool.clone(),
         result_ref,
     })
+}
+
+/// Where a subtask's result goes: `runs/{run}/results/{id}.json`.
+fn result_key(run: &str, id: &str) -> String {
+    run_key(run, &format!("results/{id}.json"))
 }
 
 /// Sweeper, cleanup phase (`read_only`, its own records only): the run's timeline record, a
@@ -488,7 +493,20 @@ async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, Agent
         .ok_or_else(|| AgentError::Input("outcome".into()))?;
     let plan: Option<Planned> = field(state, "plan").ok();
     let review: Option<Reviewed> = field(state, "review").ok();
-    let executed: Vec<Executed> = field(state, "execute").unwrap_or_default();
+    // A run that succeeded ran every planned subtask (the execute map fails as a whole), and
+    // each left its result under the run's results/.
+    let executed: Vec<Executed> = match (&plan, outcome) {
+        (Some(p), Outcome::Succeeded) => p
+            .subtasks
+            .iter()
+            .map(|s| Executed {
+                id: s.id.clone(),
+                tool: s.tool.clone(),
+                result_ref: result_key(run, &s.id),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut sentences = vec![format!("Run {run} {}.", describe(outcome))];
     if let Some(p) = &plan {
         sentences.push(format!(

@@ -211,7 +211,14 @@ pub async fn handle(
             sfn.send_task_failure()
                 .task_token(&task.task_token)
                 .error(error)
-                .cause(cause.chars().take(32_000).collect::<String>())
+                // The cause stays in the run's state: its first MAX_CAUSE_CHARS (the whole
+                // is in this log).
+                .cause(
+                    cause
+                        .chars()
+                        .take(crate::workflow::MAX_CAUSE_CHARS)
+                        .collect::<String>(),
+                )
                 .send()
                 .await
                 .map(|_| ())

@@ -273,6 +273,10 @@ pub struct AgentTask {
     pub input: serde_json::Value,
 }
 
+/// The longest cause a failed step reports to Step Functions: it stays in the run's state,
+/// which the next agent on ECS receives within 8 KiB of task overrides.
+pub const MAX_CAUSE_CHARS: usize = 1000;
+
 /// The input a run starts with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

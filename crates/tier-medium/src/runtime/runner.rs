@@ -498,10 +498,9 @@ impl Runner {
         }
         match failure {
             Some(f) => fail(run, &f, w),
-            None => {
-                set(&mut run.state, "execute", Value::Array(results));
-                outcome(run, Outcome::Succeeded, w);
-            }
+            // Each result is an artifact (`runs/RUN/results/ID.json`); the state keeps none,
+            // as on Step Functions.
+            None => outcome(run, Outcome::Succeeded, w),
         }
         Ok(())
     }

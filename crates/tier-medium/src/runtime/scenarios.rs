@@ -182,10 +182,9 @@ pub async fn a_run_the_policy_approves_goes_through_without_a_human(e: &dyn Engi
     let seen = until(s.as_ref(), &id, RunStatus::Succeeded).await;
     if let Some(state) = seen.state {
         assert_eq!(state["approval"]["automatic"], true, "{state}");
-        assert_eq!(
-            state["execute"].as_array().map(Vec::len),
-            Some(2),
-            "{state}"
+        assert!(
+            state.get("execute").is_none(),
+            "results are artifacts, not state: {state}"
         );
     }
     assert_eq!(script.calls(Phase::Execute), 2);

@@ -38,6 +38,11 @@ use super::workflows::{DecideError, Workflows, judge};
 const AWAIT_STEP: &str = "AwaitApproval";
 /// How long a finished run's item is kept (its execution's history is kept 90 days).
 const KEEP_SECONDS: u64 = 90 * 86_400;
+/// How long one receive of the approvals queue waits for a message, and how long it may take
+/// in all before it is dropped and asked again.
+const LONG_POLL_SECONDS: i32 = 20;
+const POLL_LIMIT: Duration = Duration::from_secs(30);
+
 /// The error a cancelled execution is stopped with.
 pub const CANCELLED: &str = "agentbus.Cancelled";
 
@@ -502,15 +507,22 @@ impl StepFunctions {
         };
         let mut backoff = Duration::from_secs(1);
         while !stop.is_cancelled() {
+            // A long poll answers within its 20 s; one that has not after 30 (a connection
+            // that died quietly) is dropped and asked again, so a request is never held up.
+            let receive = self
+                .sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(LONG_POLL_SECONDS)
+                .send();
             let got = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self
-                    .sqs
-                    .receive_message()
-                    .queue_url(&url)
-                    .max_number_of_messages(10)
-                    .wait_time_seconds(20)
-                    .send() => r,
+                r = tokio::time::timeout(POLL_LIMIT, receive) => r,
+            };
+            let Ok(got) = got else {
+                tracing::warn!("approvals queue: a receive outlived its long poll; asking again");
+                continue;
             };
             let messages = match got {
                 Ok(o) => {

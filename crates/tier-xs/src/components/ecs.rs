@@ -448,6 +448,37 @@ impl TaskDefinition {
             .ok_or_else(|| EngineError::Invalid(format!("{}: registered without an ARN", m.name)))
     }
 
+    /// Deregisters revisions and deletes them, so a family does not keep every revision it
+    /// ever had (AWS keeps a deleted revision until no task or service uses it).
+    async fn retire(&self, aws: &AwsClients, arns: &[String]) -> Result<(), EngineError> {
+        for a in arns {
+            aws.ecs()
+                .deregister_task_definition()
+                .task_definition(a)
+                .send()
+                .await
+                .map_err(|e| self.meta.fail("DeregisterTaskDefinition", e))?;
+        }
+        for batch in arns.chunks(10) {
+            let out = aws
+                .ecs()
+                .delete_task_definitions()
+                .set_task_definitions(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.meta.fail("DeleteTaskDefinitions", e))?;
+            for f in out.failures() {
+                tracing::warn!(
+                    "{}: revision {} not deleted: {}",
+                    self.meta.name,
+                    f.arn().unwrap_or_default(),
+                    f.reason().unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
     async fn active_revisions(&self, aws: &AwsClients) -> Result<Vec<String>, EngineError> {
         let mut arns = Vec::new();
         let mut token = None;
@@ -582,28 +613,17 @@ impl Resource for TaskDefinition {
         let outputs = c.outputs;
         // A task definition is immutable: register a new revision, retire the old ones.
         let arn = self.register(aws, outputs).await?;
-        for a in self.active_revisions(aws).await? {
-            if a != arn {
-                aws.ecs()
-                    .deregister_task_definition()
-                    .task_definition(&a)
-                    .send()
-                    .await
-                    .map_err(|e| self.meta.fail("DeregisterTaskDefinition", e))?;
-            }
-        }
-        Ok(())
+        let old: Vec<String> = self
+            .active_revisions(aws)
+            .await?
+            .into_iter()
+            .filter(|a| *a != arn)
+            .collect();
+        self.retire(aws, &old).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        for a in self.active_revisions(aws).await? {
-            aws.ecs()
-                .deregister_task_definition()
-                .task_definition(&a)
-                .send()
-                .await
-                .map_err(|e| self.meta.fail("DeregisterTaskDefinition", e))?;
-        }
-        Ok(())
+        let all = self.active_revisions(aws).await?;
+        self.retire(aws, &all).await
     }
 }
 
