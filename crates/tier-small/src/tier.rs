@@ -46,6 +46,9 @@ pub const ARTIFACTS_LIFECYCLE: Lifecycle = Lifecycle {
 
 /// Lifecycle of the timeline: records are read mostly while fresh, so after 30 days they
 /// move to Standard-IA and after 180 to Glacier Instant Retrieval (still readable at once).
+/// S3 transitions only objects of 128 KB or more by default (since September 2024): most
+/// records are smaller and stay in Standard, where they are cheaper (IA and Glacier IR bill
+/// an object as at least 128 KB); the cost report prices them there.
 pub fn timeline_lifecycle() -> Lifecycle {
     Lifecycle {
         noncurrent_expire_days: 30,
