@@ -634,6 +634,30 @@ fn a_session_belongs_to_the_token_that_opened_it() {
     assert!(status == 200 && text.contains("kv_get"), "{status} {text}");
     let (status, _, _) = http_full(server.port, "DELETE", "/mcp", Some(&a), &with_sid, None);
     assert_eq!(status, 204, "the owner closes it");
+
+    // One token holds at most 128 sessions at once; others are not affected, and closing one
+    // makes room.
+    let mut open = Vec::new();
+    for _ in 0..128 {
+        let (status, headers, _) =
+            http_full(server.port, "POST", "/mcp", Some(&a), &[], Some(init));
+        assert_eq!(status, 200);
+        open.push(header(&headers, "mcp-session-id").unwrap().to_string());
+    }
+    let (status, headers, text) = http_full(server.port, "POST", "/mcp", Some(&a), &[], Some(init));
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("128 open MCP sessions"), "{text}");
+    assert_eq!(header(&headers, "retry-after"), Some("60"));
+    let (status, _, _) = http_full(server.port, "POST", "/mcp", Some(&b), &[], Some(init));
+    assert_eq!(status, 200, "another token still opens sessions");
+    let first = [
+        ("Mcp-Session-Id", open[0].as_str()),
+        ("Mcp-Protocol-Version", "2025-06-18"),
+    ];
+    let (status, _, _) = http_full(server.port, "DELETE", "/mcp", Some(&a), &first, None);
+    assert_eq!(status, 204);
+    let (status, _, _) = http_full(server.port, "POST", "/mcp", Some(&a), &[], Some(init));
+    assert_eq!(status, 200, "closing one makes room");
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }

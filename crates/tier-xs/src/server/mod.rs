@@ -258,8 +258,14 @@ struct SessionOwners {
     owners: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
 }
 
-/// Sessions not seen for this long are forgotten (the MCP library drops idle ones sooner).
-const SESSION_MEMORY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// A session idle this long is gone: the MCP library's keep-alive, which this server keeps.
+const SESSION_IDLE: std::time::Duration =
+    rmcp::transport::streamable_http_server::session::local::SessionConfig::DEFAULT_KEEP_ALIVE;
+
+/// Sessions one token may hold open at once: abandoned sessions cost memory (about 65 KB
+/// each) until they idle out, and one token must not hold the server's memory. An agent
+/// framework may run many sessions in parallel under one token (the MCP benchmark runs 64).
+pub const MAX_SESSIONS_PER_TOKEN: usize = 128;
 
 impl SessionOwners {
     /// Whether `token_id` may use session `sid` (a session nobody opened here is left to the
@@ -276,10 +282,19 @@ impl SessionOwners {
         }
     }
 
+    /// How many live sessions `token_id` holds.
+    fn held_by(&self, token_id: &str) -> usize {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners
+            .values()
+            .filter(|(owner, seen)| owner == token_id && seen.elapsed() < SESSION_IDLE)
+            .count()
+    }
+
     fn opened(&self, sid: &str, token_id: &str) {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if owners.len() >= 10_000 {
-            owners.retain(|_, (_, seen)| seen.elapsed() < SESSION_MEMORY);
+        if owners.len() >= 1_000 {
+            owners.retain(|_, (_, seen)| seen.elapsed() < SESSION_IDLE);
         }
         owners.insert(
             sid.to_string(),
@@ -315,6 +330,23 @@ async fn own_sessions(
         return (StatusCode::NOT_FOUND, "session not found\n").into_response();
     }
     let method = req.method().clone();
+    // A POST without a session opens one.
+    if sid.is_none()
+        && method == axum::http::Method::POST
+        && sessions.held_by(&id.token_id) >= MAX_SESSIONS_PER_TOKEN
+    {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this token holds {MAX_SESSIONS_PER_TOKEN} open MCP sessions: close one (DELETE /mcp with its Mcp-Session-Id) or let an idle one expire ({} s)\n",
+                SESSION_IDLE.as_secs()
+            ),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
     let r = next.run(req).await;
     match (
         &sid,
