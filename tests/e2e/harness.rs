@@ -227,6 +227,22 @@ pub fn agentbus_env(args: &[&str], extra: &[(&str, &str)]) -> Run {
     }
 }
 
+/// `id -> action` of every change of a JSON plan that is not a no-op.
+pub fn actions(plan: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// A new token of a deployed workspace (`agentbus token create --env`).
 pub fn env_token(env: &str, tenant: &str, role: &str) -> String {
     let r = agentbus(&[

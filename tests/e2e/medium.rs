@@ -19,23 +19,7 @@ use tier_xs::runtime::Tenant;
 use tier_xs::runtime::kv::{DynamoKv, KvStore, Ttl};
 use tier_xs::workspace::{Env, Tier, Workspace};
 
-use crate::harness::{AGENT_IMAGE, agentbus, clients, deploy_xs, unique_env};
-
-/// `id -> action` of every change that is not a no-op.
-fn actions(plan: &Value) -> BTreeMap<String, String> {
-    plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().to_string(),
-                c["action"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
+use crate::harness::{AGENT_IMAGE, actions, agentbus, clients, deploy_xs, unique_env};
 
 /// What the medium tier adds, and which of it a downgrade keeps (logs and dead letters).
 const MEDIUM_IDS: [&str; 39] = [

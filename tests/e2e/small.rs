@@ -2,7 +2,6 @@
 //! additions and the dashboard's in-place changes; data intact), the new resources as
 //! specified, and the downgrade back to extra-small keeping buckets and tables with their data.
 
-use std::collections::BTreeMap;
 use tier_small::aws::SmallAws;
 
 use serde_json::Value;
@@ -20,24 +19,8 @@ use tier_xs::runtime::kv::{DynamoKv, KvStore, Ttl};
 use tier_xs::runtime::secrets::{AwsSecrets, SecretStore};
 use tier_xs::workspace::{Env, Tier, Workspace};
 
-use crate::harness::{agentbus, clients, deploy_xs, unique_env};
+use crate::harness::{actions, agentbus, clients, deploy_xs, unique_env};
 use crate::server::{serve_on_aws, small_client};
-
-/// `id -> action` of every change that is not a no-op.
-fn actions(plan: &Value) -> BTreeMap<String, String> {
-    plan["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["action"] != "no-op")
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().to_string(),
-                c["action"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
 
 /// A plain HTTP/1.1 PUT to a URL on 127.0.0.1 (a presigned URL of the emulator); the status.
 fn http_put(url: &str, body: &[u8]) -> u16 {

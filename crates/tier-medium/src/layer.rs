@@ -259,10 +259,7 @@ impl Layer for MediumLayer {
     async fn stop_in_flight(&self, aws: &AwsClients, ws: &Workspace) -> Result<(), EngineError> {
         let machine = MediumConfig::for_workspace(ws).state_machine_arn;
         for run in running_runs(aws, ws).await? {
-            let execution = format!(
-                "{}:{run}",
-                machine.replacen(":stateMachine:", ":execution:", 1)
-            );
+            let execution = crate::runtime::sfn::execution_arn(&machine, &run);
             aws.sfn()
                 .stop_execution()
                 .execution_arn(execution)

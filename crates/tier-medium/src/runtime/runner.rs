@@ -575,7 +575,8 @@ fn jitter() -> f64 {
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
 }
 
-fn set(state: &mut Value, field: &str, v: Value) {
+/// Sets `field` in a run's state (making it an object if it is not).
+pub(crate) fn set(state: &mut Value, field: &str, v: Value) {
     if !state.is_object() {
         *state = json!({});
     }
@@ -668,14 +669,15 @@ pub fn new_run(
     started_by: &str,
     goal: &Goal,
 ) -> Result<Run, tier_xs::runtime::RuntimeError> {
-    let mut id = [0u8; 8];
+    let mut id = [0u8; 6];
     getrandom::fill(&mut id).map_err(|e| tier_xs::runtime::RuntimeError::Backend {
         op: "run id",
         message: e.to_string(),
     })?;
     let now = now_millis();
     Ok(Run {
-        run_id: format!("run-{}", hex::encode(id)),
+        // The time first, so ids sort as runs were started (the runs table lists by id).
+        run_id: format!("run-{now:012x}{}", hex::encode(id)),
         tenant: tenant.to_string(),
         started_by: started_by.to_string(),
         goal: serde_json::to_value(goal).unwrap_or_default(),
@@ -695,5 +697,28 @@ impl Run {
         let id = self.run_id.clone();
         set(&mut self.state, "run_id", json!(id));
         self
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_as_the_runs_were_started() {
+        let goal = Goal {
+            goal: "g".into(),
+            subtasks: Vec::new(),
+        };
+        let first = new_run("acme", "tok", &goal).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = new_run("acme", "tok", &goal).unwrap();
+        assert!(
+            first.run_id < second.run_id,
+            "{} {}",
+            first.run_id,
+            second.run_id
+        );
+        assert!(first.run_id.len() <= 80, "a valid execution name");
     }
 }

@@ -31,6 +31,7 @@ use tier_xs::server::AppState;
 use tier_xs::server::auth::{Identity, Role};
 use tokio_util::sync::CancellationToken;
 
+use super::runner::set;
 use super::store::{HistoryEntry, Run, RunStatus};
 use super::workflows::{DecideError, Workflows, judge};
 
@@ -45,6 +46,14 @@ const POLL_LIMIT: Duration = Duration::from_secs(30);
 
 /// The error a cancelled execution is stopped with.
 pub const CANCELLED: &str = "agentbus.Cancelled";
+
+/// The ARN of a run's execution: the state machine's, as an execution named by the run id.
+pub fn execution_arn(machine_arn: &str, run_id: &str) -> String {
+    format!(
+        "{}:{run_id}",
+        machine_arn.replacen(":stateMachine:", ":execution:", 1)
+    )
+}
 
 /// The Step Functions backend of [`Workflows`].
 pub struct StepFunctions {
@@ -93,13 +102,6 @@ fn number(item: &Item, k: &str) -> Option<u64> {
     }
 }
 
-fn parse_status(s: &str) -> RunStatus {
-    RunStatus::ALL
-        .into_iter()
-        .find(|r| r.as_str() == s)
-        .unwrap_or(RunStatus::Failed)
-}
-
 /// A run from its item.
 fn run_of(item: &Item) -> Run {
     let json = |k: &str| {
@@ -112,7 +114,7 @@ fn run_of(item: &Item) -> Run {
         tenant: text(item, "tenant").unwrap_or_default(),
         started_by: text(item, "started_by").unwrap_or_default(),
         goal: json("goal"),
-        status: parse_status(&text(item, "status").unwrap_or_default()),
+        status: RunStatus::parse(&text(item, "status").unwrap_or_default()),
         step: text(item, "step").unwrap_or_default(),
         state: json("state"),
         error: text(item, "error"),
@@ -633,7 +635,9 @@ impl StepFunctions {
             .table_name(&self.table)
             .key_condition_expression("tenant = :t")
             .expression_attribute_values(":t", s(tenant))
-            .scan_index_forward(waiting_only)
+            // Newest first (run ids sort by time): a waiting run is at most a day old, so the
+            // first pages find it however many runs a tenant kept.
+            .scan_index_forward(false)
             .limit(limit as i32);
         if waiting_only {
             req = req
@@ -649,16 +653,6 @@ impl StepFunctions {
         let out = req.send().await.map_err(err("Query"))?;
         let next = out.last_evaluated_key().and_then(|k| text(k, "run_id"));
         Ok((out.items.unwrap_or_default(), next))
-    }
-}
-
-/// Sets `key` in a JSON object (making it one if it is not).
-fn set(state: &mut Value, key: &str, value: Value) {
-    if !state.is_object() {
-        *state = json!({});
-    }
-    if let Some(o) = state.as_object_mut() {
-        o.insert(key.to_string(), value);
     }
 }
 

@@ -76,7 +76,8 @@ impl RunStatus {
         }
     }
 
-    fn parse(s: &str) -> RunStatus {
+    /// A status by its name (an unknown one reads as failed).
+    pub(crate) fn parse(s: &str) -> RunStatus {
         RunStatus::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
