@@ -102,6 +102,12 @@ fn number(item: &Item, k: &str) -> Option<u64> {
     }
 }
 
+/// The `updated_at` of a write after one that carried `prev`: now, and always later than
+/// `prev`, so a compare-and-set on it tells every write apart.
+fn stamp(prev: u64) -> u64 {
+    now_millis().max(prev + 1)
+}
+
 /// A run from its item.
 fn run_of(item: &Item) -> Run {
     let json = |k: &str| {
@@ -250,16 +256,20 @@ impl StepFunctions {
         Ok(out.item)
     }
 
-    /// Writes what changed of a run (status, step, state, error), unless it ended meanwhile.
-    async fn save(&self, run: &Run) -> Result<(), RuntimeError> {
-        let now = now_millis();
+    /// Writes what changed of a run (status, step, state, error).
+    ///
+    /// `read` guards a write derived from what was read: it lands only if the item still
+    /// carries that `updated_at`, so a refresh never undoes what another writer did
+    /// meanwhile (the feed putting the run into `waiting` with its task token). Answers
+    /// whether the write landed; an unguarded write (a decision, a cancel) always does.
+    async fn save(&self, run: &Run, read: Option<u64>) -> Result<bool, RuntimeError> {
+        let now = stamp(run.updated_at);
         let mut req = self
             .db
             .update_item()
             .table_name(&self.table)
             .key("tenant", s(&run.tenant))
             .key("run_id", s(&run.run_id))
-            .condition_expression("attribute_exists(run_id)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":s", s(run.status.as_str()))
             .expression_attribute_values(":step", s(&run.step))
@@ -288,11 +298,23 @@ impl StepFunctions {
         } else {
             format!("{set} REMOVE {}", remove.join(", "))
         };
-        req.update_expression(update)
-            .send()
-            .await
-            .map_err(err("UpdateItem"))?;
-        Ok(())
+        req = match read {
+            Some(read) => req
+                .condition_expression("attribute_exists(run_id) AND updated_at = :read")
+                .expression_attribute_values(":read", n(read)),
+            None => req.condition_expression("attribute_exists(run_id)"),
+        };
+        match req.update_expression(update).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if read.is_some()
+                    && e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(err("UpdateItem")(e)),
+        }
     }
 
     /// A run brought up to date with its execution (ended runs are as they ended).
@@ -354,8 +376,16 @@ impl StepFunctions {
             None => {}
         }
         if (run.status, run.step.clone()) != before {
-            run.updated_at = now_millis();
-            self.save(&run).await?;
+            let read = run.updated_at;
+            run.updated_at = stamp(read);
+            if !self.save(&run, Some(read)).await? {
+                // Another writer was first (the feed, a decision, a cancel): theirs stands.
+                return Ok(self
+                    .item(&run.tenant, &run.run_id)
+                    .await?
+                    .map(|item| run_of(&item))
+                    .unwrap_or(run));
+            }
         }
         Ok(run)
     }
@@ -574,52 +604,66 @@ impl StepFunctions {
                 "it names no run, tenant or task token",
             ));
         }
-        let Some(item) = self.item(&tenant, &run_id).await? else {
-            return Err(RuntimeError::invalid(
-                "approval request",
-                format!("run {run_id} of tenant {tenant} was not started by this server"),
-            ));
-        };
-        let mut run = run_of(&item);
-        if run.status.is_final() {
-            return Ok(());
+        // Compare-and-set on the item's stamp: a refresh or a cancel that wrote meanwhile
+        // is read again rather than overwritten.
+        for _ in 0..5 {
+            let Some(item) = self.item(&tenant, &run_id).await? else {
+                return Err(RuntimeError::invalid(
+                    "approval request",
+                    format!("run {run_id} of tenant {tenant} was not started by this server"),
+                ));
+            };
+            let mut run = run_of(&item);
+            if run.status.is_final() {
+                return Ok(());
+            }
+            let now = now_millis() / 1000;
+            let timeout = u64::from(agents::workflow::Workflow::lanes().approval_timeout_seconds);
+            let pending = Pending {
+                run_id: run_id.clone(),
+                plan_sha256: field("plan_sha256"),
+                lane: Lane::Execute,
+                started_by: field("started_by"),
+                requested_at: now,
+                expires_at: now + timeout,
+            };
+            set(&mut run.state, "pending", json!(pending));
+            if let Some(verdict) = v["verdict_ref"].as_str() {
+                set(&mut run.state, "review", json!({"verdict_ref": verdict}));
+            }
+            let written = self
+                .db
+                .update_item()
+                .table_name(&self.table)
+                .key("tenant", s(&tenant))
+                .key("run_id", s(&run_id))
+                .condition_expression("attribute_exists(run_id) AND updated_at = :read")
+                .update_expression(
+                    "SET #s = :w, step = :step, #st = :state, task_token = :tok, wait_until = :until, updated_at = :u",
+                )
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_names("#st", "state")
+                .expression_attribute_values(":w", s(RunStatus::Waiting.as_str()))
+                .expression_attribute_values(":read", n(run.updated_at))
+                .expression_attribute_values(":step", s(AWAIT_STEP))
+                .expression_attribute_values(":state", s(run.state.to_string()))
+                .expression_attribute_values(":tok", s(&token))
+                .expression_attribute_values(":until", n(pending.expires_at))
+                .expression_attribute_values(":u", n(stamp(run.updated_at)))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(err("UpdateItem")(e)),
+            }
         }
-        let now = now_millis() / 1000;
-        let timeout = u64::from(agents::workflow::Workflow::lanes().approval_timeout_seconds);
-        let pending = Pending {
-            run_id: run_id.clone(),
-            plan_sha256: field("plan_sha256"),
-            lane: Lane::Execute,
-            started_by: field("started_by"),
-            requested_at: now,
-            expires_at: now + timeout,
-        };
-        set(&mut run.state, "pending", json!(pending));
-        if let Some(verdict) = v["verdict_ref"].as_str() {
-            set(&mut run.state, "review", json!({"verdict_ref": verdict}));
-        }
-        self.db
-            .update_item()
-            .table_name(&self.table)
-            .key("tenant", s(&tenant))
-            .key("run_id", s(&run_id))
-            .condition_expression("attribute_exists(run_id) AND #s <> :cancelled")
-            .update_expression(
-                "SET #s = :w, step = :step, #st = :state, task_token = :tok, wait_until = :until, updated_at = :u",
-            )
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":w", s(RunStatus::Waiting.as_str()))
-            .expression_attribute_values(":cancelled", s(RunStatus::Cancelled.as_str()))
-            .expression_attribute_values(":step", s(AWAIT_STEP))
-            .expression_attribute_values(":state", s(run.state.to_string()))
-            .expression_attribute_values(":tok", s(token))
-            .expression_attribute_values(":until", n(pending.expires_at))
-            .expression_attribute_values(":u", n(now_millis()))
-            .send()
-            .await
-            .map_err(err("UpdateItem"))?;
-        Ok(())
+        Err(RuntimeError::invalid(
+            "approval request",
+            format!("run {run_id} kept changing while its approval request was taken"),
+        ))
     }
 
     async fn query(
@@ -713,7 +757,7 @@ impl Workflows for StepFunctions {
             let why = tier_xs::aws::error_text(&e);
             run.status = RunStatus::Failed;
             run.error = Some(format!("the run could not start: {why}"));
-            self.save(&run).await?;
+            self.save(&run, None).await?;
             return Err(backend("StartExecution")(why));
         }
         Ok(run)
@@ -839,8 +883,8 @@ impl Workflows for StepFunctions {
         let mut run = run;
         run.status = RunStatus::Cancelled;
         run.error = Some(format!("cancelled by token {by}"));
-        run.updated_at = now_millis();
-        self.save(&run).await?;
+        run.updated_at = stamp(run.updated_at);
+        self.save(&run, None).await?;
         Ok(Some(run))
     }
 
@@ -933,8 +977,8 @@ impl Workflows for StepFunctions {
         run.status = RunStatus::Running;
         run.step = "Execute".into();
         run.wait_until = None;
-        run.updated_at = now_millis();
-        self.save(&run).await?;
+        run.updated_at = stamp(run.updated_at);
+        self.save(&run, None).await?;
         Ok(approval)
     }
 }
