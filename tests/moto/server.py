@@ -45,10 +45,14 @@ taught to answer them here.
   the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
   with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
   as the protocol defines them.
+- Step Functions service integrations: moto's interpreter calls its own server at
+  `localhost:MOTO_PORT`, which may resolve to ::1; the tests talk to 127.0.0.1 only, so the
+  interpreter's clients are pointed there.
 
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
 import base64
+import importlib
 import functools
 import io
 import json
@@ -77,6 +81,7 @@ from moto.server import main
 from moto.core.responses import ActionResult, EmptyResult
 from moto.stepfunctions.responses import StepFunctionResponse
 import moto.stepfunctions.parser.backend.execution as sfn_execution
+import moto.stepfunctions.parser.asl.utils.boto_client as sfn_boto
 from moto.stepfunctions.parser.api import ExecutionStatus
 
 
@@ -386,6 +391,45 @@ def _cbor_call(self, environ, start_response):
     ]
     start_response(status, headers)
     return [payload]
+
+
+def _interpreter_client(region, service, state_credentials=None):
+    """moto's boto_client_for, on 127.0.0.1 instead of localhost."""
+    from botocore.config import Config
+    from moto.settings import moto_server_port
+    from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
+    import boto3
+
+    kwargs = {}
+    if not sfn_boto.botocore_stubber.enabled:
+        kwargs["endpoint_url"] = f"http://127.0.0.1:{moto_server_port()}"
+    return boto3.client(
+        aws_access_key_id="ak",
+        region_name=region,
+        service_name=service,
+        aws_secret_access_key="sk",
+        config=Config(
+            parameter_validation=False,
+            retries={"max_attempts": 0, "total_max_attempts": 1},
+            connect_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+            read_timeout=TimeoutSeconds.DEFAULT_TIMEOUT_SECONDS,
+        ),
+        **kwargs,
+    )
+
+
+_TASK = "moto.stepfunctions.parser.asl.component.state.exec.state_task"
+_MAP = "moto.stepfunctions.parser.asl.component.state.exec.state_map"
+for _name in [
+    f"{_TASK}.lambda_eval_utils",
+    f"{_MAP}.result_writer.resource_eval.resource_eval_s3",
+    f"{_MAP}.item_reader.eval.resource_eval_s3",
+] + [
+    f"{_TASK}.service.state_task_service_{s}"
+    for s in ("unsupported", "glue", "events", "ecs", "sqs", "sfn", "dynamodb", "batch", "sns", "aws_sdk")
+]:
+    importlib.import_module(_name).boto_client_for = _interpreter_client
+sfn_boto.boto_client_for = _interpreter_client
 
 
 DomainDispatcherApplication.__call__ = _cbor_call
