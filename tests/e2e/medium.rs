@@ -933,6 +933,7 @@ async fn a_run_goes_end_to_end_through_the_deployed_configuration() {
     .await
     .unwrap();
     let run_id = started["run_id"].as_str().unwrap().to_string();
+    deployed_agents_prove_their_lane(&aws, &env, &mcp_url, &run_id).await;
     let p = agentbus(&["plan", "small", "--env", &env]);
     assert_eq!(p.code, 1, "{p:?}");
     assert!(
@@ -981,4 +982,113 @@ async fn a_run_goes_end_to_end_through_the_deployed_configuration() {
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent's credentials as ECS gives them to a task: the lane role's, from STS AssumeRole
+/// (moto records which role each key belongs to, as AWS does).
+async fn lane_credentials(aws: &AwsClients, env: &str, role: &str) -> aws_config::SdkConfig {
+    let assumed = aws
+        .sts()
+        .assume_role()
+        .role_arn(format!(
+            "arn:aws:iam::123456789012:role/agentbus-{env}-{role}"
+        ))
+        .role_session_name("ecs-task")
+        .send()
+        .await
+        .unwrap();
+    let c = assumed.credentials().unwrap();
+    let creds = aws_credential_types::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        None,
+        "assumed",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(crate::harness::moto().url.clone())
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
+/// The deployed agents hold no token: each proves, with a signed STS GetCallerIdentity, the
+/// role its task runs under, and the server lets that lane act for the run it names — the
+/// read-only lanes write only the run's own records. (On AWS the role is ECS's TaskRoleArn
+/// override; here it comes from AssumeRole.)
+async fn deployed_agents_prove_their_lane(
+    aws: &AwsClients,
+    env: &str,
+    mcp_url: &str,
+    run_id: &str,
+) {
+    use agents::proof::{Claim, prove};
+    use agents::tools::Tools;
+    let audience =
+        format!("arn:aws:states:us-east-1:123456789012:stateMachine:agentbus-{env}-lanes");
+    let claim = Claim {
+        tenant: "default".into(),
+        run_id: run_id.into(),
+    };
+    let read_only = lane_credentials(aws, env, "agent-read-only").await;
+    let proof = prove(&read_only, &claim, &audience).await.unwrap();
+    let reader = agents::worker::connect(mcp_url, &proof).await.unwrap();
+    let own = format!("runs/{run_id}/notes.md");
+    let put = |key: &str| serde_json::json!({"key": key, "content": "seen"});
+    reader.call("artifacts_put", put(&own)).await.unwrap();
+    let elsewhere = reader.call("artifacts_put", put("reports/q3.md")).await;
+    assert!(
+        elsewhere
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("only reads")),
+        "{elsewhere:?}"
+    );
+    let kv = reader
+        .call("kv_set", serde_json::json!({"key": "flag", "value": "x"}))
+        .await;
+    assert!(
+        kv.as_ref()
+            .is_err_and(|e| e.to_string().contains("only reads")),
+        "{kv:?}"
+    );
+    reader
+        .call("kv_get", serde_json::json!({"key": "flag"}))
+        .await
+        .unwrap();
+
+    // The execute lane writes the tenant's data.
+    let execute = lane_credentials(aws, env, "agent-execute").await;
+    let writer =
+        agents::worker::connect(mcp_url, &prove(&execute, &claim, &audience).await.unwrap())
+            .await
+            .unwrap();
+    writer
+        .call("kv_set", serde_json::json!({"key": "flag", "value": "x"}))
+        .await
+        .unwrap();
+
+    // Refused: another workspace's audience, a run of another tenant, and credentials that
+    // are no lane's (the deployer's own).
+    let refused =
+        |proof: String| async move { agents::worker::connect(mcp_url, &proof).await.is_err() };
+    assert!(
+        refused(
+            prove(
+                &execute,
+                &claim,
+                "arn:aws:states:us-east-1:123456789012:stateMachine:other"
+            )
+            .await
+            .unwrap()
+        )
+        .await
+    );
+    let other_tenant = Claim {
+        tenant: "tenant-b".into(),
+        run_id: run_id.into(),
+    };
+    assert!(refused(prove(&execute, &other_tenant, &audience).await.unwrap()).await);
+    let deployer = aws.sdk_config().clone();
+    assert!(refused(prove(&deployer, &claim, &audience).await.unwrap()).await);
 }

@@ -26,6 +26,7 @@ pub mod asl;
 pub mod lane;
 pub mod model;
 pub mod policy;
+pub mod proof;
 pub mod roles;
 pub mod run;
 pub mod tools;

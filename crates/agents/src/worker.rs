@@ -39,21 +39,121 @@ pub enum WorkerError {
 /// How the worker reaches its workspace.
 #[derive(Clone)]
 pub struct Workspace {
-    /// `https://…/mcp` of the workspace's server.
+    /// `https://…/mcp` of the workspace's server, or `ecs://CLUSTER/SERVICE:PORT/mcp`: the
+    /// private address of a running task of that ECS service (the deployed agents' way in).
     pub mcp_url: String,
-    /// The agent's bearer token.
-    pub token: String,
+    /// Who the agent is to the server.
+    pub credential: Credential,
     /// How often to tell Step Functions the task is alive.
     pub heartbeat: Duration,
+}
+
+/// What the agent shows the server.
+#[derive(Clone)]
+pub enum Credential {
+    /// A bearer token (`AGENTBUS_MCP_TOKEN`): the token's tenant and role.
+    Token(String),
+    /// A proof of the agent's AWS identity for each task's run ([`crate::proof`]): the
+    /// run's tenant, in the lane of the role the agent runs under. `audience` names the
+    /// workspace (`AGENTBUS_AUDIENCE`).
+    Proof {
+        aws: Box<aws_config::SdkConfig>,
+        audience: String,
+    },
 }
 
 impl std::fmt::Debug for Workspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workspace")
             .field("mcp_url", &self.mcp_url)
-            .field("token", &"<redacted>")
+            .field("credential", &"<redacted>")
             .finish()
     }
+}
+
+impl Workspace {
+    /// The endpoint and the bearer credential for one task.
+    async fn session(&self, task: &AgentTask) -> Result<(String, String), WorkerError> {
+        let bearer = match &self.credential {
+            Credential::Token(t) => t.clone(),
+            Credential::Proof { aws, audience } => {
+                let claim = crate::proof::Claim {
+                    tenant: task.input["tenant"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    run_id: task.run_id.clone(),
+                };
+                crate::proof::prove(aws, &claim, audience)
+                    .await
+                    .map_err(|e| WorkerError::Invalid {
+                        name: "AWS identity",
+                        why: e.to_string(),
+                    })?
+            }
+        };
+        let url = match (&self.credential, self.mcp_url.strip_prefix("ecs://")) {
+            (Credential::Proof { aws, .. }, Some(rest)) => resolve_ecs(aws, rest).await?,
+            (_, Some(_)) => {
+                return Err(WorkerError::Invalid {
+                    name: "AGENTBUS_MCP_URL",
+                    why: "an ecs:// endpoint is for the deployed agents (no AGENTBUS_MCP_TOKEN)"
+                        .into(),
+                });
+            }
+            (_, None) => self.mcp_url.clone(),
+        };
+        Ok((url, bearer))
+    }
+}
+
+/// `CLUSTER/SERVICE:PORT/PATH` to `http://PRIVATE_IP:PORT/PATH` of a running task of the
+/// service: inside the VPC, where the dashboard admits the agents' security group.
+async fn resolve_ecs(aws: &aws_config::SdkConfig, rest: &str) -> Result<String, WorkerError> {
+    let invalid = |why: String| WorkerError::Invalid {
+        name: "AGENTBUS_MCP_URL",
+        why,
+    };
+    let (cluster, rest) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid(format!("ecs://{rest} names no service")))?;
+    let (service_port, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (service, port) = service_port
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(format!("ecs://{cluster}/{service_port} names no port")))?;
+    let ecs = aws_sdk_ecs::Client::new(aws);
+    let connect = |why: String| WorkerError::Connect {
+        url: format!("ecs://{cluster}/{service_port}"),
+        why,
+    };
+    let listed = ecs
+        .list_tasks()
+        .cluster(cluster)
+        .service_name(service)
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .send()
+        .await
+        .map_err(|e| connect(format!("ListTasks: {e}")))?;
+    if listed.task_arns().is_empty() {
+        return Err(connect("the service runs no task".into()));
+    }
+    let described = ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(listed.task_arns().to_vec()))
+        .send()
+        .await
+        .map_err(|e| connect(format!("DescribeTasks: {e}")))?;
+    let ip = described
+        .tasks()
+        .iter()
+        .filter(|t| t.last_status() == Some("RUNNING"))
+        .flat_map(|t| t.attachments())
+        .flat_map(|a| a.details())
+        .find(|d| d.name() == Some("privateIPv4Address"))
+        .and_then(|d| d.value())
+        .ok_or_else(|| connect("no running task has a private address yet".into()))?;
+    Ok(format!("http://{ip}:{port}/{path}"))
 }
 
 /// An MCP client of the workspace's server over Streamable HTTP.
@@ -161,7 +261,11 @@ pub async fn handle(
         })
     };
     let outcome = async {
-        let tools = connect(&ws.mcp_url, &ws.token)
+        let (url, bearer) = ws
+            .session(&task)
+            .await
+            .map_err(|e| (AGENT_FAILED, e.to_string()))?;
+        let tools = connect(&url, &bearer)
             .await
             .map_err(|e| (AGENT_FAILED, e.to_string()))?;
         let policy = workspace_policy(&tools).await.map_err(|e| (REFUSED, e))?;
@@ -291,14 +395,28 @@ pub async fn run(
     mcp_url: String,
     heartbeat: Duration,
 ) -> Result<(), String> {
-    let ws = Workspace {
-        mcp_url,
-        token: env("AGENTBUS_MCP_TOKEN").map_err(|e| e.to_string())?,
-        heartbeat,
-    };
     let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
+    // A token when one is given; else the agent proves its AWS identity (the deployed
+    // agents: their task role is their lane).
+    let credential = match (env("AGENTBUS_MCP_TOKEN"), env("AGENTBUS_AUDIENCE")) {
+        (Ok(token), _) => Credential::Token(token),
+        (Err(_), Ok(audience)) => Credential::Proof {
+            aws: Box::new(cfg.clone()),
+            audience,
+        },
+        (Err(e), Err(_)) => {
+            return Err(format!(
+                "{e} (or AGENTBUS_AUDIENCE, for an agent that proves its AWS identity)"
+            ));
+        }
+    };
+    let ws = Workspace {
+        mcp_url,
+        credential,
+        heartbeat,
+    };
     let sfn = aws_sdk_sfn::Client::new(&cfg);
     let model = Model::from_env()
         .await

@@ -285,9 +285,22 @@ impl Layer for MediumLayer {
         ));
         let tools = MediumTools::new(runs.clone(), server);
         let attached = tools.clone();
+        // Deployed agents prove their lane with their task role instead of holding a token.
+        let proofs = (!cfg.agent_roles.is_empty()).then(|| {
+            Arc::new(crate::runtime::proof::StsAgents::new(
+                &aws.region,
+                aws.endpoint.as_deref(),
+                &cfg.state_machine_arn,
+                cfg.agent_roles.clone(),
+                runs.clone(),
+            ))
+        });
         Ok(Some(ServerPart {
             tools: Arc::new(tools),
             feed: Some(Box::new(move |server, stop| {
+                if let Some(p) = proofs {
+                    server.auth.accept_agents(p);
+                }
                 attached.attach(server);
                 Box::pin(runs.feed(stop))
             })),

@@ -21,9 +21,9 @@ use tier_small::config::SmallConfig;
 use tier_small::tier::ids as small_ids;
 use tier_small::tier::{Small, SmallOwn, SmallSettings};
 use tier_xs::components::ecs::{ContainerSpec, TaskDefinition};
-use tier_xs::components::iam::{Role, policy, statement};
+use tier_xs::components::iam::{Role, policy, statement, statement_when};
 use tier_xs::components::logs::{LogGroup, LogSource};
-use tier_xs::components::network::SecurityGroup;
+use tier_xs::components::network::{Ingress, SecurityGroup, Source};
 use tier_xs::components::table::{DynamoTable, TableSpec, TableUsage};
 use tier_xs::config::ServerConfig;
 use tier_xs::engine::{Meta, Outputs, Resource, output_or_unknown, unknown};
@@ -135,9 +135,13 @@ const AGENTS: [AgentIds; 3] = [
 
 /// The lanes and their roles' logical ids and name components.
 const LANES: [(Lane, &str, &str); 3] = [
-    (Lane::ReadOnly, ids::READ_ONLY_ROLE, "agent-read-only"),
-    (Lane::DryRun, ids::DRY_RUN_ROLE, "agent-dry-run"),
-    (Lane::Execute, ids::EXECUTE_ROLE, "agent-execute"),
+    (
+        Lane::ReadOnly,
+        ids::READ_ONLY_ROLE,
+        component::AGENT_READ_ONLY,
+    ),
+    (Lane::DryRun, ids::DRY_RUN_ROLE, component::AGENT_DRY_RUN),
+    (Lane::Execute, ids::EXECUTE_ROLE, component::AGENT_EXECUTE),
 ];
 
 /// The medium tier's own resources (without the small and extra-small ones).
@@ -149,6 +153,19 @@ pub struct MediumOwn {
     pub notes: Vec<String>,
     pub dashboard: Arc<Dashboard>,
     pub alarms: Vec<Arc<Alarm>>,
+    /// The agents run as ECS tasks in the workspace's VPC (not on a queue of your own).
+    pub agents_in_vpc: bool,
+}
+
+/// Where the deployed agents find the MCP endpoint: a running task of the dashboard service,
+/// by its private address.
+fn agents_mcp_url(ws: &Workspace) -> String {
+    format!(
+        "ecs://{}/{}:{}/mcp",
+        ws.id(),
+        ws.name("dashboard"),
+        tier_xs::config::DASHBOARD_PORT
+    )
 }
 
 /// What each lane's role may do with the workspace's data, directly on AWS. The agents work
@@ -191,6 +208,17 @@ fn lane_statements(ws: &Workspace, lane: Lane) -> Vec<Value> {
     ));
     s.push(statement(&["s3:ListBucket"], &buckets));
     s.push(statement(&["s3:GetObject"], &objects));
+    // Finding the dashboard's private address (the agents' way to the MCP endpoint).
+    let cluster = ws.arn("ecs", &format!("cluster/{}", ws.id()));
+    s.push(statement_when(
+        &["ecs:ListTasks"],
+        &["*".to_string()],
+        serde_json::json!({"ArnEquals": {"ecs:cluster": cluster}}),
+    ));
+    s.push(statement(
+        &["ecs:DescribeTasks"],
+        &[ws.arn("ecs", &format!("task/{}/*", ws.id()))],
+    ));
     // Its own records: a run's plan, verdict and retrospective, and timeline entries.
     s.push(statement(
         &["s3:PutObject"],
@@ -363,7 +391,13 @@ impl MediumOwn {
                     name: AGENT_CONTAINER.into(),
                     image: agent_image.clone(),
                     port: None,
-                    env: vec![("AGENTBUS_AGENT".into(), a.agent.as_str().into())],
+                    env: vec![
+                        ("AGENTBUS_AGENT".into(), a.agent.as_str().into()),
+                        // The dashboard's private address, found through ECS, and the
+                        // workspace the agent proves its identity to (it holds no token).
+                        ("AGENTBUS_MCP_URL".into(), agents_mcp_url(ws)),
+                        ("AGENTBUS_AUDIENCE".into(), config.state_machine_arn.clone()),
+                    ],
                     health_command: None,
                     log_group: log_name(a.agent),
                     region: ws.region.clone(),
@@ -503,12 +537,11 @@ impl MediumOwn {
                     &["ecs:StopTask", "ecs:DescribeTasks"],
                     &[ws.arn("ecs", &format!("task/{cluster}/*"))],
                 ),
-                serde_json::json!({
-                    "Effect": "Allow",
-                    "Action": ["iam:PassRole"],
-                    "Resource": pass,
-                    "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
-                }),
+                statement_when(
+                    &["iam:PassRole"],
+                    &pass,
+                    serde_json::json!({"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}),
+                ),
                 statement(
                     &["sqs:SendMessage"],
                     &if on_queue {
@@ -644,6 +677,7 @@ impl MediumOwn {
             notes,
             dashboard,
             alarms,
+            agents_in_vpc: !on_queue,
         }
     }
 
@@ -651,6 +685,14 @@ impl MediumOwn {
     /// approvals queue, and the rights to start, read and stop runs and to answer approvals.
     pub fn shape_dashboard(&self, ws: &Workspace, spec: &mut DashboardSpec) {
         spec.env.extend(self.config.to_env());
+        if self.agents_in_vpc {
+            // The agents' tasks reach the MCP endpoint inside the VPC, not through the
+            // load balancer (which admits only --allow-cidr).
+            spec.ingress.push(Ingress {
+                port: tier_xs::config::DASHBOARD_PORT,
+                source: Source::Group(ids::AGENTS_SECURITY_GROUP),
+            });
+        }
         let machine = &self.config.state_machine_arn;
         let executions = ws.arn(
             "states",

@@ -304,10 +304,16 @@ impl ToolExtension for SmallTools {
                     "Store an artifact (a plan, report, diff...) under a key of your tenant; overwrites. Up to 10 MiB; larger ones through artifacts_url.",
                     tool_annotations(false, true, true),
                 ),
-                Access::Write,
+                Access::Record,
                 move |id, a: PutArgs| {
                     let t = t.clone();
                     async move {
+                        if !id.may_write(&a.key) {
+                            return Err(format!(
+                                "this agent's lane only reads: it may write its run's records, not {}",
+                                a.key
+                            ));
+                        }
                         let (data, default_type) = match a.encoding.as_deref() {
                             None | Some("utf8") => {
                                 (a.content.into_bytes(), "text/plain; charset=utf-8")
@@ -452,7 +458,7 @@ impl ToolExtension for SmallTools {
                     "Append a record to your tenant's timeline: agent, task_id, action, summary, and optionally artifacts (keys), refs (links by kind) and metrics (numbers). The server sets its time.",
                     tool_annotations(false, false, false),
                 ),
-                Access::Write,
+                Access::Record,
                 move |id, r: NewRecord| {
                     let t = t.clone();
                     async move {

@@ -157,11 +157,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         }
     };
     if stdio {
-        let identity = Identity {
-            token_id: "stdio".into(),
-            tenant: Tenant::new(&tenant)?,
-            role: Role::Admin,
-        };
+        let identity = Identity::new("stdio", Tenant::new(&tenant)?, Role::Admin);
         serve_stdio(state, identity)
             .await
             .map_err(|e| anyhow!("stdio server: {e}"))?;

@@ -2,6 +2,7 @@
 //! embedded engine of the lanes workflow ([`runner`]); the workflow scenarios every engine
 //! passes ([`scenarios`], for tests).
 
+pub mod proof;
 pub mod runner;
 pub mod sfn;
 pub mod store;

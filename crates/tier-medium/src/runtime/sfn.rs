@@ -256,6 +256,14 @@ impl StepFunctions {
         Ok(out.item)
     }
 
+    /// Whether the run exists and has not ended (an agent may act for it).
+    pub async fn is_live(&self, tenant: &str, run_id: &str) -> Result<bool, RuntimeError> {
+        Ok(self
+            .item(tenant, run_id)
+            .await?
+            .is_some_and(|item| !run_of(&item).status.is_final()))
+    }
+
     /// Writes what changed of a run (status, step, state, error).
     ///
     /// `read` guards a write derived from what was read: it lands only if the item still
@@ -457,11 +465,7 @@ impl StepFunctions {
             self.server.get().cloned().ok_or_else(|| {
                 backend("workspace tools")("the server is not assembled yet".into())
             })?;
-        let identity = Identity {
-            token_id: token_id.to_string(),
-            tenant: tier_xs::runtime::Tenant::new(tenant)?,
-            role,
-        };
+        let identity = Identity::new(token_id, tier_xs::runtime::Tenant::new(tenant)?, role);
         let client = tier_xs::server::in_process_client(server, identity)
             .await
             .map_err(backend("workspace tools"))?;

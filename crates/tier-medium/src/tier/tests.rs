@@ -354,3 +354,73 @@ fn with_agents_of_your_own_steps_wait_in_a_queue_and_no_agent_image_is_needed() 
             .all(|l| l.item == "state transitions")
     );
 }
+
+#[test]
+fn the_deployed_agents_find_the_dashboard_inside_the_vpc_and_prove_their_lane_without_a_token() {
+    let m = medium("dev");
+    let conductor = m
+        .own
+        .resources
+        .iter()
+        .find(|r| r.id() == ids::CONDUCTOR_TASK_DEFINITION)
+        .unwrap()
+        .desired(&Outputs::new());
+    let env = format!("{conductor:?}");
+    assert!(
+        env.contains("ecs://agentbus-dev/agentbus-dev-dashboard:8080/mcp"),
+        "{env}"
+    );
+    assert!(
+        env.contains("arn:aws:states:us-east-1:123456789012:stateMachine:agentbus-dev-lanes"),
+        "the audience its proofs name: {env}"
+    );
+    assert!(!env.contains("AGENTBUS_MCP_TOKEN"), "{env}");
+    // The dashboard admits the agents' security group on its port; the agents' roles may
+    // look up its tasks in the workspace's cluster only.
+    let rules = &m.small.xs.security_group.rules;
+    assert!(rules.contains(&Ingress {
+        port: 8080,
+        source: Source::Group(ids::AGENTS_SECURITY_GROUP)
+    }));
+    for lane_role in [ids::READ_ONLY_ROLE, ids::DRY_RUN_ROLE, ids::EXECUTE_ROLE] {
+        let p = policy_of(&m, lane_role);
+        let list = p["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Action"] == json!(["ecs:ListTasks"]))
+            .unwrap();
+        assert_eq!(
+            list["Condition"]["ArnEquals"]["ecs:cluster"],
+            "arn:aws:ecs:us-east-1:123456789012:cluster/agentbus-dev"
+        );
+    }
+    // The server learns the roles whose proofs it takes.
+    let mut spec = DashboardSpec::new(Tier::Medium);
+    m.own.shape_dashboard(&ws("dev"), &mut spec);
+    let roles = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == crate::config::ENV_AGENT_ROLES)
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(
+        roles,
+        "read_only=arn:aws:iam::123456789012:role/agentbus-dev-agent-read-only,\
+         dry_run=arn:aws:iam::123456789012:role/agentbus-dev-agent-dry-run,\
+         execute=arn:aws:iam::123456789012:role/agentbus-dev-agent-execute"
+    );
+
+    // Agents of your own reach the dashboard however you run them: no VPC rule for them.
+    let mut s = settings();
+    s.dispatch = AgentDispatch::Queue;
+    let q = Medium::new(&ws("dev"), &xs_settings(), &SmallSettings::default(), &s);
+    assert!(
+        !q.small
+            .xs
+            .security_group
+            .rules
+            .iter()
+            .any(|r| r.source == Source::Group(ids::AGENTS_SECURITY_GROUP))
+    );
+}

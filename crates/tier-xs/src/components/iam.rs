@@ -23,6 +23,12 @@ pub fn statement(actions: &[&str], resources: &[String]) -> Value {
     json!({ "Effect": "Allow", "Action": actions, "Resource": resources })
 }
 
+/// One IAM policy statement that applies only when `condition` holds (an IAM `Condition`
+/// block, e.g. `{"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}`).
+pub fn statement_when(actions: &[&str], resources: &[String], condition: Value) -> Value {
+    json!({ "Effect": "Allow", "Action": actions, "Resource": resources, "Condition": condition })
+}
+
 pub fn policy(statements: Vec<Value>) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }

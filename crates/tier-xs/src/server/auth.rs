@@ -53,6 +53,36 @@ pub struct Identity {
     pub token_id: String,
     pub tenant: Tenant,
     pub role: Role,
+    /// A workflow run's agent in a lane that only reads: besides reading, it may write its
+    /// run's own records — keys that begin with this prefix — and timeline entries.
+    pub records: Option<String>,
+}
+
+impl Identity {
+    /// A token's identity.
+    pub fn new(token_id: impl Into<String>, tenant: Tenant, role: Role) -> Self {
+        Identity {
+            token_id: token_id.into(),
+            tenant,
+            role,
+            records: None,
+        }
+    }
+
+    /// Whether this caller may write `key` (of an artifact or a KV entry).
+    pub fn may_write(&self, key: &str) -> bool {
+        self.role.can_write() || self.records.as_deref().is_some_and(|p| key.starts_with(p))
+    }
+}
+
+/// The prefix of an agent's proof of its AWS identity, in place of a bearer token.
+pub const AGENT_PROOF_PREFIX: &str = "agentbus-aws.";
+
+/// Verifies a workflow agent's proof of who it is (see [`AGENT_PROOF_PREFIX`]); a tier with
+/// agents provides it.
+#[async_trait]
+pub trait AgentProof: Send + Sync {
+    async fn verify(&self, proof: &str) -> Option<Identity>;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,7 +251,14 @@ impl TokenStore for SecretTokens {
 pub struct Authenticator {
     store: Box<dyn TokenStore>,
     cache: tokio::sync::Mutex<(Vec<TokenRecord>, Option<Instant>)>,
+    agents: std::sync::OnceLock<std::sync::Arc<dyn AgentProof>>,
+    /// Proofs verified lately, by their hash: one check per proof, not per request.
+    proven: Mutex<HashMap<String, (Identity, Instant)>>,
 }
+
+/// How long a verified agent proof is taken without asking again (its signature is good for
+/// 15 minutes).
+const PROOF_KEPT: Duration = Duration::from_secs(60);
 
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -230,7 +267,33 @@ impl Authenticator {
         Authenticator {
             store,
             cache: tokio::sync::Mutex::new((Vec::new(), None)),
+            agents: std::sync::OnceLock::new(),
+            proven: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Accepts workflow agents' proofs of identity, checked by `proof` (set once).
+    pub fn accept_agents(&self, proof: std::sync::Arc<dyn AgentProof>) {
+        let _ = self.agents.set(proof);
+    }
+
+    async fn verify_agent(&self, proof: &str) -> Option<Identity> {
+        let agents = self.agents.get()?;
+        let key = sha256_hex(proof);
+        {
+            let mut proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
+            proven.retain(|_, (_, at)| at.elapsed() < PROOF_KEPT);
+            if let Some((id, _)) = proven.get(&key) {
+                return Some(id.clone());
+            }
+        }
+        let id = agents.verify(proof).await?;
+        let mut proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a flood of distinct valid proofs cannot grow it without limit.
+        if proven.len() < 10_000 {
+            proven.insert(key, (id.clone(), Instant::now()));
+        }
+        Some(id)
     }
 
     pub fn store(&self) -> &dyn TokenStore {
@@ -239,6 +302,9 @@ impl Authenticator {
 
     /// The identity of a bearer token, or `None`.
     pub async fn verify(&self, token: &str) -> Option<Identity> {
+        if token.starts_with(AGENT_PROOF_PREFIX) {
+            return self.verify_agent(token).await;
+        }
         let mut parts = token.splitn(3, '_');
         let (Some("ab"), Some(id), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
             return None;
@@ -263,11 +329,7 @@ impl Authenticator {
             .0
             .iter()
             .find(|r| r.id == id && same(&r.hash, &hash) && r.live(now))
-            .map(|r| Identity {
-                token_id: r.id.clone(),
-                tenant: r.tenant.clone(),
-                role: r.role,
-            })
+            .map(|r| Identity::new(r.id.clone(), r.tenant.clone(), r.role))
     }
 
     /// Creates a token; returns it (shown once) and its record.

@@ -243,6 +243,22 @@ impl AgentbusMcp {
         }
         Ok(id)
     }
+
+    /// The caller, if they may write `key`: a writer, or a run's agent writing its records.
+    pub fn writer_of(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        key: &str,
+    ) -> Result<Identity, String> {
+        let id = self.who(ctx)?;
+        match &id.records {
+            _ if id.may_write(key) => Ok(id),
+            Some(prefix) => Err(format!(
+                "this agent's lane only reads: it may write its run's records (keys under {prefix}), not {key}"
+            )),
+            None => self.writer(ctx),
+        }
+    }
 }
 
 #[tool_router]
@@ -291,7 +307,7 @@ impl AgentbusMcp {
         Parameters(a): Parameters<KvSetArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<KvSetOut>, String> {
-        let id = self.writer(&ctx)?;
+        let id = self.writer_of(&ctx, &a.key)?;
         let ttl = match (a.no_expiry.unwrap_or(false), a.ttl_seconds) {
             (true, Some(_)) => {
                 return Err(explain(RuntimeError::invalid(
@@ -339,7 +355,7 @@ impl AgentbusMcp {
         Parameters(a): Parameters<KeyArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<DeletedOut>, String> {
-        let id = self.writer(&ctx)?;
+        let id = self.writer_of(&ctx, &a.key)?;
         let deleted = self
             .state
             .kv
@@ -549,6 +565,9 @@ pub enum Access {
     Read,
     /// Needs a role that may write (not `viewer`).
     Write,
+    /// Writes a record: a writer, or a run's agent in a lane that only reads (the tool checks
+    /// each key with [`Identity::may_write`]).
+    Record,
 }
 
 /// A tool from a typed function: the arguments are parsed into `A` (when they do not fit, an
@@ -568,6 +587,14 @@ where
         let caller = match access {
             Access::Read => ctx.service.who(&ctx.request_context),
             Access::Write => ctx.service.writer(&ctx.request_context),
+            Access::Record => {
+                ctx.service
+                    .who(&ctx.request_context)
+                    .and_then(|id| match id.records {
+                        Some(_) => Ok(id),
+                        None => ctx.service.writer(&ctx.request_context),
+                    })
+            }
         };
         let args = serde_json::from_value::<A>(Value::Object(ctx.arguments.unwrap_or_default()));
         let f = f.clone();
