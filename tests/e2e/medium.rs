@@ -831,6 +831,21 @@ async fn a_run_goes_end_to_end_through_the_deployed_configuration() {
         def["States"]["Plan"]["Resource"],
         "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
     );
+    // `agentbus workflow asl` prints what the deploy created, offline.
+    let printed = agentbus(&[
+        "workflow",
+        "asl",
+        "--env",
+        &env,
+        "--account",
+        "123456789012",
+        "--region",
+        "us-east-1",
+        "--agents",
+        "queue",
+    ]);
+    assert_eq!(printed.code, 0, "{printed:?}");
+    assert_eq!(serde_json::from_str::<Value>(&printed.stdout).unwrap(), def);
     let agent_queue = aws
         .sqs()
         .get_queue_url()

@@ -11,7 +11,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use commands::{
     agent, completions, cost, deploy, destroy, healthcheck, image, plan, serve, status, token,
-    unlock, up,
+    unlock, up, workflow,
 };
 
 #[derive(Parser, Debug)]
@@ -108,6 +108,9 @@ enum Command {
     /// Run the workflow's agents outside the server: one step from the environment (as Step
     /// Functions starts it on ECS), or every step of an SQS queue.
     Agent(agent::AgentArgs),
+    /// Print what the deploy derives for a workspace: `workflow asl`, the state machine's
+    /// definition (needs no AWS account).
+    Workflow(workflow::WorkflowArgs),
     /// Print a shell completion script: `agentbus completions bash > /etc/bash_completion.d/agentbus`.
     Completions(completions::CompletionsArgs),
 }
@@ -128,6 +131,7 @@ impl Command {
             | Command::Serve(_)
             | Command::Healthcheck(_)
             | Command::Completions(_)
+            | Command::Workflow(_)
             | Command::Agent(_) => false,
         }
     }
@@ -222,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Token(args) => token::run(args).await,
         Command::Image(args) => image::run(args).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Workflow(args) => workflow::run(args),
         Command::Healthcheck(_) | Command::Completions(_) => Ok(0),
     }
 }

@@ -14,7 +14,7 @@ use tier_small::layer::SmallFlags;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
 use tier_xs::engine::EngineError;
-use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, ServerPart, TierFlags};
+use tier_xs::ladder::{Built, DashboardSpec, Document, Layer, LayerContext, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::{Tier, Workspace};
 
@@ -186,6 +186,30 @@ impl Layer for MediumLayer {
             images: own.images,
             notes: own.notes,
         }
+    }
+
+    fn documents(&self, ctx: &LayerContext<'_>) -> Vec<Document> {
+        let own = own(ctx);
+        let definition = own
+            .resources
+            .iter()
+            .find(|r| r.id() == crate::tier::ids::STATE_MACHINE)
+            .and_then(|r| {
+                // Only the agents' security group's id is known after the first apply.
+                let outputs = tier_xs::engine::Outputs::from([(
+                    format!("{}.id", crate::tier::ids::AGENTS_SECURITY_GROUP),
+                    "sg-(known after apply)".to_string(),
+                )]);
+                r.desired(&outputs).get("definition").cloned()
+            });
+        definition
+            .map(|d| Document {
+                name: "asl",
+                about: "the workflow's state machine definition, Amazon States Language",
+                text: serde_json::to_string_pretty(&d).unwrap_or_default(),
+            })
+            .into_iter()
+            .collect()
     }
 
     fn price_source(&self, region: &str) -> Result<PriceSource, CostError> {

@@ -215,6 +215,16 @@ pub struct ServerPart {
 /// reach its tools in process), stopped by the token at shutdown.
 pub type Feed = Box<dyn FnOnce(Arc<AppState>, CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
+/// A text a layer derives from what it deploys, for people and tools to read (the medium
+/// layer's `asl`: its state machine's definition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    pub name: &'static str,
+    /// One line on what it is.
+    pub about: &'static str,
+    pub text: String,
+}
+
 /// One tier's part of agentbus.
 #[async_trait]
 pub trait Layer: Send + Sync {
@@ -227,6 +237,10 @@ pub trait Layer: Send + Sync {
     /// The layer's resources shaped for `ctx.target` (all of them, also when the layer is not
     /// active: the plan then removes, or keeps, what exists), and its problems.
     fn build(&self, ctx: &LayerContext<'_>, dashboard: &DashboardSpec) -> Built;
+    /// The texts the layer derives from its resources in `ctx` (none by default).
+    fn documents(&self, _ctx: &LayerContext<'_>) -> Vec<Document> {
+        Vec::new()
+    }
     /// Where this layer's unit prices for `region` come from; an error when it has none.
     fn price_source(&self, region: &str) -> Result<PriceSource, CostError>;
     /// Adds the layer's usage fields.

@@ -44,6 +44,8 @@ pub enum OpsError {
     Locking(LockError),
     #[error("releasing the workspace lock: {0}")]
     Releasing(LockError),
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// How a deploy talks to the person running it: shows plans, asks before applying.
@@ -114,6 +116,56 @@ pub fn price(
     );
     let universe = ladder.universe(&ctx);
     Ok(ladder.cost_report(tier, region, &usage, &universe.resources)?)
+}
+
+/// A layer's document `name` (see [`crate::ladder::Document`]) for a workspace of `env` in
+/// `region` and `account` with `settings` (the tiers' flags), as the deploy would build it;
+/// needs no AWS account. An unknown name is an error that lists the known ones.
+pub fn document(
+    ladder: &Ladder,
+    env: Env,
+    region: &str,
+    account: &str,
+    settings: BTreeMap<String, Value>,
+    name: &str,
+) -> Result<String, OpsError> {
+    let ws = Workspace::new(env, account, region);
+    let network = network::Network {
+        vpc_id: "(default VPC)".into(),
+        subnet_ids: Vec::new(),
+    };
+    let settings = StoredSettings {
+        values: settings.into_iter().collect(),
+    };
+    let ctx = LayerContext {
+        ws: &ws,
+        settings: &settings,
+        network: &network,
+        target: Some(ladder.highest()),
+        plain_http: false,
+        service_wait: DEFAULT_SERVICE_WAIT,
+        budget_default: 0.0,
+        estimate: None,
+    };
+    let documents: Vec<_> = ladder
+        .layers()
+        .iter()
+        .flat_map(|l| l.documents(&ctx))
+        .collect();
+    documents
+        .iter()
+        .find(|d| d.name == name)
+        .map(|d| d.text.clone())
+        .ok_or_else(|| {
+            OpsError::Unknown(format!(
+                "no document {name:?} in this build; there are: {}",
+                documents
+                    .iter()
+                    .map(|d| format!("{} ({})", d.name, d.about))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
 }
 
 /// What the user asked for on this run.

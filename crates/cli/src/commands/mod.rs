@@ -14,6 +14,7 @@ pub mod status;
 pub mod token;
 pub mod unlock;
 pub mod up;
+pub mod workflow;
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -29,6 +30,9 @@ use crate::Global;
 
 /// The top of this build's tier ladder: the one line of the CLI that names a tier crate.
 use tier_medium as top;
+
+/// The flags of every tier of this build.
+pub type TopFlags = top::Flags;
 
 /// Every tier this build can deploy and serve.
 pub fn ladder() -> Ladder {
