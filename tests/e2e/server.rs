@@ -1258,3 +1258,64 @@ fn the_embedded_target_moves_between_tiers_on_the_same_data() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_external_mcp_server_registered_with_the_workspace_serves_its_tools_through_it() {
+    let dir = temp_dir("external");
+    let port = free_port();
+    let server = up_with(&dir, port, &["medium"]);
+    let starter = server
+        .token
+        .clone()
+        .expect("the first start prints an admin token");
+    let other_admin = token(&dir, "default", "admin");
+    let user = token(&dir, "default", "user");
+    let viewer = token(&dir, "default", "viewer");
+    // The external server: the Python MCP SDK's, wanting its own token, on 127.0.0.1.
+    let ext_port = free_port();
+    let ext_token = "ext-weather-token-0123456789";
+    let _external = Guard(
+        Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/mcp/external_server.py"
+            ))
+            .args([&ext_port.to_string(), ext_token])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the external MCP server"),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", ext_port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the external MCP server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/mcp/external_client.py"
+        ))
+        .args([
+            &format!("http://127.0.0.1:{port}/mcp"),
+            &format!("http://127.0.0.1:{ext_port}/mcp"),
+            ext_token,
+            &starter,
+            &other_admin,
+            &user,
+            &viewer,
+        ])
+        .output()
+        .expect("run the python MCP client");
+    assert!(
+        out.status.success(),
+        "python MCP client (external tools) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

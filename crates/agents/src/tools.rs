@@ -39,6 +39,10 @@ pub trait Tools: Send + Sync {
     async fn call(&self, tool: &str, arguments: Value) -> Result<Value, ToolError>;
 }
 
+/// Between a registered external server's name and its tool's: the agents see tool `t` of
+/// server `s` as `s__t`, called through the workspace's `tools_call`.
+pub const EXTERNAL_SEPARATOR: &str = "__";
+
 /// Tools behind a lane: a call runs only when the lane admits the tool (by its annotations),
 /// except the run's own records, which an agent keeps in any lane: artifacts under
 /// `runs/{run_id}/`, scratch KV entries under `runs/{run_id}/`, and timeline records.
@@ -59,7 +63,31 @@ impl<'a> Gated<'a> {
         run_id: &str,
         approved: Vec<String>,
     ) -> Result<Gated<'a>, ToolError> {
-        let listed = inner.list().await?;
+        let mut listed = inner.list().await?;
+        // The tenant's registered external servers: their tools, with their own annotations.
+        if listed.iter().any(|t| t.name == "tools_list") {
+            let servers = inner.call("tools_list", serde_json::json!({})).await?;
+            for s in servers["servers"].as_array().into_iter().flatten() {
+                let server = s["name"].as_str().unwrap_or_default();
+                for t in s["tools"].as_array().into_iter().flatten() {
+                    let flag = |k: &str| t[k].as_bool();
+                    listed.push(ToolInfo {
+                        name: format!(
+                            "{server}{EXTERNAL_SEPARATOR}{}",
+                            t["name"].as_str().unwrap_or_default()
+                        ),
+                        description: t["description"].as_str().unwrap_or_default().to_string(),
+                        hints: ToolHints {
+                            read_only: flag("read_only"),
+                            destructive: flag("destructive"),
+                            idempotent: flag("idempotent"),
+                            open_world: flag("open_world"),
+                            preview: false,
+                        },
+                    });
+                }
+            }
+        }
         let hints = listed
             .iter()
             .map(|t| (t.name.clone(), t.hints.clone()))
@@ -108,7 +136,23 @@ impl<'a> Gated<'a> {
             let hints = self.hints.get(tool).cloned().unwrap_or_default();
             admits(self.lane, tool, &hints, &self.approved)?;
         }
-        self.inner.call(tool, arguments).await
+        match tool.split_once(EXTERNAL_SEPARATOR) {
+            Some((server, name)) if self.hints.contains_key(tool) => {
+                let out = self
+                    .inner
+                    .call(
+                        "tools_call",
+                        serde_json::json!({"server": server, "tool": name, "arguments": arguments}),
+                    )
+                    .await?;
+                // Its structured result when it gave one, else its text.
+                Ok(match out.get("structured") {
+                    Some(v) if !v.is_null() => v.clone(),
+                    _ => serde_json::json!({"text": out["text"]}),
+                })
+            }
+            _ => self.inner.call(tool, arguments).await,
+        }
     }
 }
 
@@ -303,6 +347,80 @@ mod tests {
 
     use super::fake::Fake;
     use super::*;
+
+    /// A workspace with one registered external server, `weather`: `forecast` only reads,
+    /// `report` writes.
+    struct WithExternal {
+        calls: std::sync::Mutex<Vec<Value>>,
+    }
+
+    #[async_trait]
+    impl Tools for WithExternal {
+        async fn list(&self) -> Result<Vec<ToolInfo>, ToolError> {
+            Ok(["tools_list", "tools_call"]
+                .into_iter()
+                .map(|n| ToolInfo {
+                    name: n.into(),
+                    description: String::new(),
+                    hints: ToolHints {
+                        read_only: Some(n == "tools_list"),
+                        ..ToolHints::default()
+                    },
+                })
+                .collect())
+        }
+
+        async fn call(&self, tool: &str, a: Value) -> Result<Value, ToolError> {
+            match tool {
+                "tools_list" => Ok(json!({"servers": [{"name": "weather", "tools": [
+                    {"name": "forecast", "description": "", "read_only": true},
+                    {"name": "report", "description": "", "read_only": false},
+                ]}]})),
+                _ => {
+                    self.calls
+                        .lock()
+                        .unwrap()
+                        .push(json!({"tool": tool, "args": a}));
+                    Ok(json!({"structured": null, "text": "done"}))
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_external_server_s_tools_are_gated_by_their_own_annotations() {
+        let w = WithExternal {
+            calls: Default::default(),
+        };
+        let ro = Gated::new(&w, Lane::ReadOnly, "r1", Vec::new())
+            .await
+            .unwrap();
+        assert!(ro.has("weather__forecast") && ro.has("weather__report"));
+        let out = ro
+            .call("weather__forecast", json!({"city": "Oslo"}))
+            .await
+            .unwrap();
+        assert_eq!(out, json!({"text": "done"}));
+        assert_eq!(
+            w.calls.lock().unwrap()[0],
+            json!({"tool": "tools_call", "args": {"server": "weather", "tool": "forecast", "arguments": {"city": "Oslo"}}})
+        );
+        let e = ro.call("weather__report", json!({})).await.unwrap_err();
+        assert!(
+            matches!(e, ToolError::Lane(LaneRefusal::NotReadOnly { .. })),
+            "{e}"
+        );
+        // In execute, only as an approved subtask.
+        let ex = Gated::new(&w, Lane::Execute, "r1", vec!["weather__report".into()])
+            .await
+            .unwrap();
+        assert!(
+            ex.call("weather__report", json!({"text": "x"}))
+                .await
+                .is_ok()
+        );
+        assert_eq!(w.calls.lock().unwrap().len(), 2);
+    }
 
     #[tokio::test]
     async fn a_lane_refuses_what_its_tools_annotations_do_not_allow() {

@@ -158,13 +158,19 @@ async fn resolve_ecs(aws: &aws_config::SdkConfig, rest: &str) -> Result<String, 
 
 /// An MCP client of the workspace's server over Streamable HTTP.
 pub async fn connect(url: &str, token: &str) -> Result<McpClient, WorkerError> {
+    connect_to(url, Some(token)).await
+}
+
+/// An MCP client of any server over Streamable HTTP, with a bearer token when given.
+pub async fn connect_to(url: &str, token: Option<&str>) -> Result<McpClient, WorkerError> {
     use rmcp::ServiceExt;
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_string())
-            .auth_header(token.to_string()),
-    );
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(token) = token {
+        config = config.auth_header(token.to_string());
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
     let client =
         ().serve(transport)
             .await

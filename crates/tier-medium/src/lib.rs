@@ -12,6 +12,7 @@ pub mod aws;
 pub mod components;
 pub mod config;
 pub mod cost;
+pub mod external;
 pub mod layer;
 pub mod runtime;
 pub mod tier;

@@ -326,6 +326,14 @@ impl ToolExtension for MediumTools {
     }
 
     fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+        let mut routes = self.workflow_routes();
+        routes.extend(crate::external::External::new(self.server.clone()).routes());
+        routes
+    }
+}
+
+impl MediumTools {
+    fn workflow_routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
         let t = self.clone();
         let start = {
             let t = t.clone();

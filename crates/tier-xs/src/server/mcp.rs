@@ -244,13 +244,19 @@ impl AgentbusMcp {
         Ok(id)
     }
 
-    /// The caller, if they may write `key`: a writer, or a run's agent writing its records.
+    /// The caller, if they may write `key`: a writer, or a run's agent writing its records;
+    /// the workspace's configuration (keys under [`CONFIG_PREFIX`]) only an admin.
     pub fn writer_of(
         &self,
         ctx: &RequestContext<RoleServer>,
         key: &str,
     ) -> Result<Identity, String> {
         let id = self.who(ctx)?;
+        if key.starts_with(CONFIG_PREFIX) && id.role != crate::server::auth::Role::Admin {
+            return Err(format!(
+                "keys under {CONFIG_PREFIX} are the workspace's configuration (its governance policy, its registered tools): only an admin token writes them"
+            ));
+        }
         match &id.records {
             _ if id.may_write(key) => Ok(id),
             Some(prefix) => Err(format!(
@@ -260,6 +266,10 @@ impl AgentbusMcp {
         }
     }
 }
+
+/// KV keys under this prefix configure the workspace (`agentbus/policy`, `agentbus/tools/…`):
+/// every token of the tenant reads them, only an admin writes them.
+pub const CONFIG_PREFIX: &str = "agentbus/";
 
 #[tool_router]
 impl AgentbusMcp {
