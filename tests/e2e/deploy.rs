@@ -273,6 +273,21 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         c.default_capacity_provider_strategy()[0].capacity_provider,
         "FARGATE_SPOT"
     );
+    // The capacity providers needed ECS's service-linked role, which the deploy made (the
+    // test emulator, like a fresh account, refuses the cluster without it).
+    let slr = aws
+        .iam()
+        .get_role()
+        .role_name("AWSServiceRoleForECS")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        slr.role()
+            .unwrap()
+            .arn()
+            .ends_with("role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS")
+    );
 
     // Task definition: 256/512, port 8080, a health check without curl, names in the env.
     let td = aws

@@ -45,6 +45,9 @@ taught to answer them here.
   the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
   with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
   as the protocol defines them.
+- ECS's service-linked role: CreateCluster with capacity providers fails until
+  AWSServiceRoleForECS exists; CreateServiceLinkedRole names it so and answers InvalidInput
+  when it exists (moto: AWSServiceRoleForecs, EntityAlreadyExists).
 - Step Functions service integrations: moto's interpreter calls its own server at
   `localhost:MOTO_PORT`, which may resolve to ::1; the tests talk to 127.0.0.1 only, so the
   interpreter's clients are pointed there.
@@ -183,6 +186,48 @@ def register_task_definition(self, *args, **kwargs):
 
 
 ecs_models.EC2ContainerServiceBackend.register_task_definition = register_task_definition
+
+# ECS's service-linked role. AWS names it AWSServiceRoleForECS (moto: AWSServiceRoleForecs),
+# answers InvalidInput "has been taken" when it exists, and CreateCluster with capacity
+# providers fails until it does ("Unable to assume the service linked role", ECS Developer
+# Guide, "Using service-linked roles for Amazon ECS"; a fresh account has none until the
+# console or CreateServiceLinkedRole makes it).
+import moto.iam.models as iam_models
+from moto.iam.exceptions import InvalidInput
+from moto.ecs.exceptions import InvalidParameterException
+
+_create_service_linked_role = iam_models.IAMBackend.create_service_linked_role
+
+
+def create_service_linked_role(self, service_name, description, suffix):
+    if service_name == "ecs.amazonaws.com" and not suffix:
+        name = "AWSServiceRoleForECS"
+        if name in [r.name for r in self.roles.values()]:
+            raise InvalidInput(f"Service role name {name} has been taken in this account, please try a different suffix.")
+        role = _create_service_linked_role(self, service_name, description, suffix)
+        role.name = name
+        return role
+    return _create_service_linked_role(self, service_name, description, suffix)
+
+
+iam_models.IAMBackend.create_service_linked_role = create_service_linked_role
+
+_create_cluster = ecs_models.EC2ContainerServiceBackend.create_cluster
+
+
+def create_cluster(self, cluster_name, tags=None, cluster_settings=None, configuration=None, capacity_providers=None, *args, **kwargs):
+    from moto.utilities.utils import get_partition
+
+    if capacity_providers:
+        iam = iam_models.iam_backends[self.account_id][get_partition(self.region_name)]
+        if "AWSServiceRoleForECS" not in [r.name for r in iam.roles.values()]:
+            raise InvalidParameterException(
+                "Unable to assume the service linked role. Please verify that the ECS service linked role exists."
+            )
+    return _create_cluster(self, cluster_name, tags, cluster_settings, configuration, capacity_providers, *args, **kwargs)
+
+
+ecs_models.EC2ContainerServiceBackend.create_cluster = create_cluster
 
 # Seconds after DeleteQueue during which the name cannot be used again.
 QUEUE_REUSE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_QUEUE_SECONDS", "2"))

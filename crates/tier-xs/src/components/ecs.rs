@@ -210,7 +210,16 @@ impl Resource for Cluster {
         for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
         }
-        req.send().await.map_err(|e| m.fail("CreateCluster", e))?;
+        // Capacity providers need ECS's service-linked role, which a fresh account does not
+        // have until something creates it; once created it takes a moment to be assumable.
+        ensure_ecs_service_linked_role(aws)
+            .await
+            .map_err(|e| m.fail("CreateServiceLinkedRole", e))?;
+        settle(SETTLE_LIMIT, service_linked_role_not_ready, || {
+            req.clone().send()
+        })
+        .await
+        .map_err(|e| m.fail("CreateCluster", e))?;
         let obs = engine::observe(self, aws)
             .await?
             .ok_or_else(|| EngineError::Invalid(format!("{}: created but not found", m.name)))?;
@@ -630,6 +639,62 @@ impl Resource for TaskDefinition {
 /// ECS's answer while IAM has not yet propagated a role created moments ago ("Role is not
 /// valid", "unable to assume the role"): AWS documents that IAM changes take time to be
 /// visible to other services.
+/// ECS's service-linked role (`AWSServiceRoleForECS`): created when missing. IAM answers
+/// `InvalidInput` ("has been taken in this account") when it exists, which is success here;
+/// a deployer who may read it but not create it goes on when it is there.
+async fn ensure_ecs_service_linked_role(
+    aws: &AwsClients,
+) -> Result<
+    (),
+    SdkError<
+        aws_sdk_iam::operation::create_service_linked_role::CreateServiceLinkedRoleError,
+        aws_smithy_runtime_api::http::Response,
+    >,
+> {
+    if aws
+        .iam()
+        .get_role()
+        .role_name(ECS_SERVICE_LINKED_ROLE)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    match aws
+        .iam()
+        .create_service_linked_role()
+        .aws_service_name("ecs.amazonaws.com")
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.is_invalid_input_exception()
+                    && s.message().is_some_and(|m| m.contains("has been taken"))
+            }) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The name AWS gives ECS's service-linked role.
+pub const ECS_SERVICE_LINKED_ROLE: &str = "AWSServiceRoleForECS";
+
+/// CreateCluster before ECS can assume its (new) service-linked role.
+fn service_linked_role_not_ready<R>(
+    e: &SdkError<aws_sdk_ecs::operation::create_cluster::CreateClusterError, R>,
+) -> bool {
+    e.as_service_error().is_some_and(|e| {
+        e.is_invalid_parameter_exception()
+            && e.message()
+                .is_some_and(|m| m.to_ascii_lowercase().contains("service linked role"))
+    })
+}
+
 fn role_not_yet_visible<R>(e: &SdkError<RegisterTaskDefinitionError, R>) -> bool {
     e.as_service_error().is_some_and(|e| {
         e.is_client_exception()
