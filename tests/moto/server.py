@@ -45,6 +45,8 @@ taught to answer them here.
   the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
   with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
   as the protocol defines them.
+- CloudWatch Logs JSON filter patterns: moto matches every event for them; the equality form
+  (`{ $.detail.tenant = "a" }`) is matched here, as CloudWatch Logs does.
 - ECS's service-linked role: CreateCluster with capacity providers fails until
   AWSServiceRoleForECS exists; CreateServiceLinkedRole names it so and answers InvalidInput
   when it exists (moto: AWSServiceRoleForecs, EntityAlreadyExists).
@@ -476,6 +478,39 @@ for _name in [
     importlib.import_module(_name).boto_client_for = _interpreter_client
 sfn_boto.boto_client_for = _interpreter_client
 
+
+# CloudWatch Logs JSON filter patterns (`{ $.detail.tenant = "a" }`, "Filter pattern syntax
+# for metric filters, subscription filters, filter log events, and Live Tail", CloudWatch Logs
+# User Guide): moto matches every event for them. The equality form is matched here.
+import re
+
+import moto.logs.models as logs_models
+
+_EventMessageFilter = logs_models.EventMessageFilter
+_JSON_EQUALS = re.compile(r'^\{\s*\$\.([A-Za-z0-9_.]+)\s*=\s*(?:"([^"]*)"|(-?[0-9.]+))\s*\}$')
+
+
+class JsonOrMessageFilter:
+    def __init__(self, pattern):
+        self.json = _JSON_EQUALS.match(pattern.strip()) if pattern else None
+        self.other = None if self.json else _EventMessageFilter(pattern)
+
+    def matches(self, message):
+        if self.other is not None:
+            return self.other.matches(message)
+        try:
+            value = json.loads(message)
+        except ValueError:
+            return False
+        for part in self.json.group(1).split("."):
+            if not isinstance(value, dict) or part not in value:
+                return False
+            value = value[part]
+        text, number = self.json.group(2), self.json.group(3)
+        return value == text if text is not None else str(value) == number
+
+
+logs_models.EventMessageFilter = JsonOrMessageFilter
 
 DomainDispatcherApplication.__call__ = _cbor_call
 

@@ -145,47 +145,65 @@ impl EventBus for AwsEvents {
 
     async fn recent(&self, tenant: &Tenant, limit: u32) -> Result<Vec<Event>, RuntimeError> {
         let limit = check_recent(limit)? as usize;
-        let since = now_millis().saturating_sub(24 * 3600 * 1000);
-        let mut token = None;
+        // FilterLogEvents reads forward in time. To get the newest events of a busy day
+        // without reading the whole day, read the last 5 minutes, then the hour, the 6 hours
+        // and the day before them, and stop once there are enough. Bounded: at most 5 pages
+        // per window. The tenant is filtered by CloudWatch Logs (a JSON pattern on the
+        // envelope; tenant names are letters, digits and dashes) and checked again here.
+        let now = now_millis();
+        let pattern = format!("{{ $.detail.tenant = \"{}\" }}", tenant.as_str());
         let mut found: Vec<Event> = Vec::new();
-        // The rule delivers every agentbus event of the workspace into the log group; keep
-        // this tenant's. Bounded: at most 20 pages per call.
-        for _ in 0..20 {
-            let out = self
-                .logs
-                .filter_log_events()
-                .log_group_name(&self.log_group)
-                .start_time(since as i64)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| RuntimeError::backend("FilterLogEvents", e))?;
-            for e in out.events() {
-                let Some(msg) = e.message() else { continue };
-                let Ok(v) = serde_json::from_str::<Value>(msg) else {
-                    continue;
-                };
-                let d = &v["detail"];
-                if d["tenant"] != tenant.as_str() || v["source"] != EVENT_SOURCE {
-                    continue;
+        let mut end = now;
+        for window_ms in [5 * 60_000, 3_600_000, 6 * 3_600_000, 24 * 3_600_000u64] {
+            let start = now.saturating_sub(window_ms);
+            let mut token = None;
+            for _ in 0..5 {
+                let out = self
+                    .logs
+                    .filter_log_events()
+                    .log_group_name(&self.log_group)
+                    .start_time(start as i64)
+                    .end_time(end as i64)
+                    .filter_pattern(&pattern)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| RuntimeError::backend("FilterLogEvents", e))?;
+                found.extend(out.events().iter().filter_map(|e| tenant_event(tenant, e)));
+                token = out.next_token;
+                if token.is_none() {
+                    break;
                 }
-                found.push(Event {
-                    id: d["event_id"].as_str().unwrap_or_default().to_string(),
-                    source: EVENT_SOURCE.into(),
-                    detail_type: v["detail-type"].as_str().unwrap_or_default().to_string(),
-                    detail: d["data"].clone(),
-                    time_ms: e.timestamp.unwrap_or(0).max(0) as u64,
-                });
             }
-            token = out.next_token;
-            if token.is_none() {
+            if found.len() >= limit {
                 break;
             }
+            end = start;
         }
         found.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
         found.truncate(limit);
         Ok(found)
     }
+}
+
+/// One of `tenant`'s events from its log line (the rule delivers every agentbus event of the
+/// workspace into the log group).
+fn tenant_event(
+    tenant: &Tenant,
+    e: &aws_sdk_cloudwatchlogs::types::FilteredLogEvent,
+) -> Option<Event> {
+    let v = serde_json::from_str::<Value>(e.message()?).ok()?;
+    let d = &v["detail"];
+    if d["tenant"] != tenant.as_str() || v["source"] != EVENT_SOURCE {
+        return None;
+    }
+    Some(Event {
+        id: d["event_id"].as_str().unwrap_or_default().to_string(),
+        source: EVENT_SOURCE.into(),
+        detail_type: v["detail-type"].as_str().unwrap_or_default().to_string(),
+        detail: d["data"].clone(),
+        time_ms: e.timestamp.unwrap_or(0).max(0) as u64,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
