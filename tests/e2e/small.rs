@@ -908,3 +908,61 @@ async fn a_queue_name_held_after_its_deletion_is_waited_for_not_failed() {
     let again = engine::create(&q, &aws, &none).await.unwrap();
     assert_eq!(again.out("url"), made.out("url"));
 }
+
+/// CreateLoadBalancer wants subnets in two zones: subnets named with --subnet that share
+/// one zone are refused by the plan, before AWS would refuse the load balancer (the test
+/// emulator refuses it as AWS does).
+#[tokio::test]
+async fn subnets_in_one_zone_are_refused_before_the_load_balancer_is() {
+    let aws = clients().await;
+    let vpc = aws
+        .ec2()
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("is-default")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    // Two small subnets of the default VPC in one zone (outside its default /20s).
+    let base = 200 + (std::process::id() % 50) as u8;
+    let mut subnets = Vec::new();
+    for i in 0..2u8 {
+        let s = aws
+            .ec2()
+            .create_subnet()
+            .vpc_id(&vpc)
+            .availability_zone("us-east-1a")
+            .cidr_block(format!("172.31.{base}.{}/28", i * 16))
+            .send()
+            .await
+            .unwrap();
+        subnets.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    let env = unique_env("sz");
+    let p = agentbus(&[
+        "plan",
+        "small",
+        "--env",
+        &env,
+        "--subnet",
+        &subnets[0],
+        "--subnet",
+        &subnets[1],
+        "--allow-cidr",
+        "203.0.113.0/24",
+    ]);
+    assert_eq!(p.code, 1, "{p:?}");
+    let said = format!("{}{}", p.stdout, p.stderr);
+    assert!(
+        said.contains("two availability zones") && said.contains("us-east-1a"),
+        "{p:?}"
+    );
+}

@@ -45,6 +45,8 @@ taught to answer them here.
   the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
   with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
   as the protocol defines them.
+- ELB CreateLoadBalancer with subnets in fewer than two Availability Zones: AWS answers
+  ValidationError; moto accepts it.
 - CloudWatch Logs JSON filter patterns: moto matches every event for them; the equality form
   (`{ $.detail.tenant = "a" }`) is matched here, as CloudWatch Logs does.
 - ECS's service-linked role: CreateCluster with capacity providers fails until
@@ -230,6 +232,24 @@ def create_cluster(self, cluster_name, tags=None, cluster_settings=None, configu
 
 
 ecs_models.EC2ContainerServiceBackend.create_cluster = create_cluster
+
+# Elastic Load Balancing CreateLoadBalancer: an Application Load Balancer needs subnets in at
+# least two Availability Zones ("Application Load Balancers", ELB User Guide, "Availability
+# Zones and load balancer nodes"; the API answers ValidationError). moto accepts one zone.
+import moto.elbv2.models as elbv2_models
+from moto.elbv2.exceptions import ELBClientError as RESTError
+
+_create_load_balancer = elbv2_models.ELBv2Backend.create_load_balancer
+
+
+def create_load_balancer(self, name, security_groups, subnet_ids, *args, **kwargs):
+    zones = {self.ec2_backend.get_subnet(s).availability_zone for s in subnet_ids or [] if self.ec2_backend.get_subnet(s)}
+    if subnet_ids and len(zones) < 2:
+        raise RESTError("ValidationError", "At least two subnets in two different Availability Zones must be specified")
+    return _create_load_balancer(self, name, security_groups, subnet_ids, *args, **kwargs)
+
+
+elbv2_models.ELBv2Backend.create_load_balancer = create_load_balancer
 
 # Seconds after DeleteQueue during which the name cannot be used again.
 QUEUE_REUSE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_QUEUE_SECONDS", "2"))

@@ -1,5 +1,6 @@
 //! The small tier's resources, on top of the extra-small tier's.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_s3::types::TransitionStorageClass;
@@ -77,15 +78,26 @@ pub struct SmallSettings {
 
 /// Zones the load balancer spans: two, the fewest AWS accepts. Each zone costs a public
 /// IPv4 address ($3.65 a month), and the default VPC has a subnet in every zone of the
-/// region (six in us-east-1). The first two subnets in sorted order, so the choice is stable.
+/// region (six in us-east-1).
 pub const ALB_ZONES: usize = 2;
 
-pub fn alb_subnets(subnets: &[String]) -> Vec<String> {
+/// The load balancer's subnets: one in each of the first [`ALB_ZONES`] zones (in zone order,
+/// the first subnet of each in sorted order, so the choice is stable). CreateLoadBalancer
+/// wants subnets in different zones; a subnet whose zone is unknown (a plan without AWS)
+/// counts as its own zone.
+pub fn alb_subnets(subnets: &[String], zones: &BTreeMap<String, String>) -> Vec<String> {
     let mut s = subnets.to_vec();
     s.sort();
     s.dedup();
-    s.truncate(ALB_ZONES);
-    s
+    let mut by_zone: BTreeMap<String, String> = BTreeMap::new();
+    for subnet in s {
+        let zone = zones
+            .get(&subnet)
+            .cloned()
+            .unwrap_or_else(|| subnet.clone());
+        by_zone.entry(zone).or_insert(subnet);
+    }
+    by_zone.into_values().take(ALB_ZONES).collect()
 }
 
 /// A certificate ARN of ACM or IAM.
@@ -149,10 +161,19 @@ impl SmallOwn {
             })
         };
         let mut problems = Vec::new();
-        if xs.network.subnet_ids.len() < 2 {
+        let lb_subnets = alb_subnets(&xs.network.subnet_ids, &xs.network.zones);
+        if lb_subnets.len() < ALB_ZONES {
+            let zones: std::collections::BTreeSet<&str> = xs
+                .network
+                .subnet_ids
+                .iter()
+                .map(|s| xs.network.zones.get(s).map_or(s.as_str(), String::as_str))
+                .collect();
             problems.push(Problem::new(format!(
-                "the load balancer needs subnets in at least two availability zones; {} given (--subnet)",
-                xs.network.subnet_ids.len()
+                "the load balancer needs subnets in at least two availability zones; the workspace's {} subnet(s) are in {} ({}): pass --subnet for another zone",
+                xs.network.subnet_ids.len(),
+                if zones.len() == 1 { "one zone" } else { "no zone" },
+                zones.into_iter().collect::<Vec<_>>().join(", ")
             )));
         }
         if let Some(c) = &settings.certificate_arn
@@ -249,7 +270,7 @@ impl SmallOwn {
                     alb_name.clone(),
                     ws.tags(t, "load-balancer"),
                 ),
-                subnets: alb_subnets(&xs.network.subnet_ids),
+                subnets: lb_subnets,
                 security_group_id: ids::ALB_SECURITY_GROUP,
                 https,
             }),

@@ -98,6 +98,7 @@ pub fn price(
     let network = network::Network {
         vpc_id: "(default VPC)".into(),
         subnet_ids: Vec::new(),
+        zones: Default::default(),
     };
     let settings = StoredSettings::default();
     let usage = ladder.usage_book().load(usage)?;
@@ -133,6 +134,7 @@ pub fn document(
     let network = network::Network {
         vpc_id: "(default VPC)".into(),
         subnet_ids: Vec::new(),
+        zones: Default::default(),
     };
     let settings = StoredSettings {
         values: settings.into_iter().collect(),

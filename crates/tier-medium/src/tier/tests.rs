@@ -21,6 +21,7 @@ fn xs_settings() -> XsSettings {
     let mut s = XsSettings::new(Network {
         vpc_id: "vpc-1".into(),
         subnet_ids: vec!["subnet-1".into(), "subnet-2".into()],
+        zones: Default::default(),
     });
     s.allow_cidrs = vec!["203.0.113.0/24".into()];
     s.image = Some("example/agentbus:1".into());

@@ -30,6 +30,7 @@ fn xs_settings() -> XsSettings {
     let mut s = XsSettings::new(Network {
         vpc_id: "vpc-1".into(),
         subnet_ids: vec!["subnet-1".into(), "subnet-2".into()],
+        zones: Default::default(),
     });
     s.allow_cidrs = vec!["203.0.113.0/24".into()];
     s.image = Some("example/agentbus:1".into());
@@ -463,4 +464,41 @@ fn the_budget_follows_the_tiers_own_estimate_and_a_lower_limit_is_called_out() {
     let u = universe_with(&StoredSettings::default(), "team");
     assert_eq!(limit(&u), Some(json!("42.00")));
     assert!(u.notes.iter().any(|n| n.contains("usage profile \"team\"")));
+}
+
+#[test]
+fn the_load_balancer_spans_two_zones_and_its_service_runs_only_in_them() {
+    let zones: std::collections::BTreeMap<String, String> = [
+        ("subnet-a1", "us-east-1a"),
+        ("subnet-a2", "us-east-1a"),
+        ("subnet-b1", "us-east-1b"),
+        ("subnet-c1", "us-east-1c"),
+    ]
+    .into_iter()
+    .map(|(s, z)| (s.to_string(), z.to_string()))
+    .collect();
+    let subnets: Vec<String> = zones.keys().cloned().collect();
+    // One subnet of each of the first two zones, never two of one zone.
+    assert_eq!(
+        alb_subnets(&subnets, &zones),
+        vec!["subnet-a1", "subnet-b1"]
+    );
+
+    let mut xs = xs_settings();
+    xs.network.subnet_ids = subnets;
+    xs.network.zones = zones.clone();
+    let s = Small::new(&ws("dev", "us-east-1"), &xs, &SmallSettings::default());
+    assert!(s.problems().is_empty(), "{:?}", s.problems());
+    assert_eq!(s.own.load_balancer.subnets, vec!["subnet-a1", "subnet-b1"]);
+
+    // Two subnets of one zone: the plan says so before AWS refuses the load balancer.
+    xs.network.subnet_ids = vec!["subnet-a1".into(), "subnet-a2".into()];
+    let s = Small::new(&ws("dev", "us-east-1"), &xs, &SmallSettings::default());
+    let problems: Vec<String> = s.problems().iter().map(|p| p.to_string()).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("two availability zones") && p.contains("us-east-1a")),
+        "{problems:?}"
+    );
 }

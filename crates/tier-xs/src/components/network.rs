@@ -13,6 +13,8 @@ use crate::tag_api;
 pub struct Network {
     pub vpc_id: String,
     pub subnet_ids: Vec<String>,
+    /// Each subnet's availability zone, where known (a plan without AWS knows none).
+    pub zones: std::collections::BTreeMap<String, String>,
 }
 
 /// Resolves the network: the given VPC (or the default one) and the given subnets (or the
@@ -43,14 +45,19 @@ pub async fn resolve(
                 })?
         }
     };
+    let out = aws
+        .ec2()
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+        .send()
+        .await
+        .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?;
+    let zones = out
+        .subnets()
+        .iter()
+        .filter_map(|s| Some((s.subnet_id.clone()?, s.availability_zone.clone()?)))
+        .collect();
     let mut subnet_ids: Vec<String> = if subnets.is_empty() {
-        let out = aws
-            .ec2()
-            .describe_subnets()
-            .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
-            .send()
-            .await
-            .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?;
         let all: Vec<_> = out.subnets().to_vec();
         let defaults: Vec<String> = all
             .iter()
@@ -72,7 +79,11 @@ pub async fn resolve(
             "VPC {vpc_id} has no subnets: pass --subnet SUBNET_ID"
         )));
     }
-    Ok(Network { vpc_id, subnet_ids })
+    Ok(Network {
+        vpc_id,
+        subnet_ids,
+        zones,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

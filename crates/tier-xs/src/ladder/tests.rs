@@ -72,6 +72,7 @@ fn universe_with(ladder: &Ladder, target: Option<Tier>, settings: &StoredSetting
     let network = Network {
         vpc_id: "vpc-1".into(),
         subnet_ids: vec!["subnet-1".into(), "subnet-2".into()],
+        zones: Default::default(),
     };
     ladder.universe(&LayerContext {
         ws: &ws,

@@ -576,6 +576,7 @@ mod tests {
         let mut s = XsSettings::new(Network {
             vpc_id: "vpc-1".into(),
             subnet_ids: vec!["subnet-1".into()],
+            zones: Default::default(),
         });
         s.image = Some("example/agentbus:1".into());
         s
@@ -754,6 +755,7 @@ mod cost_tests {
         let net = Network {
             vpc_id: "vpc-1".into(),
             subnet_ids: vec!["subnet-1".into()],
+            zones: Default::default(),
         };
         ExtraSmall::new(&ws, &XsSettings::new(net), &alone())
     }
