@@ -406,6 +406,15 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         Some(&aws_sdk_ecs::types::PropagateTags::Service)
     );
     assert!(svc.enable_ecs_managed_tags());
+    // A rollout whose tasks keep failing stops and rolls back.
+    let breaker = svc
+        .deployment_configuration()
+        .and_then(|d| d.deployment_circuit_breaker())
+        .unwrap();
+    assert!(breaker.enable && breaker.rollback);
+    // The deploy waited for the deployment of the revision it registered.
+    assert_eq!(svc.deployments().len(), 1);
+    assert_eq!(svc.deployments()[0].task_definition(), svc.task_definition());
     let net = svc
         .network_configuration
         .as_ref()

@@ -45,6 +45,8 @@ taught to answer them here.
   the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
   with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
   as the protocol defines them.
+- ECS CreateService's deploymentConfiguration (moto drops it) and a new primary deployment
+  for a new task definition on UpdateService (moto keeps the first one).
 - ELB CreateLoadBalancer with subnets in fewer than two Availability Zones: AWS answers
   ValidationError; moto accepts it.
 - CloudWatch Logs JSON filter patterns: moto matches every event for them; the equality form
@@ -232,6 +234,47 @@ def create_cluster(self, cluster_name, tags=None, cluster_settings=None, configu
 
 
 ecs_models.EC2ContainerServiceBackend.create_cluster = create_cluster
+
+# ECS services' deployments. moto drops CreateService's deploymentConfiguration (the circuit
+# breaker) and keeps a service's first deployment, of its first task definition, through every
+# UpdateService; ECS keeps the configuration and starts a new primary deployment of the new
+# revision ("Amazon ECS rolling update deployments", ECS Developer Guide).
+import moto.ecs.responses as ecs_responses
+
+_create_service_response = ecs_responses.EC2ContainerServiceResponse.create_service
+
+
+def create_service_response(self):
+    result = _create_service_response(self)
+    config = self._get_param("deploymentConfiguration")
+    if config:
+        cluster = self._get_param("cluster", "default").split("/")[-1]
+        name = self._get_param("serviceName")
+        self.ecs_backend._get_service(cluster, name).deployment_configuration = config
+    return result
+
+
+ecs_responses.EC2ContainerServiceResponse.create_service = create_service_response
+
+_update_service = ecs_models.EC2ContainerServiceBackend.update_service
+
+
+def update_service(self, service_properties):
+    new_revision = service_properties.get("task_definition")
+    service = _update_service(self, service_properties)
+    if new_revision and service.deployments:
+        d = service.deployments[0]
+        if d.get("taskDefinition") != service.task_definition:
+            from moto.core.utils import utcnow
+            from moto.moto_api._internal import mock_random
+
+            d["id"] = f"ecs-svc/{mock_random.randint(0, 32**12)}"
+            d["taskDefinition"] = service.task_definition
+            d["createdAt"] = d["updatedAt"] = utcnow()
+    return service
+
+
+ecs_models.EC2ContainerServiceBackend.update_service = update_service
 
 # Elastic Load Balancing CreateLoadBalancer: an Application Load Balancer needs subnets in at
 # least two Availability Zones ("Application Load Balancers", ELB User Guide, "Availability

@@ -639,6 +639,19 @@ impl Resource for TaskDefinition {
 /// ECS's answer while IAM has not yet propagated a role created moments ago ("Role is not
 /// valid", "unable to assume the role"): AWS documents that IAM changes take time to be
 /// visible to other services.
+/// Rolling deployments with ECS's circuit breaker: a rollout whose tasks keep failing stops
+/// and goes back to the last good revision.
+fn deployment_configuration() -> aws_sdk_ecs::types::DeploymentConfiguration {
+    aws_sdk_ecs::types::DeploymentConfiguration::builder()
+        .deployment_circuit_breaker(
+            aws_sdk_ecs::types::DeploymentCircuitBreaker::builder()
+                .enable(true)
+                .rollback(true)
+                .build(),
+        )
+        .build()
+}
+
 /// ECS's service-linked role (`AWSServiceRoleForECS`): created when missing. IAM answers
 /// `InvalidInput` ("has been taken in this account") when it exists, which is success here;
 /// a deployer who may read it but not create it goes on when it is there.
@@ -821,7 +834,11 @@ impl Service {
             .build())
     }
 
-    async fn wait_steady(&self, aws: &AwsClients) -> Result<(), EngineError> {
+    /// Waits until the service runs `task_definition` and nothing else: one deployment, the
+    /// primary, of that revision, its rollout completed and its tasks running. Right after an
+    /// UpdateService, DescribeServices can still show only the old deployment, complete: the
+    /// revision tells it apart. A rollout the circuit breaker stopped fails at once.
+    async fn wait_steady(&self, aws: &AwsClients, task_definition: &str) -> Result<(), EngineError> {
         let m = &self.meta;
         let name = m.name.clone();
         let cluster = self.cluster_name.clone();
@@ -853,15 +870,27 @@ impl Service {
                             d.rollout_state_reason.clone().unwrap_or_default()
                         )));
                     }
-                    let steady = s.deployments().len() == 1 && s.running_count >= s.desired_count;
+                    let primary = s
+                        .deployments()
+                        .iter()
+                        .find(|d| d.status() == Some("PRIMARY"));
+                    let revision = primary.and_then(|d| d.task_definition()).unwrap_or_default();
+                    let rolled_out = primary
+                        .and_then(|d| d.rollout_state())
+                        .is_none_or(|r| r.as_str() == "COMPLETED");
+                    let steady = s.deployments().len() == 1
+                        && revision == task_definition
+                        && rolled_out
+                        && s.running_count >= s.desired_count;
                     Ok(if steady {
                         Ok(())
                     } else {
                         Err(format!(
-                            "{} of {} tasks running, {} deployments",
+                            "{} of {} tasks running, {} deployment(s), the primary of {}",
                             s.running_count,
                             s.desired_count,
-                            s.deployments().len()
+                            s.deployments().len(),
+                            if revision.is_empty() { "no revision" } else { revision }
                         ))
                     })
                 }
@@ -909,6 +938,12 @@ impl Resource for Service {
             .set(
                 "task_tags",
                 json!({"propagate": "SERVICE", "ecs_managed": true}),
+            )
+            // A deployment whose tasks keep failing stops and rolls back, instead of ECS
+            // relaunching them until the deploy's wait runs out.
+            .set(
+                "circuit_breaker",
+                json!({"enable": true, "rollback": true}),
             );
         // A count an autoscaler owns is not the deploy's to compare or change.
         match self.count {
@@ -993,6 +1028,15 @@ impl Resource for Service {
                         .unwrap_or(Value::Null),
                 )
                 .field(
+                    "circuit_breaker",
+                    s.deployment_configuration()
+                        .and_then(|d| d.deployment_circuit_breaker())
+                        .map_or(
+                            json!({"enable": false, "rollback": false}),
+                            |c| json!({"enable": c.enable, "rollback": c.rollback}),
+                        ),
+                )
+                .field(
                     "task_tags",
                     json!({
                         "propagate": s.propagate_tags().map(|p| p.as_str()).unwrap_or("NONE"),
@@ -1012,12 +1056,13 @@ impl Resource for Service {
             .create_service()
             .cluster(&self.cluster_name)
             .service_name(&m.name)
-            .task_definition(td)
+            .task_definition(&td)
             .desired_count(self.count.baseline())
             .set_capacity_provider_strategy(Some(strategy_items(&self.strategy)?))
             .network_configuration(self.network_config(outputs)?)
             .propagate_tags(PropagateTags::Service)
-            .enable_ecs_managed_tags(true);
+            .enable_ecs_managed_tags(true)
+            .deployment_configuration(deployment_configuration());
         if self.target_group.is_some() {
             req = req
                 .set_load_balancers(Some(self.target_group_registrations(outputs)?))
@@ -1047,7 +1092,7 @@ impl Resource for Service {
         if !missing.is_empty() {
             engine::update(self, aws, outputs, &obs, &missing).await?;
         }
-        self.wait_steady(aws).await?;
+        self.wait_steady(aws, &td).await?;
         Ok(())
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
@@ -1059,15 +1104,16 @@ impl Resource for Service {
             "network",
             "target_group",
             "task_tags",
+            "circuit_breaker",
         ];
+        let td = require_output(outputs, &self.meta.name, self.task_definition_id, "arn")?;
         if changed.iter().any(|c| service_fields.contains(&c.as_str())) {
-            let td = require_output(outputs, &self.meta.name, self.task_definition_id, "arn")?;
             let strategy_changed = changed.iter().any(|c| c == "capacity_strategy");
             aws.ecs()
                 .update_service()
                 .cluster(&self.cluster_name)
                 .service(&self.meta.name)
-                .task_definition(td)
+                .task_definition(&td)
                 .set_desired_count(match self.count {
                     TaskCount::Fixed(n) => Some(n),
                     TaskCount::Scaled { .. } => None,
@@ -1081,13 +1127,14 @@ impl Resource for Service {
                 )
                 .propagate_tags(PropagateTags::Service)
                 .enable_ecs_managed_tags(true)
+                .deployment_configuration(deployment_configuration())
                 // Moving between capacity providers needs a new deployment.
                 .force_new_deployment(strategy_changed)
                 .send()
                 .await
                 .map_err(|e| self.meta.fail("UpdateService", e))?;
         }
-        self.wait_steady(aws).await?;
+        self.wait_steady(aws, &td).await?;
         Ok(())
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
