@@ -414,7 +414,10 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     assert!(breaker.enable && breaker.rollback);
     // The deploy waited for the deployment of the revision it registered.
     assert_eq!(svc.deployments().len(), 1);
-    assert_eq!(svc.deployments()[0].task_definition(), svc.task_definition());
+    assert_eq!(
+        svc.deployments()[0].task_definition(),
+        svc.task_definition()
+    );
     let net = svc
         .network_configuration
         .as_ref()

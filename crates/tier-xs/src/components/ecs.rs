@@ -838,7 +838,11 @@ impl Service {
     /// primary, of that revision, its rollout completed and its tasks running. Right after an
     /// UpdateService, DescribeServices can still show only the old deployment, complete: the
     /// revision tells it apart. A rollout the circuit breaker stopped fails at once.
-    async fn wait_steady(&self, aws: &AwsClients, task_definition: &str) -> Result<(), EngineError> {
+    async fn wait_steady(
+        &self,
+        aws: &AwsClients,
+        task_definition: &str,
+    ) -> Result<(), EngineError> {
         let m = &self.meta;
         let name = m.name.clone();
         let cluster = self.cluster_name.clone();
@@ -874,7 +878,9 @@ impl Service {
                         .deployments()
                         .iter()
                         .find(|d| d.status() == Some("PRIMARY"));
-                    let revision = primary.and_then(|d| d.task_definition()).unwrap_or_default();
+                    let revision = primary
+                        .and_then(|d| d.task_definition())
+                        .unwrap_or_default();
                     let rolled_out = primary
                         .and_then(|d| d.rollout_state())
                         .is_none_or(|r| r.as_str() == "COMPLETED");
@@ -890,7 +896,11 @@ impl Service {
                             s.running_count,
                             s.desired_count,
                             s.deployments().len(),
-                            if revision.is_empty() { "no revision" } else { revision }
+                            if revision.is_empty() {
+                                "no revision"
+                            } else {
+                                revision
+                            }
                         ))
                     })
                 }
@@ -941,10 +951,7 @@ impl Resource for Service {
             )
             // A deployment whose tasks keep failing stops and rolls back, instead of ECS
             // relaunching them until the deploy's wait runs out.
-            .set(
-                "circuit_breaker",
-                json!({"enable": true, "rollback": true}),
-            );
+            .set("circuit_breaker", json!({"enable": true, "rollback": true}));
         // A count an autoscaler owns is not the deploy's to compare or change.
         match self.count {
             TaskCount::Fixed(n) => d.set("desired_count", n),
