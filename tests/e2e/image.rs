@@ -394,6 +394,48 @@ fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_dat
         "{tags:?}"
     );
 
+    // The image the workspace runs from its own repository is kept by a rule of its own,
+    // however many images are pushed after it.
+    let seeded = std::process::Command::new(crate::harness::python())
+        .args([
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../tests/moto/seed_image.py"
+            ),
+            &crate::harness::moto().url,
+            &name,
+            "v7",
+        ])
+        .output()
+        .unwrap();
+    assert!(seeded.status.success(), "{seeded:?}");
+    let own = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}:v7");
+    let r = agentbus(&[
+        "deploy",
+        "xs",
+        "--env",
+        &env,
+        "--image",
+        &own,
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let policy = rt
+        .block_on(c.ecr().get_lifecycle_policy().repository_name(&name).send())
+        .unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
+    assert_eq!(
+        policy["rules"][0]["selection"]["tagPatternList"],
+        serde_json::json!(["v7"]),
+        "{policy}"
+    );
+    assert_eq!(policy["rules"][1]["selection"]["tagStatus"], "any");
+    let again = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "converged: {again:?}");
+
     let r = agentbus(&["destroy", "--env", &env, "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(

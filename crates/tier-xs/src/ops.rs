@@ -755,7 +755,13 @@ impl Deployer {
     /// Creates the workspace's image repository, or brings its settings back to the spec.
     /// Returns its URI.
     pub async fn ensure_image_repository(&self) -> Result<String, OpsError> {
-        let repo = crate::xs::image_repository(&self.ws);
+        // The image the workspace runs stays protected by the lifecycle.
+        let (settings, _) = self.settings(&Inputs::default()).await?;
+        let running = settings.text(crate::xs::layer::settings::IMAGE);
+        let repo = crate::xs::image_repository(
+            &self.ws,
+            &running.as_deref().into_iter().collect::<Vec<_>>(),
+        );
         let outputs = Default::default();
         let observed = match engine::observe(&repo, &self.aws).await? {
             None => engine::create(&repo, &self.aws, &outputs).await?,

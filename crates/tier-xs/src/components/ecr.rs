@@ -50,6 +50,9 @@ pub fn ecr_image(image: &str) -> Option<(&str, &str, &str)> {
 pub struct EcrRepository {
     pub meta: Meta,
     pub keep_images: u32,
+    /// Tags of this repository's images the workspace runs: never expired, however many
+    /// images are pushed after them (a Spot replacement must still pull them).
+    pub running_tags: Vec<String>,
 }
 
 fn ecr_tag(k: &str, v: &str, name: &str) -> Result<Tag, EngineError> {
@@ -72,20 +75,43 @@ tag_api! {
 }
 
 impl EcrRepository {
-    /// The lifecycle policy document: expire all but the newest `keep_images` images.
+    /// The lifecycle policy document: keep each image the workspace runs, and expire all but
+    /// the newest `keep_images` of the others. An image that matches a rule's tags is never
+    /// expired by a rule of lower priority (ECR User Guide, "Lifecycle policy evaluation
+    /// rules"), so a running image is kept by its own rule (count 1) whatever the last rule
+    /// counts.
     pub fn lifecycle_policy(&self) -> Value {
-        json!({
-            "rules": [{
-                "rulePriority": 1,
-                "description": format!("keep the last {} images", self.keep_images),
-                "selection": {
-                    "tagStatus": "any",
-                    "countType": "imageCountMoreThan",
-                    "countNumber": self.keep_images,
-                },
-                "action": { "type": "expire" },
-            }]
-        })
+        let mut tags: Vec<&String> = self.running_tags.iter().collect();
+        tags.sort();
+        tags.dedup();
+        let mut rules: Vec<Value> = tags
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| {
+                json!({
+                    "rulePriority": i + 1,
+                    "description": format!("keep {tag}: the workspace runs it"),
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPatternList": [tag],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": 1,
+                    },
+                    "action": { "type": "expire" },
+                })
+            })
+            .collect();
+        rules.push(json!({
+            "rulePriority": tags.len() + 1,
+            "description": format!("keep the last {} images", self.keep_images),
+            "selection": {
+                "tagStatus": "any",
+                "countType": "imageCountMoreThan",
+                "countNumber": self.keep_images,
+            },
+            "action": { "type": "expire" },
+        }));
+        json!({ "rules": rules })
     }
 
     fn aws_tags(&self) -> Result<Vec<Tag>, EngineError> {

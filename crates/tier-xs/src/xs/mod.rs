@@ -84,16 +84,32 @@ pub fn image_repository_name(ws: &Workspace) -> String {
     ws.name("images")
 }
 
-/// The workspace's image repository, as the extra-small tier declares it.
-pub fn image_repository(ws: &Workspace) -> EcrRepository {
+/// The workspace's image repository, as the extra-small tier declares it; `running` are the
+/// images the workspace runs (those of this repository are kept by its lifecycle).
+pub fn image_repository(ws: &Workspace, running: &[&str]) -> EcrRepository {
+    let name = image_repository_name(ws);
+    let running_tags = running
+        .iter()
+        .filter_map(|image| {
+            let (account, region, repo) = crate::components::ecr::ecr_image(image)?;
+            if account != ws.account || region != ws.region || repo != name {
+                return None;
+            }
+            // `repo:tag`; an image named by digest only has no tag to keep it by.
+            let rest = image.split('@').next()?.rsplit_once('/')?.1;
+            let tag = rest.split_once(':')?.1;
+            (!tag.is_empty()).then(|| tag.to_string())
+        })
+        .collect();
     EcrRepository {
         meta: Meta::new(
             ids::IMAGE_REPOSITORY,
             Tier::ExtraSmall,
-            image_repository_name(ws),
+            name,
             ws.tags(Tier::ExtraSmall, "images"),
         ),
         keep_images: crate::components::ecr::KEEP_IMAGES,
+        running_tags,
     }
 }
 
@@ -479,7 +495,8 @@ impl ExtraSmall {
             email: settings.alert_email.clone(),
             workspace: ws.id(),
         };
-        let image_repository = image_repository(ws);
+        let image_repository =
+            image_repository(ws, &[settings.image.as_deref().unwrap_or_default()]);
 
         ExtraSmall {
             workspace: ws.clone(),
@@ -869,5 +886,34 @@ mod cost_tests {
         assert_eq!(rule["selection"]["countNumber"], 10);
         assert_eq!(rule["selection"]["countType"], "imageCountMoreThan");
         assert_eq!(rule["action"]["type"], "expire");
+    }
+
+    #[test]
+    fn the_image_the_workspace_runs_is_never_expired_by_the_lifecycle() {
+        let ws = Workspace::new(Env::new("dev").unwrap(), "123456789012", "us-east-1");
+        let running = "123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev-images:v7-abc";
+        let r = image_repository(
+            &ws,
+            &[
+                running,
+                // Another repository's, and one named by digest only: nothing to keep by tag.
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/other:v1",
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com/agentbus-dev-images@sha256:00",
+            ],
+        );
+        assert_eq!(r.running_tags, vec!["v7-abc"]);
+        let rules = r.lifecycle_policy()["rules"].as_array().unwrap().clone();
+        assert_eq!(rules.len(), 2);
+        // Its own rule first (count 1 keeps it), the count of the rest last, as ECR wants
+        // the `any` rule.
+        assert_eq!(rules[0]["rulePriority"], 1);
+        assert_eq!(rules[0]["selection"]["tagStatus"], "tagged");
+        assert_eq!(
+            rules[0]["selection"]["tagPatternList"],
+            serde_json::json!(["v7-abc"])
+        );
+        assert_eq!(rules[0]["selection"]["countNumber"], 1);
+        assert_eq!(rules[1]["rulePriority"], 2);
+        assert_eq!(rules[1]["selection"]["tagStatus"], "any");
     }
 }
