@@ -897,6 +897,12 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .await
             .is_err()
     );
+    // Deployed again at once: the secret's name is free only once its deletion has finished
+    // (the test emulator refuses it meanwhile, as Secrets Manager does); the deploy waits.
+    let r = agentbus(&deploy_args(&env, &["--image", IMAGE]));
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
 }
 
 #[tokio::test]

@@ -45,6 +45,8 @@ taught to answer them here.
   the same operation in the JSON protocol moto does speak; its answer is encoded back as CBOR,
   with timestamps as epoch-seconds (tag 1), numbers as the model's types and blobs as bytes,
   as the protocol defines them.
+- Secrets Manager CreateSecret right after a delete without recovery: AWS answers
+  InvalidRequestException while the deletion finishes; moto frees the name at once.
 - ECS CreateService's deploymentConfiguration (moto drops it) and a new primary deployment
   for a new task definition on UpdateService (moto keeps the first one).
 - ELB CreateLoadBalancer with subnets in fewer than two Availability Zones: AWS answers
@@ -275,6 +277,39 @@ def update_service(self, service_properties):
 
 
 ecs_models.EC2ContainerServiceBackend.update_service = update_service
+
+# Secrets Manager: a secret deleted without recovery is removed asynchronously ("Secrets
+# Manager deletes it asynchronously", DeleteSecret API reference), and a CreateSecret of the
+# same name meanwhile fails with InvalidRequestException ("a secret with this name is already
+# scheduled for deletion"). moto frees the name at once. Refused here for
+# SECRET_REUSE_SECONDS after the delete.
+import moto.secretsmanager.models as sm_models
+from moto.secretsmanager.exceptions import InvalidRequestException as SmInvalidRequest
+
+SECRET_REUSE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_SECRET_SECONDS", "5"))
+_force_deleted = {}
+_delete_secret = sm_models.SecretsManagerBackend.delete_secret
+_create_secret = sm_models.SecretsManagerBackend.create_secret
+
+
+def delete_secret(self, secret_id, recovery_window_in_days, force_delete_without_recovery):
+    out = _delete_secret(self, secret_id, recovery_window_in_days, force_delete_without_recovery)
+    if force_delete_without_recovery:
+        _force_deleted[(self.account_id, self.region_name, out[1])] = time.monotonic()
+    return out
+
+
+def create_secret(self, name, *args, **kwargs):
+    deleted = _force_deleted.get((self.account_id, self.region_name, name))
+    if deleted is not None and time.monotonic() - deleted < SECRET_REUSE_SECONDS:
+        raise SmInvalidRequest(
+            "You can't create this secret because a secret with this name is already scheduled for deletion."
+        )
+    return _create_secret(self, name, *args, **kwargs)
+
+
+sm_models.SecretsManagerBackend.delete_secret = delete_secret
+sm_models.SecretsManagerBackend.create_secret = create_secret
 
 # Elastic Load Balancing CreateLoadBalancer: an Application Load Balancer needs subnets in at
 # least two Availability Zones ("Application Load Balancers", ELB User Guide, "Availability

@@ -7,6 +7,8 @@ use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::delete_secret::DeleteSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde_json::json;
 
 use crate::aws::AwsClients;
@@ -14,8 +16,8 @@ use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
 use crate::engine::{
-    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
-    own_tags,
+    self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi,
+    found, gone, made, own_tags, settle,
 };
 use crate::tag_api;
 
@@ -26,6 +28,15 @@ pub struct WorkspaceSecret {
     pub description: String,
     /// `prod`: deleting schedules deletion with a 30-day recovery window.
     pub recovery_window_days: Option<i64>,
+}
+
+/// CreateSecret while a secret of that name is still being deleted.
+fn deletion_in_progress<R>(e: &SdkError<CreateSecretError, R>) -> bool {
+    e.as_service_error().is_some_and(|e| {
+        e.is_invalid_request_exception()
+            && e.message()
+                .is_some_and(|m| m.contains("scheduled for deletion"))
+    })
 }
 
 /// Fresh server credentials: a random session key and an empty token list (tokens are
@@ -164,22 +175,31 @@ impl Resource for WorkspaceSecret {
             .await
             && d.deleted_date.is_some()
         {
-            aws.secrets()
+            match aws
+                .secrets()
                 .restore_secret()
                 .secret_id(&m.name)
                 .send()
                 .await
-                .map_err(|e| m.fail("RestoreSecret", e))?;
-            let current = engine::observe(self, aws).await?.unwrap_or_default();
-            engine::update(
-                self,
-                aws,
-                outputs,
-                &current,
-                &["description".into(), "tags".into()],
-            )
-            .await?;
-            return Ok(());
+            {
+                Ok(_) => {
+                    let current = engine::observe(self, aws).await?.unwrap_or_default();
+                    engine::update(
+                        self,
+                        aws,
+                        outputs,
+                        &current,
+                        &["description".into(), "tags".into()],
+                    )
+                    .await?;
+                    return Ok(());
+                }
+                // Deleted without recovery, and not gone yet: created below once it is.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_invalid_request_exception()) => {}
+                Err(e) => return Err(m.fail("RestoreSecret", e)),
+            }
         }
         let value = initial_secret_value();
         if value.is_empty() {
@@ -196,8 +216,10 @@ impl Resource for WorkspaceSecret {
         for (k, v) in &m.tags {
             req = req.tags(tag(k, v));
         }
+        // A secret deleted without recovery (destroy --destroy-data) is removed
+        // asynchronously; until it is, its name is refused as "scheduled for deletion".
         made(
-            req.send().await,
+            settle(SETTLE_LIMIT, deletion_in_progress, || req.clone().send()).await,
             CreateSecretError::is_resource_exists_exception,
             m,
             "CreateSecret",
