@@ -39,6 +39,35 @@ pub fn python() -> String {
     "python3".to_string()
 }
 
+/// Waits until something listens on 127.0.0.1:`port`, for at most `limit`.
+pub fn wait_for_port(port: u16, limit: Duration, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs one of the Python scripts under tests/ (`script` relative to the repository) with
+/// `args`, and fails the test with its output unless it exits 0.
+pub fn python_script(script: &str, args: &[&str], label: &str) {
+    let path = format!("{}/../../{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "python MCP client ({label}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// moto's server with the APIs it lacks added (see tests/moto/server.py).
 const MOTO_SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/moto/server.py");
 

@@ -896,23 +896,10 @@ pub(crate) fn small_client(port: u16, a: &str, b: &str, viewer: &str, backend: &
 pub(crate) fn medium_client(url: &str, tokens: [&str; 4], dir: &std::path::Path) {
     let schema = dir.join("verdict.schema.json");
     std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();
-    let client = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/mcp/medium_client.py"
-    );
-    let out = Command::new(python())
-        .arg(client)
-        .arg(url)
-        .args(tokens)
-        .arg(schema.to_str().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python MCP client (medium) failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec![url];
+    args.extend(tokens);
+    args.push(schema.to_str().unwrap());
+    crate::harness::python_script("tests/mcp/medium_client.py", &args, "medium");
 }
 
 #[test]
@@ -1297,20 +1284,10 @@ fn an_external_mcp_server_registered_with_the_workspace_serves_its_tools_through
             .spawn()
             .expect("start the external MCP server"),
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", ext_port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the external MCP server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/mcp/external_client.py"
-        ))
-        .args([
+    crate::harness::wait_for_port(ext_port, Duration::from_secs(30), "the external MCP server");
+    crate::harness::python_script(
+        "tests/mcp/external_client.py",
+        &[
             &format!("http://127.0.0.1:{port}/mcp"),
             &format!("http://127.0.0.1:{ext_port}/mcp"),
             ext_token,
@@ -1318,14 +1295,8 @@ fn an_external_mcp_server_registered_with_the_workspace_serves_its_tools_through
             &other_admin,
             &user,
             &viewer,
-        ])
-        .output()
-        .expect("run the python MCP client");
-    assert!(
-        out.status.success(),
-        "python MCP client (external tools) failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "external tools",
     );
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -1394,24 +1365,15 @@ fn a_real_local_model_plans_and_reviews_a_run_that_ends_with_valid_artifacts() {
     let other_admin = token(&dir, "default", "admin");
     let schema = dir.join("verdict.schema.json");
     std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/mcp/model_client.py"
-        ))
-        .args([
+    crate::harness::python_script(
+        "tests/mcp/model_client.py",
+        &[
             &format!("http://127.0.0.1:{port}/mcp"),
             &starter,
             &other_admin,
             schema.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run the python MCP client");
-    assert!(
-        out.status.success(),
-        "python MCP client (local model) failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        "local model",
     );
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -27,12 +27,7 @@ pub struct CostArgs {
 /// and clap points at `--profile-usage`.
 pub fn run(args: CostArgs) -> Result<u8> {
     let tier = parse_tier(args.tier)?;
-    let region = args
-        .region
-        .clone()
-        .or_else(|| std::env::var("AWS_REGION").ok())
-        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-        .unwrap_or_else(|| "us-east-1".into());
+    let region = super::region_or_default(args.region.clone());
     let env = crate::resolve_env(args.env_flag.as_deref())?;
     let report = tier_xs::ops::price(&ladder(), tier, env, &region, &args.profile_usage)?;
     if args.out.json {

@@ -121,6 +121,14 @@ pub fn inputs(change: &ChangeFlags, target: Option<&TargetFlags>, wait: Option<u
     }
 }
 
+/// The region a command that needs no AWS account works for: `--region`, else AWS_REGION,
+/// else AWS_DEFAULT_REGION, else us-east-1.
+pub fn region_or_default(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".into())
+}
+
 /// The tier named on the command line, or `$WS`.
 pub fn parse_tier(arg: Option<String>) -> Result<Tier> {
     let raw = arg

@@ -45,12 +45,7 @@ fn account(s: &str) -> Result<String, String> {
 pub fn run(args: WorkflowArgs) -> Result<u8> {
     match args.what {
         What::Asl(a) => {
-            let region = a
-                .region
-                .clone()
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                .unwrap_or_else(|| "us-east-1".into());
+            let region = super::region_or_default(a.region.clone());
             let env = crate::resolve_env(a.env_flag.as_deref())?;
             use tier_xs::ladder::TierFlags;
             let text = tier_xs::ops::document(
