@@ -942,17 +942,28 @@ fn serve_without_its_configuration_names_what_is_missing() {
 #[test]
 fn the_rate_limit_is_per_tenant_over_a_real_window() {
     let dir = temp_dir("rate");
-    let server = up_with(&dir, free_port(), &["--rate-limit", "5"]);
-    let a = token(&dir, "tenant-a", "user");
+    let server = up_with(&dir, free_port(), &["--rate-limit", "8"]);
+    let viewer = token(&dir, "tenant-a", "viewer");
+    let user = token(&dir, "tenant-a", "user");
+    let admin = token(&dir, "tenant-a", "admin");
     let b = token(&dir, "tenant-b", "user");
-    let codes: Vec<u16> = (0..6)
-        .map(|_| http(server.port, "GET", "/api/status", Some(&a), None).0)
-        .collect();
+    let codes = |t: &str, n: usize| -> Vec<u16> {
+        (0..n)
+            .map(|_| http(server.port, "GET", "/api/status", Some(t), None).0)
+            .collect()
+    };
+    // Eight a minute for tenant a, of which one token takes at most six.
+    assert_eq!(codes(&viewer, 7), [vec![200; 6], vec![429]].concat());
+    let (code, body) = http(server.port, "GET", "/api/status", Some(&viewer), None);
+    assert_eq!(code, 429);
+    assert!(body.contains("retry in a minute"), "{body}");
     assert_eq!(
-        codes,
-        vec![200, 200, 200, 200, 200, 429],
-        "five a minute for tenant a"
+        codes(&user, 3),
+        vec![200, 200, 429],
+        "the tenant's last two"
     );
+    // The viewer and the user used the tenant's minute; its admin still gets in.
+    assert_eq!(codes(&admin, 2), vec![200, 200]);
     assert_eq!(
         http(server.port, "GET", "/api/status", Some(&b), None).0,
         200,

@@ -368,34 +368,55 @@ impl Authenticator {
 /// Per-tenant request limit over a sliding one-minute window.
 pub struct RateLimiter {
     per_minute: u32,
-    hits: Mutex<HashMap<Tenant, std::collections::VecDeque<Instant>>>,
+    tenants: Mutex<HashMap<Tenant, std::collections::VecDeque<Instant>>>,
+    tokens: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+}
+
+/// Counts `now` into `q` when fewer than `limit` fell in the last minute.
+fn admit(q: &mut std::collections::VecDeque<Instant>, limit: usize, now: Instant) -> bool {
+    while q
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+    {
+        q.pop_front();
+    }
+    q.len() < limit
 }
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
         RateLimiter {
             per_minute,
-            hits: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
-    /// True when the request may go ahead (and counts it).
-    pub fn allow(&self, tenant: &Tenant) -> bool {
-        let Ok(mut hits) = self.hits.lock() else {
+    /// What one token may use of its tenant's minute: three quarters, so no single token
+    /// (a viewer's, say) can use up its tenant's budget alone.
+    fn per_token(&self) -> usize {
+        ((self.per_minute as usize) * 3 / 4).max(1)
+    }
+
+    /// True when the request may go ahead (and counts it): within its token's share and its
+    /// tenant's budget. An admin token is held to its own share only, so the tenant's other
+    /// tokens can never lock its admins out.
+    pub fn allow(&self, who: &Identity) -> bool {
+        let (Ok(mut tenants), Ok(mut tokens)) = (self.tenants.lock(), self.tokens.lock()) else {
             return true;
         };
         let now = Instant::now();
-        let q = hits.entry(tenant.clone()).or_default();
-        while q
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-        {
-            q.pop_front();
-        }
-        if q.len() >= self.per_minute as usize {
+        let token = tokens.entry(who.token_id.clone()).or_default();
+        if !admit(token, self.per_token(), now) {
             return false;
         }
-        q.push_back(now);
+        let tenant = tenants.entry(who.tenant.clone()).or_default();
+        let tenant_ok = admit(tenant, self.per_minute as usize, now);
+        if !tenant_ok && who.role != Role::Admin {
+            return false;
+        }
+        token.push_back(now);
+        tenant.push_back(now);
         true
     }
 }
@@ -469,12 +490,22 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_limit_is_per_tenant() {
-        let rl = RateLimiter::new(3);
-        let a = Tenant::new("a").unwrap();
-        let b = Tenant::new("b").unwrap();
-        assert!(rl.allow(&a) && rl.allow(&a) && rl.allow(&a));
-        assert!(!rl.allow(&a));
-        assert!(rl.allow(&b));
+    fn the_rate_limit_is_per_tenant_and_no_token_takes_it_all() {
+        let rl = RateLimiter::new(8);
+        let who =
+            |id: &str, tenant: &str, role| Identity::new(id, Tenant::new(tenant).unwrap(), role);
+        let (viewer, user, admin) = (
+            who("v", "a", Role::Viewer),
+            who("u", "a", Role::User),
+            who("ad", "a", Role::Admin),
+        );
+        // One token: at most 6 of the tenant's 8.
+        assert_eq!((0..10).filter(|_| rl.allow(&viewer)).count(), 6);
+        // The tenant's other tokens: the 2 left.
+        assert_eq!((0..10).filter(|_| rl.allow(&user)).count(), 2);
+        // An admin is held to its own share only: never locked out by the others.
+        assert_eq!((0..10).filter(|_| rl.allow(&admin)).count(), 6);
+        // Another tenant has its own budget.
+        assert!(rl.allow(&who("b1", "b", Role::User)));
     }
 }

@@ -429,10 +429,10 @@ async fn require_token(
     let Some(identity) = state.auth.verify(token).await else {
         return unauthorized(Refusal::Invalid);
     };
-    if !state.limiter.allow(&identity.tenant) {
+    if !state.limiter.allow(&identity) {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,
-            "rate limit: too many requests for this tenant; retry in a minute\n",
+            "rate limit: too many requests for this token or its tenant; retry in a minute\n",
         )
             .into_response();
         r.headers_mut()
