@@ -2,8 +2,11 @@
 //! read only by the server itself ([`SecretStore::read`]); no tool or API returns them.
 
 use async_trait::async_trait;
+use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
 
@@ -88,6 +91,9 @@ impl AwsSecrets {
     }
 }
 
+/// How long a put waits for the deletion of a secret of the same name to finish.
+const RECREATE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[async_trait]
 impl SecretStore for AwsSecrets {
     async fn put(
@@ -126,7 +132,8 @@ impl SecretStore for AwsSecrets {
                 if e.as_service_error()
                     .is_some_and(DescribeSecretError::is_resource_not_found_exception) =>
             {
-                self.client
+                let create = self
+                    .client
                     .create_secret()
                     .name(&id)
                     .secret_string(value)
@@ -142,10 +149,22 @@ impl SecretStore for AwsSecrets {
                             .key("agentbus:tenant")
                             .value(tenant.as_str())
                             .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| RuntimeError::backend("CreateSecret", e))?;
+                    );
+                // A secret deleted without recovery moments ago is still being deleted: its
+                // name is refused ("scheduled for deletion") until Secrets Manager is done.
+                crate::engine::settle(
+                    RECREATE_LIMIT,
+                    |e: &SdkError<CreateSecretError, _>| {
+                        e.as_service_error().is_some_and(|e| {
+                            e.is_invalid_request_exception()
+                                && e.message()
+                                    .is_some_and(|m| m.contains("scheduled for deletion"))
+                        })
+                    },
+                    || create.clone().send(),
+                )
+                .await
+                .map_err(|e| RuntimeError::backend("CreateSecret", e))?;
                 let now = now_secs();
                 Ok(SecretMeta {
                     name: name.into(),
