@@ -18,6 +18,7 @@ use rmcp::handler::server::router::tool::ToolRoute;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tier_small::runtime::monitor::webhook::{Reach, outbound_client};
 use tier_xs::runtime::kv::Ttl;
 use tier_xs::runtime::now_secs;
 use tier_xs::server::AppState;
@@ -146,22 +147,49 @@ fn valid_url(url: &str) -> Result<(), String> {
     }
 }
 
-async fn connect(url: &str, token: Option<&str>) -> Result<agents::tools::McpClient, String> {
-    tokio::time::timeout(CALL_LIMIT, agents::worker::connect_to(url, token))
+/// An MCP client of a registered server, through the outbound client of `reach` (a deployed
+/// server reaches only public HTTPS addresses, resolved on every connection).
+async fn connect(
+    url: &str,
+    token: Option<&str>,
+    reach: Reach,
+) -> Result<agents::tools::McpClient, String> {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    if reach == Reach::PublicHttps && !url.starts_with("https://") {
+        return Err(format!(
+            "url {url:?}: a deployed server calls external MCP servers over https only"
+        ));
+    }
+    let client = outbound_client(
+        reach,
+        CALL_LIMIT,
+        concat!("agentbus/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(token) = token {
+        config = config.auth_header(token.to_string());
+    }
+    let transport = StreamableHttpClientTransport::with_client(client, config);
+    let running = tokio::time::timeout(CALL_LIMIT, ().serve(transport))
         .await
         .map_err(|_| format!("{url} did not answer within {}s", CALL_LIMIT.as_secs()))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("cannot reach the MCP server at {url}: {e}"))?;
+    Ok(agents::tools::McpClient(running))
 }
 
 /// The external tools, on the server they are part of.
 #[derive(Clone)]
 pub struct External {
     server: Arc<OnceLock<Arc<AppState>>>,
+    reach: Reach,
 }
 
 impl External {
-    pub fn new(server: Arc<OnceLock<Arc<AppState>>>) -> Self {
-        External { server }
+    pub fn new(server: Arc<OnceLock<Arc<AppState>>>, reach: Reach) -> Self {
+        External { server, reach }
     }
 
     fn state(&self) -> Result<&Arc<AppState>, String> {
@@ -189,7 +217,7 @@ impl External {
         valid_name(&a.name)?;
         valid_url(&a.url)?;
         let token = a.token.filter(|t| !t.is_empty());
-        let client = connect(&a.url, token.as_deref()).await?;
+        let client = connect(&a.url, token.as_deref(), self.reach).await?;
         let listed = tokio::time::timeout(CALL_LIMIT, client.0.list_all_tools())
             .await
             .map_err(|_| format!("{} did not list its tools in time", a.url))?
@@ -297,7 +325,7 @@ impl External {
         } else {
             None
         };
-        let client = connect(&reg.url, token.as_deref()).await?;
+        let client = connect(&reg.url, token.as_deref(), self.reach).await?;
         let params = rmcp::model::CallToolRequestParams::new(a.tool.clone())
             .with_arguments(a.arguments.unwrap_or_default());
         let result = tokio::time::timeout(CALL_LIMIT, client.0.call_tool(params)).await;
@@ -409,6 +437,24 @@ pub struct Empty {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_deployed_server_calls_only_public_https_servers() {
+        // Plain HTTP, and names of this machine or the task's metadata endpoint: refused
+        // before anything is sent (localhost resolves to 127.0.0.1 here).
+        for url in [
+            "http://mcp.example.com/mcp",
+            "http://169.254.170.2/v2/credentials",
+        ] {
+            let e = connect(url, None, Reach::PublicHttps).await.err().unwrap();
+            assert!(e.contains("https only"), "{url}: {e}");
+        }
+        let e = connect("https://localhost:9/mcp", None, Reach::PublicHttps)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.contains("cannot reach"), "{e}");
+    }
 
     #[test]
     fn names_and_urls_are_checked_before_anything_is_fetched() {

@@ -232,7 +232,12 @@ impl Layer for MediumLayer {
             store,
             wake: runner.waker(),
         });
-        let tools = MediumTools::new(runs, Arc::default());
+        // Locally, a registered MCP server may be anywhere (a service on this machine).
+        let tools = MediumTools::new(
+            runs,
+            Arc::default(),
+            tier_small::runtime::monitor::webhook::Reach::Anywhere,
+        );
         let attached = tools.clone();
         Ok(Some(ServerPart {
             tools: Arc::new(tools),
@@ -307,7 +312,7 @@ impl Layer for MediumLayer {
             &cfg.approvals_queue,
             Arc::clone(&server),
         ));
-        let tools = MediumTools::new(runs.clone(), server);
+        let tools = MediumTools::new(runs.clone(), server, tier_small::config::deployed_reach());
         let attached = tools.clone();
         // Deployed agents prove their lane with their task role instead of holding a token.
         let proofs = (!cfg.agent_roles.is_empty()).then(|| {

@@ -10,6 +10,7 @@ use rmcp::handler::server::router::tool::ToolRoute;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tier_small::runtime::monitor::webhook::Reach;
 use tier_xs::runtime::RuntimeError;
 use tier_xs::server::AppState;
 use tier_xs::server::auth::{Identity, Role};
@@ -27,12 +28,22 @@ pub struct MediumTools {
     runs: Arc<dyn Workflows>,
     /// The server, once assembled (for the tenant's policy).
     server: Arc<OnceLock<Arc<AppState>>>,
+    /// Where registered external MCP servers may be.
+    reach: Reach,
 }
 
 impl MediumTools {
     /// The tools on `runs`; `server` is filled once the server is assembled.
-    pub fn new(runs: Arc<dyn Workflows>, server: Arc<OnceLock<Arc<AppState>>>) -> Self {
-        MediumTools { runs, server }
+    pub fn new(
+        runs: Arc<dyn Workflows>,
+        server: Arc<OnceLock<Arc<AppState>>>,
+        reach: Reach,
+    ) -> Self {
+        MediumTools {
+            runs,
+            server,
+            reach,
+        }
     }
 
     /// Gives the tools the server they are part of.
@@ -327,7 +338,7 @@ impl ToolExtension for MediumTools {
 
     fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
         let mut routes = self.workflow_routes();
-        routes.extend(crate::external::External::new(self.server.clone()).routes());
+        routes.extend(crate::external::External::new(self.server.clone(), self.reach).routes());
         routes
     }
 }

@@ -79,3 +79,14 @@ impl SmallConfig {
         })
     }
 }
+
+/// Where a deployed server's own outbound calls (webhooks, registered MCP servers) may go:
+/// public HTTPS addresses only, unless the operator says otherwise with
+/// [`ENV_WEBHOOKS_ANYWHERE`] (a private network, or a test on one machine).
+pub fn deployed_reach() -> crate::runtime::monitor::webhook::Reach {
+    use crate::runtime::monitor::webhook::Reach;
+    match std::env::var(ENV_WEBHOOKS_ANYWHERE).as_deref() {
+        Ok("true") => Reach::Anywhere,
+        _ => Reach::PublicHttps,
+    }
+}

@@ -17,7 +17,6 @@ use tier_xs::xs::XsSettings;
 use tier_xs::xs::layer::XsFlags;
 
 use crate::cost::{PRICES, SmallUsage};
-use crate::runtime::monitor::webhook::Reach;
 use crate::tier::{SmallOwn, SmallSettings};
 use crate::tools::SmallTools;
 
@@ -117,12 +116,7 @@ impl Layer for SmallLayer {
     async fn serve_aws(&self, aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
         let cfg = crate::config::SmallConfig::from_env()
             .map_err(|e| RuntimeError::invalid("configuration", e))?;
-        // Webhooks from a deployed server reach only public HTTPS addresses, unless the
-        // operator says otherwise (a private network, or a test on one machine).
-        let reach = match std::env::var(crate::config::ENV_WEBHOOKS_ANYWHERE).as_deref() {
-            Ok("true") => Reach::Anywhere,
-            _ => Reach::PublicHttps,
-        };
+        let reach = crate::config::deployed_reach();
         let (tools, feed) = SmallTools::aws(aws, &cfg, reach)?;
         Ok(Some(ServerPart {
             tools: Arc::new(tools),

@@ -129,6 +129,26 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
+/// An HTTP client for calls the server makes to addresses its users give it (webhooks,
+/// registered MCP servers): no redirects, `timeout` per request, and with
+/// [`Reach::PublicHttps`] only HTTPS to public addresses, checked on every name resolution
+/// (so a name cannot be pointed at the task's metadata or credentials endpoints).
+pub fn outbound_client(
+    reach: Reach,
+    timeout: Duration,
+    user_agent: &str,
+) -> Result<reqwest::Client, RuntimeError> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent(user_agent);
+    if reach == Reach::PublicHttps {
+        b = b.dns_resolver(Arc::new(PublicOnly)).https_only(true);
+    }
+    b.build()
+        .map_err(|e| RuntimeError::backend("outbound HTTP client", e))
+}
+
 /// `t=...,v1=...` for a body sent at `t` (unix seconds).
 pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
@@ -145,16 +165,11 @@ impl Webhooks {
     }
 
     pub fn with_backoff(reach: Reach, first_backoff: Duration) -> Result<Self, RuntimeError> {
-        let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(ATTEMPT_TIMEOUT)
-            .user_agent(concat!("agentbus-webhooks/", env!("CARGO_PKG_VERSION")));
-        if reach == Reach::PublicHttps {
-            b = b.dns_resolver(Arc::new(PublicOnly)).https_only(true);
-        }
-        let client = b
-            .build()
-            .map_err(|e| RuntimeError::backend("webhook client", e))?;
+        let client = outbound_client(
+            reach,
+            ATTEMPT_TIMEOUT,
+            concat!("agentbus-webhooks/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Webhooks {
             client,
             reach,
