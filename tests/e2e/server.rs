@@ -20,6 +20,15 @@ pub(crate) struct Server {
     pub(crate) port: u16,
 }
 
+impl Server {
+    /// The admin token (tenant default) a first `up` prints.
+    pub(crate) fn first_admin(&self) -> String {
+        self.token
+            .clone()
+            .expect("the first start prints an admin token")
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -210,10 +219,7 @@ fn up_serves_mcp_to_the_python_sdk_with_tenants_and_keeps_data() {
     let dir = temp_dir("up");
     let port = free_port();
     let mut server = up(&dir, port);
-    let admin = server
-        .token
-        .clone()
-        .expect("the first start prints an admin token");
+    let admin = server.first_admin();
 
     // Authentication: /health is open, everything else needs a valid token.
     let (code, body) = http(port, "GET", "/health", None, None);
@@ -907,10 +913,7 @@ fn up_medium_runs_a_goal_through_review_and_a_human_approval_for_the_python_sdk(
     let dir = temp_dir("up-medium");
     let port = free_port();
     let server = up_with(&dir, port, &["medium"]);
-    let starter = server
-        .token
-        .clone()
-        .expect("the first start prints an admin token");
+    let starter = server.first_admin();
     let other_admin = token(&dir, "default", "admin");
     let user = token(&dir, "default", "user");
     let other_tenant = token(&dir, "tenant-b", "admin");
@@ -1273,10 +1276,7 @@ fn an_external_mcp_server_registered_with_the_workspace_serves_its_tools_through
     let dir = temp_dir("external");
     let port = free_port();
     let server = up_with(&dir, port, &["medium"]);
-    let starter = server
-        .token
-        .clone()
-        .expect("the first start prints an admin token");
+    let starter = server.first_admin();
     let other_admin = token(&dir, "default", "admin");
     let user = token(&dir, "default", "user");
     let viewer = token(&dir, "default", "viewer");
@@ -1369,10 +1369,7 @@ fn a_real_local_model_plans_and_reviews_a_run_that_ends_with_valid_artifacts() {
             ("AGENTBUS_MODEL_TIMEOUT", "300"),
         ],
     );
-    let starter = server
-        .token
-        .clone()
-        .expect("the first start prints an admin token");
+    let starter = server.first_admin();
     let other_admin = token(&dir, "default", "admin");
     let schema = dir.join("verdict.schema.json");
     std::fs::write(&schema, agents::verdict::Verdict::schema().to_string()).unwrap();

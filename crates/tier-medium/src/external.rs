@@ -222,6 +222,8 @@ impl External {
             .await
             .map_err(|_| format!("{} did not list its tools in time", a.url))?
             .map_err(|e| format!("{} did not list its tools: {e}", a.url))?;
+        // Closing the session: the answer is in hand, and a close that fails only leaves the
+        // external server to time the session out.
         let _ = client.0.cancel().await;
         let tools: Vec<ExternalTool> = listed
             .into_iter()
@@ -329,6 +331,7 @@ impl External {
         let params = rmcp::model::CallToolRequestParams::new(a.tool.clone())
             .with_arguments(a.arguments.unwrap_or_default());
         let result = tokio::time::timeout(CALL_LIMIT, client.0.call_tool(params)).await;
+        // As above: the result is in hand whether or not the close succeeds.
         let _ = client.0.cancel().await;
         let r = result
             .map_err(|_| {

@@ -281,15 +281,18 @@ impl Authenticator {
         let agents = self.agents.get()?;
         let key = sha256_hex(proof);
         {
-            let mut proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
-            proven.retain(|_, (_, at)| at.elapsed() < PROOF_KEPT);
-            if let Some((id, _)) = proven.get(&key) {
+            let proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((id, at)) = proven.get(&key)
+                && at.elapsed() < PROOF_KEPT
+            {
                 return Some(id.clone());
             }
         }
         let id = agents.verify(proof).await?;
         let mut proven = self.proven.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: a flood of distinct valid proofs cannot grow it without limit.
+        // Expired entries go when one is added (not on every request), and the map is
+        // bounded: a flood of distinct valid proofs cannot grow it without limit.
+        proven.retain(|_, (_, at)| at.elapsed() < PROOF_KEPT);
         if proven.len() < 10_000 {
             proven.insert(key, (id.clone(), Instant::now()));
         }
