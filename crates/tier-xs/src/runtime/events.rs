@@ -180,6 +180,9 @@ impl EventBus for AwsEvents {
             }
             end = start;
         }
+        // An event stamped exactly at a window's edge is in both windows.
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|e| seen.insert(e.id.clone()));
         found.sort_by_key(|e| std::cmp::Reverse(e.time_ms));
         found.truncate(limit);
         Ok(found)
