@@ -82,38 +82,45 @@ pub fn moto() -> &'static Moto {
                 _watchdog: None,
             };
         }
-        let port = free_port();
-        let bin = format!("{}\" \"{MOTO_SHIM}", python());
-        // The watchdog: start moto, then wait for our process (the shell's parent) to go.
-        let script = format!(
-            "parent=$PPID; \"{bin}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
-             while kill -0 $parent 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null"
-        );
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            // moto never runs containers: let its ECS services report their tasks as running.
-            .env("MOTO_ECS_SERVICE_RUNNING", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto_server ({bin}): {e}; run scripts/test.sh, which installs it"));
-        let url = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "moto_server ({bin}) did not start on port {port}; install it with scripts/test.sh"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        seed_fixture_image(&url);
-        Moto {
-            url,
-            _watchdog: Some(std::sync::Mutex::new(watchdog)),
-        }
+        start_moto()
     })
+}
+
+/// A moto server of its own (the shim), with the fixture images in its ECR.
+pub fn start_moto() -> Moto {
+    let port = free_port();
+    let bin = format!("{}\" \"{MOTO_SHIM}", python());
+    // The watchdog: start moto, then wait for our process (the shell's parent) to go.
+    let script = format!(
+        "parent=$PPID; \"{bin}\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+         while kill -0 $parent 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null"
+    );
+    let watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        // moto never runs containers: let its ECS services report their tasks as running.
+        .env("MOTO_ECS_SERVICE_RUNNING", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start moto_server ({bin}): {e}; run scripts/test.sh, which installs it")
+        });
+    let url = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto_server ({bin}) did not start on port {port}; install it with scripts/test.sh"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seed_fixture_image(&url);
+    Moto {
+        url,
+        _watchdog: Some(std::sync::Mutex::new(watchdog)),
+    }
 }
 
 /// The ECR repository (in moto) holding the image most tests deploy.
@@ -164,10 +171,15 @@ pub fn aws_env() -> Vec<(&'static str, String)> {
 }
 
 pub async fn clients() -> AwsClients {
-    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "test");
+    clients_at(&moto().url, "testing", "testing").await
+}
+
+/// Clients of the emulator at `url` with these access keys.
+pub async fn clients_at(url: &str, key: &str, secret: &str) -> AwsClients {
+    let creds = aws_credential_types::Credentials::new(key, secret, None, None, "test");
     let cfg = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(moto().url.clone())
+        .endpoint_url(url)
         .credentials_provider(creds)
         .load()
         .await;

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod harness;
+mod iam;
 mod image;
 mod medium;
 mod runtime;

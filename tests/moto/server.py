@@ -60,6 +60,20 @@ taught to answer them here.
   `localhost:MOTO_PORT`, which may resolve to ::1; the tests talk to 127.0.0.1 only, so the
   interpreter's clients are pointed there.
 
+- IAM authorization of a role's requests: AWS checks GetRole, CreateRole and the rest against
+  the role's ARN (`arn:aws:iam::ACCOUNT:role/NAME`, Service Authorization Reference, IAM,
+  resource type `role`) whether or not the role exists yet; moto checks against the ARN only
+  for an existing role and against `*` otherwise, so a policy scoped to the role's ARN could
+  never create it. The same for SQS queues (by QueueName too, which moto does not read).
+  Resolved to the ARN here, and CreateServiceLinkedRole to the role it makes
+  (only matters when IAM is enforced).
+- IAM signature checks of query-protocol requests: see RAW_FORM below.
+- IAM authorization of Budgets: its actions are ViewBudget and ModifyBudget, not the
+  operations' names moto checks (Service Authorization Reference, AWS Budgets). Mapped here,
+  and CloudWatch's (moto takes the signing name, `monitoring`, for the service prefix).
+- IAM authorization of S3 bucket requests: the actions AWS checks for HeadBucket, the public
+  access block, default encryption and DeleteObjects (see the comment at ACTION_MAP below).
+
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
 import base64
@@ -82,14 +96,19 @@ from moto.core.exceptions import JsonRESTError
 import moto.ecs.models as ecs_models
 import moto.events.models as events_models
 import moto.sqs.models as sqs_models
-from moto.sqs.exceptions import SQSException
+from moto.sqs.exceptions import QueueDoesNotExist, SQSException
+from moto.sqs.responses import SQSResponse
 from moto.ecs.exceptions import EcsClientException
 from moto.budgets.exceptions import NotFoundException
 from moto.budgets.responses import BudgetsResponse
 from moto.s3.responses import S3Response
+import moto.s3.responses as s3_responses
 from xml.sax.saxutils import escape
 from moto.server import main
-from moto.core.responses import ActionResult, EmptyResult
+from moto.iam.responses import IamResponse
+from moto.iam.access_control import IAMRequestBase
+from moto.iam.exceptions import NotFoundException as IamNotFound
+from moto.core.responses import ActionResult, BaseResponse, EmptyResult
 from moto.stepfunctions.responses import StepFunctionResponse
 import moto.stepfunctions.parser.backend.execution as sfn_execution
 import moto.stepfunctions.parser.asl.utils.boto_client as sfn_boto
@@ -487,7 +506,46 @@ def _to_cbor(value, shape):
 _dispatch = DomainDispatcherApplication.__call__
 
 
+# Set on a CBOR request handed to moto as JSON: its signature covers the CBOR body, so moto's
+# check of it (with IAM enforced) would fail; its permission is still checked. Never taken
+# from a client.
+TRANSLATED = "HTTP_X_SHIM_TRANSLATED"
+_check_signature = IAMRequestBase.check_signature
+
+
+def _signature(self):
+    if self._headers.get("X-Shim-Translated") != "cbor":
+        _check_signature(self)
+
+
+IAMRequestBase.check_signature = _signature
+
+
+# The raw body of a form-encoded (query protocol) request. moto checks a signature against
+# the form it parsed, encoded again by Python, which differs from the SDK's own encoding (a
+# space as `%20`, not `+`), so a request signed correctly by the Rust SDK fails its check
+# (only matters when IAM is enforced). Kept here, before the form is parsed, for the check.
+RAW_FORM = "shim.raw_form"
+_setup_class = BaseResponse.setup_class
+
+
+def _setup_with_raw_form(self, request, *args, **kwargs):
+    _setup_class(self, request, *args, **kwargs)
+    raw = getattr(request, "environ", {}).get(RAW_FORM)
+    if raw and not self.raw_body:
+        self.raw_body = raw
+
+
+BaseResponse.setup_class = _setup_with_raw_form
+
+
 def _cbor_call(self, environ, start_response):
+    environ.pop(TRANSLATED, None)
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ[RAW_FORM] = raw
     parts = environ.get("PATH_INFO", "").strip("/").split("/")
     model = _model(parts[1]) if len(parts) == 4 else None
     if (
@@ -509,6 +567,7 @@ def _cbor_call(self, environ, start_response):
             "CONTENT_TYPE": "application/x-amz-json-1.0",
             "CONTENT_LENGTH": str(len(body)),
             "HTTP_X_AMZ_TARGET": f"{model.metadata['targetPrefix']}.{operation}",
+            TRANSLATED: "cbor",
             "wsgi.input": io.BytesIO(body),
         }
     )
@@ -609,6 +668,83 @@ class JsonOrMessageFilter:
 
 
 logs_models.EventMessageFilter = JsonOrMessageFilter
+
+
+def _role_resource(self, role_name):
+    try:
+        return self.backend.get_role(role_name).arn
+    except IamNotFound:
+        return f"arn:aws:iam::{self.current_account}:role/{role_name}"
+
+
+IamResponse._resolve_resource_arn = _role_resource
+_iam_resource = IamResponse._determine_resource
+
+
+def _linked_role_resource(self):
+    # CreateServiceLinkedRole is checked against the role it makes (ECS's, the one agentbus asks for).
+    if self.data.get("AWSServiceName") == ["ecs.amazonaws.com"]:
+        return f"arn:aws:iam::{self.current_account}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS"
+    return _iam_resource(self)
+
+
+IamResponse._determine_resource = _linked_role_resource
+
+def _queue_resource(self):
+    name = self._get_param("QueueName") or self._get_queue_name()
+    try:
+        return self.sqs_backend.get_queue(name).queue_arn
+    except QueueDoesNotExist:
+        return f"arn:aws:sqs:{self.region}:{self.current_account}:{name}"
+
+
+SQSResponse._determine_resource = _queue_resource
+
+# Budgets' IAM actions are not its operations' names (Service Authorization Reference, AWS
+# Budgets): reading a budget, its notifications and subscribers is ViewBudget, changing any of
+# them ModifyBudget. moto checks the operation's name.
+_BUDGET_ACTIONS = {
+    "DescribeBudget": "ViewBudget",
+    "DescribeBudgets": "ViewBudget",
+    "DescribeNotificationsForBudget": "ViewBudget",
+    "DescribeSubscribersForNotification": "ViewBudget",
+    "CreateBudget": "ModifyBudget",
+    "UpdateBudget": "ModifyBudget",
+    "DeleteBudget": "ModifyBudget",
+    "CreateNotification": "ModifyBudget",
+    "UpdateNotification": "ModifyBudget",
+    "DeleteNotification": "ModifyBudget",
+    "CreateSubscriber": "ModifyBudget",
+    "DeleteSubscriber": "ModifyBudget",
+}
+_iam_request_init = IAMRequestBase.__init__
+
+
+def _iam_request(self, *args, **kwargs):
+    _iam_request_init(self, *args, **kwargs)
+    service, _, operation = self._action.partition(":")
+    # CloudWatch signs as `monitoring`; its actions are `cloudwatch:*`.
+    if service == "monitoring":
+        self._action = f"cloudwatch:{operation}"
+    if service == "budgets" and operation in _BUDGET_ACTIONS:
+        self._action = f"budgets:{_BUDGET_ACTIONS[operation]}"
+
+
+IAMRequestBase.__init__ = _iam_request
+
+# S3's IAM actions for its bucket requests (Service Authorization Reference, Amazon S3, and the
+# S3 User Guide's "Required permissions for Amazon S3 API operations"): HeadBucket needs
+# ListBucket, the public access block s3:*BucketPublicAccessBlock, the default encryption
+# s3:*EncryptionConfiguration, DeleteObjects s3:DeleteObject. moto names some of them otherwise
+# and has no entry for the encryption and multi-object delete requests.
+s3_responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+s3_responses.ACTION_MAP["BUCKET"]["GET"]["public_access_block"] = "GetBucketPublicAccessBlock"
+s3_responses.ACTION_MAP["BUCKET"]["PUT"]["public_access_block"] = "PutBucketPublicAccessBlock"
+s3_responses.ACTION_MAP["BUCKET"]["DELETE"]["public_access_block"] = "PutBucketPublicAccessBlock"
+s3_responses.ACTION_MAP["BUCKET"]["GET"]["encryption"] = "GetEncryptionConfiguration"
+s3_responses.ACTION_MAP["BUCKET"]["PUT"]["encryption"] = "PutEncryptionConfiguration"
+s3_responses.ACTION_MAP["BUCKET"]["DELETE"]["encryption"] = "PutEncryptionConfiguration"
+s3_responses.ACTION_MAP["BUCKET"].setdefault("POST", {})["delete"] = "DeleteObject"
 
 DomainDispatcherApplication.__call__ = _cbor_call
 

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use commands::{
-    agent, completions, cost, deploy, destroy, healthcheck, image, plan, serve, status, token,
-    unlock, up, workflow,
+    agent, completions, cost, deploy, destroy, healthcheck, iam_policy, image, plan, serve, status,
+    token, unlock, up, workflow,
 };
 
 #[derive(Parser, Debug)]
@@ -111,6 +111,9 @@ enum Command {
     /// Print what the deploy derives for a workspace: `workflow asl`, the state machine's
     /// definition (needs no AWS account).
     Workflow(workflow::WorkflowArgs),
+    /// Print the IAM policy documents that let a person or pipeline plan, deploy up to a tier,
+    /// destroy, unlock, push the image and manage tokens of one workspace (needs no AWS account).
+    IamPolicy(iam_policy::IamPolicyArgs),
     /// Print a shell completion script: `agentbus completions bash > /etc/bash_completion.d/agentbus`.
     Completions(completions::CompletionsArgs),
 }
@@ -132,6 +135,7 @@ impl Command {
             | Command::Healthcheck(_)
             | Command::Completions(_)
             | Command::Workflow(_)
+            | Command::IamPolicy(_)
             | Command::Agent(_) => false,
         }
     }
@@ -227,9 +231,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(args) => image::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Workflow(args) => workflow::run(args),
+        Command::IamPolicy(args) => iam_policy::run(args),
         Command::Healthcheck(_) | Command::Completions(_) => Ok(0),
     }
 }
 
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod tests;

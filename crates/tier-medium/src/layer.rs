@@ -13,7 +13,7 @@ use serde_json::json;
 use tier_small::layer::SmallFlags;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
-use tier_xs::engine::EngineError;
+use tier_xs::engine::{EngineError, Permissions};
 use tier_xs::ladder::{Built, DashboardSpec, Document, Layer, LayerContext, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::{Tier, Workspace};
@@ -263,6 +263,14 @@ impl Layer for MediumLayer {
                 })
             })),
         }))
+    }
+
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let machine = MediumConfig::for_workspace(ws).state_machine_arn;
+        let executions = format!("{}:*", machine.replacen(":stateMachine:", ":execution:", 1));
+        Permissions::new()
+            .read(&["states:ListExecutions"], &[machine])
+            .write(&["states:StopExecution"], &[executions])
     }
 
     async fn in_flight(

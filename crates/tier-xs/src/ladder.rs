@@ -277,6 +277,12 @@ pub trait Layer: Send + Sync {
     ) -> Result<(), crate::engine::EngineError> {
         Ok(())
     }
+    /// What a deployer needs beyond the layer's resources' own permissions (see
+    /// [`crate::engine::Resource::permissions`]): the calls the layer itself makes
+    /// (`address`, `in_flight`, `stop_in_flight`). None by default.
+    fn permissions(&self, _ws: &Workspace) -> crate::engine::Permissions {
+        crate::engine::Permissions::new()
+    }
     /// The layer's tools on the deployed workspace (configured by the task's environment).
     async fn serve_aws(&self, _aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
         Ok(None)

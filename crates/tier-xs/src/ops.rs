@@ -84,6 +84,134 @@ pub enum TableFate {
     Kept,
 }
 
+/// The network of the commands that need no AWS account.
+fn stand_in_network() -> network::Network {
+    network::Network {
+        vpc_id: "(default VPC)".into(),
+        subnet_ids: Vec::new(),
+        zones: Default::default(),
+    }
+}
+
+/// What a deployer needs for workspace `ws` to plan it, deploy it up to `tier`, destroy it,
+/// see its status, unlock it, push its image and manage its tokens (needs no AWS account).
+/// Plans observe every resource this build knows, so the reads cover every tier; the changes
+/// stay within `tier`.
+pub fn deployer_permissions(
+    ladder: &Ladder,
+    tier: Tier,
+    ws: &Workspace,
+) -> Result<crate::engine::Permissions, OpsError> {
+    ladder.check(tier)?;
+    let network = stand_in_network();
+    let settings = StoredSettings::default();
+    let ctx = LayerContext {
+        ws,
+        settings: &settings,
+        network: &network,
+        target: Some(tier),
+        plain_http: false,
+        service_wait: DEFAULT_SERVICE_WAIT,
+        budget_default: 0.0,
+        estimate: None,
+    };
+    let mut all = foundation_permissions(ws);
+    let parts = ladder
+        .universe(&ctx)
+        .resources
+        .iter()
+        .map(|r| (r.tier(), r.permissions(ws)))
+        .chain(
+            ladder
+                .layers()
+                .iter()
+                .map(|l| (l.tier(), l.permissions(ws))),
+        )
+        .collect::<Vec<_>>();
+    for (at, p) in parts {
+        all.read.extend(p.read);
+        if at <= tier {
+            all.write.extend(p.write);
+        }
+    }
+    Ok(all)
+}
+
+/// The calls the deploy makes outside any resource: who is calling, the deploy table (lock,
+/// settings, history), the network, the image's registry, the tokens in the server secret.
+fn foundation_permissions(ws: &Workspace) -> crate::engine::Permissions {
+    use crate::engine::permissions::any;
+    let table = [ws.arn("dynamodb", &format!("table/{}", ws.name("deploy")))];
+    let repository = [ws.arn(
+        "ecr",
+        &format!("repository/{}", crate::xs::image_repository_name(ws)),
+    )];
+    let secret = [ws.arn(
+        "secretsmanager",
+        &format!("secret:{}-??????", ws.secret_name("server")),
+    )];
+    crate::engine::Permissions::new()
+        // GetCallerIdentity needs no permission.
+        .read(
+            &[
+                "dynamodb:DescribeTable",
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+            ],
+            &table,
+        )
+        .read(&["ec2:DescribeVpcs", "ec2:DescribeSubnets"], &any())
+        .read(&["ecr:DescribeImages"], &repository)
+        .write(
+            &[
+                "dynamodb:CreateTable",
+                "dynamodb:TagResource",
+                "dynamodb:UpdateContinuousBackups",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:DeleteTable",
+            ],
+            &table,
+        )
+        // `image push`: the registry's login and its upload protocol.
+        .write(&["ecr:GetAuthorizationToken"], &any())
+        .write(
+            &[
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:InitiateLayerUpload",
+                "ecr:UploadLayerPart",
+                "ecr:CompleteLayerUpload",
+                "ecr:PutImage",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            &repository,
+        )
+        // `token create|list|revoke`: the tokens live in the server secret.
+        .write(
+            &[
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+            ],
+            &secret,
+        )
+}
+
+/// [`deployer_permissions`] as IAM managed policy documents (more than one when they would
+/// not fit IAM's size limit in one).
+pub fn deployer_policy(
+    ladder: &Ladder,
+    tier: Tier,
+    ws: &Workspace,
+) -> Result<Vec<Value>, OpsError> {
+    let p = deployer_permissions(ladder, tier, ws)?;
+    Ok(crate::components::iam::documents(
+        p.read.iter().chain(&p.write),
+    ))
+}
+
 /// Prices `tier` of a ladder without an AWS account: prices do not depend on the account, so
 /// the names use the all-zero account id and the network is a stand-in.
 pub fn price(
@@ -95,11 +223,7 @@ pub fn price(
 ) -> Result<crate::cost::CostReport, OpsError> {
     ladder.check(tier)?;
     let ws = Workspace::new(env, "000000000000", region);
-    let network = network::Network {
-        vpc_id: "(default VPC)".into(),
-        subnet_ids: Vec::new(),
-        zones: Default::default(),
-    };
+    let network = stand_in_network();
     let settings = StoredSettings::default();
     let usage = ladder.usage_book().load(usage)?;
     let ctx = ladder.with_estimates(
@@ -131,11 +255,7 @@ pub fn document(
     name: &str,
 ) -> Result<String, OpsError> {
     let ws = Workspace::new(env, account, region);
-    let network = network::Network {
-        vpc_id: "(default VPC)".into(),
-        subnet_ids: Vec::new(),
-        zones: Default::default(),
-    };
+    let network = stand_in_network();
     let settings = StoredSettings {
         values: settings.into_iter().collect(),
     };

@@ -7,6 +7,7 @@ pub mod cost;
 pub mod deploy;
 pub mod destroy;
 pub mod healthcheck;
+pub mod iam_policy;
 pub mod image;
 pub mod plan;
 pub mod serve;
@@ -87,6 +88,15 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// An AWS account id: 12 digits.
+pub fn account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an AWS account id (12 digits)"))
     }
 }
 

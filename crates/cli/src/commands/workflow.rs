@@ -27,19 +27,11 @@ struct AslArgs {
     #[arg(long)]
     region: Option<String>,
     /// Account of the ARNs (12 digits).
-    #[arg(long, default_value = "000000000000", value_parser = account)]
+    #[arg(long, default_value = "000000000000", value_parser = super::account)]
     account: String,
     /// The tiers' flags, as `plan` takes them (--agents queue, say).
     #[command(flatten)]
     tiers: super::TopFlags,
-}
-
-fn account(s: &str) -> Result<String, String> {
-    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?} is not an AWS account id (12 digits)"))
-    }
 }
 
 pub fn run(args: WorkflowArgs) -> Result<u8> {

@@ -10,11 +10,13 @@ use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::{Permissions, any};
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, is_unknown,
     output_or_unknown, pair, require_output, unknown,
 };
 use tier_xs::tag_api;
+use tier_xs::workspace::Workspace;
 
 use crate::aws::MediumAws;
 
@@ -204,6 +206,22 @@ impl Resource for Alarm {
     }
     fn kind(&self) -> &'static str {
         "cloudwatch alarm"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let alarm = ws.arn("cloudwatch", &format!("alarm:{}", self.meta.name));
+        Permissions::new()
+            // DescribeAlarms takes no resource.
+            .read(&["cloudwatch:DescribeAlarms"], &any())
+            .read(&["cloudwatch:ListTagsForResource"], &[&alarm])
+            .write(
+                &[
+                    "cloudwatch:PutMetricAlarm",
+                    "cloudwatch:DeleteAlarms",
+                    "cloudwatch:TagResource",
+                    "cloudwatch:UntagResource",
+                ],
+                &[alarm],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&CloudWatchTags)

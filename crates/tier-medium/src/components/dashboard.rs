@@ -8,9 +8,11 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, found, is_unknown, unknown,
 };
+use tier_xs::workspace::Workspace;
 
 use super::alarm::Metric;
 use crate::aws::MediumAws;
@@ -108,6 +110,19 @@ impl Resource for Dashboard {
     }
     fn kind(&self) -> &'static str {
         "cloudwatch dashboard"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        // Dashboards are global: no region in their ARN.
+        let dashboard = format!(
+            "arn:{}:cloudwatch::{}:dashboard/{}",
+            ws.partition, ws.account, self.meta.name
+        );
+        Permissions::new()
+            .read(&["cloudwatch:GetDashboard"], &[&dashboard])
+            .write(
+                &["cloudwatch:PutDashboard", "cloudwatch:DeleteDashboards"],
+                &[dashboard],
+            )
     }
     fn depends_on(&self) -> Vec<&'static str> {
         let mut d: Vec<&'static str> = self.metrics().flat_map(Metric::depends_on).collect();

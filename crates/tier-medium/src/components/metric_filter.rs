@@ -6,7 +6,9 @@ use aws_sdk_cloudwatchlogs::operation::delete_metric_filter::DeleteMetricFilterE
 use aws_sdk_cloudwatchlogs::types::MetricTransformation;
 use serde_json::json;
 use tier_xs::aws::AwsClients;
+use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, gone};
+use tier_xs::workspace::Workspace;
 
 pub struct MetricFilter {
     /// Its name is the filter's name (unique within its log group).
@@ -38,6 +40,15 @@ impl Resource for MetricFilter {
     }
     fn kind(&self) -> &'static str {
         "log metric filter"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let group = ws.arn("logs", &format!("log-group:{}", self.log_group));
+        Permissions::new()
+            .read(&["logs:DescribeMetricFilters"], &[&group])
+            .write(
+                &["logs:PutMetricFilter", "logs:DeleteMetricFilter"],
+                &[group],
+            )
     }
     fn depends_on(&self) -> Vec<&'static str> {
         vec![self.log_group_id]

@@ -19,11 +19,13 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::{Permissions, any};
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi, found,
     gone, is_unknown, output_or_unknown, pair, require_output, settle, unmodeled,
 };
 use tier_xs::tag_api;
+use tier_xs::workspace::Workspace;
 
 use super::codes;
 use crate::aws::MediumAws;
@@ -146,6 +148,39 @@ impl Resource for StateMachine {
     }
     fn kind(&self) -> &'static str {
         "step functions state machine"
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        let machine = [self.arn.clone()];
+        Permissions::new()
+            .read(
+                &["states:DescribeStateMachine", "states:ListTagsForResource"],
+                &machine,
+            )
+            .write(
+                &[
+                    "states:CreateStateMachine",
+                    "states:UpdateStateMachine",
+                    "states:DeleteStateMachine",
+                    "states:TagResource",
+                    "states:UntagResource",
+                ],
+                &machine,
+            )
+            // Execution logging: Step Functions' log delivery is configured through CloudWatch
+            // Logs' vended-log actions, which take no resource.
+            .write(
+                &[
+                    "logs:CreateLogDelivery",
+                    "logs:GetLogDelivery",
+                    "logs:UpdateLogDelivery",
+                    "logs:DeleteLogDelivery",
+                    "logs:ListLogDeliveries",
+                    "logs:PutResourcePolicy",
+                    "logs:DescribeResourcePolicies",
+                    "logs:DescribeLogGroups",
+                ],
+                &any(),
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&SfnTags)

@@ -12,11 +12,13 @@ use aws_sdk_sns::operation::get_topic_attributes::GetTopicAttributesError;
 use aws_sdk_sns::types::Tag;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
+use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, pair,
     unmodeled,
 };
 use tier_xs::tag_api;
+use tier_xs::workspace::Workspace;
 
 use super::codes;
 use crate::aws::MediumAws;
@@ -109,6 +111,30 @@ impl Resource for Topic {
     }
     fn kind(&self) -> &'static str {
         "sns topic"
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        let topic = [self.arn.clone()];
+        Permissions::new()
+            .read(
+                &[
+                    "sns:GetTopicAttributes",
+                    "sns:ListSubscriptionsByTopic",
+                    "sns:ListTagsForResource",
+                ],
+                &topic,
+            )
+            .write(
+                &[
+                    "sns:CreateTopic",
+                    "sns:Subscribe",
+                    "sns:DeleteTopic",
+                    "sns:TagResource",
+                    "sns:UntagResource",
+                ],
+                &topic,
+            )
+            // Unsubscribe names the subscription, whose ARN starts with the topic's.
+            .write(&["sns:Unsubscribe"], &[format!("{}:*", self.arn)])
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&SnsTags)

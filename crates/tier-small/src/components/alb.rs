@@ -19,11 +19,13 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::pair;
+use tier_xs::engine::permissions::{Permissions, any};
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     output_or_unknown, require_output, unmodeled, wait_until,
 };
 use tier_xs::tag_api;
+use tier_xs::workspace::Workspace;
 
 /// The TLS policy of the HTTPS listener: TLS 1.3 and 1.2 only.
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
@@ -150,6 +152,34 @@ impl Resource for LoadBalancer {
     }
     fn kind(&self) -> &'static str {
         "load balancer"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let lb = ws.arn(
+            "elasticloadbalancing",
+            &format!("loadbalancer/app/{}/*", self.meta.name),
+        );
+        Permissions::new()
+            // Elastic Load Balancing's Describe actions have no resource-level permissions.
+            .read(
+                &[
+                    "elasticloadbalancing:DescribeLoadBalancers",
+                    "elasticloadbalancing:DescribeLoadBalancerAttributes",
+                    "elasticloadbalancing:DescribeTags",
+                ],
+                &any(),
+            )
+            .write(
+                &[
+                    "elasticloadbalancing:CreateLoadBalancer",
+                    "elasticloadbalancing:ModifyLoadBalancerAttributes",
+                    "elasticloadbalancing:SetSecurityGroups",
+                    "elasticloadbalancing:SetSubnets",
+                    "elasticloadbalancing:DeleteLoadBalancer",
+                    "elasticloadbalancing:AddTags",
+                    "elasticloadbalancing:RemoveTags",
+                ],
+                &[lb],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&ElbTags)
@@ -404,6 +434,32 @@ impl Resource for TargetGroup {
     fn kind(&self) -> &'static str {
         "target group"
     }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let tg = ws.arn(
+            "elasticloadbalancing",
+            &format!("targetgroup/{}/*", self.meta.name),
+        );
+        Permissions::new()
+            .read(
+                &[
+                    "elasticloadbalancing:DescribeTargetGroups",
+                    "elasticloadbalancing:DescribeTargetGroupAttributes",
+                    "elasticloadbalancing:DescribeTags",
+                ],
+                &any(),
+            )
+            .write(
+                &[
+                    "elasticloadbalancing:CreateTargetGroup",
+                    "elasticloadbalancing:ModifyTargetGroup",
+                    "elasticloadbalancing:ModifyTargetGroupAttributes",
+                    "elasticloadbalancing:DeleteTargetGroup",
+                    "elasticloadbalancing:AddTags",
+                    "elasticloadbalancing:RemoveTags",
+                ],
+                &[tg],
+            )
+    }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&ElbTags)
     }
@@ -628,6 +684,37 @@ impl Resource for Listener {
     }
     fn kind(&self) -> &'static str {
         "listener"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let listener = ws.arn(
+            "elasticloadbalancing",
+            &format!("listener/app/{}/*", self.load_balancer_name),
+        );
+        Permissions::new()
+            .read(
+                &[
+                    "elasticloadbalancing:DescribeListeners",
+                    "elasticloadbalancing:DescribeTags",
+                ],
+                &any(),
+            )
+            // A listener is created on its load balancer, and tagged as it is made.
+            .write(
+                &["elasticloadbalancing:CreateListener"],
+                &[ws.arn(
+                    "elasticloadbalancing",
+                    &format!("loadbalancer/app/{}/*", self.load_balancer_name),
+                )],
+            )
+            .write(
+                &[
+                    "elasticloadbalancing:ModifyListener",
+                    "elasticloadbalancing:DeleteListener",
+                    "elasticloadbalancing:AddTags",
+                    "elasticloadbalancing:RemoveTags",
+                ],
+                &[listener],
+            )
     }
     fn wanted(&self) -> bool {
         self.mode.is_some()

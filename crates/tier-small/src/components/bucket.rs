@@ -24,10 +24,12 @@ use aws_sdk_s3::types::{
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     made, unmodeled,
 };
+use tier_xs::workspace::Workspace;
 use tier_xs::workspace::partition_of;
 
 /// Moving objects to a cheaper storage class after `days`.
@@ -394,6 +396,42 @@ impl Resource for Bucket {
     }
     fn kind(&self) -> &'static str {
         "s3 bucket"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let bucket = format!("arn:{}:s3:::{}", ws.partition, self.meta.name);
+        let objects = format!("{bucket}/*");
+        // S3's actions are named apart from its API's operations: HeadBucket is ListBucket,
+        // the encryption configuration is GetEncryptionConfiguration, and so on.
+        Permissions::new()
+            .read(
+                &[
+                    "s3:ListBucket",
+                    "s3:GetBucketVersioning",
+                    "s3:GetEncryptionConfiguration",
+                    "s3:GetBucketPublicAccessBlock",
+                    "s3:GetLifecycleConfiguration",
+                    "s3:GetBucketPolicy",
+                    "s3:GetBucketTagging",
+                ],
+                &[&bucket],
+            )
+            .write(
+                &[
+                    "s3:CreateBucket",
+                    "s3:PutBucketVersioning",
+                    "s3:PutEncryptionConfiguration",
+                    "s3:PutBucketPublicAccessBlock",
+                    "s3:PutLifecycleConfiguration",
+                    "s3:PutBucketPolicy",
+                    "s3:DeleteBucketPolicy",
+                    "s3:PutBucketTagging",
+                    "s3:DeleteBucket",
+                    // `--destroy-data` empties the bucket first.
+                    "s3:ListBucketVersions",
+                ],
+                &[bucket],
+            )
+            .write(&["s3:DeleteObject", "s3:DeleteObjectVersion"], &[objects])
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&S3Tags)

@@ -17,11 +17,13 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     output_or_unknown, require_output, settle, unmodeled,
 };
 use tier_xs::tag_api;
+use tier_xs::workspace::Workspace;
 
 /// A message that failed this many receives goes to the dead-letter queue.
 pub const MAX_RECEIVES: u32 = 5;
@@ -187,6 +189,28 @@ impl Resource for Queue {
     }
     fn kind(&self) -> &'static str {
         "sqs queue"
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        let queue = [self.arn.clone()];
+        Permissions::new()
+            .read(
+                &[
+                    "sqs:GetQueueUrl",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ListQueueTags",
+                ],
+                &queue,
+            )
+            .write(
+                &[
+                    "sqs:CreateQueue",
+                    "sqs:SetQueueAttributes",
+                    "sqs:DeleteQueue",
+                    "sqs:TagQueue",
+                    "sqs:UntagQueue",
+                ],
+                &queue,
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&QueueTags)

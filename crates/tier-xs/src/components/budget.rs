@@ -10,6 +10,8 @@ use aws_sdk_budgets::types::{
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
+use crate::engine::permissions::Permissions;
+use crate::workspace::Workspace;
 use aws_sdk_budgets::operation::create_budget::CreateBudgetError;
 use aws_sdk_budgets::operation::delete_budget::DeleteBudgetError;
 use aws_sdk_budgets::operation::describe_budget::DescribeBudgetError;
@@ -153,6 +155,17 @@ impl Resource for Budget {
     }
     fn kind(&self) -> &'static str {
         "budget"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        // Budgets' actions: ViewBudget reads a budget and its notifications, ModifyBudget
+        // changes any of them.
+        let budget = format!(
+            "arn:{}:budgets::{}:budget/{}",
+            ws.partition, self.account, self.meta.name
+        );
+        Permissions::new()
+            .read(&["budgets:ViewBudget"], &[&budget])
+            .write(&["budgets:ModifyBudget"], &[budget])
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()

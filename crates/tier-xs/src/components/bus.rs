@@ -14,11 +14,13 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
+use crate::engine::permissions::Permissions;
 use crate::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, codes, found, gone,
     made, output_or_unknown, require_output, unmodeled,
 };
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 use super::normalize_json;
 
@@ -52,6 +54,23 @@ impl Resource for EventBus {
     }
     fn kind(&self) -> &'static str {
         "eventbridge bus"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let bus = ws.arn("events", &format!("event-bus/{}", self.meta.name));
+        Permissions::new()
+            .read(
+                &["events:DescribeEventBus", "events:ListTagsForResource"],
+                &[&bus],
+            )
+            .write(
+                &[
+                    "events:CreateEventBus",
+                    "events:DeleteEventBus",
+                    "events:TagResource",
+                    "events:UntagResource",
+                ],
+                &[bus],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&EventsTags)
@@ -135,6 +154,32 @@ impl Resource for EventRule {
     }
     fn kind(&self) -> &'static str {
         "eventbridge rule"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let rule = ws.arn(
+            "events",
+            &format!("rule/{}/{}", self.bus_name, self.meta.name),
+        );
+        Permissions::new()
+            .read(
+                &[
+                    "events:DescribeRule",
+                    "events:ListTargetsByRule",
+                    "events:ListTagsForResource",
+                ],
+                &[&rule],
+            )
+            .write(
+                &[
+                    "events:PutRule",
+                    "events:PutTargets",
+                    "events:RemoveTargets",
+                    "events:DeleteRule",
+                    "events:TagResource",
+                    "events:UntagResource",
+                ],
+                &[rule],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&EventsTags)

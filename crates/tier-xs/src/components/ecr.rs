@@ -12,7 +12,9 @@ use crate::aws::AwsClients;
 use crate::cost::base::PRICES;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
+use crate::engine::permissions::Permissions;
 use crate::tag_api;
+use crate::workspace::Workspace;
 use aws_sdk_ecr::operation::create_repository::CreateRepositoryError;
 use aws_sdk_ecr::operation::delete_repository::DeleteRepositoryError;
 use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
@@ -145,6 +147,30 @@ impl Resource for EcrRepository {
     }
     fn kind(&self) -> &'static str {
         "ecr repository"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let repo = ws.arn("ecr", &format!("repository/{}", self.meta.name));
+        Permissions::new()
+            .read(
+                &[
+                    "ecr:DescribeRepositories",
+                    "ecr:GetLifecyclePolicy",
+                    "ecr:ListTagsForResource",
+                ],
+                &[&repo],
+            )
+            .write(
+                &[
+                    "ecr:CreateRepository",
+                    "ecr:PutImageScanningConfiguration",
+                    "ecr:PutImageTagMutability",
+                    "ecr:PutLifecyclePolicy",
+                    "ecr:DeleteRepository",
+                    "ecr:TagResource",
+                    "ecr:UntagResource",
+                ],
+                &[repo],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&EcrTags)

@@ -24,12 +24,14 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
+use crate::engine::permissions::{Permissions, any};
 use crate::engine::{
     self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi,
     codes, error_text, found, gone, made, output_or_unknown, own_tags, require_output, settle,
     unmodeled, wait_until,
 };
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 /// Valid Fargate task sizes: CPU units and the memory (MiB) each allows.
 pub fn validate_fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
@@ -144,6 +146,35 @@ impl Resource for Cluster {
     }
     fn kind(&self) -> &'static str {
         "ecs cluster"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let cluster = ws.arn("ecs", &format!("cluster/{}", self.meta.name));
+        let linked = ws.iam_arn("role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS");
+        // GetRole by name: IAM names the role with its path once it exists, without it before.
+        let by_name = ws.iam_arn("role/*AWSServiceRoleForECS");
+        Permissions::new()
+            .read(
+                &["ecs:DescribeClusters", "ecs:ListTagsForResource"],
+                &[&cluster],
+            )
+            .write(
+                &[
+                    "ecs:CreateCluster",
+                    "ecs:PutClusterCapacityProviders",
+                    "ecs:UpdateClusterSettings",
+                    "ecs:DeleteCluster",
+                    "ecs:TagResource",
+                    "ecs:UntagResource",
+                ],
+                &[cluster],
+            )
+            // A fresh account's first cluster needs ECS's service-linked role.
+            .write(&["iam:GetRole"], &[by_name])
+            .write_when(
+                &["iam:CreateServiceLinkedRole"],
+                &[linked],
+                json!({"StringEquals": {"iam:AWSServiceName": "ecs.amazonaws.com"}}),
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&EcsTags)
@@ -528,6 +559,28 @@ impl Resource for TaskDefinition {
     }
     fn kind(&self) -> &'static str {
         "ecs task definition"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let family = ws.arn("ecs", &format!("task-definition/{}:*", self.meta.name));
+        Permissions::new()
+            // Listing and describing task definitions take no resource.
+            .read(
+                &["ecs:ListTaskDefinitions", "ecs:DescribeTaskDefinition"],
+                &any(),
+            )
+            .read(&["ecs:ListTagsForResource"], &[&family])
+            .write(
+                &["ecs:RegisterTaskDefinition", "ecs:DeregisterTaskDefinition"],
+                &any(),
+            )
+            .write(
+                &[
+                    "ecs:DeleteTaskDefinitions",
+                    "ecs:TagResource",
+                    "ecs:UntagResource",
+                ],
+                &[family],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&EcsTags)
@@ -917,6 +970,27 @@ impl Resource for Service {
     }
     fn kind(&self) -> &'static str {
         "ecs service"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let service = ws.arn(
+            "ecs",
+            &format!("service/{}/{}", self.cluster_name, self.meta.name),
+        );
+        Permissions::new()
+            .read(
+                &["ecs:DescribeServices", "ecs:ListTagsForResource"],
+                &[&service],
+            )
+            .write(
+                &[
+                    "ecs:CreateService",
+                    "ecs:UpdateService",
+                    "ecs:DeleteService",
+                    "ecs:TagResource",
+                    "ecs:UntagResource",
+                ],
+                &[service],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&EcsTags)

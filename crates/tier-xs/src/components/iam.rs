@@ -1,5 +1,7 @@
 //! IAM roles for ECS tasks, each with one inline policy that names the workspace's own
-//! resource ARNs.
+//! resource ARNs; the policy documents a deployer needs.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use aws_sdk_iam::operation::create_role::CreateRoleError;
@@ -7,14 +9,17 @@ use aws_sdk_iam::operation::delete_role::DeleteRoleError;
 use aws_sdk_iam::operation::get_role::GetRoleError;
 use aws_sdk_iam::operation::list_role_policies::ListRolePoliciesError;
 use aws_sdk_iam::types::Tag;
+
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
 use crate::engine::pair;
+use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 use super::normalize_json;
 
@@ -31,6 +36,65 @@ pub fn statement_when(actions: &[&str], resources: &[String], condition: Value) 
 
 pub fn policy(statements: Vec<Value>) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// IAM's limit on a managed policy document, in characters other than white space.
+pub const MANAGED_POLICY_LIMIT: usize = 6_144;
+
+/// The managed policy documents that allow `grants`: actions on the same resources under the
+/// same condition share a statement, statements with the same actions share one, and the
+/// statements are split into as few documents as keep each under [`MANAGED_POLICY_LIMIT`].
+pub fn documents<'g>(grants: impl IntoIterator<Item = &'g Grant>) -> Vec<Value> {
+    // By resources and condition: the actions.
+    let mut by_target: BTreeMap<(Vec<String>, String), BTreeSet<String>> = BTreeMap::new();
+    for g in grants {
+        let resources: BTreeSet<String> = g.resources.iter().cloned().collect();
+        let condition = g
+            .condition
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default();
+        by_target
+            .entry((resources.into_iter().collect(), condition))
+            .or_default()
+            .extend(g.actions.iter().cloned());
+    }
+    // By actions and condition: the resources.
+    let mut by_actions: BTreeMap<(Vec<String>, String), BTreeSet<String>> = BTreeMap::new();
+    for ((resources, condition), actions) in by_target {
+        by_actions
+            .entry((actions.into_iter().collect(), condition))
+            .or_default()
+            .extend(resources);
+    }
+    let statements = by_actions
+        .into_iter()
+        .map(|((actions, condition), resources)| {
+            let resources: Vec<String> = if resources.contains("*") {
+                vec!["*".into()]
+            } else {
+                resources.into_iter().collect()
+            };
+            let mut s = statement(
+                &actions.iter().map(String::as_str).collect::<Vec<_>>(),
+                &resources,
+            );
+            if let Ok(c) = serde_json::from_str::<Value>(&condition) {
+                s["Condition"] = c;
+            }
+            s
+        });
+    let size = |v: &Value| v.to_string().chars().filter(|c| !c.is_whitespace()).count();
+    let mut docs: Vec<Vec<Value>> = vec![Vec::new()];
+    for s in statements {
+        let current = docs.last_mut().expect("one document at least");
+        current.push(s);
+        if current.len() > 1 && size(&policy(current.clone())) > MANAGED_POLICY_LIMIT {
+            let s = current.pop().expect("just pushed");
+            docs.push(vec![s]);
+        }
+    }
+    docs.into_iter().map(policy).collect()
 }
 
 fn tag(k: &str, v: &str) -> Result<Tag, EngineError> {
@@ -104,6 +168,35 @@ impl Resource for Role {
     }
     fn kind(&self) -> &'static str {
         "iam role"
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        let role = [self.arn.clone()];
+        Permissions::new()
+            .read(
+                &[
+                    "iam:GetRole",
+                    "iam:GetRolePolicy",
+                    "iam:ListRolePolicies",
+                    "iam:ListAttachedRolePolicies",
+                    "iam:ListRoleTags",
+                ],
+                &role,
+            )
+            .write(
+                &[
+                    "iam:CreateRole",
+                    "iam:UpdateAssumeRolePolicy",
+                    "iam:PutRolePolicy",
+                    "iam:DeleteRolePolicy",
+                    "iam:DetachRolePolicy",
+                    "iam:DeleteRole",
+                    "iam:TagRole",
+                    "iam:UntagRole",
+                ],
+                &role,
+            )
+            // Task definitions and state machines name the role: the deployer passes it.
+            .write(&["iam:PassRole"], &role)
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&IamRoleTags)

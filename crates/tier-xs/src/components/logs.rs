@@ -10,10 +10,12 @@ use serde_json::{Value, json};
 use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
+use crate::engine::permissions::{Permissions, any};
 use crate::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, made,
 };
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 use super::normalize_json;
 
@@ -63,6 +65,23 @@ impl Resource for LogGroup {
     }
     fn kind(&self) -> &'static str {
         "log group"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let group = ws.arn("logs", &format!("log-group:{}", self.meta.name));
+        Permissions::new()
+            // DescribeLogGroups lists by prefix: no resource-level permission.
+            .read(&["logs:DescribeLogGroups"], &any())
+            .read(&["logs:ListTagsForResource"], &[&group])
+            .write(
+                &[
+                    "logs:CreateLogGroup",
+                    "logs:PutRetentionPolicy",
+                    "logs:DeleteLogGroup",
+                    "logs:TagResource",
+                    "logs:UntagResource",
+                ],
+                &[group],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&LogsTags)
@@ -218,6 +237,15 @@ impl Resource for LogsResourcePolicy {
     }
     fn kind(&self) -> &'static str {
         "logs resource policy"
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        // Account-level resource policies have no ARN of their own.
+        Permissions::new()
+            .read(&["logs:DescribeResourcePolicies"], &any())
+            .write(
+                &["logs:PutResourcePolicy", "logs:DeleteResourcePolicy"],
+                &any(),
+            )
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new().set("policy", self.document())

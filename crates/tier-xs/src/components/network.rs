@@ -7,7 +7,9 @@ use aws_sdk_ec2::types::Filter;
 use crate::aws::AwsClients;
 use crate::engine::EngineError;
 use crate::engine::pair;
+use crate::engine::permissions::{Permissions, any};
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Network {
@@ -385,6 +387,27 @@ impl Resource for SecurityGroup {
     }
     fn kind(&self) -> &'static str {
         "security group"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let groups = ws.arn("ec2", "security-group/*");
+        let vpc = ws.arn("ec2", "vpc/*");
+        Permissions::new()
+            // EC2's Describe actions have no resource-level permissions.
+            .read(&["ec2:DescribeSecurityGroups"], &any())
+            .write(&["ec2:CreateSecurityGroup"], &[groups.clone(), vpc])
+            .write_when(
+                &[
+                    "ec2:AuthorizeSecurityGroupIngress",
+                    "ec2:AuthorizeSecurityGroupEgress",
+                    "ec2:RevokeSecurityGroupIngress",
+                    "ec2:RevokeSecurityGroupEgress",
+                    "ec2:DeleteSecurityGroup",
+                    "ec2:CreateTags",
+                    "ec2:DeleteTags",
+                ],
+                &[groups],
+                json!({"StringEquals": {"aws:ResourceTag/agentbus:workspace": ws.id()}}),
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&Ec2Tags)

@@ -15,11 +15,13 @@ use crate::aws::AwsClients;
 use crate::cost::base::base_cost;
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
+use crate::engine::permissions::{Permissions, any};
 use crate::engine::{
     self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi,
     found, gone, made, own_tags, settle,
 };
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 pub struct WorkspaceSecret {
     pub meta: Meta,
@@ -120,6 +122,30 @@ impl Resource for WorkspaceSecret {
     }
     fn kind(&self) -> &'static str {
         "secret"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        // Secret ARNs end in six random characters.
+        let secret = ws.arn(
+            "secretsmanager",
+            &format!("secret:{}-??????", self.meta.name),
+        );
+        let tenants = ws.arn("secretsmanager", &format!("secret:{}*", self.tenant_prefix));
+        Permissions::new()
+            .read(&["secretsmanager:DescribeSecret"], &[&secret])
+            .write(
+                &[
+                    "secretsmanager:CreateSecret",
+                    "secretsmanager:UpdateSecret",
+                    "secretsmanager:RestoreSecret",
+                    "secretsmanager:DeleteSecret",
+                    "secretsmanager:TagResource",
+                    "secretsmanager:UntagResource",
+                ],
+                &[secret],
+            )
+            // `--destroy-data` deletes the tenants' secrets too.
+            .write(&["secretsmanager:ListSecrets"], &any())
+            .write(&["secretsmanager:DeleteSecret"], &[tenants])
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&SecretTags)

@@ -18,10 +18,12 @@ use crate::aws::AwsClients;
 use crate::cost::base::{BasePrices, base_cost};
 use crate::cost::{CostContext, CostError, CostLine};
 use crate::engine::pair;
+use crate::engine::permissions::Permissions;
 use crate::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, made, wait_until,
 };
 use crate::tag_api;
+use crate::workspace::Workspace;
 
 /// A global secondary index: name, hash key and optional range key (all strings).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +188,31 @@ impl Resource for DynamoTable {
     }
     fn kind(&self) -> &'static str {
         "dynamodb table"
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let table = ws.arn("dynamodb", &format!("table/{}", self.0.meta.name));
+        Permissions::new()
+            .read(
+                &[
+                    "dynamodb:DescribeTable",
+                    "dynamodb:DescribeTimeToLive",
+                    "dynamodb:DescribeContinuousBackups",
+                    "dynamodb:ListTagsOfResource",
+                ],
+                &[&table],
+            )
+            .write(
+                &[
+                    "dynamodb:CreateTable",
+                    "dynamodb:UpdateTable",
+                    "dynamodb:UpdateTimeToLive",
+                    "dynamodb:UpdateContinuousBackups",
+                    "dynamodb:DeleteTable",
+                    "dynamodb:TagResource",
+                    "dynamodb:UntagResource",
+                ],
+                &[table],
+            )
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&DynamoTags)

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod lock;
+pub mod permissions;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -19,9 +20,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::aws::AwsClients;
-use crate::workspace::Tier;
+use crate::workspace::{Tier, Workspace};
 
 pub use apply::{ApplyOptions, ApplyReport, Outcome, Progress};
+pub use permissions::Permissions;
 pub use plan::{Action, Change, FieldChange, Plan};
 
 /// Outputs of resources (ARNs, ids), keyed `"{resource-id}.{output}"`.
@@ -379,6 +381,9 @@ pub trait Resource: Send + Sync {
     /// The fields this resource should have (tags aside: the engine adds them), given the
     /// outputs known so far. A missing dependency output is [`unknown`].
     fn desired(&self, outputs: &Outputs) -> Desired;
+    /// The IAM actions (and their resources) a deployer needs to plan this resource and to
+    /// change it in workspace `ws`: exactly the calls its own methods and its tag API make.
+    fn permissions(&self, ws: &Workspace) -> Permissions;
     /// Looks the resource up by name. `None` when it does not exist. It may report its
     /// `tags` field when the lookup returns them; otherwise the engine reads them.
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError>;

@@ -9,9 +9,11 @@ use serde_json::json;
 
 use super::apply::{ApplyOptions, Outcome, apply};
 use super::plan::{Action, PlanRequest, plan};
-use super::{Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, output_or_unknown};
+use super::{
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Permissions, Resource, output_or_unknown,
+};
 use crate::aws::AwsClients;
-use crate::workspace::Tier;
+use crate::workspace::{Tier, Workspace};
 
 #[derive(Default)]
 struct Cloud {
@@ -66,6 +68,9 @@ impl Resource for Fake {
     }
     fn kind(&self) -> &'static str {
         "fake"
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        Permissions::new()
     }
     fn depends_on(&self) -> Vec<&'static str> {
         self.dep.into_iter().collect()
@@ -282,6 +287,9 @@ impl Resource for Scripted {
     }
     fn kind(&self) -> &'static str {
         self.kind
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        Permissions::new()
     }
     fn depends_on(&self) -> Vec<&'static str> {
         self.deps.clone()

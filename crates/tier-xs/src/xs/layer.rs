@@ -10,6 +10,7 @@ use super::{ExtraSmall, XsSettings, ids};
 use crate::aws::AwsClients;
 use crate::cost::base::{BaseUsage, PRICES};
 use crate::cost::{CostError, PriceSource, Usage, UsageBook};
+use crate::engine::permissions::{Permissions, any};
 use crate::engine::plan::Plan;
 use crate::ladder::{Built, DashboardSpec, Layer, LayerContext, TierFlags};
 use crate::workspace::{Tier, Workspace};
@@ -172,6 +173,22 @@ impl Layer for XsLayer {
             "Fargate Spot is priced at the region's published Spot rate, which moves with demand"
                 .to_string(),
         ])
+    }
+
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        // `address`: the dashboard task's network interface. ECS's ListTasks takes the
+        // cluster, DescribeTasks its tasks; EC2's Describe actions take no resource.
+        Permissions::new()
+            .read_when(
+                &["ecs:ListTasks"],
+                &any(),
+                json!({"ArnEquals": {"ecs:cluster": ws.arn("ecs", &format!("cluster/{}", ws.id()))}}),
+            )
+            .read(
+                &["ecs:DescribeTasks"],
+                &[ws.arn("ecs", &format!("task/{}/*", ws.id()))],
+            )
+            .read(&["ec2:DescribeNetworkInterfaces"], &any())
     }
 
     async fn address(&self, aws: &AwsClients, ws: &Workspace, plan: &Plan) -> Option<String> {
