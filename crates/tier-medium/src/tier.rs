@@ -553,16 +553,7 @@ impl MediumOwn {
                 // Execution logging goes through CloudWatch Logs' log delivery, whose
                 // actions IAM scopes to no resource (Step Functions' developer guide).
                 statement(
-                    &[
-                        "logs:CreateLogDelivery",
-                        "logs:GetLogDelivery",
-                        "logs:UpdateLogDelivery",
-                        "logs:DeleteLogDelivery",
-                        "logs:ListLogDeliveries",
-                        "logs:PutResourcePolicy",
-                        "logs:DescribeResourcePolicies",
-                        "logs:DescribeLogGroups",
-                    ],
+                    crate::components::state_machine::LOG_DELIVERY_ACTIONS,
                     &["*".to_string()],
                 ),
                 statement(

@@ -93,6 +93,25 @@ fn stand_in_network() -> network::Network {
     }
 }
 
+/// The layout context of the commands that need no AWS account, for `target`.
+fn offline_context<'a>(
+    ws: &'a Workspace,
+    settings: &'a StoredSettings,
+    network: &'a network::Network,
+    target: Tier,
+) -> LayerContext<'a> {
+    LayerContext {
+        ws,
+        settings,
+        network,
+        target: Some(target),
+        plain_http: false,
+        service_wait: DEFAULT_SERVICE_WAIT,
+        budget_default: 0.0,
+        estimate: None,
+    }
+}
+
 /// What a deployer needs for workspace `ws` to plan it, deploy it up to `tier`, destroy it,
 /// see its status, unlock it, push its image and manage its tokens (needs no AWS account).
 /// Plans observe every resource this build knows, so the reads cover every tier; the changes
@@ -105,16 +124,7 @@ pub fn deployer_permissions(
     ladder.check(tier)?;
     let network = stand_in_network();
     let settings = StoredSettings::default();
-    let ctx = LayerContext {
-        ws,
-        settings: &settings,
-        network: &network,
-        target: Some(tier),
-        plain_http: false,
-        service_wait: DEFAULT_SERVICE_WAIT,
-        budget_default: 0.0,
-        estimate: None,
-    };
+    let ctx = offline_context(ws, &settings, &network, tier);
     let mut all = foundation_permissions(ws);
     let parts = ladder
         .universe(&ctx)
@@ -226,19 +236,7 @@ pub fn price(
     let network = stand_in_network();
     let settings = StoredSettings::default();
     let usage = ladder.usage_book().load(usage)?;
-    let ctx = ladder.with_estimates(
-        LayerContext {
-            ws: &ws,
-            settings: &settings,
-            network: &network,
-            target: Some(tier),
-            plain_http: false,
-            service_wait: DEFAULT_SERVICE_WAIT,
-            budget_default: 0.0,
-            estimate: None,
-        },
-        &usage,
-    );
+    let ctx = ladder.with_estimates(offline_context(&ws, &settings, &network, tier), &usage);
     let universe = ladder.universe(&ctx);
     Ok(ladder.cost_report(tier, region, &usage, &universe.resources)?)
 }
@@ -259,16 +257,7 @@ pub fn document(
     let settings = StoredSettings {
         values: settings.into_iter().collect(),
     };
-    let ctx = LayerContext {
-        ws: &ws,
-        settings: &settings,
-        network: &network,
-        target: Some(ladder.highest()),
-        plain_http: false,
-        service_wait: DEFAULT_SERVICE_WAIT,
-        budget_default: 0.0,
-        estimate: None,
-    };
+    let ctx = offline_context(&ws, &settings, &network, ladder.highest());
     let documents: Vec<_> = ladder
         .layers()
         .iter()

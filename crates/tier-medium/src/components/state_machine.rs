@@ -141,6 +141,20 @@ fn settling(e: &SdkError<CreateStateMachineError, impl std::fmt::Debug>) -> bool
     })
 }
 
+/// The CloudWatch Logs actions that configure a state machine's execution logging (its log
+/// delivery); IAM scopes them to no resource (Step Functions developer guide, "IAM policies for
+/// logging to CloudWatch Logs"). Whoever creates the state machine, and its role, need them.
+pub const LOG_DELIVERY_ACTIONS: &[&str] = &[
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+];
+
 #[async_trait]
 impl Resource for StateMachine {
     fn meta(&self) -> &Meta {
@@ -168,19 +182,7 @@ impl Resource for StateMachine {
             )
             // Execution logging: Step Functions' log delivery is configured through CloudWatch
             // Logs' vended-log actions, which take no resource.
-            .write(
-                &[
-                    "logs:CreateLogDelivery",
-                    "logs:GetLogDelivery",
-                    "logs:UpdateLogDelivery",
-                    "logs:DeleteLogDelivery",
-                    "logs:ListLogDeliveries",
-                    "logs:PutResourcePolicy",
-                    "logs:DescribeResourcePolicies",
-                    "logs:DescribeLogGroups",
-                ],
-                &any(),
-            )
+            .write(LOG_DELIVERY_ACTIONS, &any())
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&SfnTags)
