@@ -108,14 +108,11 @@ pub fn start_moto() -> Moto {
             panic!("cannot start moto_server ({bin}): {e}; run scripts/test.sh, which installs it")
         });
     let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "moto_server ({bin}) did not start on port {port}; install it with scripts/test.sh"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_port(
+        port,
+        Duration::from_secs(60),
+        &format!("moto_server ({bin}; scripts/test.sh installs it)"),
+    );
     seed_fixture_image(&url);
     Moto {
         url,
@@ -382,14 +379,11 @@ pub fn registry() -> &'static LocalRegistry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; scripts/test.sh installs it"));
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{bin} did not start on port {port}; scripts/test.sh installs docker-registry"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(
+            port,
+            Duration::from_secs(30),
+            &format!("{bin} (scripts/test.sh installs docker-registry)"),
+        );
         LocalRegistry {
             host: format!("127.0.0.1:{port}"),
             _watchdog: std::sync::Mutex::new(watchdog),

@@ -126,9 +126,8 @@ pub fn deployer_permissions(
     let settings = StoredSettings::default();
     let ctx = offline_context(ws, &settings, &network, tier);
     let mut all = foundation_permissions(ws);
-    let parts = ladder
-        .universe(&ctx)
-        .resources
+    let resources = ladder.universe(&ctx).resources;
+    let parts = resources
         .iter()
         .map(|r| (r.tier(), r.permissions(ws)))
         .chain(
@@ -136,8 +135,7 @@ pub fn deployer_permissions(
                 .layers()
                 .iter()
                 .map(|l| (l.tier(), l.permissions(ws))),
-        )
-        .collect::<Vec<_>>();
+        );
     for (at, p) in parts {
         all.read.extend(p.read);
         if at <= tier {

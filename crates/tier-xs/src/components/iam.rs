@@ -9,7 +9,6 @@ use aws_sdk_iam::operation::delete_role::DeleteRoleError;
 use aws_sdk_iam::operation::get_role::GetRoleError;
 use aws_sdk_iam::operation::list_role_policies::ListRolePoliciesError;
 use aws_sdk_iam::types::Tag;
-
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
@@ -45,22 +44,20 @@ pub const MANAGED_POLICY_LIMIT: usize = 6_144;
 /// same condition share a statement, statements with the same actions share one, and the
 /// statements are split into as few documents as keep each under [`MANAGED_POLICY_LIMIT`].
 pub fn documents<'g>(grants: impl IntoIterator<Item = &'g Grant>) -> Vec<Value> {
+    // Conditions are compared by their JSON text (`Value` has no order).
+    type Condition = Option<String>;
     // By resources and condition: the actions.
-    let mut by_target: BTreeMap<(Vec<String>, String), BTreeSet<String>> = BTreeMap::new();
+    let mut by_target: BTreeMap<(Vec<String>, Condition), BTreeSet<String>> = BTreeMap::new();
     for g in grants {
         let resources: BTreeSet<String> = g.resources.iter().cloned().collect();
-        let condition = g
-            .condition
-            .as_ref()
-            .map(Value::to_string)
-            .unwrap_or_default();
+        let condition = g.condition.as_ref().map(Value::to_string);
         by_target
             .entry((resources.into_iter().collect(), condition))
             .or_default()
             .extend(g.actions.iter().cloned());
     }
     // By actions and condition: the resources.
-    let mut by_actions: BTreeMap<(Vec<String>, String), BTreeSet<String>> = BTreeMap::new();
+    let mut by_actions: BTreeMap<(Vec<String>, Condition), BTreeSet<String>> = BTreeMap::new();
     for ((resources, condition), actions) in by_target {
         by_actions
             .entry((actions.into_iter().collect(), condition))
@@ -79,7 +76,7 @@ pub fn documents<'g>(grants: impl IntoIterator<Item = &'g Grant>) -> Vec<Value> 
                 &actions.iter().map(String::as_str).collect::<Vec<_>>(),
                 &resources,
             );
-            if let Ok(c) = serde_json::from_str::<Value>(&condition) {
+            if let Some(c) = condition.and_then(|c| serde_json::from_str::<Value>(&c).ok()) {
                 s["Condition"] = c;
             }
             s
