@@ -42,7 +42,8 @@ impl Resource for MetricFilter {
         "log metric filter"
     }
     fn permissions(&self, ws: &Workspace) -> Permissions {
-        let group = ws.arn("logs", &format!("log-group:{}", self.log_group));
+        // Metric filters take the log group's ARN with its trailing `:*`.
+        let group = ws.arn("logs", &format!("log-group:{}:*", self.log_group));
         Permissions::new()
             .read(&["logs:DescribeMetricFilters"], &[&group])
             .write(

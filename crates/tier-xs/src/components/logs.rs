@@ -67,7 +67,11 @@ impl Resource for LogGroup {
         "log group"
     }
     fn permissions(&self, ws: &Workspace) -> Permissions {
+        // The tagging actions take the group's ARN as its tag APIs name it, every other action
+        // the ARN with a trailing `:*` (CloudWatch Logs User Guide, "Overview of managing
+        // access permissions": resource types and ARNs).
         let group = ws.arn("logs", &format!("log-group:{}", self.meta.name));
+        let group_any = format!("{group}:*");
         Permissions::new()
             // DescribeLogGroups lists by prefix: no resource-level permission.
             .read(&["logs:DescribeLogGroups"], &any())
@@ -77,11 +81,10 @@ impl Resource for LogGroup {
                     "logs:CreateLogGroup",
                     "logs:PutRetentionPolicy",
                     "logs:DeleteLogGroup",
-                    "logs:TagResource",
-                    "logs:UntagResource",
                 ],
-                &[group],
+                &[group_any],
             )
+            .write(&["logs:TagResource", "logs:UntagResource"], &[group])
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&LogsTags)

@@ -395,6 +395,14 @@ impl Resource for SecurityGroup {
             // EC2's Describe actions have no resource-level permissions.
             .read(&["ec2:DescribeSecurityGroups"], &any())
             .write(&["ec2:CreateSecurityGroup"], &[groups.clone(), vpc])
+            // Tags given at creation are authorized as CreateTags with the creating action
+            // (EC2 User Guide, "Grant permission to tag resources during creation"); the group
+            // has no tags yet, so the workspace-tag condition below cannot hold then.
+            .write_when(
+                &["ec2:CreateTags"],
+                &[&groups],
+                json!({"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}),
+            )
             .write_when(
                 &[
                     "ec2:AuthorizeSecurityGroupIngress",
