@@ -1,6 +1,6 @@
 //! The deployer's policy cannot drift: the documents in `docs/iam/` are what `iam-policy`
 //! prints, and every AWS call the deploy's code makes has its permission in the policy of the
-//! top tier. (The end-to-end test `deployer_policy` runs the deploy under IAM enforcement.)
+//! top tier. (The end-to-end module `iam` runs the deploy under IAM enforcement.)
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
