@@ -285,11 +285,17 @@ impl External {
                 .list(&id.tenant, KEY_PREFIX, cursor.as_deref(), 100)
                 .await
                 .map_err(explain)?;
-            servers.extend(
-                page.entries
-                    .iter()
-                    .filter_map(|e| serde_json::from_str::<Registration>(&e.value).ok()),
-            );
+            // A listing has sizes, not values: each registration is read on its own.
+            for listed in &page.entries {
+                let entry = state
+                    .kv
+                    .get(&id.tenant, &listed.key)
+                    .await
+                    .map_err(explain)?;
+                servers.extend(
+                    entry.and_then(|e| serde_json::from_str::<Registration>(&e.value).ok()),
+                );
+            }
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
                 None => break,

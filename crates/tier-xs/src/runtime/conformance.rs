@@ -253,6 +253,22 @@ pub async fn kv_suite(kv: &dyn KvStore, tag: &str) {
     assert_eq!(kv.get(&a, "contended").await.unwrap().unwrap().version, 16);
     assert!(kv.delete(&a, "counter").await.unwrap() && kv.delete(&a, "contended").await.unwrap());
 
+    // a listing reports each value's size in bytes (UTF-8), its version and expiry
+    kv.set(&a, "sized/text", "héllo wörld", Ttl::Seconds(3600))
+        .await
+        .unwrap();
+    kv.set(&a, "sized/text", "héllo wörld!", Ttl::Never)
+        .await
+        .unwrap();
+    let listed = kv.list(&a, "sized/", None, 10).await.unwrap().entries;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].key.as_str(), listed[0].bytes, listed[0].version),
+        ("sized/text", 14, 2)
+    );
+    assert_eq!(listed[0].expires_at, None);
+    assert!(kv.delete(&a, "sized/text").await.unwrap());
+
     // delete
     assert!(kv.delete(&a, "greeting").await.unwrap());
     assert!(!kv.delete(&a, "greeting").await.unwrap());

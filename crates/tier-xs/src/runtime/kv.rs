@@ -32,9 +32,21 @@ pub struct KvEntry {
     pub expires_at: Option<u64>,
 }
 
+/// One entry of a listing: its size in place of its value, so that a page costs no memory
+/// for the values (a thousand 350 KiB values would be 350 MiB).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KvListed {
+    pub key: String,
+    /// The value's length in bytes (UTF-8).
+    pub bytes: u64,
+    pub version: u64,
+    pub updated_at: u64,
+    pub expires_at: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KvPage {
-    pub entries: Vec<KvEntry>,
+    pub entries: Vec<KvListed>,
     /// Pass back to get the next page; `None` at the end.
     pub next_cursor: Option<String>,
 }
@@ -177,7 +189,11 @@ fn conflict(key: &str, expect: Expect, found: Option<u64>) -> RuntimeError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// DynamoDB: pk = "kv#{tenant}", sk = key; `expires_at` is the table's TTL attribute.
+// DynamoDB: pk = "kv#{tenant}", sk = key; `expires_at` is the table's TTL attribute; `bytes`
+// the value's length, so listings read it without the value.
+
+/// The attribute holding a value's length in bytes.
+const BYTES: &str = "bytes";
 
 pub struct DynamoKv {
     client: aws_sdk_dynamodb::Client,
@@ -217,6 +233,28 @@ impl DynamoKv {
             updated_at: n("updated_at").unwrap_or(0),
             expires_at: n("expires_at"),
         })
+    }
+
+    /// A listed item (projected without its value); `bytes` is `None` for an item written
+    /// before sizes were stored.
+    fn listed(item: &HashMap<String, AttributeValue>) -> Option<(KvListed, bool)> {
+        let n = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let key = item.get("sk").and_then(|v| v.as_s().ok()).cloned()?;
+        let bytes = n(BYTES);
+        Some((
+            KvListed {
+                key,
+                bytes: bytes.unwrap_or(0),
+                version: n("version").unwrap_or(0),
+                updated_at: n("updated_at").unwrap_or(0),
+                expires_at: n("expires_at"),
+            },
+            bytes.is_none(),
+        ))
     }
 
     fn live(e: &KvEntry, now: u64) -> bool {
@@ -261,10 +299,10 @@ impl KvStore for DynamoKv {
         // An entry that never expires has no TTL attribute: DynamoDB's TTL skips such items.
         let update = match exp {
             Some(_) => {
-                "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now, expires_at = :exp"
+                "SET #v = :v, #b = :b, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now, expires_at = :exp"
             }
             None => {
-                "SET #v = :v, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now REMOVE expires_at"
+                "SET #v = :v, #b = :b, #ver = if_not_exists(#ver, :zero) + :one, updated_at = :now REMOVE expires_at"
             }
         };
         let mut req = self
@@ -275,7 +313,9 @@ impl KvStore for DynamoKv {
             .update_expression(update)
             .expression_attribute_names("#v", "value")
             .expression_attribute_names("#ver", "version")
+            .expression_attribute_names("#b", BYTES)
             .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+            .expression_attribute_values(":b", n(value.len() as u64))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now))
@@ -367,6 +407,10 @@ impl KvStore for DynamoKv {
                 .expression_attribute_values(":pk", Self::pk(tenant))
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                // Sizes, not values: a page of large values costs no memory.
+                .projection_expression("pk, sk, #b, #ver, updated_at, expires_at")
+                .expression_attribute_names("#b", BYTES)
+                .expression_attribute_names("#ver", "version")
                 .set_exclusive_start_key(start.take())
                 .limit((limit as usize - entries.len()) as i32);
             req = if prefix.is_empty() {
@@ -379,7 +423,16 @@ impl KvStore for DynamoKv {
                 .send()
                 .await
                 .map_err(|e| RuntimeError::backend("Query", e))?;
-            entries.extend(out.items().iter().filter_map(Self::entry));
+            for (mut listed, unsized_) in out.items().iter().filter_map(Self::listed) {
+                if unsized_ {
+                    // Written before sizes were stored: read that one value for its size.
+                    listed.bytes = self
+                        .get(tenant, &listed.key)
+                        .await?
+                        .map_or(0, |e| e.value.len() as u64);
+                }
+                entries.push(listed);
+            }
             match out.last_evaluated_key {
                 Some(k) if entries.len() < limit as usize => start = Some(k),
                 Some(_) => {
@@ -436,6 +489,16 @@ pub struct SqliteKv {
 impl SqliteKv {
     pub fn new(pool: SqlitePool) -> Self {
         SqliteKv { pool }
+    }
+
+    fn listed(row: &sqlx::sqlite::SqliteRow) -> KvListed {
+        KvListed {
+            key: row.get("key"),
+            bytes: row.get::<i64, _>("bytes") as u64,
+            version: row.get::<i64, _>("version") as u64,
+            updated_at: row.get::<i64, _>("updated_at") as u64,
+            expires_at: row.get::<Option<i64>, _>("expires_at").map(|v| v as u64),
+        }
     }
 
     fn entry(row: &sqlx::sqlite::SqliteRow) -> KvEntry {
@@ -569,7 +632,7 @@ impl KvStore for SqliteKv {
         };
         // Keys are compared as bytes (BINARY collation); the prefix range is [prefix, prefix+0xFF...).
         let rows = sqlx::query(
-            "SELECT key, value, version, updated_at, expires_at FROM kv
+            "SELECT key, length(CAST(value AS BLOB)) AS bytes, version, updated_at, expires_at FROM kv
              WHERE tenant = ? AND substr(key, 1, length(?)) = ? AND key > ?
                AND (expires_at IS NULL OR expires_at > ?)
              ORDER BY key LIMIT ?",
@@ -583,7 +646,7 @@ impl KvStore for SqliteKv {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| RuntimeError::backend("select", e))?;
-        let mut entries: Vec<KvEntry> = rows.iter().map(Self::entry).collect();
+        let mut entries: Vec<KvListed> = rows.iter().map(Self::listed).collect();
         let next_cursor = super::cut_page(&mut entries, limit, |e| e.key.clone());
         Ok(KvPage {
             entries,

@@ -166,7 +166,7 @@ pub struct DeletedOut {
 pub struct KvListItem {
     pub key: String,
     pub version: u64,
-    pub bytes: usize,
+    pub bytes: u64,
     pub expires_at: Option<u64>,
 }
 
@@ -406,7 +406,7 @@ impl AgentbusMcp {
                 .entries
                 .into_iter()
                 .map(|e| KvListItem {
-                    bytes: e.value.len(),
+                    bytes: e.bytes,
                     key: e.key,
                     version: e.version,
                     expires_at: e.expires_at,
