@@ -1386,3 +1386,39 @@ fn a_real_local_model_plans_and_reviews_a_run_that_ends_with_valid_artifacts() {
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn silent_connections_are_closed_and_cannot_hold_the_server() {
+    let dir = temp_dir("silent");
+    let port = free_port();
+    let _server = up_with(&dir, port, &["--max-connections", "4"]);
+    // Four clients connect and say nothing: they take every connection the server serves.
+    let silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // The fifth waits for a free connection; it is served once the silent ones are closed.
+    let start = Instant::now();
+    let asking = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 1];
+        // The server closes a connection that sends no request headers in time: end of stream.
+        assert_eq!(s.read(&mut buf).unwrap_or(usize::MAX), 0);
+    }
+    // Closed by the header-read timeout, not at once.
+    let closed_after = start.elapsed();
+    assert!(closed_after >= Duration::from_secs(9), "{closed_after:?}");
+    let answer = asking.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -84,7 +84,7 @@ pub struct ApplyFlags {
 }
 
 /// A count that must be at least 1, with the flag's own message for anything else.
-fn at_least_one(s: &str) -> Result<usize, String> {
+pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{s:?} is not a whole number of at least 1")),

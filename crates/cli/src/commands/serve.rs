@@ -47,7 +47,11 @@ async fn stop_signal() {
 }
 
 /// Runs the HTTP server until a stop signal, then drains for at most [`DRAIN`].
-pub async fn run_http(state: Arc<AppState>, addr: std::net::SocketAddr) -> Result<()> {
+pub async fn run_http(
+    state: Arc<AppState>,
+    addr: std::net::SocketAddr,
+    max_connections: usize,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -57,7 +61,7 @@ pub async fn run_http(state: Arc<AppState>, addr: std::net::SocketAddr) -> Resul
         tracing::info!("stopping: no new connections; finishing requests in flight");
         let _ = tx.send(());
     };
-    let server = serve(state, listener, signal);
+    let server = serve(state, listener, max_connections, signal);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r.context("server failed")?,
@@ -134,6 +138,9 @@ pub struct ServeArgs {
     /// With --data-dir: the tier whose tools to serve (on AWS the deploy says).
     #[arg(long, default_value = "xs")]
     tier: String,
+    /// Connections served at once (at least 1); more wait until one closes.
+    #[arg(long, default_value_t = tier_xs::server::MAX_CONNECTIONS, value_parser = super::at_least_one, allow_hyphen_values = true)]
+    max_connections: usize,
 }
 
 /// `agentbus serve`.
@@ -146,6 +153,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         host,
         rate_limit: rate,
         tier,
+        max_connections,
     } = args;
     let tier = tier.parse::<Tier>()?;
     ladder().check(tier)?;
@@ -172,6 +180,6 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let addr = std::net::SocketAddr::from((ip, port.unwrap_or(default_port)));
     tracing::info!("agentbus server on http://{addr}");
     eprintln!("agentbus server listening on http://{addr} (MCP at /mcp)");
-    run_http(state, addr).await?;
+    run_http(state, addr, max_connections).await?;
     Ok(0)
 }

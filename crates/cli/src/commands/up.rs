@@ -24,6 +24,9 @@ pub struct UpArgs {
     /// Requests per tenant per minute.
     #[arg(long, default_value_t = tier_xs::server::RATE_LIMIT_PER_MINUTE, allow_hyphen_values = true)]
     rate_limit: u32,
+    /// Connections served at once (at least 1); more wait until one closes.
+    #[arg(long, default_value_t = tier_xs::server::MAX_CONNECTIONS, value_parser = super::at_least_one, allow_hyphen_values = true)]
+    max_connections: usize,
 }
 
 pub async fn run(args: UpArgs) -> Result<u8> {
@@ -34,11 +37,24 @@ pub async fn run(args: UpArgs) -> Result<u8> {
         Some(t) => t.parse::<Tier>()?,
         None => Tier::ExtraSmall,
     };
-    up(tier, &args.data_dir, args.port, args.rate_limit).await
+    up(
+        tier,
+        &args.data_dir,
+        args.port,
+        args.rate_limit,
+        args.max_connections,
+    )
+    .await
 }
 
 /// `agentbus up`: the tier on embedded storage, on 127.0.0.1.
-async fn up(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
+async fn up(
+    tier: Tier,
+    data_dir: &Path,
+    port: u16,
+    rate: u32,
+    max_connections: usize,
+) -> Result<u8> {
     ladder().check(tier)?;
     // The port first: a busy one leaves no data directory behind.
     let listener = std::net::TcpListener::bind(("127.0.0.1", port))
@@ -64,7 +80,7 @@ async fn up(tier: Tier, data_dir: &Path, port: u16, rate: u32) -> Result<u8> {
         );
     }
     println!("Ctrl-C stops it; the data stays for the next `agentbus up`.");
-    run_http(state, addr).await?;
+    run_http(state, addr, max_connections).await?;
     println!("stopped.");
     Ok(0)
 }

@@ -8,7 +8,7 @@ pub mod mcp;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, Request, State};
@@ -596,28 +596,87 @@ where
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
+/// How long a client may take to send a request's headers, also the first ones on a
+/// connection and the next ones on a kept-alive one: a silent connection is closed after this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once unless told otherwise; more wait in the listen backlog until
+/// one closes.
+pub const MAX_CONNECTIONS: usize = 512;
+
 /// Serves until `signal` resolves, then stops accepting, ends live streams, and lets
-/// in-flight requests finish.
+/// in-flight requests finish. At most `max_connections` connections are served at once, and a
+/// connection that sends no request headers for [`HEADER_READ_TIMEOUT`] is closed, so silent
+/// clients cannot hold the server.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    max_connections: usize,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
     let stop = state.shutdown.clone();
-    // Responses go out in several writes (headers, then the event stream): without
-    // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to every call.
-    let listener = listener.tap_io(|tcp| {
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(signal);
+    loop {
+        // A free slot first: beyond the limit, connections wait in the backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = &mut signal => break,
+        };
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        // Responses go out in several writes (headers, then the event stream): without
+        // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to every call.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("TCP_NODELAY: {e}");
         }
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            signal.await;
-            stop.cancel();
-        })
-        .await
+        let connection =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let stopping = stop.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            // The connection first: a request it has already received is read and answered
+            // before a shutdown closes it; after the request in flight, it closes.
+            let ended = tokio::select! {
+                biased;
+                ended = connection.as_mut() => ended,
+                _ = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!("connection: {e}");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections.close();
+    stop.cancel();
+    connections.wait().await;
+    Ok(())
 }
 
 /// Serves the MCP tools over stdin/stdout as one identity, until the client closes.
