@@ -74,6 +74,22 @@ impl Client {
         v
     }
 
+    /// Ends the session (DELETE /mcp), as a well-behaved client does: the server holds at
+    /// most 128 open sessions per token.
+    async fn close(mut self) {
+        let Some(s) = &self.session else { return };
+        let req = format!(
+            "DELETE /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nMcp-Session-Id: {s}\r\n{}Content-Length: 0\r\n\r\n",
+            self.port,
+            self.token
+                .as_ref()
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default()
+        );
+        self.stream.write_all(req.as_bytes()).await.unwrap();
+        read_response(&mut self.stream).await;
+    }
+
     /// POSTs a JSON-RPC message; returns the response head and the (de-chunked) body.
     async fn post(&mut self, msg: &Value) -> (String, String) {
         let body = msg.to_string();
@@ -219,6 +235,7 @@ async fn load(port: u16, token: Option<String>, pid: u32, peak: Arc<AtomicU64>) 
         )
         .await;
     }
+    c.close().await;
     let mut out = Vec::new();
     for tool in ["kv_get", "kv_set"] {
         for clients in [1usize, 16, 64] {
@@ -242,6 +259,7 @@ async fn load(port: u16, token: Option<String>, pid: u32, peak: Arc<AtomicU64>) 
                         lat.push(t.elapsed().as_secs_f64() * 1000.0);
                         i += 7;
                     }
+                    c.close().await;
                     lat
                 }));
             }
