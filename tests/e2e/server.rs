@@ -104,7 +104,7 @@ pub(crate) fn up_with_env(
 }
 
 /// One HTTP/1.1 request on 127.0.0.1; returns status and body.
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,

@@ -1,13 +1,16 @@
 """Drives the large tier's vector memory tools with the official Python MCP SDK over
 Streamable HTTP: documents put and found by meaning with a real embedding model, metadata
-filters, a viewer, another tenant, strict arguments, and (second run) persistence.
+filters, a viewer, another tenant, strict arguments, workflow runs whose sweeper remembers
+their retrospective and whose conductor finds the earlier run, and (second run) persistence.
 
   large_client.py URL ADMIN_TOKEN VIEWER_TOKEN OTHER_TENANT_TOKEN first|after-restart
 
 Exits 0 when every check passed; prints each failed check.
 """
 import asyncio
+import json
 import sys
+import time
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -83,6 +86,49 @@ async def admin_first(s):
     check(not err and out == {"deleted": False}, f"memory_delete again ({out} {text})")
 
 
+async def until_done(s, run_id, seconds=90):
+    """Polls workflow_get until the run ended (a condition, not a sleep)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        err, out, text = await call(s, "workflow_get", {"run_id": run_id})
+        if not err and out["run"]["status"] in ("succeeded", "failed", "blocked", "cancelled"):
+            return out
+        if time.monotonic() > deadline:
+            check(False, f"run {run_id} never ended: {text}")
+            return out
+        await asyncio.sleep(0.1)
+
+
+async def workflows(s):
+    # Read-only runs approve themselves under this policy.
+    policy = {"auto_approve": {"enabled": True, "max_cost_delta_monthly": 0}}
+    err, _, text = await call(s, "kv_set", {"key": "agentbus/policy", "value": json.dumps(policy)})
+    check(not err, f"the policy is set ({text})")
+    runs = []
+    for goal in ["count the entries of the key-value store", "count the key-value entries once more"]:
+        err, out, text = await call(s, "workflow_start", {"goal": goal, "subtasks": [{"tool": "kv_list", "arguments": {}, "why": "to count them"}]})
+        check(not err, f"workflow_start ({text})")
+        if err:
+            return
+        got = await until_done(s, out["run_id"])
+        check(got["run"]["status"] == "succeeded", f"the run succeeded ({got['run']})")
+        runs.append(out["run_id"])
+    first, second = runs
+    # The sweeper put the first run's retrospective in memory, under the run's id.
+    err, out, text = await call(s, "memory_get", {"collection": "runs", "id": first})
+    doc = (out or {}).get("document") or {}
+    check(not err and out["found"] and doc["text"].startswith(f"Run {first} ") and doc["metadata"] == {"outcome": "succeeded"},
+          f"the retrospective is in memory ({out} {text})")
+    # The second run's conductor found it while planning.
+    err, plan, text = await call(s, "artifacts_get", {"key": f"runs/{second}/plan.md"})
+    content = (plan or {}).get("content") or ""
+    related = content.split("## Related past runs", 1)[1] if "## Related past runs" in content else ""
+    check(f"- {first} (similarity" in related, f"the second plan names the first run as related ({content})")
+    err, out, text = await call(s, "memory_collections", {})
+    names = {c["name"]: c["documents"] for c in (out or {}).get("collections", [])}
+    check(names.get("runs") == 2, f"both runs are remembered ({out})")
+
+
 async def viewer(s):
     err, out, text = await call(s, "memory_search", {"collection": "notes", "query": "database failover", "k": 1})
     check(not err and [h["id"] for h in out["hits"]] == ["db"], f"a viewer searches ({out} {text})")
@@ -107,13 +153,14 @@ async def after_restart(s):
     err, out, text = await call(s, "memory_search", {"collection": "notes", "query": "database failover", "k": 1})
     check(not err and [h["id"] for h in out["hits"]] == ["db"], f"memory survives a restart ({out} {text})")
     err, out, text = await call(s, "memory_collections", {})
-    check(not err and [(c["name"], c["documents"]) for c in out["collections"]] == [("notes", 3)], f"collections after a restart ({out})")
+    check(not err and [(c["name"], c["documents"]) for c in out["collections"]] == [("notes", 3), ("runs", 2)], f"collections after a restart ({out})")
 
 
 def main():
     url, admin, view, other, mode = sys.argv[1:6]
     if mode == "first":
         asyncio.run(session(url, admin, admin_first))
+        asyncio.run(session(url, admin, workflows))
         asyncio.run(session(url, view, viewer))
         asyncio.run(session(url, other, other_tenant))
     else:

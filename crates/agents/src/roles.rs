@@ -172,6 +172,7 @@ async fn plan(
         goal.subtasks = proposed;
         model_usage = Some(usage);
     }
+    let related = related_runs(g, &goal.goal).await;
     let kv = count(g, "kv_list", json!({"limit": 1000}), "entries").await;
     let artifacts = count(g, "artifacts_list", json!({"limit": 1000}), "artifacts").await;
     let records = count(g, "timeline_query", json!({"limit": 200}), "records").await;
@@ -215,6 +216,10 @@ async fn plan(
     md.push_str(&say(kv, "KV entries (first page)"));
     md.push_str(&say(artifacts, "artifacts (first page)"));
     md.push_str(&say(records, "timeline records (first page)"));
+    if let Some(related) = &related {
+        md.push_str("\n## Related past runs\n\n");
+        md.push_str(related);
+    }
     md.push_str("\n## Subtasks\n\n");
     for s in &subtasks {
         md.push_str(&format!(
@@ -268,6 +273,35 @@ async fn plan(
             .collect(),
         cost_delta_monthly: evidence.cost_delta_monthly,
         model_usage,
+    })
+}
+
+/// The past runs whose retrospectives are closest in meaning to `goal`, as Markdown lines,
+/// when the workspace has memory (large tier); what went wrong when the search failed.
+async fn related_runs(g: &Gated<'_>, goal: &str) -> Option<String> {
+    if !g.has("memory_search") {
+        return None;
+    }
+    let args = json!({"collection": crate::tools::RUNS_COLLECTION, "query": goal, "k": 3});
+    Some(match g.call("memory_search", args).await {
+        Ok(found) => {
+            let hits = found["hits"].as_array().cloned().unwrap_or_default();
+            if hits.is_empty() {
+                "- none yet\n".to_string()
+            } else {
+                hits.iter()
+                    .map(|h| {
+                        format!(
+                            "- {} (similarity {:.2}): {}\n",
+                            h["id"].as_str().unwrap_or_default(),
+                            h["score"].as_f64().unwrap_or_default(),
+                            h["text"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            }
+        }
+        Err(e) => format!("- not searched: {e}\n"),
     })
 }
 
@@ -578,6 +612,27 @@ async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, Agent
         }),
     )
     .await?;
+    // The retrospective goes to memory (large tier), for later runs' plans to find. Memory is
+    // a help, not part of the run's record: a failure is logged, never the run's end.
+    let remembered = if g.has("memory_put") {
+        let doc =
+            json!({"id": run, "text": retrospective, "metadata": {"outcome": outcome.as_str()}});
+        match g
+            .call(
+                "memory_put",
+                json!({"collection": crate::tools::RUNS_COLLECTION, "documents": [doc]}),
+            )
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("run {run}: the retrospective was not put in memory: {e}");
+                false
+            }
+        }
+    } else {
+        false
+    };
     // Compaction: the run's scratch entries go with the run.
     let mut compacted = 0;
     if g.has("kv_list") {
@@ -594,6 +649,7 @@ async fn cleanup(g: &Gated<'_>, run: &str, state: &Value) -> Result<Swept, Agent
     Ok(Swept {
         retrospective_ref,
         compacted,
+        remembered,
     })
 }
 

@@ -117,4 +117,7 @@ pub struct Swept {
     pub retrospective_ref: String,
     /// Scratch KV entries removed.
     pub compacted: u32,
+    /// Whether the retrospective went to the workspace's memory (large tier).
+    #[serde(default)]
+    pub remembered: bool,
 }

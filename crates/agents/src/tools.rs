@@ -43,9 +43,14 @@ pub trait Tools: Send + Sync {
 /// server `s` as `s__t`, called through the workspace's `tools_call`.
 pub const EXTERNAL_SEPARATOR: &str = "__";
 
+/// The memory collection (large tier) that holds one document per run: its retrospective,
+/// under the run's id.
+pub const RUNS_COLLECTION: &str = "runs";
+
 /// Tools behind a lane: a call runs only when the lane admits the tool (by its annotations),
 /// except the run's own records, which an agent keeps in any lane: artifacts under
-/// `runs/{run_id}/`, scratch KV entries under `runs/{run_id}/`, and timeline records.
+/// `runs/{run_id}/`, scratch KV entries under `runs/{run_id}/`, timeline records, and the
+/// run's document in the memory collection [`RUNS_COLLECTION`].
 pub struct Gated<'a> {
     inner: &'a dyn Tools,
     lane: Lane,
@@ -127,6 +132,19 @@ impl<'a> Gated<'a> {
         match tool {
             "timeline_append" => true,
             "artifacts_put" | "kv_set" | "kv_delete" => key.is_some_and(|k| k.starts_with(&prefix)),
+            // The run's own memory: its document in the runs collection (the retrospective).
+            "memory_put" => {
+                arguments.get("collection").and_then(Value::as_str) == Some(RUNS_COLLECTION)
+                    && arguments
+                        .get("documents")
+                        .and_then(Value::as_array)
+                        .is_some_and(|d| {
+                            !d.is_empty()
+                                && d.iter().all(|d| {
+                                    d.get("id").and_then(Value::as_str) == Some(&self.run_id)
+                                })
+                        })
+            }
             _ => false,
         }
     }
@@ -298,6 +316,7 @@ pub(crate) mod fake {
                         .collect();
                     json!({"entries": entries, "next_cursor": null})
                 }
+                "memory_put" => json!({"stored": 1, "model": "fake"}),
                 "artifacts_put" => {
                     self.artifacts
                         .lock()
@@ -468,6 +487,21 @@ mod tests {
                     .is_err(),
                 "{key}"
             );
+        }
+        // Its document in the memory collection of runs, and nothing else there.
+        let doc = |id: &str| json!({"id": id, "text": "retrospective"});
+        ro.call(
+            "memory_put",
+            json!({"collection": RUNS_COLLECTION, "documents": [doc("r1")]}),
+        )
+        .await
+        .unwrap();
+        for args in [
+            json!({"collection": RUNS_COLLECTION, "documents": [doc("r1"), doc("r2")]}),
+            json!({"collection": RUNS_COLLECTION, "documents": []}),
+            json!({"collection": "notes", "documents": [doc("r1")]}),
+        ] {
+            assert!(ro.call("memory_put", args.clone()).await.is_err(), "{args}");
         }
     }
 

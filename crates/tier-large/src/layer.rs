@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tier_xs::aws::AwsClients;
-use tier_xs::cost::{CostError, PriceSource};
+use tier_xs::cost::{CostError, PriceSource, Usage};
 use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, Problem, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::Tier;
@@ -160,8 +160,15 @@ impl Layer for LargeLayer {
         built
     }
 
-    fn price_source(&self, _region: &str) -> Result<PriceSource, CostError> {
-        Err(CostError::BadTable(
+    /// The medium tier's sheet: this layer adds no priced resource yet.
+    fn price_source(&self, region: &str) -> Result<PriceSource, CostError> {
+        tier_medium::cost::PRICES.source(region).cloned()
+    }
+
+    /// Pricing the large tier is refused: without its resources the total would be the
+    /// medium tier's.
+    fn cost_assumptions(&self, _region: &str, _usage: &Usage) -> Result<Vec<String>, CostError> {
+        Err(CostError::NotPriced(
             "the large tier has no prices yet: its AWS resources are not built".into(),
         ))
     }

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::embed::{Embedder, Local};
-use crate::memory::conformance::{Vectors, memory_suite, oracle, recall};
+use crate::memory::conformance::{Vectors, memory_suite};
 use crate::memory::pgvector::PgMemory;
-use crate::memory::{Filter, Query, Stored, VectorStore};
+use crate::memory::{Filter, Query, Stored, VectorStore, oracle, recall};
 use tier_xs::runtime::Tenant;
 
 const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv");

@@ -1,12 +1,19 @@
 //! The large tier's MCP tools: vector memory. Everything is scoped to the caller's tenant
 //! (from the token, never from arguments).
 
+use std::sync::Arc;
+
+use axum::extract::{Query, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use rmcp::handler::server::router::tool::ToolRoute;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tier_xs::server::mcp::{
     Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
 };
+use tier_xs::server::{AppState, api_error, caller};
 
 use crate::memory::{Collection, Document, Hit, Memory, MemoryError, NewDocument};
 
@@ -105,7 +112,75 @@ pub struct CollectionsOut {
     pub model: Option<String>,
 }
 
+/// `/api/memory/search`'s query string: the dashboard's search box.
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    collection: String,
+    query: String,
+    #[serde(default)]
+    k: Option<usize>,
+}
+
+fn api_say(e: MemoryError) -> axum::response::Response {
+    match e {
+        MemoryError::Runtime(e) => api_error(&e),
+        other => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"error": say(other)})),
+        )
+            .into_response(),
+    }
+}
+
 impl ToolExtension for MemoryTools {
+    fn api(&self) -> axum::Router<Arc<AppState>> {
+        let (m, c) = (self.memory.clone(), self.memory.clone());
+        axum::Router::new()
+            .route(
+                "/api/memory/search",
+                get(move |Query(q): Query<SearchQuery>, req: Request| {
+                    let m = m.clone();
+                    async move {
+                        let Some(id) = caller(req.extensions()) else {
+                            return StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        let k = q.k.unwrap_or(DEFAULT_K);
+                        match m
+                            .search(&id.tenant, &q.collection, &q.query, k, &Map::new())
+                            .await
+                        {
+                            Ok(hits) => {
+                                axum::Json(serde_json::json!({ "hits": hits })).into_response()
+                            }
+                            Err(e) => api_say(e),
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/api/memory/collections",
+                get(move |req: Request| {
+                    let c = c.clone();
+                    async move {
+                        let Some(id) = caller(req.extensions()) else {
+                            return StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        match c.store.collections(&id.tenant).await {
+                            Ok(collections) => {
+                                axum::Json(serde_json::json!({ "collections": collections }))
+                                    .into_response()
+                            }
+                            Err(e) => api_error(&e),
+                        }
+                    }
+                }),
+            )
+    }
+
+    fn panels(&self) -> &'static str {
+        include_str!("panels.html")
+    }
+
     fn instructions(&self) -> &'static str {
         "The large tier adds vector memory: memory_put stores documents (text and metadata) in a \
          collection of your tenant, embedded for search; memory_search finds the documents closest \
@@ -123,10 +198,22 @@ impl ToolExtension for MemoryTools {
                     "Store documents in a memory collection of your tenant: each text is embedded for memory_search and kept with its metadata; an existing id is replaced.",
                     tool_annotations(false, false, true),
                 ),
-                Access::Write,
+                Access::Record,
                 move |id, a: PutArgs| {
                     let m = m.clone();
                     async move {
+                        // A workflow step that only reads may still put its run's own
+                        // document (collection `runs`, id = the run's id).
+                        if let Some(d) = a
+                            .documents
+                            .iter()
+                            .find(|d| !id.may_write(&format!("{}/{}/", a.collection, d.id)))
+                        {
+                            return Err(format!(
+                                "this agent's lane only reads: it may put its run's own document, not {}/{}",
+                                a.collection, d.id
+                            ));
+                        }
                         let stored = m
                             .put(&id.tenant, &a.collection, a.documents)
                             .await

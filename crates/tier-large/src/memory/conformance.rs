@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use tier_xs::runtime::{RuntimeError, Tenant};
 
-use super::{Filter, Query, Stored, VectorStore};
+use super::{Filter, Query, Stored, VectorStore, oracle};
 
 /// Deterministic pseudo-random unit vectors (splitmix64).
 pub struct Vectors(u64);
@@ -42,21 +42,6 @@ fn doc(id: &str, model: &str, vector: Vec<f32>, metadata: Value) -> Stored {
         model: model.to_string(),
         vector,
     }
-}
-
-/// The ids of the `k` nearest of `docs` to `q` among those matching `filter`, exactly.
-pub fn oracle(docs: &[Stored], q: &[f32], k: usize, filter: &Filter) -> Vec<String> {
-    let mut scored: Vec<(f32, &str)> = docs
-        .iter()
-        .filter(|d| super::matches(&d.metadata, filter))
-        .map(|d| (crate::embed::minilm::dot(q, &d.vector), d.id.as_str()))
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    scored
-        .into_iter()
-        .take(k)
-        .map(|(_, id)| id.to_string())
-        .collect()
 }
 
 fn tenant(prefix: &str, name: &str) -> Tenant {
@@ -394,12 +379,4 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
             .map(|_| ());
         invalid(r, what);
     }
-}
-
-/// How many of `want` are in `got`, as a fraction (recall@k).
-pub fn recall(got: &[String], want: &[String]) -> f64 {
-    if want.is_empty() {
-        return 1.0;
-    }
-    got.iter().filter(|g| want.contains(g)).count() as f64 / want.len() as f64
 }

@@ -263,6 +263,29 @@ pub fn matches(metadata: &Map<String, Value>, filter: &Filter) -> bool {
         })
 }
 
+/// The ids of the `k` nearest of `docs` to `q` among those matching `filter`, exactly.
+pub fn oracle(docs: &[Stored], q: &[f32], k: usize, filter: &Filter) -> Vec<String> {
+    let mut scored: Vec<(f32, &str)> = docs
+        .iter()
+        .filter(|d| matches(&d.metadata, filter))
+        .map(|d| (crate::embed::minilm::dot(q, &d.vector), d.id.as_str()))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .into_iter()
+        .take(k)
+        .map(|(_, id)| id.to_string())
+        .collect()
+}
+
+/// How many of `want` are in `got`, as a fraction (recall@k).
+pub fn recall(got: &[String], want: &[String]) -> f64 {
+    if want.is_empty() {
+        return 1.0;
+    }
+    got.iter().filter(|g| want.contains(g)).count() as f64 / want.len() as f64
+}
+
 /// What a caller puts: a document's text and metadata, without its vector.
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -343,8 +366,8 @@ impl Memory {
         Ok(stored.len())
     }
 
-    /// The `k` documents nearest to `text`, after bringing stale vectors of the collection up
-    /// to the current model.
+    /// The `k` documents nearest to `text`. Documents whose vectors another model made are
+    /// not among them until the background re-embedding reaches them ([`Memory::reembed`]).
     pub async fn search(
         &self,
         tenant: &Tenant,

@@ -25,6 +25,9 @@ pub enum CostError {
     UnknownProfile(String),
     #[error("usage profile file {path}: {message}")]
     BadProfile { path: String, message: String },
+    /// A layer whose resources have no prices yet (the layer says why).
+    #[error("{0}")]
+    NotPriced(String),
 }
 
 /// Hours in a month, as AWS's pricing pages count them.
