@@ -22,7 +22,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from python_client import TOOLS, call, check, described, failures
+from python_client import TOOLS, call, check, described, failures, kind
 
 BACKEND = sys.argv[5] if len(sys.argv) > 5 else "embedded"
 
@@ -263,6 +263,19 @@ async def tenant_a(s):
         check(err, f"artifacts_put refuses {bad} ({text})")
     err, out, _ = await call(s, "artifacts_get", {"key": "a"})
     check(not err and out["found"] is False, "refused writes wrote nothing")
+    # The documented inline limit is reachable: a 10 MiB binary artifact through the tool
+    # (base64: 14 MB of JSON), and one byte more is refused by the tool, not the transport.
+    big = bytes(range(256)) * (10 * 1024 * 1024 // 256)
+    err, out, text = await call(s, "artifacts_put", {"key": "bin/10mib", "content": base64.b64encode(big).decode(), "encoding": "base64"})
+    check(not err and out["size"] == len(big), f"a 10 MiB artifact is stored ({text[:300]})")
+    # (Read back through artifacts_list: the SDK's client refuses server-sent events over
+    # 1 MiB, so a result that size cannot reach it whatever the server sends.)
+    err, out, text = await call(s, "artifacts_list", {"prefix": "bin/10mib"})
+    check(not err and [(a["key"], a["size"]) for a in out["artifacts"]] == [("bin/10mib", len(big))], f"a 10 MiB artifact is listed with its size ({out})")
+    err, out, text = await call(s, "artifacts_put", {"key": "bin/too-big", "content": base64.b64encode(big + b"x").decode(), "encoding": "base64"})
+    check(err and kind(text) == "tool_error" and "limit" in text, f"one byte more is refused by the tool ({text[:300]})")
+    err, out, _ = await call(s, "artifacts_delete", {"key": "bin/10mib"})
+    check(not err and out["deleted"], "the 10 MiB artifact is deleted")
 
     for i in range(4):
         err, out, text = await call(s, "timeline_append", {

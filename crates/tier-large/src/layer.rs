@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage};
-use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, Problem, ServerPart, TierFlags};
+use tier_xs::ladder::{
+    Built, DashboardSpec, Embedded, Layer, LayerContext, Problem, ServerPart, TierFlags,
+};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::Tier;
 
@@ -173,10 +175,10 @@ impl Layer for LargeLayer {
         ))
     }
 
-    async fn serve_embedded(&self, data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {
+    async fn serve_embedded(&self, at: Embedded<'_>) -> Result<Option<ServerPart>, RuntimeError> {
         let memory = Memory {
-            store: store(Some(data_dir)).await?,
-            embedder: embedder(Some(data_dir), None).await?,
+            store: store(Some(at.data_dir)).await?,
+            embedder: embedder(Some(at.data_dir), None).await?,
         };
         Ok(Some(server_part(memory)))
     }

@@ -4,7 +4,6 @@
 //! workflow tools and, locally, the embedded runner).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,7 +13,10 @@ use tier_small::layer::SmallFlags;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
 use tier_xs::engine::{EngineError, Permissions};
-use tier_xs::ladder::{Built, DashboardSpec, Document, Layer, LayerContext, ServerPart, TierFlags};
+use tier_xs::ladder::{
+    Built, DashboardSpec, Document, Embedded as EmbeddedAt, Layer, LayerContext, ServerPart,
+    TierFlags,
+};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::{Tier, Workspace};
 
@@ -224,19 +226,20 @@ impl Layer for MediumLayer {
         Ok(vec![usage.part::<MediumUsage>()?.describe()])
     }
 
-    async fn serve_embedded(&self, data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {
-        let pool = tier_xs::runtime::embedded::open(data_dir).await?;
+    async fn serve_embedded(&self, at: EmbeddedAt<'_>) -> Result<Option<ServerPart>, RuntimeError> {
+        let pool = tier_xs::runtime::embedded::open(at.data_dir).await?;
         let store = Arc::new(Store::open(pool).await?);
         let runner = Runner::new(store.clone(), agents::workflow::Workflow::lanes());
         let runs = Arc::new(Embedded {
             store,
             wake: runner.waker(),
         });
-        // Locally, a registered MCP server may be anywhere (a service on this machine).
+        // Locally, a registered MCP server may be anywhere (a service on this machine),
+        // unless others can reach this server.
         let tools = MediumTools::new(
             runs,
             Arc::default(),
-            tier_small::runtime::monitor::webhook::Reach::Anywhere,
+            tier_small::config::embedded_reach(at.exposed),
         );
         let attached = tools.clone();
         Ok(Some(ServerPart {

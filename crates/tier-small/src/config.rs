@@ -83,6 +83,16 @@ impl SmallConfig {
 /// Where a deployed server's own outbound calls (webhooks, registered MCP servers) may go:
 /// public HTTPS addresses only, unless the operator says otherwise with
 /// [`ENV_WEBHOOKS_ANYWHERE`] (a private network, or a test on one machine).
+/// Where an embedded server's webhooks may go: anywhere on its user's machine when it listens
+/// on loopback only; when others can reach it (`serve --host`), where a deployed server's may.
+pub fn embedded_reach(exposed: bool) -> crate::runtime::monitor::webhook::Reach {
+    if exposed {
+        deployed_reach()
+    } else {
+        crate::runtime::monitor::webhook::Reach::Anywhere
+    }
+}
+
 pub fn deployed_reach() -> crate::runtime::monitor::webhook::Reach {
     use crate::runtime::monitor::webhook::Reach;
     match std::env::var(ENV_WEBHOOKS_ANYWHERE).as_deref() {

@@ -3,14 +3,13 @@
 //! and server tools.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
-use tier_xs::ladder::{Built, DashboardSpec, Layer, LayerContext, ServerPart, TierFlags};
+use tier_xs::ladder::{Built, DashboardSpec, Embedded, Layer, LayerContext, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::Tier;
 use tier_xs::xs::XsSettings;
@@ -105,8 +104,9 @@ impl Layer for SmallLayer {
         Ok(vec![usage.part::<SmallUsage>()?.describe()])
     }
 
-    async fn serve_embedded(&self, data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {
-        let (tools, feed) = SmallTools::embedded(data_dir).await?;
+    async fn serve_embedded(&self, at: Embedded<'_>) -> Result<Option<ServerPart>, RuntimeError> {
+        let reach = crate::config::embedded_reach(at.exposed);
+        let (tools, feed) = SmallTools::embedded(at.data_dir, reach).await?;
         Ok(Some(ServerPart {
             tools: Arc::new(tools),
             feed: Some(Box::new(move |_server, stop| Box::pin(feed.run(stop)))),

@@ -56,13 +56,13 @@ impl Feed {
 }
 
 impl SmallTools {
-    /// On embedded storage in `data_dir` (the same database as the extra-small services).
-    /// Webhooks may go anywhere: this server runs on its user's machine.
-    pub async fn embedded(data_dir: &Path) -> Result<(Self, Feed), RuntimeError> {
+    /// On embedded storage in `data_dir` (the same database as the extra-small services),
+    /// delivering webhooks within `reach` ([`crate::config::embedded_reach`]).
+    pub async fn embedded(data_dir: &Path, reach: Reach) -> Result<(Self, Feed), RuntimeError> {
         let pool = tier_xs::runtime::embedded::open(data_dir).await?;
         let monitor = Monitor::new(
             Arc::new(SqliteEventStore::open(pool.clone()).await?),
-            Webhooks::new(Reach::Anywhere)?,
+            Webhooks::new(reach)?,
         );
         let feed = Feed::Log(LogFeed::new(pool.clone(), monitor.clone()));
         Ok((
@@ -284,6 +284,12 @@ impl ToolExtension for SmallTools {
         include_str!("panels.html")
     }
 
+    /// An inline artifact of the largest size, base64 in JSON (a third more), with room for
+    /// the JSON-RPC envelope and the other arguments.
+    fn max_request_bytes(&self) -> usize {
+        crate::runtime::artifacts::MAX_INLINE_BYTES.div_ceil(3) * 4 + 64 * 1024
+    }
+
     fn instructions(&self) -> &'static str {
         "The small tier adds artifacts (artifacts_*: files by path-like key, with presigned URLs for large ones on AWS) \
          and the timeline (timeline_append, timeline_query: the agents' record of what they did). \
@@ -497,6 +503,33 @@ impl ToolExtension for SmallTools {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An embedded server others can reach (`serve --host 0.0.0.0`) delivers webhooks only
+    /// where a deployed one may: not to this machine or its private network.
+    #[tokio::test]
+    async fn an_exposed_embedded_server_keeps_the_deployed_webhook_rules() {
+        use crate::runtime::monitor::Rule;
+        let dir = std::env::temp_dir().join(format!("agentbus-exposed-{}", std::process::id()));
+        let t = tier_xs::runtime::Tenant::new("t").unwrap();
+        let rule = Rule {
+            name: "all".into(),
+            pattern: serde_json::json!({"source": ["x"]}),
+            description: String::new(),
+            enabled: true,
+            updated_at: String::new(),
+        };
+        for exposed in [false, true] {
+            let reach = crate::config::embedded_reach(exposed);
+            let (tools, _feed) = SmallTools::embedded(&dir, reach).await.unwrap();
+            tools.monitor.put_rule(&t, &rule).await.unwrap();
+            let r = tools
+                .monitor
+                .subscribe(&t, "all", "http://127.0.0.1:9/hook")
+                .await;
+            assert_eq!(r.is_ok(), !exposed, "exposed {exposed}: {:?}", r.err());
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn binary_content_comes_back_as_base64_even_when_it_is_valid_utf8() {

@@ -225,6 +225,16 @@ pub struct Document {
     pub text: String,
 }
 
+/// Where an embedded server runs, for the layers' server parts.
+#[derive(Clone, Copy, Debug)]
+pub struct Embedded<'a> {
+    /// Its data directory (the SQLite database, artifact files).
+    pub data_dir: &'a Path,
+    /// It listens beyond loopback (`serve --host`): others can reach it, so its own outbound
+    /// connections (webhooks, registered MCP servers) follow a deployed server's rules.
+    pub exposed: bool,
+}
+
 /// One tier's part of agentbus.
 #[async_trait]
 pub trait Layer: Send + Sync {
@@ -256,8 +266,8 @@ pub trait Layer: Send + Sync {
     async fn address(&self, _aws: &AwsClients, _ws: &Workspace, _plan: &Plan) -> Option<String> {
         None
     }
-    /// The layer's tools on embedded storage in `data_dir`.
-    async fn serve_embedded(&self, _data_dir: &Path) -> Result<Option<ServerPart>, RuntimeError> {
+    /// The layer's tools on embedded storage.
+    async fn serve_embedded(&self, _at: Embedded<'_>) -> Result<Option<ServerPart>, RuntimeError> {
         Ok(None)
     }
     /// Work in flight on the deployed workspace that removing this layer would cut off (a
@@ -507,11 +517,11 @@ impl Ladder {
     pub async fn serve_embedded(
         &self,
         tier: Tier,
-        data_dir: &Path,
+        at: Embedded<'_>,
     ) -> Result<Vec<ServerPart>, RuntimeError> {
         let mut parts = Vec::new();
         for layer in self.up_to(tier) {
-            parts.extend(layer.serve_embedded(data_dir).await?);
+            parts.extend(layer.serve_embedded(at).await?);
         }
         Ok(parts)
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use tier_xs::aws::{AwsClients, AwsOptions};
 use tier_xs::config::{DASHBOARD_PORT, ServerConfig};
-use tier_xs::ladder::ServerPart;
+use tier_xs::ladder::{Embedded, ServerPart};
 use tier_xs::runtime::Tenant;
 use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::{AppState, serve, serve_stdio};
@@ -86,15 +86,20 @@ fn attach(state: &Arc<AppState>, parts: Vec<ServerPart>) -> Result<()> {
 }
 
 /// The server of `tier` on embedded storage in `data_dir`.
-pub async fn embedded_state(data_dir: &Path, tier: Tier, rate: u32) -> Result<Arc<AppState>> {
+/// `exposed`: it listens beyond loopback (its outbound connections then follow a deployed
+/// server's rules).
+pub async fn embedded_state(
+    data_dir: &Path,
+    tier: Tier,
+    rate: u32,
+    exposed: bool,
+) -> Result<Arc<AppState>> {
     let open = || format!("opening the data directory {}", data_dir.display());
     let state = AppState::embedded(data_dir, tier.short(), "local", rate)
         .await
         .with_context(open)?;
-    let parts = ladder()
-        .serve_embedded(tier, data_dir)
-        .await
-        .with_context(open)?;
+    let at = Embedded { data_dir, exposed };
+    let parts = ladder().serve_embedded(tier, at).await.with_context(open)?;
     attach(&state, parts)?;
     Ok(state)
 }
@@ -157,8 +162,13 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     } = args;
     let tier = tier.parse::<Tier>()?;
     ladder().check(tier)?;
+    let exposed = host.is_some_and(|h| !h.is_loopback());
     let (state, default_port, bind_all) = match &data_dir {
-        Some(d) => (embedded_state(d, tier, rate).await?, DASHBOARD_PORT, false),
+        Some(d) => (
+            embedded_state(d, tier, rate, exposed).await?,
+            DASHBOARD_PORT,
+            false,
+        ),
         None => {
             let (s, cfg) = aws_state(rate).await?;
             (s, cfg.port, true)

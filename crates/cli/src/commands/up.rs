@@ -61,7 +61,7 @@ async fn up(
         .with_context(|| format!("port {port} is busy: pass --port"))?;
     let addr = listener.local_addr()?;
     drop(listener);
-    let state = embedded_state(data_dir, tier, rate).await?;
+    let state = embedded_state(data_dir, tier, rate, false).await?;
     let first = state.auth.list().await?.is_empty();
     println!("agentbus {} tier, data in {}", tier, data_dir.display());
     println!("  dashboard: http://{addr}/");

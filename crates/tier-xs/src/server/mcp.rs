@@ -567,6 +567,11 @@ pub trait ToolExtension: Send + Sync {
     fn panels(&self) -> &'static str {
         ""
     }
+    /// The largest MCP request (a whole JSON-RPC body) these tools accept, when that is more
+    /// than [`super::MAX_REQUEST_BYTES`]: the server admits the largest any part needs.
+    fn max_request_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// Whether a tool only reads, and so which callers may use it.

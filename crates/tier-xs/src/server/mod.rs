@@ -37,6 +37,11 @@ use crate::workspace::{Env, Workspace};
 /// Requests per tenant per minute.
 pub const RATE_LIMIT_PER_MINUTE: u32 = 1200;
 
+/// The largest MCP request body the extra-small tools need (a KV value of 350 KiB, a secret,
+/// an event, in JSON); a higher tier's tools may need more
+/// ([`mcp::ToolExtension::max_request_bytes`]).
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// What the server says about its workspace.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkspaceInfo {
@@ -205,8 +210,14 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
-    let mut mcp_config =
-        StreamableHttpServerConfig::default().with_cancellation_token(state.shutdown.child_token());
+    let max_request = state
+        .extensions()
+        .iter()
+        .map(|e| e.max_request_bytes())
+        .fold(MAX_REQUEST_BYTES, usize::max);
+    let mut mcp_config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(state.shutdown.child_token())
+        .with_max_request_body_bytes(max_request);
     if !state.local_only {
         // Behind a front or at a task address the Host varies; every request carries a
         // bearer token, which is what protects the endpoint there.
