@@ -185,6 +185,35 @@ async fn throughput(
     queries.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Prints the plan of one search as the store runs it (with `ef_search`).
+async fn explain(store: &PgMemory, tenant: &Tenant, q: &[f32], ef: u32) {
+    use tier_large::memory::pgvector::{literal, search_sql};
+    let sql = search_sql(q.len(), store.exact_below == 0)
+        .replace("$1", &format!("'{}'", tenant.as_str()))
+        .replace("$2", "'corpus'")
+        .replace("$3", &format!("'{MODEL}'"))
+        .replace("$4", &format!("'{}'", literal(q)))
+        .replace("$5", "'{}'")
+        .replace("$6", &K.to_string());
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {ef}"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, COSTS OFF) {sql}"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    for line in plan.iter().filter(|l| !l.contains("Sort Key")) {
+        let line: String = line.chars().take(140).collect();
+        println!("    {line}");
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args()
@@ -287,6 +316,7 @@ async fn main() {
         let mut s = PgMemory::connect(url).await.unwrap();
         s.ef_search = ef;
         s.exact_below = 0;
+        explain(&s, &big, &queries[0], ef).await;
         let (r, p50, p99) = measure(&s, &big, &queries, &big_truth).await;
         let qps = throughput(Arc::new(s), &big, &queries, 8).await;
         println!(

