@@ -48,6 +48,24 @@ fn tenant(prefix: &str, name: &str) -> Tenant {
     Tenant::new(&format!("{prefix}-{name}")).unwrap()
 }
 
+/// A search of collection `docs` with model `m1`'s vectors.
+async fn docs_search(
+    store: &dyn VectorStore,
+    tenant: &Tenant,
+    vector: &[f32],
+    k: usize,
+    filter: &Filter,
+) -> Result<Vec<super::Hit>, RuntimeError> {
+    let q = Query {
+        collection: "docs",
+        model: "m1",
+        vector,
+        k,
+        filter,
+    };
+    store.search(tenant, &q).await
+}
+
 pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
     let (a, b) = (tenant(prefix, "a"), tenant(prefix, "b"));
     let mut rng = Vectors::new(7);
@@ -106,19 +124,7 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
             (&rare, 3, 3),
             (&none, 1, 1),
         ] {
-            let hits = store
-                .search(
-                    &a,
-                    &Query {
-                        collection: "docs",
-                        model: "m1",
-                        vector: &q,
-                        k,
-                        filter,
-                    },
-                )
-                .await
-                .unwrap();
+            let hits = docs_search(store, &a, &q, k, filter).await.unwrap();
             let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
             assert_eq!(ids.len(), expect, "round {round}, k {k}, filter {filter:?}");
             assert_eq!(ids, oracle(&docs, &q, k, filter), "round {round}, k {k}");
@@ -133,17 +139,7 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
     }
     // A numeric filter compares by value.
     let q = rng.unit(DIMS);
-    let hits = store
-        .search(
-            &a,
-            &Query {
-                collection: "docs",
-                model: "m1",
-                vector: &q,
-                k: 5,
-                filter: &obj(json!({"i": 7.0})),
-            },
-        )
+    let hits = docs_search(store, &a, &q, 5, &obj(json!({"i": 7.0})))
         .await
         .unwrap();
     assert_eq!(
@@ -152,32 +148,15 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
     );
 
     // Another tenant sees nothing of these, under the same names.
-    let search_b = |q: Vec<f32>| {
-        let (b, store) = (b.clone(), store);
-        async move {
-            store
-                .search(
-                    &b,
-                    &Query {
-                        collection: "docs",
-                        model: "m1",
-                        vector: &q,
-                        k: 10,
-                        filter: &Filter::new(),
-                    },
-                )
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(search_b(q.clone()).await, vec![]);
+    let none = Filter::new();
+    assert_eq!(docs_search(store, &b, &q, 10, &none).await.unwrap(), vec![]);
     assert_eq!(store.get(&b, "docs", "d01").await.unwrap(), None);
     assert!(!store.delete(&b, "docs", "d01").await.unwrap());
     store
         .put(&b, "docs", &[doc("d01", "m1", rng.unit(DIMS), json!({}))])
         .await
         .unwrap();
-    let hits = search_b(q.clone()).await;
+    let hits = docs_search(store, &b, &q, 10, &none).await.unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].metadata, Map::new());
     assert_eq!(
@@ -192,17 +171,7 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
         .await
         .unwrap();
     docs.retain(|d| d.id != "d03");
-    let hits = store
-        .search(
-            &a,
-            &Query {
-                collection: "docs",
-                model: "m1",
-                vector: &q,
-                k: 50,
-                filter: &Filter::new(),
-            },
-        )
+    let hits = docs_search(store, &a, &q, 50, &Filter::new())
         .await
         .unwrap();
     assert_eq!(hits.len(), 49);
@@ -247,17 +216,7 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
             .iter()
             .all(|s| s.tenant != a)
     );
-    let hits = store
-        .search(
-            &a,
-            &Query {
-                collection: "docs",
-                model: "m1",
-                vector: &fresh,
-                k: 1,
-                filter: &Filter::new(),
-            },
-        )
+    let hits = docs_search(store, &a, &fresh, 1, &Filter::new())
         .await
         .unwrap();
     assert_eq!(hits[0].id, "d03");
@@ -267,34 +226,14 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
     assert!(store.delete(&a, "docs", "d03").await.unwrap());
     assert!(!store.delete(&a, "docs", "d03").await.unwrap());
     assert_eq!(store.get(&a, "docs", "d03").await.unwrap(), None);
-    let hits = store
-        .search(
-            &a,
-            &Query {
-                collection: "docs",
-                model: "m1",
-                vector: &fresh,
-                k: 100,
-                filter: &Filter::new(),
-            },
-        )
+    let hits = docs_search(store, &a, &fresh, 100, &Filter::new())
         .await
         .unwrap();
     assert_eq!(hits.len(), 49);
     assert_eq!(store.collections(&a).await.unwrap()[0].documents, 49);
 
     // A query of another size finds nothing (no vector of that size to compare with).
-    let hits = store
-        .search(
-            &a,
-            &Query {
-                collection: "docs",
-                model: "m1",
-                vector: &rng.unit(DIMS + 1),
-                k: 10,
-                filter: &Filter::new(),
-            },
-        )
+    let hits = docs_search(store, &a, &rng.unit(DIMS + 1), 10, &Filter::new())
         .await
         .unwrap();
     assert_eq!(hits, vec![]);
@@ -364,17 +303,7 @@ pub async fn memory_suite(store: &dyn VectorStore, prefix: &str) {
         (5, json!({"kind": {"$ne": 1}}), "an operator in a filter"),
         (5, json!({"tags": ["a"]}), "a list in a filter"),
     ] {
-        let r = store
-            .search(
-                &a,
-                &Query {
-                    collection: "docs",
-                    model: "m1",
-                    vector: &v,
-                    k,
-                    filter: &obj(filter),
-                },
-            )
+        let r = docs_search(store, &a, &v, k, &obj(filter))
             .await
             .map(|_| ());
         invalid(r, what);

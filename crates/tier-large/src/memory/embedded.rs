@@ -16,7 +16,7 @@ use tier_xs::runtime::{RuntimeError, Tenant};
 
 use super::{
     Collection, Document, Hit, Query, Stale, Stored, VectorStore, check_collection, check_id,
-    check_put, check_query, matches,
+    check_put, check_query, group_collections, matches,
 };
 use crate::embed::minilm::dot;
 
@@ -361,22 +361,9 @@ impl VectorStore for EmbeddedMemory {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| RuntimeError::backend("memory collections", e))?;
-        let mut out: Vec<Collection> = Vec::new();
-        for r in rows {
-            let (name, model, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            match out.last_mut() {
-                Some(c) if c.name == name => {
-                    c.documents += n as u64;
-                    c.models.push(model);
-                }
-                _ => out.push(Collection {
-                    name,
-                    documents: n as u64,
-                    models: vec![model],
-                }),
-            }
-        }
-        Ok(out)
+        Ok(group_collections(
+            rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+        ))
     }
 
     async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {

@@ -286,6 +286,27 @@ pub fn recall(got: &[String], want: &[String]) -> f64 {
     got.iter().filter(|g| want.contains(g)).count() as f64 / want.len() as f64
 }
 
+/// Collections from `(collection, model, documents)` rows ordered by collection: one entry
+/// per collection, its models listed.
+pub fn group_collections(rows: impl IntoIterator<Item = (String, String, i64)>) -> Vec<Collection> {
+    let mut out: Vec<Collection> = Vec::new();
+    for (name, model, n) in rows {
+        let n = n.max(0) as u64;
+        match out.last_mut() {
+            Some(c) if c.name == name => {
+                c.documents += n;
+                c.models.push(model);
+            }
+            _ => out.push(Collection {
+                name,
+                documents: n,
+                models: vec![model],
+            }),
+        }
+    }
+    out
+}
+
 /// What a caller puts: a document's text and metadata, without its vector.
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -21,7 +21,7 @@ use tier_xs::runtime::{RuntimeError, Tenant};
 
 use super::{
     Collection, Document, Hit, Query, Stale, Stored, VectorStore, check_collection, check_id,
-    check_put, check_query,
+    check_put, check_query, group_collections,
 };
 
 /// Vector sizes with an HNSW index: MiniLM (384), Titan V2 (256, 512, 1024), OpenAI's
@@ -343,22 +343,9 @@ impl VectorStore for PgMemory {
         .fetch_all(&self.pool)
         .await
         .map_err(pg("memory collections"))?;
-        let mut out: Vec<Collection> = Vec::new();
-        for r in rows {
-            let (name, model, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            match out.last_mut() {
-                Some(c) if c.name == name => {
-                    c.documents += n as u64;
-                    c.models.push(model);
-                }
-                _ => out.push(Collection {
-                    name,
-                    documents: n as u64,
-                    models: vec![model],
-                }),
-            }
-        }
-        Ok(out)
+        Ok(group_collections(
+            rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+        ))
     }
 
     async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
