@@ -111,6 +111,23 @@ async fn load(store: &dyn VectorStore, tenant: &Tenant, docs: &[Stored]) -> Dura
     start.elapsed()
 }
 
+/// The `K` nearest documents of the corpus to `q`, unfiltered.
+async fn search(
+    store: &dyn VectorStore,
+    tenant: &Tenant,
+    q: &[f32],
+) -> Vec<tier_large::memory::Hit> {
+    let none = Filter::new();
+    let query = Query {
+        collection: "corpus",
+        model: MODEL,
+        vector: q,
+        k: K,
+        filter: &none,
+    };
+    store.search(tenant, &query).await.unwrap()
+}
+
 /// Recall@10 against the exact answers and per-query latencies of `queries` on `store`.
 async fn measure(
     store: &dyn VectorStore,
@@ -118,24 +135,11 @@ async fn measure(
     queries: &[Vec<f32>],
     truth: &[Vec<String>],
 ) -> (f64, Duration, Duration) {
-    let none = Filter::new();
     let mut times = Vec::with_capacity(queries.len());
     let mut total = 0.0;
     for (q, want) in queries.iter().zip(truth) {
         let start = Instant::now();
-        let hits = store
-            .search(
-                tenant,
-                &Query {
-                    collection: "corpus",
-                    model: MODEL,
-                    vector: q,
-                    k: K,
-                    filter: &none,
-                },
-            )
-            .await
-            .unwrap();
+        let hits = search(store, tenant, q).await;
         times.push(start.elapsed());
         assert_eq!(hits.len(), K, "k rows");
         let ids: Vec<String> = hits.into_iter().map(|h| h.id).collect();
@@ -161,21 +165,8 @@ async fn throughput(
     for c in 0..clients {
         let (store, queries, tenant) = (store.clone(), queries.clone(), tenant.clone());
         tasks.push(tokio::spawn(async move {
-            let none = Filter::new();
             for q in queries.iter().skip(c).step_by(clients) {
-                store
-                    .search(
-                        &tenant,
-                        &Query {
-                            collection: "corpus",
-                            model: MODEL,
-                            vector: q,
-                            k: K,
-                            filter: &none,
-                        },
-                    )
-                    .await
-                    .unwrap();
+                search(store.as_ref(), &tenant, q).await;
             }
         }));
     }

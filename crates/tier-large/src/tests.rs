@@ -47,7 +47,7 @@ pub struct Postgres {
 
 fn as_postgres_user(cmd: &Path) -> Command {
     // initdb and postgres refuse to run as root.
-    if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+    if is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
             .arg(cmd);

@@ -220,11 +220,7 @@ impl ToolExtension for MemoryTools {
                             .map_err(say)?;
                         Ok(PutOut {
                             stored,
-                            model: m
-                                .embedder
-                                .as_ref()
-                                .map(|e| e.model().to_string())
-                                .unwrap_or_default(),
+                            model: m.model().to_string(),
                         })
                     }
                 },
@@ -254,11 +250,7 @@ impl ToolExtension for MemoryTools {
                             .map_err(say)?;
                         Ok(SearchOut {
                             hits,
-                            model: m
-                                .embedder
-                                .as_ref()
-                                .map(|e| e.model().to_string())
-                                .unwrap_or_default(),
+                            model: m.model().to_string(),
                         })
                     }
                 },
@@ -326,7 +318,7 @@ impl ToolExtension for MemoryTools {
                         let collections = m.store.collections(&id.tenant).await.map_err(explain)?;
                         Ok(CollectionsOut {
                             collections,
-                            model: m.embedder.as_ref().map(|e| e.model().to_string()),
+                            model: m.embedder.is_some().then(|| m.model().to_string()),
                         })
                     }
                 },

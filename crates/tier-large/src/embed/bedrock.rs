@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_smithy_types::Blob;
 use serde_json::{Value, json};
 
-use super::{EmbedError, Embedder, unit};
+use super::{EmbedError, Embedder, vector_of};
 
 /// The sizes Titan Text Embeddings V2 produces.
 pub const TITAN_V2_DIMENSIONS: [usize; 3] = [256, 512, 1024];
@@ -60,13 +60,7 @@ impl Embedder for Titan {
                 .map_err(|e| EmbedError::Transport(tier_xs::aws::error_text(&e)))?;
             let answer: Value = serde_json::from_slice(answer.body().as_ref())
                 .map_err(|e| EmbedError::Malformed(e.to_string()))?;
-            let vector: Vec<f32> = answer["embedding"]
-                .as_array()
-                .ok_or_else(|| EmbedError::Malformed("no embedding in the answer".into()))?
-                .iter()
-                .map(|x| x.as_f64().map(|f| f as f32))
-                .collect::<Option<_>>()
-                .ok_or_else(|| EmbedError::Malformed("a non-numeric embedding".into()))?;
+            let vector = vector_of(&answer["embedding"])?;
             if vector.len() != self.dimensions {
                 return Err(EmbedError::Malformed(format!(
                     "{} dimensions, expected {}",
@@ -74,7 +68,7 @@ impl Embedder for Titan {
                     self.dimensions
                 )));
             }
-            out.push(unit(vector)?);
+            out.push(vector);
         }
         Ok(out)
     }

@@ -58,6 +58,18 @@ pub fn unit(mut v: Vec<f32>) -> Result<Vec<f32>, EmbedError> {
     Ok(v)
 }
 
+/// A JSON array of numbers as a unit vector (an endpoint's answer).
+pub fn vector_of(v: &serde_json::Value) -> Result<Vec<f32>, EmbedError> {
+    let values: Vec<f32> = v
+        .as_array()
+        .ok_or_else(|| EmbedError::Malformed("no embedding in the answer".into()))?
+        .iter()
+        .map(|x| x.as_f64().map(|f| f as f32))
+        .collect::<Option<_>>()
+        .ok_or_else(|| EmbedError::Malformed("a non-numeric embedding".into()))?;
+    unit(values)
+}
+
 /// A BERT sentence model run in this process, off the async workers.
 pub struct Local {
     name: String,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{EmbedError, Embedder, unit};
+use super::{EmbedError, Embedder, vector_of};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -82,17 +82,10 @@ impl OpenAi {
         let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         for (pos, item) in data.iter().enumerate() {
             let index = item["index"].as_u64().map_or(pos, |i| i as usize);
-            let vector: Vec<f32> = item["embedding"]
-                .as_array()
-                .ok_or_else(|| EmbedError::Malformed("an item without an embedding".into()))?
-                .iter()
-                .map(|x| x.as_f64().map(|f| f as f32))
-                .collect::<Option<_>>()
-                .ok_or_else(|| EmbedError::Malformed("a non-numeric embedding".into()))?;
             let slot = out
                 .get_mut(index)
                 .ok_or_else(|| EmbedError::Malformed(format!("index {index} out of range")))?;
-            *slot = Some(unit(vector)?);
+            *slot = Some(vector_of(&item["embedding"])?);
         }
         out.into_iter()
             .map(|v| v.ok_or_else(|| EmbedError::Malformed("fewer embeddings than texts".into())))

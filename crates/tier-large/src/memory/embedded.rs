@@ -15,8 +15,9 @@ use sqlx::{Row, SqlitePool};
 use tier_xs::runtime::{RuntimeError, Tenant};
 
 use super::{
-    Collection, Document, Hit, Query, Stale, Stored, VectorStore, check_collection, check_id,
-    check_put, check_query, group_collections, matches,
+    Collection, Document, DocumentRow, Hit, Query, Stale, StaleRow, Stored, VectorStore,
+    check_collection, check_id, check_put, check_query, document, group_collections, matches,
+    metadata_of, stale_of,
 };
 use crate::embed::minilm::dot;
 
@@ -115,10 +116,9 @@ pub struct EmbeddedMemory {
     writes: tokio::sync::Mutex<()>,
 }
 
+/// The time of a write: RFC 3339 UTC to the millisecond, as the timeline's and Postgres's.
 fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    tier_small::runtime::timeline::ts_of(tier_xs::runtime::now_millis())
 }
 
 fn to_blob(v: &[f32]) -> Vec<u8> {
@@ -129,10 +129,6 @@ fn from_blob(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-fn metadata_of(text: &str) -> Map<String, Value> {
-    serde_json::from_str(text).unwrap_or_default()
 }
 
 impl EmbeddedMemory {
@@ -267,7 +263,7 @@ impl VectorStore for EmbeddedMemory {
     ) -> Result<Option<Document>, RuntimeError> {
         check_collection(collection)?;
         check_id(id)?;
-        let row = sqlx::query(
+        let row: Option<DocumentRow> = sqlx::query_as(
             "SELECT text, metadata, model, dimensions, version, updated_at FROM memory_documents
              WHERE tenant = ? AND collection = ? AND id = ?",
         )
@@ -277,16 +273,7 @@ impl VectorStore for EmbeddedMemory {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| RuntimeError::backend("memory get", e))?;
-        Ok(row.map(|r| Document {
-            id: id.to_string(),
-            collection: collection.to_string(),
-            text: r.get("text"),
-            metadata: metadata_of(&r.get::<String, _>("metadata")),
-            model: r.get("model"),
-            dimensions: r.get::<i64, _>("dimensions") as usize,
-            version: r.get("version"),
-            updated_at: r.get("updated_at"),
-        }))
+        Ok(row.map(|r| document(id, collection, r)))
     }
 
     async fn delete(
@@ -367,7 +354,7 @@ impl VectorStore for EmbeddedMemory {
     }
 
     async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
-        let rows = sqlx::query(
+        let rows: Vec<StaleRow> = sqlx::query_as(
             "SELECT tenant, collection, id, text, version FROM memory_documents WHERE model <> ? LIMIT ?",
         )
         .bind(model)
@@ -375,17 +362,7 @@ impl VectorStore for EmbeddedMemory {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| RuntimeError::backend("memory stale", e))?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Stale {
-                    tenant: Tenant::new(r.get::<&str, _>("tenant"))?,
-                    collection: r.get("collection"),
-                    id: r.get("id"),
-                    text: r.get("text"),
-                    version: r.get("version"),
-                })
-            })
-            .collect()
+        rows.into_iter().map(stale_of).collect()
     }
 
     async fn revector(

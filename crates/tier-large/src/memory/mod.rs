@@ -286,6 +286,43 @@ pub fn recall(got: &[String], want: &[String]) -> f64 {
     got.iter().filter(|g| want.contains(g)).count() as f64 / want.len() as f64
 }
 
+/// A stored metadata object from its JSON text.
+fn metadata_of(text: &str) -> Map<String, Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// A document as both stores select it: text, metadata (JSON), model, dimensions, version,
+/// updated_at.
+type DocumentRow = (String, String, String, i64, i64, String);
+
+fn document(id: &str, collection: &str, row: DocumentRow) -> Document {
+    let (text, metadata, model, dimensions, version, updated_at) = row;
+    Document {
+        id: id.to_string(),
+        collection: collection.to_string(),
+        text,
+        metadata: metadata_of(&metadata),
+        model,
+        dimensions: dimensions.max(0) as usize,
+        version,
+        updated_at,
+    }
+}
+
+/// A stale document as both stores select it: tenant, collection, id, text, version.
+type StaleRow = (String, String, String, String, i64);
+
+fn stale_of(row: StaleRow) -> Result<Stale, RuntimeError> {
+    let (tenant, collection, id, text, version) = row;
+    Ok(Stale {
+        tenant: Tenant::new(&tenant)?,
+        collection,
+        id,
+        text,
+        version,
+    })
+}
+
 /// Collections from `(collection, model, documents)` rows ordered by collection: one entry
 /// per collection, its models listed.
 pub fn group_collections(rows: impl IntoIterator<Item = (String, String, i64)>) -> Vec<Collection> {
@@ -342,6 +379,11 @@ pub enum MemoryError {
 }
 
 impl Memory {
+    /// The configured embedding model's name (empty: none).
+    pub fn model(&self) -> &str {
+        self.embedder.as_ref().map_or("", |e| e.model())
+    }
+
     fn embedder(&self) -> Result<&Arc<dyn Embedder>, MemoryError> {
         self.embedder.as_ref().ok_or(MemoryError::NoEmbedder)
     }

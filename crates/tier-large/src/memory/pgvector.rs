@@ -14,14 +14,15 @@
 //! searched exactly.
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use tier_xs::runtime::{RuntimeError, Tenant};
 
 use super::{
-    Collection, Document, Hit, Query, Stale, Stored, VectorStore, check_collection, check_id,
-    check_put, check_query, group_collections,
+    Collection, Document, DocumentRow, Hit, Query, Stale, StaleRow, Stored, VectorStore,
+    check_collection, check_id, check_put, check_query, document, group_collections, metadata_of,
+    stale_of,
 };
 
 /// Vector sizes with an HNSW index: MiniLM (384), Titan V2 (256, 512, 1024), OpenAI's
@@ -83,10 +84,6 @@ pub fn literal(v: &[f32]) -> String {
     }
     s.push(']');
     s
-}
-
-fn metadata_of(text: &str) -> Map<String, Value> {
-    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// `updated_at` as RFC 3339 UTC, in SQL.
@@ -244,8 +241,8 @@ impl VectorStore for PgMemory {
         check_collection(collection)?;
         check_id(id)?;
         // Only constants are formatted in; the values are bound.
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT text, metadata::text AS metadata, model, dimensions, version, {UPDATED_AT} AS updated_at
+        let row: Option<DocumentRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT text, metadata::text, model, dimensions::int8, version, {UPDATED_AT}
              FROM memory_documents WHERE tenant = $1 AND collection = $2 AND id = $3"
         )))
         .bind(tenant.as_str())
@@ -254,16 +251,7 @@ impl VectorStore for PgMemory {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg("memory get"))?;
-        Ok(row.map(|r| Document {
-            id: id.to_string(),
-            collection: collection.to_string(),
-            text: r.get("text"),
-            metadata: metadata_of(r.get::<&str, _>("metadata")),
-            model: r.get("model"),
-            dimensions: r.get::<i32, _>("dimensions") as usize,
-            version: r.get("version"),
-            updated_at: r.get("updated_at"),
-        }))
+        Ok(row.map(|r| document(id, collection, r)))
     }
 
     async fn delete(
@@ -349,7 +337,7 @@ impl VectorStore for PgMemory {
     }
 
     async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
-        let rows = sqlx::query(
+        let rows: Vec<StaleRow> = sqlx::query_as(
             "SELECT tenant, collection, id, text, version FROM memory_documents WHERE model <> $1 LIMIT $2",
         )
         .bind(model)
@@ -357,17 +345,7 @@ impl VectorStore for PgMemory {
         .fetch_all(&self.pool)
         .await
         .map_err(pg("memory stale"))?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Stale {
-                    tenant: Tenant::new(r.get::<&str, _>("tenant"))?,
-                    collection: r.get("collection"),
-                    id: r.get("id"),
-                    text: r.get("text"),
-                    version: r.get("version"),
-                })
-            })
-            .collect()
+        rows.into_iter().map(stale_of).collect()
     }
 
     async fn revector(
