@@ -4,7 +4,8 @@
 // event sent through the MCP endpoint without a reload; with TIER `small`, also the
 // artifacts and timeline panels with what MCP calls put there, the recorded-events panel
 // with that event, and the webhooks panel with a subscription whose deliveries fail; with TIER `medium`, a workflow run started through MCP by another
-// admin (STARTER_TOKEN) is approved in the dashboard and runs to success.
+// admin (STARTER_TOKEN) is approved in the dashboard and runs to success; with TIER `large`,
+// documents put through MCP are found by meaning in the memory panel.
 // Exits non-zero on any failure.
 import { chromium } from "playwright-core";
 
@@ -53,6 +54,12 @@ try {
     await mcpCall("rules_put", { name: "browser-checks", pattern: { "detail-type": ["Browser Check"] } });
     // Nothing listens on port 9 of this machine: every delivery fails.
     var sub = await mcpCall("subscriptions_create", { rule: "browser-checks", url: "http://127.0.0.1:9/" + stamp });
+  }
+  if (tier === "large") {
+    await mcpCall("memory_put", { collection: "notes", documents: [
+      { id: "db", text: "The Aurora writer failed over to the reader in zone b" },
+      { id: "cat", text: "The office cat sleeps on the warm server rack" },
+    ] });
   }
   if (tier === "medium") {
     var run = await mcpCall("workflow_start", {
@@ -113,6 +120,16 @@ try {
     if (await page.$(row)) fail("a decided run no longer waits");
     const got = await mcpCall("kv_get", { key: "browser-greeting" });
     if (got.value !== stamp) fail("the approved subtask ran: " + JSON.stringify(got));
+  } else if (tier === "large") {
+    await page.waitForFunction(() => document.getElementById("memory-collection").textContent.includes("notes (2)"), null, { timeout: 10000 })
+      .catch(() => fail("the memory panel lists the collection with its count"));
+    if (await page.isVisible("#memory-empty")) fail("no empty-state text once a collection exists");
+    await page.fill("#memory-query", "database failover");
+    await page.click("#memory-form button");
+    await page.waitForFunction(() => document.querySelector("#memory-hits tr td:nth-child(2)")?.textContent === "db", null, { timeout: 10000 })
+      .catch(async () => fail("the memory search finds by meaning: " + (await page.textContent("#memory-hits"))));
+    const rows = await page.$$("#memory-hits tr");
+    if (rows.length !== 2) fail("both documents are ranked: " + rows.length);
   } else if (await page.$("#artifacts")) {
     fail("extra-small has no artifacts panel");
   }

@@ -21,6 +21,17 @@ fn model_dir() -> PathBuf {
 }
 
 #[test]
+fn the_large_dashboard_finds_memory_by_meaning_in_chromium() {
+    let embeddings = format!("local:{}", model_dir().display());
+    crate::server::browser_check_env(
+        "browser-large",
+        &["large"],
+        "large",
+        &[("AGENTBUS_EMBEDDINGS", embeddings.as_str())],
+    );
+}
+
+#[test]
 fn up_large_serves_vector_memory_that_finds_documents_by_meaning_and_survives_a_restart() {
     let dir = temp_dir("up-large");
     let port = free_port();

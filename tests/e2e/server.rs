@@ -334,8 +334,13 @@ fn the_dashboard_works_in_headless_chromium() {
 
 /// Runs tests/browser/dashboard.mjs against `agentbus up` (with `extra` arguments).
 fn browser_check(name: &str, extra: &[&str], tier: &str) {
+    browser_check_env(name, extra, tier, &[]);
+}
+
+/// [`browser_check`], with more environment variables for the server.
+pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(&str, &str)]) {
     let dir = temp_dir(name);
-    let server = up_with(&dir, free_port(), extra);
+    let server = up_with_env(&dir, free_port(), extra, env);
     // Another admin of the same tenant starts workflow runs (four-eyes: the dashboard's
     // token approves them).
     let starter = token(&dir, "default", "admin");
