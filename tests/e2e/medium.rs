@@ -1109,3 +1109,66 @@ async fn deployed_agents_prove_their_lane(
     let deployer = aws.sdk_config().clone();
     assert!(refused(prove(&deployer, &claim, &audience).await.unwrap()).await);
 }
+
+/// A local `agentbus up medium` that governs a workspace on moto: the Python SDK previews the
+/// change, is refused what it may not do, starts a run whose deploy plan another admin
+/// approves (tests/mcp/workspace_client.py); then the SDK's own reads find the tier deployed,
+/// and the deploy history names the apply.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approved_run_deploys_the_workspace_change_it_planned_and_nothing_else() {
+    use crate::server::{free_port, temp_dir, token, up_with_env};
+    let env = unique_env("govern");
+    let dir = temp_dir("govern");
+    let port = free_port();
+    let aws_env = crate::harness::aws_env();
+    let vars: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = up_with_env(&dir, port, &["medium", "--workspace-env", &env], &vars);
+    let starter = server.first_admin();
+    let other_admin = token(&dir, "default", "admin");
+    let user = token(&dir, "default", "user");
+    let other_tenant = token(&dir, "tenant-b", "admin");
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    crate::harness::python_script(
+        "tests/mcp/workspace_client.py",
+        &[
+            &url,
+            &starter,
+            &other_admin,
+            &user,
+            &other_tenant,
+            &env,
+            crate::harness::IMAGE,
+        ],
+        "workspace",
+    );
+    drop(server);
+
+    // Read back with the SDK: the extra-small tier is there.
+    let aws = clients().await;
+    let ws = format!("agentbus-{env}");
+    let kv = aws
+        .dynamodb()
+        .describe_table()
+        .table_name(format!("{ws}-kv"))
+        .send()
+        .await
+        .unwrap();
+    assert!(kv.table.is_some());
+    let bus = aws
+        .events()
+        .describe_event_bus()
+        .name(&ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bus.name(), Some(ws.as_str()));
+    let s = agentbus(&["status", "--env", &env, "--json"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let s = s.json();
+    assert_eq!(s["deployed_tier"], "extra-small");
+    assert_eq!(s["in_sync"], true);
+    let applies: Vec<&Value> = s["history"].as_array().unwrap().iter().collect();
+    assert_eq!(applies.len(), 1, "one apply, the approved one: {s}");
+    assert_eq!(applies[0]["succeeded"], true);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -61,16 +61,17 @@ impl std::str::FromStr for Lane {
 }
 
 /// What a tool says about itself: the MCP tool annotations that matter to lanes, plus
-/// whether it is a preview (it says what it would do and changes nothing, like
-/// `workspace_plan`). An absent hint is taken at its most cautious value, as the MCP
-/// specification's defaults are: not read-only, destructive, not idempotent, open world.
+/// whether it is a preview (it says what it would do, without a read-only annotation). An
+/// absent hint is taken at its most cautious value, as the MCP specification's defaults are:
+/// not read-only, destructive, not idempotent, open world. (`workspace_plan` changes nothing
+/// and says so with `readOnlyHint`, so it runs in every lane.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolHints {
     pub read_only: Option<bool>,
     pub destructive: Option<bool>,
     pub idempotent: Option<bool>,
     pub open_world: Option<bool>,
-    /// A preview tool (agentbus's own `*_plan` tools): admitted in `dry_run`.
+    /// A preview tool: admitted in `dry_run`.
     #[serde(default)]
     pub preview: bool,
 }
@@ -150,7 +151,7 @@ mod tests {
             preview: true,
             ..ToolHints::default()
         };
-        assert!(admits(Lane::ReadOnly, "workspace_plan", &preview, &[]).is_err());
+        assert!(admits(Lane::ReadOnly, "deploy_preview", &preview, &[]).is_err());
     }
 
     #[test]
@@ -160,7 +161,7 @@ mod tests {
             preview: true,
             ..ToolHints::default()
         };
-        assert!(admits(Lane::DryRun, "workspace_plan", &preview, &[]).is_ok());
+        assert!(admits(Lane::DryRun, "deploy_preview", &preview, &[]).is_ok());
         assert!(admits(Lane::DryRun, "kv_get", &ro(), &[]).is_ok());
         let write = ToolHints {
             read_only: Some(false),

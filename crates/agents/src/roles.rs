@@ -172,6 +172,16 @@ async fn plan(
         goal.subtasks = proposed;
         model_usage = Some(usage);
     }
+    // A change of the deployed workspace: its deploy plan and cost delta are the evidence,
+    // and the plan's hash goes into the subtask, so approving subtasks.json approves the plan.
+    let mut workspace = WorkspaceChanges::default();
+    for (i, call) in goal.subtasks.iter_mut().enumerate() {
+        if call.tool == WORKSPACE_APPLY {
+            workspace
+                .preview(g, run, &format!("s{}", i + 1), call)
+                .await?;
+        }
+    }
     let related = related_runs(g, &goal.goal).await;
     let kv = count(g, "kv_list", json!({"limit": 1000}), "entries").await;
     let artifacts = count(g, "artifacts_list", json!({"limit": 1000}), "artifacts").await;
@@ -235,20 +245,34 @@ async fn plan(
             }
         ));
     }
+    md.push_str(&workspace.markdown());
     md.push_str(
         "\n## Won't do\n\nAnything not listed above: execute runs exactly these subtasks, as approved.\n",
     );
-    // The workspace's own tools act on its data: no code to test, nothing that bills monthly.
+    let rollback_plan = workspace.write_rollback(g, run).await?;
+    let mut artifacts = vec![run_key(run, "plan.md"), run_key(run, "subtasks.json")];
+    artifacts.extend(workspace.plans.iter().map(|p| p.key.clone()));
+    artifacts.extend(rollback_plan.clone());
+    let mut changes = changes.join("\n");
+    for p in &workspace.plans {
+        changes.push('\n');
+        changes.push_str(&p.text);
+    }
     let evidence = Evidence {
-        artifacts: vec![run_key(run, "plan.md"), run_key(run, "subtasks.json")],
-        changes: changes.join("\n"),
+        artifacts,
+        changes,
         tests: Tests::Exception {
-            reason:
+            reason: if workspace.plans.is_empty() {
+                // The workspace's own tools act on its data: no code to test, nothing that
+                // bills monthly.
                 "the subtasks call the workspace's own tools on its data; there is no code to test"
-                    .into(),
+                    .into()
+            } else {
+                "a change of the deployed workspace: its deploy plan is the evidence, and the apply refuses any plan but the approved one".into()
+            },
         },
-        cost_delta_monthly: Some(0.0),
-        rollback_plan: None,
+        cost_delta_monthly: workspace.cost,
+        rollback_plan,
         rollout_plan: None,
     };
     let (plan_ref, subtasks_ref, evidence_ref) = (
@@ -274,6 +298,132 @@ async fn plan(
         cost_delta_monthly: evidence.cost_delta_monthly,
         model_usage,
     })
+}
+
+/// The tool a subtask changes the deployed workspace with; the conductor plans it first.
+pub const WORKSPACE_APPLY: &str = "workspace_apply";
+const WORKSPACE_PLAN: &str = "workspace_plan";
+
+/// The run's changes of the deployed workspace, as the plan phase previewed them.
+struct WorkspaceChanges {
+    plans: Vec<WorkspacePreview>,
+    /// The sum of their monthly cost deltas; `None` once one is unknown.
+    cost: Option<f64>,
+}
+
+struct WorkspacePreview {
+    subtask: String,
+    key: String,
+    text: String,
+    changes: u64,
+    cost: Option<f64>,
+    /// The tier deployed before the run (what a rollback returns to).
+    deployed: Option<String>,
+}
+
+impl Default for WorkspaceChanges {
+    fn default() -> Self {
+        WorkspaceChanges {
+            plans: Vec::new(),
+            cost: Some(0.0),
+        }
+    }
+}
+
+impl WorkspaceChanges {
+    /// Plans `call` with `workspace_plan`, keeps the plan text as an artifact and names the
+    /// plan's hash in the call (any hash the goal gave is replaced: the apply runs the plan
+    /// made here, or nothing).
+    async fn preview(
+        &mut self,
+        g: &Gated<'_>,
+        run: &str,
+        subtask: &str,
+        call: &mut crate::run::ProposedCall,
+    ) -> Result<(), AgentError> {
+        if !g.has(WORKSPACE_PLAN) {
+            return Err(AgentError::Plan(format!(
+                "{WORKSPACE_APPLY} needs {WORKSPACE_PLAN}, which this workspace does not offer"
+            )));
+        }
+        let mut args = call.arguments.clone();
+        args.remove("plan_sha256");
+        let p = g.call(WORKSPACE_PLAN, Value::Object(args.clone())).await?;
+        let problems: Vec<&str> = p["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !problems.is_empty() {
+            return Err(AgentError::Plan(format!(
+                "the workspace plan of {subtask} cannot be applied: {}",
+                problems.join("; ")
+            )));
+        }
+        let (Some(text), Some(sha)) = (p["plan"].as_str(), p["plan_sha256"].as_str()) else {
+            return Err(AgentError::Plan(format!(
+                "{WORKSPACE_PLAN} answered without a plan and its hash: {p}"
+            )));
+        };
+        let key = run_key(run, &format!("workspace-plan-{subtask}.txt"));
+        write_artifact(g, &key, text, "text/plain; charset=utf-8").await?;
+        args.insert("plan_sha256".into(), Value::String(sha.to_string()));
+        call.arguments = args;
+        let cost = p["cost_delta_monthly"].as_f64();
+        self.cost = self.cost.zip(cost).map(|(a, b)| a + b);
+        self.plans.push(WorkspacePreview {
+            subtask: subtask.to_string(),
+            key,
+            text: text.to_string(),
+            changes: p["changes"].as_u64().unwrap_or_default(),
+            cost,
+            deployed: p["deployed_tier"].as_str().map(str::to_string),
+        });
+        Ok(())
+    }
+
+    /// plan.md's section on them (nothing when there are none).
+    fn markdown(&self) -> String {
+        if self.plans.is_empty() {
+            return String::new();
+        }
+        let mut md = String::from("\n## Workspace changes\n\n");
+        for p in &self.plans {
+            md.push_str(&format!(
+                "- {}: {} resource change(s), monthly cost {}; the deploy plan is {}\n",
+                p.subtask,
+                p.changes,
+                match p.cost {
+                    Some(c) => format!("{}${:.2}", if c < 0.0 { "-" } else { "+" }, c.abs()),
+                    None => "unknown".into(),
+                },
+                p.key
+            ));
+        }
+        md
+    }
+
+    /// The rollback plan: deploy the tier the workspace was at before the run.
+    async fn write_rollback(&self, g: &Gated<'_>, run: &str) -> Result<Option<String>, AgentError> {
+        let Some(first) = self.plans.first() else {
+            return Ok(None);
+        };
+        let back = match &first.deployed {
+            Some(tier) => format!(
+                "The workspace was at the {tier} tier before this run. To undo the change, apply that tier again: \
+                 a run with the subtask `{WORKSPACE_APPLY} {{\"tier\": \"{tier}\"}}`, or `agentbus deploy {tier}`."
+            ),
+            None => "Nothing was deployed before this run. To undo the change, `agentbus destroy` the workspace.".into(),
+        };
+        let md = format!(
+            "# Rollback of run {run}\n\n{back} Going down a tier keeps the data-bearing resources \
+             (tables, buckets, the database) unless `--destroy-data` is given, which no tool can give.\n"
+        );
+        let key = run_key(run, "rollback.md");
+        write_artifact(g, &key, &md, MARKDOWN).await?;
+        Ok(Some(key))
+    }
 }
 
 /// The past runs whose retrospectives are closest in meaning to `goal`, as Markdown lines,

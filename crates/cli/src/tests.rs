@@ -167,3 +167,17 @@ fn completions_cover_every_command_and_its_flags() {
         }
     }
 }
+
+#[test]
+fn a_workspace_tool_takes_the_flags_of_plan_and_never_one_that_deletes_data() {
+    use crate::commands::tool_inputs;
+    let flags = |f: &[&str]| tool_inputs(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let i = flags(&["--vpc", "vpc-1", "--profile-usage", "team"]).unwrap();
+    assert_eq!(i.settings["vpc"], "vpc-1");
+    assert_eq!(i.usage.as_deref(), Some("team"));
+    assert!(!i.destroy_data && !i.stop_in_flight);
+    for bad in ["--destroy-data", "--stop-in-flight", "--yes", "--nope"] {
+        let e = flags(&[bad]).unwrap_err();
+        assert!(e.starts_with("flags: ") && e.contains(bad), "{e}");
+    }
+}

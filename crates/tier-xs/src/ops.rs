@@ -590,14 +590,7 @@ impl Deployer {
                     id: r.id.to_string(),
                     name: r.name.clone(),
                     action: r.action.verb().to_string(),
-                    outcome: match &r.outcome {
-                        apply::Outcome::Done => "done".into(),
-                        apply::Outcome::Unchanged => "unchanged".into(),
-                        apply::Outcome::Failed(e) => format!("failed: {e}"),
-                        apply::Outcome::Skipped(e) => format!("skipped: {e}"),
-                        apply::Outcome::Kept(e) => format!("kept: {e}"),
-                        apply::Outcome::NotStarted => "not started (cancelled)".into(),
-                    },
+                    outcome: r.outcome.to_string(),
                 })
                 .collect(),
         };

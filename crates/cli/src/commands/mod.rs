@@ -131,6 +131,32 @@ pub fn inputs(change: &ChangeFlags, target: Option<&TargetFlags>, wait: Option<u
     }
 }
 
+/// The flags a workspace tool takes (`workspace_plan`, `workspace_apply`): those of
+/// `agentbus plan` that say what the workspace should be, never `--destroy-data`.
+#[derive(clap::Parser, Debug)]
+#[command(no_binary_name = true, disable_help_flag = true)]
+struct ToolFlags {
+    #[command(flatten)]
+    target: TargetFlags,
+}
+
+/// A workspace tool's flags as a deploy's inputs; an unknown or malformed flag is an error
+/// that names it.
+pub fn tool_inputs(flags: &[String]) -> Result<Inputs, String> {
+    use clap::Parser;
+    let f = ToolFlags::try_parse_from(flags).map_err(|e| {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        format!("flags: {}", first.trim_start_matches("error: "))
+    })?;
+    let change = ChangeFlags {
+        parallelism: 8,
+        destroy_data: false,
+        stop_in_flight: false,
+    };
+    Ok(inputs(&change, Some(&f.target), None))
+}
+
 /// The region a command that needs no AWS account works for: `--region`, else AWS_REGION,
 /// else AWS_DEFAULT_REGION, else us-east-1.
 pub fn region_or_default(flag: Option<String>) -> String {

@@ -12,6 +12,8 @@ use tier_xs::config::{DASHBOARD_PORT, ServerConfig};
 use tier_xs::ladder::{Embedded, ServerPart};
 use tier_xs::runtime::Tenant;
 use tier_xs::server::auth::{Identity, Role};
+use tier_xs::server::mcp::ToolExtension;
+use tier_xs::server::workspace_tools::WorkspaceTools;
 use tier_xs::server::{AppState, serve, serve_stdio};
 use tier_xs::workspace::Tier;
 
@@ -73,8 +75,11 @@ pub async fn run_http(
 }
 
 /// Adds the layers' tools to the server and starts their feeds.
-fn attach(state: &Arc<AppState>, parts: Vec<ServerPart>) -> Result<()> {
-    let mut tools = Vec::new();
+fn attach(
+    state: &Arc<AppState>,
+    parts: Vec<ServerPart>,
+    mut tools: Vec<Arc<dyn ToolExtension>>,
+) -> Result<()> {
     for part in parts {
         tools.push(part.tools);
         if let Some(feed) = part.feed {
@@ -93,6 +98,7 @@ pub async fn embedded_state(
     tier: Tier,
     rate: u32,
     exposed: bool,
+    governs: Option<WorkspaceTools>,
 ) -> Result<Arc<AppState>> {
     let open = || format!("opening the data directory {}", data_dir.display());
     let state = AppState::embedded(data_dir, tier.short(), "local", rate)
@@ -100,7 +106,11 @@ pub async fn embedded_state(
         .with_context(open)?;
     let at = Embedded { data_dir, exposed };
     let parts = ladder().serve_embedded(tier, at).await.with_context(open)?;
-    attach(&state, parts)?;
+    let tools: Vec<Arc<dyn ToolExtension>> = governs
+        .into_iter()
+        .map(|t| Arc::new(t) as Arc<dyn ToolExtension>)
+        .collect();
+    attach(&state, parts, tools)?;
     Ok(state)
 }
 
@@ -114,7 +124,7 @@ async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
     .await?;
     let state = AppState::aws(&aws, &cfg, rate)?;
     let parts = ladder().serve_aws(cfg.tier, &aws).await?;
-    attach(&state, parts)?;
+    attach(&state, parts, Vec::new())?;
     Ok((state, cfg))
 }
 
@@ -165,7 +175,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let exposed = host.is_some_and(|h| !h.is_loopback());
     let (state, default_port, bind_all) = match &data_dir {
         Some(d) => (
-            embedded_state(d, tier, rate, exposed).await?,
+            embedded_state(d, tier, rate, exposed, None).await?,
             DASHBOARD_PORT,
             false,
         ),

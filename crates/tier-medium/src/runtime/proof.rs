@@ -82,7 +82,7 @@ impl StsAgents {
                 claim.run_id, claim.tenant
             ));
         }
-        let mut id = Identity::new(
+        let mut id = Identity::agent(
             format!("agent:{}:{}", lane.as_str(), claim.run_id),
             tenant,
             if lane == Lane::Execute {
@@ -90,6 +90,7 @@ impl StsAgents {
             } else {
                 Role::Viewer
             },
+            &claim.run_id,
         );
         if lane != Lane::Execute {
             id.records = Some(run_prefix(&claim.run_id));

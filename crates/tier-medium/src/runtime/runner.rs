@@ -89,7 +89,7 @@ impl LocalAgents {
         run_id: &str,
     ) -> Result<agents::tools::McpClient, AgentFailure> {
         let tenant = tier_xs::runtime::Tenant::new(tenant).map_err(|e| refused(e.to_string()))?;
-        let identity = Identity::new(format!("agent:{run_id}"), tenant, Role::User);
+        let identity = Identity::agent(format!("agent:{run_id}"), tenant, Role::User, run_id);
         let client = tier_xs::server::in_process_client(self.server.clone(), identity)
             .await
             .map_err(|e| AgentFailure {

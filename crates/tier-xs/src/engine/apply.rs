@@ -63,6 +63,20 @@ pub enum Outcome {
     NotStarted,
 }
 
+/// The outcome as the apply history records it.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Done => f.write_str("done"),
+            Outcome::Unchanged => f.write_str("unchanged"),
+            Outcome::Failed(e) => write!(f, "failed: {e}"),
+            Outcome::Skipped(e) => write!(f, "skipped: {e}"),
+            Outcome::Kept(e) => write!(f, "kept: {e}"),
+            Outcome::NotStarted => f.write_str("not started (cancelled)"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ResourceResult {
     pub id: &'static str,

@@ -106,7 +106,7 @@ impl LockInfo {
 }
 
 /// One resource's part in an apply record.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct RecordedChange {
     pub id: String,
     pub name: String,

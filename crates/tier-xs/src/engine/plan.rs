@@ -456,15 +456,30 @@ pub struct PlanRequest {
     pub parallelism: usize,
 }
 
+async fn observe_at(
+    i: usize,
+    r: &dyn Resource,
+    aws: &AwsClients,
+) -> (usize, Result<Option<Observed>, EngineError>) {
+    (i, super::observe(r, aws).await)
+}
+
 /// Observes every resource of the universe in parallel and diffs it against the target tier.
 pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineError> {
     let order = topo_order(&req.universe)?;
     let parallelism = req.parallelism.max(1);
 
     let observations: Vec<(usize, Result<Option<Observed>, EngineError>)> =
-        futures::stream::iter(req.universe.iter().enumerate())
-            .map(|(i, r)| async move { (i, super::observe(r.as_ref(), aws).await) })
-            .buffer_unordered(parallelism)
+        // The futures are made before they are streamed: a closure in the stream would keep
+        // the plan's future from being `Send` (a caller that spawns the plan needs that).
+        futures::stream::iter(
+            req.universe
+                .iter()
+                .enumerate()
+                .map(|(i, r)| observe_at(i, r.as_ref(), aws))
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(parallelism)
             .collect()
             .await;
     let mut observed: Vec<Option<Observed>> = vec![None; req.universe.len()];

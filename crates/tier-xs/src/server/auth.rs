@@ -56,6 +56,8 @@ pub struct Identity {
     /// A workflow run's agent in a lane that only reads: besides reading, it may write its
     /// run's own records — keys that begin with this prefix — and timeline entries.
     pub records: Option<String>,
+    /// A workflow run's agent: the run it acts for (a token of a person has none).
+    pub run: Option<String>,
 }
 
 impl Identity {
@@ -66,6 +68,15 @@ impl Identity {
             tenant,
             role,
             records: None,
+            run: None,
+        }
+    }
+
+    /// The identity of run `run_id`'s agent, acting for `tenant` with `role`.
+    pub fn agent(token_id: impl Into<String>, tenant: Tenant, role: Role, run_id: &str) -> Self {
+        Identity {
+            run: Some(run_id.to_string()),
+            ..Identity::new(token_id, tenant, role)
         }
     }
 

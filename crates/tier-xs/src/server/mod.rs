@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod mcp;
+pub mod workspace_tools;
 
 use std::convert::Infallible;
 use std::path::Path;
