@@ -1117,10 +1117,18 @@ async fn deployed_agents_prove_their_lane(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approved_run_deploys_the_workspace_change_it_planned_and_nothing_else() {
     use crate::server::{free_port, temp_dir, token, up_with_env};
+    // A moto of its own: a deploy adds a logs resource policy, of which an account has at
+    // most ten per region, and the shared moto's are taken by the other deploy tests.
+    let moto = crate::harness::start_moto();
     let env = unique_env("govern");
     let dir = temp_dir("govern");
     let port = free_port();
-    let aws_env = crate::harness::aws_env();
+    let mut aws_env = crate::harness::aws_env();
+    for (k, v) in aws_env.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = moto.url.clone();
+        }
+    }
     let vars: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = up_with_env(&dir, port, &["medium", "--workspace-env", &env], &vars);
     let starter = server.first_admin();
@@ -1144,7 +1152,7 @@ async fn an_approved_run_deploys_the_workspace_change_it_planned_and_nothing_els
     drop(server);
 
     // Read back with the SDK: the extra-small tier is there.
-    let aws = clients().await;
+    let aws = crate::harness::clients_at(&moto.url, "testing", "testing").await;
     let ws = format!("agentbus-{env}");
     let kv = aws
         .dynamodb()
@@ -1162,7 +1170,7 @@ async fn an_approved_run_deploys_the_workspace_change_it_planned_and_nothing_els
         .await
         .unwrap();
     assert_eq!(bus.name(), Some(ws.as_str()));
-    let s = agentbus(&["status", "--env", &env, "--json"]);
+    let s = crate::harness::agentbus_env(&["status", "--env", &env, "--json"], &vars);
     assert_eq!(s.code, 0, "{s:?}");
     let s = s.json();
     assert_eq!(s["deployed_tier"], "extra-small");

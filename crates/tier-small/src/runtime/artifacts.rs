@@ -388,17 +388,27 @@ CREATE TABLE IF NOT EXISTS artifacts (
 ) WITHOUT ROWID;
 "#;
 
-/// Artifacts on disk: the bytes in `{data_dir}/artifacts/{sha256}` (written to a temporary
-/// file and renamed, so a reader never sees half an artifact), the index in SQLite.
+/// Artifacts on disk: the bytes in `{data_dir}/artifacts/tenants/{tenant}/{sha256}` (one copy
+/// per content within a tenant, never shared with another), the index in SQLite.
+///
+/// A put writes its bytes to a temporary file of its own and renames it into place, so a
+/// reader never sees half an artifact and two identical puts never collide. Whether a content
+/// file is still referred to is decided under `index`, together with the index change that
+/// makes it so: a delete cannot remove a file a put in flight is about to refer to. A read
+/// that finds its file gone (the key was replaced meanwhile) reads the index again.
 pub struct EmbeddedArtifacts {
     pool: SqlitePool,
     dir: PathBuf,
+    index: tokio::sync::Mutex<()>,
 }
+
+/// Temporary file names: unique within the process (the pid keeps processes apart).
+static TEMP_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl EmbeddedArtifacts {
     pub async fn open(pool: SqlitePool, data_dir: &Path) -> Result<Self, RuntimeError> {
         let dir = data_dir.join("artifacts");
-        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Backend {
+        std::fs::create_dir_all(dir.join("tenants")).map_err(|e| RuntimeError::Backend {
             op: "create artifacts directory",
             message: format!("{}: {e}", dir.display()),
         })?;
@@ -406,22 +416,66 @@ impl EmbeddedArtifacts {
             .execute(&pool)
             .await
             .map_err(|e| RuntimeError::backend("create schema", e))?;
-        Ok(EmbeddedArtifacts { pool, dir })
+        let store = EmbeddedArtifacts {
+            pool,
+            dir,
+            index: tokio::sync::Mutex::new(()),
+        };
+        store.move_shared_files().await?;
+        Ok(store)
     }
 
-    fn blob(&self, sha: &str) -> PathBuf {
-        self.dir.join(sha)
+    fn blob(&self, tenant: &str, sha: &str) -> PathBuf {
+        self.dir.join("tenants").join(tenant).join(sha)
     }
 
-    /// Removes a blob nobody refers to any more.
-    async fn collect(&self, sha: &str) -> Result<(), RuntimeError> {
-        let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE sha256 = ?")
-            .bind(sha)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| RuntimeError::backend("artifacts count", e))?;
+    /// Data directories of earlier versions kept one file per content for every tenant
+    /// (`artifacts/{sha256}`): each tenant gets its own copy, then the shared files go.
+    async fn move_shared_files(&self) -> Result<(), RuntimeError> {
+        let io = |e: std::io::Error| RuntimeError::backend("move artifact files", e);
+        let shared = |name: &str| name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        let mut legacy = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if shared(&name) && entry.file_type().map_err(io)?.is_file() {
+                legacy.push(name);
+            }
+        }
+        if legacy.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT DISTINCT tenant, sha256 FROM artifacts")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| RuntimeError::backend("artifacts read", e))?;
+        for (tenant, sha) in rows {
+            let (from, to) = (self.dir.join(&sha), self.blob(&tenant, &sha));
+            if legacy.contains(&sha) && !to.exists() {
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::copy(&from, &to).map_err(io)?;
+            }
+        }
+        for name in legacy {
+            std::fs::remove_file(self.dir.join(name)).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a tenant's content file nobody of the tenant refers to any more (under `index`).
+    async fn collect(&self, tenant: &str, sha: &str) -> Result<(), RuntimeError> {
+        let used: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM artifacts WHERE tenant = ? AND sha256 = ?")
+                .bind(tenant)
+                .bind(sha)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| RuntimeError::backend("artifacts count", e))?;
         if used == 0 {
-            match tokio::fs::remove_file(self.blob(sha)).await {
+            match tokio::fs::remove_file(self.blob(tenant, sha)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(RuntimeError::backend("remove artifact file", e)),
@@ -453,19 +507,25 @@ impl ArtifactStore for EmbeddedArtifacts {
         check_content_type(content_type)?;
         check_size(data.len())?;
         let sha = hex::encode(Sha256::digest(data));
-        let path = self.blob(&sha);
-        if !path.exists() {
-            let tmp = self
-                .dir
-                .join(format!(".{sha}.{}.tmp", tier_xs::runtime::now_millis()));
-            tokio::fs::write(&tmp, data)
-                .await
-                .map_err(|e| RuntimeError::backend("write artifact file", e))?;
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .map_err(|e| RuntimeError::backend("write artifact file", e))?;
+        let path = self.blob(tenant.as_str(), &sha);
+        let write = |e: std::io::Error| RuntimeError::backend("write artifact file", e);
+        // The bytes first, outside the lock: a big put does not hold up anyone else's.
+        let tmp = path.with_file_name(format!(
+            ".{sha}.{}.{}.tmp",
+            std::process::id(),
+            TEMP_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        if let Some(parent) = tmp.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(write)?;
         }
+        tokio::fs::write(&tmp, data).await.map_err(write)?;
         let now = now_secs();
+        let _index = self.index.lock().await;
+        // Same content, same name: replacing an existing file changes nothing a reader sees.
+        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(write(e));
+        }
         let previous: Option<String> =
             sqlx::query_scalar("SELECT sha256 FROM artifacts WHERE tenant = ? AND key = ?")
                 .bind(tenant.as_str())
@@ -490,7 +550,7 @@ impl ArtifactStore for EmbeddedArtifacts {
         .await
         .map_err(|e| RuntimeError::backend("artifacts write", e))?;
         if let Some(old) = previous.filter(|o| *o != sha) {
-            self.collect(&old).await?;
+            self.collect(tenant.as_str(), &old).await?;
         }
         Ok(ArtifactMeta {
             key: key.to_string(),
@@ -506,23 +566,32 @@ impl ArtifactStore for EmbeddedArtifacts {
         key: &str,
     ) -> Result<Option<(ArtifactMeta, Vec<u8>)>, RuntimeError> {
         check_key(key)?;
-        let Some(row) = sqlx::query(
-            "SELECT key, size, content_type, sha256, updated_at FROM artifacts
-             WHERE tenant = ? AND key = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| RuntimeError::backend("artifacts read", e))?
-        else {
-            return Ok(None);
-        };
-        let sha: String = row.get("sha256");
-        let data = tokio::fs::read(self.blob(&sha))
+        // A file that went between reading the index and opening it belonged to a version
+        // the key no longer has: the index then names the current one (or none).
+        for _ in 0..3 {
+            let Some(row) = sqlx::query(
+                "SELECT key, size, content_type, sha256, updated_at FROM artifacts
+                 WHERE tenant = ? AND key = ?",
+            )
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(|e| RuntimeError::backend("read artifact file", e))?;
-        Ok(Some((meta(&row), data)))
+            .map_err(|e| RuntimeError::backend("artifacts read", e))?
+            else {
+                return Ok(None);
+            };
+            let sha: String = row.get("sha256");
+            match tokio::fs::read(self.blob(tenant.as_str(), &sha)).await {
+                Ok(data) => return Ok(Some((meta(&row), data))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RuntimeError::backend("read artifact file", e)),
+            }
+        }
+        Err(RuntimeError::Backend {
+            op: "read artifact file",
+            message: format!("{key}: its content kept changing while it was read; try again"),
+        })
     }
 
     async fn list(
@@ -560,6 +629,7 @@ impl ArtifactStore for EmbeddedArtifacts {
 
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {
         check_key(key)?;
+        let _index = self.index.lock().await;
         let sha: Option<String> = sqlx::query_scalar(
             "DELETE FROM artifacts WHERE tenant = ? AND key = ? RETURNING sha256",
         )
@@ -570,7 +640,7 @@ impl ArtifactStore for EmbeddedArtifacts {
         .map_err(|e| RuntimeError::backend("artifacts delete", e))?;
         match sha {
             Some(s) => {
-                self.collect(&s).await?;
+                self.collect(tenant.as_str(), &s).await?;
                 Ok(true)
             }
             None => Ok(false),

@@ -135,6 +135,52 @@ pub async fn artifacts_suite(store: &dyn ArtifactStore, label: &str) {
     assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
     let e = store.list(&a, "", None, Some(0)).await.unwrap_err();
     assert!(matches!(e, RuntimeError::Invalid { .. }), "{e}");
+
+    concurrent_identical_content(store, &a, &b).await;
+}
+
+/// Two tenants put, replace and delete artifacts of identical content at once: every put
+/// lands, and every artifact a listing shows can be read, with its content.
+async fn concurrent_identical_content(store: &dyn ArtifactStore, a: &Tenant, b: &Tenant) {
+    use std::future::Future;
+    use std::pin::Pin;
+    type Op<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+    let same: &[u8] = b"the same bytes, again and again";
+    let keys: Vec<String> = (0..6).map(|i| format!("race/k{i}")).collect();
+    for round in 0..8 {
+        let mut ops: Vec<Op<'_>> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            // Half the keys are deleted in the same breath as the other half are put.
+            if (i + round) % 2 == 0 {
+                ops.push(Box::pin(async move {
+                    store.delete(a, k).await.unwrap();
+                }));
+            } else {
+                ops.push(Box::pin(async move {
+                    store.put(a, k, same, "text/plain").await.unwrap();
+                }));
+                ops.push(Box::pin(async move {
+                    store.put(a, k, same, "text/plain").await.unwrap();
+                }));
+            }
+            ops.push(Box::pin(async move {
+                store.put(b, k, same, "text/plain").await.unwrap();
+                store.delete(b, k).await.unwrap();
+            }));
+        }
+        futures::future::join_all(ops).await;
+        let listed = store.list(a, "race/", None, None).await.unwrap();
+        assert_eq!(listed.artifacts.len(), 3, "round {round}");
+        for m in listed.artifacts {
+            let got = store.get(a, &m.key).await.unwrap();
+            assert_eq!(
+                got.map(|(_, d)| d).as_deref(),
+                Some(same),
+                "round {round}: {} is listed but cannot be read",
+                m.key
+            );
+        }
+    }
 }
 
 use std::collections::BTreeMap;

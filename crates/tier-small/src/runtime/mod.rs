@@ -21,9 +21,53 @@ mod tests {
         let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
         let store = EmbeddedArtifacts::open(pool, &dir).await.unwrap();
         artifacts_suite(&store, "emb").await;
-        // Deleted and overwritten artifacts leave no files behind: one blob per live content.
-        let files = std::fs::read_dir(dir.join("artifacts")).unwrap().count();
-        assert!(files <= 3, "{files} files for 3 distinct contents");
+        // Deleted and overwritten artifacts leave no files behind: one file per live content
+        // of each tenant, no temporary ones.
+        let files = |tenant: &str| -> Vec<String> {
+            std::fs::read_dir(dir.join("artifacts/tenants").join(tenant))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let (a, b) = (files("emb-art-a"), files("emb-art-b"));
+        assert_eq!(a.len(), 3, "tenant a has 3 distinct contents: {a:?}");
+        assert_eq!(b.len(), 1, "tenant b has 1: {b:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn artifacts_of_a_data_directory_that_shared_files_between_tenants_are_kept() {
+        use super::artifacts::ArtifactStore;
+        use sha2::Digest;
+        let dir = std::env::temp_dir().join(format!("agentbus-art-old-{}", std::process::id()));
+        let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+        drop(EmbeddedArtifacts::open(pool.clone(), &dir).await.unwrap());
+        // As an earlier version left it: one file for a content two tenants hold.
+        let sha = hex::encode(sha2::Sha256::digest(b"shared"));
+        std::fs::write(dir.join("artifacts").join(&sha), b"shared").unwrap();
+        for tenant in ["t1", "t2"] {
+            sqlx::query(
+                "INSERT INTO artifacts (tenant, key, size, content_type, sha256, updated_at)
+                 VALUES (?, 'k', 6, 'text/plain', ?, 0)",
+            )
+            .bind(tenant)
+            .bind(&sha)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let store = EmbeddedArtifacts::open(pool, &dir).await.unwrap();
+        for tenant in ["t1", "t2"] {
+            let t = tier_xs::runtime::Tenant::new(tenant).unwrap();
+            let (_, data) = store.get(&t, "k").await.unwrap().unwrap();
+            assert_eq!(data, b"shared");
+        }
+        assert!(!dir.join("artifacts").join(&sha).exists(), "the shared file went");
+        // One tenant's delete leaves the other's copy.
+        let t1 = tier_xs::runtime::Tenant::new("t1").unwrap();
+        assert!(store.delete(&t1, "k").await.unwrap());
+        let t2 = tier_xs::runtime::Tenant::new("t2").unwrap();
+        assert!(store.get(&t2, "k").await.unwrap().is_some());
         std::fs::remove_dir_all(&dir).ok();
     }
 

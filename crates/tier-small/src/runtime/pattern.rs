@@ -14,12 +14,27 @@
 //! - `{"exists": true | false}`.
 //!
 //! `"$or": [pattern, pattern, ...]` at any level matches when one of them does.
+//!
+//! At the top level a pattern names the fields of the document an event is matched as
+//! ([`FIELDS`]); any other name could never match, so it is refused, not stored.
 
 use serde_json::Value;
 
 /// The largest pattern accepted, in bytes of JSON.
 pub const MAX_PATTERN_BYTES: usize = 4096;
 const MAX_DEPTH: usize = 10;
+
+/// The top-level fields of an event as rules see it (`monitor::Event::document`); only
+/// `detail` holds an object.
+pub const FIELDS: [&str; 7] = [
+    "id",
+    "source",
+    "detail-type",
+    "time",
+    "tenant",
+    "priority",
+    "detail",
+];
 const MAX_VALUES: usize = 100;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,12 +118,41 @@ impl Pattern {
                 "an empty pattern would match every event; to mean that, say {\"source\": [{\"prefix\": \"\"}]}",
             );
         }
-        Ok(Pattern(obj(v, "", 0)?))
+        let top = obj(v, "", 0)?;
+        check_fields(&top)?;
+        Ok(Pattern(top))
     }
 
     pub fn matches(&self, event: &Value) -> bool {
         self.0.matches(Some(event))
     }
+}
+
+/// The top level (and each of its `$or` alternatives) names only fields events have.
+fn check_fields(top: &Obj) -> Result<(), PatternError> {
+    for (name, sub) in &top.fields {
+        if !FIELDS.contains(&name.as_str()) {
+            return err(
+                name,
+                format!(
+                    "no event has this field: a pattern matches {} (and what is inside detail)",
+                    FIELDS.join(", ")
+                ),
+            );
+        }
+        if name != "detail" && matches!(sub, Sub::Obj(_)) {
+            return err(
+                name,
+                "holds text, not an object: give a list of values, e.g. [\"x\"]",
+            );
+        }
+    }
+    for alts in &top.ors {
+        for alt in alts {
+            check_fields(alt)?;
+        }
+    }
+    Ok(())
 }
 
 fn obj(v: &Value, path: &str, depth: usize) -> Result<Obj, PatternError> {
@@ -505,7 +549,7 @@ mod tests {
         );
         assert!(m(json!({"detail": {"nope": [{"exists": false}]}})));
         assert!(m(json!({"detail": {"status": [{"exists": true}]}})));
-        assert!(m(json!({"nothing": {"deeper": [{"exists": false}]}})));
+        assert!(m(json!({"detail": {"nothing": {"deeper": [{"exists": false}]}}})));
         assert!(m(json!({"source": [{"prefix": ""}]})));
     }
 
@@ -530,15 +574,29 @@ mod tests {
             e(json!({"detail": {"x": [{"regex": "a"}]}}))
                 .contains("at detail.x: unknown operator \"regex\"")
         );
-        assert!(e(json!({"x": [{"numeric": ["<", 5, ">", 1]}]})).contains("lower bound"));
-        assert!(e(json!({"x": [{"numeric": [">", 5, "<", 1]}]})).contains("empty"));
-        assert!(e(json!({"x": [{"numeric": ["~", 5]}]})).contains("not one of"));
-        assert!(e(json!({"x": [{"prefix": 5}]})).contains("takes a string"));
-        assert!(e(json!({"x": [{"exists": "yes"}]})).contains("true or false"));
-        assert!(e(json!({"x": [{"wildcard": "a**"}]})).contains("consecutive"));
+        assert!(
+            e(json!({"detail": {"x": [{"numeric": ["<", 5, ">", 1]}]}})).contains("lower bound")
+        );
+        assert!(e(json!({"detail": {"x": [{"numeric": [">", 5, "<", 1]}]}})).contains("empty"));
+        assert!(e(json!({"detail": {"x": [{"numeric": ["~", 5]}]}})).contains("not one of"));
+        assert!(e(json!({"detail": {"x": [{"prefix": 5}]}})).contains("takes a string"));
+        assert!(e(json!({"detail": {"x": [{"exists": "yes"}]}})).contains("true or false"));
+        assert!(e(json!({"detail": {"x": [{"wildcard": "a**"}]}})).contains("consecutive"));
         assert!(e(json!({"$or": [{"a": [1]}]})).contains("at least two"));
-        assert!(e(json!({"x": [{"prefix": "a", "suffix": "b"}]})).contains("exactly one operator"));
-        assert!(e(json!({"x": [["a"]]})).contains("inside a list"));
+        assert!(
+            e(json!({"detail-typo": ["build"]}))
+                .contains("at detail-typo: no event has this field")
+        );
+        assert!(
+            e(json!({"$or": [{"source": ["a"]}, {"sourc": ["b"]}]}))
+                .contains("at sourc: no event has this field")
+        );
+        assert!(e(json!({"source": {"name": ["a"]}})).contains("at source: holds text"));
+        assert!(
+            e(json!({"detail": {"x": [{"prefix": "a", "suffix": "b"}]}}))
+                .contains("exactly one operator")
+        );
+        assert!(e(json!({"detail": {"x": [["a"]]}})).contains("inside a list"));
         let big = json!({"x": ["a".repeat(5000)]});
         assert!(e(big).contains("at most"));
     }

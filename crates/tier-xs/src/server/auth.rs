@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -257,11 +257,16 @@ impl TokenStore for SecretTokens {
     }
 }
 
-/// Verifies tokens against a cached copy of the store, reloaded at most every few seconds
-/// when an unknown token id shows up (so new and revoked tokens take effect quickly).
+/// Verifies tokens against a cached copy of the store. The copy is reloaded every
+/// [`RELOAD_EVERY`] (so revocations take effect), and sooner when a token id it does not know
+/// shows up (so new tokens work at once) — but then at most once per [`UNKNOWN_RELOAD_GAP`]
+/// for the whole server: made-up ids cannot turn into a stream of reads of the token store.
+/// Verifying against a fresh copy never waits for a reload.
 pub struct Authenticator {
     store: Box<dyn TokenStore>,
-    cache: tokio::sync::Mutex<(Vec<TokenRecord>, Option<Instant>)>,
+    cache: std::sync::RwLock<Arc<TokenCache>>,
+    /// Held while the store is read: one reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     agents: std::sync::OnceLock<std::sync::Arc<dyn AgentProof>>,
     /// Proofs verified lately, by their hash: one check per proof, not per request.
     proven: Mutex<HashMap<String, (Identity, Instant)>>,
@@ -271,13 +276,38 @@ pub struct Authenticator {
 /// 15 minutes).
 const PROOF_KEPT: Duration = Duration::from_secs(60);
 
+/// How old the cached token list may get.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
+/// The least time between two reloads that unknown token ids ask for.
+const UNKNOWN_RELOAD_GAP: Duration = Duration::from_secs(1);
+
+/// The token list as last read, and when (`None`: never, or made stale on purpose).
+#[derive(Default)]
+struct TokenCache {
+    tokens: Vec<TokenRecord>,
+    loaded: Option<Instant>,
+}
+
+impl TokenCache {
+    /// Whether this copy should be read again before answering for token id `id`.
+    fn due(&self, id: &str) -> bool {
+        match self.loaded {
+            None => true,
+            Some(t) => {
+                t.elapsed() >= RELOAD_EVERY
+                    || (t.elapsed() >= UNKNOWN_RELOAD_GAP
+                        && !self.tokens.iter().any(|r| r.id == id))
+            }
+        }
+    }
+}
 
 impl Authenticator {
     pub fn new(store: Box<dyn TokenStore>) -> Self {
         Authenticator {
             store,
-            cache: tokio::sync::Mutex::new((Vec::new(), None)),
+            cache: std::sync::RwLock::new(Arc::default()),
+            reloading: tokio::sync::Mutex::new(()),
             agents: std::sync::OnceLock::new(),
             proven: Mutex::new(HashMap::new()),
         }
@@ -324,26 +354,39 @@ impl Authenticator {
             return None;
         };
         let hash = sha256_hex(token);
-        let mut cache = self.cache.lock().await;
-        let known = cache.0.iter().any(|r| r.id == id);
-        let due = match cache.1 {
-            None => true,
-            Some(t) => {
-                t.elapsed() >= RELOAD_EVERY || (!known && t.elapsed() >= Duration::from_millis(500))
-            }
-        };
-        if due {
-            match self.store.load().await {
-                Ok(t) => *cache = (t, Some(Instant::now())),
-                Err(e) => tracing::warn!("cannot load tokens: {e}"),
+        let mut cache = self.snapshot();
+        if cache.due(id) {
+            let _one = self.reloading.lock().await;
+            // Another request may have reloaded while this one waited.
+            cache = self.snapshot();
+            if cache.due(id) {
+                match self.store.load().await {
+                    Ok(tokens) => {
+                        cache = Arc::new(TokenCache {
+                            tokens,
+                            loaded: Some(Instant::now()),
+                        });
+                        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = cache.clone();
+                    }
+                    Err(e) => tracing::warn!("cannot load tokens: {e}"),
+                }
             }
         }
         let now = now_secs();
         cache
-            .0
+            .tokens
             .iter()
             .find(|r| r.id == id && same(&r.hash, &hash) && r.live(now))
             .map(|r| Identity::new(r.id.clone(), r.tenant.clone(), r.role))
+    }
+
+    fn snapshot(&self) -> Arc<TokenCache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes the next verification read the store (after this server changed it).
+    fn forget(&self) {
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Arc::default();
     }
 
     /// Creates a token; returns it (shown once) and its record.
@@ -357,7 +400,7 @@ impl Authenticator {
         let mut all = self.store.load().await?;
         all.push(rec.clone());
         self.store.save(&all).await?;
-        self.cache.lock().await.1 = None;
+        self.forget();
         Ok((token, rec))
     }
 
@@ -374,7 +417,7 @@ impl Authenticator {
             return Ok(false);
         }
         self.store.save(&all).await?;
-        self.cache.lock().await.1 = None;
+        self.forget();
         Ok(true)
     }
 }
@@ -501,6 +544,64 @@ mod tests {
             auth.verify(&expired).await.is_none(),
             "an expired token is refused"
         );
+    }
+
+    /// A store that counts its reads.
+    struct Counted(Mem, std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl TokenStore for Arc<Counted> {
+        async fn load(&self) -> Result<Vec<TokenRecord>, RuntimeError> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.load().await
+        }
+        async fn save(&self, t: &[TokenRecord]) -> Result<(), RuntimeError> {
+            self.0.save(t).await
+        }
+    }
+
+    #[tokio::test]
+    async fn made_up_token_ids_cannot_make_the_server_read_its_token_store_over_and_over() {
+        let store = Arc::new(Counted(
+            Mem(Default::default()),
+            std::sync::atomic::AtomicUsize::new(0),
+        ));
+        let auth = Arc::new(Authenticator::new(Box::new(store.clone())));
+        let reads = || store.1.load(std::sync::atomic::Ordering::SeqCst);
+        // A flood of made-up ids from many callers at once, for 1.5 s.
+        let start = Instant::now();
+        let mut flood = Vec::new();
+        for n in 0..8 {
+            let auth = auth.clone();
+            flood.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while start.elapsed() < Duration::from_millis(1500) {
+                    assert!(auth.verify(&format!("ab_{n}x{i}_secret")).await.is_none());
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+                i
+            }));
+        }
+        let mut tried = 0;
+        for f in flood {
+            tried += f.await.unwrap();
+        }
+        assert!(tried > 1000, "the flood made {tried} attempts");
+        // The first read, and at most one per UNKNOWN_RELOAD_GAP after it.
+        assert!(reads() <= 2, "{} reads for {tried} made-up ids", reads());
+
+        // A token made elsewhere (another process writing the store) works within the gap.
+        let (token, rec) = mint(Tenant::new("acme").unwrap(), Role::User, None).unwrap();
+        store.0.save(&[rec]).await.unwrap();
+        let made = Instant::now();
+        while auth.verify(&token).await.is_none() {
+            assert!(
+                made.elapsed() < UNKNOWN_RELOAD_GAP * 2,
+                "the new token never worked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]
