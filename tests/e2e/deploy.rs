@@ -716,6 +716,69 @@ async fn a_second_writer_is_refused_and_unlock_waits_for_a_dead_holder() {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// The deploy table vanishes under a held lease (any fault that makes every renewal fail):
+/// the lease gives up, stopping the apply, while it still holds, not after another deploy
+/// could have taken the lock over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_gives_up_before_it_runs_out() {
+    let env = unique_env("lapse");
+    let aws = clients().await;
+    let d = Deployer::connect(aws, Env::new(&env).unwrap(), tier_xs::ladder())
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(6);
+    let lease = d.lock(ttl).await.unwrap();
+    // Renewed at least once: the heartbeat works while the table is there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!lease.lost.is_cancelled());
+    let renewed = d.table.read_lock().await.unwrap().unwrap();
+    assert!(renewed.heartbeat_at > renewed.acquired_at, "{renewed:?}");
+    d.table.delete().await.unwrap();
+    let gone = std::time::Instant::now();
+    tokio::time::timeout(ttl, lease.lost.cancelled())
+        .await
+        .expect("the lease gave up before its time ran out");
+    assert!(gone.elapsed() < ttl, "{:?}", gone.elapsed());
+}
+
+/// `unlock` reads a lease that has run out; its holder renews it before the delete lands:
+/// the holder keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_leaves_a_lease_its_holder_renewed_after_it_was_read() {
+    let env = unique_env("back");
+    let aws = clients().await;
+    let d = Deployer::connect(aws.clone(), Env::new(&env).unwrap(), tier_xs::ladder())
+        .await
+        .unwrap();
+    drop(d.lock(Duration::from_secs(3)).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stale = d.table.read_lock().await.unwrap().unwrap();
+    assert!(!stale.is_alive());
+    // The holder comes back and renews, as its heartbeat does.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    aws.dynamodb()
+        .update_item()
+        .table_name(format!("agentbus-{env}-deploy"))
+        .key("pk", AttributeValue::S("lock".into()))
+        .key("sk", AttributeValue::S("lock".into()))
+        .update_expression("SET heartbeat_at = :now, expires_at = :exp")
+        .condition_expression("lease_id = :id")
+        .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+        .expression_attribute_values(":exp", AttributeValue::N((now + 60).to_string()))
+        .expression_attribute_values(":id", AttributeValue::S(stale.lease_id.clone()))
+        .send()
+        .await
+        .unwrap();
+    let e = d.table.remove_stale(&stale).await.unwrap_err();
+    assert!(e.to_string().contains("renewed"), "{e}");
+    let kept = d.table.read_lock().await.unwrap().unwrap();
+    assert_eq!(kept.lease_id, stale.lease_id);
+    assert!(kept.is_alive());
+}
+
 #[tokio::test]
 async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     let env = unique_env("dstr");

@@ -62,7 +62,10 @@ mod tests {
             let (_, data) = store.get(&t, "k").await.unwrap().unwrap();
             assert_eq!(data, b"shared");
         }
-        assert!(!dir.join("artifacts").join(&sha).exists(), "the shared file went");
+        assert!(
+            !dir.join("artifacts").join(&sha).exists(),
+            "the shared file went"
+        );
         // One tenant's delete leaves the other's copy.
         let t1 = tier_xs::runtime::Tenant::new("t1").unwrap();
         assert!(store.delete(&t1, "k").await.unwrap());

@@ -549,7 +549,9 @@ mod tests {
         );
         assert!(m(json!({"detail": {"nope": [{"exists": false}]}})));
         assert!(m(json!({"detail": {"status": [{"exists": true}]}})));
-        assert!(m(json!({"detail": {"nothing": {"deeper": [{"exists": false}]}}})));
+        assert!(m(
+            json!({"detail": {"nothing": {"deeper": [{"exists": false}]}}})
+        ));
         assert!(m(json!({"source": [{"prefix": ""}]})));
     }
 

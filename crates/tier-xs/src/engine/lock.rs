@@ -43,7 +43,9 @@ pub enum LockError {
         .info.holder, .info.heartbeat_age_secs(), .info.remaining_secs()
     )]
     HolderAlive { workspace: String, info: LockInfo },
-    #[error("the deploy lock of {0} was lost (another process took it over after it expired)")]
+    #[error(
+        "the deploy lock of {0} was lost (it could not be renewed in time, or another process took it over after it expired)"
+    )]
     Lost(String),
     #[error("deploy table: {0}")]
     Table(String),
@@ -349,7 +351,8 @@ impl DeployTable {
     }
 
     /// Takes the lock, or says who has it. The lease is renewed every third of `ttl`
-    /// until [`Lease::release`]; `lost` on the lease fires if renewal fails.
+    /// until [`Lease::release`]; `lost` on the lease fires when another process took it over,
+    /// or when renewals kept failing until less than a third of `ttl` was left.
     pub async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Lease, LockError> {
         let now = now_secs();
         let ttl_secs = ttl.as_secs().max(3);
@@ -398,10 +401,20 @@ impl DeployTable {
             let stop = stop.clone();
             tokio::spawn(async move {
                 let every = Duration::from_secs((ttl_secs / 3).max(1));
+                let ttl = Duration::from_secs(ttl_secs);
+                // When the lease was last known to run until `ttl` from then (local clock).
+                let mut renewed = tokio::time::Instant::now();
+                let mut failing = false;
                 loop {
+                    // After a failed renewal, try again soon: the lease is running out.
+                    let wait = if failing {
+                        every.min(Duration::from_secs(1))
+                    } else {
+                        every
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(every) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
                     let now = now_secs();
                     let res = ddb
@@ -416,7 +429,10 @@ impl DeployTable {
                         .send()
                         .await;
                     match res {
-                        Ok(_) => {}
+                        Ok(_) => {
+                            renewed = tokio::time::Instant::now();
+                            failing = false;
+                        }
                         Err(e)
                             if e.as_service_error().is_some_and(
                                 UpdateItemError::is_conditional_check_failed_exception,
@@ -426,8 +442,22 @@ impl DeployTable {
                             lost.cancel();
                             return;
                         }
-                        // A transient error: try again at the next beat; the lease still has time.
-                        Err(e) => tracing::warn!("lock heartbeat failed: {}", error_text(&e)),
+                        // Not renewed, and less than a beat left: stop the apply while the
+                        // lease still holds, before another deploy may take the lock over.
+                        Err(e) if renewed.elapsed() + every >= ttl => {
+                            tracing::error!(
+                                "deploy lock could not be renewed for {}s ({}): stopping before it expires",
+                                renewed.elapsed().as_secs(),
+                                error_text(&e)
+                            );
+                            lost.cancel();
+                            return;
+                        }
+                        // A transient error: try again soon; the lease still has time.
+                        Err(e) => {
+                            failing = true;
+                            tracing::warn!("lock heartbeat failed: {}", error_text(&e));
+                        }
                     }
                 }
             })
@@ -452,24 +482,32 @@ impl DeployTable {
                 info,
             });
         }
+        self.remove_stale(&info).await?;
+        Ok(Some(info))
+    }
+
+    /// Removes the lease `info` describes, only if it is still that lease and still expired
+    /// when the table decides: a holder that renewed it after `info` was read keeps it.
+    pub async fn remove_stale(&self, info: &LockInfo) -> Result<(), LockError> {
         let res = self
             .aws
             .dynamodb()
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key("lock", "lock")))
-            .condition_expression("lease_id = :id")
+            .condition_expression("lease_id = :id AND expires_at < :now")
             .expression_attribute_values(":id", s(&info.lease_id))
+            .expression_attribute_values(":now", n(now_secs()))
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Some(info)),
+            Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
             {
                 Err(LockError::Table(
-                    "the lock changed hands while unlocking; run status to see its holder".into(),
+                    "the lock was renewed or changed hands while unlocking; run status to see its holder".into(),
                 ))
             }
             Err(e) => Err(LockError::Table(error_text(&e))),
@@ -570,7 +608,8 @@ impl DeployTable {
 pub struct Lease {
     table: DeployTable,
     lease_id: String,
-    /// Fires when the heartbeat finds that the lease was taken over.
+    /// Fires when the heartbeat finds that the lease was taken over, or could not renew it
+    /// before it ran out.
     pub lost: CancellationToken,
     stop: CancellationToken,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
