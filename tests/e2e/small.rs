@@ -7,16 +7,18 @@ use tier_small::aws::SmallAws;
 use serde_json::Value;
 use tier_small::config::{ENV_WEBHOOKS_ANYWHERE, SmallConfig};
 use tier_small::monitoring;
-use tier_small::runtime::artifacts::{ArtifactStore, S3Artifacts};
+use tier_small::runtime::artifacts::{
+    ArtifactStore, MAX_INLINE_BYTES, MAX_UPLOAD_BYTES, S3Artifacts, Transfer,
+};
 use tier_small::runtime::conformance::monitor_suite;
 use tier_small::runtime::conformance::{artifacts_suite, timeline_suite};
 use tier_small::runtime::monitor::dynamo::DynamoEventStore;
 use tier_small::runtime::monitor::{EventQuery, Monitor};
 use tier_small::runtime::timeline::S3Timeline;
 use tier_xs::config::ServerConfig;
-use tier_xs::runtime::Tenant;
 use tier_xs::runtime::kv::{DynamoKv, KvStore, Ttl};
 use tier_xs::runtime::secrets::{AwsSecrets, SecretStore};
+use tier_xs::runtime::{RuntimeError, Tenant};
 use tier_xs::workspace::{Env, Tier, Workspace};
 
 use crate::harness::{actions, agentbus, clients, deploy_xs, unique_env};
@@ -315,18 +317,56 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     let artifacts = S3Artifacts::new(aws.s3(), &small.artifacts_bucket);
     artifacts_suite(&artifacts, "s3").await;
     // Large artifacts go through a presigned URL: upload with it, read it back.
+    let body = vec![7u8; 300_000];
     let url = artifacts
-        .presign(&acme, "big/blob.bin", true)
+        .presign(&acme, "big/blob.bin", Transfer::Upload { size: 300_000 })
         .await
         .unwrap()
         .unwrap();
     assert_eq!(url.method, "PUT");
-    let body = vec![7u8; 300_000];
+    // The size is signed (moto does not check signatures; S3 refuses any other size).
+    let signed = url
+        .url
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("X-Amz-SignedHeaders="))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        signed.split("%3B").any(|h| h == "content-length"),
+        "{url:?}"
+    );
+    assert_eq!(
+        url.headers.get("content-length").map(String::as_str),
+        Some("300000")
+    );
     assert_eq!(http_put(&url.url, &body), 200, "{url:?}");
     let (_, got) = artifacts.get(&acme, "big/blob.bin").await.unwrap().unwrap();
     assert_eq!(got, body);
+    let e = artifacts
+        .presign(
+            &acme,
+            "huge.bin",
+            Transfer::Upload {
+                size: MAX_UPLOAD_BYTES + 1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RuntimeError::TooLarge { .. }), "{e}");
+    // An object larger than a tool returns (put there by a presigned upload): refused,
+    // without reading it into memory.
+    aws.s3()
+        .put_object()
+        .bucket(&small.artifacts_bucket)
+        .key("tenants/acme/big/video.bin")
+        .body(vec![1u8; MAX_INLINE_BYTES + 1].into())
+        .send()
+        .await
+        .unwrap();
+    let e = artifacts.get(&acme, "big/video.bin").await.unwrap_err();
+    assert!(e.to_string().contains("artifacts_url"), "{e}");
     let down = artifacts
-        .presign(&acme, "big/blob.bin", false)
+        .presign(&acme, "big/blob.bin", Transfer::Download)
         .await
         .unwrap()
         .unwrap();

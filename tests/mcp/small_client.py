@@ -30,7 +30,7 @@ SMALL_TOOLS = {
     "artifacts_put", "artifacts_get", "artifacts_list", "artifacts_delete", "artifacts_url",
     "timeline_append", "timeline_query",
     "events_query", "events_get", "events_counts", "events_health", "rules_put", "rules_list", "rules_delete",
-    "subscriptions_create", "subscriptions_list", "subscriptions_delete",
+    "subscriptions_create", "subscriptions_list", "subscriptions_delete", "subscriptions_enable",
 }
 SHARED = {}
 
@@ -173,6 +173,8 @@ async def monitor_b(s):
     if "sub" in SHARED:
         err, out, _ = await call(s, "subscriptions_delete", {"subscription_id": SHARED["sub"]})
         check(not err and out["deleted"] is False, "tenant b cannot delete a's subscription")
+        err, out, text = await call(s, "subscriptions_enable", {"subscription_id": SHARED["sub"], "enabled": False})
+        check(err and text.kind == "tool_error" and "no subscription" in text, f"tenant b cannot turn off a's subscription ({text})")
     err, out, text = await call(s, "subscriptions_create", {"rule": "failed-builds", "url": "http://127.0.0.1:9/x"})
     check(err and "no rule" in text, f"tenant b cannot subscribe to a's rule ({text})")
     err, out, _ = await call(s, "events_counts", {})
@@ -194,7 +196,8 @@ async def monitor_viewer(s):
     for tool, args in [("rules_put", {"name": "v", "pattern": {"source": ["x"]}}),
                        ("rules_delete", {"name": "failed-builds"}),
                        ("subscriptions_create", {"rule": "failed-builds", "url": "http://127.0.0.1:9/"}),
-                       ("subscriptions_delete", {"subscription_id": SHARED.get("sub", "sub-0")})]:
+                       ("subscriptions_delete", {"subscription_id": SHARED.get("sub", "sub-0")}),
+                       ("subscriptions_enable", {"subscription_id": SHARED.get("sub", "sub-0"), "enabled": False})]:
         err, out, text = await call(s, tool, args)
         check(err and "read-only" in text, f"a viewer cannot {tool} ({text})")
 

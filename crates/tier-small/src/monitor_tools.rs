@@ -81,6 +81,15 @@ pub struct SubscriptionIdArgs {
     pub subscription_id: String,
 }
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableArgs {
+    /// The subscription's id, as `subscriptions_list` shows it.
+    pub subscription_id: String,
+    /// `true` to deliver to it again, `false` to stop.
+    pub enabled: bool,
+}
+
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SubscriptionsOut {
     pub subscriptions: Vec<Subscription>,
@@ -341,6 +350,7 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
             },
         )
     };
+    let enable_m = m.clone();
     let m = m.clone();
     let unsubscribe = typed_route(
         tool_spec(
@@ -360,6 +370,24 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
             }
         },
     );
+    let m = enable_m;
+    let enable = typed_route(
+        tool_spec(
+            "subscriptions_enable",
+            "Turn a webhook subscription of your tenant on or off. One that failed 10 deliveries in a row is turned off by the server (its last_error says so); turn it on once the receiver works.",
+            tool_annotations(false, false, true),
+        ),
+        Access::Write,
+        move |id, a: EnableArgs| {
+            let m = m.clone();
+            async move {
+                m.set_enabled(&id.tenant, &a.subscription_id, a.enabled)
+                    .await
+                    .map_err(explain)?
+                    .ok_or_else(|| format!("no subscription {} in your tenant", a.subscription_id))
+            }
+        },
+    );
     vec![
         query,
         get_one,
@@ -371,6 +399,7 @@ pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
         subscribe,
         list_subs,
         unsubscribe,
+        enable,
     ]
 }
 

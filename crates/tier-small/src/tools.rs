@@ -21,7 +21,7 @@ use tier_xs::server::{AppState, api_error, caller};
 
 use crate::config::SmallConfig;
 use crate::runtime::artifacts::{
-    ArtifactPage, ArtifactStore, EmbeddedArtifacts, Presigned, S3Artifacts,
+    ArtifactPage, ArtifactStore, EmbeddedArtifacts, Presigned, S3Artifacts, Transfer,
 };
 use crate::runtime::monitor::Monitor;
 use crate::runtime::monitor::dynamo::{DynamoEventStore, SqsFeed};
@@ -176,6 +176,10 @@ pub struct UrlArgs {
     /// A URL to upload (PUT) instead of download (GET).
     #[serde(default)]
     pub upload: bool,
+    /// For an upload: its exact size in bytes (at most 1 GiB). The size is signed into the
+    /// URL, which then takes a body of that size only.
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -437,16 +441,32 @@ impl ToolExtension for SmallTools {
             typed_route(
                 tool_spec(
                     "artifacts_url",
-                    "A presigned URL (15 minutes) to upload or download one large artifact directly. On AWS only.",
+                    "A presigned URL (15 minutes) to upload (give its exact size; send the headers returned, as they are) or download one large artifact directly. On AWS only.",
                     tool_annotations(true, false, false),
                 ),
                 Access::Write,
                 move |id, a: UrlArgs| {
                     let t = t.clone();
                     async move {
+                        let transfer = match (a.upload, a.size) {
+                            (true, Some(size)) => Transfer::Upload { size },
+                            (true, None) => {
+                                return Err(explain(RuntimeError::invalid(
+                                    "size",
+                                    "an upload URL needs the artifact's exact size in bytes",
+                                )));
+                            }
+                            (false, Some(_)) => {
+                                return Err(explain(RuntimeError::invalid(
+                                    "size",
+                                    "only an upload takes a size",
+                                )));
+                            }
+                            (false, None) => Transfer::Download,
+                        };
                         let p: Option<Presigned> = t
                             .artifacts
-                            .presign(&id.tenant, &a.key, a.upload)
+                            .presign(&id.tenant, &a.key, transfer)
                             .await
                             .map_err(explain)?;
                         p.ok_or_else(|| {

@@ -20,6 +20,18 @@ pub const DEFAULT_LIST_LIMIT: u32 = 100;
 pub const MAX_LIST_LIMIT: u32 = 1000;
 /// How long a presigned URL works.
 pub const PRESIGN_TTL: Duration = Duration::from_secs(15 * 60);
+/// The largest artifact a presigned URL uploads (1 GiB).
+pub const MAX_UPLOAD_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Which way a presigned URL moves an artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    Download,
+    /// Exactly `size` bytes: the size is part of the signature, so the URL takes no other.
+    Upload {
+        size: u64,
+    },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ArtifactMeta {
@@ -42,6 +54,8 @@ pub struct ArtifactPage {
 pub struct Presigned {
     pub url: String,
     pub method: String,
+    /// Headers the request must send as they are (they are signed).
+    pub headers: std::collections::BTreeMap<String, String>,
     pub expires_in_secs: u64,
 }
 
@@ -141,7 +155,7 @@ pub trait ArtifactStore: Send + Sync {
         &self,
         tenant: &Tenant,
         key: &str,
-        upload: bool,
+        transfer: Transfer,
     ) -> Result<Option<Presigned>, RuntimeError>;
 }
 
@@ -240,9 +254,21 @@ impl ArtifactStore for S3Artifacts {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(RuntimeError::backend("S3 GetObject", e)),
         };
+        // An object uploaded through a presigned URL may be far larger than a tool returns:
+        // never read more of it than that.
+        let too_big = |size: u64| RuntimeError::Invalid {
+            what: "artifact",
+            why: format!(
+                "{key} is {size} bytes, more than the {MAX_INLINE_BYTES} a tool returns inline: download it with artifacts_url"
+            ),
+        };
+        let declared = out.content_length().unwrap_or(0).max(0) as u64;
+        if declared > MAX_INLINE_BYTES as u64 {
+            return Err(too_big(declared));
+        }
         let meta = ArtifactMeta {
             key: key.to_string(),
-            size: out.content_length().unwrap_or(0).max(0) as u64,
+            size: declared,
             content_type: out
                 .content_type()
                 .unwrap_or("application/octet-stream")
@@ -252,13 +278,18 @@ impl ArtifactStore for S3Artifacts {
                 .map(|t| t.secs().max(0) as u64)
                 .unwrap_or(0),
         };
-        let data = out
-            .body
-            .collect()
+        let mut body = out.body;
+        let mut data = Vec::with_capacity(declared as usize);
+        while let Some(chunk) = body
+            .try_next()
             .await
             .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
-            .into_bytes()
-            .to_vec();
+        {
+            if data.len() + chunk.len() > MAX_INLINE_BYTES {
+                return Err(too_big((data.len() + chunk.len()) as u64));
+            }
+            data.extend_from_slice(&chunk);
+        }
         Ok(Some((meta, data)))
     }
 
@@ -342,32 +373,46 @@ impl ArtifactStore for S3Artifacts {
         &self,
         tenant: &Tenant,
         key: &str,
-        upload: bool,
+        transfer: Transfer,
     ) -> Result<Option<Presigned>, RuntimeError> {
         check_key(key)?;
         let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(PRESIGN_TTL)
             .map_err(|e| RuntimeError::backend("presign", e))?;
         let object = Self::object_key(tenant, key);
-        let req = if upload {
-            self.s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(object)
-                .presigned(cfg)
-                .await
-                .map_err(|e| RuntimeError::backend("presign", e))?
-        } else {
-            self.s3
+        let req = match transfer {
+            Transfer::Upload { size } => {
+                if size > MAX_UPLOAD_BYTES {
+                    return Err(RuntimeError::TooLarge {
+                        size: usize::try_from(size).unwrap_or(usize::MAX),
+                        max: MAX_UPLOAD_BYTES as usize,
+                    });
+                }
+                // Content-Length is signed: S3 refuses a body of any other size.
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(object)
+                    .content_length(size as i64)
+                    .presigned(cfg)
+                    .await
+                    .map_err(|e| RuntimeError::backend("presign", e))?
+            }
+            Transfer::Download => self
+                .s3
                 .get_object()
                 .bucket(&self.bucket)
                 .key(object)
                 .presigned(cfg)
                 .await
-                .map_err(|e| RuntimeError::backend("presign", e))?
+                .map_err(|e| RuntimeError::backend("presign", e))?,
         };
         Ok(Some(Presigned {
             url: req.uri().to_string(),
             method: req.method().to_string(),
+            headers: req
+                .headers()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             expires_in_secs: PRESIGN_TTL.as_secs(),
         }))
     }
@@ -651,7 +696,7 @@ impl ArtifactStore for EmbeddedArtifacts {
         &self,
         _tenant: &Tenant,
         key: &str,
-        _upload: bool,
+        _transfer: Transfer,
     ) -> Result<Option<Presigned>, RuntimeError> {
         check_key(key)?;
         Ok(None)

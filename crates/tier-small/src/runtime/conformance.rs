@@ -397,6 +397,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use super::monitor::dispatch::DISABLE_AFTER;
 use super::monitor::webhook::{Reach, Webhooks, signature};
 use super::monitor::{
     CountQuery, EventQuery, EventStore, Granularity, Monitor, MonitoredEvent, Rule,
@@ -778,6 +779,11 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
     m.ingest(&hit).await.unwrap();
     m.ingest(&miss).await.unwrap();
     m.ingest(&hit).await.unwrap();
+    m.settled().await;
+    assert!(
+        !store.record(&hit, false).await.unwrap(),
+        "delivered to every subscription: dispatched"
+    );
     let got = flaky.seen.lock().unwrap().clone();
     assert_eq!(
         got.len(),
@@ -866,4 +872,109 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
     );
     assert!(m.delete_rule(&a, "failures").await.unwrap());
     assert!(!m.delete_rule(&a, "failures").await.unwrap());
+
+    let counter = std::sync::atomic::AtomicU64::new(100);
+    let next = |t: &Tenant| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        event(
+            t,
+            &id(&n.to_string()),
+            tier_xs::runtime::now_millis(),
+            "agentbus",
+            "job.failed",
+            "error",
+        )
+    };
+    let rule = |name: &str| Rule {
+        name: name.into(),
+        pattern: json!({"detail-type": ["job.failed"]}),
+        ..bad.clone()
+    };
+
+    // A webhook that keeps failing is turned off after DISABLE_AFTER deliveries, saying why;
+    // turned on again, it starts afresh.
+    m.put_rule(&a, &rule("jobs")).await.unwrap();
+    let broken = receiver(usize::MAX).await;
+    let sub = m.subscribe(&a, "jobs", &broken.url).await.unwrap();
+    let sub_id = sub.subscription.subscription_id.clone();
+    for _ in 0..=DISABLE_AFTER {
+        m.ingest(&next(&a)).await.unwrap();
+    }
+    m.settled().await;
+    let s = m.subscriptions(&a).await.unwrap();
+    let s = s.iter().find(|s| s.subscription_id == sub_id).unwrap();
+    assert!(!s.enabled, "{s:?}");
+    assert_eq!(s.stats.failed, DISABLE_AFTER);
+    let why = s.stats.last_error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("disabled after 10 failed deliveries in a row"),
+        "{why}"
+    );
+    assert_eq!(
+        broken.seen.lock().unwrap().len() as u64,
+        DISABLE_AFTER * 5,
+        "five attempts for each of ten deliveries; nothing for the eleventh"
+    );
+    let on = m.set_enabled(&a, &sub_id, true).await.unwrap().unwrap();
+    assert!(on.enabled && on.stats.consecutive_failures == 0, "{on:?}");
+    assert!(m.set_enabled(&b, &sub_id, true).await.unwrap().is_none());
+    assert!(m.unsubscribe(&a, &sub_id).await.unwrap());
+
+    // An event recorded but not delivered when the server stopped (the outbox) is
+    // delivered by the next monitor when it starts, once.
+    let ok = receiver(0).await;
+    m.subscribe(&a, "jobs", &ok.url).await.unwrap();
+    let cut_off = next(&a);
+    assert!(store.record(&cut_off, false).await.unwrap());
+    let pending = store.undispatched(1000).await.unwrap();
+    assert!(pending.iter().any(|e| e.event_id == cut_off.event_id));
+    let restarted = Monitor::new(
+        store.clone(),
+        Webhooks::with_backoff(Reach::Anywhere, std::time::Duration::from_millis(20)).unwrap(),
+    );
+    restarted.resume().await.unwrap();
+    restarted.settled().await;
+    let got = ok.seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0["x-agentbus-event-id"], cut_off.event_id.as_str());
+    let pending = store.undispatched(1000).await.unwrap();
+    assert!(!pending.iter().any(|e| e.event_id == cut_off.event_id));
+    assert!(!store.record(&cut_off, false).await.unwrap());
+
+    // One tenant's webhook that never answers holds up nobody: another tenant's event is
+    // recorded and delivered while it hangs (and so is this tenant's next event).
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_url = format!("http://{}/hook", hanging.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = hanging.accept().await {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    m.put_rule(&a, &rule("hang")).await.unwrap();
+    m.subscribe(&a, "hang", &hang_url).await.unwrap();
+    m.put_rule(&b, &rule("jobs")).await.unwrap();
+    let b_hook = receiver(0).await;
+    m.subscribe(&b, "jobs", &b_hook.url).await.unwrap();
+    let start = std::time::Instant::now();
+    let stuck = next(&a);
+    m.ingest(&stuck).await.unwrap();
+    let theirs = next(&b);
+    m.ingest(&theirs).await.unwrap();
+    let mine_next = next(&a);
+    m.ingest(&mine_next).await.unwrap();
+    assert!(m.get(&b, &theirs.event_id).await.unwrap().is_some());
+    assert!(m.get(&a, &mine_next.event_id).await.unwrap().is_some());
+    while b_hook.seen.lock().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(3),
+            "another tenant's delivery waited on a hanging webhook"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the hanging webhook was called"
+    );
 }

@@ -72,9 +72,40 @@ fn joined(tenant: &str, v: &str) -> String {
     format!("{tenant}#{v}")
 }
 
+/// The outbox: beside each event with deliveries still to make, a marker item in the same
+/// table, under a tenant no real tenant can be named (`#` is not allowed in tenant names),
+/// so the time index lists the markers, oldest first, and nothing else sees them.
+const OUTBOX_TENANT: &str = "#outbox";
+
+fn outbox_key(event_id: &str) -> String {
+    format!("{OUTBOX_TENANT}#{event_id}")
+}
+
 #[async_trait]
 impl EventStore for DynamoEventStore {
     async fn record(&self, e: &MonitoredEvent, dispatched: bool) -> Result<bool, RuntimeError> {
+        if !dispatched {
+            // The marker first: an event is never recorded undispatched without one.
+            let marker: Item = [
+                (ev::EVENT_ID, s(outbox_key(&e.event_id))),
+                (ev::TENANT, s(OUTBOX_TENANT)),
+                (ev::TIME_ID, s(e.ts_id())),
+                (
+                    ev::EXPIRES_AT,
+                    AttributeValue::N(e.expires_at().to_string()),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            self.db
+                .put_item()
+                .table_name(&self.events)
+                .set_item(Some(marker))
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("PutItem", e))?;
+        }
         let item: Item = [
             (ev::EVENT_ID, s(&e.event_id)),
             (ev::TENANT, s(&e.tenant)),
@@ -128,6 +159,16 @@ impl EventStore for DynamoEventStore {
                     .and_then(|v| v.as_bool().ok())
                     .copied()
                     .unwrap_or(true);
+                if done && !dispatched {
+                    // The marker just written belongs to nothing left to do.
+                    self.db
+                        .delete_item()
+                        .table_name(&self.events)
+                        .key(ev::EVENT_ID, s(outbox_key(&e.event_id)))
+                        .send()
+                        .await
+                        .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
+                }
                 Ok(!done)
             }
             Err(err) => Err(RuntimeError::backend("PutItem", err)),
@@ -145,7 +186,67 @@ impl EventStore for DynamoEventStore {
             .send()
             .await
             .map_err(|e| RuntimeError::backend("UpdateItem", e))?;
+        self.db
+            .delete_item()
+            .table_name(&self.events)
+            .key(ev::EVENT_ID, s(outbox_key(&e.event_id)))
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
         Ok(())
+    }
+
+    async fn undispatched(&self, max: usize) -> Result<Vec<MonitoredEvent>, RuntimeError> {
+        let out = self
+            .db
+            .query()
+            .table_name(&self.events)
+            .index_name(ev::BY_TIME.name)
+            .key_condition_expression("#h = :h")
+            .expression_attribute_names("#h", ev::TENANT)
+            .expression_attribute_values(":h", s(OUTBOX_TENANT))
+            .limit(i32::try_from(max).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("Query", e))?;
+        let mut pending = Vec::new();
+        for marker in out.items() {
+            let Some(id) = get_s(marker, ev::EVENT_ID).and_then(|k| {
+                k.strip_prefix(&format!("{OUTBOX_TENANT}#"))
+                    .map(str::to_string)
+            }) else {
+                continue;
+            };
+            let got = self
+                .db
+                .get_item()
+                .table_name(&self.events)
+                .key(ev::EVENT_ID, s(&id))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("GetItem", e))?;
+            let item = got.item.as_ref();
+            let done = item
+                .and_then(|i| i.get("dispatched"))
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(true);
+            match item.and_then(event_of) {
+                Some(e) if !done => pending.push(e),
+                // Dispatched (or never recorded, or expired): the marker is left over.
+                _ => {
+                    self.db
+                        .delete_item()
+                        .table_name(&self.events)
+                        .key(ev::EVENT_ID, s(outbox_key(&id)))
+                        .send()
+                        .await
+                        .map_err(|e| RuntimeError::backend("DeleteItem", e))?;
+                }
+            }
+        }
+        Ok(pending)
     }
 
     async fn get(
@@ -568,8 +669,12 @@ impl SqsFeed {
         Ok(n)
     }
 
-    /// Runs until `stop` fires: long polls, backing off (1 s to 30 s) while AWS fails.
+    /// Runs until `stop` fires: first the deliveries a stop cut off, then long polls,
+    /// backing off (1 s to 30 s) while AWS fails.
     pub async fn run(self, stop: CancellationToken) {
+        if let Err(e) = self.monitor.resume().await {
+            tracing::warn!("event monitor: taking up undispatched events: {e}");
+        }
         let mut backoff = Duration::from_secs(1);
         let mut url: Option<String> = None;
         loop {

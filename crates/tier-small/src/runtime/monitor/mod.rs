@@ -10,11 +10,13 @@
 //! - embedded, the monitor follows the extra-small event log in SQLite
 //!   ([`sqlite::LogFeed`]) with a checkpoint, and records with `INSERT OR IGNORE`.
 //!
-//! Both call [`Monitor::ingest`]: record, then (if this event's deliveries have not been
-//! done yet) match the tenant's rules and deliver to their subscriptions, then mark the event
-//! dispatched. A crash between the two leaves an undispatched record, which the redelivered
-//! message dispatches.
+//! Both call [`Monitor::ingest`]: match the tenant's rules, record the event, and (if its
+//! deliveries have not been done yet) queue them for the [`dispatch::Dispatcher`], which
+//! delivers in the background and marks the event dispatched when all are made. A stop
+//! before that leaves an undispatched record, which [`Monitor::resume`] delivers at the next
+//! start: recording never waits for a webhook.
 
+pub mod dispatch;
 pub mod dynamo;
 pub mod sqlite;
 pub mod webhook;
@@ -30,7 +32,8 @@ use tier_xs::runtime::{EVENT_SOURCE, RuntimeError, Tenant, check_name, now_milli
 use super::pattern::Pattern;
 use super::timeline::{bound, ts_of};
 use crate::monitoring::events::{PRIORITIES, RETENTION_DAYS};
-use webhook::{Delivery, Webhooks};
+use dispatch::Dispatcher;
+use webhook::Webhooks;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
@@ -479,6 +482,9 @@ pub trait EventStore: Send + Sync {
     /// `dispatched`, or recorded before but never dispatched.
     async fn record(&self, e: &MonitoredEvent, dispatched: bool) -> Result<bool, RuntimeError>;
     async fn mark_dispatched(&self, e: &MonitoredEvent) -> Result<(), RuntimeError>;
+    /// Events recorded with deliveries still to make (the outbox), oldest first, at most
+    /// `max`.
+    async fn undispatched(&self, max: usize) -> Result<Vec<MonitoredEvent>, RuntimeError>;
     async fn get(
         &self,
         tenant: &Tenant,
@@ -550,21 +556,73 @@ pub struct Created {
     pub signing_secret: String,
 }
 
-/// The event monitor: a store, the webhook sender, and the logic both feeds share.
+/// The event monitor: a store, the webhook deliveries, and the logic both feeds share.
 #[derive(Clone)]
 pub struct Monitor {
     pub store: Arc<dyn EventStore>,
     pub webhooks: Webhooks,
+    dispatcher: Dispatcher,
     patterns: Arc<Mutex<HashMap<String, Arc<Pattern>>>>,
 }
+
+/// Undispatched events taken up at a start, at most.
+const MAX_RESUMED: usize = 1000;
 
 impl Monitor {
     pub fn new(store: Arc<dyn EventStore>, webhooks: Webhooks) -> Self {
         Monitor {
+            dispatcher: Dispatcher::new(store.clone(), webhooks.clone()),
             store,
             webhooks,
             patterns: Arc::default(),
         }
+    }
+
+    /// Waits until every delivery queued so far was made (or given up).
+    pub async fn settled(&self) {
+        self.dispatcher.settled().await
+    }
+
+    /// Delivers the events a stop cut off: recorded, never dispatched (the outbox).
+    pub async fn resume(&self) -> Result<usize, RuntimeError> {
+        let pending = self.store.undispatched(MAX_RESUMED).await?;
+        let n = pending.len();
+        for e in pending {
+            let Ok(tenant) = Tenant::new(&e.tenant) else {
+                continue;
+            };
+            let targets = self.targets(&tenant, &e).await?;
+            if targets.is_empty() {
+                self.store.mark_dispatched(&e).await?;
+            } else {
+                self.dispatcher.dispatch(e, targets);
+            }
+        }
+        if n > 0 {
+            tracing::info!("event monitor: {n} undispatched event(s) taken up again");
+        }
+        Ok(n)
+    }
+
+    /// The enabled subscriptions of enabled rules that match `e`.
+    async fn targets(
+        &self,
+        tenant: &Tenant,
+        e: &MonitoredEvent,
+    ) -> Result<Vec<StoredSubscription>, RuntimeError> {
+        let (rules, subs) =
+            tokio::try_join!(self.store.rules(tenant), self.store.subscriptions(tenant))?;
+        let doc = e.document();
+        let matched: Vec<String> = self
+            .compiled(tenant, &rules)
+            .into_iter()
+            .filter(|(_, p)| p.matches(&doc))
+            .map(|(name, _)| name)
+            .collect();
+        Ok(subs
+            .into_iter()
+            .filter(|s| s.subscription.enabled && matched.contains(&s.subscription.rule))
+            .collect())
     }
 
     /// The tenant's enabled rules, compiled once per version of each rule.
@@ -592,56 +650,21 @@ impl Monitor {
             .collect()
     }
 
-    /// Records one event from the bus and delivers it to matching subscriptions.
+    /// Records one event from the bus and queues its deliveries to matching subscriptions
+    /// (made in the background: see [`dispatch`]).
     pub async fn ingest(&self, e: &MonitoredEvent) -> Result<(), RuntimeError> {
         let tenant = Tenant::new(&e.tenant)?;
-        let (rules, subs) =
-            tokio::try_join!(self.store.rules(&tenant), self.store.subscriptions(&tenant))?;
-        let doc = e.document();
-        let matched: Vec<String> = self
-            .compiled(&tenant, &rules)
-            .into_iter()
-            .filter(|(_, p)| p.matches(&doc))
-            .map(|(name, _)| name)
-            .collect();
-        let targets: Vec<&StoredSubscription> = subs
-            .iter()
-            .filter(|s| s.subscription.enabled && matched.contains(&s.subscription.rule))
-            .collect();
+        let targets = self.targets(&tenant, e).await?;
         // Most events go to no webhook: one write records them as done.
         if !self.store.record(e, targets.is_empty()).await? {
             return Ok(());
         }
-        let sends = targets.into_iter().map(|s| {
-            let tenant = tenant.clone();
-            let doc = &doc;
-            async move {
-                let d = Delivery {
-                    url: &s.subscription.url,
-                    secret: &s.secret,
-                    subscription_id: &s.subscription.subscription_id,
-                    rule: &s.subscription.rule,
-                    event_id: &e.event_id,
-                    document: doc,
-                };
-                let o = self.webhooks.deliver(&d).await;
-                if !o.ok {
-                    tracing::warn!(
-                        subscription = %s.subscription.subscription_id,
-                        event = %e.event_id,
-                        "webhook delivery failed: {}",
-                        o.summary
-                    );
-                }
-                self.store
-                    .record_outcome(&tenant, &s.subscription.subscription_id, &o)
-                    .await
-            }
-        });
-        for r in futures::future::join_all(sends).await {
-            r?;
+        if targets.is_empty() {
+            // Recorded before, never dispatched, and nothing matches it now.
+            return self.store.mark_dispatched(e).await;
         }
-        self.store.mark_dispatched(e).await
+        self.dispatcher.dispatch(e.clone(), targets);
+        Ok(())
     }
 
     pub async fn query(&self, tenant: &Tenant, q: &EventQuery) -> Result<EventPage, RuntimeError> {
@@ -805,6 +828,32 @@ impl Monitor {
             c.is_ascii_alphanumeric() || c == '-'
         })?;
         self.store.delete_subscription(tenant, id).await
+    }
+
+    /// Turns a subscription's deliveries on or off; `None` when the tenant has no such
+    /// subscription. Turning it on starts its count of failures in a row afresh.
+    pub async fn set_enabled(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<Subscription>, RuntimeError> {
+        check_name("subscription_id", id, 64, |c| {
+            c.is_ascii_alphanumeric() || c == '-'
+        })?;
+        let subs = self.store.subscriptions(tenant).await?;
+        let Some(mut s) = subs
+            .into_iter()
+            .find(|s| s.subscription.subscription_id == id)
+        else {
+            return Ok(None);
+        };
+        if enabled && !s.subscription.enabled {
+            s.subscription.stats.consecutive_failures = 0;
+        }
+        s.subscription.enabled = enabled;
+        self.store.put_subscription(tenant, &s).await?;
+        Ok(Some(s.subscription))
     }
 }
 

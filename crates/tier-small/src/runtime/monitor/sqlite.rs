@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS monitor_events (
     dispatched  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS monitor_events_by_time ON monitor_events (tenant, ts_id);
+CREATE INDEX IF NOT EXISTS monitor_events_undispatched ON monitor_events (ts_id)
+    WHERE dispatched = 0;
 CREATE TABLE IF NOT EXISTS monitor_rules (
     tenant TEXT NOT NULL,
     name   TEXT NOT NULL,
@@ -120,6 +122,18 @@ impl EventStore for SqliteEventStore {
             .await
             .map_err(db("update event"))?;
         Ok(())
+    }
+
+    async fn undispatched(&self, max: usize) -> Result<Vec<MonitoredEvent>, RuntimeError> {
+        let rows = sqlx::query(
+            "SELECT event_id, tenant, source, detail_type, priority, time, detail
+             FROM monitor_events WHERE dispatched = 0 ORDER BY ts_id LIMIT ?",
+        )
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("select undispatched events"))?;
+        Ok(rows.iter().map(event_of).collect())
     }
 
     async fn get(
@@ -413,8 +427,11 @@ impl LogFeed {
             .rows_affected())
     }
 
-    /// Runs until `stop` fires.
+    /// Runs until `stop` fires: first the deliveries a stop cut off, then the log.
     pub async fn run(self, stop: CancellationToken) {
+        if let Err(e) = self.monitor.resume().await {
+            tracing::warn!("event monitor: taking up undispatched events: {e}");
+        }
         let mut pruned: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.catch_up().await {
