@@ -72,6 +72,8 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+echo "== abuse suite: a running \`agentbus up small\` under big values, silent connections, a dead webhook, unknown arguments"
+.venv/bin/python tests/abuse/abuse.py "${CARGO_TARGET_DIR:-target}/debug/agentbus"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

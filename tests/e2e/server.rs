@@ -327,6 +327,59 @@ fn stdio_serves_the_same_tools_to_the_python_sdk() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The dashboard runs only its own scripts (a fresh nonce per answer), is never framed, and
+/// no answer may be sniffed into another type. Chromium runs the page under this policy in
+/// the browser tests, so a script the policy blocks fails them.
+#[test]
+fn the_dashboard_runs_only_its_own_scripts_and_is_never_framed() {
+    let dir = temp_dir("csp");
+    let server = up_with(&dir, free_port(), &["large"]);
+    let nonce_of = |headers: &[(String, String)]| -> String {
+        let csp = header(headers, "content-security-policy").expect("a content security policy");
+        for part in [
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+            "connect-src 'self'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(part), "{csp}");
+        }
+        assert!(!csp.contains("unsafe-eval"), "{csp}");
+        csp.split("'nonce-")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .expect("script-src names a nonce")
+            .to_string()
+    };
+    let (status, headers, body) = http_full(server.port, "GET", "/", None, &[], None);
+    assert_eq!(status, 200);
+    let nonce = nonce_of(&headers);
+    assert!(nonce.len() >= 32, "{nonce}");
+    let scripts = body.matches("<script").count();
+    assert!(
+        scripts >= 4,
+        "the page and the small, medium and large panels: {scripts}"
+    );
+    assert_eq!(
+        body.matches(&format!("<script nonce=\"{nonce}\">")).count(),
+        scripts,
+        "every script carries this answer's nonce"
+    );
+    let (_, again, _) = http_full(server.port, "GET", "/", None, &[], None);
+    assert_ne!(nonce_of(&again), nonce, "a nonce is never reused");
+    for path in ["/", "/health", "/api/status"] {
+        let (_, headers, _) = http_full(server.port, "GET", path, None, &[], None);
+        assert_eq!(
+            header(&headers, "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "x-frame-options"), Some("DENY"), "{path}");
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn the_dashboard_works_in_headless_chromium() {
     browser_check("browser", &[], "xs");

@@ -127,7 +127,7 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-fn random_hex(n: usize) -> Result<String, RuntimeError> {
+pub(crate) fn random_hex(n: usize) -> Result<String, RuntimeError> {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b).map_err(|e| RuntimeError::Backend {
         op: "generate token",

@@ -260,7 +260,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/.well-known/openid-configuration", get(no_oauth))
         .merge(protected)
+        .layer(middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers every answer carries: no content sniffing, no referrer, never inside a frame.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r
 }
 
 /// Which token opened each MCP session: a session answers only the token that opened it, so
@@ -466,14 +482,35 @@ async fn health(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }))
 }
 
-async fn dashboard(State(state): State<Arc<AppState>>) -> Html<String> {
+/// The dashboard page, under a strict content security policy: scripts only the page's own
+/// (each carries this answer's nonce), connections only to this server, nothing framed,
+/// no plugins, no other origin's anything.
+async fn dashboard(State(state): State<Arc<AppState>>) -> Response {
+    let nonce = match auth::random_hex(16) {
+        Ok(n) => n,
+        Err(e) => return api_error(&e),
+    };
     let page = include_str!("dashboard.html")
         .replace("{{tier}}", &html_escape(&state.info.tier))
         .replace("{{env}}", &html_escape(&state.info.env))
         .replace("{{backend}}", &html_escape(&state.info.backend))
         .replace("{{version}}", env!("CARGO_PKG_VERSION"));
     let panels: String = state.extensions().iter().map(|e| e.panels()).collect();
-    Html(page.replace("<!-- {{panels}} -->", &panels))
+    let page = page
+        .replace("<!-- {{panels}} -->", &panels)
+        .replace("<script>", &format!("<script nonce=\"{nonce}\">"));
+    let policy = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    );
+    let mut r = Html(page).into_response();
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn html_escape(s: &str) -> String {

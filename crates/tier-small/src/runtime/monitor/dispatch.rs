@@ -218,7 +218,7 @@ impl Dispatcher {
                 return false;
             }
         };
-        let Some(mut s) = subs
+        let Some(s) = subs
             .into_iter()
             .find(|s| &s.subscription.subscription_id == id)
         else {
@@ -232,14 +232,18 @@ impl Dispatcher {
         if stats.consecutive_failures < DISABLE_AFTER {
             return false;
         }
-        s.subscription.enabled = false;
-        s.subscription.stats.last_error = Some(format!(
+        let note = format!(
             "disabled after {} failed deliveries in a row (the last: {}); enable it again with subscriptions_enable",
             stats.consecutive_failures,
             stats.last_error.as_deref().unwrap_or("unknown")
-        ));
-        match self.0.store.put_subscription(&tenant, &s).await {
-            Ok(()) => {
+        );
+        match self
+            .0
+            .store
+            .set_enabled(&tenant, id, false, Some(&note))
+            .await
+        {
+            Ok(_) => {
                 tracing::warn!(subscription = %id, "webhook disabled after repeated failures");
                 true
             }

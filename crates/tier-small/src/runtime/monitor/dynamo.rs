@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     CheckedQuery, CountRow, DeliveryStats, EventStore, Monitor, MonitoredEvent, Outcome, Rule,
-    StoredSubscription, Subscription,
+    StoredSubscription, Subscription, apply_enabled,
 };
 use crate::config::SmallConfig;
 use crate::monitoring::{events as ev, rules as rl, subscriptions as sb};
@@ -536,6 +536,68 @@ impl EventStore for DynamoEventStore {
                     .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
                 Ok(())
+            }
+            Err(e) => Err(RuntimeError::backend("UpdateItem", e)),
+        }
+    }
+
+    async fn set_enabled(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        enabled: bool,
+        note: Option<&str>,
+    ) -> Result<Option<Subscription>, RuntimeError> {
+        let Some(mut sub) = self
+            .subscriptions(tenant)
+            .await?
+            .into_iter()
+            .map(|s| s.subscription)
+            .find(|s| s.subscription_id == id)
+        else {
+            return Ok(None);
+        };
+        let restart = enabled && !sub.enabled;
+        apply_enabled(&mut sub, enabled, note);
+        // The document holds no counts: they are the item's own attributes, which this
+        // update leaves as they are (but the ones it names).
+        let mut bare = sub.clone();
+        bare.stats = DeliveryStats::default();
+        let doc = serde_json::to_string(&bare).map_err(|e| RuntimeError::backend("encode", e))?;
+        let mut set = vec!["#doc = :doc"];
+        let mut req = self
+            .db
+            .update_item()
+            .table_name(&self.subscriptions)
+            .key(sb::TENANT, s(tenant.as_str()))
+            .key(sb::SUBSCRIPTION_ID, s(id))
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#id", sb::SUBSCRIPTION_ID)
+            .expression_attribute_names("#doc", "subscription")
+            .expression_attribute_values(":doc", s(doc));
+        if let Some(n) = note {
+            set.push("#er = :er");
+            req = req
+                .expression_attribute_names("#er", "last_error")
+                .expression_attribute_values(":er", s(n));
+        }
+        if restart {
+            set.push("#c = :zero");
+            req = req
+                .expression_attribute_names("#c", "consecutive_failures")
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()));
+        }
+        match req
+            .update_expression(format!("SET {}", set.join(", ")))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Some(sub)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(None)
             }
             Err(e) => Err(RuntimeError::backend("UpdateItem", e)),
         }

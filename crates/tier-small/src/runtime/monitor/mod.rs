@@ -523,6 +523,27 @@ pub trait EventStore: Send + Sync {
         id: &str,
         o: &Outcome,
     ) -> Result<(), RuntimeError>;
+    /// Turns a subscription on or off and keeps its counts; `note` becomes its last error,
+    /// and turning it on starts its failures in a row afresh. `None` when the tenant has no
+    /// such subscription.
+    async fn set_enabled(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        enabled: bool,
+        note: Option<&str>,
+    ) -> Result<Option<Subscription>, RuntimeError>;
+}
+
+/// What turning a subscription on or off changes of it.
+pub fn apply_enabled(s: &mut Subscription, enabled: bool, note: Option<&str>) {
+    if enabled && !s.enabled {
+        s.stats.consecutive_failures = 0;
+    }
+    s.enabled = enabled;
+    if let Some(n) = note {
+        s.stats.last_error = Some(n.to_string());
+    }
 }
 
 /// What `events_health` answers.
@@ -841,19 +862,7 @@ impl Monitor {
         check_name("subscription_id", id, 64, |c| {
             c.is_ascii_alphanumeric() || c == '-'
         })?;
-        let subs = self.store.subscriptions(tenant).await?;
-        let Some(mut s) = subs
-            .into_iter()
-            .find(|s| s.subscription.subscription_id == id)
-        else {
-            return Ok(None);
-        };
-        if enabled && !s.subscription.enabled {
-            s.subscription.stats.consecutive_failures = 0;
-        }
-        s.subscription.enabled = enabled;
-        self.store.put_subscription(tenant, &s).await?;
-        Ok(Some(s.subscription))
+        self.store.set_enabled(tenant, id, enabled, None).await
     }
 }
 

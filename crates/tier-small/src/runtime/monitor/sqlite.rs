@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     CheckedQuery, CountRow, EventStore, Monitor, MonitoredEvent, Outcome, Rule, StoredSubscription,
-    Subscription, apply_outcome, priority_of,
+    Subscription, apply_enabled, apply_outcome, priority_of,
 };
 use crate::monitoring::events::RETENTION_DAYS;
 use crate::runtime::timeline::ts_of;
@@ -340,6 +340,42 @@ impl EventStore for SqliteEventStore {
         .map_err(db("update subscription"))?;
         tx.commit().await.map_err(db("commit"))?;
         Ok(())
+    }
+
+    async fn set_enabled(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        enabled: bool,
+        note: Option<&str>,
+    ) -> Result<Option<Subscription>, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let row = sqlx::query(
+            "SELECT subscription FROM monitor_subscriptions WHERE tenant = ? AND subscription_id = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("select subscription"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut s = serde_json::from_str::<Subscription>(&row.get::<String, _>("subscription"))
+            .map_err(|e| RuntimeError::backend("decode subscription", e))?;
+        apply_enabled(&mut s, enabled, note);
+        let doc = serde_json::to_string(&s).map_err(|e| RuntimeError::backend("encode", e))?;
+        sqlx::query(
+            "UPDATE monitor_subscriptions SET subscription = ? WHERE tenant = ? AND subscription_id = ?",
+        )
+        .bind(doc)
+        .bind(tenant.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("update subscription"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(Some(s))
     }
 }
 
