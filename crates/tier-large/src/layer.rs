@@ -176,18 +176,15 @@ impl Layer for LargeLayer {
     }
 
     async fn serve_embedded(&self, at: Embedded<'_>) -> Result<Option<ServerPart>, RuntimeError> {
-        let memory = Memory {
-            store: store(Some(at.data_dir)).await?,
-            embedder: embedder(Some(at.data_dir), None).await?,
-        };
+        let memory = Memory::new(
+            store(Some(at.data_dir)).await?,
+            embedder(Some(at.data_dir), None).await?,
+        );
         Ok(Some(server_part(memory)))
     }
 
     async fn serve_aws(&self, aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
-        let memory = Memory {
-            store: store(None).await?,
-            embedder: embedder(None, Some(aws)).await?,
-        };
+        let memory = Memory::new(store(None).await?, embedder(None, Some(aws)).await?);
         Ok(Some(server_part(memory)))
     }
 }

@@ -412,14 +412,14 @@ async fn pgvector_index_searches_return_k_rows_for_a_small_tenant_next_to_a_big_
 async fn memory_finds_documents_by_meaning_with_the_local_model() {
     let dir = std::env::temp_dir().join(format!("agentbus-memsearch-{}", std::process::id()));
     let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
-    let memory = crate::memory::Memory {
-        store: Arc::new(
+    let memory = crate::memory::Memory::new(
+        Arc::new(
             crate::memory::embedded::EmbeddedMemory::open(pool)
                 .await
                 .unwrap(),
         ),
-        embedder: Some(Arc::new(Local::load(&model_dir()).unwrap())),
-    };
+        Some(Arc::new(Local::load(&model_dir()).unwrap())),
+    );
     let t = Tenant::new("t").unwrap();
     let doc = |id: &str, text: &str| crate::memory::NewDocument {
         id: id.into(),
@@ -454,5 +454,100 @@ async fn memory_finds_documents_by_meaning_with_the_local_model() {
         .await
         .unwrap();
     assert_eq!(hits[0].id, "cost");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An embedder that counts how many of its calls run at once (and takes a while).
+struct Slow {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Embedder for Slow {
+    fn model(&self) -> &str {
+        "slow-test"
+    }
+    fn dimensions(&self) -> usize {
+        4
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, crate::embed::EmbedError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        self.running.fetch_sub(1, SeqCst);
+        Ok(texts
+            .iter()
+            .map(|t| crate::embed::unit(vec![t.len() as f32 + 1.0, 1.0, 0.5, 0.25]).unwrap())
+            .collect())
+    }
+}
+
+/// A tenant may hold so many documents in so many collections, and embeds one call at a
+/// time, while another tenant embeds beside it.
+#[tokio::test]
+async fn a_tenant_s_memory_is_held_to_its_quota_and_its_share_of_the_embedder() {
+    let dir = std::env::temp_dir().join(format!("agentbus-memquota-{}", std::process::id()));
+    let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+    let slow = Arc::new(Slow {
+        running: 0.into(),
+        most: 0.into(),
+    });
+    let memory = crate::memory::Memory::new(
+        Arc::new(
+            crate::memory::embedded::EmbeddedMemory::open(pool)
+                .await
+                .unwrap(),
+        ),
+        Some(slow.clone()),
+    )
+    .with_quota(crate::memory::Quota {
+        documents: 5,
+        collections: 2,
+    });
+    let (a, b) = (Tenant::new("a").unwrap(), Tenant::new("b").unwrap());
+    let docs = |ids: &[&str]| -> Vec<crate::memory::NewDocument> {
+        ids.iter()
+            .map(|id| crate::memory::NewDocument {
+                id: id.to_string(),
+                text: format!("text of {id}"),
+                metadata: serde_json::Map::new(),
+            })
+            .collect()
+    };
+    memory.put(&a, "one", docs(&["1", "2", "3"])).await.unwrap();
+    memory.put(&a, "two", docs(&["4", "5"])).await.unwrap();
+    let e = memory.put(&a, "one", docs(&["6"])).await.unwrap_err();
+    assert!(e.to_string().contains("quota of 5"), "{e}");
+    let e = memory.put(&a, "three", docs(&["x"])).await.unwrap_err();
+    assert!(e.to_string().contains("the quota is 2"), "{e}");
+    // Another tenant has its own.
+    memory
+        .put(&b, "one", docs(&["1", "2", "3", "4", "5"]))
+        .await
+        .unwrap();
+
+    // Eight searches of one tenant at once embed one at a time; with another tenant's,
+    // two run together, never more.
+    slow.most.store(0, std::sync::atomic::Ordering::SeqCst);
+    let filter = crate::memory::Filter::new();
+    let search = |t: &Tenant| {
+        let (memory, t, filter) = (memory.clone(), t.clone(), filter.clone());
+        async move { memory.search(&t, "one", "text", 3, &filter).await.unwrap() }
+    };
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        all.push(search(&a));
+    }
+    futures::future::join_all(all).await;
+    assert_eq!(slow.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let mut both = Vec::new();
+    for _ in 0..4 {
+        both.push(search(&a));
+        both.push(search(&b));
+    }
+    futures::future::join_all(both).await;
+    assert_eq!(slow.most.load(std::sync::atomic::Ordering::SeqCst), 2);
     std::fs::remove_dir_all(&dir).ok();
 }

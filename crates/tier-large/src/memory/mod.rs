@@ -357,12 +357,38 @@ pub struct NewDocument {
     pub metadata: Map<String, Value>,
 }
 
+/// How much memory one tenant may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Documents in all its collections.
+    pub documents: u64,
+    pub collections: usize,
+}
+
+impl Default for Quota {
+    /// 100,000 documents (about 150 MB of 384-dimension vectors with their HNSW graph) in
+    /// at most 100 collections.
+    fn default() -> Self {
+        Quota {
+            documents: 100_000,
+            collections: 100,
+        }
+    }
+}
+
+/// Embedding calls one tenant may have running at once: embedding is the CPU-heavy part of
+/// memory (a local model), and one tenant's bulk puts must leave the others room.
+pub const TENANT_EMBEDDINGS: usize = 1;
+
 /// Vector memory with its embedder: what the tools and agents use.
 #[derive(Clone)]
 pub struct Memory {
     pub store: Arc<dyn VectorStore>,
     /// None: no embedding model is configured; reads and deletes still work.
     pub embedder: Option<Arc<dyn Embedder>>,
+    pub quota: Quota,
+    embedding:
+        Arc<std::sync::Mutex<std::collections::HashMap<Tenant, Arc<tokio::sync::Semaphore>>>>,
 }
 
 /// Why a memory call failed.
@@ -379,6 +405,78 @@ pub enum MemoryError {
 }
 
 impl Memory {
+    /// Memory on `store`, embedding with `embedder`, under the default [`Quota`].
+    pub fn new(store: Arc<dyn VectorStore>, embedder: Option<Arc<dyn Embedder>>) -> Self {
+        Memory {
+            store,
+            embedder,
+            quota: Quota::default(),
+            embedding: Arc::default(),
+        }
+    }
+
+    /// The same memory under another quota.
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Embeds `texts` for `tenant`, at most [`TENANT_EMBEDDINGS`] calls of a tenant at once.
+    async fn embed_for(
+        &self,
+        tenant: &Tenant,
+        embedder: &Arc<dyn Embedder>,
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, MemoryError> {
+        let gate = self
+            .embedding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(TENANT_EMBEDDINGS)))
+            .clone();
+        let _turn = gate
+            .acquire_owned()
+            .await
+            .map_err(|e| RuntimeError::invalid("embeddings", e.to_string()))?;
+        Ok(embedder.embed(texts).await?)
+    }
+
+    /// Refuses a put that would take the tenant past its quota (checked before the put: a
+    /// few puts at once may pass it by at most their own size).
+    async fn check_quota(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        adding: usize,
+    ) -> Result<(), MemoryError> {
+        let held = self.store.collections(tenant).await?;
+        let is_new = !held.iter().any(|c| c.name == collection);
+        if is_new && held.len() >= self.quota.collections {
+            return Err(RuntimeError::invalid(
+                "collection",
+                format!(
+                    "{collection} would be collection {} of your tenant; the quota is {} (delete one first)",
+                    held.len() + 1,
+                    self.quota.collections
+                ),
+            )
+            .into());
+        }
+        let documents: u64 = held.iter().map(|c| c.documents).sum();
+        if documents + adding as u64 > self.quota.documents {
+            return Err(RuntimeError::invalid(
+                "documents",
+                format!(
+                    "your tenant holds {documents} documents; {adding} more would pass its quota of {}",
+                    self.quota.documents
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     /// The configured embedding model's name (empty: none).
     pub fn model(&self) -> &str {
         self.embedder.as_ref().map_or("", |e| e.model())
@@ -411,9 +509,10 @@ impl Memory {
                 .into());
             }
         }
+        self.check_quota(tenant, collection, docs.len()).await?;
         let embedder = self.embedder()?;
         let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
-        let vectors = embedder.embed(&texts).await?;
+        let vectors = self.embed_for(tenant, embedder, &texts).await?;
         let stored: Vec<Stored> = docs
             .into_iter()
             .zip(vectors)
@@ -447,8 +546,8 @@ impl Memory {
             );
         }
         let embedder = self.embedder()?;
-        let vector = embedder
-            .embed(&[text.to_string()])
+        let vector = self
+            .embed_for(tenant, embedder, &[text.to_string()])
             .await?
             .pop()
             .ok_or_else(|| RuntimeError::invalid("query", "the model made no vector"))?;
