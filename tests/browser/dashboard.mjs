@@ -8,6 +8,9 @@
 // documents put through MCP are found by meaning in the memory panel.
 // Exits non-zero on any failure.
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { writeFileSync, unlinkSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 const [base, token, shot, tier = "xs", starter] = process.argv.slice(2);
 const fail = (msg) => { console.error("FAILED: " + msg); process.exit(1); };
@@ -88,10 +91,52 @@ try {
   await page.waitForFunction(() => document.getElementById("kv-count").textContent === "3", null, { timeout: 10000 })
     .catch(async () => fail("the KV entry count is exact: " + (await page.textContent("#kv-count"))));
 
+  // The connect panel: what it shows runs. Its TypeScript and Python programs, as shown, are
+  // run against this server with the official SDKs; the token itself is never on the page.
+  if ((await page.textContent("#connect-url")) !== base + "mcp") fail("the connect panel names the MCP endpoint");
+  if ((await page.content()).includes(token)) fail("the token is on the page");
+  const cursor = JSON.parse(await page.textContent("#connect-cursor"));
+  if (cursor.mcpServers.agentbus.url !== base + "mcp") fail("the Cursor configuration names the endpoint");
+  const runProgram = (program, ext, command, argsFor) => {
+    const file = fileURLToPath(new URL(`../mcp/.connect-check-${Date.now()}.${ext}`, import.meta.url));
+    writeFileSync(file, program);
+    try {
+      return execFileSync(command, argsFor(file), { env: { ...process.env, AGENTBUS_TOKEN: token }, encoding: "utf8", timeout: 60000 });
+    } catch (e) {
+      fail(`the ${ext} program of the connect panel runs: ${e.stderr || e.message}`);
+    } finally {
+      unlinkSync(file);
+    }
+  };
+  const tsOut = runProgram(await page.textContent("#connect-ts"), "mjs", process.execPath, (f) => [f]);
+  if (!tsOut.split(" ").includes("kv_get")) fail("the TypeScript program lists the tools: " + tsOut);
+  if (process.env.AGENTBUS_TEST_PYTHON) {
+    const pyOut = runProgram(await page.textContent("#connect-python"), "py", process.env.AGENTBUS_TEST_PYTHON, (f) => [f]);
+    if (!pyOut.split(" ").includes("kv_get")) fail("the Python program lists the tools: " + pyOut);
+  }
+
   const marker = "marker-" + Date.now();
   await mcpEvent(marker);
   await page.waitForFunction((m) => document.getElementById("events").textContent.includes(m), marker, { timeout: 10000 })
     .catch(() => fail("the event sent through MCP appears without a reload"));
+  if (tier === "xs") {
+    // The network goes (a restart, a Spot replacement): the page says so and shows nothing
+    // as healthy; when it is back, the live feed reconnects by itself.
+    await page.context().setOffline(true);
+    await page.waitForSelector("#offline:not(.hidden)", { timeout: 20000 })
+      .catch(() => fail("the page says the server is unreachable"));
+    if ((await page.textContent("#h-kv")) !== "unreachable") fail("health is not shown as ok while unreachable");
+    await page.waitForFunction(() => document.getElementById("live").textContent.includes("reconnecting"), null, { timeout: 20000 })
+      .catch(async () => fail("the live feed says it is reconnecting: " + (await page.textContent("#live"))));
+    await page.context().setOffline(false);
+    await page.waitForFunction(() => document.getElementById("live").textContent === "(live)", null, { timeout: 40000 })
+      .catch(() => fail("the live feed reconnects"));
+    if (await page.isVisible("#offline")) fail("the unreachable banner goes once the server answers");
+    const again = "again-" + Date.now();
+    await mcpEvent(again);
+    await page.waitForFunction((m) => document.getElementById("events").textContent.includes(m), again, { timeout: 10000 })
+      .catch(() => fail("an event sent after the reconnect appears without a reload"));
+  }
   if (tier === "small") {
     await page.waitForFunction((k) => document.getElementById("artifacts").textContent.includes(k), "reports/" + stamp + ".md", { timeout: 10000 })
       .catch(() => fail("the artifacts panel lists the artifact put through MCP"));

@@ -404,6 +404,8 @@ pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(
     );
     let shot = dir.join("dashboard.png");
     let out = Command::new("node")
+        // The connect panel's Python program runs with the SDK the tests installed.
+        .env("AGENTBUS_TEST_PYTHON", crate::harness::python())
         .arg(script)
         .arg(format!("http://127.0.0.1:{}/", server.port))
         .arg(&token)
