@@ -1099,28 +1099,16 @@ async fn the_cli_explains_bad_input() {
         );
     }
 
-    // The large tier runs locally; its AWS side is not built: a plan says so and stops.
-    let r = agentbus(&[
-        "plan",
-        "large",
-        "--env",
-        &unique_env("lrg"),
-        "--image",
-        IMAGE,
-    ]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stdout.contains(
-            "the large tier's AWS resources (Aurora PostgreSQL with pgvector, auto scaling) are not built yet"
-        ),
-        "{r:?}"
-    );
+    // The large tier is priced: its database's capacity in two zones, storage and I/O.
     let r = agentbus(&["cost", "large"]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("the large tier has no prices yet"),
-        "{r:?}"
-    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for line in [
+        "Serverless v2 capacity (writer)",
+        "Serverless v2 capacity (reader, another zone)",
+        "Aurora storage",
+    ] {
+        assert!(r.stdout.contains(line), "{line}: {r:?}");
+    }
     // The medium tier's agents need their image, as the dashboard needs its own.
     let r = agentbus(&[
         "plan",

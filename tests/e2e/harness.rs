@@ -150,8 +150,13 @@ fn seed_fixture_image(url: &str) {
 /// The environment every AWS call of a test runs with: the emulator, test credentials,
 /// and no instance-metadata lookups (no traffic leaves 127.0.0.1).
 pub fn aws_env() -> Vec<(&'static str, String)> {
+    aws_env_at(&moto().url)
+}
+
+/// [`aws_env`] for the moto at `url` (a test's own).
+pub fn aws_env_at(url: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("AWS_ENDPOINT_URL", moto().url.clone()),
+        ("AWS_ENDPOINT_URL", url.to_string()),
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ("AWS_REGION", "us-east-1".into()),

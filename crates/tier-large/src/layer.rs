@@ -1,23 +1,25 @@
-//! The large tier's layer: its flags, and its server part (the memory tools, on embedded
-//! storage or on PostgreSQL). Its AWS resources are not built yet: `build` reports that as a
-//! problem, so a plan of `large` shows it and a deploy is refused.
+//! The large tier's layer: its flags (the database's capacity), its AWS resources (Aurora
+//! PostgreSQL Serverless v2 in two zones, see [`crate::tier`]) and its server part (the
+//! memory tools, on embedded storage or on PostgreSQL).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tier_xs::aws::AwsClients;
-use tier_xs::cost::{CostError, PriceSource, Usage};
-use tier_xs::ladder::{
-    Built, DashboardSpec, Embedded, Layer, LayerContext, Problem, ServerPart, TierFlags,
-};
+use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
+use tier_xs::ladder::{Built, DashboardSpec, Embedded, Layer, LayerContext, ServerPart, TierFlags};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::Tier;
+use tier_xs::xs::XsSettings;
 
+use crate::cost::{LargeUsage, PRICES};
+use crate::database;
 use crate::embed::{self, Embedder};
 use crate::memory::embedded::EmbeddedMemory;
 use crate::memory::pgvector::PgMemory;
 use crate::memory::{Memory, VectorStore};
+use crate::tier::{DATABASE_CLUSTER_ENV, LargeOwn, LargeSettings};
 use crate::tools::MemoryTools;
 
 /// The seed's monthly target of the large tier.
@@ -30,17 +32,55 @@ pub const DATABASE_URL_ENV: &str = "AGENTBUS_DATABASE_URL";
 /// Documents re-embedded per pass of the background re-embedding.
 const REEMBED_BATCH: usize = 256;
 
+/// The database's least capacity (remembered).
+pub const SETTING_DB_MIN_ACU: &str = "db_min_acu";
+/// The database's most capacity (remembered).
+pub const SETTING_DB_MAX_ACU: &str = "db_max_acu";
+
 /// The large tier's deploy flags, and the lower tiers'.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LargeFlags {
     #[command(flatten)]
     pub medium: tier_medium::Flags,
+    /// The database's least capacity in Aurora capacity units (about 2 GiB each; default 1,
+    /// enough to keep the vector index in memory; remembered).
+    #[arg(long, allow_hyphen_values = true)]
+    pub db_min_acu: Option<f64>,
+    /// The database's most capacity in ACUs (default 8; remembered).
+    #[arg(long, allow_hyphen_values = true)]
+    pub db_max_acu: Option<f64>,
 }
 
 impl TierFlags for LargeFlags {
     fn settings(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
-        self.medium.settings()
+        let mut s = self.medium.settings();
+        if let Some(v) = self.db_min_acu {
+            s.insert(SETTING_DB_MIN_ACU.to_string(), serde_json::json!(v));
+        }
+        if let Some(v) = self.db_max_acu {
+            s.insert(SETTING_DB_MAX_ACU.to_string(), serde_json::json!(v));
+        }
+        s
     }
+}
+
+impl LargeSettings {
+    /// The large settings of a deploy, from the remembered ones and this run's flags.
+    pub fn from_context(ctx: &LayerContext<'_>) -> Self {
+        let d = LargeSettings::default();
+        LargeSettings {
+            min_acu: ctx.settings.number(SETTING_DB_MIN_ACU).unwrap_or(d.min_acu),
+            max_acu: ctx.settings.number(SETTING_DB_MAX_ACU).unwrap_or(d.max_acu),
+        }
+    }
+}
+
+fn own(ctx: &LayerContext<'_>) -> LargeOwn {
+    LargeOwn::new(
+        ctx.ws,
+        &XsSettings::from_context(ctx),
+        &LargeSettings::from_context(ctx),
+    )
 }
 
 /// The large tier's layer.
@@ -137,9 +177,42 @@ async fn store(data_dir: Option<&Path>) -> Result<Arc<dyn VectorStore>, RuntimeE
         }
         None => Err(RuntimeError::invalid(
             "configuration",
-            format!("{DATABASE_URL_ENV} is not set: the large tier's memory needs its database"),
+            format!(
+                "neither {DATABASE_CLUSTER_ENV} nor {DATABASE_URL_ENV} is set: the large tier's memory needs its database"
+            ),
         )),
     }
+}
+
+/// The deployed workspace's memory: on its Aurora cluster, the password read from the secret
+/// RDS manages and read again every [`database::REREAD_EVERY`] (a rotation changes it), or
+/// on the database `AGENTBUS_DATABASE_URL` names.
+async fn aws_store(
+    aws: &AwsClients,
+) -> Result<(Arc<dyn VectorStore>, Option<tier_xs::ladder::Feed>), RuntimeError> {
+    let Some(cluster) = var(DATABASE_CLUSTER_ENV).filter(|_| var(DATABASE_URL_ENV).is_none())
+    else {
+        return Ok((store(None).await?, None));
+    };
+    let at = database::address(aws, &cluster).await?;
+    let memory = PgMemory::connect_with(database::options(aws, &at).await?).await?;
+    let pool = memory.pool().clone();
+    let aws = aws.clone();
+    let reread: tier_xs::ladder::Feed = Box::new(move |_server, stop| {
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(database::REREAD_EVERY) => {}
+                }
+                match database::options(&aws, &at).await {
+                    Ok(o) => pool.set_connect_options(o),
+                    Err(e) => tracing::warn!("reading the database's password again: {e}"),
+                }
+            }
+        })
+    });
+    Ok((Arc::new(memory), Some(reread)))
 }
 
 #[async_trait]
@@ -152,27 +225,34 @@ impl Layer for LargeLayer {
         SEED_TARGET
     }
 
+    fn shape_dashboard(&self, ctx: &LayerContext<'_>, spec: &mut DashboardSpec) {
+        own(ctx).shape_dashboard(ctx.ws, spec);
+    }
+
     fn build(&self, ctx: &LayerContext<'_>, _dashboard: &DashboardSpec) -> Built {
-        let mut built = Built::default();
-        if ctx.target == Some(Tier::Large) {
-            built.problems.push(Problem::new(
-                "the large tier's AWS resources (Aurora PostgreSQL with pgvector, auto scaling) are not built yet: deploy medium, or run `agentbus up large` locally",
-            ));
+        let own = own(ctx);
+        Built {
+            resources: own.resources,
+            problems: if ctx.target.is_some_and(|t| t >= Tier::Large) {
+                own.problems
+            } else {
+                Vec::new()
+            },
+            images: Vec::new(),
+            notes: Vec::new(),
         }
-        built
     }
 
-    /// The medium tier's sheet: this layer adds no priced resource yet.
     fn price_source(&self, region: &str) -> Result<PriceSource, CostError> {
-        tier_medium::cost::PRICES.source(region).cloned()
+        PRICES.source(region).cloned()
     }
 
-    /// Pricing the large tier is refused: without its resources the total would be the
-    /// medium tier's.
-    fn cost_assumptions(&self, _region: &str, _usage: &Usage) -> Result<Vec<String>, CostError> {
-        Err(CostError::NotPriced(
-            "the large tier has no prices yet: its AWS resources are not built".into(),
-        ))
+    fn usage(&self, book: UsageBook) -> UsageBook {
+        book.with::<LargeUsage>()
+    }
+
+    fn cost_assumptions(&self, _region: &str, usage: &Usage) -> Result<Vec<String>, CostError> {
+        Ok(vec![usage.part::<LargeUsage>()?.describe()])
     }
 
     async fn serve_embedded(&self, at: Embedded<'_>) -> Result<Option<ServerPart>, RuntimeError> {
@@ -184,7 +264,24 @@ impl Layer for LargeLayer {
     }
 
     async fn serve_aws(&self, aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
-        let memory = Memory::new(store(None).await?, embedder(None, Some(aws)).await?);
-        Ok(Some(server_part(memory)))
+        let (store, reread) = aws_store(aws).await?;
+        let memory = Memory::new(store, embedder(None, Some(aws)).await?);
+        let mut part = server_part(memory);
+        if let Some(reread) = reread {
+            let reembed = part.feed.take();
+            part.feed = Some(Box::new(move |server, stop| {
+                Box::pin(async move {
+                    let a = reembed.map(|f| f(server.clone(), stop.clone()));
+                    let b = reread(server, stop);
+                    match a {
+                        Some(a) => {
+                            futures::future::join(a, b).await;
+                        }
+                        None => b.await,
+                    }
+                })
+            }));
+        }
+        Ok(Some(part))
     }
 }

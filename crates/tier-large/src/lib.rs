@@ -4,15 +4,21 @@
 //! in this process.
 //!
 //! Memory ([`memory`]) is a runtime service like the others: pgvector on PostgreSQL (Aurora
-//! on AWS, or any Postgres through `--database-url`) and an embedded backend (SQLite and an
-//! exact scan) for `agentbus up large`, held to one conformance suite.
+//! on AWS, or any Postgres through `AGENTBUS_DATABASE_URL`) and an embedded backend (SQLite and
+//! an exact scan) for `agentbus up large`, held to one conformance suite.
 //!
-//! The AWS side of the tier (the Aurora cluster in two zones, auto scaling, observability) is
-//! not built yet: its layer refuses `deploy large` with a problem that says so.
+//! On AWS the tier adds Aurora PostgreSQL Serverless v2 in two availability zones
+//! ([`tier`], [`components`]); the server finds the cluster and reads the password RDS manages
+//! for it at run time ([`database`]).
 
+pub mod aws;
+pub mod components;
+pub mod cost;
+pub mod database;
 pub mod embed;
 pub mod layer;
 pub mod memory;
+pub mod tier;
 pub mod tools;
 
 /// The ladder of a build up to the large tier: the medium ladder with this tier's layer.

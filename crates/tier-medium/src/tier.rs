@@ -302,6 +302,7 @@ impl MediumOwn {
             vpc_id: xs.network.vpc_id.clone(),
             rules: Vec::new(),
             outbound_only: Some("the agents' tasks"),
+            holds_data: false,
         }));
 
         let log_name = |a: Agent| format!("/ecs/{}", ws.name(a.as_str()));

@@ -262,6 +262,7 @@ impl SmallOwn {
                 vpc_id: xs.network.vpc_id.clone(),
                 rules: Ingress::from_cidrs(&alb_ports, &xs.allow_cidrs),
                 outbound_only: None,
+                holds_data: false,
             }),
             load_balancer: Arc::new(LoadBalancer {
                 meta: Meta::new(

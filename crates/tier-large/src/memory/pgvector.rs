@@ -93,12 +93,23 @@ const UPDATED_AT: &str =
 impl PgMemory {
     /// Connects to `url` (`postgres://…`) and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self, RuntimeError> {
+        let options: sqlx::postgres::PgConnectOptions = url
+            .parse()
+            .map_err(|e| RuntimeError::invalid("database URL", format!("{e}")))?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with `options` (a host, a user and a password read from a secret, say) and
+    /// brings the schema up to date.
+    pub async fn connect_with(
+        options: sqlx::postgres::PgConnectOptions,
+    ) -> Result<Self, RuntimeError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(10))
             // A writer switch (failover) closes connections: check before handing one out.
             .test_before_acquire(true)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(pg("connect to PostgreSQL"))?;
         Self::with_pool(pool).await

@@ -125,6 +125,9 @@ pub struct SecurityGroup {
     /// What the group is for when nothing comes in: `None` for a group that serves
     /// something (without rules, the plan says it cannot be reached yet).
     pub outbound_only: Option<&'static str>,
+    /// It guards a data-bearing resource (a database), which cannot lose its group: kept
+    /// as long as that resource, deleted only with it.
+    pub holds_data: bool,
 }
 
 /// One inbound rule: a TCP port from a source.
@@ -384,6 +387,9 @@ impl EmptyPermission for IpPermission {
 impl Resource for SecurityGroup {
     fn meta(&self) -> &Meta {
         &self.meta
+    }
+    fn data_bearing(&self) -> bool {
+        self.holds_data
     }
     fn kind(&self) -> &'static str {
         "security group"

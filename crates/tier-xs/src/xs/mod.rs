@@ -403,6 +403,7 @@ impl ExtraSmall {
             .chain(dashboard.ingress.iter().cloned())
             .collect(),
             outbound_only: None,
+            holds_data: false,
         };
 
         if let Err(e) = validate_fargate_size(settings.cpu, settings.memory) {

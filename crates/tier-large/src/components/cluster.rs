@@ -1,0 +1,341 @@
+//! The Aurora PostgreSQL cluster (Serverless v2): its storage holds the workspace's vector
+//! memory. Encrypted; the master password managed by RDS in Secrets Manager (never seen by
+//! agentbus: the server reads the secret at run time); backups kept 7 days (14 in prod);
+//! PostgreSQL's log exported to CloudWatch Logs; deletion protection and a final snapshot in
+//! prod.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_rds::operation::delete_db_cluster::DeleteDBClusterError;
+use aws_sdk_rds::operation::describe_db_clusters::DescribeDBClustersError;
+use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, ServerlessV2ScalingConfiguration};
+use serde_json::{Value, json};
+use tier_xs::aws::AwsClients;
+use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::Permissions;
+use tier_xs::engine::{
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    output_or_unknown, require_output, wait_until,
+};
+use tier_xs::workspace::Workspace;
+
+use super::{RdsTags, rds_error, rds_tags};
+use crate::aws::LargeAws;
+
+/// The engine: Aurora PostgreSQL.
+pub const ENGINE: &str = "aurora-postgresql";
+/// A version whose pgvector is 0.8 (iterative index scans): Aurora PostgreSQL 16.6 ships
+/// pgvector 0.8.0.
+pub const ENGINE_VERSION: &str = "16.6";
+/// The database and its master user.
+pub const DATABASE: &str = "agentbus";
+/// PostgreSQL's port.
+pub const PORT: u16 = 5432;
+
+/// How long a cluster may take to become available, or to go.
+const WAIT: Duration = Duration::from_secs(45 * 60);
+
+pub struct DbCluster {
+    pub meta: Meta,
+    /// The subnet group's logical id (its `name` output).
+    pub subnet_group: &'static str,
+    /// The database's security group's logical id (its `id` output).
+    pub security_group: &'static str,
+    /// Serverless v2 capacity range, in ACUs.
+    pub min_acu: f64,
+    pub max_acu: f64,
+    pub backup_days: i32,
+    /// Deletion protection and a final snapshot (prod).
+    pub protect: bool,
+}
+
+impl DbCluster {
+    fn arn(&self, ws: &Workspace) -> String {
+        ws.arn("rds", &format!("cluster:{}", self.meta.name))
+    }
+
+    async fn describe(
+        &self,
+        aws: &AwsClients,
+    ) -> Result<Option<aws_sdk_rds::types::DbCluster>, EngineError> {
+        let out = found(
+            aws.rds()
+                .describe_db_clusters()
+                .db_cluster_identifier(&self.meta.name)
+                .send()
+                .await,
+            DescribeDBClustersError::is_db_cluster_not_found_fault,
+            &self.meta,
+            "DescribeDBClusters",
+        )?;
+        Ok(out.and_then(|o| o.db_clusters().first().cloned()))
+    }
+
+    fn scaling(&self) -> ServerlessV2ScalingConfiguration {
+        ServerlessV2ScalingConfiguration::builder()
+            .min_capacity(self.min_acu)
+            .max_capacity(self.max_acu)
+            .build()
+    }
+
+    /// Waits until the cluster is `available` (RDS takes minutes to create or change one).
+    async fn available(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
+            Ok(match self.describe(aws).await? {
+                Some(c) if c.status() == Some("available") => Ok(()),
+                Some(c) => Err(format!("status {}", c.status().unwrap_or("unknown"))),
+                None => Err("not found".into()),
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Resource for DbCluster {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn kind(&self) -> &'static str {
+        "aurora cluster"
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        vec![self.subnet_group, self.security_group]
+    }
+    fn data_bearing(&self) -> bool {
+        true
+    }
+    fn protected(&self) -> Option<String> {
+        self.protect.then(|| {
+            format!(
+                "{}: deletion protection is on (prod); it stays on. Turn it off yourself \
+                 (aws rds modify-db-cluster --no-deletion-protection) if you really mean to delete it",
+                self.meta.name
+            )
+        })
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let cluster = [self.arn(ws)];
+        let snapshots = [ws.arn(
+            "rds",
+            &format!("cluster-snapshot:{}-final-*", self.meta.name),
+        )];
+        Permissions::new()
+            .read(
+                &["rds:DescribeDBClusters", "rds:ListTagsForResource"],
+                &cluster,
+            )
+            .write(
+                &[
+                    "rds:CreateDBCluster",
+                    "rds:ModifyDBCluster",
+                    "rds:DeleteDBCluster",
+                    "rds:AddTagsToResource",
+                    "rds:RemoveTagsFromResource",
+                ],
+                &cluster,
+            )
+            .write(&["rds:CreateDBClusterSnapshot"], &snapshots)
+            // A managed master password: RDS creates and rotates the secret on the caller's
+            // behalf (Aurora User Guide, "Password management with Secrets Manager").
+            .write(
+                &[
+                    "secretsmanager:CreateSecret",
+                    "secretsmanager:RotateSecret",
+                    "secretsmanager:TagResource",
+                ],
+                &[ws.arn("secretsmanager", "secret:rds!cluster-*")],
+            )
+    }
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&RdsTags)
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set_replace("engine", ENGINE)
+            .set("engine_version", ENGINE_VERSION)
+            .set_replace("storage_encrypted", true)
+            .set_replace("database", DATABASE)
+            .set_replace("master_username", DATABASE)
+            .set("managed_password", true)
+            .set_replace(
+                "subnet_group",
+                output_or_unknown(outputs, self.subnet_group, "name"),
+            )
+            .set(
+                "security_groups",
+                json!([output_or_unknown(outputs, self.security_group, "id")]),
+            )
+            .set("min_acu", self.min_acu)
+            .set("max_acu", self.max_acu)
+            .set("backup_days", self.backup_days)
+            .set("deletion_protection", self.protect)
+            .set("log_exports", json!(["postgresql"]))
+            .set("copy_tags_to_snapshot", true)
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let Some(c) = self.describe(aws).await? else {
+            return Ok(None);
+        };
+        // A cluster on its way out is as good as gone.
+        if c.status() == Some("deleting") {
+            return Ok(None);
+        }
+        let scaling = c.serverless_v2_scaling_configuration();
+        let acu = |v: Option<f64>| v.map_or(Value::Null, |v| json!(v));
+        let groups: Vec<Value> = c
+            .vpc_security_groups()
+            .iter()
+            .filter_map(|g| g.vpc_security_group_id().map(|id| json!(id)))
+            .collect();
+        let secret = c
+            .master_user_secret()
+            .and_then(|s| s.secret_arn())
+            .unwrap_or_default();
+        Ok(Some(
+            Observed::default()
+                .field("engine", c.engine().unwrap_or_default())
+                .field("engine_version", c.engine_version().unwrap_or_default())
+                .field("storage_encrypted", c.storage_encrypted().unwrap_or(false))
+                .field("database", c.database_name().unwrap_or_default())
+                .field("master_username", c.master_username().unwrap_or_default())
+                .field("managed_password", !secret.is_empty())
+                .field("subnet_group", c.db_subnet_group().unwrap_or_default())
+                .field("security_groups", Value::Array(groups))
+                .field("min_acu", acu(scaling.and_then(|s| s.min_capacity())))
+                .field("max_acu", acu(scaling.and_then(|s| s.max_capacity())))
+                .field("backup_days", c.backup_retention_period().unwrap_or(0))
+                .field(
+                    "deletion_protection",
+                    c.deletion_protection().unwrap_or(false),
+                )
+                .field("log_exports", json!(c.enabled_cloudwatch_logs_exports()))
+                .field(
+                    "copy_tags_to_snapshot",
+                    c.copy_tags_to_snapshot().unwrap_or(false),
+                )
+                .output("arn", c.db_cluster_arn().unwrap_or_default())
+                .output("endpoint", c.endpoint().unwrap_or_default())
+                .output("reader_endpoint", c.reader_endpoint().unwrap_or_default())
+                .output("port", c.port().unwrap_or(i32::from(PORT)).to_string())
+                .output("secret_arn", secret)
+                .output("name", self.meta.name.clone()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        if self.describe(aws).await?.is_none() {
+            aws.rds()
+                .create_db_cluster()
+                .db_cluster_identifier(&m.name)
+                .engine(ENGINE)
+                .engine_version(ENGINE_VERSION)
+                .database_name(DATABASE)
+                .master_username(DATABASE)
+                .manage_master_user_password(true)
+                .storage_encrypted(true)
+                .db_subnet_group_name(require_output(outputs, &m.name, self.subnet_group, "name")?)
+                .vpc_security_group_ids(require_output(
+                    outputs,
+                    &m.name,
+                    self.security_group,
+                    "id",
+                )?)
+                .port(i32::from(PORT))
+                .serverless_v2_scaling_configuration(self.scaling())
+                .backup_retention_period(self.backup_days)
+                .deletion_protection(self.protect)
+                .enable_cloudwatch_logs_exports("postgresql")
+                .copy_tags_to_snapshot(true)
+                .set_tags(Some(rds_tags(&m.tags)))
+                .send()
+                .await
+                .map_err(|e| m.fail("CreateDBCluster", e))?;
+        }
+        self.available(aws).await
+    }
+    async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let mut req = aws
+            .rds()
+            .modify_db_cluster()
+            .db_cluster_identifier(&m.name)
+            .apply_immediately(true);
+        for f in c.fields {
+            req = match f.as_str() {
+                "engine_version" => req.engine_version(ENGINE_VERSION),
+                "managed_password" => req.manage_master_user_password(true),
+                "security_groups" => req.vpc_security_group_ids(require_output(
+                    c.outputs,
+                    &m.name,
+                    self.security_group,
+                    "id",
+                )?),
+                "min_acu" | "max_acu" => req.serverless_v2_scaling_configuration(self.scaling()),
+                "backup_days" => req.backup_retention_period(self.backup_days),
+                "deletion_protection" => req.deletion_protection(self.protect),
+                "log_exports" => req.cloudwatch_logs_export_configuration(
+                    CloudwatchLogsExportConfiguration::builder()
+                        .enable_log_types("postgresql")
+                        .build(),
+                ),
+                "copy_tags_to_snapshot" => req.copy_tags_to_snapshot(true),
+                other => {
+                    return Err(EngineError::Invalid(format!(
+                        "{}: field {other} cannot be updated in place",
+                        m.name
+                    )));
+                }
+            };
+        }
+        req.send().await.map_err(|e| m.fail("ModifyDBCluster", e))?;
+        self.available(aws).await
+    }
+    async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        let m = &self.meta;
+        let mut req = aws.rds().delete_db_cluster().db_cluster_identifier(&m.name);
+        req = if self.protect {
+            let stamp = tier_xs::engine::lock::iso(tier_xs::engine::lock::now_secs())
+                .replace([':', '-'], "")
+                .to_lowercase();
+            req.final_db_snapshot_identifier(format!("{}-final-{stamp}", m.name))
+        } else {
+            req.skip_final_snapshot(true)
+        };
+        gone(
+            req.send().await,
+            DeleteDBClusterError::is_db_cluster_not_found_fault,
+            m,
+            "DeleteDBCluster",
+        )?;
+        wait_until(&m.name, WAIT, Duration::from_secs(10), || async {
+            Ok(match self.describe(aws).await {
+                Ok(None) => Ok(()),
+                Ok(Some(c)) => Err(format!("status {}", c.status().unwrap_or("unknown"))),
+                Err(e) => Err(rds_error(e).to_string()),
+            })
+        })
+        .await
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let p = crate::cost::PRICES.region(ctx.region)?;
+        let u: crate::cost::LargeUsage = ctx.usage.part()?;
+        Ok(vec![
+            CostLine::new(
+                self.meta.id,
+                "Aurora storage",
+                u.db_storage_gb,
+                "GB-month",
+                p.aurora_storage_gb_month,
+            ),
+            CostLine::new(
+                self.meta.id,
+                "Aurora I/O requests",
+                u.db_io_million,
+                "million requests",
+                p.aurora_io_million,
+            ),
+        ])
+    }
+}

@@ -1,0 +1,199 @@
+//! An instance of the Aurora cluster: the writer (promotion tier 0) and a reader (tier 1) in
+//! another availability zone, so a zone's failure fails over instead of stopping the
+//! database. Serverless v2 (`db.serverless`): each scales within the cluster's ACU range.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_rds::operation::delete_db_instance::DeleteDBInstanceError;
+use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
+use tier_xs::aws::AwsClients;
+use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::permissions::Permissions;
+use tier_xs::engine::{
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    output_or_unknown, require_output, wait_until,
+};
+use tier_xs::workspace::Workspace;
+
+use super::cluster::ENGINE;
+use super::{RdsTags, rds_error, rds_tags};
+use crate::aws::LargeAws;
+
+/// The class of a Serverless v2 instance.
+pub const CLASS: &str = "db.serverless";
+
+const WAIT: Duration = Duration::from_secs(45 * 60);
+
+pub struct DbInstance {
+    pub meta: Meta,
+    /// The cluster's logical id (its `name` output).
+    pub cluster: &'static str,
+    pub zone: String,
+    /// 0: the writer, failed over to last; higher: readers.
+    pub promotion_tier: i32,
+    /// The cluster's minimum capacity: what this instance runs at when idle.
+    pub min_acu: f64,
+    /// The writer carries the load above the minimum.
+    pub writer: bool,
+}
+
+impl DbInstance {
+    async fn describe(
+        &self,
+        aws: &AwsClients,
+    ) -> Result<Option<aws_sdk_rds::types::DbInstance>, EngineError> {
+        let out = found(
+            aws.rds()
+                .describe_db_instances()
+                .db_instance_identifier(&self.meta.name)
+                .send()
+                .await,
+            DescribeDBInstancesError::is_db_instance_not_found_fault,
+            &self.meta,
+            "DescribeDBInstances",
+        )?;
+        Ok(out.and_then(|o| o.db_instances().first().cloned()))
+    }
+
+    async fn settled(&self, aws: &AwsClients, gone_too: bool) -> Result<(), EngineError> {
+        wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
+            Ok(match self.describe(aws).await {
+                Ok(None) if gone_too => Ok(()),
+                Ok(Some(i)) if !gone_too && i.db_instance_status() == Some("available") => Ok(()),
+                Ok(Some(i)) => Err(format!(
+                    "status {}",
+                    i.db_instance_status().unwrap_or("unknown")
+                )),
+                Ok(None) => Err("not found".into()),
+                Err(e) => Err(rds_error(e).to_string()),
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Resource for DbInstance {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn kind(&self) -> &'static str {
+        "aurora instance"
+    }
+    fn depends_on(&self) -> Vec<&'static str> {
+        vec![self.cluster]
+    }
+    fn permissions(&self, ws: &Workspace) -> Permissions {
+        let db = [ws.arn("rds", &format!("db:{}", self.meta.name))];
+        let cluster = [ws.arn("rds", "cluster:*")];
+        Permissions::new()
+            .read(&["rds:DescribeDBInstances", "rds:ListTagsForResource"], &db)
+            .write(
+                &[
+                    "rds:CreateDBInstance",
+                    "rds:ModifyDBInstance",
+                    "rds:DeleteDBInstance",
+                    "rds:AddTagsToResource",
+                    "rds:RemoveTagsFromResource",
+                ],
+                &db,
+            )
+            // CreateDBInstance names the cluster it joins.
+            .write(&["rds:CreateDBInstance"], &cluster)
+    }
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&RdsTags)
+    }
+    fn desired(&self, outputs: &Outputs) -> Desired {
+        Desired::new()
+            .set_replace("cluster", output_or_unknown(outputs, self.cluster, "name"))
+            .set("class", CLASS)
+            .set_replace("zone", self.zone.clone())
+            .set("promotion_tier", self.promotion_tier)
+            .set("publicly_accessible", false)
+    }
+    async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        let Some(i) = self.describe(aws).await? else {
+            return Ok(None);
+        };
+        if i.db_instance_status() == Some("deleting") {
+            return Ok(None);
+        }
+        Ok(Some(
+            Observed::default()
+                .field("cluster", i.db_cluster_identifier().unwrap_or_default())
+                .field("class", i.db_instance_class().unwrap_or_default())
+                .field("zone", i.availability_zone().unwrap_or_default())
+                .field("promotion_tier", i.promotion_tier().unwrap_or(1))
+                .field(
+                    "publicly_accessible",
+                    i.publicly_accessible().unwrap_or(false),
+                )
+                .output("arn", i.db_instance_arn().unwrap_or_default())
+                .output("name", self.meta.name.clone()),
+        ))
+    }
+    async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let m = &self.meta;
+        if self.describe(aws).await?.is_none() {
+            aws.rds()
+                .create_db_instance()
+                .db_instance_identifier(&m.name)
+                .db_cluster_identifier(require_output(outputs, &m.name, self.cluster, "name")?)
+                .engine(ENGINE)
+                .db_instance_class(CLASS)
+                .availability_zone(&self.zone)
+                .promotion_tier(self.promotion_tier)
+                .publicly_accessible(false)
+                .set_tags(Some(rds_tags(&m.tags)))
+                .send()
+                .await
+                .map_err(|e| m.fail("CreateDBInstance", e))?;
+        }
+        self.settled(aws, false).await
+    }
+    async fn update(&self, aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
+        let m = &self.meta;
+        aws.rds()
+            .modify_db_instance()
+            .db_instance_identifier(&m.name)
+            .db_instance_class(CLASS)
+            .promotion_tier(self.promotion_tier)
+            .publicly_accessible(false)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| m.fail("ModifyDBInstance", e))?;
+        self.settled(aws, false).await
+    }
+    async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        gone(
+            aws.rds()
+                .delete_db_instance()
+                .db_instance_identifier(&self.meta.name)
+                .send()
+                .await,
+            DeleteDBInstanceError::is_db_instance_not_found_fault,
+            &self.meta,
+            "DeleteDBInstance",
+        )?;
+        self.settled(aws, true).await
+    }
+    fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
+        let p = crate::cost::PRICES.region(ctx.region)?;
+        let u: crate::cost::LargeUsage = ctx.usage.part()?;
+        let acu = self.min_acu + if self.writer { u.db_acu_above_min } else { 0.0 };
+        Ok(vec![CostLine::new(
+            self.meta.id,
+            if self.writer {
+                "Serverless v2 capacity (writer)"
+            } else {
+                "Serverless v2 capacity (reader, another zone)"
+            },
+            acu * ctx.hours,
+            "ACU-hours",
+            p.aurora_acu_hour,
+        )])
+    }
+}

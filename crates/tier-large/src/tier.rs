@@ -1,0 +1,167 @@
+//! The large tier's own resources: Aurora PostgreSQL Serverless v2 in two availability zones
+//! (its subnet group, its security group, the cluster, a writer and a reader), and what the
+//! dashboard's server needs to reach it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tier_xs::components::iam::{statement, statement_when};
+use tier_xs::components::network::{Ingress, SecurityGroup, Source};
+use tier_xs::engine::{Meta, Resource};
+use tier_xs::ladder::{DashboardSpec, Problem};
+use tier_xs::workspace::{Tier, Workspace};
+use tier_xs::xs::XsSettings;
+
+use crate::components::cluster::{DbCluster, PORT};
+use crate::components::instance::DbInstance;
+use crate::components::subnet_group::DbSubnetGroup;
+
+/// The variable naming the workspace's Aurora cluster: the server finds its endpoint and its
+/// managed secret by it.
+pub const DATABASE_CLUSTER_ENV: &str = "AGENTBUS_DATABASE_CLUSTER";
+
+/// Logical ids of the large tier's resources.
+pub mod ids {
+    pub const DB_SUBNET_GROUP: &str = "db-subnet-group";
+    pub const DB_SECURITY_GROUP: &str = "db-security-group";
+    pub const DB_CLUSTER: &str = "db-cluster";
+    pub const DB_WRITER: &str = "db-writer";
+    pub const DB_READER: &str = "db-reader";
+}
+
+/// The database's capacity, in Aurora capacity units (about 2 GiB of memory each).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LargeSettings {
+    pub min_acu: f64,
+    pub max_acu: f64,
+}
+
+/// The minimum: 1 ACU (about 2 GiB) holds the default memory quota's HNSW index in memory —
+/// 100,000 vectors of 384 dimensions are about 150 MB with their graph — beside PostgreSQL's
+/// own needs; 0.5 ACU (1 GiB) leaves the buffer cache too small and search latency doubles
+/// when the index falls out of it (measured with pgvector's defaults at 128 MB of cache).
+pub const DEFAULT_MIN_ACU: f64 = 1.0;
+pub const DEFAULT_MAX_ACU: f64 = 8.0;
+
+impl Default for LargeSettings {
+    fn default() -> Self {
+        LargeSettings {
+            min_acu: DEFAULT_MIN_ACU,
+            max_acu: DEFAULT_MAX_ACU,
+        }
+    }
+}
+
+/// The large tier's own resources (without the lower tiers').
+pub struct LargeOwn {
+    pub resources: Vec<Arc<dyn Resource>>,
+    pub problems: Vec<Problem>,
+    cluster: String,
+}
+
+/// The subnets' zones, the first two (in zone order), each with its first subnet.
+fn two_zones(subnets: &[String], zones: &BTreeMap<String, String>) -> Vec<String> {
+    tier_small::tier::alb_subnets(subnets, zones)
+        .iter()
+        .filter_map(|s| zones.get(s).cloned())
+        .collect()
+}
+
+impl LargeOwn {
+    pub fn new(ws: &Workspace, xs: &XsSettings, settings: &LargeSettings) -> Self {
+        let t = Tier::Large;
+        let tags = |c: &str| ws.tags(t, c);
+        let name = ws.name("db");
+        let mut problems = Vec::new();
+        if settings.min_acu < 0.5 || settings.max_acu > 256.0 || settings.min_acu > settings.max_acu
+        {
+            problems.push(Problem::new(format!(
+                "the database's capacity {}-{} ACU is not a range Aurora Serverless v2 takes: 0.5 to 256, the minimum not above the maximum",
+                settings.min_acu, settings.max_acu
+            )));
+        }
+        let zones = two_zones(&xs.network.subnet_ids, &xs.network.zones);
+        if zones.len() < 2 && !xs.network.zones.is_empty() {
+            problems.push(Problem::when_changing(
+                ids::DB_SUBNET_GROUP,
+                "the large tier's database runs in two availability zones: the workspace's subnets are in one (pass --subnet in a second zone)",
+            ));
+        }
+        let zone = |i: usize| zones.get(i).cloned().unwrap_or_default();
+        let prod = ws.env.is_prod();
+        let resources: Vec<Arc<dyn Resource>> = vec![
+            Arc::new(DbSubnetGroup {
+                meta: Meta::new(ids::DB_SUBNET_GROUP, t, name.clone(), tags("db")),
+                description: format!("agentbus {} database", ws.env),
+                subnet_ids: xs.network.subnet_ids.clone(),
+            }),
+            Arc::new(SecurityGroup {
+                meta: Meta::new(ids::DB_SECURITY_GROUP, t, name.clone(), tags("db")),
+                description: format!(
+                    "agentbus {} database: PostgreSQL from the server and the agents only",
+                    ws.env
+                ),
+                vpc_id: xs.network.vpc_id.clone(),
+                rules: vec![
+                    Ingress {
+                        port: PORT,
+                        source: Source::Group(tier_xs::xs::ids::DASHBOARD_SECURITY_GROUP),
+                    },
+                    Ingress {
+                        port: PORT,
+                        source: Source::Group(tier_medium::tier::ids::AGENTS_SECURITY_GROUP),
+                    },
+                ],
+                outbound_only: None,
+                holds_data: true,
+            }),
+            Arc::new(DbCluster {
+                meta: Meta::new(ids::DB_CLUSTER, t, name.clone(), tags("db")),
+                subnet_group: ids::DB_SUBNET_GROUP,
+                security_group: ids::DB_SECURITY_GROUP,
+                min_acu: settings.min_acu,
+                max_acu: settings.max_acu,
+                backup_days: if prod { 14 } else { 7 },
+                protect: prod,
+            }),
+            Arc::new(DbInstance {
+                meta: Meta::new(ids::DB_WRITER, t, format!("{name}-1"), tags("db")),
+                cluster: ids::DB_CLUSTER,
+                zone: zone(0),
+                promotion_tier: 0,
+                min_acu: settings.min_acu,
+                writer: true,
+            }),
+            Arc::new(DbInstance {
+                meta: Meta::new(ids::DB_READER, t, format!("{name}-2"), tags("db")),
+                cluster: ids::DB_CLUSTER,
+                zone: zone(1),
+                promotion_tier: 1,
+                min_acu: settings.min_acu,
+                writer: false,
+            }),
+        ];
+        LargeOwn {
+            resources,
+            problems,
+            cluster: name,
+        }
+    }
+
+    /// What the server needs: the cluster's name, and the rights to look it up and read the
+    /// password RDS manages for it (that secret, found by the tag RDS gives it).
+    pub fn shape_dashboard(&self, ws: &Workspace, spec: &mut DashboardSpec) {
+        spec.env
+            .push((DATABASE_CLUSTER_ENV.to_string(), self.cluster.clone()));
+        let cluster = ws.arn("rds", &format!("cluster:{}", self.cluster));
+        spec.task_statements.push(statement(
+            &["rds:DescribeDBClusters"],
+            std::slice::from_ref(&cluster),
+        ));
+        spec.task_statements.push(statement_when(
+            &["secretsmanager:GetSecretValue"],
+            &[ws.arn("secretsmanager", "secret:rds!cluster-*")],
+            serde_json::json!({"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBClusterArn": cluster}}),
+        ));
+    }
+}
