@@ -251,6 +251,44 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
             .any(|(k, v)| k.contains("PASSWORD") || v.contains("postgres://"))
     );
 
+    // The server's side: it finds the cluster, and the password RDS manages for it in a
+    // secret carrying the tag the task role's condition names.
+    let at = tier_large::database::address(&aws, &name).await.unwrap();
+    assert_eq!(Some(at.host.as_str()), cluster.endpoint());
+    assert_eq!((at.port, at.database.as_str()), (5432, "agentbus"));
+    let secret_arn = cluster.master_user_secret().unwrap().secret_arn().unwrap();
+    assert_eq!(at.secret_arn, secret_arn);
+    let described = aws
+        .secrets()
+        .describe_secret()
+        .secret_id(secret_arn)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        described
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("aws:rds:primaryDBClusterArn")
+                && t.value() == cluster.db_cluster_arn()),
+        "{described:?}"
+    );
+    let raw: serde_json::Value = serde_json::from_str(
+        aws.secrets()
+            .get_secret_value()
+            .secret_id(secret_arn)
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let o = tier_large::database::options(&aws, &at).await.unwrap();
+    assert_eq!(o.get_username(), raw["username"].as_str().unwrap());
+    assert_eq!(o.get_host(), at.host);
+    assert_eq!(o.get_database(), Some("agentbus"));
+
     let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
 
