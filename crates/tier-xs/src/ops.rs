@@ -12,8 +12,7 @@ use crate::components::network;
 use crate::cost::{CostDelta, CostError, Usage};
 use crate::engine::apply::{self, ApplyOptions, ApplyReport};
 use crate::engine::lock::{
-    ApplyRecord, DeployTable, Lease, LockError, LockInfo, RecordedChange, StoredSettings, iso,
-    now_millis,
+    ApplyRecord, DeployTable, Lease, LockError, LockInfo, StoredSettings, iso, now_millis,
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
 use crate::engine::{self, EngineError};
@@ -583,16 +582,7 @@ impl Deployer {
             caller: self.caller.arn.clone(),
             succeeded: report.succeeded(),
             cancelled: report.cancelled,
-            changes: report
-                .results
-                .iter()
-                .map(|r| RecordedChange {
-                    id: r.id.to_string(),
-                    name: r.name.clone(),
-                    action: r.action.verb().to_string(),
-                    outcome: r.outcome.to_string(),
-                })
-                .collect(),
+            changes: report.recorded_changes(),
         };
         self.table.record_apply(&rec).await?;
         Ok(())
@@ -1063,6 +1053,7 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::lock::RecordedChange;
 
     fn record(at: &str, tier: Option<Tier>, ok: bool, done: usize) -> ApplyRecord {
         ApplyRecord {

@@ -96,6 +96,19 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// What happened to each resource, as the apply history records it.
+    pub fn recorded_changes(&self) -> Vec<crate::engine::lock::RecordedChange> {
+        self.results
+            .iter()
+            .map(|r| crate::engine::lock::RecordedChange {
+                id: r.id.to_string(),
+                name: r.name.clone(),
+                action: r.action.verb().to_string(),
+                outcome: r.outcome.to_string(),
+            })
+            .collect()
+    }
+
     pub fn succeeded(&self) -> bool {
         !self.cancelled
             && self.results.iter().all(|r| {

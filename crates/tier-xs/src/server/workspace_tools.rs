@@ -152,16 +152,7 @@ impl WorkspaceTools {
                 tier: tier.short().to_string(),
                 plan_sha256: digest(&ui.text(&planned)),
                 succeeded: report.succeeded(),
-                changes: report
-                    .results
-                    .iter()
-                    .map(|r| RecordedChange {
-                        id: r.id.to_string(),
-                        name: r.name.clone(),
-                        action: r.action.verb().to_string(),
-                        outcome: r.outcome.to_string(),
-                    })
-                    .collect(),
+                changes: report.recorded_changes(),
             }),
             Ok(Converged::Unchanged(planned)) if digest(&ui.text(&planned)) == a.plan_sha256 => {
                 Ok(WorkspaceApplied {

@@ -56,6 +56,43 @@ pub struct SqliteEventStore {
 }
 
 impl SqliteEventStore {
+    /// Reads a subscription, changes it and writes it back, one writer at a time (inside a
+    /// transaction); `None` when the tenant has no such subscription.
+    async fn change_subscription(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        change: impl FnOnce(&mut Subscription),
+    ) -> Result<Option<Subscription>, RuntimeError> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let row = sqlx::query(
+            "SELECT subscription FROM monitor_subscriptions WHERE tenant = ? AND subscription_id = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db("select subscription"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut s = serde_json::from_str::<Subscription>(&row.get::<String, _>("subscription"))
+            .map_err(|e| RuntimeError::backend("decode subscription", e))?;
+        change(&mut s);
+        let doc = serde_json::to_string(&s).map_err(|e| RuntimeError::backend("encode", e))?;
+        sqlx::query(
+            "UPDATE monitor_subscriptions SET subscription = ? WHERE tenant = ? AND subscription_id = ?",
+        )
+        .bind(doc)
+        .bind(tenant.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("update subscription"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(Some(s))
+    }
+
     pub async fn open(pool: SqlitePool) -> Result<Self, RuntimeError> {
         sqlx::raw_sql(SCHEMA)
             .execute(&pool)
@@ -310,36 +347,10 @@ impl EventStore for SqliteEventStore {
         id: &str,
         o: &Outcome,
     ) -> Result<(), RuntimeError> {
-        // One writer at a time: read, apply, write inside a transaction.
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        let row = sqlx::query(
-            "SELECT subscription FROM monitor_subscriptions WHERE tenant = ? AND subscription_id = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db("select subscription"))?;
-        let Some(row) = row else {
-            return Ok(()); // deleted meanwhile
-        };
-        let Ok(mut s) = serde_json::from_str::<Subscription>(&row.get::<String, _>("subscription"))
-        else {
-            return Ok(());
-        };
-        apply_outcome(&mut s.stats, o);
-        let doc = serde_json::to_string(&s).map_err(|e| RuntimeError::backend("encode", e))?;
-        sqlx::query(
-            "UPDATE monitor_subscriptions SET subscription = ? WHERE tenant = ? AND subscription_id = ?",
-        )
-        .bind(doc)
-        .bind(tenant.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("update subscription"))?;
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(())
+        // Deleted meanwhile: nothing to record.
+        self.change_subscription(tenant, id, |s| apply_outcome(&mut s.stats, o))
+            .await
+            .map(|_| ())
     }
 
     async fn set_enabled(
@@ -349,33 +360,8 @@ impl EventStore for SqliteEventStore {
         enabled: bool,
         note: Option<&str>,
     ) -> Result<Option<Subscription>, RuntimeError> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        let row = sqlx::query(
-            "SELECT subscription FROM monitor_subscriptions WHERE tenant = ? AND subscription_id = ?",
-        )
-        .bind(tenant.as_str())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db("select subscription"))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mut s = serde_json::from_str::<Subscription>(&row.get::<String, _>("subscription"))
-            .map_err(|e| RuntimeError::backend("decode subscription", e))?;
-        apply_enabled(&mut s, enabled, note);
-        let doc = serde_json::to_string(&s).map_err(|e| RuntimeError::backend("encode", e))?;
-        sqlx::query(
-            "UPDATE monitor_subscriptions SET subscription = ? WHERE tenant = ? AND subscription_id = ?",
-        )
-        .bind(doc)
-        .bind(tenant.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("update subscription"))?;
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(Some(s))
+        self.change_subscription(tenant, id, |s| apply_enabled(s, enabled, note))
+            .await
     }
 }
 
