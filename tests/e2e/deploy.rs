@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use tier_xs::engine::apply::{ApplyOptions, Outcome, Progress};
+use tier_xs::engine::lock::LockSeen;
 use tier_xs::engine::plan::Action;
 use tier_xs::ops::{Deployer, Inputs};
 use tier_xs::workspace::{Env, Tier};
@@ -777,6 +778,83 @@ async fn unlock_leaves_a_lease_its_holder_renewed_after_it_was_read() {
     let kept = d.table.read_lock().await.unwrap().unwrap();
     assert_eq!(kept.lease_id, stale.lease_id);
     assert!(kept.is_alive());
+}
+
+/// The lock counts its acquisitions and keeps the count when released. A plan made with the
+/// lock free stands under the lock only when this deploy's acquisition is the very next one;
+/// it is made again when another deploy held the lock in between, or held it while the plan
+/// was being made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_stands_under_the_lock_only_when_no_other_deploy_held_it_since() {
+    let env = unique_env("gen");
+    let aws = clients().await;
+    let d = Deployer::connect(aws.clone(), Env::new(&env).unwrap(), tier_xs::ladder())
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(30);
+    // A workspace never deployed: no table, no lock; the first lock creates the table.
+    let fresh = d.table.snapshot().await.unwrap();
+    assert!(!fresh.exists);
+    assert_eq!(fresh.lock, LockSeen::default());
+    let lease = d.lock(ttl).await.unwrap();
+    assert_eq!(lease.generation, 1);
+    assert!(fresh.lock.unchanged_by(&lease));
+    let during = d.table.snapshot().await.unwrap();
+    assert!(during.exists);
+    assert_eq!(
+        during.lock,
+        LockSeen {
+            generation: 1,
+            leased: true
+        }
+    );
+    lease.release().await.unwrap();
+
+    // Released: the item keeps its count and loses its lease (read with the SDK).
+    let item = aws
+        .dynamodb()
+        .get_item()
+        .table_name(format!("agentbus-{env}-deploy"))
+        .key("pk", AttributeValue::S("lock".into()))
+        .key("sk", AttributeValue::S("lock".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item.get("generation"), Some(&AttributeValue::N("1".into())));
+    for gone in ["lease_id", "holder", "expires_at"] {
+        assert!(!item.contains_key(gone), "{gone} left in {item:?}");
+    }
+    assert!(d.table.read_lock().await.unwrap().is_none());
+
+    // Planned while another deploy held the lock: made again, even as the next acquisition.
+    let lease = d.lock(ttl).await.unwrap();
+    assert_eq!(lease.generation, 2);
+    assert!(!during.lock.unchanged_by(&lease));
+    lease.release().await.unwrap();
+
+    // Another deploy takes and releases the lock between this plan and this lock.
+    let seen = d.table.snapshot().await.unwrap().lock;
+    assert_eq!(
+        seen,
+        LockSeen {
+            generation: 2,
+            leased: false
+        }
+    );
+    d.lock(ttl).await.unwrap().release().await.unwrap();
+    let lease = d.lock(ttl).await.unwrap();
+    assert_eq!(lease.generation, 4);
+    assert!(!seen.unchanged_by(&lease));
+    lease.release().await.unwrap();
+
+    // Nobody in between: the plan stands.
+    let seen = d.table.snapshot().await.unwrap().lock;
+    let lease = d.lock(ttl).await.unwrap();
+    assert!(seen.unchanged_by(&lease));
+    lease.release().await.unwrap();
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use crate::components::network;
 use crate::cost::{CostDelta, CostError, Usage};
 use crate::engine::apply::{self, ApplyOptions, ApplyReport};
 use crate::engine::lock::{
-    ApplyRecord, DeployTable, Lease, LockError, LockInfo, StoredSettings, iso, now_millis,
+    ApplyRecord, DeployTable, Lease, LockError, LockInfo, LockSeen, StoredSettings, TableSnapshot,
+    iso, now_millis,
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
 use crate::engine::{self, EngineError};
@@ -315,6 +316,19 @@ pub struct Planned {
     /// Settings differ from the stored ones (a deploy then records them even without
     /// resource changes).
     pub settings_changed: bool,
+    /// The lock as it was before the plan's observations.
+    pub lock_seen: LockSeen,
+}
+
+/// This run's inputs merged over the stored settings, and whether that changes them.
+fn merge_settings(stored: StoredSettings, inputs: &Inputs) -> (StoredSettings, bool) {
+    let mut values = stored.values.clone();
+    for (k, v) in &inputs.settings {
+        values.insert(k.clone(), v.clone());
+    }
+    let merged = StoredSettings { values };
+    let changed = merged != stored;
+    (merged, changed)
 }
 
 /// The state of one resource of the workspace, as `status` shows it.
@@ -346,20 +360,26 @@ impl Deployer {
 
     /// Merges this run's inputs over the settings of the last deploy.
     pub async fn settings(&self, inputs: &Inputs) -> Result<(StoredSettings, bool), OpsError> {
-        let stored = self.table.load_settings().await?;
-        let mut values = stored.values.clone();
-        for (k, v) in &inputs.settings {
-            values.insert(k.clone(), v.clone());
-        }
-        let merged = StoredSettings { values };
-        let changed = merged != stored;
-        Ok((merged, changed))
+        Ok(merge_settings(self.table.load_settings().await?, inputs))
     }
 
-    /// The workspace's network: the remembered VPC and subnets, or the region's defaults.
-    async fn network(&self, s: &StoredSettings) -> Result<network::Network, OpsError> {
-        let vpc = s.text(SETTING_VPC);
-        Ok(network::resolve(&self.aws, vpc.as_deref(), &s.list(SETTING_SUBNETS)).await?)
+    /// The deploy table's settings and lock, and the workspace's network, read together:
+    /// the region's default network is looked up while the settings are read, and used
+    /// unless the settings name a VPC or subnets.
+    async fn snapshot_and_network(&self) -> Result<(TableSnapshot, network::Network), OpsError> {
+        let (table, default) = tokio::join!(
+            self.table.snapshot(),
+            network::resolve(&self.aws, None, &[])
+        );
+        let table = table?;
+        let s = &table.settings;
+        let (vpc, subnets) = (s.text(SETTING_VPC), s.list(SETTING_SUBNETS));
+        let network = if vpc.is_none() && subnets.is_empty() {
+            default?
+        } else {
+            network::resolve(&self.aws, vpc.as_deref(), &subnets).await?
+        };
+        Ok((table, network))
     }
 
     /// Plans converging the workspace to `target` (`None`: remove everything).
@@ -367,8 +387,26 @@ impl Deployer {
         if let Some(t) = target {
             self.ladder.check(t)?;
         }
-        let (settings, settings_changed) = self.settings(inputs).await?;
-        let network = self.network(&settings).await?;
+        // The network comes from the stored settings: a deploy stores `--vpc` and
+        // `--subnet` before it changes anything, so a new VPC is only read on that deploy.
+        let names_network = [SETTING_VPC, SETTING_SUBNETS]
+            .iter()
+            .any(|k| inputs.settings.contains_key(*k));
+        let (table, network) = if names_network {
+            let table = self.table.snapshot().await?;
+            let (merged, _) = merge_settings(table.settings.clone(), inputs);
+            let network = network::resolve(
+                &self.aws,
+                merged.text(SETTING_VPC).as_deref(),
+                &merged.list(SETTING_SUBNETS),
+            )
+            .await?;
+            (table, network)
+        } else {
+            self.snapshot_and_network().await?
+        };
+        let lock_seen = table.lock;
+        let (settings, settings_changed) = merge_settings(table.settings, inputs);
         let usage = self
             .ladder
             .usage_book()
@@ -451,6 +489,7 @@ impl Deployer {
             plan,
             settings,
             settings_changed,
+            lock_seen,
         })
     }
 
@@ -539,10 +578,15 @@ impl Deployer {
         format!("{} on {host} (pid {})", self.caller.arn, std::process::id())
     }
 
-    /// Creates the deploy table if needed and takes the workspace lock.
+    /// Takes the workspace lock, creating the deploy table on a workspace's first deploy.
     pub async fn lock(&self, ttl: Duration) -> Result<Lease, OpsError> {
-        self.table.ensure().await?;
-        Ok(self.table.acquire(&self.holder(), ttl).await?)
+        match self.table.acquire(&self.holder(), ttl).await {
+            Err(LockError::NoTable(_)) => {
+                self.table.create().await?;
+                Ok(self.table.acquire(&self.holder(), ttl).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Applies a plan made under the lock, records it, and stores the settings.
@@ -565,10 +609,13 @@ impl Deployer {
         opts.parallelism = opts.parallelism.max(1);
         let report = apply::apply(&self.aws, &planned.plan, opts).await;
         watcher.abort();
-        if planned.plan.target.is_some() {
-            self.table.save_settings(&planned.settings).await?;
-        }
-        self.record(&planned.plan, &report).await?;
+        let save = async {
+            if planned.plan.target.is_some() && planned.settings_changed {
+                self.table.save_settings(&planned.settings).await?;
+            }
+            Ok::<_, OpsError>(())
+        };
+        tokio::try_join!(save, self.record(&planned.plan, &report))?;
         Ok(report)
     }
 
@@ -618,7 +665,9 @@ impl Deployer {
             OpsError::Lock(l) => OpsError::Locking(l),
             other => other,
         })?;
-        let result = self.converge_locked(target, inputs, &lease, ui, opts).await;
+        let result = self
+            .converge_locked(first, target, inputs, &lease, ui, opts)
+            .await;
         let released = lease.release().await;
         let converged = result?;
         released.map_err(OpsError::Releasing)?;
@@ -639,15 +688,23 @@ impl Deployer {
         }
     }
 
+    /// Under the lock: the first plan stands when no other deploy held the lock since it was
+    /// made (see [`LockSeen::unchanged_by`]); otherwise the cloud is observed again.
     async fn converge_locked(
         &self,
+        first: Planned,
         target: Option<Tier>,
         inputs: &Inputs,
         lease: &Lease,
         ui: &dyn ConvergeUi,
         opts: ApplyOptions,
     ) -> Result<Converged, OpsError> {
-        let planned = self.plan(target, inputs).await?;
+        let planned = if first.lock_seen.unchanged_by(lease) {
+            first
+        } else {
+            tracing::info!("another deploy held the lock since the plan was made: planning again");
+            self.plan(target, inputs).await?
+        };
         ui.show(&planned);
         if !ui.assume_yes() && !ui.confirm(&planned) {
             return Ok(Converged::Declined(planned));
@@ -683,8 +740,7 @@ impl Deployer {
     }
 
     pub async fn status(&self) -> Result<Status, OpsError> {
-        let history = self.table.history(10).await?;
-        let lock = self.table.read_lock().await?;
+        let (history, lock) = tokio::try_join!(self.table.history(10), self.table.read_lock())?;
         let deployed = history.iter().find(|r| r.succeeded).map(|r| r.tier);
         let target = deployed.flatten();
         let planned = self
@@ -727,6 +783,34 @@ impl Deployer {
             unobserved,
             history,
         })
+    }
+
+    /// Where the dashboard answers after an apply, from the outputs the apply left: what a
+    /// deploy prints next, without observing the workspace once more.
+    pub async fn dashboard_url_after(&self, plan: &Plan, report: &ApplyReport) -> Option<String> {
+        let mut after = plan.clone();
+        after.observed = plan
+            .resources
+            .iter()
+            .filter_map(|r| {
+                let prefix = format!("{}.", r.id());
+                let outputs: BTreeMap<String, String> = report
+                    .outputs
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_string(), v.clone())))
+                    .collect();
+                (!outputs.is_empty()).then(|| {
+                    (
+                        r.id(),
+                        engine::Observed {
+                            fields: BTreeMap::new(),
+                            outputs,
+                        },
+                    )
+                })
+            })
+            .collect();
+        self.dashboard_url(&after).await
     }
 
     /// Where the dashboard answers: a resource's own address if one has it (whatever fronts
@@ -926,9 +1010,12 @@ impl Deployer {
         let lease = self.lock(Duration::from_secs(60)).await?;
         let result = async {
             let mut settings = self.table.load_settings().await?;
-            settings
+            let before = settings
                 .values
                 .insert(crate::xs::layer::settings::IMAGE.to_string(), json!(image));
+            if before.as_ref() == Some(&json!(image)) {
+                return Ok(());
+            }
             self.table.save_settings(&settings).await
         }
         .await;

@@ -131,7 +131,7 @@ pub async fn converge(
             if g.json() {
                 print_json(&serde_json::json!({
                     "workspace": d.ws.id(), "changed": false, "plan": planned.plan,
-                    "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
+                    "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(), "calls": d.aws.stats.snapshot(),
                 }))?;
             }
             Ok(0)
@@ -151,7 +151,7 @@ pub async fn converge(
             deploy_table,
         } => {
             let next = if report.succeeded() && target.is_some() {
-                Some(next_steps(d).await)
+                Some(next_steps(d, &planned, &report).await)
             } else {
                 None
             };
@@ -195,10 +195,10 @@ impl NextSteps {
     }
 }
 
-async fn next_steps(d: &Deployer) -> NextSteps {
+async fn next_steps(d: &Deployer, planned: &Planned, report: &ApplyReport) -> NextSteps {
     let env = d.ws.env.to_string();
     NextSteps {
-        dashboard_url: d.status().await.ok().and_then(|s| s.dashboard_url),
+        dashboard_url: d.dashboard_url_after(&planned.plan, report).await,
         next: format!(
             "`agentbus token create --env {env} --tenant NAME` prints a token for the dashboard and MCP clients"
         ),
@@ -269,7 +269,7 @@ fn summarize(
     if g.json() {
         print_json(&serde_json::json!({
             "workspace": d.ws.id(), "changed": true, "plan": planned.plan, "report": report,
-            "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
+            "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(), "calls": d.aws.stats.snapshot(),
             "dashboard_url": next.and_then(|n| n.dashboard_url.clone()),
             "next": next.map(|n| n.next.clone()),
         }))?;

@@ -35,7 +35,7 @@ pub async fn run(args: PlanArgs) -> Result<u8> {
         print_json(&serde_json::json!({
             "workspace": d.ws.id(), "tier": tier, "plan": planned.plan,
             "settings_changed": planned.settings_changed,
-            "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(),
+            "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(), "calls": d.aws.stats.snapshot(),
         }))?;
     }
     if !planned.plan.problems.is_empty() {

@@ -16,7 +16,7 @@ use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
-    output_or_unknown, require_output, wait_until,
+    output_or_unknown, own_tags, pair, require_output, wait_until,
 };
 use tier_xs::workspace::Workspace;
 
@@ -214,6 +214,11 @@ impl Resource for DbCluster {
                 .field(
                     "copy_tags_to_snapshot",
                     c.copy_tags_to_snapshot().unwrap_or(false),
+                )
+                // The describe answer carries the tags (TagList): no tag read needed.
+                .field(
+                    "tags",
+                    own_tags(c.tag_list().iter().map(|t| pair(t.key(), t.value()))),
                 )
                 .output("arn", c.db_cluster_arn().unwrap_or_default())
                 .output("endpoint", c.endpoint().unwrap_or_default())

@@ -12,7 +12,7 @@ use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
-    output_or_unknown, require_output, wait_until,
+    output_or_unknown, own_tags, pair, require_output, wait_until,
 };
 use tier_xs::workspace::Workspace;
 
@@ -129,6 +129,11 @@ impl Resource for DbInstance {
                 .field(
                     "publicly_accessible",
                     i.publicly_accessible().unwrap_or(false),
+                )
+                // The describe answer carries the tags (TagList): no tag read needed.
+                .field(
+                    "tags",
+                    own_tags(i.tag_list().iter().map(|t| pair(t.key(), t.value()))),
                 )
                 .output("arn", i.db_instance_arn().unwrap_or_default())
                 .output("name", self.meta.name.clone()),

@@ -162,6 +162,18 @@ impl Resource for Topic {
         if found.is_none() {
             return Ok(None);
         }
+        Ok(Some(
+            Observed::default()
+                .output("arn", self.arn.clone())
+                .output("name", self.meta.name.clone()),
+        ))
+    }
+    /// The topic's e-mail subscriptions, listed while the engine reads its tags.
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
         // A pending subscription of another address cannot be removed and lapses by itself:
         // it is not counted as a difference.
         let emails: Vec<Value> = self
@@ -171,12 +183,7 @@ impl Resource for Topic {
             .filter(|(address, sub)| sub != PENDING || Some(address) == self.email.as_ref())
             .map(|(address, _)| Value::String(address))
             .collect();
-        Ok(Some(
-            Observed::default()
-                .field("email_subscriptions", Value::Array(emails))
-                .output("arn", self.arn.clone())
-                .output("name", self.meta.name.clone()),
-        ))
+        Ok(Observed::default().field("email_subscriptions", Value::Array(emails)))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;

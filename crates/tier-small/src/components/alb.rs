@@ -217,17 +217,6 @@ impl Resource for LoadBalancer {
         subnets.sort();
         let mut sgs = lb.security_groups().to_vec();
         sgs.sort();
-        let attrs = aws
-            .elb()
-            .describe_load_balancer_attributes()
-            .load_balancer_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| m.fail("DescribeLoadBalancerAttributes", e))?;
-        let attributes = observed_attributes(
-            &LOAD_BALANCER_ATTRIBUTES,
-            attrs.attributes().iter().map(|a| (a.key(), a.value())),
-        );
         Ok(Some(
             Observed::default()
                 .field(
@@ -244,10 +233,27 @@ impl Resource for LoadBalancer {
                 )
                 .field("subnets", json!(subnets))
                 .field("security_groups", json!(sgs))
-                .field("attributes", attributes)
                 .output("arn", arn)
                 .output("dns_name", lb.dns_name().unwrap_or_default()),
         ))
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let attrs = aws
+            .elb()
+            .describe_load_balancer_attributes()
+            .load_balancer_arn(found.out("arn"))
+            .send()
+            .await
+            .map_err(|e| self.meta.fail("DescribeLoadBalancerAttributes", e))?;
+        let attributes = observed_attributes(
+            &LOAD_BALANCER_ATTRIBUTES,
+            attrs.attributes().iter().map(|a| (a.key(), a.value())),
+        );
+        Ok(Observed::default().field("attributes", attributes))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
@@ -490,17 +496,6 @@ impl Resource for TargetGroup {
             return Ok(None);
         };
         let arn = tg.target_group_arn().unwrap_or_default().to_string();
-        let attrs = aws
-            .elb()
-            .describe_target_group_attributes()
-            .target_group_arn(&arn)
-            .send()
-            .await
-            .map_err(|e| m.fail("DescribeTargetGroupAttributes", e))?;
-        let attributes = observed_attributes(
-            &TARGET_GROUP_ATTRIBUTES,
-            attrs.attributes().iter().map(|a| (a.key(), a.value())),
-        );
         Ok(Some(
             Observed::default()
                 .field(
@@ -530,9 +525,26 @@ impl Resource for TargetGroup {
                         "unhealthy": tg.unhealthy_threshold_count().unwrap_or_default(),
                     }),
                 )
-                .field("attributes", attributes)
                 .output("arn", arn),
         ))
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let attrs = aws
+            .elb()
+            .describe_target_group_attributes()
+            .target_group_arn(found.out("arn"))
+            .send()
+            .await
+            .map_err(|e| self.meta.fail("DescribeTargetGroupAttributes", e))?;
+        let attributes = observed_attributes(
+            &TARGET_GROUP_ATTRIBUTES,
+            attrs.attributes().iter().map(|a| (a.key(), a.value())),
+        );
+        Ok(Observed::default().field("attributes", attributes))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;

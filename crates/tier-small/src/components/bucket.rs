@@ -478,18 +478,35 @@ impl Resource for Bucket {
         if found(head, HeadBucketError::is_not_found, m, "HeadBucket")?.is_none() {
             return Ok(None);
         }
-        let versioning = aws
-            .s3()
-            .get_bucket_versioning()
-            .bucket(name)
-            .send()
-            .await
+        Ok(Some(
+            Observed::default()
+                .output("name", name.clone())
+                .output("arn", self.arn()),
+        ))
+    }
+    /// The bucket's five configurations, read at once.
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let m = &self.meta;
+        let name = &m.name;
+        let s3 = aws.s3();
+        let (versioning, encryption, pab, lifecycle, policy) = tokio::join!(
+            s3.get_bucket_versioning().bucket(name).send(),
+            s3.get_bucket_encryption().bucket(name).send(),
+            s3.get_public_access_block().bucket(name).send(),
+            s3.get_bucket_lifecycle_configuration().bucket(name).send(),
+            s3.get_bucket_policy().bucket(name).send(),
+        );
+        let versioning = versioning
             .map_err(|e| m.fail("GetBucketVersioning", e))?
             .status()
             .map(|s| s.as_str().to_string())
             .unwrap_or_else(|| "never enabled".into());
         let encryption = found(
-            aws.s3().get_bucket_encryption().bucket(name).send().await,
+            encryption,
             unmodeled::<GetBucketEncryptionError>(codes::NO_ENCRYPTION),
             m,
             "GetBucketEncryption",
@@ -502,7 +519,7 @@ impl Resource for Bucket {
         })
         .unwrap_or_else(|| "none".into());
         let pab = match found(
-            aws.s3().get_public_access_block().bucket(name).send().await,
+            pab,
             unmodeled::<GetPublicAccessBlockError>(codes::NO_PUBLIC_ACCESS_BLOCK),
             m,
             "GetPublicAccessBlock",
@@ -528,11 +545,7 @@ impl Resource for Bucket {
             None => "none".into(),
         };
         let lifecycle = match found(
-            aws.s3()
-                .get_bucket_lifecycle_configuration()
-                .bucket(name)
-                .send()
-                .await,
+            lifecycle,
             unmodeled::<GetBucketLifecycleConfigurationError>(codes::NO_LIFECYCLE),
             m,
             "GetBucketLifecycleConfiguration",
@@ -567,23 +580,19 @@ impl Resource for Bucket {
             None => Value::Null,
         };
         let policy = found(
-            aws.s3().get_bucket_policy().bucket(name).send().await,
+            policy,
             unmodeled::<GetBucketPolicyError>(codes::NO_POLICY),
             m,
             "GetBucketPolicy",
         )?
         .and_then(|o| o.policy().map(tier_xs::components::normalize_json))
         .unwrap_or(Value::Null);
-        Ok(Some(
-            Observed::default()
-                .field("versioning", versioning)
-                .field("encryption", encryption)
-                .field("public_access_block", pab)
-                .field("lifecycle", lifecycle)
-                .field("policy", policy)
-                .output("name", name.clone())
-                .output("arn", self.arn()),
-        ))
+        Ok(Observed::default()
+            .field("versioning", versioning)
+            .field("encryption", encryption)
+            .field("public_access_block", pab)
+            .field("lifecycle", lifecycle)
+            .field("policy", policy))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;

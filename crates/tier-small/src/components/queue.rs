@@ -240,10 +240,18 @@ impl Resource for Queue {
         let Some(url) = self.url(aws).await? else {
             return Ok(None);
         };
+        Ok(Some(Observed::default().output("url", url)))
+    }
+    /// The queue's attributes (its ARN among them), read while the engine reads its tags.
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        found: &Observed,
+    ) -> Result<Observed, EngineError> {
         let out = aws
             .sqs()
             .get_queue_attributes()
-            .queue_url(&url)
+            .queue_url(found.out("url"))
             .set_attribute_names(Some(attr_names().to_vec()))
             .send()
             .await
@@ -260,31 +268,28 @@ impl Resource for Queue {
             .get(&QueueAttributeName::QueueArn)
             .cloned()
             .unwrap_or_else(|| self.arn.clone());
-        Ok(Some(
-            Observed::default()
-                .field(
-                    "retention_seconds",
-                    num(&attrs, QueueAttributeName::MessageRetentionPeriod),
-                )
-                .field(
-                    "visibility_timeout_seconds",
-                    num(&attrs, QueueAttributeName::VisibilityTimeout),
-                )
-                .field(
-                    "receive_wait_seconds",
-                    num(&attrs, QueueAttributeName::ReceiveMessageWaitTimeSeconds),
-                )
-                .field(
-                    "encrypted",
-                    attrs
-                        .get(&QueueAttributeName::SqsManagedSseEnabled)
-                        .is_some_and(|v| v == "true"),
-                )
-                .field("redrive", json_attr(QueueAttributeName::RedrivePolicy))
-                .field("policy", json_attr(QueueAttributeName::Policy))
-                .output("arn", arn)
-                .output("url", url),
-        ))
+        Ok(Observed::default()
+            .field(
+                "retention_seconds",
+                num(&attrs, QueueAttributeName::MessageRetentionPeriod),
+            )
+            .field(
+                "visibility_timeout_seconds",
+                num(&attrs, QueueAttributeName::VisibilityTimeout),
+            )
+            .field(
+                "receive_wait_seconds",
+                num(&attrs, QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+            )
+            .field(
+                "encrypted",
+                attrs
+                    .get(&QueueAttributeName::SqsManagedSseEnabled)
+                    .is_some_and(|v| v == "true"),
+            )
+            .field("redrive", json_attr(QueueAttributeName::RedrivePolicy))
+            .field("policy", json_attr(QueueAttributeName::Policy))
+            .output("arn", arn))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;

@@ -121,17 +121,21 @@ impl Budget {
             .send()
             .await
             .map_err(|e| self.meta.fail("DescribeNotificationsForBudget", e))?;
+        // Each notification's subscribers, read at once.
+        let subscribers =
+            futures::future::try_join_all(out.notifications().iter().map(|n| async move {
+                aws.budgets()
+                    .describe_subscribers_for_notification()
+                    .account_id(&self.account)
+                    .budget_name(&self.meta.name)
+                    .notification(n.clone())
+                    .send()
+                    .await
+                    .map_err(|e| self.meta.fail("DescribeSubscribersForNotification", e))
+            }))
+            .await?;
         let mut alerts = Vec::new();
-        for n in out.notifications() {
-            let subs = aws
-                .budgets()
-                .describe_subscribers_for_notification()
-                .account_id(&self.account)
-                .budget_name(&self.meta.name)
-                .notification(n.clone())
-                .send()
-                .await
-                .map_err(|e| self.meta.fail("DescribeSubscribersForNotification", e))?;
+        for (n, subs) in out.notifications().iter().zip(subscribers) {
             for s in subs.subscribers() {
                 let to = format!(
                     "{}:{}",
@@ -216,6 +220,19 @@ impl Resource for Budget {
                 )
             })
             .unwrap_or_else(|| "all cost of the account".into());
+        Ok(Some(
+            Observed::default()
+                .field("limit_usd", limit)
+                .field("period", b.time_unit.as_str().to_string())
+                .field("counts", tag)
+                .output("name", self.meta.name.clone()),
+        ))
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
         let mut alerts: Vec<String> = self
             .current_alerts(aws)
             .await?
@@ -223,14 +240,7 @@ impl Resource for Budget {
             .map(|(n, to)| alert_text(n.notification_type.as_str(), n.threshold, &to))
             .collect();
         alerts.sort();
-        Ok(Some(
-            Observed::default()
-                .field("limit_usd", limit)
-                .field("period", b.time_unit.as_str().to_string())
-                .field("counts", tag)
-                .field("alerts", json!(alerts))
-                .output("name", self.meta.name.clone()),
-        ))
+        Ok(Observed::default().field("alerts", json!(alerts)))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let mut req = aws
@@ -256,7 +266,7 @@ impl Resource for Budget {
                 if e.as_service_error()
                     .is_some_and(CreateBudgetError::is_duplicate_record_exception) =>
             {
-                let current = self.observe(aws).await?.unwrap_or_default();
+                let current = crate::engine::observe(self, aws).await?.unwrap_or_default();
                 let fields = ["limit_usd".to_string(), "alerts".to_string()];
                 self.update(aws, &Edit::new(outputs, &current, &fields))
                     .await

@@ -215,20 +215,6 @@ impl Resource for EventRule {
             return Ok(None);
         };
         let arn = out.arn.clone().unwrap_or_default();
-        let targets = aws
-            .events()
-            .list_targets_by_rule()
-            .rule(&self.meta.name)
-            .event_bus_name(&self.bus_name)
-            .send()
-            .await
-            .map_err(|e| self.meta.fail("ListTargetsByRule", e))?;
-        let mut t: Vec<Value> = targets
-            .targets()
-            .iter()
-            .map(|t| json!({"id": t.id, "arn": t.arn}))
-            .collect();
-        t.sort_by_key(|v| v.to_string());
         Ok(Some(
             Observed::default()
                 .field(
@@ -246,10 +232,30 @@ impl Resource for EventRule {
                         .map(|s| s.as_str().to_string())
                         .unwrap_or_default(),
                 )
-                .field("targets", Value::Array(t))
                 .output("arn", arn)
                 .output("name", self.meta.name.clone()),
         ))
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let targets = aws
+            .events()
+            .list_targets_by_rule()
+            .rule(&self.meta.name)
+            .event_bus_name(&self.bus_name)
+            .send()
+            .await
+            .map_err(|e| self.meta.fail("ListTargetsByRule", e))?;
+        let mut t: Vec<Value> = targets
+            .targets()
+            .iter()
+            .map(|t| json!({"id": t.id, "arn": t.arn}))
+            .collect();
+        t.sort_by_key(|v| v.to_string());
+        Ok(Observed::default().field("targets", Value::Array(t)))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let mut req = aws

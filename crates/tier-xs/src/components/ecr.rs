@@ -205,18 +205,6 @@ impl Resource for EcrRepository {
         };
         let arn = r.repository_arn().unwrap_or_default().to_string();
         let uri = r.repository_uri().unwrap_or_default().to_string();
-        let policy = found(
-            aws.ecr()
-                .get_lifecycle_policy()
-                .repository_name(&m.name)
-                .send()
-                .await,
-            GetLifecyclePolicyError::is_lifecycle_policy_not_found_exception,
-            m,
-            "GetLifecyclePolicy",
-        )?
-        .and_then(|p| p.lifecycle_policy_text().map(super::normalize_json))
-        .unwrap_or(Value::Null);
         let observed = Observed::default()
             .field(
                 "tag_mutability",
@@ -234,9 +222,28 @@ impl Resource for EcrRepository {
                 r.encryption_configuration()
                     .map(|c| c.encryption_type().as_str().to_string())
                     .unwrap_or_else(|| "AES256".into()),
-            )
-            .field("lifecycle_policy", policy);
+            );
         Ok(Some(self.outputs(observed, &arn, &uri)))
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let m = &self.meta;
+        let policy = found(
+            aws.ecr()
+                .get_lifecycle_policy()
+                .repository_name(&m.name)
+                .send()
+                .await,
+            GetLifecyclePolicyError::is_lifecycle_policy_not_found_exception,
+            m,
+            "GetLifecyclePolicy",
+        )?
+        .and_then(|p| p.lifecycle_policy_text().map(super::normalize_json))
+        .unwrap_or(Value::Null);
+        Ok(Observed::default().field("lifecycle_policy", policy))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let created = aws

@@ -1171,7 +1171,9 @@ impl Resource for Service {
             .map(|c| c.field)
             .collect();
         if !missing.is_empty() {
+            // The update waits for the steady state itself.
             engine::update(self, aws, outputs, &obs, &missing).await?;
+            return Ok(());
         }
         self.wait_steady(aws, &td).await?;
         Ok(())

@@ -7,16 +7,17 @@ use async_trait::async_trait;
 use aws_sdk_iam::operation::create_role::CreateRoleError;
 use aws_sdk_iam::operation::delete_role::DeleteRoleError;
 use aws_sdk_iam::operation::get_role::GetRoleError;
+use aws_sdk_iam::operation::get_role_policy::GetRolePolicyError;
 use aws_sdk_iam::operation::list_role_policies::ListRolePoliciesError;
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
-use crate::engine::pair;
 use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
+use crate::engine::{own_tags, pair};
 use crate::tag_api;
 use crate::workspace::Workspace;
 
@@ -218,49 +219,93 @@ impl Resource for Role {
         let Some(role) = out.role else {
             return Ok(None);
         };
-        let names = aws
-            .iam()
-            .list_role_policies()
-            .role_name(&m.name)
-            .send()
-            .await
-            .map_err(|e| m.fail("ListRolePolicies", e))?;
-        let mut inline = serde_json::Map::new();
-        for p in names.policy_names() {
-            let doc = aws
-                .iam()
-                .get_role_policy()
-                .role_name(&m.name)
-                .policy_name(p)
-                .send()
-                .await
-                .map_err(|e| m.fail("GetRolePolicy", e))?;
-            inline.insert(p.clone(), decode_policy(&doc.policy_document));
-        }
-        let attached = aws
-            .iam()
-            .list_attached_role_policies()
-            .role_name(&m.name)
-            .send()
-            .await
-            .map_err(|e| m.fail("ListAttachedRolePolicies", e))?;
-        let mut managed: Vec<String> = attached
-            .attached_policies()
-            .iter()
-            .filter_map(|p| p.policy_arn.clone())
-            .collect();
-        managed.sort();
+        // GetRole returns the role's tags (IAM API reference, Role): no ListRoleTags needed.
         Ok(Some(
             Observed::default()
                 .field(
                     "trust_policy",
                     decode_policy(role.assume_role_policy_document.as_deref().unwrap_or("{}")),
                 )
-                .field("inline_policies", Value::Object(inline))
-                .field("managed_policies", json!(managed))
+                .field(
+                    "tags",
+                    own_tags(role.tags().iter().map(|t| pair(t.key(), t.value()))),
+                )
                 .output("arn", role.arn)
                 .output("name", m.name.clone()),
         ))
+    }
+
+    /// The inline policies (listed, then all read at once) and, meanwhile, the attached ones.
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let m = &self.meta;
+        let iam = aws.iam();
+        // Our own policy is read while the list is; others (left by hand) after it.
+        let read = |name: String| {
+            let iam = iam.clone();
+            async move {
+                let doc = found(
+                    iam.get_role_policy()
+                        .role_name(&m.name)
+                        .policy_name(&name)
+                        .send()
+                        .await,
+                    GetRolePolicyError::is_no_such_entity_exception,
+                    m,
+                    "GetRolePolicy",
+                )?;
+                Ok::<_, EngineError>((name, doc.map(|d| decode_policy(&d.policy_document))))
+            }
+        };
+        let inline = async {
+            let (names, own) = tokio::try_join!(
+                async {
+                    iam.list_role_policies()
+                        .role_name(&m.name)
+                        .send()
+                        .await
+                        .map_err(|e| m.fail("ListRolePolicies", e))
+                },
+                read(self.policy_name.clone())
+            )?;
+            let others = futures::future::try_join_all(
+                names
+                    .policy_names()
+                    .iter()
+                    .filter(|p| **p != self.policy_name)
+                    .map(|p| read(p.clone())),
+            )
+            .await?;
+            let listed = |name: &str| names.policy_names().iter().any(|p| p == name);
+            Ok::<_, EngineError>(
+                std::iter::once(own)
+                    .chain(others)
+                    // Gone between the list and the read, or never there.
+                    .filter_map(|(name, doc)| Some((name, doc?)))
+                    .filter(|(name, _)| listed(name))
+                    .collect::<serde_json::Map<_, _>>(),
+            )
+        };
+        let attached = async {
+            iam.list_attached_role_policies()
+                .role_name(&m.name)
+                .send()
+                .await
+                .map_err(|e| m.fail("ListAttachedRolePolicies", e))
+        };
+        let (inline, attached) = tokio::try_join!(inline, attached)?;
+        let mut managed: Vec<String> = attached
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn.clone())
+            .collect();
+        managed.sort();
+        Ok(Observed::default()
+            .field("inline_policies", Value::Object(inline))
+            .field("managed_policies", json!(managed)))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use aws_sdk_ec2::types::Filter;
+use aws_sdk_ec2::types::{Filter, Subnet};
 
 use crate::aws::AwsClients;
 use crate::engine::EngineError;
@@ -20,23 +20,33 @@ pub struct Network {
 }
 
 /// Resolves the network: the given VPC (or the default one) and the given subnets (or the
-/// VPC's default-for-AZ subnets, else all its subnets).
+/// VPC's default-for-AZ subnets, else all its subnets). The default VPC and its default
+/// subnets are looked up at once: default-for-AZ subnets exist only in the default VPC.
 pub async fn resolve(
     aws: &AwsClients,
     vpc: Option<&str>,
     subnets: &[String],
 ) -> Result<Network, EngineError> {
-    let vpc_id = match vpc {
-        Some(v) => v.to_string(),
+    let (vpc_id, found) = match vpc {
+        Some(v) => (v.to_string(), None),
         None => {
-            let out = aws
-                .ec2()
-                .describe_vpcs()
-                .filters(Filter::builder().name("is-default").values("true").build())
-                .send()
-                .await
-                .map_err(|e| EngineError::aws("network", "DescribeVpcs", e))?;
-            out.vpcs()
+            let ec2 = aws.ec2();
+            let (vpcs, defaults) = tokio::join!(
+                ec2.describe_vpcs()
+                    .filters(Filter::builder().name("is-default").values("true").build())
+                    .send(),
+                ec2.describe_subnets()
+                    .filters(
+                        Filter::builder()
+                            .name("default-for-az")
+                            .values("true")
+                            .build()
+                    )
+                    .send()
+            );
+            let vpcs = vpcs.map_err(|e| EngineError::aws("network", "DescribeVpcs", e))?;
+            let vpc_id = vpcs
+                .vpcs()
                 .first()
                 .and_then(|v| v.vpc_id.clone())
                 .ok_or_else(|| {
@@ -44,23 +54,39 @@ pub async fn resolve(
                         "this region has no default VPC: pass --vpc VPC_ID and --subnet SUBNET_ID (one or more public subnets)"
                             .into(),
                     )
-                })?
+                })?;
+            let defaults =
+                defaults.map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?;
+            let defaults: Vec<Subnet> = defaults
+                .subnets()
+                .iter()
+                .filter(|s| s.vpc_id.as_deref() == Some(vpc_id.as_str()))
+                .cloned()
+                .collect();
+            // Named subnets need their zones, which only the VPC's whole list gives.
+            (
+                vpc_id,
+                (!defaults.is_empty() && subnets.is_empty()).then_some(defaults),
+            )
         }
     };
-    let out = aws
-        .ec2()
-        .describe_subnets()
-        .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
-        .send()
-        .await
-        .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?;
-    let zones = out
-        .subnets()
+    let all = match found {
+        Some(defaults) => defaults,
+        None => aws
+            .ec2()
+            .describe_subnets()
+            .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+            .send()
+            .await
+            .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?
+            .subnets()
+            .to_vec(),
+    };
+    let zones = all
         .iter()
         .filter_map(|s| Some((s.subnet_id.clone()?, s.availability_zone.clone()?)))
         .collect();
     let mut subnet_ids: Vec<String> = if subnets.is_empty() {
-        let all: Vec<_> = out.subnets().to_vec();
         let defaults: Vec<String> = all
             .iter()
             .filter(|s| s.default_for_az == Some(true))

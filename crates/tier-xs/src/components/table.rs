@@ -297,13 +297,35 @@ impl Resource for DynamoTable {
             Some(s) if s.as_str() == "ENABLED" => "KMS (AWS managed key)",
             _ => "AWS owned key",
         };
-        let ttl = aws
-            .dynamodb()
-            .describe_time_to_live()
-            .table_name(&m.name)
-            .send()
-            .await
-            .map_err(|e| m.fail("DescribeTimeToLive", e))?;
+        Ok(Some(
+            Observed::default()
+                .field("key_schema", key_schema_text(&hash, range.as_deref()))
+                .field("billing_mode", billing)
+                .field("global_indexes", json!(gsis))
+                .field("encryption", sse)
+                .field(
+                    "deletion_protection",
+                    t.deletion_protection_enabled.unwrap_or(false),
+                )
+                .output("arn", arn)
+                .output("name", m.name.clone()),
+        ))
+    }
+
+    /// Time to live and point-in-time recovery: two more reads, at once.
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        let m = &self.0.meta;
+        let ddb = aws.dynamodb();
+        let (ttl, backups) = tokio::join!(
+            ddb.describe_time_to_live().table_name(&m.name).send(),
+            ddb.describe_continuous_backups().table_name(&m.name).send()
+        );
+        let ttl = ttl.map_err(|e| m.fail("DescribeTimeToLive", e))?;
+        let backups = backups.map_err(|e| m.fail("DescribeContinuousBackups", e))?;
         let ttl_attr = ttl
             .time_to_live_description
             .filter(|d| {
@@ -313,37 +335,18 @@ impl Resource for DynamoTable {
                     .unwrap_or(false)
             })
             .and_then(|d| d.attribute_name);
-        let backups = aws
-            .dynamodb()
-            .describe_continuous_backups()
-            .table_name(&m.name)
-            .send()
-            .await
-            .map_err(|e| m.fail("DescribeContinuousBackups", e))?;
         let pitr = backups
             .continuous_backups_description
             .and_then(|d| d.point_in_time_recovery_description)
             .and_then(|p| p.point_in_time_recovery_status)
             .map(|s| s.as_str() == "ENABLED")
             .unwrap_or(false);
-        Ok(Some(
-            Observed::default()
-                .field("key_schema", key_schema_text(&hash, range.as_deref()))
-                .field("billing_mode", billing)
-                .field("global_indexes", json!(gsis))
-                .field(
-                    "ttl_attribute",
-                    ttl_attr.map(Value::from).unwrap_or(Value::Null),
-                )
-                .field("point_in_time_recovery", pitr)
-                .field("encryption", sse)
-                .field(
-                    "deletion_protection",
-                    t.deletion_protection_enabled.unwrap_or(false),
-                )
-                .output("arn", arn)
-                .output("name", m.name.clone()),
-        ))
+        Ok(Observed::default()
+            .field(
+                "ttl_attribute",
+                ttl_attr.map(Value::from).unwrap_or(Value::Null),
+            )
+            .field("point_in_time_recovery", pitr))
     }
 
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {

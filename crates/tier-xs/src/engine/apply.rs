@@ -216,6 +216,10 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
     }
 
     let parallelism = opts.parallelism.max(1);
+    // When more is ready than may run, the longest chain of dependents goes first: a role
+    // that a task definition and then a service wait for starts before a log group nothing
+    // waits for.
+    let order = longest_chain_first(&nodes);
     let mut status: Vec<Option<bool>> = vec![None; nodes.len()]; // Some(true) ok, Some(false) not ok
     let mut started_set: HashSet<usize> = HashSet::new();
     let mut running: FuturesUnordered<BoxFuture<'_, NodeResult>> = FuturesUnordered::new();
@@ -227,7 +231,7 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
             let mut progressed = true;
             while progressed {
                 progressed = false;
-                for i in 0..nodes.len() {
+                for &i in &order {
                     if started_set.contains(&i) {
                         continue;
                     }
@@ -322,6 +326,33 @@ pub async fn apply(aws: &AwsClients, plan: &Plan, opts: ApplyOptions) -> ApplyRe
         seconds: started.elapsed().as_secs_f64(),
         outputs: final_outputs,
     }
+}
+
+/// Node indices by the length of the longest chain of nodes that wait on each (longest first;
+/// ties keep the plan's order).
+fn longest_chain_first(nodes: &[Node]) -> Vec<usize> {
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (j, n) in nodes.iter().enumerate() {
+        for &d in &n.deps {
+            dependents[d].push(j);
+        }
+    }
+    fn chain(i: usize, dependents: &[Vec<usize>], memo: &mut [Option<usize>]) -> usize {
+        if let Some(h) = memo[i] {
+            return h;
+        }
+        let h = 1 + dependents[i]
+            .iter()
+            .map(|&j| chain(j, dependents, memo))
+            .max()
+            .unwrap_or(0);
+        memo[i] = Some(h);
+        h
+    }
+    let mut memo = vec![None; nodes.len()];
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(chain(i, &dependents, &mut memo)));
+    order
 }
 
 /// `kind name`, e.g. `ecs service agentbus-dev-dashboard`.

@@ -3,12 +3,19 @@
 //!
 //! The lock is a conditional write with an expiry, renewed by a heartbeat. A holder that
 //! dies stops renewing, and its lease can be taken over once it has expired.
+//!
+//! The lock's item outlives its leases: a release removes the lease but keeps the item's
+//! `generation`, which every acquisition increments. A deploy that reads the lock before it
+//! plans and finds, once it holds the lock, that its acquisition was the very next one knows
+//! that no other deploy held the lock in between, so its plan is still the cloud's state as
+//! far as agentbus is concerned (see [`LockSeen::unchanged_by`]).
 
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::delete_table::DeleteTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::operation::query::QueryError;
 use aws_sdk_dynamodb::operation::update_continuous_backups::UpdateContinuousBackupsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -18,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    PointInTimeRecoverySpecification, ScalarAttributeType, SseSpecification, TableStatus, Tag,
+    PointInTimeRecoverySpecification, ReturnValue, ScalarAttributeType, SseSpecification,
+    TableStatus, Tag,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -49,6 +57,8 @@ pub enum LockError {
     Lost(String),
     #[error("deploy table: {0}")]
     Table(String),
+    #[error("deploy table {0} does not exist")]
+    NoTable(String),
 }
 
 impl From<EngineError> for LockError {
@@ -79,6 +89,32 @@ pub fn iso(epoch_secs: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| epoch_secs.to_string())
+}
+
+/// What a command saw of the lock before it planned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockSeen {
+    /// How many times the lock had been taken (0: never, or the table did not exist).
+    pub generation: u64,
+    /// A lease was on the lock, alive or expired: its holder may be changing the workspace.
+    pub leased: bool,
+}
+
+impl LockSeen {
+    /// Whether `lease` was the next acquisition after this was seen, with no lease on the
+    /// lock then: nobody else held the lock in between, so no other deploy changed the
+    /// workspace (every agentbus change is made under the lock).
+    pub fn unchanged_by(&self, lease: &Lease) -> bool {
+        !self.leased && lease.generation == self.generation + 1
+    }
+}
+
+/// The deploy table as a command finds it: the stored settings and the lock.
+#[derive(Clone, Debug, Default)]
+pub struct TableSnapshot {
+    pub exists: bool,
+    pub settings: StoredSettings,
+    pub lock: LockSeen,
 }
 
 /// Who holds the lock and since when.
@@ -195,6 +231,22 @@ fn get_n(item: &HashMap<String, AttributeValue>, k: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The lease on a lock item, if any (a released lock keeps its item, without a lease).
+fn lease_of(item: &HashMap<String, AttributeValue>) -> Option<LockInfo> {
+    item.contains_key("lease_id").then(|| LockInfo {
+        holder: get_s(item, "holder"),
+        lease_id: get_s(item, "lease_id"),
+        acquired_at: get_n(item, "acquired_at"),
+        heartbeat_at: get_n(item, "heartbeat_at"),
+        expires_at: get_n(item, "expires_at"),
+        ttl_secs: get_n(item, "ttl_secs"),
+    })
+}
+
+fn settings_of(item: &HashMap<String, AttributeValue>) -> StoredSettings {
+    serde_json::from_str(&get_s(item, "settings")).unwrap_or_default()
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // getrandom only fails when the OS has no entropy source at all; fall back to the clock.
@@ -242,6 +294,12 @@ impl DeployTable {
         if self.exists().await? {
             return Ok(());
         }
+        self.create().await
+    }
+
+    /// Creates the table (one made by another deploy at the same moment will do) and waits
+    /// until it is usable, with point-in-time recovery on.
+    pub async fn create(&self) -> Result<(), LockError> {
         let key_attr = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
@@ -317,16 +375,14 @@ impl DeployTable {
         Ok(())
     }
 
-    /// One item of the table, read consistently; none when the table does not exist yet.
+    /// One item of the table, read consistently: `Ok(None)` when the table does not exist
+    /// yet, `Ok(Some(None))` when the item does not.
     async fn item(
         &self,
         pk: &str,
         sk: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, LockError> {
-        if !self.exists().await? {
-            return Ok(None);
-        }
-        let out = self
+    ) -> Result<Option<Option<HashMap<String, AttributeValue>>>, LockError> {
+        let res = self
             .aws
             .dynamodb()
             .get_item()
@@ -334,51 +390,88 @@ impl DeployTable {
             .set_key(Some(key(pk, sk)))
             .consistent_read(true)
             .send()
-            .await
-            .map_err(|e| LockError::Table(error_text(&e)))?;
-        Ok(out.item)
+            .await;
+        match res {
+            Ok(out) => Ok(Some(out.item)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(GetItemError::is_resource_not_found_exception) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(LockError::Table(error_text(&e))),
+        }
+    }
+
+    /// The stored settings and the lock, read at once (one round trip).
+    pub async fn snapshot(&self) -> Result<TableSnapshot, LockError> {
+        let (settings, lock) =
+            tokio::try_join!(self.item("settings", "current"), self.item("lock", "lock"))?;
+        let lock = lock.flatten();
+        Ok(TableSnapshot {
+            exists: settings.is_some(),
+            settings: settings
+                .flatten()
+                .map(|i| settings_of(&i))
+                .unwrap_or_default(),
+            lock: LockSeen {
+                generation: lock.as_ref().map_or(0, |i| get_n(i, "generation")),
+                leased: lock.as_ref().and_then(lease_of).is_some(),
+            },
+        })
     }
 
     pub async fn read_lock(&self) -> Result<Option<LockInfo>, LockError> {
-        Ok(self.item("lock", "lock").await?.map(|item| LockInfo {
-            holder: get_s(&item, "holder"),
-            lease_id: get_s(&item, "lease_id"),
-            acquired_at: get_n(&item, "acquired_at"),
-            heartbeat_at: get_n(&item, "heartbeat_at"),
-            expires_at: get_n(&item, "expires_at"),
-            ttl_secs: get_n(&item, "ttl_secs"),
-        }))
+        Ok(self
+            .item("lock", "lock")
+            .await?
+            .flatten()
+            .as_ref()
+            .and_then(lease_of))
     }
 
     /// Takes the lock, or says who has it. The lease is renewed every third of `ttl`
     /// until [`Lease::release`]; `lost` on the lease fires when another process took it over,
     /// or when renewals kept failing until less than a third of `ttl` was left.
+    /// [`LockError::NoTable`] when the table does not exist (see [`DeployTable::ensure`]).
     pub async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Lease, LockError> {
         let now = now_secs();
         let ttl_secs = ttl.as_secs().max(3);
         let lease_id = random_hex(16);
-        let mut item = key("lock", "lock");
-        item.insert("holder".into(), s(holder));
-        item.insert("lease_id".into(), s(&lease_id));
-        item.insert("acquired_at".into(), n(now));
-        item.insert("heartbeat_at".into(), n(now));
-        item.insert("expires_at".into(), n(now + ttl_secs));
-        item.insert("ttl_secs".into(), n(ttl_secs));
         let res = self
             .aws
             .dynamodb()
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .set_key(Some(key("lock", "lock")))
+            .update_expression(
+                "SET holder = :holder, lease_id = :id, acquired_at = :now, heartbeat_at = :now, \
+                 expires_at = :exp, ttl_secs = :ttl ADD generation :one",
+            )
+            .condition_expression("attribute_not_exists(lease_id) OR expires_at < :now")
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":id", s(&lease_id))
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now + ttl_secs))
+            .expression_attribute_values(":ttl", n(ttl_secs))
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew)
             .send()
             .await;
-        match res {
-            Ok(_) => {}
+        let generation = match res {
+            Ok(out) => out
+                .attributes
+                .as_ref()
+                .map_or(0, |a| get_n(a, "generation")),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(PutItemError::is_conditional_check_failed_exception) =>
+                    .is_some_and(UpdateItemError::is_resource_not_found_exception) =>
+            {
+                return Err(LockError::NoTable(self.table.clone()));
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
                 let info = self.read_lock().await?;
                 return Err(match info {
@@ -390,7 +483,7 @@ impl DeployTable {
                 });
             }
             Err(e) => return Err(LockError::Table(error_text(&e))),
-        }
+        };
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
         let hb = {
@@ -464,6 +557,7 @@ impl DeployTable {
         };
         Ok(Lease {
             table: self.clone(),
+            generation,
             lease_id,
             lost,
             stop,
@@ -531,10 +625,7 @@ impl DeployTable {
 
     /// The newest `limit` apply records, newest first.
     pub async fn history(&self, limit: i32) -> Result<Vec<ApplyRecord>, LockError> {
-        if !self.exists().await? {
-            return Ok(Vec::new());
-        }
-        let out = self
+        let res = self
             .aws
             .dynamodb()
             .query()
@@ -544,8 +635,17 @@ impl DeployTable {
             .scan_index_forward(false)
             .limit(limit)
             .send()
-            .await
-            .map_err(|e| LockError::Table(error_text(&e)))?;
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(QueryError::is_resource_not_found_exception) =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(LockError::Table(error_text(&e))),
+        };
         Ok(out
             .items
             .unwrap_or_default()
@@ -558,15 +658,12 @@ impl DeployTable {
         Ok(self
             .item("settings", "current")
             .await?
-            .and_then(|i| serde_json::from_str(&get_s(&i, "settings")).ok())
+            .flatten()
+            .map(|i| settings_of(&i))
             .unwrap_or_default())
     }
 
     pub async fn save_settings(&self, settings: &StoredSettings) -> Result<(), LockError> {
-        let current = self.load_settings().await?;
-        if &current == settings {
-            return Ok(());
-        }
         let body = serde_json::to_string(settings).map_err(|e| LockError::Table(e.to_string()))?;
         let mut item = key("settings", "current");
         item.insert("settings".into(), s(body));
@@ -607,6 +704,8 @@ impl DeployTable {
 /// expires on its own.
 pub struct Lease {
     table: DeployTable,
+    /// The lock's generation this acquisition made.
+    pub generation: u64,
     lease_id: String,
     /// Fires when the heartbeat finds that the lease was taken over, or could not renew it
     /// before it ran out.
@@ -621,13 +720,17 @@ impl Lease {
         if let Some(h) = self.heartbeat.take() {
             let _ = h.await;
         }
+        // The item stays, with its generation: the next acquisition counts on from it.
         let res = self
             .table
             .aws
             .dynamodb()
-            .delete_item()
+            .update_item()
             .table_name(&self.table.table)
             .set_key(Some(key("lock", "lock")))
+            .update_expression(
+                "REMOVE holder, lease_id, acquired_at, heartbeat_at, expires_at, ttl_secs",
+            )
             .condition_expression("lease_id = :id")
             .expression_attribute_values(":id", s(&self.lease_id))
             .send()
@@ -636,7 +739,7 @@ impl Lease {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
                 Err(LockError::Lost(self.table.workspace.clone()))
             }

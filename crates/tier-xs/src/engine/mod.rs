@@ -387,6 +387,17 @@ pub trait Resource: Send + Sync {
     /// Looks the resource up by name. `None` when it does not exist. It may report its
     /// `tags` field when the lookup returns them; otherwise the engine reads them.
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError>;
+    /// The reads that need what the lookup found (a table's TTL and backups, a role's
+    /// policies): the fields and outputs they add. The engine runs them at the same time as
+    /// its tag read, so a resource is observed in two round trips however many reads it
+    /// takes; independent reads in here run at once too. Most resources need none.
+    async fn observe_more(
+        &self,
+        _aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        Ok(Observed::default())
+    }
     /// Creates the resource (with its tags) and waits until it is usable; an interrupted
     /// apply may have left it half made. The engine observes it afterwards.
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError>;
@@ -423,17 +434,23 @@ pub fn desired_of(r: &dyn Resource, outputs: &Outputs) -> Desired {
 }
 
 /// What exists of a resource, with its own tags (read through its tag API when the lookup
-/// did not report them).
+/// did not report them): the lookup, then its further reads and the tag read at once.
 pub async fn observe(r: &dyn Resource, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
     let Some(mut o) = r.observe(aws).await? else {
         return Ok(None);
     };
-    if let Some(api) = r.tags() {
-        let tags = match o.fields.remove("tags") {
-            Some(t) => t,
-            None => own_tags(api.read(aws, r.meta(), &o).await?),
-        };
-        o.fields.insert("tags".into(), tags);
+    let reported = o.fields.remove("tags");
+    let tags = async {
+        match (r.tags(), reported) {
+            (None, reported) | (Some(_), reported @ Some(_)) => Ok(reported),
+            (Some(api), None) => Ok(Some(own_tags(api.read(aws, r.meta(), &o).await?))),
+        }
+    };
+    let (more, tags) = futures::try_join!(r.observe_more(aws, &o), tags)?;
+    o.fields.extend(more.fields);
+    o.outputs.extend(more.outputs);
+    if let Some(t) = tags {
+        o.fields.insert("tags".into(), t);
     }
     Ok(Some(o))
 }

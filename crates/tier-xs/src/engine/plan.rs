@@ -452,9 +452,15 @@ pub struct PlanRequest {
     pub target: Option<Tier>,
     /// Allows deleting or replacing tables, buckets and databases.
     pub destroy_data: bool,
-    /// How many observations run at once.
+    /// How many changes an apply makes at once; a plan observes [`READS_PER_CHANGE`] times as
+    /// many resources at once.
     pub parallelism: usize,
 }
+
+/// Observations per unit of parallelism. A plan looks up every resource of every tier, most
+/// of them absent (one read each), so reads far outnumber changes; they are also cheap for
+/// the services, and the SDK's retries absorb a throttled one.
+pub const READS_PER_CHANGE: usize = 4;
 
 async fn observe_at(
     i: usize,
@@ -467,7 +473,7 @@ async fn observe_at(
 /// Observes every resource of the universe in parallel and diffs it against the target tier.
 pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineError> {
     let order = topo_order(&req.universe)?;
-    let parallelism = req.parallelism.max(1);
+    let parallelism = req.parallelism.max(1) * READS_PER_CHANGE;
 
     let observations: Vec<(usize, Result<Option<Observed>, EngineError>)> =
         // The futures are made before they are streamed: a closure in the stream would keep

@@ -456,3 +456,155 @@ fn tag_changes_sets_and_removes_only_own_keys() {
     );
     assert_eq!(remove, vec!["agentbus:old".to_string()]);
 }
+
+/// A resource whose lookup leaves two reads: its own further read and its tags. Each waits
+/// for the other at a barrier, so the observation only finishes when both run at once.
+struct TwoReads {
+    meta: Meta,
+    met: Arc<tokio::sync::Barrier>,
+}
+
+struct BarrierTags(Arc<tokio::sync::Barrier>);
+
+#[async_trait]
+impl super::TagApi for BarrierTags {
+    async fn read(
+        &self,
+        _aws: &AwsClients,
+        _meta: &Meta,
+        observed: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        self.0.wait().await;
+        Ok(vec![
+            ("agentbus:env".into(), observed.out("arn").into()),
+            ("cost-centre".into(), "not ours".into()),
+        ])
+    }
+    async fn tag(
+        &self,
+        _aws: &AwsClients,
+        _meta: &Meta,
+        _observed: &Observed,
+        _tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+    async fn untag(
+        &self,
+        _aws: &AwsClients,
+        _meta: &Meta,
+        _observed: &Observed,
+        _keys: &[String],
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for TwoReads {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn kind(&self) -> &'static str {
+        "two reads"
+    }
+    fn tags(&self) -> Option<&dyn super::TagApi> {
+        // Leaked once per test: the trait hands out a reference.
+        Some(Box::leak(Box::new(BarrierTags(self.met.clone()))))
+    }
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
+        Permissions::new()
+    }
+    fn desired(&self, _outputs: &Outputs) -> Desired {
+        Desired::new().set("size", 2)
+    }
+    async fn observe(&self, _aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        Ok(Some(Observed::default().output("arn", "arn:two")))
+    }
+    async fn observe_more(
+        &self,
+        _aws: &AwsClients,
+        found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        assert_eq!(
+            found.out("arn"),
+            "arn:two",
+            "the lookup's outputs come first"
+        );
+        self.met.wait().await;
+        Ok(Observed::default()
+            .field("size", 2)
+            .output("size_unit", "GiB"))
+    }
+    async fn create(&self, _aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
+        Ok(())
+    }
+    async fn update(&self, _aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
+        Ok(())
+    }
+    async fn delete(&self, _aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_resources_further_reads_run_alongside_its_tag_read_and_both_land_in_the_observation() {
+    let r = TwoReads {
+        meta: Meta::new("two", Tier::ExtraSmall, "two", Vec::new()),
+        met: Arc::new(tokio::sync::Barrier::new(2)),
+    };
+    let observed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        super::observe(&r, &offline_clients()),
+    )
+    .await
+    .expect("the two reads ran one after the other: each waited for the other forever")
+    .unwrap()
+    .unwrap();
+    assert_eq!(observed.fields["size"], json!(2));
+    assert_eq!(
+        observed.fields["tags"],
+        json!({"agentbus:env": "arn:two"}),
+        "only the engine's own tags are kept"
+    );
+    assert_eq!(observed.out("size_unit"), "GiB");
+    assert_eq!(observed.out("arn"), "arn:two");
+}
+
+#[tokio::test]
+async fn with_one_slot_the_start_of_the_longest_chain_goes_before_what_nothing_waits_for() {
+    let cloud = Arc::new(Cloud::default());
+    // Listed first, waited on by nobody; the role heads role -> task -> service.
+    let universe: Vec<Arc<dyn Resource>> = vec![
+        Arc::new(Fake::new(&cloud, "log-group", Tier::ExtraSmall)),
+        Arc::new(Fake::new(&cloud, "bucket", Tier::ExtraSmall)),
+        Arc::new(Fake {
+            dep: Some("task"),
+            ..Fake::new(&cloud, "service", Tier::ExtraSmall)
+        }),
+        Arc::new(Fake {
+            dep: Some("role"),
+            ..Fake::new(&cloud, "task", Tier::ExtraSmall)
+        }),
+        Arc::new(Fake::new(&cloud, "role", Tier::ExtraSmall)),
+    ];
+    let aws = offline_clients();
+    let p = plan(&aws, req(universe, Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    let report = apply(
+        &aws,
+        &p,
+        ApplyOptions {
+            parallelism: 1,
+            ..ApplyOptions::default()
+        },
+    )
+    .await;
+    assert!(report.succeeded());
+    let log = cloud.log.lock().unwrap().clone();
+    assert_eq!(log[0], "create role", "{log:?}");
+    assert_eq!(log.len(), 5, "{log:?}");
+    let at = |what: &str| log.iter().position(|l| l == what).unwrap();
+    assert!(at("create role") < at("create task") && at("create task") < at("create service"));
+}

@@ -436,25 +436,67 @@ impl Authenticator {
 /// Per-tenant request limit over a sliding one-minute window.
 pub struct RateLimiter {
     per_minute: u32,
-    tenants: Mutex<HashMap<Tenant, std::collections::VecDeque<Instant>>>,
-    tokens: Mutex<HashMap<String, std::collections::VecDeque<Instant>>>,
+    start: Instant,
+    tenants: Mutex<HashMap<Tenant, Window>>,
+    tokens: Mutex<HashMap<String, Window>>,
 }
 
-/// Counts `now` into `q` when fewer than `limit` fell in the last minute.
-fn admit(q: &mut std::collections::VecDeque<Instant>, limit: usize, now: Instant) -> bool {
-    while q
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
-    {
-        q.pop_front();
+/// Requests counted per second over the last minute: constant memory and work however many
+/// arrive (a log of every request's time held 720,000 entries per busy token at 12,000 calls
+/// a second). A request leaves the count 59 to 60 seconds after it came.
+struct Window {
+    slots: [u32; 60],
+    /// The second (since the limiter started) of the newest slot.
+    at: u64,
+    total: u64,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            slots: [0; 60],
+            at: 0,
+            total: 0,
+        }
     }
-    q.len() < limit
+
+    /// Moves the window to second `now`, emptying the slots of the seconds it passed.
+    fn advance(&mut self, now: u64) {
+        if now <= self.at {
+            return;
+        }
+        if now - self.at >= 60 {
+            self.slots = [0; 60];
+            self.total = 0;
+        } else {
+            for second in self.at + 1..=now {
+                let slot = &mut self.slots[(second % 60) as usize];
+                self.total -= u64::from(*slot);
+                *slot = 0;
+            }
+        }
+        self.at = now;
+    }
+
+    /// Whether fewer than `limit` requests fell in the last minute.
+    fn admits(&mut self, limit: usize, now: u64) -> bool {
+        self.advance(now);
+        self.total < limit as u64
+    }
+
+    fn count(&mut self, now: u64) {
+        self.advance(now);
+        let slot = &mut self.slots[(now % 60) as usize];
+        *slot = slot.saturating_add(1);
+        self.total += 1;
+    }
 }
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
         RateLimiter {
             per_minute,
+            start: Instant::now(),
             tenants: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
@@ -473,18 +515,28 @@ impl RateLimiter {
         let (Ok(mut tenants), Ok(mut tokens)) = (self.tenants.lock(), self.tokens.lock()) else {
             return true;
         };
-        let now = Instant::now();
-        let token = tokens.entry(who.token_id.clone()).or_default();
-        if !admit(token, self.per_token(), now) {
+        let now = self.start.elapsed().as_secs();
+        // No key is copied for a request that finds its window.
+        if !tokens.contains_key(&who.token_id) {
+            tokens.insert(who.token_id.clone(), Window::new());
+        }
+        if !tenants.contains_key(&who.tenant) {
+            tenants.insert(who.tenant.clone(), Window::new());
+        }
+        let (Some(token), Some(tenant)) =
+            (tokens.get_mut(&who.token_id), tenants.get_mut(&who.tenant))
+        else {
+            return true;
+        };
+        if !token.admits(self.per_token(), now) {
             return false;
         }
-        let tenant = tenants.entry(who.tenant.clone()).or_default();
-        let tenant_ok = admit(tenant, self.per_minute as usize, now);
+        let tenant_ok = tenant.admits(self.per_minute as usize, now);
         if !tenant_ok && who.role != Role::Admin {
             return false;
         }
-        token.push_back(now);
-        tenant.push_back(now);
+        token.count(now);
+        tenant.count(now);
         true
     }
 }
@@ -652,5 +704,23 @@ mod tests {
         assert_eq!((0..10).filter(|_| rl.allow(&admin)).count(), 6);
         // Another tenant has its own budget.
         assert!(rl.allow(&who("b1", "b", Role::User)));
+    }
+
+    #[test]
+    fn a_request_leaves_the_rate_window_a_minute_after_it_came() {
+        let mut w = Window::new();
+        for _ in 0..3 {
+            w.count(10);
+        }
+        w.count(40);
+        assert!(!w.admits(4, 69), "all four are within the minute");
+        assert!(w.admits(4, 70), "the three of second 10 have left");
+        assert!(!w.admits(1, 70), "the one of second 40 is still there");
+        assert!(w.admits(1, 100));
+        w.count(500);
+        assert!(
+            !w.admits(1, 500),
+            "a long quiet spell empties the window, then counts again"
+        );
     }
 }

@@ -1,0 +1,65 @@
+-- wrk script: every connection is one MCP session over Streamable HTTP (initialize, the
+-- initialized notification, then one tool call after another).
+--
+--   wrk -t64 -c64 -d10s -s benches/mcp_wrk.lua http://127.0.0.1:PORT/mcp -- TOKEN TOOL
+--
+-- TOOL is kv_get or kv_set. Run one thread per connection (-t equal to -c): wrk keeps this
+-- script's state per thread, and a session id belongs to its connection. Only the tool calls
+-- are counted as requests in the results: the two set-up requests happen once per session.
+
+local token, tool
+local session = nil
+local stage = "initialize"
+local calls = 0
+
+function init(args)
+   token = args[1]
+   tool = args[2] or "kv_get"
+end
+
+local function headers()
+   local h = {
+      ["Content-Type"] = "application/json",
+      ["Accept"] = "application/json, text/event-stream",
+      ["Authorization"] = "Bearer " .. token,
+   }
+   if session then
+      h["Mcp-Session-Id"] = session
+      h["Mcp-Protocol-Version"] = "2025-06-18"
+   end
+   return h
+end
+
+function request()
+   if stage == "initialize" then
+      return wrk.format("POST", nil, headers(),
+         '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+         .. '"capabilities":{},"clientInfo":{"name":"wrk","version":"1"}}}')
+   elseif stage == "initialized" then
+      return wrk.format("POST", nil, headers(),
+         '{"jsonrpc":"2.0","method":"notifications/initialized"}')
+   end
+   calls = calls + 1
+   local args
+   if tool == "kv_set" then
+      args = '{"key":"bench-' .. (calls % 100) .. '","value":"v' .. calls .. '"}'
+   else
+      args = '{"key":"bench"}'
+   end
+   return wrk.format("POST", nil, headers(),
+      '{"jsonrpc":"2.0","id":' .. calls .. ',"method":"tools/call","params":{"name":"'
+      .. tool .. '","arguments":' .. args .. '}}')
+end
+
+function response(status, hdrs, body)
+   if stage == "initialize" then
+      session = hdrs["mcp-session-id"] or hdrs["Mcp-Session-Id"]
+      stage = "initialized"
+   elseif stage == "initialized" then
+      stage = "calls"
+   elseif status ~= 200 or not string.find(body, '"result"', 1, true)
+      or string.find(body, '"isError":true', 1, true) then
+      -- A failed call is counted by wrk as an error only for non-2xx; say it plainly.
+      io.stderr:write("call failed: " .. status .. " " .. string.sub(body, 1, 200) .. "\n")
+   end
+end

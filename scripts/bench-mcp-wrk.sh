@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Benchmark: the MCP server's tool calls under wrk (a C load generator much cheaper than the
+# server), with the server's CPU time per call and its memory.
+#
+#   bash scripts/bench-mcp-wrk.sh [connections] [seconds]      (defaults: 64, 10)
+#       AGENTBUS_BIN=path: measure that binary instead of building this checkout
+#
+# `agentbus up` (embedded backend, SQLite in WAL mode) on 127.0.0.1 with the rate limit lifted;
+# every wrk connection is its own MCP session (benches/mcp_wrk.lua). For kv_get and kv_set it
+# prints calls/s and latency percentiles as wrk measures them, and the server's user+system
+# CPU seconds over the run divided by the calls. Results: docs/benchmarks/mcp-server.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${1:-64}
+secs=${2:-10}
+command -v wrk >/dev/null || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
+bin=${AGENTBUS_BIN:-}
+if [ -z "$bin" ]; then cargo build --release -p cli --quiet; bin=$PWD/target/release/agentbus; fi
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin" up --data-dir "$dir/data" --port "$port" --rate-limit 100000000 >"$dir/out" 2>/dev/null &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do grep -q "tenant default): " "$dir/out" 2>/dev/null && break; sleep 0.1; done
+token=$(sed -n 's/.*tenant default): \([^ ]*\).*/\1/p' "$dir/out" | head -1)
+cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$pid/status"; }
+tick=$(getconf CLK_TCK)
+echo "idle RSS: $(rss) MiB"
+# One value to read.
+curl -s -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$port/health"
+for tool in kv_set kv_get; do
+  before=$(cpu)
+  out=$(wrk -t"$conns" -c"$conns" -d"${secs}s" --latency -s benches/mcp_wrk.lua \
+    "http://127.0.0.1:$port/mcp" -- "$token" "$tool" 2>"$dir/err")
+  after=$(cpu)
+  calls=$(echo "$out" | awk '/requests in/ {print $1}')
+  rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  failed=$(grep -c "call failed" "$dir/err" || true)
+  us=$(awk "BEGIN{printf \"%.1f\", ($after - $before) / $tick * 1e6 / $calls}")
+  echo "| $tool | $conns | $rate | $p50 | $p99 | $us | $(rss) | $failed |"
+done
