@@ -805,7 +805,8 @@ async fn a_plan_stands_under_the_lock_only_when_no_other_deploy_held_it_since() 
         during.lock,
         LockSeen {
             generation: 1,
-            leased: true
+            leased: true,
+            counted: true
         }
     );
     lease.release().await.unwrap();
@@ -841,7 +842,8 @@ async fn a_plan_stands_under_the_lock_only_when_no_other_deploy_held_it_since() 
         seen,
         LockSeen {
             generation: 2,
-            leased: false
+            leased: false,
+            counted: true
         }
     );
     d.lock(ttl).await.unwrap().release().await.unwrap();
@@ -854,6 +856,23 @@ async fn a_plan_stands_under_the_lock_only_when_no_other_deploy_held_it_since() 
     let seen = d.table.snapshot().await.unwrap().lock;
     let lease = d.lock(ttl).await.unwrap();
     assert!(seen.unchanged_by(&lease));
+    lease.release().await.unwrap();
+
+    // A lock item without a count (versions before it wrote the item whole and deleted it
+    // on release): nothing can be told, so the plan is made again.
+    aws.dynamodb()
+        .delete_item()
+        .table_name(format!("agentbus-{env}-deploy"))
+        .key("pk", AttributeValue::S("lock".into()))
+        .key("sk", AttributeValue::S("lock".into()))
+        .send()
+        .await
+        .unwrap();
+    let seen = d.table.snapshot().await.unwrap().lock;
+    assert!(!seen.counted, "{seen:?}");
+    let lease = d.lock(ttl).await.unwrap();
+    assert_eq!(lease.generation, 1);
+    assert!(!seen.unchanged_by(&lease));
     lease.release().await.unwrap();
 }
 

@@ -92,12 +92,27 @@ pub fn iso(epoch_secs: u64) -> String {
 }
 
 /// What a command saw of the lock before it planned.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockSeen {
     /// How many times the lock had been taken (0: never, or the table did not exist).
     pub generation: u64,
     /// A lease was on the lock, alive or expired: its holder may be changing the workspace.
     pub leased: bool,
+    /// The lock counts its acquisitions: there was no table yet, or its lock has a
+    /// generation. A table whose lock was never counted (deployed only by versions before
+    /// the count) says nothing about who held it.
+    pub counted: bool,
+}
+
+impl Default for LockSeen {
+    /// A workspace without a deploy table: nobody has held its lock.
+    fn default() -> Self {
+        LockSeen {
+            generation: 0,
+            leased: false,
+            counted: true,
+        }
+    }
 }
 
 impl LockSeen {
@@ -105,7 +120,7 @@ impl LockSeen {
     /// lock then: nobody else held the lock in between, so no other deploy changed the
     /// workspace (every agentbus change is made under the lock).
     pub fn unchanged_by(&self, lease: &Lease) -> bool {
-        !self.leased && lease.generation == self.generation + 1
+        self.counted && !self.leased && lease.generation == self.generation + 1
     }
 }
 
@@ -407,9 +422,10 @@ impl DeployTable {
     pub async fn snapshot(&self) -> Result<TableSnapshot, LockError> {
         let (settings, lock) =
             tokio::try_join!(self.item("settings", "current"), self.item("lock", "lock"))?;
+        let exists = settings.is_some();
         let lock = lock.flatten();
         Ok(TableSnapshot {
-            exists: settings.is_some(),
+            exists,
             settings: settings
                 .flatten()
                 .map(|i| settings_of(&i))
@@ -417,6 +433,7 @@ impl DeployTable {
             lock: LockSeen {
                 generation: lock.as_ref().map_or(0, |i| get_n(i, "generation")),
                 leased: lock.as_ref().and_then(lease_of).is_some(),
+                counted: !exists || lock.as_ref().is_some_and(|i| i.contains_key("generation")),
             },
         })
     }
