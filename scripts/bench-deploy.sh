@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-.venv/bin/python -c 'import moto' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q 'moto[server]>=5.2,<5.3' 'cbor2>=5.6,<6'; }
+.venv/bin/python -c 'import moto' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q 'moto[server]==5.2.5' 'cbor2>=5.6,<6'; }
 cargo build --release -p cli --quiet
 bin=target/release/agentbus
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

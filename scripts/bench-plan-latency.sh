@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 delay=${1:-200}
 runs=${2:-3}
 tiers=${3:-xs small}
-.venv/bin/python -c 'import moto' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q 'moto[server]>=5.2,<5.3' 'cbor2>=5.6,<6'; }
+.venv/bin/python -c 'import moto' 2>/dev/null || { python3 -m venv .venv && .venv/bin/pip install -q 'moto[server]==5.2.5' 'cbor2>=5.6,<6'; }
 # AGENTBUS_BIN=path measures another build (an older one, to compare).
 bin=${AGENTBUS_BIN:-}
 if [ -z "$bin" ]; then cargo build --release -p cli --quiet; bin=$PWD/target/release/agentbus; fi

@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 # Python tools for the end-to-end tests: the AWS emulator (the tests start it on 127.0.0.1
 # themselves), the official MCP SDK (a client of the server nobody on the team wrote) and
 # llm-katan (an echo server speaking the OpenAI, Anthropic and Bedrock wire formats).
-if ! .venv/bin/python -c 'import moto, mcp' 2>/dev/null || [ ! -x .venv/bin/llm-katan ]; then
+# moto is pinned exactly: tests/moto/server.py patches its internals.
+if ! .venv/bin/python -c 'import moto, mcp, sys; sys.exit(moto.__version__ != "5.2.5")' 2>/dev/null \
+  || [ ! -x .venv/bin/llm-katan ]; then
   echo "== installing moto server, the MCP Python SDK and llm-katan into .venv"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]>=5.2,<5.3' 'cbor2>=5.6,<6' 'mcp>=2,<3' 'llm-katan==0.22.0'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'cbor2>=5.6,<6' 'mcp>=2,<3' 'llm-katan==0.22.0'
 fi
 
 # Debian's Chromium for the dashboard test, driven by playwright-core (never a downloaded browser).

@@ -86,7 +86,17 @@ import time
 
 import botocore.session
 import cbor2
+import moto
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+# The shims below patch moto's internals as they are in this release: another release may
+# move what they patch without an error, and the tests would then check a different emulator.
+MOTO_VERSION = "5.2.5"
+if moto.__version__ != MOTO_VERSION:
+    raise SystemExit(
+        f"tests/moto/server.py patches moto {MOTO_VERSION}; this is moto {moto.__version__}: "
+        f"pip install 'moto[server]=={MOTO_VERSION}'"
+    )
 
 import os
 from datetime import datetime, timezone
