@@ -545,7 +545,37 @@ async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
     let lb = dashboard_balancer(aws, env).await;
     assert_eq!(lb.scheme().unwrap().as_str(), "internet-facing");
     assert_eq!(lb.r#type().unwrap().as_str(), "application");
-    assert!(lb.availability_zones().len() >= 2);
+    // Two zones, the fewest AWS takes (each costs an address), and the dashboard's tasks in
+    // exactly the balancer's subnets: a target in a zone the balancer does not use would get
+    // no traffic.
+    let mut lb_subnets: Vec<String> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.subnet_id().map(str::to_string))
+        .collect();
+    lb_subnets.sort();
+    assert_eq!(lb_subnets.len(), tier_small::tier::ALB_ZONES, "{lb:?}");
+    let zones: std::collections::BTreeSet<&str> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.zone_name())
+        .collect();
+    assert_eq!(zones.len(), lb_subnets.len(), "one subnet per zone: {lb:?}");
+    let services = aws
+        .ecs()
+        .describe_services()
+        .cluster(&ws)
+        .services(format!("{ws}-dashboard"))
+        .send()
+        .await
+        .unwrap();
+    let mut task_subnets = services.services()[0]
+        .network_configuration()
+        .and_then(|n| n.awsvpc_configuration())
+        .map(|a| a.subnets().to_vec())
+        .unwrap();
+    task_subnets.sort();
+    assert_eq!(task_subnets, lb_subnets);
     let alb_sg = crate::harness::security_groups_named(aws, &format!("{ws}-alb"))
         .await
         .security_groups()[0]
