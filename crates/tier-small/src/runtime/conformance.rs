@@ -853,7 +853,10 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
         std::slice::from_ref(&dead_sub.subscription.subscription_id)
     );
     assert_eq!(h.subscriptions, 2);
-    assert!(h.events_24h >= 2, "{h:?}");
+    assert_eq!(
+        h.events_24h, 7,
+        "the five earlier events, the hit and the miss: {h:?}"
+    );
     assert_eq!(
         h.latest_event_at.as_deref(),
         Some(miss.time.as_str()).max(Some(hit.time.as_str()))
