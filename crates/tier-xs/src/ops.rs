@@ -12,8 +12,7 @@ use crate::components::network;
 use crate::cost::{CostDelta, CostError, Usage};
 use crate::engine::apply::{self, ApplyOptions, ApplyReport};
 use crate::engine::lock::{
-    ApplyRecord, DeployTable, Lease, LockError, LockInfo, LockSeen, StoredSettings, TableSnapshot,
-    iso, now_millis,
+    ApplyRecord, DeployTable, Lease, LockError, LockInfo, LockSeen, StoredSettings, iso, now_millis,
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
 use crate::engine::{self, EngineError};
@@ -363,23 +362,34 @@ impl Deployer {
         Ok(merge_settings(self.table.load_settings().await?, inputs))
     }
 
-    /// The deploy table's settings and lock, and the workspace's network, read together:
-    /// the region's default network is looked up while the settings are read, and used
-    /// unless the settings name a VPC or subnets.
-    async fn snapshot_and_network(&self) -> Result<(TableSnapshot, network::Network), OpsError> {
-        let (table, default) = tokio::join!(
-            self.table.snapshot(),
-            network::resolve(&self.aws, None, &[])
-        );
-        let table = table?;
-        let s = &table.settings;
-        let (vpc, subnets) = (s.text(SETTING_VPC), s.list(SETTING_SUBNETS));
-        let network = if vpc.is_none() && subnets.is_empty() {
-            default?
-        } else {
-            network::resolve(&self.aws, vpc.as_deref(), &subnets).await?
+    /// What a plan starts from, read together: the deploy table's lock, this run's settings
+    /// merged over the stored ones (and whether that changes them), and the workspace's
+    /// network. Unless this run names a VPC or subnets, the region's default network is looked
+    /// up while the table is read, and used unless the stored settings name one (a deploy
+    /// stores `--vpc` and `--subnet`, so a named network costs a round trip more).
+    async fn starting_point(
+        &self,
+        inputs: &Inputs,
+    ) -> Result<(LockSeen, StoredSettings, bool, network::Network), OpsError> {
+        let names_network = [SETTING_VPC, SETTING_SUBNETS]
+            .iter()
+            .any(|k| inputs.settings.contains_key(*k));
+        let default = async {
+            if names_network {
+                None
+            } else {
+                Some(network::resolve(&self.aws, None, &[]).await)
+            }
         };
-        Ok((table, network))
+        let (table, default) = tokio::join!(self.table.snapshot(), default);
+        let table = table?;
+        let (settings, changed) = merge_settings(table.settings, inputs);
+        let (vpc, subnets) = (settings.text(SETTING_VPC), settings.list(SETTING_SUBNETS));
+        let network = match default {
+            Some(default) if vpc.is_none() && subnets.is_empty() => default?,
+            _ => network::resolve(&self.aws, vpc.as_deref(), &subnets).await?,
+        };
+        Ok((table.lock, settings, changed, network))
     }
 
     /// Plans converging the workspace to `target` (`None`: remove everything).
@@ -387,26 +397,7 @@ impl Deployer {
         if let Some(t) = target {
             self.ladder.check(t)?;
         }
-        // The network comes from the stored settings: a deploy stores `--vpc` and
-        // `--subnet` before it changes anything, so a new VPC is only read on that deploy.
-        let names_network = [SETTING_VPC, SETTING_SUBNETS]
-            .iter()
-            .any(|k| inputs.settings.contains_key(*k));
-        let (table, network) = if names_network {
-            let table = self.table.snapshot().await?;
-            let (merged, _) = merge_settings(table.settings.clone(), inputs);
-            let network = network::resolve(
-                &self.aws,
-                merged.text(SETTING_VPC).as_deref(),
-                &merged.list(SETTING_SUBNETS),
-            )
-            .await?;
-            (table, network)
-        } else {
-            self.snapshot_and_network().await?
-        };
-        let lock_seen = table.lock;
-        let (settings, settings_changed) = merge_settings(table.settings, inputs);
+        let (lock_seen, settings, settings_changed, network) = self.starting_point(inputs).await?;
         let usage = self
             .ladder
             .usage_book()

@@ -304,16 +304,8 @@ impl DeployTable {
         }
     }
 
-    /// Creates the table on the first deploy of a workspace.
-    pub async fn ensure(&self) -> Result<(), LockError> {
-        if self.exists().await? {
-            return Ok(());
-        }
-        self.create().await
-    }
-
-    /// Creates the table (one made by another deploy at the same moment will do) and waits
-    /// until it is usable, with point-in-time recovery on.
+    /// Creates the table on the first deploy of a workspace (one made by another deploy at
+    /// the same moment will do) and waits until it is usable, with point-in-time recovery on.
     pub async fn create(&self) -> Result<(), LockError> {
         let key_attr = |name: &str| {
             AttributeDefinition::builder()
@@ -450,7 +442,7 @@ impl DeployTable {
     /// Takes the lock, or says who has it. The lease is renewed every third of `ttl`
     /// until [`Lease::release`]; `lost` on the lease fires when another process took it over,
     /// or when renewals kept failing until less than a third of `ttl` was left.
-    /// [`LockError::NoTable`] when the table does not exist (see [`DeployTable::ensure`]).
+    /// [`LockError::NoTable`] when the table does not exist (see [`DeployTable::create`]).
     pub async fn acquire(&self, holder: &str, ttl: Duration) -> Result<Lease, LockError> {
         let now = now_secs();
         let ttl_secs = ttl.as_secs().max(3);
