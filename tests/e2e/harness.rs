@@ -250,19 +250,31 @@ pub fn agentbus(args: &[&str]) -> Run {
 }
 
 pub fn agentbus_env(args: &[&str], extra: &[(&str, &str)]) -> Run {
+    let mut cmd = agentbus_command(&moto().url, args);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    run(cmd)
+}
+
+/// The real `agentbus` binary with `args`, its AWS calls going to the endpoint at `url`.
+pub fn agentbus_command(url: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentbus"));
     cmd.args(args)
         .env_remove("WS")
         .env_remove("ENV")
         .env_remove("AGENTBUS_ENV")
-        .env("NO_COLOR", "1");
-    for (k, v) in aws_env() {
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for (k, v) in aws_env_at(url) {
         cmd.env(k, v);
     }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out: Output = cmd.stdin(Stdio::null()).output().expect("run agentbus");
+    cmd
+}
+
+/// Runs `cmd` to its end.
+pub fn run(mut cmd: Command) -> Run {
+    let out: Output = cmd.output().expect("run agentbus");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

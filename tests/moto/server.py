@@ -51,6 +51,11 @@ taught to answer them here.
   for a new task definition on UpdateService (moto keeps the first one).
 - ELB CreateLoadBalancer with subnets in fewer than two Availability Zones: AWS answers
   ValidationError; moto accepts it.
+- ELB CreateLoadBalancer, CreateTargetGroup and CreateListener are idempotent on AWS (the same
+  settings again return what exists); moto creates a second load balancer of the same name,
+  refuses a second target group, and creates a second listener on the same port.
+- CloudWatch Logs PutMetricFilter creates or updates the filter of that name in its log
+  group; moto adds a second one.
 - CloudWatch Logs JSON filter patterns: moto matches every event for them; the equality form
   (`{ $.detail.tenant = "a" }`) is matched here, as CloudWatch Logs does.
 - ECS's service-linked role: CreateCluster with capacity providers fails until
@@ -353,10 +358,78 @@ def create_load_balancer(self, name, security_groups, subnet_ids, *args, **kwarg
     zones = {self.ec2_backend.get_subnet(s).availability_zone for s in subnet_ids or [] if self.ec2_backend.get_subnet(s)}
     if subnet_ids and len(zones) < 2:
         raise RESTError("ValidationError", "At least two subnets in two different Availability Zones must be specified")
+    for lb in self.load_balancers.values():
+        if lb.name == name:
+            same = sorted(lb.security_groups or []) == sorted(security_groups or []) and sorted(
+                s.id for s in lb.subnets) == sorted(subnet_ids or [])
+            if same:
+                return lb
+            raise elbv2_exceptions.DuplicateLoadBalancerName()
     return _create_load_balancer(self, name, security_groups, subnet_ids, *args, **kwargs)
 
 
 elbv2_models.ELBv2Backend.create_load_balancer = create_load_balancer
+
+# Elastic Load Balancing CreateLoadBalancer, CreateTargetGroup and CreateListener are
+# idempotent: "If you attempt to create multiple [load balancers | target groups | listeners]
+# with the same settings, each call succeeds" (their API references). moto refuses a second
+# target group or listener, and creates a second load balancer of the same name. Here the
+# same settings return the existing one, and other settings are refused as AWS refuses them.
+import moto.elbv2.exceptions as elbv2_exceptions
+
+_create_target_group = elbv2_models.ELBv2Backend.create_target_group
+
+
+def create_target_group(self, name, **kwargs):
+    for tg in self.target_groups.values():
+        if tg.name == name:
+            same = (tg.protocol or None) == (kwargs.get("protocol") or None) and str(tg.port) == str(
+                kwargs.get("port")) and tg.vpc_id == kwargs.get("vpc_id") and tg.target_type == (
+                kwargs.get("target_type") or "instance")
+            if same:
+                return tg
+            raise elbv2_exceptions.DuplicateTargetGroupName()
+    return _create_target_group(self, name, **kwargs)
+
+
+elbv2_models.ELBv2Backend.create_target_group = create_target_group
+
+_create_listener = elbv2_models.ELBv2Backend.create_listener
+
+
+def create_listener(self, load_balancer_arn, protocol, port, ssl_policy, certificate, actions, *args, **kwargs):
+    balancer = self.load_balancers.get(load_balancer_arn)
+    # moto keys listeners by ARN, so it never finds a second one on the same port; ELB
+    # refuses one with other settings (DuplicateListener).
+    existing = next((l for l in balancer.listeners.values() if str(l.port) == str(port)), None) if balancer else None
+    if existing is not None:
+        wanted = [elbv2_models.FakeAction(a).data for a in actions]
+        same = existing.protocol == (protocol or "").upper() and existing.certificate == certificate and [
+            a.data for a in existing.default_actions] == wanted
+        if same:
+            return existing
+        raise elbv2_exceptions.DuplicateListenerError()
+    return _create_listener(self, load_balancer_arn, protocol, port, ssl_policy, certificate, actions, *args, **kwargs)
+
+
+elbv2_models.ELBv2Backend.create_listener = create_listener
+
+# CloudWatch Logs PutMetricFilter "creates or updates a metric filter" (API reference): a
+# filter is named within its log group. moto appends a second filter of the same name.
+import moto.logs.metric_filters as logs_metric_filters
+
+_add_filter = logs_metric_filters.MetricFilters.add_filter
+
+
+def add_filter(self, filter_name, filter_pattern, log_group_name, metric_transformations):
+    self.metric_filters = [
+        f for f in self.metric_filters
+        if not (f["filterName"] == filter_name and f["logGroupName"] == log_group_name)
+    ]
+    _add_filter(self, filter_name, filter_pattern, log_group_name, metric_transformations)
+
+
+logs_metric_filters.MetricFilters.add_filter = add_filter
 
 # Seconds after DeleteQueue during which the name cannot be used again.
 QUEUE_REUSE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_QUEUE_SECONDS", "2"))

@@ -6,13 +6,14 @@
 //! too: a widget shows exactly what an alarm watches.
 
 use async_trait::async_trait;
+use aws_sdk_cloudwatch::operation::delete_alarms::DeleteAlarmsError;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::{Permissions, any};
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, is_unknown,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, is_unknown,
     output_or_unknown, pair, require_output, unknown,
 };
 use tier_xs::tag_api;
@@ -331,14 +332,18 @@ impl Resource for Alarm {
         self.put(aws, c.outputs, false).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        // DeleteAlarms succeeds for names that do not exist.
-        aws.cloudwatch()
-            .delete_alarms()
-            .alarm_names(&self.meta.name)
-            .send()
-            .await
-            .map_err(|e| self.meta.fail("DeleteAlarms", e))?;
-        Ok(())
+        // The API reference lists ResourceNotFound for a name that does not exist: gone
+        // already (a retried call whose first answer was lost) is done.
+        gone(
+            aws.cloudwatch()
+                .delete_alarms()
+                .alarm_names(&self.meta.name)
+                .send()
+                .await,
+            DeleteAlarmsError::is_resource_not_found,
+            &self.meta,
+            "DeleteAlarms",
+        )
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let p = crate::cost::PRICES.region(ctx.region)?;

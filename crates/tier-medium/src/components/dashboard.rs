@@ -3,6 +3,7 @@
 //! and Logs Insights queries over the agents' logs.
 
 use async_trait::async_trait;
+use aws_sdk_cloudwatch::operation::delete_dashboards::DeleteDashboardsError;
 use aws_sdk_cloudwatch::operation::get_dashboard::GetDashboardError;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
@@ -10,7 +11,7 @@ use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, found, is_unknown, unknown,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, found, gone, is_unknown, unknown,
 };
 use tier_xs::workspace::Workspace;
 
@@ -176,13 +177,17 @@ impl Resource for Dashboard {
         self.create(aws, c.outputs).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
-        aws.cloudwatch()
-            .delete_dashboards()
-            .dashboard_names(&self.meta.name)
-            .send()
-            .await
-            .map_err(|e| self.meta.fail("DeleteDashboards", e))?;
-        Ok(())
+        // Gone already: a retried call whose first answer was lost.
+        gone(
+            aws.cloudwatch()
+                .delete_dashboards()
+                .dashboard_names(&self.meta.name)
+                .send()
+                .await,
+            DeleteDashboardsError::is_dashboard_not_found_error,
+            &self.meta,
+            "DeleteDashboards",
+        )
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let p = crate::cost::PRICES.region(ctx.region)?;

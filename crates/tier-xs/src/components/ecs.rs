@@ -488,6 +488,18 @@ impl TaskDefinition {
             .ok_or_else(|| EngineError::Invalid(format!("{}: registered without an ARN", m.name)))
     }
 
+    /// Registers a revision and retires every other ACTIVE one of the family.
+    async fn register_alone(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
+        let arn = self.register(aws, outputs).await?;
+        let old: Vec<String> = self
+            .active_revisions(aws)
+            .await?
+            .into_iter()
+            .filter(|a| *a != arn)
+            .collect();
+        self.retire(aws, &old).await
+    }
+
     /// Deregisters revisions and deletes them, so a family does not keep every revision it
     /// ever had (AWS keeps a deleted revision until no task or service uses it).
     async fn retire(&self, aws: &AwsClients, arns: &[String]) -> Result<(), EngineError> {
@@ -668,20 +680,13 @@ impl Resource for TaskDefinition {
         ))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
-        self.register(aws, outputs).await?;
-        Ok(())
+        // Not found means no ACTIVE revision, but a registration whose answer was lost (and
+        // which the SDK sent again) leaves one: only the newest stays.
+        self.register_alone(aws, outputs).await
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
-        let outputs = c.outputs;
         // A task definition is immutable: register a new revision, retire the old ones.
-        let arn = self.register(aws, outputs).await?;
-        let old: Vec<String> = self
-            .active_revisions(aws)
-            .await?
-            .into_iter()
-            .filter(|a| *a != arn)
-            .collect();
-        self.retire(aws, &old).await
+        self.register_alone(aws, c.outputs).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         let all = self.active_revisions(aws).await?;

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use aws_sdk_iam::operation::create_role::CreateRoleError;
 use aws_sdk_iam::operation::delete_role::DeleteRoleError;
+use aws_sdk_iam::operation::delete_role_policy::DeleteRolePolicyError;
+use aws_sdk_iam::operation::detach_role_policy::DetachRolePolicyError;
 use aws_sdk_iam::operation::get_role::GetRoleError;
 use aws_sdk_iam::operation::get_role_policy::GetRolePolicyError;
 use aws_sdk_iam::operation::list_role_policies::ListRolePoliciesError;
@@ -400,14 +402,20 @@ impl Resource for Role {
         else {
             return Ok(());
         };
+        // Each step is done when its target is gone already: a retried call whose first
+        // answer was lost, or another destroy.
         for p in names.policy_names {
-            aws.iam()
-                .delete_role_policy()
-                .role_name(&self.meta.name)
-                .policy_name(&p)
-                .send()
-                .await
-                .map_err(|e| self.meta.fail("DeleteRolePolicy", e))?;
+            gone(
+                aws.iam()
+                    .delete_role_policy()
+                    .role_name(&self.meta.name)
+                    .policy_name(&p)
+                    .send()
+                    .await,
+                DeleteRolePolicyError::is_no_such_entity_exception,
+                &self.meta,
+                "DeleteRolePolicy",
+            )?;
         }
         let attached = aws
             .iam()
@@ -418,13 +426,17 @@ impl Resource for Role {
             .map_err(|e| self.meta.fail("ListAttachedRolePolicies", e))?;
         for p in attached.attached_policies() {
             if let Some(arn) = &p.policy_arn {
-                aws.iam()
-                    .detach_role_policy()
-                    .role_name(&self.meta.name)
-                    .policy_arn(arn)
-                    .send()
-                    .await
-                    .map_err(|e| self.meta.fail("DetachRolePolicy", e))?;
+                gone(
+                    aws.iam()
+                        .detach_role_policy()
+                        .role_name(&self.meta.name)
+                        .policy_arn(arn)
+                        .send()
+                        .await,
+                    DetachRolePolicyError::is_no_such_entity_exception,
+                    &self.meta,
+                    "DetachRolePolicy",
+                )?;
             }
         }
         gone(

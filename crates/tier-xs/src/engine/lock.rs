@@ -482,14 +482,25 @@ impl DeployTable {
                 if e.as_service_error()
                     .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
-                let info = self.read_lock().await?;
-                return Err(match info {
-                    Some(info) => LockError::Held {
-                        workspace: self.workspace.clone(),
-                        info,
-                    },
-                    None => LockError::Table("lock changed while acquiring it; try again".into()),
-                });
+                let item = self.item("lock", "lock").await?.flatten();
+                match item.as_ref().and_then(lease_of) {
+                    // The SDK retried a call whose answer was lost after DynamoDB had
+                    // carried it out: the lease is this one.
+                    Some(info) if info.lease_id == lease_id => {
+                        item.as_ref().map_or(0, |i| get_n(i, "generation"))
+                    }
+                    Some(info) => {
+                        return Err(LockError::Held {
+                            workspace: self.workspace.clone(),
+                            info,
+                        });
+                    }
+                    None => {
+                        return Err(LockError::Table(
+                            "lock changed while acquiring it; try again".into(),
+                        ));
+                    }
+                }
             }
             Err(e) => return Err(LockError::Table(error_text(&e))),
         };
@@ -609,9 +620,14 @@ impl DeployTable {
                 if e.as_service_error()
                     .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
             {
-                Err(LockError::Table(
-                    "the lock was renewed or changed hands while unlocking; run status to see its holder".into(),
-                ))
+                // Gone already (a retried call whose first answer was lost, or another
+                // unlock): what was asked is done. Still there: it was renewed.
+                match self.read_lock().await? {
+                    Some(now) if now.lease_id == info.lease_id => Err(LockError::Table(
+                        "the lock was renewed while unlocking; run status to see its holder".into(),
+                    )),
+                    _ => Ok(()),
+                }
             }
             Err(e) => Err(LockError::Table(error_text(&e))),
         }
@@ -750,7 +766,17 @@ impl Lease {
                 if e.as_service_error()
                     .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
-                Err(LockError::Lost(self.table.workspace.clone()))
+                // Released by an earlier attempt whose answer was lost, if the lock has no
+                // lease and nobody took it since (every acquisition counts a generation).
+                let item = self.table.item("lock", "lock").await?.flatten();
+                let released = item.as_ref().is_some_and(|i| {
+                    lease_of(i).is_none() && get_n(i, "generation") == self.generation
+                });
+                if released {
+                    Ok(())
+                } else {
+                    Err(LockError::Lost(self.table.workspace.clone()))
+                }
             }
             Err(e) => Err(LockError::Table(error_text(&e))),
         }
