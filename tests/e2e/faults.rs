@@ -110,14 +110,16 @@ fn run_after_kill(url: &str, args: &[&str]) -> Run {
 enum Step {
     DeployXs,
     MoveToSmall,
+    MoveToMedium,
     MoveBackToXs,
     Destroy,
 }
 
 impl Step {
-    const ALL: [Step; 4] = [
+    const ALL: [Step; 5] = [
         Step::DeployXs,
         Step::MoveToSmall,
+        Step::MoveToMedium,
         Step::MoveBackToXs,
         Step::Destroy,
     ];
@@ -145,6 +147,11 @@ impl Step {
         match self {
             Step::DeployXs | Step::MoveBackToXs => deploy("xs"),
             Step::MoveToSmall => deploy("small"),
+            Step::MoveToMedium => {
+                let mut args = deploy("medium");
+                args.extend(["--agent-image".to_string(), AGENT_IMAGE.to_string()]);
+                args
+            }
             Step::Destroy => ["destroy", "--env", env, "--yes", "--lock-ttl", "3"]
                 .map(String::from)
                 .to_vec(),
@@ -156,6 +163,7 @@ impl Step {
         match self {
             Step::DeployXs | Step::MoveBackToXs => Some("xs"),
             Step::MoveToSmall => Some("small"),
+            Step::MoveToMedium => Some("medium"),
             Step::Destroy => None,
         }
     }
@@ -657,7 +665,7 @@ async fn deploys_tier_moves_and_destroys_killed_at_seeded_points_are_finished_by
     let chains: usize = std::env::var("AGENTBUS_KILL_CHAINS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(4);
     let moto = start_moto();
     let proxy = FaultProxy::start(&moto);
     let aws = clients_at(&moto.url, "testing", "testing").await;
@@ -726,10 +734,10 @@ async fn deploys_tier_moves_and_destroys_killed_at_seeded_points_are_finished_by
         assert_eq!(r.code, 0, "{r:?}");
         assert!(inventory(&aws, &env).await.is_empty(), "{env}: left behind");
     }
+    let runs = Step::ALL.len() * chains;
     assert!(
-        trials >= 4 * chains * 9 / 10,
-        "only {trials} of {} runs were killed before they ended",
-        4 * chains
+        trials >= runs * 9 / 10,
+        "only {trials} of {runs} runs were killed before they ended"
     );
 }
 
