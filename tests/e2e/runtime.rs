@@ -61,3 +61,37 @@ async fn runtime_services_conform_on_aws() {
         [("old", 6, 1)]
     );
 }
+
+/// A KV count on DynamoDB reads the tenant's whole partition and is billed by its bytes: a
+/// tenant's count is made at most once per window however often dashboards ask, and one
+/// tenant's count never answers for another's.
+#[tokio::test]
+async fn a_tenants_kv_count_reads_its_partition_at_most_once_a_window() {
+    use std::time::Duration;
+    use tier_xs::runtime::kv::Ttl;
+    let env = unique_env("cnt");
+    deploy_xs(&env);
+    let aws = clients().await;
+    let ws = Workspace::new(Env::new(&env).unwrap(), "123456789012", "us-east-1");
+    let cfg = ServerConfig::for_workspace(&ws, Tier::ExtraSmall);
+    let (a, b) = (
+        Tenant::new("count-a").unwrap(),
+        Tenant::new("count-b").unwrap(),
+    );
+    let kv =
+        DynamoKv::new(aws.dynamodb(), &cfg.kv_table).with_count_max_age(Duration::from_secs(3600));
+    kv.set(&a, "one", "1", Ttl::Default).await.unwrap();
+    assert_eq!(kv.count(&a).await.unwrap(), 1);
+    kv.set(&a, "two", "2", Ttl::Default).await.unwrap();
+    kv.set(&b, "one", "1", Ttl::Default).await.unwrap();
+    // Within the window: a's count is the one made before (its partition not read again);
+    // b's is its own.
+    assert_eq!(kv.count(&a).await.unwrap(), 1);
+    assert_eq!(kv.count(&b).await.unwrap(), 1);
+    // A store whose window is over counts again (the server's window is a minute).
+    assert_eq!(tier_xs::runtime::kv::COUNT_MAX_AGE, Duration::from_secs(60));
+    let fresh = DynamoKv::new(aws.dynamodb(), &cfg.kv_table).with_count_max_age(Duration::ZERO);
+    assert_eq!(fresh.count(&a).await.unwrap(), 2);
+    let r = crate::harness::agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}

@@ -1036,3 +1036,156 @@ async fn subnets_in_one_zone_are_refused_before_the_load_balancer_is() {
         "{p:?}"
     );
 }
+
+/// A small workspace deployed when the events table's indexes copied whole items (each
+/// event's write cost its size once per index): the next deploy rebuilds them in place to copy
+/// keys and the listed fields, one index at a time, and the events stay listable with their
+/// details (read from the table).
+#[tokio::test]
+async fn events_indexes_that_copied_whole_items_are_rebuilt_in_place_and_keep_their_events() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType,
+    };
+    use monitoring::events as ev;
+    let env = unique_env("gsi");
+    let aws = clients().await;
+    let ws = Workspace::new(Env::new(&env).unwrap(), "123456789012", "us-east-1");
+    let small = SmallConfig::for_workspace(&ws);
+    let key = |name: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    let mut create = aws
+        .dynamodb()
+        .create_table()
+        .table_name(&small.events_table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(ev::EVENT_ID, KeyType::Hash));
+    for a in [
+        ev::EVENT_ID,
+        ev::TENANT,
+        ev::TIME_ID,
+        ev::TENANT_SOURCE,
+        ev::TENANT_TYPE,
+        ev::TENANT_PRIORITY,
+    ] {
+        create = create.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(a)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        );
+    }
+    for g in ev::INDEXES {
+        create = create.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(g.name)
+                .key_schema(key(g.hash, KeyType::Hash))
+                .key_schema(key(g.range.unwrap(), KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        );
+    }
+    create.send().await.unwrap();
+    let store = DynamoEventStore::new(aws.dynamodb(), &small);
+    let event = tier_small::runtime::monitor::MonitoredEvent::from_bus(&serde_json::json!({
+        "id": "old-1", "source": "ci.github", "detail-type": "push",
+        "detail": {"tenant": "tenant-a", "ref": "main", "priority": "warning"},
+    }))
+    .unwrap();
+    use tier_small::runtime::monitor::EventStore;
+    store.record(&event, true).await.unwrap();
+
+    deploy_xs(&env);
+    let plan = agentbus(&["plan", "small", "--env", &env, "--json"]).json();
+    let change = plan["plan"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "events-table")
+        .unwrap()
+        .clone();
+    assert_eq!(change["action"], "update", "{change}");
+    assert!(
+        change
+            .to_string()
+            .contains("keys + detail_type, priority, source, tenant, time"),
+        "{change}"
+    );
+    let r = agentbus(&[
+        "deploy",
+        "small",
+        "--env",
+        &env,
+        "--yes",
+        "--wait-timeout",
+        "60",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let p = agentbus(&["plan", "small", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(p.code, 0, "{p:?}");
+
+    // Read back: every index copies the keys and exactly the listed fields.
+    let table = aws
+        .dynamodb()
+        .describe_table()
+        .table_name(&small.events_table)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let indexes = table.global_secondary_indexes();
+    assert_eq!(indexes.len(), 4);
+    for i in indexes {
+        let p = i.projection().unwrap();
+        assert_eq!(p.projection_type(), Some(&ProjectionType::Include), "{i:?}");
+        let mut attrs = p.non_key_attributes().to_vec();
+        attrs.sort();
+        assert_eq!(
+            attrs,
+            ["detail_type", "priority", "source", "tenant", "time"]
+        );
+    }
+    // The event recorded before is listed with its detail, by each index.
+    let monitor = Monitor::new(
+        std::sync::Arc::new(DynamoEventStore::new(aws.dynamodb(), &small)),
+        tier_small::runtime::monitor::webhook::Webhooks::new(
+            tier_small::runtime::monitor::webhook::Reach::PublicHttps,
+        )
+        .unwrap(),
+    );
+    let a = Tenant::new("tenant-a").unwrap();
+    for q in [
+        EventQuery::default(),
+        EventQuery {
+            source: Some("ci.github".into()),
+            ..Default::default()
+        },
+        EventQuery {
+            detail_type: Some("push".into()),
+            ..Default::default()
+        },
+        EventQuery {
+            priority: Some("warning".into()),
+            ..Default::default()
+        },
+    ] {
+        let page = monitor.query(&a, &q).await.unwrap();
+        assert_eq!(page.events.len(), 1, "{q:?}: {page:?}");
+        assert_eq!(page.events[0].event_id, "old-1");
+        assert_eq!(page.events[0].detail["ref"], "main", "{q:?}");
+    }
+    let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}

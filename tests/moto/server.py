@@ -56,6 +56,7 @@ taught to answer them here.
   refuses a second target group, and creates a second listener on the same port.
 - CloudWatch Logs PutMetricFilter creates or updates the filter of that name in its log
   group; moto adds a second one.
+- DynamoDB UpdateTable's SSESpecification switches the table's encryption; moto ignores it.
 - CloudWatch Logs JSON filter patterns: moto matches every event for them; the equality form
   (`{ $.detail.tenant = "a" }`) is matched here, as CloudWatch Logs does.
 - ECS's service-linked role: CreateCluster with capacity providers fails until
@@ -430,6 +431,26 @@ def add_filter(self, filter_name, filter_pattern, log_group_name, metric_transfo
 
 
 logs_metric_filters.MetricFilters.add_filter = add_filter
+
+# DynamoDB UpdateTable with SSESpecification switches a table's encryption (UpdateTable API
+# reference); moto ignores it.
+import moto.dynamodb.responses as ddb_responses
+
+_ddb_update_table = ddb_responses.DynamoHandler.update_table
+
+
+def ddb_update_table(self):
+    sse = self.body.get("SSESpecification")
+    if sse is not None:
+        table = self.dynamodb_backend.get_table(self.body["TableName"])
+        spec = dict(sse)
+        if spec.get("Enabled") and "KMSMasterKeyId" not in spec:
+            spec["KMSMasterKeyId"] = table._get_default_encryption_key(self.current_account, self.region)
+        table.sse_specification = spec if spec.get("Enabled") else None
+    return _ddb_update_table(self)
+
+
+ddb_responses.DynamoHandler.update_table = ddb_update_table
 
 # Seconds after DeleteQueue during which the name cannot be used again.
 QUEUE_REUSE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_QUEUE_SECONDS", "2"))

@@ -84,8 +84,13 @@ pub fn small_cost(ctx: &CostContext<'_>) -> Result<SmallCost, CostError> {
     })
 }
 
-/// The events table: one write per event plus one per index; events are kept 90 days, so
-/// about three months of them are stored.
+/// The size of one event's entry in an index: its keys and the five short fields the indexes
+/// copy ([`crate::monitoring::events::INDEXED`]), plus the 100 bytes DynamoDB counts per item.
+const INDEX_ENTRY_KB: f64 = 0.3;
+
+/// The events table: an event's write costs a unit per started KB, plus one per index (an
+/// index entry is under 1 KB); events are kept 90 days, so about three months of them are
+/// stored, with their index entries.
 pub fn events_table_cost(
     id: &'static str,
     p: &BasePrices,
@@ -93,26 +98,27 @@ pub fn events_table_cost(
 ) -> Result<Vec<CostLine>, CostError> {
     let u: BaseUsage = ctx.usage.part()?;
     let indexes = crate::monitoring::events::INDEXES.len() as u32;
-    let gb = u.events * 3.0 * u.event_kb / 1_048_576.0;
+    let entry_kb = u.event_kb + f64::from(indexes) * INDEX_ENTRY_KB.min(u.event_kb);
+    let gb = u.events * 3.0 * entry_kb / 1_048_576.0;
     Ok(vec![
         CostLine::new(
             id,
             &format!("event writes (table + {indexes} indexes)"),
-            u.events * f64::from(1 + indexes) / 1e6,
+            u.events * (u.event_kb.ceil().max(1.0) + f64::from(indexes)) / 1e6,
             "M WRU",
             p.dynamodb_write_million,
         ),
         CostLine::new(
             id,
             "storage (90 days of events, with indexes)",
-            gb * f64::from(1 + indexes),
+            gb,
             "GB-month",
             p.dynamodb_storage_gb_month,
         ),
         CostLine::new(
             id,
             "point-in-time recovery",
-            gb * f64::from(1 + indexes),
+            gb,
             "GB-month",
             p.dynamodb_pitr_gb_month,
         ),

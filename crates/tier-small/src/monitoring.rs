@@ -3,7 +3,7 @@
 //! here), so the two cannot drift apart. Every partition key starts with the tenant, so every
 //! query is tenant-scoped.
 
-use tier_xs::components::table::Gsi;
+use tier_xs::components::table::{Gsi, GsiProjection};
 
 /// The queue every bus event passes through on its way into the events table, its
 /// dead-letter queue, and the bus rule that fills it.
@@ -17,7 +17,7 @@ pub fn all_events_pattern() -> serde_json::Value {
 
 /// The events table: one item per event, written once (idempotent by event id).
 pub mod events {
-    use super::Gsi;
+    use super::{Gsi, GsiProjection};
 
     pub const COMPONENT: &str = "events";
     /// Partition key: the event's id.
@@ -34,12 +34,18 @@ pub mod events {
     /// How long events are kept.
     pub const RETENTION_DAYS: u64 = 90;
 
+    /// What the indexes copy of an event besides their keys: what lists filter on and counts
+    /// count, never the detail. An event's write then costs one unit per index, not its
+    /// whole size per index; a list reads the details of the events it returns from the table.
+    pub const INDEXED: [&str; 5] = [TENANT, "time", "source", "detail_type", "priority"];
+
     /// An index of a tenant's events (or of one source, type or priority) newest first.
     const fn by_time(name: &'static str, hash: &'static str) -> Gsi {
         Gsi {
             name,
             hash,
             range: Some(TIME_ID),
+            projection: GsiProjection::Include(&INDEXED),
         }
     }
 

@@ -7,9 +7,10 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_table::DeleteTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, SseSpecification, TableStatus, Tag,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction,
+    DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndex, GlobalSecondaryIndexUpdate,
+    KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType, SseSpecification,
+    TableStatus, Tag, TimeToLiveSpecification,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -25,12 +26,67 @@ use crate::engine::{
 use crate::tag_api;
 use crate::workspace::Workspace;
 
-/// A global secondary index: name, hash key and optional range key (all strings).
+/// A global secondary index: name, hash key and optional range key (all strings), and the
+/// attributes it copies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Gsi {
     pub name: &'static str,
     pub hash: &'static str,
     pub range: Option<&'static str>,
+    pub projection: GsiProjection,
+}
+
+/// What an index copies of each item. Every write of an item also writes each index's copy,
+/// billed by the copy's size: an index that copies whole items multiplies the cost of large
+/// items by the number of indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsiProjection {
+    /// Whole items.
+    All,
+    /// The table's and the index's keys.
+    KeysOnly,
+    /// The keys and these attributes.
+    Include(&'static [&'static str]),
+}
+
+impl GsiProjection {
+    fn text(self) -> String {
+        match self {
+            GsiProjection::All => "all attributes".into(),
+            GsiProjection::KeysOnly => "keys only".into(),
+            GsiProjection::Include(attrs) => {
+                let mut a = attrs.to_vec();
+                a.sort_unstable();
+                format!("keys + {}", a.join(", "))
+            }
+        }
+    }
+
+    fn sdk(self) -> Projection {
+        let b = Projection::builder();
+        match self {
+            GsiProjection::All => b.projection_type(ProjectionType::All),
+            GsiProjection::KeysOnly => b.projection_type(ProjectionType::KeysOnly),
+            GsiProjection::Include(attrs) => b
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(attrs.iter().map(|a| a.to_string()).collect())),
+        }
+        .build()
+    }
+
+    /// The text of a projection DynamoDB describes.
+    fn observed_text(p: Option<&Projection>) -> String {
+        let attrs = p.map(|p| p.non_key_attributes()).unwrap_or_default();
+        match p.and_then(|p| p.projection_type.as_ref()) {
+            Some(ProjectionType::All) | None => "all attributes".into(),
+            Some(ProjectionType::KeysOnly) => "keys only".into(),
+            Some(_) => {
+                let mut a = attrs.to_vec();
+                a.sort_unstable();
+                format!("keys + {}", a.join(", "))
+            }
+        }
+    }
 }
 
 /// How a table's requests and storage are priced for a usage profile.
@@ -59,6 +115,38 @@ pub struct TableSpec {
 
 pub struct DynamoTable(pub TableSpec);
 
+/// How long an index may take to be built from a table's items (AWS: minutes for most
+/// tables, longer for large ones).
+const INDEX_BUILD_LIMIT: Duration = Duration::from_secs(3600);
+
+/// The index changes that bring the indexes `have` (as [`gsi_text`]s) to `want`, in order:
+/// indexes of new names first, then the removals, then the indexes made again under their
+/// name (their keys or projection changed).
+fn index_changes<'a>(have: &'a [String], want: &'a [Gsi]) -> Vec<IndexChange<'a>> {
+    let text = |g: &Gsi| gsi_text(g.name, g.hash, g.range, &g.projection.text());
+    let named = |name: &str| have.iter().any(|h| gsi_name(h) == name);
+    let fresh = want
+        .iter()
+        .filter(|g| !named(g.name))
+        .map(IndexChange::Create);
+    let stale = have
+        .iter()
+        .filter(|h| !want.iter().any(|g| text(g) == **h))
+        .map(|h| IndexChange::Delete(gsi_name(h)));
+    let remade = want
+        .iter()
+        .filter(|g| named(g.name) && !have.contains(&text(g)))
+        .map(IndexChange::Create);
+    fresh.chain(stale).chain(remade).collect()
+}
+
+/// One change of a table's indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexChange<'a> {
+    Create(&'a Gsi),
+    Delete(&'a str),
+}
+
 fn key_schema_text(hash: &str, range: Option<&str>) -> String {
     match range {
         Some(r) => format!("{hash} (S, hash) + {r} (S, range)"),
@@ -66,13 +154,23 @@ fn key_schema_text(hash: &str, range: Option<&str>) -> String {
     }
 }
 
+/// One index as plans show it and as observation reads it back: `name: keys; projection`.
+fn gsi_text(name: &str, hash: &str, range: Option<&str>, projection: &str) -> String {
+    format!("{name}: {}; {projection}", key_schema_text(hash, range))
+}
+
 fn gsis_value(gsis: &[Gsi]) -> Value {
     let mut v: Vec<String> = gsis
         .iter()
-        .map(|g| format!("{}: {}", g.name, key_schema_text(g.hash, g.range)))
+        .map(|g| gsi_text(g.name, g.hash, g.range, &g.projection.text()))
         .collect();
     v.sort();
     json!(v)
+}
+
+/// The index name of a [`gsi_text`].
+fn gsi_name(text: &str) -> &str {
+    text.split_once(':').map_or(text, |(n, _)| n)
 }
 
 fn map_build<T, E: std::fmt::Display>(r: Result<T, E>, id: &str) -> Result<T, EngineError> {
@@ -92,44 +190,206 @@ tag_api! {
 }
 
 impl DynamoTable {
-    async fn wait_active(&self, aws: &AwsClients) -> Result<(), EngineError> {
-        let m = &self.0.meta;
-        wait_until(
-            &m.name,
-            Duration::from_secs(300),
-            Duration::from_millis(500),
-            || {
-                let ddb = aws.dynamodb();
-                async move {
-                    let out = ddb
-                        .describe_table()
-                        .table_name(&m.name)
-                        .send()
-                        .await
-                        .map_err(|e| m.fail("DescribeTable", e))?;
-                    let t = out.table;
-                    let table_ok = t.as_ref().and_then(|t| t.table_status.clone())
-                        == Some(TableStatus::Active);
-                    let gsis_ok = t
-                        .as_ref()
-                        .and_then(|t| t.global_secondary_indexes.as_ref())
-                        .map(|g| {
-                            g.iter().all(|i| {
-                                i.index_status
-                                    .as_ref()
-                                    .map(|s| s.as_str() == "ACTIVE")
-                                    .unwrap_or(true)
-                            })
-                        })
-                        .unwrap_or(true);
-                    Ok(if table_ok && gsis_ok {
-                        Ok(())
-                    } else {
-                        Err("table or index not ACTIVE yet".to_string())
-                    })
-                }
-            },
+    fn key_schema(
+        &self,
+        hash: &str,
+        range: Option<&str>,
+    ) -> Result<Vec<KeySchemaElement>, EngineError> {
+        let id = self.0.meta.id;
+        let mut v = vec![map_build(
+            KeySchemaElement::builder()
+                .attribute_name(hash)
+                .key_type(KeyType::Hash)
+                .build(),
+            id,
+        )?];
+        if let Some(r) = range {
+            v.push(map_build(
+                KeySchemaElement::builder()
+                    .attribute_name(r)
+                    .key_type(KeyType::Range)
+                    .build(),
+                id,
+            )?);
+        }
+        Ok(v)
+    }
+
+    /// The key attributes of the table and of every index of the spec (all strings).
+    fn attribute_definitions(&self) -> Result<Vec<AttributeDefinition>, EngineError> {
+        let s = &self.0;
+        let mut attrs = vec![s.hash_key];
+        attrs.extend(s.range_key);
+        for g in &s.gsis {
+            attrs.push(g.hash);
+            attrs.extend(g.range);
+        }
+        attrs.sort_unstable();
+        attrs.dedup();
+        attrs
+            .into_iter()
+            .map(|a| {
+                map_build(
+                    AttributeDefinition::builder()
+                        .attribute_name(a)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build(),
+                    s.meta.id,
+                )
+            })
+            .collect()
+    }
+
+    fn index(&self, g: &Gsi) -> Result<GlobalSecondaryIndex, EngineError> {
+        map_build(
+            GlobalSecondaryIndex::builder()
+                .index_name(g.name)
+                .set_key_schema(Some(self.key_schema(g.hash, g.range)?))
+                .projection(g.projection.sdk())
+                .build(),
+            self.0.meta.id,
         )
+    }
+
+    /// Brings the indexes to the spec on a table that stays in use: DynamoDB changes one index
+    /// per UpdateTable, so each waits until the table and its indexes are ACTIVE again (a new
+    /// index is filled from the table first). Indexes of new names are made first, then the
+    /// unwanted ones go, then those whose keys or projection changed are made again under their
+    /// name: queries of the running server find most of them throughout.
+    async fn update_indexes(
+        &self,
+        aws: &AwsClients,
+        current: &Observed,
+    ) -> Result<(), EngineError> {
+        let s = &self.0;
+        let have: Vec<String> = current
+            .fields
+            .get("global_indexes")
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for change in index_changes(&have, &s.gsis) {
+            self.change_index(aws, change).await?;
+        }
+        Ok(())
+    }
+
+    /// One index change, once the table is ACTIVE, then waits until it is ACTIVE again. A
+    /// change already made (a retried call whose answer was lost, an interrupted apply) is
+    /// taken as done.
+    async fn change_index(
+        &self,
+        aws: &AwsClients,
+        change: IndexChange<'_>,
+    ) -> Result<(), EngineError> {
+        let m = &self.0.meta;
+        self.wait_active(aws).await?;
+        let update = match change {
+            IndexChange::Create(g) => GlobalSecondaryIndexUpdate::builder()
+                .create(map_build(
+                    CreateGlobalSecondaryIndexAction::builder()
+                        .index_name(g.name)
+                        .set_key_schema(Some(self.key_schema(g.hash, g.range)?))
+                        .projection(g.projection.sdk())
+                        .build(),
+                    m.id,
+                )?)
+                .build(),
+            IndexChange::Delete(name) => GlobalSecondaryIndexUpdate::builder()
+                .delete(map_build(
+                    DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name(name)
+                        .build(),
+                    m.id,
+                )?)
+                .build(),
+        };
+        let res = aws
+            .dynamodb()
+            .update_table()
+            .table_name(&m.name)
+            .set_attribute_definitions(Some(self.attribute_definitions()?))
+            .global_secondary_index_updates(update)
+            .send()
+            .await;
+        if let Err(e) = res {
+            let names: Vec<String> = aws
+                .dynamodb()
+                .describe_table()
+                .table_name(&m.name)
+                .send()
+                .await
+                .map_err(|e| m.fail("DescribeTable", e))?
+                .table
+                .map(|t| {
+                    t.global_secondary_indexes()
+                        .iter()
+                        .filter(|i| {
+                            i.index_status
+                                .as_ref()
+                                .is_none_or(|s| s.as_str() != "DELETING")
+                        })
+                        .filter_map(|i| i.index_name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let done = match change {
+                IndexChange::Create(g) => names.iter().any(|n| n == g.name),
+                IndexChange::Delete(name) => !names.iter().any(|n| n == name),
+            };
+            if !done {
+                return Err(m.fail("UpdateTable", e));
+            }
+        }
+        // A new index is filled from the whole table before it is ACTIVE.
+        self.wait_active_within(aws, INDEX_BUILD_LIMIT).await
+    }
+
+    async fn wait_active(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        self.wait_active_within(aws, Duration::from_secs(300)).await
+    }
+
+    async fn wait_active_within(
+        &self,
+        aws: &AwsClients,
+        limit: Duration,
+    ) -> Result<(), EngineError> {
+        let m = &self.0.meta;
+        wait_until(&m.name, limit, Duration::from_millis(500), || {
+            let ddb = aws.dynamodb();
+            async move {
+                let out = ddb
+                    .describe_table()
+                    .table_name(&m.name)
+                    .send()
+                    .await
+                    .map_err(|e| m.fail("DescribeTable", e))?;
+                let t = out.table;
+                let table_ok =
+                    t.as_ref().and_then(|t| t.table_status.clone()) == Some(TableStatus::Active);
+                let gsis_ok = t
+                    .as_ref()
+                    .and_then(|t| t.global_secondary_indexes.as_ref())
+                    .map(|g| {
+                        g.iter().all(|i| {
+                            i.index_status
+                                .as_ref()
+                                .map(|s| s.as_str() == "ACTIVE")
+                                .unwrap_or(true)
+                        })
+                    })
+                    .unwrap_or(true);
+                Ok(if table_ok && gsis_ok {
+                    Ok(())
+                } else {
+                    Err("table or index not ACTIVE yet".to_string())
+                })
+            }
+        })
         .await
     }
 
@@ -283,10 +543,11 @@ impl Resource for DynamoTable {
                             _ => r = Some(k.attribute_name.clone()),
                         }
                     }
-                    format!(
-                        "{}: {}",
-                        g.index_name.clone().unwrap_or_default(),
-                        key_schema_text(&h, r.as_deref())
+                    gsi_text(
+                        g.index_name().unwrap_or_default(),
+                        &h,
+                        r.as_deref(),
+                        &GsiProjection::observed_text(g.projection()),
                     )
                 })
                 .collect();
@@ -352,63 +613,17 @@ impl Resource for DynamoTable {
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let s = &self.0;
         let m = &s.meta;
-        let mut attrs = vec![s.hash_key];
-        attrs.extend(s.range_key);
-        for g in &s.gsis {
-            attrs.push(g.hash);
-            attrs.extend(g.range);
-        }
-        attrs.sort();
-        attrs.dedup();
-        let ks = |h: &str, r: Option<&str>| -> Result<Vec<KeySchemaElement>, EngineError> {
-            let mut v = vec![map_build(
-                KeySchemaElement::builder()
-                    .attribute_name(h)
-                    .key_type(KeyType::Hash)
-                    .build(),
-                m.id,
-            )?];
-            if let Some(r) = r {
-                v.push(map_build(
-                    KeySchemaElement::builder()
-                        .attribute_name(r)
-                        .key_type(KeyType::Range)
-                        .build(),
-                    m.id,
-                )?);
-            }
-            Ok(v)
-        };
         let mut req = aws
             .dynamodb()
             .create_table()
             .table_name(&m.name)
             .billing_mode(BillingMode::PayPerRequest)
-            .set_key_schema(Some(ks(s.hash_key, s.range_key)?))
+            .set_key_schema(Some(self.key_schema(s.hash_key, s.range_key)?))
             .sse_specification(SseSpecification::builder().enabled(true).build())
+            .set_attribute_definitions(Some(self.attribute_definitions()?))
             .deletion_protection_enabled(s.deletion_protection);
-        for a in attrs {
-            req = req.attribute_definitions(map_build(
-                AttributeDefinition::builder()
-                    .attribute_name(a)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build(),
-                m.id,
-            )?);
-        }
         for g in &s.gsis {
-            req = req.global_secondary_indexes(map_build(
-                GlobalSecondaryIndex::builder()
-                    .index_name(g.name)
-                    .set_key_schema(Some(ks(g.hash, g.range)?))
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
-                    .build(),
-                m.id,
-            )?);
+            req = req.global_secondary_indexes(self.index(g)?);
         }
         for (k, v) in &m.tags {
             req = req.tags(map_build(Tag::builder().key(k).value(v).build(), m.id)?);
@@ -449,13 +664,7 @@ impl Resource for DynamoTable {
                     self.set_ttl(aws, cur).await?;
                 }
                 "point_in_time_recovery" => self.set_pitr(aws).await?,
-                "global_indexes" => {
-                    return Err(EngineError::Invalid(format!(
-                        "{}: its secondary indexes differ from the spec; adding or removing an index \
-                         is not done automatically on a table that holds data",
-                        s.meta.name
-                    )));
-                }
+                "global_indexes" => self.update_indexes(aws, current).await?,
                 other => {
                     return Err(EngineError::Invalid(format!(
                         "{}: field {other} cannot be updated in place",
@@ -568,5 +777,64 @@ impl Resource for DynamoTable {
              protection off yourself first"
                 .to_string()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &[&str] = &["a", "b"];
+
+    fn gsi(name: &'static str, projection: GsiProjection) -> Gsi {
+        Gsi {
+            name,
+            hash: "h",
+            range: Some("r"),
+            projection,
+        }
+    }
+
+    fn texts(gsis: &[Gsi]) -> Vec<String> {
+        gsis.iter()
+            .map(|g| gsi_text(g.name, g.hash, g.range, &g.projection.text()))
+            .collect()
+    }
+
+    #[test]
+    fn an_index_reads_back_as_the_text_it_was_made_from() {
+        for p in [
+            GsiProjection::All,
+            GsiProjection::KeysOnly,
+            GsiProjection::Include(&["b", "a"]),
+        ] {
+            assert_eq!(GsiProjection::observed_text(Some(&p.sdk())), p.text());
+        }
+        assert_eq!(GsiProjection::Include(KEYS).text(), "keys + a, b");
+        assert_eq!(gsi_name(&texts(&[gsi("x", GsiProjection::All)])[0]), "x");
+    }
+
+    #[test]
+    fn new_indexes_come_first_then_removals_then_indexes_made_again_under_their_name() {
+        let have = texts(&[
+            gsi("kept", GsiProjection::KeysOnly),
+            gsi("narrowed", GsiProjection::All),
+            gsi("gone", GsiProjection::All),
+        ]);
+        let want = [
+            gsi("narrowed", GsiProjection::Include(KEYS)),
+            gsi("kept", GsiProjection::KeysOnly),
+            gsi("new", GsiProjection::All),
+        ];
+        assert_eq!(
+            index_changes(&have, &want),
+            [
+                IndexChange::Create(&want[2]),
+                IndexChange::Delete("narrowed"),
+                IndexChange::Delete("gone"),
+                IndexChange::Create(&want[0]),
+            ]
+        );
+        assert!(index_changes(&texts(&want), &want).is_empty());
     }
 }

@@ -170,7 +170,8 @@ pub trait KvStore: Send + Sync {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<KvPage, RuntimeError>;
-    /// Live entries of a tenant.
+    /// Live entries of a tenant. A backend whose count reads every entry (DynamoDB bills a
+    /// count by the bytes it reads) may answer with a count up to [`COUNT_MAX_AGE`] old.
     async fn count(&self, tenant: &Tenant) -> Result<u64, RuntimeError>;
 }
 
@@ -195,9 +196,21 @@ fn conflict(key: &str, expect: Expect, found: Option<u64>) -> RuntimeError {
 /// The attribute holding a value's length in bytes.
 const BYTES: &str = "bytes";
 
+/// How old a tenant's KV count may be on DynamoDB. A count reads the tenant's whole partition
+/// and is billed by its size (1,000 values of 350 KiB: about 44,000 read units), and every
+/// dashboard asks for it every 10 s: counted at most once a minute per tenant, however many
+/// dashboards and tokens ask.
+pub const COUNT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct DynamoKv {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    count_max_age: std::time::Duration,
+    /// Each tenant's last count and when it was made.
+    counted: std::sync::Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    /// One count at a time per tenant: a caller that waited finds the count it waited for,
+    /// and one tenant's long count never holds up another's.
+    counting: std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl DynamoKv {
@@ -205,6 +218,50 @@ impl DynamoKv {
         DynamoKv {
             client,
             table: table.into(),
+            count_max_age: COUNT_MAX_AGE,
+            counted: std::sync::Mutex::new(HashMap::new()),
+            counting: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The same store, its counts at most `age` old (zero: every count reads the partition).
+    pub fn with_count_max_age(mut self, age: std::time::Duration) -> Self {
+        self.count_max_age = age;
+        self
+    }
+
+    fn recent_count(&self, tenant: &Tenant) -> Option<u64> {
+        let counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        counted
+            .get(tenant.as_str())
+            .filter(|(at, _)| at.elapsed() < self.count_max_age)
+            .map(|(_, n)| *n)
+    }
+
+    /// Counts the tenant's live entries by reading its partition.
+    async fn count_now(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
+        let now = now_secs();
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .expression_attribute_values(":pk", Self::pk(tenant))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("Query", e))?;
+            total += out.count.max(0) as u64;
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
+            }
         }
     }
 
@@ -453,29 +510,26 @@ impl KvStore for DynamoKv {
     }
 
     async fn count(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
-        let now = now_secs();
-        let mut total = 0u64;
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
-                .expression_attribute_values(":pk", Self::pk(tenant))
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-                .select(Select::Count)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| RuntimeError::backend("Query", e))?;
-            total += out.count.max(0) as u64;
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(total);
-            }
+        if let Some(n) = self.recent_count(tenant) {
+            return Ok(n);
         }
+        let turn = self
+            .counting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant.as_str().to_string())
+            .or_default()
+            .clone();
+        let _one = turn.lock().await;
+        if let Some(n) = self.recent_count(tenant) {
+            return Ok(n);
+        }
+        let n = self.count_now(tenant).await?;
+        self.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.as_str().to_string(), (std::time::Instant::now(), n));
+        Ok(n)
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use serde_json::Value;
 use tier_xs::runtime::{RuntimeError, Tenant};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +79,73 @@ const OUTBOX_TENANT: &str = "#outbox";
 
 fn outbox_key(event_id: &str) -> String {
     format!("{OUTBOX_TENANT}#{event_id}")
+}
+
+impl DynamoEventStore {
+    /// The events of an index query with their details, read from the table (the indexes
+    /// copy everything but the detail, see [`ev::INDEXED`]). An event that expired meanwhile
+    /// is left out.
+    async fn with_details(
+        &self,
+        events: Vec<MonitoredEvent>,
+    ) -> Result<Vec<MonitoredEvent>, RuntimeError> {
+        let mut details: HashMap<String, Value> = HashMap::new();
+        for chunk in events.chunks(100) {
+            let keys = chunk
+                .iter()
+                .map(|e| [(ev::EVENT_ID.to_string(), s(&e.event_id))].into())
+                .collect::<Vec<Item>>();
+            let mut request = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .projection_expression("#i, #d")
+                    .expression_attribute_names("#i", ev::EVENT_ID)
+                    .expression_attribute_names("#d", "detail")
+                    .build()
+                    .map_err(|e| RuntimeError::backend("BatchGetItem", e))?,
+            );
+            // Keys DynamoDB could not read this time come back unprocessed: asked again after
+            // a pause, as the API reference says.
+            let mut pause = Duration::from_millis(50);
+            while let Some(ask) = request.take() {
+                let out = self
+                    .db
+                    .batch_get_item()
+                    .request_items(&self.events, ask)
+                    .send()
+                    .await
+                    .map_err(|e| RuntimeError::backend("BatchGetItem", e))?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.events))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(id) = get_s(item, ev::EVENT_ID) {
+                        let detail = get_s(item, "detail")
+                            .and_then(|d| serde_json::from_str(&d).ok())
+                            .unwrap_or(Value::Null);
+                        details.insert(id, detail);
+                    }
+                }
+                request = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.events))
+                    .filter(|k| !k.keys().is_empty());
+                if request.is_some() {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        Ok(events
+            .into_iter()
+            .filter_map(|mut e| {
+                e.detail = details.remove(&e.event_id)?;
+                Some(e)
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -349,7 +416,7 @@ impl EventStore for DynamoEventStore {
             }
         }
         found.truncate(want);
-        Ok(found)
+        self.with_details(found).await
     }
 
     async fn count_rows(
