@@ -1482,3 +1482,24 @@ fn silent_connections_are_closed_and_cannot_hold_the_server() {
     let answer = asking.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// A tenant's daily quotas, through the Python SDK: writes past them are tool errors that
+/// say what was used and how to change it, change nothing, and leave other tenants alone.
+#[test]
+fn writes_past_a_tenants_daily_quota_are_refused_and_other_tenants_write_on() {
+    let dir = temp_dir("quota");
+    let server = up_with(
+        &dir,
+        free_port(),
+        &["--quota-kv-kib-per-day", "3", "--quota-events-per-day", "2"],
+    );
+    let a = token(&dir, "tenant-a", "user");
+    let b = token(&dir, "tenant-b", "user");
+    crate::harness::python_script(
+        "tests/mcp/quota_client.py",
+        &[&format!("http://127.0.0.1:{}/mcp", server.port), &a, &b],
+        "quota",
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -83,6 +83,27 @@ pub struct ApplyFlags {
     pub yes: bool,
 }
 
+/// What each tenant may write a UTC day: the flags of `up` and `serve`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct QuotaFlags {
+    /// KiB of KV writes a tenant may make a UTC day (each write counts its key and value in
+    /// whole KiB); 0: no limit.
+    #[arg(long, default_value_t = tier_xs::server::quota::KV_KIB_PER_DAY)]
+    pub quota_kv_kib_per_day: u64,
+    /// Events a tenant may publish a UTC day; 0: no limit.
+    #[arg(long, default_value_t = tier_xs::server::quota::EVENTS_PER_DAY)]
+    pub quota_events_per_day: u64,
+}
+
+impl QuotaFlags {
+    pub fn limits(&self) -> tier_xs::server::quota::QuotaLimits {
+        tier_xs::server::quota::QuotaLimits {
+            kv_kib: self.quota_kv_kib_per_day,
+            events: self.quota_events_per_day,
+        }
+    }
+}
+
 /// A count that must be at least 1, with the flag's own message for anything else.
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {

@@ -156,6 +156,8 @@ pub struct ServeArgs {
     /// Connections served at once (at least 1); more wait until one closes.
     #[arg(long, default_value_t = tier_xs::server::MAX_CONNECTIONS, value_parser = super::at_least_one, allow_hyphen_values = true)]
     max_connections: usize,
+    #[command(flatten)]
+    quota: super::QuotaFlags,
 }
 
 /// `agentbus serve`.
@@ -169,6 +171,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         rate_limit: rate,
         tier,
         max_connections,
+        quota,
     } = args;
     let tier = tier.parse::<Tier>()?;
     ladder().check(tier)?;
@@ -184,6 +187,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
             (s, cfg.port, true)
         }
     };
+    state.quota.set_limits(quota.limits());
     if stdio {
         let identity = Identity::new("stdio", Tenant::new(&tenant)?, Role::Admin);
         serve_stdio(state, identity)

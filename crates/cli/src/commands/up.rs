@@ -13,7 +13,7 @@ use tier_xs::server::workspace_tools::WorkspaceTools;
 use tier_xs::workspace::{Env, Tier};
 
 use super::serve::{DEFAULT_DATA_DIR, embedded_state, run_http};
-use super::{ladder, tool_inputs};
+use super::{QuotaFlags, ladder, tool_inputs};
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -31,6 +31,8 @@ pub struct UpArgs {
     /// Connections served at once (at least 1); more wait until one closes.
     #[arg(long, default_value_t = tier_xs::server::MAX_CONNECTIONS, value_parser = super::at_least_one, allow_hyphen_values = true)]
     max_connections: usize,
+    #[command(flatten)]
+    quota: QuotaFlags,
     #[command(flatten)]
     governs: GovernFlags,
 }
@@ -94,6 +96,7 @@ pub async fn run(args: UpArgs) -> Result<u8> {
         args.port,
         args.rate_limit,
         args.max_connections,
+        args.quota,
         governs,
     )
     .await
@@ -106,6 +109,7 @@ async fn up(
     port: u16,
     rate: u32,
     max_connections: usize,
+    quota: QuotaFlags,
     governs: Option<WorkspaceTools>,
 ) -> Result<u8> {
     ladder().check(tier)?;
@@ -116,6 +120,7 @@ async fn up(
     drop(listener);
     let governed = governs.as_ref().map(WorkspaceTools::workspace);
     let state = embedded_state(data_dir, tier, rate, false, governs).await?;
+    state.quota.set_limits(quota.limits());
     let first = state.auth.list().await?.is_empty();
     println!("agentbus {} tier, data in {}", tier, data_dir.display());
     println!("  dashboard: http://{addr}/");

@@ -328,6 +328,15 @@ impl AgentbusMcp {
             (true, None) => Ttl::Never,
             (false, s) => s.map(Ttl::Seconds).unwrap_or(Ttl::Default),
         };
+        // Counted when taken for writing: DynamoDB bills a refused conditional write too.
+        self.state
+            .quota
+            .take(
+                &id.tenant,
+                super::quota::Meter::KvKib,
+                super::quota::kv_kib(&a.key, &a.value),
+            )
+            .map_err(explain)?;
         let kv = &self.state.kv;
         let e = match (a.expected_version, a.only_if_absent.unwrap_or(false)) {
             (Some(_), true) => {

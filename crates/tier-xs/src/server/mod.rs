@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod mcp;
+pub mod quota;
 pub mod workspace_tools;
 
 use std::convert::Infallible;
@@ -67,6 +68,8 @@ pub struct AppState {
     pub secrets: Arc<dyn SecretStore>,
     pub auth: Authenticator,
     pub limiter: RateLimiter,
+    /// What each tenant may write a day.
+    pub quota: quota::DailyQuota,
     pub info: WorkspaceInfo,
     pub started: Instant,
     /// Events published through this server, for live dashboards.
@@ -95,6 +98,7 @@ impl AppState {
             secrets,
             auth,
             limiter: RateLimiter::new(rate_per_minute),
+            quota: quota::DailyQuota::default(),
             info,
             started: Instant::now(),
             live: broadcast::channel(256).0,
@@ -182,6 +186,7 @@ impl AppState {
         detail_type: &str,
         detail: &Value,
     ) -> Result<Event, RuntimeError> {
+        self.quota.take(tenant, quota::Meter::Events, 1)?;
         let ev = self.events.publish(tenant, detail_type, detail).await?;
         let _ = self.live.send((tenant.clone(), ev.clone()));
         Ok(ev)
