@@ -15,7 +15,8 @@ use tier_xs::ops::{Deployer, Inputs};
 use tier_xs::workspace::{Env, Tier};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{IMAGE, agentbus, agentbus_env, clients, unique_env};
+use crate::harness::{IMAGE, agentbus, agentbus_env, assert_absent, clients, unique_env};
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 
 fn deploy_args<'a>(env: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
@@ -475,6 +476,8 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         (tag.key(), tag.values()),
         (Some("agentbus:workspace"), &[ws.clone()][..])
     );
+    // The alerts as the README states them, read back field by field with each one's
+    // subscribers: actual spend over 80 % and forecast over 100 %, mailed to the address given.
     let n = aws
         .budgets()
         .describe_notifications_for_budget()
@@ -483,7 +486,51 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(n.notifications().len(), 2);
+    let mut alerts = Vec::new();
+    for note in n.notifications() {
+        let subscribers = aws
+            .budgets()
+            .describe_subscribers_for_notification()
+            .account_id("123456789012")
+            .budget_name(&ws)
+            .notification(note.clone())
+            .send()
+            .await
+            .unwrap();
+        let to: Vec<String> = subscribers
+            .subscribers()
+            .iter()
+            .map(|s| format!("{}:{}", s.subscription_type().as_str(), s.address()))
+            .collect();
+        alerts.push((
+            note.notification_type().as_str().to_string(),
+            note.comparison_operator().as_str().to_string(),
+            note.threshold(),
+            note.threshold_type().map(|t| t.as_str().to_string()),
+            to,
+        ));
+    }
+    alerts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mail = vec!["EMAIL:ops@example.com".to_string()];
+    assert_eq!(
+        alerts,
+        [
+            (
+                "ACTUAL".to_string(),
+                "GREATER_THAN".to_string(),
+                80.0,
+                Some("PERCENTAGE".to_string()),
+                mail.clone()
+            ),
+            (
+                "FORECASTED".to_string(),
+                "GREATER_THAN".to_string(),
+                100.0,
+                Some("PERCENTAGE".to_string()),
+                mail
+            ),
+        ]
+    );
     // After the deploy, the plan's cost before and after are the same.
     let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
     assert_eq!(p["plan"]["cost"]["before"], p["plan"]["cost"]["after"]);
@@ -979,21 +1026,19 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
         AttributeValue::S("hello".into())
     );
     // Everything else is gone.
-    assert!(
-        aws.events()
-            .describe_event_bus()
-            .name(&ws)
-            .send()
-            .await
-            .is_err()
+    assert_absent(
+        aws.events().describe_event_bus().name(&ws).send().await,
+        aws_sdk_eventbridge::operation::describe_event_bus::DescribeEventBusError::is_resource_not_found_exception,
+        "the event bus",
     );
-    assert!(
+    assert_absent(
         aws.iam()
             .get_role()
             .role_name(format!("{ws}-dashboard-task"))
             .send()
-            .await
-            .is_err()
+            .await,
+        aws_sdk_iam::operation::get_role::GetRoleError::is_no_such_entity_exception,
+        "the task role",
     );
     let c = aws
         .ecs()
@@ -1009,15 +1054,15 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     );
     let sgs = dashboard_groups(&aws, &ws).await;
     assert!(sgs.security_groups().is_empty());
-    assert!(
+    assert_absent(
         aws.budgets()
             .describe_budget()
             .account_id("123456789012")
             .budget_name(&ws)
             .send()
-            .await
-            .is_err(),
-        "destroy removes the budget"
+            .await,
+        aws_sdk_budgets::operation::describe_budget::DescribeBudgetError::is_not_found_exception,
+        "the budget (destroy removes it)",
     );
     // A re-deploy finds the table (and its data) and creates the rest around it.
     let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
@@ -1031,32 +1076,23 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
     assert_eq!(r.code, 0, "{r:?}");
     // With the flag, the server's secret goes, and the tenants' secrets with it.
     for name in [format!("agentbus/{env}/server"), tenant_secret] {
-        assert!(
-            aws.secrets()
-                .describe_secret()
-                .secret_id(&name)
-                .send()
-                .await
-                .is_err(),
-            "{name} is deleted"
+        assert_absent(
+            aws.secrets().describe_secret().secret_id(&name).send().await,
+            aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError::is_resource_not_found_exception,
+            &name,
         );
     }
-    assert!(
-        aws.dynamodb()
-            .describe_table()
-            .table_name(&kv)
-            .send()
-            .await
-            .is_err()
-    );
-    assert!(
-        aws.dynamodb()
-            .describe_table()
-            .table_name(format!("{ws}-deploy"))
-            .send()
-            .await
-            .is_err()
-    );
+    for table in [kv.clone(), format!("{ws}-deploy")] {
+        assert_absent(
+            aws.dynamodb()
+                .describe_table()
+                .table_name(&table)
+                .send()
+                .await,
+            DescribeTableError::is_resource_not_found_exception,
+            &table,
+        );
+    }
     // Deployed again at once: the secret's name is free only once its deletion has finished
     // (the test emulator refuses it meanwhile, as Secrets Manager does); the deploy waits.
     let r = agentbus(&deploy_args(&env, &["--image", IMAGE]));
@@ -1302,13 +1338,14 @@ async fn the_cli_explains_bad_input() {
         "{r:?}"
     );
     let aws = clients().await;
-    assert!(
+    assert_absent(
         aws.dynamodb()
             .describe_table()
             .table_name(format!("agentbus-{env}-kv"))
             .send()
-            .await
-            .is_err()
+            .await,
+        DescribeTableError::is_resource_not_found_exception,
+        "the KV table",
     );
     // Without --yes and without a terminal, nothing is applied.
     let r = agentbus(&["deploy", "xs", "--env", &env, "--image", IMAGE]);
@@ -1427,4 +1464,60 @@ fn cost_prices_the_tier_without_an_aws_account() {
     );
     let bad = agentbus(&["cost", "xs", "--profile-usage", "busy"]);
     assert!(bad.stderr.contains("unknown usage profile"), "{bad:?}");
+}
+
+/// The steady-state wait, on services that do not get there (the test emulator keeps these
+/// workspaces' tasks pending, or stops their rollout as ECS's circuit breaker does): a deploy
+/// whose tasks never run fails when `--wait-timeout` runs out, saying how far it got; a
+/// rollout the circuit breaker stopped fails at once with ECS's reason, not after the wait.
+/// Either way the service is as specified, so the next plan has nothing to change.
+#[tokio::test]
+async fn a_service_that_never_becomes_steady_fails_the_deploy_when_its_wait_runs_out() {
+    use crate::harness::{NEVER_STEADY_ENV, ROLLOUT_FAILS_ENV};
+    let deploy = |env: &str, wait: &str| {
+        let start = std::time::Instant::now();
+        let r = agentbus(&[
+            "deploy",
+            "xs",
+            "--env",
+            env,
+            "--image",
+            IMAGE,
+            "--yes",
+            "--wait-timeout",
+            wait,
+        ]);
+        (r, start.elapsed())
+    };
+    let pending = unique_env(NEVER_STEADY_ENV);
+    let (r, took) = deploy(&pending, "3");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "agentbus-{pending}-dashboard: not ready after 3s: 0 of 1 tasks running, 1 deployment(s)"
+        )),
+        "{r:?}"
+    );
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+
+    let failing = unique_env(ROLLOUT_FAILS_ENV);
+    let (r, took) = deploy(&failing, "120");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "agentbus-{failing}-dashboard: deployment failed: ECS deployment circuit breaker: tasks failed to start."
+        )),
+        "{r:?}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "failed at once, not after the wait: {took:?}"
+    );
+
+    for env in [pending, failing] {
+        let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
+        assert_eq!(p.code, 0, "{p:?}");
+        let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
 }

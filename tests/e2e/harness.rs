@@ -98,8 +98,17 @@ pub fn start_moto() -> Moto {
     let watchdog = Command::new("sh")
         .arg("-c")
         .arg(script)
-        // moto never runs containers: let its ECS services report their tasks as running.
+        // moto never runs containers: let its ECS services report their tasks as running,
+        // except those of the workspaces the steady-state tests name.
         .env("MOTO_ECS_SERVICE_RUNNING", "1")
+        .env(
+            "AGENTBUS_SHIM_NEVER_STEADY",
+            format!("^agentbus-{NEVER_STEADY_ENV}"),
+        )
+        .env(
+            "AGENTBUS_SHIM_ROLLOUT_FAILS",
+            format!("^agentbus-{ROLLOUT_FAILS_ENV}"),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -119,6 +128,12 @@ pub fn start_moto() -> Moto {
         _watchdog: Some(std::sync::Mutex::new(watchdog)),
     }
 }
+
+/// Workspaces whose env starts with this get an ECS service that never becomes steady.
+pub const NEVER_STEADY_ENV: &str = "unsteady";
+/// Workspaces whose env starts with this get an ECS service whose rollout the circuit
+/// breaker stops.
+pub const ROLLOUT_FAILS_ENV: &str = "rollfail";
 
 /// The ECR repository (in moto) holding the image most tests deploy.
 pub const FIXTURE_REPOSITORY: &str = "e2e-fixtures/agentbus";
@@ -406,4 +421,18 @@ pub fn registry() -> &'static LocalRegistry {
             _watchdog: std::sync::Mutex::new(watchdog),
         }
     })
+}
+
+/// Asserts that an AWS read failed because the thing is not there: a service error that
+/// `missing` recognises (the SDK's typed accessor where it models the error), not just any
+/// error (a refused connection, an access denial or a throttle would pass `is_err()`).
+pub fn assert_absent<T: std::fmt::Debug, E: std::fmt::Debug, R: std::fmt::Debug>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    missing: impl Fn(&E) -> bool,
+    what: &str,
+) {
+    match result {
+        Err(e) if e.as_service_error().is_some_and(&missing) => {}
+        other => panic!("{what} should be gone, with a not-found answer: {other:?}"),
+    }
 }

@@ -334,12 +334,13 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     // Destroyed with its data: nothing of the database is left.
     let r = run(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
+    crate::harness::assert_absent(
         aws.rds()
             .describe_db_clusters()
             .db_cluster_identifier(&name)
             .send()
-            .await
-            .is_err()
+            .await,
+        |e| e.is_db_cluster_not_found_fault(),
+        "the cluster",
     );
 }

@@ -246,14 +246,14 @@ async fn small_upgrades_to_medium_and_back_keeping_its_data() {
         "60",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(
+    crate::harness::assert_absent(
         aws.sfn()
             .describe_state_machine()
             .state_machine_arn(&machine)
             .send()
-            .await
-            .is_err(),
-        "the state machine is gone"
+            .await,
+        aws_sdk_sfn::operation::describe_state_machine::DescribeStateMachineError::is_state_machine_does_not_exist,
+        "the state machine",
     );
     let left = aws
         .cloudwatch()

@@ -21,7 +21,7 @@ use tier_xs::runtime::secrets::{AwsSecrets, SecretStore};
 use tier_xs::runtime::{RuntimeError, Tenant};
 use tier_xs::workspace::{Env, Tier, Workspace};
 
-use crate::harness::{actions, agentbus, clients, deploy_xs, unique_env};
+use crate::harness::{actions, agentbus, assert_absent, clients, deploy_xs, unique_env};
 use crate::server::{serve_on_aws, small_client};
 
 /// A plain HTTP/1.1 PUT to a URL on 127.0.0.1 (a presigned URL of the emulator); the status.
@@ -188,7 +188,19 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     );
 
     // The buckets as specified.
-    for (b, transitions) in [(&small.artifacts_bucket, 0), (&small.timeline_bucket, 2)] {
+    // Lifecycles as the README states them, read back from S3: old versions go after 90
+    // days (artifacts) or 30 (timeline); timeline records move to Standard-IA after 30 days
+    // and Glacier Instant Retrieval after 180.
+    type Transitions = &'static [(i32, &'static str)];
+    let lifecycles: [(&String, i32, Transitions); 2] = [
+        (&small.artifacts_bucket, 90, &[]),
+        (
+            &small.timeline_bucket,
+            30,
+            &[(30, "STANDARD_IA"), (180, "GLACIER_IR")],
+        ),
+    ];
+    for (b, noncurrent_days, transitions) in lifecycles {
         let v = aws
             .s3()
             .get_bucket_versioning()
@@ -236,17 +248,39 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
             .send()
             .await
             .unwrap();
+        assert_eq!(lc.rules().len(), 1, "{b}: {lc:?}");
         let rule = &lc.rules()[0];
+        assert_eq!(rule.status().as_str(), "Enabled");
         assert_eq!(
             rule.abort_incomplete_multipart_upload()
                 .unwrap()
                 .days_after_initiation(),
             Some(7)
         );
-        assert!(rule.noncurrent_version_expiration().is_some());
-        assert_eq!(rule.transitions().len(), transitions);
+        assert_eq!(
+            rule.noncurrent_version_expiration()
+                .and_then(|e| e.noncurrent_days()),
+            Some(noncurrent_days),
+            "{b}"
+        );
+        let read: Vec<(i32, &str)> = rule
+            .transitions()
+            .iter()
+            .map(|t| {
+                (
+                    t.days().unwrap_or(-1),
+                    t.storage_class().map_or("", |c| c.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(read, transitions, "{b}");
         // moto is plain HTTP: the TLS-only policy is left out (and the plan says so).
-        assert!(aws.s3().get_bucket_policy().bucket(b).send().await.is_err());
+        assert_absent(
+            aws.s3().get_bucket_policy().bucket(b).send().await,
+            // S3 does not model NoSuchBucketPolicy.
+            |e| e.meta().code() == Some("NoSuchBucketPolicy"),
+            "the bucket policy",
+        );
         let tags = aws
             .s3()
             .get_bucket_tagging()
@@ -395,13 +429,22 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         "ddb",
     )
     .await;
-    // The server, as the task would run it. Its webhooks may reach 127.0.0.1 here: the
-    // test's receiver is on this machine (a deployed task only reaches public HTTPS).
-    let mut task_env = task_env;
-    task_env.push((ENV_WEBHOOKS_ANYWHERE.into(), "true".into()));
-    let (server, port) = serve_on_aws(task_env);
+    // The server, with webhooks allowed anywhere: the test's receiver is on this machine.
+    let mut anywhere = task_env.clone();
+    anywhere.push((ENV_WEBHOOKS_ANYWHERE.into(), "true".into()));
+    let (server, port) = serve_on_aws(anywhere);
     small_client(port, &ta, &tb, &tv, "aws");
     another_producers_event_is_recorded_once(&aws, &cfg.event_bus, &small).await;
+    drop(server);
+    // Then exactly as the task runs it: its webhooks reach only public HTTPS. (After the
+    // events: a server killed in a long poll of the feed would hide a message from the next
+    // one until its visibility timeout.)
+    let (server, port) = serve_on_aws(task_env);
+    crate::harness::python_script(
+        "tests/mcp/webhook_policy_client.py",
+        &[&format!("http://127.0.0.1:{port}/mcp"), &ta],
+        "the deployed webhook policy",
+    );
     drop(server);
     assert_eq!(
         object(
@@ -469,13 +512,14 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         ingress_of(&aws, &format!("{ws_name}-dashboard")).await,
         vec!["8080 from 203.0.113.0/24".to_string()]
     );
-    assert!(
+    assert_absent(
         aws.elb()
             .describe_load_balancers()
             .names(format!("{ws_name}-dash"))
             .send()
-            .await
-            .is_err()
+            .await,
+        aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersError::is_load_balancer_not_found_exception,
+        "the load balancer",
     );
     // The extra-small data is still there too.
     assert_eq!(kv.get(&acme, "k0").await.unwrap().unwrap().value, "v0");
@@ -485,9 +529,10 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
     for bucket in [&small.artifacts_bucket, &small.timeline_bucket] {
-        assert!(
-            aws.s3().head_bucket().bucket(bucket).send().await.is_err(),
-            "bucket {bucket} is gone"
+        assert_absent(
+            aws.s3().head_bucket().bucket(bucket).send().await,
+            aws_sdk_s3::operation::head_bucket::HeadBucketError::is_not_found,
+            bucket,
         );
     }
     for table in [
@@ -495,28 +540,20 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         &small.subscriptions_table,
         &small.rules_table,
     ] {
-        assert!(
-            aws.dynamodb()
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .is_err(),
-            "table {table} is gone"
+        assert_absent(
+            aws.dynamodb().describe_table().table_name(table).send().await,
+            aws_sdk_dynamodb::operation::describe_table::DescribeTableError::is_resource_not_found_exception,
+            table,
         );
     }
     for queue in [
         small.events_queue.clone(),
         format!("{}-dlq", small.events_queue),
     ] {
-        assert!(
-            aws.sqs()
-                .get_queue_url()
-                .queue_name(&queue)
-                .send()
-                .await
-                .is_err(),
-            "queue {queue} is gone"
+        assert_absent(
+            aws.sqs().get_queue_url().queue_name(&queue).send().await,
+            aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError::is_queue_does_not_exist,
+            &queue,
         );
     }
 }

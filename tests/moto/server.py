@@ -49,6 +49,8 @@ taught to answer them here.
   InvalidRequestException while the deletion finishes; moto frees the name at once.
 - ECS CreateService's deploymentConfiguration (moto drops it) and a new primary deployment
   for a new task definition on UpdateService (moto keeps the first one).
+- ECS services that never become steady, or whose rollout the circuit breaker stops, by name
+  (AGENTBUS_SHIM_NEVER_STEADY, AGENTBUS_SHIM_ROLLOUT_FAILS): moto has no containers to fail.
 - ELB CreateLoadBalancer with subnets in fewer than two Availability Zones: AWS answers
   ValidationError; moto accepts it.
 - ELB CreateLoadBalancer, CreateTargetGroup and CreateListener are idempotent on AWS (the same
@@ -312,6 +314,45 @@ def update_service(self, service_properties):
 
 
 ecs_models.EC2ContainerServiceBackend.update_service = update_service
+
+# ECS services that do not become steady, for the tests of the deploy's steady-state wait
+# (moto runs no containers: MOTO_ECS_SERVICE_RUNNING makes every service steady at once).
+# A service whose name matches AGENTBUS_SHIM_NEVER_STEADY keeps its tasks pending, its
+# rollout IN_PROGRESS; one matching AGENTBUS_SHIM_ROLLOUT_FAILS has its rollout stopped by
+# the circuit breaker (rolloutState FAILED with a reason), as ECS reports a revision whose
+# tasks keep failing ("Amazon ECS deployment circuit breaker", ECS Developer Guide).
+import re
+
+_NEVER_STEADY = re.compile(os.environ.get("AGENTBUS_SHIM_NEVER_STEADY") or r"(?!)")
+_ROLLOUT_FAILS = re.compile(os.environ.get("AGENTBUS_SHIM_ROLLOUT_FAILS") or r"(?!)")
+_service_init = ecs_models.Service.__init__
+
+
+def _unsteady(service):
+    """Holds a matching service's tasks pending (moto's UpdateService would run them)."""
+    if _NEVER_STEADY.search(service.name):
+        state, reason, failed = "IN_PROGRESS", "ECS deployment in progress.", 0
+    elif _ROLLOUT_FAILS.search(service.name):
+        state, reason, failed = "FAILED", "ECS deployment circuit breaker: tasks failed to start.", 3
+    else:
+        return service
+    service.running_count = 0
+    service.pending_count = service.desired_count
+    for d in service.deployments:
+        d.update(runningCount=0, pendingCount=service.desired_count, failedTasks=failed,
+                 rolloutState=state, rolloutStateReason=reason)
+    return service
+
+
+def service_init(self, *args, **kwargs):
+    _service_init(self, *args, **kwargs)
+    _unsteady(self)
+
+
+ecs_models.Service.__init__ = service_init
+_update_service_steady = ecs_models.EC2ContainerServiceBackend.update_service
+ecs_models.EC2ContainerServiceBackend.update_service = lambda self, props: _unsteady(
+    _update_service_steady(self, props))
 
 # Secrets Manager: a secret deleted without recovery is removed asynchronously ("Secrets
 # Manager deletes it asynchronously", DeleteSecret API reference), and a CreateSecret of the

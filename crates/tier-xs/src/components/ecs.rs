@@ -621,6 +621,16 @@ impl Resource for TaskDefinition {
                 output_or_unknown(outputs, self.task_role_id, "arn"),
             )
             .set("container", self.container_value())
+            // Only the revision in use stays ACTIVE: a run stopped between registering a
+            // revision and retiring the old one leaves two, which the next plan shows.
+            .set("active_revisions", 1)
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        Ok(Observed::default().field("active_revisions", self.active_revisions(aws).await?.len()))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let Some(out) = found(
@@ -685,6 +695,17 @@ impl Resource for TaskDefinition {
         self.register_alone(aws, outputs).await
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
+        if c.fields.iter().all(|f| f == "active_revisions") {
+            // The newest revision is as wanted: only the others go.
+            let newest = c.current.out("arn");
+            let old: Vec<String> = self
+                .active_revisions(aws)
+                .await?
+                .into_iter()
+                .filter(|a| a != newest)
+                .collect();
+            return self.retire(aws, &old).await;
+        }
         // A task definition is immutable: register a new revision, retire the old ones.
         self.register_alone(aws, c.outputs).await
     }
