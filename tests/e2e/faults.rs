@@ -752,3 +752,128 @@ async fn put_survivor(aws: &AwsClients, env: &str) {
         .await
         .unwrap();
 }
+
+/// Ctrl-C during a deploy at parallelism 8, through the CLI: the calls in flight (held by the
+/// proxy until after the signal) finish, nothing new starts, the apply is recorded as
+/// interrupted and the lock released at once (not left to expire), and the next deploy
+/// finishes the rest to exactly what an uninterrupted deploy leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_deploy_lets_calls_in_flight_finish_and_the_next_deploy_does_the_rest() {
+    use std::io::Read;
+    let moto = start_moto();
+    let proxy = FaultProxy::start(&moto);
+    let aws = clients_at(&moto.url, "testing", "testing").await;
+    let deploy = |env: &str| {
+        [
+            "deploy",
+            "xs",
+            "--env",
+            env,
+            "--image",
+            IMAGE,
+            "--yes",
+            "--parallelism",
+            "8",
+            "--wait-timeout",
+            "60",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // An uninterrupted deploy: what it leaves and how many calls it makes. The last thirty
+    // calls are well inside its apply (after it, only the record, the settings and the lock).
+    let reference = deploy("ctrlref");
+    let r = run_at(
+        &proxy.url(),
+        &reference.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let calls = proxy.calls();
+    let expected = inventory(&aws, "ctrlref").await;
+
+    let env = "ctrlc";
+    let args = deploy(env);
+    proxy.set(json!({ "hold_at": proxy.calls() + calls - 30 }));
+    let mut child = agentbus_command(
+        &proxy.url(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("run agentbus");
+    let start = Instant::now();
+    while proxy.state()["held"].as_u64().unwrap() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the deploy never reached its apply"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the deploy ended before the hold"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sigint = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sigint.success());
+    // The deploy says it was interrupted before the held calls go on.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("interrupted: the changes in flight finish") {
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    proxy.set(json!({}));
+    stderr.read_to_end(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&seen);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: every change above that shows ✓ is complete"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not started"),
+        "something was left for the next deploy: {stderr}"
+    );
+    // The calls in flight finished: no change failed or was cut off.
+    assert!(!stderr.contains("FAILED"), "{stderr}");
+
+    // The lock is released, not left to expire: the item has no lease.
+    let lock = aws
+        .dynamodb()
+        .get_item()
+        .table_name(format!("agentbus-{env}-deploy"))
+        .key("pk", AttributeValue::S("lock".into()))
+        .key("sk", AttributeValue::S("lock".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = lock.item.unwrap();
+    assert!(!item.contains_key("lease_id"), "{item:?}");
+
+    // The next deploy starts at once and finishes the rest.
+    let r = run_at(
+        &moto.url,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_converged(&moto.url, env, "xs", "after the interrupted deploy");
+    assert_eq!(inventory(&aws, env).await, expected);
+    let status = run_at(&moto.url, &["status", "--env", env, "--json"]).json();
+    let history = status["history"].as_array().unwrap();
+    assert_eq!(
+        (
+            history[0]["succeeded"].clone(),
+            history[1]["cancelled"].clone()
+        ),
+        (json!(true), json!(true)),
+        "{status}"
+    );
+}

@@ -75,6 +75,9 @@ impl ConvergeUi for Terminal<'_> {
         let watcher = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 cancel.cancel();
+                eprintln!(
+                    "\ninterrupted: the changes in flight finish, nothing new starts (Ctrl-C again abandons them)"
+                );
                 if tokio::signal::ctrl_c().await.is_ok() {
                     eprintln!(
                         "abandoning in-flight calls; the next deploy converges from wherever they stopped"
