@@ -859,18 +859,7 @@ async fn a_plan_stands_under_the_lock_only_when_no_other_deploy_held_it_since() 
     lease.release().await.unwrap();
 
     // Released: the item keeps its count and loses its lease (read with the SDK).
-    let item = aws
-        .dynamodb()
-        .get_item()
-        .table_name(format!("agentbus-{env}-deploy"))
-        .key("pk", AttributeValue::S("lock".into()))
-        .key("sk", AttributeValue::S("lock".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap()
-        .item
-        .unwrap();
+    let item = crate::harness::lock_item(&aws, &env).await.unwrap();
     assert_eq!(item.get("generation"), Some(&AttributeValue::N("1".into())));
     for gone in ["lease_id", "holder", "expires_at"] {
         assert!(!item.contains_key(gone), "{gone} left in {item:?}");

@@ -105,6 +105,34 @@ fn run_after_kill(url: &str, args: &[&str]) -> Run {
     }
 }
 
+/// `deploy TIER` of workspace `env` as these tests run it (the medium tier with its agents'
+/// image).
+fn deploy_args(tier: &str, env: &str) -> Vec<String> {
+    let mut args = [
+        "deploy",
+        tier,
+        "--env",
+        env,
+        "--image",
+        IMAGE,
+        "--yes",
+        "--parallelism",
+        "8",
+        "--wait-timeout",
+        "60",
+    ]
+    .map(String::from)
+    .to_vec();
+    if tier == "medium" {
+        args.extend(["--agent-image".to_string(), AGENT_IMAGE.to_string()]);
+    }
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// The steps of a workspace's life the kill test interrupts.
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -125,33 +153,16 @@ impl Step {
     ];
 
     fn args(self, env: &str) -> Vec<String> {
+        // A short lease: the run after a kill takes the lock over soon.
         let deploy = |tier: &str| {
-            [
-                "deploy",
-                tier,
-                "--env",
-                env,
-                "--image",
-                IMAGE,
-                "--yes",
-                "--parallelism",
-                "8",
-                "--wait-timeout",
-                "60",
-                "--lock-ttl",
-                "3",
-            ]
-            .map(String::from)
-            .to_vec()
+            let mut args = deploy_args(tier, env);
+            args.extend(["--lock-ttl".to_string(), "3".to_string()]);
+            args
         };
         match self {
             Step::DeployXs | Step::MoveBackToXs => deploy("xs"),
             Step::MoveToSmall => deploy("small"),
-            Step::MoveToMedium => {
-                let mut args = deploy("medium");
-                args.extend(["--agent-image".to_string(), AGENT_IMAGE.to_string()]);
-                args
-            }
+            Step::MoveToMedium => deploy("medium"),
             Step::Destroy => ["destroy", "--env", env, "--yes", "--lock-ttl", "3"]
                 .map(String::from)
                 .to_vec(),
@@ -509,23 +520,7 @@ async fn a_deploy_through_throttling_500s_slow_answers_and_lost_connections_conv
 
     for tier in ["xs", "small", "medium"] {
         let deploy = |env: &str, url: &str| {
-            let mut args = vec![
-                "deploy",
-                tier,
-                "--env",
-                env,
-                "--image",
-                IMAGE,
-                "--yes",
-                "--parallelism",
-                "8",
-                "--wait-timeout",
-                "60",
-            ];
-            if tier == "medium" {
-                args.extend(["--agent-image", AGENT_IMAGE]);
-            }
-            let r = run_at(url, &args);
+            let r = run_at(url, &strs(&deploy_args(tier, env)));
             assert_eq!(r.code, 0, "deploy {tier} into {env}: {r:?}");
         };
         proxy.set(faults.clone());
@@ -627,14 +622,11 @@ impl Seeded {
 fn kill_at_call(proxy: &FaultProxy, args: &[String], at: u64) -> bool {
     let first = proxy.calls() + at;
     proxy.set(json!({ "hold_at": first }));
-    let mut child = agentbus_command(
-        &proxy.url(),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("run agentbus");
+    let mut child = agentbus_command(&proxy.url(), &strs(args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run agentbus");
     let start = Instant::now();
     let killed = loop {
         if child.try_wait().unwrap().is_some() {
@@ -678,10 +670,7 @@ async fn deploys_tier_moves_and_destroys_killed_at_seeded_points_are_finished_by
     for step in Step::ALL {
         let before = proxy.calls();
         let args = step.args(reference);
-        let r = run_at(
-            &proxy.url(),
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
+        let r = run_at(&proxy.url(), &strs(&args));
         assert_eq!(r.code, 0, "{step:?}: {r:?}");
         calls.push(proxy.calls() - before);
         expected.push(inventory(&aws, reference).await);
@@ -709,10 +698,7 @@ async fn deploys_tier_moves_and_destroys_killed_at_seeded_points_are_finished_by
             if kill_at_call(&proxy, &args, at) {
                 trials += 1;
             }
-            run_after_kill(
-                &moto.url,
-                &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            );
+            run_after_kill(&moto.url, &strs(&args));
             if let Some(tier) = step.tier() {
                 assert_converged(&moto.url, &env, tier, &why);
             }
@@ -763,30 +749,11 @@ async fn ctrl_c_during_a_deploy_lets_calls_in_flight_finish_and_the_next_deploy_
     let moto = start_moto();
     let proxy = FaultProxy::start(&moto);
     let aws = clients_at(&moto.url, "testing", "testing").await;
-    let deploy = |env: &str| {
-        [
-            "deploy",
-            "xs",
-            "--env",
-            env,
-            "--image",
-            IMAGE,
-            "--yes",
-            "--parallelism",
-            "8",
-            "--wait-timeout",
-            "60",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let deploy = |env: &str| deploy_args("xs", env);
     // An uninterrupted deploy: what it leaves and how many calls it makes. The last thirty
     // calls are well inside its apply (after it, only the record, the settings and the lock).
     let reference = deploy("ctrlref");
-    let r = run_at(
-        &proxy.url(),
-        &reference.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let r = run_at(&proxy.url(), &strs(&reference));
     assert_eq!(r.code, 0, "{r:?}");
     let calls = proxy.calls();
     let expected = inventory(&aws, "ctrlref").await;
@@ -794,14 +761,11 @@ async fn ctrl_c_during_a_deploy_lets_calls_in_flight_finish_and_the_next_deploy_
     let env = "ctrlc";
     let args = deploy(env);
     proxy.set(json!({ "hold_at": proxy.calls() + calls - 30 }));
-    let mut child = agentbus_command(
-        &proxy.url(),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("run agentbus");
+    let mut child = agentbus_command(&proxy.url(), &strs(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run agentbus");
     let start = Instant::now();
     while proxy.state()["held"].as_u64().unwrap() == 0 {
         assert!(
@@ -845,24 +809,11 @@ async fn ctrl_c_during_a_deploy_lets_calls_in_flight_finish_and_the_next_deploy_
     assert!(!stderr.contains("FAILED"), "{stderr}");
 
     // The lock is released, not left to expire: the item has no lease.
-    let lock = aws
-        .dynamodb()
-        .get_item()
-        .table_name(format!("agentbus-{env}-deploy"))
-        .key("pk", AttributeValue::S("lock".into()))
-        .key("sk", AttributeValue::S("lock".into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    let item = lock.item.unwrap();
+    let item = crate::harness::lock_item(&aws, env).await.unwrap();
     assert!(!item.contains_key("lease_id"), "{item:?}");
 
     // The next deploy starts at once and finishes the rest.
-    let r = run_at(
-        &moto.url,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let r = run_at(&moto.url, &strs(&args));
     assert_eq!(r.code, 0, "{r:?}");
     assert_converged(&moto.url, env, "xs", "after the interrupted deploy");
     assert_eq!(inventory(&aws, env).await, expected);

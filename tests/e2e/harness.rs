@@ -436,3 +436,21 @@ pub fn assert_absent<T: std::fmt::Debug, E: std::fmt::Debug, R: std::fmt::Debug>
         other => panic!("{what} should be gone, with a not-found answer: {other:?}"),
     }
 }
+
+/// The deploy lock's item of workspace `env`, read consistently with the SDK.
+pub async fn lock_item(
+    aws: &AwsClients,
+    env: &str,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    aws.dynamodb()
+        .get_item()
+        .table_name(format!("agentbus-{env}-deploy"))
+        .key("pk", AttributeValue::S("lock".into()))
+        .key("sk", AttributeValue::S("lock".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+}
