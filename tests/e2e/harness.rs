@@ -145,21 +145,35 @@ pub const AGENT_FIXTURE_REPOSITORY: &str = "e2e-fixtures/agentbus-agent";
 /// (tests/moto/seed_image.py): deploy refuses images that are not in their registry. The
 /// image-push tests use a real registry.
 fn seed_fixture_image(url: &str) {
+    for repo in [FIXTURE_REPOSITORY, AGENT_FIXTURE_REPOSITORY] {
+        seed_image_at(url, repo, "test", &[]);
+    }
+}
+
+/// Puts an image (its config and manifest) into ECR at the moto at `url` under
+/// `repository:tag`, through the ECR API (tests/moto/seed_image.py); `platform` is the
+/// config's `[architecture [os]]` (linux/amd64 when empty, `none` for no architecture).
+pub fn seed_image_at(url: &str, repository: &str, tag: &str, platform: &[&str]) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/moto/seed_image.py"
     );
-    for repo in [FIXTURE_REPOSITORY, AGENT_FIXTURE_REPOSITORY] {
-        let out = Command::new(python())
-            .args([script, url, repo, "test"])
-            .output()
-            .expect("run python to seed moto's ECR");
-        assert!(
-            out.status.success(),
-            "seeding the fixture image {repo} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = Command::new(python())
+        .args([script, url, repository, tag])
+        .args(platform)
+        .output()
+        .expect("run python to seed moto's ECR");
+    assert!(
+        out.status.success(),
+        "seeding the image {repository}:{tag} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// [`seed_image_at`] the test process's moto; returns the image's reference.
+pub fn seed_image(repository: &str, tag: &str, platform: &[&str]) -> String {
+    seed_image_at(&moto().url, repository, tag, platform);
+    format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{repository}:{tag}")
 }
 
 /// The environment every AWS call of a test runs with: the emulator, test credentials,

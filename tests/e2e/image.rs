@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::{IMAGE, agentbus, agentbus_env, clients, deploy_xs, registry, unique_env};
+use crate::harness::{
+    IMAGE, agentbus, agentbus_env, clients, deploy_xs, registry, seed_image, unique_env,
+};
 use crate::server::{free_port, up};
 
 fn tmp(tag: &str) -> PathBuf {
@@ -342,6 +344,11 @@ fn deploy_uses_the_pushed_image_and_refuses_one_the_registry_lacks() {
             .to_string()
     });
     assert_eq!(image, reference);
+    // Its architecture read from the pushed config, through the registry's API.
+    assert_eq!(
+        runtime_platform(&format!("agentbus-{env}-dashboard")),
+        ("X86_64".into(), "LINUX".into())
+    );
     let r = agentbus(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
 }
@@ -396,20 +403,7 @@ fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_dat
 
     // The image the workspace runs from its own repository is kept by a rule of its own,
     // however many images are pushed after it.
-    let seeded = std::process::Command::new(crate::harness::python())
-        .args([
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../tests/moto/seed_image.py"
-            ),
-            &crate::harness::moto().url,
-            &name,
-            "v7",
-        ])
-        .output()
-        .unwrap();
-    assert!(seeded.status.success(), "{seeded:?}");
-    let own = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}:v7");
+    let own = seed_image(&name, "v7", &[]);
     let r = agentbus(&[
         "deploy",
         "xs",
@@ -450,4 +444,95 @@ fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_dat
         format!("{gone:?}").contains("RepositoryNotFoundException"),
         "{gone:?}"
     );
+}
+
+/// The task definition `family`'s platform, read back raw: (cpu architecture, os family).
+fn runtime_platform(family: &str) -> (String, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = clients().await;
+        let td = c
+            .ecs()
+            .describe_task_definition()
+            .task_definition(family)
+            .send()
+            .await
+            .unwrap();
+        let p = td.task_definition().unwrap().runtime_platform().unwrap();
+        (
+            p.cpu_architecture().unwrap().as_str().to_string(),
+            p.operating_system_family().unwrap().as_str().to_string(),
+        )
+    })
+}
+
+#[test]
+fn a_task_runs_on_the_architecture_its_image_was_built_for() {
+    let env = unique_env("arch");
+    let repo = format!("e2e-arch/{env}");
+    let arm = seed_image(&repo, "arm", &["arm64"]);
+    let x86 = seed_image(&repo, "x86", &["amd64"]);
+    // Images no Fargate task can run are refused by the plan, which says what they are.
+    for (tag, platform, says) in [
+        ("s390x", &["s390x"][..], "is built for linux/s390x"),
+        ("bare", &["none"][..], "names no architecture"),
+        (
+            "win",
+            &["amd64", "windows"][..],
+            "is built for windows/amd64",
+        ),
+    ] {
+        let image = seed_image(&repo, tag, platform);
+        let r = agentbus(&["plan", "xs", "--env", &env, "--image", &image, "--json"]);
+        assert_eq!(r.code, 1, "{r:?}");
+        let problems = r.json()["plan"]["problems"].to_string();
+        assert!(problems.contains(says), "{tag}: {problems}");
+    }
+
+    // An arm64 image runs on ARM64: without it, Fargate would start it on X86_64.
+    let deploy = |image: &str| {
+        let r = agentbus(&[
+            "deploy",
+            "xs",
+            "--env",
+            &env,
+            "--image",
+            image,
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+    };
+    deploy(&arm);
+    let family = format!("agentbus-{env}-dashboard");
+    assert_eq!(runtime_platform(&family), ("ARM64".into(), "LINUX".into()));
+    // Remembered with the image: the next plan is empty.
+    let again = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "converged: {again:?}");
+
+    // Another image of another architecture: the task definition changes both.
+    let p = agentbus(&["plan", "xs", "--env", &env, "--image", &x86, "--json"]).json();
+    let change = p["plan"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "dashboard-task-definition")
+        .unwrap()
+        .clone();
+    let arch = change["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "cpu_architecture")
+        .unwrap_or_else(|| panic!("{change}"));
+    assert_eq!(
+        (&arch["before"], &arch["after"]),
+        (&serde_json::json!("ARM64"), &serde_json::json!("X86_64")),
+        "{change}"
+    );
+    deploy(&x86);
+    assert_eq!(runtime_platform(&family), ("X86_64".into(), "LINUX".into()));
+    let r = agentbus(&["destroy", "--env", &env, "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
 }

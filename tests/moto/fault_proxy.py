@@ -248,8 +248,10 @@ async def serve(reader, writer, upstream, faults: Faults) -> None:
                 return
             # The SDK names each call and counts its attempts (amz-sdk-invocation-id,
             # amz-sdk-request: attempt=N); a call is failed at most `max_faults_per_call`
-            # times, so that faults test the retries without outlasting them.
-            call = req.headers.get("amz-sdk-invocation-id") or f"#{number}"
+            # times, so that faults test the retries without outlasting them. A request
+            # without that header (a download from a pre-signed URL) is named by its method
+            # and path, so its retries count together too.
+            call = req.headers.get("amz-sdk-invocation-id") or f"{req.method} {req.path}"
             fault = faults.draw(number)
             lose = faults.config.get("lose_first_answer")
             if lose and call not in faults.faulted and re.search(lose, req.operation):

@@ -68,6 +68,14 @@ taught to answer them here.
   `localhost:MOTO_PORT`, which may resolve to ::1; the tests talk to 127.0.0.1 only, so the
   interpreter's clients are pointed there.
 
+- ECR GetDownloadUrlForLayer: moto does not implement it (nor keep the bytes of a completed
+  layer upload). AWS answers a pre-signed URL for a blob of the repository that an image
+  references, LayersNotFoundException for a digest the repository lacks and
+  LayerInaccessibleException for one no image references (GetDownloadUrlForLayer API
+  reference, Errors). Here the bytes of each completed upload are kept, and the URL points
+  at this server (`/__ecr-blob/...`), which serves them without credentials, as a
+  pre-signed URL does.
+
 - IAM authorization of a role's requests: AWS checks GetRole, CreateRole and the rest against
   the role's ARN (`arn:aws:iam::ACCOUNT:role/NAME`, Service Authorization Reference, IAM,
   resource type `role`) whether or not the role exists yet; moto checks against the ARN only
@@ -651,6 +659,81 @@ def _to_cbor(value, shape):
 _dispatch = DomainDispatcherApplication.__call__
 
 
+# ECR blobs: the bytes of every completed layer upload, by (account, region, repository,
+# digest), and GetDownloadUrlForLayer's answer pointing at them.
+import moto.ecr.models as ecr_models
+import moto.ecr.responses as ecr_responses
+from moto.ecr.exceptions import RepositoryNotFoundException as EcrRepositoryNotFound
+
+ECR_BLOB_PATH = "/__ecr-blob/"
+ECR_BLOBS = {}
+_complete_layer_upload = ecr_models.ECRBackend.complete_layer_upload
+
+
+def complete_layer_upload(self, repository_name, upload_id, layer_digests, registry_id=None):
+    repository = self._get_repository(repository_name, registry_id)
+    upload = repository.uploads.get(upload_id)
+    data = bytes(upload.layer_parts) if upload is not None else None
+    out = _complete_layer_upload(self, repository_name, upload_id, layer_digests, registry_id)
+    if data is not None:
+        key = (self.account_id, self.region_name, repository_name, out["layerDigest"])
+        ECR_BLOBS[key] = data
+    return out
+
+
+ecr_models.ECRBackend.complete_layer_upload = complete_layer_upload
+
+
+class EcrLayersNotFound(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("LayersNotFoundException", message)
+
+
+class EcrLayerInaccessible(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("LayerInaccessibleException", message)
+
+
+def get_download_url_for_layer(self):
+    name = self._get_param("repositoryName")
+    digest = self._get_param("layerDigest")
+    backend = self.ecr_backend
+    repository = backend.repositories.get(name)
+    if repository is None:
+        raise EcrRepositoryNotFound(name, self._get_param("registryId") or self.current_account)
+    key = (backend.account_id, backend.region_name, name, digest)
+    if key not in ECR_BLOBS:
+        raise EcrLayersNotFound(f"The layer '{digest}' does not exist in the repository '{name}'")
+    referenced = False
+    for image in repository.images:
+        manifest = json.loads(image.image_manifest)
+        digests = [manifest.get("config", {}).get("digest")]
+        digests += [l.get("digest") for l in manifest.get("layers", [])]
+        referenced = referenced or digest in digests
+    if not referenced:
+        raise EcrLayerInaccessible(f"The layer '{digest}' is not associated with an image")
+    host = self.headers.get("Host", "127.0.0.1")
+    url = f"http://{host}{ECR_BLOB_PATH}{backend.account_id}/{backend.region_name}/{digest}/{name}"
+    return ActionResult({"downloadUrl": url, "layerDigest": digest})
+
+
+ecr_responses.ECRResponse.get_download_url_for_layer = get_download_url_for_layer
+
+
+def _ecr_blob(environ, start_response):
+    rest = environ["PATH_INFO"][len(ECR_BLOB_PATH):]
+    account, region, digest, name = rest.split("/", 3)
+    data = ECR_BLOBS.get((account, region, name, digest))
+    if data is None:
+        start_response("404 Not Found", [("Content-Length", "0")])
+        return [b""]
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data)))],
+    )
+    return [data]
+
+
 # Set on a CBOR request handed to moto as JSON: its signature covers the CBOR body, so moto's
 # check of it (with IAM enforced) would fail; its permission is still checked. Never taken
 # from a client.
@@ -686,6 +769,8 @@ BaseResponse.setup_class = _setup_with_raw_form
 
 def _cbor_call(self, environ, start_response):
     environ.pop(TRANSLATED, None)
+    if environ.get("PATH_INFO", "").startswith(ECR_BLOB_PATH):
+        return _ecr_blob(environ, start_response)
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""

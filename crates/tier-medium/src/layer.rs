@@ -109,6 +109,10 @@ impl MediumSettings {
     pub fn from_context(ctx: &LayerContext<'_>) -> Self {
         MediumSettings {
             agent_image: ctx.settings.text(SETTING_AGENT_IMAGE),
+            agent_architecture: tier_xs::ladder::image_architecture(
+                ctx.settings,
+                ctx.settings.text(SETTING_AGENT_IMAGE).as_deref(),
+            ),
             logging: match ctx.settings.text(SETTING_WORKFLOW_LOGS).as_deref() {
                 Some("all") => ExecutionLogging::All,
                 _ => ExecutionLogging::Errors,

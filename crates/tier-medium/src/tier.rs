@@ -20,7 +20,7 @@ use tier_small::components::queue::Queue;
 use tier_small::config::SmallConfig;
 use tier_small::tier::ids as small_ids;
 use tier_small::tier::{Small, SmallOwn, SmallSettings};
-use tier_xs::components::ecs::{ContainerSpec, TaskDefinition};
+use tier_xs::components::ecs::{ContainerSpec, CpuArchitecture, TaskDefinition};
 use tier_xs::components::iam::{Role, policy, statement, statement_when};
 use tier_xs::components::logs::{LogGroup, LogSource};
 use tier_xs::components::network::{Ingress, SecurityGroup, Source};
@@ -100,6 +100,8 @@ pub enum AgentDispatch {
 pub struct MediumSettings {
     /// Container image of the agents (`agentbus image push --agent`).
     pub agent_image: Option<String>,
+    /// What that image was built for.
+    pub agent_architecture: CpuArchitecture,
     pub logging: ExecutionLogging,
     pub dispatch: AgentDispatch,
 }
@@ -409,6 +411,7 @@ impl MediumOwn {
                 // default is the least: read-only.
                 task_role_id: ids::READ_ONLY_ROLE,
                 log_group_id: a.log_group,
+                cpu_architecture: settings.agent_architecture,
                 wanted: !on_queue,
             }));
             if !agent_image.is_empty() && !on_queue {

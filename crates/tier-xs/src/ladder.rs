@@ -28,6 +28,7 @@ use crate::cost::{
 use crate::engine::Resource;
 use crate::engine::lock::StoredSettings;
 use crate::engine::plan::Plan;
+use crate::image::platform::CpuArchitecture;
 use crate::runtime::RuntimeError;
 use crate::server::AppState;
 use crate::server::mcp::ToolExtension;
@@ -297,6 +298,18 @@ pub trait Layer: Send + Sync {
     async fn serve_aws(&self, _aws: &AwsClients) -> Result<Option<ServerPart>, RuntimeError> {
         Ok(None)
     }
+}
+
+/// Remembered setting: the CPU architecture each image the workspace runs was built for
+/// (image reference → ECS's name), found by the first plan that names the image.
+pub const IMAGE_ARCHITECTURES: &str = "image_architectures";
+
+/// The architecture remembered for `image`: ECS's default (X86_64) until one is known.
+pub fn image_architecture(settings: &StoredSettings, image: Option<&str>) -> CpuArchitecture {
+    image
+        .and_then(|i| settings.values.get(IMAGE_ARCHITECTURES)?.get(i)?.as_str())
+        .and_then(CpuArchitecture::parse)
+        .unwrap_or_default()
 }
 
 /// A tier's deploy flags: `clap::Args` flattened into `plan` and `deploy`. The flags of a

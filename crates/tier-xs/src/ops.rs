@@ -16,7 +16,8 @@ use crate::engine::lock::{
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
 use crate::engine::{self, EngineError};
-use crate::ladder::{Ladder, LadderError, LayerContext, monthly_total};
+use crate::image::platform::CpuArchitecture;
+use crate::ladder::{IMAGE_ARCHITECTURES, Ladder, LadderError, LayerContext, monthly_total};
 use crate::workspace::{Env, Tier, Workspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +169,12 @@ fn foundation_permissions(ws: &Workspace) -> crate::engine::Permissions {
             &table,
         )
         .read(&["ec2:DescribeVpcs", "ec2:DescribeSubnets"], &any())
-        .read(&["ecr:DescribeImages"], &repository)
+        // The image's manifest and config: it must exist, and its architecture is the
+        // task's.
+        .read(
+            &["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            &repository,
+        )
         .write(
             &[
                 "dynamodb:CreateTable",
@@ -397,29 +403,29 @@ impl Deployer {
         if let Some(t) = target {
             self.ladder.check(t)?;
         }
-        let (lock_seen, settings, settings_changed, network) = self.starting_point(inputs).await?;
+        let (lock_seen, mut settings, mut settings_changed, network) =
+            self.starting_point(inputs).await?;
         let usage = self
             .ladder
             .usage_book()
             .load(inputs.usage.as_deref().unwrap_or("light"))?;
-        let ctx = self.ladder.with_estimates(
-            LayerContext {
-                ws: &self.ws,
-                settings: &settings,
-                network: &network,
-                target,
-                plain_http: self
-                    .aws
-                    .endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://")),
-                service_wait: inputs.service_wait.unwrap_or(DEFAULT_SERVICE_WAIT),
-                budget_default: 0.0,
-                estimate: None,
-            },
-            &usage,
-        );
-        let universe = self.ladder.universe(&ctx);
+        let mut universe = self
+            .ladder
+            .universe(&self.layer_context(&settings, &network, target, inputs, &usage));
+        // Images looked up by this plan, with what was found: an architecture, or a problem.
+        let mut inspected = BTreeMap::new();
+        if target.is_some() {
+            let learned;
+            (inspected, learned) = self
+                .learn_architectures(&universe.images, &mut settings)
+                .await;
+            if learned {
+                settings_changed = true;
+                universe = self
+                    .ladder
+                    .universe(&self.layer_context(&settings, &network, target, inputs, &usage));
+            }
+        }
         let mut plan = plan::plan(
             &self.aws,
             PlanRequest {
@@ -455,7 +461,11 @@ impl Deployer {
                 .collect();
             plan.problems.extend(problems);
             for image in images {
-                if let Err(problem) = self.verify_image(&image).await {
+                let found = match inspected.remove(&image) {
+                    Some(found) => found,
+                    None => self.inspect_image(&image).await,
+                };
+                if let Err(problem) = found {
                     plan.problems.push(problem);
                 }
             }
@@ -842,10 +852,84 @@ impl std::fmt::Debug for EcrLogin {
 }
 
 impl Deployer {
-    /// Checks that `image` exists in its registry: an ECR image through the ECR API (in
-    /// its own region), any other through the OCI distribution API, anonymously. The error
-    /// is a plan problem, worded for the user.
-    pub async fn verify_image(&self, image: &str) -> Result<(), String> {
+    /// The context the layers lay the universe out in.
+    fn layer_context<'a>(
+        &'a self,
+        settings: &'a StoredSettings,
+        network: &'a network::Network,
+        target: Option<Tier>,
+        inputs: &Inputs,
+        usage: &Usage,
+    ) -> LayerContext<'a> {
+        self.ladder.with_estimates(
+            LayerContext {
+                ws: &self.ws,
+                settings,
+                network,
+                target,
+                plain_http: self
+                    .aws
+                    .endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://")),
+                service_wait: inputs.service_wait.unwrap_or(DEFAULT_SERVICE_WAIT),
+                budget_default: 0.0,
+                estimate: None,
+            },
+            usage,
+        )
+    }
+
+    /// Looks up the architecture of each image the universe runs that the settings do not
+    /// know yet (concurrently), remembers those found, and forgets those of images no longer
+    /// run. Returns what each lookup found and whether the settings changed.
+    async fn learn_architectures(
+        &self,
+        images: &[(&'static str, String)],
+        settings: &mut StoredSettings,
+    ) -> (BTreeMap<String, Result<CpuArchitecture, String>>, bool) {
+        let known: BTreeMap<String, Value> = settings
+            .values
+            .get(IMAGE_ARCHITECTURES)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let used: BTreeSet<&str> = images
+            .iter()
+            .map(|(_, i)| i.as_str())
+            .filter(|i| !i.is_empty())
+            .collect();
+        let unknown: Vec<&str> = used
+            .iter()
+            .copied()
+            .filter(|i| !known.contains_key(*i))
+            .collect();
+        let found = futures::future::join_all(unknown.iter().map(|i| self.inspect_image(i))).await;
+        let mut next: BTreeMap<String, Value> = known
+            .iter()
+            .filter(|(i, _)| used.contains(i.as_str()))
+            .map(|(i, a)| (i.clone(), a.clone()))
+            .collect();
+        let mut inspected = BTreeMap::new();
+        for (image, result) in unknown.into_iter().zip(found) {
+            if let Ok(a) = &result {
+                next.insert(image.to_string(), json!(a.as_str()));
+            }
+            inspected.insert(image.to_string(), result);
+        }
+        let changed = next != known;
+        if changed {
+            settings
+                .values
+                .insert(IMAGE_ARCHITECTURES.to_string(), json!(next));
+        }
+        (inspected, changed)
+    }
+
+    /// Checks that `image` exists in its registry and finds the CPU architecture a Fargate
+    /// task runs it on: an ECR image through the ECR API (in its own region), any other
+    /// through the OCI distribution API, anonymously. The error is a plan problem, worded
+    /// for the user.
+    pub async fn inspect_image(&self, image: &str) -> Result<CpuArchitecture, String> {
         // `agentbus:latest` means Docker Hub to ECS: almost never what was meant here.
         let names_registry = image
             .split_once('/')
@@ -872,42 +956,12 @@ impl Deployer {
                         .build(),
                 )
             };
-            let id = aws_sdk_ecr::types::ImageIdentifier::builder()
-                .set_image_digest(r.digest().map(str::to_string))
-                .set_image_tag(if r.digest().is_none() {
-                    Some(r.tag().unwrap_or("latest").to_string())
-                } else {
-                    None
-                })
-                .build();
-            return match ecr
-                .describe_images()
-                .registry_id(account)
-                .repository_name(r.repository())
-                .image_ids(id)
-                .send()
-                .await
-            {
-                Ok(out) if !out.image_details().is_empty() => Ok(()),
-                Err(e)
-                    if !e.as_service_error().is_some_and(|e| {
-                        e.is_image_not_found_exception() || e.is_repository_not_found_exception()
-                    }) =>
-                {
-                    Err(format!(
-                        "cannot confirm that image {image} exists: {}",
-                        crate::engine::error_text(&e)
-                    ))
-                }
-                _ => Err(format!(
-                    "image {image} is not in its ECR repository: push it first (`agentbus image push`)"
-                )),
-            };
+            return crate::image::ecr::architecture(&ecr, image, account, &r).await;
         }
         let registry =
             crate::image::registry::Registry::for_reference(&r).map_err(|e| e.to_string())?;
-        match registry.manifest_digest(&r).await {
-            Ok(Some(_)) => Ok(()),
+        match registry.architecture(&r).await {
+            Ok(Some(found)) => found,
             Ok(None) => Err(format!(
                 "image {image} is not in its registry {host}: push it first (`agentbus image push`)"
             )),

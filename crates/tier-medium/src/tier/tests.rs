@@ -32,6 +32,7 @@ fn xs_settings() -> XsSettings {
 fn settings() -> MediumSettings {
     MediumSettings {
         agent_image: Some("example/agentbus-agent:1".into()),
+        agent_architecture: Default::default(),
         logging: ExecutionLogging::Errors,
         dispatch: AgentDispatch::Ecs,
     }
@@ -423,5 +424,37 @@ fn the_deployed_agents_find_the_dashboard_inside_the_vpc_and_prove_their_lane_wi
             .rules
             .iter()
             .any(|r| r.source == Source::Group(ids::AGENTS_SECURITY_GROUP))
+    );
+}
+
+#[test]
+fn the_agents_run_on_the_architecture_of_their_image_and_the_dashboard_on_its_own() {
+    let mut xs = xs_settings();
+    xs.architecture = CpuArchitecture::X86_64;
+    let mut s = settings();
+    s.agent_architecture = CpuArchitecture::Arm64;
+    let m = Medium::new(&ws("dev"), &xs, &SmallSettings::default(), &s);
+    let arch = |id: &str| {
+        m.small
+            .xs
+            .resources()
+            .into_iter()
+            .chain(m.own.resources.iter().cloned())
+            .find(|r| r.id() == id)
+            .unwrap()
+            .desired(&Outputs::new())
+            .get("cpu_architecture")
+            .cloned()
+    };
+    for id in [
+        ids::CONDUCTOR_TASK_DEFINITION,
+        ids::CRITIC_TASK_DEFINITION,
+        ids::SWEEPER_TASK_DEFINITION,
+    ] {
+        assert_eq!(arch(id), Some(json!("ARM64")), "{id}");
+    }
+    assert_eq!(
+        arch(tier_xs::xs::ids::DASHBOARD_TASK_DEFINITION),
+        Some(json!("X86_64"))
     );
 }

@@ -12,9 +12,10 @@ use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionErro
 use aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ClusterField,
-    ClusterSetting, ClusterSettingName, Compatibility, ContainerDefinition, HealthCheck,
-    KeyValuePair, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
-    PropagateTags, ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
+    ClusterSetting, ClusterSettingName, Compatibility, ContainerDefinition,
+    CpuArchitecture as EcsCpuArchitecture, HealthCheck, KeyValuePair, LogConfiguration, LogDriver,
+    NetworkConfiguration, NetworkMode, OsFamily, PortMapping, PropagateTags, RuntimePlatform,
+    ServiceField, Tag, TaskDefinitionField, TaskDefinitionStatus, TransportProtocol,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -30,6 +31,7 @@ use crate::engine::{
     codes, error_text, found, gone, made, output_or_unknown, own_tags, require_output, settle,
     unmodeled, wait_until,
 };
+pub use crate::image::platform::CpuArchitecture;
 use crate::tag_api;
 use crate::workspace::Workspace;
 
@@ -339,6 +341,8 @@ pub struct TaskDefinition {
     pub execution_role_id: &'static str,
     pub task_role_id: &'static str,
     pub log_group_id: &'static str,
+    /// What the image was built for: a task on another architecture cannot start it.
+    pub cpu_architecture: CpuArchitecture,
     /// Whether the settings call for it (an existing unwanted one is deregistered).
     pub wanted: bool,
 }
@@ -473,6 +477,12 @@ impl TaskDefinition {
             .memory(self.memory.to_string())
             .network_mode(NetworkMode::Awsvpc)
             .requires_compatibilities(Compatibility::Fargate)
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(EcsCpuArchitecture::from(self.cpu_architecture.as_str()))
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
             .execution_role_arn(exec)
             .task_role_arn(task)
             .container_definitions(self.container_definition()?);
@@ -612,6 +622,7 @@ impl Resource for TaskDefinition {
             .set("memory", self.memory.to_string())
             .set("network_mode", "awsvpc")
             .set("compatibilities", json!(["FARGATE"]))
+            .set("cpu_architecture", self.cpu_architecture.as_str())
             .set(
                 "execution_role",
                 output_or_unknown(outputs, self.execution_role_id, "arn"),
@@ -678,6 +689,13 @@ impl Resource for TaskDefinition {
                         .unwrap_or_default(),
                 )
                 .field("compatibilities", json!(compat))
+                // ECS runs a task definition that names no platform on X86_64.
+                .field(
+                    "cpu_architecture",
+                    td.runtime_platform()
+                        .and_then(|p| p.cpu_architecture())
+                        .map_or("X86_64", |a| a.as_str()),
+                )
                 .field(
                     "execution_role",
                     td.execution_role_arn.clone().unwrap_or_default(),

@@ -11,6 +11,8 @@
 //! With a base image ([`BaseImage`], pulled by [`registry`]) the layer carries only the
 //! binary and the base must provide what it links against.
 
+pub mod ecr;
+pub mod platform;
 pub mod registry;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

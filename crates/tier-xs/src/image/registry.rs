@@ -8,6 +8,7 @@ pub use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::Value;
 
+use super::platform::{self, CpuArchitecture};
 use super::{
     BaseImage, Blob, Image, ImageError, MEDIA_DOCKER_LAYER, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_LAYER, MEDIA_MANIFEST, sha256_digest,
@@ -131,6 +132,44 @@ impl Registry {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(reg_err(&format!("looking up {reference}"), e)),
         }
+    }
+
+    /// The CPU architecture a Fargate task runs `reference` on, or `Ok(None)` when the
+    /// registry does not have it. An image the task could not run is an `Err(problem)`
+    /// inside: a plan problem, worded for the user.
+    pub async fn architecture(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<Result<CpuArchitecture, String>>, ImageError> {
+        let accept = [
+            MEDIA_MANIFEST,
+            MEDIA_DOCKER_MANIFEST,
+            MEDIA_INDEX,
+            MEDIA_DOCKER_LIST,
+        ];
+        let raw = match self
+            .client
+            .pull_manifest_raw(reference, &self.auth, &accept)
+            .await
+        {
+            Ok((raw, _)) => raw,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(reg_err(&format!("looking up {reference}"), e)),
+        };
+        let image = reference.whole();
+        let manifest: Value = serde_json::from_slice(&raw)
+            .map_err(|e| ImageError::Invalid(format!("{image}: the manifest is not JSON: {e}")))?;
+        Ok(Some(match platform::read_manifest(&image, &manifest) {
+            Err(problem) => Err(problem),
+            Ok(platform::Manifest::Index(platforms)) => platform::choose(&image, &platforms),
+            Ok(platform::Manifest::Single { config_digest }) => {
+                let data = self.blob(reference, &config_digest).await?;
+                let config: Value = serde_json::from_slice(&data).map_err(|e| {
+                    ImageError::Invalid(format!("{image}: the config is not JSON: {e}"))
+                })?;
+                platform::from_config(&image, &config)
+            }
+        }))
     }
 
     /// Pushes the image's blobs (skipping those the registry has) and then its manifest

@@ -85,6 +85,7 @@ impl XsSettings {
     pub fn from_context(ctx: &LayerContext<'_>) -> Self {
         let mut xs = XsSettings::new(ctx.network.clone());
         xs.image = ctx.settings.text(settings::IMAGE);
+        xs.architecture = crate::ladder::image_architecture(ctx.settings, xs.image.as_deref());
         xs.allow_cidrs = ctx.settings.list(settings::ALLOW_CIDRS);
         xs.budget_usd = ctx
             .settings

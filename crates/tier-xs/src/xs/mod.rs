@@ -13,8 +13,8 @@ use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
-    Cluster, ContainerSpec, Service, TargetGroupRegistration, TaskCount, TaskDefinition,
-    on_demand_base_then_spot, spot_only, validate_fargate_size,
+    Cluster, ContainerSpec, CpuArchitecture, Service, TargetGroupRegistration, TaskCount,
+    TaskDefinition, on_demand_base_then_spot, spot_only, validate_fargate_size,
 };
 use crate::components::iam::{Role, policy, statement};
 use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
@@ -31,6 +31,8 @@ use crate::workspace::{PREFIX, Tier, Workspace};
 pub struct XsSettings {
     /// Container image of the dashboard server.
     pub image: Option<String>,
+    /// What that image was built for.
+    pub architecture: CpuArchitecture,
     /// CIDRs admitted to the dashboard port.
     pub allow_cidrs: Vec<String>,
     pub network: Network,
@@ -49,6 +51,7 @@ impl XsSettings {
     pub fn new(network: Network) -> Self {
         XsSettings {
             image: None,
+            architecture: CpuArchitecture::default(),
             allow_cidrs: Vec::new(),
             network,
             service_wait: Duration::from_secs(600),
@@ -438,6 +441,7 @@ impl ExtraSmall {
             execution_role_id: ids::DASHBOARD_EXECUTION_ROLE,
             task_role_id: ids::DASHBOARD_TASK_ROLE,
             log_group_id: ids::DASHBOARD_LOG_GROUP,
+            cpu_architecture: settings.architecture,
             wanted: true,
         };
         let service = Service {
