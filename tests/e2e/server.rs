@@ -889,6 +889,39 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         .await;
     assert!(secret.is_ok(), "{secret:?}");
 
+    // A token revoked in the workspace secret is refused by the running server within its
+    // reload (5 s), and the others still work.
+    let made = crate::harness::agentbus(&[
+        "token", "create", "--env", &env, "--tenant", "tenant-c", "--role", "user", "--json",
+    ])
+    .json();
+    let (doomed, id) = (
+        made["token"].as_str().unwrap().to_string(),
+        made["id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(http(port, "GET", "/api/status", Some(&doomed), None).0, 200);
+    let r = crate::harness::agentbus(&["token", "revoke", "--env", &env, &id, "--json"]);
+    assert_eq!(
+        (r.code, r.json()["revoked"].as_str()),
+        (0, Some(id.as_str())),
+        "{r:?}"
+    );
+    let revoked = Instant::now();
+    while http(port, "GET", "/api/status", Some(&doomed), None).0 != 401 {
+        assert!(
+            revoked.elapsed() < Duration::from_secs(15),
+            "a revoked token still works after 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let listed = crate::harness::agentbus(&["token", "list", "--env", &env, "--json"]);
+    assert!(!listed.stdout.contains(&id), "{listed:?}");
+    assert!(
+        !listed.stdout.contains(&a),
+        "tokens are never listed: {listed:?}"
+    );
+    assert_eq!(http(port, "GET", "/api/status", Some(&a), None).0, 200);
+
     let pid = server.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -902,6 +935,11 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
 
 /// `agentbus serve` with a deployed task's environment (and the emulator's), on 127.0.0.1.
 pub(crate) fn serve_on_aws(task_env: Vec<(String, String)>) -> (Guard, u16) {
+    serve_on_aws_logging(task_env, Stdio::inherit())
+}
+
+/// [`serve_on_aws`] with the server's log (its stderr) going to `log`.
+pub(crate) fn serve_on_aws_logging(task_env: Vec<(String, String)>, log: Stdio) -> (Guard, u16) {
     let port = free_port();
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -917,6 +955,7 @@ pub(crate) fn serve_on_aws(task_env: Vec<(String, String)>) -> (Guard, u16) {
     let server = Guard(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap(),
     );

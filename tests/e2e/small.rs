@@ -22,7 +22,7 @@ use tier_xs::runtime::{RuntimeError, Tenant};
 use tier_xs::workspace::{Env, Tier, Workspace};
 
 use crate::harness::{actions, agentbus, assert_absent, clients, deploy_xs, unique_env};
-use crate::server::{serve_on_aws, small_client};
+use crate::server::{serve_on_aws, serve_on_aws_logging, small_client};
 
 /// A plain HTTP/1.1 PUT to a URL on 127.0.0.1 (a presigned URL of the emulator); the status.
 fn http_put(url: &str, body: &[u8]) -> u16 {
@@ -432,10 +432,15 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     // The server, with webhooks allowed anywhere: the test's receiver is on this machine.
     let mut anywhere = task_env.clone();
     anywhere.push((ENV_WEBHOOKS_ANYWHERE.into(), "true".into()));
-    let (server, port) = serve_on_aws(anywhere);
+    let log_path = std::env::temp_dir().join(format!("agentbus-e2e-{env}-server.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (server, port) = serve_on_aws_logging(anywhere, log.into());
     small_client(port, &ta, &tb, &tv, "aws");
     another_producers_event_is_recorded_once(&aws, &cfg.event_bus, &small).await;
+    what_is_not_an_event_goes_to_the_dead_letter_queue(&aws, &cfg.event_bus, &small, &log_path)
+        .await;
     drop(server);
+    std::fs::remove_file(&log_path).ok();
     // Then exactly as the task runs it: its webhooks reach only public HTTPS. (After the
     // events: a server killed in a long poll of the feed would hide a message from the next
     // one until its visibility timeout.)
@@ -946,6 +951,85 @@ async fn another_producers_event_is_recorded_once(
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
     }
+}
+
+/// A message on the feed that is not an event (a producer writing to the queue directly, a
+/// truncated body) can never be recorded: it reaches the dead-letter queue within seconds,
+/// unchanged, and the server says why; nothing else goes there.
+async fn what_is_not_an_event_goes_to_the_dead_letter_queue(
+    aws: &tier_xs::aws::AwsClients,
+    bus: &str,
+    small: &SmallConfig,
+    server_log: &std::path::Path,
+) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let feed = queue_url(aws, &small.events_queue).await;
+    let dlq = queue_url(aws, &format!("{bus}-events-feed-dlq")).await;
+    let mut bodies = vec![r#"{"detail-type": "cut sho"#, r#"{"detail-type": 7}"#];
+    for body in &bodies {
+        aws.sqs()
+            .send_message()
+            .queue_url(&feed)
+            .message_body(*body)
+            .send()
+            .await
+            .unwrap();
+    }
+    // Five receives each (the redrive policy's count) at the server's pace, not five
+    // visibility timeouts of 120 s.
+    let start = std::time::Instant::now();
+    let mut dead: Vec<String> = Vec::new();
+    while dead.len() < bodies.len() {
+        let got = aws
+            .sqs()
+            .receive_message()
+            .queue_url(&dlq)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            dead.push(m.body().unwrap().to_string());
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "in the dead-letter queue after 60 s: {dead:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    dead.sort();
+    bodies.sort();
+    assert_eq!(dead, bodies);
+    let at = aws
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(&feed)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(
+        (
+            at[&A::ApproximateNumberOfMessages].as_str(),
+            at[&A::ApproximateNumberOfMessagesNotVisible].as_str()
+        ),
+        ("0", "0"),
+        "the feed drained"
+    );
+    let said = std::fs::read_to_string(server_log).unwrap();
+    let why: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("not an event, on its way to the dead-letter queue"))
+        .collect();
+    // One line per receive before the move: as many as the redrive policy allows.
+    assert_eq!(
+        why.len(),
+        bodies.len() * tier_small::components::queue::MAX_RECEIVES as usize,
+        "{said}"
+    );
 }
 
 async fn queue_url(aws: &tier_xs::aws::AwsClients, name: &str) -> String {

@@ -391,4 +391,78 @@ mod tests {
         assert!(local.check_url("http://127.0.0.1:9000/hook").is_ok());
         assert!(local.check_url("ftp://127.0.0.1/").is_err());
     }
+
+    /// A listener on 127.0.0.1 that answers every request with `answer` and counts the
+    /// connections it accepted.
+    async fn answering(answer: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_webhook_that_redirects_is_not_followed_and_fails_without_retries() {
+        let (target, reached) =
+            answering("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into()).await;
+        let (hook, _) = answering(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{target}/\r\ncontent-length: 0\r\n\r\n"
+        ))
+        .await;
+        let w = Webhooks::with_backoff(Reach::Anywhere, Duration::from_millis(1)).unwrap();
+        let url = format!("http://127.0.0.1:{hook}/hook");
+        let out = w
+            .deliver(&Delivery {
+                url: &url,
+                secret: "s",
+                subscription_id: "sub",
+                rule: "r",
+                event_id: "e",
+                document: &json!({}),
+            })
+            .await;
+        assert!(!out.ok);
+        assert_eq!(out.summary, "HTTP 307 after 1 attempt");
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_name_is_judged_by_the_addresses_it_resolves_to_at_each_connection() {
+        let (port, reached) =
+            answering("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into()).await;
+        // The resolver every deployed outbound connection goes through.
+        let e = reqwest::dns::Resolve::resolve(&PublicOnly, "localhost".parse().unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("only to non-public addresses"),
+            "{e}"
+        );
+        // A name that resolves to loopback is not connected to, whatever passed before.
+        let client = outbound_client(Reach::PublicHttps, Duration::from_secs(5), "t").unwrap();
+        let e = client
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            tier_xs::engine::error_text(&e).contains("only to non-public addresses"),
+            "{e:?}"
+        );
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
 }
