@@ -103,6 +103,21 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         !a.contains_key("https-listener"),
         "no certificate, no HTTPS: {a:?}"
     );
+    // Creating the buckets turns their versioning on, which S3 takes a while to settle.
+    for bucket in ["artifacts-bucket", "timeline-bucket"] {
+        let change = p.json()["plan"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == bucket)
+            .unwrap()
+            .clone();
+        let settles = serde_json::json!(tier_small::components::bucket::VERSIONING_SETTLES);
+        assert!(
+            change["notes"].as_array().unwrap().contains(&settles),
+            "{change}"
+        );
+    }
     // In place: the dashboard task (new names, tier), its role (rights to the new
     // resources), the service (the new revision, the target group), its security group
     // (now only the load balancer), and the budget, which follows the tier's monthly target

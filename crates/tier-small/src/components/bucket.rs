@@ -70,6 +70,9 @@ pub struct Bucket {
 
 const LIFECYCLE_RULE_ID: &str = "agentbus";
 
+/// What the plan says when it turns a bucket's versioning on.
+pub const VERSIONING_SETTLES: &str = "versioning takes up to 15 minutes to settle: until then S3 may answer 404 for objects written meanwhile (artifacts and timeline entries just written may read as missing)";
+
 fn build<T, E: std::fmt::Display>(r: Result<T, E>, name: &str) -> Result<T, EngineError> {
     r.map_err(|e| EngineError::Invalid(format!("{name}: {e}")))
 }
@@ -705,6 +708,16 @@ impl Resource for Bucket {
                 ),
             ],
         })
+    }
+    fn change_notes(&self, fields: &[String]) -> Vec<String> {
+        if fields.iter().any(|f| f == "versioning") {
+            // "Wait 15 minutes after enabling versioning before issuing write operations (PUT
+            // or DELETE)": until it has propagated, S3 may answer 404 for objects written
+            // meanwhile (S3 User Guide, "Enabling versioning on buckets").
+            vec![VERSIONING_SETTLES.into()]
+        } else {
+            Vec::new()
+        }
     }
     fn notes(&self) -> Vec<String> {
         if self.tls_only {

@@ -422,6 +422,11 @@ pub trait Resource: Send + Sync {
     fn notes(&self) -> Vec<String> {
         Vec::new()
     }
+    /// A note the plan shows when these fields are set, by a create or an update (e.g. what
+    /// AWS takes a while to make true after such a change).
+    fn change_notes(&self, _fields: &[String]) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What the engine wants of a resource: its own fields and, when it has tags, its tags.

@@ -528,6 +528,9 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
                     &Observed::default(),
                 );
                 change.notes = r.notes();
+                change
+                    .notes
+                    .extend(r.change_notes(&field_names(&change.fields)));
             }
             (Some(_), false) => {
                 if let Some(why) = r.protected() {
@@ -561,6 +564,18 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
                 } else {
                     change.action = Action::Update;
                 }
+                let set = match change.action {
+                    Action::Update => field_names(&change.fields),
+                    // A replacement sets every field of the new one.
+                    Action::Replace => field_names(&diff(
+                        &super::desired_of(r.as_ref(), &outputs),
+                        &Observed::default(),
+                    )),
+                    _ => Vec::new(),
+                };
+                if !set.is_empty() {
+                    change.notes.extend(r.change_notes(&set));
+                }
             }
         }
         let invalidates = match change.action {
@@ -592,6 +607,11 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
         observed: observed_map,
         resources: req.universe,
     })
+}
+
+/// The names of the fields a diff sets.
+fn field_names(fields: &[FieldChange]) -> Vec<String> {
+    fields.iter().map(|f| f.field.clone()).collect()
 }
 
 #[cfg(test)]

@@ -111,6 +111,13 @@ impl Resource for Fake {
         self.store("update");
         Ok(())
     }
+    fn change_notes(&self, fields: &[String]) -> Vec<String> {
+        fields
+            .iter()
+            .filter(|f| *f == "value")
+            .map(|_| format!("{} takes a while to settle", self.id))
+            .collect()
+    }
     async fn delete(&self, _aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         self.log("delete");
         self.cloud.values.lock().unwrap().remove(self.id);
@@ -607,4 +614,40 @@ async fn with_one_slot_the_start_of_the_longest_chain_goes_before_what_nothing_w
     assert_eq!(log.len(), 5, "{log:?}");
     let at = |what: &str| log.iter().position(|l| l == what).unwrap();
     assert!(at("create role") < at("create task") && at("create task") < at("create service"));
+}
+
+#[tokio::test]
+async fn a_note_on_a_field_shows_when_a_create_or_an_update_sets_it_and_not_when_unchanged() {
+    let cloud = Arc::new(Cloud::default());
+    let aws = offline_clients();
+    let notes =
+        |p: &super::plan::Plan, id: &str| p.change(id).map(|c| c.notes.clone()).unwrap_or_default();
+    let a = || Fake::new(&cloud, "a", Tier::ExtraSmall);
+    let p = plan(
+        &aws,
+        req(vec![Arc::new(a())], Some(Tier::ExtraSmall), false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(notes(&p, "a"), ["a takes a while to settle"]);
+    apply(&aws, &p, ApplyOptions::default()).await;
+    // Unchanged: no note.
+    let p = plan(
+        &aws,
+        req(vec![Arc::new(a())], Some(Tier::ExtraSmall), false),
+    )
+    .await
+    .unwrap();
+    assert!(notes(&p, "a").is_empty(), "{:?}", notes(&p, "a"));
+    // The field changes: the note again.
+    let mut changed = a();
+    changed.value = 2;
+    let p = plan(
+        &aws,
+        req(vec![Arc::new(changed)], Some(Tier::ExtraSmall), false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.change("a").unwrap().action, Action::Update);
+    assert_eq!(notes(&p, "a"), ["a takes a while to settle"]);
 }
