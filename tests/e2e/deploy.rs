@@ -476,6 +476,28 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         (tag.key(), tag.values()),
         (Some("agentbus:workspace"), &[ws.clone()][..])
     );
+    // The budget carries the workspace's tags like everything else it made.
+    let tags = aws
+        .budgets()
+        .list_tags_for_resource()
+        .resource_arn(format!("arn:aws:budgets::123456789012:budget/{ws}"))
+        .send()
+        .await
+        .unwrap();
+    let tags: std::collections::BTreeMap<&str, &str> = tags
+        .resource_tags()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(
+        tags,
+        std::collections::BTreeMap::from([
+            ("agentbus:component", "budget"),
+            ("agentbus:env", env.as_str()),
+            ("agentbus:tier", "xs"),
+            ("agentbus:workspace", ws.as_str()),
+        ])
+    );
     // The alerts as the README states them, read back field by field with each one's
     // subscribers: actual spend over 80 % and forecast over 100 %, mailed to the address given.
     let n = aws

@@ -24,6 +24,8 @@ taught to answer them here.
   deleting a queue before you can create another queue with the same name", CreateQueue API
   reference). moto accepts at once. Refused here for QUEUE_REUSE_SECONDS (shorter than AWS's
   60 s so the suite stays quick; the product waits for whatever AWS says).
+- Budgets tags (CreateBudget's ResourceTags, TagResource, UntagResource, ListTagsForResource
+  by the budget's ARN): moto ignores the first and lacks the others.
 - Budgets DescribeBudget: AWS includes the budget's FilterExpression only when
   ShowFilterExpression is true (DescribeBudget API reference); moto always includes it.
 - Step Functions StopExecution: AWS aborts the execution at once (status ABORTED, StopDate
@@ -600,6 +602,64 @@ S3Response.get_bucket_versioning = get_bucket_versioning
 BudgetsResponse.describe_budget = describe_budget
 BudgetsResponse.describe_subscribers_for_notification = describe_subscribers_for_notification
 BudgetsResponse.update_budget = update_budget
+
+
+# Budgets' tags: CreateBudget's ResourceTags, TagResource, UntagResource and
+# ListTagsForResource by the budget's ARN (`arn:aws:budgets::ACCOUNT:budget/NAME`; Budgets API
+# reference). moto ignores ResourceTags and has none of the three operations.
+BUDGET_TAGS = {}
+_create_budget = BudgetsResponse.create_budget
+_delete_budget = BudgetsResponse.delete_budget
+
+
+def _budget_by_arn(self):
+    arn = self._get_param("ResourceARN") or ""
+    parts = arn.split(":", 5)
+    account = parts[4] if len(parts) == 6 else ""
+    name = arn.partition(":budget/")[2]
+    _budget(self, account, name)
+    return (account, name)
+
+
+def create_budget_tagged(self):
+    out = _create_budget(self)
+    name = self._get_param("Budget")["BudgetName"]
+    tags = {t["Key"]: t["Value"] for t in self._get_param("ResourceTags") or []}
+    BUDGET_TAGS[(self._get_param("AccountId"), name)] = tags
+    return out
+
+
+def delete_budget_tagged(self):
+    out = _delete_budget(self)
+    BUDGET_TAGS.pop((self._get_param("AccountId"), self._get_param("BudgetName")), None)
+    return out
+
+
+def budget_tag_resource(self):
+    key = _budget_by_arn(self)
+    tags = BUDGET_TAGS.setdefault(key, {})
+    tags.update({t["Key"]: t["Value"] for t in self._get_param("ResourceTags") or []})
+    return json.dumps({})
+
+
+def budget_untag_resource(self):
+    key = _budget_by_arn(self)
+    for k in self._get_param("ResourceTagKeys") or []:
+        BUDGET_TAGS.get(key, {}).pop(k, None)
+    return json.dumps({})
+
+
+def budget_list_tags(self):
+    key = _budget_by_arn(self)
+    tags = BUDGET_TAGS.get(key, {})
+    return json.dumps({"ResourceTags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]})
+
+
+BudgetsResponse.create_budget = create_budget_tagged
+BudgetsResponse.delete_budget = delete_budget_tagged
+BudgetsResponse.tag_resource = budget_tag_resource
+BudgetsResponse.untag_resource = budget_untag_resource
+BudgetsResponse.list_tags_for_resource = budget_list_tags
 
 # --- Smithy RPC v2 CBOR, through moto's JSON protocol -------------------------------------
 

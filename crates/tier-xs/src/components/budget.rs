@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use aws_sdk_budgets::types::{
     Budget as AwsBudget, BudgetType, ComparisonOperator, Expression, Notification,
-    NotificationType, NotificationWithSubscribers, Spend, Subscriber, SubscriptionType, TagValues,
-    ThresholdType, TimeUnit,
+    NotificationType, NotificationWithSubscribers, ResourceTag, Spend, Subscriber,
+    SubscriptionType, TagValues, ThresholdType, TimeUnit,
 };
 use serde_json::{Value, json};
 
@@ -16,11 +16,16 @@ use aws_sdk_budgets::operation::create_budget::CreateBudgetError;
 use aws_sdk_budgets::operation::delete_budget::DeleteBudgetError;
 use aws_sdk_budgets::operation::describe_budget::DescribeBudgetError;
 
-use crate::engine::{Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, found, gone};
+use crate::engine::{
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, pair,
+};
+use crate::tag_api;
 use crate::workspace::TAG_WORKSPACE;
 
 pub struct Budget {
     pub meta: Meta,
+    /// `arn:PARTITION:budgets::ACCOUNT:budget/NAME`: what its tags are read and set by.
+    pub arn: String,
     pub account: String,
     pub limit_usd: f64,
     pub email: Option<String>,
@@ -40,6 +45,24 @@ fn alert_text(kind: &str, threshold: f64, to: &str) -> String {
 
 fn build<T, E: std::fmt::Display>(r: Result<T, E>, name: &str) -> Result<T, EngineError> {
     r.map_err(|e| EngineError::Invalid(format!("{name}: {e}")))
+}
+
+/// Budgets' form of tags.
+fn resource_tags(tags: &[(String, String)]) -> Result<Vec<ResourceTag>, EngineError> {
+    tags.iter()
+        .map(|(k, v)| build(ResourceTag::builder().key(k).value(v).build(), k))
+        .collect()
+}
+
+tag_api! {
+    /// AWS Budgets' tags, by the budget's ARN.
+    pub struct BudgetTags;
+    read(aws, meta, o): "ListTagsForResource" => aws.budgets().list_tags_for_resource().resource_arn(o.out("arn")),
+        |out| out.resource_tags().iter().map(|t| pair(t.key(), t.value())).collect();
+    tag(aws, meta, o, tags): "TagResource" => aws.budgets().tag_resource().resource_arn(o.out("arn"))
+        .set_resource_tags(Some(resource_tags(tags)?));
+    untag(aws, meta, o, keys): "UntagResource" => aws.budgets().untag_resource().resource_arn(o.out("arn"))
+        .set_resource_tag_keys(Some(keys.to_vec()));
 }
 
 impl Budget {
@@ -160,16 +183,25 @@ impl Resource for Budget {
     fn kind(&self) -> &'static str {
         "budget"
     }
-    fn permissions(&self, ws: &Workspace) -> Permissions {
+    fn permissions(&self, _ws: &Workspace) -> Permissions {
         // Budgets' actions: ViewBudget reads a budget and its notifications, ModifyBudget
-        // changes any of them.
-        let budget = format!(
-            "arn:{}:budgets::{}:budget/{}",
-            ws.partition, self.account, self.meta.name
-        );
+        // changes any of them; its tags have actions of their own.
         Permissions::new()
-            .read(&["budgets:ViewBudget"], &[&budget])
-            .write(&["budgets:ModifyBudget"], &[budget])
+            .read(
+                &["budgets:ViewBudget", "budgets:ListTagsForResource"],
+                &[&self.arn],
+            )
+            .write(
+                &[
+                    "budgets:ModifyBudget",
+                    "budgets:TagResource",
+                    "budgets:UntagResource",
+                ],
+                std::slice::from_ref(&self.arn),
+            )
+    }
+    fn tags(&self) -> Option<&dyn TagApi> {
+        Some(&BudgetTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
         Desired::new()
@@ -225,7 +257,8 @@ impl Resource for Budget {
                 .field("limit_usd", limit)
                 .field("period", b.time_unit.as_str().to_string())
                 .field("counts", tag)
-                .output("name", self.meta.name.clone()),
+                .output("name", self.meta.name.clone())
+                .output("arn", self.arn.clone()),
         ))
     }
     async fn observe_more(
@@ -247,7 +280,8 @@ impl Resource for Budget {
             .budgets()
             .create_budget()
             .account_id(&self.account)
-            .budget(self.budget()?);
+            .budget(self.budget()?)
+            .set_resource_tags(Some(resource_tags(&self.meta.tags)?));
         if let Some(to) = &self.email {
             for (kind, threshold) in ALERTS {
                 req = req.notifications_with_subscribers(build(
@@ -269,6 +303,9 @@ impl Resource for Budget {
                 let current = crate::engine::observe(self, aws).await?.unwrap_or_default();
                 let fields = ["limit_usd".to_string(), "alerts".to_string()];
                 self.update(aws, &Edit::new(outputs, &current, &fields))
+                    .await?;
+                BudgetTags
+                    .tag(aws, &self.meta, &current, &self.meta.tags)
                     .await
             }
             Err(e) => Err(self.meta.fail("CreateBudget", e)),

@@ -494,7 +494,13 @@ impl ExtraSmall {
             )));
         }
         let budget = Budget {
-            meta: Meta::new(ids::BUDGET, t, ws.id(), Vec::new()),
+            meta: Meta::new(ids::BUDGET, t, ws.id(), ws.tags(t, "budget")),
+            arn: format!(
+                "arn:{}:budgets::{}:budget/{}",
+                ws.partition,
+                ws.account,
+                ws.id()
+            ),
             account: ws.account.clone(),
             limit_usd: settings.budget_usd,
             email: settings.alert_email.clone(),
