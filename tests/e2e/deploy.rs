@@ -1532,3 +1532,62 @@ async fn a_service_that_never_becomes_steady_fails_the_deploy_when_its_wait_runs
         assert_eq!(r.code, 0, "{r:?}");
     }
 }
+
+/// Moving a deployed workspace to another VPC would replace its security group, which AWS
+/// refuses to delete while the service's tasks use it: the plan says so before anything
+/// changes, instead of an apply that fails halfway (moto would have let the delete through).
+#[tokio::test]
+async fn a_move_to_another_vpc_is_refused_before_anything_changes() {
+    let aws = clients().await;
+    let env = unique_env("vpc");
+    crate::harness::deploy_xs(&env);
+    let vpc = aws
+        .ec2()
+        .create_vpc()
+        .cidr_block("10.77.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    for (zone, cidr) in [
+        ("us-east-1a", "10.77.1.0/24"),
+        ("us-east-1b", "10.77.2.0/24"),
+    ] {
+        aws.ec2()
+            .create_subnet()
+            .vpc_id(&vpc)
+            .availability_zone(zone)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
+    }
+    let group = format!("agentbus-{env}-dashboard");
+    let before = crate::harness::security_groups_named(&aws, &group).await;
+    for extra in [None, Some("--yes")] {
+        let verb = if extra.is_some() { "deploy" } else { "plan" };
+        let args: Vec<&str> = [verb, "xs", "--env", &env, "--vpc", &vpc]
+            .into_iter()
+            .chain(extra)
+            .collect();
+        let r = agentbus(&args);
+        assert_eq!(r.code, 1, "{r:?}");
+        let said = format!("{}{}", r.stdout, r.stderr);
+        assert!(
+            said.contains(&format!("security group {group} would be replaced (vpc "))
+                && said.contains(&format!("while ecs service {group} uses it")),
+            "{said}"
+        );
+    }
+    // Nothing changed: the same group, in the same VPC; the deploy recorded no apply.
+    let after = crate::harness::security_groups_named(&aws, &group).await;
+    assert_eq!(after.security_groups(), before.security_groups());
+    let s = agentbus(&["status", "--env", &env, "--json"]).json();
+    assert_eq!(s["history"].as_array().unwrap().len(), 1, "{s}");
+    let r = agentbus(&["destroy", "--env", &env, "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}

@@ -440,6 +440,10 @@ impl Resource for TargetGroup {
     fn kind(&self) -> &'static str {
         "target group"
     }
+    /// DeleteTargetGroup answers ResourceInUse while a listener forwards to it.
+    fn delete_refused_while_used(&self) -> bool {
+        true
+    }
     fn permissions(&self, ws: &Workspace) -> Permissions {
         let tg = ws.arn(
             "elasticloadbalancing",

@@ -420,6 +420,11 @@ impl Resource for SecurityGroup {
     fn kind(&self) -> &'static str {
         "security group"
     }
+    /// DeleteSecurityGroup answers DependencyViolation while a network interface (a task,
+    /// a load balancer, a database) or another group's rule uses it.
+    fn delete_refused_while_used(&self) -> bool {
+        true
+    }
     fn permissions(&self, ws: &Workspace) -> Permissions {
         let groups = ws.arn("ec2", "security-group/*");
         let vpc = ws.arn("ec2", "vpc/*");

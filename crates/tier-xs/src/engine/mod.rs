@@ -369,6 +369,12 @@ pub trait Resource: Send + Sync {
     fn data_bearing(&self) -> bool {
         false
     }
+    /// Whether AWS refuses to delete this resource while another one uses it (a security
+    /// group attached to network interfaces, a target group a listener forwards to): then it
+    /// cannot be replaced under its users, and the plan says so instead of trying.
+    fn delete_refused_while_used(&self) -> bool {
+        false
+    }
     /// Why this resource must not be deleted even with the data flag (prod deletion protection).
     fn protected(&self) -> Option<String> {
         None

@@ -591,6 +591,7 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
     }
 
     // Present in the universe's declared order (tier by tier), not the topological one.
+    let problems = replacements_refused_while_used(&req.universe, &observed, &by_index);
     let changes = by_index.into_values().collect();
     let observed_map = req
         .universe
@@ -601,12 +602,60 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
     Ok(Plan {
         target: req.target,
         changes,
-        problems: Vec::new(),
+        problems,
         notes: Vec::new(),
         cost: None,
         observed: observed_map,
         resources: req.universe,
     })
+}
+
+/// A replacement deletes the old resource before it creates the new one; AWS refuses that
+/// delete for a kind that is still in use (a security group attached to network interfaces,
+/// a target group a listener forwards to), so the apply could never finish. Each such
+/// replacement with an existing user that stays is a problem, found before anything changes.
+fn replacements_refused_while_used(
+    universe: &[Arc<dyn Resource>],
+    observed: &[Option<Observed>],
+    changes: &BTreeMap<usize, Change>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (&i, c) in changes {
+        let r = &universe[i];
+        if c.action != Action::Replace || !r.delete_refused_while_used() {
+            continue;
+        }
+        let users: Vec<String> = universe
+            .iter()
+            .enumerate()
+            .filter(|(j, u)| {
+                u.depends_on().contains(&r.id())
+                    && observed[*j].is_some()
+                    && changes.get(j).is_none_or(|c| c.action != Action::Delete)
+            })
+            .map(|(_, u)| format!("{} {}", u.kind(), u.name()))
+            .collect();
+        if users.is_empty() {
+            continue;
+        }
+        let why: Vec<String> = c
+            .fields
+            .iter()
+            .filter(|f| f.forces_replace)
+            .map(|f| {
+                let shown = |v: &Option<Value>| v.as_ref().map(show).unwrap_or_else(|| "-".into());
+                format!("{} {} -> {}", f.field, shown(&f.before), shown(&f.after))
+            })
+            .collect();
+        problems.push(format!(
+            "{} {} would be replaced ({}), but AWS refuses to delete it while {} uses it, so the apply could not finish: remove what uses it first (`agentbus destroy` keeps the data), then deploy again",
+            r.kind(),
+            r.name(),
+            why.join(", "),
+            users.join(" and ")
+        ));
+    }
+    problems
 }
 
 /// The names of the fields a diff sets.

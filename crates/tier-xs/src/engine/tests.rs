@@ -285,6 +285,8 @@ struct Scripted {
     deps: Vec<&'static str>,
     want: fn(&Outputs) -> Desired,
     have: Option<Observed>,
+    /// AWS refuses to delete it while something uses it.
+    held_by_users: bool,
 }
 
 #[async_trait]
@@ -303,6 +305,9 @@ impl Resource for Scripted {
     }
     fn data_bearing(&self) -> bool {
         self.data
+    }
+    fn delete_refused_while_used(&self) -> bool {
+        self.held_by_users
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
         (self.want)(outputs)
@@ -336,6 +341,7 @@ async fn the_plan_people_read_shows_every_kind_of_change() {
         deps: Vec::new(),
         want,
         have,
+        held_by_users: false,
     };
     let universe: Vec<Arc<dyn Resource>> = vec![
         // Created, with a value known only after its dependency is applied.
@@ -650,4 +656,51 @@ async fn a_note_on_a_field_shows_when_a_create_or_an_update_sets_it_and_not_when
     .unwrap();
     assert_eq!(p.change("a").unwrap().action, Action::Update);
     assert_eq!(notes(&p, "a"), ["a takes a while to settle"]);
+}
+
+#[tokio::test]
+async fn a_replacement_aws_refuses_under_its_users_is_a_problem_before_anything_changes() {
+    let group = |held_by_users| Scripted {
+        meta: Meta::new("group", Tier::ExtraSmall, "agentbus-demo", Vec::new()),
+        kind: "security group",
+        data: false,
+        deps: Vec::new(),
+        want: |_| Desired::new().set_replace("vpc", "vpc-b"),
+        have: Some(Observed::default().field("vpc", "vpc-a")),
+        held_by_users,
+    };
+    let service = |exists: bool| Scripted {
+        meta: Meta::new(
+            "service",
+            Tier::ExtraSmall,
+            "agentbus-demo-dash",
+            Vec::new(),
+        ),
+        kind: "ecs service",
+        data: false,
+        deps: vec!["group"],
+        want: |_| Desired::new().set("count", 1),
+        have: exists.then(|| Observed::default().field("count", 1)),
+        held_by_users: false,
+    };
+    let aws = offline_clients();
+    let problems = |g, s| {
+        let universe: Vec<Arc<dyn Resource>> = vec![Arc::new(g), Arc::new(s)];
+        let aws = aws.clone();
+        async move {
+            plan(&aws, req(universe, Some(Tier::ExtraSmall), false))
+                .await
+                .unwrap()
+                .problems
+        }
+    };
+    assert_eq!(
+        problems(group(true), service(true)).await,
+        [
+            "security group agentbus-demo would be replaced (vpc \"vpc-a\" -> \"vpc-b\"), but AWS refuses to delete it while ecs service agentbus-demo-dash uses it, so the apply could not finish: remove what uses it first (`agentbus destroy` keeps the data), then deploy again"
+        ]
+    );
+    // Nothing uses it yet, or AWS lets it go while used: replaced as planned.
+    assert!(problems(group(true), service(false)).await.is_empty());
+    assert!(problems(group(false), service(true)).await.is_empty());
 }
