@@ -1412,6 +1412,11 @@ pub fn spot_only() -> Vec<Capacity> {
 }
 
 /// One on-demand task as the base, the rest on Spot: up through Spot interruptions.
+///
+/// The API reference says a provider of weight 0 places no tasks "when multiple capacity
+/// providers are specified", which reads as if FARGATE's base would never be placed; the base
+/// is placed first, before weights count, and AWS's own Copilot CLI writes this very strategy
+/// (FARGATE base N weight 0, FARGATE_SPOT weight 1) for its `spot_from` setting.
 pub fn on_demand_base_then_spot() -> Vec<Capacity> {
     let mut s = vec![Capacity {
         provider: "FARGATE",
