@@ -556,6 +556,7 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     // After the deploy, the plan's cost before and after are the same.
     let p = agentbus(&["plan", "xs", "--env", &env, "--json"]).json();
     assert_eq!(p["plan"]["cost"]["before"], p["plan"]["cost"]["after"]);
+    crate::harness::destroy_all(&env);
 }
 
 #[tokio::test]
@@ -655,6 +656,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .map(|p| p.from_port)
         .collect();
     assert_eq!(ports, vec![Some(8080)]);
+    crate::harness::destroy_all(&env);
 }
 
 #[tokio::test]
@@ -1590,4 +1592,61 @@ async fn a_move_to_another_vpc_is_refused_before_anything_changes() {
     assert_eq!(s["history"].as_array().unwrap().len(), 1, "{s}");
     let r = agentbus(&["destroy", "--env", &env, "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// Each workspace holds one of the ten CloudWatch Logs resource policies AWS allows an
+/// account per region: a deploy past them stops at that step and says which limit it met
+/// and how to see the others (the emulator enforces the same ten), and the next deploy, once
+/// one is gone, finishes the rest.
+#[tokio::test]
+async fn a_region_with_all_ten_logs_resource_policies_taken_is_said_so() {
+    use crate::harness::{agentbus_command, clients_at, run, start_moto};
+    let moto = start_moto();
+    let aws = clients_at(&moto.url, "testing", "testing").await;
+    for i in 0..10 {
+        aws.logs()
+            .put_resource_policy()
+            .policy_name(format!("someone-else-{i}"))
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+            .send()
+            .await
+            .unwrap();
+    }
+    let env = unique_env("tenth");
+    let deploy = || {
+        run(agentbus_command(
+            &moto.url,
+            &deploy_args(&env, &["--image", IMAGE]),
+        ))
+    };
+    let r = deploy();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("this account already has 10 CloudWatch Logs resource policies in us-east-1")
+            && r.stderr.contains("aws logs describe-resource-policies"),
+        "{r:?}"
+    );
+    aws.logs()
+        .delete_resource_policy()
+        .policy_name("someone-else-0")
+        .send()
+        .await
+        .unwrap();
+    let r = deploy();
+    assert_eq!(r.code, 0, "{r:?}");
+    let names: Vec<String> = aws
+        .logs()
+        .describe_resource_policies()
+        .send()
+        .await
+        .unwrap()
+        .resource_policies()
+        .iter()
+        .filter_map(|p| p.policy_name().map(str::to_string))
+        .collect();
+    assert!(
+        names.contains(&format!("agentbus-{env}-events-to-logs")),
+        "{names:?}"
+    );
 }

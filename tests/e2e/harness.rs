@@ -377,6 +377,13 @@ pub fn deploy_xs(env: &str) {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// Destroys a test's workspace, data and all: every workspace holds one of the region's ten
+/// CloudWatch Logs resource policies, in the emulator as on AWS, so none is left behind.
+pub fn destroy_all(env: &str) {
+    let r = agentbus(&["destroy", "--env", env, "--yes", "--destroy-data"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// The image reference the tests deploy: in moto's ECR (see [`seed_fixture_image`]); never
 /// pulled, as the emulator runs no containers.
 pub const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/e2e-fixtures/agentbus:test";

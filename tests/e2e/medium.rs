@@ -298,6 +298,7 @@ async fn small_upgrades_to_medium_and_back_keeping_its_data() {
         .unwrap()
         .unwrap();
     assert_eq!(body, b"kept");
+    crate::harness::destroy_all(&env);
 }
 
 fn machine_arn(ws: &Workspace) -> String {

@@ -60,6 +60,7 @@ async fn runtime_services_conform_on_aws() {
             .collect::<Vec<_>>(),
         [("old", 6, 1)]
     );
+    crate::harness::destroy_all(&env);
 }
 
 /// A KV count on DynamoDB reads the tenant's whole partition and is billed by its bytes: a

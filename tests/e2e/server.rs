@@ -931,6 +931,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
             .success()
     );
     assert_eq!(server.0.wait().unwrap().code(), Some(0));
+    crate::harness::destroy_all(&env);
 }
 
 /// `agentbus serve` with a deployed task's environment (and the emulator's), on 127.0.0.1.

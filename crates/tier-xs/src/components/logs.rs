@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
 use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
 use aws_sdk_cloudwatchlogs::operation::delete_resource_policy::DeleteResourcePolicyError;
+use aws_sdk_cloudwatchlogs::operation::put_resource_policy::PutResourcePolicyError;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
@@ -272,14 +273,28 @@ impl Resource for LogsResourcePolicy {
             }))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
-        aws.logs()
+        match aws
+            .logs()
             .put_resource_policy()
             .policy_name(&self.meta.name)
             .policy_document(self.document().to_string())
             .send()
             .await
-            .map_err(|e| self.meta.fail("PutResourcePolicy", e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // An account holds at most 10 of these per region (PutResourcePolicy API
+            // reference), whatever made them: say which limit, and how to see the others.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(PutResourcePolicyError::is_limit_exceeded_exception) =>
+            {
+                Err(EngineError::Invalid(format!(
+                    "{}: this account already has 10 CloudWatch Logs resource policies in {}, the most AWS allows (each agentbus workspace uses one): `aws logs describe-resource-policies` lists them; delete one no longer needed, or use another region",
+                    self.meta.name, aws.region
+                )))
+            }
+            Err(e) => Err(self.meta.fail("PutResourcePolicy", e)),
+        }
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let outputs = c.outputs;
