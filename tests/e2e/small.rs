@@ -103,6 +103,12 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
         !a.contains_key("https-listener"),
         "no certificate, no HTTPS: {a:?}"
     );
+    // Without a certificate the plan warns that tokens would cross the internet in clear text.
+    let notes = p.json()["plan"]["notes"].to_string();
+    assert!(
+        notes.contains("WARNING: no --certificate-arn: the load balancer serves plain HTTP"),
+        "{notes}"
+    );
     // Creating the buckets turns their versioning on, which S3 takes a while to settle.
     for bucket in ["artifacts-bucket", "timeline-bucket"] {
         let change = p.json()["plan"]["changes"]

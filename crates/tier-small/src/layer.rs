@@ -84,11 +84,18 @@ impl Layer for SmallLayer {
 
     fn build(&self, ctx: &LayerContext<'_>, _dashboard: &DashboardSpec) -> Built {
         let own = own(ctx);
+        let mut notes = Vec::new();
+        if SmallSettings::from_context(ctx).certificate_arn.is_none() && !ctx.ws.env.is_prod() {
+            notes.push(
+                "WARNING: no --certificate-arn: the load balancer serves plain HTTP on port 80, so every bearer token sent to the dashboard crosses the internet in clear text; pass --certificate-arn for HTTPS (port 80 then redirects to it)"
+                    .to_string(),
+            );
+        }
         Built {
             resources: own.resources(),
             problems: own.problems,
             images: Vec::new(),
-            notes: Vec::new(),
+            notes,
         }
     }
 

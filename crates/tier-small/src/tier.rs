@@ -184,6 +184,11 @@ impl SmallOwn {
             )));
         }
         let https = settings.certificate_arn.is_some();
+        if prod && !https {
+            problems.push(Problem::new(
+                "prod needs HTTPS: pass --certificate-arn (an ACM certificate for the dashboard's name); without it the load balancer serves plain HTTP and every bearer token crosses the internet in clear text",
+            ));
+        }
         let alb_ports: Vec<u16> = if https { vec![80, 443] } else { vec![80] };
         // ALB and target-group names are limited to 32 characters: `agentbus-{env}-dash`.
         let alb_name = ws.name("dash");

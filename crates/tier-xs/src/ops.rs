@@ -778,6 +778,7 @@ impl Deployer {
             region: self.ws.region.clone(),
             deployed_tier: target,
             in_sync,
+            warnings: clear_text_warnings(dashboard_url.as_deref()),
             dashboard_url,
             lock,
             resources,
@@ -1082,12 +1083,30 @@ pub struct Status {
     /// Where the dashboard answers: the address a resource in front of it reports, else the
     /// running task's public address.
     pub dashboard_url: Option<String>,
+    /// What an operator must know now (tokens crossing a network in clear text).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub lock: Option<LockInfo>,
     pub resources: Vec<ResourceStatus>,
     /// Why the resources could not be observed, when they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unobserved: Option<String>,
     pub history: Vec<ApplyRecord>,
+}
+
+/// A dashboard answering plain HTTP beyond this machine receives bearer tokens in clear text.
+fn clear_text_warnings(dashboard_url: Option<&str>) -> Vec<String> {
+    let Some(rest) = dashboard_url.and_then(|u| u.strip_prefix("http://")) else {
+        return Vec::new();
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if crate::image::registry::is_loopback(host) {
+        return Vec::new();
+    }
+    vec![
+        "the dashboard answers plain HTTP: every bearer token sent to it crosses the network in clear text; serve it behind HTTPS before real tokens use it (the plan says how for this tier)"
+            .into(),
+    ]
 }
 
 /// The first line of what a command prints about a workspace.
@@ -1126,6 +1145,9 @@ impl Status {
                 out.push_str("dashboard: no running task found yet\n")
             }
             None => {}
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("WARNING: {w}\n"));
         }
         match &self.lock {
             Some(l) if l.is_alive() => out.push_str(&format!(
@@ -1224,6 +1246,7 @@ mod tests {
             deployed_tier: Some(Tier::ExtraSmall),
             in_sync: Some(false),
             dashboard_url: Some("http://203.0.113.7:8080/".into()),
+            warnings: clear_text_warnings(Some("http://203.0.113.7:8080/")),
             lock: None,
             unobserved: None,
             resources: vec![
@@ -1252,6 +1275,26 @@ mod tests {
     }
 
     #[test]
+    fn only_a_dashboard_reached_over_plain_http_beyond_this_machine_is_warned_about() {
+        assert_eq!(
+            clear_text_warnings(Some("http://203.0.113.7:8080/")).len(),
+            1
+        );
+        assert_eq!(
+            clear_text_warnings(Some("http://dash.example.com/")).len(),
+            1
+        );
+        for quiet in [
+            Some("https://dash.example.com/"),
+            Some("http://127.0.0.1:8080/"),
+            Some("http://localhost:8080/"),
+            None,
+        ] {
+            assert!(clear_text_warnings(quiet).is_empty(), "{quiet:?}");
+        }
+    }
+
+    #[test]
     fn status_says_why_the_resources_could_not_be_observed() {
         let s = Status {
             workspace: "agentbus-demo".into(),
@@ -1260,6 +1303,7 @@ mod tests {
             deployed_tier: None,
             in_sync: None,
             dashboard_url: None,
+            warnings: Vec::new(),
             lock: None,
             resources: Vec::new(),
             unobserved: Some("ec2: DescribeVpcs failed: access denied".into()),

@@ -236,8 +236,20 @@ fn the_dashboard_admits_only_the_load_balancer_which_admits_the_cidrs() {
     // prod may open the balancer to everyone: the dashboard itself stays closed.
     let mut open = xs_settings();
     open.allow_cidrs = vec!["0.0.0.0/0".into()];
-    let p = Small::new(&ws("prod", "us-east-1"), &open, &SmallSettings::default());
+    let https = SmallSettings {
+        certificate_arn: Some("arn:aws:acm:us-east-1:123456789012:certificate/abc".into()),
+        ..SmallSettings::default()
+    };
+    let p = Small::new(&ws("prod", "us-east-1"), &open, &https);
     assert!(p.problems().is_empty(), "{:?}", p.problems());
+    // prod without a certificate would send every token in clear text: refused.
+    let plain = Small::new(&ws("prod", "us-east-1"), &open, &SmallSettings::default());
+    let problems: Vec<String> = plain.problems().into_iter().map(|p| p.message).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("prod needs HTTPS: pass --certificate-arn"),
+        "{problems:?}"
+    );
     let x = ExtraSmall::new(&ws("prod", "us-east-1"), &open, &alone());
     assert!(x.problems.iter().any(|p| p.message.contains("0.0.0.0/0")));
 }

@@ -140,6 +140,12 @@ impl Layer for XsLayer {
                 crate::config::DASHBOARD_PORT
             ));
         }
+        if !settings.allow_cidrs.is_empty() && dashboard.front().is_none() {
+            notes.push(format!(
+                "WARNING: the dashboard serves plain HTTP on its public address (port {}): every bearer token sent to it crosses the network in clear text; reach it through a tunnel or VPN, or put it behind HTTPS before real tokens use it",
+                crate::config::DASHBOARD_PORT
+            ));
+        }
         Built {
             resources: tier.resources(),
             problems: tier.problems,
