@@ -185,8 +185,8 @@ async fn store(data_dir: Option<&Path>) -> Result<Arc<dyn VectorStore>, RuntimeE
 }
 
 /// The deployed workspace's memory: on its Aurora cluster, the password read from the secret
-/// RDS manages and read again every [`database::REREAD_EVERY`] (a rotation changes it), or
-/// on the database `AGENTBUS_DATABASE_URL` names.
+/// RDS manages and read again every [`database::REREAD_EVERY`] (a rotation changes it) and
+/// at once when the database refuses it, or on the database `AGENTBUS_DATABASE_URL` names.
 async fn aws_store(
     aws: &AwsClients,
 ) -> Result<(Arc<dyn VectorStore>, Option<tier_xs::ladder::Feed>), RuntimeError> {
@@ -195,7 +195,16 @@ async fn aws_store(
         return Ok((store(None).await?, None));
     };
     let at = database::address(aws, &cluster).await?;
-    let memory = PgMemory::connect_with(database::options(aws, &at).await?).await?;
+    let reconnect: crate::memory::pgvector::Reconnect = {
+        let (aws, at) = (aws.clone(), at.clone());
+        Arc::new(move || {
+            let (aws, at) = (aws.clone(), at.clone());
+            Box::pin(async move { database::options(&aws, &at).await })
+        })
+    };
+    let memory = PgMemory::connect_with(database::options(aws, &at).await?)
+        .await?
+        .with_reconnect(reconnect);
     let pool = memory.pool().clone();
     let aws = aws.clone();
     let reread: tier_xs::ladder::Feed = Box::new(move |_server, stop| {

@@ -302,6 +302,99 @@ async fn pgvector_memory_conforms_migrates_once_and_survives_a_restart() {
     assert_eq!(cols[0].documents, 49);
 }
 
+/// RDS rotates the master password (every 7 days by default): connections already open go on,
+/// a new one with the old password is refused. The store then reads the password again at
+/// once (not at the next periodic re-read) and the call that met the refusal goes through.
+#[tokio::test]
+async fn a_password_the_database_refuses_is_read_again_and_the_call_goes_through() {
+    use sqlx::postgres::PgConnectOptions;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pg = Postgres::start();
+    let admin = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    sqlx::query("CREATE ROLE rotating LOGIN SUPERUSER PASSWORD 'first'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    // This role must give its password (everyone else is trusted, as initdb set it up).
+    let hba = pg.data.join("pg").join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all rotating 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let port = pg.port();
+    let options = move |password: &str| {
+        PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(port)
+            .database("postgres")
+            .username("rotating")
+            .password(password)
+    };
+    // The secret as the store would read it.
+    let secret = Arc::new(Mutex::new("first".to_string()));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reconnect: crate::memory::pgvector::Reconnect = {
+        let (secret, reads) = (secret.clone(), reads.clone());
+        Arc::new(move || {
+            reads.fetch_add(1, Ordering::SeqCst);
+            let password = secret.lock().unwrap().clone();
+            Box::pin(async move { Ok(options(&password)) })
+        })
+    };
+    let store = PgMemory::connect_with(options("first"))
+        .await
+        .unwrap()
+        .with_reconnect(reconnect);
+    let plain = PgMemory::connect_with(options("first")).await.unwrap();
+    let t = Tenant::new("rotating").unwrap();
+    let doc = Stored {
+        id: "d".into(),
+        text: "kept".into(),
+        metadata: Default::default(),
+        model: "m".into(),
+        vector: vec![1.0, 0.0, 0.0],
+    };
+    store
+        .put(&t, "c", std::slice::from_ref(&doc))
+        .await
+        .unwrap();
+
+    // The rotation: a new password in the database and in the secret; the open connections
+    // end (an idle timeout, a failover), so the next call needs a new one.
+    sqlx::query("ALTER ROLE rotating PASSWORD 'second'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    *secret.lock().unwrap() = "second".into();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rotating'",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+
+    let got = store.get(&t, "c", "d").await.unwrap().unwrap();
+    assert_eq!(got.text, "kept");
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        1,
+        "read again once, when refused"
+    );
+    // A store that cannot read the password again meets the refusal.
+    let e = plain.get(&t, "c", "d").await.unwrap_err();
+    assert!(
+        e.to_string().contains("password authentication failed"),
+        "{e}"
+    );
+}
+
 /// The index path: a big tenant and a small one share the HNSW index; a search of the small
 /// tenant still returns k rows (iterative scan), with the exact store as the oracle.
 #[tokio::test]

@@ -15,7 +15,11 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
 use tier_xs::runtime::{RuntimeError, Tenant};
 
@@ -38,12 +42,28 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// The advisory lock key of migrations (any constant both old and new servers share).
 const MIGRATION_LOCK: i64 = 0x6167_656e_7462_7573; // "agentbus"
 
+/// Reads the connection options again: the password in them is rotated (RDS rotates a managed
+/// master password every 7 days by default), and a new connection made with the old one is
+/// refused.
+pub type Reconnect =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<PgConnectOptions, RuntimeError>> + Send + Sync>;
+
 pub struct PgMemory {
     pool: PgPool,
+    /// How to read the password again when the database refuses it.
+    reconnect: Option<Reconnect>,
+    /// A connection was refused its password since the last look.
+    refused: AtomicBool,
     /// Collections smaller than this are scanned exactly.
     pub exact_below: u64,
     /// `hnsw.ef_search` of index scans.
     pub ef_search: u32,
+}
+
+/// PostgreSQL's "invalid_password" and "invalid_authorization_specification" (SQLSTATE class
+/// 28): what a new connection gets with a rotated password.
+fn refused_password(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "28P01" || c == "28000"))
 }
 
 fn pg(op: &'static str) -> impl FnOnce(sqlx::Error) -> RuntimeError {
@@ -119,6 +139,8 @@ impl PgMemory {
         migrate(&pool).await?;
         Ok(PgMemory {
             pool,
+            reconnect: None,
+            refused: AtomicBool::new(false),
             exact_below: 10_000,
             ef_search: 100,
         })
@@ -126,6 +148,53 @@ impl PgMemory {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Reads the password again with `reconnect` when the database refuses it, and tries the
+    /// operation once more.
+    pub fn with_reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = Some(reconnect);
+        self
+    }
+
+    /// A database error as the store's, noting a refused password.
+    fn pg(&self, op: &'static str) -> impl FnOnce(sqlx::Error) -> RuntimeError + '_ {
+        move |e| {
+            if refused_password(&e) {
+                self.refused.store(true, Ordering::SeqCst);
+            }
+            RuntimeError::backend(op, e)
+        }
+    }
+
+    /// Runs `op`; when it failed because a new connection's password was refused (a rotation
+    /// the periodic re-read has not caught yet), reads the password again, gives the pool the
+    /// new one and runs `op` once more.
+    async fn again<T, F, Fut>(&self, op: F) -> Result<T, RuntimeError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RuntimeError>>,
+    {
+        let first = op().await;
+        if first.is_ok() || !self.refused.swap(false, Ordering::SeqCst) {
+            return first;
+        }
+        let Some(reconnect) = &self.reconnect else {
+            return first;
+        };
+        match reconnect().await {
+            Ok(options) => {
+                tracing::info!("the database refused its password: read it again");
+                self.pool.set_connect_options(options);
+                op().await
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the database refused its password, and reading it again failed: {e}"
+                );
+                first
+            }
+        }
     }
 
     async fn count(
@@ -194,16 +263,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), RuntimeError> {
     tx.commit().await.map_err(pg("migrate"))
 }
 
-#[async_trait]
-impl VectorStore for PgMemory {
-    async fn put(
+/// The store's operations, each tried once (see [`PgMemory::again`]).
+impl PgMemory {
+    async fn put_once(
         &self,
         tenant: &Tenant,
         collection: &str,
         docs: &[Stored],
     ) -> Result<(), RuntimeError> {
         check_put(collection, docs)?;
-        let mut tx = self.pool.begin().await.map_err(pg("memory put"))?;
+        let mut tx = self.pool.begin().await.map_err(self.pg("memory put"))?;
         for d in docs {
             // The previous model of this id, locked, to move its count.
             let previous: Option<String> = sqlx::query_scalar(
@@ -214,7 +283,7 @@ impl VectorStore for PgMemory {
             .bind(&d.id)
             .fetch_optional(&mut *tx)
             .await
-            .map_err(pg("memory put"))?;
+            .map_err(self.pg("memory put"))?;
             sqlx::query(
                 "INSERT INTO memory_documents (tenant, collection, id, text, metadata, model, dimensions, embedding)
                  VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::vector)
@@ -232,7 +301,7 @@ impl VectorStore for PgMemory {
             .bind(literal(&d.vector))
             .execute(&mut *tx)
             .await
-            .map_err(pg("memory put"))?;
+            .map_err(self.pg("memory put"))?;
             if previous.as_deref() != Some(d.model.as_str()) {
                 recount(&mut tx, tenant, collection, &d.model, 1).await?;
                 if let Some(old) = previous {
@@ -240,10 +309,10 @@ impl VectorStore for PgMemory {
                 }
             }
         }
-        tx.commit().await.map_err(pg("memory put"))
+        tx.commit().await.map_err(self.pg("memory put"))
     }
 
-    async fn get(
+    async fn get_once(
         &self,
         tenant: &Tenant,
         collection: &str,
@@ -261,11 +330,11 @@ impl VectorStore for PgMemory {
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(pg("memory get"))?;
+        .map_err(self.pg("memory get"))?;
         Ok(row.map(|r| document(id, collection, r)))
     }
 
-    async fn delete(
+    async fn delete_once(
         &self,
         tenant: &Tenant,
         collection: &str,
@@ -273,7 +342,7 @@ impl VectorStore for PgMemory {
     ) -> Result<bool, RuntimeError> {
         check_collection(collection)?;
         check_id(id)?;
-        let mut tx = self.pool.begin().await.map_err(pg("memory delete"))?;
+        let mut tx = self.pool.begin().await.map_err(self.pg("memory delete"))?;
         let model: Option<String> = sqlx::query_scalar(
             "DELETE FROM memory_documents WHERE tenant = $1 AND collection = $2 AND id = $3 RETURNING model",
         )
@@ -282,21 +351,21 @@ impl VectorStore for PgMemory {
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(pg("memory delete"))?;
+        .map_err(self.pg("memory delete"))?;
         if let Some(m) = &model {
             recount(&mut tx, tenant, collection, m, -1).await?;
         }
-        tx.commit().await.map_err(pg("memory delete"))?;
+        tx.commit().await.map_err(self.pg("memory delete"))?;
         Ok(model.is_some())
     }
 
-    async fn search(&self, tenant: &Tenant, q: &Query<'_>) -> Result<Vec<Hit>, RuntimeError> {
+    async fn search_once(&self, tenant: &Tenant, q: &Query<'_>) -> Result<Vec<Hit>, RuntimeError> {
         check_query(q)?;
         let dims = q.vector.len();
         let indexed = INDEXED_DIMENSIONS.contains(&dims)
             && self.count(tenant, q.collection, q.model).await? >= self.exact_below;
         let sql = search_sql(dims, indexed);
-        let mut tx = self.pool.begin().await.map_err(pg("memory search"))?;
+        let mut tx = self.pool.begin().await.map_err(self.pg("memory search"))?;
         if indexed {
             sqlx::raw_sql(AssertSqlSafe(format!(
                 "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
@@ -304,7 +373,7 @@ impl VectorStore for PgMemory {
             )))
             .execute(&mut *tx)
             .await
-            .map_err(pg("memory search"))?;
+            .map_err(self.pg("memory search"))?;
         }
         // Only the vector size (a number) and constants are formatted in. Never a cached
         // generic plan: the right plan depends on the tenant's and the filter's values (a
@@ -320,8 +389,8 @@ impl VectorStore for PgMemory {
             .bind(q.k as i64)
             .fetch_all(&mut *tx)
             .await
-            .map_err(pg("memory search"))?;
-        tx.commit().await.map_err(pg("memory search"))?;
+            .map_err(self.pg("memory search"))?;
+        tx.commit().await.map_err(self.pg("memory search"))?;
         Ok(rows
             .into_iter()
             .map(|r| Hit {
@@ -333,7 +402,7 @@ impl VectorStore for PgMemory {
             .collect())
     }
 
-    async fn collections(&self, tenant: &Tenant) -> Result<Vec<Collection>, RuntimeError> {
+    async fn collections_once(&self, tenant: &Tenant) -> Result<Vec<Collection>, RuntimeError> {
         let rows = sqlx::query(
             "SELECT collection, model, documents FROM memory_collections
              WHERE tenant = $1 AND documents > 0 ORDER BY collection, model",
@@ -341,13 +410,13 @@ impl VectorStore for PgMemory {
         .bind(tenant.as_str())
         .fetch_all(&self.pool)
         .await
-        .map_err(pg("memory collections"))?;
+        .map_err(self.pg("memory collections"))?;
         Ok(group_collections(
             rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))),
         ))
     }
 
-    async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
+    async fn stale_once(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
         let rows: Vec<StaleRow> = sqlx::query_as(
             "SELECT tenant, collection, id, text, version FROM memory_documents WHERE model <> $1 LIMIT $2",
         )
@@ -355,17 +424,21 @@ impl VectorStore for PgMemory {
         .bind(limit as i64)
         .fetch_all(&self.pool)
         .await
-        .map_err(pg("memory stale"))?;
+        .map_err(self.pg("memory stale"))?;
         rows.into_iter().map(stale_of).collect()
     }
 
-    async fn revector(
+    async fn revector_once(
         &self,
         stale: &Stale,
         model: &str,
         vector: &[f32],
     ) -> Result<bool, RuntimeError> {
-        let mut tx = self.pool.begin().await.map_err(pg("memory revector"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.pg("memory revector"))?;
         let old: Option<String> = sqlx::query_scalar(
             "SELECT model FROM memory_documents
              WHERE tenant = $1 AND collection = $2 AND id = $3 AND version = $4 FOR UPDATE",
@@ -376,7 +449,7 @@ impl VectorStore for PgMemory {
         .bind(stale.version)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(pg("memory revector"))?;
+        .map_err(self.pg("memory revector"))?;
         let Some(old) = old else {
             return Ok(false);
         };
@@ -392,13 +465,60 @@ impl VectorStore for PgMemory {
         .bind(literal(vector))
         .execute(&mut *tx)
         .await
-        .map_err(pg("memory revector"))?;
+        .map_err(self.pg("memory revector"))?;
         if old != model {
             recount(&mut tx, &stale.tenant, &stale.collection, model, 1).await?;
             recount(&mut tx, &stale.tenant, &stale.collection, &old, -1).await?;
         }
-        tx.commit().await.map_err(pg("memory revector"))?;
+        tx.commit().await.map_err(self.pg("memory revector"))?;
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl VectorStore for PgMemory {
+    async fn put(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        docs: &[Stored],
+    ) -> Result<(), RuntimeError> {
+        self.again(|| self.put_once(tenant, collection, docs)).await
+    }
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<Document>, RuntimeError> {
+        self.again(|| self.get_once(tenant, collection, id)).await
+    }
+    async fn delete(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        id: &str,
+    ) -> Result<bool, RuntimeError> {
+        self.again(|| self.delete_once(tenant, collection, id))
+            .await
+    }
+    async fn search(&self, tenant: &Tenant, q: &Query<'_>) -> Result<Vec<Hit>, RuntimeError> {
+        self.again(|| self.search_once(tenant, q)).await
+    }
+    async fn collections(&self, tenant: &Tenant) -> Result<Vec<Collection>, RuntimeError> {
+        self.again(|| self.collections_once(tenant)).await
+    }
+    async fn stale(&self, model: &str, limit: usize) -> Result<Vec<Stale>, RuntimeError> {
+        self.again(|| self.stale_once(model, limit)).await
+    }
+    async fn revector(
+        &self,
+        stale: &Stale,
+        model: &str,
+        vector: &[f32],
+    ) -> Result<bool, RuntimeError> {
+        self.again(|| self.revector_once(stale, model, vector))
+            .await
     }
 }
 
