@@ -289,6 +289,61 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     assert_eq!(o.get_host(), at.host);
     assert_eq!(o.get_database(), Some("agentbus"));
 
+    // The dashboard's count belongs to Application Auto Scaling: two tasks at least (one per
+    // zone), six at most, steered by the service's average CPU; the deploy started two.
+    let service = format!("agentbus-{env}-dashboard");
+    let resource = format!("service/agentbus-{env}/{service}");
+    let scaling = scaling_of(&aws, &resource).await;
+    assert_eq!(scaling.0, Some((2, 6)), "{scaling:?}");
+    assert_eq!(
+        scaling.1,
+        vec![(
+            format!("agentbus-{env}-dashboard-cpu"),
+            "TargetTrackingScaling".to_string(),
+            Some("ECSServiceAverageCPUUtilization".to_string()),
+            60.0,
+            (Some(60), Some(300))
+        )],
+        "{scaling:?}"
+    );
+    let target_arn = scaling.2.clone().unwrap();
+    let tags = aws
+        .autoscaling()
+        .list_tags_for_resource()
+        .resource_arn(&target_arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags.tags().and_then(|t| t.get("agentbus:workspace")),
+        Some(&format!("agentbus-{env}")),
+        "{tags:?}"
+    );
+    let desired = |aws: tier_xs::aws::AwsClients, service: String| {
+        let cluster = format!("agentbus-{env}");
+        async move {
+            aws.ecs()
+                .describe_services()
+                .cluster(cluster)
+                .services(&service)
+                .send()
+                .await
+                .unwrap()
+                .services()[0]
+                .desired_count()
+        }
+    };
+    assert_eq!(desired(aws.clone(), service.clone()).await, 2);
+    // The autoscaler moved the count: the next deploy leaves it where it is.
+    aws.ecs()
+        .update_service()
+        .cluster(format!("agentbus-{env}"))
+        .service(&service)
+        .desired_count(5)
+        .send()
+        .await
+        .unwrap();
+
     let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
 
@@ -307,6 +362,10 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         }
     };
     assert!(!exists(format!("{name}-1")).await);
+    // Below large the deploy owns the count again: the autoscaler and its policy are gone,
+    // and the service runs the one task medium keeps.
+    assert_eq!(scaling_of(&aws, &resource).await, (None, Vec::new(), None));
+    assert_eq!(desired(aws.clone(), service.clone()).await, 1);
     let kept = aws
         .rds()
         .describe_db_clusters()
@@ -343,4 +402,66 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         |e| e.is_db_cluster_not_found_fault(),
         "the cluster",
     );
+}
+
+/// The scalable target of an ECS service (min, max), its scaling policies (name, type, metric,
+/// target, cooldowns out and in) and the target's ARN, read with the Application Auto
+/// Scaling SDK.
+#[allow(clippy::type_complexity)]
+async fn scaling_of(
+    aws: &tier_xs::aws::AwsClients,
+    resource: &str,
+) -> (
+    Option<(i32, i32)>,
+    Vec<(
+        String,
+        String,
+        Option<String>,
+        f64,
+        (Option<i32>, Option<i32>),
+    )>,
+    Option<String>,
+) {
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    use tier_large::aws::LargeAws;
+    let targets = aws
+        .autoscaling()
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Ecs)
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .resource_ids(resource)
+        .send()
+        .await
+        .unwrap();
+    let target = targets.scalable_targets().first();
+    let policies = aws
+        .autoscaling()
+        .describe_scaling_policies()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(resource)
+        .send()
+        .await
+        .unwrap();
+    (
+        target.map(|t| (t.min_capacity(), t.max_capacity())),
+        policies
+            .scaling_policies()
+            .iter()
+            .map(|p| {
+                let c = p.target_tracking_scaling_policy_configuration();
+                (
+                    p.policy_name().to_string(),
+                    p.policy_type().as_str().to_string(),
+                    c.and_then(|c| c.predefined_metric_specification())
+                        .map(|m| m.predefined_metric_type().as_str().to_string()),
+                    c.map(|c| c.target_value()).unwrap_or_default(),
+                    (
+                        c.and_then(|c| c.scale_out_cooldown()),
+                        c.and_then(|c| c.scale_in_cooldown()),
+                    ),
+                )
+            })
+            .collect(),
+        target.and_then(|t| t.scalable_target_arn().map(str::to_string)),
+    )
 }

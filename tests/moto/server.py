@@ -24,6 +24,9 @@ taught to answer them here.
   deleting a queue before you can create another queue with the same name", CreateQueue API
   reference). moto accepts at once. Refused here for QUEUE_REUSE_SECONDS (shorter than AWS's
   60 s so the suite stays quick; the product waits for whatever AWS says).
+- Application Auto Scaling: tags of scalable targets, PutScalingPolicy without a target,
+  DeregisterScalableTarget deleting the target's policies, ObjectNotFoundException for what
+  does not exist (see the comment above its patches).
 - Budgets tags (CreateBudget's ResourceTags, TagResource, UntagResource, ListTagsForResource
   by the budget's ARN): moto ignores the first and lacks the others.
 - Budgets DescribeBudget: AWS includes the budget's FilterExpression only when
@@ -339,12 +342,22 @@ _service_init = ecs_models.Service.__init__
 
 
 def _unsteady(service):
-    """Holds a matching service's tasks pending (moto's UpdateService would run them)."""
+    """Holds a matching service's tasks pending (moto's UpdateService would run them); with
+    MOTO_ECS_SERVICE_RUNNING set, every other service runs as many tasks as it wants (moto
+    reports that fixed number whatever the desired count, so a service of two would never be
+    steady)."""
     if _NEVER_STEADY.search(service.name):
         state, reason, failed = "IN_PROGRESS", "ECS deployment in progress.", 0
     elif _ROLLOUT_FAILS.search(service.name):
         state, reason, failed = "FAILED", "ECS deployment circuit breaker: tasks failed to start.", 3
     else:
+        if os.environ.get("MOTO_ECS_SERVICE_RUNNING"):
+            service.running_count = service.desired_count
+            service.pending_count = 0
+            for d in service.deployments:
+                d.update(runningCount=service.desired_count, pendingCount=0,
+                         rolloutState="COMPLETED",
+                         rolloutStateReason=f"ECS deployment {d.get('id')} completed.")
         return service
     service.running_count = 0
     service.pending_count = service.desired_count
@@ -660,6 +673,114 @@ BudgetsResponse.delete_budget = delete_budget_tagged
 BudgetsResponse.tag_resource = budget_tag_resource
 BudgetsResponse.untag_resource = budget_untag_resource
 BudgetsResponse.list_tags_for_resource = budget_list_tags
+
+
+# Application Auto Scaling, as its API reference describes it and moto 5.2 does not:
+# - tags: RegisterScalableTarget's Tags (on a new target only), TagResource, UntagResource and
+#   ListTagsForResource by the target's ARN (moto keeps none);
+# - PutScalingPolicy on a resource with no scalable target answers ObjectNotFoundException
+#   (moto makes the policy anyway);
+# - DeregisterScalableTarget deletes the target's scaling policies (moto keeps them), and it
+#   and DeleteScalingPolicy answer ObjectNotFoundException for what does not exist (moto:
+#   ValidationException).
+import moto.applicationautoscaling.models as aas_models
+from moto.applicationautoscaling.responses import ApplicationAutoScalingResponse
+
+AAS_TAGS = {}
+
+
+class AasObjectNotFound(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("ObjectNotFoundException", message)
+
+
+class AasResourceNotFound(JsonRESTError):
+    def __init__(self, message):
+        super().__init__("ResourceNotFoundException", message)
+
+
+_aas_register = aas_models.ApplicationAutoscalingBackend.register_scalable_target
+_aas_deregister = aas_models.ApplicationAutoscalingBackend.deregister_scalable_target
+_aas_put_policy = aas_models.ApplicationAutoscalingBackend.put_scaling_policy
+_aas_delete_policy = aas_models.ApplicationAutoscalingBackend.delete_scaling_policy
+
+
+def aas_deregister(self, namespace, r_id, dimension):
+    if not self._scalable_target_exists(r_id, dimension):
+        raise AasObjectNotFound(
+            f"No scalable target registered for service namespace: {namespace}, resource ID: {r_id}, scalable dimension: {dimension}"
+        )
+    target = self.targets[dimension][r_id]
+    AAS_TAGS.pop(target.arn, None)
+    for key, policy in list(self.policies.items()):
+        if (policy.service_namespace, policy.resource_id, policy.scalable_dimension) == (namespace, r_id, dimension):
+            policy.delete_alarms(self.account_id, self.region_name)
+            del self.policies[key]
+    return _aas_deregister(self, namespace, r_id, dimension)
+
+
+def aas_put_policy(self, policy_name, service_namespace, resource_id, scalable_dimension, policy_body, policy_type):
+    if not self._scalable_target_exists(resource_id, scalable_dimension):
+        raise AasObjectNotFound(
+            f"No scalable target registered for service namespace: {service_namespace}, resource ID: {resource_id}, scalable dimension: {scalable_dimension}"
+        )
+    return _aas_put_policy(self, policy_name, service_namespace, resource_id, scalable_dimension, policy_body, policy_type)
+
+
+def aas_delete_policy(self, policy_name, service_namespace, resource_id, scalable_dimension):
+    key = aas_models.FakeApplicationAutoscalingPolicy.formulate_key(
+        service_namespace, resource_id, scalable_dimension, policy_name
+    )
+    if key not in self.policies:
+        raise AasObjectNotFound(f"No scaling policy found for service namespace: {service_namespace}, resource ID: {resource_id}, scalable dimension: {scalable_dimension}, policy name: {policy_name}")
+    return _aas_delete_policy(self, policy_name, service_namespace, resource_id, scalable_dimension)
+
+
+aas_models.ApplicationAutoscalingBackend.deregister_scalable_target = aas_deregister
+aas_models.ApplicationAutoscalingBackend.put_scaling_policy = aas_put_policy
+aas_models.ApplicationAutoscalingBackend.delete_scaling_policy = aas_delete_policy
+
+_aas_register_response = ApplicationAutoScalingResponse.register_scalable_target
+
+
+def aas_register_response(self):
+    backend = self.applicationautoscaling_backend
+    existed = backend._scalable_target_exists(self._get_param("ResourceId"), self._get_param("ScalableDimension"))
+    out = _aas_register_response(self)
+    arn = json.loads(out)["ScalableTargetARN"]
+    if not existed:
+        AAS_TAGS[arn] = dict(self._get_param("Tags") or {})
+    return out
+
+
+def _aas_target_arn(self):
+    arn = self._get_param("ResourceARN")
+    if arn not in AAS_TAGS:
+        raise AasResourceNotFound(f"No scalable target found for ARN {arn}")
+    return arn
+
+
+def aas_tag_resource(self):
+    arn = _aas_target_arn(self)
+    AAS_TAGS[arn].update(self._get_param("Tags") or {})
+    return json.dumps({})
+
+
+def aas_untag_resource(self):
+    arn = _aas_target_arn(self)
+    for k in self._get_param("TagKeys") or []:
+        AAS_TAGS[arn].pop(k, None)
+    return json.dumps({})
+
+
+def aas_list_tags(self):
+    return json.dumps({"Tags": AAS_TAGS[_aas_target_arn(self)]})
+
+
+ApplicationAutoScalingResponse.register_scalable_target = aas_register_response
+ApplicationAutoScalingResponse.tag_resource = aas_tag_resource
+ApplicationAutoScalingResponse.untag_resource = aas_untag_resource
+ApplicationAutoScalingResponse.list_tags_for_resource = aas_list_tags
 
 # --- Smithy RPC v2 CBOR, through moto's JSON protocol -------------------------------------
 

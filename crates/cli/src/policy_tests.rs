@@ -97,6 +97,7 @@ const SERVICES: &[(&str, &str)] = &[
     ("cloudwatch", "cloudwatch"),
     ("sns", "sns"),
     ("rds", "rds"),
+    ("autoscaling", "application-autoscaling"),
 ];
 
 /// Operations whose IAM action has another name (S3's and Budgets' mostly, from their

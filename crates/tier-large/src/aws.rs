@@ -1,5 +1,6 @@
-//! The large tier's AWS service: RDS (the Aurora cluster and its instances), from the same
-//! client registry as every other service.
+//! The large tier's AWS services: RDS (the Aurora cluster and its instances) and Application
+//! Auto Scaling (the dashboard's task count), from the same client registry as every other
+//! service.
 
 use tier_xs::aws::AwsClients;
 use tier_xs::sdk_client;
@@ -7,10 +8,14 @@ use tier_xs::sdk_client;
 /// The large tier's clients of an [`AwsClients`].
 pub trait LargeAws {
     fn rds(&self) -> aws_sdk_rds::Client;
+    fn autoscaling(&self) -> aws_sdk_applicationautoscaling::Client;
 }
 
 impl LargeAws for AwsClients {
     fn rds(&self) -> aws_sdk_rds::Client {
         sdk_client!(self, aws_sdk_rds)
+    }
+    fn autoscaling(&self) -> aws_sdk_applicationautoscaling::Client {
+        sdk_client!(self, aws_sdk_applicationautoscaling)
     }
 }

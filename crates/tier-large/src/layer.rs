@@ -36,6 +36,9 @@ const REEMBED_BATCH: usize = 256;
 pub const SETTING_DB_MIN_ACU: &str = "db_min_acu";
 /// The database's most capacity (remembered).
 pub const SETTING_DB_MAX_ACU: &str = "db_max_acu";
+/// The dashboard's least and most tasks (remembered).
+pub const SETTING_MIN_TASKS: &str = "dashboard_min_tasks";
+pub const SETTING_MAX_TASKS: &str = "dashboard_max_tasks";
 
 /// The large tier's deploy flags, and the lower tiers'.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -49,6 +52,12 @@ pub struct LargeFlags {
     /// The database's most capacity in ACUs (default 8; remembered).
     #[arg(long, allow_hyphen_values = true)]
     pub db_max_acu: Option<f64>,
+    /// The least dashboard tasks the autoscaler keeps (default 2: one per zone; remembered).
+    #[arg(long)]
+    pub dashboard_min_tasks: Option<u32>,
+    /// The most dashboard tasks the autoscaler starts under load (default 6; remembered).
+    #[arg(long)]
+    pub dashboard_max_tasks: Option<u32>,
 }
 
 impl TierFlags for LargeFlags {
@@ -59,6 +68,12 @@ impl TierFlags for LargeFlags {
         }
         if let Some(v) = self.db_max_acu {
             s.insert(SETTING_DB_MAX_ACU.to_string(), serde_json::json!(v));
+        }
+        if let Some(v) = self.dashboard_min_tasks {
+            s.insert(SETTING_MIN_TASKS.to_string(), serde_json::json!(v));
+        }
+        if let Some(v) = self.dashboard_max_tasks {
+            s.insert(SETTING_MAX_TASKS.to_string(), serde_json::json!(v));
         }
         s
     }
@@ -71,6 +86,14 @@ impl LargeSettings {
         LargeSettings {
             min_acu: ctx.settings.number(SETTING_DB_MIN_ACU).unwrap_or(d.min_acu),
             max_acu: ctx.settings.number(SETTING_DB_MAX_ACU).unwrap_or(d.max_acu),
+            min_tasks: ctx
+                .settings
+                .number(SETTING_MIN_TASKS)
+                .map_or(d.min_tasks, |v| v as u32),
+            max_tasks: ctx
+                .settings
+                .number(SETTING_MAX_TASKS)
+                .map_or(d.max_tasks, |v| v as u32),
         }
     }
 }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use tier_xs::components::iam::{statement, statement_when};
 use tier_xs::components::network::{Ingress, SecurityGroup, Source};
 use tier_xs::engine::{Meta, Resource};
-use tier_xs::ladder::{DashboardSpec, Problem};
+use tier_xs::ladder::{DashboardSpec, Problem, Scaling};
 use tier_xs::workspace::{Tier, Workspace};
 use tier_xs::xs::XsSettings;
 
 use crate::components::cluster::{DbCluster, PORT};
 use crate::components::instance::DbInstance;
+use crate::components::scalable_target::ScalableTarget;
+use crate::components::scaling_policy::CpuScalingPolicy;
 use crate::components::subnet_group::DbSubnetGroup;
 
 /// The variable naming the workspace's Aurora cluster: the server finds its endpoint and its
@@ -27,6 +29,8 @@ pub mod ids {
     pub const DB_CLUSTER: &str = "db-cluster";
     pub const DB_WRITER: &str = "db-writer";
     pub const DB_READER: &str = "db-reader";
+    pub const DASHBOARD_SCALING_TARGET: &str = "dashboard-scaling-target";
+    pub const DASHBOARD_SCALING_POLICY: &str = "dashboard-scaling-policy";
 }
 
 /// The database's capacity, in Aurora capacity units (about 2 GiB of memory each).
@@ -34,7 +38,18 @@ pub mod ids {
 pub struct LargeSettings {
     pub min_acu: f64,
     pub max_acu: f64,
+    /// The dashboard's task count, which the autoscaler keeps between these.
+    pub min_tasks: u32,
+    pub max_tasks: u32,
 }
+
+/// Two dashboard tasks at least, one in each of the two zones the service spans (ECS spreads
+/// a service's tasks across zones), so one zone's outage leaves the dashboard up.
+pub const DEFAULT_MIN_TASKS: u32 = 2;
+pub const DEFAULT_MAX_TASKS: u32 = 6;
+/// The average CPU the autoscaler keeps the dashboard at: headroom for a burst while a new
+/// task starts (about a minute on Fargate).
+pub const DASHBOARD_CPU_TARGET: f64 = 60.0;
 
 /// The minimum: 1 ACU (about 2 GiB) holds the default memory quota's HNSW index in memory —
 /// 100,000 vectors of 384 dimensions are about 150 MB with their graph — beside PostgreSQL's
@@ -48,6 +63,8 @@ impl Default for LargeSettings {
         LargeSettings {
             min_acu: DEFAULT_MIN_ACU,
             max_acu: DEFAULT_MAX_ACU,
+            min_tasks: DEFAULT_MIN_TASKS,
+            max_tasks: DEFAULT_MAX_TASKS,
         }
     }
 }
@@ -57,6 +74,8 @@ pub struct LargeOwn {
     pub resources: Vec<Arc<dyn Resource>>,
     pub problems: Vec<Problem>,
     cluster: String,
+    /// The dashboard's task count bounds, handed to the autoscaler.
+    scaling: Scaling,
 }
 
 /// The subnets' zones, the first two (in zone order), each with its first subnet.
@@ -89,7 +108,7 @@ impl LargeOwn {
         }
         let zone = |i: usize| zones.get(i).cloned().unwrap_or_default();
         let prod = ws.env.is_prod();
-        let resources: Vec<Arc<dyn Resource>> = vec![
+        let mut resources: Vec<Arc<dyn Resource>> = vec![
             Arc::new(DbSubnetGroup {
                 meta: Meta::new(ids::DB_SUBNET_GROUP, t, name.clone(), tags("db")),
                 description: format!("agentbus {} database", ws.env),
@@ -141,16 +160,54 @@ impl LargeOwn {
                 writer: false,
             }),
         ];
+        if settings.min_tasks < 1 || settings.min_tasks > settings.max_tasks {
+            problems.push(Problem::new(format!(
+                "the dashboard's task count {}-{} is not a range: at least 1, the minimum not above the maximum",
+                settings.min_tasks, settings.max_tasks
+            )));
+        }
+        let service = ws.name("dashboard");
+        resources.push(Arc::new(ScalableTarget {
+            meta: Meta::new(
+                ids::DASHBOARD_SCALING_TARGET,
+                t,
+                service.clone(),
+                tags("dashboard"),
+            ),
+            cluster: ws.id(),
+            service,
+            service_id: tier_xs::xs::ids::DASHBOARD_SERVICE,
+            min: settings.min_tasks,
+            max: settings.max_tasks,
+        }));
+        resources.push(Arc::new(CpuScalingPolicy {
+            meta: Meta::new(
+                ids::DASHBOARD_SCALING_POLICY,
+                t,
+                ws.name("dashboard-cpu"),
+                Vec::new(),
+            ),
+            target_id: ids::DASHBOARD_SCALING_TARGET,
+            cpu_percent: DASHBOARD_CPU_TARGET,
+            scale_out_cooldown: 60,
+            scale_in_cooldown: 300,
+        }));
         LargeOwn {
             resources,
             problems,
             cluster: name,
+            scaling: Scaling {
+                min: settings.min_tasks,
+                max: settings.max_tasks,
+            },
         }
     }
 
     /// What the server needs: the cluster's name, and the rights to look it up and read the
     /// password RDS manages for it (that secret, found by the tag RDS gives it).
     pub fn shape_dashboard(&self, ws: &Workspace, spec: &mut DashboardSpec) {
+        // The autoscaler owns the running count: the deploy starts the minimum and leaves it.
+        spec.scale_with(self.scaling);
         spec.env
             .push((DATABASE_CLUSTER_ENV.to_string(), self.cluster.clone()));
         let cluster = ws.arn("rds", &format!("cluster:{}", self.cluster));

@@ -1,8 +1,11 @@
 //! The large tier's resource kinds, one per module: the database's subnet group, the Aurora
-//! cluster and its instances. All three are RDS resources and share RDS's tag API.
+//! cluster and its instances (RDS resources, sharing RDS's tag API), and the dashboard's
+//! autoscaler: its scalable target and CPU scaling policy.
 
 pub mod cluster;
 pub mod instance;
+pub mod scalable_target;
+pub mod scaling_policy;
 pub mod subnet_group;
 
 use aws_sdk_rds::types::Tag;
