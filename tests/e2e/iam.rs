@@ -62,7 +62,7 @@ async fn a_user_with_only_the_deployer_policy_deploys_every_tier_moves_between_t
     let policy = agentbus(&[
         "iam-policy",
         "--tier",
-        "medium",
+        "large",
         "--env",
         &env,
         "--account",
@@ -175,6 +175,11 @@ async fn a_user_with_only_the_deployer_policy_deploys_every_tier_moves_between_t
     );
     assert_eq!(r.code, 0, "{r:?}");
     let r = as_deployer(&["plan", "medium", "--env", &env, "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "converged: {r:?}");
+    // The top of the ladder: the database and the dashboard's autoscaler.
+    let r = as_deployer(&[&["deploy", "large", "--env", &env][..], &wait].concat());
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = as_deployer(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(r.code, 0, "converged: {r:?}");
     let r = as_deployer(&["status", "--env", &env]);
     assert_eq!(r.code, 0, "{r:?}");
