@@ -107,6 +107,7 @@ fn up_large_serves_vector_memory_that_finds_documents_by_meaning_and_survives_a_
 #[tokio::test(flavor = "multi_thread")]
 async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() {
     use tier_large::aws::LargeAws;
+    use tier_medium::aws::MediumAws;
     // A moto of its own: a workspace's logs resource policy counts against an account's ten.
     let moto = crate::harness::start_moto();
     let vars = crate::harness::aws_env_at(&moto.url);
@@ -344,6 +345,68 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         .await
         .unwrap();
 
+    // Its alarms, to the alerts topic: the database near its most capacity, the dashboard
+    // busier than the autoscaler can help; each says what to do.
+    let alarms = aws
+        .cloudwatch()
+        .describe_alarms()
+        .alarm_names(format!("agentbus-{env}-db-capacity"))
+        .alarm_names(format!("agentbus-{env}-dashboard-saturated"))
+        .send()
+        .await
+        .unwrap();
+    let mut seen: Vec<AlarmShape> = alarms
+        .metric_alarms()
+        .iter()
+        .map(|a| {
+            assert!(
+                a.alarm_actions()
+                    .iter()
+                    .any(|t| t.ends_with(&format!(":agentbus-{env}-alerts"))),
+                "{a:?}"
+            );
+            assert!(a.alarm_description().unwrap().contains("Raise --"), "{a:?}");
+            (
+                a.namespace().unwrap().to_string(),
+                a.metric_name().unwrap().to_string(),
+                a.dimensions()
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.name().unwrap().to_string(),
+                            d.value().unwrap().to_string(),
+                        )
+                    })
+                    .collect(),
+                a.threshold().unwrap(),
+                a.evaluation_periods(),
+            )
+        })
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "AWS/ECS".to_string(),
+                "CPUUtilization".to_string(),
+                vec![
+                    ("ClusterName".to_string(), format!("agentbus-{env}")),
+                    ("ServiceName".to_string(), service.clone()),
+                ],
+                85.0,
+                Some(3)
+            ),
+            (
+                "AWS/RDS".to_string(),
+                "ServerlessDatabaseCapacity".to_string(),
+                vec![("DBClusterIdentifier".to_string(), name.clone())],
+                7.2,
+                Some(3)
+            ),
+        ]
+    );
+
     let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
 
@@ -403,6 +466,9 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         "the cluster",
     );
 }
+
+/// An alarm as the test reads it: namespace, metric, dimensions, threshold, periods.
+type AlarmShape = (String, String, Vec<(String, String)>, f64, Option<i32>);
 
 /// The scalable target of an ECS service (min, max), its scaling policies (name, type, metric,
 /// target, cooldowns out and in) and the target's ARN, read with the Application Auto

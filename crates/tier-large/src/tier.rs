@@ -31,7 +31,15 @@ pub mod ids {
     pub const DB_READER: &str = "db-reader";
     pub const DASHBOARD_SCALING_TARGET: &str = "dashboard-scaling-target";
     pub const DASHBOARD_SCALING_POLICY: &str = "dashboard-scaling-policy";
+    pub const DB_CAPACITY_ALARM: &str = "db-capacity-alarm";
+    pub const DASHBOARD_SATURATED_ALARM: &str = "dashboard-saturated-alarm";
 }
+
+/// The share of the database's most capacity that, held for 15 minutes, raises its alarm.
+pub const DB_CAPACITY_ALARM_SHARE: f64 = 0.9;
+/// The dashboard's average CPU that, held for 15 minutes while the autoscaler aims at
+/// [`DASHBOARD_CPU_TARGET`], means it cannot add tasks (at its most, or they fail to start).
+pub const DASHBOARD_SATURATED_CPU: f64 = 85.0;
 
 /// The database's capacity, in Aurora capacity units (about 2 GiB of memory each).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -192,6 +200,7 @@ impl LargeOwn {
             scale_out_cooldown: 60,
             scale_in_cooldown: 300,
         }));
+        resources.extend(alarms(ws, &name, settings));
         LargeOwn {
             resources,
             problems,
@@ -221,4 +230,51 @@ impl LargeOwn {
             serde_json::json!({"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBClusterArn": cluster}}),
         ));
     }
+}
+
+/// The large tier's own alarms, to the workspace's alerts topic: the database near its most
+/// capacity, and the dashboard busier than its autoscaler can help.
+fn alarms(ws: &Workspace, cluster: &str, settings: &LargeSettings) -> Vec<Arc<dyn Resource>> {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Statistic};
+    use tier_medium::components::alarm::{Alarm, Metric};
+    let t = Tier::Large;
+    let alarm = |id, component: &str, metric, threshold, description| -> Arc<dyn Resource> {
+        Arc::new(Alarm {
+            meta: Meta::new(id, t, ws.name(component), ws.tags(t, "alerts")),
+            metric,
+            description,
+            period_seconds: 300,
+            evaluation_periods: 3,
+            threshold,
+            comparison: ComparisonOperator::GreaterThanOrEqualToThreshold,
+            treat_missing_data: "notBreaching",
+            topic_id: tier_medium::tier::ids::ALERTS_TOPIC,
+        })
+    };
+    let near = settings.max_acu * DB_CAPACITY_ALARM_SHARE;
+    vec![
+        alarm(
+            ids::DB_CAPACITY_ALARM,
+            "db-capacity",
+            Metric::new("AWS/RDS", "ServerlessDatabaseCapacity", Statistic::Average)
+                .dim("DBClusterIdentifier", cluster),
+            near,
+            format!(
+                "The database has run at {near} ACU or more (of its most, {}) for 15 minutes: memory searches and writes slow down. Raise --db-max-acu (deploy large), or find the load in the database's CloudWatch metrics.",
+                settings.max_acu
+            ),
+        ),
+        alarm(
+            ids::DASHBOARD_SATURATED_ALARM,
+            "dashboard-saturated",
+            Metric::new("AWS/ECS", "CPUUtilization", Statistic::Average)
+                .dim("ClusterName", ws.id())
+                .dim("ServiceName", ws.name("dashboard")),
+            DASHBOARD_SATURATED_CPU,
+            format!(
+                "The dashboard's tasks have averaged {DASHBOARD_SATURATED_CPU} % CPU or more for 15 minutes although the autoscaler aims at {DASHBOARD_CPU_TARGET} %: it is at its most tasks ({}) or new tasks fail to start. Raise --dashboard-max-tasks (deploy large), or read the service's events.",
+                settings.max_tasks
+            ),
+        ),
+    ]
 }
