@@ -944,25 +944,12 @@ async fn another_producers_event_is_recorded_once(
     assert_eq!(found[0].priority, "warning");
     assert_eq!(found[0].detail["ref"], "main");
     // Every message was deleted once recorded: nothing waits, nothing went to the DLQ.
-    use aws_sdk_sqs::types::QueueAttributeName as A;
     for name in [small.events_queue.clone(), format!("{bus}-events-feed-dlq")] {
         let url = queue_url(aws, &name).await;
         let start = std::time::Instant::now();
         loop {
-            let at = aws
-                .sqs()
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(A::ApproximateNumberOfMessages)
-                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap();
-            if at[&A::ApproximateNumberOfMessages] == "0"
-                && at[&A::ApproximateNumberOfMessagesNotVisible] == "0"
-            {
+            let at = queue_depth(aws, &url).await;
+            if at == ("0".to_string(), "0".to_string()) {
                 break;
             }
             assert!(
@@ -983,7 +970,6 @@ async fn what_is_not_an_event_goes_to_the_dead_letter_queue(
     small: &SmallConfig,
     server_log: &std::path::Path,
 ) {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
     let feed = queue_url(aws, &small.events_queue).await;
     let dlq = queue_url(aws, &format!("{bus}-events-feed-dlq")).await;
     let mut bodies = vec![r#"{"detail-type": "cut sho"#, r#"{"detail-type": 7}"#];
@@ -1021,23 +1007,9 @@ async fn what_is_not_an_event_goes_to_the_dead_letter_queue(
     dead.sort();
     bodies.sort();
     assert_eq!(dead, bodies);
-    let at = aws
-        .sqs()
-        .get_queue_attributes()
-        .queue_url(&feed)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap();
     assert_eq!(
-        (
-            at[&A::ApproximateNumberOfMessages].as_str(),
-            at[&A::ApproximateNumberOfMessagesNotVisible].as_str()
-        ),
-        ("0", "0"),
+        queue_depth(aws, &feed).await,
+        ("0".to_string(), "0".to_string()),
         "the feed drained"
     );
     let said = std::fs::read_to_string(server_log).unwrap();
@@ -1051,6 +1023,26 @@ async fn what_is_not_an_event_goes_to_the_dead_letter_queue(
         bodies.len() * tier_small::components::queue::MAX_RECEIVES as usize,
         "{said}"
     );
+}
+
+/// A queue's messages waiting and in flight (SQS's approximate counts).
+async fn queue_depth(aws: &tier_xs::aws::AwsClients, url: &str) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let at = aws
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    (
+        at[&A::ApproximateNumberOfMessages].clone(),
+        at[&A::ApproximateNumberOfMessagesNotVisible].clone(),
+    )
 }
 
 async fn queue_url(aws: &tier_xs::aws::AwsClients, name: &str) -> String {

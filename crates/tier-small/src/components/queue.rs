@@ -147,11 +147,17 @@ impl Queue {
             );
         }
         if wants("policy") {
-            // An empty policy removes one that should not be there.
-            a.insert(
-                QueueAttributeName::Policy,
-                self.policy_doc().map(|p| p.to_string()).unwrap_or_default(),
-            );
+            match self.policy_doc() {
+                Some(p) => {
+                    a.insert(QueueAttributeName::Policy, p.to_string());
+                }
+                // An empty policy removes one that should not be there; a new queue has none,
+                // and CreateQueue is not sent an empty one.
+                None if changed.is_some() => {
+                    a.insert(QueueAttributeName::Policy, String::new());
+                }
+                None => {}
+            }
         }
         Ok(a)
     }
@@ -353,5 +359,45 @@ impl Resource for Queue {
             "M requests",
             c.prices.sqs_requests_million,
         )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tier_xs::workspace::Tier;
+
+    #[test]
+    fn a_queue_without_a_policy_is_created_without_one_and_an_update_removes_a_stray_one() {
+        let q = Queue {
+            arn: "arn:aws:sqs:us-east-1:123456789012:agentbus-dev-events-feed-dlq".into(),
+            meta: Meta::new(
+                "dlq",
+                Tier::Small,
+                "agentbus-dev-events-feed-dlq",
+                Vec::new(),
+            ),
+            retention_seconds: 14 * 86_400,
+            visibility_timeout_seconds: 30,
+            receive_wait_seconds: 0,
+            dead_letter_id: None,
+            policy: None,
+            holds_data: true,
+            polls_per_month: 0.0,
+            requests_per_event: 0.0,
+            wanted: true,
+        };
+        let created = q.attributes(&Outputs::new(), None).unwrap();
+        assert!(
+            !created.contains_key(&QueueAttributeName::Policy),
+            "{created:?}"
+        );
+        let updated = q
+            .attributes(&Outputs::new(), Some(&["policy".to_string()]))
+            .unwrap();
+        assert_eq!(
+            updated.get(&QueueAttributeName::Policy).map(String::as_str),
+            Some("")
+        );
     }
 }

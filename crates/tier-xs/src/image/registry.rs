@@ -94,6 +94,11 @@ impl Registry {
         };
         let client = Client::new(ClientConfig {
             protocol,
+            // One PUT per blob: ECR answers a chunked upload's PATCH with 201 where the
+            // distribution spec says 202, and wants every part but the last to be at least
+            // 5 MiB (Amazon ECR User Guide, "Pushing an image"); a monolithic upload is what
+            // every registry takes.
+            use_monolithic_push: true,
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             read_timeout: Some(std::time::Duration::from_secs(120)),
             ..ClientConfig::default()
