@@ -407,6 +407,29 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         ]
     );
 
+    // The workspace's CloudWatch dashboard draws what those alarms watch.
+    let charts = dashboard_charts(&aws, &env).await;
+    assert!(
+        charts.contains(&(
+            "Database capacity (ACU) and connections".to_string(),
+            vec![
+                format!("AWS/RDS ServerlessDatabaseCapacity DBClusterIdentifier={name} Average"),
+                format!("AWS/RDS DatabaseConnections DBClusterIdentifier={name} Maximum"),
+            ]
+        )),
+        "{charts:?}"
+    );
+    assert!(
+        charts.contains(&(
+            "Dashboard tasks' CPU (%) and memory (%)".to_string(),
+            vec![
+                format!("AWS/ECS CPUUtilization ClusterName=agentbus-{env} ServiceName={service} Average"),
+                format!("AWS/ECS MemoryUtilization ClusterName=agentbus-{env} ServiceName={service} Average"),
+            ]
+        )),
+        "{charts:?}"
+    );
+
     let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
 
@@ -429,6 +452,11 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     // and the service runs the one task medium keeps.
     assert_eq!(scaling_of(&aws, &resource).await, (None, Vec::new(), None));
     assert_eq!(desired(aws.clone(), service.clone()).await, 1);
+    let charts = dashboard_charts(&aws, &env).await;
+    assert!(
+        !charts.iter().any(|(t, _)| t.starts_with("Database")),
+        "{charts:?}"
+    );
     let kept = aws
         .rds()
         .describe_db_clusters()
@@ -530,4 +558,46 @@ async fn scaling_of(
             .collect(),
         target.and_then(|t| t.scalable_target_arn().map(str::to_string)),
     )
+}
+
+/// The metric widgets of the workspace's CloudWatch dashboard: each title with its lines as
+/// `NAMESPACE METRIC DIM=VALUE… STAT`.
+async fn dashboard_charts(aws: &tier_xs::aws::AwsClients, env: &str) -> Vec<(String, Vec<String>)> {
+    use tier_medium::aws::MediumAws;
+    let out = aws
+        .cloudwatch()
+        .get_dashboard()
+        .dashboard_name(format!("agentbus-{env}"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(out.dashboard_body().unwrap()).unwrap();
+    body["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["type"] == "metric")
+        .map(|w| {
+            let lines = w["properties"]["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    let row = row.as_array().unwrap();
+                    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+                    let mut parts = vec![text(&row[0]), text(&row[1])];
+                    let last = row.len() - 1;
+                    for pair in row[2..last].chunks(2) {
+                        parts.push(format!("{}={}", text(&pair[0]), text(&pair[1])));
+                    }
+                    parts.push(text(&row[last]["stat"]));
+                    parts.join(" ")
+                })
+                .collect();
+            (
+                w["properties"]["title"].as_str().unwrap().to_string(),
+                lines,
+            )
+        })
+        .collect()
 }

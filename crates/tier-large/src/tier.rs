@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tier_xs::components::iam::{statement, statement_when};
 use tier_xs::components::network::{Ingress, SecurityGroup, Source};
 use tier_xs::engine::{Meta, Resource};
-use tier_xs::ladder::{DashboardSpec, Problem, Scaling};
+use tier_xs::ladder::{Chart, ChartMetric, DashboardSpec, Problem, Scaling};
 use tier_xs::workspace::{Tier, Workspace};
 use tier_xs::xs::XsSettings;
 
@@ -217,6 +217,7 @@ impl LargeOwn {
     pub fn shape_dashboard(&self, ws: &Workspace, spec: &mut DashboardSpec) {
         // The autoscaler owns the running count: the deploy starts the minimum and leaves it.
         spec.scale_with(self.scaling);
+        spec.charts.extend(charts(ws, &self.cluster));
         spec.env
             .push((DATABASE_CLUSTER_ENV.to_string(), self.cluster.clone()));
         let cluster = ws.arn("rds", &format!("cluster:{}", self.cluster));
@@ -276,5 +277,43 @@ fn alarms(ws: &Workspace, cluster: &str, settings: &LargeSettings) -> Vec<Arc<dy
                 settings.max_tasks
             ),
         ),
+    ]
+}
+
+/// What the large tier adds to the workspace's CloudWatch dashboard: the database's capacity
+/// and connections, and the dashboard service's CPU and memory (what its alarms watch).
+fn charts(ws: &Workspace, cluster: &str) -> Vec<Chart> {
+    let metric =
+        |namespace: &str, name: &str, dimensions: &[(&str, String)], statistic: &str| ChartMetric {
+            namespace: namespace.into(),
+            name: name.into(),
+            dimensions: dimensions
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.clone()))
+                .collect(),
+            statistic: statistic.into(),
+        };
+    let db = [("DBClusterIdentifier", cluster.to_string())];
+    let service = [
+        ("ClusterName", ws.id()),
+        ("ServiceName", ws.name("dashboard")),
+    ];
+    vec![
+        Chart {
+            title: "Database capacity (ACU) and connections".into(),
+            metrics: vec![
+                metric("AWS/RDS", "ServerlessDatabaseCapacity", &db, "Average"),
+                metric("AWS/RDS", "DatabaseConnections", &db, "Maximum"),
+            ],
+            period: 300,
+        },
+        Chart {
+            title: "Dashboard tasks' CPU (%) and memory (%)".into(),
+            metrics: vec![
+                metric("AWS/ECS", "CPUUtilization", &service, "Average"),
+                metric("AWS/ECS", "MemoryUtilization", &service, "Average"),
+            ],
+            period: 300,
+        },
     ]
 }

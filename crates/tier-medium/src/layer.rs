@@ -184,8 +184,8 @@ impl Layer for MediumLayer {
         own(ctx).shape_dashboard(ctx.ws, spec);
     }
 
-    fn build(&self, ctx: &LayerContext<'_>, _dashboard: &DashboardSpec) -> Built {
-        let own = own(ctx);
+    fn build(&self, ctx: &LayerContext<'_>, dashboard: &DashboardSpec) -> Built {
+        let own = own(ctx).with_charts(&dashboard.charts);
         Built {
             resources: own.resources,
             problems: own.problems,

@@ -656,6 +656,7 @@ impl MediumOwn {
             meta: Meta::new(ids::CLOUDWATCH_DASHBOARD, t, ws.id(), Vec::new()),
             region: ws.region.clone(),
             graphs: watch.graphs(),
+            charts: Vec::new(),
             queries: vec![LogQuery {
                 title: "Agents' errors".into(),
                 log_groups: AGENTS.iter().map(|a| log_name(a.agent)).collect(),
@@ -674,6 +675,23 @@ impl MediumOwn {
             alarms,
             agents_in_vpc: !on_queue,
         }
+    }
+
+    /// Draws the charts the layers above asked for on the workspace's CloudWatch dashboard.
+    pub fn with_charts(mut self, charts: &[tier_xs::ladder::Chart]) -> Self {
+        if charts.is_empty() {
+            return self;
+        }
+        let mut drawn = (*self.dashboard).clone();
+        drawn.charts = charts.to_vec();
+        let drawn = Arc::new(drawn);
+        for r in &mut self.resources {
+            if r.id() == ids::CLOUDWATCH_DASHBOARD {
+                *r = drawn.clone();
+            }
+        }
+        self.dashboard = drawn;
+        self
     }
 
     /// What the dashboard server needs on AWS: the names of the state machine and the

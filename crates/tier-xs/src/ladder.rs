@@ -92,6 +92,25 @@ pub struct Scaling {
     pub max: u32,
 }
 
+/// A chart of CloudWatch metrics a layer wants on the workspace's monitoring dashboard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub metrics: Vec<ChartMetric>,
+    /// Seconds per point.
+    pub period: i32,
+}
+
+/// One line of a [`Chart`]: a metric, its dimensions and the statistic drawn (`Average`,
+/// `Sum`, `Maximum`, …).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChartMetric {
+    pub namespace: String,
+    pub name: String,
+    pub dimensions: Vec<(String, String)>,
+    pub statistic: String,
+}
+
 /// The shared dashboard service as the active layers shape it. Each layer *adds* to it;
 /// nothing one layer says is replaced by another (a second front or a second owner of the
 /// count is a problem, not an override).
@@ -105,6 +124,8 @@ pub struct DashboardSpec {
     pub task_statements: Vec<Value>,
     /// More inbound rules of the dashboard's security group.
     pub ingress: Vec<Ingress>,
+    /// Charts for the workspace's CloudWatch dashboard, drawn by the layer that has one.
+    pub charts: Vec<Chart>,
     front: Option<Front>,
     scaling: Option<Scaling>,
     problems: Vec<Problem>,
@@ -117,6 +138,7 @@ impl DashboardSpec {
             env: Vec::new(),
             task_statements: Vec::new(),
             ingress: Vec::new(),
+            charts: Vec::new(),
             front: None,
             scaling: None,
             problems: Vec::new(),

@@ -17,6 +17,7 @@ use tier_xs::workspace::Workspace;
 
 use super::alarm::Metric;
 use crate::aws::MediumAws;
+use tier_xs::ladder::Chart;
 
 /// One graph of the dashboard.
 #[derive(Clone, Debug)]
@@ -35,10 +36,13 @@ pub struct LogQuery {
     pub query: String,
 }
 
+#[derive(Clone)]
 pub struct Dashboard {
     pub meta: Meta,
     pub region: String,
     pub graphs: Vec<Graph>,
+    /// Charts the layers above asked for (`DashboardSpec::charts`), after the graphs.
+    pub charts: Vec<Chart>,
     pub queries: Vec<LogQuery>,
 }
 
@@ -77,7 +81,34 @@ impl Dashboard {
                 }
             }));
         }
-        let top = self.graphs.len().div_ceil(2) * HEIGHT;
+        for (j, c) in self.charts.iter().enumerate() {
+            let i = self.graphs.len() + j;
+            let metrics: Vec<Value> = c
+                .metrics
+                .iter()
+                .map(|m| {
+                    let mut row = vec![json!(m.namespace), json!(m.name)];
+                    for (n, v) in &m.dimensions {
+                        row.push(json!(n));
+                        row.push(json!(v));
+                    }
+                    row.push(json!({"stat": m.statistic}));
+                    Value::Array(row)
+                })
+                .collect();
+            widgets.push(json!({
+                "type": "metric",
+                "x": (i % 2) * WIDTH, "y": (i / 2) * HEIGHT, "width": WIDTH, "height": HEIGHT,
+                "properties": {
+                    "title": c.title,
+                    "region": self.region,
+                    "view": "timeSeries",
+                    "period": c.period,
+                    "metrics": metrics,
+                }
+            }));
+        }
+        let top = (self.graphs.len() + self.charts.len()).div_ceil(2) * HEIGHT;
         for (i, q) in self.queries.iter().enumerate() {
             let sources: Vec<String> = q
                 .log_groups
