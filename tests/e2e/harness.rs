@@ -363,18 +363,36 @@ pub async fn dashboard_task_env(
 
 /// Deploys the extra-small tier into `env` and fails the test if that does not work.
 pub fn deploy_xs(env: &str) {
+    deploy_xs_with(env, IMAGE);
+}
+
+/// [`deploy_xs`] running `image`.
+pub fn deploy_xs_with(env: &str, image: &str) {
     let r = agentbus(&[
         "deploy",
         "xs",
         "--env",
         env,
         "--image",
-        IMAGE,
+        image,
         "--yes",
         "--wait-timeout",
         "60",
     ]);
     assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// The workspace's CloudWatch dashboard body, as GetDashboard answers it.
+pub async fn dashboard_body(aws: &AwsClients, env: &str) -> serde_json::Value {
+    use tier_medium::aws::MediumAws;
+    let d = aws
+        .cloudwatch()
+        .get_dashboard()
+        .dashboard_name(format!("agentbus-{env}"))
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(d.dashboard_body().unwrap()).unwrap()
 }
 
 /// Destroys a test's workspace, data and all: every workspace holds one of the region's ten

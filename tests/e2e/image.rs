@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{
-    IMAGE, agentbus, agentbus_env, clients, deploy_xs, registry, seed_image, unique_env,
+    IMAGE, agentbus, agentbus_env, clients, deploy_xs, deploy_xs_with, registry, seed_image,
+    unique_env,
 };
 use crate::server::{free_port, up};
 
@@ -404,18 +405,7 @@ fn the_image_repository_is_created_with_its_settings_and_kept_unless_destroy_dat
     // The image the workspace runs from its own repository is kept by a rule of its own,
     // however many images are pushed after it.
     let own = seed_image(&name, "v7", &[]);
-    let r = agentbus(&[
-        "deploy",
-        "xs",
-        "--env",
-        &env,
-        "--image",
-        &own,
-        "--yes",
-        "--wait-timeout",
-        "60",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    deploy_xs_with(&env, &own);
     let policy = rt
         .block_on(c.ecr().get_lifecycle_policy().repository_name(&name).send())
         .unwrap();
@@ -490,21 +480,7 @@ fn a_task_runs_on_the_architecture_its_image_was_built_for() {
     }
 
     // An arm64 image runs on ARM64: without it, Fargate would start it on X86_64.
-    let deploy = |image: &str| {
-        let r = agentbus(&[
-            "deploy",
-            "xs",
-            "--env",
-            &env,
-            "--image",
-            image,
-            "--yes",
-            "--wait-timeout",
-            "60",
-        ]);
-        assert_eq!(r.code, 0, "{r:?}");
-    };
-    deploy(&arm);
+    deploy_xs_with(&env, &arm);
     let family = format!("agentbus-{env}-dashboard");
     assert_eq!(runtime_platform(&family), ("ARM64".into(), "LINUX".into()));
     // Remembered with the image: the next plan is empty.
@@ -531,7 +507,7 @@ fn a_task_runs_on_the_architecture_its_image_was_built_for() {
         (&serde_json::json!("ARM64"), &serde_json::json!("X86_64")),
         "{change}"
     );
-    deploy(&x86);
+    deploy_xs_with(&env, &x86);
     assert_eq!(runtime_platform(&family), ("X86_64".into(), "LINUX".into()));
     let r = agentbus(&["destroy", "--env", &env, "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");

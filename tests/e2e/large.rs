@@ -563,15 +563,7 @@ async fn scaling_of(
 /// The metric widgets of the workspace's CloudWatch dashboard: each title with its lines as
 /// `NAMESPACE METRIC DIM=VALUE… STAT`.
 async fn dashboard_charts(aws: &tier_xs::aws::AwsClients, env: &str) -> Vec<(String, Vec<String>)> {
-    use tier_medium::aws::MediumAws;
-    let out = aws
-        .cloudwatch()
-        .get_dashboard()
-        .dashboard_name(format!("agentbus-{env}"))
-        .send()
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_str(out.dashboard_body().unwrap()).unwrap();
+    let body = crate::harness::dashboard_body(aws, env).await;
     body["widgets"]
         .as_array()
         .unwrap()

@@ -708,14 +708,7 @@ async fn check_alarms_and_dashboard(aws: &AwsClients, ws: &Workspace) {
         }
     }
 
-    let d = aws
-        .cloudwatch()
-        .get_dashboard()
-        .dashboard_name(format!("agentbus-{env}"))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = serde_json::from_str(d.dashboard_body().unwrap()).unwrap();
+    let body = crate::harness::dashboard_body(aws, env.as_str()).await;
     let widgets = body["widgets"].as_array().unwrap();
     let mut metrics = 0;
     for w in widgets {

@@ -35,6 +35,28 @@ impl ScalableTarget {
     pub fn resource_id(&self) -> String {
         format!("service/{}/{}", self.cluster, self.service)
     }
+
+    /// Registers the target with its bounds (an existing one is updated, so a repeated call
+    /// does no harm); `tagged`: with the workspace's tags, which only a new target takes.
+    async fn register(&self, aws: &AwsClients, tagged: bool) -> Result<(), EngineError> {
+        let mut req = aws
+            .autoscaling()
+            .register_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .resource_id(self.resource_id())
+            .min_capacity(self.min as i32)
+            .max_capacity(self.max as i32);
+        if tagged {
+            for (k, v) in &self.meta.tags {
+                req = req.tags(k, v);
+            }
+        }
+        req.send()
+            .await
+            .map_err(|e| self.meta.fail("RegisterScalableTarget", e))?;
+        Ok(())
+    }
 }
 
 tag_api! {
@@ -117,35 +139,11 @@ impl Resource for ScalableTarget {
         }))
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
-        // Registering an existing target updates it: a repeated call does no harm.
-        let mut req = aws
-            .autoscaling()
-            .register_scalable_target()
-            .service_namespace(ServiceNamespace::Ecs)
-            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-            .resource_id(self.resource_id())
-            .min_capacity(self.min as i32)
-            .max_capacity(self.max as i32);
-        for (k, v) in &self.meta.tags {
-            req = req.tags(k, v);
-        }
-        req.send()
-            .await
-            .map_err(|e| self.meta.fail("RegisterScalableTarget", e))?;
-        Ok(())
+        self.register(aws, true).await
     }
     async fn update(&self, aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
-        aws.autoscaling()
-            .register_scalable_target()
-            .service_namespace(ServiceNamespace::Ecs)
-            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-            .resource_id(self.resource_id())
-            .min_capacity(self.min as i32)
-            .max_capacity(self.max as i32)
-            .send()
-            .await
-            .map_err(|e| self.meta.fail("RegisterScalableTarget", e))?;
-        Ok(())
+        // Tags of an existing target change through the tag API, not here.
+        self.register(aws, false).await
     }
     /// Deregistering a target also deletes its scaling policies; the count stays where the
     /// autoscaler left it until the deploy sets it.

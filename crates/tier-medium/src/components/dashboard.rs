@@ -54,61 +54,63 @@ impl Dashboard {
     /// The dashboard body as CloudWatch wants it; unknown while a dimension's resource does
     /// not exist yet.
     pub fn body(&self, outputs: &Outputs) -> Value {
-        let mut widgets = Vec::new();
-        for (i, g) in self.graphs.iter().enumerate() {
-            let mut metrics = Vec::new();
-            for m in &g.metrics {
-                let mut row = vec![json!(m.namespace), json!(m.name)];
-                for (n, v) in m.dimension_values(outputs) {
-                    if is_unknown(&v) {
-                        return unknown("dashboard body");
-                    }
-                    row.push(json!(n));
-                    row.push(v);
-                }
-                row.push(json!({"stat": m.statistic.as_str()}));
-                metrics.push(Value::Array(row));
+        // Every metric widget as (title, period, its lines), the tier's graphs first and the
+        // charts of the layers above after them; then laid out two a row.
+        let row = |namespace: &str, name: &str, dims: Vec<(String, Value)>, stat: &str| {
+            let mut row = vec![json!(namespace), json!(name)];
+            for (n, v) in dims {
+                row.push(json!(n));
+                row.push(v);
             }
-            widgets.push(json!({
-                "type": "metric",
-                "x": (i % 2) * WIDTH, "y": (i / 2) * HEIGHT, "width": WIDTH, "height": HEIGHT,
-                "properties": {
-                    "title": g.title,
-                    "region": self.region,
-                    "view": "timeSeries",
-                    "period": g.period,
-                    "metrics": metrics,
+            row.push(json!({"stat": stat}));
+            Value::Array(row)
+        };
+        let mut charts: Vec<(&str, i32, Vec<Value>)> = Vec::new();
+        for g in &self.graphs {
+            let mut lines = Vec::new();
+            for m in &g.metrics {
+                let dims: Vec<(String, Value)> = m
+                    .dimension_values(outputs)
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), v))
+                    .collect();
+                if dims.iter().any(|(_, v)| is_unknown(v)) {
+                    return unknown("dashboard body");
                 }
-            }));
+                lines.push(row(&m.namespace, m.name, dims, m.statistic.as_str()));
+            }
+            charts.push((&g.title, g.period, lines));
         }
-        for (j, c) in self.charts.iter().enumerate() {
-            let i = self.graphs.len() + j;
-            let metrics: Vec<Value> = c
+        for c in &self.charts {
+            let lines = c
                 .metrics
                 .iter()
                 .map(|m| {
-                    let mut row = vec![json!(m.namespace), json!(m.name)];
-                    for (n, v) in &m.dimensions {
-                        row.push(json!(n));
-                        row.push(json!(v));
-                    }
-                    row.push(json!({"stat": m.statistic}));
-                    Value::Array(row)
+                    let dims = m
+                        .dimensions
+                        .iter()
+                        .map(|(n, v)| (n.clone(), json!(v)))
+                        .collect();
+                    row(&m.namespace, &m.name, dims, &m.statistic)
                 })
                 .collect();
+            charts.push((&c.title, c.period, lines));
+        }
+        let mut widgets = Vec::new();
+        for (i, (title, period, metrics)) in charts.iter().enumerate() {
             widgets.push(json!({
                 "type": "metric",
                 "x": (i % 2) * WIDTH, "y": (i / 2) * HEIGHT, "width": WIDTH, "height": HEIGHT,
                 "properties": {
-                    "title": c.title,
+                    "title": title,
                     "region": self.region,
                     "view": "timeSeries",
-                    "period": c.period,
+                    "period": period,
                     "metrics": metrics,
                 }
             }));
         }
-        let top = (self.graphs.len() + self.charts.len()).div_ceil(2) * HEIGHT;
+        let top = charts.len().div_ceil(2) * HEIGHT;
         for (i, q) in self.queries.iter().enumerate() {
             let sources: Vec<String> = q
                 .log_groups
