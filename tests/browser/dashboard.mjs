@@ -175,6 +175,18 @@ try {
       .catch(async () => fail("the memory search finds by meaning: " + (await page.textContent("#memory-hits"))));
     const rows = await page.$$("#memory-hits tr");
     if (rows.length !== 2) fail("both documents are ranked: " + rows.length);
+    // The server's own metrics, as the tenant's calls made them: one memory_put, its
+    // embedding by the local model.
+    const metric = ([name, of]) => [...document.querySelectorAll("#metrics-rows tr")]
+      .map((tr) => [...tr.children].map((td) => td.textContent))
+      .find((c) => c[0] === name && c[1] === of);
+    await page.waitForFunction(metric, ["ToolCalls", "memory_put"], { timeout: 15000 })
+      .catch(async () => fail("the metrics panel shows the tool calls: " + (await page.textContent("#metrics-rows"))));
+    const calls = await page.evaluate(metric, ["ToolCalls", "memory_put"]);
+    if (calls[2] !== "1") fail("one memory_put counted: " + calls);
+    const embedding = await page.evaluate(metric, ["EmbeddingLatency", "local"]);
+    if (!embedding || !(Number(embedding[4]) > 0)) fail("the embedding's latency shows, by provider: " + embedding);
+    if (await page.isVisible("#metrics-empty")) fail("no empty-state text once there are metrics");
   } else if (await page.$("#artifacts")) {
     fail("extra-small has no artifacts panel");
   }

@@ -1252,6 +1252,7 @@ async fn the_cli_explains_bad_input() {
         "Serverless v2 capacity (writer)",
         "Serverless v2 capacity (reader, another zone)",
         "Aurora storage",
+        "custom metrics extracted from EMF",
     ] {
         assert!(r.stdout.contains(line), "{line}: {r:?}");
     }

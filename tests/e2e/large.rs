@@ -296,15 +296,58 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     let resource = format!("service/agentbus-{env}/{service}");
     let scaling = scaling_of(&aws, &resource).await;
     assert_eq!(scaling.0, Some((2, 6)), "{scaling:?}");
+    // And by the requests each task gets from the load balancer: its metric names the load
+    // balancer and the target group by the ends of their ARNs.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(aws.sdk_config());
+    let lb = elb
+        .describe_load_balancers()
+        .names(format!("agentbus-{env}-dash"))
+        .send()
+        .await
+        .unwrap();
+    let lb_arn = lb.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let tg = elb
+        .describe_target_groups()
+        .names(format!("agentbus-{env}-dash"))
+        .send()
+        .await
+        .unwrap();
+    let tg_arn = tg.target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let label = format!(
+        "{}/{}",
+        lb_arn.split_once(":loadbalancer/").unwrap().1,
+        &tg_arn[tg_arn.find("targetgroup/").unwrap()..]
+    );
+    assert!(
+        label.starts_with(&format!("app/agentbus-{env}-dash/")),
+        "{label}"
+    );
+    let mut policies = scaling.1.clone();
+    policies.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        scaling.1,
-        vec![(
-            format!("agentbus-{env}-dashboard-cpu"),
-            "TargetTrackingScaling".to_string(),
-            Some("ECSServiceAverageCPUUtilization".to_string()),
-            60.0,
-            (Some(60), Some(300))
-        )],
+        policies,
+        vec![
+            (
+                format!("agentbus-{env}-dashboard-cpu"),
+                "TargetTrackingScaling".to_string(),
+                Some("ECSServiceAverageCPUUtilization".to_string()),
+                60.0,
+                (Some(60), Some(300))
+            ),
+            (
+                format!("agentbus-{env}-dashboard-requests"),
+                "TargetTrackingScaling".to_string(),
+                Some(format!("ALBRequestCountPerTarget {label}")),
+                30000.0,
+                (Some(60), Some(300))
+            )
+        ],
         "{scaling:?}"
     );
     let target_arn = scaling.2.clone().unwrap();
@@ -345,16 +388,22 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         .await
         .unwrap();
 
-    // Its alarms, to the alerts topic: the database near its most capacity, the dashboard
-    // busier than the autoscaler can help; each says what to do.
-    let alarms = aws
-        .cloudwatch()
-        .describe_alarms()
-        .alarm_names(format!("agentbus-{env}-db-capacity"))
-        .alarm_names(format!("agentbus-{env}-dashboard-saturated"))
-        .send()
-        .await
-        .unwrap();
+    // Its alarms, to the alerts topic: the database near its most capacity, connections or
+    // memory, its reader lagging; the dashboard busier than the autoscaler can help; the
+    // server's embeddings failing and memory searches slow. Each says what to do.
+    let mut describe = aws.cloudwatch().describe_alarms();
+    for a in [
+        "db-capacity",
+        "db-connections",
+        "db-memory",
+        "db-replica-lag",
+        "dashboard-saturated",
+        "embedding-errors",
+        "memory-search-slow",
+    ] {
+        describe = describe.alarm_names(format!("agentbus-{env}-{a}"));
+    }
+    let alarms = describe.send().await.unwrap();
     let mut seen: Vec<AlarmShape> = alarms
         .metric_alarms()
         .iter()
@@ -365,7 +414,15 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
                     .any(|t| t.ends_with(&format!(":agentbus-{env}-alerts"))),
                 "{a:?}"
             );
-            assert!(a.alarm_description().unwrap().contains("Raise --"), "{a:?}");
+            let says = a.alarm_description().unwrap();
+            assert!(
+                ["Raise --", "--db-min-acu", "The server's log names"]
+                    .iter()
+                    .any(|what| says.contains(what)),
+                "{a:?}"
+            );
+            let below = a.comparison_operator().unwrap().as_str() == "LessThanOrEqualToThreshold";
+            assert_eq!(below, a.metric_name() == Some("FreeableMemory"), "{a:?}");
             (
                 a.namespace().unwrap().to_string(),
                 a.metric_name().unwrap().to_string(),
@@ -383,7 +440,9 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
             )
         })
         .collect();
-    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    seen.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let cluster_dim = vec![("DBClusterIdentifier".to_string(), name.clone())];
+    let workspace_dim = vec![("Workspace".to_string(), format!("agentbus-{env}"))];
     assert_eq!(
         seen,
         vec![
@@ -399,12 +458,90 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
             ),
             (
                 "AWS/RDS".to_string(),
+                "AuroraReplicaLagMaximum".to_string(),
+                cluster_dim.clone(),
+                1000.0,
+                Some(3)
+            ),
+            // 80 % of the 1,802 connections PostgreSQL allows at 8 ACU (16 GiB / 9,531,392).
+            (
+                "AWS/RDS".to_string(),
+                "DatabaseConnections".to_string(),
+                cluster_dim.clone(),
+                1441.0,
+                Some(3)
+            ),
+            // 10 % of 16 GiB.
+            (
+                "AWS/RDS".to_string(),
+                "FreeableMemory".to_string(),
+                cluster_dim.clone(),
+                1717986918.4,
+                Some(3)
+            ),
+            (
+                "AWS/RDS".to_string(),
                 "ServerlessDatabaseCapacity".to_string(),
-                vec![("DBClusterIdentifier".to_string(), name.clone())],
+                cluster_dim,
                 7.2,
                 Some(3)
             ),
+            (
+                "agentbus".to_string(),
+                "EmbeddingErrors".to_string(),
+                workspace_dim.clone(),
+                5.0,
+                Some(3)
+            ),
+            (
+                "agentbus".to_string(),
+                "MemorySearchLatency".to_string(),
+                workspace_dim,
+                250.0,
+                Some(3)
+            ),
         ]
+    );
+
+    // The server sends its metrics as EMF documents to a log group of its own, kept 7 days,
+    // named to it, and its role may write there (and nowhere else in CloudWatch Logs).
+    let metrics_group = format!("/agentbus/agentbus-{env}/metrics");
+    let groups = aws
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix(&metrics_group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        groups
+            .log_groups()
+            .iter()
+            .map(|g| (g.log_group_name().unwrap(), g.retention_in_days()))
+            .collect::<Vec<_>>(),
+        [(metrics_group.as_str(), Some(7))]
+    );
+    assert!(
+        task_env.contains(&(
+            "AGENTBUS_METRICS_LOG_GROUP".to_string(),
+            metrics_group.clone()
+        )),
+        "{task_env:?}"
+    );
+    let role_policy =
+        crate::medium::inline_policy(&aws, &format!("agentbus-{env}-dashboard-task")).await;
+    let writes: Vec<&serde_json::Value> = role_policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Action"].to_string().contains("logs:PutLogEvents"))
+        .collect();
+    assert_eq!(writes.len(), 1, "{role_policy}");
+    assert_eq!(
+        writes[0]["Resource"],
+        serde_json::json!([format!(
+            "arn:aws:logs:us-east-1:123456789012:log-group:{metrics_group}:*"
+        )])
     );
 
     // The workspace's CloudWatch dashboard draws what those alarms watch.
@@ -429,6 +566,43 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         )),
         "{charts:?}"
     );
+
+    // And the server's own metrics, by the names and dimension its EMF documents declare,
+    // with Logs Insights tables over its JSON log lines (slow calls, errors, trace ids).
+    assert!(
+        charts.contains(&(
+            "Tool calls: latency (ms, p50 and p99) and errors".to_string(),
+            vec![
+                format!("agentbus ToolLatency Workspace=agentbus-{env} p50"),
+                format!("agentbus ToolLatency Workspace=agentbus-{env} p99"),
+                format!("agentbus ToolErrors Workspace=agentbus-{env} Sum"),
+            ]
+        )),
+        "{charts:?}"
+    );
+    let body = crate::harness::dashboard_body(&aws, &env).await;
+    let queries: Vec<(String, String)> = body["widgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["type"] == "log")
+        .map(|w| {
+            (
+                w["properties"]["title"].as_str().unwrap().to_string(),
+                w["properties"]["query"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let slow = queries
+        .iter()
+        .find(|(t, _)| t.starts_with("Slow tool calls"))
+        .unwrap_or_else(|| panic!("{queries:?}"));
+    assert!(
+        slow.1
+            .starts_with(&format!("SOURCE '/ecs/agentbus-{env}-dashboard' | fields")),
+        "{slow:?}"
+    );
+    assert!(slow.1.contains("trace_id"), "{slow:?}");
 
     let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
@@ -547,7 +721,12 @@ async fn scaling_of(
                     p.policy_name().to_string(),
                     p.policy_type().as_str().to_string(),
                     c.and_then(|c| c.predefined_metric_specification())
-                        .map(|m| m.predefined_metric_type().as_str().to_string()),
+                        .map(|m| match m.resource_label() {
+                            Some(label) => {
+                                format!("{} {label}", m.predefined_metric_type().as_str())
+                            }
+                            None => m.predefined_metric_type().as_str().to_string(),
+                        }),
                     c.map(|c| c.target_value()).unwrap_or_default(),
                     (
                         c.and_then(|c| c.scale_out_cooldown()),
@@ -592,4 +771,24 @@ async fn dashboard_charts(aws: &tier_xs::aws::AwsClients, env: &str) -> Vec<(Str
             )
         })
         .collect()
+}
+
+/// Bedrock on the emulator answers any InvokeModel with `{}` (moto has no models): the Titan
+/// provider sends its signed request for Titan Text Embeddings V2 and says plainly that the
+/// answer has no embedding, instead of storing an empty vector.
+#[tokio::test]
+async fn the_bedrock_provider_says_so_when_an_answer_has_no_embedding() {
+    use tier_large::embed::{EmbedError, Embedder, bedrock::Titan};
+    let aws = crate::harness::clients().await;
+    let client = aws_sdk_bedrockruntime::Client::new(aws.sdk_config());
+    let titan = Titan::new(client, "amazon.titan-embed-text-v2:0", Some(256)).unwrap();
+    assert_eq!((titan.provider(), titan.dimensions()), ("bedrock", 256));
+    let err = titan.embed(&["hello".to_string()]).await.unwrap_err();
+    assert!(
+        matches!(&err, EmbedError::Malformed(m) if m.contains("no embedding")),
+        "{err}"
+    );
+    // A size Titan V2 does not make is refused before any call.
+    let client = aws_sdk_bedrockruntime::Client::new(aws.sdk_config());
+    assert!(Titan::new(client, "amazon.titan-embed-text-v2:0", Some(384)).is_err());
 }

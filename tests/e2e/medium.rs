@@ -325,7 +325,7 @@ async fn retention(aws: &AwsClients, group: &str) -> Option<i32> {
         .and_then(|g| g.retention_in_days())
 }
 
-async fn inline_policy(aws: &AwsClients, role: &str) -> Value {
+pub(crate) async fn inline_policy(aws: &AwsClients, role: &str) -> Value {
     let doc = aws
         .iam()
         .get_role_policy()

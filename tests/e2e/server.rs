@@ -854,6 +854,24 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         token("tenant-a", "viewer"),
     );
 
+    // The server sends its metrics to a log group as EMF documents (the large tier deploys
+    // one and names it; here the test makes it), a window a second instead of a minute.
+    let metrics_group = format!("/agentbus/agentbus-{env}/metrics");
+    aws.logs()
+        .create_log_group()
+        .log_group_name(&metrics_group)
+        .send()
+        .await
+        .unwrap();
+    let mut task_env = task_env;
+    task_env.push((
+        "AGENTBUS_METRICS_LOG_GROUP".to_string(),
+        metrics_group.clone(),
+    ));
+    task_env.push((
+        "AGENTBUS_METRICS_INTERVAL_SECONDS".to_string(),
+        "1".to_string(),
+    ));
     let (mut server, port) = serve_on_aws(task_env);
     assert_eq!(http(port, "POST", "/mcp", None, Some("{}")).0, 401);
     python_client(&[
@@ -863,6 +881,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         &b,
         &viewer,
     ]);
+    server_metrics_reach_cloudwatch(&aws, &env, &metrics_group, port, &[&a, &b]).await;
 
     // What the tools wrote is in the workspace's own AWS resources.
     let item = aws
@@ -932,6 +951,136 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
     );
     assert_eq!(server.0.wait().unwrap().code(), Some(0));
     crate::harness::destroy_all(&env);
+}
+
+/// The kv_get calls each tenant's token sees on the server's `/api/metrics` add up to the
+/// ToolCalls CloudWatch extracted from the server's EMF documents, and the latency is there
+/// both by tool and as the workspace's total, as the documents declare.
+async fn server_metrics_reach_cloudwatch(
+    aws: &tier_xs::aws::AwsClients,
+    env: &str,
+    group: &str,
+    port: u16,
+    tokens: &[&str],
+) {
+    use aws_sdk_cloudwatch::types::{Dimension, DimensionFilter, Statistic};
+    use tier_medium::aws::MediumAws;
+    let workspace = format!("agentbus-{env}");
+    // What the server counted, tenant by tenant (each token sees its own tenant's calls).
+    let mut counted = 0.0;
+    for t in tokens {
+        let (code, body) = http(port, "GET", "/api/metrics", Some(t), None);
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for w in v["windows"].as_array().unwrap() {
+            for s in w["series"].as_array().unwrap() {
+                if s["name"] == "ToolCalls" && s["dimension"]["Tool"] == "kv_get" {
+                    counted += s["count"].as_f64().unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        counted > 0.0,
+        "the server counted the clients' kv_get calls"
+    );
+    let dims = |tool: Option<&str>| {
+        let mut d = vec![
+            Dimension::builder()
+                .name("Workspace")
+                .value(&workspace)
+                .build(),
+        ];
+        if let Some(t) = tool {
+            d.push(Dimension::builder().name("Tool").value(t).build());
+        }
+        d
+    };
+    let sum = |name: &'static str, tool: Option<&'static str>, statistic: Statistic| {
+        let cw = aws.cloudwatch();
+        let dims = dims(tool);
+        async move {
+            let now = aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs() as i64,
+            );
+            let from = aws_sdk_cloudwatch::primitives::DateTime::from_secs(now.secs() - 3600);
+            let to = aws_sdk_cloudwatch::primitives::DateTime::from_secs(now.secs() + 60);
+            let out = cw
+                .get_metric_statistics()
+                .namespace("agentbus")
+                .metric_name(name)
+                .set_dimensions(Some(dims))
+                .start_time(from)
+                .end_time(to)
+                .period(7200)
+                .statistics(statistic.clone())
+                .send()
+                .await
+                .unwrap();
+            out.datapoints()
+                .iter()
+                .map(|d| match statistic {
+                    Statistic::SampleCount => d.sample_count().unwrap_or(0.0),
+                    _ => d.sum().unwrap_or(0.0),
+                })
+                .sum::<f64>()
+        }
+    };
+    // Windows close every second: wait for the last of the calls to be sent.
+    let start = Instant::now();
+    while sum("ToolCalls", Some("kv_get"), Statistic::Sum).await < counted {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "CloudWatch has the server's {counted} kv_get calls"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        sum("ToolCalls", Some("kv_get"), Statistic::Sum).await,
+        counted
+    );
+    // Latency samples by tool and for the workspace (every tool's), one per call while a
+    // window has at most a hundred.
+    let by_tool = sum("ToolLatency", Some("kv_get"), Statistic::SampleCount).await;
+    assert!(
+        by_tool > 0.0 && by_tool <= counted,
+        "{by_tool} of {counted}"
+    );
+    assert!(sum("ToolLatency", None, Statistic::SampleCount).await >= by_tool);
+    let listed = aws
+        .cloudwatch()
+        .list_metrics()
+        .namespace("agentbus")
+        .dimensions(
+            DimensionFilter::builder()
+                .name("Workspace")
+                .value(&workspace)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let names: std::collections::BTreeSet<&str> = listed
+        .metrics()
+        .iter()
+        .filter_map(|m| m.metric_name())
+        .collect();
+    for n in ["ToolLatency", "ToolCalls", "ToolErrors"] {
+        assert!(names.contains(n), "{n} in {names:?}");
+    }
+    // The documents themselves are in the log group, in the server's own stream.
+    let streams = aws
+        .logs()
+        .describe_log_streams()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
+    let stream = streams.log_streams()[0].log_stream_name().unwrap();
+    assert!(stream.starts_with("server/"), "{stream}");
 }
 
 /// `agentbus serve` with a deployed task's environment (and the emulator's), on 127.0.0.1.

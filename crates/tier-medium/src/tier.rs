@@ -400,6 +400,7 @@ impl MediumOwn {
                         // workspace the agent proves its identity to (it holds no token).
                         ("AGENTBUS_MCP_URL".into(), agents_mcp_url(ws)),
                         ("AGENTBUS_AUDIENCE".into(), config.state_machine_arn.clone()),
+                        (tier_xs::config::ENV_LOG_FORMAT.into(), "json".into()),
                     ],
                     health_command: None,
                     log_group: log_name(a.agent),
@@ -677,13 +678,15 @@ impl MediumOwn {
         }
     }
 
-    /// Draws the charts the layers above asked for on the workspace's CloudWatch dashboard.
-    pub fn with_charts(mut self, charts: &[tier_xs::ladder::Chart]) -> Self {
-        if charts.is_empty() {
+    /// Draws the charts and Logs Insights tables the layers above asked for on the workspace's
+    /// CloudWatch dashboard.
+    pub fn with_charts(mut self, spec: &DashboardSpec) -> Self {
+        if spec.charts.is_empty() && spec.log_charts.is_empty() {
             return self;
         }
         let mut drawn = (*self.dashboard).clone();
-        drawn.charts = charts.to_vec();
+        drawn.charts = spec.charts.clone();
+        drawn.queries.extend(spec.log_charts.iter().cloned());
         let drawn = Arc::new(drawn);
         for r in &mut self.resources {
             if r.id() == ids::CLOUDWATCH_DASHBOARD {

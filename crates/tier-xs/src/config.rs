@@ -22,6 +22,13 @@ pub const ENV_EVENT_BUS: &str = "AGENTBUS_EVENT_BUS";
 pub const ENV_SECRET: &str = "AGENTBUS_SECRET";
 pub const ENV_EVENTS_LOG_GROUP: &str = "AGENTBUS_EVENTS_LOG_GROUP";
 pub const ENV_REGION: &str = "AWS_REGION";
+/// `json` for one JSON object per log line (what a deployed task writes, for Logs Insights).
+pub const ENV_LOG_FORMAT: &str = "AGENTBUS_LOG_FORMAT";
+/// The log group the server sends its metrics to as EMF documents (only where a layer asks
+/// for them: custom metrics are priced per metric).
+pub const ENV_METRICS_LOG_GROUP: &str = "AGENTBUS_METRICS_LOG_GROUP";
+/// Seconds between two sends of the server's metrics (default 60: CloudWatch's resolution).
+pub const ENV_METRICS_INTERVAL: &str = "AGENTBUS_METRICS_INTERVAL_SECONDS";
 
 /// The names every server of a workspace needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -34,6 +41,8 @@ pub struct ServerConfig {
     pub event_bus: String,
     pub secret: String,
     pub events_log_group: String,
+    /// Where the server sends its metrics, if anywhere ([`ENV_METRICS_LOG_GROUP`]).
+    pub metrics_log_group: Option<String>,
 }
 
 impl ServerConfig {
@@ -48,6 +57,7 @@ impl ServerConfig {
             event_bus: ws.id(),
             secret: ws.secret_name("server"),
             events_log_group: format!("/aws/events/{}", ws.id()),
+            metrics_log_group: None,
         }
     }
 
@@ -91,6 +101,7 @@ impl ServerConfig {
             event_bus: v(ENV_EVENT_BUS),
             secret: v(ENV_SECRET),
             events_log_group: v(ENV_EVENTS_LOG_GROUP),
+            metrics_log_group: get(ENV_METRICS_LOG_GROUP),
         })
     }
 
@@ -105,6 +116,14 @@ impl ServerConfig {
             (ENV_EVENT_BUS.into(), self.event_bus.clone()),
             (ENV_SECRET.into(), self.secret.clone()),
             (ENV_EVENTS_LOG_GROUP.into(), self.events_log_group.clone()),
+            (ENV_LOG_FORMAT.into(), "json".into()),
         ]
+        .into_iter()
+        .chain(
+            self.metrics_log_group
+                .iter()
+                .map(|g| (ENV_METRICS_LOG_GROUP.to_string(), g.clone())),
+        )
+        .collect()
     }
 }

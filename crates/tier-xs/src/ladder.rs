@@ -111,6 +111,15 @@ pub struct ChartMetric {
     pub statistic: String,
 }
 
+/// A Logs Insights table a layer wants on the workspace's monitoring dashboard: a query over
+/// log groups (`fields … | filter … | sort …`, without the `SOURCE` lines).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogChart {
+    pub title: String,
+    pub log_groups: Vec<String>,
+    pub query: String,
+}
+
 /// The shared dashboard service as the active layers shape it. Each layer *adds* to it;
 /// nothing one layer says is replaced by another (a second front or a second owner of the
 /// count is a problem, not an override).
@@ -126,6 +135,8 @@ pub struct DashboardSpec {
     pub ingress: Vec<Ingress>,
     /// Charts for the workspace's CloudWatch dashboard, drawn by the layer that has one.
     pub charts: Vec<Chart>,
+    /// Logs Insights tables for the same dashboard, after its own.
+    pub log_charts: Vec<LogChart>,
     front: Option<Front>,
     scaling: Option<Scaling>,
     problems: Vec<Problem>,
@@ -139,6 +150,7 @@ impl DashboardSpec {
             task_statements: Vec::new(),
             ingress: Vec::new(),
             charts: Vec::new(),
+            log_charts: Vec::new(),
             front: None,
             scaling: None,
             problems: Vec::new(),

@@ -9,6 +9,7 @@
 //! * [`config`]: the server configuration the deploy hands to the dashboard task.
 //! * [`ops`]: workspace operations (plan, locked apply with a record, status).
 //! * [`runtime`]: KV, events and secrets services, each on AWS and on embedded SQLite.
+//! * [`metrics`]: the server's own metrics, for its dashboard and as CloudWatch EMF.
 
 pub mod aws;
 pub mod components;
@@ -17,6 +18,7 @@ pub mod cost;
 pub mod engine;
 pub mod image;
 pub mod ladder;
+pub mod metrics;
 pub mod ops;
 pub mod runtime;
 pub mod server;

@@ -26,10 +26,15 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    // One JSON object a line when the deploy asks (AGENTBUS_LOG_FORMAT=json), for Logs Insights.
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    if std::env::var("AGENTBUS_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        log.json().flatten_event(true).init();
+    } else {
+        log.init();
+    }
     let args = Args::parse();
     let Ok(rt) = tokio::runtime::Runtime::new() else {
         eprintln!("error: cannot start the async runtime");

@@ -1,6 +1,8 @@
 //! A target-tracking scaling policy on a scalable target: Application Auto Scaling adds tasks
-//! when the service's average CPU stays above the target and removes them when it stays
-//! below (through CloudWatch alarms it makes and keeps itself).
+//! when the tracked metric (the service's average CPU, or the requests each target of its
+//! load balancer gets) stays above the target and removes them when it stays below (through
+//! CloudWatch alarms it makes and keeps itself). With several policies on one target it
+//! scales out when any asks and in only when all allow.
 
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::operation::delete_scaling_policy::DeleteScalingPolicyError;
@@ -12,47 +14,118 @@ use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::engine::permissions::{Permissions, any};
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, gone, require_output,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, gone, is_unknown,
+    output_or_unknown, require_output, unknown,
 };
 use tier_xs::workspace::Workspace;
 
 use crate::aws::LargeAws;
 
-pub struct CpuScalingPolicy {
+/// What a target-tracking policy keeps at its target.
+#[derive(Clone, Debug)]
+pub enum Tracked {
+    /// The service's average CPU, in percent.
+    ServiceCpu,
+    /// Requests a minute each registered target gets from the load balancer (its target
+    /// group and load balancer by logical id, their `arn` outputs).
+    RequestsPerTarget {
+        load_balancer_id: &'static str,
+        target_group_id: &'static str,
+    },
+}
+
+pub struct TrackingPolicy {
     /// Its name is the policy's name.
     pub meta: Meta,
     /// The scalable target it steers (its `resource_id` output).
     pub target_id: &'static str,
-    /// The average CPU (percent) the autoscaler keeps the service at.
-    pub cpu_percent: f64,
+    pub metric: Tracked,
+    /// The value the autoscaler keeps the metric at.
+    pub target: f64,
     /// Seconds between scaling out and the next scale out.
     pub scale_out_cooldown: i32,
     /// Seconds between a scale in and the next one: slow to give tasks back.
     pub scale_in_cooldown: i32,
 }
 
-impl CpuScalingPolicy {
-    fn tracking(&self) -> Value {
+/// ALBRequestCountPerTarget's resource label: `app/{lb name}/{lb id}/targetgroup/{tg name}/{tg
+/// id}`, the final parts of the two ARNs (PredefinedMetricSpecification, API reference).
+pub fn resource_label(load_balancer_arn: &str, target_group_arn: &str) -> Option<String> {
+    let lb = load_balancer_arn.split_once(":loadbalancer/")?.1;
+    let tg = target_group_arn.split_once(":targetgroup/")?.1;
+    lb.starts_with("app/")
+        .then(|| format!("{lb}/targetgroup/{tg}"))
+}
+
+impl TrackingPolicy {
+    fn metric_type(&self) -> MetricType {
+        match self.metric {
+            Tracked::ServiceCpu => MetricType::EcsServiceAverageCpuUtilization,
+            Tracked::RequestsPerTarget { .. } => MetricType::AlbRequestCountPerTarget,
+        }
+    }
+
+    /// The resource label the metric needs (requests per target only): unknown until the
+    /// load balancer and the target group exist.
+    fn label(&self, outputs: &Outputs) -> Value {
+        let Tracked::RequestsPerTarget {
+            load_balancer_id,
+            target_group_id,
+        } = self.metric
+        else {
+            return Value::Null;
+        };
+        let lb = output_or_unknown(outputs, load_balancer_id, "arn");
+        let tg = output_or_unknown(outputs, target_group_id, "arn");
+        match (lb.as_str(), tg.as_str()) {
+            (Some(lb), Some(tg)) => resource_label(lb, tg).map_or(Value::Null, Value::String),
+            _ => unknown("resource label"),
+        }
+    }
+
+    fn tracking(&self, outputs: &Outputs) -> Value {
+        let label = self.label(outputs);
+        if is_unknown(&label) {
+            return label;
+        }
         json!({
-            "metric": "ECSServiceAverageCPUUtilization",
-            "target_percent": self.cpu_percent,
+            "metric": self.metric_type().as_str(),
+            "resource_label": label,
+            "target": self.target,
             "scale_out_cooldown": self.scale_out_cooldown,
             "scale_in_cooldown": self.scale_in_cooldown,
         })
     }
 
-    fn configuration(&self) -> Result<TargetTrackingScalingPolicyConfiguration, EngineError> {
+    fn configuration(
+        &self,
+        outputs: &Outputs,
+    ) -> Result<TargetTrackingScalingPolicyConfiguration, EngineError> {
+        let invalid = |e: aws_sdk_applicationautoscaling::error::BuildError| {
+            EngineError::Invalid(format!("{}: {e}", self.meta.name))
+        };
+        let label = match self.label(outputs) {
+            Value::String(l) => Some(l),
+            Value::Null => None,
+            _ => {
+                return Err(EngineError::Invalid(format!(
+                    "{}: the load balancer's and target group's ARNs are not known",
+                    self.meta.name
+                )));
+            }
+        };
         let metric = PredefinedMetricSpecification::builder()
-            .predefined_metric_type(MetricType::EcsServiceAverageCpuUtilization)
+            .predefined_metric_type(self.metric_type())
+            .set_resource_label(label)
             .build()
-            .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.meta.name)))?;
+            .map_err(invalid)?;
         TargetTrackingScalingPolicyConfiguration::builder()
-            .target_value(self.cpu_percent)
+            .target_value(self.target)
             .predefined_metric_specification(metric)
             .scale_out_cooldown(self.scale_out_cooldown)
             .scale_in_cooldown(self.scale_in_cooldown)
             .build()
-            .map_err(|e| EngineError::Invalid(format!("{}: {e}", self.meta.name)))
+            .map_err(invalid)
     }
 
     async fn put(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
@@ -64,7 +137,7 @@ impl CpuScalingPolicy {
             .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
             .resource_id(resource)
             .policy_type(PolicyType::TargetTrackingScaling)
-            .target_tracking_scaling_policy_configuration(self.configuration()?)
+            .target_tracking_scaling_policy_configuration(self.configuration(outputs)?)
             .send()
             .await
             .map_err(|e| self.meta.fail("PutScalingPolicy", e))?;
@@ -73,7 +146,7 @@ impl CpuScalingPolicy {
 }
 
 #[async_trait]
-impl Resource for CpuScalingPolicy {
+impl Resource for TrackingPolicy {
     fn meta(&self) -> &Meta {
         &self.meta
     }
@@ -104,12 +177,18 @@ impl Resource for CpuScalingPolicy {
             )
     }
     fn depends_on(&self) -> Vec<&'static str> {
-        vec![self.target_id]
+        match self.metric {
+            Tracked::ServiceCpu => vec![self.target_id],
+            Tracked::RequestsPerTarget {
+                load_balancer_id,
+                target_group_id,
+            } => vec![self.target_id, load_balancer_id, target_group_id],
+        }
     }
-    fn desired(&self, _outputs: &Outputs) -> Desired {
+    fn desired(&self, outputs: &Outputs) -> Desired {
         Desired::new()
             .set_replace("type", "TargetTrackingScaling")
-            .set("tracking", self.tracking())
+            .set("tracking", self.tracking(outputs))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = aws
@@ -128,11 +207,11 @@ impl Resource for CpuScalingPolicy {
             return Ok(None);
         };
         let tracking = p.target_tracking_scaling_policy_configuration().map(|c| {
+            let metric = c.predefined_metric_specification();
             json!({
-                "metric": c
-                    .predefined_metric_specification()
-                    .map(|m| m.predefined_metric_type().as_str()),
-                "target_percent": c.target_value(),
+                "metric": metric.map(|m| m.predefined_metric_type().as_str()),
+                "resource_label": metric.and_then(|m| m.resource_label()),
+                "target": c.target_value(),
                 "scale_out_cooldown": c.scale_out_cooldown(),
                 "scale_in_cooldown": c.scale_in_cooldown(),
             })
@@ -165,5 +244,30 @@ impl Resource for CpuScalingPolicy {
             &self.meta,
             "DeleteScalingPolicy",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resource_label;
+
+    #[test]
+    fn the_requests_metric_names_the_load_balancer_and_target_group_by_their_arns_ends() {
+        assert_eq!(
+            resource_label(
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/agentbus-dev-dash/50dc6c495c0c9188",
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/agentbus-dev-dash/943f017f100becff",
+            )
+            .as_deref(),
+            Some("app/agentbus-dev-dash/50dc6c495c0c9188/targetgroup/agentbus-dev-dash/943f017f100becff")
+        );
+        // A network load balancer has no requests to count.
+        assert_eq!(
+            resource_label(
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/n/1",
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/t/2",
+            ),
+            None
+        );
     }
 }

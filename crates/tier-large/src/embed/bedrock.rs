@@ -38,6 +38,9 @@ impl Titan {
 
 #[async_trait]
 impl Embedder for Titan {
+    fn provider(&self) -> &'static str {
+        "bedrock"
+    }
     fn model(&self) -> &str {
         &self.model
     }

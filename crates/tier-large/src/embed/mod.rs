@@ -43,6 +43,9 @@ pub trait Embedder: Send + Sync {
     /// The model's name, stored with every vector: vectors of different models are never
     /// compared.
     fn model(&self) -> &str;
+    /// Who computes the vectors (`local`, `openai`, `bedrock`): the dimension of the
+    /// embedding metrics.
+    fn provider(&self) -> &'static str;
     fn dimensions(&self) -> usize;
     /// One unit vector of `dimensions()` values per text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
@@ -110,6 +113,9 @@ fn local_name(dir: &Path) -> String {
 
 #[async_trait]
 impl Embedder for Local {
+    fn provider(&self) -> &'static str {
+        "local"
+    }
     fn model(&self) -> &str {
         &self.name
     }

@@ -95,6 +95,9 @@ impl OpenAi {
 
 #[async_trait]
 impl Embedder for OpenAi {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
     fn model(&self) -> &str {
         &self.model
     }

@@ -7,6 +7,20 @@
 //! record, an exact scan in memory). One conformance suite ([`conformance`]) runs on both.
 //! [`Memory`] puts an [`Embedder`] in front: texts in, vectors stored, queries embedded.
 
+/// Vector memory's metrics (the server's registry, [`tier_xs::metrics`]).
+pub mod names {
+    /// Milliseconds a vector memory search took (the store's part, embedding excluded).
+    pub const MEMORY_SEARCH_LATENCY: &str = "MemorySearchLatency";
+    /// Rows a vector memory search returned.
+    pub const MEMORY_SEARCH_ROWS: &str = "MemorySearchRows";
+    /// Milliseconds an embedding request took, by `Provider`.
+    pub const EMBEDDING_LATENCY: &str = "EmbeddingLatency";
+    /// Embedding requests that failed, by `Provider`.
+    pub const EMBEDDING_ERRORS: &str = "EmbeddingErrors";
+    /// Milliseconds a database transaction waited for its pooled connection (and its BEGIN).
+    pub const POOL_WAIT: &str = "PoolWait";
+}
+
 pub mod embedded;
 pub mod pgvector;
 
@@ -21,6 +35,7 @@ use serde_json::{Map, Value};
 use tier_xs::runtime::{RuntimeError, Tenant};
 
 use crate::embed::Embedder;
+use tier_xs::metrics;
 
 /// Largest text of a document, in bytes (the embedding covers its first 256 tokens with the
 /// local model; the whole text is kept).
@@ -439,7 +454,19 @@ impl Memory {
             .acquire_owned()
             .await
             .map_err(|e| RuntimeError::invalid("embeddings", e.to_string()))?;
-        Ok(embedder.embed(texts).await?)
+        let provider = Some(("Provider", embedder.provider()));
+        let started = std::time::Instant::now();
+        let made = embedder.embed(texts).await;
+        metrics::latency(
+            names::EMBEDDING_LATENCY,
+            provider,
+            Some(tenant),
+            started.elapsed(),
+        );
+        if made.is_err() {
+            metrics::count(names::EMBEDDING_ERRORS, provider, Some(tenant), 1);
+        }
+        Ok(made?)
     }
 
     /// Refuses a put that would take the tenant past its quota (checked before the put: a
@@ -558,7 +585,21 @@ impl Memory {
             k,
             filter,
         };
-        Ok(self.store.search(tenant, &query).await?)
+        let started = std::time::Instant::now();
+        let hits = self.store.search(tenant, &query).await?;
+        metrics::latency(
+            names::MEMORY_SEARCH_LATENCY,
+            None,
+            Some(tenant),
+            started.elapsed(),
+        );
+        metrics::count(
+            names::MEMORY_SEARCH_ROWS,
+            None,
+            Some(tenant),
+            hits.len() as u64,
+        );
+        Ok(hits)
     }
 
     /// Embeds again, with the current model, up to `limit` documents another model embedded;

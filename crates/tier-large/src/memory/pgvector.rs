@@ -167,6 +167,18 @@ impl PgMemory {
         }
     }
 
+    /// A transaction; the time taken to get its connection from the pool (and to begin) is
+    /// recorded as the pool's wait.
+    async fn begin(
+        &self,
+        op: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, RuntimeError> {
+        let started = std::time::Instant::now();
+        let tx = self.pool.begin().await.map_err(self.pg(op));
+        tier_xs::metrics::latency(super::names::POOL_WAIT, None, None, started.elapsed());
+        tx
+    }
+
     /// Runs `op`; when it failed because a new connection's password was refused (a rotation
     /// the periodic re-read has not caught yet), reads the password again, gives the pool the
     /// new one and runs `op` once more.
@@ -272,7 +284,7 @@ impl PgMemory {
         docs: &[Stored],
     ) -> Result<(), RuntimeError> {
         check_put(collection, docs)?;
-        let mut tx = self.pool.begin().await.map_err(self.pg("memory put"))?;
+        let mut tx = self.begin("memory put").await?;
         for d in docs {
             // The previous model of this id, locked, to move its count.
             let previous: Option<String> = sqlx::query_scalar(
@@ -342,7 +354,7 @@ impl PgMemory {
     ) -> Result<bool, RuntimeError> {
         check_collection(collection)?;
         check_id(id)?;
-        let mut tx = self.pool.begin().await.map_err(self.pg("memory delete"))?;
+        let mut tx = self.begin("memory delete").await?;
         let model: Option<String> = sqlx::query_scalar(
             "DELETE FROM memory_documents WHERE tenant = $1 AND collection = $2 AND id = $3 RETURNING model",
         )
@@ -365,7 +377,7 @@ impl PgMemory {
         let indexed = INDEXED_DIMENSIONS.contains(&dims)
             && self.count(tenant, q.collection, q.model).await? >= self.exact_below;
         let sql = search_sql(dims, indexed);
-        let mut tx = self.pool.begin().await.map_err(self.pg("memory search"))?;
+        let mut tx = self.begin("memory search").await?;
         if indexed {
             sqlx::raw_sql(AssertSqlSafe(format!(
                 "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",

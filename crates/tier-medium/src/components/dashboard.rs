@@ -29,12 +29,7 @@ pub struct Graph {
 }
 
 /// A Logs Insights table over log groups.
-#[derive(Clone, Debug)]
-pub struct LogQuery {
-    pub title: String,
-    pub log_groups: Vec<String>,
-    pub query: String,
-}
+pub type LogQuery = tier_xs::ladder::LogChart;
 
 #[derive(Clone)]
 pub struct Dashboard {

@@ -29,6 +29,19 @@ pub enum LogSource {
     Events,
     /// Ingested GB a month, from the usage fields of the tier that owns the group.
     Ingest(fn(&CostContext<'_>) -> Result<f64, CostError>),
+    /// Embedded Metric Format documents: their volume, and the custom metrics CloudWatch
+    /// extracts from them (priced per metric a month).
+    Emf(fn(&CostContext<'_>) -> Result<EmfVolume, CostError>),
+}
+
+/// What a month of EMF documents amounts to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EmfVolume {
+    pub gb: f64,
+    /// Distinct metrics (name and dimension values) with data in the month.
+    pub metrics: f64,
+    /// The price of one custom metric a month.
+    pub metric_month: f64,
 }
 
 tag_api! {
@@ -99,14 +112,26 @@ impl Resource for LogGroup {
 
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let (p, u) = base_cost(ctx)?;
+        let mut metrics = None;
         let ingest_gb = match self.source {
             LogSource::Server => u.server_log_gb,
             LogSource::Events => u.events * u.event_kb / (1024.0 * 1024.0),
             LogSource::Ingest(gb) => gb(ctx)?,
+            LogSource::Emf(volume) => {
+                let v = volume(ctx)?;
+                metrics = Some(CostLine::new(
+                    self.meta.id,
+                    "custom metrics extracted from EMF",
+                    v.metrics,
+                    "metric-month",
+                    v.metric_month,
+                ));
+                v.gb
+            }
         };
         // In the steady state a log group holds `retention` days of its ingestion.
         let stored_gb = ingest_gb * f64::from(self.retention_days) / 30.0;
-        Ok(vec![
+        Ok([
             CostLine::new(
                 self.meta.id,
                 "log ingestion",
@@ -121,7 +146,10 @@ impl Resource for LogGroup {
                 "GB-month",
                 p.logs_storage_gb_month,
             ),
-        ])
+        ]
+        .into_iter()
+        .chain(metrics)
+        .collect())
     }
 
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {

@@ -267,6 +267,9 @@ impl AgentbusMcp {
     }
 }
 
+/// A tool call taking this long is logged (with its trace id) as well as measured.
+pub const SLOW_TOOL_CALL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// KV keys under this prefix configure the workspace (`agentbus/policy`, `agentbus/tools/…`):
 /// every token of the tenant reads them, only an admin writes them.
 pub const CONFIG_PREFIX: &str = "agentbus/";
@@ -641,6 +644,57 @@ where
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for AgentbusMcp {
+    /// Every tool call runs in a span carrying the request's trace id and the tool's name,
+    /// and is measured: its latency, and whether it failed, by tool (a name no tool has counts
+    /// as `unknown`, so callers cannot make up metrics).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        use crate::metrics::{self, names};
+        use tracing::Instrument;
+        let started = std::time::Instant::now();
+        let tool: String = if self.tool_router.has_route(&request.name) {
+            request.name.to_string()
+        } else {
+            "unknown".to_string()
+        };
+        let tenant = self.who(&context).ok().map(|id| id.tenant);
+        let trace = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<super::trace::TraceId>())
+            .cloned()
+            .unwrap_or_else(super::trace::TraceId::random);
+        // At the level of the lines always logged, so a tool's warnings and errors carry it.
+        let span = tracing::error_span!("tool", trace_id = %trace, tool = %tool);
+        let call = ToolCallContext::new(self, request, context);
+        let result = self.tool_router.call(call).instrument(span).await;
+        let elapsed = started.elapsed();
+        let failed = match &result {
+            Ok(rmcp::model::CallToolResponse::Complete(r)) => r.is_error == Some(true),
+            Ok(_) => false,
+            Err(_) => true,
+        };
+        let dimension = Some(("Tool", tool.as_str()));
+        metrics::latency(names::TOOL_LATENCY, dimension, tenant.as_ref(), elapsed);
+        metrics::count(names::TOOL_CALLS, dimension, tenant.as_ref(), 1);
+        if failed {
+            metrics::count(names::TOOL_ERRORS, dimension, tenant.as_ref(), 1);
+        }
+        if elapsed >= SLOW_TOOL_CALL {
+            tracing::warn!(
+                tool = %tool,
+                trace_id = %trace,
+                elapsed_ms = elapsed.as_millis() as u64,
+                failed,
+                "slow tool call"
+            );
+        }
+        result
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("agentbus", env!("CARGO_PKG_VERSION")))

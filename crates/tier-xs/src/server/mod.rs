@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod mcp;
 pub mod quota;
+pub mod trace;
 pub mod workspace_tools;
 
 use std::convert::Infallible;
@@ -78,6 +79,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Check the Host header against loopback names (DNS-rebinding protection for local use).
     pub local_only: bool,
+    /// Where the server's metrics go besides its dashboard (a deployed server whose layers
+    /// asked for CloudWatch metrics).
+    pub emf: Option<Arc<crate::metrics::EmfSink>>,
     /// Tools of higher tiers, set once before serving.
     extensions: std::sync::OnceLock<Vec<Arc<dyn mcp::ToolExtension>>>,
 }
@@ -104,6 +108,7 @@ impl AppState {
             live: broadcast::channel(256).0,
             shutdown: CancellationToken::new(),
             local_only,
+            emf: None,
             extensions: std::sync::OnceLock::new(),
         })
     }
@@ -156,7 +161,7 @@ impl AppState {
         let env =
             Env::new(&cfg.env).map_err(|e| RuntimeError::invalid("AGENTBUS_ENV", e.to_string()))?;
         let ws = Workspace::new(env, "unknown", cfg.region.clone());
-        Ok(Self::assemble(
+        let mut state = Self::assemble(
             Arc::new(DynamoKv::new(aws.dynamodb(), &cfg.kv_table)),
             Arc::new(AwsEvents::new(
                 aws.events(),
@@ -176,7 +181,15 @@ impl AppState {
             },
             false,
             rate_per_minute,
-        ))
+        );
+        if let (Some(group), Some(s)) = (&cfg.metrics_log_group, Arc::get_mut(&mut state)) {
+            s.emf = Some(Arc::new(crate::metrics::EmfSink::new(
+                aws.logs(),
+                group,
+                &ws.id(),
+            )));
+        }
+        Ok(state)
     }
 
     /// Publishes an event and shows it to live dashboards of the tenant.
@@ -243,6 +256,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/status", get(api_status))
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
+        .route("/api/metrics", get(api_metrics))
         .nest("/mcp", mcp)
         .layer(middleware::map_response(session_closed));
     for ext in state.extensions() {
@@ -266,6 +280,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/.well-known/openid-configuration", get(no_oauth))
         .merge(protected)
         .layer(middleware::map_response(security_headers))
+        .layer(middleware::from_fn(trace::traced))
         .with_state(state)
 }
 
@@ -572,6 +587,18 @@ async fn api_status(State(state): State<Arc<AppState>>, req: Request) -> Respons
     .into_response()
 }
 
+/// The caller's tenant's metrics of the last hour, minute by minute (the open minute last).
+async fn api_metrics(req: Request) -> Response {
+    let Some(id) = identity(req.extensions()) else {
+        return unauthorized(Refusal::Missing);
+    };
+    axum::Json(json!({
+        "interval_seconds": crate::metrics::interval().as_secs(),
+        "windows": crate::metrics::global().recent(&id.tenant),
+    }))
+    .into_response()
+}
+
 #[derive(Deserialize)]
 struct RecentQuery {
     limit: Option<u32>,
@@ -672,6 +699,11 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let stop = state.shutdown.clone();
+    let metrics = tokio::spawn(crate::metrics::global().clone().run(
+        state.emf.clone(),
+        crate::metrics::interval(),
+        stop.clone(),
+    ));
     let app = router(state);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let connections = tokio_util::task::TaskTracker::new();
@@ -730,6 +762,8 @@ pub async fn serve(
     connections.close();
     stop.cancel();
     connections.wait().await;
+    // The last window goes out before the process ends.
+    let _ = metrics.await;
     Ok(())
 }
 

@@ -83,6 +83,11 @@ pub mod ids {
 }
 
 /// The workspace's ECR repository (`agentbus image push` and the deploy agree on it).
+/// The dashboard server's log group.
+pub fn dashboard_log_group(ws: &Workspace) -> String {
+    format!("/ecs/{}", ws.name("dashboard"))
+}
+
 pub fn image_repository_name(ws: &Workspace) -> String {
     ws.name("images")
 }
@@ -236,7 +241,7 @@ impl ExtraSmall {
             default_strategy: strategy.clone(),
             container_insights: false,
         };
-        let dashboard_log_name = format!("/ecs/{}", ws.name("dashboard"));
+        let dashboard_log_name = dashboard_log_group(ws);
         let dashboard_log = LogGroup {
             meta: Meta::new(
                 ids::DASHBOARD_LOG_GROUP,

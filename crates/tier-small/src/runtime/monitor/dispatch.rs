@@ -198,6 +198,14 @@ impl Dispatcher {
         let Ok(tenant) = Tenant::new(&job.event.tenant) else {
             return;
         };
+        if !o.ok {
+            tier_xs::metrics::count(
+                super::metric_names::WEBHOOK_FAILURES,
+                None,
+                Some(&tenant),
+                1,
+            );
+        }
         let id = &job.target.subscription.subscription_id;
         if let Err(e) = self.0.store.record_outcome(&tenant, id, o).await {
             tracing::warn!(subscription = %id, "recording a delivery's outcome: {e}");

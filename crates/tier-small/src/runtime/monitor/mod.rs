@@ -16,6 +16,14 @@
 //! before that leaves an undispatched record, which [`Monitor::resume`] delivers at the next
 //! start: recording never waits for a webhook.
 
+/// The monitor's metrics (the server's registry, [`tier_xs::metrics`]).
+pub mod metric_names {
+    /// Events the monitoring feed recorded.
+    pub const EVENTS_RECORDED: &str = "EventsRecorded";
+    /// Webhook deliveries that failed every attempt.
+    pub const WEBHOOK_FAILURES: &str = "WebhookFailures";
+}
+
 pub mod dispatch;
 pub mod dynamo;
 pub mod sqlite;
@@ -680,6 +688,7 @@ impl Monitor {
         if !self.store.record(e, targets.is_empty()).await? {
             return Ok(());
         }
+        tier_xs::metrics::count(metric_names::EVENTS_RECORDED, None, Some(&tenant), 1);
         if targets.is_empty() {
             // Recorded before, never dispatched, and nothing matches it now.
             return self.store.mark_dispatched(e).await;
