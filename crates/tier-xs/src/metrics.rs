@@ -13,6 +13,7 @@
 //! percentiles are the sample's, the count (`…Calls`) is exact.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -316,6 +317,21 @@ pub fn global() -> &'static Arc<Metrics> {
     GLOBAL.get_or_init(|| Arc::new(Metrics::default()))
 }
 
+/// Records the values of one occurrence (a call's latency, its count, its error) into the
+/// process's registry, under one lock.
+pub fn observe(
+    dimension: Option<(&'static str, &str)>,
+    tenant: Option<&Tenant>,
+    values: &[(&'static str, Unit, f64)],
+) {
+    global().record_all(dimension, tenant, values);
+}
+
+/// Milliseconds of a duration, as latencies are recorded.
+pub fn ms(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64() * 1000.0
+}
+
 /// Records a duration into the process's registry.
 pub fn latency(
     name: &'static str,
@@ -323,13 +339,7 @@ pub fn latency(
     tenant: Option<&Tenant>,
     elapsed: Duration,
 ) {
-    global().record(
-        name,
-        Unit::Milliseconds,
-        dimension,
-        tenant,
-        elapsed.as_secs_f64() * 1000.0,
-    );
+    global().record(name, Unit::Milliseconds, dimension, tenant, ms(elapsed));
 }
 
 /// Counts occurrences into the process's registry.
@@ -352,20 +362,32 @@ impl Metrics {
         tenant: Option<&Tenant>,
         value: f64,
     ) {
-        let key = Key {
-            name,
-            dimension: dimension.map(|(n, v)| (n, v.to_string())),
-            tenant: tenant.map(|t| t.as_str().to_string()),
-        };
+        self.record_all(dimension, tenant, &[(name, unit, value)]);
+    }
+
+    /// Adds values to series of the open window that share a dimension and a tenant.
+    pub fn record_all(
+        &self,
+        dimension: Option<(&'static str, &str)>,
+        tenant: Option<&Tenant>,
+        values: &[(&'static str, Unit, f64)],
+    ) {
         let Ok(mut open) = self.open.lock() else {
             return;
         };
         let Open { window, random } = &mut *open;
-        window
-            .series
-            .entry(key)
-            .or_insert_with(|| Series::new(unit))
-            .add(value, random);
+        for &(name, unit, value) in values {
+            let key = Key {
+                name,
+                dimension: dimension.map(|(n, v)| (n, v.to_string())),
+                tenant: tenant.map(|t| t.as_str().to_string()),
+            };
+            window
+                .series
+                .entry(key)
+                .or_insert_with(|| Series::new(unit))
+                .add(value, random);
+        }
     }
 
     /// Closes the open window: it is kept for the dashboard and returned (for CloudWatch).
@@ -509,7 +531,7 @@ pub struct EmfSink {
     group: String,
     stream: String,
     workspace: String,
-    created: tokio::sync::OnceCell<()>,
+    created: AtomicBool,
 }
 
 /// The header that makes CloudWatch Logs read a log event as an EMF document.
@@ -519,46 +541,49 @@ impl EmfSink {
     /// A sink writing to `group`, in a stream named after this process (one writer per
     /// stream, as CloudWatch Logs wants).
     pub fn new(logs: aws_sdk_cloudwatchlogs::Client, group: &str, workspace: &str) -> Self {
-        let mut id = [0u8; 6];
-        let _ = getrandom::fill(&mut id);
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         EmfSink {
             logs,
             group: group.to_string(),
-            stream: format!("server/{id}"),
+            stream: format!("server/{}", crate::server::trace::TraceId::random()),
             workspace: workspace.to_string(),
-            created: tokio::sync::OnceCell::new(),
+            created: AtomicBool::new(false),
         }
+    }
+
+    /// Makes the stream once; again after CloudWatch Logs said it is gone (its group was
+    /// deleted and made again, say).
+    async fn ensure_stream(&self) -> Result<(), String> {
+        if self.created.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self
+            .logs
+            .create_log_stream()
+            .log_group_name(&self.group)
+            .log_stream_name(&self.stream)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_already_exists_exception()) => {}
+            Err(e) => {
+                return Err(format!(
+                    "creating log stream {} in {}: {}",
+                    self.stream,
+                    self.group,
+                    crate::aws::error_text(&e)
+                ));
+            }
+        }
+        self.created.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn put(&self, timestamp: u64, docs: Vec<String>) -> Result<(), String> {
         use aws_sdk_cloudwatchlogs::types::InputLogEvent;
-        self.created
-            .get_or_try_init(|| async {
-                match self
-                    .logs
-                    .create_log_stream()
-                    .log_group_name(&self.group)
-                    .log_stream_name(&self.stream)
-                    .send()
-                    .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_resource_already_exists_exception()) =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(format!(
-                        "creating log stream {} in {}: {}",
-                        self.stream,
-                        self.group,
-                        crate::aws::error_text(&e)
-                    )),
-                }
-            })
-            .await?;
+        self.ensure_stream().await?;
         let events: Vec<InputLogEvent> = docs
             .into_iter()
             .filter_map(|message| {
@@ -580,7 +605,14 @@ impl EmfSink {
             })
             .send()
             .await
-            .map_err(|e| crate::aws::error_text(&e))?;
+            .map_err(|e| {
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception())
+                {
+                    self.created.store(false, Ordering::Release);
+                }
+                crate::aws::error_text(&e)
+            })?;
         Ok(())
     }
 }

@@ -454,18 +454,26 @@ impl Memory {
             .acquire_owned()
             .await
             .map_err(|e| RuntimeError::invalid("embeddings", e.to_string()))?;
-        let provider = Some(("Provider", embedder.provider()));
         let started = std::time::Instant::now();
         let made = embedder.embed(texts).await;
-        metrics::latency(
-            names::EMBEDDING_LATENCY,
-            provider,
+        let values = [
+            (
+                names::EMBEDDING_LATENCY,
+                metrics::Unit::Milliseconds,
+                metrics::ms(started.elapsed()),
+            ),
+            (names::EMBEDDING_ERRORS, metrics::Unit::Count, 1.0),
+        ];
+        let recorded = if made.is_err() {
+            &values[..]
+        } else {
+            &values[..1]
+        };
+        metrics::observe(
+            Some(("Provider", embedder.provider())),
             Some(tenant),
-            started.elapsed(),
+            recorded,
         );
-        if made.is_err() {
-            metrics::count(names::EMBEDDING_ERRORS, provider, Some(tenant), 1);
-        }
         Ok(made?)
     }
 
@@ -587,17 +595,21 @@ impl Memory {
         };
         let started = std::time::Instant::now();
         let hits = self.store.search(tenant, &query).await?;
-        metrics::latency(
-            names::MEMORY_SEARCH_LATENCY,
+        metrics::observe(
             None,
             Some(tenant),
-            started.elapsed(),
-        );
-        metrics::count(
-            names::MEMORY_SEARCH_ROWS,
-            None,
-            Some(tenant),
-            hits.len() as u64,
+            &[
+                (
+                    names::MEMORY_SEARCH_LATENCY,
+                    metrics::Unit::Milliseconds,
+                    metrics::ms(started.elapsed()),
+                ),
+                (
+                    names::MEMORY_SEARCH_ROWS,
+                    metrics::Unit::Count,
+                    hits.len() as f64,
+                ),
+            ],
         );
         Ok(hits)
     }

@@ -652,7 +652,7 @@ impl ServerHandler for AgentbusMcp {
         request: rmcp::model::CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
-        use crate::metrics::{self, names};
+        use crate::metrics::{self, Unit, names};
         use tracing::Instrument;
         let started = std::time::Instant::now();
         let tool: String = if self.tool_router.has_route(&request.name) {
@@ -677,12 +677,17 @@ impl ServerHandler for AgentbusMcp {
             Ok(_) => false,
             Err(_) => true,
         };
-        let dimension = Some(("Tool", tool.as_str()));
-        metrics::latency(names::TOOL_LATENCY, dimension, tenant.as_ref(), elapsed);
-        metrics::count(names::TOOL_CALLS, dimension, tenant.as_ref(), 1);
-        if failed {
-            metrics::count(names::TOOL_ERRORS, dimension, tenant.as_ref(), 1);
-        }
+        let values = [
+            (
+                names::TOOL_LATENCY,
+                Unit::Milliseconds,
+                metrics::ms(elapsed),
+            ),
+            (names::TOOL_CALLS, Unit::Count, 1.0),
+            (names::TOOL_ERRORS, Unit::Count, 1.0),
+        ];
+        let recorded = if failed { &values[..] } else { &values[..2] };
+        metrics::observe(Some(("Tool", tool.as_str())), tenant.as_ref(), recorded);
         if elapsed >= SLOW_TOOL_CALL {
             tracing::warn!(
                 tool = %tool,

@@ -95,8 +95,8 @@ impl AppState {
         info: WorkspaceInfo,
         local_only: bool,
         rate_per_minute: u32,
-    ) -> Arc<Self> {
-        Arc::new(AppState {
+    ) -> Self {
+        AppState {
             kv,
             events,
             secrets,
@@ -110,7 +110,7 @@ impl AppState {
             local_only,
             emf: None,
             extensions: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// Adds a higher tier's tools; once, before serving (later calls are refused).
@@ -135,7 +135,7 @@ impl AppState {
         rate_per_minute: u32,
     ) -> Result<Arc<Self>, RuntimeError> {
         let pool = embedded::open(data_dir).await?;
-        Ok(Self::assemble(
+        Ok(Arc::new(Self::assemble(
             Arc::new(SqliteKv::new(pool.clone())),
             Arc::new(SqliteEvents::new(pool.clone())),
             Arc::new(SqliteSecrets::new(pool)),
@@ -149,7 +149,7 @@ impl AppState {
             },
             true,
             rate_per_minute,
-        ))
+        )))
     }
 
     /// The AWS backends named by a server configuration.
@@ -182,14 +182,11 @@ impl AppState {
             false,
             rate_per_minute,
         );
-        if let (Some(group), Some(s)) = (&cfg.metrics_log_group, Arc::get_mut(&mut state)) {
-            s.emf = Some(Arc::new(crate::metrics::EmfSink::new(
-                aws.logs(),
-                group,
-                &ws.id(),
-            )));
-        }
-        Ok(state)
+        state.emf = cfg
+            .metrics_log_group
+            .as_ref()
+            .map(|group| Arc::new(crate::metrics::EmfSink::new(aws.logs(), group, &ws.id())));
+        Ok(Arc::new(state))
     }
 
     /// Publishes an event and shows it to live dashboards of the tenant.
@@ -763,7 +760,9 @@ pub async fn serve(
     stop.cancel();
     connections.wait().await;
     // The last window goes out before the process ends.
-    let _ = metrics.await;
+    if let Err(e) = metrics.await {
+        tracing::error!("the server's metrics stopped: {e}");
+    }
     Ok(())
 }
 
