@@ -219,10 +219,16 @@ pub struct WindowOut {
     pub series: Vec<SeriesOut>,
 }
 
+/// A metric and the name of its own dimension: what the code that records it fixes.
+type Family = (&'static str, Option<&'static str>);
+
+/// The series of one window by family, then dimension value (empty: none), then tenant
+/// (empty: none). Looked up by `&str` at each level, a value that adds to an existing series
+/// allocates nothing.
 #[derive(Debug)]
 struct Window {
     start: u64,
-    series: HashMap<Key, Series>,
+    series: HashMap<Family, HashMap<String, HashMap<String, Series>>>,
 }
 
 impl Window {
@@ -233,24 +239,58 @@ impl Window {
         }
     }
 
-    fn out(&self, tenant: &Tenant, open: bool) -> WindowOut {
-        let mut series: Vec<(&Key, &Series)> = self
+    fn series_mut(
+        &mut self,
+        name: &'static str,
+        dimension: Option<(&'static str, &str)>,
+        tenant: &str,
+        unit: Unit,
+    ) -> &mut Series {
+        let by_value = self
             .series
-            .iter()
-            .filter(|(k, _)| k.tenant.as_deref() == Some(tenant.as_str()))
-            .collect();
-        series.sort_by(|a, b| a.0.cmp(b.0));
+            .entry((name, dimension.map(|d| d.0)))
+            .or_default();
+        let value = dimension.map_or("", |d| d.1);
+        if !by_value.contains_key(value) {
+            by_value.insert(value.to_string(), HashMap::new());
+        }
+        let by_tenant = by_value.get_mut(value).expect("inserted above");
+        if !by_tenant.contains_key(tenant) {
+            by_tenant.insert(tenant.to_string(), Series::new(unit));
+        }
+        by_tenant.get_mut(tenant).expect("inserted above")
+    }
+
+    /// Every series with its key, in key order.
+    fn keyed(&self) -> Vec<(Key, &Series)> {
+        let mut out: Vec<(Key, &Series)> = Vec::new();
+        for ((name, dimension), by_value) in &self.series {
+            for (value, by_tenant) in by_value {
+                for (tenant, series) in by_tenant {
+                    let key = Key {
+                        name,
+                        dimension: dimension.map(|n| (n, value.clone())),
+                        tenant: (!tenant.is_empty()).then(|| tenant.clone()),
+                    };
+                    out.push((key, series));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn out(&self, tenant: &Tenant, open: bool) -> WindowOut {
         WindowOut {
             start: self.start,
             open,
-            series: series
+            series: self
+                .keyed()
                 .into_iter()
+                .filter(|(k, _)| k.tenant.as_deref() == Some(tenant.as_str()))
                 .map(|(k, s)| SeriesOut {
                     name: k.name,
-                    dimension: k
-                        .dimension
-                        .as_ref()
-                        .map(|(n, v)| BTreeMap::from([(*n, v.clone())])),
+                    dimension: k.dimension.map(|(n, v)| BTreeMap::from([(n, v)])),
                     stats: s.summary(),
                 })
                 .collect(),
@@ -376,16 +416,10 @@ impl Metrics {
             return;
         };
         let Open { window, random } = &mut *open;
+        let tenant = tenant.map_or("", Tenant::as_str);
         for &(name, unit, value) in values {
-            let key = Key {
-                name,
-                dimension: dimension.map(|(n, v)| (n, v.to_string())),
-                tenant: tenant.map(|t| t.as_str().to_string()),
-            };
             window
-                .series
-                .entry(key)
-                .or_insert_with(|| Series::new(unit))
+                .series_mut(name, dimension, tenant, unit)
                 .add(value, random);
         }
     }
@@ -464,11 +498,8 @@ pub struct ClosedWindow {
 
 fn merge_tenants(window: &Window) -> Merged {
     let mut merged = Merged::new();
-    let mut keys: Vec<&Key> = window.series.keys().collect();
-    keys.sort();
-    for k in keys {
-        let s = &window.series[k];
-        match merged.entry((k.name, k.dimension.clone())) {
+    for (k, s) in window.keyed() {
+        match merged.entry((k.name, k.dimension)) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(s.clone());
             }

@@ -17,17 +17,34 @@ use tracing::Instrument;
 pub struct TraceId(String);
 
 impl TraceId {
+    /// A new id: 128 bits from a generator per thread, seeded from the system's entropy (a
+    /// trace id must be unique, not secret; no system call per request).
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() || bytes == [0; 16] {
-            // No entropy: the time still tells requests apart in a log.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(1);
-            bytes = nanos.max(1).to_be_bytes();
+        use std::cell::Cell;
+        thread_local! {
+            static STATE: Cell<u128> = Cell::new({
+                let mut seed = [0u8; 16];
+                // Without entropy the time alone seeds it: ids need to be unique, not secret.
+                let _ = getrandom::fill(&mut seed);
+                let time = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                u128::from_le_bytes(seed) ^ time
+            });
         }
-        TraceId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        // SplitMix-style: a Weyl sequence through a mixing function, never zero for long.
+        let bits = STATE.with(|s| {
+            let next = s
+                .get()
+                .wrapping_add(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            s.set(next);
+            let mut z = next;
+            z = (z ^ (z >> 67)).wrapping_mul(0xbf58_476d_1ce4_e5b9_94d0_49bb_1331_11eb);
+            z ^ (z >> 61)
+        });
+        let bits = if bits == 0 { 1 } else { bits };
+        TraceId(hex(&bits.to_be_bytes()))
     }
 
     /// The trace a request belongs to, as its headers say, or a new one.
@@ -48,6 +65,17 @@ impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Lowercase hexadecimal, in one allocation.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 fn valid(hex: &str) -> Option<TraceId> {
