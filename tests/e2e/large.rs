@@ -135,6 +135,13 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     };
     let r = deploy("large", &images);
     assert_eq!(r.code, 0, "{r:?}");
+    // Not told to, the deploy leaves the account's Transaction Search off and says what that
+    // means.
+    assert!(
+        r.stdout
+            .contains("traces: CloudWatch Transaction Search is off"),
+        "{r:?}"
+    );
     let aws = crate::harness::clients_at(&moto.url, "testing", "testing").await;
     let name = format!("agentbus-{env}-db");
 
@@ -604,6 +611,8 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     );
     assert!(slow.1.contains("trace_id"), "{slow:?}");
 
+    traces_and_reader_scaling(&aws, &moto.url, &env, &deploy).await;
+
     let again = run(&["plan", "large", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan has nothing to do: {again:?}");
 
@@ -667,6 +676,304 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         |e| e.is_db_cluster_not_found_fault(),
         "the cluster",
     );
+    // The account's Transaction Search is not the workspace's: it stays on.
+    let dest = aws
+        .xray()
+        .get_trace_segment_destination()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        dest.destination().map(|d| d.as_str()),
+        Some("CloudWatchLogs")
+    );
+}
+
+/// Transaction Search turned on when told (the documented resource policy, then the trace
+/// destination), the server's spans in `aws/spans` as the emulator's OTLP endpoint decoded
+/// them with the OpenTelemetry project's classes (request and tool call, parent to child, with
+/// the caller's trace and span ids), its JSON log line of a failed call carrying the trace id,
+/// and the database's readers scaled on their CPU — then reader scaling off again removes
+/// the reader the autoscaler added and keeps the deployed one.
+async fn traces_and_reader_scaling<F>(
+    aws: &tier_xs::aws::AwsClients,
+    moto_url: &str,
+    env: &str,
+    deploy: &F,
+) where
+    F: Fn(&'static str, &[&str]) -> crate::harness::Run,
+{
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    use tier_large::aws::LargeAws;
+    let name = format!("agentbus-{env}-db");
+    let r = deploy(
+        "large",
+        &["--enable-transaction-search", "--db-max-readers", "3"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("transaction search") && r.stdout.contains("never turns it off"),
+        "{r:?}"
+    );
+    let dest = aws
+        .xray()
+        .get_trace_segment_destination()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            dest.destination().map(|d| d.as_str()),
+            dest.status().map(|s| s.as_str())
+        ),
+        (Some("CloudWatchLogs"), Some("ACTIVE"))
+    );
+    let policies = aws
+        .logs()
+        .describe_resource_policies()
+        .send()
+        .await
+        .unwrap();
+    let grant = policies
+        .resource_policies()
+        .iter()
+        .find(|p| p.policy_name() == Some("TransactionSearchXRayAccess"))
+        .unwrap_or_else(|| panic!("{policies:?}"));
+    let doc: serde_json::Value = serde_json::from_str(grant.policy_document().unwrap()).unwrap();
+    assert_eq!(
+        doc["Statement"][0]["Principal"]["Service"],
+        "xray.amazonaws.com"
+    );
+    assert_eq!(
+        doc["Statement"][0]["Resource"][0],
+        "arn:aws:logs:us-east-1:123456789012:log-group:aws/spans:*"
+    );
+    let readers = format!("cluster:{name}");
+    let scaled = scaling_in(
+        aws,
+        ServiceNamespace::Rds,
+        ScalableDimension::RdsClusterReadReplicaCount,
+        &readers,
+    )
+    .await;
+    assert_eq!(scaled.0, Some((1, 3)), "{scaled:?}");
+    assert_eq!(
+        scaled.1,
+        vec![(
+            format!("agentbus-{env}-db-readers-cpu"),
+            "TargetTrackingScaling".to_string(),
+            Some("RDSReaderAverageCPUUtilization".to_string()),
+            70.0,
+            (Some(300), Some(300))
+        )]
+    );
+
+    // The deployed server's configuration, on a real PostgreSQL instead of the cluster
+    // (moto's endpoints do not resolve), logging at info.
+    let pg = tier_large::testing::Postgres::start();
+    let mut task_env = crate::harness::dashboard_task_env(aws, env).await;
+    task_env.push(("AGENTBUS_DATABASE_URL".into(), pg.url.clone()));
+    task_env.push(("RUST_LOG".into(), "info".into()));
+    assert!(
+        task_env.contains(&("AGENTBUS_LOG_FORMAT".into(), "json".into())),
+        "{task_env:?}"
+    );
+    let log_dir = crate::server::temp_dir("large-log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let log_path = log_dir.join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (server, port) =
+        crate::server::serve_on_aws_at(crate::harness::aws_env_at(moto_url), task_env, log.into());
+    let vars = crate::harness::aws_env_at(moto_url);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let made = crate::harness::agentbus_env(
+        &[
+            "token", "create", "--env", env, "--tenant", "tenant-a", "--role", "user", "--json",
+        ],
+        &vars,
+    );
+    let token = made.json()["token"].as_str().unwrap().to_string();
+    let (trace, caller) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("00-{trace}-{caller}-01");
+    let call = |sid: Option<&str>, body: &str| {
+        let mut headers = vec![("traceparent", traceparent.as_str())];
+        if let Some(sid) = sid {
+            headers.push(("Mcp-Session-Id", sid));
+            headers.push(("Mcp-Protocol-Version", "2025-06-18"));
+        }
+        crate::server::http_full(port, "POST", "/mcp", Some(&token), &headers, Some(body))
+    };
+    let (status, headers, _) = call(
+        None,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#,
+    );
+    assert_eq!(status, 200);
+    let sid = crate::server::header(&headers, "mcp-session-id")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        call(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        )
+        .0,
+        202
+    );
+    let (status, _, text) = call(
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"kv_set","arguments":{"key":"k","value":"v"}}}"#,
+    );
+    assert!(
+        status == 200 && !text.contains("\"isError\":true"),
+        "{text}"
+    );
+    let (status, _, text) = call(
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"kv_get","arguments":{"nope":1}}}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+
+    // The spans, as CloudWatch keeps them (the exporter sends every 2 s).
+    let spans = {
+        let start = std::time::Instant::now();
+        loop {
+            let mut found = Vec::new();
+            if let Ok(out) = aws
+                .logs()
+                .filter_log_events()
+                .log_group_name("aws/spans")
+                .send()
+                .await
+            {
+                for e in out.events() {
+                    let v: serde_json::Value =
+                        serde_json::from_str(e.message().unwrap_or("{}")).unwrap();
+                    if v["traceId"] == trace {
+                        found.push(v);
+                    }
+                }
+            }
+            let tools = found
+                .iter()
+                .filter(|s| s["name"].as_str().unwrap_or("").starts_with("tools/call"))
+                .count();
+            if tools == 2 {
+                break found;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "two tool spans in aws/spans: {found:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    };
+    let requests: Vec<&serde_json::Value> =
+        spans.iter().filter(|s| s["name"] == "POST /mcp").collect();
+    assert_eq!(requests.len(), 4, "{spans:?}");
+    for r in &requests {
+        assert_eq!(r["kind"], "SERVER", "{r}");
+        assert_eq!(
+            r["parentSpanId"], caller,
+            "the caller's span is the parent: {r}"
+        );
+        assert_eq!(r["resource"]["attributes"]["service.name"], "agentbus");
+        assert_eq!(
+            r["resource"]["attributes"]["deployment.environment.name"],
+            env
+        );
+    }
+    let tool = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == format!("tools/call {name}"))
+            .unwrap_or_else(|| panic!("{name} in {spans:?}"))
+    };
+    for (name, status) in [("kv_set", "OK"), ("kv_get", "ERROR")] {
+        let t = tool(name);
+        assert_eq!(t["kind"], "INTERNAL");
+        assert_eq!(t["status"]["code"], status, "{t}");
+        assert_eq!(t["attributes"]["gen_ai.tool.name"], name);
+        assert_eq!(t["attributes"]["agentbus.tenant"], "tenant-a");
+        assert!(
+            requests.iter().any(|r| r["spanId"] == t["parentSpanId"]),
+            "a tool call is a child of its request: {t}"
+        );
+        assert!(
+            t["startTimeUnixNano"].as_u64() <= t["endTimeUnixNano"].as_u64(),
+            "{t}"
+        );
+    }
+    // An argument the tool does not take is the tool's error (an isError result).
+    assert_eq!(tool("kv_get")["attributes"]["error.type"], "tool_error");
+
+    // The failed call's log line is JSON and names the trace.
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let failed: Vec<serde_json::Value> = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "tool call failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{logged}");
+    assert_eq!(failed[0]["span"]["trace_id"], trace, "{}", failed[0]);
+    assert_eq!(failed[0]["span"]["tool"], "kv_get", "{}", failed[0]);
+    assert_eq!(failed[0]["level"], "INFO");
+    drop(server);
+    drop(pg);
+    std::fs::remove_dir_all(&log_dir).unwrap();
+
+    // A reader the autoscaler added (as Application Auto Scaling names them), then reader
+    // scaling turned off: the target and its policy go, and so does that reader; the
+    // deployed reader stays, and the account's Transaction Search is left as it is, unshown.
+    let added = "application-autoscaling-4a1b2c3d";
+    aws.rds()
+        .create_db_instance()
+        .db_instance_identifier(added)
+        .db_cluster_identifier(&name)
+        .engine("aurora-postgresql")
+        .db_instance_class("db.serverless")
+        .send()
+        .await
+        .unwrap();
+    let r = deploy("large", &["--db-max-readers", "0"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("transaction search"), "{r:?}");
+    let instance = |id: String| {
+        let aws = aws.clone();
+        async move {
+            aws.rds()
+                .describe_db_instances()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .map(|o| o.db_instances()[0].db_instance_status().map(str::to_string))
+        }
+    };
+    let left = instance(added.to_string()).await;
+    assert!(left.is_err(), "the added reader is gone: {left:?} {r:?}");
+    assert_eq!(
+        instance(format!("{name}-2")).await.unwrap().as_deref(),
+        Some("available")
+    );
+    assert_eq!(
+        scaling_in(
+            aws,
+            ServiceNamespace::Rds,
+            ScalableDimension::RdsClusterReadReplicaCount,
+            &readers,
+        )
+        .await,
+        (None, Vec::new(), None)
+    );
+    let dest = aws
+        .xray()
+        .get_trace_segment_destination()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        dest.destination().map(|d| d.as_str()),
+        Some("CloudWatchLogs")
+    );
 }
 
 /// An alarm as the test reads it: namespace, metric, dimensions, threshold, periods.
@@ -676,8 +983,34 @@ type AlarmShape = (String, String, Vec<(String, String)>, f64, Option<i32>);
 /// target, cooldowns out and in) and the target's ARN, read with the Application Auto
 /// Scaling SDK.
 #[allow(clippy::type_complexity)]
-async fn scaling_of(
+async fn scaling_of(aws: &tier_xs::aws::AwsClients, resource: &str) -> Scaling {
+    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+    scaling_in(
+        aws,
+        ServiceNamespace::Ecs,
+        ScalableDimension::EcsServiceDesiredCount,
+        resource,
+    )
+    .await
+}
+
+/// A scalable target's bounds, its policies and its ARN ([`scaling_of`]), in any service.
+type Scaling = (
+    Option<(i32, i32)>,
+    Vec<(
+        String,
+        String,
+        Option<String>,
+        f64,
+        (Option<i32>, Option<i32>),
+    )>,
+    Option<String>,
+);
+
+async fn scaling_in(
     aws: &tier_xs::aws::AwsClients,
+    namespace: aws_sdk_applicationautoscaling::types::ServiceNamespace,
+    dimension: aws_sdk_applicationautoscaling::types::ScalableDimension,
     resource: &str,
 ) -> (
     Option<(i32, i32)>,
@@ -690,13 +1023,12 @@ async fn scaling_of(
     )>,
     Option<String>,
 ) {
-    use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
     use tier_large::aws::LargeAws;
     let targets = aws
         .autoscaling()
         .describe_scalable_targets()
-        .service_namespace(ServiceNamespace::Ecs)
-        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .service_namespace(namespace.clone())
+        .scalable_dimension(dimension)
         .resource_ids(resource)
         .send()
         .await
@@ -705,7 +1037,7 @@ async fn scaling_of(
     let policies = aws
         .autoscaling()
         .describe_scaling_policies()
-        .service_namespace(ServiceNamespace::Ecs)
+        .service_namespace(namespace)
         .resource_id(resource)
         .send()
         .await

@@ -117,7 +117,7 @@ pub(crate) fn http(
 
 /// An HTTP/1.1 exchange with extra request headers; the answer's status, headers (lower-case
 /// names) and body.
-fn http_full(
+pub(crate) fn http_full(
     port: u16,
     method: &str,
     path: &str,
@@ -163,7 +163,7 @@ fn http_full(
     (status, headers, body.to_string())
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k == name)
@@ -1090,12 +1090,21 @@ pub(crate) fn serve_on_aws(task_env: Vec<(String, String)>) -> (Guard, u16) {
 
 /// [`serve_on_aws`] with the server's log (its stderr) going to `log`.
 pub(crate) fn serve_on_aws_logging(task_env: Vec<(String, String)>, log: Stdio) -> (Guard, u16) {
+    serve_on_aws_at(crate::harness::aws_env(), task_env, log)
+}
+
+/// [`serve_on_aws_logging`] on the emulator `aws` names ([`crate::harness::aws_env_at`]).
+pub(crate) fn serve_on_aws_at(
+    aws: Vec<(&'static str, String)>,
+    task_env: Vec<(String, String)>,
+    log: Stdio,
+) -> (Guard, u16) {
     let port = free_port();
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in crate::harness::aws_env()
+    for (k, v) in aws
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .chain(task_env)

@@ -100,9 +100,17 @@ taught to answer them here.
 - IAM authorization of S3 bucket requests: the actions AWS checks for HeadBucket, the public
   access block, default encryption and DeleteObjects (see the comment at ACTION_MAP below).
 
+- RDS states: AWS shows a cluster or an instance `creating` for minutes after its creation
+  and, after a delete, `deleting` (still described) until it is gone; moto makes each
+  `available` at once and forgets it on delete. Held here for RDS_SETTLE_SECONDS each way.
+- X-Ray's trace destination (GetTraceSegmentDestination, UpdateTraceSegmentDestination) and
+  CloudWatch's OTLP traces endpoint (POST /v1/traces): moto has neither (see the comment at
+  XRAY_SETTLE_SECONDS below).
+
 Run as: python tests/moto/server.py -H 127.0.0.1 -p PORT (same arguments as moto_server).
 """
 import base64
+import hmac
 import importlib
 import functools
 import io
@@ -128,6 +136,9 @@ import os
 from datetime import datetime, timezone
 
 import moto.dynamodb.models as dynamodb_models
+import moto.rds.models as rds_models
+from moto.rds.exceptions import RDSClientError
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import JsonRESTError
 import moto.ecs.models as ecs_models
 import moto.events.models as events_models
@@ -953,10 +964,323 @@ def _setup_with_raw_form(self, request, *args, **kwargs):
 BaseResponse.setup_class = _setup_with_raw_form
 
 
+# RDS states: AWS takes minutes to create or delete a cluster or an instance, showing
+# `creating` and `deleting` meanwhile (DescribeDBClusters' and DescribeDBInstances' Status;
+# "Viewing Amazon Aurora DB cluster status" and "Viewing Amazon RDS DB instance status",
+# Aurora User Guide); an instance or cluster being deleted is still described, as `deleting`,
+# until it is gone. moto makes them `available` at once and forgets them on delete. Here each
+# stays `creating` for RDS_SETTLE_SECONDS after its creation, and `deleting` (still described)
+# for as long after its deletion.
+RDS_SETTLE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_RDS_SECONDS", "1"))
+
+
+def _busy(obj, status):
+    obj.__dict__["_shim_busy"] = (status, time.monotonic() + RDS_SETTLE_SECONDS)
+
+
+def _busy_status(obj):
+    busy = obj.__dict__.get("_shim_busy")
+    if busy and time.monotonic() < busy[1]:
+        return busy[0]
+    return None
+
+
+def _instance_status(self):
+    return _busy_status(self) or self.__dict__.get("_shim_status", "available")
+
+
+def _set_instance_status(self, value):
+    self.__dict__["_shim_status"] = value
+
+
+rds_models.DBInstance.status = property(_instance_status, _set_instance_status)
+_cluster_status = rds_models.DBCluster.status
+
+
+def _cluster_status_busy(self):
+    return _busy_status(self) or _cluster_status.fget(self)
+
+
+rds_models.DBCluster.status = property(_cluster_status_busy, _cluster_status.fset)
+
+
+def _created(create):
+    @functools.wraps(create)
+    def wrapper(self, *args, **kwargs):
+        made = create(self, *args, **kwargs)
+        _busy(made, "creating")
+        return made
+
+    return wrapper
+
+
+rds_models.RDSBackend.create_db_instance = _created(rds_models.RDSBackend.create_db_instance)
+rds_models.RDSBackend.create_db_cluster = _created(rds_models.RDSBackend.create_db_cluster)
+
+
+def _deleted(delete, kind, key):
+    @functools.wraps(delete)
+    def wrapper(self, *args, **kwargs):
+        identifier = args[0] if args else kwargs.get(key)
+        gone = delete(self, *args, **kwargs)
+        _busy(gone, "deleting")
+        self.__dict__.setdefault(f"_shim_deleting_{kind}", {})[identifier] = gone
+        return gone
+
+    return wrapper
+
+
+def _with_deleting(describe, kind, key):
+    @functools.wraps(describe)
+    def wrapper(self, *args, **kwargs):
+        identifier = args[0] if args else kwargs.get(key)
+        filters = args[1] if len(args) > 1 else kwargs.get("filters")
+        deleting = self.__dict__.setdefault(f"_shim_deleting_{kind}", {})
+        for k in [k for k, v in deleting.items() if _busy_status(v) is None]:
+            del deleting[k]
+        if identifier and identifier in deleting:
+            try:
+                return describe(self, *args, **kwargs)
+            except RDSClientError:
+                return [deleting[identifier]]
+        found = describe(self, *args, **kwargs)
+        if not identifier and not filters:
+            found += list(deleting.values())
+        elif not identifier and set(filters) == {"db-cluster-id"}:
+            found += [
+                d for d in deleting.values()
+                if getattr(d, "db_cluster_identifier", None) in filters["db-cluster-id"]
+            ]
+        return found
+
+    return wrapper
+
+
+rds_models.RDSBackend.delete_db_instance = _deleted(
+    rds_models.RDSBackend.delete_db_instance, "instances", "db_instance_identifier"
+)
+rds_models.RDSBackend.delete_db_cluster = _deleted(
+    rds_models.RDSBackend.delete_db_cluster, "clusters", "cluster_identifier"
+)
+rds_models.RDSBackend.describe_db_instances = _with_deleting(
+    rds_models.RDSBackend.describe_db_instances, "instances", "db_instance_identifier"
+)
+rds_models.RDSBackend.describe_db_clusters = _with_deleting(
+    rds_models.RDSBackend.describe_db_clusters, "clusters", "db_cluster_identifier"
+)
+
+
+# X-Ray's trace destination and CloudWatch's OTLP traces endpoint (moto 5.2 has neither).
+# GetTraceSegmentDestination / UpdateTraceSegmentDestination (X-Ray API reference): `XRay`
+# until updated; an update to `CloudWatchLogs` is PENDING, then ACTIVE (here after
+# XRAY_SETTLE_SECONDS). Transaction Search's documented set-up puts a CloudWatch Logs resource
+# policy letting xray.amazonaws.com write to `aws/spans` first; an update without one is
+# refused here. POST /v1/traces (CloudWatch User Guide, "OTLP endpoints"): OTLP 1.x binary
+# protobuf, signed with SigV4 for `xray`; the signature is checked with botocore's signer and
+# the body decoded with the OpenTelemetry project's own protobuf classes, and with
+# Transaction Search on each span is written to the `aws/spans` log group as a JSON line.
+XRAY_SETTLE_SECONDS = float(os.environ.get("AGENTBUS_SHIM_XRAY_SECONDS", "1"))
+XRAY_DESTINATIONS = {}
+SPANS_GROUP = "aws/spans"
+
+
+def _scope(environ):
+    """Access key, date, region and service of a request's SigV4 Authorization header."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return None
+    fields = dict(
+        part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 "):].split(",") if "=" in part
+    )
+    scope = fields.get("Credential", "").split("/")
+    if len(scope) != 5:
+        return None
+    return {
+        "key": scope[0],
+        "region": scope[2],
+        "service": scope[3],
+        "signed": fields.get("SignedHeaders", "").split(";"),
+        "signature": fields.get("Signature", ""),
+    }
+
+
+def _json_answer(start_response, status, body):
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _xray_error(start_response, code, message):
+    return _json_answer(start_response, "400 Bad Request", {"__type": code, "Message": message})
+
+
+def _spans_policy_exists(region):
+    from moto.logs.models import logs_backends
+
+    backend = logs_backends[DEFAULT_ACCOUNT_ID][region]
+    for policy in backend.describe_resource_policies():
+        doc = json.loads(policy.policy_document)
+        for s in doc.get("Statement", []):
+            principal = s.get("Principal", {}).get("Service")
+            principals = principal if isinstance(principal, list) else [principal]
+            actions = s.get("Action")
+            actions = actions if isinstance(actions, list) else [actions]
+            resources = s.get("Resource")
+            resources = resources if isinstance(resources, list) else [resources]
+            if (
+                s.get("Effect") == "Allow"
+                and "xray.amazonaws.com" in principals
+                and any(a in ("logs:PutLogEvents", "logs:*") for a in actions)
+                and any(f"log-group:{SPANS_GROUP}" in (r or "") for r in resources)
+            ):
+                return True
+    return False
+
+
+def _destination(region):
+    d = XRAY_DESTINATIONS.get((DEFAULT_ACCOUNT_ID, region))
+    if d is None:
+        return {"Destination": "XRay", "Status": "ACTIVE"}
+    status = "ACTIVE" if time.monotonic() >= d["active_at"] else "PENDING"
+    return {"Destination": d["Destination"], "Status": status}
+
+
+def _xray_destination(environ, start_response, scope):
+    region = scope["region"]
+    if environ["PATH_INFO"] == "/GetTraceSegmentDestination":
+        return _json_answer(start_response, "200 OK", _destination(region))
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    wanted = (json.loads(raw) if raw.strip() else {}).get("Destination")
+    if wanted not in ("XRay", "CloudWatchLogs"):
+        return _xray_error(start_response, "InvalidRequestException", f"Destination {wanted!r} is not XRay or CloudWatchLogs")
+    if wanted == "CloudWatchLogs" and not _spans_policy_exists(region):
+        return _xray_error(
+            start_response,
+            "InvalidRequestException",
+            f"X-Ray may not write to the {SPANS_GROUP} log group: no CloudWatch Logs resource policy allows it",
+        )
+    XRAY_DESTINATIONS[(DEFAULT_ACCOUNT_ID, region)] = {
+        "Destination": wanted,
+        "active_at": time.monotonic() + XRAY_SETTLE_SECONDS,
+    }
+    return _json_answer(start_response, "200 OK", _destination(region))
+
+
+def _secret_key(access_key):
+    from moto.iam.models import iam_backends
+
+    for partitions in iam_backends.values():
+        for backend in partitions.values():
+            for user in backend.users.values():
+                for key in user.access_keys:
+                    if key.access_key_id == access_key:
+                        return key.secret_access_key
+    return os.environ.get("AGENTBUS_SHIM_SECRET_KEY", "testing")
+
+
+def _signature_holds(environ, scope, body):
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {}
+    for name in scope["signed"]:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if name == "content-type":
+            key = "CONTENT_TYPE"
+        if key not in environ:
+            return False
+        headers[name] = environ[key]
+    host = headers.get("host", "")
+    request = AWSRequest(method=environ["REQUEST_METHOD"], url=f"http://{host}{environ['PATH_INFO']}", data=body, headers=headers)
+    request.context["timestamp"] = headers.get("x-amz-date", "")
+    signer = SigV4Auth(
+        Credentials(scope["key"], _secret_key(scope["key"]), headers.get("x-amz-security-token")),
+        scope["service"],
+        scope["region"],
+    )
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    return hmac.compare_digest(expected, scope["signature"])
+
+
+def _span_line(resource, scope_name, span):
+    from google.protobuf.json_format import MessageToDict
+
+    attrs = {kv["key"]: next(iter(kv["value"].values())) for kv in MessageToDict(span).get("attributes", [])}
+    kinds = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+    codes = {0: "UNSET", 1: "OK", 2: "ERROR"}
+    return {
+        "resource": {"attributes": resource},
+        "scope": {"name": scope_name},
+        "traceId": span.trace_id.hex(),
+        "spanId": span.span_id.hex(),
+        "parentSpanId": span.parent_span_id.hex(),
+        "name": span.name,
+        "kind": kinds.get(span.kind, "UNSPECIFIED"),
+        "startTimeUnixNano": span.start_time_unix_nano,
+        "endTimeUnixNano": span.end_time_unix_nano,
+        "durationNano": span.end_time_unix_nano - span.start_time_unix_nano,
+        "attributes": attrs,
+        "status": {"code": codes.get(span.status.code, "UNSET"), "message": span.status.message},
+    }
+
+
+def _otlp_traces(environ, start_response, scope):
+    from google.protobuf.message import DecodeError
+    from moto.logs.models import logs_backends
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    if scope is None or scope["service"] != "xray" or not _signature_holds(environ, scope, body):
+        return _json_answer(start_response, "403 Forbidden", {"message": "The request signature we calculated does not match the signature you provided."})
+    if not environ.get("CONTENT_TYPE", "").startswith("application/x-protobuf"):
+        return _json_answer(start_response, "415 Unsupported Media Type", {"message": "send application/x-protobuf"})
+    try:
+        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+    except DecodeError as e:
+        return _json_answer(start_response, "400 Bad Request", {"message": f"not an ExportTraceServiceRequest: {e}"})
+    from google.protobuf.json_format import MessageToDict
+
+    if _destination(scope["region"])["Destination"] == "CloudWatchLogs":
+        backend = logs_backends[DEFAULT_ACCOUNT_ID][scope["region"]]
+        if SPANS_GROUP not in backend.groups:
+            backend.create_log_group(SPANS_GROUP, {})
+        group = backend.groups[SPANS_GROUP]
+        if "default" not in group.streams:
+            backend.create_log_stream(SPANS_GROUP, "default")
+        events = []
+        for rs in request.resource_spans:
+            resource = {
+                kv["key"]: next(iter(kv["value"].values()))
+                for kv in MessageToDict(rs.resource).get("attributes", [])
+            }
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    line = _span_line(resource, ss.scope.name, span)
+                    events.append({"timestamp": span.end_time_unix_nano // 1_000_000, "message": json.dumps(line)})
+        events.sort(key=lambda e: e["timestamp"])
+        if events:
+            backend.put_log_events(SPANS_GROUP, "default", events)
+    answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+    start_response("200 OK", [("Content-Type", "application/x-protobuf"), ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
 def _cbor_call(self, environ, start_response):
     environ.pop(TRANSLATED, None)
     if environ.get("PATH_INFO", "").startswith(ECR_BLOB_PATH):
         return _ecr_blob(environ, start_response)
+    scope = _scope(environ)
+    if environ.get("PATH_INFO") == "/v1/traces" and environ.get("REQUEST_METHOD") == "POST":
+        return _otlp_traces(environ, start_response, scope)
+    if (
+        scope is not None
+        and scope["service"] == "xray"
+        and environ.get("PATH_INFO") in ("/GetTraceSegmentDestination", "/UpdateTraceSegmentDestination")
+    ):
+        return _xray_destination(environ, start_response, scope)
     if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""

@@ -1,6 +1,6 @@
-//! The large tier's AWS services: RDS (the Aurora cluster and its instances) and Application
-//! Auto Scaling (the dashboard's task count), from the same client registry as every other
-//! service.
+//! The large tier's AWS services: RDS (the Aurora cluster and its instances), Application
+//! Auto Scaling (the dashboard's task count, the database's readers) and X-Ray (the trace
+//! destination), from the same client registry as every other service.
 
 use tier_xs::aws::AwsClients;
 use tier_xs::sdk_client;
@@ -9,6 +9,7 @@ use tier_xs::sdk_client;
 pub trait LargeAws {
     fn rds(&self) -> aws_sdk_rds::Client;
     fn autoscaling(&self) -> aws_sdk_applicationautoscaling::Client;
+    fn xray(&self) -> aws_sdk_xray::Client;
 }
 
 impl LargeAws for AwsClients {
@@ -17,5 +18,8 @@ impl LargeAws for AwsClients {
     }
     fn autoscaling(&self) -> aws_sdk_applicationautoscaling::Client {
         sdk_client!(self, aws_sdk_applicationautoscaling)
+    }
+    fn xray(&self) -> aws_sdk_xray::Client {
+        sdk_client!(self, aws_sdk_xray)
     }
 }

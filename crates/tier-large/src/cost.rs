@@ -33,6 +33,9 @@ pub struct LargeUsage {
     pub server_metrics: f64,
     /// GB of EMF documents the server sends (a few per minute while it is used).
     pub server_metrics_gb: f64,
+    /// GB of spans the server sends to CloudWatch when Transaction Search keeps them (about
+    /// 0.6 KB each as kept; two for a tool call: its request and the call).
+    pub traces_gb: f64,
 }
 
 impl UsagePart for LargeUsage {
@@ -44,6 +47,7 @@ impl UsagePart for LargeUsage {
                 db_io_million: 0.1,
                 server_metrics: 3.0,
                 server_metrics_gb: 0.01,
+                traces_gb: 0.01,
             }),
             "light" => Some(LargeUsage {
                 db_acu_above_min: 0.25,
@@ -51,6 +55,7 @@ impl UsagePart for LargeUsage {
                 db_io_million: 2.0,
                 server_metrics: 20.0,
                 server_metrics_gb: 0.1,
+                traces_gb: 0.2,
             }),
             "team" => Some(LargeUsage {
                 db_acu_above_min: 2.0,
@@ -58,6 +63,7 @@ impl UsagePart for LargeUsage {
                 db_io_million: 50.0,
                 server_metrics: 45.0,
                 server_metrics_gb: 0.5,
+                traces_gb: 2.0,
             }),
             _ => None,
         }
@@ -68,12 +74,13 @@ impl LargeUsage {
     /// The profile's large-tier amounts in one sentence, for the cost report.
     pub fn describe(&self) -> String {
         format!(
-            "large tier: the database's writer {} ACU above its minimum on average, {} GB stored, {} million I/O requests; {} server metrics from {} GB of EMF documents",
+            "large tier: the database's writer {} ACU above its minimum on average, {} GB stored, {} million I/O requests; {} server metrics from {} GB of EMF documents; {} GB of spans when Transaction Search is on",
             self.db_acu_above_min,
             self.db_storage_gb,
             self.db_io_million,
             self.server_metrics,
-            self.server_metrics_gb
+            self.server_metrics_gb,
+            self.traces_gb
         )
     }
 

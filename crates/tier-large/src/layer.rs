@@ -8,7 +8,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostError, PriceSource, Usage, UsageBook};
-use tier_xs::ladder::{Built, DashboardSpec, Embedded, Layer, LayerContext, ServerPart, TierFlags};
+use tier_xs::ladder::{
+    Built, DashboardSpec, Embedded, Feed, Layer, LayerContext, ServerPart, TierFlags,
+};
 use tier_xs::runtime::RuntimeError;
 use tier_xs::workspace::Tier;
 use tier_xs::xs::XsSettings;
@@ -39,6 +41,10 @@ pub const SETTING_DB_MAX_ACU: &str = "db_max_acu";
 /// The dashboard's least and most tasks (remembered).
 pub const SETTING_MIN_TASKS: &str = "dashboard_min_tasks";
 pub const SETTING_MAX_TASKS: &str = "dashboard_max_tasks";
+/// The most readers of the database (remembered; 0: no reader scaling).
+pub const SETTING_DB_MAX_READERS: &str = "db_max_readers";
+/// Turn CloudWatch Transaction Search on (remembered).
+pub const SETTING_TRANSACTION_SEARCH: &str = "transaction_search";
 
 /// The large tier's deploy flags, and the lower tiers'.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -58,6 +64,17 @@ pub struct LargeFlags {
     /// The most dashboard tasks the autoscaler starts under load (default 6; remembered).
     #[arg(long)]
     pub dashboard_max_tasks: Option<u32>,
+    /// Scale the database's readers on their CPU, up to this many (2 to 15, the deployed
+    /// reader included; default 0: no reader scaling; remembered). Turning it off again
+    /// removes the readers the autoscaler added.
+    #[arg(long, value_name = "READERS")]
+    pub db_max_readers: Option<u32>,
+    /// Turn on CloudWatch Transaction Search so the server's traces are kept. It is a
+    /// setting of the whole account and region (X-Ray's trace destination becomes CloudWatch
+    /// Logs); agentbus never turns it off. Remembered: a later deploy turns it on again if it
+    /// was turned off, and its plan says so; `=false` stops that.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub enable_transaction_search: Option<bool>,
 }
 
 impl TierFlags for LargeFlags {
@@ -74,6 +91,12 @@ impl TierFlags for LargeFlags {
         }
         if let Some(v) = self.dashboard_max_tasks {
             s.insert(SETTING_MAX_TASKS.to_string(), serde_json::json!(v));
+        }
+        if let Some(v) = self.db_max_readers {
+            s.insert(SETTING_DB_MAX_READERS.to_string(), serde_json::json!(v));
+        }
+        if let Some(v) = self.enable_transaction_search {
+            s.insert(SETTING_TRANSACTION_SEARCH.to_string(), serde_json::json!(v));
         }
         s
     }
@@ -94,6 +117,14 @@ impl LargeSettings {
                 .settings
                 .number(SETTING_MAX_TASKS)
                 .map_or(d.max_tasks, |v| v as u32),
+            max_readers: ctx
+                .settings
+                .number(SETTING_DB_MAX_READERS)
+                .map_or(d.max_readers, |v| v as u32),
+            transaction_search: ctx
+                .settings
+                .flag(SETTING_TRANSACTION_SEARCH)
+                .unwrap_or(d.transaction_search),
         }
     }
 }
@@ -210,9 +241,7 @@ async fn store(data_dir: Option<&Path>) -> Result<Arc<dyn VectorStore>, RuntimeE
 /// The deployed workspace's memory: on its Aurora cluster, the password read from the secret
 /// RDS manages and read again every [`database::REREAD_EVERY`] (a rotation changes it) and
 /// at once when the database refuses it, or on the database `AGENTBUS_DATABASE_URL` names.
-async fn aws_store(
-    aws: &AwsClients,
-) -> Result<(Arc<dyn VectorStore>, Option<tier_xs::ladder::Feed>), RuntimeError> {
+async fn aws_store(aws: &AwsClients) -> Result<(Arc<dyn VectorStore>, Option<Feed>), RuntimeError> {
     let Some(cluster) = var(DATABASE_CLUSTER_ENV).filter(|_| var(DATABASE_URL_ENV).is_none())
     else {
         return Ok((store(None).await?, None));
@@ -230,7 +259,7 @@ async fn aws_store(
         .with_reconnect(reconnect);
     let pool = memory.pool().clone();
     let aws = aws.clone();
-    let reread: tier_xs::ladder::Feed = Box::new(move |_server, stop| {
+    let reread: Feed = Box::new(move |_server, stop| {
         Box::pin(async move {
             loop {
                 tokio::select! {
@@ -299,21 +328,75 @@ impl Layer for LargeLayer {
         let (store, reread) = aws_store(aws).await?;
         let memory = Memory::new(store, embedder(None, Some(aws)).await?);
         let mut part = server_part(memory);
-        if let Some(reread) = reread {
-            let reembed = part.feed.take();
-            part.feed = Some(Box::new(move |server, stop| {
-                Box::pin(async move {
-                    let a = reembed.map(|f| f(server.clone(), stop.clone()));
-                    let b = reread(server, stop);
-                    match a {
-                        Some(a) => {
-                            futures::future::join(a, b).await;
-                        }
-                        None => b.await,
-                    }
-                })
-            }));
-        }
+        let feeds: Vec<Feed> = part
+            .feed
+            .take()
+            .into_iter()
+            .chain(reread)
+            .chain(std::iter::once(traces_feed(aws.clone())))
+            .collect();
+        part.feed = Some(Box::new(move |server, stop| {
+            Box::pin(async move {
+                futures::future::join_all(
+                    feeds.into_iter().map(|f| f(server.clone(), stop.clone())),
+                )
+                .await;
+            })
+        }));
         Ok(Some(part))
     }
+}
+
+/// How often a server whose account keeps no traces asks again (Transaction Search may be
+/// turned on after it started).
+const TRACES_RECHECK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether the account keeps the spans sent to CloudWatch's OTLP endpoint: its X-Ray trace
+/// destination is CloudWatch Logs (Transaction Search; PENDING counts, it is on its way).
+async fn traces_kept(aws: &AwsClients) -> Result<bool, String> {
+    use crate::aws::LargeAws;
+    let out = aws
+        .xray()
+        .get_trace_segment_destination()
+        .send()
+        .await
+        .map_err(|e| tier_xs::aws::error_text(&e))?;
+    Ok(out.destination() == Some(&aws_sdk_xray::types::TraceSegmentDestination::CloudWatchLogs))
+}
+
+/// The server's traces: sent while the account keeps them, looked up at the start and every
+/// [`TRACES_RECHECK`] until it does; otherwise the server says once why there are none.
+fn traces_feed(aws: AwsClients) -> Feed {
+    Box::new(move |_server, stop| {
+        Box::pin(async move {
+            let env = var(tier_xs::config::ENV_ENV).unwrap_or_default();
+            let mut said = false;
+            loop {
+                match traces_kept(&aws).await {
+                    Ok(true) => match tier_xs::traces::Exporter::new(&aws, &env) {
+                        Ok(exporter) => return exporter.run(stop).await,
+                        Err(e) => return tracing::error!("{e}"),
+                    },
+                    Ok(false) if !said => {
+                        said = true;
+                        tracing::info!(
+                            "traces are not sent: CloudWatch Transaction Search is off in this account and region (agentbus deploy large --enable-transaction-search turns it on)"
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(e) if !said => {
+                        said = true;
+                        tracing::warn!(
+                            "traces are not sent: asking X-Ray where spans go failed: {e}"
+                        );
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(TRACES_RECHECK) => {}
+                }
+            }
+        })
+    })
 }

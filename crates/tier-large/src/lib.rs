@@ -29,5 +29,7 @@ pub fn ladder() -> tier_xs::ladder::Ladder {
 /// The deploy flags of every tier up to large.
 pub type Flags = layer::LargeFlags;
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -15,9 +15,10 @@ use tier_xs::xs::XsSettings;
 
 use crate::components::cluster::{DbCluster, PORT};
 use crate::components::instance::DbInstance;
-use crate::components::scalable_target::ScalableTarget;
+use crate::components::scalable_target::{ScalableTarget, Scaled};
 use crate::components::scaling_policy::{Tracked, TrackingPolicy};
 use crate::components::subnet_group::DbSubnetGroup;
+use crate::components::transaction_search::TransactionSearch;
 use crate::cost::LargeUsage;
 
 /// The variable naming the workspace's Aurora cluster: the server finds its endpoint and its
@@ -42,6 +43,9 @@ pub mod ids {
     pub const EMBEDDING_ERRORS_ALARM: &str = "embedding-errors-alarm";
     pub const MEMORY_SEARCH_ALARM: &str = "memory-search-alarm";
     pub const SERVER_METRICS_LOG_GROUP: &str = "server-metrics-log-group";
+    pub const DB_READER_SCALING_TARGET: &str = "db-reader-scaling-target";
+    pub const DB_READER_SCALING_POLICY: &str = "db-reader-scaling-policy";
+    pub const TRANSACTION_SEARCH: &str = "transaction-search";
 }
 
 /// Days the server's EMF documents are kept (CloudWatch has taken the metrics out of them
@@ -90,6 +94,11 @@ pub struct LargeSettings {
     /// The dashboard's task count, which the autoscaler keeps between these.
     pub min_tasks: u32,
     pub max_tasks: u32,
+    /// The most readers the database's autoscaler may run (the deployed one included); 0:
+    /// no reader scaling (the default).
+    pub max_readers: u32,
+    /// Turn CloudWatch Transaction Search on (account-wide) so the server's traces are kept.
+    pub transaction_search: bool,
 }
 
 /// Two dashboard tasks at least, one in each of the two zones the service spans (ECS spreads
@@ -111,6 +120,11 @@ pub const DASHBOARD_REQUESTS_PER_TASK: f64 = 30_000.0;
 /// own needs; 0.5 ACU (1 GiB) leaves the buffer cache too small and search latency doubles
 /// when the index falls out of it (measured with pgvector's defaults at 128 MB of cache).
 pub const DEFAULT_MIN_ACU: f64 = 1.0;
+/// The readers' average CPU the database's autoscaler keeps, when it runs: a reader added at
+/// 70 % takes minutes to start, so searches on the others have room meanwhile.
+pub const DB_READER_CPU_TARGET: f64 = 70.0;
+/// Readers Aurora takes in a cluster at most (15 Aurora Replicas).
+pub const MOST_READERS: u32 = 15;
 pub const DEFAULT_MAX_ACU: f64 = 8.0;
 
 impl Default for LargeSettings {
@@ -120,6 +134,8 @@ impl Default for LargeSettings {
             max_acu: DEFAULT_MAX_ACU,
             min_tasks: DEFAULT_MIN_TASKS,
             max_tasks: DEFAULT_MAX_TASKS,
+            max_readers: 0,
+            transaction_search: false,
         }
     }
 }
@@ -229,37 +245,88 @@ impl LargeOwn {
                 service.clone(),
                 tags("dashboard"),
             ),
-            cluster: ws.id(),
-            service,
-            service_id: tier_xs::xs::ids::DASHBOARD_SERVICE,
+            scaled: Scaled::EcsService {
+                cluster: ws.id(),
+                service,
+                resource: tier_xs::xs::ids::DASHBOARD_SERVICE,
+            },
             min: settings.min_tasks,
             max: settings.max_tasks,
+            enabled: true,
         }));
-        let policy = |id, name: &str, metric, target| -> Arc<dyn Resource> {
-            Arc::new(TrackingPolicy {
-                meta: Meta::new(id, t, ws.name(name), Vec::new()),
-                target_id: ids::DASHBOARD_SCALING_TARGET,
-                metric,
-                target,
-                scale_out_cooldown: 60,
-                scale_in_cooldown: 300,
-            })
-        };
+        let policy =
+            |id, target_id, name: &str, metric, target, out, enabled| -> Arc<dyn Resource> {
+                Arc::new(TrackingPolicy {
+                    meta: Meta::new(id, t, ws.name(name), Vec::new()),
+                    target_id,
+                    metric,
+                    target,
+                    scale_out_cooldown: out,
+                    scale_in_cooldown: 300,
+                    enabled,
+                })
+            };
         resources.push(policy(
             ids::DASHBOARD_SCALING_POLICY,
+            ids::DASHBOARD_SCALING_TARGET,
             "dashboard-cpu",
             Tracked::ServiceCpu,
             DASHBOARD_CPU_TARGET,
+            60,
+            true,
         ));
         resources.push(policy(
             ids::DASHBOARD_REQUESTS_POLICY,
+            ids::DASHBOARD_SCALING_TARGET,
             "dashboard-requests",
             Tracked::RequestsPerTarget {
                 load_balancer_id: tier_small::tier::ids::LOAD_BALANCER,
                 target_group_id: tier_small::tier::ids::TARGET_GROUP,
             },
             DASHBOARD_REQUESTS_PER_TASK,
+            60,
+            true,
         ));
+        // Reader scaling, when asked for: the deployed reader counts, so the autoscaler keeps
+        // at least that one and adds up to the most asked.
+        if settings.max_readers == 1 || settings.max_readers > MOST_READERS {
+            problems.push(Problem::new(format!(
+                "--db-max-readers {}: 0 (no reader scaling) or 2 to {MOST_READERS} (the deployed reader and those the autoscaler may add)",
+                settings.max_readers
+            )));
+        }
+        // Always in the universe, so that turning it off removes it.
+        let readers = settings.max_readers > 1;
+        resources.push(Arc::new(ScalableTarget {
+            meta: Meta::new(ids::DB_READER_SCALING_TARGET, t, name.clone(), tags("db")),
+            scaled: Scaled::AuroraReaders {
+                cluster: name.clone(),
+                resource: ids::DB_READER,
+            },
+            min: 1,
+            max: settings.max_readers.clamp(1, MOST_READERS),
+            enabled: readers,
+        }));
+        // A reader takes minutes to start: no second one for five minutes.
+        resources.push(policy(
+            ids::DB_READER_SCALING_POLICY,
+            ids::DB_READER_SCALING_TARGET,
+            "db-readers-cpu",
+            Tracked::ReaderCpu,
+            DB_READER_CPU_TARGET,
+            300,
+            readers,
+        ));
+        resources.push(Arc::new(TransactionSearch {
+            meta: Meta::new(
+                ids::TRANSACTION_SEARCH,
+                t,
+                format!("account {} in {}", ws.account, ws.region),
+                Vec::new(),
+            ),
+            enable: settings.transaction_search,
+            policy: TransactionSearch::policy(ws).to_string(),
+        }));
         resources.push(Arc::new(LogGroup {
             meta: Meta::new(
                 ids::SERVER_METRICS_LOG_GROUP,
@@ -301,6 +368,13 @@ impl LargeOwn {
         spec.task_statements.push(statement(
             &["logs:CreateLogStream", "logs:PutLogEvents"],
             &[ws.arn("logs", &format!("log-group:{group}:*"))],
+        ));
+        // Its traces, to CloudWatch's OTLP endpoint when the account keeps them: the server
+        // asks X-Ray where spans go, and sends them (authorized as PutTraceSegments). Neither
+        // action takes a resource (Service Authorization Reference, AWS X-Ray).
+        spec.task_statements.push(statement(
+            &["xray:GetTraceSegmentDestination", "xray:PutTraceSegments"],
+            &["*".to_string()],
         ));
         spec.env
             .push((DATABASE_CLUSTER_ENV.to_string(), self.cluster.clone()));

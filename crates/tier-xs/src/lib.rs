@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ops;
 pub mod runtime;
 pub mod server;
+pub mod traces;
 pub mod workspace;
 pub mod xs;
 

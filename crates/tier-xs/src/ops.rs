@@ -556,7 +556,10 @@ impl Deployer {
             .collect();
         let after = monthly_total(
             plan.resources.iter().filter(|r| {
-                target.is_some_and(|t| r.tier() <= t && r.wanted()) || kept.contains(r.id())
+                target.is_some_and(|t| r.tier() <= t && r.wanted())
+                    || kept.contains(r.id())
+                    // An account's setting that is on stays on.
+                    || (r.account_setting() && observed.contains(r.id()))
             }),
             region,
             usage,

@@ -79,6 +79,18 @@ impl DbCluster {
             .build()
     }
 
+    /// Waits until the cluster is no longer described (RDS takes minutes to delete one).
+    async fn gone(&self, aws: &AwsClients) -> Result<(), EngineError> {
+        wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
+            Ok(match self.describe(aws).await {
+                Ok(None) => Ok(()),
+                Ok(Some(c)) => Err(format!("status {}", c.status().unwrap_or("unknown"))),
+                Err(e) => Err(rds_error(e).to_string()),
+            })
+        })
+        .await
+    }
+
     /// Waits until the cluster is `available` (RDS takes minutes to create or change one).
     async fn available(&self, aws: &AwsClients) -> Result<(), EngineError> {
         wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
@@ -137,6 +149,15 @@ impl Resource for DbCluster {
                 &cluster,
             )
             .write(&["rds:CreateDBClusterSnapshot"], &snapshots)
+            // Before the cluster goes, the readers its autoscaler added.
+            .read(&["rds:DescribeDBInstances"], &[ws.arn("rds", "db:*")])
+            .write(
+                &["rds:DeleteDBInstance"],
+                &[ws.arn(
+                    "rds",
+                    &format!("db:{}*", super::instance::AUTOSCALED_PREFIX),
+                )],
+            )
             // A managed master password: RDS creates and rotates the secret on the caller's
             // behalf (Aurora User Guide, "Password management with Secrets Manager").
             .write(
@@ -230,7 +251,16 @@ impl Resource for DbCluster {
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        if self.describe(aws).await?.is_none() {
+        let mut existing = self.describe(aws).await?;
+        // One of the same name on its way out (its replacement): let it go first.
+        if existing
+            .as_ref()
+            .is_some_and(|c| c.status() == Some("deleting"))
+        {
+            self.gone(aws).await?;
+            existing = None;
+        }
+        if existing.is_none() {
             aws.rds()
                 .create_db_cluster()
                 .db_cluster_identifier(&m.name)
@@ -299,6 +329,8 @@ impl Resource for DbCluster {
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         let m = &self.meta;
+        // Readers the autoscaler added are members too: a cluster with members stays.
+        super::instance::delete_autoscaled_readers(aws, m, &m.name).await?;
         let mut req = aws.rds().delete_db_cluster().db_cluster_identifier(&m.name);
         req = if self.protect {
             let stamp = tier_xs::engine::lock::iso(tier_xs::engine::lock::now_secs())
@@ -314,14 +346,7 @@ impl Resource for DbCluster {
             m,
             "DeleteDBCluster",
         )?;
-        wait_until(&m.name, WAIT, Duration::from_secs(10), || async {
-            Ok(match self.describe(aws).await {
-                Ok(None) => Ok(()),
-                Ok(Some(c)) => Err(format!("status {}", c.status().unwrap_or("unknown"))),
-                Err(e) => Err(rds_error(e).to_string()),
-            })
-        })
-        .await
+        self.gone(aws).await
     }
     fn monthly_cost(&self, ctx: &CostContext<'_>) -> Result<Vec<CostLine>, CostError> {
         let p = crate::cost::PRICES.region(ctx.region)?;

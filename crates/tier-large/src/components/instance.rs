@@ -25,6 +25,80 @@ pub const CLASS: &str = "db.serverless";
 
 const WAIT: Duration = Duration::from_secs(45 * 60);
 
+/// How Application Auto Scaling names the Aurora Replicas it adds to a cluster.
+pub const AUTOSCALED_PREFIX: &str = "application-autoscaling-";
+
+/// Deletes the readers Application Auto Scaling added to `cluster` and waits until they are
+/// gone: it removes its readers only while it scales, so once its target is deregistered
+/// (reader scaling turned off, or the tier removed) they would stay, and a cluster with
+/// members cannot be deleted. Returns how many there were.
+pub async fn delete_autoscaled_readers(
+    aws: &AwsClients,
+    meta: &Meta,
+    cluster: &str,
+) -> Result<usize, EngineError> {
+    let added = || async {
+        let out = found(
+            aws.rds()
+                .describe_db_instances()
+                .filters(
+                    aws_sdk_rds::types::Filter::builder()
+                        .name("db-cluster-id")
+                        .values(cluster)
+                        .build(),
+                )
+                .send()
+                .await,
+            DescribeDBInstancesError::is_db_instance_not_found_fault,
+            meta,
+            "DescribeDBInstances",
+        )?;
+        Ok::<_, EngineError>(
+            out.map(|o| {
+                o.db_instances()
+                    .iter()
+                    .filter_map(|i| i.db_instance_identifier())
+                    .filter(|id| id.starts_with(AUTOSCALED_PREFIX))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
+        )
+    };
+    let readers = added().await?;
+    for id in &readers {
+        match aws
+            .rds()
+            .delete_db_instance()
+            .db_instance_identifier(id)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error().is_some_and(|e| {
+                    e.is_db_instance_not_found_fault() || e.is_invalid_db_instance_state_fault()
+                }) => {}
+            Err(e) => return Err(meta.fail("DeleteDBInstance", e)),
+        }
+    }
+    if !readers.is_empty() {
+        wait_until(&meta.name, WAIT, Duration::from_secs(10), || async {
+            let left = added().await?;
+            Ok(if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the autoscaler's readers {} are still there",
+                    left.join(", ")
+                ))
+            })
+        })
+        .await?;
+    }
+    Ok(readers.len())
+}
+
 pub struct DbInstance {
     pub meta: Meta,
     /// The cluster's logical id (its `name` output).
@@ -141,7 +215,16 @@ impl Resource for DbInstance {
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        if self.describe(aws).await?.is_none() {
+        let mut existing = self.describe(aws).await?;
+        // One of the same name on its way out (a downgrade just before): let it go first.
+        if existing
+            .as_ref()
+            .is_some_and(|i| i.db_instance_status() == Some("deleting"))
+        {
+            self.settled(aws, true).await?;
+            existing = None;
+        }
+        if existing.is_none() {
             aws.rds()
                 .create_db_instance()
                 .db_instance_identifier(&m.name)

@@ -1,12 +1,14 @@
 //! The large tier's resource kinds, one per module: the database's subnet group, the Aurora
-//! cluster and its instances (RDS resources, sharing RDS's tag API), and the dashboard's
-//! autoscaler: its scalable target and CPU scaling policy.
+//! cluster and its instances (RDS resources, sharing RDS's tag API), the autoscalers of the
+//! dashboard's tasks and the database's readers (scalable targets and target-tracking
+//! policies), and the account's Transaction Search setting.
 
 pub mod cluster;
 pub mod instance;
 pub mod scalable_target;
 pub mod scaling_policy;
 pub mod subnet_group;
+pub mod transaction_search;
 
 use aws_sdk_rds::types::Tag;
 use tier_xs::engine::{EngineError, pair};

@@ -32,6 +32,8 @@ pub enum Tracked {
         load_balancer_id: &'static str,
         target_group_id: &'static str,
     },
+    /// The average CPU of an Aurora cluster's readers, in percent.
+    ReaderCpu,
 }
 
 pub struct TrackingPolicy {
@@ -46,6 +48,8 @@ pub struct TrackingPolicy {
     pub scale_out_cooldown: i32,
     /// Seconds between a scale in and the next one: slow to give tasks back.
     pub scale_in_cooldown: i32,
+    /// The settings ask for it (its target's); one not asked for is removed.
+    pub enabled: bool,
 }
 
 /// ALBRequestCountPerTarget's resource label: `app/{lb name}/{lb id}/targetgroup/{tg name}/{tg
@@ -62,6 +66,21 @@ impl TrackingPolicy {
         match self.metric {
             Tracked::ServiceCpu => MetricType::EcsServiceAverageCpuUtilization,
             Tracked::RequestsPerTarget { .. } => MetricType::AlbRequestCountPerTarget,
+            Tracked::ReaderCpu => MetricType::RdsReaderAverageCpuUtilization,
+        }
+    }
+
+    /// The service and count the metric steers: a service's tasks, or a cluster's readers.
+    fn scaled(&self) -> (ServiceNamespace, ScalableDimension) {
+        match self.metric {
+            Tracked::ServiceCpu | Tracked::RequestsPerTarget { .. } => (
+                ServiceNamespace::Ecs,
+                ScalableDimension::EcsServiceDesiredCount,
+            ),
+            Tracked::ReaderCpu => (
+                ServiceNamespace::Rds,
+                ScalableDimension::RdsClusterReadReplicaCount,
+            ),
         }
     }
 
@@ -133,8 +152,8 @@ impl TrackingPolicy {
         aws.autoscaling()
             .put_scaling_policy()
             .policy_name(&self.meta.name)
-            .service_namespace(ServiceNamespace::Ecs)
-            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .service_namespace(self.scaled().0)
+            .scalable_dimension(self.scaled().1)
             .resource_id(resource)
             .policy_type(PolicyType::TargetTrackingScaling)
             .target_tracking_scaling_policy_configuration(self.configuration(outputs)?)
@@ -152,6 +171,9 @@ impl Resource for TrackingPolicy {
     }
     fn kind(&self) -> &'static str {
         "scaling policy"
+    }
+    fn wanted(&self) -> bool {
+        self.enabled
     }
     fn permissions(&self, ws: &Workspace) -> Permissions {
         let target = ws.arn("application-autoscaling", "scalable-target/*");
@@ -178,7 +200,7 @@ impl Resource for TrackingPolicy {
     }
     fn depends_on(&self) -> Vec<&'static str> {
         match self.metric {
-            Tracked::ServiceCpu => vec![self.target_id],
+            Tracked::ServiceCpu | Tracked::ReaderCpu => vec![self.target_id],
             Tracked::RequestsPerTarget {
                 load_balancer_id,
                 target_group_id,
@@ -194,7 +216,7 @@ impl Resource for TrackingPolicy {
         let out = aws
             .autoscaling()
             .describe_scaling_policies()
-            .service_namespace(ServiceNamespace::Ecs)
+            .service_namespace(self.scaled().0)
             .policy_names(&self.meta.name)
             .send()
             .await

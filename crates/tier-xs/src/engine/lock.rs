@@ -209,6 +209,11 @@ impl StoredSettings {
     pub fn number(&self, key: &str) -> Option<f64> {
         self.values.get(key).and_then(|v| v.as_f64())
     }
+
+    /// A yes-or-no setting.
+    pub fn flag(&self, key: &str) -> Option<bool> {
+        self.values.get(key).and_then(|v| v.as_bool())
+    }
 }
 
 /// The workspace's deploy table.

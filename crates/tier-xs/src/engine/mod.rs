@@ -379,6 +379,16 @@ pub trait Resource: Send + Sync {
     fn protected(&self) -> Option<String> {
         None
     }
+    /// A setting of the whole account that a deploy may turn on but never off (CloudWatch
+    /// Transaction Search): once no plan wants it, plans leave it as it is and do not show it.
+    fn account_setting(&self) -> bool {
+        false
+    }
+    /// What the plan says when the target tier includes this resource, the deploy does not
+    /// want it ([`Resource::wanted`]) and it does not exist: what is missing without it.
+    fn note_when_absent(&self) -> Option<String> {
+        None
+    }
     /// Whether an in-place update keeps this resource's outputs (a new task definition
     /// revision, for one, does not).
     fn outputs_stable_on_update(&self) -> bool {
@@ -675,7 +685,13 @@ where
 /// How long a create waits for AWS to settle before its error counts.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(180);
 
-/// Polls `check` every `every` until it returns `Some`, or fails after `limit`.
+/// The first pause of [`wait_until`]: it doubles from here up to the pause asked for, so a
+/// change that settles in a second is seen then, and a long one is not polled more often
+/// than asked.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+
+/// Polls `check` until it returns `Some`, or fails after `limit`: first after a second, then
+/// after twice as long each time, up to `every`.
 pub async fn wait_until<T, F, Fut>(
     resource: &str,
     limit: Duration,
@@ -687,6 +703,7 @@ where
     Fut: std::future::Future<Output = Result<Result<T, String>, EngineError>>,
 {
     let start = tokio::time::Instant::now();
+    let mut pause = FIRST_PAUSE.min(every);
     loop {
         match check().await? {
             Ok(v) => return Ok(v),
@@ -700,7 +717,8 @@ where
                 }
             }
         }
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(every);
     }
 }
 

@@ -505,9 +505,11 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
     }
 
     let mut by_index: BTreeMap<usize, Change> = BTreeMap::new();
+    let mut notes = Vec::new();
     for &i in &order {
         let r = &req.universe[i];
-        let wanted = req.target.is_some_and(|t| r.tier() <= t) && r.wanted();
+        let in_target = req.target.is_some_and(|t| r.tier() <= t);
+        let wanted = in_target && r.wanted();
         let mut change = Change {
             id: r.id(),
             kind: r.kind(),
@@ -520,7 +522,14 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
             notes: Vec::new(),
         };
         match (&observed[i], wanted) {
-            (None, false) => continue,
+            (None, false) => {
+                if in_target && let Some(n) = r.note_when_absent() {
+                    notes.push(n);
+                }
+                continue;
+            }
+            // An account's setting is left as it is once no plan asks for it.
+            (Some(_), false) if r.account_setting() => continue,
             (None, true) => {
                 change.action = Action::Create;
                 change.fields = diff(
@@ -603,7 +612,7 @@ pub async fn plan(aws: &AwsClients, req: PlanRequest) -> Result<Plan, EngineErro
         target: req.target,
         changes,
         problems,
-        notes: Vec::new(),
+        notes,
         cost: None,
         observed: observed_map,
         resources: req.universe,

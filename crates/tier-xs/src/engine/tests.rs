@@ -28,6 +28,8 @@ struct Fake {
     dep: Option<&'static str>,
     data: bool,
     fail_create: bool,
+    /// An account's setting, wanted only when this is set (see [`Resource::account_setting`]).
+    setting: Option<bool>,
     cloud: Arc<Cloud>,
 }
 
@@ -40,6 +42,7 @@ impl Fake {
             dep: None,
             data: false,
             fail_create: false,
+            setting: None,
             cloud: cloud.clone(),
         }
     }
@@ -77,6 +80,20 @@ impl Resource for Fake {
     }
     fn data_bearing(&self) -> bool {
         self.data
+    }
+    fn wanted(&self) -> bool {
+        self.setting != Some(false)
+    }
+    fn account_setting(&self) -> bool {
+        self.setting.is_some()
+    }
+    fn note_when_absent(&self) -> Option<String> {
+        self.setting.map(|_| {
+            format!(
+                "{} is off: pass --enable-{} to turn it on",
+                self.id, self.id
+            )
+        })
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
         let d = Desired::new().set("value", self.value);
@@ -183,6 +200,55 @@ async fn a_downgrade_deletes_higher_tier_resources_but_keeps_their_data() {
         .unwrap();
     assert_eq!(p.count(Action::Create), 1);
     assert_eq!(p.count(Action::Delete), 0);
+}
+
+#[tokio::test]
+async fn an_account_setting_is_turned_on_when_asked_and_never_turned_off_or_shown_after() {
+    let cloud = Arc::new(Cloud::default());
+    let setting = |on: bool| -> Vec<Arc<dyn Resource>> {
+        vec![
+            Arc::new(Fake::new(&cloud, "base", Tier::ExtraSmall)),
+            Arc::new(Fake {
+                setting: Some(on),
+                ..Fake::new(&cloud, "search", Tier::Large)
+            }),
+        ]
+    };
+    let aws = offline_clients();
+    // Off and not asked for: the plan says what is missing, and changes nothing for it.
+    let p = plan(&aws, req(setting(false), Some(Tier::Large), false))
+        .await
+        .unwrap();
+    assert!(p.change("search").is_none());
+    assert_eq!(
+        p.notes,
+        ["search is off: pass --enable-search to turn it on"]
+    );
+    // Below the tier that uses it, nothing is said.
+    let p = plan(&aws, req(setting(false), Some(Tier::Medium), false))
+        .await
+        .unwrap();
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    // Asked for: turned on.
+    let p = plan(&aws, req(setting(true), Some(Tier::Large), false))
+        .await
+        .unwrap();
+    assert_eq!(p.change("search").unwrap().action, Action::Create);
+    assert!(apply(&aws, &p, ApplyOptions::default()).await.succeeded());
+    // Then neither a plan that no longer asks, nor a downgrade, nor a destroy with the data
+    // flag turns it off or shows it.
+    for (target, data) in [
+        (Some(Tier::Large), false),
+        (Some(Tier::Small), false),
+        (None, true),
+    ] {
+        let p = plan(&aws, req(setting(false), target, data)).await.unwrap();
+        assert!(p.change("search").is_none(), "{target:?}");
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        assert!(apply(&aws, &p, ApplyOptions::default()).await.succeeded());
+    }
+    assert!(cloud.values.lock().unwrap().contains_key("search"));
+    assert!(!cloud.values.lock().unwrap().contains_key("base"));
 }
 
 #[tokio::test]

@@ -661,22 +661,64 @@ impl ServerHandler for AgentbusMcp {
             "unknown".to_string()
         };
         let tenant = self.who(&context).ok().map(|id| id.tenant);
-        let trace = context
+        // The request's trace (over stdio there is none: the call starts its own).
+        let ctx = context
             .extensions
             .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<super::trace::TraceId>())
+            .and_then(|p| p.extensions.get::<super::trace::TraceContext>())
             .cloned()
-            .unwrap_or_else(super::trace::TraceId::random);
+            .unwrap_or_else(|| super::trace::TraceContext::of(&Default::default()));
+        let trace = &ctx.trace;
+        let exported = crate::traces::wanted(&ctx).then(std::time::SystemTime::now);
         // At the level of the lines always logged, so a tool's warnings and errors carry it.
         let span = tracing::error_span!("tool", trace_id = %trace, tool = %tool);
         let call = ToolCallContext::new(self, request, context);
-        let result = self.tool_router.call(call).instrument(span).await;
+        let result = self.tool_router.call(call).instrument(span.clone()).await;
         let elapsed = started.elapsed();
-        let failed = match &result {
-            Ok(rmcp::model::CallToolResponse::Complete(r)) => r.is_error == Some(true),
-            Ok(_) => false,
-            Err(_) => true,
+        let failure = match &result {
+            Ok(rmcp::model::CallToolResponse::Complete(r)) if r.is_error == Some(true) => {
+                Some("tool_error")
+            }
+            Ok(_) => None,
+            Err(_) => Some("invalid_request"),
         };
+        let failed = failure.is_some();
+        if let Some(start) = exported {
+            use crate::traces::{Attr, Kind, Span};
+            let mut attributes = vec![
+                ("mcp.method.name", Attr::Str("tools/call".into())),
+                ("gen_ai.operation.name", Attr::Str("execute_tool".into())),
+                ("gen_ai.tool.name", Attr::Str(tool.clone())),
+            ];
+            if let Some(t) = &tenant {
+                attributes.push(("agentbus.tenant", Attr::Str(t.to_string())));
+            }
+            if let Some(kind) = failure {
+                attributes.push(("error.type", Attr::Str(kind.into())));
+            }
+            crate::traces::record(Span {
+                trace: ctx.trace.clone(),
+                id: super::trace::SpanId::random(),
+                // A child of the request it came in.
+                parent: Some(ctx.span),
+                name: format!("tools/call {tool}"),
+                kind: Kind::Internal,
+                start,
+                end: std::time::SystemTime::now(),
+                attributes,
+                error: failure.map(str::to_string),
+            });
+        }
+        if let Some(error) = failure {
+            // In the call's span: the line carries its trace id and tool.
+            span.in_scope(|| {
+                tracing::info!(
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    error,
+                    "tool call failed"
+                )
+            });
+        }
         let values = [
             (
                 names::TOOL_LATENCY,
