@@ -303,9 +303,9 @@ async fn main() {
     let mut warm = PgMemory::connect(url).await.unwrap();
     warm.exact_below = 0;
     measure(&warm, &big, &queries, &big_truth).await;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
     for ef in [40, 64, 80, 100] {
-        let mut s = PgMemory::connect(url).await.unwrap();
-        s.ef_search = ef;
+        let mut s = PgMemory::connect_tuned(options.clone(), ef).await.unwrap();
         s.exact_below = 0;
         explain(&s, &big, &queries[0], ef).await;
         let (r, p50, p99) = measure(&s, &big, &queries, &big_truth).await;
@@ -324,9 +324,8 @@ async fn main() {
         ("through the index, iterative scan", 0),
     ] {
         for ef in [40, 100] {
-            let mut s = PgMemory::connect(url).await.unwrap();
+            let mut s = PgMemory::connect_tuned(options.clone(), ef).await.unwrap();
             s.exact_below = exact_below;
-            s.ef_search = ef;
             let (r, p50, p99) = measure(&s, &small, &queries, &small_truth).await;
             println!(
                 "pgvector tenant with {} rows (1 %), {label}, ef_search {ef}: recall@10 {r:.3}, p50 {}, p99 {}",

@@ -511,6 +511,8 @@ fn the_official_conformance_suite_and_the_inspector_cli_accept_the_server() {
         "tools-list",
         "server-sse-multiple-streams",
         "dns-rebinding-protection",
+        "logging-set-level",
+        "resources-list",
     ] {
         assert!(
             text.lines()
@@ -1246,6 +1248,26 @@ fn up_small_serves_the_artifacts_timeline_and_monitor_tools_to_the_python_sdk() 
     let b = token(&dir, "tenant-b", "user");
     let viewer = token(&dir, "tenant-a", "viewer");
     small_client(port, &a, &b, &viewer, "embedded");
+    // The same data as MCP resources, completed keys, and log messages to a session that
+    // asks (with two fresh tenants: the client counts exactly what it wrote).
+    let (c, d) = (
+        token(&dir, "tenant-c", "user"),
+        token(&dir, "tenant-d", "user"),
+    );
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/mcp/resources_client.py"
+        ))
+        .args([&format!("http://127.0.0.1:{port}/mcp"), &c, &d])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python MCP client (resources) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The dashboard's API for the panels: behind the token, per tenant, input checked.
     assert_eq!(http(port, "GET", "/api/artifacts", None, None).0, 401);
     let (code, body) = http(port, "GET", "/api/artifacts?prefix=plans/", Some(&a), None);

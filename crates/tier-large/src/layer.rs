@@ -254,10 +254,12 @@ async fn aws_store(aws: &AwsClients) -> Result<(Arc<dyn VectorStore>, Option<Fee
             Box::pin(async move { database::options(&aws, &at).await })
         })
     };
-    let memory = PgMemory::connect_with(database::options(aws, &at).await?)
-        .await?
-        .with_reconnect(reconnect);
-    let pool = memory.pool().clone();
+    let memory = Arc::new(
+        PgMemory::connect_with(database::options(aws, &at).await?)
+            .await?
+            .with_reconnect(reconnect),
+    );
+    let store = memory.clone();
     let aws = aws.clone();
     let reread: Feed = Box::new(move |_server, stop| {
         Box::pin(async move {
@@ -267,13 +269,13 @@ async fn aws_store(aws: &AwsClients) -> Result<(Arc<dyn VectorStore>, Option<Fee
                     _ = tokio::time::sleep(database::REREAD_EVERY) => {}
                 }
                 match database::options(&aws, &at).await {
-                    Ok(o) => pool.set_connect_options(o),
+                    Ok(o) => store.set_connect_options(o),
                     Err(e) => tracing::warn!("reading the database's password again: {e}"),
                 }
             }
         })
     });
-    Ok((Arc::new(memory), Some(reread)))
+    Ok((memory, Some(reread)))
 }
 
 #[async_trait]

@@ -296,6 +296,18 @@ async fn pgvector_index_searches_return_k_rows_for_a_small_tenant_next_to_a_big_
         plan.iter().any(|l| l.contains("memory_hnsw_384")),
         "{plan:#?}"
     );
+    // The store's connections start with the iterative scan and its ef_search: a search
+    // needs no transaction to set them.
+    for (setting, value) in [
+        ("hnsw.iterative_scan", "relaxed_order"),
+        ("hnsw.ef_search", "100"),
+    ] {
+        let shown: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(shown, value, "{setting}");
+    }
     // Without the iterative scan, the same search stops at ef_search candidates, nearly all
     // of them the big tenant's: fewer than k rows (what the store's setting prevents).
     let mut tx = store.pool().begin().await.unwrap();

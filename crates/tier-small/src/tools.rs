@@ -288,6 +288,10 @@ impl ToolExtension for SmallTools {
         include_str!("panels.html")
     }
 
+    fn resources(&self) -> Vec<Arc<dyn tier_xs::server::resources::ResourceSource>> {
+        vec![Arc::new(ArtifactResources(self.artifacts.clone()))]
+    }
+
     /// An inline artifact of the largest size, base64 in JSON (a third more), with room for
     /// the JSON-RPC envelope and the other arguments.
     fn max_request_bytes(&self) -> usize {
@@ -517,6 +521,79 @@ impl ToolExtension for SmallTools {
         let mut all = vec![put, get, list, delete, url, append, query];
         all.extend(crate::monitor_tools::routes(&self.monitor));
         all
+    }
+}
+
+/// The tenant's artifacts as MCP resources: `agentbus://artifacts/{key}`, text when their
+/// type is text and they are UTF-8, bytes (base64) otherwise.
+struct ArtifactResources(Arc<dyn ArtifactStore>);
+
+#[async_trait::async_trait]
+impl tier_xs::server::resources::ResourceSource for ArtifactResources {
+    fn kind(&self) -> &'static str {
+        "artifacts"
+    }
+    fn describe(&self) -> (&'static str, &'static str) {
+        (
+            "Artifact",
+            "An artifact of your tenant (a plan, report, diff…): text when its type is text, bytes otherwise.",
+        )
+    }
+    async fn list(
+        &self,
+        tenant: &tier_xs::runtime::Tenant,
+        prefix: &str,
+        cursor: Option<&str>,
+    ) -> Result<
+        (Vec<tier_xs::server::resources::Listed>, Option<String>),
+        tier_xs::runtime::RuntimeError,
+    > {
+        let page = self
+            .0
+            .list(
+                tenant,
+                prefix,
+                cursor,
+                Some(tier_xs::server::resources::PAGE),
+            )
+            .await?;
+        Ok((
+            page.artifacts
+                .into_iter()
+                .map(|a| tier_xs::server::resources::Listed {
+                    key: a.key,
+                    mime_type: Some(a.content_type),
+                    size: Some(a.size),
+                })
+                .collect(),
+            page.next_cursor,
+        ))
+    }
+    async fn read(
+        &self,
+        tenant: &tier_xs::runtime::Tenant,
+        key: &str,
+    ) -> Result<Option<tier_xs::server::resources::Contents>, tier_xs::runtime::RuntimeError> {
+        use tier_xs::server::resources::{Contents, is_text};
+        Ok(self.0.get(tenant, key).await?.map(|(meta, bytes)| {
+            if is_text(&meta.content_type) {
+                match String::from_utf8(bytes) {
+                    Ok(text) => Contents::Text {
+                        mime_type: meta.content_type,
+                        text,
+                    },
+                    Err(e) => Contents::Bytes {
+                        mime_type: meta.content_type,
+                        bytes: e.into_bytes(),
+                    },
+                }
+            } else {
+                Contents::Bytes {
+                    mime_type: meta.content_type,
+                    bytes,
+                }
+            }
+        }))
     }
 }
 

@@ -8,6 +8,11 @@
 //! yields `k` rows (a plain HNSW scan stops after `ef_search` candidates, most of them other
 //! tenants'), and re-orders them exactly.
 //!
+//! The scan settings are the connections' own (startup options), so a search is one query
+//! on the pool: no transaction around a `SET LOCAL`. The collection's size that picks the plan
+//! is read at most every [`COUNT_FOR`] per collection: either plan returns the right rows, the
+//! size only decides which is faster.
+//!
 //! Vectors of any size are stored in one `vector` column; the indexes are expression
 //! indexes on `embedding::vector(N)` for the sizes in [`INDEXED_DIMENSIONS`], partial on
 //! `dimensions = N` (pgvector's documented way to index mixed sizes). Other sizes are
@@ -15,8 +20,10 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -56,8 +63,31 @@ pub struct PgMemory {
     refused: AtomicBool,
     /// Collections smaller than this are scanned exactly.
     pub exact_below: u64,
-    /// `hnsw.ef_search` of index scans.
-    pub ef_search: u32,
+    /// `hnsw.ef_search` of index scans (the connections' own, see [`PgMemory::connect_tuned`]).
+    ef_search: u32,
+    /// Collection sizes lately read, with when.
+    counts: Mutex<HashMap<CollectionKey, (u64, Instant)>>,
+}
+
+/// A collection of one model's vectors: (tenant, collection, model).
+type CollectionKey = (String, String, String);
+
+/// The default `hnsw.ef_search`: recall@10 0.98 on 100,000 MiniLM vectors
+/// (`docs/benchmarks/vector-search.md`).
+pub const DEFAULT_EF_SEARCH: u32 = 100;
+/// How long a collection's size is taken as read before a search reads it again.
+pub const COUNT_FOR: Duration = Duration::from_secs(5);
+/// Sizes remembered at most (then forgotten all at once).
+const COUNTS_KEPT: usize = 10_000;
+
+/// `options` with the index scan settings every connection starts with: iterative scans
+/// (a tenant's filter still yields `k` rows) and `ef_search`. pgvector's settings are
+/// accepted at connection start before the extension is loaded, as placeholders it adopts.
+fn tuned(options: PgConnectOptions, ef_search: u32) -> PgConnectOptions {
+    options.options([
+        ("hnsw.iterative_scan", "relaxed_order".to_string()),
+        ("hnsw.ef_search", ef_search.clamp(1, 1000).to_string()),
+    ])
 }
 
 /// PostgreSQL's "invalid_password" and "invalid_authorization_specification" (SQLSTATE class
@@ -121,33 +151,48 @@ impl PgMemory {
 
     /// Connects with `options` (a host, a user and a password read from a secret, say) and
     /// brings the schema up to date.
-    pub async fn connect_with(
-        options: sqlx::postgres::PgConnectOptions,
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, RuntimeError> {
+        Self::connect_tuned(options, DEFAULT_EF_SEARCH).await
+    }
+
+    /// [`PgMemory::connect_with`], index scans with `hnsw.ef_search = ef_search`.
+    pub async fn connect_tuned(
+        options: PgConnectOptions,
+        ef_search: u32,
     ) -> Result<Self, RuntimeError> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10))
             // A writer switch (failover) closes connections: check before handing one out.
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(tuned(options, ef_search))
             .await
             .map_err(pg("connect to PostgreSQL"))?;
-        Self::with_pool(pool).await
-    }
-
-    pub async fn with_pool(pool: PgPool) -> Result<Self, RuntimeError> {
         migrate(&pool).await?;
         Ok(PgMemory {
             pool,
             reconnect: None,
             refused: AtomicBool::new(false),
             exact_below: 10_000,
-            ef_search: 100,
+            ef_search,
+            counts: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// `hnsw.ef_search` of this store's index scans.
+    pub fn ef_search(&self) -> u32 {
+        self.ef_search
+    }
+
+    /// New connections use `options` (a password read again), with this store's scan
+    /// settings.
+    pub fn set_connect_options(&self, options: PgConnectOptions) {
+        self.pool
+            .set_connect_options(tuned(options, self.ef_search));
     }
 
     /// Reads the password again with `reconnect` when the database refuses it, and tries the
@@ -197,7 +242,7 @@ impl PgMemory {
         match reconnect().await {
             Ok(options) => {
                 tracing::info!("the database refused its password: read it again");
-                self.pool.set_connect_options(options);
+                self.set_connect_options(options);
                 op().await
             }
             Err(e) => {
@@ -207,6 +252,34 @@ impl PgMemory {
                 first
             }
         }
+    }
+
+    /// The collection's size, as read within [`COUNT_FOR`].
+    async fn recent_count(
+        &self,
+        tenant: &Tenant,
+        collection: &str,
+        model: &str,
+    ) -> Result<u64, RuntimeError> {
+        let key = (
+            tenant.as_str().to_string(),
+            collection.to_string(),
+            model.to_string(),
+        );
+        if let Ok(counts) = self.counts.lock()
+            && let Some((n, at)) = counts.get(&key)
+            && at.elapsed() < COUNT_FOR
+        {
+            return Ok(*n);
+        }
+        let n = self.count(tenant, collection, model).await?;
+        if let Ok(mut counts) = self.counts.lock() {
+            if counts.len() >= COUNTS_KEPT {
+                counts.clear();
+            }
+            counts.insert(key, (n, Instant::now()));
+        }
+        Ok(n)
     }
 
     async fn count(
@@ -375,22 +448,19 @@ impl PgMemory {
         check_query(q)?;
         let dims = q.vector.len();
         let indexed = INDEXED_DIMENSIONS.contains(&dims)
-            && self.count(tenant, q.collection, q.model).await? >= self.exact_below;
+            && self.recent_count(tenant, q.collection, q.model).await? >= self.exact_below;
         let sql = search_sql(dims, indexed);
-        let mut tx = self.begin("memory search").await?;
-        if indexed {
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
-                self.ef_search.clamp(1, 1000)
-            )))
-            .execute(&mut *tx)
-            .await
-            .map_err(self.pg("memory search"))?;
-        }
         // Only the vector size (a number) and constants are formatted in. Never a cached
         // generic plan: the right plan depends on the tenant's and the filter's values (a
         // generic one walked the HNSW graph for a tenant a plain scan serves in 3 ms, at
-        // 60 ms a query).
+        // 60 ms a query). One query on the pool: the scan settings are the connection's.
+        let started = Instant::now();
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(self.pg("memory search"))?;
+        tier_xs::metrics::latency(super::names::POOL_WAIT, None, None, started.elapsed());
         let rows = sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
             .bind(tenant.as_str())
@@ -399,10 +469,9 @@ impl PgMemory {
             .bind(literal(q.vector))
             .bind(Value::Object(q.filter.clone()).to_string())
             .bind(q.k as i64)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await
             .map_err(self.pg("memory search"))?;
-        tx.commit().await.map_err(self.pg("memory search"))?;
         Ok(rows
             .into_iter()
             .map(|r| Hit {

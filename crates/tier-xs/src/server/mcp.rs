@@ -18,12 +18,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::Identity;
+use super::resources::{self as res, ResourceSource};
 use super::{AppState, Health};
 use crate::runtime::RuntimeError;
 use crate::runtime::kv::{Expect, Ttl};
 
 /// A tool's failure as the message a person can act on (sent with `isError: true`). Tools
 /// spell out `Result<Json<T>, String>`: the SDK derives the output schema from that form.
+/// A `resources/list` cursor this server did not give.
+fn bad_cursor(c: &str) -> rmcp::ErrorData {
+    rmcp::ErrorData::invalid_params(format!("cursor {c:?} is not one this server gave"), None)
+}
+
 pub fn explain(e: RuntimeError) -> String {
     match e {
         RuntimeError::Backend { op, .. } => {
@@ -42,6 +48,28 @@ pub struct AgentbusMcp {
     /// Set for stdio, where the whole process acts as one identity.
     fixed: Option<Identity>,
     tool_router: ToolRouter<Self>,
+    /// The session's `logging/setLevel`: the least severity it is sent log messages of
+    /// ([`LOG_OFF`] until it asks).
+    log_level: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// No log messages for the session (it has not called `logging/setLevel`).
+const LOG_OFF: u8 = u8::MAX;
+
+/// A severity's rank, least first (RFC 5424's order, as MCP's logging levels follow it).
+#[allow(deprecated)]
+fn log_rank(level: rmcp::model::LoggingLevel) -> u8 {
+    use rmcp::model::LoggingLevel as L;
+    match level {
+        L::Debug => 0,
+        L::Info => 1,
+        L::Notice => 2,
+        L::Warning => 3,
+        L::Error => 4,
+        L::Critical => 5,
+        L::Alert => 6,
+        L::Emergency => 7,
+    }
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -217,7 +245,18 @@ impl AgentbusMcp {
             state,
             fixed,
             tool_router,
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
         }
+    }
+
+    /// Every kind of data offered as resources: the KV store's, then the layers'.
+    fn resource_sources(&self) -> Vec<Arc<dyn ResourceSource>> {
+        let mut sources: Vec<Arc<dyn ResourceSource>> =
+            vec![Arc::new(res::KvResources(self.state.kv.clone()))];
+        for ext in self.state.extensions() {
+            sources.extend(ext.resources());
+        }
+        sources
     }
 
     /// The caller: the token's identity (HTTP) or the process's (stdio).
@@ -584,6 +623,10 @@ pub trait ToolExtension: Send + Sync {
     fn max_request_bytes(&self) -> usize {
         0
     }
+    /// Data these tools keep that clients may list and read as MCP resources.
+    fn resources(&self) -> Vec<Arc<dyn ResourceSource>> {
+        Vec::new()
+    }
 }
 
 /// Whether a tool only reads, and so which callers may use it.
@@ -672,6 +715,7 @@ impl ServerHandler for AgentbusMcp {
         let exported = crate::traces::wanted(&ctx).then(std::time::SystemTime::now);
         // At the level of the lines always logged, so a tool's warnings and errors carry it.
         let span = tracing::error_span!("tool", trace_id = %trace, tool = %tool);
+        let peer = context.peer.clone();
         let call = ToolCallContext::new(self, request, context);
         let result = self.tool_router.call(call).instrument(span.clone()).await;
         let elapsed = started.elapsed();
@@ -718,6 +762,25 @@ impl ServerHandler for AgentbusMcp {
                     "tool call failed"
                 )
             });
+            // And to the session, when it asked for warnings (`logging/setLevel`).
+            #[allow(deprecated)]
+            if self.log_level.load(std::sync::atomic::Ordering::Relaxed)
+                <= log_rank(rmcp::model::LoggingLevel::Warning)
+            {
+                let mut message = rmcp::model::LoggingMessageNotificationParam::new(
+                    rmcp::model::LoggingLevel::Warning,
+                    serde_json::json!({
+                        "message": "tool call failed",
+                        "tool": tool,
+                        "error": error,
+                        "trace_id": trace.as_str(),
+                    }),
+                );
+                message.logger = Some("agentbus".into());
+                if let Err(e) = peer.notify_logging_message(message).await {
+                    tracing::debug!("a log message to the session was not sent: {e}");
+                }
+            }
         }
         let values = [
             (
@@ -742,13 +805,176 @@ impl ServerHandler for AgentbusMcp {
         result
     }
 
+    /// The caller's tenant's resources, source after source: the cursor names the source
+    /// (`kind:` and that source's own cursor).
+    async fn list_resources(
+        &self,
+        request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, rmcp::ErrorData> {
+        let id = self
+            .who(&context)
+            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        let sources = self.resource_sources();
+        let cursor = request.and_then(|r| r.cursor);
+        let (mut at, mut inner) = match cursor.as_deref() {
+            None => (0, None),
+            Some(c) => {
+                let (kind, rest) = c.split_once(':').ok_or_else(|| bad_cursor(c))?;
+                let at = sources
+                    .iter()
+                    .position(|s| s.kind() == kind)
+                    .ok_or_else(|| bad_cursor(c))?;
+                (at, (!rest.is_empty()).then(|| rest.to_string()))
+            }
+        };
+        let mut resources = Vec::new();
+        while at < sources.len() && resources.len() < res::PAGE as usize {
+            let source = &sources[at];
+            let (listed, next) = source
+                .list(&id.tenant, "", inner.as_deref())
+                .await
+                .map_err(|e| rmcp::ErrorData::internal_error(explain(e), None))?;
+            resources.extend(listed.iter().map(|l| res::resource(source.kind(), l)));
+            match next {
+                Some(n) => inner = Some(n),
+                None => {
+                    at += 1;
+                    inner = None;
+                }
+            }
+        }
+        let mut result = rmcp::model::ListResourcesResult::with_all_items(resources);
+        if at < sources.len() {
+            result.next_cursor = Some(format!(
+                "{}:{}",
+                sources[at].kind(),
+                inner.unwrap_or_default()
+            ));
+        }
+        Ok(result)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, rmcp::ErrorData> {
+        self.who(&context)
+            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            self.resource_sources()
+                .iter()
+                .map(|s| res::template(s.as_ref()))
+                .collect(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
+        let id = self
+            .who(&context)
+            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        let uri = request.uri;
+        let not_found = || {
+            rmcp::ErrorData::resource_not_found(
+                format!("no resource {uri}"),
+                Some(serde_json::json!({ "uri": uri })),
+            )
+        };
+        let (kind, key) = res::parse(&uri).ok_or_else(not_found)?;
+        let source = self
+            .resource_sources()
+            .into_iter()
+            .find(|s| s.kind() == kind)
+            .ok_or_else(not_found)?;
+        let found = source
+            .read(&id.tenant, &key)
+            .await
+            .map_err(|e| rmcp::ErrorData::internal_error(explain(e), None))?
+            .ok_or_else(not_found)?;
+        Ok(rmcp::model::ReadResourceResult::new(vec![res::contents(&uri, found)]).into())
+    }
+
+    /// Completes a resource template's `key` from the caller's own keys of that kind.
+    async fn complete(
+        &self,
+        request: rmcp::model::CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CompleteResult, rmcp::ErrorData> {
+        let id = self
+            .who(&context)
+            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        let rmcp::model::Reference::Resource(r) = &request.r#ref else {
+            return Err(rmcp::ErrorData::invalid_params(
+                "this server has no prompts to complete arguments of",
+                None,
+            ));
+        };
+        let source = self
+            .resource_sources()
+            .into_iter()
+            .find(|s| res::template_uri(s.kind()) == r.uri)
+            .ok_or_else(|| {
+                rmcp::ErrorData::invalid_params(format!("no resource template {}", r.uri), None)
+            })?;
+        if request.argument.name != "key" {
+            return Err(rmcp::ErrorData::invalid_params(
+                format!(
+                    "{} has one argument, key, not {}",
+                    r.uri, request.argument.name
+                ),
+                None,
+            ));
+        }
+        let (listed, next) = source
+            .list(&id.tenant, &request.argument.value, None)
+            .await
+            .map_err(|e| rmcp::ErrorData::internal_error(explain(e), None))?;
+        let values: Vec<String> = listed
+            .into_iter()
+            .map(|l| l.key)
+            .take(rmcp::model::CompletionInfo::MAX_VALUES)
+            .collect();
+        let info = rmcp::model::CompletionInfo::with_pagination(values, None, next.is_some())
+            .map_err(|e| rmcp::ErrorData::internal_error(e, None))?;
+        Ok(rmcp::model::CompleteResult::new(info))
+    }
+
+    /// The least severity of the log messages this session is sent: for now, a tool call
+    /// that failed (a warning, with its tool, error and trace id).
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        self.log_level.store(
+            log_rank(request.level),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        #[allow(deprecated)]
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_logging()
+            .enable_completions()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("agentbus", env!("CARGO_PKG_VERSION")))
             .with_instructions({
                 let mut text = String::from(
                     "agentbus workspace tools: a KV store (kv_*), the event bus (events_send), write-only \
-                     secrets (secrets_*) and status. Everything is scoped to the tenant of your token.",
+                     secrets (secrets_*) and status. Everything is scoped to the tenant of your token. \
+                     Your KV entries (and, on higher tiers, artifacts) are also resources, agentbus://kv/{key}, \
+                     with their keys completed from your own.",
                 );
                 for ext in self.state.extensions() {
                     text.push(' ');

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod mcp;
 pub mod quota;
+pub mod resources;
 pub mod trace;
 pub mod workspace_tools;
 
