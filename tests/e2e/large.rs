@@ -677,16 +677,22 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         "the cluster",
     );
     // The account's Transaction Search is not the workspace's: it stays on.
+    assert_eq!(trace_destination(&aws).await, "CloudWatchLogs");
+}
+
+/// Where the account's spans go, as X-Ray says (`XRay`, or `CloudWatchLogs` with
+/// Transaction Search on).
+async fn trace_destination(aws: &tier_xs::aws::AwsClients) -> String {
+    use tier_large::aws::LargeAws;
     let dest = aws
         .xray()
         .get_trace_segment_destination()
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        dest.destination().map(|d| d.as_str()),
-        Some("CloudWatchLogs")
-    );
+    dest.destination()
+        .map(|d| d.as_str().to_string())
+        .unwrap_or_default()
 }
 
 /// Transaction Search turned on when told (the documented resource policy, then the trace
@@ -964,16 +970,7 @@ async fn traces_and_reader_scaling<F>(
         .await,
         (None, Vec::new(), None)
     );
-    let dest = aws
-        .xray()
-        .get_trace_segment_destination()
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        dest.destination().map(|d| d.as_str()),
-        Some("CloudWatchLogs")
-    );
+    assert_eq!(trace_destination(aws).await, "CloudWatchLogs");
 }
 
 /// An alarm as the test reads it: namespace, metric, dimensions, threshold, periods.

@@ -513,6 +513,7 @@ fn the_official_conformance_suite_and_the_inspector_cli_accept_the_server() {
         "dns-rebinding-protection",
         "logging-set-level",
         "resources-list",
+        "prompts-list",
     ] {
         assert!(
             text.lines()
@@ -1181,6 +1182,21 @@ fn up_medium_runs_a_goal_through_review_and_a_human_approval_for_the_python_sdk(
         &format!("http://127.0.0.1:{port}/mcp"),
         [&starter, &other_admin, &user, &other_tenant],
         &dir,
+    );
+    // The agents' instructions as MCP prompts.
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/mcp/prompts_client.py"
+        ))
+        .args([&format!("http://127.0.0.1:{port}/mcp"), &user])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python MCP client (prompts) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();

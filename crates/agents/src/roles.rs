@@ -455,15 +455,10 @@ async fn related_runs(g: &Gated<'_>, goal: &str) -> Option<String> {
     })
 }
 
-/// Asks the model for the tool calls that achieve `goal`, among the workspace's tools.
-async fn propose(
-    g: &Gated<'_>,
-    model: &Model,
-    goal: &str,
-) -> Result<(Vec<crate::run::ProposedCall>, Usage), AgentError> {
-    let names: Vec<&str> = g.listed().iter().map(|t| t.name.as_str()).collect();
-    let catalog: String = g
-        .listed()
+/// What the conductor tells its model: its part, and the tools it may propose (read-only ones
+/// marked). The server offers it as the `conductor` prompt too.
+pub fn conductor_instructions(tools: &[crate::tools::ToolInfo]) -> String {
+    let catalog: String = tools
         .iter()
         .map(|t| {
             format!(
@@ -478,6 +473,26 @@ async fn propose(
             )
         })
         .collect();
+    format!(
+        "You are the conductor of an agentbus workspace. Propose the fewest tool calls that achieve the goal, using only these tools:\n{catalog}Every call that changes something will be reviewed and approved before it runs."
+    )
+}
+
+/// What the critic tells its model (the `critic` prompt too).
+pub const CRITIC_INSTRUCTIONS: &str = "You are the critic of an agentbus workspace. Review the plan for safety, cost and quality. You may refuse it or add conditions; you cannot approve what the policy's checks block.";
+
+/// The critic's request: the plan and the policy's checks of it.
+pub fn critic_request(plan: &str, checks: &str) -> String {
+    format!("The plan:\n{plan}\n\nThe policy's checks:\n{checks}")
+}
+
+/// Asks the model for the tool calls that achieve `goal`, among the workspace's tools.
+async fn propose(
+    g: &Gated<'_>,
+    model: &Model,
+    goal: &str,
+) -> Result<(Vec<crate::run::ProposedCall>, Usage), AgentError> {
+    let names: Vec<&str> = g.listed().iter().map(|t| t.name.as_str()).collect();
     let schema = json!({
         "type": "object",
         "properties": {"subtasks": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
@@ -491,9 +506,7 @@ async fn propose(
         }}},
         "required": ["subtasks"]
     });
-    let system = format!(
-        "You are the conductor of an agentbus workspace. Propose the fewest tool calls that achieve the goal, using only these tools:\n{catalog}Every call that changes something will be reviewed and approved before it runs."
-    );
+    let system = conductor_instructions(g.listed());
     let (args, usage) = model
         .structured(
             &system,
@@ -559,14 +572,14 @@ async fn review(
     if let Some(model) = model {
         // Advisory: the model may add conditions or refuse, never approve what the policy blocks.
         let plan_md = read_artifact(g, &p.plan_ref).await.unwrap_or_default();
-        let prompt = format!(
-            "The plan:\n{plan_md}\n\nThe policy's checks:\n{}",
-            serde_json::to_string_pretty(&decision.findings).unwrap_or_default()
+        let prompt = critic_request(
+            &plan_md,
+            &serde_json::to_string_pretty(&decision.findings).unwrap_or_default(),
         );
         let schema = serde_json::to_value(schemars::schema_for!(ModelReview)).unwrap_or_default();
         let (args, usage) = model
             .structured(
-                "You are the critic of an agentbus workspace. Review the plan for safety, cost and quality. You may refuse it or add conditions; you cannot approve what the policy's checks block.",
+                CRITIC_INSTRUCTIONS,
                 &prompt,
                 "review_plan",
                 "Your review of the plan",

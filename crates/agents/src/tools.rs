@@ -17,6 +17,24 @@ pub struct ToolInfo {
     pub description: String,
 }
 
+impl ToolInfo {
+    /// A tool as an MCP server lists it: its name, description and annotations.
+    pub fn of(t: &rmcp::model::Tool) -> Self {
+        let a = t.annotations.clone().unwrap_or_default();
+        ToolInfo {
+            description: t.description.as_deref().unwrap_or_default().to_string(),
+            name: t.name.to_string(),
+            hints: ToolHints {
+                read_only: a.read_only_hint,
+                destructive: a.destructive_hint,
+                idempotent: a.idempotent_hint,
+                open_world: a.open_world_hint,
+                preview: false,
+            },
+        }
+    }
+}
+
 /// Why a tool call did not give a result.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -186,23 +204,7 @@ impl Tools for McpClient {
             .list_all_tools()
             .await
             .map_err(|e| ToolError::Transport(e.to_string()))?;
-        Ok(tools
-            .into_iter()
-            .map(|t| {
-                let a = t.annotations.clone().unwrap_or_default();
-                ToolInfo {
-                    description: t.description.as_deref().unwrap_or_default().to_string(),
-                    name: t.name.to_string(),
-                    hints: ToolHints {
-                        read_only: a.read_only_hint,
-                        destructive: a.destructive_hint,
-                        idempotent: a.idempotent_hint,
-                        open_world: a.open_world_hint,
-                        preview: false,
-                    },
-                }
-            })
-            .collect())
+        Ok(tools.iter().map(ToolInfo::of).collect())
     }
 
     async fn call(&self, tool: &str, arguments: Value) -> Result<Value, ToolError> {

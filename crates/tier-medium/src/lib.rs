@@ -14,6 +14,7 @@ pub mod config;
 pub mod cost;
 pub mod external;
 pub mod layer;
+pub mod prompts;
 pub mod runtime;
 pub mod tier;
 pub mod tools;

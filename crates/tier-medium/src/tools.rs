@@ -15,7 +15,8 @@ use tier_xs::runtime::RuntimeError;
 use tier_xs::server::AppState;
 use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::{
-    Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
+    Access, AgentbusMcp, PromptSpec, ToolExtension, explain, tool_annotations, tool_spec,
+    typed_route,
 };
 
 use crate::runtime::runner::{POLICY_KEY, new_run};
@@ -326,6 +327,10 @@ impl ToolExtension for MediumTools {
 
     fn panels(&self) -> &'static str {
         include_str!("panels.html")
+    }
+
+    fn prompts(&self) -> Vec<PromptSpec> {
+        crate::prompts::prompts()
     }
 
     fn instructions(&self) -> &'static str {

@@ -450,10 +450,12 @@ impl PgMemory {
         let indexed = INDEXED_DIMENSIONS.contains(&dims)
             && self.recent_count(tenant, q.collection, q.model).await? >= self.exact_below;
         let sql = search_sql(dims, indexed);
-        // Only the vector size (a number) and constants are formatted in. Never a cached
-        // generic plan: the right plan depends on the tenant's and the filter's values (a
-        // generic one walked the HNSW graph for a tenant a plain scan serves in 3 ms, at
-        // 60 ms a query). One query on the pool: the scan settings are the connection's.
+        // Only the vector size (a number) and constants are formatted in. The exact scan is
+        // never prepared, so never run by a cached generic plan (a generic one walked the
+        // HNSW graph for a tenant a plain scan serves in 3 ms, at 60 ms a query); the index
+        // scan, chosen for big collections only, is prepared: its plan is the same whatever
+        // the tenant, and planning it (five partial indexes to weigh) was half of a search.
+        // One query on the pool: the scan settings are the connection's.
         let started = Instant::now();
         let mut conn = self
             .pool
@@ -462,7 +464,7 @@ impl PgMemory {
             .map_err(self.pg("memory search"))?;
         tier_xs::metrics::latency(super::names::POOL_WAIT, None, None, started.elapsed());
         let rows = sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
+            .persistent(indexed)
             .bind(tenant.as_str())
             .bind(q.collection)
             .bind(q.model)

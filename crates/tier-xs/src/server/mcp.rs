@@ -627,6 +627,26 @@ pub trait ToolExtension: Send + Sync {
     fn resources(&self) -> Vec<Arc<dyn ResourceSource>> {
         Vec::new()
     }
+    /// Prompts these tools come with (the agents' own instructions, say).
+    fn prompts(&self) -> Vec<PromptSpec> {
+        Vec::new()
+    }
+}
+
+/// A prompt a layer offers, and how its messages are made from the arguments and the tools
+/// the session has.
+#[derive(Clone)]
+pub struct PromptSpec {
+    pub prompt: rmcp::model::Prompt,
+    #[allow(clippy::type_complexity)]
+    pub render: Arc<
+        dyn Fn(
+                &[rmcp::model::Tool],
+                &serde_json::Map<String, Value>,
+            ) -> Result<Vec<rmcp::model::PromptMessage>, String>
+            + Send
+            + Sync,
+    >,
 }
 
 /// Whether a tool only reads, and so which callers may use it.
@@ -899,6 +919,72 @@ impl ServerHandler for AgentbusMcp {
         Ok(rmcp::model::ReadResourceResult::new(vec![res::contents(&uri, found)]).into())
     }
 
+    async fn list_prompts(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, rmcp::ErrorData> {
+        self.who(&context)
+            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        Ok(rmcp::model::ListPromptsResult::with_all_items(
+            self.state
+                .extensions()
+                .iter()
+                .flat_map(|e| e.prompts())
+                .map(|p| p.prompt)
+                .collect(),
+        ))
+    }
+
+    /// A prompt's messages; its required arguments must be there (invalid params otherwise).
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, rmcp::ErrorData> {
+        self.who(&context)
+            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        let spec = self
+            .state
+            .extensions()
+            .iter()
+            .flat_map(|e| e.prompts())
+            .find(|p| p.prompt.name == request.name)
+            .ok_or_else(|| {
+                rmcp::ErrorData::invalid_params(format!("no prompt {}", request.name), None)
+            })?;
+        let args = request.arguments.unwrap_or_default();
+        for a in spec.prompt.arguments.iter().flatten() {
+            let given = args.get(&a.name).and_then(Value::as_str);
+            if a.required == Some(true) && given.is_none_or(str::is_empty) {
+                return Err(rmcp::ErrorData::invalid_params(
+                    format!("prompt {} needs the argument {}", request.name, a.name),
+                    None,
+                ));
+            }
+        }
+        if let Some(unknown) = args.keys().find(|k| {
+            !spec
+                .prompt
+                .arguments
+                .iter()
+                .flatten()
+                .any(|a| &a.name == *k)
+        }) {
+            return Err(rmcp::ErrorData::invalid_params(
+                format!("prompt {} takes no argument {unknown}", request.name),
+                None,
+            ));
+        }
+        let messages = (spec.render)(&self.tool_router.list_all(), &args)
+            .map_err(|e| rmcp::ErrorData::invalid_params(e, None))?;
+        let mut result = rmcp::model::GetPromptResult::new(messages);
+        if let Some(d) = &spec.prompt.description {
+            result = result.with_description(d.clone());
+        }
+        Ok(result.into())
+    }
+
     /// Completes a resource template's `key` from the caller's own keys of that kind.
     async fn complete(
         &self,
@@ -908,11 +994,31 @@ impl ServerHandler for AgentbusMcp {
         let id = self
             .who(&context)
             .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
-        let rmcp::model::Reference::Resource(r) = &request.r#ref else {
-            return Err(rmcp::ErrorData::invalid_params(
-                "this server has no prompts to complete arguments of",
-                None,
-            ));
+        let r = match &request.r#ref {
+            rmcp::model::Reference::Resource(r) => r,
+            // A prompt's arguments are free text: nothing to offer.
+            rmcp::model::Reference::Prompt(p) => {
+                let known = self
+                    .state
+                    .extensions()
+                    .iter()
+                    .flat_map(|e| e.prompts())
+                    .any(|s| s.prompt.name == p.name);
+                return if known {
+                    Ok(rmcp::model::CompleteResult::default())
+                } else {
+                    Err(rmcp::ErrorData::invalid_params(
+                        format!("no prompt {}", p.name),
+                        None,
+                    ))
+                };
+            }
+            _ => {
+                return Err(rmcp::ErrorData::invalid_params(
+                    "only resource templates and prompts are completed",
+                    None,
+                ));
+            }
         };
         let source = self
             .resource_sources()
@@ -960,13 +1066,21 @@ impl ServerHandler for AgentbusMcp {
     }
 
     fn get_info(&self) -> ServerConfig {
+        let has_prompts = self
+            .state
+            .extensions()
+            .iter()
+            .any(|e| !e.prompts().is_empty());
         #[allow(deprecated)]
-        let capabilities = ServerCapabilities::builder()
+        let mut capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_resources()
             .enable_logging()
             .enable_completions()
             .build();
+        if has_prompts {
+            capabilities.prompts = Some(Default::default());
+        }
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("agentbus", env!("CARGO_PKG_VERSION")))
             .with_instructions({
