@@ -979,7 +979,6 @@ type AlarmShape = (String, String, Vec<(String, String)>, f64, Option<i32>);
 /// The scalable target of an ECS service (min, max), its scaling policies (name, type, metric,
 /// target, cooldowns out and in) and the target's ARN, read with the Application Auto
 /// Scaling SDK.
-#[allow(clippy::type_complexity)]
 async fn scaling_of(aws: &tier_xs::aws::AwsClients, resource: &str) -> Scaling {
     use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
     scaling_in(
@@ -1009,17 +1008,7 @@ async fn scaling_in(
     namespace: aws_sdk_applicationautoscaling::types::ServiceNamespace,
     dimension: aws_sdk_applicationautoscaling::types::ScalableDimension,
     resource: &str,
-) -> (
-    Option<(i32, i32)>,
-    Vec<(
-        String,
-        String,
-        Option<String>,
-        f64,
-        (Option<i32>, Option<i32>),
-    )>,
-    Option<String>,
-) {
+) -> Scaling {
     use tier_large::aws::LargeAws;
     let targets = aws
         .autoscaling()
