@@ -1,7 +1,12 @@
 """Drives the server's MCP resources, completion and logging with the official Python MCP SDK
 over Streamable HTTP (a small-tier server: KV entries and artifacts): listing page after page,
 reading text and bytes, the templates, completing keys, a tenant that cannot see another's,
-and a warning sent to a session that asked for warnings when one of its tool calls fails.
+a warning sent to a session that asked for warnings when one of its tool calls fails, and
+resource subscriptions: a session that subscribed (`resources/subscribe`, 2025-11-25) and a
+`subscriptions/listen` stream (2026-07-28) are told when a KV entry or an artifact they watch
+changes through another session, and not when another tenant's resource of the same key
+changes, nor one they stopped watching. Absence is proven by order, never by waiting: each
+"not told" is followed by a change that must be the next thing told.
 
   resources_client.py URL TOKEN_TENANT_A TOKEN_TENANT_B
 
@@ -11,7 +16,7 @@ import asyncio
 import base64
 import sys
 
-from mcp import ClientSession, types
+from mcp import Client, ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError as McpError
@@ -113,27 +118,153 @@ async def tenant_a(s, init):
 
 
 async def logging_a(s, init, logged):
+    """Absence by order: a message that should not be sent would come before the next one
+    that should (one session, one stream), so each "not sent" is followed by a call whose
+    message must be the next one."""
+    async def next_message(n):
+        for _ in range(200):
+            if len(logged) >= n:
+                return logged[n - 1]
+            await asyncio.sleep(0.1)
+        check(False, f"log message {n} within 20 s ({logged})")
+        return None
+
     err, _, _ = await call(s, "kv_get", {"key": "config", "nope": 1})
     check(err, "a call with an argument kv_get does not take fails")
-    await asyncio.sleep(0.5)
-    check(logged == [], f"no log messages before logging/setLevel ({logged})")
     await s.set_logging_level("warning")
-    err, _, _ = await call(s, "kv_get", {"key": "config", "nope": 1})
-    check(err, "the failing call again")
-    for _ in range(20):
-        if logged:
-            break
-        await asyncio.sleep(0.1)
-    check(len(logged) == 1, f"one log message for the failed call ({logged})")
-    if logged:
-        m = logged[0]
+    err, _, _ = await call(s, "kv_list", {"nope": 1})
+    check(err, "a failing kv_list")
+    m = await next_message(1)
+    if m:
         check(m.level == "warning" and m.logger == "agentbus", f"a warning from agentbus ({m})")
-        check(m.data.get("tool") == "kv_get" and m.data.get("error") == "tool_error" and len(m.data.get("trace_id", "")) == 32,
-              f"naming the tool, the error and the trace ({m.data})")
+        check(m.data.get("tool") == "kv_list" and m.data.get("error") == "tool_error" and len(m.data.get("trace_id", "")) == 32,
+              f"for the call after logging/setLevel, not the one before: the tool, the error and the trace ({m.data})")
     await s.set_logging_level("error")
     await call(s, "kv_get", {"key": "config", "nope": 1})
-    await asyncio.sleep(0.5)
-    check(len(logged) == 1, f"no warnings once the session asks for errors only ({len(logged)})")
+    await s.set_logging_level("warning")
+    await call(s, "kv_set", {"key": "x", "nope": 1})
+    m = await next_message(2)
+    check(m is not None and m.data.get("tool") == "kv_set",
+          f"no warning while the session asked for errors only: the next is kv_set's ({m and m.data})")
+
+
+ART = "agentbus://artifacts/watched%2Freport.md"
+KV = "agentbus://kv/watched"
+KV2 = "agentbus://kv/watched-2"
+KV3 = "agentbus://kv/watched-3"
+WAIT = 20  # seconds: a bound on a hang, not a time anything is expected to take
+
+
+async def told(queue, what):
+    """The next URI the server told of (None, and a failed check, if nothing came)."""
+    try:
+        return await asyncio.wait_for(queue.get(), WAIT)
+    except asyncio.TimeoutError:
+        check(False, f"told of {what} within {WAIT} s")
+        return None
+
+
+async def legacy_subscriptions(url, token_a, token_b):
+    updates = asyncio.Queue()
+
+    async def on_message(m):
+        if isinstance(m, types.ResourceUpdatedNotification):
+            await updates.put(str(m.params.uri))
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token_a}"}) as c, \
+            create_mcp_http_client(headers={"Authorization": f"Bearer {token_b}"}) as cb:
+        async with streamable_http_client(url, http_client=c) as (r, w), \
+                streamable_http_client(url, http_client=c) as (r2, w2), \
+                streamable_http_client(url, http_client=cb) as (rb, wb):
+            async with ClientSession(r, w, message_handler=on_message) as watcher, \
+                    ClientSession(r2, w2) as writer, ClientSession(rb, wb) as other:
+                init = await watcher.initialize()
+                await writer.initialize()
+                await other.initialize()
+                check(init.capabilities.resources is not None and init.capabilities.resources.subscribe is True,
+                      f"the server declares resource subscriptions ({init.capabilities.resources})")
+                await watcher.subscribe_resource(ART)
+                await watcher.subscribe_resource(KV)
+                for uri in ["file:///etc/passwd", "agentbus://nope/x"]:
+                    try:
+                        await watcher.subscribe_resource(uri)
+                        check(False, f"{uri} cannot be subscribed to")
+                    except McpError as e:
+                        check(e.error.code == -32002, f"{uri}: resource not found, -32002 ({e.error.code} {e.error.message})")
+
+                err, _, text = await call(writer, "artifacts_put", {"key": "watched/report.md", "content": "v1", "content_type": "text/markdown"})
+                check(not err, f"artifacts_put ({text})")
+                got = await told(updates, "the artifact written by another session")
+                check(got == ART, f"the artifact's update ({got})")
+
+                # b's own `watched` changes first; a's watcher must hear of a's write next.
+                err, _, text = await call(other, "kv_set", {"key": "watched", "value": "b's"})
+                check(not err, f"b writes its own entry ({text})")
+                err, _, text = await call(writer, "kv_set", {"key": "watched", "value": "1"})
+                check(not err, f"kv_set ({text})")
+                got = await told(updates, "the KV entry")
+                check(got == KV, f"a's entry, not b's of the same key ({got})")
+
+                # Unsubscribed from the entry: its next change is not told, the artifact's is.
+                await watcher.unsubscribe_resource(KV)
+                err, _, _ = await call(writer, "kv_set", {"key": "watched", "value": "2"})
+                check(not err, "kv_set again")
+                err, _, _ = await call(writer, "kv_set", {"key": "never-watched", "value": "x"})
+                check(not err, "kv_set of an entry nobody watches")
+                err, _, _ = await call(writer, "artifacts_delete", {"key": "watched/report.md"})
+                check(not err, "artifacts_delete")
+                got = await told(updates, "the deleted artifact")
+                check(got == ART, f"the deletion is told, and nothing unwatched before it ({got})")
+
+
+async def listen_subscriptions(url, token_a, token_b):
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token_a}"}) as c, \
+            create_mcp_http_client(headers={"Authorization": f"Bearer {token_b}"}) as cb:
+        async with Client(streamable_http_client(url, http_client=c)) as client, \
+                Client(streamable_http_client(url, http_client=cb)) as other:
+            check(client.protocol_version == "2026-07-28", f"a 2026-07-28 connection ({client.protocol_version})")
+            async with client.listen(resource_subscriptions=[KV2, KV3, "file:///etc/passwd"]) as sub:
+                honored = sorted(sub.honored.resource_subscriptions or [])
+                check(honored == [KV2, KV3], f"only this server's resources are watched ({honored})")
+                events = asyncio.Queue()
+
+                async def pump():
+                    async for event in sub:
+                        await events.put(str(getattr(event, "uri", event)))
+
+                task = asyncio.create_task(pump())
+                try:
+                    r = await client.call_tool("kv_set", {"key": "watched-2", "value": "1"})
+                    check(not r.is_error, "kv_set through the same client")
+                    got = await told(events, "the entry on the listen stream")
+                    check(got == KV2, f"the entry's update on the stream ({got})")
+                    r = await other.call_tool("kv_set", {"key": "watched-2", "value": "b's"})
+                    check(not r.is_error, "b writes its own entry")
+                    r = await client.call_tool("kv_set", {"key": "watched-3", "value": "1"})
+                    check(not r.is_error, "kv_set of the other watched entry")
+                    got = await told(events, "the other entry")
+                    check(got == KV3, f"a's other entry, not b's ({got})")
+                finally:
+                    task.cancel()
+
+
+async def logging_per_request(url, token):
+    """2026-07-28 has no logging/setLevel: each request carries the level it wants logs at."""
+    logged = []
+
+    async def on_log(params):
+        logged.append(params)
+
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as c:
+        async with Client(streamable_http_client(url, http_client=c)) as quiet:
+            r = await quiet.call_tool("kv_get", {"key": "config", "nope": 1})
+            check(r.is_error, "a failing call without a log level")
+        async with Client(streamable_http_client(url, http_client=c), log_level="warning", logging_callback=on_log) as loud:
+            r = await loud.call_tool("kv_get", {"key": "config", "nope": 1})
+            check(r.is_error, "the failing call asking for warnings")
+    # The message travels in the call's own response stream, before its result.
+    check(len(logged) == 1 and logged[0].level == "warning" and logged[0].data.get("tool") == "kv_get",
+          f"one warning, for the call that asked ({logged})")
 
 
 async def main(url, token_a, token_b):
@@ -141,9 +272,12 @@ async def main(url, token_a, token_b):
     await session(url, token_a, tenant_a)
     logged = []
     await session(url, token_a, lambda s, init: logging_a(s, init, logged), logged)
+    await legacy_subscriptions(url, token_a, token_b)
+    await listen_subscriptions(url, token_a, token_b)
+    await logging_per_request(url, token_a)
 
 
 if __name__ == "__main__":
     asyncio.run(main(*sys.argv[1:4]))
-    print(f"python mcp client (resources, completion, logging): {len(failures)} failed check(s)")
+    print(f"python mcp client (resources, completion, logging, subscriptions): {len(failures)} failed check(s)")
     sys.exit(1 if failures else 0)

@@ -569,6 +569,16 @@ impl tier_xs::server::resources::ResourceSource for ArtifactResources {
             page.next_cursor,
         ))
     }
+    async fn fingerprint(
+        &self,
+        tenant: &tier_xs::runtime::Tenant,
+        key: &str,
+    ) -> Result<Option<String>, tier_xs::runtime::RuntimeError> {
+        self.0.fingerprint(tenant, key).await
+    }
+    fn written_by(&self, tool: &str) -> bool {
+        matches!(tool, "artifacts_put" | "artifacts_delete")
+    }
     async fn read(
         &self,
         tenant: &tier_xs::runtime::Tenant,

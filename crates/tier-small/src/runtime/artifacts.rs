@@ -149,6 +149,10 @@ pub trait ArtifactStore: Send + Sync {
     ) -> Result<ArtifactPage, RuntimeError>;
     /// Whether there was something to delete.
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError>;
+    /// What tells one write of the artifact from another (its content's hash, type and time
+    /// of writing), read without its bytes; `None` when there is no such artifact.
+    async fn fingerprint(&self, tenant: &Tenant, key: &str)
+    -> Result<Option<String>, RuntimeError>;
     /// A URL to upload (`PUT`) or download (`GET`) one artifact directly, for large ones.
     /// `None` where the backend has no such URLs (embedded).
     async fn presign(
@@ -367,6 +371,31 @@ impl ArtifactStore for S3Artifacts {
             .await
             .map_err(|e| RuntimeError::backend("S3 DeleteObject", e))?;
         Ok(true)
+    }
+
+    async fn fingerprint(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        check_key(key)?;
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(Self::object_key(tenant, key))
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(format!(
+                "{} {} {}",
+                o.e_tag().unwrap_or_default(),
+                o.content_type().unwrap_or_default(),
+                o.last_modified().map(|t| t.secs()).unwrap_or_default()
+            ))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(RuntimeError::backend("S3 HeadObject", e)),
+        }
     }
 
     async fn presign(
@@ -690,6 +719,30 @@ impl ArtifactStore for EmbeddedArtifacts {
             }
             None => Ok(false),
         }
+    }
+
+    async fn fingerprint(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        check_key(key)?;
+        let row = sqlx::query(
+            "SELECT sha256, content_type, updated_at FROM artifacts WHERE tenant = ? AND key = ?",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| RuntimeError::backend("artifacts read", e))?;
+        Ok(row.map(|r| {
+            format!(
+                "{} {} {}",
+                r.get::<String, _>("sha256"),
+                r.get::<String, _>("content_type"),
+                r.get::<i64, _>("updated_at")
+            )
+        }))
     }
 
     async fn presign(

@@ -43,6 +43,23 @@ pub async fn artifacts_suite(store: &dyn ArtifactStore, label: &str) {
     // Absent.
     assert!(store.get(&a, "reports/none").await.unwrap().is_none());
 
+    // A fingerprint tells writes apart without reading the bytes: another content, another
+    // type; none once deleted (and another tenant's artifact of the same key has none).
+    assert_eq!(store.fingerprint(&a, "fp").await.unwrap(), None);
+    store.put(&a, "fp", b"one", "text/plain").await.unwrap();
+    let first = store.fingerprint(&a, "fp").await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(store.fingerprint(&a, "fp").await.unwrap(), first, "stable");
+    assert_eq!(store.fingerprint(&b, "fp").await.unwrap(), None);
+    store.put(&a, "fp", b"two", "text/plain").await.unwrap();
+    let second = store.fingerprint(&a, "fp").await.unwrap();
+    assert!(second.is_some() && second != first, "{first:?} {second:?}");
+    store.put(&a, "fp", b"two", "text/markdown").await.unwrap();
+    let third = store.fingerprint(&a, "fp").await.unwrap();
+    assert!(third.is_some() && third != second, "{second:?} {third:?}");
+    assert!(store.delete(&a, "fp").await.unwrap());
+    assert_eq!(store.fingerprint(&a, "fp").await.unwrap(), None);
+
     // 25 artifacts under one prefix, listed 10 at a time; keys come back relative.
     for i in 0..25 {
         store

@@ -19,15 +19,31 @@ use serde_json::Value;
 
 use super::auth::Identity;
 use super::resources::{self as res, ResourceSource};
+use super::subscriptions::{self, SessionWatch, Watch, WatchError};
 use super::{AppState, Health};
-use crate::runtime::RuntimeError;
 use crate::runtime::kv::{Expect, Ttl};
+use crate::runtime::{RuntimeError, Tenant};
 
 /// A tool's failure as the message a person can act on (sent with `isError: true`). Tools
 /// spell out `Result<Json<T>, String>`: the SDK derives the output schema from that form.
 /// A `resources/list` cursor this server did not give.
 fn bad_cursor(c: &str) -> rmcp::ErrorData {
     rmcp::ErrorData::invalid_params(format!("cursor {c:?} is not one this server gave"), None)
+}
+
+/// A request without a caller (it cannot reach here through the token check).
+fn unauthenticated(e: String) -> rmcp::ErrorData {
+    rmcp::ErrorData::invalid_request(e, None)
+}
+
+/// Why a resource cannot be watched, as the error MCP clients expect.
+fn watch_refused(e: WatchError) -> rmcp::ErrorData {
+    match e {
+        WatchError::NotOurs(_) => rmcp::ErrorData::resource_not_found(e.to_string(), None),
+        WatchError::Full => rmcp::ErrorData::invalid_request(e.to_string(), None),
+        WatchError::Ended => rmcp::ErrorData::internal_error(e.to_string(), None),
+        WatchError::Runtime(e) => rmcp::ErrorData::internal_error(explain(e), None),
+    }
 }
 
 pub fn explain(e: RuntimeError) -> String {
@@ -51,6 +67,10 @@ pub struct AgentbusMcp {
     /// The session's `logging/setLevel`: the least severity it is sent log messages of
     /// ([`LOG_OFF`] until it asks).
     log_level: Arc<std::sync::atomic::AtomicU8>,
+    /// Every kind of data offered as resources: the KV store's, then the layers'.
+    sources: Arc<[Arc<dyn ResourceSource>]>,
+    /// The resources the session subscribed to (`resources/subscribe`).
+    watch: SessionWatch,
 }
 
 /// No log messages for the session (it has not called `logging/setLevel`).
@@ -241,22 +261,31 @@ impl AgentbusMcp {
                 tool_router.add_route(route);
             }
         }
+        let mut sources: Vec<Arc<dyn ResourceSource>> =
+            vec![Arc::new(res::KvResources(state.kv.clone()))];
+        for ext in state.extensions() {
+            sources.extend(ext.resources());
+        }
         AgentbusMcp {
             state,
             fixed,
             tool_router,
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
+            sources: sources.into(),
+            watch: SessionWatch::default(),
         }
     }
 
     /// Every kind of data offered as resources: the KV store's, then the layers'.
-    fn resource_sources(&self) -> Vec<Arc<dyn ResourceSource>> {
-        let mut sources: Vec<Arc<dyn ResourceSource>> =
-            vec![Arc::new(res::KvResources(self.state.kv.clone()))];
-        for ext in self.state.extensions() {
-            sources.extend(ext.resources());
-        }
-        sources
+    fn resource_sources(&self) -> &[Arc<dyn ResourceSource>] {
+        &self.sources
+    }
+
+    /// A watch of the caller's resources.
+    fn watch_for(&self, tenant: Tenant) -> Watch {
+        self.state
+            .changes
+            .watch(tenant, self.sources.to_vec(), subscriptions::POLL)
     }
 
     /// The caller: the token's identity (HTTP) or the process's (stdio).
@@ -736,6 +765,27 @@ impl ServerHandler for AgentbusMcp {
         // At the level of the lines always logged, so a tool's warnings and errors carry it.
         let span = tracing::error_span!("tool", trace_id = %trace, tool = %tool);
         let peer = context.peer.clone();
+        // The least severity the caller is sent log messages of: the request's own (2026-07-28
+        // carries it in each request's metadata), else the session's `logging/setLevel`.
+        let log_level = context.meta.log_level().map_or_else(
+            || self.log_level.load(std::sync::atomic::Ordering::Relaxed),
+            log_rank,
+        );
+        // The resources a write names, announced to their watchers once it is done.
+        let written: Vec<(&'static str, String)> = match request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("key"))
+            .and_then(Value::as_str)
+        {
+            Some(key) => self
+                .sources
+                .iter()
+                .filter(|s| s.written_by(&tool))
+                .map(|s| (s.kind(), key.to_string()))
+                .collect(),
+            None => Vec::new(),
+        };
         let call = ToolCallContext::new(self, request, context);
         let result = self.tool_router.call(call).instrument(span.clone()).await;
         let elapsed = started.elapsed();
@@ -747,6 +797,11 @@ impl ServerHandler for AgentbusMcp {
             Err(_) => Some("invalid_request"),
         };
         let failed = failure.is_some();
+        if let (false, Some(t)) = (failed, &tenant) {
+            for (kind, key) in &written {
+                self.state.changes.changed(t, kind, key);
+            }
+        }
         if let Some(start) = exported {
             use crate::traces::{Attr, Kind, Span};
             let mut attributes = vec![
@@ -782,11 +837,8 @@ impl ServerHandler for AgentbusMcp {
                     "tool call failed"
                 )
             });
-            // And to the session, when it asked for warnings (`logging/setLevel`).
-            #[allow(deprecated)]
-            if self.log_level.load(std::sync::atomic::Ordering::Relaxed)
-                <= log_rank(rmcp::model::LoggingLevel::Warning)
-            {
+            // And to the caller, when it asked for warnings.
+            if log_level <= log_rank(rmcp::model::LoggingLevel::Warning) {
                 let mut message = rmcp::model::LoggingMessageNotificationParam::new(
                     rmcp::model::LoggingLevel::Warning,
                     serde_json::json!({
@@ -906,11 +958,7 @@ impl ServerHandler for AgentbusMcp {
             )
         };
         let (kind, key) = res::parse(&uri).ok_or_else(not_found)?;
-        let source = self
-            .resource_sources()
-            .into_iter()
-            .find(|s| s.kind() == kind)
-            .ok_or_else(not_found)?;
+        let source = res::of_kind(self.resource_sources(), kind).ok_or_else(not_found)?;
         let found = source
             .read(&id.tenant, &key)
             .await
@@ -1022,7 +1070,7 @@ impl ServerHandler for AgentbusMcp {
         };
         let source = self
             .resource_sources()
-            .into_iter()
+            .iter()
             .find(|s| res::template_uri(s.kind()) == r.uri)
             .ok_or_else(|| {
                 rmcp::ErrorData::invalid_params(format!("no resource template {}", r.uri), None)
@@ -1065,6 +1113,82 @@ impl ServerHandler for AgentbusMcp {
         Ok(())
     }
 
+    /// Watches a resource of the caller's for the session (protocol versions up to
+    /// 2025-11-25): `notifications/resources/updated` follows each change of it.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        let id = self.who(&context).map_err(unauthenticated)?;
+        let peer = context.peer.clone();
+        self.watch
+            .subscribe(&request.uri, || (self.watch_for(id.tenant), peer))
+            .await
+            .map_err(watch_refused)
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), rmcp::ErrorData> {
+        self.watch.unsubscribe(&request.uri).await;
+        Ok(())
+    }
+
+    /// A `subscriptions/listen` stream (2026-07-28) watches the resources of this server
+    /// among those it asks for.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        let ours = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| {
+                res::parse(uri).is_some_and(|(kind, _)| res::of_kind(&self.sources, kind).is_some())
+            });
+        Some(
+            rmcp::model::SubscriptionFilter::builder()
+                .resource_subscriptions(ours.take(subscriptions::MAX_PER_TENANT).cloned())
+                .build(),
+        )
+    }
+
+    async fn listen(
+        &self,
+        context: rmcp::service::SubscriptionContext,
+    ) -> Result<(), rmcp::ErrorData> {
+        use rmcp::model::{ResourceUpdatedNotification, ResourceUpdatedNotificationParam};
+        let id = self
+            .who(context.request_context())
+            .map_err(unauthenticated)?;
+        let mut watch = self.watch_for(id.tenant);
+        for uri in context.accepted().resource_subscriptions.iter().flatten() {
+            watch.add(uri).await.map_err(watch_refused)?;
+        }
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                uri = watch.changed() => {
+                    let update = ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(uri));
+                    if let Err(e) = context
+                        .sink()
+                        .send(rmcp::model::ServerNotification::ResourceUpdatedNotification(update))
+                        .await
+                    {
+                        tracing::debug!("a subscriptions/listen stream ends: {e}");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         let has_prompts = self
             .state
@@ -1075,6 +1199,7 @@ impl ServerHandler for AgentbusMcp {
         let mut capabilities = ServerCapabilities::builder()
             .enable_tools()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_logging()
             .enable_completions()
             .build();

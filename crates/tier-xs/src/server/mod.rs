@@ -6,6 +6,7 @@ pub mod auth;
 pub mod mcp;
 pub mod quota;
 pub mod resources;
+pub mod subscriptions;
 pub mod trace;
 pub mod workspace_tools;
 
@@ -83,6 +84,8 @@ pub struct AppState {
     /// Where the server's metrics go besides its dashboard (a deployed server whose layers
     /// asked for CloudWatch metrics).
     pub emf: Option<Arc<crate::metrics::EmfSink>>,
+    /// Resources changed through this server, for their watchers.
+    pub changes: subscriptions::Changes,
     /// Tools of higher tiers, set once before serving.
     extensions: std::sync::OnceLock<Vec<Arc<dyn mcp::ToolExtension>>>,
 }
@@ -110,6 +113,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             local_only,
             emf: None,
+            changes: subscriptions::Changes::default(),
             extensions: std::sync::OnceLock::new(),
         }
     }

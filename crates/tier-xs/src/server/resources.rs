@@ -34,6 +34,16 @@ pub trait ResourceSource: Send + Sync {
     ) -> Result<(Vec<Listed>, Option<String>), RuntimeError>;
     /// One resource's contents; `None` when the tenant has nothing under `key`.
     async fn read(&self, tenant: &Tenant, key: &str) -> Result<Option<Contents>, RuntimeError>;
+    /// What tells one version of the resource from another, read as cheaply as the store
+    /// allows; `None` when there is none. A watcher reports a resource whose fingerprint
+    /// changed ([`super::subscriptions`]).
+    async fn fingerprint(&self, tenant: &Tenant, key: &str)
+    -> Result<Option<String>, RuntimeError>;
+    /// Whether a successful call of `tool` writes or deletes the resource its `key` argument
+    /// names: such a call is announced to the resource's watchers at once.
+    fn written_by(&self, _tool: &str) -> bool {
+        false
+    }
 }
 
 /// A resource as a source lists it.
@@ -49,6 +59,14 @@ pub struct Listed {
 pub enum Contents {
     Text { mime_type: String, text: String },
     Bytes { mime_type: String, bytes: Vec<u8> },
+}
+
+/// The source of `kind` among `sources`.
+pub fn of_kind<'s>(
+    sources: &'s [Arc<dyn ResourceSource>],
+    kind: &str,
+) -> Option<&'s Arc<dyn ResourceSource>> {
+    sources.iter().find(|s| s.kind() == kind)
 }
 
 /// The URI of `key` in `kind`.
@@ -151,6 +169,20 @@ impl ResourceSource for KvResources {
                 .collect(),
             page.next_cursor,
         ))
+    }
+    async fn fingerprint(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<String>, RuntimeError> {
+        Ok(self
+            .0
+            .get(tenant, key)
+            .await?
+            .map(|e| e.version.to_string()))
+    }
+    fn written_by(&self, tool: &str) -> bool {
+        matches!(tool, "kv_set" | "kv_delete")
     }
     async fn read(&self, tenant: &Tenant, key: &str) -> Result<Option<Contents>, RuntimeError> {
         Ok(self.0.get(tenant, key).await?.map(|e| Contents::Text {
