@@ -838,6 +838,7 @@ impl ServerHandler for AgentbusMcp {
                 )
             });
             // And to the caller, when it asked for warnings.
+            #[allow(deprecated)]
             if log_level <= log_rank(rmcp::model::LoggingLevel::Warning) {
                 let mut message = rmcp::model::LoggingMessageNotificationParam::new(
                     rmcp::model::LoggingLevel::Warning,
