@@ -83,6 +83,11 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 echo "== abuse suite: a running \`agentbus up small\` under big values, silent connections, a dead webhook, unknown arguments"
 .venv/bin/python tests/abuse/abuse.py "${CARGO_TARGET_DIR:-target}/debug/agentbus"
+# Test strength: one fifth of the mutants of the engine's plan and the IAM policy code, a
+# different fifth each commit (`bash scripts/mutants.sh` runs them all).
+shard=$(( $(git rev-list --count HEAD 2>/dev/null || echo 0) % 5 + 1 ))
+echo "== mutation testing, shard $shard/5"
+bash scripts/mutants.sh --shard "$shard/5"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"

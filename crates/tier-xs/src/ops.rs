@@ -1334,6 +1334,16 @@ mod tests {
         insta::assert_snapshot!(r.render_on(time::macros::date!(2026 - 01 - 01)));
     }
 
+    /// The deployer's policy of the extra-small tier, statement by statement: what each
+    /// resource kind declares, merged by `components::iam::documents` (the workspace's own
+    /// documents in `docs/iam/` come from the whole ladder and are checked by the CLI).
+    #[test]
+    fn the_extra_small_deployer_policy_grants_exactly_what_its_resources_declare() {
+        let ws = Workspace::new(Env::new("dev").unwrap(), "123456789012", "us-east-1");
+        let docs = deployer_policy(&crate::ladder(), Tier::ExtraSmall, &ws).unwrap();
+        insta::assert_snapshot!(serde_json::to_string_pretty(&docs).unwrap());
+    }
+
     #[test]
     fn a_tier_above_the_ladder_is_refused_by_name() {
         let e = price(

@@ -451,3 +451,118 @@ impl Resource for Role {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Tier;
+
+    fn grant(actions: &[&str], resource: &str, condition: Option<Value>) -> Grant {
+        Grant {
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            resources: vec![resource.to_string()],
+            condition,
+        }
+    }
+
+    fn size(doc: &Value) -> usize {
+        doc.to_string()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .count()
+    }
+
+    #[test]
+    fn a_condition_is_part_of_its_statement_and_keeps_it_apart() {
+        let pass = json!({"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}});
+        assert_eq!(
+            statement_when(&["iam:PassRole"], &["arn:r".into()], pass.clone()),
+            json!({"Effect": "Allow", "Action": ["iam:PassRole"], "Resource": ["arn:r"], "Condition": pass})
+        );
+        let docs = documents(&[
+            grant(&["iam:PassRole"], "arn:r", Some(pass.clone())),
+            grant(&["iam:GetRole"], "arn:r", None),
+        ]);
+        assert_eq!(
+            docs,
+            [policy(vec![
+                statement(&["iam:GetRole"], &["arn:r".into()]),
+                statement_when(&["iam:PassRole"], &["arn:r".into()], pass),
+            ])]
+        );
+    }
+
+    /// Two statements whose document is `target` characters long.
+    fn two_statements(target: usize) -> Vec<Grant> {
+        let with = |pad: usize| {
+            vec![
+                grant(&["s3:GetObject"], "arn:aws:s3:::a", None),
+                grant(
+                    &["s3:PutObject"],
+                    &format!("arn:aws:s3:::{}", "b".repeat(pad)),
+                    None,
+                ),
+            ]
+        };
+        let base = size(&policy(
+            with(0)
+                .iter()
+                .map(|g| statement(&[g.actions[0].as_str()], &g.resources))
+                .collect(),
+        ));
+        with(target - base)
+    }
+
+    #[test]
+    fn documents_are_split_only_past_iam_s_limit_and_never_leave_one_empty() {
+        let exactly = documents(&two_statements(MANAGED_POLICY_LIMIT));
+        assert_eq!(exactly.len(), 1);
+        assert_eq!(size(&exactly[0]), MANAGED_POLICY_LIMIT);
+        let over = documents(&two_statements(MANAGED_POLICY_LIMIT + 1));
+        assert_eq!(over.len(), 2);
+        // One statement larger than the limit cannot be split: one document, not an empty
+        // one before it.
+        let huge = documents(&[grant(
+            &["s3:GetObject"],
+            &format!("arn:aws:s3:::{}", "x".repeat(MANAGED_POLICY_LIMIT)),
+            None,
+        )]);
+        assert_eq!(huge.len(), 1);
+        assert_eq!(huge[0]["Statement"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_role_trusts_its_service_for_this_account_only_and_reads_iam_s_encoded_documents() {
+        let role = Role {
+            meta: Meta::new("role", Tier::ExtraSmall, "agentbus-dev-task", Vec::new()),
+            service: "ecs-tasks.amazonaws.com",
+            account: "123456789012".into(),
+            policy_name: "task".into(),
+            policy: policy(Vec::new()),
+            arn: "arn:aws:iam::123456789012:role/agentbus-dev-task".into(),
+        };
+        assert_eq!(
+            role.trust(),
+            json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+                }]
+            })
+        );
+        let doc = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::a/*"}]}"#;
+        let want: Value = serde_json::from_str(doc).unwrap();
+        assert_eq!(
+            decode_policy(&urlencoding::encode(doc)),
+            normalize_json(&want.to_string())
+        );
+        assert_eq!(decode_policy(doc), decode_policy(&urlencoding::encode(doc)));
+        assert_eq!(
+            decode_policy(doc)["Statement"][0]["Action"],
+            json!("s3:GetObject")
+        );
+    }
+}

@@ -90,3 +90,27 @@ impl Permissions {
 pub fn any() -> Vec<String> {
     vec!["*".to_string()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permissions_add_up_and_name_every_action() {
+        let p = Permissions::new()
+            .read(&["s3:GetBucketTagging"], &["arn:b"])
+            .and(
+                Permissions::new()
+                    .write(&["s3:CreateBucket"], &["arn:b"])
+                    .read_when(&["s3:ListBucket"], &["arn:b"], serde_json::json!({"c": 1})),
+            );
+        assert_eq!(p.read.len(), 2);
+        assert_eq!(p.write.len(), 1);
+        assert_eq!(p.read[1].condition, Some(serde_json::json!({"c": 1})));
+        assert_eq!(
+            p.actions().collect::<Vec<_>>(),
+            ["s3:GetBucketTagging", "s3:ListBucket", "s3:CreateBucket"]
+        );
+        assert_eq!(any(), ["*"]);
+    }
+}

@@ -287,15 +287,15 @@ impl Plan {
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect();
-        let mut others = 0;
+        let mut more_than_one = false;
         for tags in new_tags {
-            others += 1;
+            more_than_one = true;
             let Some(tags) = tags else {
                 return Vec::new();
             };
             shared.retain(|(k, v)| tags.get(k).and_then(Value::as_str) == Some(v.as_str()));
         }
-        if others == 0 { Vec::new() } else { shared }
+        if more_than_one { shared } else { Vec::new() }
     }
 }
 
@@ -700,6 +700,137 @@ mod describe_tests {
         let mut lines = Vec::new();
         describe("l", &json!([1, 2]), &json!([2, 1]), &mut lines);
         assert_eq!(lines, ["l: same elements, new order"]);
+    }
+
+    #[test]
+    fn a_document_that_becomes_unknown_is_one_line_not_its_keys() {
+        let mut lines = Vec::new();
+        describe(
+            "doc",
+            &json!({"lb": {"arn": "a", "port": 80}}),
+            &json!({"lb": {"$unknown": "tg.arn"}}),
+            &mut lines,
+        );
+        assert_eq!(
+            lines,
+            [r#"doc.lb: {"arn":"a","port":80} -> (known after apply: tg.arn)"#]
+        );
+    }
+
+    fn change(id: &'static str, action: Action, fields: Vec<FieldChange>) -> Change {
+        Change {
+            id,
+            kind: "fake",
+            name: id.to_string(),
+            tier: Tier::ExtraSmall,
+            action,
+            data_bearing: false,
+            fields,
+            reason: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn field(name: &str, before: Option<Value>, after: Value, forces_replace: bool) -> FieldChange {
+        FieldChange {
+            field: name.into(),
+            before,
+            after: Some(after),
+            forces_replace,
+        }
+    }
+
+    fn plan_of(changes: Vec<Change>) -> Plan {
+        Plan {
+            target: Some(Tier::ExtraSmall),
+            changes,
+            problems: Vec::new(),
+            notes: Vec::new(),
+            cost: None,
+            observed: HashMap::new(),
+            resources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tags_every_new_resource_shares_are_said_once_and_each_keeps_its_own() {
+        let tags = |role: &str| json!({"app": "agentbus", "env": "dev", "role": role});
+        let p = plan_of(vec![
+            change(
+                "a",
+                Action::Create,
+                vec![field("tags", None, tags("dev"), false)],
+            ),
+            change(
+                "b",
+                Action::Create,
+                vec![field("tags", None, tags("web"), false)],
+            ),
+            change(
+                "c",
+                Action::Create,
+                vec![field("tags", None, tags("dev"), false)],
+            ),
+        ]);
+        assert_eq!(
+            p.render(false),
+            "every new resource is tagged app=agentbus, env=dev\n\n  \
+             + fake a (create, xs)\n      tags: role=dev (and the shared ones)\n  \
+             + fake b (create, xs)\n      tags: role=web (and the shared ones)\n  \
+             + fake c (create, xs)\n      tags: role=dev (and the shared ones)\n\n\
+             Plan: 3 to create, 0 to update, 0 to replace, 0 to delete, 0 kept.\n"
+        );
+        // One new resource: its tags are its own.
+        let one = plan_of(vec![change(
+            "a",
+            Action::Create,
+            vec![field("tags", None, tags("dev"), false)],
+        )]);
+        assert!(one.shared_new_tags().is_empty());
+    }
+
+    #[test]
+    fn a_replacement_forced_by_a_document_says_so_on_its_last_line_only() {
+        let p = plan_of(vec![change(
+            "t",
+            Action::Replace,
+            vec![field(
+                "key_schema",
+                Some(json!({"hash": "pk", "range": "sk", "ttl": "a"})),
+                json!({"hash": "id", "range": "ts", "ttl": "a"}),
+                true,
+            )],
+        )]);
+        assert_eq!(
+            p.render(false),
+            "-/+ fake t (replace, xs)\n      key_schema.hash: \"pk\" -> \"id\"\n      \
+             key_schema.range: \"sk\" -> \"ts\"  # forces replacement\n\n\
+             Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 0 kept.\n"
+        );
+    }
+
+    #[test]
+    fn a_plan_without_changes_says_so_and_shows_nothing_kept_as_a_change() {
+        let mut kept = change("bucket", Action::Keep, Vec::new());
+        kept.reason = Some("holds data: kept".into());
+        let p = plan_of(vec![change("a", Action::NoOp, Vec::new()), kept]);
+        assert!(!p.has_changes());
+        assert_eq!(
+            p.render(false),
+            "  ! fake bucket (kept, xs)\n      holds data: kept\nNo changes: the workspace matches the plan.\n"
+        );
+        assert!(format!("{p:?}").contains("changes: [Change { id: \"a\""));
+        for a in [Action::Keep, Action::NoOp] {
+            assert!(!a.is_change(), "{a:?}");
+        }
+        for a in [
+            Action::Create,
+            Action::Update,
+            Action::Replace,
+            Action::Delete,
+        ] {
+            assert!(a.is_change(), "{a:?}");
+        }
     }
 }
 

@@ -19,6 +19,9 @@ use crate::workspace::{Tier, Workspace};
 struct Cloud {
     values: Mutex<HashMap<&'static str, i64>>,
     log: Mutex<Vec<String>>,
+    /// Observations under way, and the most there ever were at once.
+    observing: std::sync::atomic::AtomicUsize,
+    most_observing: std::sync::atomic::AtomicUsize,
 }
 
 struct Fake {
@@ -30,6 +33,10 @@ struct Fake {
     fail_create: bool,
     /// An account's setting, wanted only when this is set (see [`Resource::account_setting`]).
     setting: Option<bool>,
+    /// A new value can only be had by replacing the resource.
+    replace_on_value: bool,
+    /// Its observation takes a while (to see how many run at once).
+    slow: bool,
     cloud: Arc<Cloud>,
 }
 
@@ -43,6 +50,8 @@ impl Fake {
             data: false,
             fail_create: false,
             setting: None,
+            replace_on_value: false,
+            slow: false,
             cloud: cloud.clone(),
         }
     }
@@ -96,13 +105,24 @@ impl Resource for Fake {
         })
     }
     fn desired(&self, outputs: &Outputs) -> Desired {
-        let d = Desired::new().set("value", self.value);
+        let d = if self.replace_on_value {
+            Desired::new().set_replace("value", self.value)
+        } else {
+            Desired::new().set("value", self.value)
+        };
         match self.dep {
             Some(dep) => d.set("dep", output_or_unknown(outputs, dep, "arn")),
             None => d,
         }
     }
     async fn observe(&self, _aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
+        if self.slow {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.cloud.observing.fetch_add(1, SeqCst) + 1;
+            self.cloud.most_observing.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            self.cloud.observing.fetch_sub(1, SeqCst);
+        }
         let v = self.cloud.values.lock().unwrap().get(self.id).copied();
         Ok(v.map(|v| {
             let mut o = Observed::default()
@@ -769,4 +789,131 @@ async fn a_replacement_aws_refuses_under_its_users_is_a_problem_before_anything_
     // Nothing uses it yet, or AWS lets it go while used: replaced as planned.
     assert!(problems(group(true), service(false)).await.is_empty());
     assert!(problems(group(false), service(true)).await.is_empty());
+}
+
+#[test]
+fn dependencies_come_first_each_resource_once_and_a_cycle_is_refused() {
+    let cloud = Arc::new(Cloud::default());
+    let with_dep = |id, dep| -> Arc<dyn Resource> {
+        Arc::new(Fake {
+            dep,
+            ..Fake::new(&cloud, id, Tier::ExtraSmall)
+        })
+    };
+    // Two resources need base, and top needs one of them: base comes first, once.
+    let universe = vec![
+        with_dep("top", Some("left")),
+        with_dep("left", Some("base")),
+        with_dep("right", Some("base")),
+        with_dep("base", None),
+    ];
+    let order = super::plan::topo_order(&universe).unwrap();
+    let ids: Vec<&str> = order.iter().map(|&i| universe[i].id()).collect();
+    assert_eq!(ids, ["base", "left", "top", "right"]);
+    let cycle = vec![with_dep("a", Some("b")), with_dep("b", Some("a"))];
+    let e = super::plan::topo_order(&cycle).unwrap_err();
+    assert_eq!(e.to_string(), "dependency cycle through a");
+}
+
+#[tokio::test]
+async fn a_plan_observes_four_resources_per_unit_of_parallelism_at_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for (parallelism, most) in [(1, 4), (2, 8)] {
+        let cloud = Arc::new(Cloud::default());
+        let ids = [
+            "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11",
+        ];
+        let universe: Vec<Arc<dyn Resource>> = ids
+            .iter()
+            .map(|id| -> Arc<dyn Resource> {
+                Arc::new(Fake {
+                    slow: true,
+                    ..Fake::new(&cloud, id, Tier::ExtraSmall)
+                })
+            })
+            .collect();
+        let p = plan(
+            &offline_clients(),
+            PlanRequest {
+                parallelism,
+                ..req(universe, Some(Tier::ExtraSmall), false)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.count(Action::Create), ids.len());
+        assert_eq!(cloud.most_observing.load(SeqCst), most, "{parallelism}");
+    }
+}
+
+#[tokio::test]
+async fn a_new_resource_reads_what_an_unchanged_one_it_needs_already_has() {
+    let cloud = Arc::new(Cloud::default());
+    cloud.values.lock().unwrap().insert("cluster", 1);
+    let universe: Vec<Arc<dyn Resource>> = vec![
+        Arc::new(Fake::new(&cloud, "cluster", Tier::ExtraSmall)),
+        Arc::new(Fake {
+            dep: Some("cluster"),
+            ..Fake::new(&cloud, "service", Tier::ExtraSmall)
+        }),
+        Arc::new(Fake {
+            dep: Some("cluster"),
+            ..Fake::new(&cloud, "worker", Tier::ExtraSmall)
+        }),
+    ];
+    let aws = offline_clients();
+    let p = plan(&aws, req(universe, Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    assert_eq!(p.change("cluster").unwrap().action, Action::NoOp);
+    // Known now, not "known after apply": the cluster stays as it is (and creating the
+    // service, planned between them, forgets only the service's own outputs).
+    for id in ["service", "worker"] {
+        let c = p.change(id).unwrap();
+        assert_eq!(c.action, Action::Create);
+        assert_eq!(
+            c.fields.iter().find(|f| f.field == "dep").unwrap().after,
+            Some(json!("arn:cluster")),
+            "{id}"
+        );
+    }
+    // And the apply hands it over.
+    assert!(apply(&aws, &p, ApplyOptions::default()).await.succeeded());
+    let mut log = cloud.log.lock().unwrap().clone();
+    log.sort();
+    assert_eq!(log, ["create service", "create worker"]);
+}
+
+#[tokio::test]
+async fn a_replacement_that_would_lose_data_is_kept_unless_asked_and_notes_what_the_new_one_sets() {
+    let cloud = Arc::new(Cloud::default());
+    cloud.values.lock().unwrap().insert("table", 1);
+    let table = |data| -> Vec<Arc<dyn Resource>> {
+        vec![Arc::new(Fake {
+            value: 2,
+            data,
+            replace_on_value: true,
+            ..Fake::new(&cloud, "table", Tier::ExtraSmall)
+        })]
+    };
+    let aws = offline_clients();
+    let p = plan(&aws, req(table(true), Some(Tier::ExtraSmall), false))
+        .await
+        .unwrap();
+    let c = p.change("table").unwrap();
+    assert_eq!(c.action, Action::Keep);
+    assert_eq!(
+        c.reason.as_deref(),
+        Some(
+            "holds data: a replacement would lose it; kept as is (pass --destroy-data to replace)"
+        )
+    );
+    for (data, destroy_data) in [(true, true), (false, false)] {
+        let p = plan(&aws, req(table(data), Some(Tier::ExtraSmall), destroy_data))
+            .await
+            .unwrap();
+        let c = p.change("table").unwrap();
+        assert_eq!(c.action, Action::Replace, "{data} {destroy_data}");
+        assert_eq!(c.notes, ["table takes a while to settle"]);
+    }
 }
