@@ -419,47 +419,79 @@ pub struct LocalRegistry {
 }
 
 static REGISTRY: OnceLock<LocalRegistry> = OnceLock::new();
+static REGISTRY_WITH_LOGIN: OnceLock<LocalRegistry> = OnceLock::new();
+
+/// The user and password [`registry_with_login`] takes.
+pub const REGISTRY_USER: &str = "e2e";
+pub const REGISTRY_PASSWORD: &str = "e2e-registry-secret";
+/// `REGISTRY_PASSWORD` bcrypt-hashed, as the registry's htpasswd file holds it.
+const REGISTRY_PASSWORD_BCRYPT: &str =
+    "$2b$05$kYNPyAYr2j09ci3qBJ05oetMu2oqt6dX54qkO01rloXFXUB8MIiBS";
 
 pub fn registry() -> &'static LocalRegistry {
-    REGISTRY.get_or_init(|| {
-        let bin = std::env::var("AGENTBUS_TEST_REGISTRY")
-            .unwrap_or_else(|_| "/usr/bin/docker-registry".into());
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("agentbus-registry-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("registry dir");
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("data").display()
-            ),
+    REGISTRY.get_or_init(|| start_registry("", None))
+}
+
+/// A second local registry that answers only [`REGISTRY_USER`] with [`REGISTRY_PASSWORD`]
+/// (HTTP basic authentication from an htpasswd file, as private registries ask for a login).
+pub fn registry_with_login() -> &'static LocalRegistry {
+    REGISTRY_WITH_LOGIN.get_or_init(|| {
+        start_registry(
+            "-login",
+            Some(&format!("{REGISTRY_USER}:{REGISTRY_PASSWORD_BCRYPT}\n")),
         )
-        .expect("registry config");
-        let script = format!(
-            "parent=$PPID; \"{bin}\" serve \"{}\" >/dev/null 2>&1 & r=$!; \
-             while kill -0 $parent 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 1; done; kill $r 2>/dev/null; rm -rf \"{}\"",
-            config.display(),
-            dir.display()
-        );
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; scripts/test.sh installs it"));
-        wait_for_port(
-            port,
-            Duration::from_secs(30),
-            &format!("{bin} (scripts/test.sh installs docker-registry)"),
-        );
-        LocalRegistry {
-            host: format!("127.0.0.1:{port}"),
-            _watchdog: std::sync::Mutex::new(watchdog),
-        }
     })
+}
+
+fn start_registry(tag: &str, htpasswd: Option<&str>) -> LocalRegistry {
+    let bin = std::env::var("AGENTBUS_TEST_REGISTRY")
+        .unwrap_or_else(|_| "/usr/bin/docker-registry".into());
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("agentbus-registry{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("registry dir");
+    let config = dir.join("config.yml");
+    let auth = match htpasswd {
+        Some(entries) => {
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, entries).expect("htpasswd");
+            format!(
+                "auth:\n  htpasswd:\n    realm: agentbus-e2e\n    path: {}\n",
+                file.display()
+            )
+        }
+        None => String::new(),
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            dir.join("data").display()
+        ),
+    )
+    .expect("registry config");
+    let script = format!(
+        "parent=$PPID; \"{bin}\" serve \"{}\" >/dev/null 2>&1 & r=$!; \
+         while kill -0 $parent 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 1; done; kill $r 2>/dev/null; rm -rf \"{}\"",
+        config.display(),
+        dir.display()
+    );
+    let watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; scripts/test.sh installs it"));
+    wait_for_port(
+        port,
+        Duration::from_secs(30),
+        &format!("{bin} (scripts/test.sh installs docker-registry)"),
+    );
+    LocalRegistry {
+        host: format!("127.0.0.1:{port}"),
+        _watchdog: std::sync::Mutex::new(watchdog),
+    }
 }
 
 /// Asserts that an AWS read failed because the thing is not there: a service error that

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{
-    IMAGE, agentbus, agentbus_env, clients, deploy_xs, deploy_xs_with, registry, seed_image,
-    unique_env,
+    IMAGE, REGISTRY_PASSWORD, REGISTRY_USER, agentbus, agentbus_env, clients, deploy_xs,
+    deploy_xs_with, registry, registry_with_login, seed_image, unique_env,
 };
 use crate::server::{free_port, up};
 
@@ -215,6 +215,80 @@ fn image_builds_reproducibly_and_a_pushed_image_reads_back_in_skopeo_and_runs() 
     assert_eq!(layers.len(), 2);
     assert_eq!(layers[0], inspect["Layers"][0]);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A registry that asks for a login (HTTP basic authentication, as ECR's login is with its
+/// token): a push without the login, or with a wrong password, is refused saying so; with it
+/// the image lands, and skopeo reads it back only with the same login.
+#[test]
+fn a_push_to_a_registry_that_asks_for_a_login_logs_in_or_says_why_not() {
+    let reg = registry_with_login();
+    let base = [
+        "image",
+        "push",
+        "--registry",
+        reg.host.as_str(),
+        "--repository",
+        "private/agentbus",
+        "--insecure",
+        "--json",
+    ];
+    // With --json the error is JSON on stdout.
+    let r = agentbus(&base);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("log in with --username")
+            && r.stdout
+                .contains("it asks for a login it was not given or did not accept"),
+        "{r:?}"
+    );
+    let mut with_user = base.to_vec();
+    with_user.extend(["--username", REGISTRY_USER]);
+    let r = agentbus_env(&with_user, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("--username needs the password in AGENTBUS_REGISTRY_PASSWORD"),
+        "{r:?}"
+    );
+    let r = agentbus_env(&with_user, &[("AGENTBUS_REGISTRY_PASSWORD", "not-it")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("check --username and AGENTBUS_REGISTRY_PASSWORD"),
+        "{r:?}"
+    );
+    assert!(
+        !format!("{}{}", r.stdout, r.stderr).contains("not-it"),
+        "the password is never printed: {r:?}"
+    );
+    let r = agentbus_env(
+        &with_user,
+        &[("AGENTBUS_REGISTRY_PASSWORD", REGISTRY_PASSWORD)],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let pushed = r.json();
+    let tagged = pushed["pushed"]["tagged"].as_str().unwrap().to_string();
+    let inspect = |creds: Option<String>| {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--creds", &c]);
+        }
+        cmd.arg(format!("docker://{tagged}"))
+            .output()
+            .expect("skopeo (scripts/test.sh installs it)")
+    };
+    let out = inspect(Some(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read["Digest"], pushed["pushed"]["digest"]);
+    let out = inspect(None);
+    assert!(!out.status.success(), "the registry answers only the login");
 }
 
 #[test]

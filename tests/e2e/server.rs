@@ -683,6 +683,114 @@ fn sigterm_during_a_burst_completes_every_accepted_request() {
 
 /// An MCP session answers only the token that opened it: another tenant's token that knows
 /// its id can neither use nor close it (it is told the session does not exist).
+/// Calls one tool in a session of its own (protocol 2025-06-18), returning the answer's text.
+fn call_tool(port: u16, token: &str, tool: &str, arguments: &str) -> String {
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+    let (status, headers, text) = http_full(port, "POST", "/mcp", Some(token), &[], Some(init));
+    assert_eq!(status, 200, "{text}");
+    let sid = header(&headers, "mcp-session-id").expect("a session id");
+    let with_sid = [
+        ("Mcp-Session-Id", sid),
+        ("Mcp-Protocol-Version", "2025-06-18"),
+    ];
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let (status, _, _) = http_full(port, "POST", "/mcp", Some(token), &with_sid, Some(note));
+    assert_eq!(status, 202);
+    let call = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{arguments}}}}}"#
+    );
+    let (status, _, text) = http_full(port, "POST", "/mcp", Some(token), &with_sid, Some(&call));
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// An MCP initialize sent with `host` as its Host header: (status, body).
+fn initialize_as(port: u16, token: &str, host: &str) -> (u16, String) {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp)
+}
+
+/// A name a load balancer gives: what a deployed dashboard's requests carry as their Host.
+const BALANCER_HOST: &str = "agentbus-dev-123456789.us-east-1.elb.amazonaws.com";
+
+/// The dashboard's live stream carries only its tenant's events: another tenant's event, sent
+/// before one of the tenant's own, never comes first.
+#[test]
+fn the_live_stream_carries_only_its_tenant_s_events() {
+    let dir = temp_dir("live-stream");
+    let server = up(&dir, free_port());
+    let (a, b) = (
+        token(&dir, "tenant-a", "user"),
+        token(&dir, "tenant-b", "user"),
+    );
+    let mut live = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    live.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        live,
+        "GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {a}\r\nAccept: text/event-stream\r\n\r\n",
+        server.port
+    )
+    .unwrap();
+    // Once the headers are in, the stream is listening.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = live.read(&mut buf).expect("the stream's headers");
+        assert!(n > 0, "the stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    for (t, what) in [(&b, "Theirs Happened"), (&a, "Ours Happened")] {
+        let text = call_tool(
+            server.port,
+            t,
+            "events_send",
+            &format!(r#"{{"detail_type":"{what}","detail":{{}}}}"#),
+        );
+        assert!(!text.contains(r#""isError":true"#), "{text}");
+    }
+    while !String::from_utf8_lossy(&seen).contains("Ours Happened") {
+        let n = live.read(&mut buf).expect("a's event on its stream");
+        assert!(n > 0, "the stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(!text.contains("Theirs Happened"), "{text}");
+    assert_eq!(text.matches("event: agentbus-event").count(), 1, "{text}");
+    drop(live);
+    // On this machine only loopback names reach MCP (DNS rebinding); a deployed server
+    // answers its load balancer's name (the AWS-mode test checks that).
+    let (status, text) = initialize_as(server.port, &a, BALANCER_HOST);
+    assert!(
+        status != 200 && !text.contains("serverInfo"),
+        "{status} {text}"
+    );
+    let (status, text) = initialize_as(server.port, &a, &format!("localhost:{}", server.port));
+    assert!(
+        status == 200 && text.contains("serverInfo"),
+        "{status} {text}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_session_belongs_to_the_token_that_opened_it() {
     let dir = temp_dir("sessions");
@@ -877,6 +985,12 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
     ));
     let (mut server, port) = serve_on_aws(task_env);
     assert_eq!(http(port, "POST", "/mcp", None, Some("{}")).0, 401);
+    // Behind the load balancer the Host is the balancer's name: the deployed server answers.
+    let (status, text) = initialize_as(port, &a, BALANCER_HOST);
+    assert!(
+        status == 200 && text.contains("serverInfo"),
+        "{status} {text}"
+    );
     python_client(&[
         "http",
         &format!("http://127.0.0.1:{port}/mcp"),

@@ -229,8 +229,21 @@ pub async fn run(cmd: ImageArgs) -> Result<u8> {
                             RegistryAuth::Basic(u, p)
                         }
                     };
+                    let login_given = !matches!(auth, RegistryAuth::Anonymous);
                     let reg = Registry::new(&host, auth, args.insecure)?;
-                    let pushed = reg.push(&repo, &tag, &img).await?;
+                    let pushed = reg.push(&repo, &tag, &img).await.map_err(|e| {
+                        let hint = match (&e, login_given) {
+                            (image::ImageError::Unauthorized(_), false) => {
+                                "log in with --username (the password in AGENTBUS_REGISTRY_PASSWORD)"
+                            }
+                            (image::ImageError::Unauthorized(_), true) => {
+                                "check --username and AGENTBUS_REGISTRY_PASSWORD"
+                            }
+                            _ => "",
+                        };
+                        let e = anyhow::Error::new(e);
+                        if hint.is_empty() { e } else { e.context(hint) }
+                    })?;
                     let remembered = if remember {
                         let d = connect(g).await?;
                         d.remember_image(&pushed.reference).await?;

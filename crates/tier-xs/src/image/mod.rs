@@ -87,6 +87,9 @@ pub enum ImageError {
     Invalid(String),
     #[error("registry: {0}")]
     Registry(String),
+    /// The registry wants a login it was not given, or refused the one it was.
+    #[error("registry: {0}: it asks for a login it was not given or did not accept")]
+    Unauthorized(String),
 }
 
 /// A content-addressed blob: a config or a layer.

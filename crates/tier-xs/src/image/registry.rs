@@ -34,7 +34,12 @@ pub fn parse_reference(s: &str) -> Result<Reference, ImageError> {
 }
 
 fn reg_err(what: &str, e: OciDistributionError) -> ImageError {
-    ImageError::Registry(format!("{what}: {}", crate::engine::error_text(&e)))
+    let text = format!("{what}: {}", crate::engine::error_text(&e));
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => ImageError::Unauthorized(text),
+        _ => ImageError::Registry(text),
+    }
 }
 
 fn is_not_found(e: &OciDistributionError) -> bool {

@@ -414,6 +414,89 @@ mod tests {
         (port, seen)
     }
 
+    fn delivery(url: &str) -> Delivery<'_> {
+        Delivery {
+            url,
+            secret: "s",
+            subscription_id: "sub",
+            rule: "r",
+            event_id: "e",
+            document: &serde_json::Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn server_errors_throttling_and_request_timeouts_are_retried_five_times_and_nothing_else_is()
+     {
+        use std::sync::atomic::Ordering::SeqCst;
+        let w = Webhooks::with_backoff(Reach::Anywhere, Duration::from_millis(1)).unwrap();
+        for (status, attempts) in [
+            ("500 Internal Server Error", 5),
+            ("503 Service Unavailable", 5),
+            ("429 Too Many Requests", 5),
+            ("408 Request Timeout", 5),
+            ("404 Not Found", 1),
+            ("401 Unauthorized", 1),
+            ("400 Bad Request", 1),
+        ] {
+            let (port, seen) = answering(format!(
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            ))
+            .await;
+            let url = format!("http://127.0.0.1:{port}/hook");
+            let out = w.deliver(&delivery(&url)).await;
+            let code = &status[..3];
+            let plural = if attempts == 1 { "" } else { "s" };
+            assert!(!out.ok, "{status}");
+            assert_eq!(
+                out.summary,
+                format!("HTTP {code} after {attempts} attempt{plural}")
+            );
+            assert_eq!(seen.load(SeqCst), attempts, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_without_an_answer_is_given_up_after_five_seconds_and_tried_again() {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // The first connection is read and never answered; the next ones get a 200.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 65536];
+                let _ = c.read(&mut buf).await;
+                if count.fetch_add(1, SeqCst) == 0 {
+                    held.push(c);
+                } else {
+                    let _ = c
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            }
+        });
+        let w = Webhooks::with_backoff(Reach::Anywhere, Duration::from_millis(1)).unwrap();
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let started = std::time::Instant::now();
+        // A bound on a hang (an attempt that waited forever), not a measure.
+        let out = tokio::time::timeout(Duration::from_secs(20), w.deliver(&delivery(&url)))
+            .await
+            .expect("the unanswered attempt was given up");
+        assert!(out.ok, "{}", out.summary);
+        assert_eq!(out.summary, "200 after 2 attempts");
+        assert_eq!(seen.load(SeqCst), 2);
+        // It waited the whole attempt's time first.
+        assert!(
+            started.elapsed() >= ATTEMPT_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn a_webhook_that_redirects_is_not_followed_and_fails_without_retries() {
         let (target, reached) =
