@@ -14,7 +14,9 @@ Exits 0 when every check passed; prints each failed check.
 """
 import asyncio
 import base64
+import json
 import sys
+from urllib.parse import quote
 
 from mcp import Client, ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
@@ -69,14 +71,19 @@ async def tenant_a(s, init):
     check(not err, f"artifacts_put text ({text})")
     err, _, text = await call(s, "artifacts_put", {"key": "img/x.png", "content": base64.b64encode(PNG).decode(), "encoding": "base64", "content_type": "image/png"})
     check(not err, f"artifacts_put bytes ({text})")
+    err, rec, text = await call(s, "timeline_append", {"agent": "critic", "task_id": "t-1", "action": "review", "summary": "plan approved", "artifacts": ["reports/q3.md"]})
+    check(not err, f"timeline_append ({text})")
+    # The name percent-encoded, as every resource key is (its time has colons).
+    record_uri = "agentbus://timeline/" + quote(f"{rec['ts']}_critic_{rec['id']}", safe="") if rec else None
 
     listed, pages = await list_all(s)
     uris = [u for u, _, _, _ in listed]
     check(len(uris) == len(set(uris)), f"no resource listed twice ({len(uris)} listed)")
     check(pages >= 2, f"more than a page of resources comes in pages ({pages})")
     want = {"agentbus://kv/notes%2Fa%20b", "agentbus://kv/config", "agentbus://artifacts/reports%2Fq3.md", "agentbus://artifacts/img%2Fx.png"}
-    check(want <= set(uris), f"a's entries and artifacts are listed ({sorted(set(uris))[:6]}...)")
-    check(len(uris) == BULK + 4, f"exactly a's resources: {len(uris)} of {BULK + 4}")
+    want.add(record_uri)
+    check(want <= set(uris), f"a's entries, artifacts and timeline record are listed ({sorted(set(uris))[:6]}...)")
+    check(len(uris) == BULK + 5, f"exactly a's resources: {len(uris)} of {BULK + 5}")
     check(not any("theirs" in u for u in uris), "b's entry is not listed to a")
     by_uri = {u: (n, m, z) for u, n, m, z in listed}
     check(by_uri.get("agentbus://artifacts/img%2Fx.png") == ("img/x.png", "image/png", len(PNG)),
@@ -88,6 +95,11 @@ async def tenant_a(s, init):
     r = await s.read_resource("agentbus://artifacts/reports%2Fq3.md")
     c = r.contents[0]
     check(getattr(c, "text", None) == "# Q3\n" and c.mime_type == "text/markdown", f"a text artifact reads as text ({c})")
+    r = await s.read_resource(record_uri)
+    c = r.contents[0]
+    got = json.loads(getattr(c, "text", "null") or "null")
+    check(c.mime_type == "application/json" and got and got.get("id") == rec["id"] and got.get("summary") == "plan approved"
+          and got.get("artifacts") == ["reports/q3.md"], f"a timeline record reads as its JSON ({c})")
     r = await s.read_resource("agentbus://artifacts/img%2Fx.png")
     c = r.contents[0]
     check(base64.b64decode(getattr(c, "blob", "") or "") == PNG and c.mime_type == "image/png", f"bytes read as a blob ({c})")
@@ -100,7 +112,7 @@ async def tenant_a(s, init):
 
     t = await s.list_resource_templates()
     templates = {str(x.uri_template) for x in t.resource_templates}
-    check(templates == {"agentbus://kv/{key}", "agentbus://artifacts/{key}"}, f"the templates ({templates})")
+    check(templates == {"agentbus://kv/{key}", "agentbus://artifacts/{key}", "agentbus://timeline/{key}"}, f"the templates ({templates})")
 
     done = await s.complete(types.ResourceTemplateReference(type="ref/resource", uri="agentbus://kv/{key}"), {"name": "key", "value": "no"})
     check(done.completion.values == ["notes/a b"], f"a KV key completes from a's keys ({done.completion})")

@@ -289,7 +289,10 @@ impl ToolExtension for SmallTools {
     }
 
     fn resources(&self) -> Vec<Arc<dyn tier_xs::server::resources::ResourceSource>> {
-        vec![Arc::new(ArtifactResources(self.artifacts.clone()))]
+        vec![
+            Arc::new(ArtifactResources(self.artifacts.clone())),
+            Arc::new(TimelineResources(self.timeline.clone())),
+        ]
     }
 
     /// An inline artifact of the largest size, base64 in JSON (a third more), with room for
@@ -604,6 +607,85 @@ impl tier_xs::server::resources::ResourceSource for ArtifactResources {
                 }
             }
         }))
+    }
+}
+
+/// The tenant's recent timeline records as MCP resources: `agentbus://timeline/{name}`
+/// (`{ts}_{agent}_{id}`), those of the last [`TIMELINE_RESOURCE_DAYS`] days, each as JSON.
+/// Listing reads names only; a record is read when it is read.
+struct TimelineResources(Arc<dyn TimelineStore>);
+
+/// How far back the timeline's records are offered as resources (`timeline_query` reads all).
+const TIMELINE_RESOURCE_DAYS: u64 = 7;
+
+#[async_trait::async_trait]
+impl tier_xs::server::resources::ResourceSource for TimelineResources {
+    fn kind(&self) -> &'static str {
+        "timeline"
+    }
+    fn describe(&self) -> (&'static str, &'static str) {
+        (
+            "Timeline record",
+            "A record of your tenant's timeline from the last 7 days (an agent's step: who, what, which artifacts), as JSON; timeline_query searches them all.",
+        )
+    }
+    async fn list(
+        &self,
+        tenant: &tier_xs::runtime::Tenant,
+        prefix: &str,
+        cursor: Option<&str>,
+    ) -> Result<
+        (Vec<tier_xs::server::resources::Listed>, Option<String>),
+        tier_xs::runtime::RuntimeError,
+    > {
+        let from = crate::runtime::timeline::ts_of(
+            tier_xs::runtime::now_millis()
+                .saturating_sub(TIMELINE_RESOURCE_DAYS * 24 * 3600 * 1000),
+        );
+        let (names, more) = self
+            .0
+            .names(
+                tenant,
+                &from,
+                prefix,
+                cursor,
+                tier_xs::server::resources::PAGE,
+            )
+            .await?;
+        let next = more.then(|| names.last().cloned()).flatten();
+        Ok((
+            names
+                .into_iter()
+                .map(|key| tier_xs::server::resources::Listed {
+                    key,
+                    mime_type: Some("application/json".into()),
+                    size: None,
+                })
+                .collect(),
+            next,
+        ))
+    }
+    async fn read(
+        &self,
+        tenant: &tier_xs::runtime::Tenant,
+        key: &str,
+    ) -> Result<Option<tier_xs::server::resources::Contents>, tier_xs::runtime::RuntimeError> {
+        Ok(self
+            .0
+            .get(tenant, key)
+            .await?
+            .map(|r| tier_xs::server::resources::Contents::Text {
+                mime_type: "application/json".into(),
+                text: serde_json::to_string_pretty(&r).unwrap_or_default(),
+            }))
+    }
+    /// A record never changes once written: it is there or not.
+    async fn fingerprint(
+        &self,
+        tenant: &tier_xs::runtime::Tenant,
+        key: &str,
+    ) -> Result<Option<String>, tier_xs::runtime::RuntimeError> {
+        Ok(self.0.get(tenant, key).await?.map(|r| r.id))
     }
 }
 

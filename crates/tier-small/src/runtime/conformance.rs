@@ -271,6 +271,42 @@ pub async fn timeline_suite(store: &dyn TimelineStore, label: &str) {
     ids.dedup();
     assert_eq!(ids.len(), 24);
 
+    // Names without the records, from a time, by prefix, a page at a time; each reads back
+    // as its record, for its tenant only.
+    let name = |r: &crate::runtime::timeline::TimelineRecord| {
+        format!("{}_{}_{}", r.ts, r.record.agent, r.id)
+    };
+    let (names, more) = store.names(&a, &all[4].ts, "", None, 15).await.unwrap();
+    let want: Vec<String> = all.iter().filter(|r| r.ts >= all[4].ts).map(name).collect();
+    assert_eq!((names.as_slice(), more), (&want[..15], true));
+    let (rest, more) = store
+        .names(&a, &all[4].ts, "", names.last().map(String::as_str), 15)
+        .await
+        .unwrap();
+    assert_eq!((rest.as_slice(), more), (&want[15..], false));
+    let day = &all[0].ts[..10];
+    let (of_day, _) = store
+        .names(&a, "1970-01-01T00:00:00.000Z", day, None, 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        of_day.len(),
+        all.iter().filter(|r| r.ts.starts_with(day)).count()
+    );
+    let (none, more) = store
+        .names(&a, "1970-01-01T00:00:00.000Z", "1999", None, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty() && !more);
+    assert_eq!(
+        store.get(&a, &name(&all[3])).await.unwrap().as_ref(),
+        Some(&all[3])
+    );
+    assert_eq!(store.get(&b, &name(&all[3])).await.unwrap(), None);
+    for bad in ["nope", "../x", "2026-01-01T00:00:00.000Z_critic_00/x"] {
+        assert_eq!(store.get(&a, bad).await.unwrap(), None, "{bad}");
+    }
+
     // A time range: [from, to) of the stored times.
     let from = all[8].ts.clone();
     let to = all[16].ts.clone();

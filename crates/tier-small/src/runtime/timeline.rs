@@ -250,6 +250,38 @@ pub trait TimelineStore: Send + Sync {
     /// Records in time order, filtered by time range and agent, a page at a time.
     async fn query(&self, tenant: &Tenant, q: &TimelineQuery)
     -> Result<TimelinePage, RuntimeError>;
+    /// The names of the records (`{ts}_{agent}_{id}`) from the time `from` on (as [`ts_of`]
+    /// writes it) that start with `prefix`, after the name `after`, in time order, without
+    /// reading the records: at most `limit`, and whether more follow.
+    async fn names(
+        &self,
+        tenant: &Tenant,
+        from: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool), RuntimeError>;
+    /// The record of a name [`TimelineStore::names`] gives; `None` when there is none.
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<TimelineRecord>, RuntimeError>;
+}
+
+/// The key of a record's name, if it is a record's name.
+fn key_of_name(name: &str) -> Option<String> {
+    let key = format!("{name}.json");
+    (!name.contains('/') && parse_key(&key).is_some()).then_some(key)
+}
+
+/// Where a listing of names starts: after `after`, else at `from` (every key of a time sorts
+/// after the time itself).
+fn names_start(from: &str, after: Option<&str>) -> String {
+    match after {
+        Some(a) => format!("{a}.json").max(from.to_string()),
+        None => from.to_string(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -380,6 +412,87 @@ impl TimelineStore for S3Timeline {
             records,
         })
     }
+
+    async fn names(
+        &self,
+        tenant: &Tenant,
+        from: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool), RuntimeError> {
+        let root = Self::root(tenant);
+        let mut start_after = Some(format!("{root}{}", names_start(from, after)));
+        let mut names = Vec::new();
+        loop {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{root}{prefix}"))
+                .set_start_after(start_after.take())
+                .max_keys(1000)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("S3 ListObjectsV2", e))?;
+            for key in out.contents().iter().filter_map(|o| o.key()) {
+                let Some(name) = key
+                    .strip_prefix(&root)
+                    .and_then(|k| k.strip_suffix(".json"))
+                else {
+                    continue;
+                };
+                if key_of_name(name).is_none() {
+                    continue;
+                }
+                if names.len() == limit as usize {
+                    return Ok((names, true));
+                }
+                names.push(name.to_string());
+            }
+            if out.is_truncated() != Some(true) {
+                return Ok((names, false));
+            }
+            start_after = out
+                .contents()
+                .last()
+                .and_then(|o| o.key())
+                .map(str::to_string);
+        }
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<TimelineRecord>, RuntimeError> {
+        let Some(key) = key_of_name(name) else {
+            return Ok(None);
+        };
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{key}", Self::root(tenant)))
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(RuntimeError::backend("S3 GetObject", e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
+            .into_bytes();
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| RuntimeError::backend("decode timeline record", e))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -478,5 +591,57 @@ impl TimelineStore for EmbeddedTimeline {
             },
             records,
         })
+    }
+
+    async fn names(
+        &self,
+        tenant: &Tenant,
+        from: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, bool), RuntimeError> {
+        let rows = sqlx::query(
+            "SELECT key FROM timeline WHERE tenant = ? AND key > ? AND instr(key, ?) = 1
+             ORDER BY key LIMIT ?",
+        )
+        .bind(tenant.as_str())
+        .bind(names_start(from, after))
+        .bind(prefix)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| RuntimeError::backend("timeline names", e))?;
+        let mut names: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                let key: String = r.get("key");
+                key.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        let more = names.len() > limit as usize;
+        names.truncate(limit as usize);
+        Ok((names, more))
+    }
+
+    async fn get(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+    ) -> Result<Option<TimelineRecord>, RuntimeError> {
+        let Some(key) = key_of_name(name) else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT record FROM timeline WHERE tenant = ? AND key = ?")
+            .bind(tenant.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| RuntimeError::backend("timeline read", e))?;
+        row.map(|r| {
+            serde_json::from_str(&r.get::<String, _>("record"))
+                .map_err(|e| RuntimeError::backend("decode timeline record", e))
+        })
+        .transpose()
     }
 }
