@@ -3,7 +3,8 @@
 # (.cargo/mutants.toml): each mutant is a small change to the code (an operator flipped, a
 # function returning a default, a match arm gone) that the tests must notice.
 #   bash scripts/mutants.sh             every mutant (about 20 minutes on 2 cores)
-#   bash scripts/mutants.sh --shard K/N one N-th of them (CI runs one, a different one each commit)
+#   bash scripts/mutants.sh --shard K/N one N-th of them, K from 0 to N-1 (CI runs one, a different
+#                                       one each commit)
 # A mutant the tests miss must be listed in tests/mutants/missed.md with the reason it cannot
 # or need not be caught: an unlisted one fails the run, and so, on a whole run, does a listed
 # one the tests now catch (the list must not hide anything).
