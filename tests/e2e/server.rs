@@ -130,15 +130,21 @@ pub(crate) fn http_full(
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.unwrap_or("");
+    // A Host among `headers` replaces the loopback one.
+    let is_host = |k: &str| k.eq_ignore_ascii_case("host");
+    let host = headers
+        .iter()
+        .find(|(k, _)| is_host(k))
+        .map_or_else(|| format!("127.0.0.1:{port}"), |(_, v)| v.to_string());
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\
          Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n",
         body.len()
     );
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    for (k, v) in headers {
+    for (k, v) in headers.iter().filter(|(k, _)| !is_host(k)) {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
@@ -707,23 +713,15 @@ fn call_tool(port: u16, token: &str, tool: &str, arguments: &str) -> String {
 /// An MCP initialize sent with `host` as its Host header: (status, body).
 fn initialize_as(port: u16, token: &str, host: &str) -> (u16, String) {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, resp)
+    let (status, _, text) = http_full(
+        port,
+        "POST",
+        "/mcp",
+        Some(token),
+        &[("Host", host)],
+        Some(body),
+    );
+    (status, text)
 }
 
 /// A name a load balancer gives: what a deployed dashboard's requests carry as their Host.
