@@ -746,15 +746,19 @@ fn the_live_stream_carries_only_its_tenant_s_events() {
         server.port
     )
     .unwrap();
-    // Once the headers are in, the stream is listening.
+    // Reads the stream until what it has read holds `what`.
     let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-        let n = live.read(&mut buf).expect("the stream's headers");
-        assert!(n > 0, "the stream closed");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    let mut read_until = |what: &str| {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(what) {
+            let n = live.read(&mut buf).expect("the stream answers");
+            assert!(n > 0, "the stream closed before {what:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    // Once the headers are in, the stream is listening.
+    assert!(read_until("\r\n\r\n").starts_with("HTTP/1.1 200"));
     for (t, what) in [(&b, "Theirs Happened"), (&a, "Ours Happened")] {
         let text = call_tool(
             server.port,
@@ -764,12 +768,7 @@ fn the_live_stream_carries_only_its_tenant_s_events() {
         );
         assert!(!text.contains(r#""isError":true"#), "{text}");
     }
-    while !String::from_utf8_lossy(&seen).contains("Ours Happened") {
-        let n = live.read(&mut buf).expect("a's event on its stream");
-        assert!(n > 0, "the stream closed");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&seen);
+    let text = read_until("Ours Happened");
     assert!(!text.contains("Theirs Happened"), "{text}");
     assert_eq!(text.matches("event: agentbus-event").count(), 1, "{text}");
     drop(live);

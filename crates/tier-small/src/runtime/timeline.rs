@@ -303,6 +303,33 @@ impl S3Timeline {
     fn root(tenant: &Tenant) -> String {
         format!("tenants/{tenant}/timeline/")
     }
+
+    /// The record under the object key `key`; `None` when there is none.
+    async fn read(&self, key: String) -> Result<Option<TimelineRecord>, RuntimeError> {
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(RuntimeError::backend("S3 GetObject", e)),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
+            .into_bytes();
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| RuntimeError::backend("decode timeline record", e))
+    }
 }
 
 #[async_trait]
@@ -380,24 +407,12 @@ impl TimelineStore for S3Timeline {
         // One GET per record, a few at a time, in key order.
         let records: Vec<TimelineRecord> = futures::stream::iter(keys.clone())
             .map(|k| {
-                let (s3, bucket, key) =
-                    (self.s3.clone(), self.bucket.clone(), format!("{root}{k}"));
+                let key = format!("{root}{k}");
                 async move {
-                    let out = s3
-                        .get_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .map_err(|e| RuntimeError::backend("S3 GetObject", e))?;
-                    let body = out
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
-                        .into_bytes();
-                    serde_json::from_slice(&body)
-                        .map_err(|e| RuntimeError::backend("decode timeline record", e))
+                    self.read(key).await?.ok_or_else(|| RuntimeError::Backend {
+                        op: "S3 GetObject",
+                        message: format!("{k}: gone while listed"),
+                    })
                 }
             })
             .buffered(GET_CONCURRENCY)
@@ -469,29 +484,7 @@ impl TimelineStore for S3Timeline {
         let Some(key) = key_of_name(name) else {
             return Ok(None);
         };
-        let out = match self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(format!("{}{key}", Self::root(tenant)))
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(RuntimeError::backend("S3 GetObject", e)),
-        };
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| RuntimeError::backend("S3 GetObject body", e))?
-            .into_bytes();
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| RuntimeError::backend("decode timeline record", e))
+        self.read(format!("{}{key}", Self::root(tenant))).await
     }
 }
 

@@ -68,7 +68,7 @@ pub struct AgentbusMcp {
     /// ([`LOG_OFF`] until it asks).
     log_level: Arc<std::sync::atomic::AtomicU8>,
     /// Every kind of data offered as resources: the KV store's, then the layers'.
-    sources: Arc<[Arc<dyn ResourceSource>]>,
+    sources: res::Sources,
     /// The resources the session subscribed to (`resources/subscribe`).
     watch: SessionWatch,
 }
@@ -261,31 +261,22 @@ impl AgentbusMcp {
                 tool_router.add_route(route);
             }
         }
-        let mut sources: Vec<Arc<dyn ResourceSource>> =
-            vec![Arc::new(res::KvResources(state.kv.clone()))];
-        for ext in state.extensions() {
-            sources.extend(ext.resources());
-        }
+        let sources = state.resource_sources();
         AgentbusMcp {
             state,
             fixed,
             tool_router,
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
-            sources: sources.into(),
+            sources,
             watch: SessionWatch::default(),
         }
-    }
-
-    /// Every kind of data offered as resources: the KV store's, then the layers'.
-    fn resource_sources(&self) -> &[Arc<dyn ResourceSource>] {
-        &self.sources
     }
 
     /// A watch of the caller's resources.
     fn watch_for(&self, tenant: Tenant) -> Watch {
         self.state
             .changes
-            .watch(tenant, self.sources.to_vec(), subscriptions::POLL)
+            .watch(tenant, self.sources.clone(), subscriptions::POLL)
     }
 
     /// The caller: the token's identity (HTTP) or the process's (stdio).
@@ -885,10 +876,8 @@ impl ServerHandler for AgentbusMcp {
         request: Option<rmcp::model::PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, rmcp::ErrorData> {
-        let id = self
-            .who(&context)
-            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
-        let sources = self.resource_sources();
+        let id = self.who(&context).map_err(unauthenticated)?;
+        let sources = &self.sources;
         let cursor = request.and_then(|r| r.cursor);
         let (mut at, mut inner) = match cursor.as_deref() {
             None => (0, None),
@@ -933,10 +922,9 @@ impl ServerHandler for AgentbusMcp {
         _request: Option<rmcp::model::PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourceTemplatesResult, rmcp::ErrorData> {
-        self.who(&context)
-            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        self.who(&context).map_err(unauthenticated)?;
         Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
-            self.resource_sources()
+            self.sources
                 .iter()
                 .map(|s| res::template(s.as_ref()))
                 .collect(),
@@ -948,9 +936,7 @@ impl ServerHandler for AgentbusMcp {
         request: rmcp::model::ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, rmcp::ErrorData> {
-        let id = self
-            .who(&context)
-            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        let id = self.who(&context).map_err(unauthenticated)?;
         let uri = request.uri;
         let not_found = || {
             rmcp::ErrorData::resource_not_found(
@@ -959,7 +945,7 @@ impl ServerHandler for AgentbusMcp {
             )
         };
         let (kind, key) = res::parse(&uri).ok_or_else(not_found)?;
-        let source = res::of_kind(self.resource_sources(), kind).ok_or_else(not_found)?;
+        let source = res::of_kind(&self.sources, kind).ok_or_else(not_found)?;
         let found = source
             .read(&id.tenant, &key)
             .await
@@ -973,8 +959,7 @@ impl ServerHandler for AgentbusMcp {
         _request: Option<rmcp::model::PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, rmcp::ErrorData> {
-        self.who(&context)
-            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        self.who(&context).map_err(unauthenticated)?;
         Ok(rmcp::model::ListPromptsResult::with_all_items(
             self.state
                 .extensions()
@@ -991,8 +976,7 @@ impl ServerHandler for AgentbusMcp {
         request: rmcp::model::GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, rmcp::ErrorData> {
-        self.who(&context)
-            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        self.who(&context).map_err(unauthenticated)?;
         let spec = self
             .state
             .extensions()
@@ -1040,9 +1024,7 @@ impl ServerHandler for AgentbusMcp {
         request: rmcp::model::CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CompleteResult, rmcp::ErrorData> {
-        let id = self
-            .who(&context)
-            .map_err(|e| rmcp::ErrorData::invalid_request(e, None))?;
+        let id = self.who(&context).map_err(unauthenticated)?;
         let r = match &request.r#ref {
             rmcp::model::Reference::Resource(r) => r,
             // A prompt's arguments are free text: nothing to offer.
@@ -1070,7 +1052,7 @@ impl ServerHandler for AgentbusMcp {
             }
         };
         let source = self
-            .resource_sources()
+            .sources
             .iter()
             .find(|s| res::template_uri(s.kind()) == r.uri)
             .ok_or_else(|| {

@@ -88,6 +88,9 @@ pub struct AppState {
     pub changes: subscriptions::Changes,
     /// Tools of higher tiers, set once before serving.
     extensions: std::sync::OnceLock<Vec<Arc<dyn mcp::ToolExtension>>>,
+    /// The data offered as MCP resources: the KV store's, then the layers' (built on first use,
+    /// once the extensions are set).
+    sources: std::sync::OnceLock<resources::Sources>,
 }
 
 impl AppState {
@@ -115,6 +118,7 @@ impl AppState {
             emf: None,
             changes: subscriptions::Changes::default(),
             extensions: std::sync::OnceLock::new(),
+            sources: std::sync::OnceLock::new(),
         }
     }
 
@@ -130,6 +134,20 @@ impl AppState {
 
     pub fn extensions(&self) -> &[Arc<dyn mcp::ToolExtension>] {
         self.extensions.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every kind of data offered as MCP resources: the KV store's, then the layers'.
+    pub fn resource_sources(&self) -> resources::Sources {
+        self.sources
+            .get_or_init(|| {
+                let mut sources: Vec<Arc<dyn resources::ResourceSource>> =
+                    vec![Arc::new(resources::KvResources(self.kv.clone()))];
+                for ext in self.extensions() {
+                    sources.extend(ext.resources());
+                }
+                sources.into()
+            })
+            .clone()
     }
 
     /// The embedded backends in a data directory.

@@ -61,6 +61,9 @@ pub enum Contents {
     Bytes { mime_type: String, bytes: Vec<u8> },
 }
 
+/// Every kind of data a server offers as resources, built once per server.
+pub type Sources = Arc<[Arc<dyn ResourceSource>]>;
+
 /// The source of `kind` among `sources`.
 pub fn of_kind<'s>(
     sources: &'s [Arc<dyn ResourceSource>],

@@ -20,7 +20,7 @@ use rmcp::model::ResourceUpdatedNotificationParam;
 use rmcp::{Peer, RoleServer};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::resources::{self as res, ResourceSource};
+use super::resources::{self as res, Sources};
 use crate::runtime::{RuntimeError, Tenant};
 
 /// How often a watched resource is read for changes made elsewhere.
@@ -79,12 +79,7 @@ impl Changes {
     }
 
     /// A watch of the tenant's resources among `sources`, read again every `poll`.
-    pub fn watch(
-        &self,
-        tenant: Tenant,
-        sources: Vec<Arc<dyn ResourceSource>>,
-        poll: Duration,
-    ) -> Watch {
+    pub fn watch(&self, tenant: Tenant, sources: Sources, poll: Duration) -> Watch {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Watch {
@@ -109,7 +104,7 @@ pub struct Watch {
     changes: Changes,
     rx: broadcast::Receiver<Arc<Change>>,
     tenant: Tenant,
-    sources: Vec<Arc<dyn ResourceSource>>,
+    sources: Sources,
     fingerprints: BTreeMap<String, Option<String>>,
     /// Announced as changed here, to be read.
     to_check: VecDeque<String>,
@@ -210,7 +205,7 @@ impl Watch {
         }
     }
 
-    fn source_of(&self, uri: &str) -> Result<(Arc<dyn ResourceSource>, String), WatchError> {
+    fn source_of(&self, uri: &str) -> Result<(Arc<dyn res::ResourceSource>, String), WatchError> {
         let not_ours = || WatchError::NotOurs(uri.to_string());
         let (kind, key) = res::parse(uri).ok_or_else(not_ours)?;
         let source = res::of_kind(&self.sources, kind).ok_or_else(not_ours)?;
@@ -314,7 +309,7 @@ async fn run(mut watch: Watch, mut commands: mpsc::Receiver<Command>, peer: Peer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::resources::{Contents, Listed};
+    use crate::server::resources::{Contents, Listed, ResourceSource};
     use async_trait::async_trait;
 
     /// Resources kept in memory: (tenant, key) → value; the value is its fingerprint.
@@ -361,6 +356,10 @@ mod tests {
         Tenant::new(t).unwrap()
     }
 
+    fn only(source: Arc<dyn ResourceSource>) -> Sources {
+        Arc::from(vec![source])
+    }
+
     /// Waits for the next change, failing the test after `limit` (a hang is a failure).
     async fn next(w: &mut Watch, limit: Duration) -> Option<String> {
         tokio::time::timeout(limit, w.changed()).await.ok()
@@ -370,7 +369,7 @@ mod tests {
     async fn a_change_made_here_is_reported_at_once_and_only_to_its_tenant_s_watchers() {
         let changes = Changes::default();
         let store = Arc::new(Memory::default());
-        let sources: Vec<Arc<dyn ResourceSource>> = vec![store.clone()];
+        let sources = only(store.clone());
         // A poll that never comes during the test: only announcements report.
         let mut a = changes.watch(tenant("a"), sources.clone(), Duration::from_secs(3600));
         let mut b = changes.watch(tenant("b"), sources, Duration::from_secs(3600));
@@ -410,7 +409,7 @@ mod tests {
         let changes = Changes::default();
         let store = Arc::new(Memory::default());
         store.set("a", "gone", "1");
-        let mut a = changes.watch(tenant("a"), vec![store.clone()], Duration::from_millis(50));
+        let mut a = changes.watch(tenant("a"), only(store.clone()), Duration::from_millis(50));
         a.add("agentbus://kv/x").await.unwrap();
         a.add("agentbus://kv/gone").await.unwrap();
         a.add("agentbus://kv/y").await.unwrap();
@@ -438,8 +437,8 @@ mod tests {
     async fn a_tenant_watches_at_most_its_share_across_watches_until_one_ends() {
         let changes = Changes::default();
         let store: Arc<dyn ResourceSource> = Arc::new(Memory::default());
-        let mut first = changes.watch(tenant("a"), vec![store.clone()], POLL);
-        let mut second = changes.watch(tenant("a"), vec![store.clone()], POLL);
+        let mut first = changes.watch(tenant("a"), only(store.clone()), POLL);
+        let mut second = changes.watch(tenant("a"), only(store.clone()), POLL);
         for i in 0..MAX_PER_TENANT - 1 {
             first.add(&format!("agentbus://kv/{i}")).await.unwrap();
         }
@@ -451,7 +450,7 @@ mod tests {
             Err(WatchError::Full)
         ));
         // Another tenant has its own share.
-        let mut other = changes.watch(tenant("b"), vec![store.clone()], POLL);
+        let mut other = changes.watch(tenant("b"), only(store.clone()), POLL);
         other.add("agentbus://kv/0").await.unwrap();
         second.remove("agentbus://kv/last");
         second.add("agentbus://kv/more").await.unwrap();
@@ -471,7 +470,7 @@ mod tests {
     #[tokio::test]
     async fn only_this_server_s_resources_can_be_watched() {
         let changes = Changes::default();
-        let mut a = changes.watch(tenant("a"), vec![Arc::new(Memory::default())], POLL);
+        let mut a = changes.watch(tenant("a"), only(Arc::new(Memory::default())), POLL);
         for uri in [
             "file:///etc/passwd",
             "agentbus://artifacts/x",
