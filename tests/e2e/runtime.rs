@@ -5,7 +5,8 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use tier_xs::config::ServerConfig;
 use tier_xs::runtime::Tenant;
-use tier_xs::runtime::conformance::{events_suite, kv_suite, secrets_suite};
+use tier_xs::runtime::conformance::{deployments_suite, events_suite, kv_suite, secrets_suite};
+use tier_xs::runtime::deployments::{AwsDeployments, Deployments};
 use tier_xs::runtime::events::AwsEvents;
 use tier_xs::runtime::kv::{DynamoKv, KvStore};
 use tier_xs::runtime::secrets::AwsSecrets;
@@ -29,11 +30,33 @@ async fn runtime_services_conform_on_aws() {
         &cfg.events_log_group,
     );
     let secrets = AwsSecrets::new(aws.secrets(), &ws);
-    // Three suites at once: they use disjoint tenants.
+    let deployments = AwsDeployments::new(
+        &aws,
+        &Workspace::new(ws.env.clone(), "unknown", "us-east-1"),
+    );
+    // Four suites at once: they use disjoint tenants (deploy records are the workspace's).
     tokio::join!(
         kv_suite(&kv, "aws"),
         events_suite(&events, "aws"),
-        secrets_suite(&secrets, "aws")
+        secrets_suite(&secrets, "aws"),
+        deployments_suite(&deployments),
+    );
+    // The deploy's own record is there, older than the suite's; and the workspace's budget,
+    // read as the server reads it (the account from STS: the server is not told it).
+    let history = deployments.history(10).await.unwrap();
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert_eq!(history[3].tier, Some(Tier::ExtraSmall));
+    assert!(history[3].succeeded);
+    let budget = deployments
+        .budget()
+        .await
+        .unwrap()
+        .expect("the workspace's budget");
+    assert_eq!(budget.name, ws.id());
+    assert_eq!(
+        budget.limit_usd,
+        tier_xs::xs::layer::SEED_TARGET.1,
+        "{budget:?}"
     );
 
     // An entry written before values' sizes were stored is listed with its size too.

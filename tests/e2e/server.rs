@@ -403,6 +403,8 @@ pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(
     // Another admin of the same tenant starts workflow runs (four-eyes: the dashboard's
     // token approves them).
     let starter = token(&dir, "default", "admin");
+    // A viewer, who must be offered no write control.
+    let viewer = token(&dir, "default", "viewer");
     let token = server.token.clone().unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -418,6 +420,7 @@ pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(
         .arg(&shot)
         .arg(tier)
         .arg(&starter)
+        .arg(&viewer)
         .output()
         .expect("node (and tests/browser/node_modules, installed by scripts/test.sh)");
     assert!(
@@ -432,7 +435,7 @@ pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(
 }
 
 #[test]
-fn the_small_dashboard_shows_artifacts_timeline_events_and_webhooks_in_chromium() {
+fn the_small_console_s_tabs_work_and_look_as_reviewed_in_chromium_for_writers_and_viewers() {
     browser_check("browser-small", &["small"], "small");
 }
 
@@ -946,6 +949,70 @@ fn expired_and_revoked_tokens_get_401() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The console's Workspace panel on AWS: an admin reads the deploy table's apply records,
+/// exactly as a raw Query returns them, and the workspace's budget; a user neither.
+async fn console_workspace_matches_the_deploy_table(
+    aws: &tier_xs::aws::AwsClients,
+    env: &str,
+    port: u16,
+    admin: &str,
+    user: &str,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let (status, body) = http(port, "GET", "/api/workspace", Some(admin), None);
+    assert_eq!(status, 200, "{body}");
+    let w: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let raw = aws
+        .dynamodb()
+        .query()
+        .table_name(format!("agentbus-{env}-deploy"))
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S("apply".into()))
+        .scan_index_forward(false)
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<serde_json::Value> = raw
+        .items()
+        .iter()
+        .map(|i| serde_json::from_str(i["record"].as_s().unwrap()).unwrap())
+        .collect();
+    assert!(!records.is_empty());
+    assert_eq!(w["history"], serde_json::Value::from(records), "{body}");
+    assert_eq!(w["tier"], "xs");
+    assert_eq!(w["region"], "us-east-1");
+    assert_eq!(w["budget"]["name"], format!("agentbus-{env}"), "{body}");
+    let ids: Vec<&str> = w["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"kv-table") && ids.contains(&"budget"),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.contains(&"artifacts-bucket"),
+        "only the tier's own: {ids:?}"
+    );
+    let total: f64 = w["cost"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["monthly"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (total - w["cost"]["total_usd"].as_f64().unwrap()).abs() < 0.01,
+        "{body}"
+    );
+    let (status, body) = http(port, "GET", "/api/workspace", Some(user), None);
+    assert_eq!(status, 200, "{body}");
+    let w: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(w["history"]["unavailable"], "shown to admins only");
+    assert_eq!(w["budget"]["unavailable"], "shown to admins only");
+}
+
 #[tokio::test]
 async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
     use crate::harness::{clients, deploy_xs, unique_env};
@@ -996,6 +1063,8 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         &viewer,
     ]);
     server_metrics_reach_cloudwatch(&aws, &env, &metrics_group, port, &[&a, &b]).await;
+    console_workspace_matches_the_deploy_table(&aws, &env, port, &token("tenant-a", "admin"), &a)
+        .await;
 
     // What the tools wrote is in the workspace's own AWS resources.
     let item = aws

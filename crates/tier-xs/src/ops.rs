@@ -2,6 +2,7 @@
 //! apply with a record, destroy, status, unlock.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,7 +16,7 @@ use crate::engine::lock::{
     ApplyRecord, DeployTable, Lease, LockError, LockInfo, LockSeen, StoredSettings, iso, now_millis,
 };
 use crate::engine::plan::{self, Plan, PlanRequest};
-use crate::engine::{self, EngineError};
+use crate::engine::{self, EngineError, Resource};
 use crate::image::platform::CpuArchitecture;
 use crate::ladder::{IMAGE_ARCHITECTURES, Ladder, LadderError, LayerContext, monthly_total};
 use crate::workspace::{Env, Tier, Workspace};
@@ -149,7 +150,10 @@ pub fn deployer_permissions(
 /// settings, history), the network, the image's registry, the tokens in the server secret.
 fn foundation_permissions(ws: &Workspace) -> crate::engine::Permissions {
     use crate::engine::permissions::any;
-    let table = [ws.arn("dynamodb", &format!("table/{}", ws.name("deploy")))];
+    let table = [ws.arn(
+        "dynamodb",
+        &format!("table/{}", crate::engine::lock::deploy_table_name(ws)),
+    )];
     let repository = [ws.arn(
         "ecr",
         &format!("repository/{}", crate::xs::image_repository_name(ws)),
@@ -234,6 +238,17 @@ pub fn price(
     region: &str,
     usage: &str,
 ) -> Result<crate::cost::CostReport, OpsError> {
+    Ok(priced(ladder, tier, env, region, usage)?.0)
+}
+
+/// The report of [`price`], with the resources it priced.
+fn priced(
+    ladder: &Ladder,
+    tier: Tier,
+    env: Env,
+    region: &str,
+    usage: &str,
+) -> Result<(crate::cost::CostReport, Vec<Arc<dyn Resource>>), OpsError> {
     ladder.check(tier)?;
     let ws = Workspace::new(env, "000000000000", region);
     let network = stand_in_network();
@@ -241,7 +256,61 @@ pub fn price(
     let usage = ladder.usage_book().load(usage)?;
     let ctx = ladder.with_estimates(offline_context(&ws, &settings, &network, tier), &usage);
     let universe = ladder.universe(&ctx);
-    Ok(ladder.cost_report(tier, region, &usage, &universe.resources)?)
+    let report = ladder.cost_report(tier, region, &usage, &universe.resources)?;
+    Ok((report, universe.resources))
+}
+
+/// One resource of a tier, as the console lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TierResource {
+    /// Logical id (what plans and apply records name it by).
+    pub id: String,
+    pub kind: &'static str,
+    /// The tier that brings it.
+    pub tier: String,
+    /// Its share of the monthly estimate (the `light` usage profile).
+    pub monthly_usd: f64,
+}
+
+/// What the console shows of a tier without an AWS account: the resources a deploy of it
+/// has, and its monthly cost line by line (the numbers of `agentbus cost TIER`).
+#[derive(Clone, Debug, Serialize)]
+pub struct TierFacts {
+    pub region: String,
+    pub resources: Vec<TierResource>,
+    pub cost: crate::cost::CostReport,
+}
+
+pub fn tier_facts(
+    ladder: &Ladder,
+    tier: Tier,
+    env: Env,
+    region: &str,
+) -> Result<TierFacts, OpsError> {
+    let (cost, universe) = priced(ladder, tier, env, region, "light")?;
+    let resources = universe
+        .iter()
+        .filter(|r| r.meta().tier <= tier)
+        .map(|r| {
+            let id = r.meta().id.to_string();
+            TierResource {
+                monthly_usd: cost
+                    .lines
+                    .iter()
+                    .filter(|l| l.resource == id)
+                    .map(|l| l.monthly)
+                    .sum(),
+                kind: r.kind(),
+                tier: r.meta().tier.short().to_string(),
+                id,
+            }
+        })
+        .collect();
+    Ok(TierFacts {
+        region: region.to_string(),
+        resources,
+        cost,
+    })
 }
 
 /// A layer's document `name` (see [`crate::ladder::Document`]) for a workspace of `env` in

@@ -90,6 +90,13 @@ fn attach(
     Ok(())
 }
 
+/// Gives the console the tier's resources and cost (the ladder knows them; no account needed).
+fn tier_facts(state: &AppState, tier: Tier, env: &str, region: &str) -> Result<()> {
+    let env = tier_xs::workspace::Env::new(env).map_err(|e| anyhow!("env {env:?}: {e}"))?;
+    state.set_tier_facts(tier_xs::ops::tier_facts(&ladder(), tier, env, region)?)?;
+    Ok(())
+}
+
 /// The server of `tier` on embedded storage in `data_dir`.
 /// `exposed`: it listens beyond loopback (its outbound connections then follow a deployed
 /// server's rules).
@@ -111,6 +118,11 @@ pub async fn embedded_state(
         .map(|t| Arc::new(t) as Arc<dyn ToolExtension>)
         .collect();
     attach(&state, parts, tools)?;
+    // Prices of the default region: the embedded target stands for a deploy anywhere.
+    tier_facts(&state, tier, "dev", "us-east-1")?;
+    tier_xs::runtime::deployments::record_start(&state.deployments, tier)
+        .await
+        .with_context(open)?;
     Ok(state)
 }
 
@@ -125,6 +137,7 @@ async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
     let state = AppState::aws(&aws, &cfg, rate)?;
     let parts = ladder().serve_aws(cfg.tier, &aws).await?;
     attach(&state, parts, Vec::new())?;
+    tier_facts(&state, cfg.tier, &cfg.env, &cfg.region)?;
     Ok((state, cfg))
 }
 

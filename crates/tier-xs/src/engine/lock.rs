@@ -216,6 +216,11 @@ impl StoredSettings {
     }
 }
 
+/// The name of a workspace's deploy table.
+pub fn deploy_table_name(ws: &Workspace) -> String {
+    ws.name("deploy")
+}
+
 /// The workspace's deploy table.
 #[derive(Clone, Debug)]
 pub struct DeployTable {
@@ -283,7 +288,7 @@ impl DeployTable {
     pub fn new(aws: &AwsClients, ws: &Workspace) -> Self {
         DeployTable {
             aws: aws.clone(),
-            table: ws.name("deploy"),
+            table: deploy_table_name(ws),
             workspace: ws.id(),
             tags: ws.tags(Tier::ExtraSmall, "deploy"),
         }

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::deployments::Deployments;
 use super::events::EventBus;
 use super::kv::{DEFAULT_TTL_SECS, Expect, KvStore, MAX_VALUE_BYTES, Ttl};
 use super::secrets::SecretStore;
 use super::{RuntimeError, Tenant, now_secs};
+use crate::engine::lock::{ApplyRecord, RecordedChange};
+use crate::workspace::Tier;
 
 fn tenants(tag: &str) -> (Tenant, Tenant) {
     (
@@ -394,6 +397,46 @@ pub async fn secrets_suite(store: &dyn SecretStore, tag: &str) {
     );
 }
 
+/// Deploy records: what is recorded is read back whole, newest first, `limit` at most.
+/// Records already there (a deployed workspace has its deploys) are older than these.
+pub async fn deployments_suite(d: &dyn Deployments) {
+    let base = now_secs() * 1000 + 3_600_000;
+    let record = |n: u64, tier: Option<Tier>, succeeded: bool| ApplyRecord {
+        at: crate::engine::lock::iso(base / 1000 + n),
+        at_ms: base + n,
+        tier,
+        tool_version: "9.9.9".into(),
+        caller: format!("conformance {n}"),
+        succeeded,
+        cancelled: false,
+        changes: vec![RecordedChange {
+            id: "kv-table".into(),
+            name: format!("table-{n}"),
+            action: "update".into(),
+            outcome: "done".into(),
+        }],
+    };
+    let recs = [
+        record(1, Some(Tier::Small), true),
+        record(2, None, false),
+        record(3, Some(Tier::ExtraSmall), true),
+    ];
+    // Out of order: the order read is by time, not by writing.
+    for r in [&recs[1], &recs[0], &recs[2]] {
+        d.record(r).await.unwrap();
+    }
+    assert_eq!(
+        d.history(2).await.unwrap(),
+        [recs[2].clone(), recs[1].clone()]
+    );
+    let all = d.history(10).await.unwrap();
+    assert_eq!(
+        all[..3],
+        [recs[2].clone(), recs[1].clone(), recs[0].clone()]
+    );
+    assert!(all[3..].iter().all(|r| r.at_ms < base), "{all:?}");
+}
+
 #[cfg(test)]
 mod embedded {
     //! The suites against the embedded backend, in a fresh data directory.
@@ -427,6 +470,51 @@ mod embedded {
     async fn secrets_on_sqlite() {
         let d = dir("secrets");
         secrets_suite(&SqliteSecrets::new(open(&d).await.unwrap()), "emb").await;
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn deployments_on_sqlite() {
+        let d = dir("deployments");
+        let store = crate::runtime::deployments::SqliteDeployments::new(open(&d).await.unwrap());
+        deployments_suite(&store).await;
+        // The embedded target has no budget.
+        assert_eq!(store.budget().await.unwrap(), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_start_on_another_tier_is_recorded_and_a_restart_on_the_same_is_not() {
+        use crate::runtime::deployments::{Deployments, SqliteDeployments, record_start};
+        let d = dir("moves");
+        let store: std::sync::Arc<dyn Deployments> =
+            std::sync::Arc::new(SqliteDeployments::new(open(&d).await.unwrap()));
+        for tier in [
+            Tier::ExtraSmall,
+            Tier::ExtraSmall,
+            Tier::Small,
+            Tier::Small,
+            Tier::ExtraSmall,
+        ] {
+            record_start(&store, tier).await.unwrap();
+            // Distinct milliseconds: a record's time is its key.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let tiers: Vec<_> = store
+            .history(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.tier)
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                Some(Tier::ExtraSmall),
+                Some(Tier::Small),
+                Some(Tier::ExtraSmall)
+            ]
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deployments (
+    at_ms  INTEGER PRIMARY KEY,
+    record TEXT NOT NULL
+);
 "#;
 
 /// The data directory and its database hold tenants' secrets and webhook signing keys: only

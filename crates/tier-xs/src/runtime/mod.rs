@@ -5,6 +5,7 @@
 //! Tenancy is part of every key: every call names a [`Tenant`], and no call can reach
 //! another tenant's data.
 
+pub mod deployments;
 pub mod embedded;
 pub mod events;
 pub mod kv;

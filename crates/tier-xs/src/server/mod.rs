@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use self::auth::{Authenticator, FileTokens, Identity, RateLimiter, SecretTokens};
 use self::mcp::AgentbusMcp;
 use crate::config::ServerConfig;
+use crate::runtime::deployments::{AwsDeployments, Deployments, SqliteDeployments};
 use crate::runtime::events::{AwsEvents, Event, EventBus, SqliteEvents};
 use crate::runtime::kv::{DynamoKv, KvStore, SqliteKv};
 use crate::runtime::secrets::{AwsSecrets, SecretStore, SqliteSecrets};
@@ -86,6 +87,10 @@ pub struct AppState {
     pub emf: Option<Arc<crate::metrics::EmfSink>>,
     /// Resources changed through this server, for their watchers.
     pub changes: subscriptions::Changes,
+    /// The workspace's deploy record, for the console's Workspace panel.
+    pub deployments: Arc<dyn Deployments>,
+    /// The tier's resources and cost, set once before serving (the ladder knows them).
+    tier_facts: std::sync::OnceLock<crate::ops::TierFacts>,
     /// Tools of higher tiers, set once before serving.
     extensions: std::sync::OnceLock<Vec<Arc<dyn mcp::ToolExtension>>>,
     /// The data offered as MCP resources: the KV store's, then the layers' (built on first use,
@@ -93,17 +98,31 @@ pub struct AppState {
     sources: std::sync::OnceLock<resources::Sources>,
 }
 
+/// The runtime services of one target (AWS or embedded).
+struct Backends {
+    kv: Arc<dyn KvStore>,
+    events: Arc<dyn EventBus>,
+    secrets: Arc<dyn SecretStore>,
+    deployments: Arc<dyn Deployments>,
+}
+
 impl AppState {
     fn assemble(
-        kv: Arc<dyn KvStore>,
-        events: Arc<dyn EventBus>,
-        secrets: Arc<dyn SecretStore>,
+        backends: Backends,
         auth: Authenticator,
         info: WorkspaceInfo,
         local_only: bool,
         rate_per_minute: u32,
     ) -> Self {
+        let Backends {
+            kv,
+            events,
+            secrets,
+            deployments,
+        } = backends;
         AppState {
+            deployments,
+            tier_facts: std::sync::OnceLock::new(),
             kv,
             events,
             secrets,
@@ -130,6 +149,13 @@ impl AppState {
         self.extensions
             .set(extensions)
             .map_err(|_| RuntimeError::invalid("extensions", "already set"))
+    }
+
+    /// Sets the tier's resources and cost for the console; once, before serving.
+    pub fn set_tier_facts(&self, facts: crate::ops::TierFacts) -> Result<(), RuntimeError> {
+        self.tier_facts
+            .set(facts)
+            .map_err(|_| RuntimeError::invalid("tier facts", "already set"))
     }
 
     pub fn extensions(&self) -> &[Arc<dyn mcp::ToolExtension>] {
@@ -159,9 +185,12 @@ impl AppState {
     ) -> Result<Arc<Self>, RuntimeError> {
         let pool = embedded::open(data_dir).await?;
         Ok(Arc::new(Self::assemble(
-            Arc::new(SqliteKv::new(pool.clone())),
-            Arc::new(SqliteEvents::new(pool.clone())),
-            Arc::new(SqliteSecrets::new(pool)),
+            Backends {
+                kv: Arc::new(SqliteKv::new(pool.clone())),
+                events: Arc::new(SqliteEvents::new(pool.clone())),
+                secrets: Arc::new(SqliteSecrets::new(pool.clone())),
+                deployments: Arc::new(SqliteDeployments::new(pool)),
+            },
             Authenticator::new(Box::new(FileTokens {
                 path: data_dir.join("tokens.json"),
             })),
@@ -185,14 +214,17 @@ impl AppState {
             Env::new(&cfg.env).map_err(|e| RuntimeError::invalid("AGENTBUS_ENV", e.to_string()))?;
         let ws = Workspace::new(env, "unknown", cfg.region.clone());
         let mut state = Self::assemble(
-            Arc::new(DynamoKv::new(aws.dynamodb(), &cfg.kv_table)),
-            Arc::new(AwsEvents::new(
-                aws.events(),
-                aws.logs(),
-                &cfg.event_bus,
-                &cfg.events_log_group,
-            )),
-            Arc::new(AwsSecrets::new(aws.secrets(), &ws)),
+            Backends {
+                kv: Arc::new(DynamoKv::new(aws.dynamodb(), &cfg.kv_table)),
+                events: Arc::new(AwsEvents::new(
+                    aws.events(),
+                    aws.logs(),
+                    &cfg.event_bus,
+                    &cfg.events_log_group,
+                )),
+                secrets: Arc::new(AwsSecrets::new(aws.secrets(), &ws)),
+                deployments: Arc::new(AwsDeployments::new(aws, &ws)),
+            },
             Authenticator::new(Box::new(SecretTokens {
                 client: aws.secrets(),
                 secret: cfg.secret.clone(),
@@ -277,6 +309,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
         .route("/api/metrics", get(api_metrics))
+        .route("/api/workspace", get(api_workspace))
         .nest("/mcp", mcp)
         .layer(middleware::map_response(session_closed));
     for ext in state.extensions() {
@@ -603,6 +636,51 @@ async fn api_status(State(state): State<Arc<AppState>>, req: Request) -> Respons
         "tenant": id.tenant,
         "role": id.role,
         "health": health,
+    }))
+    .into_response()
+}
+
+/// The workspace as the console's Workspace panel shows it: what runs, its resources and
+/// their monthly cost, the budget's spend, and the last applies (on the embedded target, the
+/// tier moves). What runs and what it costs by the price sheet, every token may read; who
+/// deployed and what the account spends, only admins.
+async fn api_workspace(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let Some(id) = identity(req.extensions()) else {
+        return unauthorized(Refusal::Missing);
+    };
+    let unavailable = |what: &str, e: RuntimeError| {
+        tracing::warn!("workspace panel: {what}: {e}");
+        json!({ "unavailable": format!("{what} could not be read") })
+    };
+    let (history, budget) = if id.role == auth::Role::Admin {
+        let (h, b) = tokio::join!(state.deployments.history(10), state.deployments.budget());
+        (
+            h.map_or_else(|e| unavailable("the deploy history", e), |h| json!(h)),
+            b.map_or_else(|e| unavailable("the budget", e), |b| json!(b)),
+        )
+    } else {
+        let admins = json!({ "unavailable": "shown to admins only" });
+        (admins.clone(), admins)
+    };
+    let facts = state.tier_facts.get();
+    axum::Json(json!({
+        "tier": state.info.tier,
+        "env": state.info.env,
+        "backend": state.info.backend,
+        "version": env!("CARGO_PKG_VERSION"),
+        "region": facts.map(|f| f.region.as_str()),
+        "resources": facts.map(|f| &f.resources),
+        "cost": facts.map(|f| json!({
+            "total_usd": f.cost.total,
+            "target_low_usd": f.cost.target_low,
+            "target_high_usd": f.cost.target_high,
+            "usage_profile": "light",
+            "prices_as_of": f.cost.prices_as_of,
+            "lines": f.cost.lines,
+        })),
+        "role": id.role,
+        "budget": budget,
+        "history": history,
     }))
     .into_response()
 }

@@ -16,7 +16,7 @@ use crate::components::ecs::{
     Cluster, ContainerSpec, CpuArchitecture, Service, TargetGroupRegistration, TaskCount,
     TaskDefinition, on_demand_base_then_spot, spot_only, validate_fargate_size,
 };
-use crate::components::iam::{Role, policy, statement};
+use crate::components::iam::{Role, policy, statement, statement_when};
 use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
 use crate::components::network::{Ingress, Network, SecurityGroup, Source};
 use crate::components::secret::WorkspaceSecret;
@@ -296,6 +296,12 @@ impl ExtraSmall {
             arn: ws.iam_arn(&format!("role/{exec_name}")),
         };
         let kv_arn = ws.arn("dynamodb", &format!("table/{}", config.kv_table));
+        let budget_arn = format!(
+            "arn:{}:budgets::{}:budget/{}",
+            ws.partition,
+            ws.account,
+            ws.id()
+        );
         let task_name = ws.name("dashboard-task");
         let task_role = Role {
             meta: Meta::new(
@@ -360,6 +366,17 @@ impl ExtraSmall {
                         &["logs:FilterLogEvents", "logs:GetLogEvents"],
                         &[format!("{logs_prefix}{}:*", config.events_log_group)],
                     ),
+                    // The console's Workspace panel: the deploy table's apply records
+                    // (nothing else of it) and the budget's spend.
+                    statement_when(
+                        &["dynamodb:Query"],
+                        &[ws.arn(
+                            "dynamodb",
+                            &format!("table/{}", crate::engine::lock::deploy_table_name(ws)),
+                        )],
+                        json!({ "ForAllValues:StringEquals": { "dynamodb:LeadingKeys": ["apply"] } }),
+                    ),
+                    statement(&["budgets:ViewBudget"], std::slice::from_ref(&budget_arn)),
                 ]
                 .into_iter()
                 .chain(dashboard.task_statements.iter().cloned())
@@ -500,12 +517,7 @@ impl ExtraSmall {
         }
         let budget = Budget {
             meta: Meta::new(ids::BUDGET, t, ws.id(), ws.tags(t, "budget")),
-            arn: format!(
-                "arn:{}:budgets::{}:budget/{}",
-                ws.partition,
-                ws.account,
-                ws.id()
-            ),
+            arn: budget_arn,
             account: ws.account.clone(),
             limit_usd: settings.budget_usd,
             email: settings.alert_email.clone(),
@@ -595,6 +607,7 @@ mod tests {
     use super::*;
     use crate::engine::Outputs;
     use crate::workspace::Env;
+    use serde_json::Value;
 
     /// The dashboard as the extra-small tier alone shapes it.
     fn alone() -> DashboardSpec {
@@ -678,6 +691,41 @@ mod tests {
         let dev = ExtraSmall::new(&ws("dev"), &settings(), &alone());
         assert!(dev.kv.protected().is_none());
         assert_eq!(dev.secret.recovery_window_days, None);
+    }
+
+    #[test]
+    fn the_server_reads_only_the_apply_records_of_the_deploy_table_and_only_views_the_budget() {
+        let xs = ExtraSmall::new(&ws("dev"), &settings(), &alone());
+        let statements = xs.task_role.policy["Statement"].as_array().unwrap().clone();
+        let of = |resource: &str| -> Vec<Value> {
+            statements
+                .iter()
+                .filter(|st| st["Resource"].to_string().contains(resource))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(
+            of("table/agentbus-dev-deploy"),
+            [json!({
+                "Effect": "Allow",
+                "Action": ["dynamodb:Query"],
+                "Resource": ["arn:aws:dynamodb:us-east-1:123456789012:table/agentbus-dev-deploy"],
+                "Condition": { "ForAllValues:StringEquals": { "dynamodb:LeadingKeys": ["apply"] } },
+            })]
+        );
+        assert_eq!(
+            of(":budget/"),
+            [json!({
+                "Effect": "Allow",
+                "Action": ["budgets:ViewBudget"],
+                "Resource": ["arn:aws:budgets::123456789012:budget/agentbus-dev"],
+            })]
+        );
+        // The same ARN the budget resource has.
+        assert_eq!(
+            xs.budget.arn,
+            "arn:aws:budgets::123456789012:budget/agentbus-dev"
+        );
     }
 
     #[test]
