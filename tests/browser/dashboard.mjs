@@ -379,6 +379,21 @@ try {
     await page.waitForSelector(`#workflows tr[data-run="${run.run_id}"][data-status="succeeded"]`, { timeout: 30000 })
       .catch(() => fail("the approved run shows as succeeded"));
     if (await page.$(row)) fail("a decided run no longer waits");
+    // The run's detail: its steps as a timeline and what it stored, readable in place.
+    await page.click(`#workflows tr[data-run="${run.run_id}"] button`);
+    await page.waitForSelector("#run-steps li", { timeout: 10000 }).catch(() => fail("the run's steps show"));
+    const events = await page.$$eval("#run-steps li", (lis) => lis.map((l) => l.dataset.event));
+    const files = await page.$$eval("#run-artifacts li button", (bs) => bs.map((b) => b.textContent));
+    if (events[0] !== "started" || events.indexOf("waiting") > events.indexOf("decided") || !events.includes("waiting"))
+      fail("the steps run from the start through the wait to the decision: " + events);
+    if (!(await page.textContent("#run-detail h3")).endsWith("succeeded")) fail("the run's detail says it succeeded");
+    if (!files.includes("verdict.json")) fail("the critic's verdict is among the run's artifacts: " + files);
+    await page.click("#run-artifacts li button >> text=verdict.json");
+    await page.waitForSelector("#run-artifact:not(.hidden)", { timeout: 10000 });
+    if (JSON.parse(await page.textContent("#run-artifact")).approved !== true) fail("the verdict's file reads as JSON: " + await page.textContent("#run-artifact"));
+    const verdict = await page.textContent("#run-verdict");
+    if (!verdict.startsWith("Critic: approved for the execute lane; a human decides") || !verdict.includes("\u2713 artifacts: 2 artifact(s)"))
+      fail("the critic's verdict is summed up with its findings: " + verdict);
     const got = await mcpCall("kv_get", { key: "browser-greeting" });
     if (got.value !== stamp) fail("the approved subtask ran: " + JSON.stringify(got));
   } else if (tier === "large") {

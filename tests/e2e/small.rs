@@ -460,6 +460,15 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
     another_producers_event_is_recorded_once(&aws, &cfg.event_bus, &small).await;
     what_is_not_an_event_goes_to_the_dead_letter_queue(&aws, &cfg.event_bus, &small, &log_path)
         .await;
+    // The console shows admins the dead-letter queue's depth (the two just sent, being read
+    // or waiting), and no one else.
+    let admin = token("tenant-a", "admin");
+    let (status, body) =
+        crate::server::http(port, "GET", "/api/monitor/dead-letters", Some(&admin), None);
+    assert_eq!((status, body.as_str()), (200, r#"{"depth":2}"#));
+    let (status, _) =
+        crate::server::http(port, "GET", "/api/monitor/dead-letters", Some(&ta), None);
+    assert_eq!(status, 403);
     drop(server);
     std::fs::remove_file(&log_path).ok();
     // Then exactly as the task runs it: its webhooks reach only public HTTPS. (After the

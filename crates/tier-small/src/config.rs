@@ -11,6 +11,7 @@ pub const ENV_EVENTS_TABLE: &str = "AGENTBUS_EVENTS_TABLE";
 pub const ENV_SUBSCRIPTIONS_TABLE: &str = "AGENTBUS_SUBSCRIPTIONS_TABLE";
 pub const ENV_RULES_TABLE: &str = "AGENTBUS_EVENT_RULES_TABLE";
 pub const ENV_EVENTS_QUEUE: &str = "AGENTBUS_EVENTS_QUEUE";
+pub const ENV_DEAD_LETTER_QUEUE: &str = "AGENTBUS_EVENTS_DEAD_LETTER_QUEUE";
 /// `true` lets webhooks reach private and loopback addresses over plain HTTP (never set by
 /// the deploy; for a server run on a private network or in a test).
 pub const ENV_WEBHOOKS_ANYWHERE: &str = "AGENTBUS_WEBHOOKS_ANYWHERE";
@@ -24,6 +25,8 @@ pub struct SmallConfig {
     pub rules_table: String,
     /// The queue the bus rule fills with every event, which the monitor drains.
     pub events_queue: String,
+    /// Where what the monitor could not take ends (the console shows its depth to admins).
+    pub dead_letter_queue: String,
 }
 
 impl SmallConfig {
@@ -36,6 +39,7 @@ impl SmallConfig {
             subscriptions_table: ws.name(monitoring::subscriptions::COMPONENT),
             rules_table: ws.name(monitoring::rules::COMPONENT),
             events_queue: ws.name(monitoring::QUEUE_COMPONENT),
+            dead_letter_queue: ws.name(monitoring::DEAD_LETTER_COMPONENT),
         }
     }
 
@@ -50,6 +54,7 @@ impl SmallConfig {
             ),
             (ENV_RULES_TABLE.into(), self.rules_table.clone()),
             (ENV_EVENTS_QUEUE.into(), self.events_queue.clone()),
+            (ENV_DEAD_LETTER_QUEUE.into(), self.dead_letter_queue.clone()),
         ]
     }
 
@@ -63,6 +68,7 @@ impl SmallConfig {
             ENV_SUBSCRIPTIONS_TABLE,
             ENV_RULES_TABLE,
             ENV_EVENTS_QUEUE,
+            ENV_DEAD_LETTER_QUEUE,
         ];
         let missing: Vec<&str> = names.iter().copied().filter(|k| get(k).is_none()).collect();
         if !missing.is_empty() {
@@ -76,6 +82,7 @@ impl SmallConfig {
             subscriptions_table: v(ENV_SUBSCRIPTIONS_TABLE),
             rules_table: v(ENV_RULES_TABLE),
             events_queue: v(ENV_EVENTS_QUEUE),
+            dead_letter_queue: v(ENV_DEAD_LETTER_QUEUE),
         })
     }
 }

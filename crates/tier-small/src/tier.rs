@@ -438,6 +438,11 @@ impl SmallOwn {
                 ],
                 std::slice::from_ref(&self.events_queue.arn),
             ),
+            // Its depth, for the console's admins.
+            statement(
+                &["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+                std::slice::from_ref(&self.dead_letter_queue.arn),
+            ),
         ]);
     }
 }

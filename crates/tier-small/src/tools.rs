@@ -38,6 +38,48 @@ pub struct SmallTools {
     pub artifacts: Arc<dyn ArtifactStore>,
     pub timeline: Arc<dyn TimelineStore>,
     pub monitor: Monitor,
+    /// The feed's dead-letter queue (AWS only: the embedded feed has none).
+    pub dead_letters: Option<DeadLetters>,
+}
+
+/// The depth of the feed's dead-letter queue: messages the monitor could not take.
+#[derive(Clone)]
+pub struct DeadLetters {
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+}
+
+impl DeadLetters {
+    /// Messages waiting plus those being read (SQS's approximate counts).
+    pub async fn depth(&self) -> Result<u64, RuntimeError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let url = self
+            .sqs
+            .get_queue_url()
+            .queue_name(&self.queue)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("find the dead-letter queue", e))?
+            .queue_url
+            .ok_or_else(|| RuntimeError::Rejected("the queue name", "no URL returned".into()))?;
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("read the dead-letter queue's depth", e))?;
+        let count = |a: A| {
+            attrs
+                .attributes()
+                .and_then(|m| m.get(&a))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible))
+    }
 }
 
 /// What brings the bus's events to the monitor; the server runs it in the background.
@@ -70,6 +112,7 @@ impl SmallTools {
                 artifacts: Arc::new(EmbeddedArtifacts::open(pool.clone(), data_dir).await?),
                 timeline: Arc::new(EmbeddedTimeline::open(pool).await?),
                 monitor,
+                dead_letters: None,
             },
             feed,
         ))
@@ -91,6 +134,10 @@ impl SmallTools {
                 artifacts: Arc::new(S3Artifacts::new(aws.s3(), &cfg.artifacts_bucket)),
                 timeline: Arc::new(S3Timeline::new(aws.s3(), &cfg.timeline_bucket)),
                 monitor,
+                dead_letters: Some(DeadLetters {
+                    sqs: aws.sqs(),
+                    queue: cfg.dead_letter_queue.clone(),
+                }),
             },
             feed,
         ))
@@ -243,7 +290,35 @@ struct ArtifactsQuery {
 impl ToolExtension for SmallTools {
     fn api(&self) -> axum::Router<Arc<AppState>> {
         let (a, t) = (self.artifacts.clone(), self.timeline.clone());
+        let dead = self.dead_letters.clone();
         crate::monitor_tools::api(self.monitor.clone())
+            .route(
+                "/api/monitor/dead-letters",
+                get(move |req: Request| {
+                    let dead = dead.clone();
+                    async move {
+                        let Some(id) = caller(req.extensions()) else {
+                            return StatusCode::UNAUTHORIZED.into_response();
+                        };
+                        // The workspace's queue, not a tenant's: its depth is for admins.
+                        if id.role != tier_xs::server::auth::Role::Admin {
+                            return (
+                                StatusCode::FORBIDDEN,
+                                axum::Json(serde_json::json!({ "error": "admins only" })),
+                            )
+                                .into_response();
+                        }
+                        let depth = match &dead {
+                            Some(d) => match d.depth().await {
+                                Ok(n) => Some(n),
+                                Err(e) => return api_error(&e),
+                            },
+                            None => None,
+                        };
+                        axum::Json(serde_json::json!({ "depth": depth })).into_response()
+                    }
+                }),
+            )
             .route(
                 "/api/artifacts",
                 get(move |Query(q): Query<ArtifactsQuery>, req: Request| {

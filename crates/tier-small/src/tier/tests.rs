@@ -391,7 +391,8 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
         s.own.events_queue.depends_on(),
         ["events-dead-letter-queue"]
     );
-    // The dashboard task may drain the queue, and nothing else of SQS.
+    // The dashboard task may drain the queue and read the dead-letter queue's depth, and
+    // nothing else of SQS.
     let mut ext = DashboardSpec::new(Tier::Small);
     s.own
         .shape_dashboard(&ws("abcdefghijklmnop", "us-east-1"), &mut ext);
@@ -400,8 +401,16 @@ fn every_bus_event_reaches_the_monitor_queue_and_only_from_its_rule() {
         .iter()
         .filter(|st| st["Action"].to_string().contains("sqs:"))
         .collect();
-    assert_eq!(sqs.len(), 1);
+    assert_eq!(sqs.len(), 2);
     assert_eq!(sqs[0]["Resource"][0], s.own.events_queue.arn);
+    assert_eq!(
+        sqs[1]["Action"],
+        serde_json::json!(["sqs:GetQueueUrl", "sqs:GetQueueAttributes"])
+    );
+    assert_eq!(
+        sqs[1]["Resource"],
+        serde_json::json!([s.own.dead_letter_queue.arn])
+    );
     assert!(
         s.xs.resources()
             .iter()
