@@ -387,7 +387,7 @@ fn the_dashboard_runs_only_its_own_scripts_and_is_never_framed() {
 }
 
 #[test]
-fn the_dashboard_works_in_headless_chromium() {
+fn the_console_works_in_chromium_and_rides_out_a_server_restart() {
     browser_check("browser", &[], "xs");
 }
 
@@ -397,9 +397,14 @@ fn browser_check(name: &str, extra: &[&str], tier: &str) {
 }
 
 /// [`browser_check`], with more environment variables for the server.
+///
+/// The script may ask for a restart of the server (a line `RESTART <seconds>` on its output):
+/// the server is killed, stays down that long, and starts again on the same port and data;
+/// the script is told on its input when it answers again.
 pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(&str, &str)]) {
     let dir = temp_dir(name);
-    let server = up_with_env(&dir, free_port(), extra, env);
+    let port = free_port();
+    let mut server = up_with_env(&dir, port, extra, env);
     // Another admin of the same tenant starts workflow runs (four-eyes: the dashboard's
     // token approves them).
     let starter = token(&dir, "default", "admin");
@@ -411,22 +416,38 @@ pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(
         "/../../tests/browser/dashboard.mjs"
     );
     let shot = dir.join("dashboard.png");
-    let out = Command::new("node")
+    let mut node = Command::new("node")
         // The connect panel's Python program runs with the SDK the tests installed.
         .env("AGENTBUS_TEST_PYTHON", crate::harness::python())
         .arg(script)
-        .arg(format!("http://127.0.0.1:{}/", server.port))
+        .arg(format!("http://127.0.0.1:{port}/"))
         .arg(&token)
         .arg(&shot)
         .arg(tier)
         .arg(&starter)
         .arg(&viewer)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("node (and tests/browser/node_modules, installed by scripts/test.sh)");
+    let mut said = String::new();
+    let mut to_node = node.stdin.take().unwrap();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(secs) = line.strip_prefix("RESTART ") {
+            drop(server);
+            std::thread::sleep(Duration::from_secs(secs.trim().parse().unwrap()));
+            server = up_with_env(&dir, port, extra, env);
+            writeln!(to_node, "restarted").unwrap();
+        }
+    }
+    let out = node.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
+        "{said}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(shot.exists());
