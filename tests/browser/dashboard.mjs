@@ -56,7 +56,7 @@ const mcpEvent = (marker) => mcpCall("events_send", { detail_type: "Browser Chec
 // run is masked: times, the uptime, ids, the chart (its bars move with the clock: its DOM is
 // checked instead).
 const shots = join(dirname(fileURLToPath(import.meta.url)), "screenshots");
-const VOLATILE = ["time", "#uptime", "#chart svg", "#webhooks tr[data-subscription] td:first-child", "#history td:last-child", "#events li",
+const VOLATILE = ["time:visible", "#uptime", "#chart svg", "#webhooks tr[data-subscription] td:first-child", "#history td:last-child", "#events li",
   "#connect pre", "#connect-url", "#workflows tr[data-run] td:first-child", "#run-detail h3", "#run-detail > p.muted",
   "#metrics-rows td:nth-child(n+3)", "#run-steps li[data-event=decided]", "#run-artifacts span.muted"];
 const mismatches = [];
@@ -335,6 +335,10 @@ try {
       return r && r.textContent.includes("failing in a row") && r.textContent.includes("after 5 attempts");
     }, row, { timeout: 45000 }).catch(() => fail("the webhooks tab shows the failing deliveries"));
     if (!(await page.textContent(row)).includes("0%")) fail("the success rate shows");
+    await page.click(row + " details.recent summary");
+    const deliveries = await page.$$eval(row + " details.recent li", (lis) => lis.map((l) => [l.dataset.ok, l.textContent]));
+    if (deliveries.length !== 1 || deliveries[0][0] !== "false" || !deliveries[0][1].includes("after 5 attempts"))
+      fail("the recent deliveries show the failed one: " + JSON.stringify(deliveries));
     await page.click(row + " button.write");
     await page.waitForSelector(row + "[data-enabled=false]", { timeout: 10000 }).catch(() => fail("the webhook is disabled from the console"));
     const listed = await mcpCall("subscriptions_list", {});

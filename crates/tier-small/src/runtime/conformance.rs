@@ -453,7 +453,8 @@ use serde_json::{Value, json};
 use super::monitor::dispatch::DISABLE_AFTER;
 use super::monitor::webhook::{Reach, Webhooks, signature};
 use super::monitor::{
-    CountQuery, EventQuery, EventStore, Granularity, Monitor, MonitoredEvent, Rule,
+    CountQuery, Delivery, EventQuery, EventStore, Granularity, Monitor, MonitoredEvent, Outcome,
+    Rule,
 };
 use super::timeline::ts_of;
 
@@ -897,6 +898,56 @@ pub async fn monitor_suite(store: Arc<dyn EventStore>, label: &str) {
             .find("whsec_")
             .is_none(),
         "no secrets listed"
+    );
+    // Each delivery is kept, newest first, the last RECENT_DELIVERIES of them.
+    assert_eq!(
+        ok.stats.recent,
+        [Delivery {
+            at: ok.stats.last_attempt_at.clone().unwrap(),
+            event_id: id("7"),
+            ok: true,
+            outcome: "204 after 2 attempts".into(),
+        }]
+    );
+    for n in 0..12u32 {
+        let failed = n % 3 == 0;
+        store
+            .record_outcome(
+                &a,
+                &sub_id,
+                &Outcome {
+                    event_id: format!("e{n}"),
+                    at: format!("2026-12-01T00:00:{n:02}Z"),
+                    ok: !failed,
+                    summary: format!("outcome {n}"),
+                    error: failed.then(|| "boom".to_string()),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let subs = m.subscriptions(&a).await.unwrap();
+    let recent = &subs
+        .iter()
+        .find(|s| s.subscription_id == sub_id)
+        .unwrap()
+        .stats
+        .recent;
+    assert_eq!(
+        recent
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e11", "e10", "e9", "e8", "e7", "e6", "e5", "e4", "e3", "e2"]
+    );
+    assert_eq!(
+        recent[2],
+        Delivery {
+            at: "2026-12-01T00:00:09Z".into(),
+            event_id: "e9".into(),
+            ok: false,
+            outcome: "outcome 9".into(),
+        }
     );
     assert!(m.subscriptions(&b).await.unwrap().is_empty());
     let h = m.health(&a).await.unwrap();

@@ -13,8 +13,8 @@ use tier_xs::runtime::{RuntimeError, Tenant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CheckedQuery, CountRow, DeliveryStats, EventStore, Monitor, MonitoredEvent, Outcome, Rule,
-    StoredSubscription, Subscription, apply_enabled,
+    CheckedQuery, CountRow, Delivery, DeliveryStats, EventStore, Monitor, MonitoredEvent, Outcome,
+    RECENT_DELIVERIES, Rule, StoredSubscription, Subscription, apply_enabled,
 };
 use crate::config::SmallConfig;
 use crate::monitoring::{events as ev, rules as rl, subscriptions as sb};
@@ -541,6 +541,15 @@ impl EventStore for DynamoEventStore {
                     last_failure_at: get_s(i, "last_failure_at"),
                     last_failed_event: get_s(i, "last_failed_event"),
                     last_error: get_s(i, "last_error"),
+                    recent: i
+                        .get("recent")
+                        .and_then(|v| v.as_l().ok())
+                        .map(|l| {
+                            l.iter()
+                                .filter_map(|d| serde_json::from_str(d.as_s().ok()?).ok())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 };
                 Some(StoredSubscription {
                     subscription: sub,
@@ -566,6 +575,10 @@ impl EventStore for DynamoEventStore {
         o: &Outcome,
     ) -> Result<(), RuntimeError> {
         let one = AttributeValue::N("1".into());
+        let delivery = serde_json::to_string(&Delivery::of(o))
+            .map_err(|e| RuntimeError::backend("encode a delivery", e))?;
+        // The delivery goes first in `recent`; the list is cut to its length after.
+        let recent = "#r = list_append(:new, if_not_exists(#r, :empty))";
         let mut req = self
             .db
             .update_item()
@@ -573,7 +586,11 @@ impl EventStore for DynamoEventStore {
             .key(sb::TENANT, s(tenant.as_str()))
             .key(sb::SUBSCRIPTION_ID, s(id))
             .condition_expression("attribute_exists(#id)")
+            .return_values(ReturnValue::UpdatedNew)
             .expression_attribute_names("#id", sb::SUBSCRIPTION_ID)
+            .expression_attribute_names("#r", "recent")
+            .expression_attribute_values(":new", AttributeValue::L(vec![s(delivery)]))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .expression_attribute_names("#c", "consecutive_failures")
             .expression_attribute_names("#la", "last_attempt_at")
             .expression_attribute_names("#lo", "last_outcome")
@@ -581,13 +598,15 @@ impl EventStore for DynamoEventStore {
             .expression_attribute_values(":at", s(&o.at))
             .expression_attribute_values(":o", s(&o.summary));
         req = if o.ok {
-            req.update_expression("ADD #d :one SET #c = :zero, #la = :at, #lo = :o")
-                .expression_attribute_names("#d", "delivered")
-                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            req.update_expression(format!(
+                "ADD #d :one SET #c = :zero, #la = :at, #lo = :o, {recent}"
+            ))
+            .expression_attribute_names("#d", "delivered")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
         } else {
-            req.update_expression(
-                "ADD #f :one, #c :one SET #la = :at, #lo = :o, #lf = :at, #le = :e, #er = :err",
-            )
+            req.update_expression(format!(
+                "ADD #f :one, #c :one SET #la = :at, #lo = :o, #lf = :at, #le = :e, #er = :err, {recent}"
+            ))
             .expression_attribute_names("#f", "failed")
             .expression_attribute_names("#lf", "last_failure_at")
             .expression_attribute_names("#le", "last_failed_event")
@@ -596,7 +615,42 @@ impl EventStore for DynamoEventStore {
             .expression_attribute_values(":err", s(o.error.clone().unwrap_or_default()))
         };
         match req.send().await {
-            Ok(_) => Ok(()),
+            Ok(out) => {
+                // One delivery at a time per subscription (its queue is in order): nothing
+                // appends between this append and this cut.
+                let kept = out
+                    .attributes()
+                    .and_then(|a| a.get("recent"))
+                    .and_then(|v| v.as_l().ok())
+                    .map_or(0, Vec::len);
+                if kept > RECENT_DELIVERIES {
+                    let beyond: Vec<String> = (RECENT_DELIVERIES..kept)
+                        .map(|i| format!("#r[{i}]"))
+                        .collect();
+                    let cut = self
+                        .db
+                        .update_item()
+                        .table_name(&self.subscriptions)
+                        .key(sb::TENANT, s(tenant.as_str()))
+                        .key(sb::SUBSCRIPTION_ID, s(id))
+                        .update_expression(format!("REMOVE {}", beyond.join(", ")))
+                        // Never recreate a subscription deleted meanwhile.
+                        .condition_expression("attribute_exists(#id)")
+                        .expression_attribute_names("#id", sb::SUBSCRIPTION_ID)
+                        .expression_attribute_names("#r", "recent")
+                        .send()
+                        .await;
+                    if let Err(e) = cut {
+                        if !e
+                            .as_service_error()
+                            .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
+                        {
+                            return Err(RuntimeError::backend("UpdateItem", e));
+                        }
+                    }
+                }
+                Ok(())
+            }
             // Deleted while the delivery ran: nothing to record.
             Err(e)
                 if e.as_service_error()

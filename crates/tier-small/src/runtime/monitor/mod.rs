@@ -452,6 +452,34 @@ pub struct DeliveryStats {
     pub last_failure_at: Option<String>,
     pub last_failed_event: Option<String>,
     pub last_error: Option<String>,
+    /// The last [`RECENT_DELIVERIES`] deliveries, newest first.
+    #[serde(default)]
+    pub recent: Vec<Delivery>,
+}
+
+/// How many deliveries a subscription keeps the outcome of ([`DeliveryStats::recent`]).
+pub const RECENT_DELIVERIES: usize = 10;
+
+/// One delivery of an event to a subscription: after its last attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Delivery {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    pub event_id: String,
+    pub ok: bool,
+    /// `204 after 2 attempts`, `503 after 5 attempts`, …
+    pub outcome: String,
+}
+
+impl Delivery {
+    pub fn of(o: &Outcome) -> Self {
+        Delivery {
+            at: o.at.clone(),
+            event_id: o.event_id.clone(),
+            ok: o.ok,
+            outcome: o.summary.clone(),
+        }
+    }
 }
 
 /// A webhook for a rule. The signing secret is shown once, when it is created.
@@ -877,6 +905,8 @@ impl Monitor {
 
 /// Applies an outcome to the stats (the embedded store; DynamoDB does it in one update).
 pub fn apply_outcome(s: &mut DeliveryStats, o: &Outcome) {
+    s.recent.insert(0, Delivery::of(o));
+    s.recent.truncate(RECENT_DELIVERIES);
     s.last_attempt_at = Some(o.at.clone());
     s.last_outcome = Some(o.summary.clone());
     if o.ok {
