@@ -640,13 +640,12 @@ impl EventStore for DynamoEventStore {
                         .expression_attribute_names("#r", "recent")
                         .send()
                         .await;
-                    if let Err(e) = cut {
-                        if !e
+                    if let Err(e) = cut
+                        && !e
                             .as_service_error()
                             .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
-                        {
-                            return Err(RuntimeError::backend("UpdateItem", e));
-                        }
+                    {
+                        return Err(RuntimeError::backend("UpdateItem", e));
                     }
                 }
                 Ok(())
