@@ -57,7 +57,7 @@ const mcpEvent = (marker) => mcpCall("events_send", { detail_type: "Browser Chec
 // checked instead).
 const shots = join(dirname(fileURLToPath(import.meta.url)), "screenshots");
 const VOLATILE = ["time:visible", "#uptime", "#chart svg", "#webhooks tr[data-subscription] td:first-child", "#history td:last-child", "#events li",
-  "#connect pre", "#connect-url", "#workflows tr[data-run] td:first-child", "#run-detail h3", "#run-detail > p.muted",
+  "#connect pre:visible", "#connect-url", "#workflows tr[data-run] td:first-child", "#run-detail h3", "#run-detail > p.muted",
   "#metrics-rows td:nth-child(n+3)", "#run-steps li[data-event=decided]", "#run-artifacts span.muted"];
 const mismatches = [];
 async function compare(page, name) {
@@ -237,6 +237,23 @@ try {
   if (process.env.AGENTBUS_TEST_PYTHON) {
     const pyOut = runProgram(await page.textContent("#connect-python"), "py", process.env.AGENTBUS_TEST_PYTHON, (f) => [f]);
     if (!pyOut.split(" ").includes("kv_get")) fail("the Python program lists the tools: " + pyOut);
+    // The local bridge's configuration, as shown (the binary this test built for `agentbus`,
+    // the token for YOUR_TOKEN), started by the Python SDK's stdio client.
+    const bridge = JSON.parse(await page.textContent("#connect-bridge")).mcpServers.agentbus;
+    if (bridge.env.AGENTBUS_TOKEN !== "YOUR_TOKEN") fail("the bridge's configuration holds no token");
+    const started = runProgram([
+      "import asyncio, json, os, sys",
+      "from mcp import ClientSession",
+      "from mcp.client.stdio import StdioServerParameters, stdio_client",
+      "async def main():",
+      `    p = StdioServerParameters(command=${JSON.stringify(process.env.AGENTBUS_BIN)}, args=${JSON.stringify(bridge.args)}, env={"AGENTBUS_TOKEN": os.environ["AGENTBUS_TOKEN"], "PATH": os.environ["PATH"]})`,
+      "    async with stdio_client(p) as (r, w):",
+      "        async with ClientSession(r, w) as s:",
+      "            await s.initialize()",
+      '            print(" ".join(t.name for t in (await s.list_tools()).tools))',
+      "asyncio.run(main())",
+    ].join("\n"), "py", process.env.AGENTBUS_TEST_PYTHON, (f) => [f]);
+    if (!started.split(" ").includes("kv_get")) fail("the bridge's configuration lists the tools: " + started);
   }
 
   const marker = "marker-" + Date.now();

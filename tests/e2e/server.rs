@@ -327,6 +327,21 @@ fn up_serves_mcp_to_the_python_sdk_with_tenants_and_keeps_data() {
 }
 
 #[test]
+fn agentbus_connect_carries_an_older_session_and_a_2026_client_to_the_http_server() {
+    let dir = temp_dir("bridge");
+    let server = up(&dir, free_port());
+    let token = token(&dir, "bridge-tenant", "user");
+    python_client(&[
+        "bridge",
+        BIN,
+        &format!("http://127.0.0.1:{}/", server.port),
+        &token,
+    ]);
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn stdio_serves_the_same_tools_to_the_python_sdk() {
     let dir = temp_dir("stdio");
     python_client(&["stdio", BIN, dir.to_str().unwrap()]);
@@ -419,6 +434,8 @@ pub(crate) fn browser_check_env(name: &str, extra: &[&str], tier: &str, env: &[(
     let mut node = Command::new("node")
         // The connect panel's Python program runs with the SDK the tests installed.
         .env("AGENTBUS_TEST_PYTHON", crate::harness::python())
+        // The binary the connect panel's `agentbus` stands for.
+        .env("AGENTBUS_BIN", BIN)
         .arg(script)
         .arg(format!("http://127.0.0.1:{port}/"))
         .arg(&token)

@@ -3,6 +3,7 @@ team wrote), over Streamable HTTP with bearer tokens, or over stdio.
 
   python_client.py http URL TOKEN_TENANT_A TOKEN_TENANT_B VIEWER_TOKEN_A
   python_client.py stdio AGENTBUS_BINARY DATA_DIR
+  python_client.py bridge AGENTBUS_BINARY SERVER_URL TOKEN   (through `agentbus connect`)
 
 Exits 0 when every check passed; prints each failed check.
 """
@@ -201,10 +202,70 @@ async def stdio_main(binary, data_dir):
             check(status["tenant"] == "stdio-tenant", f"stdio runs as its tenant ({status})")
 
 
+async def bridge_main(binary, url, token):
+    """`agentbus connect`: a client that starts its server as a process reaches the HTTP
+    server through it, an older session and a 2026-07-28 client alike."""
+    import os
+    from mcp import Client, types
+
+    def bridged(tok):
+        return StdioServerParameters(command=binary, args=["connect", "--url", url],
+                                     env={"AGENTBUS_TOKEN": tok, "PATH": os.environ.get("PATH", "")})
+
+    updates = asyncio.Queue()
+
+    async def on_message(m):
+        if isinstance(m, types.ResourceUpdatedNotification):
+            await updates.put(str(m.params.uri))
+
+    async with stdio_client(bridged(token)) as (r, w):
+        async with ClientSession(r, w, message_handler=on_message) as s:
+            init = await s.initialize()
+            check(init.protocol_version != "2026-07-28", f"an older session ({init.protocol_version})")
+            status = await basic(s, "bridge")
+            check(status["tenant"] == "bridge-tenant", f"the bridge acts as its token's tenant ({status})")
+            # What the server sends outside an answer (the session's own stream) reaches the
+            # client: a watched entry written by another client is told.
+            await s.subscribe_resource("agentbus://kv/greeting")
+            async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as c:
+                async with streamable_http_client(url + "mcp", http_client=c) as (r2, w2):
+                    async with ClientSession(r2, w2) as other:
+                        await other.initialize()
+                        err, _, text = await call(other, "kv_set", {"key": "greeting", "value": "from elsewhere"})
+                        check(not err, f"another client writes the entry ({text})")
+            try:
+                got = await asyncio.wait_for(updates.get(), 20)
+            except asyncio.TimeoutError:
+                got = None
+            check(got == "agentbus://kv/greeting", f"the change is told through the bridge ({got})")
+
+    async with Client(stdio_client(bridged(token))) as c:
+        check(c.protocol_version == "2026-07-28", f"a 2026-07-28 client ({c.protocol_version})")
+        r = await c.call_tool("kv_get", {"key": "greeting"})
+        check(not r.is_error and r.structured_content["value"] == "from elsewhere", f"its calls go through ({r.structured_content})")
+        r = await c.read_resource("agentbus://kv/greeting")
+        check("from elsewhere" in str(r), f"resources/read, named in Mcp-Name, goes through ({r})")
+
+    # A refused token: an answer that says what to do, never a hang.
+    try:
+        async with stdio_client(bridged("ab_000000000000_not-a-token")) as (r, w):
+            async with ClientSession(r, w) as s:
+                await asyncio.wait_for(s.initialize(), 20)
+        check(False, "a refused token fails the initialize")
+    except McpError as e:
+        check("AGENTBUS_TOKEN" in e.error.message and "not-a-token" not in e.error.message,
+              f"the refusal says what to do, without the token ({e.error.message})")
+    except BaseException as e:  # an exception group from the task group around the session
+        text = repr(e)
+        check("AGENTBUS_TOKEN" in text and "not-a-token" not in text, f"the refusal says what to do ({text[:300]})")
+
+
 def main():
     mode = sys.argv[1]
     if mode == "http":
         asyncio.run(http_main(*sys.argv[2:6]))
+    elif mode == "bridge":
+        asyncio.run(bridge_main(*sys.argv[2:5]))
     else:
         asyncio.run(stdio_main(*sys.argv[2:4]))
     print(f"python mcp client ({mode}): {len(failures)} failed check(s)")

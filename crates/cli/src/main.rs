@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use commands::{
-    agent, completions, cost, deploy, destroy, healthcheck, iam_policy, image, plan, serve, status,
-    token, unlock, up, workflow,
+    agent, completions, connect, cost, deploy, destroy, healthcheck, iam_policy, image, plan,
+    serve, status, token, unlock, up, workflow,
 };
 
 #[derive(Parser, Debug)]
@@ -102,6 +102,9 @@ enum Command {
     Token(token::TokenArgs),
     /// Build the server's container image (no Docker needed) and push it to a registry.
     Image(image::ImageArgs),
+    /// Serve MCP on stdin/stdout for a client that starts its servers (Claude Desktop…),
+    /// carrying every message to an agentbus server with the token in AGENTBUS_TOKEN.
+    Connect(connect::ConnectArgs),
     /// Exit 0 when the server on this host answers GET /health with 200 (the container's
     /// health check; needs no curl in the image).
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -132,6 +135,7 @@ impl Command {
             Command::Image(a) => a.json(),
             Command::Up(_)
             | Command::Serve(_)
+            | Command::Connect(_)
             | Command::Healthcheck(_)
             | Command::Completions(_)
             | Command::Workflow(_)
@@ -244,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Unlock(args) => unlock::run(args).await,
         Command::Up(args) => up::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Connect(args) => connect::run(args).await,
         Command::Token(args) => token::run(args).await,
         Command::Image(args) => image::run(args).await,
         Command::Agent(args) => agent::run(args).await,

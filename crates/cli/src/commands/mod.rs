@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod completions;
+pub mod connect;
 pub mod cost;
 pub mod deploy;
 pub mod destroy;

@@ -3,6 +3,7 @@
 //! Every request except `/health` and the page shell is authenticated with a bearer token.
 
 pub mod auth;
+pub mod bridge;
 pub mod mcp;
 pub mod quota;
 pub mod resources;
