@@ -8,12 +8,13 @@
 //!   move, recorded in the data directory's database. It has no budget.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_budgets::operation::describe_budget::DescribeBudgetError;
 use serde::Serialize;
 use sqlx::SqlitePool;
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell};
 
 use super::RuntimeError;
 use crate::aws::AwsClients;
@@ -41,6 +42,45 @@ pub trait Deployments: Send + Sync {
     async fn budget(&self) -> Result<Option<BudgetSpend>, RuntimeError>;
 }
 
+/// How long a read of the budget answers for: AWS Budgets recomputes spend a few times a day,
+/// and every open console asks every 10 s.
+pub const BUDGET_FOR: Duration = Duration::from_secs(15 * 60);
+/// How long a read of the deploy history answers for (a deploy shows within this).
+pub const HISTORY_FOR: Duration = Duration::from_secs(30);
+
+/// A value read at most once per `ttl`, however many ask; a failed read is not kept.
+pub struct Cached<T> {
+    ttl: Duration,
+    slot: Mutex<Option<(Instant, T)>>,
+}
+
+impl<T: Clone> Cached<T> {
+    pub fn new(ttl: Duration) -> Self {
+        Cached {
+            ttl,
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// The kept value while it is fresh, else `read`'s (one read at a time: the others wait
+    /// for it and take its answer).
+    pub async fn get<F, Fut>(&self, read: F) -> Result<T, RuntimeError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RuntimeError>>,
+    {
+        let mut slot = self.slot.lock().await;
+        if let Some((at, v)) = slot.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(v.clone());
+        }
+        let v = read().await?;
+        *slot = Some((Instant::now(), v.clone()));
+        Ok(v)
+    }
+}
+
 /// The deploy table and the budget of a deployed workspace.
 pub struct AwsDeployments {
     aws: AwsClients,
@@ -48,6 +88,8 @@ pub struct AwsDeployments {
     budget: String,
     /// The account, for DescribeBudget (read once from STS: the server is not told it).
     account: OnceCell<String>,
+    budget_read: Cached<Option<BudgetSpend>>,
+    history_read: Cached<Vec<ApplyRecord>>,
 }
 
 impl AwsDeployments {
@@ -58,6 +100,8 @@ impl AwsDeployments {
             table: DeployTable::new(aws, ws),
             budget: ws.id(),
             account: OnceCell::new(),
+            budget_read: Cached::new(BUDGET_FOR),
+            history_read: Cached::new(HISTORY_FOR),
         }
     }
 
@@ -91,6 +135,23 @@ impl Deployments for AwsDeployments {
     }
 
     async fn history(&self, limit: usize) -> Result<Vec<ApplyRecord>, RuntimeError> {
+        // The console's 10 newest are kept a little while; other sizes are read each time.
+        if limit == CONSOLE_HISTORY {
+            return self.history_read.get(|| self.read_history(limit)).await;
+        }
+        self.read_history(limit).await
+    }
+
+    async fn budget(&self) -> Result<Option<BudgetSpend>, RuntimeError> {
+        self.budget_read.get(|| self.read_budget()).await
+    }
+}
+
+/// How many applies the console shows.
+pub const CONSOLE_HISTORY: usize = 10;
+
+impl AwsDeployments {
+    async fn read_history(&self, limit: usize) -> Result<Vec<ApplyRecord>, RuntimeError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         self.table
             .history(limit)
@@ -98,7 +159,7 @@ impl Deployments for AwsDeployments {
             .map_err(|e| RuntimeError::backend("read the deploy history", e))
     }
 
-    async fn budget(&self) -> Result<Option<BudgetSpend>, RuntimeError> {
+    async fn read_budget(&self) -> Result<Option<BudgetSpend>, RuntimeError> {
         let account = self.account().await?;
         let out = match self
             .aws
@@ -201,4 +262,32 @@ pub async fn record_start(
             changes: Vec::new(),
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_cached_read_is_made_once_per_period_and_a_failure_is_not_kept() {
+        let reads = AtomicU32::new(0);
+        let read = |fail: bool| {
+            let n = reads.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if fail {
+                    Err(RuntimeError::invalid("read", "failed"))
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        let c = Cached::new(Duration::from_millis(200));
+        assert!(c.get(|| read(true)).await.is_err());
+        assert_eq!(c.get(|| read(false)).await.unwrap(), 2);
+        assert_eq!(c.get(|| read(false)).await.unwrap(), 2);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(c.get(|| read(false)).await.unwrap(), 3);
+    }
 }

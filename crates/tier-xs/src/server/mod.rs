@@ -654,7 +654,12 @@ async fn api_workspace(State(state): State<Arc<AppState>>, req: Request) -> Resp
         json!({ "unavailable": format!("{what} could not be read") })
     };
     let (history, budget) = if id.role == auth::Role::Admin {
-        let (h, b) = tokio::join!(state.deployments.history(10), state.deployments.budget());
+        let (h, b) = tokio::join!(
+            state
+                .deployments
+                .history(crate::runtime::deployments::CONSOLE_HISTORY),
+            state.deployments.budget()
+        );
         (
             h.map_or_else(|e| unavailable("the deploy history", e), |h| json!(h)),
             b.map_or_else(|e| unavailable("the budget", e), |b| json!(b)),
