@@ -47,6 +47,8 @@ pub struct SmallTools {
 pub struct DeadLetters {
     sqs: aws_sdk_sqs::Client,
     queue: String,
+    /// Its URL, looked up once.
+    url: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl DeadLetters {
@@ -54,14 +56,9 @@ impl DeadLetters {
     pub async fn depth(&self) -> Result<u64, RuntimeError> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let url = self
-            .sqs
-            .get_queue_url()
-            .queue_name(&self.queue)
-            .send()
-            .await
-            .map_err(|e| RuntimeError::backend("find the dead-letter queue", e))?
-            .queue_url
-            .ok_or_else(|| RuntimeError::Rejected("the queue name", "no URL returned".into()))?;
+            .url
+            .get_or_try_init(|| crate::runtime::monitor::dynamo::queue_url(&self.sqs, &self.queue))
+            .await?;
         let attrs = self
             .sqs
             .get_queue_attributes()
@@ -137,6 +134,7 @@ impl SmallTools {
                 dead_letters: Some(DeadLetters {
                     sqs: aws.sqs(),
                     queue: cfg.dead_letter_queue.clone(),
+                    url: Arc::default(),
                 }),
             },
             feed,

@@ -256,7 +256,7 @@ pub async fn record_start(
             at_ms: now_ms,
             tier: Some(tier),
             tool_version: env!("CARGO_PKG_VERSION").into(),
-            caller: format!("{user} (agentbus up)"),
+            caller: format!("{user}, on this machine"),
             succeeded: true,
             cancelled: false,
             changes: Vec::new(),

@@ -771,6 +771,17 @@ impl DynamoEventStore {
     }
 }
 
+/// A queue's URL, from its name.
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, RuntimeError> {
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| RuntimeError::backend("GetQueueUrl", e))?
+        .queue_url
+        .ok_or_else(|| RuntimeError::Rejected("the queue name", "no URL returned".into()))
+}
+
 /// Receives the bus's events from the monitor queue and feeds them to the monitor. A
 /// message is deleted only after its event is recorded and dispatched; one that could not be
 /// recorded comes back after the visibility timeout, and after
@@ -793,14 +804,7 @@ impl SqsFeed {
     }
 
     pub async fn queue_url(&self) -> Result<String, RuntimeError> {
-        self.sqs
-            .get_queue_url()
-            .queue_name(&self.queue)
-            .send()
-            .await
-            .map_err(|e| RuntimeError::backend("GetQueueUrl", e))?
-            .queue_url
-            .ok_or_else(|| RuntimeError::Rejected("the queue name", "no URL returned".into()))
+        queue_url(&self.sqs, &self.queue).await
     }
 
     /// One receive (waiting up to `wait` seconds); handles every message it got.
