@@ -624,6 +624,34 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .await
         .unwrap();
 
+    // A workspace secret as a deploy from before the workspace certificate left it: tokens,
+    // no certificate.
+    crate::harness::env_token(&env, "tenant-a", "user");
+    let secret_name = format!("agentbus/{env}/server");
+    let secret_doc = || async {
+        let v = aws
+            .secrets()
+            .get_secret_value()
+            .secret_id(&secret_name)
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str::<Value>(v.secret_string().unwrap()).unwrap()
+    };
+    let mut doc = secret_doc().await;
+    assert!(
+        doc["tls"]["certificate"].is_string(),
+        "made with its certificate"
+    );
+    doc.as_object_mut().unwrap().remove("tls");
+    aws.secrets()
+        .put_secret_value()
+        .secret_id(&secret_name)
+        .secret_string(doc.to_string())
+        .send()
+        .await
+        .unwrap();
+
     let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode", "--json"]);
     assert_eq!(p.code, 2, "{p:?}");
     let changed = changed_fields(&p.json()["plan"]);
@@ -631,6 +659,7 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         ("dashboard-log-group", vec!["retention_days"]),
         ("kv-table", vec!["tags"]),
         ("dashboard-security-group", vec!["ingress"]),
+        ("server-secret", vec!["certificate"]),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
@@ -639,10 +668,27 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
     let p = agentbus(&["plan", "xs", "--env", &env]);
     assert!(p.stdout.contains("retention_days: 30 -> 7"), "{}", p.stdout);
 
+    assert!(
+        p.stdout
+            .contains(r#"certificate: "none" -> "workspace certificate"#)
+            && !p.stdout.contains("PRIVATE KEY"),
+        "{}",
+        p.stdout
+    );
+
     let d = agentbus(&deploy_args(&env, &[]));
     assert_eq!(d.code, 0, "{d:?}");
     let p = agentbus(&["plan", "xs", "--env", &env, "--detailed-exitcode"]);
     assert_eq!(p.code, 0, "{p:?}");
+    // The certificate is back, and the tokens are as they were.
+    let after = secret_doc().await;
+    assert!(
+        after["tls"]["private_key"].is_string(),
+        "{}",
+        after["tls"].is_object()
+    );
+    assert_eq!(after["tokens"], doc["tokens"]);
+    assert_eq!(after["tokens"].as_array().unwrap().len(), 1);
     let perms = aws
         .ec2()
         .describe_security_groups()

@@ -1086,6 +1086,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         "1".to_string(),
     ));
     let (mut server, port) = serve_on_aws(task_env);
+    let bridged = the_xs_server_speaks_tls_with_the_workspace_certificate(&env, port);
     assert_eq!(http(port, "POST", "/mcp", None, Some("{}")).0, 401);
     // Behind the load balancer the Host is the balancer's name: the deployed server answers.
     let (status, text) = initialize_as(port, &a, BALANCER_HOST);
@@ -1100,7 +1101,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
         &b,
         &viewer,
     ]);
-    server_metrics_reach_cloudwatch(&aws, &env, &metrics_group, port, &[&a, &b]).await;
+    server_metrics_reach_cloudwatch(&aws, &env, &metrics_group, port, &[&a, &b, &bridged]).await;
     console_workspace_matches_the_deploy_table(&aws, &env, port, &token("tenant-a", "admin"), &a)
         .await;
 
@@ -1302,6 +1303,63 @@ async fn server_metrics_reach_cloudwatch(
         .unwrap();
     let stream = streams.log_streams()[0].log_stream_name().unwrap();
     assert!(stream.starts_with("server/"), "{stream}");
+}
+
+/// Nothing fronts the extra-small server: it speaks TLS with the certificate the deploy put in
+/// the workspace secret. `status` prints its fingerprint; openssl, reading the certificate off
+/// the wire, computes the same; `agentbus connect --env` pins it and carries the Python SDK's
+/// sessions over TLS. Plain HTTP stays open to this machine only (the container's health
+/// check, and the direct client here). Returns the token the bridged client used.
+fn the_xs_server_speaks_tls_with_the_workspace_certificate(env: &str, port: u16) -> String {
+    let status = crate::harness::agentbus(&["status", "--env", env, "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let pinned = status.json()["certificate"]
+        .as_str()
+        .expect("status prints the workspace certificate's fingerprint")
+        .to_string();
+    let human = crate::harness::agentbus(&["status", "--env", env]);
+    assert!(
+        human
+            .stdout
+            .contains(&format!("certificate: SHA-256 {pinned}")),
+        "{human:?}"
+    );
+    let read = format!(
+        "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    );
+    let out = Command::new("sh").args(["-c", &read]).output().unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        seen.trim().rsplit('=').next(),
+        Some(pinned.as_str()),
+        "openssl: {seen} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Python SDK through the bridge, which asks the workspace for the pin.
+    let token = crate::harness::env_token(env, "bridge-tenant", "user");
+    let https = format!("https://127.0.0.1:{port}/");
+    let out = Command::new(python())
+        .arg(CLIENT)
+        .args([
+            "bridge",
+            BIN,
+            &format!("http://127.0.0.1:{port}/"),
+            &token,
+            "--env",
+            env,
+            "--url",
+            &https,
+        ])
+        .envs(crate::harness::aws_env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python MCP client through the pinned bridge failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    token
 }
 
 /// `agentbus serve` with a deployed task's environment (and the emulator's), on 127.0.0.1.

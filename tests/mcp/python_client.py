@@ -3,7 +3,9 @@ team wrote), over Streamable HTTP with bearer tokens, or over stdio.
 
   python_client.py http URL TOKEN_TENANT_A TOKEN_TENANT_B VIEWER_TOKEN_A
   python_client.py stdio AGENTBUS_BINARY DATA_DIR
-  python_client.py bridge AGENTBUS_BINARY SERVER_URL TOKEN   (through `agentbus connect`)
+  python_client.py bridge AGENTBUS_BINARY SERVER_URL TOKEN [CONNECT_ARG ...]
+      (through `agentbus connect --url SERVER_URL`, or `agentbus connect CONNECT_ARG ...` with
+      this process's AWS_* variables; SERVER_URL is then only the other, direct client's)
 
 Exits 0 when every check passed; prints each failed check.
 """
@@ -202,15 +204,18 @@ async def stdio_main(binary, data_dir):
             check(status["tenant"] == "stdio-tenant", f"stdio runs as its tenant ({status})")
 
 
-async def bridge_main(binary, url, token):
+async def bridge_main(binary, url, token, *connect_args):
     """`agentbus connect`: a client that starts its server as a process reaches the HTTP
     server through it, an older session and a 2026-07-28 client alike."""
     import os
     from mcp import Client, types
 
+    args = ["connect", *connect_args] if connect_args else ["connect", "--url", url]
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")} if connect_args else {}
+
     def bridged(tok):
-        return StdioServerParameters(command=binary, args=["connect", "--url", url],
-                                     env={"AGENTBUS_TOKEN": tok, "PATH": os.environ.get("PATH", "")})
+        return StdioServerParameters(command=binary, args=args,
+                                     env={**env, "AGENTBUS_TOKEN": tok, "PATH": os.environ.get("PATH", "")})
 
     updates = asyncio.Queue()
 
@@ -265,7 +270,7 @@ def main():
     if mode == "http":
         asyncio.run(http_main(*sys.argv[2:6]))
     elif mode == "bridge":
-        asyncio.run(bridge_main(*sys.argv[2:5]))
+        asyncio.run(bridge_main(*sys.argv[2:]))
     else:
         asyncio.run(stdio_main(*sys.argv[2:4]))
     print(f"python mcp client ({mode}): {len(failures)} failed check(s)")

@@ -412,6 +412,7 @@ impl MediumOwn {
                 // default is the least: read-only.
                 task_role_id: ids::READ_ONLY_ROLE,
                 log_group_id: a.log_group,
+                reads_at_start: Vec::new(),
                 cpu_architecture: settings.agent_architecture,
                 wanted: !on_queue,
             }));

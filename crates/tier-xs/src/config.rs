@@ -27,6 +27,11 @@ pub const ENV_LOG_FORMAT: &str = "AGENTBUS_LOG_FORMAT";
 /// The log group the server sends its metrics to as EMF documents (only where a layer asks
 /// for them: custom metrics are priced per metric).
 pub const ENV_METRICS_LOG_GROUP: &str = "AGENTBUS_METRICS_LOG_GROUP";
+/// `workspace-certificate`: the server speaks TLS itself, with the certificate the workspace
+/// secret holds (nothing in front of it terminates TLS).
+pub const ENV_TLS: &str = "AGENTBUS_TLS";
+/// The one value of [`ENV_TLS`].
+pub const TLS_WORKSPACE_CERTIFICATE: &str = "workspace-certificate";
 /// Seconds between two sends of the server's metrics (default 60: CloudWatch's resolution).
 pub const ENV_METRICS_INTERVAL: &str = "AGENTBUS_METRICS_INTERVAL_SECONDS";
 
@@ -43,6 +48,8 @@ pub struct ServerConfig {
     pub events_log_group: String,
     /// Where the server sends its metrics, if anywhere ([`ENV_METRICS_LOG_GROUP`]).
     pub metrics_log_group: Option<String>,
+    /// The server speaks TLS with the workspace certificate ([`ENV_TLS`]).
+    pub tls: bool,
 }
 
 impl ServerConfig {
@@ -58,6 +65,7 @@ impl ServerConfig {
             secret: ws.secret_name("server"),
             events_log_group: format!("/aws/events/{}", ws.id()),
             metrics_log_group: None,
+            tls: false,
         }
     }
 
@@ -92,6 +100,15 @@ impl ServerConfig {
                 .map_err(|_| format!("{ENV_PORT}={p:?} is not a port number"))?,
             None => DASHBOARD_PORT,
         };
+        let tls = match get(ENV_TLS).as_deref() {
+            None => false,
+            Some(TLS_WORKSPACE_CERTIFICATE) => true,
+            Some(other) => {
+                return Err(format!(
+                    "{ENV_TLS}={other:?}: the one value is {TLS_WORKSPACE_CERTIFICATE:?}"
+                ));
+            }
+        };
         Ok(ServerConfig {
             env: v(ENV_ENV),
             tier,
@@ -102,6 +119,7 @@ impl ServerConfig {
             secret: v(ENV_SECRET),
             events_log_group: v(ENV_EVENTS_LOG_GROUP),
             metrics_log_group: get(ENV_METRICS_LOG_GROUP),
+            tls,
         })
     }
 
@@ -123,6 +141,10 @@ impl ServerConfig {
             self.metrics_log_group
                 .iter()
                 .map(|g| (ENV_METRICS_LOG_GROUP.to_string(), g.clone())),
+        )
+        .chain(
+            self.tls
+                .then(|| (ENV_TLS.to_string(), TLS_WORKSPACE_CERTIFICATE.to_string())),
         )
         .collect()
     }

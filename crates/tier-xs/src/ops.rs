@@ -19,6 +19,7 @@ use crate::engine::plan::{self, Plan, PlanRequest};
 use crate::engine::{self, EngineError, Resource};
 use crate::image::platform::CpuArchitecture;
 use crate::ladder::{IMAGE_ARCHITECTURES, Ladder, LadderError, LayerContext, monthly_total};
+use crate::server::tls::Fingerprint;
 use crate::workspace::{Env, Tier, Workspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub enum OpsError {
     Releasing(LockError),
     #[error("{0}")]
     Unknown(String),
+    #[error("workspace {0} has no deployed tier: `agentbus deploy` first")]
+    NotDeployed(String),
 }
 
 /// How a deploy talks to the person running it: shows plans, asks before applying.
@@ -840,18 +843,24 @@ impl Deployer {
             }
             in_sync = target.map(|_| !p.plan.has_changes());
         }
-        let (dashboard_url, unobserved) = match &planned {
-            Ok(p) => (self.dashboard_url(&p.plan).await, None),
-            Err(e) => (None, Some(e.to_string())),
+        let (dashboard, unobserved) = match &planned {
+            Ok(p) => (self.dashboard(&p.plan).await, None),
+            Err(e) => (Dashboard::default(), Some(e.to_string())),
         };
+        let Dashboard {
+            url: dashboard_url,
+            certificate,
+        } = dashboard;
         Ok(Status {
             workspace: self.ws.id(),
+            env: self.ws.env.to_string(),
             account: self.ws.account.clone(),
             region: self.ws.region.clone(),
             deployed_tier: target,
             in_sync,
             warnings: clear_text_warnings(dashboard_url.as_deref()),
             dashboard_url,
+            certificate,
             lock,
             resources,
             unobserved,
@@ -861,7 +870,7 @@ impl Deployer {
 
     /// Where the dashboard answers after an apply, from the outputs the apply left: what a
     /// deploy prints next, without observing the workspace once more.
-    pub async fn dashboard_url_after(&self, plan: &Plan, report: &ApplyReport) -> Option<String> {
+    pub async fn dashboard_after(&self, plan: &Plan, report: &ApplyReport) -> Dashboard {
         let mut after = plan.clone();
         after.observed = plan
             .resources
@@ -884,26 +893,86 @@ impl Deployer {
                 })
             })
             .collect();
-        self.dashboard_url(&after).await
+        self.dashboard(&after).await
+    }
+
+    /// Where the deployed workspace's dashboard answers now, and the certificate to pin
+    /// (`agentbus connect --env`): the deployed tier's plan, then [`Self::dashboard`].
+    pub async fn dashboard_now(&self) -> Result<Dashboard, OpsError> {
+        let deployed = self
+            .table
+            .history(10)
+            .await?
+            .iter()
+            .find(|r| r.succeeded)
+            .and_then(|r| r.tier);
+        let Some(tier) = deployed else {
+            return Err(OpsError::NotDeployed(self.ws.id()));
+        };
+        let planned = self
+            .plan(
+                Some(tier),
+                &Inputs {
+                    parallelism: 8,
+                    ..Inputs::default()
+                },
+            )
+            .await?;
+        Ok(self.dashboard(&planned.plan).await)
     }
 
     /// Where the dashboard answers: a resource's own address if one has it (whatever fronts
-    /// the dashboard), else what a layer finds (the running task's public address).
-    async fn dashboard_url(&self, plan: &Plan) -> Option<String> {
+    /// the dashboard), else what a layer finds (the running task's public address). Nothing
+    /// in front, the server speaks TLS itself with the workspace certificate, whose
+    /// fingerprint comes from the workspace secret.
+    async fn dashboard(&self, plan: &Plan) -> Dashboard {
         let fronted = plan
             .resources
             .iter()
             .find_map(|r| plan.observed.get(r.id()).and_then(|o| r.address(o)));
         if fronted.is_some() {
-            return fronted;
+            return Dashboard {
+                url: fronted,
+                certificate: None,
+            };
         }
-        for layer in self.ladder.layers().iter().rev() {
-            if let Some(a) = layer.address(&self.aws, &self.ws, plan).await {
-                return Some(a);
+        let (url, certificate) = tokio::join!(
+            async {
+                for layer in self.ladder.layers().iter().rev() {
+                    if let Some(a) = layer.address(&self.aws, &self.ws, plan).await {
+                        return Some(a);
+                    }
+                }
+                None
+            },
+            self.certificate()
+        );
+        Dashboard { url, certificate }
+    }
+
+    /// The fingerprint of the workspace certificate, if the workspace secret holds one.
+    async fn certificate(&self) -> Option<Fingerprint> {
+        let store = crate::server::auth::SecretTokens {
+            client: self.aws.secrets(),
+            secret: self.ws.secret_name("server"),
+        };
+        match store.certificate().await {
+            Ok(cert) => cert.and_then(|c| c.fingerprint().ok()),
+            Err(e) => {
+                tracing::warn!("the workspace certificate could not be read: {e}");
+                None
             }
         }
-        None
     }
+}
+
+/// Where a deployed dashboard answers, and the certificate a client pins when the server
+/// speaks TLS itself (nothing in front of it).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Dashboard {
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Fingerprint>,
 }
 
 /// Registry credentials for the workspace's ECR repository.
@@ -1147,6 +1216,7 @@ impl Deployer {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub workspace: String,
+    pub env: String,
     pub account: String,
     pub region: String,
     pub deployed_tier: Option<Tier>,
@@ -1155,6 +1225,10 @@ pub struct Status {
     /// Where the dashboard answers: the address a resource in front of it reports, else the
     /// running task's public address.
     pub dashboard_url: Option<String>,
+    /// The SHA-256 fingerprint of the certificate the dashboard speaks TLS with, when it is
+    /// the workspace's own (nothing in front of the server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Fingerprint>,
     /// What an operator must know now (tokens crossing a network in clear text).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -1217,6 +1291,12 @@ impl Status {
                 out.push_str("dashboard: no running task found yet\n")
             }
             None => {}
+        }
+        if let Some(c) = &self.certificate {
+            out.push_str(&format!(
+                "certificate: SHA-256 {c}\n  (the workspace's own, self-signed: `agentbus connect --env {}` pins it; a browser shows the same fingerprint)\n",
+                self.env
+            ));
         }
         for w in &self.warnings {
             out.push_str(&format!("WARNING: {w}\n"));
@@ -1313,12 +1393,18 @@ mod tests {
         };
         let s = Status {
             workspace: "agentbus-demo".into(),
+            env: "demo".into(),
             account: "123456789012".into(),
             region: "us-east-1".into(),
             deployed_tier: Some(Tier::ExtraSmall),
             in_sync: Some(false),
-            dashboard_url: Some("http://203.0.113.7:8080/".into()),
-            warnings: clear_text_warnings(Some("http://203.0.113.7:8080/")),
+            dashboard_url: Some("https://203.0.113.7:8080/".into()),
+            certificate: Some(
+                "5D:41:40:2A:BC:4B:2A:76:B9:71:9D:91:10:17:C5:92:5D:41:40:2A:BC:4B:2A:76:B9:71:9D:91:10:17:C5:92"
+                    .parse()
+                    .unwrap(),
+            ),
+            warnings: clear_text_warnings(Some("https://203.0.113.7:8080/")),
             lock: None,
             unobserved: None,
             resources: vec![
@@ -1370,11 +1456,13 @@ mod tests {
     fn status_says_why_the_resources_could_not_be_observed() {
         let s = Status {
             workspace: "agentbus-demo".into(),
+            env: "demo".into(),
             account: "123456789012".into(),
             region: "us-east-1".into(),
             deployed_tier: None,
             in_sync: None,
             dashboard_url: None,
+            certificate: None,
             warnings: Vec::new(),
             lock: None,
             resources: Vec::new(),

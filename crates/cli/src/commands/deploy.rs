@@ -182,26 +182,32 @@ pub async fn converge(
 
 /// After a deploy: where the dashboard answers and what to do next.
 struct NextSteps {
-    dashboard_url: Option<String>,
+    dashboard: tier_xs::ops::Dashboard,
     next: String,
 }
 
 impl NextSteps {
     fn render(&self, env: &str) -> String {
-        let dashboard = match &self.dashboard_url {
-            Some(u) => format!("dashboard: {u}  (MCP at {u}mcp)"),
+        let mut out = match &self.dashboard.url {
+            Some(u) => format!("dashboard: {u}  (MCP at {u}mcp)\n"),
             None => format!(
-                "dashboard: not answering yet; `agentbus status --env {env}` shows its address once its task runs"
+                "dashboard: not answering yet; `agentbus status --env {env}` shows its address once its task runs\n"
             ),
         };
-        format!("{dashboard}\nnext: {}\n", self.next)
+        if let Some(c) = &self.dashboard.certificate {
+            out.push_str(&format!(
+                "certificate: SHA-256 {c}\n  (self-signed; MCP clients: `agentbus connect --env {env}` pins it)\n"
+            ));
+        }
+        out.push_str(&format!("next: {}\n", self.next));
+        out
     }
 }
 
 async fn next_steps(d: &Deployer, planned: &Planned, report: &ApplyReport) -> NextSteps {
     let env = d.ws.env.to_string();
     NextSteps {
-        dashboard_url: d.dashboard_url_after(&planned.plan, report).await,
+        dashboard: d.dashboard_after(&planned.plan, report).await,
         next: format!(
             "`agentbus token create --env {env} --tenant NAME` prints a token for the dashboard and MCP clients"
         ),
@@ -273,7 +279,8 @@ fn summarize(
         print_json(&serde_json::json!({
             "workspace": d.ws.id(), "changed": true, "plan": planned.plan, "report": report,
             "api_calls": d.aws.stats.total(), "write_calls": d.aws.stats.writes(), "calls": d.aws.stats.snapshot(),
-            "dashboard_url": next.and_then(|n| n.dashboard_url.clone()),
+            "dashboard_url": next.and_then(|n| n.dashboard.url.clone()),
+            "certificate": next.and_then(|n| n.dashboard.certificate),
             "next": next.map(|n| n.next.clone()),
         }))?;
     } else {

@@ -13,6 +13,7 @@ use tier_xs::ladder::{Embedded, ServerPart};
 use tier_xs::runtime::Tenant;
 use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::ToolExtension;
+use tier_xs::server::tls::ServerConfig as TlsConfig;
 use tier_xs::server::workspace_tools::WorkspaceTools;
 use tier_xs::server::{AppState, serve, serve_stdio};
 use tier_xs::workspace::Tier;
@@ -53,6 +54,7 @@ pub async fn run_http(
     state: Arc<AppState>,
     addr: std::net::SocketAddr,
     max_connections: usize,
+    tls: Option<Arc<TlsConfig>>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -63,7 +65,7 @@ pub async fn run_http(
         tracing::info!("stopping: no new connections; finishing requests in flight");
         let _ = tx.send(());
     };
-    let server = serve(state, listener, max_connections, signal);
+    let server = serve(state, listener, max_connections, tls, signal);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => r.context("server failed")?,
@@ -126,19 +128,39 @@ pub async fn embedded_state(
     Ok(state)
 }
 
-/// The server of the deployed workspace, as its task's environment configures it.
-async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig)> {
+/// The server of the deployed workspace, as its task's environment configures it, with its TLS
+/// settings when it speaks TLS itself.
+async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig, Option<Arc<TlsConfig>>)> {
     let cfg = ServerConfig::from_env().map_err(|e| anyhow!(e))?;
     let aws = AwsClients::load(&AwsOptions {
         region: Some(cfg.region.clone()),
         profile: None,
     })
     .await?;
+    let tls = match cfg.tls {
+        true => Some(workspace_tls(&aws, &cfg.secret).await?),
+        false => None,
+    };
     let state = AppState::aws(&aws, &cfg, rate)?;
     let parts = ladder().serve_aws(cfg.tier, &aws).await?;
     attach(&state, parts, Vec::new())?;
     tier_facts(&state, cfg.tier, &cfg.env, &cfg.region)?;
-    Ok((state, cfg))
+    Ok((state, cfg, tls))
+}
+
+/// The TLS settings of the workspace certificate in `secret`.
+async fn workspace_tls(aws: &AwsClients, secret: &str) -> Result<Arc<TlsConfig>> {
+    let store = tier_xs::server::auth::SecretTokens {
+        client: aws.secrets(),
+        secret: secret.to_string(),
+    };
+    let cert = store
+        .certificate()
+        .await?
+        .with_context(|| format!("the workspace secret {secret} holds no certificate to speak TLS with; `agentbus deploy` adds one"))?;
+    let fingerprint = cert.fingerprint()?;
+    tracing::info!(%fingerprint, "TLS with the workspace certificate");
+    Ok(cert.server_config()?)
 }
 
 #[derive(Args, Debug)]
@@ -189,15 +211,16 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let tier = tier.parse::<Tier>()?;
     ladder().check(tier)?;
     let exposed = host.is_some_and(|h| !h.is_loopback());
-    let (state, default_port, bind_all) = match &data_dir {
+    let (state, default_port, bind_all, tls) = match &data_dir {
         Some(d) => (
             embedded_state(d, tier, rate, exposed, None).await?,
             DASHBOARD_PORT,
             false,
+            None,
         ),
         None => {
-            let (s, cfg) = aws_state(rate).await?;
-            (s, cfg.port, true)
+            let (s, cfg, tls) = aws_state(rate).await?;
+            (s, cfg.port, true, tls)
         }
     };
     state.quota.set_limits(quota.limits());
@@ -215,8 +238,9 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         [127, 0, 0, 1].into()
     });
     let addr = std::net::SocketAddr::from((ip, port.unwrap_or(default_port)));
-    tracing::info!("agentbus server on http://{addr}");
-    eprintln!("agentbus server listening on http://{addr} (MCP at /mcp)");
-    run_http(state, addr, max_connections).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("agentbus server on {scheme}://{addr}");
+    eprintln!("agentbus server listening on {scheme}://{addr} (MCP at /mcp)");
+    run_http(state, addr, max_connections, tls).await?;
     Ok(0)
 }

@@ -142,7 +142,7 @@ async fn up(
         );
     }
     println!("Ctrl-C stops it; the data stays for the next `agentbus up`.");
-    run_http(state, addr, max_connections).await?;
+    run_http(state, addr, max_connections, None).await?;
     println!("stopped.");
     Ok(0)
 }

@@ -341,6 +341,9 @@ pub struct TaskDefinition {
     pub execution_role_id: &'static str,
     pub task_role_id: &'static str,
     pub log_group_id: &'static str,
+    /// Resources the container reads as it starts (the workspace secret, for the server's
+    /// certificate): a new revision is registered after them, so no task starts before.
+    pub reads_at_start: Vec<&'static str>,
     /// What the image was built for: a task on another architecture cannot start it.
     pub cpu_architecture: CpuArchitecture,
     /// Whether the settings call for it (an existing unwanted one is deregistered).
@@ -608,7 +611,10 @@ impl Resource for TaskDefinition {
         Some(&EcsTags)
     }
     fn depends_on(&self) -> Vec<&'static str> {
-        vec![self.execution_role_id, self.task_role_id, self.log_group_id]
+        [self.execution_role_id, self.task_role_id, self.log_group_id]
+            .into_iter()
+            .chain(self.reads_at_start.iter().copied())
+            .collect()
     }
     fn wanted(&self) -> bool {
         self.wanted

@@ -1,6 +1,8 @@
 //! The workspace secret (`agentbus/{env}/server`): the server's credentials, generated at
-//! deploy. Its value is never printed, never part of a plan, and never diffed: the plan only
-//! manages the secret's metadata.
+//! deploy. Its value is never printed, never part of a plan, and never diffed: the plan
+//! manages the secret's metadata, and whether it holds a workspace certificate (for a server
+//! that speaks TLS itself) — the certificate is generated here and never shown; its
+//! fingerprint is public (`agentbus status`).
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
@@ -20,6 +22,7 @@ use crate::engine::{
     self, Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, SETTLE_LIMIT, TagApi,
     found, gone, made, own_tags, settle,
 };
+use crate::server::tls::WorkspaceCertificate;
 use crate::tag_api;
 use crate::workspace::Workspace;
 
@@ -30,6 +33,20 @@ pub struct WorkspaceSecret {
     pub description: String,
     /// `prod`: deleting schedules deletion with a 30-day recovery window.
     pub recovery_window_days: Option<i64>,
+    /// The workspace id a certificate is generated for, when the server speaks TLS itself
+    /// (`server::tls`). A certificate, once there, stays: a tier above may put a front before
+    /// the server, and a move back down finds the same fingerprint.
+    pub certificate: Option<String>,
+}
+
+/// The `certificate` field when the secret holds one.
+const HAS_CERTIFICATE: &str = "workspace certificate (self-signed, pinned by fingerprint)";
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
 /// CreateSecret while a secret of that name is still being deleted.
@@ -41,18 +58,49 @@ fn deletion_in_progress<R>(e: &SdkError<CreateSecretError, R>) -> bool {
     })
 }
 
-/// Fresh server credentials: a random session key and an empty token list (tokens are
-/// added, as hashes, by `agentbus token create`).
-pub fn initial_secret_value() -> String {
+/// Fresh server credentials: a random session key, an empty token list (tokens are added, as
+/// hashes, by `agentbus token create`) and, for a server that speaks TLS itself, a workspace
+/// certificate for `certificate` (the workspace id).
+pub fn initial_secret_value(certificate: Option<&str>) -> Result<String, EngineError> {
     let mut key = [0u8; 32];
-    if getrandom::fill(&mut key).is_err() {
-        // No OS randomness: refuse to make a guessable key rather than a weak one.
-        return String::new();
+    // No OS randomness: refuse to make a guessable key rather than a weak one.
+    getrandom::fill(&mut key).map_err(|_| {
+        EngineError::Invalid(
+            "no operating-system randomness available to generate the server secret".into(),
+        )
+    })?;
+    let mut doc = json!({ "version": 1, "session_key": hex::encode(key), "tokens": [] });
+    if let Some(id) = certificate {
+        doc["tls"] = certificate_value(id)?;
     }
-    json!({ "version": 1, "session_key": hex::encode(key), "tokens": [] }).to_string()
+    Ok(doc.to_string())
+}
+
+fn certificate_value(id: &str) -> Result<serde_json::Value, EngineError> {
+    let cert = WorkspaceCertificate::generate(id, now_unix())
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    serde_json::to_value(cert).map_err(|e| EngineError::Invalid(e.to_string()))
 }
 
 impl WorkspaceSecret {
+    /// The secret's JSON document (the tokens' hashes, the session key, the certificate).
+    async fn document(&self, aws: &AwsClients) -> Result<serde_json::Value, EngineError> {
+        let out = aws
+            .secrets()
+            .get_secret_value()
+            .secret_id(&self.meta.name)
+            .send()
+            .await
+            .map_err(|e| self.meta.fail("GetSecretValue", e))?;
+        // A value this program did not write is not overwritten.
+        serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|_| {
+            EngineError::Invalid(format!(
+                "the secret {} does not hold the JSON document agentbus writes; it is left as it is",
+                self.meta.name
+            ))
+        })
+    }
+
     /// The names of the tenants' secrets (ListSecrets' name filter matches a prefix).
     async fn tenant_secrets(&self, aws: &AwsClients) -> Result<Vec<String>, EngineError> {
         let filter = Filter::builder()
@@ -130,28 +178,55 @@ impl Resource for WorkspaceSecret {
             &format!("secret:{}-??????", self.meta.name),
         );
         let tenants = ws.arn("secretsmanager", &format!("secret:{}*", self.tenant_prefix));
-        Permissions::new()
-            .read(&["secretsmanager:DescribeSecret"], &[&secret])
-            .write(
-                &[
-                    "secretsmanager:CreateSecret",
-                    "secretsmanager:UpdateSecret",
-                    "secretsmanager:RestoreSecret",
-                    "secretsmanager:DeleteSecret",
-                    "secretsmanager:TagResource",
-                    "secretsmanager:UntagResource",
-                ],
-                &[secret],
-            )
-            // `--destroy-data` deletes the tenants' secrets too.
-            .write(&["secretsmanager:ListSecrets"], &any())
-            .write(&["secretsmanager:DeleteSecret"], &[tenants])
+        let mut p = Permissions::new().read(&["secretsmanager:DescribeSecret"], &[&secret]);
+        if self.certificate.is_some() {
+            // Whether it holds the certificate; adding one to a secret made without.
+            p = p
+                .read(&["secretsmanager:GetSecretValue"], &[&secret])
+                .write(
+                    &[
+                        "secretsmanager:GetSecretValue",
+                        "secretsmanager:PutSecretValue",
+                    ],
+                    &[&secret],
+                );
+        }
+        p.write(
+            &[
+                "secretsmanager:CreateSecret",
+                "secretsmanager:UpdateSecret",
+                "secretsmanager:RestoreSecret",
+                "secretsmanager:DeleteSecret",
+                "secretsmanager:TagResource",
+                "secretsmanager:UntagResource",
+            ],
+            &[secret],
+        )
+        // `--destroy-data` deletes the tenants' secrets too.
+        .write(&["secretsmanager:ListSecrets"], &any())
+        .write(&["secretsmanager:DeleteSecret"], &[tenants])
     }
     fn tags(&self) -> Option<&dyn TagApi> {
         Some(&SecretTags)
     }
     fn desired(&self, _outputs: &Outputs) -> Desired {
-        Desired::new().set("description", self.description.clone())
+        let d = Desired::new().set("description", self.description.clone());
+        match self.certificate {
+            Some(_) => d.set("certificate", HAS_CERTIFICATE),
+            None => d,
+        }
+    }
+    async fn observe_more(
+        &self,
+        aws: &AwsClients,
+        _found: &Observed,
+    ) -> Result<Observed, EngineError> {
+        if self.certificate.is_none() {
+            return Ok(Observed::default());
+        }
+        let doc = self.document(aws).await?;
+        let held = WorkspaceCertificate::from_secret_document(&doc).is_some();
+        Ok(Observed::default().field("certificate", if held { HAS_CERTIFICATE } else { "none" }))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let m = &self.meta;
@@ -210,14 +285,11 @@ impl Resource for WorkspaceSecret {
             {
                 Ok(_) => {
                     let current = engine::observe(self, aws).await?.unwrap_or_default();
-                    engine::update(
-                        self,
-                        aws,
-                        outputs,
-                        &current,
-                        &["description".into(), "tags".into()],
-                    )
-                    .await?;
+                    let mut fields = vec!["description".to_string(), "tags".to_string()];
+                    if self.certificate.is_some() {
+                        fields.push("certificate".into());
+                    }
+                    engine::update(self, aws, outputs, &current, &fields).await?;
                     return Ok(());
                 }
                 // Deleted without recovery, and not gone yet: created below once it is.
@@ -227,12 +299,7 @@ impl Resource for WorkspaceSecret {
                 Err(e) => return Err(m.fail("RestoreSecret", e)),
             }
         }
-        let value = initial_secret_value();
-        if value.is_empty() {
-            return Err(EngineError::Invalid(
-                "no operating-system randomness available to generate the server secret".into(),
-            ));
-        }
+        let value = initial_secret_value(self.certificate.as_deref())?;
         let mut req = aws
             .secrets()
             .create_secret()
@@ -261,6 +328,21 @@ impl Resource for WorkspaceSecret {
                 .send()
                 .await
                 .map_err(|e| self.meta.fail("UpdateSecret", e))?;
+        }
+        if let Some(id) = &self.certificate
+            && changed.iter().any(|c| c == "certificate")
+        {
+            let mut doc = self.document(aws).await?;
+            if WorkspaceCertificate::from_secret_document(&doc).is_none() {
+                doc["tls"] = certificate_value(id)?;
+                aws.secrets()
+                    .put_secret_value()
+                    .secret_id(&self.meta.name)
+                    .secret_string(doc.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| self.meta.fail("PutSecretValue", e))?;
+            }
         }
         Ok(())
     }
@@ -292,6 +374,9 @@ impl Resource for WorkspaceSecret {
         let mut n = vec![
             "value generated at deploy; never shown; holds the tokens, and with the tenants' secrets is kept unless --destroy-data".to_string(),
         ];
+        if self.certificate.is_some() {
+            n.push("holds the workspace certificate the server speaks TLS with; `agentbus status` prints its fingerprint".into());
+        }
         if let Some(d) = self.recovery_window_days {
             n.push(format!("on delete: recoverable for {d} days"));
         }

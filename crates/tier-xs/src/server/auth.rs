@@ -234,6 +234,17 @@ impl SecretTokens {
     }
 }
 
+impl SecretTokens {
+    /// The workspace certificate the secret holds, if any.
+    pub async fn certificate(
+        &self,
+    ) -> Result<Option<super::tls::WorkspaceCertificate>, RuntimeError> {
+        super::tls::WorkspaceCertificate::from_secret_document(&self.document().await?)
+            .transpose()
+            .map_err(|e| RuntimeError::backend("the workspace certificate", e))
+    }
+}
+
 #[async_trait]
 impl TokenStore for SecretTokens {
     async fn load(&self) -> Result<Vec<TokenRecord>, RuntimeError> {

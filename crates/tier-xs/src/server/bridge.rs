@@ -14,7 +14,9 @@
 //!   (DELETE) when the client goes.
 //!
 //! An HTTP refusal becomes a JSON-RPC error answer that says what to do. The token is never
-//! written anywhere.
+//! written anywhere. A target may pin the server's certificate by its SHA-256 fingerprint
+//! (a workspace certificate, `server::tls`): then that certificate alone is accepted, whatever
+//! address the server has.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,8 @@ pub enum BridgeError {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub endpoint: reqwest::Url,
+    /// The only certificate accepted, when the server has its workspace's own.
+    pub pin: Option<super::tls::Fingerprint>,
 }
 
 impl Target {
@@ -69,8 +73,39 @@ impl Target {
             let path = format!("{}/mcp", u.path().trim_end_matches('/'));
             u.set_path(&path);
         }
-        Ok(Target { endpoint: u })
+        Ok(Target {
+            endpoint: u,
+            pin: None,
+        })
     }
+
+    /// Accepts only the certificate with this fingerprint (an https endpoint's).
+    pub fn pinned(mut self, pin: super::tls::Fingerprint) -> Result<Self, BridgeError> {
+        if self.endpoint.scheme() != "https" {
+            return Err(BridgeError::Url(format!(
+                "{}: a pinned certificate needs https",
+                self.endpoint
+            )));
+        }
+        self.pin = Some(pin);
+        Ok(self)
+    }
+}
+
+/// An error with its causes, which reqwest keeps out of its own message (a refused
+/// certificate says why only there).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The methods whose target is mirrored in `Mcp-Name`, and the parameter that names it.
@@ -123,8 +158,13 @@ pub async fn run(
     let mut auth =
         HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| BridgeError::Token)?;
     auth.set_sensitive(true);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
+    let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    if let Some(pin) = target.pin {
+        let tls = super::tls::pinned_client_config(pin)
+            .map_err(|e| BridgeError::Client(e.to_string()))?;
+        http = http.tls_backend_preconfigured(tls);
+    }
+    let http = http
         .build()
         .map_err(|e| BridgeError::Client(e.to_string()))?;
     let bridge = Arc::new(Inner {
@@ -235,7 +275,10 @@ impl Inner {
             Ok(r) => r,
             Err(e) => {
                 return self
-                    .refuse(&msg, format!("cannot reach {}: {e}", self.target.endpoint))
+                    .refuse(
+                        &msg,
+                        format!("cannot reach {}: {}", self.target.endpoint, with_causes(&e)),
+                    )
                     .await;
             }
         };
@@ -463,5 +506,101 @@ mod tests {
         assert_eq!(event_end(b"data: 1\n\ndata: 2"), Some((7, 9)));
         assert_eq!(event_end(b"data: 1\r\n\r\n"), Some((7, 11)));
         assert_eq!(event_end(b"data: 1\n"), None);
+    }
+}
+
+#[cfg(test)]
+mod pinning {
+    use super::*;
+    use crate::server::tls::WorkspaceCertificate;
+    use tokio::io::AsyncReadExt;
+
+    /// A TLS server on 127.0.0.1 with `cert` that answers every POST with one JSON-RPC result.
+    async fn tls_server(cert: &WorkspaceCertificate) -> u16 {
+        let acceptor = tokio_rustls::TlsAcceptor::from(cert.server_config().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // Headers, then as much body as Content-Length says.
+                    loop {
+                        let n = tls.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&got).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let body =
+                        r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25"}}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    async fn bridged(port: u16, pin: crate::server::tls::Fingerprint) -> String {
+        let target = Target::parse(&format!("https://127.0.0.1:{port}/"), false)
+            .unwrap()
+            .pinned(pin)
+            .unwrap();
+        let input: &[u8] =
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}
+"#;
+        let (w, mut r) = tokio::io::duplex(64 * 1024);
+        run(target, "ab_test_token", input, w).await.unwrap();
+        let mut out = String::new();
+        r.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pinned_bridge_talks_to_the_pinned_certificate_only() {
+        let ours = WorkspaceCertificate::generate("agentbus-a", 1_790_000_000).unwrap();
+        let theirs = WorkspaceCertificate::generate("agentbus-b", 1_790_000_000).unwrap();
+        let port = tls_server(&ours).await;
+
+        let out = bridged(port, ours.fingerprint().unwrap()).await;
+        assert!(out.contains(r#""protocolVersion":"2025-11-25""#), "{out}");
+
+        // Another workspace's certificate (a server in the middle, or the wrong address): the
+        // request never leaves, and the answer says why with both fingerprints.
+        let out = bridged(port, theirs.fingerprint().unwrap()).await;
+        assert!(out.contains("not the workspace's"), "{out}");
+        assert!(
+            out.contains(&ours.fingerprint().unwrap().to_string()),
+            "{out}"
+        );
+        assert!(!out.contains("ab_test_token"), "{out}");
+    }
+
+    #[test]
+    fn only_https_can_be_pinned() {
+        let cert = WorkspaceCertificate::generate("agentbus-a", 1_790_000_000).unwrap();
+        let plain = Target::parse("http://127.0.0.1:8080/", false).unwrap();
+        assert!(plain.pinned(cert.fingerprint().unwrap()).is_err());
     }
 }

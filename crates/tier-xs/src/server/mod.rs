@@ -8,6 +8,7 @@ pub mod mcp;
 pub mod quota;
 pub mod resources;
 pub mod subscriptions;
+pub mod tls;
 pub mod trace;
 pub mod workspace_tools;
 
@@ -792,16 +793,15 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// Serves until `signal` resolves, then stops accepting, ends live streams, and lets
 /// in-flight requests finish. At most `max_connections` connections are served at once, and a
 /// connection that sends no request headers for [`HEADER_READ_TIMEOUT`] is closed, so silent
-/// clients cannot hold the server.
+/// clients cannot hold the server. With `tls`, connections speak TLS, and plain HTTP is
+/// answered only to this machine ([`tls::wire`]).
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-
     let stop = state.shutdown.clone();
     let metrics = tokio::spawn(crate::metrics::global().clone().run(
         state.emf.clone(),
@@ -809,11 +809,9 @@ pub async fn serve(
         stop.clone(),
     ));
     let app = router(state);
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let connections = tokio_util::task::TaskTracker::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
     tokio::pin!(signal);
     loop {
         // A free slot first: beyond the limit, connections wait in the backlog.
@@ -824,9 +822,9 @@ pub async fn serve(
             },
             _ = &mut signal => break,
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!("accept: {e}");
@@ -841,23 +839,13 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("TCP_NODELAY: {e}");
         }
-        let connection =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        let app = app.clone();
         let stopping = stop.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            tokio::pin!(connection);
-            // The connection first: a request it has already received is read and answered
-            // before a shutdown closes it; after the request in flight, it closes.
-            let ended = tokio::select! {
-                biased;
-                ended = connection.as_mut() => ended,
-                _ = stopping.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!("connection: {e}");
+            match tls {
+                None => serve_connection(tcp, app, stopping).await,
+                Some(tls) => serve_tls(tcp, peer, tls, app, stopping).await,
             }
             drop(slot);
         });
@@ -871,6 +859,63 @@ pub async fn serve(
         tracing::error!("the server's metrics stopped: {e}");
     }
     Ok(())
+}
+
+/// One connection of a TLS-speaking server: TLS, plain HTTP from this machine, or the refusal.
+/// The handshake has the header-read timeout: a silent client is closed as on plain HTTP.
+async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    app: Router,
+    stopping: CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    let wire = match tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => tls::wire(first[0], peer.ip().is_loopback()),
+        _ => return,
+    };
+    match wire {
+        tls::Wire::Tls => match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(tcp)).await {
+            Ok(Ok(stream)) => serve_connection(stream, app, stopping).await,
+            Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
+            Err(_) => tracing::debug!("TLS handshake with {peer}: timed out"),
+        },
+        tls::Wire::Plain => serve_connection(tcp, app, stopping).await,
+        tls::Wire::Refuse => {
+            let mut tcp = tcp;
+            let _ = tcp.write_all(&tls::plain_http_refusal()).await;
+            let _ = tcp.shutdown().await;
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes or the server stops.
+async fn serve_connection<I>(io: I, app: Router, stopping: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    // The connection first: a request it has already received is read and answered before a
+    // shutdown closes it; after the request in flight, it closes.
+    let ended = tokio::select! {
+        biased;
+        ended = connection.as_mut() => ended,
+        _ = stopping.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!("connection: {e}");
+    }
 }
 
 /// Serves the MCP tools over stdin/stdout as one identity, until the client closes.

@@ -140,10 +140,11 @@ impl Layer for XsLayer {
                 crate::config::DASHBOARD_PORT
             ));
         }
-        if !settings.allow_cidrs.is_empty() && dashboard.front().is_none() {
+        if dashboard.front().is_none() {
             notes.push(format!(
-                "WARNING: the dashboard serves plain HTTP on its public address (port {}): every bearer token sent to it crosses the network in clear text; reach it through a tunnel or VPN, or put it behind HTTPS before real tokens use it",
-                crate::config::DASHBOARD_PORT
+                "the dashboard speaks HTTPS itself on port {} with the workspace certificate (self-signed, in the workspace secret): MCP clients reach it through `agentbus connect --env {}`, which pins the certificate's fingerprint; a browser warns once, and `agentbus status` prints the fingerprint to compare",
+                crate::config::DASHBOARD_PORT,
+                ctx.ws.env
             ));
         }
         Built {
@@ -247,5 +248,6 @@ async fn task_address(aws: &AwsClients, ws: &Workspace) -> Option<String> {
         .association()?
         .public_ip()?
         .to_string();
-    Some(format!("http://{ip}:{}/", crate::config::DASHBOARD_PORT))
+    // Nothing fronts it: the server speaks TLS itself (`server::tls`).
+    Some(format!("https://{ip}:{}/", crate::config::DASHBOARD_PORT))
 }

@@ -160,7 +160,10 @@ impl ExtraSmall {
     pub fn new(ws: &Workspace, settings: &XsSettings, dashboard: &DashboardSpec) -> Self {
         let t = Tier::ExtraSmall;
         let prod = ws.env.is_prod();
-        let config = ServerConfig::for_workspace(ws, dashboard.tier);
+        let mut config = ServerConfig::for_workspace(ws, dashboard.tier);
+        // Nothing in front terminates TLS: the server speaks it itself, with the workspace
+        // certificate, so no token crosses a network in clear text.
+        config.tls = dashboard.front().is_none();
         let mut problems = Vec::new();
 
         let kv = DynamoTable(TableSpec {
@@ -228,6 +231,7 @@ impl ExtraSmall {
             tenant_prefix: ws.secret_name("tenants/"),
             description: format!("agentbus {} server credentials", ws.env),
             recovery_window_days: prod.then_some(30),
+            certificate: config.tls.then(|| ws.id()),
         };
 
         // An on-demand task as the base keeps prod up through Spot interruptions.
@@ -463,6 +467,7 @@ impl ExtraSmall {
             execution_role_id: ids::DASHBOARD_EXECUTION_ROLE,
             task_role_id: ids::DASHBOARD_TASK_ROLE,
             log_group_id: ids::DASHBOARD_LOG_GROUP,
+            reads_at_start: vec![ids::SERVER_SECRET],
             cpu_architecture: settings.architecture,
             wanted: true,
         };
