@@ -3,7 +3,8 @@
 --
 --   wrk -t64 -c64 -d10s -s benches/mcp_wrk.lua http://127.0.0.1:PORT/mcp -- TOKEN TOOL
 --
--- TOOL is kv_get or kv_set. Run one thread per connection (-t equal to -c): wrk keeps this
+-- TOOL is kv_get, kv_set or mixed (the soak's mix: per ten calls four kv_get, two kv_set,
+-- one each of kv_list, kv_delete, events_send and tools/list). Run one thread per connection (-t equal to -c): wrk keeps this
 -- script's state per thread, and a session id belongs to its connection. Only the tool calls
 -- are counted as requests in the results: the two set-up requests happen once per session.
 
@@ -40,15 +41,32 @@ function request()
          '{"jsonrpc":"2.0","method":"notifications/initialized"}')
    end
    calls = calls + 1
-   local args
-   if tool == "kv_set" then
+   local name, args = tool, nil
+   if tool == "mixed" then
+      local slot = calls % 10
+      local key = '"bench-' .. (calls % 1000) .. '"'
+      if slot < 4 then
+         name, args = "kv_get", '{"key":' .. key .. '}'
+      elseif slot < 6 then
+         name, args = "kv_set", '{"key":' .. key .. ',"value":"v' .. calls .. '"}'
+      elseif slot == 6 then
+         name, args = "kv_list", '{"prefix":"bench-1","limit":10}'
+      elseif slot == 7 then
+         name, args = "kv_delete", '{"key":' .. key .. '}'
+      elseif slot == 8 then
+         name, args = "events_send", '{"detail_type":"soak","detail":{"n":' .. calls .. '}}'
+      else
+         return wrk.format("POST", nil, headers(),
+            '{"jsonrpc":"2.0","id":' .. calls .. ',"method":"tools/list"}')
+      end
+   elseif tool == "kv_set" then
       args = '{"key":"bench-' .. (calls % 100) .. '","value":"v' .. calls .. '"}'
    else
       args = '{"key":"bench"}'
    end
    return wrk.format("POST", nil, headers(),
       '{"jsonrpc":"2.0","id":' .. calls .. ',"method":"tools/call","params":{"name":"'
-      .. tool .. '","arguments":' .. args .. '}}')
+      .. name .. '","arguments":' .. args .. '}}')
 end
 
 function response(status, hdrs, body)

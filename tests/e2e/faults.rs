@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{Value, json};
+use tier_large::aws::LargeAws;
 use tier_medium::aws::MediumAws;
 use tier_small::aws::SmallAws;
 use tier_xs::aws::AwsClients;
@@ -105,7 +106,7 @@ fn run_after_kill(url: &str, args: &[&str]) -> Run {
     }
 }
 
-/// `deploy TIER` of workspace `env` as these tests run it (the medium tier with its agents'
+/// `deploy TIER` of workspace `env` as these tests run it (medium and large with the agents'
 /// image).
 fn deploy_args(tier: &str, env: &str) -> Vec<String> {
     let mut args = [
@@ -123,7 +124,7 @@ fn deploy_args(tier: &str, env: &str) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    if tier == "medium" {
+    if matches!(tier, "medium" | "large") {
         args.extend(["--agent-image".to_string(), AGENT_IMAGE.to_string()]);
     }
     args
@@ -138,7 +139,8 @@ fn strs(args: &[String]) -> Vec<&str> {
 enum Step {
     DeployXs,
     MoveToSmall,
-    MoveToMedium,
+    /// Medium's resources and large's own at once (the top of the ladder).
+    MoveToLarge,
     MoveBackToXs,
     Destroy,
 }
@@ -147,7 +149,7 @@ impl Step {
     const ALL: [Step; 5] = [
         Step::DeployXs,
         Step::MoveToSmall,
-        Step::MoveToMedium,
+        Step::MoveToLarge,
         Step::MoveBackToXs,
         Step::Destroy,
     ];
@@ -162,7 +164,7 @@ impl Step {
         match self {
             Step::DeployXs | Step::MoveBackToXs => deploy("xs"),
             Step::MoveToSmall => deploy("small"),
-            Step::MoveToMedium => deploy("medium"),
+            Step::MoveToLarge => deploy("large"),
             Step::Destroy => ["destroy", "--env", env, "--yes", "--lock-ttl", "3"]
                 .map(String::from)
                 .to_vec(),
@@ -174,7 +176,7 @@ impl Step {
         match self {
             Step::DeployXs | Step::MoveBackToXs => Some("xs"),
             Step::MoveToSmall => Some("small"),
-            Step::MoveToMedium => Some("medium"),
+            Step::MoveToLarge => Some("large"),
             Step::Destroy => None,
         }
     }
@@ -475,6 +477,73 @@ async fn inventory(aws: &AwsClients, env: &str) -> BTreeSet<String> {
             add("metric filter", name.to_string());
         }
     }
+    // The large tier's: the database and the autoscalers.
+    let rds = aws.rds();
+    for g in rds
+        .describe_db_subnet_groups()
+        .send()
+        .await
+        .unwrap()
+        .db_subnet_groups()
+    {
+        let name = g.db_subnet_group_name().unwrap_or_default();
+        if name.starts_with(&ws) {
+            add("db subnet group", name.to_string());
+        }
+    }
+    for c in rds
+        .describe_db_clusters()
+        .send()
+        .await
+        .unwrap()
+        .db_clusters()
+    {
+        let name = c.db_cluster_identifier().unwrap_or_default();
+        if name.starts_with(&ws) {
+            add("db cluster", name.to_string());
+        }
+    }
+    for i in rds
+        .describe_db_instances()
+        .send()
+        .await
+        .unwrap()
+        .db_instances()
+    {
+        let name = i.db_instance_identifier().unwrap_or_default();
+        if name.starts_with(&ws) {
+            add("db instance", name.to_string());
+        }
+    }
+    for ns in [
+        aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs,
+        aws_sdk_applicationautoscaling::types::ServiceNamespace::Rds,
+    ] {
+        let targets = aws
+            .autoscaling()
+            .describe_scalable_targets()
+            .service_namespace(ns.clone())
+            .send()
+            .await
+            .unwrap();
+        for t in targets.scalable_targets() {
+            if t.resource_id().contains(&ws) {
+                add("scalable target", t.resource_id().to_string());
+            }
+        }
+        let policies = aws
+            .autoscaling()
+            .describe_scaling_policies()
+            .service_namespace(ns)
+            .send()
+            .await
+            .unwrap();
+        for p in policies.scaling_policies() {
+            if p.resource_id().contains(&ws) {
+                add("scaling policy", p.policy_name().to_string());
+            }
+        }
+    }
     out
 }
 
@@ -518,7 +587,8 @@ async fn a_deploy_through_throttling_500s_slow_answers_and_lost_connections_conv
         "lose_first_answer": WRITES,
     });
 
-    for tier in ["xs", "small", "medium"] {
+    // Up to the top of the ladder (large holds medium's resources too).
+    for tier in ["xs", "small", "large"] {
         let deploy = |env: &str, url: &str| {
             let r = run_at(url, &strs(&deploy_args(tier, env)));
             assert_eq!(r.code, 0, "deploy {tier} into {env}: {r:?}");

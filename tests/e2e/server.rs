@@ -2015,3 +2015,49 @@ fn writes_past_a_tenants_daily_quota_are_refused_and_other_tenants_write_on() {
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The bytes of files (artifacts) a tenant keeps are bounded: an artifact past the quota is a
+/// tool error that says why and stores nothing, a deletion makes room at once, other tenants
+/// are untouched.
+#[test]
+fn a_tenant_keeps_at_most_its_quota_of_artifact_bytes() {
+    let dir = temp_dir("quota-stored");
+    let server = up_with(&dir, free_port(), &["small", "--quota-stored-mib", "1"]);
+    let a = token(&dir, "tenant-a", "user");
+    let b = token(&dir, "tenant-b", "user");
+    crate::harness::python_script(
+        "tests/mcp/quota_client.py",
+        &[
+            "stored",
+            &format!("http://127.0.0.1:{}/mcp", server.port),
+            &a,
+            &b,
+        ],
+        "quota stored",
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The KV entries a tenant keeps are bounded: a new key past the quota is a tool error that
+/// says why, keys it has can still be written, a deletion makes room, other tenants are
+/// untouched.
+#[test]
+fn a_tenant_keeps_at_most_its_quota_of_kv_entries() {
+    let dir = temp_dir("quota-entries");
+    let server = up_with(&dir, free_port(), &["--quota-kv-entries", "2"]);
+    let a = token(&dir, "tenant-a", "user");
+    let b = token(&dir, "tenant-b", "user");
+    crate::harness::python_script(
+        "tests/mcp/quota_client.py",
+        &[
+            "entries",
+            &format!("http://127.0.0.1:{}/mcp", server.port),
+            &a,
+            &b,
+        ],
+        "quota entries",
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

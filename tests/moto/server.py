@@ -100,6 +100,8 @@ taught to answer them here.
 - IAM authorization of S3 bucket requests: the actions AWS checks for HeadBucket, the public
   access block, default encryption and DeleteObjects (see the comment at ACTION_MAP below).
 
+- RDS CreateDBCluster and CreateDBSubnetGroup with an existing name: AWS answers
+  DBClusterAlreadyExistsFault and DBSubnetGroupAlreadyExists; moto replaces what exists.
 - RDS states: AWS shows a cluster or an instance `creating` for minutes after its creation
   and, after a delete, `deleting` (still described) until it is gone; moto makes each
   `available` at once and forgets it on delete. Held here for RDS_SETTLE_SECONDS each way.
@@ -1014,8 +1016,46 @@ def _created(create):
     return wrapper
 
 
+class DBClusterAlreadyExistsFault(RDSClientError):
+    def __init__(self):
+        super().__init__("DBClusterAlreadyExistsFault", "DB cluster already exists")
+
+
+def _unique_cluster(create):
+    # CreateDBCluster with the identifier of an existing cluster: AWS answers
+    # DBClusterAlreadyExistsFault ("The user already has a DB cluster with the given
+    # identifier", CreateDBCluster API reference, Errors); moto replaces the cluster (and then
+    # fails on its automated snapshot's name).
+    @functools.wraps(create)
+    def wrapper(self, kwargs):
+        if kwargs.get("db_cluster_identifier") in self.clusters:
+            raise DBClusterAlreadyExistsFault()
+        return create(self, kwargs)
+
+    return wrapper
+
+
+class DBSubnetGroupAlreadyExistsFault(RDSClientError):
+    def __init__(self):
+        super().__init__("DBSubnetGroupAlreadyExists", "DB subnet group already exists")
+
+
+_create_subnet_group = rds_models.RDSBackend.create_subnet_group
+
+
+def _unique_subnet_group(self, subnet_name, *args, **kwargs):
+    # CreateDBSubnetGroup of an existing name: AWS answers DBSubnetGroupAlreadyExists
+    # (CreateDBSubnetGroup API reference, Errors); moto replaces the group.
+    if subnet_name in self.subnet_groups:
+        raise DBSubnetGroupAlreadyExistsFault()
+    return _create_subnet_group(self, subnet_name, *args, **kwargs)
+
+
+rds_models.RDSBackend.create_subnet_group = _unique_subnet_group
 rds_models.RDSBackend.create_db_instance = _created(rds_models.RDSBackend.create_db_instance)
-rds_models.RDSBackend.create_db_cluster = _created(rds_models.RDSBackend.create_db_cluster)
+rds_models.RDSBackend.create_db_cluster = _created(
+    _unique_cluster(rds_models.RDSBackend.create_db_cluster)
+)
 
 
 def _deleted(delete, kind, key):

@@ -16,7 +16,9 @@ use tier_xs::aws::AwsClients;
 use tier_xs::runtime::RuntimeError;
 use tier_xs::server::mcp::{
     Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
+    typed_route_in,
 };
+use tier_xs::server::quota::Kept;
 use tier_xs::server::{AppState, api_error, caller};
 
 use crate::config::SmallConfig;
@@ -40,6 +42,33 @@ pub struct SmallTools {
     pub monitor: Monitor,
     /// The feed's dead-letter queue (AWS only: the embedded feed has none).
     pub dead_letters: Option<DeadLetters>,
+}
+
+impl SmallTools {
+    /// Refuses `adding` bytes past the tenant's quota of stored files. The store's total is
+    /// read at most once a minute; this server's own writes are added to it meanwhile.
+    async fn admit_bytes(
+        &self,
+        state: &AppState,
+        tenant: &tier_xs::runtime::Tenant,
+        adding: u64,
+    ) -> Result<(), String> {
+        let q = &state.quota;
+        if q.limits().stored_mib == 0 {
+            return Ok(());
+        }
+        let kept = match q.kept(tenant, Kept::StoredBytes) {
+            Some(n) => n,
+            None => {
+                let n = self.artifacts.stored_bytes(tenant).await.map_err(explain)?;
+                q.counted(tenant, Kept::StoredBytes, n);
+                n
+            }
+        };
+        q.admit_bytes(tenant, kept, adding).map_err(explain)?;
+        q.kept_changed(tenant, Kept::StoredBytes, adding as i64);
+        Ok(())
+    }
 }
 
 /// The depth of the feed's dead-letter queue: messages the monitor could not take.
@@ -388,14 +417,14 @@ impl ToolExtension for SmallTools {
         let t = self.clone();
         let put = {
             let t = t.clone();
-            typed_route(
+            typed_route_in(
                 tool_spec(
                     "artifacts_put",
                     "Store an artifact (a plan, report, diff...) under a key of your tenant; overwrites. Up to 10 MiB; larger ones through artifacts_url.",
                     tool_annotations(false, true, true),
                 ),
                 Access::Record,
-                move |id, a: PutArgs| {
+                move |state: Arc<AppState>, id, a: PutArgs| {
                     let t = t.clone();
                     async move {
                         if !id.may_write(&a.key) {
@@ -421,6 +450,7 @@ impl ToolExtension for SmallTools {
                             }
                         };
                         let ct = a.content_type.unwrap_or_else(|| default_type.to_string());
+                        t.admit_bytes(&state, &id.tenant, data.len() as u64).await?;
                         t.artifacts
                             .put(&id.tenant, &a.key, &data, &ct)
                             .await
@@ -496,14 +526,14 @@ impl ToolExtension for SmallTools {
         };
         let delete = {
             let t = t.clone();
-            typed_route(
+            typed_route_in(
                 tool_spec(
                     "artifacts_delete",
                     "Delete an artifact of your tenant. On AWS the bucket keeps old versions for 90 days.",
                     tool_annotations(false, true, true),
                 ),
                 Access::Write,
-                move |id, a: KeyArgs| {
+                move |state: Arc<AppState>, id, a: KeyArgs| {
                     let t = t.clone();
                     async move {
                         let deleted = t
@@ -511,6 +541,8 @@ impl ToolExtension for SmallTools {
                             .delete(&id.tenant, &a.key)
                             .await
                             .map_err(explain)?;
+                        // Its size is not known here: the next quota check asks the store.
+                        state.quota.recount(&id.tenant, Kept::StoredBytes);
                         Ok(DeletedOut { deleted })
                     }
                 },
@@ -518,14 +550,14 @@ impl ToolExtension for SmallTools {
         };
         let url = {
             let t = t.clone();
-            typed_route(
+            typed_route_in(
                 tool_spec(
                     "artifacts_url",
                     "A presigned URL (15 minutes) to upload (give its exact size; send the headers returned, as they are) or download one large artifact directly. On AWS only.",
                     tool_annotations(true, false, false),
                 ),
                 Access::Write,
-                move |id, a: UrlArgs| {
+                move |state: Arc<AppState>, id, a: UrlArgs| {
                     let t = t.clone();
                     async move {
                         let transfer = match (a.upload, a.size) {
@@ -544,6 +576,9 @@ impl ToolExtension for SmallTools {
                             }
                             (false, None) => Transfer::Download,
                         };
+                        if let Transfer::Upload { size } = transfer {
+                            t.admit_bytes(&state, &id.tenant, size).await?;
+                        }
                         let p: Option<Presigned> = t
                             .artifacts
                             .presign(&id.tenant, &a.key, transfer)

@@ -94,6 +94,13 @@ pub struct QuotaFlags {
     /// Events a tenant may publish a UTC day; 0: no limit.
     #[arg(long, default_value_t = tier_xs::server::quota::EVENTS_PER_DAY)]
     pub quota_events_per_day: u64,
+    /// KV entries a tenant may keep (new keys are refused beyond it; existing ones can still be
+    /// written); 0: no limit.
+    #[arg(long, default_value_t = tier_xs::server::quota::KV_ENTRIES)]
+    pub quota_kv_entries: u64,
+    /// MiB of files (the small tier's artifacts) a tenant may keep; 0: no limit.
+    #[arg(long, default_value_t = tier_xs::server::quota::STORED_MIB)]
+    pub quota_stored_mib: u64,
 }
 
 impl QuotaFlags {
@@ -101,6 +108,8 @@ impl QuotaFlags {
         tier_xs::server::quota::QuotaLimits {
             kv_kib: self.quota_kv_kib_per_day,
             events: self.quota_events_per_day,
+            kv_entries: self.quota_kv_entries,
+            stored_mib: self.quota_stored_mib,
         }
     }
 }

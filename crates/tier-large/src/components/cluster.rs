@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_rds::operation::create_db_cluster::CreateDBClusterError;
 use aws_sdk_rds::operation::delete_db_cluster::DeleteDBClusterError;
 use aws_sdk_rds::operation::describe_db_clusters::DescribeDBClustersError;
 use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, ServerlessV2ScalingConfiguration};
@@ -15,7 +16,7 @@ use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     output_or_unknown, own_tags, pair, require_output, wait_until,
 };
 use tier_xs::workspace::Workspace;
@@ -261,7 +262,10 @@ impl Resource for DbCluster {
             existing = None;
         }
         if existing.is_none() {
-            aws.rds()
+            // A create whose answer was lost is sent again by the SDK's retry, and then
+            // answered "already exists": it was made.
+            let created = aws
+                .rds()
                 .create_db_cluster()
                 .db_cluster_identifier(&m.name)
                 .engine(ENGINE)
@@ -285,8 +289,13 @@ impl Resource for DbCluster {
                 .copy_tags_to_snapshot(true)
                 .set_tags(Some(rds_tags(&m.tags)))
                 .send()
-                .await
-                .map_err(|e| m.fail("CreateDBCluster", e))?;
+                .await;
+            made(
+                created,
+                CreateDBClusterError::is_db_cluster_already_exists_fault,
+                m,
+                "CreateDBCluster",
+            )?;
         }
         self.available(aws).await
     }

@@ -5,13 +5,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_rds::operation::create_db_instance::CreateDBInstanceError;
 use aws_sdk_rds::operation::delete_db_instance::DeleteDBInstanceError;
 use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
     output_or_unknown, own_tags, pair, require_output, wait_until,
 };
 use tier_xs::workspace::Workspace;
@@ -225,7 +226,9 @@ impl Resource for DbInstance {
             existing = None;
         }
         if existing.is_none() {
-            aws.rds()
+            // A retried create whose first answer was lost: "already exists" means made.
+            let created = aws
+                .rds()
                 .create_db_instance()
                 .db_instance_identifier(&m.name)
                 .db_cluster_identifier(require_output(outputs, &m.name, self.cluster, "name")?)
@@ -236,8 +239,13 @@ impl Resource for DbInstance {
                 .publicly_accessible(false)
                 .set_tags(Some(rds_tags(&m.tags)))
                 .send()
-                .await
-                .map_err(|e| m.fail("CreateDBInstance", e))?;
+                .await;
+            made(
+                created,
+                CreateDBInstanceError::is_db_instance_already_exists_fault,
+                m,
+                "CreateDBInstance",
+            )?;
         }
         self.settled(aws, false).await
     }

@@ -2,13 +2,14 @@
 //! place instances in (at least two availability zones).
 
 use async_trait::async_trait;
+use aws_sdk_rds::operation::create_db_subnet_group::CreateDBSubnetGroupError;
 use aws_sdk_rds::operation::delete_db_subnet_group::DeleteDBSubnetGroupError;
 use aws_sdk_rds::operation::describe_db_subnet_groups::DescribeDBSubnetGroupsError;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
 use tier_xs::workspace::Workspace;
 
@@ -100,16 +101,22 @@ impl Resource for DbSubnetGroup {
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        aws.rds()
+        // "Already exists" after a retried create whose first answer was lost: made.
+        let created = aws
+            .rds()
             .create_db_subnet_group()
             .db_subnet_group_name(&m.name)
             .db_subnet_group_description(&self.description)
             .set_subnet_ids(Some(self.subnet_ids.clone()))
             .set_tags(Some(rds_tags(&m.tags)))
             .send()
-            .await
-            .map_err(|e| m.fail("CreateDBSubnetGroup", e))?;
-        Ok(())
+            .await;
+        made(
+            created,
+            CreateDBSubnetGroupError::is_db_subnet_group_already_exists_fault,
+            m,
+            "CreateDBSubnetGroup",
+        )
     }
     async fn update(&self, aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
         let m = &self.meta;

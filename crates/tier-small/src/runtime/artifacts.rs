@@ -149,6 +149,8 @@ pub trait ArtifactStore: Send + Sync {
     ) -> Result<ArtifactPage, RuntimeError>;
     /// Whether there was something to delete.
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError>;
+    /// The bytes of every artifact the tenant keeps (their current versions), for its quota.
+    async fn stored_bytes(&self, tenant: &Tenant) -> Result<u64, RuntimeError>;
     /// What tells one write of the artifact from another (its content's hash, type and time
     /// of writing), read without its bytes; `None` when there is no such artifact.
     async fn fingerprint(&self, tenant: &Tenant, key: &str)
@@ -346,6 +348,33 @@ impl ArtifactStore for S3Artifacts {
             artifacts,
             next_cursor,
         })
+    }
+
+    async fn stored_bytes(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
+        // A listing of the tenant's objects, 1,000 a call ($0.005 per 1,000 calls): asked at
+        // most once a minute per tenant by the quota.
+        let mut total = 0u64;
+        let mut token = None;
+        loop {
+            let out = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(Self::root(tenant))
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| RuntimeError::backend("S3 ListObjectsV2", e))?;
+            total += out
+                .contents()
+                .iter()
+                .map(|o| o.size().unwrap_or(0).max(0) as u64)
+                .sum::<u64>();
+            token = out.next_continuation_token;
+            if token.is_none() {
+                return Ok(total);
+            }
+        }
     }
 
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {
@@ -699,6 +728,16 @@ impl ArtifactStore for EmbeddedArtifacts {
             artifacts,
             next_cursor,
         })
+    }
+
+    async fn stored_bytes(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE tenant = ?")
+                .bind(tenant.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| RuntimeError::backend("artifacts size", e))?;
+        Ok(total.max(0) as u64)
     }
 
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {

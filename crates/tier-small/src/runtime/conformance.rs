@@ -43,6 +43,10 @@ pub async fn artifacts_suite(store: &dyn ArtifactStore, label: &str) {
     // Absent.
     assert!(store.get(&a, "reports/none").await.unwrap().is_none());
 
+    // What a tenant keeps, for its quota: the current version of each of its artifacts.
+    assert_eq!(store.stored_bytes(&a).await.unwrap(), 6);
+    assert_eq!(store.stored_bytes(&b).await.unwrap(), 0);
+
     // A fingerprint tells writes apart without reading the bytes: another content, another
     // type; none once deleted (and another tenant's artifact of the same key has none).
     assert_eq!(store.fingerprint(&a, "fp").await.unwrap(), None);

@@ -390,6 +390,11 @@ impl AgentbusMcp {
             (true, None) => Ttl::Never,
             (false, s) => s.map(Ttl::Seconds).unwrap_or(Ttl::Default),
         };
+        // A new key past the entry quota is refused before anything is counted.
+        self.state
+            .admit_kv_entry(&id.tenant, &a.key)
+            .await
+            .map_err(explain)?;
         // Counted when taken for writing: DynamoDB bills a refused conditional write too.
         self.state
             .quota
@@ -415,6 +420,11 @@ impl AgentbusMcp {
             (None, false) => kv.set(&id.tenant, &a.key, &a.value, ttl).await,
         }
         .map_err(explain)?;
+        if e.version == 1 {
+            self.state
+                .quota
+                .kept_changed(&id.tenant, super::quota::Kept::KvEntries, 1);
+        }
         Ok(Json(KvSetOut {
             key: e.key,
             version: e.version,
@@ -443,6 +453,11 @@ impl AgentbusMcp {
             .delete(&id.tenant, &a.key)
             .await
             .map_err(explain)?;
+        if deleted {
+            self.state
+                .quota
+                .kept_changed(&id.tenant, super::quota::Kept::KvEntries, -1);
+        }
         Ok(Json(DeletedOut { deleted }))
     }
 
@@ -692,6 +707,17 @@ where
     F: Fn(Identity, A) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<O, String>> + Send + 'static,
 {
+    typed_route_in(tool, access, move |_, id, a| f(id, a))
+}
+
+/// [`typed_route`] whose function also gets the server's state (its quotas).
+pub fn typed_route_in<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> ToolRoute<AgentbusMcp>
+where
+    A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    O: Serialize + schemars::JsonSchema + Send + 'static,
+    F: Fn(Arc<AppState>, Identity, A) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<O, String>> + Send + 'static,
+{
     let tool = tool.with_input_schema::<A>().with_output_schema::<O>();
     ToolRoute::new_dyn(tool, move |ctx: ToolCallContext<'_, AgentbusMcp>| {
         let caller = match access {
@@ -708,11 +734,12 @@ where
         };
         let args = serde_json::from_value::<A>(Value::Object(ctx.arguments.unwrap_or_default()));
         let f = f.clone();
+        let state = ctx.service.state.clone();
         Box::pin(async move {
             let result = match (caller, args) {
                 (Err(e), _) => Err(e),
                 (_, Err(e)) => Err(format!("invalid arguments: {e}")),
-                (Ok(id), Ok(args)) => f(id, args).await,
+                (Ok(id), Ok(args)) => f(state, id, args).await,
             };
             let done = match result {
                 Ok(out) => CallToolResult::structured(serde_json::to_value(out).map_err(|e| {

@@ -259,6 +259,28 @@ impl AppState {
         Ok(ev)
     }
 
+    /// Refuses a new KV key of a tenant at its entry quota (a key it has may be written). The
+    /// store is counted at most once a minute; at the limit, one read tells a new key from one
+    /// it has.
+    pub async fn admit_kv_entry(&self, tenant: &Tenant, key: &str) -> Result<(), RuntimeError> {
+        if self.quota.limits().kv_entries == 0 {
+            return Ok(());
+        }
+        let kept = match self.quota.kept(tenant, quota::Kept::KvEntries) {
+            Some(n) => n,
+            None => {
+                let n = self.kv.count(tenant).await?;
+                self.quota.counted(tenant, quota::Kept::KvEntries, n);
+                n
+            }
+        };
+        if self.quota.admit_entry(tenant, kept).is_ok() || self.kv.get(tenant, key).await?.is_some()
+        {
+            return Ok(());
+        }
+        self.quota.admit_entry(tenant, kept)
+    }
+
     pub async fn health(&self, tenant: &Tenant) -> Health {
         let (kv, events, secrets) = tokio::join!(
             self.kv.count(tenant),
