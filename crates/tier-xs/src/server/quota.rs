@@ -313,7 +313,8 @@ mod tests {
         );
         assert!(text.contains("--quota-kv-entries"), "{text}");
         q.kept_changed(&t("a"), kv, -1);
-        q.admit_entry(&t("a"), q.kept(&t("a"), kv).unwrap()).unwrap();
+        q.admit_entry(&t("a"), q.kept(&t("a"), kv).unwrap())
+            .unwrap();
         // Never below zero; another tenant has its own count.
         q.kept_changed(&t("a"), kv, -10);
         assert_eq!(q.kept(&t("a"), kv), Some(0));
