@@ -92,22 +92,6 @@ impl Target {
     }
 }
 
-/// An error with its causes, which reqwest keeps out of its own message (a refused
-/// certificate says why only there).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// The methods whose target is mirrored in `Mcp-Name`, and the parameter that names it.
 const NAME_BEARING: &[(&str, &str)] = &[
     ("tools/call", "name"),
@@ -277,7 +261,11 @@ impl Inner {
                 return self
                     .refuse(
                         &msg,
-                        format!("cannot reach {}: {}", self.target.endpoint, with_causes(&e)),
+                        format!(
+                            "cannot reach {}: {}",
+                            self.target.endpoint,
+                            crate::aws::error_text(&e)
+                        ),
                     )
                     .await;
             }
