@@ -1,21 +1,29 @@
 -- wrk script: every connection is one MCP session over Streamable HTTP (initialize, the
 -- initialized notification, then one tool call after another).
 --
---   wrk -t64 -c64 -d10s -s benches/mcp_wrk.lua http://127.0.0.1:PORT/mcp -- TOKEN TOOL
+--   wrk -t64 -c64 -d10s -s benches/mcp_wrk.lua http://127.0.0.1:PORT/mcp -- TOKEN TOOL [PROTOCOL]
+--
+-- PROTOCOL is 2025-06-18 (the default: a session per connection, as above) or 2026-07-28,
+-- which has no sessions: no set-up, and every request carries its protocol version and the
+-- client's capabilities (in `_meta`, and the version and method in headers).
 --
 -- TOOL is kv_get, kv_set or mixed (the soak's mix: per ten calls four kv_get, two kv_set,
 -- one each of kv_list, kv_delete, events_send and tools/list). Run one thread per connection (-t equal to -c): wrk keeps this
 -- script's state per thread, and a session id belongs to its connection. Only the tool calls
 -- are counted as requests in the results: the two set-up requests happen once per session.
 
-local token, tool
+local token, tool, protocol
 local session = nil
 local stage = "initialize"
 local calls = 0
+local stateless = false
 
 function init(args)
    token = args[1]
    tool = args[2] or "kv_get"
+   protocol = args[3] or "2025-06-18"
+   stateless = protocol >= "2026-07-28"
+   if stateless then stage = "calls" end
 end
 
 local function headers()
@@ -29,6 +37,23 @@ local function headers()
       h["Mcp-Protocol-Version"] = "2025-06-18"
    end
    return h
+end
+
+local meta = '"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+   .. '"io.modelcontextprotocol/clientCapabilities":{}}'
+
+-- A request of the calls stage: its body, and its method and tool for 2026-07-28's headers.
+local function call(method, name, params)
+   local h = headers()
+   if stateless then
+      h["MCP-Protocol-Version"] = protocol
+      h["Mcp-Method"] = method
+      if name then h["Mcp-Name"] = name end
+      params = params and (params .. "," .. meta) or meta
+   end
+   params = params and ('"params":{' .. params .. '},') or ""
+   return wrk.format("POST", nil, h,
+      '{"jsonrpc":"2.0","id":' .. calls .. ',' .. params .. '"method":"' .. method .. '"}')
 end
 
 function request()
@@ -56,17 +81,14 @@ function request()
       elseif slot == 8 then
          name, args = "events_send", '{"detail_type":"soak","detail":{"n":' .. calls .. '}}'
       else
-         return wrk.format("POST", nil, headers(),
-            '{"jsonrpc":"2.0","id":' .. calls .. ',"method":"tools/list"}')
+         return call("tools/list", nil, nil)
       end
    elseif tool == "kv_set" then
       args = '{"key":"bench-' .. (calls % 100) .. '","value":"v' .. calls .. '"}'
    else
       args = '{"key":"bench"}'
    end
-   return wrk.format("POST", nil, headers(),
-      '{"jsonrpc":"2.0","id":' .. calls .. ',"method":"tools/call","params":{"name":"'
-      .. name .. '","arguments":' .. args .. '}}')
+   return call("tools/call", name, '"name":"' .. name .. '","arguments":' .. args)
 end
 
 function response(status, hdrs, body)

@@ -8,6 +8,8 @@
 #   bash scripts/bench-mcp-wrk.sh [connections] [seconds]      (defaults: 64, 10)
 #       AGENTBUS_BIN=path: measure that binary instead of building this checkout
 #       REFERENCES=0: agentbus only
+#       PROTOCOL=2026-07-28: requests without sessions (each carries its version), answered with
+#       JSON; the default 2025-06-18 opens a session per connection, answered with event streams
 #
 # `agentbus up` (embedded backend, SQLite in WAL mode) on 127.0.0.1 with the rate limit lifted;
 # every wrk connection is its own MCP session (benches/mcp_wrk.lua). For kv_get and kv_set it
@@ -17,19 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-64}
 secs=${2:-10}
-command -v wrk >/dev/null || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
-bin=${AGENTBUS_BIN:-}
-if [ -z "$bin" ]; then cargo build --release -p cli --quiet; bin=$PWD/target/release/agentbus; fi
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" up --data-dir "$dir/data" --port "$port" --rate-limit 100000000 >"$dir/out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q "tenant default): " "$dir/out" 2>/dev/null && break; sleep 0.1; done
-token=$(sed -n 's/.*tenant default): \([^ ]*\).*/\1/p' "$dir/out" | head -1)
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$pid/status"; }
-tick=$(getconf CLK_TCK)
+. scripts/bench-server.sh
+start_server
 echo "idle RSS: $(rss) MiB"
 # One value to read.
 curl -s -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$port/health"
@@ -39,7 +30,7 @@ measure() {
   for tool in kv_set kv_get; do
     before=$(cpu)
     out=$(wrk -t"$conns" -c"$conns" -d"${secs}s" --latency -s benches/mcp_wrk.lua \
-      "http://127.0.0.1:$port/mcp" -- "$token" "$tool" 2>"$dir/err")
+      "http://127.0.0.1:$port/mcp" -- "$token" "$tool" "${PROTOCOL:-2025-06-18}" 2>"$dir/err")
     after=$(cpu)
     calls=$(echo "$out" | awk '/requests in/ {print $1}')
     rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')

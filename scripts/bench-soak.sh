@@ -18,20 +18,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-400}
 conns=${2:-64}
 every=${3:-20}
-command -v wrk >/dev/null || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
-bin=${AGENTBUS_BIN:-}
-if [ -z "$bin" ]; then cargo build --release -p cli --quiet; bin=$PWD/target/release/agentbus; fi
-dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" up --data-dir "$dir/data" --port "$port" --rate-limit 100000000 \
-  --quota-kv-kib-per-day 0 --quota-events-per-day 0 --quota-kv-entries 0 >"$dir/out" 2>/dev/null &
-pid=$!
-trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q "tenant default): " "$dir/out" 2>/dev/null && break; sleep 0.1; done
-token=$(sed -n 's/.*tenant default): \([^ ]*\).*/\1/p' "$dir/out" | head -1)
-rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$pid/status"; }
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-tick=$(getconf CLK_TCK)
+. scripts/bench-server.sh
+start_server --quota-kv-kib-per-day 0 --quota-events-per-day 0 --quota-kv-entries 0
 echo "idle RSS: $(rss) MiB"
 cpu0=$(cpu)
 wrk -t"$conns" -c"$conns" -d"${secs}s" --timeout 10s --latency -s benches/mcp_wrk.lua \

@@ -46,7 +46,8 @@ pub struct SmallTools {
 
 impl SmallTools {
     /// Refuses `adding` bytes past the tenant's quota of stored files. The store's total is
-    /// read at most once a minute; this server's own writes are added to it meanwhile.
+    /// read at most once a minute; this server's own writes are added to it meanwhile, by
+    /// [`Self::stored`] once they are done.
     async fn admit_bytes(
         &self,
         state: &AppState,
@@ -66,8 +67,15 @@ impl SmallTools {
             }
         };
         q.admit_bytes(tenant, kept, adding).map_err(explain)?;
-        q.kept_changed(tenant, Kept::StoredBytes, adding as i64);
         Ok(())
+    }
+
+    /// Adds `bytes` this server stored (or let a client upload) to the tenant's count, so a
+    /// failed write counts nothing.
+    fn stored(state: &AppState, tenant: &tier_xs::runtime::Tenant, bytes: u64) {
+        state
+            .quota
+            .kept_changed(tenant, Kept::StoredBytes, bytes as i64);
     }
 }
 
@@ -451,10 +459,13 @@ impl ToolExtension for SmallTools {
                         };
                         let ct = a.content_type.unwrap_or_else(|| default_type.to_string());
                         t.admit_bytes(&state, &id.tenant, data.len() as u64).await?;
-                        t.artifacts
+                        let put = t
+                            .artifacts
                             .put(&id.tenant, &a.key, &data, &ct)
                             .await
-                            .map_err(explain)
+                            .map_err(explain)?;
+                        SmallTools::stored(&state, &id.tenant, data.len() as u64);
+                        Ok(put)
                     }
                 },
             )
@@ -584,6 +595,11 @@ impl ToolExtension for SmallTools {
                             .presign(&id.tenant, &a.key, transfer)
                             .await
                             .map_err(explain)?;
+                        // Counted when signed: the upload itself is between the client and
+                        // the store, and several URLs signed at once must not each fit alone.
+                        if let (Some(_), Transfer::Upload { size }) = (&p, transfer) {
+                            SmallTools::stored(&state, &id.tenant, size);
+                        }
                         p.ok_or_else(|| {
                             "this server stores artifacts on local disk, which has no URLs: use artifacts_put and artifacts_get".to_string()
                         })

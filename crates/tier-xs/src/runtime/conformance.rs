@@ -441,7 +441,7 @@ pub async fn deployments_suite(d: &dyn Deployments) {
 mod embedded {
     //! The suites against the embedded backend, in a fresh data directory.
     use super::*;
-    use crate::runtime::embedded::open;
+    use crate::runtime::embedded::{Direct, open};
     use crate::runtime::events::SqliteEvents;
     use crate::runtime::kv::SqliteKv;
     use crate::runtime::secrets::SqliteSecrets;
@@ -455,7 +455,8 @@ mod embedded {
     #[tokio::test]
     async fn kv_on_sqlite() {
         let d = dir("kv");
-        kv_suite(&SqliteKv::new(open(&d).await.unwrap()), "emb").await;
+        let _schema = open(&d).await.unwrap();
+        kv_suite(&SqliteKv::new(Direct::new(&d)), "emb").await;
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -524,13 +525,14 @@ mod embedded {
         let t = Tenant::new("keep").unwrap();
         {
             let pool = open(&d).await.unwrap();
-            SqliteKv::new(pool.clone())
+            SqliteKv::new(Direct::new(&d))
                 .set(&t, "k", "v", Ttl::Default)
                 .await
                 .unwrap();
             pool.close().await;
         }
-        let kv = SqliteKv::new(open(&d).await.unwrap());
+        let _schema = open(&d).await.unwrap();
+        let kv = SqliteKv::new(Direct::new(&d));
         assert_eq!(kv.get(&t, "k").await.unwrap().unwrap().value, "v");
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
+
+use super::embedded::Direct;
 
 use super::{RuntimeError, Tenant, check_name, now_secs};
 
@@ -534,35 +536,36 @@ impl KvStore for DynamoKv {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SQLite: one row per (tenant, key).
+// SQLite: one row per (tenant, key), through statements run on the calling thread
+// ([`Direct`]: the hot path of the embedded server).
 
 pub struct SqliteKv {
-    pool: SqlitePool,
+    db: Direct,
 }
 
 impl SqliteKv {
-    pub fn new(pool: SqlitePool) -> Self {
-        SqliteKv { pool }
+    pub fn new(db: Direct) -> Self {
+        SqliteKv { db }
     }
 
-    fn listed(row: &sqlx::sqlite::SqliteRow) -> KvListed {
-        KvListed {
-            key: row.get("key"),
-            bytes: row.get::<i64, _>("bytes") as u64,
-            version: row.get::<i64, _>("version") as u64,
-            updated_at: row.get::<i64, _>("updated_at") as u64,
-            expires_at: row.get::<Option<i64>, _>("expires_at").map(|v| v as u64),
-        }
+    fn entry(row: &rusqlite::Row) -> rusqlite::Result<KvEntry> {
+        Ok(KvEntry {
+            key: row.get("key")?,
+            value: row.get("value")?,
+            version: row.get::<_, i64>("version")? as u64,
+            updated_at: row.get::<_, i64>("updated_at")? as u64,
+            expires_at: row.get::<_, Option<i64>>("expires_at")?.map(|v| v as u64),
+        })
     }
 
-    fn entry(row: &sqlx::sqlite::SqliteRow) -> KvEntry {
-        KvEntry {
-            key: row.get("key"),
-            value: row.get("value"),
-            version: row.get::<i64, _>("version") as u64,
-            updated_at: row.get::<i64, _>("updated_at") as u64,
-            expires_at: row.get::<Option<i64>, _>("expires_at").map(|v| v as u64),
-        }
+    fn listed(row: &rusqlite::Row) -> rusqlite::Result<KvListed> {
+        Ok(KvListed {
+            key: row.get("key")?,
+            bytes: row.get::<_, i64>("bytes")? as u64,
+            version: row.get::<_, i64>("version")? as u64,
+            updated_at: row.get::<_, i64>("updated_at")? as u64,
+            expires_at: row.get::<_, Option<i64>>("expires_at")?.map(|v| v as u64),
+        })
     }
 }
 
@@ -570,17 +573,18 @@ impl SqliteKv {
 impl KvStore for SqliteKv {
     async fn get(&self, tenant: &Tenant, key: &str) -> Result<Option<KvEntry>, RuntimeError> {
         check_key(key)?;
-        let row = sqlx::query(
-            "SELECT key, value, version, updated_at, expires_at FROM kv
-             WHERE tenant = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(tenant.as_str())
-        .bind(key)
-        .bind(now_secs() as i64)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| RuntimeError::backend("select", e))?;
-        Ok(row.as_ref().map(Self::entry))
+        let (tenant, key) = (tenant.as_str().to_owned(), key.to_owned());
+        let now = now_secs() as i64;
+        self.db
+            .read("select", move |c| {
+                c.prepare_cached(
+                    "SELECT key, value, version, updated_at, expires_at FROM kv
+                     WHERE tenant = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                )?
+                .query_row(params![tenant, key, now], Self::entry)
+                .optional()
+            })
+            .await
     }
 
     /// One statement per write, so SQLite takes the write lock up front (a read-then-write
@@ -623,21 +627,36 @@ impl KvStore for SqliteKv {
             Some(Expect::Version(v)) => v as i64,
             _ => 0,
         };
-        let row = sqlx::query(sql)
-            .bind(tenant.as_str())
-            .bind(key)
-            .bind(value)
-            .bind(now as i64)
-            .bind(exp.map(|e| e as i64))
-            .bind(expected)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| RuntimeError::backend("upsert", e))?;
-        match row {
-            Some(r) => Ok(KvEntry {
+        let args = (
+            tenant.as_str().to_owned(),
+            key.to_owned(),
+            value.to_owned(),
+            now as i64,
+            exp.map(|e| e as i64),
+            expected,
+        );
+        let version = self
+            .db
+            .write("upsert", move |c| {
+                let mut stmt = c.prepare_cached(sql)?;
+                let (t, k, v, now, exp, expected) = &args;
+                // Only the compare-and-set names the expected version (?6).
+                let mut rows = if stmt.parameter_count() == 6 {
+                    stmt.query(params![t, k, v, now, exp, expected])?
+                } else {
+                    stmt.query(params![t, k, v, now, exp])?
+                };
+                match rows.next()? {
+                    Some(r) => Ok(Some(r.get::<_, i64>(0)? as u64)),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        match version {
+            Some(version) => Ok(KvEntry {
                 key: key.to_string(),
                 value: value.to_string(),
-                version: r.get::<i64, _>("version") as u64,
+                version,
                 updated_at: now,
                 expires_at: exp,
             }),
@@ -651,18 +670,19 @@ impl KvStore for SqliteKv {
     async fn delete(&self, tenant: &Tenant, key: &str) -> Result<bool, RuntimeError> {
         check_key(key)?;
         let now = now_secs() as i64;
-        let res = sqlx::query("DELETE FROM kv WHERE tenant = ? AND key = ? RETURNING expires_at")
-            .bind(tenant.as_str())
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| RuntimeError::backend("delete", e))?;
-        Ok(res
-            .map(|r| {
-                r.get::<Option<i64>, _>("expires_at")
-                    .is_none_or(|x| x > now)
+        let (tenant, key) = (tenant.as_str().to_owned(), key.to_owned());
+        let gone: Option<Option<i64>> = self
+            .db
+            .write("delete", move |c| {
+                c.prepare_cached(
+                    "DELETE FROM kv WHERE tenant = ?1 AND key = ?2 RETURNING expires_at",
+                )?
+                .query_row(params![tenant, key], |r| r.get::<_, Option<i64>>(0))
+                .optional()
             })
-            .unwrap_or(false))
+            .await?;
+        // Deleted and not already expired.
+        Ok(gone.is_some_and(|exp| exp.is_none_or(|x| x > now)))
     }
 
     async fn list(
@@ -684,23 +704,25 @@ impl KvStore for SqliteKv {
             }
             None => String::new(),
         };
+        let (tenant, prefix) = (tenant.as_str().to_owned(), prefix.to_owned());
+        let now = now_secs() as i64;
         // Keys are compared as bytes (BINARY collation); the prefix range is [prefix, prefix+0xFF...).
-        let rows = sqlx::query(
-            "SELECT key, length(CAST(value AS BLOB)) AS bytes, version, updated_at, expires_at FROM kv
-             WHERE tenant = ? AND substr(key, 1, length(?)) = ? AND key > ?
-               AND (expires_at IS NULL OR expires_at > ?)
-             ORDER BY key LIMIT ?",
-        )
-        .bind(tenant.as_str())
-        .bind(prefix)
-        .bind(prefix)
-        .bind(&after)
-        .bind(now_secs() as i64)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| RuntimeError::backend("select", e))?;
-        let mut entries: Vec<KvListed> = rows.iter().map(Self::listed).collect();
+        let mut entries = self
+            .db
+            .read("select", move |c| {
+                c.prepare_cached(
+                    "SELECT key, length(CAST(value AS BLOB)) AS bytes, version, updated_at, expires_at FROM kv
+                     WHERE tenant = ?1 AND substr(key, 1, length(?2)) = ?2 AND key > ?3
+                       AND (expires_at IS NULL OR expires_at > ?4)
+                     ORDER BY key LIMIT ?5",
+                )?
+                .query_map(
+                    params![tenant, prefix, after, now, i64::from(limit) + 1],
+                    Self::listed,
+                )?
+                .collect::<rusqlite::Result<Vec<KvListed>>>()
+            })
+            .await?;
         let next_cursor = super::cut_page(&mut entries, limit, |e| e.key.clone());
         Ok(KvPage {
             entries,
@@ -709,14 +731,17 @@ impl KvStore for SqliteKv {
     }
 
     async fn count(&self, tenant: &Tenant) -> Result<u64, RuntimeError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM kv WHERE tenant = ? AND (expires_at IS NULL OR expires_at > ?)",
-        )
-        .bind(tenant.as_str())
-        .bind(now_secs() as i64)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| RuntimeError::backend("count", e))?;
-        Ok(row.get::<i64, _>("n") as u64)
+        let tenant = tenant.as_str().to_owned();
+        let now = now_secs() as i64;
+        let n = self
+            .db
+            .read("count", move |c| {
+                c.prepare_cached(
+                    "SELECT COUNT(*) FROM kv WHERE tenant = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                )?
+                .query_row(params![tenant, now], |r| r.get::<_, i64>(0))
+            })
+            .await?;
+        Ok(n as u64)
     }
 }

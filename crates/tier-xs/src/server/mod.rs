@@ -188,7 +188,7 @@ impl AppState {
         let pool = embedded::open(data_dir).await?;
         Ok(Arc::new(Self::assemble(
             Backends {
-                kv: Arc::new(SqliteKv::new(pool.clone())),
+                kv: Arc::new(SqliteKv::new(embedded::Direct::new(data_dir))),
                 events: Arc::new(SqliteEvents::new(pool.clone())),
                 secrets: Arc::new(SqliteSecrets::new(pool.clone())),
                 deployments: Arc::new(SqliteDeployments::new(pool)),
@@ -311,6 +311,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .map(|e| e.max_request_bytes())
         .fold(MAX_REQUEST_BYTES, usize::max);
     let mut mcp_config = StreamableHttpServerConfig::default()
+        // A 2026-07-28 request (no session) whose answer is its only message gets it as JSON,
+        // not as an event stream of one event.
+        .with_json_response(true)
         .with_cancellation_token(state.shutdown.child_token())
         .with_max_request_body_bytes(max_request);
     if !state.local_only {
