@@ -50,5 +50,9 @@ done
 echo
 echo "calls: $calls in $secs s over $conns sessions ($rate/s, p50 $p50, p99 $p99)"
 echo "failed calls: $bad; socket errors: ${sock:-0}; server CPU per call: $us µs"
-echo "RSS: $first MiB at the first sample after a minute, $last MiB at the end ($(awk "BEGIN{printf \"%+.1f\", ($last - $first) * 100 / $first}") %)"
+if [ -n "$first" ]; then
+  echo "RSS: $first MiB at the first sample after a minute, $last MiB at the end ($(awk "BEGIN{printf \"%+.1f\", ($last - $first) * 100 / $first}") %)"
+else
+  echo "RSS: ${last:-?} MiB at the end (a run under a minute has no sample to compare it with)"
+fi
 grep "call failed" "$dir/err" | head -3 || true
