@@ -26,6 +26,11 @@ if ! command -v docker-registry >/dev/null 2>&1 || ! command -v skopeo >/dev/nul
   echo "== installing docker-registry and skopeo"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry skopeo >/dev/null
 fi
+# An ACME authority on 127.0.0.1 (Let's Encrypt's pebble) for `deploy --domain`'s DNS-01 test.
+if ! command -v pebble >/dev/null 2>&1; then
+  echo "== installing pebble"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pebble >/dev/null
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/pixelmatch ]; then
   echo "== installing playwright-core"
   npm ci --prefix tests/browser --no-audit --no-fund --silent

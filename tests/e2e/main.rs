@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod deploy;
+mod domain;
 mod faults;
 mod harness;
 mod iam;

@@ -304,16 +304,7 @@ fn up_serves_mcp_to_the_python_sdk_with_tenants_and_keeps_data() {
     ]);
 
     // SIGTERM: the server stops cleanly with exit status 0.
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = server.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(sigterm(&mut server.child).code(), Some(0));
 
     // A restart keeps tokens and data: tenant a still has its 13 keys.
     let server = up(&dir, port);
@@ -483,6 +474,19 @@ fn a_workflow_run_is_approved_in_the_medium_dashboard_in_chromium() {
 }
 
 const MCP_TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp");
+
+/// Sends SIGTERM (as ECS does to stop a task) and waits for the process to end.
+pub(crate) fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap()
+}
 
 /// A child process that is killed when dropped.
 pub(crate) struct Guard(pub(crate) Child);
@@ -691,15 +695,7 @@ fn sigterm_during_a_burst_completes_every_accepted_request() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let exit = server.child.wait().unwrap();
+    let exit = sigterm(&mut server.child);
     let endings: Vec<Ending> = workers
         .into_iter()
         .flat_map(|w| w.join().unwrap())
@@ -1163,15 +1159,7 @@ async fn the_deployed_configuration_runs_the_server_on_the_aws_backends() {
     );
     assert_eq!(http(port, "GET", "/api/status", Some(&a), None).0, 200);
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(server.0.wait().unwrap().code(), Some(0));
+    assert_eq!(sigterm(&mut server.0).code(), Some(0));
     crate::harness::destroy_all(&env);
 }
 

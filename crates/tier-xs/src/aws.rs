@@ -339,6 +339,9 @@ impl AwsClients {
     pub fn ecr(&self) -> aws_sdk_ecr::Client {
         sdk_client!(self, aws_sdk_ecr)
     }
+    pub fn route53(&self) -> aws_sdk_route53::Client {
+        sdk_client!(self, aws_sdk_route53)
+    }
 
     pub async fn caller(&self) -> Result<Caller, AwsSetupError> {
         let out = self

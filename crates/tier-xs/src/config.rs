@@ -32,6 +32,15 @@ pub const ENV_METRICS_LOG_GROUP: &str = "AGENTBUS_METRICS_LOG_GROUP";
 pub const ENV_TLS: &str = "AGENTBUS_TLS";
 /// The one value of [`ENV_TLS`].
 pub const TLS_WORKSPACE_CERTIFICATE: &str = "workspace-certificate";
+/// `--domain`: the name the server keeps pointing at its task and gets a publicly trusted
+/// certificate for (`server::domain`).
+pub const ENV_DOMAIN: &str = "AGENTBUS_DOMAIN";
+/// The ACME directory that certificate comes from.
+pub const ENV_ACME_DIRECTORY: &str = "AGENTBUS_ACME_DIRECTORY";
+/// The secret the server keeps that certificate, its key and its ACME account in.
+pub const ENV_DOMAIN_SECRET: &str = "AGENTBUS_DOMAIN_SECRET";
+/// Let's Encrypt's production directory, the default ACME directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Seconds between two sends of the server's metrics (default 60: CloudWatch's resolution).
 pub const ENV_METRICS_INTERVAL: &str = "AGENTBUS_METRICS_INTERVAL_SECONDS";
 
@@ -50,6 +59,18 @@ pub struct ServerConfig {
     pub metrics_log_group: Option<String>,
     /// The server speaks TLS with the workspace certificate ([`ENV_TLS`]).
     pub tls: bool,
+    /// The name it answers to with a publicly trusted certificate, when it has one.
+    pub domain: Option<DomainConfig>,
+}
+
+/// A server's own name (`deploy --domain`): the server keeps the name's A record pointing at
+/// its task and serves a certificate ACME issued for it, renewed in time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DomainConfig {
+    pub name: String,
+    pub acme_directory: String,
+    /// The secret that holds the certificate, its key and the ACME account's key.
+    pub secret: String,
 }
 
 impl ServerConfig {
@@ -66,6 +87,7 @@ impl ServerConfig {
             events_log_group: format!("/aws/events/{}", ws.id()),
             metrics_log_group: None,
             tls: false,
+            domain: None,
         }
     }
 
@@ -109,6 +131,23 @@ impl ServerConfig {
                 ));
             }
         };
+        let domain = match (
+            get(ENV_DOMAIN),
+            get(ENV_ACME_DIRECTORY),
+            get(ENV_DOMAIN_SECRET),
+        ) {
+            (None, _, _) => None,
+            (Some(name), Some(acme_directory), Some(secret)) if tls => Some(DomainConfig {
+                name,
+                acme_directory,
+                secret,
+            }),
+            (Some(_), ..) => {
+                return Err(format!(
+                    "{ENV_DOMAIN} needs {ENV_ACME_DIRECTORY}, {ENV_DOMAIN_SECRET} and {ENV_TLS}={TLS_WORKSPACE_CERTIFICATE}, which the deploy sets with it"
+                ));
+            }
+        };
         Ok(ServerConfig {
             env: v(ENV_ENV),
             tier,
@@ -120,6 +159,7 @@ impl ServerConfig {
             events_log_group: v(ENV_EVENTS_LOG_GROUP),
             metrics_log_group: get(ENV_METRICS_LOG_GROUP),
             tls,
+            domain,
         })
     }
 
@@ -146,6 +186,13 @@ impl ServerConfig {
             self.tls
                 .then(|| (ENV_TLS.to_string(), TLS_WORKSPACE_CERTIFICATE.to_string())),
         )
+        .chain(self.domain.iter().flat_map(|d| {
+            [
+                (ENV_DOMAIN.to_string(), d.name.clone()),
+                (ENV_ACME_DIRECTORY.to_string(), d.acme_directory.clone()),
+                (ENV_DOMAIN_SECRET.to_string(), d.secret.clone()),
+            ]
+        }))
         .collect()
     }
 }

@@ -13,7 +13,7 @@ use tier_xs::ladder::{Embedded, ServerPart};
 use tier_xs::runtime::Tenant;
 use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::ToolExtension;
-use tier_xs::server::tls::ServerConfig as TlsConfig;
+use tier_xs::server::tls::{CertSlot, ServerConfig as TlsConfig};
 use tier_xs::server::workspace_tools::WorkspaceTools;
 use tier_xs::server::{AppState, serve, serve_stdio};
 use tier_xs::workspace::Tier;
@@ -128,9 +128,18 @@ pub async fn embedded_state(
     Ok(state)
 }
 
-/// The server of the deployed workspace, as its task's environment configures it, with its TLS
-/// settings when it speaks TLS itself.
-async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig, Option<Arc<TlsConfig>>)> {
+/// The deployed workspace's server, as its task's environment configures it.
+struct Deployed {
+    state: Arc<AppState>,
+    cfg: ServerConfig,
+    aws: AwsClients,
+    /// The certificate it speaks TLS with, when it speaks TLS itself.
+    tls: Option<Arc<CertSlot>>,
+}
+
+/// The server of the deployed workspace, with the workspace certificate when it speaks TLS
+/// itself.
+async fn aws_state(rate: u32) -> Result<Deployed> {
     let cfg = ServerConfig::from_env().map_err(|e| anyhow!(e))?;
     let aws = AwsClients::load(&AwsOptions {
         region: Some(cfg.region.clone()),
@@ -145,11 +154,16 @@ async fn aws_state(rate: u32) -> Result<(Arc<AppState>, ServerConfig, Option<Arc
     let parts = ladder().serve_aws(cfg.tier, &aws).await?;
     attach(&state, parts, Vec::new())?;
     tier_facts(&state, cfg.tier, &cfg.env, &cfg.region)?;
-    Ok((state, cfg, tls))
+    Ok(Deployed {
+        state,
+        cfg,
+        aws,
+        tls,
+    })
 }
 
-/// The TLS settings of the workspace certificate in `secret`.
-async fn workspace_tls(aws: &AwsClients, secret: &str) -> Result<Arc<TlsConfig>> {
+/// The workspace certificate in `secret`, as what a TLS listener answers with.
+async fn workspace_tls(aws: &AwsClients, secret: &str) -> Result<Arc<CertSlot>> {
     let store = tier_xs::server::auth::SecretTokens {
         client: aws.secrets(),
         secret: secret.to_string(),
@@ -160,7 +174,7 @@ async fn workspace_tls(aws: &AwsClients, secret: &str) -> Result<Arc<TlsConfig>>
         .with_context(|| format!("the workspace secret {secret} holds no certificate to speak TLS with; `agentbus deploy` adds one"))?;
     let fingerprint = cert.fingerprint()?;
     tracing::info!(%fingerprint, "TLS with the workspace certificate");
-    Ok(cert.server_config()?)
+    Ok(CertSlot::new(cert.certified_key()?))
 }
 
 #[derive(Args, Debug)]
@@ -211,7 +225,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let tier = tier.parse::<Tier>()?;
     ladder().check(tier)?;
     let exposed = host.is_some_and(|h| !h.is_loopback());
-    let (state, default_port, bind_all, tls) = match &data_dir {
+    let (state, default_port, bind_all, deployed) = match &data_dir {
         Some(d) => (
             embedded_state(d, tier, rate, exposed, None).await?,
             DASHBOARD_PORT,
@@ -219,8 +233,8 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
             None,
         ),
         None => {
-            let (s, cfg, tls) = aws_state(rate).await?;
-            (s, cfg.port, true, tls)
+            let d = aws_state(rate).await?;
+            (d.state.clone(), d.cfg.port, true, Some(d))
         }
     };
     state.quota.set_limits(quota.limits());
@@ -238,9 +252,33 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         [127, 0, 0, 1].into()
     });
     let addr = std::net::SocketAddr::from((ip, port.unwrap_or(default_port)));
+    let slot = deployed.as_ref().and_then(|d| d.tls.clone());
+    let tls = slot.clone().map(CertSlot::server_config).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // With its own name, the server keeps the name's record and certificate (into the slot).
+    let keeper = deployed.and_then(|d| {
+        let (domain, slot) = (d.cfg.domain?, slot?);
+        Some(tier_xs::server::domain::keep(
+            d.aws,
+            domain,
+            slot,
+            state.shutdown.child_token(),
+        ))
+    });
     tracing::info!("agentbus server on {scheme}://{addr}");
     eprintln!("agentbus server listening on {scheme}://{addr} (MCP at /mcp)");
-    run_http(state, addr, max_connections, tls).await?;
+    let stop = state.shutdown.clone();
+    let served = run_http(state, addr, max_connections, tls).await;
+    if let Some(keeper) = keeper {
+        // Lets go of the domain's record (the next task points it at itself).
+        stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(4), keeper)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the domain's record was not released in time");
+        }
+    }
+    served?;
     Ok(0)
 }

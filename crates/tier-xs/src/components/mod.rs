@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod bus;
+pub mod domain;
 pub mod ecr;
 pub mod ecs;
 pub mod iam;

@@ -50,7 +50,7 @@ fn now_unix() -> i64 {
 }
 
 /// CreateSecret while a secret of that name is still being deleted.
-fn deletion_in_progress<R>(e: &SdkError<CreateSecretError, R>) -> bool {
+pub(crate) fn deletion_in_progress<R>(e: &SdkError<CreateSecretError, R>) -> bool {
     e.as_service_error().is_some_and(|e| {
         e.is_invalid_request_exception()
             && e.message()
@@ -148,8 +148,48 @@ impl WorkspaceSecret {
     }
 }
 
-fn tag(k: &str, v: &str) -> Tag {
+/// A Secrets Manager tag.
+pub(crate) fn secret_tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
+}
+
+/// A secret's description, tags, ARN and name, as DescribeSecret reports them; `None` when it
+/// does not exist or is scheduled for deletion (creating it again restores it).
+pub(crate) async fn observe_secret(
+    aws: &AwsClients,
+    m: &Meta,
+) -> Result<Option<Observed>, EngineError> {
+    let Some(out) = found(
+        aws.secrets()
+            .describe_secret()
+            .secret_id(&m.name)
+            .send()
+            .await,
+        DescribeSecretError::is_resource_not_found_exception,
+        m,
+        "DescribeSecret",
+    )?
+    else {
+        return Ok(None);
+    };
+    if out.deleted_date.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(
+        Observed::default()
+            .field("description", out.description.unwrap_or_default())
+            .field(
+                "tags",
+                own_tags(
+                    out.tags
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default())),
+                ),
+            )
+            .output("arn", out.arn.unwrap_or_default())
+            .output("name", m.name.clone()),
+    ))
 }
 
 tag_api! {
@@ -158,7 +198,7 @@ tag_api! {
     read(aws, meta, _o): "DescribeSecret" => aws.secrets().describe_secret().secret_id(&meta.name),
         |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
     tag(aws, meta, _o, tags): "TagResource" => aws.secrets().tag_resource().secret_id(&meta.name)
-        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect()));
+        .set_tags(Some(tags.iter().map(|(k, v)| secret_tag(k, v)).collect()));
     untag(aws, meta, _o, keys): "UntagResource" => aws.secrets().untag_resource().secret_id(&meta.name)
         .set_tag_keys(Some(keys.to_vec()));
 }
@@ -229,40 +269,7 @@ impl Resource for WorkspaceSecret {
         Ok(Observed::default().field("certificate", if held { HAS_CERTIFICATE } else { "none" }))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let m = &self.meta;
-        let Some(out) = found(
-            aws.secrets()
-                .describe_secret()
-                .secret_id(&m.name)
-                .send()
-                .await,
-            DescribeSecretError::is_resource_not_found_exception,
-            m,
-            "DescribeSecret",
-        )?
-        else {
-            return Ok(None);
-        };
-        // A secret scheduled for deletion is gone as far as the plan is concerned; creating
-        // it again restores it.
-        if out.deleted_date.is_some() {
-            return Ok(None);
-        }
-        Ok(Some(
-            Observed::default()
-                .field("description", out.description.unwrap_or_default())
-                .field(
-                    "tags",
-                    own_tags(
-                        out.tags
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default())),
-                    ),
-                )
-                .output("arn", out.arn.unwrap_or_default())
-                .output("name", m.name.clone()),
-        ))
+        observe_secret(aws, &self.meta).await
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
@@ -307,7 +314,7 @@ impl Resource for WorkspaceSecret {
             .description(&self.description)
             .secret_string(value);
         for (k, v) in &m.tags {
-            req = req.tags(tag(k, v));
+            req = req.tags(secret_tag(k, v));
         }
         // A secret deleted without recovery (destroy --destroy-data) is removed
         // asynchronously; until it is, its name is refused as "scheduled for deletion".

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod bridge;
+pub mod domain;
 pub mod mcp;
 pub mod quota;
 pub mod resources;

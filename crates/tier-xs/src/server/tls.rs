@@ -13,10 +13,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
@@ -103,23 +106,159 @@ impl WorkspaceCertificate {
         Ok(Fingerprint::of(&self.der()?))
     }
 
-    /// What the server answers TLS with: TLS 1.3 and 1.2, HTTP/1.1.
+    /// What the server answers TLS with: TLS 1.3 and 1.2, HTTP/1.1, this certificate.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let key = PrivateKeyDer::from_pem_slice(self.private_key.as_bytes())
-            .map_err(|e| TlsError::Unreadable(format!("private key: {e}")))?;
+        CertSlot::new(self.certified_key()?).server_config()
+    }
+
+    /// The certificate with its key, as a TLS server presents it.
+    pub fn certified_key(&self) -> Result<CertifiedKey, TlsError> {
+        certified_key(&self.certificate, &self.private_key)
+    }
+}
+
+/// A certificate chain (the server's certificate first) and its private key, both in PEM, as
+/// a TLS server presents them; the key must belong to the first certificate.
+pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Unreadable(format!("certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Unreadable("no certificate in the PEM".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| TlsError::Unreadable(format!("private key: {e}")))?;
+    CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| TlsError::Unreadable(format!("certificate and key: {e}")))
+}
+
+/// The certificate a TLS-speaking server answers with, replaceable while it runs: the
+/// workspace certificate at start, a publicly trusted one once ACME issues it
+/// (`server::domain`), and each renewal after. Connections already open keep the one they
+/// began with.
+pub struct CertSlot {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertSlot")
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
+}
+
+impl CertSlot {
+    pub fn new(first: CertifiedKey) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(first),
+        })
+    }
+
+    /// New handshakes get `next`.
+    pub fn replace(&self, next: CertifiedKey) {
+        self.current.store(Arc::new(next));
+    }
+
+    /// The fingerprint of the certificate answered with now.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.current.load().cert.first().map(|c| Fingerprint::of(c))
+    }
+
+    /// What the server answers TLS with: TLS 1.3 and 1.2, HTTP/1.1, the slot's certificate at
+    /// the time of each handshake.
+    pub fn server_config(self: Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Unreadable(e.to_string()))?
             .with_no_client_auth()
-            .with_single_cert(vec![self.der()?], key)
-            .map_err(|e| TlsError::Unreadable(e.to_string()))?;
+            .with_cert_resolver(self);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 }
 
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A certificate's validity (RFC 5280, 4.1.2.5) as Unix seconds: (notBefore, notAfter), read
+/// from its DER form. `None` for what is not an X.509 certificate.
+pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (cert, _) = der_element(der, 0x30)?;
+    let (mut tbs, _) = der_element(cert, 0x30)?;
+    // The explicit version [0], then the serial number, the signature algorithm, the issuer.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs, 0xa0)?.1;
+    }
+    for tag in [0x02, 0x30, 0x30] {
+        tbs = der_element(tbs, tag)?.1;
+    }
+    let (validity, _) = der_element(tbs, 0x30)?;
+    let (from, rest) = der_time(validity)?;
+    let (until, _) = der_time(rest)?;
+    Some((from, until))
+}
+
+/// One DER element of tag `tag` at the start of `input`: its contents and what follows it.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = input.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let (&len, mut rest) = rest.split_first()?;
+    let len = if len < 0x80 {
+        len as usize
+    } else {
+        let n = (len & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(n);
+        rest = after;
+        bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize)
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) at the start of
+/// `input`, as Unix seconds, and what follows it.
+fn der_time(input: &[u8]) -> Option<(i64, &[u8])> {
+    let (text, rest, century) = match der_element(input, 0x17) {
+        Some((t, r)) => (t, r, true),
+        None => {
+            let (t, r) = der_element(input, 0x18)?;
+            (t, r, false)
+        }
+    };
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let num = |s: &str| s.parse::<i32>().ok();
+    let (year, rest_of) = if century {
+        // RFC 5280: YY below 50 is 20YY, otherwise 19YY.
+        let yy = num(text.get(..2)?)?;
+        (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+    } else {
+        (num(text.get(..4)?)?, text.get(4..)?)
+    };
+    if rest_of.len() != 10 {
+        return None;
+    }
+    let part = |i: usize| num(rest_of.get(i..i + 2)?);
+    let month = time::Month::try_from(u8::try_from(part(0)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, u8::try_from(part(2)?).ok()?).ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(part(4)?).ok()?,
+        u8::try_from(part(6)?).ok()?,
+        u8::try_from(part(8)?).ok()?,
+    )
+    .ok()?;
+    Some((date.with_time(clock).assume_utc().unix_timestamp(), rest))
 }
 
 /// A certificate's SHA-256 fingerprint. Shown as openssl shows it (`AB:CD:…`, 32 pairs);
@@ -308,6 +447,35 @@ mod tests {
         let debug = format!("{cert:?}");
         assert!(!debug.contains("PRIVATE"), "{debug}");
         assert!(debug.contains(&shown), "{debug}");
+    }
+
+    #[test]
+    fn a_certificate_s_validity_is_read_from_its_der_form() {
+        let cert = WorkspaceCertificate::generate("agentbus-dev", 1_790_000_000).unwrap();
+        let der = cert.der().unwrap();
+        assert_eq!(
+            validity(&der),
+            Some((
+                1_790_000_000 - 86_400,
+                1_790_000_000 + VALID_YEARS * 365 * 86_400
+            ))
+        );
+        assert_eq!(validity(b""), None);
+        assert_eq!(validity(&der[..der.len() / 3]), None);
+        assert_eq!(validity(b"\x30\x03\x02\x01\x01"), None);
+    }
+
+    #[test]
+    fn a_slot_answers_new_handshakes_with_the_certificate_put_in_it() {
+        let first = WorkspaceCertificate::generate("agentbus-dev", 1_790_000_000).unwrap();
+        let second = WorkspaceCertificate::generate("agentbus-dev", 1_790_000_000).unwrap();
+        let slot = CertSlot::new(first.certified_key().unwrap());
+        assert_eq!(slot.fingerprint(), first.fingerprint().ok());
+        slot.replace(second.certified_key().unwrap());
+        assert_eq!(slot.fingerprint(), second.fingerprint().ok());
+        // A key that is not the certificate's is refused.
+        assert!(certified_key(&first.certificate, &second.private_key).is_err());
+        assert!(certified_key("", &first.private_key).is_err());
     }
 
     #[test]

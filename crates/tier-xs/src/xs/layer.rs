@@ -24,6 +24,8 @@ pub mod settings {
     pub const ALLOW_CIDRS: &str = "allow_cidrs";
     pub const BUDGET: &str = "budget_usd";
     pub const EMAIL: &str = "alert_email";
+    pub const DOMAIN: &str = "domain";
+    pub const ACME_DIRECTORY: &str = "acme_directory";
 }
 
 /// The extra-small tier's deploy flags.
@@ -42,6 +44,35 @@ pub struct XsFlags {
     /// Email the budget alerts go to ("none" to stop them; remembered).
     #[arg(long)]
     pub alert_email: Option<String>,
+    /// A name the dashboard answers to with a publicly trusted certificate ("none" to clear;
+    /// remembered): the server keeps its A record pointing at the task and has ACME issue and
+    /// renew the certificate (DNS-01). Needs a public Route 53 hosted zone holding the name.
+    /// Where nothing fronts the server (extra-small); a load balancer takes --certificate-arn.
+    #[arg(long, value_parser = domain_or_none)]
+    pub domain: Option<String>,
+    /// The ACME directory the domain's certificate comes from (https; default: Let's
+    /// Encrypt's; remembered).
+    #[arg(long, value_parser = https_url)]
+    pub acme_directory: Option<String>,
+}
+
+/// `--domain`: a domain name, or "none".
+fn domain_or_none(s: &str) -> Result<String, String> {
+    match s {
+        "none" => Ok(String::new()),
+        _ => crate::components::domain::parse_domain(s),
+    }
+}
+
+/// `--acme-directory`: an https address.
+fn https_url(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s) {
+        Ok(u) if u.scheme() == "https" && u.host().is_some() => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not an https address of an ACME directory (e.g. {})",
+            crate::config::LETS_ENCRYPT
+        )),
+    }
 }
 
 /// An amount of US dollars above zero, with the flag's own message for anything else.
@@ -75,6 +106,12 @@ impl TierFlags for XsFlags {
             let e = if e == "none" { "" } else { e.as_str() };
             s.insert(settings::EMAIL.to_string(), json!(e));
         }
+        if let Some(d) = &self.domain {
+            s.insert(settings::DOMAIN.to_string(), json!(d));
+        }
+        if let Some(a) = &self.acme_directory {
+            s.insert(settings::ACME_DIRECTORY.to_string(), json!(a));
+        }
         s
     }
 }
@@ -92,6 +129,13 @@ impl XsSettings {
             .number(settings::BUDGET)
             .unwrap_or(ctx.budget_default);
         xs.alert_email = ctx.settings.text(settings::EMAIL);
+        xs.domain = ctx
+            .settings
+            .text(settings::DOMAIN)
+            .filter(|d| !d.is_empty());
+        if let Some(a) = ctx.settings.text(settings::ACME_DIRECTORY) {
+            xs.acme_directory = a;
+        }
         xs.service_wait = ctx.service_wait;
         xs
     }
@@ -140,7 +184,18 @@ impl Layer for XsLayer {
                 crate::config::DASHBOARD_PORT
             ));
         }
-        if dashboard.front().is_none() {
+        match (&settings.domain, dashboard.front()) {
+            (Some(d), None) => notes.push(format!(
+                "the dashboard answers at https://{d}:{}/ with a certificate from {} once the server has it (a few minutes after its task starts; the workspace certificate until then)",
+                crate::config::DASHBOARD_PORT,
+                settings.acme_directory
+            )),
+            (Some(d), Some(_)) => notes.push(format!(
+                "--domain {d} is for a server that speaks TLS itself (extra-small): here the load balancer answers; point {d} at it and pass --certificate-arn"
+            )),
+            (None, _) => {}
+        }
+        if dashboard.front().is_none() && settings.domain.is_none() {
             notes.push(format!(
                 "the dashboard speaks HTTPS itself on port {} with the workspace certificate (self-signed, in the workspace secret): MCP clients reach it through `agentbus connect --env {}`, which pins the certificate's fingerprint; a browser warns once, and `agentbus status` prints the fingerprint to compare",
                 crate::config::DASHBOARD_PORT,

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::components::budget::Budget;
 use crate::components::bus::{EventBus, EventRule};
+use crate::components::domain::DomainCertificate;
 use crate::components::ecr::EcrRepository;
 use crate::components::ecs::{
     Cluster, ContainerSpec, CpuArchitecture, Service, TargetGroupRegistration, TaskCount,
@@ -21,7 +22,7 @@ use crate::components::logs::{LogGroup, LogSource, LogsResourcePolicy};
 use crate::components::network::{Ingress, Network, SecurityGroup, Source};
 use crate::components::secret::WorkspaceSecret;
 use crate::components::table::{DynamoTable, TableSpec, TableUsage};
-use crate::config::{DASHBOARD_PORT, IMAGE_BINARY_PATH, ServerConfig};
+use crate::config::{DASHBOARD_PORT, DomainConfig, IMAGE_BINARY_PATH, LETS_ENCRYPT, ServerConfig};
 use crate::engine::{Meta, Resource};
 use crate::ladder::{DashboardSpec, Problem};
 use crate::workspace::{PREFIX, Tier, Workspace};
@@ -45,6 +46,11 @@ pub struct XsSettings {
     pub budget_usd: f64,
     /// Where the budget's alerts go; none: no alert is sent.
     pub alert_email: Option<String>,
+    /// The name the server answers to with an ACME certificate (`--domain`), where it speaks
+    /// TLS itself.
+    pub domain: Option<String>,
+    /// The ACME directory that certificate comes from.
+    pub acme_directory: String,
 }
 
 impl XsSettings {
@@ -59,6 +65,8 @@ impl XsSettings {
             memory: 512,
             budget_usd: layer::SEED_TARGET.1,
             alert_email: None,
+            domain: None,
+            acme_directory: LETS_ENCRYPT.to_string(),
         }
     }
 }
@@ -80,6 +88,7 @@ pub mod ids {
     pub const DASHBOARD_SERVICE: &str = "dashboard-service";
     pub const BUDGET: &str = "budget";
     pub const IMAGE_REPOSITORY: &str = "image-repository";
+    pub const DOMAIN_CERTIFICATE: &str = "domain-certificate";
 }
 
 /// The workspace's ECR repository (`agentbus image push` and the deploy agree on it).
@@ -141,6 +150,7 @@ pub struct ExtraSmall {
     pub service: Arc<Service>,
     pub budget: Arc<Budget>,
     pub image_repository: Arc<EcrRepository>,
+    pub domain_certificate: Arc<DomainCertificate>,
     /// Problems that block a deploy (missing image, unsafe ingress ...).
     pub problems: Vec<Problem>,
 }
@@ -164,6 +174,16 @@ impl ExtraSmall {
         // Nothing in front terminates TLS: the server speaks it itself, with the workspace
         // certificate, so no token crosses a network in clear text.
         config.tls = dashboard.front().is_none();
+        // Its own name only where it speaks TLS itself: a front has its own certificate.
+        config.domain = settings
+            .domain
+            .clone()
+            .filter(|_| config.tls)
+            .map(|name| DomainConfig {
+                name,
+                acme_directory: settings.acme_directory.clone(),
+                secret: ws.secret_name("domain-certificate"),
+            });
         let mut problems = Vec::new();
 
         let kv = DynamoTable(TableSpec {
@@ -307,6 +327,11 @@ impl ExtraSmall {
             ws.id()
         );
         let task_name = ws.name("dashboard-task");
+        let domain_statements = config
+            .domain
+            .as_ref()
+            .map(|d| domain_statements(ws, d))
+            .unwrap_or_default();
         let task_role = Role {
             meta: Meta::new(
                 ids::DASHBOARD_TASK_ROLE,
@@ -383,6 +408,7 @@ impl ExtraSmall {
                     statement(&["budgets:ViewBudget"], std::slice::from_ref(&budget_arn)),
                 ]
                 .into_iter()
+                .chain(domain_statements)
                 .chain(dashboard.task_statements.iter().cloned())
                 .collect(),
             ),
@@ -467,7 +493,9 @@ impl ExtraSmall {
             execution_role_id: ids::DASHBOARD_EXECUTION_ROLE,
             task_role_id: ids::DASHBOARD_TASK_ROLE,
             log_group_id: ids::DASHBOARD_LOG_GROUP,
-            reads_at_start: vec![ids::SERVER_SECRET],
+            reads_at_start: std::iter::once(ids::SERVER_SECRET)
+                .chain(config.domain.as_ref().map(|_| ids::DOMAIN_CERTIFICATE))
+                .collect(),
             cpu_architecture: settings.architecture,
             wanted: true,
         };
@@ -530,6 +558,15 @@ impl ExtraSmall {
         };
         let image_repository =
             image_repository(ws, &[settings.image.as_deref().unwrap_or_default()]);
+        let domain_certificate = DomainCertificate {
+            meta: Meta::new(
+                ids::DOMAIN_CERTIFICATE,
+                t,
+                ws.secret_name("domain-certificate"),
+                ws.tags(t, "dashboard"),
+            ),
+            domain: config.domain.as_ref().map(|d| d.name.clone()),
+        };
 
         ExtraSmall {
             workspace: ws.clone(),
@@ -549,6 +586,7 @@ impl ExtraSmall {
             service: Arc::new(service),
             budget: Arc::new(budget),
             image_repository: Arc::new(image_repository),
+            domain_certificate: Arc::new(domain_certificate),
             problems,
         }
     }
@@ -571,8 +609,49 @@ impl ExtraSmall {
             self.service.clone(),
             self.budget.clone(),
             self.image_repository.clone(),
+            self.domain_certificate.clone(),
         ]
     }
+}
+
+/// What the task role needs to keep `domain` (`server::domain`): its certificate secret, and
+/// in Route 53 exactly the name's A record and its ACME challenge's TXT record, in whichever
+/// hosted zone holds them; its own network interface, for its public address.
+fn domain_statements(ws: &Workspace, domain: &DomainConfig) -> Vec<serde_json::Value> {
+    vec![
+        statement(
+            &[
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:PutSecretValue",
+            ],
+            &[ws.arn(
+                "secretsmanager",
+                &format!("secret:{}-??????", domain.secret),
+            )],
+        ),
+        statement_when(
+            &["route53:ChangeResourceRecordSets"],
+            &[format!("arn:{}:route53:::hostedzone/*", ws.partition)],
+            json!({ "ForAllValues:StringEquals": {
+                "route53:ChangeResourceRecordSetsNormalizedRecordNames":
+                    crate::server::domain::record_names(&domain.name),
+                "route53:ChangeResourceRecordSetsRecordTypes": ["A", "TXT"],
+                "route53:ChangeResourceRecordSetsActions": ["UPSERT", "DELETE"],
+            }}),
+        ),
+        statement(
+            &["route53:GetChange"],
+            &[format!("arn:{}:route53:::change/*", ws.partition)],
+        ),
+        // Neither takes a resource in IAM; both return names and addresses only.
+        statement(
+            &[
+                "route53:ListHostedZonesByName",
+                "ec2:DescribeNetworkInterfaces",
+            ],
+            &["*".to_string()],
+        ),
+    ]
 }
 
 /// A plausible email address: one `@`, a dot in the domain, no spaces or control characters.
