@@ -284,6 +284,7 @@ async fn a_domain_gets_an_acme_certificate_by_dns_01_and_an_a_record_that_follow
     ));
     // pebble's API has a test CA of its own; Let's Encrypt's is in the system's store.
     task_env.push(("SSL_CERT_FILE".into(), pebble.api_ca.clone()));
+    task_env.push(("AGENTBUS_CERTIFICATE_FOLLOW_SECONDS".into(), "1".into()));
     let (mut server, port) = serve_on_aws(task_env.clone());
 
     // The certificate pebble issued after reading the challenge's TXT record from Route 53.
@@ -314,6 +315,64 @@ async fn a_domain_gets_an_acme_certificate_by_dns_01_and_an_a_record_that_follow
     let stored: serde_json::Value = serde_json::from_str(stored.secret_string().unwrap()).unwrap();
     assert_eq!(stored["certificate"]["name"], name.as_str());
     assert!(stored["account"]["credentials"].is_object(), "{stored:#}");
+    // A handshake that names nothing (a client reaching the server by its address) still
+    // gets the workspace certificate, which `agentbus connect --env --url https://ADDRESS`
+    // pins: the Python SDK's client through it.
+    let workspace = aws
+        .secrets()
+        .get_secret_value()
+        .secret_id(format!("agentbus/{env}/server"))
+        .send()
+        .await
+        .unwrap();
+    let workspace: serde_json::Value =
+        serde_json::from_str(workspace.secret_string().unwrap()).unwrap();
+    let pem = dir.join("workspace.pem");
+    std::fs::write(&pem, workspace["tls"]["certificate"].as_str().unwrap()).unwrap();
+    let fingerprint = |cmd: String| {
+        let out = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let expected = fingerprint(format!(
+        "openssl x509 -noout -fingerprint -sha256 -in {}",
+        pem.display()
+    ));
+    assert!(expected.contains('='), "{expected}");
+    assert_eq!(
+        fingerprint(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -noservername </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        )),
+        expected
+    );
+    assert_ne!(expected.rsplit('=').next(), Some(first.as_str()));
+
+    // A rotated workspace certificate is served without a restart (this server reads the
+    // secret every second instead of every 5 minutes), and the bridge pins the new one.
+    let rotated = agentbus(&["certificate", "rotate", "--env", &env, "--json"]);
+    assert_eq!(rotated.code, 0, "{rotated:?}");
+    let rotated = rotated.json();
+    assert_eq!(
+        Some(rotated["previous"].as_str().unwrap()),
+        expected.rsplit('=').next()
+    );
+    let new = rotated["certificate"].as_str().unwrap().to_string();
+    assert_ne!(rotated["previous"], rotated["certificate"]);
+    let start = Instant::now();
+    while fingerprint(format!(
+        "openssl s_client -connect 127.0.0.1:{port} -noservername </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    ))
+    .rsplit('=')
+    .next()
+        != Some(new.as_str())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the rotated certificate is not served after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    crate::server::bridged_python_client(&env, port);
+
     // Status names the dashboard by its domain (verified as any public site, not pinned).
     let status = agentbus(&["status", "--env", &env, "--json"]);
     assert_eq!(

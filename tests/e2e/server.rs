@@ -1323,7 +1323,12 @@ fn the_xs_server_speaks_tls_with_the_workspace_certificate(env: &str, port: u16)
         "openssl: {seen} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The Python SDK through the bridge, which asks the workspace for the pin.
+    bridged_python_client(env, port)
+}
+
+/// The Python SDK's client through `agentbus connect --env E --url https://127.0.0.1:PORT/`,
+/// which asks the workspace for the certificate to pin; returns the token it used.
+pub(crate) fn bridged_python_client(env: &str, port: u16) -> String {
     let token = crate::harness::env_token(env, "bridge-tenant", "user");
     let https = format!("https://127.0.0.1:{port}/");
     let out = Command::new(python())

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use commands::{
-    agent, completions, connect, cost, deploy, destroy, healthcheck, iam_policy, image, plan,
-    serve, status, token, unlock, up, workflow,
+    agent, certificate, completions, connect, cost, deploy, destroy, healthcheck, iam_policy,
+    image, plan, serve, status, token, unlock, up, workflow,
 };
 
 #[derive(Parser, Debug)]
@@ -100,6 +100,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage the bearer tokens of the server (embedded with --data-dir, else the env's workspace secret).
     Token(token::TokenArgs),
+    /// Manage the workspace certificate the extra-small server speaks TLS with: `rotate`.
+    Certificate(certificate::CertificateArgs),
     /// Build the server's container image (no Docker needed) and push it to a registry.
     Image(image::ImageArgs),
     /// Serve MCP on stdin/stdout for a client that starts its servers (Claude Desktop…),
@@ -132,6 +134,7 @@ impl Command {
             Command::Status(a) => a.g.json(),
             Command::Unlock(a) => a.g.json(),
             Command::Token(a) => a.json(),
+            Command::Certificate(a) => a.json(),
             Command::Image(a) => a.json(),
             Command::Up(_)
             | Command::Serve(_)
@@ -250,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Serve(args) => serve::run(args).await,
         Command::Connect(args) => connect::run(args).await,
         Command::Token(args) => token::run(args).await,
+        Command::Certificate(args) => certificate::run(args).await,
         Command::Image(args) => image::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Workflow(args) => workflow::run(args),

@@ -50,6 +50,8 @@ pub enum OpsError {
     Unknown(String),
     #[error("workspace {0} has no deployed tier: `agentbus deploy` first")]
     NotDeployed(String),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 /// How a deploy talks to the person running it: shows plans, asks before applying.
@@ -208,7 +210,7 @@ fn foundation_permissions(ws: &Workspace) -> crate::engine::Permissions {
             ],
             &repository,
         )
-        // `token create|list|revoke`: the tokens live in the server secret.
+        // `token create|list|revoke` and `certificate rotate`: in the server secret.
         .write(
             &[
                 "secretsmanager:DescribeSecret",
@@ -945,13 +947,24 @@ impl Deployer {
                 }
                 None
             },
-            self.certificate()
+            self.workspace_certificate()
         );
         Dashboard { url, certificate }
     }
 
+    /// Replaces the workspace certificate (`agentbus certificate rotate`): returns the old
+    /// fingerprint and the new. Running servers answer with the new one within
+    /// [`crate::server::CERTIFICATE_FOLLOW`].
+    pub async fn rotate_certificate(&self) -> Result<(Fingerprint, Fingerprint), OpsError> {
+        let store = crate::server::auth::SecretTokens {
+            client: self.aws.secrets(),
+            secret: self.ws.secret_name("server"),
+        };
+        Ok(store.rotate_certificate(&self.ws.id()).await?)
+    }
+
     /// The fingerprint of the workspace certificate, if the workspace secret holds one.
-    async fn certificate(&self) -> Option<Fingerprint> {
+    pub async fn workspace_certificate(&self) -> Option<Fingerprint> {
         let store = crate::server::auth::SecretTokens {
             client: self.aws.secrets(),
             secret: self.ws.secret_name("server"),

@@ -59,7 +59,15 @@ pub async fn run(args: ConnectArgs) -> Result<u8> {
                 ),
             };
             let target = Target::parse(&url, args.allow_http)?;
-            match dashboard.certificate {
+            // An address the workspace names by its domain is verified as any public site;
+            // one given by IP address has no name to verify: the workspace certificate, which
+            // the server answers such handshakes with, is pinned.
+            let pin = match (dashboard.certificate, &args.url) {
+                (Some(pin), _) => Some(pin),
+                (None, Some(u)) if names_an_ip_address(u) => d.workspace_certificate().await,
+                (None, _) => None,
+            };
+            match pin {
                 Some(pin) => target.pinned(pin)?,
                 None => target,
             }
@@ -68,4 +76,30 @@ pub async fn run(args: ConnectArgs) -> Result<u8> {
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     bridge(target, token.trim(), stdin, tokio::io::stdout()).await?;
     Ok(0)
+}
+
+/// Whether `url`'s host is an IP address (which a TLS client cannot send as a name).
+fn names_an_ip_address(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_an_ip_address;
+
+    #[test]
+    fn an_address_given_by_ip_is_told_from_one_given_by_name() {
+        assert!(names_an_ip_address("https://203.0.113.7:8080/"));
+        assert!(names_an_ip_address("https://127.0.0.1:8080/mcp"));
+        assert!(names_an_ip_address("https://[2001:db8::1]:8080/"));
+        assert!(names_an_ip_address("https://203.0.113.7"));
+        assert!(!names_an_ip_address("https://mcp.example.com:8080/"));
+        assert!(!names_an_ip_address("https://mcp.example.com"));
+    }
 }

@@ -2,6 +2,7 @@
 //! library, and what they share: the ladder of this build, the deploy flags, output helpers.
 
 pub mod agent;
+pub mod certificate;
 pub mod completions;
 pub mod connect;
 pub mod cost;

@@ -255,6 +255,19 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let slot = deployed.as_ref().and_then(|d| d.tls.clone());
     let tls = slot.clone().map(CertSlot::server_config).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // A rotated workspace certificate is served without a restart.
+    if let (Some(d), Some(slot)) = (&deployed, &slot) {
+        let every = std::env::var("AGENTBUS_CERTIFICATE_FOLLOW_SECONDS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(tier_xs::server::CERTIFICATE_FOLLOW, Duration::from_secs);
+        tier_xs::server::auth::SecretTokens {
+            client: d.aws.secrets(),
+            secret: d.cfg.secret.clone(),
+        }
+        .follow_certificate(slot.clone(), every, state.shutdown.child_token());
+    }
     // With its own name, the server keeps the name's record and certificate (into the slot).
     let keeper = deployed.and_then(|d| {
         let (domain, slot) = (d.cfg.domain?, slot?);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::tls::{CertSlot, Fingerprint, WorkspaceCertificate};
 use crate::runtime::{RuntimeError, Tenant, now_secs};
 
 /// What a token may do.
@@ -236,12 +237,82 @@ impl SecretTokens {
 
 impl SecretTokens {
     /// The workspace certificate the secret holds, if any.
-    pub async fn certificate(
-        &self,
-    ) -> Result<Option<super::tls::WorkspaceCertificate>, RuntimeError> {
-        super::tls::WorkspaceCertificate::from_secret_document(&self.document().await?)
+    pub async fn certificate(&self) -> Result<Option<WorkspaceCertificate>, RuntimeError> {
+        WorkspaceCertificate::from_secret_document(&self.document().await?)
             .transpose()
             .map_err(|e| RuntimeError::backend("the workspace certificate", e))
+    }
+
+    /// Replaces the workspace certificate with a new one for the workspace `id`, keeping the
+    /// rest of the secret (the tokens); returns the fingerprints of the old one and the new.
+    pub async fn rotate_certificate(
+        &self,
+        id: &str,
+    ) -> Result<(Fingerprint, Fingerprint), RuntimeError> {
+        let mut doc = self.document().await?;
+        let old = match WorkspaceCertificate::from_secret_document(&doc) {
+            Some(cert) => cert
+                .and_then(|c| c.fingerprint())
+                .map_err(|e| RuntimeError::backend("the workspace certificate", e))?,
+            None => {
+                return Err(RuntimeError::invalid(
+                    "workspace certificate",
+                    format!(
+                        "the secret {} holds none: the workspace's server does not speak TLS itself (`agentbus deploy` of the extra-small tier adds one)",
+                        self.secret
+                    ),
+                ));
+            }
+        };
+        let fail = |e: super::tls::TlsError| RuntimeError::backend("the workspace certificate", e);
+        let cert = WorkspaceCertificate::generate(id, now_secs() as i64).map_err(fail)?;
+        let new = cert.fingerprint().map_err(fail)?;
+        doc["tls"] = serde_json::to_value(&cert)
+            .map_err(|e| RuntimeError::backend("the workspace certificate", e))?;
+        self.client
+            .put_secret_value()
+            .secret_id(&self.secret)
+            .secret_string(doc.to_string())
+            .send()
+            .await
+            .map_err(|e| RuntimeError::backend("PutSecretValue", e))?;
+        Ok((old, new))
+    }
+
+    /// Keeps the workspace certificate `slot` answers with the one the secret holds, read
+    /// every `every` until `stop`: a rotated certificate is served without a restart.
+    pub fn follow_certificate(
+        self,
+        slot: Arc<CertSlot>,
+        every: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let cert = match self.certificate().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("the workspace certificate: {e}");
+                        continue;
+                    }
+                };
+                if cert.fingerprint().ok() == slot.fingerprint() {
+                    continue;
+                }
+                match cert.certified_key() {
+                    Ok(key) => {
+                        slot.replace(key);
+                        tracing::info!(fingerprint = ?slot.fingerprint(), "the workspace certificate was rotated: serving the new one");
+                    }
+                    Err(e) => tracing::warn!("the rotated workspace certificate: {e}"),
+                }
+            }
+        })
     }
 }
 

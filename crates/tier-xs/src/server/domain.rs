@@ -17,9 +17,10 @@
 //!   serves the same certificate at once, and the authority is asked again only to renew.
 //! - **Renewal** when a third of the certificate's life is left, at most 30 days before it
 //!   ends; checked every 12 hours, retried with backoff after a failure.
-//! - Until the certificate is there, and while the authority cannot be reached, the server
-//!   keeps answering with the workspace certificate, so clients that pin it
-//!   (`agentbus connect --env`) work throughout.
+//! - The certificate answers handshakes that name NAME (SNI). Others, and all of them until
+//!   the certificate is there, get the workspace certificate: clients that reach the server
+//!   by its address and pin that (`agentbus connect --env E --url https://ADDRESS:8080/`)
+//!   work throughout.
 //!
 //! The task role may change only those two records (IAM's
 //! `route53:ChangeResourceRecordSetsNormalizedRecordNames` and `…RecordTypes` conditions; see
@@ -453,8 +454,8 @@ impl Keeper {
             return Err(tls::TlsError::Unreadable("the issued certificate's dates".into()).into());
         };
         let fingerprint = key.cert.first().map(|c| Fingerprint::of(c));
-        if now < until && self.slot.fingerprint() != fingerprint {
-            self.slot.replace(key);
+        if now < until && self.slot.named_fingerprint() != fingerprint {
+            self.slot.set_named(&self.domain.name, key);
             tracing::info!(
                 domain = %self.domain.name,
                 until = %time::OffsetDateTime::from_unix_timestamp(until).map(|t| t.to_string()).unwrap_or_default(),

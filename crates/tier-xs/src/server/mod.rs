@@ -812,6 +812,10 @@ where
 /// connection and the next ones on a kept-alive one: a silent connection is closed after this.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a server that speaks TLS itself reads the workspace certificate again, so a
+/// rotated one (`agentbus certificate rotate`) is served without a restart.
+pub const CERTIFICATE_FOLLOW: Duration = Duration::from_secs(300);
+
 /// Connections served at once unless told otherwise; more wait in the listen backlog until
 /// one closes.
 pub const MAX_CONNECTIONS: usize = 512;

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -132,41 +132,82 @@ pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<CertifiedKey, Tls
         .map_err(|e| TlsError::Unreadable(format!("certificate and key: {e}")))
 }
 
-/// The certificate a TLS-speaking server answers with, replaceable while it runs: the
-/// workspace certificate at start, a publicly trusted one once ACME issues it
-/// (`server::domain`), and each renewal after. Connections already open keep the one they
+/// The certificates a TLS-speaking server answers with, replaceable while it runs. The
+/// workspace certificate answers every handshake, except those that name (SNI) the server's
+/// own domain once ACME issued a certificate for it (`server::domain`): clients that reach
+/// the server by its address (no name to send) and pin the workspace certificate keep
+/// working after a domain is added. Connections already open keep the certificate they
 /// began with.
 pub struct CertSlot {
-    current: ArcSwap<CertifiedKey>,
+    workspace: ArcSwap<CertifiedKey>,
+    named: ArcSwapOption<Named>,
+}
+
+/// A domain's certificate and the name it answers.
+struct Named {
+    name: String,
+    key: Arc<CertifiedKey>,
 }
 
 impl fmt::Debug for CertSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertSlot")
-            .field("fingerprint", &self.fingerprint())
+            .field("workspace", &self.fingerprint())
+            .field("named", &self.named_fingerprint())
             .finish()
     }
 }
 
 impl CertSlot {
-    pub fn new(first: CertifiedKey) -> Arc<Self> {
+    pub fn new(workspace: CertifiedKey) -> Arc<Self> {
         Arc::new(Self {
-            current: ArcSwap::from_pointee(first),
+            workspace: ArcSwap::from_pointee(workspace),
+            named: ArcSwapOption::empty(),
         })
     }
 
-    /// New handshakes get `next`.
+    /// New handshakes that name no domain of the server get `next`.
     pub fn replace(&self, next: CertifiedKey) {
-        self.current.store(Arc::new(next));
+        self.workspace.store(Arc::new(next));
     }
 
-    /// The fingerprint of the certificate answered with now.
+    /// New handshakes that name `name` get `key`.
+    pub fn set_named(&self, name: &str, key: CertifiedKey) {
+        self.named.store(Some(Arc::new(Named {
+            name: name.to_ascii_lowercase(),
+            key: Arc::new(key),
+        })));
+    }
+
+    /// The fingerprint of the workspace certificate answered with now.
     pub fn fingerprint(&self) -> Option<Fingerprint> {
-        self.current.load().cert.first().map(|c| Fingerprint::of(c))
+        self.workspace
+            .load()
+            .cert
+            .first()
+            .map(|c| Fingerprint::of(c))
     }
 
-    /// What the server answers TLS with: TLS 1.3 and 1.2, HTTP/1.1, the slot's certificate at
-    /// the time of each handshake.
+    /// The fingerprint of the domain's certificate answered with now, if there is one.
+    pub fn named_fingerprint(&self) -> Option<Fingerprint> {
+        self.named
+            .load()
+            .as_ref()
+            .and_then(|n| n.key.cert.first().map(|c| Fingerprint::of(c)))
+    }
+
+    /// The certificate for a handshake that names `server_name` (if it names any).
+    fn for_name(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        if let (Some(asked), Some(named)) = (server_name, self.named.load_full())
+            && asked.eq_ignore_ascii_case(&named.name)
+        {
+            return named.key.clone();
+        }
+        self.workspace.load_full()
+    }
+
+    /// What the server answers TLS with: TLS 1.3 and 1.2, HTTP/1.1, the slot's certificates
+    /// at the time of each handshake.
     pub fn server_config(self: Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -179,8 +220,8 @@ impl CertSlot {
 }
 
 impl ResolvesServerCert for CertSlot {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.for_name(hello.server_name()))
     }
 }
 
@@ -471,8 +512,29 @@ mod tests {
         let second = WorkspaceCertificate::generate("agentbus-dev", 1_790_000_000).unwrap();
         let slot = CertSlot::new(first.certified_key().unwrap());
         assert_eq!(slot.fingerprint(), first.fingerprint().ok());
+        assert_eq!(slot.named_fingerprint(), None);
+        let fp = |k: Arc<CertifiedKey>| Some(Fingerprint::of(&k.cert[0]));
+        assert_eq!(
+            fp(slot.for_name(Some("mcp.example.com"))),
+            slot.fingerprint()
+        );
+        // A domain's certificate answers handshakes naming it, in any case; the others and
+        // those naming nothing (an address) keep the workspace certificate.
+        let domain = WorkspaceCertificate::generate("agentbus-dev", 1_790_000_000).unwrap();
+        slot.set_named("MCP.example.com", domain.certified_key().unwrap());
+        assert_eq!(slot.named_fingerprint(), domain.fingerprint().ok());
+        assert_eq!(
+            fp(slot.for_name(Some("mcp.Example.com"))),
+            domain.fingerprint().ok()
+        );
+        assert_eq!(
+            fp(slot.for_name(Some("other.example.com"))),
+            first.fingerprint().ok()
+        );
+        assert_eq!(fp(slot.for_name(None)), first.fingerprint().ok());
         slot.replace(second.certified_key().unwrap());
         assert_eq!(slot.fingerprint(), second.fingerprint().ok());
+        assert_eq!(fp(slot.for_name(None)), second.fingerprint().ok());
         // A key that is not the certificate's is refused.
         assert!(certified_key(&first.certificate, &second.private_key).is_err());
         assert!(certified_key("", &first.private_key).is_err());
