@@ -175,6 +175,25 @@ async fn a_domain_gets_an_acme_certificate_by_dns_01_and_an_a_record_that_follow
     ]);
     assert_eq!(bad.code, 2, "{bad:?}");
 
+    // A name no hosted zone of the account holds stops the plan, with what to do.
+    let nozone = agentbus(&[
+        "plan",
+        "xs",
+        "--env",
+        &env,
+        "--image",
+        crate::harness::IMAGE,
+        "--domain",
+        &format!("mcp.elsewhere-{env}.test"),
+    ]);
+    assert_ne!(nozone.code, 0, "{nozone:?}");
+    assert!(
+        nozone
+            .stderr
+            .contains("no public hosted zone in this account holds"),
+        "{nozone:?}"
+    );
+
     let r = agentbus(&[
         "deploy",
         "xs",

@@ -82,6 +82,11 @@ impl Resource for DomainCertificate {
         );
         Permissions::new()
             .read(&["secretsmanager:DescribeSecret"], &[&secret])
+            // The hosted zone that holds the domain (no resource in IAM).
+            .read(
+                &["route53:ListHostedZonesByName"],
+                &crate::engine::permissions::any(),
+            )
             .write(
                 &[
                     "secretsmanager:CreateSecret",
@@ -102,8 +107,24 @@ impl Resource for DomainCertificate {
             description(self.domain.as_deref().unwrap_or_default()),
         )
     }
+    /// The secret, and (at the same time) that a public hosted zone holds the domain: without
+    /// one the server could neither point the name at itself nor prove it to the authority,
+    /// so the plan stops and says so.
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        observe_secret(aws, &self.meta).await
+        let zone = async {
+            let Some(domain) = &self.domain else {
+                return Ok(());
+            };
+            match crate::server::domain::hosted_zone(aws, domain).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(EngineError::Invalid(
+                    crate::server::domain::DomainError::NoZone(domain.clone()).to_string(),
+                )),
+                Err(e) => Err(EngineError::Invalid(format!("--domain {domain}: {e}"))),
+            }
+        };
+        let (secret, ()) = tokio::try_join!(observe_secret(aws, &self.meta), zone)?;
+        Ok(secret)
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;

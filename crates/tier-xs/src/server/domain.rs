@@ -122,6 +122,34 @@ pub fn record_names(name: &str) -> [String; 2] {
     [name.clone(), format!("_acme-challenge.{name}")]
 }
 
+/// The id of the public hosted zone that holds `name`: the one named by its longest suffix
+/// (of two labels or more); `None` when the account has none.
+pub async fn hosted_zone(aws: &AwsClients, name: &str) -> Result<Option<String>, DomainError> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = name.split('.').collect();
+    for i in 0..labels.len().saturating_sub(1) {
+        let suffix = format!("{}.", labels[i..].join("."));
+        let out = aws
+            .route53()
+            .list_hosted_zones_by_name()
+            .dns_name(&suffix)
+            .max_items(10)
+            .send()
+            .await
+            .map_err(|e| DomainError::Route53 {
+                op: "ListHostedZonesByName",
+                message: DisplayErrorContext(e).to_string(),
+            })?;
+        let found = out.hosted_zones().iter().find(|z| {
+            z.name().eq_ignore_ascii_case(&suffix) && !z.config().is_some_and(|c| c.private_zone())
+        });
+        if let Some(z) = found {
+            return Ok(Some(z.id().trim_start_matches("/hostedzone/").to_string()));
+        }
+    }
+    Ok(None)
+}
+
 /// Keeps the name's record and certificate until `stop`, then lets go of the record. The
 /// certificate goes into `slot`, which the TLS listener answers with.
 pub fn keep(
@@ -282,34 +310,10 @@ impl Keeper {
             })
     }
 
-    /// The id of the public hosted zone that holds the name: the one named by its longest
-    /// suffix.
     async fn zone(&self) -> Result<String, DomainError> {
-        let name = self.domain.name.trim_end_matches('.').to_ascii_lowercase();
-        let labels: Vec<&str> = name.split('.').collect();
-        for i in 0..labels.len().saturating_sub(1) {
-            let suffix = format!("{}.", labels[i..].join("."));
-            let out = self
-                .aws
-                .route53()
-                .list_hosted_zones_by_name()
-                .dns_name(&suffix)
-                .max_items(10)
-                .send()
-                .await
-                .map_err(|e| DomainError::Route53 {
-                    op: "ListHostedZonesByName",
-                    message: DisplayErrorContext(e).to_string(),
-                })?;
-            let found = out.hosted_zones().iter().find(|z| {
-                z.name().eq_ignore_ascii_case(&suffix)
-                    && !z.config().is_some_and(|c| c.private_zone())
-            });
-            if let Some(z) = found {
-                return Ok(z.id().trim_start_matches("/hostedzone/").to_string());
-            }
-        }
-        Err(DomainError::NoZone(name))
+        hosted_zone(&self.aws, &self.domain.name)
+            .await?
+            .ok_or_else(|| DomainError::NoZone(self.domain.name.clone()))
     }
 
     /// One record change; returns the change's id.
