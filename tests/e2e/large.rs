@@ -859,16 +859,18 @@ async fn traces_and_reader_scaling<F>(
                     }
                 }
             }
+            // A request's span ends after its tool's, so it may reach the next export.
             let tools = found
                 .iter()
                 .filter(|s| s["name"].as_str().unwrap_or("").starts_with("tools/call"))
                 .count();
-            if tools == 2 {
+            let requests = found.iter().filter(|s| s["name"] == "POST /mcp").count();
+            if tools == 2 && requests == 4 {
                 break found;
             }
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(20),
-                "two tool spans in aws/spans: {found:?}"
+                "two tool spans and four request spans in aws/spans: {found:?}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
