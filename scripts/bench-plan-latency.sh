@@ -47,7 +47,9 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 
   AWS_EC2_METADATA_DISABLED=true NO_COLOR=1
 # Deploys refuse images their registry lacks: register the (never pulled) image in moto's ECR.
 .venv/bin/python tests/moto/seed_image.py "http://127.0.0.1:$moto_port" bench/agentbus bench
+.venv/bin/python tests/moto/seed_image.py "http://127.0.0.1:$moto_port" bench/agentbus-agents bench
 image=123456789012.dkr.ecr.us-east-1.amazonaws.com/bench/agentbus:bench
+agent_image=123456789012.dkr.ecr.us-east-1.amazonaws.com/bench/agentbus-agents:bench
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
@@ -65,6 +67,8 @@ echo "| case | API calls | t0: no delay (s) | tD: ${delay} ms per call (s) | cal
 echo "|---|---|---|---|---|---|"
 n=0
 for tier in $tiers; do
+  # Medium and up run agent tasks from an image of their own.
+  images=(--image "$image"); case $tier in medium|large) images+=(--agent-image "$agent_image") ;; esac
   for case in deploy plan; do
     fast_t=(); slow_t=(); calls=""
     for i in $(seq "$runs"); do
@@ -72,10 +76,10 @@ for tier in $tiers; do
         n=$((n + 1)); env="l$n-$$"; env=${env:0:16}
         # Every case starts from a fresh env; a plan's env is deployed first, without delay.
         if [ "$case" = plan ]; then
-          AWS_ENDPOINT_URL=http://127.0.0.1:$fast "$bin" deploy "$tier" --env "$env" --image "$image" --yes --json >/dev/null 2>&1
+          AWS_ENDPOINT_URL=http://127.0.0.1:$fast "$bin" deploy "$tier" --env "$env" "${images[@]}" --yes --json >/dev/null 2>&1
           r=$(timed "$port" plan "$tier" --env "$env")
         else
-          r=$(timed "$port" deploy "$tier" --env "$env" --image "$image" --yes --parallelism 8)
+          r=$(timed "$port" deploy "$tier" --env "$env" "${images[@]}" --yes --parallelism 8)
         fi
         calls=${r#* }
         # moto, like an account, allows 10 log resource policies: remove each env after use.

@@ -62,7 +62,7 @@ pub struct TargetFlags {
 /// How changes are planned: the flags of `plan`, `deploy` and `destroy`.
 #[derive(Args, Debug, Clone)]
 pub struct ChangeFlags {
-    /// Resources changed at once (at least 1); a plan reads four times as many at once.
+    /// Resources changed at once (at least 1); a plan reads eight times as many at once.
     #[arg(long, default_value_t = 8, value_parser = at_least_one, allow_hyphen_values = true)]
     pub parallelism: usize,
     /// Allow deleting or replacing data-bearing resources (tables, buckets, secrets) and their data.

@@ -7,14 +7,17 @@
 
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::operation::delete_alarms::DeleteAlarmsError;
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
+use std::sync::Arc;
+
+use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic, Tag};
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
+use tier_xs::engine::batch::Batch;
 use tier_xs::engine::permissions::{Permissions, any};
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, gone, is_unknown,
-    output_or_unknown, pair, require_output, unknown,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, error_text, gone,
+    is_unknown, output_or_unknown, pair, require_output, unknown,
 };
 use tier_xs::tag_api;
 use tier_xs::workspace::Workspace;
@@ -30,6 +33,45 @@ tag_api! {
         .set_tags(Some(tags.iter().map(|(k, v)| cw_tag(k, v)).collect()));
     untag(aws, meta, o, keys): "UntagResource" => aws.cloudwatch().untag_resource().resource_arn(o.out("arn"))
         .set_tag_keys(Some(keys.to_vec()));
+}
+
+/// The alarms of one command's lookups made together (a plan looks up all twenty at once):
+/// DescribeAlarms answers up to 100 names a call, and CloudWatch allows only a few of its
+/// calls a second per account.
+#[derive(Clone, Default)]
+struct AlarmLookups(Arc<Batch<Vec<MetricAlarm>>>);
+
+/// The alarm named `name`, if it exists, among those of its batch.
+async fn describe_alarms(aws: &AwsClients, name: &str) -> Result<Arc<Vec<MetricAlarm>>, String> {
+    let batch = aws.client(|_| AlarmLookups::default());
+    let cloudwatch = aws.cloudwatch();
+    batch
+        .0
+        .get(name, move |mut names| async move {
+            names.sort();
+            names.dedup();
+            let mut found = Vec::new();
+            for chunk in names.chunks(100) {
+                let mut next = None;
+                loop {
+                    let out = cloudwatch
+                        .describe_alarms()
+                        .set_alarm_names(Some(chunk.to_vec()))
+                        .max_records(100)
+                        .set_next_token(next)
+                        .send()
+                        .await
+                        .map_err(|e| error_text(&e))?;
+                    found.extend(out.metric_alarms().iter().cloned());
+                    next = out.next_token().map(str::to_string);
+                    if next.is_none() {
+                        break;
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
 }
 
 fn cw_tag(k: &str, v: &str) -> Tag {
@@ -265,15 +307,14 @@ impl Resource for Alarm {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let m = &self.meta;
-        let out = aws
-            .cloudwatch()
-            .describe_alarms()
-            .alarm_names(&m.name)
-            .send()
+        let found = describe_alarms(aws, &m.name)
             .await
-            .map_err(|e| m.fail("DescribeAlarms", e))?;
-        let Some(a) = out
-            .metric_alarms()
+            .map_err(|message| EngineError::Aws {
+                resource: m.name.clone(),
+                op: "DescribeAlarms".into(),
+                message,
+            })?;
+        let Some(a) = found
             .iter()
             .find(|a| a.alarm_name() == Some(m.name.as_str()))
         else {

@@ -6,6 +6,7 @@
 //! how to observe them, and how to create, update and delete itself. The engine does the rest.
 
 pub mod apply;
+pub mod batch;
 pub mod lock;
 pub mod permissions;
 pub mod plan;

@@ -460,7 +460,7 @@ pub struct PlanRequest {
 /// Observations per unit of parallelism. A plan looks up every resource of every tier, most
 /// of them absent (one read each), so reads far outnumber changes; they are also cheap for
 /// the services, and the SDK's retries absorb a throttled one.
-pub const READS_PER_CHANGE: usize = 4;
+pub const READS_PER_CHANGE: usize = 8;
 
 async fn observe_at(
     i: usize,

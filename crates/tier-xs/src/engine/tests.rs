@@ -816,12 +816,13 @@ fn dependencies_come_first_each_resource_once_and_a_cycle_is_refused() {
 }
 
 #[tokio::test]
-async fn a_plan_observes_four_resources_per_unit_of_parallelism_at_once() {
+async fn a_plan_observes_eight_resources_per_unit_of_parallelism_at_once() {
     use std::sync::atomic::Ordering::SeqCst;
-    for (parallelism, most) in [(1, 4), (2, 8)] {
+    for (parallelism, most) in [(1, 8), (2, 16)] {
         let cloud = Arc::new(Cloud::default());
         let ids = [
-            "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11",
+            "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13",
+            "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23",
         ];
         let universe: Vec<Arc<dyn Resource>> = ids
             .iter()
