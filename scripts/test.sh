@@ -78,21 +78,31 @@ if [ ! -d tests/model/node_modules/node-llama-cpp ]; then
   npm ci --prefix tests/model --omit=optional --no-audit --no-fund --silent
 fi
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== cargo test"
+# Where the time goes, printed at the end, and on a failure too (CI's budget is in the
+# README's test section).
+phases=()
+phase() { phases+=("$(printf '%5ds  %s' "$SECONDS" "$1")"); echo "== $1"; }
+report_times() {
+  phase "end"
+  echo "== time: seconds since the start, at the start of each step"
+  printf '%s\n' "${phases[@]}"
+}
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rc=$?; [ "$rc" -eq 0 ] || report_times; rm -f "$log"' EXIT
+phase "cargo fmt --check"
+cargo fmt --all -- --check
+phase "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+phase "cargo test"
 cargo test --workspace 2>&1 | tee "$log"
-echo "== abuse suite: a running \`agentbus up small\` under big values, silent connections, a dead webhook, unknown arguments"
+phase "abuse suite: a running \`agentbus up small\` under big values, silent connections, a dead webhook, unknown arguments"
 .venv/bin/python tests/abuse/abuse.py "${CARGO_TARGET_DIR:-target}/debug/agentbus"
 # Test strength: one fifth of the mutants of the engine's plan and the IAM policy code, a
 # different fifth each commit (`bash scripts/mutants.sh` runs them all).
 shard=$(( $(git rev-list --count HEAD 2>/dev/null || echo 0) % 5 ))
-echo "== mutation testing, shard $shard/5"
+phase "mutation testing, shard $shard/5"
 bash scripts/mutants.sh --shard "$shard/5"
+report_times
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
