@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tier_xs::engine::apply::{ApplyOptions, Outcome, Progress};
 use tier_xs::engine::lock::LockSeen;
 use tier_xs::engine::plan::Action;
@@ -34,10 +34,7 @@ fn deploy_args<'a>(env: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// The security groups named like the workspace's dashboard group.
-async fn dashboard_groups(
-    aws: &tier_xs::aws::AwsClients,
-    ws: &str,
-) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
+async fn dashboard_groups(aws: &tier_xs::aws::AwsClients, ws: &str) -> Vec<Value> {
     crate::harness::security_groups_named(aws, &format!("{ws}-dashboard")).await
 }
 
@@ -375,17 +372,19 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
 
     // Security group: port 8080 from the allowed CIDR only.
     let sgs = dashboard_groups(&aws, &ws).await;
-    let sg = &sgs.security_groups()[0];
-    let ingress: Vec<(Option<i32>, String)> = sg
-        .ip_permissions()
+    let ingress: Vec<(Value, Value)> = sgs[0]["IpPermissions"]
+        .as_array()
+        .unwrap()
         .iter()
         .flat_map(|p| {
-            p.ip_ranges()
+            p["IpRanges"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .map(move |r| (p.from_port, r.cidr_ip.clone().unwrap()))
+                .map(move |r| (p["FromPort"].clone(), r["CidrIp"].clone()))
         })
         .collect();
-    assert_eq!(ingress, vec![(Some(8080), "203.0.113.0/24".to_string())]);
+    assert_eq!(ingress, vec![(json!(8080), json!("203.0.113.0/24"))]);
 
     // Service: one task on Spot, public IP, in the group above.
     let svc = aws
@@ -428,7 +427,10 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
         .as_ref()
         .unwrap();
     assert_eq!(net.assign_public_ip.as_ref().unwrap().as_str(), "ENABLED");
-    assert_eq!(net.security_groups(), &[sg.group_id.clone().unwrap()]);
+    assert_eq!(
+        net.security_groups(),
+        &[sgs[0]["GroupId"].as_str().unwrap().to_string()]
+    );
     assert!(!net.subnets().is_empty());
 
     // A second plan has nothing to do; a second deploy writes nothing.
@@ -601,28 +603,14 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
         .send()
         .await
         .unwrap();
-    let sg = dashboard_groups(&aws, &ws).await.security_groups()[0]
-        .group_id
-        .clone()
-        .unwrap();
-    aws.ec2()
-        .authorize_security_group_ingress()
-        .group_id(&sg)
-        .ip_permissions(
-            aws_sdk_ec2::types::IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(22)
-                .to_port(22)
-                .ip_ranges(
-                    aws_sdk_ec2::types::IpRange::builder()
-                        .cidr_ip("198.51.100.0/24")
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let sg = dashboard_groups(&aws, &ws).await[0]["GroupId"].clone();
+    crate::harness::ec2(
+        &aws,
+        "authorize_security_group_ingress",
+        json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+            "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}]}),
+    )
+    .await;
 
     // A workspace secret as a deploy from before the workspace certificate left it: tokens,
     // no certificate.
@@ -689,19 +677,15 @@ async fn changes_behind_the_tools_back_are_planned_exactly_and_repaired() {
     );
     assert_eq!(after["tokens"], doc["tokens"]);
     assert_eq!(after["tokens"].as_array().unwrap().len(), 1);
-    let perms = aws
-        .ec2()
-        .describe_security_groups()
-        .group_ids(&sg)
-        .send()
-        .await
-        .unwrap();
-    let ports: Vec<Option<i32>> = perms.security_groups()[0]
-        .ip_permissions()
+    let perms =
+        crate::harness::ec2(&aws, "describe_security_groups", json!({"GroupIds": [sg]})).await;
+    let ports: Vec<&Value> = perms["SecurityGroups"][0]["IpPermissions"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|p| p.from_port)
+        .map(|p| &p["FromPort"])
         .collect();
-    assert_eq!(ports, vec![Some(8080)]);
+    assert_eq!(ports, vec![&json!(8080)]);
     crate::harness::destroy_all(&env);
 }
 
@@ -780,7 +764,7 @@ async fn an_interrupted_apply_is_finished_by_the_next_one() {
     // Nothing duplicated or orphaned.
     let ws = format!("agentbus-{env}");
     let sgs = dashboard_groups(&aws, &ws).await;
-    assert_eq!(sgs.security_groups().len(), 1);
+    assert_eq!(sgs.len(), 1);
     let tds = aws
         .ecs()
         .list_task_definitions()
@@ -1112,7 +1096,7 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
             .all(|c| c.status.as_deref() != Some("ACTIVE"))
     );
     let sgs = dashboard_groups(&aws, &ws).await;
-    assert!(sgs.security_groups().is_empty());
+    assert!(sgs.is_empty());
     assert_absent(
         aws.budgets()
             .describe_budget()
@@ -1590,30 +1574,22 @@ async fn a_move_to_another_vpc_is_refused_before_anything_changes() {
     let aws = clients().await;
     let env = unique_env("vpc");
     crate::harness::deploy_xs(&env);
-    let vpc = aws
-        .ec2()
-        .create_vpc()
-        .cidr_block("10.77.0.0/16")
-        .send()
-        .await
-        .unwrap()
-        .vpc()
-        .unwrap()
-        .vpc_id()
-        .unwrap()
-        .to_string();
+    let vpc =
+        crate::harness::ec2(&aws, "create_vpc", json!({"CidrBlock": "10.77.0.0/16"})).await["Vpc"]
+            ["VpcId"]
+            .as_str()
+            .unwrap()
+            .to_string();
     for (zone, cidr) in [
         ("us-east-1a", "10.77.1.0/24"),
         ("us-east-1b", "10.77.2.0/24"),
     ] {
-        aws.ec2()
-            .create_subnet()
-            .vpc_id(&vpc)
-            .availability_zone(zone)
-            .cidr_block(cidr)
-            .send()
-            .await
-            .unwrap();
+        crate::harness::ec2(
+            &aws,
+            "create_subnet",
+            json!({"VpcId": vpc, "AvailabilityZone": zone, "CidrBlock": cidr}),
+        )
+        .await;
     }
     let group = format!("agentbus-{env}-dashboard");
     let before = crate::harness::security_groups_named(&aws, &group).await;
@@ -1634,7 +1610,7 @@ async fn a_move_to_another_vpc_is_refused_before_anything_changes() {
     }
     // Nothing changed: the same group, in the same VPC; the deploy recorded no apply.
     let after = crate::harness::security_groups_named(&aws, &group).await;
-    assert_eq!(after.security_groups(), before.security_groups());
+    assert_eq!(after, before);
     let s = agentbus(&["status", "--env", &env, "--json"]).json();
     assert_eq!(s["history"].as_array().unwrap().len(), 1, "{s}");
     let r = agentbus(&["destroy", "--env", &env, "--yes"]);

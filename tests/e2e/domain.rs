@@ -268,38 +268,33 @@ async fn a_domain_gets_an_acme_certificate_by_dns_01_and_an_a_record_that_follow
 
     // The task's network interface, with a public address (moto runs no tasks: the test makes
     // the interface the task would have).
-    let subnet = aws.ec2().describe_subnets().send().await.unwrap().subnets()[0]
-        .subnet_id()
-        .unwrap()
-        .to_string();
-    let nic = aws
-        .ec2()
-        .create_network_interface()
-        .subnet_id(&subnet)
-        .send()
-        .await
-        .unwrap();
-    let nic = nic.network_interface().unwrap();
-    let eip = aws
-        .ec2()
-        .allocate_address()
-        .domain(aws_sdk_ec2::types::DomainType::Vpc)
-        .send()
-        .await
-        .unwrap();
-    aws.ec2()
-        .associate_address()
-        .allocation_id(eip.allocation_id().unwrap())
-        .network_interface_id(nic.network_interface_id().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let public_ip = eip.public_ip().unwrap().to_string();
+    let subnets = crate::harness::ec2(&aws, "describe_subnets", serde_json::json!({})).await;
+    let subnet = subnets["Subnets"][0]["SubnetId"].clone();
+    let nic = crate::harness::ec2(
+        &aws,
+        "create_network_interface",
+        serde_json::json!({"SubnetId": subnet}),
+    )
+    .await["NetworkInterface"]
+        .clone();
+    let eip = crate::harness::ec2(
+        &aws,
+        "allocate_address",
+        serde_json::json!({"Domain": "vpc"}),
+    )
+    .await;
+    crate::harness::ec2(
+        &aws,
+        "associate_address",
+        serde_json::json!({"AllocationId": eip["AllocationId"], "NetworkInterfaceId": nic["NetworkInterfaceId"]}),
+    )
+    .await;
+    let public_ip = eip["PublicIp"].as_str().unwrap().to_string();
 
     let mut task_env = dashboard_task_env(&aws, &env).await;
     task_env.push((
         "ECS_CONTAINER_METADATA_URI_V4".into(),
-        task_metadata(nic.private_ip_address().unwrap()),
+        task_metadata(nic["PrivateIpAddress"].as_str().unwrap()),
     ));
     // pebble's API has a test CA of its own; Let's Encrypt's is in the system's store.
     task_env.push(("SSL_CERT_FILE".into(), pebble.api_ca.clone()));

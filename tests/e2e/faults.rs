@@ -352,25 +352,19 @@ async fn inventory(aws: &AwsClients, env: &str) -> BTreeSet<String> {
             add("ecr repository", name.to_string());
         }
     }
-    let sgs = aws
-        .ec2()
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:agentbus:workspace")
-                .values(&ws)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    for g in sgs.security_groups() {
-        let name = g.group_name().unwrap_or_default().to_string();
+    let sgs = crate::harness::ec2(
+        aws,
+        "describe_security_groups",
+        json!({"Filters": [{"Name": "tag:agentbus:workspace", "Values": [ws]}]}),
+    )
+    .await;
+    for g in sgs["SecurityGroups"].as_array().unwrap() {
+        let name = g["GroupName"].as_str().unwrap_or_default().to_string();
         add("security group", name.clone());
-        for p in g.ip_permissions() {
+        for p in g["IpPermissions"].as_array().unwrap() {
             add(
                 "security group ingress",
-                format!("{name}:{:?}", p.from_port()),
+                format!("{name}:{:?}", p["FromPort"].as_i64()),
             );
         }
     }

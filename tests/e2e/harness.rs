@@ -219,25 +219,69 @@ pub async fn clients_at(url: &str, key: &str, secret: &str) -> AwsClients {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh env name for one test: `t{pid}{n}`-style, within the 16-character limit.
-/// The security groups with this name (one per VPC; the tests use the default VPC).
-pub async fn security_groups_named(
+/// One EC2 call by boto3, the AWS SDK for Python (in the tests' venv, with moto), against the
+/// emulator `aws` talks to and with its credentials: `ec2(&aws, "describe_security_groups",
+/// json!({"GroupIds": [id]}))`, the answer as JSON (boto3's names: `SecurityGroups`,
+/// `IpPermissions`, …). The tests check what the product's own EC2 client (`tier_xs::ec2`)
+/// did through an SDK nobody on the team wrote, and the workspace builds no Rust EC2 SDK for
+/// its tests alone.
+pub async fn ec2(
     aws: &AwsClients,
-    name: &str,
-) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
-    aws.ec2()
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(name)
-                .build(),
-        )
-        .send()
+    operation: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    use aws_credential_types::provider::ProvideCredentials;
+    let creds = aws
+        .sdk_config()
+        .credentials_provider()
+        .expect("the tests' clients have credentials")
+        .provide_credentials()
         .await
-        .unwrap()
+        .expect("the tests' credentials");
+    const CALL: &str = "import boto3, json, sys\n\
+        answer = getattr(boto3.client('ec2'), sys.argv[1])(**json.loads(sys.argv[2]))\n\
+        answer.pop('ResponseMetadata', None)\n\
+        print(json.dumps(answer, default=str))";
+    let mut cmd = Command::new(python());
+    cmd.args(["-c", CALL, operation, &params.to_string()])
+        .envs(aws_env_at(
+            aws.endpoint.as_deref().expect("the emulator's address"),
+        ))
+        .env("AWS_REGION", &aws.region)
+        // boto3 reads its region from here.
+        .env("AWS_DEFAULT_REGION", &aws.region)
+        .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
+        .env_remove("AWS_PROFILE");
+    match creds.session_token() {
+        Some(t) => cmd.env("AWS_SESSION_TOKEN", t),
+        None => cmd.env_remove("AWS_SESSION_TOKEN"),
+    };
+    let out = cmd.output().expect("run boto3");
+    assert!(
+        out.status.success(),
+        "boto3: ec2 {operation} {params} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("boto3's answer as JSON")
 }
 
+/// The security groups with this name (one per VPC; the tests use the default VPC), as boto3
+/// reads them.
+pub async fn security_groups_named(aws: &AwsClients, name: &str) -> Vec<serde_json::Value> {
+    let out = ec2(
+        aws,
+        "describe_security_groups",
+        serde_json::json!({"Filters": [{"Name": "group-name", "Values": [name]}]}),
+    )
+    .await;
+    out["SecurityGroups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A fresh env name for one test: `t{pid}{n}`-style, within the 16-character limit.
 pub fn unique_env(tag: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id() % 100_000;

@@ -199,45 +199,38 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     assert_ne!(zones[0], zones[1], "two availability zones");
 
     // PostgreSQL's port, from the server's and the agents' groups only.
-    let sg = aws
-        .ec2()
-        .describe_security_groups()
-        .group_ids(&db_group)
-        .send()
-        .await
-        .unwrap()
-        .security_groups()[0]
+    let sg = crate::harness::ec2(
+        &aws,
+        "describe_security_groups",
+        serde_json::json!({"GroupIds": [db_group]}),
+    )
+    .await["SecurityGroups"][0]
         .clone();
     let mut sources: Vec<String> = Vec::new();
-    for p in sg.ip_permissions() {
-        assert_eq!((p.from_port(), p.to_port()), (Some(5432), Some(5432)));
+    for p in sg["IpPermissions"].as_array().unwrap() {
+        assert_eq!(
+            (p["FromPort"].as_i64(), p["ToPort"].as_i64()),
+            (Some(5432), Some(5432))
+        );
         assert!(
-            p.ip_ranges().is_empty() && p.ipv6_ranges().is_empty(),
-            "{p:?}"
+            p["IpRanges"].as_array().is_none_or(|r| r.is_empty())
+                && p["Ipv6Ranges"].as_array().is_none_or(|r| r.is_empty()),
+            "{p}"
         );
         sources.extend(
-            p.user_id_group_pairs()
+            p["UserIdGroupPairs"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .filter_map(|g| g.group_id().map(str::to_string)),
+                .filter_map(|g| g["GroupId"].as_str().map(str::to_string)),
         );
     }
     let group_of = |n: &str| {
         let n = format!("agentbus-{env}-{n}");
         let aws = aws.clone();
         async move {
-            aws.ec2()
-                .describe_security_groups()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("group-name")
-                        .values(n)
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap()
-                .security_groups()[0]
-                .group_id()
+            crate::harness::security_groups_named(&aws, &n).await[0]["GroupId"]
+                .as_str()
                 .unwrap()
                 .to_string()
         }

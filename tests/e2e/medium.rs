@@ -415,10 +415,9 @@ async fn check_state_machine(aws: &AwsClients, ws: &Workspace) {
     let (ok, why) = asl_validator(d.definition());
     assert!(ok, "the deployed definition is valid ASL: {why}");
     let def: Value = serde_json::from_str(d.definition()).unwrap();
-    let sg = crate::harness::security_groups_named(aws, &format!("agentbus-{env}-agents"))
-        .await
-        .security_groups()[0]
-        .group_id()
+    let sg = crate::harness::security_groups_named(aws, &format!("agentbus-{env}-agents")).await[0]
+        ["GroupId"]
+        .as_str()
         .unwrap()
         .to_string();
     // Each step runs its agent's task definition under its lane's role.
@@ -595,8 +594,9 @@ async fn check_agents(aws: &AwsClients, ws: &Workspace) {
         );
     }
     let sg = crate::harness::security_groups_named(aws, &format!("agentbus-{env}-agents")).await;
-    assert!(
-        sg.security_groups()[0].ip_permissions().is_empty(),
+    assert_eq!(
+        sg[0]["IpPermissions"],
+        serde_json::json!([]),
         "nothing reaches the agents"
     );
 }

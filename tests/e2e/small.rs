@@ -597,13 +597,19 @@ async fn xs_upgrades_to_small_and_back_without_losing_data() {
 async fn ingress_of(aws: &tier_xs::aws::AwsClients, name: &str) -> Vec<String> {
     let out = crate::harness::security_groups_named(aws, name).await;
     let mut v = Vec::new();
-    for p in out.security_groups()[0].ip_permissions() {
-        let port = p.from_port().unwrap_or_default();
-        for r in p.ip_ranges() {
-            v.push(format!("{port} from {}", r.cidr_ip().unwrap_or_default()));
+    for p in out[0]["IpPermissions"].as_array().unwrap() {
+        let port = p["FromPort"].as_i64().unwrap_or_default();
+        for r in p["IpRanges"].as_array().into_iter().flatten() {
+            v.push(format!(
+                "{port} from {}",
+                r["CidrIp"].as_str().unwrap_or_default()
+            ));
         }
-        for g in p.user_id_group_pairs() {
-            v.push(format!("{port} from {}", g.group_id().unwrap_or_default()));
+        for g in p["UserIdGroupPairs"].as_array().into_iter().flatten() {
+            v.push(format!(
+                "{port} from {}",
+                g["GroupId"].as_str().unwrap_or_default()
+            ));
         }
     }
     v.sort();
@@ -648,12 +654,11 @@ async fn check_load_balancer(aws: &tier_xs::aws::AwsClients, env: &str) {
         .unwrap();
     task_subnets.sort();
     assert_eq!(task_subnets, lb_subnets);
-    let alb_sg = crate::harness::security_groups_named(aws, &format!("{ws}-alb"))
-        .await
-        .security_groups()[0]
-        .group_id()
-        .unwrap()
-        .to_string();
+    let alb_sg =
+        crate::harness::security_groups_named(aws, &format!("{ws}-alb")).await[0]["GroupId"]
+            .as_str()
+            .unwrap()
+            .to_string();
     assert_eq!(lb.security_groups(), std::slice::from_ref(&alb_sg));
     assert_eq!(
         ingress_of(aws, &format!("{ws}-alb")).await,
@@ -1128,36 +1133,25 @@ async fn a_queue_name_held_after_its_deletion_is_waited_for_not_failed() {
 #[tokio::test]
 async fn subnets_in_one_zone_are_refused_before_the_load_balancer_is() {
     let aws = clients().await;
-    let vpc = aws
-        .ec2()
-        .describe_vpcs()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("is-default")
-                .values("true")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .vpcs()[0]
-        .vpc_id()
-        .unwrap()
-        .to_string();
+    let vpcs = crate::harness::ec2(
+        &aws,
+        "describe_vpcs",
+        serde_json::json!({"Filters": [{"Name": "is-default", "Values": ["true"]}]}),
+    )
+    .await;
+    let vpc = vpcs["Vpcs"][0]["VpcId"].as_str().unwrap().to_string();
     // Two small subnets of the default VPC in one zone (outside its default /20s).
     let base = 200 + (std::process::id() % 50) as u8;
     let mut subnets = Vec::new();
     for i in 0..2u8 {
-        let s = aws
-            .ec2()
-            .create_subnet()
-            .vpc_id(&vpc)
-            .availability_zone("us-east-1a")
-            .cidr_block(format!("172.31.{base}.{}/28", i * 16))
-            .send()
-            .await
-            .unwrap();
-        subnets.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+        let s = crate::harness::ec2(
+            &aws,
+            "create_subnet",
+            serde_json::json!({"VpcId": vpc, "AvailabilityZone": "us-east-1a",
+                "CidrBlock": format!("172.31.{base}.{}/28", i * 16)}),
+        )
+        .await;
+        subnets.push(s["Subnet"]["SubnetId"].as_str().unwrap().to_string());
     }
     let env = unique_env("sz");
     let p = agentbus(&[

@@ -93,7 +93,7 @@ pub fn is_read_operation(op: &str) -> bool {
 }
 
 /// The interceptor that counts a client's calls into the run's [`ApiStats`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CallCounter(ApiStats);
 
 impl Intercept for CallCounter {
@@ -312,8 +312,9 @@ impl AwsClients {
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         sdk_client!(self, aws_sdk_dynamodb)
     }
-    pub fn ec2(&self) -> aws_sdk_ec2::Client {
-        sdk_client!(self, aws_sdk_ec2)
+    /// EC2's client (`crate::ec2`: its Query API on the SDK's runtime, not a generated SDK).
+    pub fn ec2(&self) -> crate::ec2::Ec2 {
+        self.client(crate::ec2::Ec2::new)
     }
     pub fn ecs(&self) -> aws_sdk_ecs::Client {
         sdk_client!(self, aws_sdk_ecs)

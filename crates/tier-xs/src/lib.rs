@@ -15,6 +15,7 @@ pub mod aws;
 pub mod components;
 pub mod config;
 pub mod cost;
+pub mod ec2;
 pub mod engine;
 pub mod image;
 pub mod ladder;

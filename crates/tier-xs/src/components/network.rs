@@ -2,13 +2,11 @@
 
 use serde::Serialize;
 
-use aws_sdk_ec2::types::{Filter, Subnet};
+use crate::ec2::{Filter, GroupQuery, IpPermission, RuleChange, RuleSource, Subnet};
 
 use crate::aws::AwsClients;
 use crate::engine::EngineError;
-use crate::engine::pair;
 use crate::engine::permissions::{Permissions, any};
-use crate::tag_api;
 use crate::workspace::Workspace;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -31,24 +29,19 @@ pub async fn resolve(
         Some(v) => (v.to_string(), None),
         None => {
             let ec2 = aws.ec2();
+            let (is_default, default_for_az) = (
+                [Filter::new("is-default", "true")],
+                [Filter::new("default-for-az", "true")],
+            );
             let (vpcs, defaults) = tokio::join!(
-                ec2.describe_vpcs()
-                    .filters(Filter::builder().name("is-default").values("true").build())
-                    .send(),
-                ec2.describe_subnets()
-                    .filters(
-                        Filter::builder()
-                            .name("default-for-az")
-                            .values("true")
-                            .build()
-                    )
-                    .send()
+                ec2.describe_vpcs(&is_default),
+                ec2.describe_subnets(&default_for_az)
             );
             let vpcs = vpcs.map_err(|e| EngineError::aws("network", "DescribeVpcs", e))?;
             let vpc_id = vpcs
-                .vpcs()
                 .first()
-                .and_then(|v| v.vpc_id.clone())
+                .map(|v| v.vpc_id.clone())
+                .filter(|id| !id.is_empty())
                 .ok_or_else(|| {
                     EngineError::Invalid(
                         "this region has no default VPC: pass --vpc VPC_ID and --subnet SUBNET_ID (one or more public subnets)"
@@ -58,10 +51,8 @@ pub async fn resolve(
             let defaults =
                 defaults.map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?;
             let defaults: Vec<Subnet> = defaults
-                .subnets()
-                .iter()
-                .filter(|s| s.vpc_id.as_deref() == Some(vpc_id.as_str()))
-                .cloned()
+                .into_iter()
+                .filter(|s| s.vpc_id == vpc_id)
                 .collect();
             // Named subnets need their zones, which only the VPC's whole list gives.
             (
@@ -74,26 +65,23 @@ pub async fn resolve(
         Some(defaults) => defaults,
         None => aws
             .ec2()
-            .describe_subnets()
-            .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
-            .send()
+            .describe_subnets(&[Filter::new("vpc-id", &vpc_id)])
             .await
-            .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?
-            .subnets()
-            .to_vec(),
+            .map_err(|e| EngineError::aws("network", "DescribeSubnets", e))?,
     };
     let zones = all
         .iter()
-        .filter_map(|s| Some((s.subnet_id.clone()?, s.availability_zone.clone()?)))
+        .filter(|s| !s.subnet_id.is_empty() && !s.availability_zone.is_empty())
+        .map(|s| (s.subnet_id.clone(), s.availability_zone.clone()))
         .collect();
     let mut subnet_ids: Vec<String> = if subnets.is_empty() {
         let defaults: Vec<String> = all
             .iter()
-            .filter(|s| s.default_for_az == Some(true))
-            .filter_map(|s| s.subnet_id.clone())
+            .filter(|s| s.default_for_az)
+            .map(|s| s.subnet_id.clone())
             .collect();
         if defaults.is_empty() {
-            all.iter().filter_map(|s| s.subnet_id.clone()).collect()
+            all.iter().map(|s| s.subnet_id.clone()).collect()
         } else {
             defaults
         }
@@ -117,28 +105,57 @@ pub async fn resolve(
 // ---------------------------------------------------------------------------------------------
 
 use async_trait::async_trait;
-use aws_sdk_ec2::operation::authorize_security_group_egress::AuthorizeSecurityGroupEgressError;
-use aws_sdk_ec2::operation::authorize_security_group_ingress::AuthorizeSecurityGroupIngressError;
-use aws_sdk_ec2::operation::create_security_group::CreateSecurityGroupError;
-use aws_sdk_ec2::operation::delete_security_group::DeleteSecurityGroupError;
-use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, Tag, TagSpecification};
 use serde_json::json;
 
+use crate::ec2::Ec2Error;
 use crate::engine::{
     self, Desired, Edit, Meta, Observed, Outputs, Resource, TagApi, codes, gone, own_tags,
     require_output, unmodeled, wait_until,
 };
 
-tag_api! {
-    /// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
-    /// here, so they are read from DescribeSecurityGroups).
-    pub struct Ec2Tags;
-    read(aws, meta, o): "DescribeSecurityGroups" => aws.ec2().describe_security_groups().group_ids(o.out("id")),
-        |out| out.security_groups().iter().flat_map(|g| g.tags()).map(|t| pair(t.key(), t.value())).collect();
-    tag(aws, meta, o, tags): "CreateTags" => aws.ec2().create_tags().resources(o.out("id"))
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()));
-    untag(aws, meta, o, keys): "DeleteTags" => aws.ec2().delete_tags().resources(o.out("id"))
-        .set_tags(Some(keys.iter().map(|k| Tag::builder().key(k).build()).collect()));
+/// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
+/// here, so they are read from DescribeSecurityGroups).
+pub struct Ec2Tags;
+
+#[async_trait]
+impl TagApi for Ec2Tags {
+    async fn read(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        o: &Observed,
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let groups = aws
+            .ec2()
+            .describe_security_groups(GroupQuery::Ids(&[o.out("id")]))
+            .await
+            .map_err(|e| meta.fail("DescribeSecurityGroups", e))?;
+        Ok(groups.into_iter().flat_map(|g| g.tags).collect())
+    }
+    async fn tag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        o: &Observed,
+        tags: &[(String, String)],
+    ) -> Result<(), EngineError> {
+        aws.ec2()
+            .create_tags(o.out("id"), tags)
+            .await
+            .map_err(|e| meta.fail("CreateTags", e))
+    }
+    async fn untag(
+        &self,
+        aws: &AwsClients,
+        meta: &Meta,
+        o: &Observed,
+        keys: &[String],
+    ) -> Result<(), EngineError> {
+        aws.ec2()
+            .delete_tags(o.out("id"), keys)
+            .await
+            .map_err(|e| meta.fail("DeleteTags", e))
+    }
 }
 
 /// A security group admitting TCP on one port from a list of CIDRs, all egress allowed.
@@ -199,26 +216,11 @@ fn rules_of(perms: &[IpPermission]) -> Vec<String> {
     let mut v: Vec<String> = perms
         .iter()
         .flat_map(|p| {
-            let proto = p.ip_protocol.clone().unwrap_or_default();
-            let mut out: Vec<String> = p
-                .ip_ranges()
+            p.ip_ranges
                 .iter()
-                .filter_map(|r| r.cidr_ip.as_deref())
-                .map(|c| rule_text(p.from_port, p.to_port, &proto, c))
-                .collect();
-            out.extend(
-                p.ipv6_ranges()
-                    .iter()
-                    .filter_map(|r| r.cidr_ipv6.as_deref())
-                    .map(|c| rule_text(p.from_port, p.to_port, &proto, c)),
-            );
-            out.extend(
-                p.user_id_group_pairs()
-                    .iter()
-                    .filter_map(|g| g.group_id.as_deref())
-                    .map(|g| rule_text(p.from_port, p.to_port, &proto, g)),
-            );
-            out
+                .chain(&p.ipv6_ranges)
+                .chain(&p.groups)
+                .map(|s| rule_text(p.from_port, p.to_port, &p.ip_protocol, &s.value))
         })
         .collect();
     v.sort();
@@ -252,37 +254,26 @@ impl SecurityGroup {
         source: &Source,
         outputs: &Outputs,
     ) -> Result<IpPermission, EngineError> {
-        let mut p = IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(i32::from(port))
-            .to_port(i32::from(port));
+        let mut p = IpPermission {
+            ip_protocol: "tcp".into(),
+            from_port: Some(i32::from(port)),
+            to_port: Some(i32::from(port)),
+            ..Default::default()
+        };
         match source {
-            Source::Cidr(c) if c.contains(':') => {
-                p = p.ipv6_ranges(
-                    aws_sdk_ec2::types::Ipv6Range::builder()
-                        .cidr_ipv6(c)
-                        .build(),
-                );
-            }
-            Source::Cidr(c) => {
-                p = p.ip_ranges(
-                    IpRange::builder()
-                        .cidr_ip(c)
-                        .description("agentbus --allow-cidr")
-                        .build(),
-                );
-            }
+            Source::Cidr(c) if c.contains(':') => p.ipv6_ranges.push(RuleSource::new(c, None)),
+            Source::Cidr(c) => p
+                .ip_ranges
+                .push(RuleSource::new(c, Some("agentbus --allow-cidr"))),
             Source::Group(id) => {
                 let gid = require_output(outputs, &self.meta.name, id, "id")?;
-                p = p.user_id_group_pairs(
-                    aws_sdk_ec2::types::UserIdGroupPair::builder()
-                        .group_id(gid)
-                        .description("agentbus workspace security group")
-                        .build(),
-                );
+                p.groups.push(RuleSource::new(
+                    &gid,
+                    Some("agentbus workspace security group"),
+                ));
             }
         }
-        Ok(p.build())
+        Ok(p)
     }
 
     async fn sync_ingress(
@@ -299,69 +290,39 @@ impl SecurityGroup {
                 output,
             })?;
         // Rules to revoke: every current rule that is not wanted, as observed (any port/proto).
-        let out = aws
+        let perms: Vec<IpPermission> = aws
             .ec2()
-            .describe_security_groups()
-            .group_ids(group_id)
-            .send()
+            .describe_security_groups(GroupQuery::Ids(&[group_id]))
             .await
-            .map_err(|e| self.meta.fail("DescribeSecurityGroups", e))?;
-        let perms: Vec<IpPermission> = out
-            .security_groups()
-            .first()
-            .map(|g| g.ip_permissions().to_vec())
+            .map_err(|e| self.meta.fail("DescribeSecurityGroups", e))?
+            .into_iter()
+            .next()
+            .map(|g| g.ip_permissions)
             .unwrap_or_default();
         let mut revoke = Vec::new();
         for p in &perms {
-            let proto = p.ip_protocol.clone().unwrap_or_default();
-            let mut keep = p.clone().to_builder_empty();
-            let mut any = false;
-            for r in p.ip_ranges() {
-                let text = rule_text(
-                    p.from_port,
-                    p.to_port,
-                    &proto,
-                    r.cidr_ip.as_deref().unwrap_or(""),
-                );
-                if !want.contains(&text) {
-                    keep = keep.ip_ranges(r.clone());
-                    any = true;
-                }
-            }
-            for r in p.ipv6_ranges() {
-                let text = rule_text(
-                    p.from_port,
-                    p.to_port,
-                    &proto,
-                    r.cidr_ipv6.as_deref().unwrap_or(""),
-                );
-                if !want.contains(&text) {
-                    keep = keep.ipv6_ranges(r.clone());
-                    any = true;
-                }
-            }
-            for g in p.user_id_group_pairs() {
-                let text = rule_text(
-                    p.from_port,
-                    p.to_port,
-                    &proto,
-                    g.group_id.as_deref().unwrap_or(""),
-                );
-                if !want.contains(&text) {
-                    keep = keep.user_id_group_pairs(g.clone());
-                    any = true;
-                }
-            }
-            if any {
-                revoke.push(keep.build());
+            let unwanted = |s: &Vec<RuleSource>| -> Vec<RuleSource> {
+                s.iter()
+                    .filter(|r| {
+                        !want.contains(&rule_text(p.from_port, p.to_port, &p.ip_protocol, &r.value))
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let gone = IpPermission {
+                ip_ranges: unwanted(&p.ip_ranges),
+                ipv6_ranges: unwanted(&p.ipv6_ranges),
+                groups: unwanted(&p.groups),
+                ..p.without_sources()
+            };
+            if !(gone.ip_ranges.is_empty() && gone.ipv6_ranges.is_empty() && gone.groups.is_empty())
+            {
+                revoke.push(gone);
             }
         }
         if !revoke.is_empty() {
             aws.ec2()
-                .revoke_security_group_ingress()
-                .group_id(group_id)
-                .set_ip_permissions(Some(revoke))
-                .send()
+                .change_rules(RuleChange::RevokeIngress, group_id, &revoke)
                 .await
                 .map_err(|e| self.meta.fail("RevokeSecurityGroupIngress", e))?;
         }
@@ -373,39 +334,21 @@ impl SecurityGroup {
             }
             match aws
                 .ec2()
-                .authorize_security_group_ingress()
-                .group_id(group_id)
-                .ip_permissions(p)
-                .send()
+                .change_rules(
+                    RuleChange::AuthorizeIngress,
+                    group_id,
+                    std::slice::from_ref(&p),
+                )
                 .await
             {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(e)
-                    if e.as_service_error().is_some_and(|e| {
-                        unmodeled::<AuthorizeSecurityGroupIngressError>(codes::RULE_EXISTS)(e)
-                    }) => {}
+                    if e.as_service_error()
+                        .is_some_and(unmodeled::<Ec2Error>(codes::RULE_EXISTS)) => {}
                 Err(e) => return Err(self.meta.fail("AuthorizeSecurityGroupIngress", e)),
             }
         }
         Ok(())
-    }
-}
-
-trait EmptyPermission {
-    fn to_builder_empty(self) -> aws_sdk_ec2::types::builders::IpPermissionBuilder;
-}
-
-impl EmptyPermission for IpPermission {
-    /// A permission with the same protocol and ports and no sources.
-    fn to_builder_empty(self) -> aws_sdk_ec2::types::builders::IpPermissionBuilder {
-        let mut b = IpPermission::builder().set_ip_protocol(self.ip_protocol);
-        if let Some(f) = self.from_port {
-            b = b.from_port(f);
-        }
-        if let Some(t) = self.to_port {
-            b = b.to_port(t);
-        }
-        b
     }
 }
 
@@ -471,64 +414,42 @@ impl Resource for SecurityGroup {
             .set("egress", json!(["all from 0.0.0.0/0"]))
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
-        let out = aws
+        let groups = aws
             .ec2()
-            .describe_security_groups()
-            .filters(
-                Filter::builder()
-                    .name("group-name")
-                    .values(&self.meta.name)
-                    .build(),
-            )
-            .send()
+            .describe_security_groups(GroupQuery::Filters(&[Filter::new(
+                "group-name",
+                &self.meta.name,
+            )]))
             .await
             .map_err(|e| self.meta.fail("DescribeSecurityGroups", e))?;
-        let Some(g) = out.security_groups().first() else {
+        let Some(g) = groups.into_iter().next() else {
             return Ok(None);
         };
-        let egress: Vec<String> = rules_of(g.ip_permissions_egress());
         Ok(Some(
             Observed::default()
-                .field("vpc", g.vpc_id.clone().unwrap_or_default())
-                .field("description", g.description.clone().unwrap_or_default())
-                .field("ingress", json!(rules_of(g.ip_permissions())))
-                .field("egress", json!(egress))
-                .field(
-                    "tags",
-                    own_tags(g.tags().iter().map(|t| {
-                        (
-                            t.key.clone().unwrap_or_default(),
-                            t.value.clone().unwrap_or_default(),
-                        )
-                    })),
-                )
-                .output("id", g.group_id.clone().unwrap_or_default())
+                .field("vpc", g.vpc_id)
+                .field("description", g.description)
+                .field("ingress", json!(rules_of(&g.ip_permissions)))
+                .field("egress", json!(rules_of(&g.ip_permissions_egress)))
+                .field("tags", own_tags(g.tags))
+                .output("id", g.group_id)
                 .output("name", self.meta.name.clone()),
         ))
     }
     async fn create(&self, aws: &AwsClients, outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        let mut spec = TagSpecification::builder().resource_type(ResourceType::SecurityGroup);
-        for (k, v) in &m.tags {
-            spec = spec.tags(Tag::builder().key(k).value(v).build());
-        }
-        spec = spec.tags(Tag::builder().key("Name").value(&m.name).build());
+        let mut tags = m.tags.clone();
+        tags.push(("Name".into(), m.name.clone()));
         let created = aws
             .ec2()
-            .create_security_group()
-            .group_name(&m.name)
-            .description(&self.description)
-            .vpc_id(&self.vpc_id)
-            .tag_specifications(spec.build())
-            .send()
+            .create_security_group(&m.name, &self.description, &self.vpc_id, &tags)
             .await;
         let group_id = match created {
-            Ok(o) => o.group_id.unwrap_or_default(),
+            Ok(id) => id,
             // Left by an interrupted apply.
             Err(e)
-                if e.as_service_error().is_some_and(|e| {
-                    unmodeled::<CreateSecurityGroupError>(codes::GROUP_EXISTS)(e)
-                }) =>
+                if e.as_service_error()
+                    .is_some_and(unmodeled::<Ec2Error>(codes::GROUP_EXISTS)) =>
             {
                 engine::observe(self, aws)
                     .await?
@@ -558,23 +479,20 @@ impl Resource for SecurityGroup {
         }
         if changed.iter().any(|c| c == "egress") {
             // Restore the default allow-all egress.
-            let all = IpPermission::builder()
-                .ip_protocol("-1")
-                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
-                .build();
+            let all = IpPermission {
+                ip_protocol: "-1".into(),
+                ip_ranges: vec![RuleSource::new("0.0.0.0/0", None)],
+                ..Default::default()
+            };
             match aws
                 .ec2()
-                .authorize_security_group_egress()
-                .group_id(&group_id)
-                .ip_permissions(all)
-                .send()
+                .change_rules(RuleChange::AuthorizeEgress, &group_id, &[all])
                 .await
             {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(e)
-                    if e.as_service_error().is_some_and(|e| {
-                        unmodeled::<AuthorizeSecurityGroupEgressError>(codes::RULE_EXISTS)(e)
-                    }) => {}
+                    if e.as_service_error()
+                        .is_some_and(unmodeled::<Ec2Error>(codes::RULE_EXISTS)) => {}
                 Err(e) => return Err(self.meta.fail("AuthorizeSecurityGroupEgress", e)),
             }
         }
@@ -592,17 +510,16 @@ impl Resource for SecurityGroup {
                 let ec2 = aws.ec2();
                 let group_id = group_id.clone();
                 async move {
-                    let result = ec2.delete_security_group().group_id(&group_id).send().await;
+                    let result = ec2.delete_security_group(&group_id).await;
                     if let Err(e) = &result
-                        && e.as_service_error().is_some_and(|e| {
-                            unmodeled::<DeleteSecurityGroupError>(codes::IN_USE)(e)
-                        })
+                        && e.as_service_error()
+                            .is_some_and(unmodeled::<Ec2Error>(codes::IN_USE))
                     {
                         return Ok(Err("still in use by network interfaces".to_string()));
                     }
                     gone(
                         result,
-                        unmodeled::<DeleteSecurityGroupError>(codes::GROUP_NOT_FOUND),
+                        unmodeled::<Ec2Error>(codes::GROUP_NOT_FOUND),
                         m,
                         "DeleteSecurityGroup",
                     )

@@ -282,16 +282,13 @@ impl Keeper {
             .ok_or_else(|| {
                 DomainError::Address("the task metadata names no IPv4 address".into())
             })?;
-        let filter = aws_sdk_ec2::types::Filter::builder()
-            .name("private-ip-address")
-            .values(private)
-            .build();
-        let out = self
+        let interfaces = self
             .aws
             .ec2()
-            .describe_network_interfaces()
-            .filters(filter)
-            .send()
+            .describe_network_interfaces(
+                &[],
+                &[crate::ec2::Filter::new("private-ip-address", private)],
+            )
             .await
             .map_err(|e| {
                 DomainError::Address(format!(
@@ -299,10 +296,9 @@ impl Keeper {
                     DisplayErrorContext(e)
                 ))
             })?;
-        out.network_interfaces()
-            .iter()
-            .find_map(|n| n.association()?.public_ip())
-            .map(str::to_string)
+        interfaces
+            .into_iter()
+            .find_map(|n| n.public_ip)
             .ok_or_else(|| {
                 DomainError::Address(format!(
                     "the network interface of {private} has no public IP (the service assigns one)"

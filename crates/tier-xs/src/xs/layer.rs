@@ -290,19 +290,14 @@ async fn task_address(aws: &AwsClients, ws: &Workspace) -> Option<String> {
         .find(|d| d.name() == Some("networkInterfaceId"))
         .and_then(|d| d.value())?
         .to_string();
-    let nics = aws
+    let ip = aws
         .ec2()
-        .describe_network_interfaces()
-        .network_interface_ids(eni)
-        .send()
+        .describe_network_interfaces(&[&eni], &[])
         .await
-        .ok()?;
-    let ip = nics
-        .network_interfaces()
-        .first()?
-        .association()?
-        .public_ip()?
-        .to_string();
+        .ok()?
+        .into_iter()
+        .next()?
+        .public_ip?;
     // Nothing fronts it: the server speaks TLS itself (`server::tls`).
     Some(format!("https://{ip}:{}/", crate::config::DASHBOARD_PORT))
 }
