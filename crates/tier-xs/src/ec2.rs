@@ -1,18 +1,18 @@
-//! EC2 through its Query API, for the dozen calls agentbus makes (the default VPC and its
+//! EC2 through its Query API, for the eleven calls agentbus makes (the default VPC and its
 //! subnets, security groups and their rules and tags, a task's network interface).
 //!
 //! Why not `aws-sdk-ec2`: that crate compiles every one of EC2's ~700 operations, a quarter of
-//! a clean build of the workspace (`docs/benchmarks/build.md`), for these twelve. What it would
+//! a clean build of the workspace (`docs/benchmarks/build.md`), for these eleven. What it would
 //! give beyond them is kept by running each call through the SDK's own runtime
 //! (`aws_smithy_runtime`'s orchestrator, as a generated client does): the configuration's
 //! credential chain and identity cache, SigV4 by `aws-runtime`, the standard retry strategy
 //! with the same classifiers (EC2's `RequestLimitExceeded` is throttling), timeouts, clock-skew
-//! correction, the user agent and the invocation-id and attempt headers, the call counter, and
-//! the HTTP client. What is ours: the
-//! request's form (`Action=…&Version=2016-11-15&Filter.1.Name=…`, as the EC2 API Reference's
-//! "Query requests" describes it and the SDK's serializers write it), the endpoint (EC2's
-//! endpoint rules, checked against the SDK's own endpoint tests below), and reading the XML
-//! answers and EC2's error document (`<Response><Errors><Error><Code>`).
+//! correction, the user agent and the invocation-id and attempt headers, the call counter,
+//! and the HTTP client. What is ours: the request's form (`Action=…&Version=2016-11-15&
+//! Filter.1.Name=…`, as the EC2 API Reference's "Query requests" describes it and the SDK's
+//! serializers write it), the endpoint (EC2's endpoint rules, checked against the SDK's own
+//! endpoint tests below), and reading the XML answers and EC2's error document
+//! (`<Response><Errors><Error><Code>`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
