@@ -96,6 +96,10 @@ cargo fmt --all -- --check
 # `cargo clippy --workspace --all-targets` would first check every dependency, minutes of a
 # clean clone's build done twice. Building with `--all-targets` lints what clippy's would
 # (benches too). Other cargo commands in this checkout rebuild the workspace's own crates once.
+if ! command -v clippy-driver >/dev/null 2>&1; then
+  echo "clippy-driver not found: rustup component add clippy" >&2
+  exit 1
+fi
 export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(command -v clippy-driver)}"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 phase "cargo clippy, in the build of every target"
