@@ -47,6 +47,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use aws_smithy_xml::decode::{Document, ScopedDecoder, XmlDecodeError, try_data};
 use aws_types::SigningName;
 use aws_types::region::SigningRegion;
+use aws_types::service_config::ServiceConfigKey;
 
 use crate::aws::{CallCounter, ClientParts};
 
@@ -237,7 +238,7 @@ impl Ec2 {
         let config = parts.config.clone();
         let region = config.region().map(|r| r.to_string()).unwrap_or_default();
         let endpoint = endpoint(
-            config.endpoint_url(),
+            configured_endpoint(&config).as_deref(),
             (!region.is_empty()).then_some(region.as_str()),
             config.use_fips().unwrap_or(false),
             config.use_dual_stack().unwrap_or(false),
@@ -517,6 +518,26 @@ fn error_of(status: u16, body: &[u8]) -> Ec2Error {
             Some(format!("HTTP {status} without an EC2 error document")),
         ),
     }
+}
+
+/// The endpoint the configuration names for EC2, read as a generated client reads it: one set
+/// in code wins; else the service's own (`AWS_ENDPOINT_URL_EC2`, or `endpoint_url` in the
+/// profile's `ec2` section); else the global one (`AWS_ENDPOINT_URL`).
+fn configured_endpoint(config: &SdkConfig) -> Option<String> {
+    if config.get_origin("endpoint_url").is_client_config() {
+        return config.endpoint_url().map(str::to_string);
+    }
+    let key = ServiceConfigKey::builder()
+        .service_id("EC2")
+        .env("AWS_ENDPOINT_URL")
+        .profile("endpoint_url")
+        .build()
+        .ok();
+    config
+        .service_config()
+        .zip(key)
+        .and_then(|(c, key)| c.load_config(key))
+        .or_else(|| config.endpoint_url().map(str::to_string))
 }
 
 /// Where EC2 answers, by its endpoint rules: a configured endpoint as it is (not with FIPS or
@@ -970,6 +991,30 @@ mod tests {
         assert!(endpoint(custom, Some("us-east-1"), true, false).is_err());
         assert!(endpoint(custom, Some("us-east-1"), false, true).is_err());
         assert!(endpoint(None, None, false, false).is_err());
+    }
+
+    #[test]
+    fn an_ec2_endpoint_of_its_own_comes_before_the_global_one() {
+        use aws_types::service_config::LoadServiceConfig;
+        #[derive(Debug)]
+        struct Ec2Endpoint;
+        impl LoadServiceConfig for Ec2Endpoint {
+            fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+                (key.service_id() == "EC2" && key.env() == "AWS_ENDPOINT_URL")
+                    .then(|| "http://127.0.0.1:4566".to_string())
+            }
+        }
+        let region = aws_types::region::Region::new("us-east-1");
+        let cfg = SdkConfig::builder()
+            .region(region.clone())
+            .service_config(Ec2Endpoint)
+            .build();
+        assert_eq!(
+            configured_endpoint(&cfg).as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        let cfg = SdkConfig::builder().region(region).build();
+        assert_eq!(configured_endpoint(&cfg), None);
     }
 
     #[test]
