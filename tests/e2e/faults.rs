@@ -748,47 +748,86 @@ async fn deploys_tier_moves_and_destroys_killed_at_seeded_points_are_finished_by
     );
     assert_eq!(r.code, 0, "{r:?}");
 
+    // The kill points, drawn in order from the seed; then the chains run side by side, each
+    // through a proxy of its own (a kill point counts that proxy's calls), since most of a
+    // trial is waiting for the killed run's lease to expire.
     let mut rng = Seeded(seed);
-    let mut trials = 0;
-    for chain in 0..chains {
-        let env = format!("kill{chain}");
-        for (i, step) in Step::ALL.into_iter().enumerate() {
-            let args = step.args(&env);
-            let at = 1 + rng.below(calls[i]);
-            let why = format!(
-                "seed {seed}, {env}: {step:?} killed at call {at} of {}",
-                calls[i]
-            );
-            if kill_at_call(&proxy, &args, at) {
-                trials += 1;
-            }
-            run_after_kill(&moto.url, &strs(&args));
-            if let Some(tier) = step.tier() {
-                assert_converged(&moto.url, &env, tier, &why);
-            }
-            assert_eq!(inventory(&aws, &env).await, expected[i], "{why}");
-            if matches!(step, Step::DeployXs) {
-                put_survivor(&aws, &env).await;
-            } else {
-                assert_eq!(
-                    kv_entry(&aws, &env).await.as_deref(),
-                    Some("kept"),
-                    "{why}: the data survives"
-                );
-            }
-        }
-        let r = run_at(
-            &moto.url,
-            &["destroy", "--env", &env, "--yes", "--destroy-data"],
-        );
-        assert_eq!(r.code, 0, "{r:?}");
-        assert!(inventory(&aws, &env).await.is_empty(), "{env}: left behind");
-    }
+    let points: Vec<Vec<u64>> = (0..chains)
+        .map(|_| calls.iter().map(|&n| 1 + rng.below(n)).collect())
+        .collect();
+    let runtime = tokio::runtime::Handle::current();
+    let trials: usize = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let chains: Vec<_> = points
+                .iter()
+                .enumerate()
+                .map(|(chain, at)| {
+                    let (moto, aws, calls, expected) = (&moto, &aws, &calls, &expected);
+                    let runtime = runtime.clone();
+                    s.spawn(move || {
+                        let env = format!("kill{chain}");
+                        runtime.block_on(kill_chain(moto, aws, &env, seed, at, calls, expected))
+                    })
+                })
+                .collect();
+            chains
+                .into_iter()
+                .map(|c| c.join().expect("a chain failed: its message is above"))
+                .sum()
+        })
+    });
     let runs = Step::ALL.len() * chains;
     assert!(
         trials >= runs * 9 / 10,
         "only {trials} of {runs} runs were killed before they ended"
     );
+}
+
+/// One workspace through every step, each killed at its point `at[i]` (of `calls[i]`) and then
+/// finished by a normal run, checked against the uninterrupted run's inventory; then
+/// destroyed. Returns how many runs were killed before they ended.
+async fn kill_chain(
+    moto: &Moto,
+    aws: &AwsClients,
+    env: &str,
+    seed: u64,
+    at: &[u64],
+    calls: &[u64],
+    expected: &[BTreeSet<String>],
+) -> usize {
+    let proxy = FaultProxy::start(moto);
+    let mut trials = 0;
+    for (i, step) in Step::ALL.into_iter().enumerate() {
+        let args = step.args(env);
+        let why = format!(
+            "seed {seed}, {env}: {step:?} killed at call {} of {}",
+            at[i], calls[i]
+        );
+        if kill_at_call(&proxy, &args, at[i]) {
+            trials += 1;
+        }
+        run_after_kill(&moto.url, &strs(&args));
+        if let Some(tier) = step.tier() {
+            assert_converged(&moto.url, env, tier, &why);
+        }
+        assert_eq!(inventory(aws, env).await, expected[i], "{why}");
+        if matches!(step, Step::DeployXs) {
+            put_survivor(aws, env).await;
+        } else {
+            assert_eq!(
+                kv_entry(aws, env).await.as_deref(),
+                Some("kept"),
+                "{why}: the data survives"
+            );
+        }
+    }
+    let r = run_at(
+        &moto.url,
+        &["destroy", "--env", env, "--yes", "--destroy-data"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(inventory(aws, env).await.is_empty(), "{env}: left behind");
+    trials
 }
 
 async fn put_survivor(aws: &AwsClients, env: &str) {
