@@ -11,8 +11,7 @@ use tier_xs::components::normalize_json;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
-    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, codes, found, gone, is_unknown,
-    unknown, unmodeled,
+    Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, found, gone, is_unknown, unknown,
 };
 use tier_xs::workspace::Workspace;
 
@@ -213,7 +212,7 @@ impl Resource for Dashboard {
                 .dashboard_names(&self.meta.name)
                 .send()
                 .await,
-            unmodeled::<DeleteDashboardsError>(codes::DASHBOARD_NOT_FOUND),
+            DeleteDashboardsError::is_dashboard_not_found_error,
             &self.meta,
             "DeleteDashboards",
         )

@@ -623,9 +623,6 @@ pub mod codes {
     pub const NO_LIFECYCLE: &[&str] = &["NoSuchLifecycleConfiguration"];
     /// S3 GetBucketPolicy without a policy.
     pub const NO_POLICY: &[&str] = &["NoSuchBucketPolicy"];
-    /// CloudWatch DeleteDashboards of a dashboard that does not exist (`DashboardNotFound`,
-    /// sent as `ResourceNotFound`): the SDK's model lists it for GetDashboard only.
-    pub const DASHBOARD_NOT_FOUND: &[&str] = &["ResourceNotFound"];
 }
 
 /// A predicate for codes of [`codes`] (what an SDK does not model).
