@@ -184,8 +184,6 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-            .with_filter(filter())
-            .with_filter(no_payloads())
     });
     let json_layer = json.then(|| {
         tracing_subscriber::fmt::layer()
@@ -194,10 +192,12 @@ fn main() -> ExitCode {
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .with_filter(no_payloads())
     });
+    // The filters are global, not per layer (one layer writes): a per-layer filter keeps
+    // per-span state and asks again on every span and event, a cost on every request.
     tracing_subscriber::registry()
+        .with(filter())
+        .with(no_payloads())
         .with(text_layer)
         .with(json_layer)
         .init();

@@ -63,7 +63,9 @@ pub struct AgentbusMcp {
     state: Arc<AppState>,
     /// Set for stdio, where the whole process acts as one identity.
     fixed: Option<Identity>,
-    tool_router: ToolRouter<Self>,
+    /// The tools, made once and shared by every session and request: a 2026-07-28 request has
+    /// no session, so it would otherwise make the whole table (schemas included) per call.
+    tool_router: Arc<ToolRouter<Self>>,
     /// The session's `logging/setLevel`: the least severity it is sent log messages of
     /// ([`LOG_OFF`] until it asks).
     log_level: Arc<std::sync::atomic::AtomicU8>,
@@ -265,9 +267,22 @@ impl AgentbusMcp {
         AgentbusMcp {
             state,
             fixed,
-            tool_router,
+            tool_router: Arc::new(tool_router),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
             sources,
+            watch: SessionWatch::default(),
+        }
+    }
+
+    /// A server for a new session or a sessionless request: the same tools, a log level and
+    /// resource subscriptions of its own.
+    pub fn fresh(&self) -> Self {
+        AgentbusMcp {
+            state: self.state.clone(),
+            fixed: self.fixed.clone(),
+            tool_router: self.tool_router.clone(),
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
+            sources: self.sources.clone(),
             watch: SessionWatch::default(),
         }
     }

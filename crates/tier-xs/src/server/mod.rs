@@ -322,24 +322,30 @@ pub fn router(state: Arc<AppState>) -> Router {
         // bearer token, which is what protects the endpoint there.
         mcp_config = mcp_config.disable_allowed_hosts();
     }
-    let mcp_state = state.clone();
-    let mcp = StreamableHttpService::new(
-        move || Ok(AgentbusMcp::new(mcp_state.clone(), None)),
+    let tools = AgentbusMcp::new(state.clone(), None);
+    let mcp = SharedMcp(Arc::new(StreamableHttpService::new(
+        move || Ok(tools.fresh()),
         Arc::new(LocalSessionManager::default()),
         mcp_config,
-    );
+    )));
+    // `/mcp`, the hot path, is one stack of middleware around the MCP service, added to the
+    // router after its layers. `Router::layer` boxes every route once more, and a request
+    // clones each box inside the one it passes: through five layers that was a fifth of a
+    // tool call's instructions.
     let sessions = Arc::new(SessionOwners::default());
-    let mcp = Router::new()
-        .fallback_service(mcp)
-        .layer(middleware::from_fn_with_state(sessions, own_sessions));
+    let mcp = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn(trace::traced))
+        .layer(middleware::map_response(security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::map_response(session_closed))
+        .layer(middleware::from_fn_with_state(sessions, own_sessions))
+        .service(mcp);
     let mut protected = Router::new()
         .route("/api/status", get(api_status))
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
         .route("/api/metrics", get(api_metrics))
-        .route("/api/workspace", get(api_workspace))
-        .nest("/mcp", mcp)
-        .layer(middleware::map_response(session_closed));
+        .route("/api/workspace", get(api_workspace));
     for ext in state.extensions() {
         protected = protected.merge(ext.api());
     }
@@ -362,7 +368,32 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(protected)
         .layer(middleware::map_response(security_headers))
         .layer(middleware::from_fn(trace::traced))
+        .route_service("/mcp", mcp.clone())
+        .route_service("/mcp/", mcp)
         .with_state(state)
+}
+
+/// The MCP service behind an `Arc`: each request's middleware clones the service it wraps,
+/// and this clone is a reference count where the MCP library's own copies its configuration.
+#[derive(Clone)]
+struct SharedMcp(Arc<StreamableHttpService<AgentbusMcp, LocalSessionManager>>);
+
+impl tower::Service<Request> for SharedMcp {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let mcp = self.0.clone();
+        Box::pin(async move { Ok(mcp.handle(req).await.map(axum::body::Body::new)) })
+    }
 }
 
 /// Headers every answer carries: no content sniffing, no referrer, never inside a frame.
