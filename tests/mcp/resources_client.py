@@ -260,6 +260,32 @@ async def listen_subscriptions(url, token_a, token_b):
                     task.cancel()
 
 
+async def logging_is_per_session(url, token):
+    """A session's logging/setLevel is its own: while one session of a token asked for every
+    message, another of the same token that did not ask is sent none for its failing call
+    (absence by order: its first message is for the call after its own setLevel), and the
+    session that asked is not sent the other's."""
+    loud_logged, quiet_logged = [], []
+
+    async def quiet(q, init):
+        await call(q, "kv_get", {"key": "config", "nope": 1})
+        await q.set_logging_level("warning")
+        await call(q, "kv_set", {"key": "x", "nope": 1})
+        for _ in range(200):
+            if quiet_logged:
+                return
+            await asyncio.sleep(0.1)
+
+    async def loud(s, init):
+        await s.set_logging_level("debug")
+        await session(url, token, quiet, quiet_logged)
+
+    await session(url, token, loud, loud_logged)
+    check(len(quiet_logged) == 1 and quiet_logged[0].data.get("tool") == "kv_set",
+          f"the quiet session's only message is for the call after its own setLevel ({[m.data for m in quiet_logged]})")
+    check(not loud_logged, f"the session that asked for every message is not sent the other's ({loud_logged})")
+
+
 async def logging_per_request(url, token):
     """2026-07-28 has no logging/setLevel: each request carries the level it wants logs at."""
     logged = []
@@ -287,6 +313,7 @@ async def main(url, token_a, token_b):
     await legacy_subscriptions(url, token_a, token_b)
     await listen_subscriptions(url, token_a, token_b)
     await logging_per_request(url, token_a)
+    await logging_is_per_session(url, token_a)
 
 
 if __name__ == "__main__":
