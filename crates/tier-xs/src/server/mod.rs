@@ -413,9 +413,19 @@ async fn security_headers(mut r: Response) -> Response {
 
 /// Which token opened each MCP session: a session answers only the token that opened it, so
 /// another token (of another tenant, say) that learns its id can neither use nor close it.
+/// Sessions are also kept by token, so counting a token's sessions reads only its own: many
+/// sessions of one tenant do not slow another's requests.
 #[derive(Default)]
 struct SessionOwners {
-    owners: std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
+    inner: std::sync::Mutex<Owners>,
+}
+
+#[derive(Default)]
+struct Owners {
+    /// Each session's token.
+    owner: std::collections::HashMap<String, String>,
+    /// Each token's sessions, with when each was last used.
+    held: std::collections::HashMap<String, std::collections::HashMap<String, Instant>>,
 }
 
 /// A session idle this long is gone: the MCP library's keep-alive, which this server keeps.
@@ -427,14 +437,27 @@ const SESSION_IDLE: std::time::Duration =
 /// framework may run many sessions in parallel under one token (the MCP benchmark runs 64).
 pub const MAX_SESSIONS_PER_TOKEN: usize = 128;
 
+/// Sessions known here before the idle ones are forgotten.
+const SESSIONS_KEPT: usize = 1_000;
+
 impl SessionOwners {
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether `token_id` may use session `sid` (a session nobody opened here is left to the
     /// MCP library, which answers 404).
     fn allows(&self, sid: &str, token_id: &str) -> bool {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        match owners.get_mut(sid) {
-            Some((owner, seen)) if owner == token_id => {
-                *seen = std::time::Instant::now();
+        let mut owners = self.owners();
+        match owners.owner.get(sid) {
+            Some(owner) if owner == token_id => {
+                if let Some(seen) = owners
+                    .held
+                    .get_mut(token_id)
+                    .and_then(|sessions| sessions.get_mut(sid))
+                {
+                    *seen = Instant::now();
+                }
                 true
             }
             Some(_) => false,
@@ -444,27 +467,47 @@ impl SessionOwners {
 
     /// How many live sessions `token_id` holds.
     fn held_by(&self, token_id: &str) -> usize {
-        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        owners
-            .values()
-            .filter(|(owner, seen)| owner == token_id && seen.elapsed() < SESSION_IDLE)
-            .count()
+        self.owners().held.get(token_id).map_or(0, |sessions| {
+            sessions
+                .values()
+                .filter(|seen| seen.elapsed() < SESSION_IDLE)
+                .count()
+        })
     }
 
     fn opened(&self, sid: &str, token_id: &str) {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if owners.len() >= 1_000 {
-            owners.retain(|_, (_, seen)| seen.elapsed() < SESSION_IDLE);
+        let mut guard = self.owners();
+        let owners = &mut *guard;
+        if owners.owner.len() >= SESSIONS_KEPT {
+            for sessions in owners.held.values_mut() {
+                sessions.retain(|sid, seen| {
+                    let live = seen.elapsed() < SESSION_IDLE;
+                    if !live {
+                        owners.owner.remove(sid);
+                    }
+                    live
+                });
+            }
+            owners.held.retain(|_, sessions| !sessions.is_empty());
         }
-        owners.insert(
-            sid.to_string(),
-            (token_id.to_string(), std::time::Instant::now()),
-        );
+        owners.owner.insert(sid.to_string(), token_id.to_string());
+        owners
+            .held
+            .entry(token_id.to_string())
+            .or_default()
+            .insert(sid.to_string(), Instant::now());
     }
 
     fn closed(&self, sid: &str) {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        owners.remove(sid);
+        let mut owners = self.owners();
+        if let Some(token_id) = owners.owner.remove(sid)
+            && let Some(sessions) = owners.held.get_mut(&token_id)
+        {
+            sessions.remove(sid);
+            if sessions.is_empty() {
+                owners.held.remove(&token_id);
+            }
+        }
     }
 }
 
@@ -1008,4 +1051,39 @@ pub async fn serve_stdio(state: Arc<AppState>, identity: Identity) -> Result<(),
         .map_err(|e| e.to_string())?;
     running.waiting().await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_answers_only_its_token_and_each_token_counts_only_its_own_sessions() {
+        let sessions = SessionOwners::default();
+        for sid in ["a1", "a2", "a3"] {
+            sessions.opened(sid, "token-a");
+        }
+        for sid in ["b1", "b2"] {
+            sessions.opened(sid, "token-b");
+        }
+        assert_eq!(sessions.held_by("token-a"), 3);
+        assert_eq!(sessions.held_by("token-b"), 2);
+        assert_eq!(sessions.held_by("token-c"), 0);
+        assert!(sessions.allows("a1", "token-a"));
+        assert!(!sessions.allows("a1", "token-b"), "another token's session");
+        assert!(
+            sessions.allows("unknown", "token-b"),
+            "left to the MCP library"
+        );
+        sessions.closed("a1");
+        assert_eq!(sessions.held_by("token-a"), 2);
+        assert!(
+            sessions.allows("a1", "token-b"),
+            "a closed session is forgotten"
+        );
+        sessions.closed("b1");
+        sessions.closed("b2");
+        assert_eq!(sessions.held_by("token-b"), 0);
+        assert!(!sessions.owners().held.contains_key("token-b"));
+    }
 }
