@@ -16,35 +16,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is not installed (Debian: apt-get install valgrind)" >&2; exit 1; }
 calls=${1:-300}
-bin=${AGENTBUS_BIN:-}
-if [ -z "$bin" ]; then cargo build --release -p cli --quiet; bin=$PWD/target/release/agentbus; fi
+. scripts/bench-server.sh
+wrap="valgrind --tool=callgrind --callgrind-out-file=$dir/callgrind.%p"
 
-# Instructions per call for one case: TOOL PROTOCOL.
+# A table row: the instructions per call of one case, TOOL PROTOCOL LABEL.
 count() {
-  local tool=$1 protocol=$2 dir port pid token total
-  dir=$(mktemp -d)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" \
-    "$bin" up --data-dir "$dir/data" --port "$port" --rate-limit 100000000 >"$dir/out" 2>"$dir/valgrind" &
-  pid=$!
-  for _ in $(seq 600); do grep -q "tenant default): " "$dir/out" 2>/dev/null && break; sleep 0.2; done
-  token=$(sed -n 's/.*tenant default): \([^ ]*\).*/\1/p' "$dir/out" | head -1)
-  [ -n "$token" ] || { echo "the server did not start:" >&2; cat "$dir/out" "$dir/valgrind" >&2; exit 1; }
+  local tool=$1 protocol=$2 label=$3 total
+  start_server
   python3 benches/mcp_calls.py "$port" "$token" "$tool" 50 "$protocol"
   callgrind_control --zero "$pid" >/dev/null 2>&1
   python3 benches/mcp_calls.py "$port" "$token" "$tool" "$calls" "$protocol"
   callgrind_control --dump "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  total=$(grep -h '^summary:' "$dir"/callgrind."$pid".1 | awk '{print $2}')
-  rm -rf "$dir"
-  echo $((total / calls))
+  total=$(grep -h '^summary:' "$dir/callgrind.$pid.1" | awk '{print $2}')
+  rm -f "$dir"/callgrind.*
+  echo "| $label | $((total / calls)) |"
 }
 
 echo "| case | instructions per call |"
 echo "|---|---|"
-echo "| GET /health | $(count health -) |"
+count health - "GET /health"
 for tool in kv_get kv_set; do
   for protocol in 2025-06-18 2026-07-28; do
-    echo "| $tool, $protocol | $(count "$tool" "$protocol") |"
+    count "$tool" "$protocol" "$tool, $protocol"
   done
 done

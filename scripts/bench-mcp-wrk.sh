@@ -19,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-64}
 secs=${2:-10}
+command -v wrk >/dev/null || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
 . scripts/bench-server.sh
 start_server
 echo "idle RSS: $(rss) MiB"

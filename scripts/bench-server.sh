@@ -4,7 +4,7 @@
 #
 #   start_server [extra `up` flags...]
 #       AGENTBUS_BIN=path: that binary instead of a release build of this checkout
-command -v wrk >/dev/null || { echo "wrk is not installed (Debian: apt-get install wrk)" >&2; exit 1; }
+#       $wrap: a command the server runs under (valgrind, say); empty by default
 bin=${AGENTBUS_BIN:-}
 if [ -z "$bin" ]; then cargo build --release -p cli --quiet; bin=$PWD/target/release/agentbus; fi
 dir=$(mktemp -d)
@@ -13,10 +13,11 @@ tick=$(getconf CLK_TCK)
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$pid/status"; }
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 start_server() {
-  "$bin" up --data-dir "$dir/data" --port "$port" --rate-limit 100000000 "$@" >"$dir/out" 2>/dev/null &
+  rm -rf "$dir/data"
+  ${wrap:-} "$bin" up --data-dir "$dir/data" --port "$port" --rate-limit 100000000 "$@" >"$dir/out" 2>"$dir/err" &
   pid=$!
   trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-  for _ in $(seq 100); do grep -q "tenant default): " "$dir/out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -q "tenant default): " "$dir/out" 2>/dev/null && break; sleep 0.1; done
   token=$(sed -n 's/.*tenant default): \([^ ]*\).*/\1/p' "$dir/out" | head -1)
-  [ -n "$token" ] || { echo "the server did not start:" >&2; cat "$dir/out" >&2; exit 1; }
+  [ -n "$token" ] || { echo "the server did not start:" >&2; cat "$dir/out" "$dir/err" >&2; exit 1; }
 }
