@@ -278,12 +278,9 @@ impl AgentbusMcp {
     /// resource subscriptions of its own.
     pub fn fresh(&self) -> Self {
         AgentbusMcp {
-            state: self.state.clone(),
-            fixed: self.fixed.clone(),
-            tool_router: self.tool_router.clone(),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
-            sources: self.sources.clone(),
             watch: SessionWatch::default(),
+            ..self.clone()
         }
     }
 

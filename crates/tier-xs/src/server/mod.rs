@@ -328,15 +328,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     )));
-    // `/mcp`, the hot path, is one stack of middleware around the MCP service, added to the
-    // router after its layers. `Router::layer` boxes every route once more, and a request
-    // clones each box inside the one it passes: through five layers that was a fifth of a
-    // tool call's instructions.
     let sessions = Arc::new(SessionOwners::default());
     let mcp = tower::ServiceBuilder::new()
-        .layer(middleware::from_fn(trace::traced))
-        .layer(middleware::map_response(security_headers))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::map_response(session_closed))
         .layer(middleware::from_fn_with_state(sessions, own_sessions))
         .service(mcp);
@@ -345,12 +338,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/events", get(api_events))
         .route("/api/events/stream", get(api_stream))
         .route("/api/metrics", get(api_metrics))
-        .route("/api/workspace", get(api_workspace));
+        .route("/api/workspace", get(api_workspace))
+        .route_service("/mcp", mcp.clone())
+        .route_service("/mcp/", mcp);
     for ext in state.extensions() {
         protected = protected.merge(ext.api());
     }
     let protected = protected.layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/", get(dashboard))
         // MCP clients look for OAuth metadata after a 401; say plainly there is none.
@@ -366,11 +361,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/.well-known/openid-configuration", get(no_oauth))
         .merge(protected)
-        .layer(middleware::map_response(security_headers))
+        .with_state(state);
+    // What every answer gets is one stack around the whole app, not `Router::layer`s: each
+    // of those boxes every route once more, and a request clones each box inside the one it
+    // passes (through `/mcp`'s five layers, a fifth of a tool call's instructions).
+    let app = tower::ServiceBuilder::new()
         .layer(middleware::from_fn(trace::traced))
-        .route_service("/mcp", mcp.clone())
-        .route_service("/mcp/", mcp)
-        .with_state(state)
+        .layer(middleware::map_response(security_headers))
+        .service(routes);
+    Router::new().fallback_service(app)
 }
 
 /// The MCP service behind an `Arc`: each request's middleware clones the service it wraps,
