@@ -274,17 +274,17 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
     );
     // The capacity providers needed ECS's service-linked role, which the deploy made (the
     // test emulator, like a fresh account, refuses the cluster without it).
-    let slr = aws
-        .iam()
-        .get_role()
-        .role_name("AWSServiceRoleForECS")
-        .send()
-        .await
-        .unwrap();
+    let slr = crate::harness::boto(
+        &aws,
+        "iam",
+        "get_role",
+        json!({"RoleName": "AWSServiceRoleForECS"}),
+    )
+    .await;
     assert!(
-        slr.role()
+        slr["Role"]["Arn"]
+            .as_str()
             .unwrap()
-            .arn()
             .ends_with("role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS")
     );
 
@@ -333,18 +333,14 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
             format!("log-group:/ecs/{ws}-dashboard"),
         ),
     ] {
-        let doc = aws
-            .iam()
-            .get_role_policy()
-            .role_name(&role)
-            .policy_name(&role)
-            .send()
-            .await
-            .unwrap();
-        let doc = urlencoding::decode(&doc.policy_document)
-            .unwrap()
-            .into_owned();
-        let doc: Value = serde_json::from_str(&doc).unwrap();
+        let doc = crate::harness::boto(
+            &aws,
+            "iam",
+            "get_role_policy",
+            json!({"RoleName": role, "PolicyName": role}),
+        )
+        .await["PolicyDocument"]
+            .take();
         assert!(doc.to_string().contains(&must), "{role}: {doc}");
         for st in doc["Statement"].as_array().unwrap() {
             if st["Resource"].to_string().contains("\"*\"") {
@@ -355,19 +351,12 @@ async fn fresh_deploy_matches_the_spec_and_a_second_run_changes_nothing() {
                 );
             }
         }
-        let trust = aws
-            .iam()
-            .get_role()
-            .role_name(&role)
-            .send()
-            .await
-            .unwrap()
-            .role
-            .unwrap();
-        let trust = urlencoding::decode(trust.assume_role_policy_document.as_deref().unwrap())
-            .unwrap()
-            .into_owned();
-        assert!(trust.contains("ecs-tasks.amazonaws.com"));
+        let trust = crate::harness::boto(&aws, "iam", "get_role", json!({"RoleName": role})).await;
+        assert!(
+            trust["Role"]["AssumeRolePolicyDocument"]
+                .to_string()
+                .contains("ecs-tasks.amazonaws.com")
+        );
     }
 
     // Security group: port 8080 from the allowed CIDR only.
@@ -1074,14 +1063,11 @@ async fn destroy_keeps_the_kv_table_unless_told_to_delete_data() {
         aws_sdk_eventbridge::operation::describe_event_bus::DescribeEventBusError::is_resource_not_found_exception,
         "the event bus",
     );
-    assert_absent(
-        aws.iam()
-            .get_role()
-            .role_name(format!("{ws}-dashboard-task"))
-            .send()
-            .await,
-        aws_sdk_iam::operation::get_role::GetRoleError::is_no_such_entity_exception,
-        "the task role",
+    let role = format!("{ws}-dashboard-task");
+    assert_eq!(
+        crate::harness::boto_result(&aws, "iam", "get_role", json!({"RoleName": role})).await,
+        Err("NoSuchEntity".into()),
+        "the task role should be gone"
     );
     let c = aws
         .ecs()

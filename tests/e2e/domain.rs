@@ -217,16 +217,15 @@ async fn a_domain_gets_an_acme_certificate_by_dns_01_and_an_a_record_that_follow
     );
 
     // The task role may change exactly the name's A record and its challenge's TXT record.
-    let policy = aws
-        .iam()
-        .get_role_policy()
-        .role_name(format!("agentbus-{env}-dashboard-task"))
-        .policy_name(format!("agentbus-{env}-dashboard-task"))
-        .send()
-        .await
-        .unwrap();
-    let policy: serde_json::Value =
-        serde_json::from_str(&urlencoding::decode(policy.policy_document()).unwrap()).unwrap();
+    let role = format!("agentbus-{env}-dashboard-task");
+    let policy = crate::harness::boto(
+        &aws,
+        "iam",
+        "get_role_policy",
+        serde_json::json!({"RoleName": role, "PolicyName": role}),
+    )
+    .await["PolicyDocument"]
+        .take();
     let change = policy["Statement"]
         .as_array()
         .unwrap()

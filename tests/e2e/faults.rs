@@ -297,34 +297,26 @@ async fn inventory(aws: &AwsClients, env: &str) -> BTreeSet<String> {
             add("ecs task definition", family.clone());
         }
     }
-    let roles = aws.iam().list_roles().send().await.unwrap();
-    for r in roles.roles() {
-        if r.role_name().starts_with(&format!("{ws}-")) {
-            add("iam role", r.role_name().to_string());
-            let inline = aws
-                .iam()
-                .list_role_policies()
-                .role_name(r.role_name())
-                .send()
-                .await
-                .unwrap();
-            for p in inline.policy_names() {
-                add("iam role policy", format!("{}/{p}", r.role_name()));
-            }
-            let attached = aws
-                .iam()
-                .list_attached_role_policies()
-                .role_name(r.role_name())
-                .send()
-                .await
-                .unwrap();
-            for p in attached.attached_policies() {
-                add(
-                    "iam attached policy",
-                    format!("{}/{}", r.role_name(), p.policy_name().unwrap_or_default()),
-                );
-            }
-        }
+    // IAM and RDS through boto3 (the product's clients of both are its own), in one run.
+    const IAM_AND_RDS: &str = "ws = sys.argv[1]\n\
+        iam, rds, out = boto3.client('iam'), boto3.client('rds'), []\n\
+        for page in iam.get_paginator('list_roles').paginate():\n\
+        \x20   for r in page['Roles']:\n\
+        \x20       n = r['RoleName']\n\
+        \x20       if not n.startswith(ws + '-'): continue\n\
+        \x20       out.append(['iam role', n])\n\
+        \x20       out += [['iam role policy', n + '/' + p] for p in iam.list_role_policies(RoleName=n)['PolicyNames']]\n\
+        \x20       out += [['iam attached policy', n + '/' + p['PolicyName']] for p in iam.list_attached_role_policies(RoleName=n)['AttachedPolicies']]\n\
+        out += [['db subnet group', g['DBSubnetGroupName']] for g in rds.describe_db_subnet_groups()['DBSubnetGroups']]\n\
+        out += [['db cluster', c['DBClusterIdentifier']] for c in rds.describe_db_clusters()['DBClusters']]\n\
+        out += [['db instance', i['DBInstanceIdentifier']] for i in rds.describe_db_instances()['DBInstances']]\n\
+        print(json.dumps([[k, n] for k, n in out if n.startswith(ws)]))";
+    let found = crate::harness::boto_script(aws, IAM_AND_RDS, &[&ws]).await;
+    for pair in found.as_array().into_iter().flatten() {
+        add(
+            pair[0].as_str().unwrap_or_default(),
+            pair[1].as_str().unwrap_or_default().to_string(),
+        );
     }
     let groups = aws.logs().describe_log_groups().send().await.unwrap();
     for g in groups.log_groups() {
@@ -471,44 +463,7 @@ async fn inventory(aws: &AwsClients, env: &str) -> BTreeSet<String> {
             add("metric filter", name.to_string());
         }
     }
-    // The large tier's: the database and the autoscalers.
-    let rds = aws.rds();
-    for g in rds
-        .describe_db_subnet_groups()
-        .send()
-        .await
-        .unwrap()
-        .db_subnet_groups()
-    {
-        let name = g.db_subnet_group_name().unwrap_or_default();
-        if name.starts_with(&ws) {
-            add("db subnet group", name.to_string());
-        }
-    }
-    for c in rds
-        .describe_db_clusters()
-        .send()
-        .await
-        .unwrap()
-        .db_clusters()
-    {
-        let name = c.db_cluster_identifier().unwrap_or_default();
-        if name.starts_with(&ws) {
-            add("db cluster", name.to_string());
-        }
-    }
-    for i in rds
-        .describe_db_instances()
-        .send()
-        .await
-        .unwrap()
-        .db_instances()
-    {
-        let name = i.db_instance_identifier().unwrap_or_default();
-        if name.starts_with(&ws) {
-            add("db instance", name.to_string());
-        }
-    }
+    // The large tier's autoscalers (its database is read with IAM above).
     for ns in [
         aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs,
         aws_sdk_applicationautoscaling::types::ServiceNamespace::Rds,

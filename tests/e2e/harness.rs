@@ -219,17 +219,37 @@ pub async fn clients_at(url: &str, key: &str, secret: &str) -> AwsClients {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// One EC2 call by boto3, the AWS SDK for Python (in the tests' venv, with moto), against the
-/// emulator `aws` talks to and with its credentials: `ec2(&aws, "describe_security_groups",
-/// json!({"GroupIds": [id]}))`, the answer as JSON (boto3's names: `SecurityGroups`,
-/// `IpPermissions`, …). The tests check what the product's own EC2 client (`tier_xs::ec2`)
-/// did through an SDK nobody on the team wrote, and the workspace builds no Rust EC2 SDK for
-/// its tests alone.
-pub async fn ec2(
+/// One call by boto3, the AWS SDK for Python (in the tests' venv, with moto), against the
+/// emulator `aws` talks to and with its credentials: `boto(&aws, "iam", "get_role",
+/// json!({"RoleName": name}))`, the answer as JSON (boto3's names: `Role`,
+/// `AssumeRolePolicyDocument`, …; policy documents already decoded), or the error code the
+/// service answered. The tests check what the product's own Query clients (`tier_xs::ec2`,
+/// `tier_xs::iam`, `tier_large::rds`) did through an SDK nobody on the team wrote, and the
+/// workspace builds no Rust SDK of those services for its tests alone.
+pub async fn boto_result(
     aws: &AwsClients,
+    service: &str,
     operation: &str,
     params: serde_json::Value,
-) -> serde_json::Value {
+) -> Result<serde_json::Value, String> {
+    const CALL: &str = "import botocore.exceptions\n\
+        try:\n\
+        \x20   answer = getattr(boto3.client(sys.argv[1]), sys.argv[2])(**json.loads(sys.argv[3]))\n\
+        except botocore.exceptions.ClientError as e:\n\
+        \x20   print(json.dumps({'error': e.response['Error']['Code']}))\n\
+        \x20   sys.exit(0)\n\
+        answer.pop('ResponseMetadata', None)\n\
+        print(json.dumps({'answer': answer}, default=str))";
+    let mut v = boto_script(aws, CALL, &[service, operation, &params.to_string()]).await;
+    match v["error"].as_str() {
+        Some(code) => Err(code.to_string()),
+        None => Ok(v["answer"].take()),
+    }
+}
+
+/// Runs `script` (Python, with `boto3`, `json` and `sys` imported; `sys.argv[1..]` are
+/// `args`) against the emulator `aws` talks to, with its credentials; what it prints, as JSON.
+pub async fn boto_script(aws: &AwsClients, script: &str, args: &[&str]) -> serde_json::Value {
     use aws_credential_types::provider::ProvideCredentials;
     let creds = aws
         .sdk_config()
@@ -238,12 +258,9 @@ pub async fn ec2(
         .provide_credentials()
         .await
         .expect("the tests' credentials");
-    const CALL: &str = "import boto3, json, sys\n\
-        answer = getattr(boto3.client('ec2'), sys.argv[1])(**json.loads(sys.argv[2]))\n\
-        answer.pop('ResponseMetadata', None)\n\
-        print(json.dumps(answer, default=str))";
     let mut cmd = Command::new(python());
-    cmd.args(["-c", CALL, operation, &params.to_string()])
+    cmd.args(["-c", &format!("import boto3, json, sys\n{script}")])
+        .args(args)
         .envs(aws_env_at(
             aws.endpoint.as_deref().expect("the emulator's address"),
         ))
@@ -260,10 +277,32 @@ pub async fn ec2(
     let out = cmd.output().expect("run boto3");
     assert!(
         out.status.success(),
-        "boto3: ec2 {operation} {params} failed:\n{}",
+        "boto3: {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("boto3's answer as JSON")
+}
+
+/// The same, where the call must succeed.
+pub async fn boto(
+    aws: &AwsClients,
+    service: &str,
+    operation: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    match boto_result(aws, service, operation, params.clone()).await {
+        Ok(v) => v,
+        Err(code) => panic!("boto3: {service} {operation} {params} answered {code}"),
+    }
+}
+
+/// One EC2 call by boto3 (see [`boto`]).
+pub async fn ec2(
+    aws: &AwsClients,
+    operation: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    boto(aws, "ec2", operation, params).await
 }
 
 /// The security groups with this name (one per VPC; the tests use the default VPC), as boto3

@@ -9,10 +9,10 @@
 //! services' authorization references). moto evaluates no condition key but `sts:ExternalId`,
 //! so conditions are dropped the same way.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::{
-    AGENT_IMAGE, IMAGE, agentbus, agentbus_env, clients_at, start_moto, unique_env,
+    AGENT_IMAGE, IMAGE, agentbus, agentbus_env, boto, clients_at, start_moto, unique_env,
 };
 
 /// The services whose requests moto authorizes against their real resource.
@@ -76,13 +76,7 @@ async fn a_user_with_only_the_deployer_policy_deploys_every_tier_moves_between_t
     // The deployer: a user with those documents as managed policies, and nothing else.
     let admin = clients_at(&moto.url, "testing", "testing").await;
     let user = format!("deployer-{env}");
-    admin
-        .iam()
-        .create_user()
-        .user_name(&user)
-        .send()
-        .await
-        .unwrap();
+    boto(&admin, "iam", "create_user", json!({"UserName": user})).await;
     for (i, doc) in documents.as_array().unwrap().iter().enumerate() {
         let mut doc = doc.clone();
         let statements: Vec<Value> = doc["Statement"]
@@ -93,40 +87,43 @@ async fn a_user_with_only_the_deployer_policy_deploys_every_tier_moves_between_t
             .map(as_moto_checks)
             .collect();
         doc["Statement"] = Value::from(statements);
-        let arn = admin
-            .iam()
-            .create_policy()
-            .policy_name(format!("agentbus-deployer-{env}-{i}"))
-            .policy_document(doc.to_string())
-            .send()
-            .await
-            .unwrap()
-            .policy
-            .unwrap()
-            .arn
-            .unwrap();
-        admin
-            .iam()
-            .attach_user_policy()
-            .user_name(&user)
-            .policy_arn(arn)
-            .send()
-            .await
-            .unwrap();
+        let created = boto(
+            &admin,
+            "iam",
+            "create_policy",
+            json!({
+                "PolicyName": format!("agentbus-deployer-{env}-{i}"),
+                "PolicyDocument": doc.to_string(),
+            }),
+        )
+        .await;
+        let arn = &created["Policy"]["Arn"];
+        boto(
+            &admin,
+            "iam",
+            "attach_user_policy",
+            json!({"UserName": user, "PolicyArn": arn}),
+        )
+        .await;
     }
-    let key = admin
-        .iam()
-        .create_access_key()
-        .user_name(&user)
-        .send()
-        .await
-        .unwrap()
-        .access_key
-        .unwrap();
+    let key = boto(
+        &admin,
+        "iam",
+        "create_access_key",
+        json!({"UserName": user}),
+    )
+    .await["AccessKey"]
+        .take();
     // From here on every request must be signed by a known key and allowed by its policies.
     enforce_iam(&moto.url);
 
-    let (id, secret) = (key.access_key_id, key.secret_access_key);
+    let (id, secret) = (
+        key["AccessKeyId"].as_str().unwrap_or_default().to_string(),
+        key["SecretAccessKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
     let as_deployer = |args: &[&str]| {
         agentbus_env(
             args,

@@ -145,56 +145,57 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     let aws = crate::harness::clients_at(&moto.url, "testing", "testing").await;
     let name = format!("agentbus-{env}-db");
 
-    let cluster = aws
-        .rds()
-        .describe_db_clusters()
-        .db_cluster_identifier(&name)
-        .send()
-        .await
-        .unwrap()
-        .db_clusters()[0]
-        .clone();
-    assert_eq!(cluster.engine(), Some("aurora-postgresql"));
-    assert_eq!(cluster.engine_version(), Some("16.6"));
-    assert_eq!(cluster.storage_encrypted(), Some(true));
-    assert_eq!(cluster.database_name(), Some("agentbus"));
-    let scaling = cluster.serverless_v2_scaling_configuration().unwrap();
+    let rds = |operation: &'static str, params: serde_json::Value| {
+        let aws = aws.clone();
+        async move { crate::harness::boto_result(&aws, "rds", operation, params).await }
+    };
+    let cluster = rds(
+        "describe_db_clusters",
+        serde_json::json!({"DBClusterIdentifier": name}),
+    )
+    .await
+    .unwrap()["DBClusters"][0]
+        .take();
+    assert_eq!(cluster["Engine"], "aurora-postgresql");
+    assert_eq!(cluster["EngineVersion"], "16.6");
+    assert_eq!(cluster["StorageEncrypted"], true);
+    assert_eq!(cluster["DatabaseName"], "agentbus");
+    let scaling = &cluster["ServerlessV2ScalingConfiguration"];
     assert_eq!(
-        (scaling.min_capacity(), scaling.max_capacity()),
+        (
+            scaling["MinCapacity"].as_f64(),
+            scaling["MaxCapacity"].as_f64()
+        ),
         (Some(1.0), Some(8.0))
     );
-    assert!(
-        cluster
-            .master_user_secret()
-            .and_then(|s| s.secret_arn())
-            .is_some()
+    assert!(cluster["MasterUserSecret"]["SecretArn"].is_string());
+    assert_eq!(cluster["BackupRetentionPeriod"], 7);
+    assert_eq!(cluster["DeletionProtection"], false);
+    assert_eq!(
+        cluster["EnabledCloudwatchLogsExports"],
+        serde_json::json!(["postgresql"])
     );
-    assert_eq!(cluster.backup_retention_period(), Some(7));
-    assert_eq!(cluster.deletion_protection(), Some(false));
-    assert_eq!(cluster.enabled_cloudwatch_logs_exports(), ["postgresql"]);
-    assert_eq!(cluster.db_subnet_group(), Some(name.as_str()));
-    let db_group = cluster.vpc_security_groups()[0]
-        .vpc_security_group_id()
+    assert_eq!(cluster["DBSubnetGroup"], name.as_str());
+    let db_group = cluster["VpcSecurityGroups"][0]["VpcSecurityGroupId"]
+        .as_str()
         .unwrap()
         .to_string();
 
     // A writer and a reader, each in its own zone.
     let mut zones = Vec::new();
     for (n, tier) in [(1, 0), (2, 1)] {
-        let i = aws
-            .rds()
-            .describe_db_instances()
-            .db_instance_identifier(format!("{name}-{n}"))
-            .send()
-            .await
-            .unwrap()
-            .db_instances()[0]
-            .clone();
-        assert_eq!(i.db_cluster_identifier(), Some(name.as_str()));
-        assert_eq!(i.db_instance_class(), Some("db.serverless"));
-        assert_eq!(i.promotion_tier(), Some(tier));
-        assert_eq!(i.publicly_accessible(), Some(false));
-        zones.push(i.availability_zone().unwrap().to_string());
+        let i = rds(
+            "describe_db_instances",
+            serde_json::json!({"DBInstanceIdentifier": format!("{name}-{n}")}),
+        )
+        .await
+        .unwrap()["DBInstances"][0]
+            .take();
+        assert_eq!(i["DBClusterIdentifier"], name.as_str());
+        assert_eq!(i["DBInstanceClass"], "db.serverless");
+        assert_eq!(i["PromotionTier"], tier);
+        assert_eq!(i["PubliclyAccessible"], false);
+        zones.push(i["AvailabilityZone"].as_str().unwrap().to_string());
     }
     assert_ne!(zones[0], zones[1], "two availability zones");
 
@@ -255,9 +256,9 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     // The server's side: it finds the cluster, and the password RDS manages for it in a
     // secret carrying the tag the task role's condition names.
     let at = tier_large::database::address(&aws, &name).await.unwrap();
-    assert_eq!(Some(at.host.as_str()), cluster.endpoint());
+    assert_eq!(at.host.as_str(), cluster["Endpoint"]);
     assert_eq!((at.port, at.database.as_str()), (5432, "agentbus"));
-    let secret_arn = cluster.master_user_secret().unwrap().secret_arn().unwrap();
+    let secret_arn = cluster["MasterUserSecret"]["SecretArn"].as_str().unwrap();
     assert_eq!(at.secret_arn, secret_arn);
     let described = aws
         .secrets()
@@ -271,7 +272,7 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
             .tags()
             .iter()
             .any(|t| t.key() == Some("aws:rds:primaryDBClusterArn")
-                && t.value() == cluster.db_cluster_arn()),
+                && t.value() == cluster["DBClusterArn"].as_str()),
         "{described:?}"
     );
     let raw: serde_json::Value = serde_json::from_str(
@@ -612,16 +613,13 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     // Down to medium: the instances go, the database stays (and so do the groups it needs).
     let r = deploy("medium", &[]);
     assert_eq!(r.code, 0, "{r:?}");
-    let exists = |id: String| {
-        let aws = aws.clone();
-        async move {
-            aws.rds()
-                .describe_db_instances()
-                .db_instance_identifier(id)
-                .send()
-                .await
-                .is_ok()
-        }
+    let exists = |id: String| async move {
+        rds(
+            "describe_db_instances",
+            serde_json::json!({"DBInstanceIdentifier": id}),
+        )
+        .await
+        .is_ok()
     };
     assert!(!exists(format!("{name}-1")).await);
     // Below large the deploy owns the count again: the autoscaler and its policy are gone,
@@ -633,16 +631,15 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
         !charts.iter().any(|(t, _)| t.starts_with("Database")),
         "{charts:?}"
     );
-    let kept = aws
-        .rds()
-        .describe_db_clusters()
-        .db_cluster_identifier(&name)
-        .send()
-        .await
-        .unwrap();
+    let kept = rds(
+        "describe_db_clusters",
+        serde_json::json!({"DBClusterIdentifier": name}),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        kept.db_clusters()[0].db_cluster_arn(),
-        cluster.db_cluster_arn()
+        kept["DBClusters"][0]["DBClusterArn"],
+        cluster["DBClusterArn"]
     );
     // Large again: only the instances come back.
     let p = run(&["plan", "large", "--env", &env, "--json"]);
@@ -660,14 +657,14 @@ async fn large_deploys_aurora_in_two_zones_and_a_downgrade_keeps_the_database() 
     // Destroyed with its data: nothing of the database is left.
     let r = run(&["destroy", "--env", &env, "--yes", "--destroy-data"]);
     assert_eq!(r.code, 0, "{r:?}");
-    crate::harness::assert_absent(
-        aws.rds()
-            .describe_db_clusters()
-            .db_cluster_identifier(&name)
-            .send()
-            .await,
-        |e| e.is_db_cluster_not_found_fault(),
-        "the cluster",
+    assert_eq!(
+        rds(
+            "describe_db_clusters",
+            serde_json::json!({"DBClusterIdentifier": name}),
+        )
+        .await,
+        Err("DBClusterNotFoundFault".into()),
+        "the cluster should be gone"
     );
     // The account's Transaction Search is not the workspace's: it stays on.
     assert_eq!(trace_destination(&aws).await, "CloudWatchLogs");
@@ -926,27 +923,36 @@ async fn traces_and_reader_scaling<F>(
     // scaling turned off: the target and its policy go, and so does that reader; the
     // deployed reader stays, and the account's Transaction Search is left as it is, unshown.
     let added = "application-autoscaling-4a1b2c3d";
-    aws.rds()
-        .create_db_instance()
-        .db_instance_identifier(added)
-        .db_cluster_identifier(&name)
-        .engine("aurora-postgresql")
-        .db_instance_class("db.serverless")
-        .send()
-        .await
-        .unwrap();
+    crate::harness::boto(
+        aws,
+        "rds",
+        "create_db_instance",
+        serde_json::json!({
+            "DBInstanceIdentifier": added,
+            "DBClusterIdentifier": name,
+            "Engine": "aurora-postgresql",
+            "DBInstanceClass": "db.serverless",
+        }),
+    )
+    .await;
     let r = deploy("large", &["--db-max-readers", "0"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(!r.stdout.contains("transaction search"), "{r:?}");
     let instance = |id: String| {
         let aws = aws.clone();
         async move {
-            aws.rds()
-                .describe_db_instances()
-                .db_instance_identifier(id)
-                .send()
-                .await
-                .map(|o| o.db_instances()[0].db_instance_status().map(str::to_string))
+            crate::harness::boto_result(
+                &aws,
+                "rds",
+                "describe_db_instances",
+                serde_json::json!({"DBInstanceIdentifier": id}),
+            )
+            .await
+            .map(|o| {
+                o["DBInstances"][0]["DBInstanceStatus"]
+                    .as_str()
+                    .map(str::to_string)
+            })
         }
     };
     let left = instance(added.to_string()).await;

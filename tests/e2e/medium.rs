@@ -326,15 +326,14 @@ async fn retention(aws: &AwsClients, group: &str) -> Option<i32> {
 }
 
 pub(crate) async fn inline_policy(aws: &AwsClients, role: &str) -> Value {
-    let doc = aws
-        .iam()
-        .get_role_policy()
-        .role_name(role)
-        .policy_name(role)
-        .send()
-        .await
-        .unwrap();
-    serde_json::from_str(&urlencoding::decode(doc.policy_document()).unwrap()).unwrap()
+    crate::harness::boto(
+        aws,
+        "iam",
+        "get_role_policy",
+        serde_json::json!({"RoleName": role, "PolicyName": role}),
+    )
+    .await["PolicyDocument"]
+        .take()
 }
 
 /// Every action a policy allows, with the resources it names.
@@ -489,17 +488,15 @@ async fn check_state_machine(aws: &AwsClients, ws: &Workspace) {
     );
     assert!(a.contains_key("logs:CreateLogDelivery"), "{a:?}");
     assert!(a.contains_key("xray:PutTraceSegments"), "{a:?}");
-    let trust = aws
-        .iam()
-        .get_role()
-        .role_name(format!("agentbus-{env}-workflow"))
-        .send()
-        .await
-        .unwrap();
-    let trust: Value = serde_json::from_str(
-        &urlencoding::decode(trust.role().unwrap().assume_role_policy_document().unwrap()).unwrap(),
+    let role = format!("agentbus-{env}-workflow");
+    let trust = crate::harness::boto(
+        aws,
+        "iam",
+        "get_role",
+        serde_json::json!({"RoleName": role}),
     )
-    .unwrap();
+    .await["Role"]["AssumeRolePolicyDocument"]
+        .take();
     assert_eq!(
         trust["Statement"][0]["Principal"]["Service"],
         "states.amazonaws.com"

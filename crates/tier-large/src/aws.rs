@@ -7,14 +7,15 @@ use tier_xs::sdk_client;
 
 /// The large tier's clients of an [`AwsClients`].
 pub trait LargeAws {
-    fn rds(&self) -> aws_sdk_rds::Client;
+    /// RDS's client (`crate::rds`: its Query API on the SDK's runtime, not a generated SDK).
+    fn rds(&self) -> crate::rds::Rds;
     fn autoscaling(&self) -> aws_sdk_applicationautoscaling::Client;
     fn xray(&self) -> aws_sdk_xray::Client;
 }
 
 impl LargeAws for AwsClients {
-    fn rds(&self) -> aws_sdk_rds::Client {
-        sdk_client!(self, aws_sdk_rds)
+    fn rds(&self) -> crate::rds::Rds {
+        self.client(crate::rds::Rds::new)
     }
     fn autoscaling(&self) -> aws_sdk_applicationautoscaling::Client {
         sdk_client!(self, aws_sdk_applicationautoscaling)

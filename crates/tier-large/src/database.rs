@@ -40,28 +40,23 @@ fn backend(op: &'static str) -> impl Fn(String) -> RuntimeError {
 pub async fn address(aws: &AwsClients, cluster: &str) -> Result<ClusterAddress, RuntimeError> {
     let out = aws
         .rds()
-        .describe_db_clusters()
-        .db_cluster_identifier(cluster)
-        .send()
+        .describe_db_clusters(cluster)
         .await
         .map_err(|e| backend("DescribeDBClusters")(tier_xs::engine::error_text(&e)))?;
     let c = out
-        .db_clusters()
-        .first()
+        .into_iter()
+        .next()
         .ok_or_else(|| backend("DescribeDBClusters")(format!("no cluster {cluster}")))?;
-    let secret_arn = c
-        .master_user_secret()
-        .and_then(|s| s.secret_arn())
-        .ok_or_else(|| {
-            backend("DescribeDBClusters")(format!(
-                "the cluster {cluster} has no password managed by RDS"
-            ))
-        })?;
+    let secret_arn = c.master_user_secret_arn.ok_or_else(|| {
+        backend("DescribeDBClusters")(format!(
+            "the cluster {cluster} has no password managed by RDS"
+        ))
+    })?;
     Ok(ClusterAddress {
-        host: c.endpoint().unwrap_or_default().to_string(),
-        port: c.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(PORT),
-        database: c.database_name().unwrap_or("postgres").to_string(),
-        secret_arn: secret_arn.to_string(),
+        host: c.endpoint,
+        port: c.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(PORT),
+        database: c.database_name.unwrap_or_else(|| "postgres".into()),
+        secret_arn,
     })
 }
 

@@ -18,6 +18,7 @@ pub mod database;
 pub mod embed;
 pub mod layer;
 pub mod memory;
+pub mod rds;
 pub mod tier;
 pub mod tools;
 

@@ -319,8 +319,9 @@ impl AwsClients {
     pub fn ecs(&self) -> aws_sdk_ecs::Client {
         sdk_client!(self, aws_sdk_ecs)
     }
-    pub fn iam(&self) -> aws_sdk_iam::Client {
-        sdk_client!(self, aws_sdk_iam)
+    /// IAM's client (`crate::iam`: its Query API on the SDK's runtime, not a generated SDK).
+    pub fn iam(&self) -> crate::iam::Iam {
+        self.client(crate::iam::Iam::new)
     }
     pub fn sts(&self) -> aws_sdk_sts::Client {
         sdk_client!(self, aws_sdk_sts)

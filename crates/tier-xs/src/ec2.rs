@@ -1,103 +1,32 @@
-//! EC2 through its Query API, for the eleven calls agentbus makes (the default VPC and its
-//! subnets, security groups and their rules and tags, a task's network interface).
+//! EC2 through its Query API (`crate::query`), for the eleven calls agentbus makes (the
+//! default VPC and its subnets, security groups and their rules and tags, a task's network
+//! interface).
 //!
 //! Why not `aws-sdk-ec2`: that crate compiles every one of EC2's ~700 operations, a quarter of
-//! a clean build of the workspace (`docs/benchmarks/build.md`), for these eleven. What it would
-//! give beyond them is kept by running each call through the SDK's own runtime
-//! (`aws_smithy_runtime`'s orchestrator, as a generated client does): the configuration's
-//! credential chain and identity cache, SigV4 by `aws-runtime`, the standard retry strategy
-//! with the same classifiers (EC2's `RequestLimitExceeded` is throttling), timeouts, clock-skew
-//! correction, the user agent and the invocation-id and attempt headers, the call counter,
-//! and the HTTP client. What is ours: the request's form (`Action=…&Version=2016-11-15&
-//! Filter.1.Name=…`, as the EC2 API Reference's "Query requests" describes it and the SDK's
-//! serializers write it), the endpoint (EC2's endpoint rules, checked against the SDK's own
-//! endpoint tests below), and reading the XML answers and EC2's error document
-//! (`<Response><Errors><Error><Code>`).
+//! a clean build of the workspace (`docs/benchmarks/build.md`), for these eleven. What is
+//! EC2's own here: its Query form (`Filter.1.Name=…`, lists as `.N` without `member`), its
+//! endpoint rules (checked against the SDK's own endpoint tests below), and reading its XML
+//! answers (lists of `item`s). EC2 models no error types: every one of its errors is a code
+//! (`crate::engine::codes`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::aws::ClientParts;
+use crate::query::{Api, Endpoint, Node, Params, Protocol, QueryClient, QueryError, ServiceError};
 
-use aws_config::SdkConfig;
-use aws_runtime::auth::sigv4::{SCHEME_ID as SIGV4, SigV4AuthScheme};
-use aws_runtime::auth::{SigV4OperationSigningConfig, SigningOptions};
-use aws_runtime::invocation_id::InvocationIdInterceptor;
-use aws_runtime::request_info::RequestInfoInterceptor;
-use aws_runtime::retries::classifiers::AwsErrorCodeClassifier;
-use aws_runtime::service_clock_skew::{ServiceClockSkewClassifier, ServiceClockSkewInterceptor};
-use aws_runtime::user_agent::{ApiMetadata, UserAgentInterceptor};
-use aws_smithy_runtime::client::identity::IdentityCache;
-use aws_smithy_runtime::client::orchestrator::operation::Operation;
-use aws_smithy_runtime::client::retries::classifiers::{
-    HttpStatusCodeClassifier, TransientErrorClassifier,
+/// EC2's Query API.
+pub static EC2: Api = Api {
+    service_id: "EC2",
+    signing_name: "ec2",
+    version: "2016-11-15",
+    protocol: Protocol::Ec2,
+    endpoint,
 };
-use aws_smithy_runtime_api::client::auth::static_resolver::StaticAuthSchemeOptionResolver;
-use aws_smithy_runtime_api::client::auth::{
-    AuthSchemeOptionResolverParams, SharedAuthScheme, SharedAuthSchemeOptionResolver,
-};
-use aws_smithy_runtime_api::client::identity::SharedIdentityCache;
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, OrchestratorError};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
-use aws_smithy_runtime_api::client::runtime_plugin::StaticRuntimePlugin;
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::config_bag::Layer;
-use aws_smithy_types::error::metadata::{ErrorMetadata, ProvideErrorMetadata};
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
-use aws_smithy_xml::decode::{Document, ScopedDecoder, XmlDecodeError, try_data};
-use aws_types::SigningName;
-use aws_types::region::SigningRegion;
-use aws_types::service_config::ServiceConfigKey;
 
-use crate::aws::{CallCounter, ClientParts};
-
-/// The EC2 API version every request names.
-const VERSION: &str = "2016-11-15";
-
-/// A failed EC2 call, as the SDK's clients report theirs: the service's answer (a
-/// [`Ec2Error`] with EC2's code and message), or a failure before one (connection, timeout,
-/// credentials, a malformed answer).
-pub type Ec2SdkError = SdkError<Ec2Error, HttpResponse>;
+/// A failed EC2 call (see [`QueryError`]).
+pub type Ec2SdkError = QueryError;
 
 /// An error answer of EC2: its code (`InvalidGroup.NotFound`, `RequestLimitExceeded`, …) and
-/// message, through [`ProvideErrorMetadata`] like a generated client's errors (EC2 models no
-/// error types: every one of its errors is a code).
-#[derive(Debug)]
-pub struct Ec2Error {
-    meta: ErrorMetadata,
-}
-
-impl Ec2Error {
-    fn new(code: Option<String>, message: Option<String>) -> Self {
-        let mut b = ErrorMetadata::builder();
-        if let Some(c) = code {
-            b = b.code(c);
-        }
-        if let Some(m) = message {
-            b = b.message(m);
-        }
-        Ec2Error { meta: b.build() }
-    }
-}
-
-impl ProvideErrorMetadata for Ec2Error {
-    fn meta(&self) -> &ErrorMetadata {
-        &self.meta
-    }
-}
-
-impl std::fmt::Display for Ec2Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.meta.code(), self.meta.message()) {
-            (Some(c), Some(m)) => write!(f, "{c}: {m}"),
-            (Some(c), None) => write!(f, "{c}"),
-            (None, Some(m)) => write!(f, "{m}"),
-            (None, None) => write!(f, "unhandled EC2 error"),
-        }
-    }
-}
-
-impl std::error::Error for Ec2Error {}
+/// message.
+pub type Ec2Error = ServiceError;
 
 /// A filter of a Describe call: a name (`group-name`, `vpc-id`, …) and its values.
 #[derive(Clone, Debug)]
@@ -217,105 +146,36 @@ pub enum GroupQuery<'a> {
 
 /// EC2's client: one per [`crate::aws::AwsClients`] (`aws.ec2()`), cheap to clone.
 #[derive(Clone)]
-pub struct Ec2 {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: SdkConfig,
-    /// Where requests go, or why the configuration names no endpoint.
-    endpoint: Result<String, String>,
-    region: String,
-    identity_cache: SharedIdentityCache,
-    counter: CallCounter,
-    /// One operation per action, built on its first call.
-    operations: Mutex<HashMap<&'static str, Operation<String, Node, Ec2Error>>>,
-}
+pub struct Ec2(QueryClient);
 
 impl Ec2 {
     /// The client of a registry's configuration (see [`crate::aws::AwsClients::ec2`]).
     pub fn new(parts: ClientParts<'_>) -> Self {
-        let config = parts.config.clone();
-        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
-        let endpoint = endpoint(
-            configured_endpoint(&config).as_deref(),
-            (!region.is_empty()).then_some(region.as_str()),
-            config.use_fips().unwrap_or(false),
-            config.use_dual_stack().unwrap_or(false),
-        );
-        let identity_cache = config
-            .identity_cache()
-            .unwrap_or_else(|| IdentityCache::lazy().build());
-        Ec2 {
-            inner: Arc::new(Inner {
-                config,
-                endpoint,
-                region,
-                identity_cache,
-                counter: parts.counter,
-                operations: Mutex::default(),
-            }),
-        }
-    }
-
-    /// The operation of `action`, or why the configuration names no endpoint.
-    fn operation(&self, action: &'static str) -> Result<Operation<String, Node, Ec2Error>, String> {
-        let mut ops = match self.inner.operations.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(op) = ops.get(action) {
-            return Ok(op.clone());
-        }
-        let endpoint = self.inner.endpoint.as_deref().map_err(|e| e.to_string())?;
-        let op = build_operation(&self.inner, endpoint, action);
-        ops.insert(action, op.clone());
-        Ok(op)
+        Ec2(QueryClient::new(&EC2, parts))
     }
 
     /// Sends one action with its parameters; the answer's root element.
     async fn call(&self, action: &'static str, params: Params) -> Result<Node, Ec2SdkError> {
-        let body = params.encode(action);
-        self.operation(action)
-            .map_err(SdkError::construction_failure)?
-            .invoke(body)
-            .await
+        self.0.call(action, params).await
     }
 
-    /// Every page of a Describe action (`nextToken` followed): the items of each page's `set`.
+    /// Every page of a Describe action: the items of each page's `set`.
     async fn describe<T: FromItem>(
         &self,
         action: &'static str,
         params: Params,
         set: &str,
     ) -> Result<Vec<T>, Ec2SdkError> {
-        let mut items = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut p = params.clone();
-            if let Some(t) = &token {
-                p.push("NextToken", t);
-            }
-            let page = self.call(action, p).await?;
-            if let Some(s) = page.child(set) {
-                items.extend(s.children.iter().map(T::from_item));
-            }
-            match page.text("nextToken") {
-                Some(t) if !t.is_empty() && token.as_deref() != Some(t) => {
-                    token = Some(t.to_string())
-                }
-                _ => return Ok(items),
-            }
-        }
+        self.0.collect(action, params, set, T::from_item).await
     }
 
     pub async fn describe_vpcs(&self, filters: &[Filter]) -> Result<Vec<Vpc>, Ec2SdkError> {
-        let p = Params::query("VpcId", &[], filters);
+        let p = describe_params("VpcId", &[], filters);
         self.describe("DescribeVpcs", p, "vpcSet").await
     }
 
     pub async fn describe_subnets(&self, filters: &[Filter]) -> Result<Vec<Subnet>, Ec2SdkError> {
-        let p = Params::query("SubnetId", &[], filters);
+        let p = describe_params("SubnetId", &[], filters);
         self.describe("DescribeSubnets", p, "subnetSet").await
     }
 
@@ -324,8 +184,8 @@ impl Ec2 {
         query: GroupQuery<'_>,
     ) -> Result<Vec<SecurityGroup>, Ec2SdkError> {
         let p = match query {
-            GroupQuery::Ids(ids) => Params::query("GroupId", ids, &[]),
-            GroupQuery::Filters(f) => Params::query("GroupId", &[], f),
+            GroupQuery::Ids(ids) => describe_params("GroupId", ids, &[]),
+            GroupQuery::Filters(f) => describe_params("GroupId", &[], f),
         };
         self.describe("DescribeSecurityGroups", p, "securityGroupInfo")
             .await
@@ -339,7 +199,7 @@ impl Ec2 {
         vpc_id: &str,
         tags: &[(String, String)],
     ) -> Result<String, Ec2SdkError> {
-        let mut p = Params::default();
+        let mut p = Params::new();
         p.push("GroupName", name);
         p.push("GroupDescription", description);
         p.push("VpcId", vpc_id);
@@ -354,7 +214,7 @@ impl Ec2 {
     }
 
     pub async fn delete_security_group(&self, group_id: &str) -> Result<(), Ec2SdkError> {
-        let mut p = Params::default();
+        let mut p = Params::new();
         p.push("GroupId", group_id);
         self.call("DeleteSecurityGroup", p).await.map(drop)
     }
@@ -366,9 +226,9 @@ impl Ec2 {
         group_id: &str,
         permissions: &[IpPermission],
     ) -> Result<(), Ec2SdkError> {
-        let mut p = Params::default();
+        let mut p = Params::new();
         p.push("GroupId", group_id);
-        p.permissions(permissions);
+        permission_params(&mut p, permissions);
         self.call(change.action(), p).await.map(drop)
     }
 
@@ -377,7 +237,7 @@ impl Ec2 {
         resource_id: &str,
         tags: &[(String, String)],
     ) -> Result<(), Ec2SdkError> {
-        let mut p = Params::default();
+        let mut p = Params::new();
         p.push("ResourceId.1", resource_id);
         p.tags(
             "Tag",
@@ -388,7 +248,7 @@ impl Ec2 {
 
     /// Removes tags by key, whatever their values.
     pub async fn delete_tags(&self, resource_id: &str, keys: &[String]) -> Result<(), Ec2SdkError> {
-        let mut p = Params::default();
+        let mut p = Params::new();
         p.push("ResourceId.1", resource_id);
         p.tags("Tag", keys.iter().map(|k| (k.as_str(), None)));
         self.call("DeleteTags", p).await.map(drop)
@@ -400,378 +260,66 @@ impl Ec2 {
         ids: &[&str],
         filters: &[Filter],
     ) -> Result<Vec<NetworkInterface>, Ec2SdkError> {
-        let p = Params::query("NetworkInterfaceId", ids, filters);
+        let p = describe_params("NetworkInterfaceId", ids, filters);
         self.describe("DescribeNetworkInterfaces", p, "networkInterfaceSet")
             .await
     }
 }
 
-/// The orchestrator's operation for one action: what a generated client's config and
-/// operation runtime plugins set up, for EC2's Query protocol.
-fn build_operation(
-    inner: &Inner,
-    endpoint: &str,
-    action: &'static str,
-) -> Operation<String, Node, Ec2Error> {
-    let cfg = &inner.config;
-    let mut layer = Layer::new("agentbus-ec2");
-    layer.store_put(AuthSchemeOptionResolverParams::new(()));
-    layer.store_put(SigV4OperationSigningConfig {
-        region: Some(SigningRegion::from(aws_types::region::Region::new(
-            inner.region.clone(),
-        ))),
-        name: Some(SigningName::from_static("ec2")),
-        signing_options: SigningOptions::default(),
-        ..Default::default()
-    });
-    layer.store_put(ApiMetadata::new("ec2", "agentbus"));
-    if let Some(app) = cfg.app_name() {
-        layer.store_put(app.clone());
-    }
-    let mut components = RuntimeComponentsBuilder::new("agentbus-ec2");
-    components.set_auth_scheme_option_resolver(Some(SharedAuthSchemeOptionResolver::new(
-        StaticAuthSchemeOptionResolver::new(vec![SIGV4]),
-    )));
-    components.push_auth_scheme(SharedAuthScheme::new(SigV4AuthScheme::new()));
-    if let Some(credentials) = cfg.credentials_provider() {
-        components.set_identity_resolver(SIGV4, credentials);
-    }
-    components.set_identity_cache(Some(inner.identity_cache.clone()));
-    if let Some(time) = cfg.time_source() {
-        components.set_time_source(Some(time));
-    }
-    let mut b = Operation::builder()
-        .service_name("EC2")
-        .operation_name(action)
-        .endpoint_url(endpoint)
-        .standard_retry(
-            &cfg.retry_config()
-                .cloned()
-                .unwrap_or_else(RetryConfig::standard),
-        )
-        .timeout_config(
-            cfg.timeout_config()
-                .cloned()
-                .unwrap_or_else(TimeoutConfig::disabled),
-        )
-        .retry_classifier(AwsErrorCodeClassifier::<Ec2Error>::new())
-        .retry_classifier(TransientErrorClassifier::<Ec2Error>::new())
-        .retry_classifier(HttpStatusCodeClassifier::default())
-        .retry_classifier(ServiceClockSkewClassifier::<Ec2Error>::new())
-        .interceptor(ServiceClockSkewInterceptor::new())
-        .interceptor(UserAgentInterceptor::new())
-        // amz-sdk-invocation-id and amz-sdk-request (attempt=N, max=M): one id per call
-        // across its retries, as every SDK sends.
-        .interceptor(InvocationIdInterceptor::new())
-        .interceptor(RequestInfoInterceptor::new())
-        .interceptor(inner.counter.clone())
-        .with_connection_poisoning()
-        .runtime_plugin(
-            StaticRuntimePlugin::new()
-                .with_config(layer.freeze())
-                .with_runtime_components(components),
-        );
-    if let Some(client) = cfg.http_client() {
-        b = b.http_client(client);
-    }
-    if let Some(sleep) = cfg.sleep_impl() {
-        b = b.sleep_impl(sleep);
-    }
-    if let Some(bv) = cfg.behavior_version() {
-        b = b.behavior_version(bv);
-    }
-    b.serializer(|body: String| {
-        let mut req = HttpRequest::new(SdkBody::from(body));
-        req.set_method("POST")?;
-        req.set_uri("/")?;
-        req.headers_mut()
-            .insert("Content-Type", "application/x-www-form-urlencoded");
-        Ok(req)
-    })
-    .deserializer(|resp: &HttpResponse| {
-        let body = resp.body().bytes().unwrap_or_default();
-        if resp.status().is_success() {
-            parse(body).map_err(OrchestratorError::other)
-        } else {
-            Err(OrchestratorError::operation(error_of(
-                resp.status().as_u16(),
-                body,
-            )))
-        }
-    })
-    .build()
-}
-
-/// EC2's error document (`<Response><Errors><Error><Code>…</Code><Message>…</Message>`), or
-/// the status alone when the body is not one (a proxy's 503, say).
-fn error_of(status: u16, body: &[u8]) -> Ec2Error {
-    let error = parse(body)
-        .ok()
-        .and_then(|root| root.child("Errors").and_then(|e| e.child("Error")).cloned());
-    match error {
-        Some(e) => Ec2Error::new(
-            e.text("Code").map(str::to_string),
-            e.text("Message").map(str::to_string),
-        ),
-        None => Ec2Error::new(
-            None,
-            Some(format!("HTTP {status} without an EC2 error document")),
-        ),
-    }
-}
-
-/// The endpoint the configuration names for EC2, read as a generated client reads it: one set
-/// in code wins; else the service's own (`AWS_ENDPOINT_URL_EC2`, or `endpoint_url` in the
-/// profile's `ec2` section); else the global one (`AWS_ENDPOINT_URL`).
-fn configured_endpoint(config: &SdkConfig) -> Option<String> {
-    if config.get_origin("endpoint_url").is_client_config() {
-        return config.endpoint_url().map(str::to_string);
-    }
-    let key = ServiceConfigKey::builder()
-        .service_id("EC2")
-        .env("AWS_ENDPOINT_URL")
-        .profile("endpoint_url")
-        .build()
-        .ok();
-    config
-        .service_config()
-        .zip(key)
-        .and_then(|(c, key)| c.load_config(key))
-        .or_else(|| config.endpoint_url().map(str::to_string))
-}
-
-/// Where EC2 answers, by its endpoint rules: a configured endpoint as it is (not with FIPS or
-/// dual-stack), else `ec2[-fips].{region}.{the partition's DNS suffix}`.
-pub fn endpoint(
-    configured: Option<&str>,
-    region: Option<&str>,
-    fips: bool,
-    dual_stack: bool,
-) -> Result<String, String> {
-    if let Some(url) = configured {
-        if fips {
-            return Err("Invalid Configuration: FIPS and custom endpoint are not supported".into());
-        }
-        if dual_stack {
-            return Err(
-                "Invalid Configuration: Dualstack and custom endpoint are not supported".into(),
-            );
-        }
-        return Ok(url.to_string());
-    }
-    let Some(region) = region else {
-        return Err("Invalid Configuration: Missing Region".into());
-    };
-    // (prefix, DNS suffix, dual-stack DNS suffix) of the partitions AWS documents.
-    let (suffix, dual) = [
-        ("cn-", "amazonaws.com.cn", "api.amazonwebservices.com.cn"),
-        ("us-gov-", "amazonaws.com", "api.aws"),
-        ("us-isob-", "sc2s.sgov.gov", "sc2s.sgov.gov"),
-        ("us-isof-", "csp.hci.ic.gov", "csp.hci.ic.gov"),
-        ("us-iso-", "c2s.ic.gov", "c2s.ic.gov"),
-        ("eu-isoe-", "cloud.adc-e.uk", "cloud.adc-e.uk"),
-        ("eusc-", "amazonaws.eu", "amazonaws.eu"),
-    ]
-    .iter()
-    .find(|(prefix, _, _)| region.starts_with(prefix))
-    .map(|(_, s, d)| (*s, *d))
-    .unwrap_or(("amazonaws.com", "api.aws"));
-    Ok(match (fips, dual_stack) {
-        (true, true) => format!("https://ec2-fips.{region}.{dual}"),
-        // GovCloud's regular endpoints are FIPS endpoints already.
-        (true, false) if region.starts_with("us-gov-") => format!("https://ec2.{region}.{suffix}"),
-        (true, false) => format!("https://ec2-fips.{region}.{suffix}"),
-        (false, true) => format!("https://ec2.{region}.{dual}"),
-        (false, false) => format!("https://ec2.{region}.{suffix}"),
-    })
+/// Where EC2 answers, by its endpoint rules: `ec2[-fips].{region}.{the partition's DNS
+/// suffix}` (`crate::query::regional`).
+pub fn endpoint(region: &str, fips: bool, dual_stack: bool) -> Endpoint {
+    crate::query::regional("ec2", region, fips, dual_stack)
 }
 
 // --- the request's form ------------------------------------------------------------------
 
-/// A Query request's parameters, in order.
-#[derive(Clone, Debug, Default)]
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    /// A Describe action's: the ids asked for (`{id}.N`) and the filters.
-    fn query(id: &str, ids: &[&str], filters: &[Filter]) -> Self {
-        let mut p = Params::default();
-        for (i, v) in ids.iter().enumerate() {
-            p.push(&format!("{id}.{}", i + 1), v);
-        }
-        p.filters(filters);
-        p
+/// A Describe action's parameters: the ids asked for (`{id}.N`) and the filters
+/// (`Filter.N.Name`, `Filter.N.Value.M`).
+fn describe_params(id: &str, ids: &[&str], filters: &[Filter]) -> Params {
+    let mut p = Params::new();
+    for (i, v) in ids.iter().enumerate() {
+        p.push(&format!("{id}.{}", i + 1), v);
     }
-
-    fn push(&mut self, key: &str, value: &str) {
-        self.0.push((key.to_string(), value.to_string()));
-    }
-
-    /// `Filter.N.Name`, `Filter.N.Value.M`.
-    fn filters(&mut self, filters: &[Filter]) {
-        for (i, f) in filters.iter().enumerate() {
-            let n = i + 1;
-            self.push(&format!("Filter.{n}.Name"), &f.name);
-            for (j, v) in f.values.iter().enumerate() {
-                self.push(&format!("Filter.{n}.Value.{}", j + 1), v);
-            }
+    for (i, f) in filters.iter().enumerate() {
+        let n = i + 1;
+        p.push(&format!("Filter.{n}.Name"), &f.name);
+        for (j, v) in f.values.iter().enumerate() {
+            p.push(&format!("Filter.{n}.Value.{}", j + 1), v);
         }
     }
+    p
+}
 
-    /// `{prefix}.N.Key` and, where given, `{prefix}.N.Value`.
-    fn tags<'a>(&mut self, prefix: &str, tags: impl Iterator<Item = (&'a str, Option<&'a str>)>) {
-        for (i, (k, v)) in tags.enumerate() {
-            let n = i + 1;
-            self.push(&format!("{prefix}.{n}.Key"), k);
-            if let Some(v) = v {
-                self.push(&format!("{prefix}.{n}.Value"), v);
-            }
+/// `IpPermissions.N.IpProtocol`, `.FromPort`, `.ToPort`, `.IpRanges.M.CidrIp`,
+/// `.Ipv6Ranges.M.CidrIpv6`, `.Groups.M.GroupId`, each source with its `Description`.
+fn permission_params(p: &mut Params, permissions: &[IpPermission]) {
+    for (i, perm) in permissions.iter().enumerate() {
+        let pre = format!("IpPermissions.{}", i + 1);
+        p.push(&format!("{pre}.IpProtocol"), &perm.ip_protocol);
+        if let Some(f) = perm.from_port {
+            p.push(&format!("{pre}.FromPort"), &f.to_string());
         }
-    }
-
-    /// `IpPermissions.N.IpProtocol`, `.FromPort`, `.ToPort`, `.IpRanges.M.CidrIp`,
-    /// `.Ipv6Ranges.M.CidrIpv6`, `.Groups.M.GroupId`, each source with its `Description`.
-    fn permissions(&mut self, permissions: &[IpPermission]) {
-        for (i, p) in permissions.iter().enumerate() {
-            let pre = format!("IpPermissions.{}", i + 1);
-            self.push(&format!("{pre}.IpProtocol"), &p.ip_protocol);
-            if let Some(f) = p.from_port {
-                self.push(&format!("{pre}.FromPort"), &f.to_string());
-            }
-            if let Some(t) = p.to_port {
-                self.push(&format!("{pre}.ToPort"), &t.to_string());
-            }
-            for (list, field, sources) in [
-                ("Groups", "GroupId", &p.groups),
-                ("IpRanges", "CidrIp", &p.ip_ranges),
-                ("Ipv6Ranges", "CidrIpv6", &p.ipv6_ranges),
-            ] {
-                for (j, s) in sources.iter().enumerate() {
-                    let at = format!("{pre}.{list}.{}", j + 1);
-                    if let Some(d) = &s.description {
-                        self.push(&format!("{at}.Description"), d);
-                    }
-                    self.push(&format!("{at}.{field}"), &s.value);
+        if let Some(t) = perm.to_port {
+            p.push(&format!("{pre}.ToPort"), &t.to_string());
+        }
+        for (list, field, sources) in [
+            ("Groups", "GroupId", &perm.groups),
+            ("IpRanges", "CidrIp", &perm.ip_ranges),
+            ("Ipv6Ranges", "CidrIpv6", &perm.ipv6_ranges),
+        ] {
+            for (j, s) in sources.iter().enumerate() {
+                let at = format!("{pre}.{list}.{}", j + 1);
+                if let Some(d) = &s.description {
+                    p.push(&format!("{at}.Description"), d);
                 }
+                p.push(&format!("{at}.{field}"), &s.value);
             }
         }
-    }
-
-    /// The form body: `Action=…&Version=…&…`, every key and value percent-encoded.
-    fn encode(&self, action: &str) -> String {
-        let mut out = format!("Action={action}&Version={VERSION}");
-        for (k, v) in &self.0 {
-            out.push('&');
-            out.push_str(&urlencoding::encode(k));
-            out.push('=');
-            out.push_str(&urlencoding::encode(v));
-        }
-        out
     }
 }
 
 // --- the answers -------------------------------------------------------------------------
-
-/// An element of an answer: its local name, its text (for a leaf) and its child elements.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Node {
-    pub name: String,
-    pub text: String,
-    pub children: Vec<Node>,
-}
-
-impl Node {
-    fn child(&self, name: &str) -> Option<&Node> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    fn text(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
-    }
-
-    fn string(&self, name: &str) -> String {
-        self.text(name).unwrap_or_default().to_string()
-    }
-}
-
-/// Elements read for their children. Everything else is either a leaf of [`LEAVES`] or skipped
-/// with whatever it holds (EC2 adds fields; a reader must ignore those it does not know).
-const CONTAINERS: &[&str] = &[
-    "item",
-    "vpcSet",
-    "subnetSet",
-    "securityGroupInfo",
-    "ipPermissions",
-    "ipPermissionsEgress",
-    "groups",
-    "ipRanges",
-    "ipv6Ranges",
-    "tagSet",
-    "networkInterfaceSet",
-    "association",
-    "Errors",
-    "Error",
-];
-
-/// Elements read for their text.
-const LEAVES: &[&str] = &[
-    "nextToken",
-    "vpcId",
-    "isDefault",
-    "subnetId",
-    "availabilityZone",
-    "defaultForAz",
-    "groupId",
-    "groupName",
-    "groupDescription",
-    "ipProtocol",
-    "fromPort",
-    "toPort",
-    "cidrIp",
-    "cidrIpv6",
-    "description",
-    "key",
-    "value",
-    "networkInterfaceId",
-    "privateIpAddress",
-    "publicIp",
-    "Code",
-    "Message",
-];
-
-fn parse(body: &[u8]) -> Result<Node, XmlDecodeError> {
-    let mut doc = Document::try_from(body)?;
-    let mut root = doc.root_element()?;
-    let name = root.start_el().local().to_string();
-    Ok(Node {
-        name,
-        text: String::new(),
-        children: children(&mut root)?,
-    })
-}
-
-fn children(dec: &mut ScopedDecoder<'_, '_>) -> Result<Vec<Node>, XmlDecodeError> {
-    let mut out = Vec::new();
-    while let Some(mut tag) = dec.next_tag() {
-        let name = tag.start_el().local().to_string();
-        if CONTAINERS.contains(&name.as_str()) {
-            let children = children(&mut tag)?;
-            out.push(Node {
-                name,
-                text: String::new(),
-                children,
-            });
-        } else if LEAVES.contains(&name.as_str()) {
-            let text = try_data(&mut tag)?.into_owned();
-            out.push(Node {
-                name,
-                text,
-                children: Vec::new(),
-            });
-        }
-    }
-    Ok(out)
-}
 
 /// A Describe answer's item as its type.
 trait FromItem {
@@ -782,7 +330,7 @@ impl FromItem for Vpc {
     fn from_item(v: &Node) -> Self {
         Vpc {
             vpc_id: v.string("vpcId"),
-            is_default: v.text("isDefault") == Some("true"),
+            is_default: v.flag("isDefault") == Some(true),
         }
     }
 }
@@ -793,7 +341,7 @@ impl FromItem for Subnet {
             subnet_id: s.string("subnetId"),
             vpc_id: s.string("vpcId"),
             availability_zone: s.string("availabilityZone"),
-            default_for_az: s.text("defaultForAz") == Some("true"),
+            default_for_az: s.flag("defaultForAz") == Some(true),
         }
     }
 }
@@ -805,8 +353,8 @@ impl FromItem for SecurityGroup {
             group_name: g.string("groupName"),
             description: g.string("groupDescription"),
             vpc_id: g.string("vpcId"),
-            ip_permissions: permissions_of(g.child("ipPermissions")),
-            ip_permissions_egress: permissions_of(g.child("ipPermissionsEgress")),
+            ip_permissions: permissions_of(g.list("ipPermissions")),
+            ip_permissions_egress: permissions_of(g.list("ipPermissionsEgress")),
             tags: tags_of(g),
         }
     }
@@ -825,45 +373,33 @@ impl FromItem for NetworkInterface {
     }
 }
 
-fn permissions_of(list: Option<&Node>) -> Vec<IpPermission> {
+fn permissions_of(list: &[Node]) -> Vec<IpPermission> {
     let sources = |p: &Node, list: &str, field: &str| -> Vec<RuleSource> {
-        p.child(list)
-            .map(|l| {
-                l.children
-                    .iter()
-                    .map(|s| RuleSource {
-                        value: s.string(field),
-                        description: s.text("description").map(str::to_string),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    list.map(|l| {
-        l.children
+        p.list(list)
             .iter()
-            .map(|p| IpPermission {
-                ip_protocol: p.string("ipProtocol"),
-                from_port: p.text("fromPort").and_then(|v| v.parse().ok()),
-                to_port: p.text("toPort").and_then(|v| v.parse().ok()),
-                ip_ranges: sources(p, "ipRanges", "cidrIp"),
-                ipv6_ranges: sources(p, "ipv6Ranges", "cidrIpv6"),
-                groups: sources(p, "groups", "groupId"),
+            .map(|s| RuleSource {
+                value: s.string(field),
+                description: s.text("description").map(str::to_string),
             })
             .collect()
-    })
-    .unwrap_or_default()
+    };
+    list.iter()
+        .map(|p| IpPermission {
+            ip_protocol: p.string("ipProtocol"),
+            from_port: p.number("fromPort"),
+            to_port: p.number("toPort"),
+            ip_ranges: sources(p, "ipRanges", "cidrIp"),
+            ipv6_ranges: sources(p, "ipv6Ranges", "cidrIpv6"),
+            groups: sources(p, "groups", "groupId"),
+        })
+        .collect()
 }
 
 fn tags_of(n: &Node) -> Vec<(String, String)> {
-    n.child("tagSet")
-        .map(|t| {
-            t.children
-                .iter()
-                .map(|i| (i.string("key"), i.string("value")))
-                .collect()
-        })
-        .unwrap_or_default()
+    n.list("tagSet")
+        .iter()
+        .map(|i| (i.string("key"), i.string("value")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -974,63 +510,44 @@ mod tests {
         ];
         for (region, fips, dual, url) in cases {
             assert_eq!(
-                endpoint(None, Some(region), fips, dual).as_deref(),
-                Ok(url),
+                endpoint(region, fips, dual).url,
+                url,
                 "{region} fips={fips} dual-stack={dual}"
             );
         }
+        let resolve = |custom, region, fips, dual| {
+            crate::query::resolve(&EC2, custom, region, fips, dual).map(|e| e.url)
+        };
         let custom = Some("https://example.com");
         assert_eq!(
-            endpoint(custom, Some("us-east-1"), false, false).as_deref(),
+            resolve(custom, Some("us-east-1"), false, false).as_deref(),
             Ok("https://example.com")
         );
         assert_eq!(
-            endpoint(custom, None, false, false).as_deref(),
+            resolve(custom, None, false, false).as_deref(),
             Ok("https://example.com")
         );
-        assert!(endpoint(custom, Some("us-east-1"), true, false).is_err());
-        assert!(endpoint(custom, Some("us-east-1"), false, true).is_err());
-        assert!(endpoint(None, None, false, false).is_err());
-    }
-
-    #[test]
-    fn an_ec2_endpoint_of_its_own_comes_before_the_global_one() {
-        use aws_types::service_config::LoadServiceConfig;
-        #[derive(Debug)]
-        struct Ec2Endpoint;
-        impl LoadServiceConfig for Ec2Endpoint {
-            fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
-                (key.service_id() == "EC2" && key.env() == "AWS_ENDPOINT_URL")
-                    .then(|| "http://127.0.0.1:4566".to_string())
-            }
-        }
-        let region = aws_types::region::Region::new("us-east-1");
-        let cfg = SdkConfig::builder()
-            .region(region.clone())
-            .service_config(Ec2Endpoint)
-            .build();
-        assert_eq!(
-            configured_endpoint(&cfg).as_deref(),
-            Some("http://127.0.0.1:4566")
-        );
-        let cfg = SdkConfig::builder().region(region).build();
-        assert_eq!(configured_endpoint(&cfg), None);
+        assert!(resolve(custom, Some("us-east-1"), true, false).is_err());
+        assert!(resolve(custom, Some("us-east-1"), false, true).is_err());
+        assert!(resolve(None, None, false, false).is_err());
     }
 
     #[test]
     fn a_request_is_written_as_ec2_s_query_form() {
-        let mut p = Params::default();
-        p.push("GroupId", "sg-1");
-        p.permissions(&[IpPermission {
-            ip_protocol: "tcp".into(),
-            from_port: Some(443),
-            to_port: Some(443),
-            ip_ranges: vec![RuleSource::new("10.0.0.0/8", Some("agentbus --allow-cidr"))],
-            ipv6_ranges: vec![RuleSource::new("2001:db8::/32", None)],
-            groups: vec![RuleSource::new("sg-2", None)],
-        }]);
+        let mut p = Params::new().with("GroupId", "sg-1");
+        permission_params(
+            &mut p,
+            &[IpPermission {
+                ip_protocol: "tcp".into(),
+                from_port: Some(443),
+                to_port: Some(443),
+                ip_ranges: vec![RuleSource::new("10.0.0.0/8", Some("agentbus --allow-cidr"))],
+                ipv6_ranges: vec![RuleSource::new("2001:db8::/32", None)],
+                groups: vec![RuleSource::new("sg-2", None)],
+            }],
+        );
         assert_eq!(
-            p.encode("AuthorizeSecurityGroupIngress"),
+            p.encode("AuthorizeSecurityGroupIngress", EC2.version),
             "Action=AuthorizeSecurityGroupIngress&Version=2016-11-15&GroupId=sg-1\
              &IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=443&IpPermissions.1.ToPort=443\
              &IpPermissions.1.Groups.1.GroupId=sg-2\
@@ -1038,11 +555,14 @@ mod tests {
              &IpPermissions.1.IpRanges.1.CidrIp=10.0.0.0%2F8\
              &IpPermissions.1.Ipv6Ranges.1.CidrIpv6=2001%3Adb8%3A%3A%2F32"
         );
-        let mut p = Params::default();
-        p.filters(&[Filter::new("group-name", "agentbus-dev-dash")]);
+        let mut p = describe_params(
+            "GroupId",
+            &[],
+            &[Filter::new("group-name", "agentbus-dev-dash")],
+        );
         p.tags("Tag", [("a", Some("b c")), ("d", None)].into_iter());
         assert_eq!(
-            p.encode("X"),
+            p.encode("X", EC2.version),
             "Action=X&Version=2016-11-15&Filter.1.Name=group-name&Filter.1.Value.1=agentbus-dev-dash\
              &Tag.1.Key=a&Tag.1.Value=b%20c&Tag.2.Key=d"
         );
@@ -1077,11 +597,12 @@ mod tests {
     </item>
   </securityGroupInfo>
 </DescribeSecurityGroupsResponse>"#;
-        let root = parse(xml).expect("parses");
+        let root = crate::query::parse(xml).expect("parses");
         let groups: Vec<SecurityGroup> = root
-            .child("securityGroupInfo")
-            .map(|s| s.children.iter().map(SecurityGroup::from_item).collect())
-            .unwrap_or_default();
+            .list("securityGroupInfo")
+            .iter()
+            .map(SecurityGroup::from_item)
+            .collect();
         assert_eq!(
             groups,
             vec![SecurityGroup {
@@ -1108,24 +629,5 @@ mod tests {
                 tags: vec![("agentbus:workspace".into(), "dev".into())],
             }]
         );
-    }
-
-    #[test]
-    fn an_error_answer_gives_its_code_and_message_and_a_bare_status_says_so() {
-        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
-<Response><Errors><Error><Code>InvalidGroup.NotFound</Code><Message>The security group 'sg-1' does not exist</Message></Error></Errors><RequestID>r-1</RequestID></Response>"#;
-        let e = error_of(400, xml);
-        assert_eq!(e.code(), Some("InvalidGroup.NotFound"));
-        assert_eq!(
-            e.message(),
-            Some("The security group 'sg-1' does not exist")
-        );
-        assert_eq!(
-            e.to_string(),
-            "InvalidGroup.NotFound: The security group 'sg-1' does not exist"
-        );
-        let e = error_of(503, b"");
-        assert_eq!(e.code(), None);
-        assert_eq!(e.to_string(), "HTTP 503 without an EC2 error document");
     }
 }

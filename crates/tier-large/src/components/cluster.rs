@@ -7,22 +7,19 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_rds::operation::create_db_cluster::CreateDBClusterError;
-use aws_sdk_rds::operation::delete_db_cluster::DeleteDBClusterError;
-use aws_sdk_rds::operation::describe_db_clusters::DescribeDBClustersError;
-use aws_sdk_rds::types::{CloudwatchLogsExportConfiguration, ServerlessV2ScalingConfiguration};
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
-    output_or_unknown, own_tags, pair, require_output, wait_until,
+    output_or_unknown, own_tags, require_output, wait_until,
 };
 use tier_xs::workspace::Workspace;
 
-use super::{RdsTags, rds_error, rds_tags};
+use super::{RdsTags, rds_error};
 use crate::aws::LargeAws;
+use crate::rds::{ClusterChange, NewCluster, cluster_already_exists, cluster_not_found};
 
 /// The engine: Aurora PostgreSQL.
 pub const ENGINE: &str = "aurora-postgresql";
@@ -59,25 +56,14 @@ impl DbCluster {
     async fn describe(
         &self,
         aws: &AwsClients,
-    ) -> Result<Option<aws_sdk_rds::types::DbCluster>, EngineError> {
+    ) -> Result<Option<crate::rds::DbCluster>, EngineError> {
         let out = found(
-            aws.rds()
-                .describe_db_clusters()
-                .db_cluster_identifier(&self.meta.name)
-                .send()
-                .await,
-            DescribeDBClustersError::is_db_cluster_not_found_fault,
+            aws.rds().describe_db_clusters(&self.meta.name).await,
+            cluster_not_found,
             &self.meta,
             "DescribeDBClusters",
         )?;
-        Ok(out.and_then(|o| o.db_clusters().first().cloned()))
-    }
-
-    fn scaling(&self) -> ServerlessV2ScalingConfiguration {
-        ServerlessV2ScalingConfiguration::builder()
-            .min_capacity(self.min_acu)
-            .max_capacity(self.max_acu)
-            .build()
+        Ok(out.and_then(|o| o.into_iter().next()))
     }
 
     /// Waits until the cluster is no longer described (RDS takes minutes to delete one).
@@ -85,7 +71,7 @@ impl DbCluster {
         wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
             Ok(match self.describe(aws).await {
                 Ok(None) => Ok(()),
-                Ok(Some(c)) => Err(format!("status {}", c.status().unwrap_or("unknown"))),
+                Ok(Some(c)) => Err(format!("status {}", c.status)),
                 Err(e) => Err(rds_error(e).to_string()),
             })
         })
@@ -96,8 +82,8 @@ impl DbCluster {
     async fn available(&self, aws: &AwsClients) -> Result<(), EngineError> {
         wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
             Ok(match self.describe(aws).await? {
-                Some(c) if c.status() == Some("available") => Ok(()),
-                Some(c) => Err(format!("status {}", c.status().unwrap_or("unknown"))),
+                Some(c) if c.status == "available" => Ok(()),
+                Some(c) => Err(format!("status {}", c.status)),
                 None => Err("not found".into()),
             })
         })
@@ -201,51 +187,33 @@ impl Resource for DbCluster {
             return Ok(None);
         };
         // A cluster on its way out is as good as gone.
-        if c.status() == Some("deleting") {
+        if c.status == "deleting" {
             return Ok(None);
         }
-        let scaling = c.serverless_v2_scaling_configuration();
         let acu = |v: Option<f64>| v.map_or(Value::Null, |v| json!(v));
-        let groups: Vec<Value> = c
-            .vpc_security_groups()
-            .iter()
-            .filter_map(|g| g.vpc_security_group_id().map(|id| json!(id)))
-            .collect();
-        let secret = c
-            .master_user_secret()
-            .and_then(|s| s.secret_arn())
-            .unwrap_or_default();
+        let secret = c.master_user_secret_arn.unwrap_or_default();
         Ok(Some(
             Observed::default()
-                .field("engine", c.engine().unwrap_or_default())
-                .field("engine_version", c.engine_version().unwrap_or_default())
-                .field("storage_encrypted", c.storage_encrypted().unwrap_or(false))
-                .field("database", c.database_name().unwrap_or_default())
-                .field("master_username", c.master_username().unwrap_or_default())
+                .field("engine", c.engine)
+                .field("engine_version", c.engine_version)
+                .field("storage_encrypted", c.storage_encrypted)
+                .field("database", c.database_name.unwrap_or_default())
+                .field("master_username", c.master_username)
                 .field("managed_password", !secret.is_empty())
-                .field("subnet_group", c.db_subnet_group().unwrap_or_default())
-                .field("security_groups", Value::Array(groups))
-                .field("min_acu", acu(scaling.and_then(|s| s.min_capacity())))
-                .field("max_acu", acu(scaling.and_then(|s| s.max_capacity())))
-                .field("backup_days", c.backup_retention_period().unwrap_or(0))
-                .field(
-                    "deletion_protection",
-                    c.deletion_protection().unwrap_or(false),
-                )
-                .field("log_exports", json!(c.enabled_cloudwatch_logs_exports()))
-                .field(
-                    "copy_tags_to_snapshot",
-                    c.copy_tags_to_snapshot().unwrap_or(false),
-                )
+                .field("subnet_group", c.subnet_group)
+                .field("security_groups", json!(c.security_groups))
+                .field("min_acu", acu(c.min_acu))
+                .field("max_acu", acu(c.max_acu))
+                .field("backup_days", c.backup_days)
+                .field("deletion_protection", c.deletion_protection)
+                .field("log_exports", json!(c.log_exports))
+                .field("copy_tags_to_snapshot", c.copy_tags_to_snapshot)
                 // The describe answer carries the tags (TagList): no tag read needed.
-                .field(
-                    "tags",
-                    own_tags(c.tag_list().iter().map(|t| pair(t.key(), t.value()))),
-                )
-                .output("arn", c.db_cluster_arn().unwrap_or_default())
-                .output("endpoint", c.endpoint().unwrap_or_default())
-                .output("reader_endpoint", c.reader_endpoint().unwrap_or_default())
-                .output("port", c.port().unwrap_or(i32::from(PORT)).to_string())
+                .field("tags", own_tags(c.tags))
+                .output("arn", c.arn)
+                .output("endpoint", c.endpoint)
+                .output("reader_endpoint", c.reader_endpoint)
+                .output("port", c.port.unwrap_or(i32::from(PORT)).to_string())
                 .output("secret_arn", secret)
                 .output("name", self.meta.name.clone()),
         ))
@@ -254,104 +222,84 @@ impl Resource for DbCluster {
         let m = &self.meta;
         let mut existing = self.describe(aws).await?;
         // One of the same name on its way out (its replacement): let it go first.
-        if existing
-            .as_ref()
-            .is_some_and(|c| c.status() == Some("deleting"))
-        {
+        if existing.as_ref().is_some_and(|c| c.status == "deleting") {
             self.gone(aws).await?;
             existing = None;
         }
         if existing.is_none() {
             // A create whose answer was lost is sent again by the SDK's retry, and then
             // answered "already exists": it was made.
-            let created = aws
-                .rds()
-                .create_db_cluster()
-                .db_cluster_identifier(&m.name)
-                .engine(ENGINE)
-                .engine_version(ENGINE_VERSION)
-                .database_name(DATABASE)
-                .master_username(DATABASE)
-                .manage_master_user_password(true)
-                .storage_encrypted(true)
-                .db_subnet_group_name(require_output(outputs, &m.name, self.subnet_group, "name")?)
-                .vpc_security_group_ids(require_output(
-                    outputs,
-                    &m.name,
-                    self.security_group,
-                    "id",
-                )?)
-                .port(i32::from(PORT))
-                .serverless_v2_scaling_configuration(self.scaling())
-                .backup_retention_period(self.backup_days)
-                .deletion_protection(self.protect)
-                .enable_cloudwatch_logs_exports("postgresql")
-                .copy_tags_to_snapshot(true)
-                .set_tags(Some(rds_tags(&m.tags)))
-                .send()
-                .await;
-            made(
-                created,
-                CreateDBClusterError::is_db_cluster_already_exists_fault,
-                m,
-                "CreateDBCluster",
-            )?;
+            let subnet_group = require_output(outputs, &m.name, self.subnet_group, "name")?;
+            let new = NewCluster {
+                identifier: &m.name,
+                engine: ENGINE,
+                engine_version: ENGINE_VERSION,
+                database_name: DATABASE,
+                master_username: DATABASE,
+                subnet_group: &subnet_group,
+                security_groups: vec![require_output(outputs, &m.name, self.security_group, "id")?],
+                port: i32::from(PORT),
+                min_acu: self.min_acu,
+                max_acu: self.max_acu,
+                backup_days: self.backup_days,
+                deletion_protection: self.protect,
+                log_exports: &["postgresql"],
+                tags: &m.tags,
+            };
+            let created = aws.rds().create_db_cluster(&new).await;
+            made(created, cluster_already_exists, m, "CreateDBCluster")?;
         }
         self.available(aws).await
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
         let m = &self.meta;
-        let mut req = aws
-            .rds()
-            .modify_db_cluster()
-            .db_cluster_identifier(&m.name)
-            .apply_immediately(true);
+        let mut change = ClusterChange::default();
         for f in c.fields {
-            req = match f.as_str() {
-                "engine_version" => req.engine_version(ENGINE_VERSION),
-                "managed_password" => req.manage_master_user_password(true),
-                "security_groups" => req.vpc_security_group_ids(require_output(
-                    c.outputs,
-                    &m.name,
-                    self.security_group,
-                    "id",
-                )?),
-                "min_acu" | "max_acu" => req.serverless_v2_scaling_configuration(self.scaling()),
-                "backup_days" => req.backup_retention_period(self.backup_days),
-                "deletion_protection" => req.deletion_protection(self.protect),
-                "log_exports" => req.cloudwatch_logs_export_configuration(
-                    CloudwatchLogsExportConfiguration::builder()
-                        .enable_log_types("postgresql")
-                        .build(),
-                ),
-                "copy_tags_to_snapshot" => req.copy_tags_to_snapshot(true),
+            match f.as_str() {
+                "engine_version" => change.engine_version = Some(ENGINE_VERSION),
+                "managed_password" => change.manage_master_user_password = true,
+                "security_groups" => {
+                    change.security_groups = Some(vec![require_output(
+                        c.outputs,
+                        &m.name,
+                        self.security_group,
+                        "id",
+                    )?])
+                }
+                "min_acu" | "max_acu" => change.acu = Some((self.min_acu, self.max_acu)),
+                "backup_days" => change.backup_days = Some(self.backup_days),
+                "deletion_protection" => change.deletion_protection = Some(self.protect),
+                "log_exports" => change.enable_log_exports = &["postgresql"],
+                "copy_tags_to_snapshot" => change.copy_tags_to_snapshot = Some(true),
                 other => {
                     return Err(EngineError::Invalid(format!(
                         "{}: field {other} cannot be updated in place",
                         m.name
                     )));
                 }
-            };
+            }
         }
-        req.send().await.map_err(|e| m.fail("ModifyDBCluster", e))?;
+        aws.rds()
+            .modify_db_cluster(&m.name, &change)
+            .await
+            .map_err(|e| m.fail("ModifyDBCluster", e))?;
         self.available(aws).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         let m = &self.meta;
         // Readers the autoscaler added are members too: a cluster with members stays.
         super::instance::delete_autoscaled_readers(aws, m, &m.name).await?;
-        let mut req = aws.rds().delete_db_cluster().db_cluster_identifier(&m.name);
-        req = if self.protect {
+        let snapshot = self.protect.then(|| {
             let stamp = tier_xs::engine::lock::iso(tier_xs::engine::lock::now_secs())
                 .replace([':', '-'], "")
                 .to_lowercase();
-            req.final_db_snapshot_identifier(format!("{}-final-{stamp}", m.name))
-        } else {
-            req.skip_final_snapshot(true)
-        };
+            format!("{}-final-{stamp}", m.name)
+        });
         gone(
-            req.send().await,
-            DeleteDBClusterError::is_db_cluster_not_found_fault,
+            aws.rds()
+                .delete_db_cluster(&m.name, snapshot.as_deref())
+                .await,
+            cluster_not_found,
             m,
             "DeleteDBCluster",
         )?;

@@ -5,21 +5,21 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_rds::operation::create_db_instance::CreateDBInstanceError;
-use aws_sdk_rds::operation::delete_db_instance::DeleteDBInstanceError;
-use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
 use tier_xs::aws::AwsClients;
 use tier_xs::cost::{CostContext, CostError, CostLine};
 use tier_xs::engine::permissions::Permissions;
 use tier_xs::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
-    output_or_unknown, own_tags, pair, require_output, wait_until,
+    output_or_unknown, own_tags, require_output, wait_until,
 };
 use tier_xs::workspace::Workspace;
 
 use super::cluster::ENGINE;
-use super::{RdsTags, rds_error, rds_tags};
+use super::{RdsTags, rds_error};
 use crate::aws::LargeAws;
+use crate::rds::{
+    InstanceQuery, NewInstance, instance_already_exists, instance_not_found, invalid_instance_state,
+};
 
 /// The class of a Serverless v2 instance.
 pub const CLASS: &str = "db.serverless";
@@ -41,45 +41,27 @@ pub async fn delete_autoscaled_readers(
     let added = || async {
         let out = found(
             aws.rds()
-                .describe_db_instances()
-                .filters(
-                    aws_sdk_rds::types::Filter::builder()
-                        .name("db-cluster-id")
-                        .values(cluster)
-                        .build(),
-                )
-                .send()
+                .describe_db_instances(InstanceQuery::OfCluster(cluster))
                 .await,
-            DescribeDBInstancesError::is_db_instance_not_found_fault,
+            instance_not_found,
             meta,
             "DescribeDBInstances",
         )?;
         Ok::<_, EngineError>(
-            out.map(|o| {
-                o.db_instances()
-                    .iter()
-                    .filter_map(|i| i.db_instance_identifier())
-                    .filter(|id| id.starts_with(AUTOSCALED_PREFIX))
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default(),
+            out.unwrap_or_default()
+                .into_iter()
+                .map(|i| i.identifier)
+                .filter(|id| id.starts_with(AUTOSCALED_PREFIX))
+                .collect::<Vec<_>>(),
         )
     };
     let readers = added().await?;
     for id in &readers {
-        match aws
-            .rds()
-            .delete_db_instance()
-            .db_instance_identifier(id)
-            .send()
-            .await
-        {
-            Ok(_) => {}
+        match aws.rds().delete_db_instance(id).await {
+            Ok(()) => {}
             Err(e)
-                if e.as_service_error().is_some_and(|e| {
-                    e.is_db_instance_not_found_fault() || e.is_invalid_db_instance_state_fault()
-                }) => {}
+                if e.as_service_error()
+                    .is_some_and(|e| instance_not_found(e) || invalid_instance_state(e)) => {}
             Err(e) => return Err(meta.fail("DeleteDBInstance", e)),
         }
     }
@@ -117,29 +99,24 @@ impl DbInstance {
     async fn describe(
         &self,
         aws: &AwsClients,
-    ) -> Result<Option<aws_sdk_rds::types::DbInstance>, EngineError> {
+    ) -> Result<Option<crate::rds::DbInstance>, EngineError> {
         let out = found(
             aws.rds()
-                .describe_db_instances()
-                .db_instance_identifier(&self.meta.name)
-                .send()
+                .describe_db_instances(InstanceQuery::Id(&self.meta.name))
                 .await,
-            DescribeDBInstancesError::is_db_instance_not_found_fault,
+            instance_not_found,
             &self.meta,
             "DescribeDBInstances",
         )?;
-        Ok(out.and_then(|o| o.db_instances().first().cloned()))
+        Ok(out.and_then(|o| o.into_iter().next()))
     }
 
     async fn settled(&self, aws: &AwsClients, gone_too: bool) -> Result<(), EngineError> {
         wait_until(&self.meta.name, WAIT, Duration::from_secs(10), || async {
             Ok(match self.describe(aws).await {
                 Ok(None) if gone_too => Ok(()),
-                Ok(Some(i)) if !gone_too && i.db_instance_status() == Some("available") => Ok(()),
-                Ok(Some(i)) => Err(format!(
-                    "status {}",
-                    i.db_instance_status().unwrap_or("unknown")
-                )),
+                Ok(Some(i)) if !gone_too && i.status == "available" => Ok(()),
+                Ok(Some(i)) => Err(format!("status {}", i.status)),
                 Ok(None) => Err("not found".into()),
                 Err(e) => Err(rds_error(e).to_string()),
             })
@@ -192,25 +169,19 @@ impl Resource for DbInstance {
         let Some(i) = self.describe(aws).await? else {
             return Ok(None);
         };
-        if i.db_instance_status() == Some("deleting") {
+        if i.status == "deleting" {
             return Ok(None);
         }
         Ok(Some(
             Observed::default()
-                .field("cluster", i.db_cluster_identifier().unwrap_or_default())
-                .field("class", i.db_instance_class().unwrap_or_default())
-                .field("zone", i.availability_zone().unwrap_or_default())
-                .field("promotion_tier", i.promotion_tier().unwrap_or(1))
-                .field(
-                    "publicly_accessible",
-                    i.publicly_accessible().unwrap_or(false),
-                )
+                .field("cluster", i.cluster)
+                .field("class", i.class)
+                .field("zone", i.zone)
+                .field("promotion_tier", i.promotion_tier.unwrap_or(1))
+                .field("publicly_accessible", i.publicly_accessible)
                 // The describe answer carries the tags (TagList): no tag read needed.
-                .field(
-                    "tags",
-                    own_tags(i.tag_list().iter().map(|t| pair(t.key(), t.value()))),
-                )
-                .output("arn", i.db_instance_arn().unwrap_or_default())
+                .field("tags", own_tags(i.tags))
+                .output("arn", i.arn)
                 .output("name", self.meta.name.clone()),
         ))
     }
@@ -218,59 +189,41 @@ impl Resource for DbInstance {
         let m = &self.meta;
         let mut existing = self.describe(aws).await?;
         // One of the same name on its way out (a downgrade just before): let it go first.
-        if existing
-            .as_ref()
-            .is_some_and(|i| i.db_instance_status() == Some("deleting"))
-        {
+        if existing.as_ref().is_some_and(|i| i.status == "deleting") {
             self.settled(aws, true).await?;
             existing = None;
         }
         if existing.is_none() {
             // A retried create whose first answer was lost: "already exists" means made.
+            let cluster = require_output(outputs, &m.name, self.cluster, "name")?;
             let created = aws
                 .rds()
-                .create_db_instance()
-                .db_instance_identifier(&m.name)
-                .db_cluster_identifier(require_output(outputs, &m.name, self.cluster, "name")?)
-                .engine(ENGINE)
-                .db_instance_class(CLASS)
-                .availability_zone(&self.zone)
-                .promotion_tier(self.promotion_tier)
-                .publicly_accessible(false)
-                .set_tags(Some(rds_tags(&m.tags)))
-                .send()
+                .create_db_instance(&NewInstance {
+                    identifier: &m.name,
+                    cluster: &cluster,
+                    engine: ENGINE,
+                    class: CLASS,
+                    zone: &self.zone,
+                    promotion_tier: self.promotion_tier,
+                    tags: &m.tags,
+                })
                 .await;
-            made(
-                created,
-                CreateDBInstanceError::is_db_instance_already_exists_fault,
-                m,
-                "CreateDBInstance",
-            )?;
+            made(created, instance_already_exists, m, "CreateDBInstance")?;
         }
         self.settled(aws, false).await
     }
     async fn update(&self, aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
         let m = &self.meta;
         aws.rds()
-            .modify_db_instance()
-            .db_instance_identifier(&m.name)
-            .db_instance_class(CLASS)
-            .promotion_tier(self.promotion_tier)
-            .publicly_accessible(false)
-            .apply_immediately(true)
-            .send()
+            .modify_db_instance(&m.name, CLASS, self.promotion_tier)
             .await
             .map_err(|e| m.fail("ModifyDBInstance", e))?;
         self.settled(aws, false).await
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         gone(
-            aws.rds()
-                .delete_db_instance()
-                .db_instance_identifier(&self.meta.name)
-                .send()
-                .await,
-            DeleteDBInstanceError::is_db_instance_not_found_fault,
+            aws.rds().delete_db_instance(&self.meta.name).await,
+            instance_not_found,
             &self.meta,
             "DeleteDBInstance",
         )?;

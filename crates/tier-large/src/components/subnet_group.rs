@@ -2,9 +2,6 @@
 //! place instances in (at least two availability zones).
 
 use async_trait::async_trait;
-use aws_sdk_rds::operation::create_db_subnet_group::CreateDBSubnetGroupError;
-use aws_sdk_rds::operation::delete_db_subnet_group::DeleteDBSubnetGroupError;
-use aws_sdk_rds::operation::describe_db_subnet_groups::DescribeDBSubnetGroupsError;
 use serde_json::{Value, json};
 use tier_xs::aws::AwsClients;
 use tier_xs::engine::permissions::Permissions;
@@ -13,8 +10,9 @@ use tier_xs::engine::{
 };
 use tier_xs::workspace::Workspace;
 
-use super::{RdsTags, rds_tags};
+use super::RdsTags;
 use crate::aws::LargeAws;
+use crate::rds::{subnet_group_already_exists, subnet_group_not_found};
 
 pub struct DbSubnetGroup {
     pub meta: Meta,
@@ -70,32 +68,20 @@ impl Resource for DbSubnetGroup {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let out = found(
-            aws.rds()
-                .describe_db_subnet_groups()
-                .db_subnet_group_name(&self.meta.name)
-                .send()
-                .await,
-            DescribeDBSubnetGroupsError::is_db_subnet_group_not_found_fault,
+            aws.rds().describe_db_subnet_groups(&self.meta.name).await,
+            subnet_group_not_found,
             &self.meta,
             "DescribeDBSubnetGroups",
         )?;
-        let Some(g) = out.and_then(|o| o.db_subnet_groups().first().cloned()) else {
+        let Some(mut g) = out.and_then(|o| o.into_iter().next()) else {
             return Ok(None);
         };
-        let mut subnets: Vec<String> = g
-            .subnets()
-            .iter()
-            .filter_map(|s| s.subnet_identifier().map(str::to_string))
-            .collect();
-        subnets.sort();
+        g.subnets.sort();
         Ok(Some(
             Observed::default()
-                .field(
-                    "description",
-                    g.db_subnet_group_description().unwrap_or_default(),
-                )
-                .field("subnets", json!(subnets))
-                .output("arn", g.db_subnet_group_arn().unwrap_or_default())
+                .field("description", g.description)
+                .field("subnets", json!(g.subnets))
+                .output("arn", g.arn)
                 .output("name", self.meta.name.clone()),
         ))
     }
@@ -104,16 +90,11 @@ impl Resource for DbSubnetGroup {
         // "Already exists" after a retried create whose first answer was lost: made.
         let created = aws
             .rds()
-            .create_db_subnet_group()
-            .db_subnet_group_name(&m.name)
-            .db_subnet_group_description(&self.description)
-            .set_subnet_ids(Some(self.subnet_ids.clone()))
-            .set_tags(Some(rds_tags(&m.tags)))
-            .send()
+            .create_db_subnet_group(&m.name, &self.description, &self.subnet_ids, &m.tags)
             .await;
         made(
             created,
-            CreateDBSubnetGroupError::is_db_subnet_group_already_exists_fault,
+            subnet_group_already_exists,
             m,
             "CreateDBSubnetGroup",
         )
@@ -121,23 +102,14 @@ impl Resource for DbSubnetGroup {
     async fn update(&self, aws: &AwsClients, _c: &Edit<'_>) -> Result<(), EngineError> {
         let m = &self.meta;
         aws.rds()
-            .modify_db_subnet_group()
-            .db_subnet_group_name(&m.name)
-            .db_subnet_group_description(&self.description)
-            .set_subnet_ids(Some(self.subnet_ids.clone()))
-            .send()
+            .modify_db_subnet_group(&m.name, &self.description, &self.subnet_ids)
             .await
-            .map_err(|e| m.fail("ModifyDBSubnetGroup", e))?;
-        Ok(())
+            .map_err(|e| m.fail("ModifyDBSubnetGroup", e))
     }
     async fn delete(&self, aws: &AwsClients, _current: &Observed) -> Result<(), EngineError> {
         gone(
-            aws.rds()
-                .delete_db_subnet_group()
-                .db_subnet_group_name(&self.meta.name)
-                .send()
-                .await,
-            DeleteDBSubnetGroupError::is_db_subnet_group_not_found_fault,
+            aws.rds().delete_db_subnet_group(&self.meta.name).await,
+            subnet_group_not_found,
             &self.meta,
             "DeleteDBSubnetGroup",
         )

@@ -758,36 +758,16 @@ fn deployment_configuration() -> aws_sdk_ecs::types::DeploymentConfiguration {
 /// ECS's service-linked role (`AWSServiceRoleForECS`): created when missing. IAM answers
 /// `InvalidInput` ("has been taken in this account") when it exists, which is success here;
 /// a deployer who may read it but not create it goes on when it is there.
-async fn ensure_ecs_service_linked_role(
-    aws: &AwsClients,
-) -> Result<
-    (),
-    SdkError<
-        aws_sdk_iam::operation::create_service_linked_role::CreateServiceLinkedRoleError,
-        aws_smithy_runtime_api::http::Response,
-    >,
-> {
-    if aws
-        .iam()
-        .get_role()
-        .role_name(ECS_SERVICE_LINKED_ROLE)
-        .send()
-        .await
-        .is_ok()
-    {
+async fn ensure_ecs_service_linked_role(aws: &AwsClients) -> Result<(), crate::iam::IamError> {
+    let iam = aws.iam();
+    if iam.get_role(ECS_SERVICE_LINKED_ROLE).await.is_ok() {
         return Ok(());
     }
-    match aws
-        .iam()
-        .create_service_linked_role()
-        .aws_service_name("ecs.amazonaws.com")
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
+    match iam.create_service_linked_role("ecs.amazonaws.com").await {
+        Ok(()) => Ok(()),
         Err(e)
             if e.as_service_error().is_some_and(|s| {
-                s.is_invalid_input_exception()
+                crate::iam::invalid_input(s)
                     && s.message().is_some_and(|m| m.contains("has been taken"))
             }) =>
         {

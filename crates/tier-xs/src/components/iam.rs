@@ -4,22 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use aws_sdk_iam::operation::create_role::CreateRoleError;
-use aws_sdk_iam::operation::delete_role::DeleteRoleError;
-use aws_sdk_iam::operation::delete_role_policy::DeleteRolePolicyError;
-use aws_sdk_iam::operation::detach_role_policy::DetachRolePolicyError;
-use aws_sdk_iam::operation::get_role::GetRoleError;
-use aws_sdk_iam::operation::get_role_policy::GetRolePolicyError;
-use aws_sdk_iam::operation::list_role_policies::ListRolePoliciesError;
-use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use crate::aws::AwsClients;
+use crate::engine::own_tags;
 use crate::engine::permissions::{Grant, Permissions};
 use crate::engine::{
     Desired, Edit, EngineError, Meta, Observed, Outputs, Resource, TagApi, found, gone, made,
 };
-use crate::engine::{own_tags, pair};
+use crate::iam::{entity_already_exists, no_such_entity};
 use crate::tag_api;
 use crate::workspace::Workspace;
 
@@ -97,23 +90,12 @@ pub fn documents<'g>(grants: impl IntoIterator<Item = &'g Grant>) -> Vec<Value> 
     docs.into_iter().map(policy).collect()
 }
 
-fn tag(k: &str, v: &str) -> Result<Tag, EngineError> {
-    Tag::builder()
-        .key(k)
-        .value(v)
-        .build()
-        .map_err(|e| EngineError::Invalid(e.to_string()))
-}
-
 tag_api! {
     /// IAM's role tags, by role name.
     pub struct IamRoleTags;
-    read(aws, meta, _o): "ListRoleTags" => aws.iam().list_role_tags().role_name(&meta.name),
-        |out| out.tags().iter().map(|t| pair(t.key(), t.value())).collect();
-    tag(aws, meta, _o, tags): "TagRole" => aws.iam().tag_role().role_name(&meta.name)
-        .set_tags(Some(tags.iter().map(|(k, v)| tag(k, v)).collect::<Result<_, _>>()?));
-    untag(aws, meta, _o, keys): "UntagRole" => aws.iam().untag_role().role_name(&meta.name)
-        .set_tag_keys(Some(keys.to_vec()));
+    read(aws, meta, _o): "ListRoleTags" => future aws.iam().list_role_tags(&meta.name), |tags| tags;
+    tag(aws, meta, _o, tags): "TagRole" => future aws.iam().tag_role(&meta.name, tags);
+    untag(aws, meta, _o, keys): "UntagRole" => future aws.iam().untag_role(&meta.name, keys);
 }
 
 pub struct Role {
@@ -142,14 +124,9 @@ impl Role {
 
     async fn put_policy(&self, aws: &AwsClients) -> Result<(), EngineError> {
         aws.iam()
-            .put_role_policy()
-            .role_name(&self.meta.name)
-            .policy_name(&self.policy_name)
-            .policy_document(self.policy.to_string())
-            .send()
+            .put_role_policy(&self.meta.name, &self.policy_name, &self.policy.to_string())
             .await
-            .map_err(|e| self.meta.fail("PutRolePolicy", e))?;
-        Ok(())
+            .map_err(|e| self.meta.fail("PutRolePolicy", e))
     }
 }
 
@@ -209,16 +186,13 @@ impl Resource for Role {
     }
     async fn observe(&self, aws: &AwsClients) -> Result<Option<Observed>, EngineError> {
         let m = &self.meta;
-        let Some(out) = found(
-            aws.iam().get_role().role_name(&m.name).send().await,
-            GetRoleError::is_no_such_entity_exception,
+        let Some(role) = found(
+            aws.iam().get_role(&m.name).await,
+            no_such_entity,
             m,
             "GetRole",
         )?
         else {
-            return Ok(None);
-        };
-        let Some(role) = out.role else {
             return Ok(None);
         };
         // GetRole returns the role's tags (IAM API reference, Role): no ListRoleTags needed.
@@ -226,12 +200,9 @@ impl Resource for Role {
             Observed::default()
                 .field(
                     "trust_policy",
-                    decode_policy(role.assume_role_policy_document.as_deref().unwrap_or("{}")),
+                    decode_policy(&role.assume_role_policy_document),
                 )
-                .field(
-                    "tags",
-                    own_tags(role.tags().iter().map(|t| pair(t.key(), t.value()))),
-                )
+                .field("tags", own_tags(role.tags))
                 .output("arn", role.arn)
                 .output("name", m.name.clone()),
         ))
@@ -250,24 +221,18 @@ impl Resource for Role {
             let iam = iam.clone();
             async move {
                 let doc = found(
-                    iam.get_role_policy()
-                        .role_name(&m.name)
-                        .policy_name(&name)
-                        .send()
-                        .await,
-                    GetRolePolicyError::is_no_such_entity_exception,
+                    iam.get_role_policy(&m.name, &name).await,
+                    no_such_entity,
                     m,
                     "GetRolePolicy",
                 )?;
-                Ok::<_, EngineError>((name, doc.map(|d| decode_policy(&d.policy_document))))
+                Ok::<_, EngineError>((name, doc.map(|d| decode_policy(&d))))
             }
         };
         let inline = async {
             let (names, own) = tokio::try_join!(
                 async {
-                    iam.list_role_policies()
-                        .role_name(&m.name)
-                        .send()
+                    iam.list_role_policies(&m.name)
                         .await
                         .map_err(|e| m.fail("ListRolePolicies", e))
                 },
@@ -275,13 +240,12 @@ impl Resource for Role {
             )?;
             let others = futures::future::try_join_all(
                 names
-                    .policy_names()
                     .iter()
                     .filter(|p| **p != self.policy_name)
                     .map(|p| read(p.clone())),
             )
             .await?;
-            let listed = |name: &str| names.policy_names().iter().any(|p| p == name);
+            let listed = |name: &str| names.iter().any(|p| p == name);
             Ok::<_, EngineError>(
                 std::iter::once(own)
                     .chain(others)
@@ -292,18 +256,11 @@ impl Resource for Role {
             )
         };
         let attached = async {
-            iam.list_attached_role_policies()
-                .role_name(&m.name)
-                .send()
+            iam.list_attached_role_policies(&m.name)
                 .await
                 .map_err(|e| m.fail("ListAttachedRolePolicies", e))
         };
-        let (inline, attached) = tokio::try_join!(inline, attached)?;
-        let mut managed: Vec<String> = attached
-            .attached_policies()
-            .iter()
-            .filter_map(|p| p.policy_arn.clone())
-            .collect();
+        let (inline, mut managed) = tokio::try_join!(inline, attached)?;
         managed.sort();
         Ok(Observed::default()
             .field("inline_policies", Value::Object(inline))
@@ -311,21 +268,16 @@ impl Resource for Role {
     }
     async fn create(&self, aws: &AwsClients, _outputs: &Outputs) -> Result<(), EngineError> {
         let m = &self.meta;
-        let mut req = aws
+        let created = aws
             .iam()
-            .create_role()
-            .role_name(&m.name)
-            .assume_role_policy_document(self.trust().to_string())
-            .description(format!("agentbus {}", m.id));
-        for (k, v) in &m.tags {
-            req = req.tags(tag(k, v)?);
-        }
-        made(
-            req.send().await,
-            CreateRoleError::is_entity_already_exists_exception,
-            m,
-            "CreateRole",
-        )?;
+            .create_role(
+                &m.name,
+                &self.trust().to_string(),
+                &format!("agentbus {}", m.id),
+                &m.tags,
+            )
+            .await;
+        made(created, entity_already_exists, m, "CreateRole")?;
         self.put_policy(aws).await
     }
     async fn update(&self, aws: &AwsClients, c: &Edit<'_>) -> Result<(), EngineError> {
@@ -334,10 +286,7 @@ impl Resource for Role {
             match f.as_str() {
                 "trust_policy" => {
                     aws.iam()
-                        .update_assume_role_policy()
-                        .role_name(&self.meta.name)
-                        .policy_document(self.trust().to_string())
-                        .send()
+                        .update_assume_role_policy(&self.meta.name, &self.trust().to_string())
                         .await
                         .map_err(|e| self.meta.fail("UpdateAssumeRolePolicy", e))?;
                 }
@@ -355,10 +304,7 @@ impl Resource for Role {
                         .unwrap_or_default();
                     for p in stale {
                         aws.iam()
-                            .delete_role_policy()
-                            .role_name(&self.meta.name)
-                            .policy_name(&p)
-                            .send()
+                            .delete_role_policy(&self.meta.name, &p)
                             .await
                             .map_err(|e| self.meta.fail("DeleteRolePolicy", e))?;
                     }
@@ -374,10 +320,7 @@ impl Resource for Role {
                         .filter_map(|v| v.as_str())
                     {
                         aws.iam()
-                            .detach_role_policy()
-                            .role_name(&self.meta.name)
-                            .policy_arn(arn)
-                            .send()
+                            .detach_role_policy(&self.meta.name, arn)
                             .await
                             .map_err(|e| self.meta.fail("DetachRolePolicy", e))?;
                     }
@@ -389,13 +332,11 @@ impl Resource for Role {
     }
     async fn delete(&self, aws: &AwsClients, current: &Observed) -> Result<(), EngineError> {
         let _ = current;
+        let iam = aws.iam();
+        let name = &self.meta.name;
         let Some(names) = found(
-            aws.iam()
-                .list_role_policies()
-                .role_name(&self.meta.name)
-                .send()
-                .await,
-            ListRolePoliciesError::is_no_such_entity_exception,
+            iam.list_role_policies(name).await,
+            no_such_entity,
             &self.meta,
             "ListRolePolicies",
         )?
@@ -404,48 +345,29 @@ impl Resource for Role {
         };
         // Each step is done when its target is gone already: a retried call whose first
         // answer was lost, or another destroy.
-        for p in names.policy_names {
+        for p in names {
             gone(
-                aws.iam()
-                    .delete_role_policy()
-                    .role_name(&self.meta.name)
-                    .policy_name(&p)
-                    .send()
-                    .await,
-                DeleteRolePolicyError::is_no_such_entity_exception,
+                iam.delete_role_policy(name, &p).await,
+                no_such_entity,
                 &self.meta,
                 "DeleteRolePolicy",
             )?;
         }
-        let attached = aws
-            .iam()
-            .list_attached_role_policies()
-            .role_name(&self.meta.name)
-            .send()
+        let attached = iam
+            .list_attached_role_policies(name)
             .await
             .map_err(|e| self.meta.fail("ListAttachedRolePolicies", e))?;
-        for p in attached.attached_policies() {
-            if let Some(arn) = &p.policy_arn {
-                gone(
-                    aws.iam()
-                        .detach_role_policy()
-                        .role_name(&self.meta.name)
-                        .policy_arn(arn)
-                        .send()
-                        .await,
-                    DetachRolePolicyError::is_no_such_entity_exception,
-                    &self.meta,
-                    "DetachRolePolicy",
-                )?;
-            }
+        for arn in attached {
+            gone(
+                iam.detach_role_policy(name, &arn).await,
+                no_such_entity,
+                &self.meta,
+                "DetachRolePolicy",
+            )?;
         }
         gone(
-            aws.iam()
-                .delete_role()
-                .role_name(&self.meta.name)
-                .send()
-                .await,
-            DeleteRoleError::is_no_such_entity_exception,
+            iam.delete_role(name).await,
+            no_such_entity,
             &self.meta,
             "DeleteRole",
         )

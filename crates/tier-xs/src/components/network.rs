@@ -112,50 +112,17 @@ use crate::engine::{
     self, Desired, Edit, Meta, Observed, Outputs, Resource, TagApi, codes, gone, own_tags,
     require_output, unmodeled, wait_until,
 };
+use crate::tag_api;
 
-/// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
-/// here, so they are read from DescribeSecurityGroups).
-pub struct Ec2Tags;
-
-#[async_trait]
-impl TagApi for Ec2Tags {
-    async fn read(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        o: &Observed,
-    ) -> Result<Vec<(String, String)>, EngineError> {
-        let groups = aws
-            .ec2()
-            .describe_security_groups(GroupQuery::Ids(&[o.out("id")]))
-            .await
-            .map_err(|e| meta.fail("DescribeSecurityGroups", e))?;
-        Ok(groups.into_iter().flat_map(|g| g.tags).collect())
-    }
-    async fn tag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        o: &Observed,
-        tags: &[(String, String)],
-    ) -> Result<(), EngineError> {
-        aws.ec2()
-            .create_tags(o.out("id"), tags)
-            .await
-            .map_err(|e| meta.fail("CreateTags", e))
-    }
-    async fn untag(
-        &self,
-        aws: &AwsClients,
-        meta: &Meta,
-        o: &Observed,
-        keys: &[String],
-    ) -> Result<(), EngineError> {
-        aws.ec2()
-            .delete_tags(o.out("id"), keys)
-            .await
-            .map_err(|e| meta.fail("DeleteTags", e))
-    }
+tag_api! {
+    /// EC2's tags, by the resource's `id` output (security groups are the only EC2 resources
+    /// here, so they are read from DescribeSecurityGroups).
+    pub struct Ec2Tags;
+    read(aws, meta, o): "DescribeSecurityGroups" =>
+        future aws.ec2().describe_security_groups(GroupQuery::Ids(&[o.out("id")])),
+        |groups| groups.into_iter().flat_map(|g| g.tags).collect();
+    tag(aws, meta, o, tags): "CreateTags" => future aws.ec2().create_tags(o.out("id"), tags);
+    untag(aws, meta, o, keys): "DeleteTags" => future aws.ec2().delete_tags(o.out("id"), keys);
 }
 
 /// A security group admitting TCP on one port from a list of CIDRs, all egress allowed.

@@ -264,12 +264,14 @@ impl<'a> Edit<'a> {
 /// ```
 #[macro_export]
 macro_rules! tag_api {
+    // A client whose calls are futures (the Query clients: `crate::ec2`, `crate::iam`, …):
+    // `read(aws, meta, o): "ListRoleTags" => future aws.iam().list_role_tags(&meta.name), |t| t;`
     (
         $(#[$doc:meta])*
         pub struct $name:ident;
-        read($ra:ident, $rm:ident, $ro:ident): $rop:literal => $read:expr, |$out:ident| $pairs:expr;
-        tag($ta:ident, $tm:ident, $to:ident, $tags:ident): $top:literal => $tag:expr;
-        untag($ua:ident, $um:ident, $uo:ident, $keys:ident): $uop:literal => $untag:expr;
+        read($ra:ident, $rm:ident, $ro:ident): $rop:literal => future $read:expr, |$out:ident| $pairs:expr;
+        tag($ta:ident, $tm:ident, $to:ident, $tags:ident): $top:literal => future $tag:expr;
+        untag($ua:ident, $um:ident, $uo:ident, $keys:ident): $uop:literal => future $untag:expr;
     ) => {
         $(#[$doc])*
         pub struct $name;
@@ -282,7 +284,7 @@ macro_rules! tag_api {
                 $rm: &$crate::engine::Meta,
                 $ro: &$crate::engine::Observed,
             ) -> Result<Vec<(String, String)>, $crate::engine::EngineError> {
-                let $out = $read.send().await.map_err(|e| $rm.fail($rop, e))?;
+                let $out = $read.await.map_err(|e| $rm.fail($rop, e))?;
                 Ok($pairs)
             }
             async fn tag(
@@ -292,7 +294,7 @@ macro_rules! tag_api {
                 $to: &$crate::engine::Observed,
                 $tags: &[(String, String)],
             ) -> Result<(), $crate::engine::EngineError> {
-                $tag.send().await.map_err(|e| $tm.fail($top, e))?;
+                $tag.await.map_err(|e| $tm.fail($top, e))?;
                 Ok(())
             }
             async fn untag(
@@ -302,9 +304,25 @@ macro_rules! tag_api {
                 $uo: &$crate::engine::Observed,
                 $keys: &[String],
             ) -> Result<(), $crate::engine::EngineError> {
-                $untag.send().await.map_err(|e| $um.fail($uop, e))?;
+                $untag.await.map_err(|e| $um.fail($uop, e))?;
                 Ok(())
             }
+        }
+    };
+    // A generated SDK's fluent builders: each is sent.
+    (
+        $(#[$doc:meta])*
+        pub struct $name:ident;
+        read($ra:ident, $rm:ident, $ro:ident): $rop:literal => $read:expr, |$out:ident| $pairs:expr;
+        tag($ta:ident, $tm:ident, $to:ident, $tags:ident): $top:literal => $tag:expr;
+        untag($ua:ident, $um:ident, $uo:ident, $keys:ident): $uop:literal => $untag:expr;
+    ) => {
+        $crate::tag_api! {
+            $(#[$doc])*
+            pub struct $name;
+            read($ra, $rm, $ro): $rop => future $read.send(), |$out| $pairs;
+            tag($ta, $tm, $to, $tags): $top => future $tag.send();
+            untag($ua, $um, $uo, $keys): $uop => future $untag.send();
         }
     };
 }
