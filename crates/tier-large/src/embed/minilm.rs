@@ -1,14 +1,18 @@
 //! A sentence-transformers BERT encoder (all-MiniLM-L6-v2) run from its files in safe Rust:
 //! the weights from `model.safetensors`, the tokenizer from `tokenizer.json`, the encoder's
 //! forward pass, mean pooling over the tokens and L2 normalization — what
-//! sentence-transformers computes, without a tensor library. One text is one sequence (no
-//! padding), so attention needs no mask.
+//! sentence-transformers computes, without a tensor library: its matrix products are
+//! ndarray's (`matrixmultiply`'s kernels). One text is one sequence (no padding), so attention
+//! needs no mask.
 //!
 //! Checked in the tests against an implementation nobody here wrote (the int8 ONNX export of
 //! the same model run by ONNX Runtime, and Hugging Face's tokenizer).
 
 use std::collections::HashMap;
 use std::path::Path;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 
 use super::EmbedError;
 use super::wordpiece::WordPiece;
@@ -262,29 +266,38 @@ impl Bert {
         let v = linear(&x, &b.value, n);
         let scale = 1.0 / (d as f32).sqrt();
         let mut context = vec![0f32; n * h];
-        let mut scores = vec![0f32; n];
+        let mut scores = vec![0f32; n * n];
         for head in 0..self.heads {
+            // This head's columns of q, k and v: rows `h` apart.
             let off = head * d;
-            for i in 0..n {
-                let qi = &q[i * h + off..i * h + off + d];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot(qi, &k[j * h + off..j * h + off + d]) * scale;
-                    max = max.max(*s);
-                }
+            let (qh, kh, vh) = (
+                view(&q[off..], n, d, h),
+                view(&k[off..], n, d, h),
+                view(&v[off..], n, d, h),
+            );
+            general_mat_mul(
+                scale,
+                &qh,
+                &kh.t(),
+                0.0,
+                &mut view_mut(&mut scores, n, n, n),
+            );
+            for row in scores.chunks_exact_mut(n) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
                 let mut sum = 0.0;
-                for s in scores.iter_mut() {
+                for s in row.iter_mut() {
                     *s = (*s - max).exp();
                     sum += *s;
                 }
-                let out = &mut context[i * h + off..i * h + off + d];
-                for (j, s) in scores.iter().enumerate() {
-                    let p = s / sum;
-                    for (o, vv) in out.iter_mut().zip(&v[j * h + off..j * h + off + d]) {
-                        *o += p * vv;
-                    }
-                }
+                row.iter_mut().for_each(|s| *s /= sum);
             }
+            general_mat_mul(
+                1.0,
+                &view(&scores, n, n, n),
+                &vh,
+                0.0,
+                &mut view_mut(&mut context[off..], n, d, h),
+            );
         }
         let mut attended = linear(&context, &b.attention_out, n);
         attended.iter_mut().zip(&x).for_each(|(a, r)| *a += r);
@@ -300,13 +313,30 @@ impl Bert {
 
 /// `x · Wᵀ + b` for `n` rows.
 fn linear(x: &[f32], l: &Linear, n: usize) -> Vec<f32> {
-    let mut y = vec![0f32; n * l.outputs];
-    for (o, w) in l.weight.chunks_exact(l.inputs).enumerate() {
-        for i in 0..n {
-            y[i * l.outputs + o] = dot(&x[i * l.inputs..(i + 1) * l.inputs], w) + l.bias[o];
-        }
-    }
+    // Every row starts as the bias.
+    let mut y: Vec<f32> = l.bias.iter().copied().cycle().take(n * l.outputs).collect();
+    let w = view(&l.weight, l.outputs, l.inputs, l.inputs);
+    general_mat_mul(
+        1.0,
+        &view(x, n, l.inputs, l.inputs),
+        &w.t(),
+        1.0,
+        &mut view_mut(&mut y, n, l.outputs, l.outputs),
+    );
     y
+}
+
+/// `data` as a `rows × cols` matrix whose rows start `stride` apart. The products above run
+/// in `matrixmultiply`'s kernels (through ndarray's safe interface), which the build
+/// optimizes even in debug builds, so that this crate need not be.
+fn view(data: &[f32], rows: usize, cols: usize, stride: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols).strides((stride, 1)), data)
+        .expect("a matrix of the model's own shapes fits its data")
+}
+
+fn view_mut(data: &mut [f32], rows: usize, cols: usize, stride: usize) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape((rows, cols).strides((stride, 1)), data)
+        .expect("a matrix of the model's own shapes fits its data")
 }
 
 /// A dot product in eight lanes, which the compiler vectorizes.
