@@ -463,7 +463,7 @@ async fn inventory(aws: &AwsClients, env: &str) -> BTreeSet<String> {
             add("metric filter", name.to_string());
         }
     }
-    // The large tier's autoscalers (its database is read with IAM above).
+    // The large tier's autoscalers (its database is read by boto3 above, with IAM).
     for ns in [
         aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs,
         aws_sdk_applicationautoscaling::types::ServiceNamespace::Rds,

@@ -238,10 +238,6 @@ impl Rds {
         Rds(QueryClient::new(&RDS, parts))
     }
 
-    async fn call(&self, action: &'static str, params: Params) -> Result<Node, RdsError> {
-        self.0.call(action, params).await
-    }
-
     fn tags(p: &mut Params, tags: &[(String, String)]) {
         p.tags(
             "Tags.Tag",
@@ -250,12 +246,10 @@ impl Rds {
     }
 
     fn security_groups(p: &mut Params, ids: &[String]) {
-        for (i, id) in ids.iter().enumerate() {
-            p.push(
-                &format!("VpcSecurityGroupIds.VpcSecurityGroupId.{}", i + 1),
-                id,
-            );
-        }
+        p.list(
+            "VpcSecurityGroupIds.VpcSecurityGroupId",
+            ids.iter().map(String::as_str),
+        );
     }
 
     fn scaling(p: &mut Params, (min, max): (f64, f64)) {
@@ -293,9 +287,12 @@ impl Rds {
             .with("CopyTagsToSnapshot", "true");
         Self::security_groups(&mut p, &c.security_groups);
         Self::scaling(&mut p, (c.min_acu, c.max_acu));
-        p.members("EnableCloudwatchLogsExports", c.log_exports.iter().copied());
+        p.list(
+            "EnableCloudwatchLogsExports.member",
+            c.log_exports.iter().copied(),
+        );
         Self::tags(&mut p, c.tags);
-        self.call("CreateDBCluster", p).await.map(drop)
+        self.0.call("CreateDBCluster", p).await.map(drop)
     }
 
     pub async fn modify_db_cluster(
@@ -324,14 +321,14 @@ impl Rds {
         if let Some(d) = c.deletion_protection {
             p.push("DeletionProtection", bool_text(d));
         }
-        p.members(
-            "CloudwatchLogsExportConfiguration.EnableLogTypes",
+        p.list(
+            "CloudwatchLogsExportConfiguration.EnableLogTypes.member",
             c.enable_log_exports.iter().copied(),
         );
         if let Some(t) = c.copy_tags_to_snapshot {
             p.push("CopyTagsToSnapshot", bool_text(t));
         }
-        self.call("ModifyDBCluster", p).await.map(drop)
+        self.0.call("ModifyDBCluster", p).await.map(drop)
     }
 
     /// Deletes a cluster: with a final snapshot of this name, or without one.
@@ -345,7 +342,7 @@ impl Rds {
             Some(s) => p.push("FinalDBSnapshotIdentifier", s),
             None => p.push("SkipFinalSnapshot", "true"),
         }
-        self.call("DeleteDBCluster", p).await.map(drop)
+        self.0.call("DeleteDBCluster", p).await.map(drop)
     }
 
     pub async fn describe_db_instances(
@@ -379,7 +376,7 @@ impl Rds {
             .with("PromotionTier", &i.promotion_tier.to_string())
             .with("PubliclyAccessible", "false");
         Self::tags(&mut p, i.tags);
-        self.call("CreateDBInstance", p).await.map(drop)
+        self.0.call("CreateDBInstance", p).await.map(drop)
     }
 
     /// Sets an instance's class and promotion tier (applied immediately), not publicly
@@ -396,12 +393,12 @@ impl Rds {
             .with("PromotionTier", &promotion_tier.to_string())
             .with("PubliclyAccessible", "false")
             .with("ApplyImmediately", "true");
-        self.call("ModifyDBInstance", p).await.map(drop)
+        self.0.call("ModifyDBInstance", p).await.map(drop)
     }
 
     pub async fn delete_db_instance(&self, identifier: &str) -> Result<(), RdsError> {
         let p = Params::new().with("DBInstanceIdentifier", identifier);
-        self.call("DeleteDBInstance", p).await.map(drop)
+        self.0.call("DeleteDBInstance", p).await.map(drop)
     }
 
     pub async fn describe_db_subnet_groups(
@@ -428,9 +425,10 @@ impl Rds {
         let mut p = Params::new()
             .with("DBSubnetGroupName", name)
             .with("DBSubnetGroupDescription", description);
-        for (i, s) in subnets.iter().enumerate() {
-            p.push(&format!("SubnetIds.SubnetIdentifier.{}", i + 1), s);
-        }
+        p.list(
+            "SubnetIds.SubnetIdentifier",
+            subnets.iter().map(String::as_str),
+        );
         p
     }
 
@@ -443,7 +441,7 @@ impl Rds {
     ) -> Result<(), RdsError> {
         let mut p = Self::subnet_group(name, description, subnets);
         Self::tags(&mut p, tags);
-        self.call("CreateDBSubnetGroup", p).await.map(drop)
+        self.0.call("CreateDBSubnetGroup", p).await.map(drop)
     }
 
     pub async fn modify_db_subnet_group(
@@ -453,12 +451,12 @@ impl Rds {
         subnets: &[String],
     ) -> Result<(), RdsError> {
         let p = Self::subnet_group(name, description, subnets);
-        self.call("ModifyDBSubnetGroup", p).await.map(drop)
+        self.0.call("ModifyDBSubnetGroup", p).await.map(drop)
     }
 
     pub async fn delete_db_subnet_group(&self, name: &str) -> Result<(), RdsError> {
         let p = Params::new().with("DBSubnetGroupName", name);
-        self.call("DeleteDBSubnetGroup", p).await.map(drop)
+        self.0.call("DeleteDBSubnetGroup", p).await.map(drop)
     }
 
     /// A resource's tags, by its ARN.
@@ -467,7 +465,11 @@ impl Rds {
         arn: &str,
     ) -> Result<Vec<(String, String)>, RdsError> {
         let p = Params::new().with("ResourceName", arn);
-        Ok(self.call("ListTagsForResource", p).await?.pairs("TagList"))
+        Ok(self
+            .0
+            .call("ListTagsForResource", p)
+            .await?
+            .pairs("TagList"))
     }
 
     pub async fn add_tags_to_resource(
@@ -477,7 +479,7 @@ impl Rds {
     ) -> Result<(), RdsError> {
         let mut p = Params::new().with("ResourceName", arn);
         Self::tags(&mut p, tags);
-        self.call("AddTagsToResource", p).await.map(drop)
+        self.0.call("AddTagsToResource", p).await.map(drop)
     }
 
     pub async fn remove_tags_from_resource(
@@ -486,8 +488,8 @@ impl Rds {
         keys: &[String],
     ) -> Result<(), RdsError> {
         let mut p = Params::new().with("ResourceName", arn);
-        p.members("TagKeys", keys.iter().map(String::as_str));
-        self.call("RemoveTagsFromResource", p).await.map(drop)
+        p.list("TagKeys.member", keys.iter().map(String::as_str));
+        self.0.call("RemoveTagsFromResource", p).await.map(drop)
     }
 }
 

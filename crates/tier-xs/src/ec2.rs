@@ -154,11 +154,6 @@ impl Ec2 {
         Ec2(QueryClient::new(&EC2, parts))
     }
 
-    /// Sends one action with its parameters; the answer's root element.
-    async fn call(&self, action: &'static str, params: Params) -> Result<Node, Ec2SdkError> {
-        self.0.call(action, params).await
-    }
-
     /// Every page of a Describe action: the items of each page's `set`.
     async fn describe<T: FromItem>(
         &self,
@@ -210,13 +205,17 @@ impl Ec2 {
                 tags.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
             );
         }
-        Ok(self.call("CreateSecurityGroup", p).await?.string("groupId"))
+        Ok(self
+            .0
+            .call("CreateSecurityGroup", p)
+            .await?
+            .string("groupId"))
     }
 
     pub async fn delete_security_group(&self, group_id: &str) -> Result<(), Ec2SdkError> {
         let mut p = Params::new();
         p.push("GroupId", group_id);
-        self.call("DeleteSecurityGroup", p).await.map(drop)
+        self.0.call("DeleteSecurityGroup", p).await.map(drop)
     }
 
     /// Adds or removes a security group's rules.
@@ -229,7 +228,7 @@ impl Ec2 {
         let mut p = Params::new();
         p.push("GroupId", group_id);
         permission_params(&mut p, permissions);
-        self.call(change.action(), p).await.map(drop)
+        self.0.call(change.action(), p).await.map(drop)
     }
 
     pub async fn create_tags(
@@ -243,7 +242,7 @@ impl Ec2 {
             "Tag",
             tags.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
         );
-        self.call("CreateTags", p).await.map(drop)
+        self.0.call("CreateTags", p).await.map(drop)
     }
 
     /// Removes tags by key, whatever their values.
@@ -251,7 +250,7 @@ impl Ec2 {
         let mut p = Params::new();
         p.push("ResourceId.1", resource_id);
         p.tags("Tag", keys.iter().map(|k| (k.as_str(), None)));
-        self.call("DeleteTags", p).await.map(drop)
+        self.0.call("DeleteTags", p).await.map(drop)
     }
 
     /// Network interfaces by id, or by filters.
@@ -278,9 +277,7 @@ pub fn endpoint(region: &str, fips: bool, dual_stack: bool) -> Endpoint {
 /// (`Filter.N.Name`, `Filter.N.Value.M`).
 fn describe_params(id: &str, ids: &[&str], filters: &[Filter]) -> Params {
     let mut p = Params::new();
-    for (i, v) in ids.iter().enumerate() {
-        p.push(&format!("{id}.{}", i + 1), v);
-    }
+    p.list(id, ids.iter().copied());
     for (i, f) in filters.iter().enumerate() {
         let n = i + 1;
         p.push(&format!("Filter.{n}.Name"), &f.name);

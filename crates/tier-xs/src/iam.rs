@@ -8,7 +8,7 @@
 //! model declares for them, as the accessors below.
 
 use crate::aws::ClientParts;
-use crate::query::{Api, Endpoint, Node, Params, Protocol, QueryClient, QueryError, ServiceError};
+use crate::query::{Api, Endpoint, Params, Protocol, QueryClient, QueryError, ServiceError};
 
 /// IAM's Query API.
 pub static IAM: Api = Api {
@@ -57,16 +57,12 @@ impl Iam {
         Iam(QueryClient::new(&IAM, parts))
     }
 
-    async fn call(&self, action: &'static str, params: Params) -> Result<Node, IamError> {
-        self.0.call(action, params).await
-    }
-
     fn role(name: &str) -> Params {
         Params::new().with("RoleName", name)
     }
 
     pub async fn get_role(&self, name: &str) -> Result<Role, IamError> {
-        let answer = self.call("GetRole", Self::role(name)).await?;
+        let answer = self.0.call("GetRole", Self::role(name)).await?;
         let role = answer.child("Role").cloned().unwrap_or_default();
         Ok(Role {
             arn: role.string("Arn"),
@@ -89,7 +85,7 @@ impl Iam {
             "Tags.member",
             tags.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
         );
-        self.call("CreateRole", p).await.map(drop)
+        self.0.call("CreateRole", p).await.map(drop)
     }
 
     pub async fn update_assume_role_policy(
@@ -98,11 +94,11 @@ impl Iam {
         document: &str,
     ) -> Result<(), IamError> {
         let p = Self::role(name).with("PolicyDocument", document);
-        self.call("UpdateAssumeRolePolicy", p).await.map(drop)
+        self.0.call("UpdateAssumeRolePolicy", p).await.map(drop)
     }
 
     pub async fn delete_role(&self, name: &str) -> Result<(), IamError> {
-        self.call("DeleteRole", Self::role(name)).await.map(drop)
+        self.0.call("DeleteRole", Self::role(name)).await.map(drop)
     }
 
     pub async fn put_role_policy(
@@ -114,13 +110,14 @@ impl Iam {
         let p = Self::role(name)
             .with("PolicyName", policy_name)
             .with("PolicyDocument", document);
-        self.call("PutRolePolicy", p).await.map(drop)
+        self.0.call("PutRolePolicy", p).await.map(drop)
     }
 
     /// An inline policy's document, URL-encoded as IAM returns it.
     pub async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<String, IamError> {
         let p = Self::role(name).with("PolicyName", policy_name);
         Ok(self
+            .0
             .call("GetRolePolicy", p)
             .await?
             .string("PolicyDocument"))
@@ -128,7 +125,7 @@ impl Iam {
 
     pub async fn delete_role_policy(&self, name: &str, policy_name: &str) -> Result<(), IamError> {
         let p = Self::role(name).with("PolicyName", policy_name);
-        self.call("DeleteRolePolicy", p).await.map(drop)
+        self.0.call("DeleteRolePolicy", p).await.map(drop)
     }
 
     /// The names of the role's inline policies, every page.
@@ -154,7 +151,7 @@ impl Iam {
 
     pub async fn detach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), IamError> {
         let p = Self::role(name).with("PolicyArn", policy_arn);
-        self.call("DetachRolePolicy", p).await.map(drop)
+        self.0.call("DetachRolePolicy", p).await.map(drop)
     }
 
     /// The role's tags, every page.
@@ -172,19 +169,19 @@ impl Iam {
             "Tags.member",
             tags.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))),
         );
-        self.call("TagRole", p).await.map(drop)
+        self.0.call("TagRole", p).await.map(drop)
     }
 
     pub async fn untag_role(&self, name: &str, keys: &[String]) -> Result<(), IamError> {
         let mut p = Self::role(name);
-        p.members("TagKeys", keys.iter().map(String::as_str));
-        self.call("UntagRole", p).await.map(drop)
+        p.list("TagKeys.member", keys.iter().map(String::as_str));
+        self.0.call("UntagRole", p).await.map(drop)
     }
 
     /// Creates the service-linked role of an AWS service (`ecs.amazonaws.com`).
     pub async fn create_service_linked_role(&self, service: &str) -> Result<(), IamError> {
         let p = Params::new().with("AWSServiceName", service);
-        self.call("CreateServiceLinkedRole", p).await.map(drop)
+        self.0.call("CreateServiceLinkedRole", p).await.map(drop)
     }
 }
 

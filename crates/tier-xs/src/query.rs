@@ -496,10 +496,12 @@ impl Params {
         self
     }
 
-    /// An `awsQuery` list: `{name}.member.N`.
-    pub fn members<'a>(&mut self, name: &str, values: impl IntoIterator<Item = &'a str>) {
+    /// A list: `{prefix}.N`, where the prefix names the list and, in `awsQuery`, its member
+    /// (`TagKeys.member`, RDS's `SubnetIds.SubnetIdentifier`; EC2's lists have no member name:
+    /// `GroupId`).
+    pub fn list<'a>(&mut self, prefix: &str, values: impl IntoIterator<Item = &'a str>) {
         for (i, v) in values.into_iter().enumerate() {
-            self.push(&format!("{name}.member.{}", i + 1), v);
+            self.push(&format!("{prefix}.{}", i + 1), v);
         }
     }
 
@@ -753,7 +755,7 @@ mod tests {
     #[test]
     fn a_request_is_written_as_a_query_form() {
         let mut p = Params::new().with("RoleName", "agentbus-dev-task");
-        p.members("TagKeys", ["a b", "c/d"]);
+        p.list("TagKeys.member", ["a b", "c/d"]);
         p.tags("Tags.member", [("k", Some("v&w")), ("x", None)].into_iter());
         assert_eq!(
             p.encode("UntagRole", "2010-05-08"),
