@@ -7,11 +7,10 @@ use axum::extract::{Query, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use rmcp::handler::server::router::tool::ToolRoute;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tier_xs::server::mcp::{
-    Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
+    Access, Route, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
 };
 use tier_xs::server::{AppState, api_error, caller};
 
@@ -188,7 +187,7 @@ impl ToolExtension for MemoryTools {
          memory_delete and memory_collections read and tidy it."
     }
 
-    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+    fn routes(&self) -> Vec<Route> {
         let m = self.memory.clone();
         let put = {
             let m = m.clone();

@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agents::tools::EXTERNAL_SEPARATOR;
-use rmcp::handler::server::router::tool::ToolRoute;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,9 +22,7 @@ use tier_xs::runtime::kv::Ttl;
 use tier_xs::runtime::now_secs;
 use tier_xs::server::AppState;
 use tier_xs::server::auth::{Identity, Role};
-use tier_xs::server::mcp::{
-    Access, AgentbusMcp, explain, tool_annotations, tool_spec, typed_route,
-};
+use tier_xs::server::mcp::{Access, Route, explain, tool_annotations, tool_spec, typed_route};
 
 /// Where registrations live in the tenant's KV.
 pub const KEY_PREFIX: &str = "agentbus/tools/";
@@ -383,7 +380,7 @@ impl External {
         Ok(UnregisterOut { removed })
     }
 
-    pub fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+    pub fn routes(&self) -> Vec<Route> {
         let (r, l, c, u) = (self.clone(), self.clone(), self.clone(), self.clone());
         vec![
             typed_route(

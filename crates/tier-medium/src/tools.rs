@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use agents::approval::{Choice, Decider, Pending, Request};
 use agents::policy::Policy;
 use agents::run::{Goal, ProposedCall};
-use rmcp::handler::server::router::tool::ToolRoute;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,8 +14,7 @@ use tier_xs::runtime::RuntimeError;
 use tier_xs::server::AppState;
 use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::{
-    Access, AgentbusMcp, PromptSpec, ToolExtension, explain, tool_annotations, tool_spec,
-    typed_route,
+    Access, PromptSpec, Route, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
 };
 
 use crate::runtime::runner::{POLICY_KEY, new_run};
@@ -341,7 +339,7 @@ impl ToolExtension for MediumTools {
          workflow_get, workflow_list and workflow_cancel follow them; approvals_list shows what waits for a human."
     }
 
-    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+    fn routes(&self) -> Vec<Route> {
         let mut routes = self.workflow_routes();
         routes.extend(crate::external::External::new(self.server.clone(), self.reach).routes());
         routes
@@ -349,7 +347,7 @@ impl ToolExtension for MediumTools {
 }
 
 impl MediumTools {
-    fn workflow_routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+    fn workflow_routes(&self) -> Vec<Route> {
         let t = self.clone();
         let start = {
             let t = t.clone();

@@ -7,12 +7,11 @@ use axum::extract::{Query, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use rmcp::handler::server::router::tool::ToolRoute;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tier_xs::server::auth::{Identity, Role};
 use tier_xs::server::mcp::{
-    Access, AgentbusMcp, NoArgs, explain, tool_annotations, tool_spec, typed_route,
+    Access, NoArgs, Route, explain, tool_annotations, tool_spec, typed_route,
 };
 use tier_xs::server::{AppState, api_error, caller};
 
@@ -174,7 +173,7 @@ pub fn api(m: Monitor) -> axum::Router<Arc<AppState>> {
         )
 }
 
-pub fn routes(m: &Monitor) -> Vec<ToolRoute<AgentbusMcp>> {
+pub fn routes(m: &Monitor) -> Vec<Route> {
     let query = {
         let m = m.clone();
         typed_route(

@@ -10,13 +10,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use base64::Engine as _;
-use rmcp::handler::server::router::tool::ToolRoute;
 use serde::{Deserialize, Serialize};
 use tier_xs::aws::AwsClients;
 use tier_xs::runtime::RuntimeError;
 use tier_xs::server::mcp::{
-    Access, AgentbusMcp, ToolExtension, explain, tool_annotations, tool_spec, typed_route,
-    typed_route_in,
+    Access, Route, ToolExtension, explain, tool_annotations, tool_spec, typed_route, typed_route_in,
 };
 use tier_xs::server::quota::Kept;
 use tier_xs::server::{AppState, api_error, caller};
@@ -421,7 +419,7 @@ impl ToolExtension for SmallTools {
          (signed POSTs, retried; failures show in subscriptions_list)."
     }
 
-    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+    fn routes(&self) -> Vec<Route> {
         let t = self.clone();
         let put = {
             let t = t.clone();

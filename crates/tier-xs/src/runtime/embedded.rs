@@ -105,8 +105,9 @@ pub async fn open(data_dir: &Path) -> Result<SqlitePool, RuntimeError> {
 /// put at about a third of a `kv_get`'s server CPU. A point read or a one-statement write in
 /// WAL mode takes microseconds, less than those hand-offs, so these run where they are called,
 /// on idle connections kept here. Nothing waits on an async worker thread:
-/// - a statement that would wait for the write lock (another connection holds it) fails at
-///   once with SQLITE_BUSY, and is run again on the blocking pool with the usual busy timeout;
+/// - this process's writes take turns; a statement that would still wait for the write lock
+///   (another process, or the pool of [`open`], holds it) fails at once with SQLITE_BUSY,
+///   and is run again on the blocking pool with the usual busy timeout;
 /// - these connections never checkpoint when they commit (a checkpoint syncs the database
 ///   file); every [`CHECKPOINT_EVERY`] writes, one runs on the blocking pool instead.
 ///
@@ -121,6 +122,10 @@ struct DirectInner {
     path: std::path::PathBuf,
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
     writes: std::sync::atomic::AtomicU64,
+    /// This process's writes take turns (first come, first served) before they take SQLite's
+    /// write lock: two that met there would send one to the busy timeout, whose sleeps run
+    /// from 1 to 100 ms, and made the tail of concurrent writes 50 ms long.
+    turns: tokio::sync::Mutex<()>,
 }
 
 /// Connections kept idle: one per statement running at once, and the server's runtime has a
@@ -148,6 +153,7 @@ impl Direct {
                 path: data_dir.join(DB_FILE),
                 idle: std::sync::Mutex::new(Vec::new()),
                 writes: std::sync::atomic::AtomicU64::new(0),
+                turns: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -202,7 +208,10 @@ impl Direct {
         F: Fn(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let r = self.read(op, f).await;
+        let r = {
+            let _turn = self.inner.turns.lock().await;
+            self.read(op, f).await
+        };
         let n = self
             .inner
             .writes

@@ -8,11 +8,10 @@ use std::future::Future;
 
 use rmcp::handler::server::router::tool::{ToolRoute, ToolRouter};
 use rmcp::handler::server::tool::ToolCallContext;
-use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{CallToolResult, ContentBlock, Tool};
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
-use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::{RoleServer, ServerHandler, schemars, tool_handler};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,7 +20,6 @@ use super::auth::Identity;
 use super::resources::{self as res, ResourceSource};
 use super::subscriptions::{self, SessionWatch, Watch, WatchError};
 use super::{AppState, Health};
-use crate::runtime::kv::{Expect, Ttl};
 use crate::runtime::{RuntimeError, Tenant};
 
 /// A tool's failure as the message a person can act on (sent with `isError: true`). Tools
@@ -65,7 +63,7 @@ pub struct AgentbusMcp {
     fixed: Option<Identity>,
     /// The tools, made once and shared by every session and request: a 2026-07-28 request has
     /// no session, so it would otherwise make the whole table (schemas included) per call.
-    tool_router: Arc<ToolRouter<Self>>,
+    tools: Arc<Tools>,
     /// The session's `logging/setLevel`: the least severity it is sent log messages of
     /// ([`LOG_OFF`] until it asks).
     log_level: Arc<std::sync::atomic::AtomicU8>,
@@ -257,17 +255,21 @@ pub struct StatusOut {
 
 impl AgentbusMcp {
     pub fn new(state: Arc<AppState>, fixed: Option<Identity>) -> Self {
-        let mut tool_router = Self::tool_router();
+        let mut routes = super::core_tools::routes();
         for ext in state.extensions() {
-            for route in ext.routes() {
-                tool_router.add_route(route);
-            }
+            routes.extend(ext.routes());
+        }
+        let mut router = ToolRouter::new();
+        let mut runs = std::collections::HashMap::with_capacity(routes.len());
+        for route in routes {
+            router.add_route(route.rmcp());
+            runs.insert(route.tool.name.to_string(), route.run);
         }
         let sources = state.resource_sources();
         AgentbusMcp {
             state,
             fixed,
-            tool_router: Arc::new(tool_router),
+            tools: Arc::new(Tools { router, runs }),
             log_level: Arc::new(std::sync::atomic::AtomicU8::new(LOG_OFF)),
             sources,
             watch: SessionWatch::default(),
@@ -291,52 +293,31 @@ impl AgentbusMcp {
             .watch(tenant, self.sources.clone(), subscriptions::POLL)
     }
 
+    /// Whether this server has a tool of that name.
+    pub(crate) fn has_tool(&self, name: &str) -> bool {
+        self.tools.runs.contains_key(name)
+    }
+
     /// The caller: the token's identity (HTTP) or the process's (stdio).
-    pub fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
+    pub fn caller(&self, ctx: &RequestContext<RoleServer>) -> Option<Identity> {
         if let Some(id) = &self.fixed {
-            return Ok(id.clone());
+            return Some(id.clone());
         }
         ctx.extensions
             .get::<axum::http::request::Parts>()
             .and_then(|p| p.extensions.get::<Identity>())
             .cloned()
-            .ok_or_else(|| "not authenticated".to_string())
     }
 
-    /// The caller, if their role may write.
-    pub fn writer(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
-        let id = self.who(ctx)?;
-        if !id.role.can_write() {
-            return Err(format!(
-                "the token of tenant {} is read-only (role viewer); ask an admin for a user token",
-                id.tenant
-            ));
-        }
-        Ok(id)
-    }
-
-    /// The caller, if they may write `key`: a writer, or a run's agent writing its records;
-    /// the workspace's configuration (keys under [`CONFIG_PREFIX`]) only an admin.
-    pub fn writer_of(
-        &self,
-        ctx: &RequestContext<RoleServer>,
-        key: &str,
-    ) -> Result<Identity, String> {
-        let id = self.who(ctx)?;
-        if key.starts_with(CONFIG_PREFIX) && id.role != crate::server::auth::Role::Admin {
-            return Err(format!(
-                "keys under {CONFIG_PREFIX} are the workspace's configuration (its governance policy, its registered tools): only an admin token writes them"
-            ));
-        }
-        match &id.records {
-            _ if id.may_write(key) => Ok(id),
-            Some(prefix) => Err(format!(
-                "this agent's lane only reads: it may write its run's records (keys under {prefix}), not {key}"
-            )),
-            None => self.writer(ctx),
-        }
+    /// The caller, or why there is none.
+    pub fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Identity, String> {
+        self.caller(ctx)
+            .ok_or_else(|| NOT_AUTHENTICATED.to_string())
     }
 }
+
+/// A request without a caller: it cannot reach a tool through the token check.
+const NOT_AUTHENTICATED: &str = "not authenticated";
 
 /// A tool call taking this long is logged (with its trace id) as well as measured.
 pub const SLOW_TOOL_CALL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -345,313 +326,10 @@ pub const SLOW_TOOL_CALL: std::time::Duration = std::time::Duration::from_secs(1
 /// every token of the tenant reads them, only an admin writes them.
 pub const CONFIG_PREFIX: &str = "agentbus/";
 
-#[tool_router]
-impl AgentbusMcp {
-    #[tool(
-        description = "Read a key of your tenant's KV store. Expired entries read as absent.",
-        annotations(
-            read_only_hint = true,
-            destructive_hint = false,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn kv_get(
-        &self,
-        Parameters(a): Parameters<KeyArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<KvGetOut>, String> {
-        let id = self.who(&ctx)?;
-        let e = self
-            .state
-            .kv
-            .get(&id.tenant, &a.key)
-            .await
-            .map_err(explain)?;
-        Ok(Json(KvGetOut {
-            found: e.is_some(),
-            key: a.key,
-            version: e.as_ref().map(|e| e.version),
-            expires_at: e.as_ref().and_then(|e| e.expires_at),
-            value: e.map(|e| e.value),
-        }))
-    }
-
-    #[tool(
-        description = "Write a key of your tenant's KV store (expires after 24 h unless ttl_seconds or no_expiry says otherwise). With expected_version or only_if_absent it writes only if the entry is as expected, for safe concurrent updates.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn kv_set(
-        &self,
-        Parameters(a): Parameters<KvSetArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<KvSetOut>, String> {
-        let id = self.writer_of(&ctx, &a.key)?;
-        let ttl = match (a.no_expiry.unwrap_or(false), a.ttl_seconds) {
-            (true, Some(_)) => {
-                return Err(explain(RuntimeError::invalid(
-                    "no_expiry",
-                    "give either ttl_seconds or no_expiry, not both",
-                )));
-            }
-            (true, None) => Ttl::Never,
-            (false, s) => s.map(Ttl::Seconds).unwrap_or(Ttl::Default),
-        };
-        // A new key past the entry quota is refused before anything is counted.
-        self.state
-            .admit_kv_entry(&id.tenant, &a.key)
-            .await
-            .map_err(explain)?;
-        // Counted when taken for writing: DynamoDB bills a refused conditional write too.
-        self.state
-            .quota
-            .take(
-                &id.tenant,
-                super::quota::Meter::KvKib,
-                super::quota::kv_kib(&a.key, &a.value),
-            )
-            .map_err(explain)?;
-        let kv = &self.state.kv;
-        let e = match (a.expected_version, a.only_if_absent.unwrap_or(false)) {
-            (Some(_), true) => {
-                return Err("give expected_version or only_if_absent, not both".into());
-            }
-            (Some(v), false) => {
-                kv.compare_and_set(&id.tenant, &a.key, &a.value, Expect::Version(v), ttl)
-                    .await
-            }
-            (None, true) => {
-                kv.compare_and_set(&id.tenant, &a.key, &a.value, Expect::Absent, ttl)
-                    .await
-            }
-            (None, false) => kv.set(&id.tenant, &a.key, &a.value, ttl).await,
-        }
-        .map_err(explain)?;
-        if e.version == 1 {
-            self.state
-                .quota
-                .kept_changed(&id.tenant, super::quota::Kept::KvEntries, 1);
-        }
-        Ok(Json(KvSetOut {
-            key: e.key,
-            version: e.version,
-            expires_at: e.expires_at,
-        }))
-    }
-
-    #[tool(
-        description = "Delete a key of your tenant's KV store.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn kv_delete(
-        &self,
-        Parameters(a): Parameters<KeyArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<DeletedOut>, String> {
-        let id = self.writer_of(&ctx, &a.key)?;
-        let deleted = self
-            .state
-            .kv
-            .delete(&id.tenant, &a.key)
-            .await
-            .map_err(explain)?;
-        if deleted {
-            self.state
-                .quota
-                .kept_changed(&id.tenant, super::quota::Kept::KvEntries, -1);
-        }
-        Ok(Json(DeletedOut { deleted }))
-    }
-
-    #[tool(
-        description = "List keys of your tenant's KV store by prefix, a page at a time (pass next_cursor back for the next page).",
-        annotations(
-            read_only_hint = true,
-            destructive_hint = false,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn kv_list(
-        &self,
-        Parameters(a): Parameters<KvListArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<KvListOut>, String> {
-        let id = self.who(&ctx)?;
-        let page = self
-            .state
-            .kv
-            .list(
-                &id.tenant,
-                a.prefix.as_deref().unwrap_or(""),
-                a.cursor.as_deref(),
-                a.limit.unwrap_or(100),
-            )
-            .await
-            .map_err(explain)?;
-        Ok(Json(KvListOut {
-            entries: page
-                .entries
-                .into_iter()
-                .map(|e| KvListItem {
-                    bytes: e.bytes,
-                    key: e.key,
-                    version: e.version,
-                    expires_at: e.expires_at,
-                })
-                .collect(),
-            next_cursor: page.next_cursor,
-        }))
-    }
-
-    #[tool(
-        description = "Publish an event on the workspace's event bus (source \"agentbus\"), tagged with your tenant.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = false,
-            idempotent_hint = false,
-            open_world_hint = false
-        )
-    )]
-    async fn events_send(
-        &self,
-        Parameters(a): Parameters<EventArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<EventOut>, String> {
-        let id = self.writer(&ctx)?;
-        let ev = self
-            .state
-            .publish(&id.tenant, &a.detail_type, &Value::Object(a.detail))
-            .await
-            .map_err(explain)?;
-        Ok(Json(EventOut {
-            id: ev.id,
-            source: ev.source,
-        }))
-    }
-
-    #[tool(
-        description = "Store a secret for your tenant. The value is write-only: no tool returns it.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn secrets_put(
-        &self,
-        Parameters(a): Parameters<SecretPutArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<SecretOut>, String> {
-        let id = self.writer(&ctx)?;
-        let m = self
-            .state
-            .secrets
-            .put(&id.tenant, &a.name, &a.value)
-            .await
-            .map_err(explain)?;
-        Ok(Json(SecretOut {
-            name: m.name,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
-        }))
-    }
-
-    #[tool(
-        description = "List your tenant's secrets: names and dates, never values.",
-        annotations(
-            read_only_hint = true,
-            destructive_hint = false,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn secrets_list(
-        &self,
-        Parameters(_a): Parameters<NoArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<SecretsOut>, String> {
-        let id = self.who(&ctx)?;
-        let list = self.state.secrets.list(&id.tenant).await.map_err(explain)?;
-        Ok(Json(SecretsOut {
-            secrets: list
-                .into_iter()
-                .map(|m| SecretOut {
-                    name: m.name,
-                    created_at: m.created_at,
-                    updated_at: m.updated_at,
-                })
-                .collect(),
-        }))
-    }
-
-    #[tool(
-        description = "Delete one of your tenant's secrets.",
-        annotations(
-            read_only_hint = false,
-            destructive_hint = true,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn secrets_delete(
-        &self,
-        Parameters(a): Parameters<SecretNameArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<DeletedOut>, String> {
-        let id = self.writer(&ctx)?;
-        let deleted = self
-            .state
-            .secrets
-            .delete(&id.tenant, &a.name)
-            .await
-            .map_err(explain)?;
-        Ok(Json(DeletedOut { deleted }))
-    }
-
-    #[tool(
-        description = "The workspace's tier, env, version, uptime and the health of each backing service.",
-        annotations(
-            read_only_hint = true,
-            destructive_hint = false,
-            idempotent_hint = true,
-            open_world_hint = false
-        )
-    )]
-    async fn status(
-        &self,
-        Parameters(_a): Parameters<NoArgs>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<Json<StatusOut>, String> {
-        let id = self.who(&ctx)?;
-        let health = self.state.health(&id.tenant).await;
-        Ok(Json(StatusOut {
-            tier: self.state.info.tier.clone(),
-            env: self.state.info.env.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_seconds: self.state.started.elapsed().as_secs(),
-            tenant: id.tenant.to_string(),
-            role: format!("{:?}", id.role).to_lowercase(),
-            health,
-        }))
-    }
-}
-
 /// Tools a higher tier adds to this server. They are served on the same sessions with the
 /// same authentication; [`typed_route`] builds one from a typed function.
 pub trait ToolExtension: Send + Sync {
-    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>>;
+    fn routes(&self) -> Vec<Route>;
     /// A sentence for the server's instructions about these tools.
     fn instructions(&self) -> &'static str;
     /// JSON API routes for the dashboard, served behind the same token check as `/api/*`
@@ -707,12 +385,80 @@ pub enum Access {
     Record,
 }
 
+impl Access {
+    /// The caller, if this access admits them.
+    pub fn admit(self, id: Identity) -> Result<Identity, String> {
+        let writer = |id: Identity| {
+            if id.role.can_write() {
+                Ok(id)
+            } else {
+                Err(format!(
+                    "the token of tenant {} is read-only (role viewer); ask an admin for a user token",
+                    id.tenant
+                ))
+            }
+        };
+        match self {
+            Access::Read => Ok(id),
+            Access::Write => writer(id),
+            Access::Record if id.records.is_some() => Ok(id),
+            Access::Record => writer(id),
+        }
+    }
+}
+
+/// What a tool runs: from the server's state, the caller (none when the request carries no
+/// identity) and the call's raw arguments, its result. Both ways a call reaches a tool run
+/// it: rmcp's, and the direct lane for plain sessionless calls ([`super::direct`]).
+pub type Run = Arc<
+    dyn Fn(
+            Arc<AppState>,
+            Option<Identity>,
+            rmcp::model::JsonObject,
+        ) -> futures::future::BoxFuture<'static, Result<CallToolResult, rmcp::ErrorData>>
+        + Send
+        + Sync,
+>;
+
+/// A tool: what `tools/list` shows of it, and what a call runs.
+#[derive(Clone)]
+pub struct Route {
+    pub tool: Tool,
+    run: Run,
+}
+
+impl Route {
+    /// The same tool as rmcp's router holds it.
+    fn rmcp(&self) -> ToolRoute<AgentbusMcp> {
+        let run = self.run.clone();
+        ToolRoute::new_dyn(
+            self.tool.clone(),
+            move |ctx: ToolCallContext<'_, AgentbusMcp>| {
+                let call = run(
+                    ctx.service.state.clone(),
+                    ctx.service.caller(&ctx.request_context),
+                    ctx.arguments.unwrap_or_default(),
+                );
+                Box::pin(async move { call.await.map(Into::into) })
+            },
+        )
+    }
+}
+
+/// The table of tools every session and request shares.
+pub(crate) struct Tools {
+    /// What `tools/list` shows (and how rmcp would call each tool).
+    router: ToolRouter<AgentbusMcp>,
+    /// What a call runs, by tool name.
+    runs: std::collections::HashMap<String, Run>,
+}
+
 /// A tool from a typed function: the arguments are parsed into `A` (when they do not fit, an
-/// `isError` result naming what is wrong, like the built-in tools: the MCP specification's
-/// input-validation errors are tool execution errors), `f` runs with the
-/// caller's identity, and its `O` is the structured result or its message a tool error.
-/// The tool's input and output schemas come from `A` and `O`.
-pub fn typed_route<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> ToolRoute<AgentbusMcp>
+/// `isError` result naming what is wrong: the MCP specification's input-validation errors
+/// are tool execution errors), `f` runs with the caller's identity, and its `O` is the
+/// structured result or its message a tool error. The tool's input and output schemas come
+/// from `A` and `O`.
+pub fn typed_route<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> Route
 where
     A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
     O: Serialize + schemars::JsonSchema + Send + 'static,
@@ -723,7 +469,7 @@ where
 }
 
 /// [`typed_route`] whose function also gets the server's state (its quotas).
-pub fn typed_route_in<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> ToolRoute<AgentbusMcp>
+pub fn typed_route_in<A, O, F, Fut>(tool: Tool, access: Access, f: F) -> Route
 where
     A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
     O: Serialize + schemars::JsonSchema + Send + 'static,
@@ -731,79 +477,66 @@ where
     Fut: Future<Output = Result<O, String>> + Send + 'static,
 {
     let tool = tool.with_input_schema::<A>().with_output_schema::<O>();
-    ToolRoute::new_dyn(tool, move |ctx: ToolCallContext<'_, AgentbusMcp>| {
-        let caller = match access {
-            Access::Read => ctx.service.who(&ctx.request_context),
-            Access::Write => ctx.service.writer(&ctx.request_context),
-            Access::Record => {
-                ctx.service
-                    .who(&ctx.request_context)
-                    .and_then(|id| match id.records {
-                        Some(_) => Ok(id),
-                        None => ctx.service.writer(&ctx.request_context),
-                    })
-            }
-        };
-        let args = serde_json::from_value::<A>(Value::Object(ctx.arguments.unwrap_or_default()));
+    let run: Run = Arc::new(move |state, caller, arguments| {
+        let caller = caller
+            .ok_or_else(|| NOT_AUTHENTICATED.to_string())
+            .and_then(|id| access.admit(id));
+        let args = serde_json::from_value::<A>(Value::Object(arguments));
         let f = f.clone();
-        let state = ctx.service.state.clone();
         Box::pin(async move {
             let result = match (caller, args) {
                 (Err(e), _) => Err(e),
                 (_, Err(e)) => Err(format!("invalid arguments: {e}")),
                 (Ok(id), Ok(args)) => f(state, id, args).await,
             };
-            let done = match result {
+            Ok(match result {
                 Ok(out) => CallToolResult::structured(serde_json::to_value(out).map_err(|e| {
                     rmcp::ErrorData::internal_error(format!("encoding the result: {e}"), None)
                 })?),
                 Err(msg) => CallToolResult::error(vec![ContentBlock::text(msg)]),
-            };
-            Ok(done.into())
+            })
         })
-    })
+    });
+    Route { tool, run }
 }
 
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for AgentbusMcp {
-    /// Every tool call runs in a span carrying the request's trace id and the tool's name,
-    /// and is measured: its latency, and whether it failed, by tool (a name no tool has counts
-    /// as `unknown`, so callers cannot make up metrics).
-    async fn call_tool(
+/// A tool call done: its result, and why it failed if it did.
+pub(crate) struct Called {
+    pub result: Result<rmcp::model::CallToolResponse, rmcp::ErrorData>,
+    /// `tool_error` (an `isError` result) or `invalid_request` (a JSON-RPC error).
+    pub failure: Option<&'static str>,
+    /// The tool's name as measured (`unknown` for a name no tool has).
+    tool: String,
+    span: tracing::Span,
+}
+
+impl AgentbusMcp {
+    /// A tool call, whichever way it came: it runs in a span carrying the request's trace id
+    /// and the tool's name, and is measured: its latency, and whether it failed, by tool (a
+    /// name no tool has counts as `unknown`, so callers cannot make up metrics). What it
+    /// wrote is announced to the resources' watchers, and a sampled trace gets its span.
+    pub(crate) async fn call(
         &self,
-        request: rmcp::model::CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        name: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+        caller: Option<Identity>,
+        ctx: &super::trace::TraceContext,
+    ) -> Called {
         use crate::metrics::{self, Unit, names};
         use tracing::Instrument;
         let started = std::time::Instant::now();
-        let tool: String = if self.tool_router.has_route(&request.name) {
-            request.name.to_string()
-        } else {
-            "unknown".to_string()
+        let run = self.tools.runs.get(name);
+        let tool: String = match run {
+            Some(_) => name.to_string(),
+            None => "unknown".to_string(),
         };
-        let tenant = self.who(&context).ok().map(|id| id.tenant);
-        // The request's trace (over stdio there is none: the call starts its own).
-        let ctx = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<super::trace::TraceContext>())
-            .cloned()
-            .unwrap_or_else(|| super::trace::TraceContext::of(&Default::default()));
+        let tenant = caller.as_ref().map(|id| id.tenant.clone());
         let trace = &ctx.trace;
-        let exported = crate::traces::wanted(&ctx).then(std::time::SystemTime::now);
+        let exported = crate::traces::wanted(ctx).then(std::time::SystemTime::now);
         // At the level of the lines always logged, so a tool's warnings and errors carry it.
         let span = tracing::error_span!("tool", trace_id = %trace, tool = %tool);
-        let peer = context.peer.clone();
-        // The least severity the caller is sent log messages of: the request's own (2026-07-28
-        // carries it in each request's metadata), else the session's `logging/setLevel`.
-        let log_level = context.meta.log_level().map_or_else(
-            || self.log_level.load(std::sync::atomic::Ordering::Relaxed),
-            log_rank,
-        );
         // The resources a write names, announced to their watchers once it is done.
-        let written: Vec<(&'static str, String)> = match request
-            .arguments
+        let written: Vec<(&'static str, String)> = match arguments
             .as_ref()
             .and_then(|a| a.get("key"))
             .and_then(Value::as_str)
@@ -816,8 +549,13 @@ impl ServerHandler for AgentbusMcp {
                 .collect(),
             None => Vec::new(),
         };
-        let call = ToolCallContext::new(self, request, context);
-        let result = self.tool_router.call(call).instrument(span.clone()).await;
+        let result = match run {
+            Some(run) => run(self.state.clone(), caller, arguments.unwrap_or_default())
+                .instrument(span.clone())
+                .await
+                .map(Into::into),
+            None => Err(rmcp::ErrorData::invalid_params("tool not found", None)),
+        };
         let elapsed = started.elapsed();
         let failure = match &result {
             Ok(rmcp::model::CallToolResponse::Complete(r)) if r.is_error == Some(true) => {
@@ -867,23 +605,6 @@ impl ServerHandler for AgentbusMcp {
                     "tool call failed"
                 )
             });
-            // And to the caller, when it asked for warnings.
-            #[allow(deprecated)]
-            if log_level <= log_rank(rmcp::model::LoggingLevel::Warning) {
-                let mut message = rmcp::model::LoggingMessageNotificationParam::new(
-                    rmcp::model::LoggingLevel::Warning,
-                    serde_json::json!({
-                        "message": "tool call failed",
-                        "tool": tool,
-                        "error": error,
-                        "trace_id": trace.as_str(),
-                    }),
-                );
-                message.logger = Some("agentbus".into());
-                if let Err(e) = peer.notify_logging_message(message).await {
-                    tracing::debug!("a log message to the session was not sent: {e}");
-                }
-            }
         }
         let values = [
             (
@@ -905,7 +626,66 @@ impl ServerHandler for AgentbusMcp {
                 "slow tool call"
             );
         }
-        result
+        Called {
+            result,
+            failure,
+            tool,
+            span,
+        }
+    }
+}
+
+#[tool_handler(router = self.tools.router)]
+impl ServerHandler for AgentbusMcp {
+    /// A tool call through rmcp ([`AgentbusMcp::call`]); a failure is also sent to the caller
+    /// as a log message when it asked for warnings.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        // The request's trace (over stdio there is none: the call starts its own).
+        let ctx = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<super::trace::TraceContext>())
+            .cloned()
+            .unwrap_or_else(|| super::trace::TraceContext::of(&Default::default()));
+        // The least severity the caller is sent log messages of: the request's own (2026-07-28
+        // carries it in each request's metadata), else the session's `logging/setLevel`.
+        let log_level = context.meta.log_level().map_or_else(
+            || self.log_level.load(std::sync::atomic::Ordering::Relaxed),
+            log_rank,
+        );
+        let called = self
+            .call(
+                &request.name,
+                request.arguments,
+                self.caller(&context),
+                &ctx,
+            )
+            .await;
+        #[allow(deprecated)]
+        if let Some(error) = called.failure
+            && log_level <= log_rank(rmcp::model::LoggingLevel::Warning)
+        {
+            let mut message = rmcp::model::LoggingMessageNotificationParam::new(
+                rmcp::model::LoggingLevel::Warning,
+                serde_json::json!({
+                    "message": "tool call failed",
+                    "tool": called.tool,
+                    "error": error,
+                    "trace_id": ctx.trace.as_str(),
+                }),
+            );
+            message.logger = Some("agentbus".into());
+            if let Err(e) = context.peer.notify_logging_message(message).await {
+                called
+                    .span
+                    .in_scope(|| tracing::debug!("a log message to the session was not sent: {e}"));
+            }
+        }
+        called.result
     }
 
     /// The caller's tenant's resources, source after source: the cursor names the source
@@ -1048,7 +828,7 @@ impl ServerHandler for AgentbusMcp {
                 None,
             ));
         }
-        let messages = (spec.render)(&self.tool_router.list_all(), &args)
+        let messages = (spec.render)(&self.tools.router.list_all(), &args)
             .map_err(|e| rmcp::ErrorData::invalid_params(e, None))?;
         let mut result = rmcp::model::GetPromptResult::new(messages);
         if let Some(d) = &spec.prompt.description {

@@ -4,6 +4,8 @@
 
 pub mod auth;
 pub mod bridge;
+mod core_tools;
+pub mod direct;
 pub mod domain;
 pub mod mcp;
 pub mod quota;
@@ -306,6 +308,12 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
+    surface(state, true)
+}
+
+/// The HTTP surface, with plain tool calls on the direct lane or (to compare the two) all
+/// through rmcp.
+fn surface(state: Arc<AppState>, direct_lane: bool) -> Router {
     let max_request = state
         .extensions()
         .iter()
@@ -323,11 +331,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         mcp_config = mcp_config.disable_allowed_hosts();
     }
     let tools = AgentbusMcp::new(state.clone(), None);
-    let mcp = SharedMcp(Arc::new(StreamableHttpService::new(
-        move || Ok(tools.fresh()),
-        Arc::new(LocalSessionManager::default()),
-        mcp_config,
-    )));
+    let lane = direct_lane.then(|| {
+        direct::Lane::new(
+            tools.clone(),
+            state.local_only,
+            max_request,
+            state.shutdown.child_token(),
+        )
+    });
+    let mcp = SharedMcp(Arc::new(McpEndpoint {
+        lane,
+        rmcp: StreamableHttpService::new(
+            move || Ok(tools.fresh()),
+            Arc::new(LocalSessionManager::default()),
+            mcp_config,
+        ),
+    }));
     let sessions = Arc::new(SessionOwners::default());
     let mcp = tower::ServiceBuilder::new()
         .layer(middleware::map_response(session_closed))
@@ -372,10 +391,17 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback_service(app)
 }
 
-/// The MCP service behind an `Arc`: each request's middleware clones the service it wraps,
+/// `/mcp`: the direct lane for plain sessionless tool calls ([`direct`]), rmcp's service for
+/// everything else.
+struct McpEndpoint {
+    lane: Option<direct::Lane>,
+    rmcp: StreamableHttpService<AgentbusMcp, LocalSessionManager>,
+}
+
+/// The MCP endpoint behind an `Arc`: each request's middleware clones the service it wraps,
 /// and this clone is a reference count where the MCP library's own copies its configuration.
 #[derive(Clone)]
-struct SharedMcp(Arc<StreamableHttpService<AgentbusMcp, LocalSessionManager>>);
+struct SharedMcp(Arc<McpEndpoint>);
 
 impl tower::Service<Request> for SharedMcp {
     type Response = Response;
@@ -391,7 +417,16 @@ impl tower::Service<Request> for SharedMcp {
 
     fn call(&mut self, req: Request) -> Self::Future {
         let mcp = self.0.clone();
-        Box::pin(async move { Ok(mcp.handle(req).await.map(axum::body::Body::new)) })
+        Box::pin(async move {
+            let req = match &mcp.lane {
+                Some(lane) => match lane.take(req).await {
+                    Ok(answered) => return Ok(answered),
+                    Err(req) => req,
+                },
+                None => req,
+            };
+            Ok(mcp.rmcp.handle(req).await.map(axum::body::Body::new))
+        })
     }
 }
 

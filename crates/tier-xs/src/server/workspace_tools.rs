@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::handler::server::router::tool::ToolRoute;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,7 +23,7 @@ use crate::engine::lock::RecordedChange;
 use crate::ops::{ConvergeUi, Converged, Deployer, Inputs, OpsError, Planned, header};
 use crate::runtime::Tenant;
 use crate::server::auth::{Identity, Role};
-use crate::server::mcp::{Access, AgentbusMcp, ToolExtension, tool_spec, typed_route};
+use crate::server::mcp::{Access, Route, ToolExtension, tool_spec, typed_route};
 use crate::workspace::Tier;
 
 /// Turns the flags of `agentbus plan` (`--vpc`, `--profile-usage`, the tiers' flags) into a
@@ -271,7 +270,7 @@ impl ToolExtension for WorkspaceTools {
          exactly that plan, for an admin or a workflow run's approved execute phase."
     }
 
-    fn routes(&self) -> Vec<ToolRoute<AgentbusMcp>> {
+    fn routes(&self) -> Vec<Route> {
         let open = |read_only: bool, destructive: bool| {
             rmcp::model::ToolAnnotations::new()
                 .read_only(read_only)
