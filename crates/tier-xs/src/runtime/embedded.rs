@@ -105,9 +105,11 @@ pub async fn open(data_dir: &Path) -> Result<SqlitePool, RuntimeError> {
 /// put at about a third of a `kv_get`'s server CPU. A point read or a one-statement write in
 /// WAL mode takes microseconds, less than those hand-offs, so these run where they are called,
 /// on idle connections kept here. Nothing waits on an async worker thread:
-/// - this process's writes take turns; a statement that would still wait for the write lock
-///   (another process, or the pool of [`open`], holds it) fails at once with SQLITE_BUSY,
-///   and is run again on the blocking pool with the usual busy timeout;
+/// - this process's writes queue up and are committed together by whoever has the turn (a
+///   group commit: one transaction, and its locks and WAL writes, for all of them); a batch
+///   that would still wait for the write lock (another process, or the pool of [`open`],
+///   holds it) fails at once with SQLITE_BUSY, and is run again on the blocking pool with
+///   the usual busy timeout;
 /// - these connections never checkpoint when they commit (a checkpoint syncs the database
 ///   file); every [`CHECKPOINT_EVERY`] writes, one runs on the blocking pool instead.
 ///
@@ -126,6 +128,122 @@ struct DirectInner {
     /// write lock: two that met there would send one to the busy timeout, whose sleeps run
     /// from 1 to 100 ms, and made the tail of concurrent writes 50 ms long.
     turns: tokio::sync::Mutex<()>,
+    /// Writes waiting for the next commit, in the order they came: whoever has the turn
+    /// commits all of them in one transaction (a group commit).
+    queue: std::sync::Mutex<Vec<(u64, Box<dyn Write>)>>,
+    /// The next queued write's number.
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// A write waiting in the queue, and then its outcome until its transaction commits.
+trait Write: Send {
+    /// Runs the write (in a savepoint of the batch's transaction when `in_batch`) and keeps
+    /// its outcome; true when it found the write lock taken.
+    fn run(&mut self, c: &rusqlite::Connection, in_batch: bool) -> bool;
+    /// Answers the writer: its outcome if the transaction committed, else why not.
+    fn finish(self: Box<Self>, committed: Result<(), &rusqlite::Error>);
+}
+
+struct Pending<T, F> {
+    op: &'static str,
+    f: F,
+    outcome: Option<rusqlite::Result<T>>,
+    answer: tokio::sync::oneshot::Sender<Result<T, RuntimeError>>,
+}
+
+impl<T, F> Write for Pending<T, F>
+where
+    F: Fn(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(&mut self, c: &rusqlite::Connection, in_batch: bool) -> bool {
+        let r = if in_batch {
+            savepoint(c, &self.f)
+        } else {
+            (self.f)(c)
+        };
+        let busy = matches!(&r, Err(e) if is_busy(e));
+        self.outcome = Some(r);
+        busy
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), &rusqlite::Error>) {
+        let op = self.op;
+        let answer = match (self.outcome, committed) {
+            (Some(Err(e)), _) => Err(RuntimeError::backend(op, e)),
+            (_, Err(e)) => Err(RuntimeError::backend(op, e)),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(RuntimeError::Backend {
+                op,
+                message: "the write did not run".into(),
+            }),
+        };
+        // A writer that went away no longer waits for its answer.
+        let _ = self.answer.send(answer);
+    }
+}
+
+/// `f` in a savepoint: a write that fails leaves nothing behind, and the others of its
+/// batch go on.
+fn savepoint<T>(
+    c: &rusqlite::Connection,
+    f: &dyn Fn(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached("SAVEPOINT w")?.execute([])?;
+    let r = f(c);
+    if r.is_err() {
+        c.prepare_cached("ROLLBACK TO w")?.execute([])?;
+    }
+    c.prepare_cached("RELEASE w")?.execute([])?;
+    r
+}
+
+/// What became of a batch of writes.
+enum Applied {
+    /// It committed, or failed as a whole (the error).
+    Done(rusqlite::Result<()>),
+    /// The write lock was taken elsewhere before anything was written.
+    Busy,
+}
+
+/// Runs `writes` as one transaction on `c`; a single write runs alone, as SQLite runs one
+/// statement.
+fn apply(c: &rusqlite::Connection, writes: &mut [(u64, Box<dyn Write>)]) -> Applied {
+    if let [(_, w)] = writes {
+        return match w.run(c, false) {
+            true => Applied::Busy,
+            false => Applied::Done(Ok(())),
+        };
+    }
+    match c.execute_batch("BEGIN IMMEDIATE") {
+        Err(e) if is_busy(&e) => return Applied::Busy,
+        Err(e) => return Applied::Done(Err(e)),
+        Ok(()) => {}
+    }
+    for (_, w) in writes.iter_mut() {
+        w.run(c, true);
+    }
+    match c.execute_batch("COMMIT") {
+        Ok(()) => Applied::Done(Ok(())),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Applied::Done(Err(e))
+        }
+    }
+}
+
+/// Takes a queued write out of the queue if its writer goes away before a batch took it: a
+/// write whose caller stopped waiting before it ran does not happen later.
+struct Queued<'a> {
+    inner: &'a DirectInner,
+    id: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// Connections kept idle: one per statement running at once, and the server's runtime has a
@@ -146,6 +264,13 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// Answers every write of a batch.
+fn finish(batch: Vec<(u64, Box<dyn Write>)>, committed: Result<(), &rusqlite::Error>) {
+    for (_, w) in batch {
+        w.finish(committed);
+    }
+}
+
 impl Direct {
     pub fn new(data_dir: &Path) -> Self {
         Direct {
@@ -154,6 +279,8 @@ impl Direct {
                 idle: std::sync::Mutex::new(Vec::new()),
                 writes: std::sync::atomic::AtomicU64::new(0),
                 turns: tokio::sync::Mutex::new(()),
+                queue: std::sync::Mutex::new(Vec::new()),
+                next: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -202,16 +329,44 @@ impl Direct {
         }
     }
 
-    /// Runs a write as [`Self::read`] does a read, and counts it towards the next checkpoint.
+    /// Runs a write: queued, then committed by whoever has the turn with every write queued
+    /// by then, in one transaction (each in a savepoint of its own), here, or on the blocking
+    /// pool if the write lock is taken elsewhere. Answers once the transaction committed, and
+    /// counts the write towards the next checkpoint.
     pub async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, RuntimeError>
     where
         F: Fn(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let r = {
-            let _turn = self.inner.turns.lock().await;
-            self.read(op, f).await
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let id = self
+            .inner
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pending = Pending {
+            op,
+            f,
+            outcome: None,
+            answer,
         };
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, Box::new(pending)));
+        let queued = Queued {
+            inner: &self.inner,
+            id,
+        };
+        {
+            let _turn = self.inner.turns.lock().await;
+            let batch =
+                std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
+            drop(queued);
+            if !batch.is_empty() {
+                self.commit(batch).await;
+            }
+        }
         let n = self
             .inner
             .writes
@@ -232,7 +387,47 @@ impl Direct {
                 }
             });
         }
-        r
+        answered.await.map_err(|e| RuntimeError::backend(op, e))?
+    }
+
+    /// Commits a batch of queued writes and answers each.
+    async fn commit(&self, mut batch: Vec<(u64, Box<dyn Write>)>) {
+        let conn = match self.take() {
+            Ok(c) => c,
+            Err(e) => return finish(batch, Err(&e)),
+        };
+        match apply(&conn, &mut batch) {
+            Applied::Done(committed) => {
+                if conn.is_autocommit() {
+                    self.give(conn);
+                }
+                finish(batch, committed.as_ref().map(|_| ()))
+            }
+            // Again on the blocking pool, where waiting for the write lock blocks no task.
+            Applied::Busy => {
+                let this = self.clone();
+                let waited = tokio::task::spawn_blocking(move || {
+                    let committed = match conn.busy_timeout(BUSY_TIMEOUT) {
+                        Ok(()) => match apply(&conn, &mut batch) {
+                            Applied::Done(r) => r,
+                            Applied::Busy => Err(rusqlite::Error::SqliteFailure(
+                                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                                Some("the write lock stayed taken".into()),
+                            )),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    if conn.busy_timeout(Duration::ZERO).is_ok() && conn.is_autocommit() {
+                        this.give(conn);
+                    }
+                    finish(batch, committed.as_ref().map(|_| ()));
+                })
+                .await;
+                if let Err(e) = waited {
+                    tracing::error!("a batch of writes to the embedded database: {e}");
+                }
+            }
+        }
     }
 
     /// `f` again on the blocking pool, where waiting for the write lock blocks no task.
@@ -341,6 +536,81 @@ mod tests {
             .unwrap();
         assert_eq!(keys, ["held", "mine"]);
         drop(holder);
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An insert of `key`, as a queued write.
+    fn insert(
+        direct: &Direct,
+        key: &'static str,
+    ) -> tokio::task::JoinHandle<Result<usize, RuntimeError>> {
+        let direct = direct.clone();
+        tokio::spawn(async move {
+            direct
+                .write("insert", move |c| {
+                    c.execute(
+                        "INSERT INTO kv (tenant, key, value, version, updated_at) VALUES ('t', ?1, 'v', 1, 0)",
+                        [key],
+                    )
+                })
+                .await
+        })
+    }
+
+    async fn keys(direct: &Direct) -> Vec<String> {
+        direct
+            .read("keys", |c| {
+                c.prepare("SELECT key FROM kv ORDER BY key")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_commit_together_and_one_that_fails_leaves_the_others_whole() {
+        let dir = std::env::temp_dir().join(format!("agentbus-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = open(&dir).await.unwrap();
+        let direct = Direct::new(&dir);
+        // Someone has the turn while three writes queue up behind it.
+        let turn = direct.inner.turns.lock().await;
+        let a = insert(&direct, "a");
+        let twice = insert(&direct, "a");
+        let b = insert(&direct, "b");
+        while direct.inner.queue.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        drop(turn);
+        assert_eq!(a.await.unwrap().unwrap(), 1);
+        let refused = twice.await.unwrap().unwrap_err().to_string();
+        assert!(refused.contains("UNIQUE"), "{refused}");
+        assert_eq!(b.await.unwrap().unwrap(), 1);
+        assert_eq!(keys(&direct).await, ["a", "b"]);
+        assert!(direct.inner.queue.lock().unwrap().is_empty());
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_queued_write_whose_caller_went_away_never_happens() {
+        let dir = std::env::temp_dir().join(format!("agentbus-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = open(&dir).await.unwrap();
+        let direct = Direct::new(&dir);
+        let turn = direct.inner.turns.lock().await;
+        let gone = insert(&direct, "gone");
+        while direct.inner.queue.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        assert!(direct.inner.queue.lock().unwrap().is_empty());
+        drop(turn);
+        assert_eq!(insert(&direct, "kept").await.unwrap().unwrap(), 1);
+        assert_eq!(keys(&direct).await, ["kept"]);
         pool.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
