@@ -233,7 +233,9 @@ fn apply(c: &rusqlite::Connection, writes: &mut [(u64, Box<dyn Write>)]) -> Appl
 }
 
 /// Takes a queued write out of the queue if its writer goes away before a batch took it: a
-/// write whose caller stopped waiting before it ran does not happen later.
+/// write whose caller stopped waiting before it ran does not happen later. Once its writer
+/// has the turn, a batch has taken it (this one, or an earlier one), and the guard is
+/// forgotten.
 struct Queued<'a> {
     inner: &'a DirectInner,
     id: u64,
@@ -362,7 +364,7 @@ impl Direct {
             let _turn = self.inner.turns.lock().await;
             let batch =
                 std::mem::take(&mut *self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
-            drop(queued);
+            std::mem::forget(queued);
             if !batch.is_empty() {
                 self.commit(batch).await;
             }
@@ -375,12 +377,9 @@ impl Direct {
             let this = self.clone();
             tokio::task::spawn_blocking(move || {
                 let done = this.take().and_then(|c| {
-                    let r = c.busy_timeout(BUSY_TIMEOUT).and_then(|()| {
+                    this.patiently(c, |c| {
                         c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    });
-                    let _ = c.busy_timeout(Duration::ZERO);
-                    this.give(c);
-                    r
+                    })
                 });
                 if let Err(e) = done {
                     tracing::warn!("checkpoint of the embedded database: {e}");
@@ -407,19 +406,13 @@ impl Direct {
             Applied::Busy => {
                 let this = self.clone();
                 let waited = tokio::task::spawn_blocking(move || {
-                    let committed = match conn.busy_timeout(BUSY_TIMEOUT) {
-                        Ok(()) => match apply(&conn, &mut batch) {
-                            Applied::Done(r) => r,
-                            Applied::Busy => Err(rusqlite::Error::SqliteFailure(
-                                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                                Some("the write lock stayed taken".into()),
-                            )),
-                        },
-                        Err(e) => Err(e),
-                    };
-                    if conn.busy_timeout(Duration::ZERO).is_ok() && conn.is_autocommit() {
-                        this.give(conn);
-                    }
+                    let committed = this.patiently(conn, |c| match apply(c, &mut batch) {
+                        Applied::Done(r) => r,
+                        Applied::Busy => Err(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                            Some("the write lock stayed taken".into()),
+                        )),
+                    });
                     finish(batch, committed.as_ref().map(|_| ()));
                 })
                 .await;
@@ -442,16 +435,24 @@ impl Direct {
         T: Send + 'static,
     {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = conn.busy_timeout(BUSY_TIMEOUT).and_then(|()| f(&conn));
-            if conn.busy_timeout(Duration::ZERO).is_ok() {
-                this.give(conn);
-            }
-            r
-        })
-        .await
-        .map_err(|e| RuntimeError::backend(op, e))?
-        .map_err(|e| RuntimeError::backend(op, e))
+        tokio::task::spawn_blocking(move || this.patiently(conn, |c| f(c)))
+            .await
+            .map_err(|e| RuntimeError::backend(op, e))?
+            .map_err(|e| RuntimeError::backend(op, e))
+    }
+
+    /// `f` on `conn` with the busy timeout, so that it waits for the write lock; then the
+    /// connection goes back idle. For the blocking pool only: the wait blocks the thread.
+    fn patiently<R>(
+        &self,
+        conn: rusqlite::Connection,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
+        let r = conn.busy_timeout(BUSY_TIMEOUT).and_then(|()| f(&conn));
+        if conn.busy_timeout(Duration::ZERO).is_ok() && conn.is_autocommit() {
+            self.give(conn);
+        }
+        r
     }
 }
 

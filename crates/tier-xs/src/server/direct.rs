@@ -24,7 +24,6 @@ use rmcp::model::{
 };
 use serde::Deserialize;
 
-use super::auth::Identity;
 use super::mcp::AgentbusMcp;
 use super::trace::TraceContext;
 
@@ -32,6 +31,7 @@ use super::trace::TraceContext;
 const PROTOCOL: &str = "2026-07-28";
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";
+const MCP_NAME: header::HeaderName = header::HeaderName::from_static("mcp-name");
 /// How rmcp marks a header value that is Base64 (SEP-2243); the lane takes plain values only.
 const BASE64_PREFIX: &str = "=?base64?";
 
@@ -183,7 +183,7 @@ impl Lane {
             && m.method == "tools/call"
             && self.tools.has_tool(&m.params.name)
             // Mcp-Name names the tool of the body (rmcp refuses the request otherwise).
-            && parts.headers.get("mcp-name")?.as_bytes() == m.params.name.as_bytes()
+            && parts.headers.get(MCP_NAME)?.as_bytes() == m.params.name.as_bytes()
             && m.params.meta.protocol == PROTOCOL;
         plain.then_some(Call {
             id: m.id,
@@ -194,22 +194,13 @@ impl Lane {
 
     /// Runs the call as rmcp would ([`AgentbusMcp::call`]) and answers it as one JSON message.
     async fn answer(&self, parts: &Parts, call: Call) -> Response {
-        let caller = parts.extensions.get::<Identity>().cloned();
-        let trace = parts
-            .extensions
-            .get::<TraceContext>()
-            .cloned()
-            .unwrap_or_else(|| TraceContext::of(&Default::default()));
+        let caller = super::caller(&parts.extensions);
+        let trace = TraceContext::of_request(Some(&parts.extensions));
         let called = tokio::select! {
             called = self.tools.call(&call.name, call.arguments, caller, &trace) => called,
             () = self.stopping.cancelled() => {
                 // rmcp's answer to a request whose handler the shutdown cancelled.
-                tracing::error!("Internal server error when empty response: the server is stopping");
-                let mut r = Response::new(Body::from(
-                    "Encounter an error when empty response: no response message received from handler",
-                ));
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                return r;
+                return internal_error("empty response", "no response message received from handler");
             }
         };
         let (message, status) = match called.result {
@@ -230,15 +221,19 @@ impl Lane {
                     .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(JSON));
                 r
             }
-            Err(e) => {
-                tracing::error!("encoding a tool call's answer: {e}");
-                let mut r =
-                    Response::new(Body::from("Internal Server Error: serialize json response"));
-                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                r
-            }
+            Err(e) => internal_error("serialize json response", &e.to_string()),
         }
     }
+}
+
+/// rmcp's answer when it cannot answer a request: 500, and what it was doing.
+fn internal_error(context: &str, error: &str) -> Response {
+    tracing::error!("Internal server error when {context}: {error}");
+    let mut r = Response::new(Body::from(format!(
+        "Encounter an error when {context}: {error}"
+    )));
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
 }
 
 /// The HTTP status of a JSON-RPC error answering a 2026-07-28 request, as rmcp gives it: the

@@ -305,8 +305,7 @@ impl AgentbusMcp {
         }
         ctx.extensions
             .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<Identity>())
-            .cloned()
+            .and_then(|p| super::caller(&p.extensions))
     }
 
     /// The caller, or why there is none.
@@ -645,12 +644,12 @@ impl ServerHandler for AgentbusMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
         // The request's trace (over stdio there is none: the call starts its own).
-        let ctx = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<super::trace::TraceContext>())
-            .cloned()
-            .unwrap_or_else(|| super::trace::TraceContext::of(&Default::default()));
+        let ctx = super::trace::TraceContext::of_request(
+            context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .map(|p| &p.extensions),
+        );
         // The least severity the caller is sent log messages of: the request's own (2026-07-28
         // carries it in each request's metadata), else the session's `logging/setLevel`.
         let log_level = context.meta.log_level().map_or_else(

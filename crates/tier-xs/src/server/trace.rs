@@ -94,6 +94,15 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
+    /// The trace the middleware gave a request (in its extensions), or a new one where there
+    /// is none (over stdio).
+    pub fn of_request(extensions: Option<&axum::http::Extensions>) -> Self {
+        extensions
+            .and_then(|e| e.get::<TraceContext>())
+            .cloned()
+            .unwrap_or_else(|| TraceContext::of(&HeaderMap::new()))
+    }
+
     /// The trace a request belongs to, as its headers say, or a new one.
     pub fn of(headers: &HeaderMap) -> Self {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
